@@ -1,0 +1,241 @@
+"""The chip program of one offloaded region: what the lowering produces and the C
+emitter renders. Plain data, printable, so tests and researchers can read it.
+
+A region's values live in two places: DDR (the region's arguments and results, and
+scratch buffers for a change of layout) and LMEM (local tensors). A *view* maps the
+axes of a row-major tensor onto the chip's four dims (n, c, h, w): each of the four
+is a run of adjacent tensor axes that are flattened together (possibly empty).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tvm_sophon.chip import DTYPE_BYTES, Chip
+
+View = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def _prod(values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+def view_dims(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int]:
+    return tuple(_prod(shape[a] for a in axes) for axes in view)  # type: ignore[return-value]
+
+
+def view_strides(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int]:
+    """Element strides of the four dims over a row-major tensor of ``shape``."""
+    row_major = [_prod(shape[i + 1:]) for i in range(len(shape))]
+    strides = []
+    for axes in view:
+        if not axes:
+            strides.append(0)
+            continue
+        for first, second in zip(axes, axes[1:]):
+            if second != first + 1:
+                raise ValueError(f"view {view} flattens non-adjacent axes {axes}")
+        strides.append(row_major[axes[-1]])
+    return tuple(strides)  # type: ignore[return-value]
+
+
+def default_view(rank: int) -> View:
+    """How a tensor with no layout of its own sits on the chip: the last axis of a
+    matrix on the lanes; 4-D tensors as NCHW."""
+    if rank == 4:
+        return ((0,), (1,), (2,), (3,))
+    if rank == 3:
+        return ((0,), (1,), (), (2,))
+    if rank == 2:
+        return ((0,), (1,), (), ())
+    if rank == 1:
+        return ((), (0,), (), ())
+    return ((), (), (), ())
+
+
+def layout_view(layout: str) -> View:
+    """View of a 4-D activation in an image layout (``NCHW``, ``NHWC``)."""
+    return tuple((layout.index(d),) for d in "NCHW")  # type: ignore[return-value]
+
+
+@dataclasses.dataclass
+class Tensor:
+    """A region value: an argument, a result, or an intermediate."""
+
+    name: str            # C identifier, deterministic
+    shape: tuple[int, ...]
+    dtype: str
+    role: str            # "input" | "output" | "intermediate"
+    arg_index: Optional[int] = None  # position in the packed call (inputs, then outputs)
+
+    @property
+    def nbytes(self) -> int:
+        return _prod(self.shape) * DTYPE_BYTES[self.dtype]
+
+
+@dataclasses.dataclass
+class Local:
+    """A tensor in LMEM: (n, c, h, w) under a layout, at a per-lane byte address."""
+
+    name: str
+    tensor: Tensor
+    view: View
+    dims: tuple[int, int, int, int]
+    layout: str                       # "ALIGNED" | "COMPACT"
+    addr: int = -1                    # set by the allocator
+
+    def lane_bytes(self, chip: Chip) -> int:
+        return local_lane_bytes(chip, self.dims, self.tensor.dtype, self.layout)
+
+
+def local_lane_bytes(chip: Chip, dims, dtype: str, layout: str) -> int:
+    """Bytes one lane holds for a local tensor: mirrors sophon_local_lane_bytes()."""
+    n, c, h, w = dims
+    eu = chip.eu_num(dtype)
+    cstride = h * w if layout == "COMPACT" else -(-(h * w) // eu) * eu
+    per_lane_channels = -(-c // chip.npu_num)
+    return n * per_lane_channels * cstride * DTYPE_BYTES[dtype]
+
+
+@dataclasses.dataclass
+class GlobalRef:
+    """A view of a tensor in DDR: a region argument/result or a scratch buffer."""
+
+    tensor: Tensor
+    view: View
+    dims: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
+    scratch: bool = False
+
+
+# ---------------------------------------------------------------- instructions
+
+@dataclasses.dataclass
+class Load:
+    dst: Local
+    src: GlobalRef
+
+
+@dataclasses.dataclass
+class Store:
+    dst: GlobalRef
+    src: Local
+
+
+@dataclasses.dataclass
+class Activation:
+    kind: str = "NONE"   # NONE RELU CLIP LEAKY_RELU SIGMOID TANH
+    alpha: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+
+
+@dataclasses.dataclass
+class Conv2d:
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]   # top, left, bottom, right
+    dilation: tuple[int, int]
+    groups: int
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class FullyConnected:
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Pool2d:
+    out: Local
+    input: Local
+    kind: str                             # MAX | AVG
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    count_include_pad: bool
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Binary:
+    out: Local
+    lhs: Local
+    rhs: Local
+    op: str                               # ADD SUB MUL MAX MIN
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Unary:
+    out: Local
+    input: Local
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Softmax:
+    out: Local
+    input: Local
+    pattern: str = ""
+
+
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax)
+
+
+@dataclasses.dataclass
+class RegionProgram:
+    """Straight-line program of one region: GDMA loads, compute, GDMA stores."""
+
+    symbol: str
+    chip: Chip
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    locals: list[Local]
+    scratch: list[Tensor]
+    steps: list
+    lmem_peak_bytes: int = 0
+
+    def macs(self) -> int:
+        total = 0
+        for step in self.steps:
+            if isinstance(step, Conv2d):
+                n, oc, oh, ow = step.out.dims
+                ic = step.input.dims[1] // step.groups
+                total += n * oc * oh * ow * ic * step.kernel[0] * step.kernel[1]
+            elif isinstance(step, FullyConnected):
+                m, nf = step.out.dims[:2]
+                total += m * nf * step.input.dims[1]
+        return total
+
+    def describe(self) -> str:
+        """Human-readable listing (one line per step)."""
+        lines = [f"region {self.symbol} on {self.chip.name}: "
+                 f"LMEM peak {self.lmem_peak_bytes} of {self.chip.lmem_bytes_per_lane} bytes per lane"]
+        for step in self.steps:
+            if isinstance(step, Load):
+                lines.append(f"  gdma.load  {step.dst.name}@{step.dst.addr} <- {step.src.tensor.name}{list(step.dst.dims)}")
+            elif isinstance(step, Store):
+                lines.append(f"  gdma.store {step.dst.tensor.name} <- {step.src.name}@{step.src.addr}{list(step.src.dims)}")
+            else:
+                operands = [f"{f.name}={getattr(step, f.name).name}@{getattr(step, f.name).addr}"
+                            for f in dataclasses.fields(step)
+                            if isinstance(getattr(step, f.name), Local)]
+                lines.append(f"  tiu.{type(step).__name__.lower():<10} {' '.join(operands)}  ({step.pattern})")
+        return "\n".join(lines)

@@ -1,0 +1,258 @@
+/*
+ * sophon.h - public API of the emulated Sophon BM1680 (the C reference runtime).
+ *
+ * The emulator mirrors the chip's programming model (Sophgo TPU-MLIR docs):
+ *
+ *   - global memory (DDR) is host memory: tensors are described by a pointer and
+ *     element strides (sophon_global), so NCHW, NHWC and any permutation are one case;
+ *   - local memory (LMEM) is lanes x lmem_bytes_per_lane bytes, owned by the device;
+ *     a local tensor (sophon_local) spreads its C dimension over the lanes: channel c
+ *     lives in lane c % npu_num at the same byte address `addr` of every lane, and each
+ *     lane holds [n][ceil(c / npu_num)][h][w];
+ *   - a GDMA engine moves 4-D strided tensors between global memory and LMEM;
+ *   - a compute engine (TIU) whose instructions read and write LMEM only.
+ *
+ * Every public function returns a sophon_status; on failure the device keeps a
+ * message (sophon_device_error) that names the instruction and the operand.
+ * Every LMEM access is bounds-checked once per instruction, before it runs.
+ * Counters (MACs, instructions, bytes moved, estimated cycles per engine) follow
+ * the cost model in sophon_cost.h.
+ *
+ * C99. No global state: everything lives in a sophon_device.
+ */
+#ifndef SOPHON_H_
+#define SOPHON_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+  SOPHON_OK = 0,
+  SOPHON_ERR_ARGUMENT = 1,    /* malformed descriptor or parameter */
+  SOPHON_ERR_BOUNDS = 2,      /* an LMEM access beyond the lane's memory */
+  SOPHON_ERR_UNSUPPORTED = 3, /* e.g. a dtype the chip profile has no datapath for */
+  SOPHON_ERR_NOMEM = 4        /* host allocation failed */
+} sophon_status;
+
+const char* sophon_status_name(sophon_status status);
+
+/* ---------------------------------------------------------- chip profile */
+
+/*
+ * The chip description. The compiler reads the same numbers from
+ * tvm_sophon/chips/<name>.json and emits this struct into generated code; the
+ * runtime never has numbers of its own.
+ */
+typedef struct {
+  const char* name;
+  int32_t npu_num;              /* lanes (NPUs) */
+  int64_t lmem_bytes_per_lane;  /* local memory per lane */
+  int32_t lmem_banks;           /* banks per lane (informational for the allocator) */
+  int32_t eu_bytes;             /* bytes one lane's execution units take per cycle:
+                                   EU_NUM(dtype) = eu_bytes / sizeof(dtype) */
+  int32_t has_int8;             /* 0: int8 instructions are rejected */
+  double clock_hz;              /* TIU and GDMA clock */
+  double ddr_bytes_per_second;  /* DDR bandwidth seen by the GDMA */
+  double power_watts;           /* typical power, for energy estimates */
+  int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction (assumption) */
+  int32_t tiu_latency_cycles;   /* fixed cost of one TIU instruction (assumption) */
+} sophon_chip;
+
+/* ----------------------------------------------------------------- dtypes */
+
+typedef enum {
+  SOPHON_F32 = 0,
+  SOPHON_I8 = 1,
+  SOPHON_I32 = 2
+} sophon_dtype;
+
+int32_t sophon_dtype_size(sophon_dtype dtype); /* bytes, 0 for an unknown dtype */
+
+/* ------------------------------------------------------------ descriptors */
+
+/* A 4-D view of a host tensor: element (n, c, h, w) is at
+ * data + (n*stride_n + c*stride_c + h*stride_h + w*stride_w) * sizeof(dtype).
+ * Strides are in elements and may be zero (broadcast on load). */
+typedef struct {
+  void* data;
+  int32_t n, c, h, w;
+  int64_t stride_n, stride_c, stride_h, stride_w;
+  sophon_dtype dtype;
+} sophon_global;
+
+typedef enum {
+  /* per-channel stride is h*w rounded up to EU_NUM(dtype) elements (conv activations) */
+  SOPHON_LAYOUT_ALIGNED = 0,
+  /* per-channel stride is h*w (weights, bias, vectors) */
+  SOPHON_LAYOUT_COMPACT = 1
+} sophon_layout;
+
+/* A tensor in LMEM. Channel c lives in lane c % npu_num; in every lane the tensor
+ * starts at byte `addr` and holds [n][ceil(c/npu_num)][h][w] with the channel stride
+ * given by `layout`. `addr` must be a multiple of the dtype size (runtime check). */
+typedef struct {
+  uint32_t addr;
+  int32_t n, c, h, w;
+  sophon_dtype dtype;
+  sophon_layout layout;
+} sophon_local;
+
+/* Bytes one lane needs for `t` on `chip` (0 if `t` is malformed). */
+int64_t sophon_local_lane_bytes(const sophon_chip* chip, const sophon_local* t);
+/* Elements between consecutive channels of one lane. */
+int64_t sophon_local_channel_stride(const sophon_chip* chip, const sophon_local* t);
+
+/* ------------------------------------------------------------------ device */
+
+typedef struct {
+  uint64_t macs;               /* multiply-accumulates done by the TIU */
+  uint64_t tiu_instructions;
+  uint64_t gdma_instructions;
+  uint64_t bytes_loaded;       /* DDR -> LMEM */
+  uint64_t bytes_stored;       /* LMEM -> DDR */
+  uint64_t tiu_cycles;         /* estimated, sophon_cost.h */
+  uint64_t gdma_cycles;        /* estimated, sophon_cost.h */
+  uint64_t lmem_peak_bytes;    /* highest byte touched in any lane, + 1 */
+} sophon_counters;
+
+typedef struct sophon_device sophon_device;
+
+/* Creates a device with zeroed LMEM of chip->npu_num x chip->lmem_bytes_per_lane.
+ * The chip struct is copied (the name string too). Returns SOPHON_ERR_ARGUMENT, with
+ * no message since there is no device yet, unless npu_num > 0, lmem_bytes_per_lane
+ * is a positive multiple of 4, eu_bytes >= 4, clock_hz and ddr_bytes_per_second
+ * are > 0 and the latencies are >= 0. */
+sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out);
+void sophon_device_destroy(sophon_device* dev);
+
+const sophon_chip* sophon_device_chip(const sophon_device* dev);
+/* The message of the last failed call on this device ("" if none). */
+const char* sophon_device_error(const sophon_device* dev);
+const sophon_counters* sophon_device_counters(const sophon_device* dev);
+void sophon_device_reset_counters(sophon_device* dev);
+
+/* Raw access to one lane's LMEM, bounds-checked (for tests and debugging). */
+sophon_status sophon_lmem_read(sophon_device* dev, int32_t lane, uint32_t addr,
+                               void* dst, size_t bytes);
+sophon_status sophon_lmem_write(sophon_device* dev, int32_t lane, uint32_t addr,
+                                const void* src, size_t bytes);
+
+/* -------------------------------------------------------------------- GDMA */
+
+/* Copies the 4-D global view `src` into `dst`. Shapes and dtypes must match. */
+sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
+                               const sophon_global* src);
+/* Copies `src` into the 4-D global view `dst`. Shapes and dtypes must match.
+ * A zero dst stride on a dim > 1 is rejected (broadcast is for loads only). */
+sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
+                                const sophon_local* src);
+
+/* --------------------------------------------------------------------- TIU */
+
+typedef enum {
+  SOPHON_ACT_NONE = 0,
+  SOPHON_ACT_RELU = 1,
+  SOPHON_ACT_CLIP = 2,       /* min(max(x, lo), hi): relu6 is lo=0, hi=6 */
+  SOPHON_ACT_LEAKY_RELU = 3, /* x >= 0 ? x : alpha * x */
+  SOPHON_ACT_SIGMOID = 4,
+  SOPHON_ACT_TANH = 5
+} sophon_act_kind;
+
+typedef struct {
+  sophon_act_kind kind;
+  float alpha;  /* leaky relu slope */
+  float lo, hi; /* clip bounds */
+} sophon_activation;
+
+typedef struct {
+  int32_t kernel_h, kernel_w;
+  int32_t stride_h, stride_w;
+  int32_t pad_top, pad_left, pad_bottom, pad_right;
+  int32_t dilation_h, dilation_w;
+  int32_t groups;               /* 1: dense; == in.c == out.c: depthwise */
+  sophon_activation act;        /* applied after the bias */
+} sophon_conv_params;
+
+/*
+ * out[n, oc, oy, ox] = act(bias[oc] + sum_{ic in group, ky, kx}
+ *     in[n, g*icg + ic, oy*sh - pt + ky*dh, ox*sw - pl + kx*dw] * weight[oc, ic, ky*kw + kx])
+ * Shapes: in (N, IC, H, W); weight (1, OC, IC/groups, KH*KW), COMPACT;
+ *         bias (1, OC, 1, 1) or NULL; out (N, OC, OH, OW) with
+ *         OH = (H + pt + pb - dh*(KH-1) - 1) / sh + 1, likewise OW.
+ * Padding reads as zero.
+ */
+sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_local* weight,
+                                const sophon_local* bias, const sophon_conv_params* p);
+
+/*
+ * Fully connected: out[m, j] = act(bias[j] + sum_k in[m, k] * weight[j, k]).
+ * act may be NULL (no activation).
+ * Shapes: in (M, K, 1, 1); weight (1, N, K, 1), COMPACT; bias (1, N, 1, 1) or NULL;
+ *         out (M, N, 1, 1).
+ */
+sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
+                            const sophon_local* in, const sophon_local* weight,
+                            const sophon_local* bias, const sophon_activation* act);
+
+typedef enum { SOPHON_POOL_MAX = 0, SOPHON_POOL_AVG = 1 } sophon_pool_kind;
+
+typedef struct {
+  sophon_pool_kind kind;
+  int32_t kernel_h, kernel_w;
+  int32_t stride_h, stride_w;
+  int32_t pad_top, pad_left, pad_bottom, pad_right;
+  int32_t dilation_h, dilation_w;
+  /* AVG only: 1 divides by kernel_h*kernel_w, 0 by the number of in-bounds taps.
+   * Taps beyond the padded input (ceil mode) never count. MAX ignores padding. */
+  int32_t count_include_pad;
+} sophon_pool_params;
+
+/* in (N, C, H, W) -> out (N, C, OH, OW), OH as for conv (the caller may ask for a
+ * larger OH/OW, ceil mode: windows are clipped to the padded input). OH may be at
+ * most ceil((H + pt + pb - dh*(KH-1) - 1) / sh) + 1, and the last window must start
+ * inside the padded input. AVG with count_include_pad = 1 divides by the taps inside
+ * the padded input (KH*KW except for clipped ceil-mode windows); an empty divisor
+ * gives 0. MAX over a window with no real input tap gives -FLT_MAX. */
+sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_pool_params* p);
+
+typedef enum {
+  SOPHON_BINARY_ADD = 0,
+  SOPHON_BINARY_SUB = 1,
+  SOPHON_BINARY_MUL = 2,
+  SOPHON_BINARY_MAX = 3,
+  SOPHON_BINARY_MIN = 4
+} sophon_binary_op;
+
+/* out = act(a op b), element-wise with broadcast: each of n, c, h, w of `a` and `b`
+ * is either equal to out's or 1. A broadcast channel (c == 1) is read from lane 0.
+ * act may be NULL (no activation). For binary, activation and softmax, out may
+ * alias an input exactly (same addr, n, c, h, w, dtype and layout); any other
+ * overlap of the per-lane byte ranges is SOPHON_ERR_ARGUMENT. conv2d, fc and
+ * pool2d reject any overlap of out with an input. */
+sophon_status sophon_tiu_binary(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* a, const sophon_local* b,
+                                sophon_binary_op op, const sophon_activation* act);
+
+/* out = act(in), same shape. */
+sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
+                                    const sophon_local* in, const sophon_activation* act);
+
+/* Softmax over h: out[n, c, :, w] = softmax(in[n, c, :, w]). The compiler maps any
+ * softmax axis to h (outer dims -> c, inner dims -> w). Numerically stable (max
+ * subtracted). */
+sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
+                                 const sophon_local* in);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOPHON_H_ */

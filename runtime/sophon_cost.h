@@ -1,0 +1,58 @@
+/*
+ * sophon_cost.h - the cost model of the emulated chip, in one place.
+ *
+ * The runtime's counters use these functions for every instruction it executes,
+ * and the compiler (tvm_sophon/cost.py, through ctypes) calls the same functions
+ * when it plans, so the plan's estimate and the run's counters cannot drift apart.
+ *
+ * Model (all numbers from sophon_chip; the fixed latencies are named assumptions):
+ *
+ *   EU_NUM(dtype)    = eu_bytes / sizeof(dtype)           elements a lane takes per cycle
+ *   GDMA cycles      = gdma_latency_cycles
+ *                      + ceil(bytes / (ddr_bytes_per_second / clock_hz))
+ *   conv2d cycles    = tiu_latency_cycles
+ *                      + ceil(OC / npu_num) * N * ceil(OH*OW / EU_NUM) * (IC/groups * KH * KW)
+ *                      (output channels on lanes, output pixels along the EUs, one
+ *                       MAC per EU per cycle; a 3-channel output fills 3 of 64 lanes)
+ *   fc cycles        = tiu_latency_cycles
+ *                      + ceil(N / npu_num) * M * ceil(K / EU_NUM)
+ *                      (output features on lanes, the reduction along the EUs)
+ *   pool cycles      = tiu_latency_cycles
+ *                      + ceil(C / npu_num) * N * ceil(OH*OW / EU_NUM) * (KH * KW)
+ *   element-wise     = tiu_latency_cycles
+ *                      + ceil(C / npu_num) * N * ceil(H*W / EU_NUM) * ops_per_element
+ *                      with ops_per_element: 1 for add/sub/mul/max/min, relu, clip,
+ *                      leaky relu; 4 for sigmoid and tanh (exp + divide, assumption);
+ *                      softmax: 5 (max, subtract, exp, sum, divide)
+ *   fused bias/activation in conv and fc is free (done on the way out).
+ *
+ * Region time (until layer groups overlap them) = sum of TIU and GDMA cycles:
+ * the engines run one after the other. Seconds = cycles / clock_hz; energy =
+ * seconds * power_watts.
+ */
+#ifndef SOPHON_COST_H_
+#define SOPHON_COST_H_
+
+#include "sophon.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype);
+
+uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes);
+uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_local* in, const sophon_conv_params* p);
+uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
+                        const sophon_local* in);
+uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_pool_params* p);
+uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
+                             int64_t ops_per_element);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOPHON_COST_H_ */

@@ -1,0 +1,181 @@
+/*
+ * sophon_internal.h - helpers shared by the runtime's .c files (not public API).
+ *
+ * Holds the device struct, error reporting, the descriptor checks every
+ * instruction runs before it touches memory (shape, dtype, bounds, overlap), the
+ * LMEM lane-layout math as cheap inline "views", and the f32 activation.
+ */
+#ifndef SOPHON_INTERNAL_H_
+#define SOPHON_INTERNAL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sophon.h"
+#include "sophon_cost.h"
+
+#if defined(__GNUC__)
+#define SOPHON_PRINTF_FORMAT(fmt_index, first_arg) \
+  __attribute__((format(printf, fmt_index, first_arg)))
+#else
+#define SOPHON_PRINTF_FORMAT(fmt_index, first_arg)
+#endif
+
+#define SOPHON_ERROR_BYTES 512
+#define SOPHON_NAME_BYTES 64
+
+struct sophon_device {
+  sophon_chip chip;                   /* copy; chip.name points at chip_name */
+  char chip_name[SOPHON_NAME_BYTES];
+  uint8_t* lmem;                      /* npu_num * lmem_bytes_per_lane bytes;
+                                         lane l starts at l * lmem_bytes_per_lane */
+  sophon_counters counters;
+  char error[SOPHON_ERROR_BYTES];     /* last failure, "" if none */
+};
+
+/* ------------------------------------------------------------- errors */
+
+/* Formats the message into dev->error and returns `status` (dev may be NULL). */
+sophon_status sophon_set_error(sophon_device* dev, sophon_status status,
+                               const char* fmt, ...) SOPHON_PRINTF_FORMAT(3, 4);
+
+const char* sophon_dtype_name(sophon_dtype dtype); /* "F32", "I8", "I32", "?" */
+
+/* ------------------------------------------------------------ checks
+ * Each returns SOPHON_OK or sets an error naming `op` and `name` and returns
+ * its status. */
+
+/* t is non-NULL, dims positive, dtype and layout known, addr aligned to the
+ * dtype size, and the lane size computable (SOPHON_ERR_ARGUMENT). */
+sophon_status sophon_check_local(sophon_device* dev, const char* op, const char* name,
+                                 const sophon_local* t);
+/* addr + lane bytes <= lmem_bytes_per_lane (SOPHON_ERR_BOUNDS). Call after
+ * sophon_check_local. */
+sophon_status sophon_check_bounds(sophon_device* dev, const char* op, const char* name,
+                                  const sophon_local* t);
+/* The TIU has an f32 datapath only for now (SOPHON_ERR_UNSUPPORTED). */
+sophon_status sophon_check_tiu_dtype(sophon_device* dev, const char* op,
+                                     sophon_dtype dtype);
+/* Both operands have the same dtype (SOPHON_ERR_ARGUMENT). */
+sophon_status sophon_check_same_dtype(sophon_device* dev, const char* op,
+                                      const char* name_a, const sophon_local* a,
+                                      const char* name_b, const sophon_local* b);
+/* Both operands have the same n, c, h, w (SOPHON_ERR_ARGUMENT). */
+sophon_status sophon_check_same_shape(sophon_device* dev, const char* op,
+                                      const char* name_a, const sophon_local* a,
+                                      const char* name_b, const sophon_local* b);
+/* act is a known kind with sane parameters (clip: lo <= hi). NULL is fine. */
+sophon_status sophon_check_activation(sophon_device* dev, const char* op,
+                                      const sophon_activation* act);
+/* The per-lane byte ranges of out and in are disjoint ("out overlaps in"). */
+sophon_status sophon_check_disjoint(sophon_device* dev, const char* op,
+                                    const sophon_local* out, const char* name,
+                                    const sophon_local* in);
+/* Disjoint, or an exact alias (same addr, shape, dtype and layout: in place). */
+sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
+                                            const sophon_local* out, const char* name,
+                                            const sophon_local* in);
+
+/* ----------------------------------------------------------- counters */
+
+/* Raises lmem_peak_bytes to t's end (addr + lane bytes). */
+void sophon_touch(sophon_device* dev, const sophon_local* t);
+void sophon_count_tiu(sophon_device* dev, uint64_t cycles, uint64_t macs);
+
+/* -------------------------------------------------------- layout math */
+
+static inline int64_t sophon_ceil_div(int64_t a, int64_t b) { /* a >= 0, b > 0 */
+  return (a + b - 1) / b;
+}
+
+/* Channels one lane holds per batch item: ceil(c / npu_num). */
+static inline int64_t sophon_channels_per_lane(const sophon_chip* chip, int32_t c) {
+  return sophon_ceil_div(c, chip->npu_num);
+}
+
+/*
+ * A checked local tensor resolved against the device's LMEM, so kernels do the
+ * layout arithmetic once per instruction. Element (n, c, h, w) lives at
+ *   channel(n, c) + (h * w_dim + w) * elem_bytes.
+ */
+typedef struct {
+  uint8_t* lane0;          /* lane 0 at t.addr */
+  int64_t lane_bytes;      /* distance between lanes (lmem_bytes_per_lane) */
+  int64_t channel_bytes;   /* channel stride within a lane, in bytes */
+  int64_t batch_bytes;     /* ceil(c/npu) * channel_bytes */
+  int32_t npu_num;
+  int32_t n, c, h, w;
+} sophon_view;
+
+void sophon_view_init(sophon_view* v, sophon_device* dev, const sophon_local* t);
+
+/* Base of channel c of batch item n (lane c % npu, slot c / npu). */
+static inline uint8_t* sophon_view_channel(const sophon_view* v, int32_t n, int32_t c) {
+  return v->lane0 + (int64_t)(c % v->npu_num) * v->lane_bytes +
+         (int64_t)n * v->batch_bytes + (int64_t)(c / v->npu_num) * v->channel_bytes;
+}
+static inline float* sophon_view_f32(const sophon_view* v, int32_t n, int32_t c) {
+  return (float*)(void*)sophon_view_channel(v, n, c);
+}
+static inline int8_t* sophon_view_i8(const sophon_view* v, int32_t n, int32_t c) {
+  return (int8_t*)sophon_view_channel(v, n, c);
+}
+
+/* Walks consecutive channels c, c+1, ... of one batch item without divisions. */
+typedef struct {
+  uint8_t* base;
+  int32_t lane;
+} sophon_channel_iter;
+
+static inline sophon_channel_iter sophon_channel_begin(const sophon_view* v, int32_t n,
+                                                       int32_t c) {
+  sophon_channel_iter it;
+  it.base = sophon_view_channel(v, n, c);
+  it.lane = c % v->npu_num;
+  return it;
+}
+static inline void sophon_channel_next(const sophon_view* v, sophon_channel_iter* it) {
+  if (++it->lane == v->npu_num) { /* back to lane 0, next slot */
+    it->lane = 0;
+    it->base += v->channel_bytes - (int64_t)(v->npu_num - 1) * v->lane_bytes;
+  } else {
+    it->base += v->lane_bytes;
+  }
+}
+
+/*
+ * Window taps along one axis: tap t reads input index origin + t * dilation.
+ * [sophon_first_tap, sophon_end_tap) are the taps with 0 <= index < size
+ * (an empty range when begin >= end).
+ */
+static inline int32_t sophon_first_tap(int64_t origin, int32_t dilation) {
+  return origin >= 0 ? 0 : (int32_t)sophon_ceil_div(-origin, dilation);
+}
+static inline int32_t sophon_end_tap(int64_t origin, int32_t dilation, int64_t size,
+                                     int32_t kernel) {
+  int64_t end;
+  if (origin >= size) return 0;
+  end = sophon_ceil_div(size - origin, dilation);
+  return end < kernel ? (int32_t)end : kernel;
+}
+
+/* ---------------------------------------------------------- activation */
+
+float sophon_sigmoid_f32(float x);
+float sophon_tanh_f32(float x);
+
+/* act may be NULL (none). The caller checked it with sophon_check_activation. */
+static inline float sophon_activate_f32(const sophon_activation* act, float x) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case SOPHON_ACT_CLIP: return x < act->lo ? act->lo : (x > act->hi ? act->hi : x);
+    case SOPHON_ACT_LEAKY_RELU: return x >= 0.0f ? x : act->alpha * x;
+    case SOPHON_ACT_SIGMOID: return sophon_sigmoid_f32(x);
+    case SOPHON_ACT_TANH: return sophon_tanh_f32(x);
+    case SOPHON_ACT_NONE:
+    default: return x;
+  }
+}
+
+#endif /* SOPHON_INTERNAL_H_ */

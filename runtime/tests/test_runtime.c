@@ -1,0 +1,1194 @@
+/*
+ * test_runtime.c - unit tests of the emulated Sophon runtime (C reference).
+ *
+ * A standalone program with a tiny harness: each CHECK that fails prints
+ * file:line; the last line is "N passed, M failed"; the exit status is nonzero
+ * iff a check failed. Most tests use a small chip (4 lanes, 4 KiB per lane,
+ * EU_NUM(f32) = 4) so expected addresses and costs can be worked out by hand;
+ * one test uses BM1680-like numbers.
+ *
+ * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. \
+ *            tests/test_runtime.c sophon_*.c -lm -o /tmp/test_runtime
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sophon.h"
+#include "sophon_cost.h"
+
+/* ------------------------------------------------------------- harness */
+
+static int g_passed = 0;
+static int g_failed = 0;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (cond) {                                                       \
+      ++g_passed;                                                     \
+    } else {                                                          \
+      ++g_failed;                                                     \
+      printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+/* Checks a status; on a mismatch also prints the device's message. */
+#define CHECK_STATUS(dev, expr, expected)                                            \
+  do {                                                                               \
+    sophon_status check_status_ = (expr);                                            \
+    if (check_status_ == (expected)) {                                               \
+      ++g_passed;                                                                    \
+    } else {                                                                         \
+      ++g_failed;                                                                    \
+      printf("%s:%d: %s returned %s, expected %s (error: %s)\n", __FILE__, __LINE__, \
+             #expr, sophon_status_name(check_status_), sophon_status_name(expected), \
+             sophon_device_error(dev));                                              \
+    }                                                                                \
+  } while (0)
+
+#define CHECK_OK(dev, expr) CHECK_STATUS(dev, expr, SOPHON_OK)
+
+/* The device's message contains `needle`. */
+#define CHECK_ERROR_HAS(dev, needle)                                             \
+  do {                                                                           \
+    if (strstr(sophon_device_error(dev), (needle)) != NULL) {                    \
+      ++g_passed;                                                                \
+    } else {                                                                     \
+      ++g_failed;                                                                \
+      printf("%s:%d: error \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, \
+             sophon_device_error(dev), (needle));                                \
+    }                                                                            \
+  } while (0)
+
+/* Float arrays agree to a relative/absolute tolerance; reports the first miss. */
+static int arrays_near(const float* got, const float* want, int count, float tol,
+                       const char* file, int line) {
+  int i;
+  for (i = 0; i < count; ++i) {
+    float diff = fabsf(got[i] - want[i]);
+    float scale = fabsf(want[i]) > 1.0f ? fabsf(want[i]) : 1.0f;
+    if (!(diff <= tol * scale) && !(got[i] == want[i])) {
+      printf("%s:%d: element %d is %.9g, expected %.9g\n", file, line, i, (double)got[i],
+             (double)want[i]);
+      return 0;
+    }
+  }
+  return 1;
+}
+#define CHECK_ARRAY_NEAR(got, want, count, tol) \
+  CHECK(arrays_near((got), (want), (count), (tol), __FILE__, __LINE__))
+
+/* ------------------------------------------------------------- fixtures */
+
+/* 4 lanes x 4 KiB, EU_NUM(f32) = 4, 4 DDR bytes per cycle. */
+static sophon_chip small_chip(void) {
+  sophon_chip chip;
+  memset(&chip, 0, sizeof chip);
+  chip.name = "test-small";
+  chip.npu_num = 4;
+  chip.lmem_bytes_per_lane = 4096;
+  chip.lmem_banks = 4;
+  chip.eu_bytes = 16;
+  chip.has_int8 = 1;
+  chip.clock_hz = 1e9;
+  chip.ddr_bytes_per_second = 4e9;
+  chip.power_watts = 1.0;
+  chip.gdma_latency_cycles = 10;
+  chip.tiu_latency_cycles = 5;
+  return chip;
+}
+
+static sophon_chip bm1680_chip(void) {
+  sophon_chip chip;
+  memset(&chip, 0, sizeof chip);
+  chip.name = "bm1680";
+  chip.npu_num = 64;
+  chip.lmem_bytes_per_lane = 512 * 1024;
+  chip.lmem_banks = 8;
+  chip.eu_bytes = 256;
+  chip.has_int8 = 1;
+  chip.clock_hz = 244e6;
+  chip.ddr_bytes_per_second = 83.2e9;
+  chip.power_watts = 25.0;
+  chip.gdma_latency_cycles = 32;
+  chip.tiu_latency_cycles = 16;
+  return chip;
+}
+
+static sophon_device* make_device(const sophon_chip* chip) {
+  sophon_device* dev = NULL;
+  if (sophon_device_create(chip, &dev) != SOPHON_OK) {
+    printf("%s:%d: sophon_device_create failed\n", __FILE__, __LINE__);
+    exit(2);
+  }
+  return dev;
+}
+
+static sophon_local local4(uint32_t addr, int n, int c, int h, int w, sophon_layout layout) {
+  sophon_local t;
+  t.addr = addr;
+  t.n = n;
+  t.c = c;
+  t.h = h;
+  t.w = w;
+  t.dtype = SOPHON_F32;
+  t.layout = layout;
+  return t;
+}
+
+/* Bump allocator over one lane: each tensor starts 64-byte aligned. */
+static sophon_local alloc_local(const sophon_chip* chip, uint32_t* next, int n, int c, int h,
+                                int w, sophon_layout layout) {
+  sophon_local t = local4(*next, n, c, h, w, layout);
+  int64_t bytes = sophon_local_lane_bytes(chip, &t);
+  *next += (uint32_t)((bytes + 63) / 64 * 64);
+  return t;
+}
+
+/* Contiguous NCHW global view. */
+static sophon_global global_nchw(void* data, int n, int c, int h, int w) {
+  sophon_global g;
+  g.data = data;
+  g.n = n;
+  g.c = c;
+  g.h = h;
+  g.w = w;
+  g.stride_w = 1;
+  g.stride_h = w;
+  g.stride_c = (int64_t)h * w;
+  g.stride_n = (int64_t)c * h * w;
+  g.dtype = SOPHON_F32;
+  return g;
+}
+
+static sophon_status load(sophon_device* dev, const sophon_local* t, float* data) {
+  sophon_global g = global_nchw(data, t->n, t->c, t->h, t->w);
+  return sophon_gdma_load(dev, t, &g);
+}
+
+static sophon_status store(sophon_device* dev, float* data, const sophon_local* t) {
+  sophon_global g = global_nchw(data, t->n, t->c, t->h, t->w);
+  return sophon_gdma_store(dev, &g, t);
+}
+
+/* Deterministic values in [-1, 1). */
+static void fill(float* data, int count, unsigned seed) {
+  unsigned state = seed * 2654435761u + 12345u;
+  int i;
+  for (i = 0; i < count; ++i) {
+    state = state * 1103515245u + 12345u;
+    data[i] = (float)((state >> 8) & 0xFFFF) / 32768.0f - 1.0f;
+  }
+}
+
+static float* alloc_floats(int count) {
+  float* p = (float*)calloc((size_t)count, sizeof(float));
+  if (p == NULL) {
+    printf("out of memory\n");
+    exit(2);
+  }
+  return p;
+}
+
+static sophon_activation act_of(sophon_act_kind kind, float alpha, float lo, float hi) {
+  sophon_activation a;
+  a.kind = kind;
+  a.alpha = alpha;
+  a.lo = lo;
+  a.hi = hi;
+  return a;
+}
+
+static float ref_act(const sophon_activation* act, float x) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_RELU: return x < 0.0f ? 0.0f : x;
+    case SOPHON_ACT_CLIP: return fminf(fmaxf(x, act->lo), act->hi);
+    case SOPHON_ACT_LEAKY_RELU: return x >= 0.0f ? x : act->alpha * x;
+    case SOPHON_ACT_SIGMOID: return 1.0f / (1.0f + expf(-x));
+    case SOPHON_ACT_TANH: return tanhf(x);
+    default: return x;
+  }
+}
+
+/* -------------------------------------------------------- naive references */
+
+/* The header's conv formula on NCHW host arrays; weight is [OC][IC/groups][KH][KW]. */
+static void conv_ref(const float* in, int N, int IC, int H, int W, const float* weight,
+                     const float* bias, int OC, const sophon_conv_params* p, float* out,
+                     int OH, int OW) {
+  int icg = IC / p->groups, ocg = OC / p->groups;
+  int n, oc, oy, ox, ic, ky, kx;
+  for (n = 0; n < N; ++n)
+    for (oc = 0; oc < OC; ++oc)
+      for (oy = 0; oy < OH; ++oy)
+        for (ox = 0; ox < OW; ++ox) {
+          int g = oc / ocg;
+          float acc = 0.0f;
+          for (ic = 0; ic < icg; ++ic)
+            for (ky = 0; ky < p->kernel_h; ++ky)
+              for (kx = 0; kx < p->kernel_w; ++kx) {
+                int iy = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
+                int ix = ox * p->stride_w - p->pad_left + kx * p->dilation_w;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                acc += in[((n * IC + g * icg + ic) * H + iy) * W + ix] *
+                       weight[((oc * icg + ic) * p->kernel_h + ky) * p->kernel_w + kx];
+              }
+          out[((n * OC + oc) * OH + oy) * OW + ox] =
+              ref_act(&p->act, acc + (bias != NULL ? bias[oc] : 0.0f));
+        }
+}
+
+/* Pool on NCHW host arrays, written the slow obvious way. */
+static void pool_ref(const float* in, int N, int C, int H, int W, const sophon_pool_params* p,
+                     float* out, int OH, int OW) {
+  int n, c, oy, ox, ky, kx;
+  for (n = 0; n < N; ++n)
+    for (c = 0; c < C; ++c)
+      for (oy = 0; oy < OH; ++oy)
+        for (ox = 0; ox < OW; ++ox) {
+          float max_v = -INFINITY, sum = 0.0f;
+          int real = 0, padded = 0;
+          for (ky = 0; ky < p->kernel_h; ++ky)
+            for (kx = 0; kx < p->kernel_w; ++kx) {
+              int iy = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
+              int ix = ox * p->stride_w - p->pad_left + kx * p->dilation_w;
+              if (iy < H + p->pad_bottom && ix < W + p->pad_right) ++padded;
+              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+              ++real;
+              sum += in[((n * C + c) * H + iy) * W + ix];
+              if (in[((n * C + c) * H + iy) * W + ix] > max_v)
+                max_v = in[((n * C + c) * H + iy) * W + ix];
+            }
+          if (p->kind == SOPHON_POOL_MAX) {
+            out[((n * C + c) * OH + oy) * OW + ox] = real > 0 ? max_v : -FLT_MAX;
+          } else {
+            int divisor = p->count_include_pad ? padded : real;
+            out[((n * C + c) * OH + oy) * OW + ox] = divisor > 0 ? sum / (float)divisor : 0.0f;
+          }
+        }
+}
+
+static sophon_conv_params conv_params(int k_h, int k_w, int s, int pad, int d, int groups) {
+  sophon_conv_params p;
+  memset(&p, 0, sizeof p);
+  p.kernel_h = k_h;
+  p.kernel_w = k_w;
+  p.stride_h = p.stride_w = s;
+  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+  p.dilation_h = p.dilation_w = d;
+  p.groups = groups;
+  p.act.kind = SOPHON_ACT_NONE;
+  return p;
+}
+
+static sophon_pool_params pool_params(sophon_pool_kind kind, int k, int s, int pad,
+                                      int include_pad) {
+  sophon_pool_params p;
+  memset(&p, 0, sizeof p);
+  p.kind = kind;
+  p.kernel_h = p.kernel_w = k;
+  p.stride_h = p.stride_w = s;
+  p.pad_top = p.pad_left = p.pad_bottom = p.pad_right = pad;
+  p.dilation_h = p.dilation_w = 1;
+  p.count_include_pad = include_pad;
+  return p;
+}
+
+static int conv_out(int in, int pa, int pb, int d, int k, int s) {
+  return (in + pa + pb - d * (k - 1) - 1) / s + 1;
+}
+
+/* Runs one conv through the device and compares with conv_ref. */
+static void run_conv_case(const sophon_chip* chip, int N, int IC, int H, int W, int OC,
+                          const sophon_conv_params* p, int with_bias, const char* what) {
+  sophon_device* dev = make_device(chip);
+  int icg = IC / p->groups;
+  int OH = conv_out(H, p->pad_top, p->pad_bottom, p->dilation_h, p->kernel_h, p->stride_h);
+  int OW = conv_out(W, p->pad_left, p->pad_right, p->dilation_w, p->kernel_w, p->stride_w);
+  int kk = p->kernel_h * p->kernel_w;
+  float* in = alloc_floats(N * IC * H * W);
+  float* weight = alloc_floats(OC * icg * kk);
+  float* bias = alloc_floats(OC);
+  float* got = alloc_floats(N * OC * OH * OW);
+  float* want = alloc_floats(N * OC * OH * OW);
+  uint32_t next = 0;
+  sophon_local in_t = alloc_local(chip, &next, N, IC, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = alloc_local(chip, &next, N, OC, OH, OW, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = alloc_local(chip, &next, 1, OC, icg, kk, SOPHON_LAYOUT_COMPACT);
+  sophon_local b_t = alloc_local(chip, &next, 1, OC, 1, 1, SOPHON_LAYOUT_COMPACT);
+  int ok;
+
+  fill(in, N * IC * H * W, 1);
+  fill(weight, OC * icg * kk, 2);
+  fill(bias, OC, 3);
+  conv_ref(in, N, IC, H, W, weight, with_bias ? bias : NULL, OC, p, want, OH, OW);
+
+  CHECK_OK(dev, load(dev, &in_t, in));
+  CHECK_OK(dev, load(dev, &w_t, weight));
+  CHECK_OK(dev, load(dev, &b_t, bias));
+  CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, with_bias ? &b_t : NULL, p));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  ok = arrays_near(got, want, N * OC * OH * OW, 1e-6f, __FILE__, __LINE__);
+  if (!ok) printf("  (conv case: %s)\n", what);
+  CHECK(ok);
+  CHECK(sophon_device_counters(dev)->macs ==
+        (uint64_t)N * OC * OH * OW * icg * p->kernel_h * p->kernel_w);
+
+  free(in);
+  free(weight);
+  free(bias);
+  free(got);
+  free(want);
+  sophon_device_destroy(dev);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void test_names_and_sizes(void) {
+  CHECK(strcmp(sophon_status_name(SOPHON_OK), "SOPHON_OK") == 0);
+  CHECK(strcmp(sophon_status_name(SOPHON_ERR_BOUNDS), "SOPHON_ERR_BOUNDS") == 0);
+  CHECK(sophon_dtype_size(SOPHON_F32) == 4);
+  CHECK(sophon_dtype_size(SOPHON_I8) == 1);
+  CHECK(sophon_dtype_size(SOPHON_I32) == 4);
+  CHECK(sophon_dtype_size((sophon_dtype)42) == 0);
+}
+
+static void test_device_create(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = NULL;
+  char name[16];
+  strcpy(name, "temp-name");
+  chip.name = name;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  name[0] = 'X'; /* the device keeps its own copy */
+  CHECK(strcmp(sophon_device_chip(dev)->name, "temp-name") == 0);
+  CHECK(sophon_device_chip(dev)->npu_num == 4);
+  CHECK(strcmp(sophon_device_error(dev), "") == 0);
+  CHECK(sophon_device_counters(dev)->tiu_instructions == 0);
+  sophon_device_destroy(dev);
+
+  chip = small_chip();
+  chip.npu_num = 0;
+  dev = (sophon_device*)&chip; /* must be reset to NULL */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
+  CHECK(dev == NULL);
+  chip = small_chip();
+  chip.lmem_bytes_per_lane = 4094; /* lanes would misalign f32 */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
+  CHECK(sophon_device_create(NULL, &dev) == SOPHON_ERR_ARGUMENT);
+  CHECK(sophon_device_create(&chip, NULL) == SOPHON_ERR_ARGUMENT);
+}
+
+static void test_layout_functions(void) {
+  sophon_chip chip = small_chip();
+  sophon_local t = local4(0, 2, 6, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  /* ceil(6/4) = 2 channels per lane; h*w = 9 rounded up to EU_NUM 4 = 12 */
+  CHECK(sophon_local_channel_stride(&chip, &t) == 12);
+  CHECK(sophon_local_lane_bytes(&chip, &t) == 2 * 2 * 12 * 4);
+  t.layout = SOPHON_LAYOUT_COMPACT;
+  CHECK(sophon_local_channel_stride(&chip, &t) == 9);
+  CHECK(sophon_local_lane_bytes(&chip, &t) == 2 * 2 * 9 * 4);
+  t.dtype = SOPHON_I8;
+  t.layout = SOPHON_LAYOUT_ALIGNED; /* EU_NUM(i8) = 16 */
+  CHECK(sophon_local_channel_stride(&chip, &t) == 16);
+  CHECK(sophon_local_lane_bytes(&chip, &t) == 2 * 2 * 16);
+  t.c = 0;
+  CHECK(sophon_local_lane_bytes(&chip, &t) == 0);
+  CHECK(sophon_local_lane_bytes(&chip, NULL) == 0);
+  CHECK(sophon_eu_num(&chip, SOPHON_F32) == 4);
+  CHECK(sophon_eu_num(&chip, SOPHON_I8) == 16);
+}
+
+/* Channel c of element (n, c, h, w) lands in lane c % 4 at the documented address. */
+static void check_lane_layout(sophon_layout layout, int64_t cstride) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 6, H = 3, W = 3 };
+  float data[N * C * H * W];
+  const uint32_t addr = 64;
+  sophon_local t = local4(addr, N, C, H, W, layout);
+  int n, c, h, w, bad = 0;
+  for (n = 0; n < N * C * H * W; ++n) data[n] = (float)n;
+  CHECK(sophon_local_channel_stride(&chip, &t) == cstride);
+  CHECK_OK(dev, load(dev, &t, data));
+  for (n = 0; n < N; ++n)
+    for (c = 0; c < C; ++c)
+      for (h = 0; h < H; ++h)
+        for (w = 0; w < W; ++w) {
+          float v = -1.0f;
+          uint32_t at =
+              addr + (uint32_t)(((n * 2 + c / 4) * cstride + h * W + w) * 4);
+          if (sophon_lmem_read(dev, c % 4, at, &v, sizeof v) != SOPHON_OK ||
+              v != (float)(((n * C + c) * H + h) * W + w))
+            ++bad;
+        }
+  CHECK(bad == 0);
+  /* lane 3 holds channels 3 and 7-ish: channel 7 does not exist, so slot 1 of lane 3
+     stays zero (C = 6 uses lanes 0,1 in slot 1) */
+  {
+    float v = 123.0f;
+    CHECK_OK(dev, sophon_lmem_read(dev, 3, addr + (uint32_t)(cstride * 4), &v, sizeof v));
+    CHECK(v == 0.0f);
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_lane_layout(void) {
+  check_lane_layout(SOPHON_LAYOUT_ALIGNED, 12);
+  check_lane_layout(SOPHON_LAYOUT_COMPACT, 9);
+}
+
+static void test_gdma_roundtrip_nchw(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 5, H = 3, W = 4, COUNT = N * C * H * W };
+  float src[COUNT], dst[COUNT];
+  sophon_local t = local4(128, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  fill(src, COUNT, 7);
+  memset(dst, 0, sizeof dst);
+  CHECK_OK(dev, load(dev, &t, src));
+  CHECK_OK(dev, store(dev, dst, &t));
+  CHECK(memcmp(src, dst, sizeof src) == 0);
+  sophon_device_destroy(dev);
+}
+
+static void test_gdma_roundtrip_nhwc(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 5, H = 3, W = 4, COUNT = N * C * H * W };
+  float nhwc[COUNT], back[COUNT], nchw[COUNT];
+  sophon_local t = local4(0, N, C, H, W, SOPHON_LAYOUT_COMPACT);
+  sophon_global g;
+  int n, c, h, w, bad = 0;
+  fill(nhwc, COUNT, 9);
+  g.data = nhwc;
+  g.n = N;
+  g.c = C;
+  g.h = H;
+  g.w = W;
+  g.stride_n = H * W * C;
+  g.stride_c = 1;
+  g.stride_h = W * C;
+  g.stride_w = C;
+  g.dtype = SOPHON_F32;
+  CHECK_OK(dev, sophon_gdma_load(dev, &t, &g));
+  /* NHWC -> LMEM -> NCHW is a transpose */
+  CHECK_OK(dev, store(dev, nchw, &t));
+  for (n = 0; n < N; ++n)
+    for (c = 0; c < C; ++c)
+      for (h = 0; h < H; ++h)
+        for (w = 0; w < W; ++w)
+          if (nchw[((n * C + c) * H + h) * W + w] != nhwc[((n * H + h) * W + w) * C + c]) ++bad;
+  CHECK(bad == 0);
+  /* and back to NHWC */
+  memset(back, 0, sizeof back);
+  g.data = back;
+  CHECK_OK(dev, sophon_gdma_store(dev, &g, &t));
+  CHECK(memcmp(back, nhwc, sizeof back) == 0);
+  sophon_device_destroy(dev);
+}
+
+static void test_gdma_broadcast_load(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 6, H = 2, W = 3, COUNT = N * C * H * W };
+  float vec[C] = {1, 2, 3, 4, 5, 6};
+  float out[COUNT];
+  sophon_local t = local4(0, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_global g;
+  int i, bad = 0;
+  g.data = vec;
+  g.n = N;
+  g.c = C;
+  g.h = H;
+  g.w = W;
+  g.stride_n = 0;
+  g.stride_c = 1;
+  g.stride_h = 0;
+  g.stride_w = 0;
+  g.dtype = SOPHON_F32;
+  CHECK_OK(dev, sophon_gdma_load(dev, &t, &g));
+  CHECK_OK(dev, store(dev, out, &t));
+  for (i = 0; i < COUNT; ++i)
+    if (out[i] != vec[(i / (H * W)) % C]) ++bad;
+  CHECK(bad == 0);
+  /* bytes count the local tensor, not the 6 floats read */
+  CHECK(sophon_device_counters(dev)->bytes_loaded == COUNT * 4);
+  /* a zero stride on store would write several elements to one place */
+  CHECK_STATUS(dev, sophon_gdma_store(dev, &g, &t), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "gdma_store: dst strides");
+  sophon_device_destroy(dev);
+}
+
+static void test_gdma_int8(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  int8_t src[2 * 5 * 3], dst[2 * 5 * 3];
+  sophon_local t = local4(3, 2, 5, 3, 1, SOPHON_LAYOUT_ALIGNED); /* odd addr is fine for i8 */
+  sophon_global g;
+  int8_t v = 0;
+  int i;
+  for (i = 0; i < 30; ++i) src[i] = (int8_t)(i - 15);
+  g.data = src;
+  g.n = 2;
+  g.c = 5;
+  g.h = 3;
+  g.w = 1;
+  g.stride_n = 15;
+  g.stride_c = 3;
+  g.stride_h = 1;
+  g.stride_w = 1;
+  g.dtype = SOPHON_I8;
+  t.dtype = SOPHON_I8;
+  CHECK_OK(dev, sophon_gdma_load(dev, &t, &g));
+  /* element (1, 4, 2, 0): lane 0, slot 1*2 + 1 = 3, cstride 16 -> byte 3 + 3*16 + 2 */
+  CHECK_OK(dev, sophon_lmem_read(dev, 0, 3 + 3 * 16 + 2, &v, 1));
+  CHECK(v == src[15 + 12 + 2]);
+  g.data = dst;
+  CHECK_OK(dev, sophon_gdma_store(dev, &g, &t));
+  CHECK(memcmp(src, dst, sizeof src) == 0);
+  CHECK(sophon_device_counters(dev)->bytes_loaded == 30);
+  sophon_device_destroy(dev);
+}
+
+static void test_bounds(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float data[4 * 16 * 16];
+  float probe = 1.0f;
+  /* (1,4,16,16) ALIGNED: one channel per lane, 256 floats = 1024 bytes per lane */
+  sophon_local t = local4(3584, 1, 4, 16, 16, SOPHON_LAYOUT_ALIGNED);
+  uint8_t zeros[512], lane_bytes[512];
+  fill(data, 4 * 16 * 16, 4);
+  CHECK_STATUS(dev, load(dev, &t, data), SOPHON_ERR_BOUNDS);
+  CHECK_ERROR_HAS(dev, "gdma_load: dst needs 1024 bytes per lane at addr 3584, lane holds 4096");
+  /* nothing was written, nothing was counted */
+  memset(zeros, 0, sizeof zeros);
+  CHECK_OK(dev, sophon_lmem_read(dev, 0, 3584, lane_bytes, sizeof lane_bytes));
+  CHECK(memcmp(lane_bytes, zeros, sizeof zeros) == 0);
+  CHECK(sophon_device_counters(dev)->gdma_instructions == 0);
+  CHECK(sophon_device_counters(dev)->bytes_loaded == 0);
+  /* exactly at the end is fine */
+  t.addr = 3072;
+  CHECK_OK(dev, load(dev, &t, data));
+  CHECK(sophon_device_counters(dev)->lmem_peak_bytes == 4096);
+  /* TIU operands too */
+  {
+    sophon_local out = local4(3584, 1, 4, 16, 16, SOPHON_LAYOUT_ALIGNED);
+    sophon_activation relu = act_of(SOPHON_ACT_RELU, 0, 0, 0);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out, &t, &relu), SOPHON_ERR_BOUNDS);
+    CHECK_ERROR_HAS(dev, "tiu_activation: out needs 1024 bytes per lane at addr 3584");
+  }
+  /* raw access */
+  CHECK_STATUS(dev, sophon_lmem_read(dev, 0, 4093, &probe, 4), SOPHON_ERR_BOUNDS);
+  CHECK_STATUS(dev, sophon_lmem_write(dev, 4, 0, &probe, 4), SOPHON_ERR_BOUNDS);
+  CHECK_ERROR_HAS(dev, "lmem_write: lane 4");
+  CHECK_OK(dev, sophon_lmem_write(dev, 3, 4092, &probe, 4));
+  /* misaligned f32 address */
+  t.addr = 2;
+  CHECK_STATUS(dev, load(dev, &t, data), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "not a multiple of its element size 4");
+  sophon_device_destroy(dev);
+}
+
+static void test_conv_golden(void) {
+  /* 3x3 input 1..9, 2x2 ones kernel, bias -13, relu: sums 12 16 24 28 -> 0 3 11 15 */
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float in[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  float weight[4] = {1, 1, 1, 1};
+  float bias[1] = {-13};
+  float out[4];
+  const float want[4] = {0, 3, 11, 15};
+  sophon_local in_t = local4(0, 1, 1, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(256, 1, 1, 2, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(512, 1, 1, 1, 4, SOPHON_LAYOUT_COMPACT);
+  sophon_local b_t = local4(768, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_conv_params p = conv_params(2, 2, 1, 0, 1, 1);
+  p.act.kind = SOPHON_ACT_RELU;
+  CHECK_OK(dev, load(dev, &in_t, in));
+  CHECK_OK(dev, load(dev, &w_t, weight));
+  CHECK_OK(dev, load(dev, &b_t, bias));
+  CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, &b_t, &p));
+  CHECK_OK(dev, store(dev, out, &out_t));
+  CHECK(memcmp(out, want, sizeof want) == 0);
+
+  /* stride 2, asymmetric pad (top 1, left 0, bottom 0, right 1), 2x2 kernel:
+     padded rows -1..2, cols 0..3 -> windows at (-1,0),(-1,2),(1,0),(1,2)
+     = [1+2, 3, 4+5+7+8, 6+9] = [3, 3, 24, 15] (+ bias -13, no act) */
+  {
+    const float want2[4] = {-10, -10, 11, 2};
+    p.stride_h = p.stride_w = 2;
+    p.pad_top = 1;
+    p.pad_left = 0;
+    p.pad_bottom = 0;
+    p.pad_right = 1;
+    p.act.kind = SOPHON_ACT_NONE;
+    CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, out, &out_t));
+    CHECK(memcmp(out, want2, sizeof want2) == 0);
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_conv_cases(void) {
+  sophon_chip chip = small_chip();
+  sophon_conv_params p;
+
+  p = conv_params(3, 3, 1, 1, 1, 1);
+  p.act.kind = SOPHON_ACT_RELU;
+  run_conv_case(&chip, 2, 5, 6, 6, 6, &p, 1, "3x3 pad 1, 5->6 channels, relu");
+
+  p = conv_params(3, 3, 2, 1, 1, 1);
+  run_conv_case(&chip, 1, 3, 7, 7, 5, &p, 1, "stride 2");
+
+  p = conv_params(3, 2, 1, 0, 1, 1);
+  p.pad_top = 0;
+  p.pad_left = 1;
+  p.pad_bottom = 2;
+  p.pad_right = 0;
+  run_conv_case(&chip, 1, 4, 5, 6, 3, &p, 0, "asymmetric padding, 3x2 kernel");
+
+  p = conv_params(3, 3, 1, 2, 2, 1);
+  run_conv_case(&chip, 1, 2, 7, 7, 4, &p, 1, "dilation 2");
+
+  p = conv_params(3, 3, 1, 1, 1, 2);
+  p.act = act_of(SOPHON_ACT_LEAKY_RELU, 0.1f, 0, 0);
+  run_conv_case(&chip, 2, 6, 5, 5, 4, &p, 1, "groups 2");
+
+  p = conv_params(3, 3, 2, 1, 1, 6);
+  p.act = act_of(SOPHON_ACT_CLIP, 0, -0.5f, 0.5f);
+  run_conv_case(&chip, 1, 6, 6, 6, 6, &p, 1, "depthwise stride 2, clip");
+
+  p = conv_params(1, 1, 1, 0, 1, 1);
+  run_conv_case(&chip, 1, 9, 4, 4, 7, &p, 1, "1x1 over 3 slots");
+}
+
+static void test_fc(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { M = 3, K = 10, N = 6 };
+  float in[M * K], weight[N * K], bias[N], got[M * N], want[M * N];
+  sophon_activation leaky = act_of(SOPHON_ACT_LEAKY_RELU, 0.25f, 0, 0);
+  uint32_t next = 0;
+  sophon_local in_t = alloc_local(&chip, &next, M, K, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = alloc_local(&chip, &next, 1, N, K, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local b_t = alloc_local(&chip, &next, 1, N, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = alloc_local(&chip, &next, M, N, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  int m, j, k;
+  fill(in, M * K, 11);
+  fill(weight, N * K, 12);
+  fill(bias, N, 13);
+  for (m = 0; m < M; ++m)
+    for (j = 0; j < N; ++j) {
+      float acc = 0.0f;
+      for (k = 0; k < K; ++k) acc += in[m * K + k] * weight[j * K + k];
+      want[m * N + j] = ref_act(&leaky, acc + bias[j]);
+    }
+  CHECK_OK(dev, load(dev, &in_t, in));
+  CHECK_OK(dev, load(dev, &w_t, weight));
+  CHECK_OK(dev, load(dev, &b_t, bias));
+  CHECK_OK(dev, sophon_tiu_fc(dev, &out_t, &in_t, &w_t, &b_t, &leaky));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, M * N, 1e-6f);
+  CHECK(sophon_device_counters(dev)->macs == M * N * K);
+
+  /* by hand: in [1, 2], weight [[1, 1], [2, -1]], bias [0.5, 0], no act -> [3.5, 0] */
+  {
+    float in2[2] = {1, 2}, w2[4] = {1, 1, 2, -1}, b2[2] = {0.5f, 0}, out2[2];
+    sophon_local i2 = local4(0, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local wt2 = local4(64, 1, 2, 2, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local bt2 = local4(128, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local o2 = local4(192, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+    CHECK_OK(dev, load(dev, &i2, in2));
+    CHECK_OK(dev, load(dev, &wt2, w2));
+    CHECK_OK(dev, load(dev, &bt2, b2));
+    CHECK_OK(dev, sophon_tiu_fc(dev, &o2, &i2, &wt2, &bt2, NULL));
+    CHECK_OK(dev, store(dev, out2, &o2));
+    CHECK(out2[0] == 3.5f && out2[1] == 0.0f);
+  }
+  sophon_device_destroy(dev);
+}
+
+/* Runs pool on a 1x1 input and returns the output through `out`. */
+static void run_pool(sophon_device* dev, const float* in, int H, int W,
+                     const sophon_pool_params* p, float* out, int OH, int OW) {
+  sophon_local in_t = local4(0, 1, 1, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 1, OH, OW, SOPHON_LAYOUT_ALIGNED);
+  CHECK_OK(dev, load(dev, &in_t, (float*)in));
+  CHECK_OK(dev, sophon_tiu_pool2d(dev, &out_t, &in_t, p));
+  CHECK_OK(dev, store(dev, out, &out_t));
+}
+
+static void test_max_pool(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  const float in[16] = {1, 5, 2, 0, 3, 4, -1, 7, -2, -3, -4, -5, 9, 8, -6, 6};
+  float out[9];
+  const float want[4] = {5, 7, 9, 6};
+  sophon_pool_params p = pool_params(SOPHON_POOL_MAX, 2, 2, 0, 0);
+  run_pool(dev, in, 4, 4, &p, out, 2, 2);
+  CHECK(memcmp(out, want, sizeof want) == 0);
+
+  /* ceil mode with padding: 3x3 input 1..9, k2 s2 pad 1 -> 3x3 (floor 2);
+     the last row/column windows hold only bottom/right padding -> -FLT_MAX */
+  {
+    const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    const float want3[9] = {1, 3, -FLT_MAX, 7, 9, -FLT_MAX, -FLT_MAX, -FLT_MAX, -FLT_MAX};
+    p = pool_params(SOPHON_POOL_MAX, 2, 2, 1, 0);
+    run_pool(dev, x, 3, 3, &p, out, 3, 3);
+    CHECK(memcmp(out, want3, sizeof want3) == 0);
+  }
+  /* many channels, padding, dilation: compare with the naive loop */
+  {
+    enum { N = 2, C = 6, H = 7, W = 6 };
+    float src[N * C * H * W], got[N * C * 7 * 8], ref[N * C * 7 * 8];
+    uint32_t next = 0;
+    sophon_local in_t, out_t;
+    int OH, OW;
+    p = pool_params(SOPHON_POOL_MAX, 3, 1, 2, 0);
+    p.dilation_h = 2;
+    OH = conv_out(H, 2, 2, 2, 3, 1);
+    OW = conv_out(W, 2, 2, 1, 3, 1);
+    in_t = alloc_local(&chip, &next, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+    out_t = alloc_local(&chip, &next, N, C, OH, OW, SOPHON_LAYOUT_COMPACT);
+    fill(src, N * C * H * W, 21);
+    pool_ref(src, N, C, H, W, &p, ref, OH, OW);
+    CHECK_OK(dev, load(dev, &in_t, src));
+    CHECK_OK(dev, sophon_tiu_pool2d(dev, &out_t, &in_t, &p));
+    CHECK_OK(dev, store(dev, got, &out_t));
+    CHECK(memcmp(got, ref, sizeof(float) * (size_t)(N * C * OH * OW)) == 0);
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_avg_pool(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  const float x[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  float out[9];
+  sophon_pool_params p;
+
+  /* k3 s1 pad 1 on 3x3: corner has 4 real taps summing 12, centre 9 taps summing 45 */
+  p = pool_params(SOPHON_POOL_AVG, 3, 1, 1, 1);
+  run_pool(dev, x, 3, 3, &p, out, 3, 3);
+  CHECK(fabsf(out[0] - 12.0f / 9.0f) < 1e-6f);
+  CHECK(fabsf(out[4] - 5.0f) < 1e-6f);
+  CHECK(fabsf(out[1] - 21.0f / 9.0f) < 1e-6f); /* 1+2+3+4+5+6 */
+  p.count_include_pad = 0;
+  run_pool(dev, x, 3, 3, &p, out, 3, 3);
+  CHECK(fabsf(out[0] - 3.0f) < 1e-6f);
+  CHECK(fabsf(out[4] - 5.0f) < 1e-6f);
+  CHECK(fabsf(out[1] - 3.5f) < 1e-6f);
+
+  /* ceil mode: k2 s2 pad 1 on 3x3 -> 3x3. Row windows start at -1, 1, 3: rows in the
+     padded input (-1..3) per window are 2, 2, 1; real rows 1, 2, 0 (same for cols). */
+  {
+    const float include[9] = {0.25f, 1.25f, 0, 2.75f, 7, 0, 0, 0, 0};
+    const float exclude[9] = {1, 2.5f, 0, 5.5f, 7, 0, 0, 0, 0};
+    p = pool_params(SOPHON_POOL_AVG, 2, 2, 1, 1);
+    run_pool(dev, x, 3, 3, &p, out, 3, 3);
+    CHECK(memcmp(out, include, sizeof include) == 0);
+    p.count_include_pad = 0;
+    run_pool(dev, x, 3, 3, &p, out, 3, 3);
+    CHECK(memcmp(out, exclude, sizeof exclude) == 0);
+  }
+  /* ceil mode without padding: k2 s2 on 3x3 -> 2x2, last windows clipped to the input */
+  {
+    const float want[4] = {3, 4.5f, 7.5f, 9};
+    p = pool_params(SOPHON_POOL_AVG, 2, 2, 0, 1);
+    run_pool(dev, x, 3, 3, &p, out, 2, 2);
+    CHECK(memcmp(out, want, sizeof want) == 0);
+  }
+  /* naive comparison, several channels, both modes, asymmetric padding */
+  {
+    enum { N = 1, C = 5, H = 6, W = 7 };
+    float src[N * C * H * W], got[N * C * 4 * 4], ref[N * C * 4 * 4];
+    uint32_t next = 0;
+    sophon_local in_t = alloc_local(&chip, &next, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+    sophon_local out_t;
+    int include;
+    fill(src, N * C * H * W, 31);
+    CHECK_OK(dev, load(dev, &in_t, src));
+    for (include = 0; include <= 1; ++include) {
+      p = pool_params(SOPHON_POOL_AVG, 3, 2, 1, include);
+      p.pad_bottom = 0;
+      p.pad_right = 2;
+      /* H: (6+1-2-1)/2+1 = 3 floor, ceil 3+... ask 3; W: (7+3-2-1)/2+1 = 4 */
+      out_t = alloc_local(&chip, &next, N, C, 3, 4, SOPHON_LAYOUT_ALIGNED);
+      pool_ref(src, N, C, H, W, &p, ref, 3, 4);
+      CHECK_OK(dev, sophon_tiu_pool2d(dev, &out_t, &in_t, &p));
+      CHECK_OK(dev, store(dev, got, &out_t));
+      CHECK_ARRAY_NEAR(got, ref, N * C * 3 * 4, 1e-6f);
+    }
+  }
+  /* too large an output is rejected */
+  {
+    sophon_local in_t = local4(0, 1, 1, 3, 3, SOPHON_LAYOUT_ALIGNED);
+    sophon_local out_t = local4(1024, 1, 1, 4, 3, SOPHON_LAYOUT_ALIGNED);
+    p = pool_params(SOPHON_POOL_AVG, 2, 2, 1, 1);
+    CHECK_STATUS(dev, sophon_tiu_pool2d(dev, &out_t, &in_t, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_pool2d: out h 4 is outside [2, 3]");
+  }
+  sophon_device_destroy(dev);
+}
+
+static float binary_ref(sophon_binary_op op, float x, float y) {
+  switch (op) {
+    case SOPHON_BINARY_ADD: return x + y;
+    case SOPHON_BINARY_SUB: return x - y;
+    case SOPHON_BINARY_MUL: return x * y;
+    case SOPHON_BINARY_MAX: return x > y ? x : y;
+    case SOPHON_BINARY_MIN: return x < y ? x : y;
+  }
+  return 0;
+}
+
+static void test_binary(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 6, H = 2, W = 3, COUNT = N * C * H * W };
+  float a[COUNT], b[C], c2[N * H], got[COUNT], want[COUNT];
+  sophon_local a_t = local4(0, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local b_t = local4(512, 1, C, 1, 1, SOPHON_LAYOUT_COMPACT);      /* per channel */
+  sophon_local c_t = local4(768, N, 1, H, 1, SOPHON_LAYOUT_COMPACT);      /* per n, h */
+  sophon_local out_t = local4(1024, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_activation relu = act_of(SOPHON_ACT_RELU, 0, 0, 0);
+  int op, n, ch, h, w;
+  fill(a, COUNT, 41);
+  fill(b, C, 42);
+  fill(c2, N * H, 43);
+  CHECK_OK(dev, load(dev, &a_t, a));
+  CHECK_OK(dev, load(dev, &b_t, b));
+  CHECK_OK(dev, load(dev, &c_t, c2));
+  for (op = SOPHON_BINARY_ADD; op <= SOPHON_BINARY_MIN; ++op) {
+    for (n = 0; n < N; ++n)
+      for (ch = 0; ch < C; ++ch)
+        for (h = 0; h < H; ++h)
+          for (w = 0; w < W; ++w) {
+            int i = ((n * C + ch) * H + h) * W + w;
+            want[i] = binary_ref((sophon_binary_op)op, a[i], b[ch]);
+          }
+    CHECK_OK(dev, sophon_tiu_binary(dev, &out_t, &a_t, &b_t, (sophon_binary_op)op, NULL));
+    CHECK_OK(dev, store(dev, got, &out_t));
+    CHECK(memcmp(got, want, sizeof want) == 0);
+  }
+  /* broadcast on the left operand too, with a fused relu: c (N,1,H,1) - a */
+  for (n = 0; n < N; ++n)
+    for (ch = 0; ch < C; ++ch)
+      for (h = 0; h < H; ++h)
+        for (w = 0; w < W; ++w) {
+          int i = ((n * C + ch) * H + h) * W + w;
+          want[i] = ref_act(&relu, c2[n * H + h] - a[i]);
+        }
+  CHECK_OK(dev, sophon_tiu_binary(dev, &out_t, &c_t, &a_t, SOPHON_BINARY_SUB, &relu));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, want, sizeof want) == 0);
+
+  /* in place: out is exactly a */
+  for (n = 0; n < COUNT; ++n) want[n] = a[n] * b[(n / (H * W)) % C];
+  CHECK_OK(dev, sophon_tiu_binary(dev, &a_t, &a_t, &b_t, SOPHON_BINARY_MUL, NULL));
+  CHECK_OK(dev, store(dev, got, &a_t));
+  CHECK(memcmp(got, want, sizeof want) == 0);
+
+  /* partial overlap is rejected */
+  {
+    sophon_local shifted = a_t;
+    shifted.addr = 16;
+    CHECK_STATUS(dev, sophon_tiu_binary(dev, &shifted, &a_t, &b_t, SOPHON_BINARY_ADD, NULL),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_binary: out overlaps a");
+  }
+  /* a shape that does not broadcast */
+  {
+    sophon_local bad = local4(512, 1, 3, 1, 1, SOPHON_LAYOUT_COMPACT);
+    CHECK_STATUS(dev, sophon_tiu_binary(dev, &out_t, &a_t, &bad, SOPHON_BINARY_ADD, NULL),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "b shape (1,3,1,1) does not broadcast to out shape (2,6,2,3)");
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_activations(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 1, C = 5, H = 3, W = 3, COUNT = N * C * H * W };
+  float x[COUNT], got[COUNT], want[COUNT];
+  sophon_local in_t = local4(0, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(512, N, C, H, W, SOPHON_LAYOUT_COMPACT);
+  sophon_activation acts[6];
+  int k, i;
+  acts[0] = act_of(SOPHON_ACT_NONE, 0, 0, 0);
+  acts[1] = act_of(SOPHON_ACT_RELU, 0, 0, 0);
+  acts[2] = act_of(SOPHON_ACT_CLIP, 0, -0.25f, 0.5f);
+  acts[3] = act_of(SOPHON_ACT_LEAKY_RELU, 0.1f, 0, 0);
+  acts[4] = act_of(SOPHON_ACT_SIGMOID, 0, 0, 0);
+  acts[5] = act_of(SOPHON_ACT_TANH, 0, 0, 0);
+  fill(x, COUNT, 51);
+  for (i = 0; i < COUNT; ++i) x[i] *= 4.0f;
+  CHECK_OK(dev, load(dev, &in_t, x));
+  for (k = 0; k < 6; ++k) {
+    for (i = 0; i < COUNT; ++i) want[i] = ref_act(&acts[k], x[i]);
+    CHECK_OK(dev, sophon_tiu_activation(dev, &out_t, &in_t, &acts[k]));
+    CHECK_OK(dev, store(dev, got, &out_t));
+    CHECK_ARRAY_NEAR(got, want, COUNT, 1e-6f);
+  }
+  /* spot values by hand */
+  {
+    float v[4] = {-2.0f, 0.0f, 3.0f, 8.0f}, r[4];
+    sophon_local t = local4(1024, 1, 1, 1, 4, SOPHON_LAYOUT_COMPACT);
+    sophon_activation relu6 = act_of(SOPHON_ACT_CLIP, 0, 0, 6);
+    CHECK_OK(dev, load(dev, &t, v));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &t, &t, &relu6)); /* in place */
+    CHECK_OK(dev, store(dev, r, &t));
+    CHECK(r[0] == 0 && r[1] == 0 && r[2] == 3 && r[3] == 6);
+    CHECK_OK(dev, load(dev, &t, v));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &t, &t, &acts[4]));
+    CHECK_OK(dev, store(dev, r, &t));
+    CHECK(r[1] == 0.5f);
+  }
+  /* bad parameters */
+  {
+    sophon_activation bad = act_of(SOPHON_ACT_CLIP, 0, 1, -1);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "clip bounds lo=1 > hi=-1");
+    bad = act_of((sophon_act_kind)9, 0, 0, 0);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, NULL), SOPHON_ERR_ARGUMENT);
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_softmax(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 5, H = 4, W = 3, COUNT = N * C * H * W };
+  float x[COUNT], got[COUNT], want[COUNT];
+  sophon_local in_t = local4(0, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, N, C, H, W, SOPHON_LAYOUT_ALIGNED);
+  int nc, w, h, bad_sum = 0;
+  fill(x, COUNT, 61);
+  for (h = 0; h < COUNT; ++h) x[h] *= 5.0f;
+  x[7] = 1000.0f; /* would overflow expf without the max subtracted */
+  for (nc = 0; nc < N * C; ++nc)
+    for (w = 0; w < W; ++w) {
+      double m = -INFINITY, s = 0.0;
+      for (h = 0; h < H; ++h) m = fmax(m, x[(nc * H + h) * W + w]);
+      for (h = 0; h < H; ++h) s += exp(x[(nc * H + h) * W + w] - m);
+      for (h = 0; h < H; ++h)
+        want[(nc * H + h) * W + w] = (float)(exp(x[(nc * H + h) * W + w] - m) / s);
+    }
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, sophon_tiu_softmax(dev, &out_t, &in_t));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, COUNT, 1e-5f);
+  for (nc = 0; nc < N * C; ++nc)
+    for (w = 0; w < W; ++w) {
+      float s = 0.0f;
+      for (h = 0; h < H; ++h) s += got[(nc * H + h) * W + w];
+      if (fabsf(s - 1.0f) > 1e-5f) ++bad_sum;
+    }
+  CHECK(bad_sum == 0);
+  /* in place gives the same */
+  CHECK_OK(dev, sophon_tiu_softmax(dev, &in_t, &in_t));
+  CHECK_OK(dev, store(dev, x, &in_t));
+  CHECK(memcmp(x, got, sizeof got) == 0);
+  sophon_device_destroy(dev);
+}
+
+static void test_argument_errors(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  sophon_local in_t = local4(0, 1, 4, 5, 5, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 16, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(2048, 1, 16, 3, 9, SOPHON_LAYOUT_COMPACT);
+  sophon_conv_params p = conv_params(3, 3, 1, 0, 1, 4);
+  sophon_counters before;
+
+  /* groups 4: weight must be (1,16,1,9) */
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_conv2d: weight shape (1,16,3,9) does not match");
+  CHECK_ERROR_HAS(dev, "in.c/groups=1");
+  w_t.h = 1;
+  CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p));
+  /* wrong OH */
+  out_t.h = 4;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_conv2d: out shape (1,16,4,3) does not match (1,16,3,3)");
+  out_t.h = 3;
+  /* groups not dividing */
+  p.groups = 3;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "groups 3 does not divide in.c 4 and out.c 16");
+  p.groups = 4;
+  /* NULL operand */
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, NULL, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_conv2d: in is NULL");
+  CHECK_STATUS(dev, sophon_tiu_conv2d(NULL, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  /* dtype mismatch, then unsupported int8 */
+  in_t.dtype = SOPHON_I8;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "in dtype I8 differs from out dtype F32");
+  out_t.dtype = w_t.dtype = SOPHON_I8;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p),
+               SOPHON_ERR_UNSUPPORTED);
+  CHECK_ERROR_HAS(dev, "tiu_conv2d: dtype I8 is not supported");
+  {
+    sophon_local i8 = local4(0, 1, 4, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    i8.dtype = SOPHON_I8;
+    CHECK_STATUS(dev, sophon_tiu_softmax(dev, &i8, &i8), SOPHON_ERR_UNSUPPORTED);
+    CHECK_ERROR_HAS(dev, "tiu_softmax: dtype I8");
+  }
+  in_t.dtype = out_t.dtype = w_t.dtype = SOPHON_F32;
+  /* out overlapping in */
+  out_t.addr = 64;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_conv2d: out overlaps in");
+  out_t.addr = 1024;
+  /* weight layout */
+  w_t.layout = SOPHON_LAYOUT_ALIGNED;
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "weight must be COMPACT");
+  w_t.layout = SOPHON_LAYOUT_COMPACT;
+  /* fc shape mismatch */
+  {
+    sophon_local fi = local4(0, 2, 8, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local fw = local4(256, 1, 5, 7, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local fo = local4(512, 2, 5, 1, 1, SOPHON_LAYOUT_COMPACT);
+    CHECK_STATUS(dev, sophon_tiu_fc(dev, &fo, &fi, &fw, NULL, NULL), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_fc: weight shape (1,5,7,1) does not match (1,N,K=8,1)");
+  }
+  /* pool on mismatching channels */
+  {
+    sophon_pool_params pp = pool_params(SOPHON_POOL_MAX, 2, 2, 0, 0);
+    sophon_local po = local4(1024, 1, 3, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_pool2d(dev, &po, &in_t, &pp), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_pool2d: out shape (1,3,2,2) does not keep in's n=1, c=4");
+  }
+  /* failures leave the counters alone: only the one good conv counted */
+  before = *sophon_device_counters(dev);
+  CHECK(before.tiu_instructions == 1);
+  CHECK_STATUS(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, NULL, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK(memcmp(&before, sophon_device_counters(dev), sizeof before) == 0);
+  sophon_device_destroy(dev);
+}
+
+static void test_counters(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  /* in (1,5,6,6) ALIGNED: 2 slots x 36 -> 288 B/lane; conv 3x3 pad 1 -> out (1,6,6,6) */
+  float in[5 * 36], weight[6 * 5 * 9], out[6 * 36];
+  sophon_local in_t = local4(0, 1, 5, 6, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(512, 1, 6, 5, 9, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(1024, 1, 6, 6, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(3, 3, 1, 1, 1, 1);
+  const sophon_counters* k = sophon_device_counters(dev);
+  fill(in, 5 * 36, 71);
+  fill(weight, 6 * 45, 72);
+  CHECK_OK(dev, load(dev, &in_t, in));         /* 720 bytes: 10 + 180 cycles */
+  CHECK_OK(dev, load(dev, &w_t, weight));      /* 1080 bytes: 10 + 270 */
+  CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p));
+  CHECK_OK(dev, store(dev, out, &out_t));      /* 864 bytes: 10 + 216 */
+  CHECK(k->gdma_instructions == 3);
+  CHECK(k->bytes_loaded == 720 + 1080);
+  CHECK(k->bytes_stored == 864);
+  CHECK(k->gdma_cycles == 190 + 280 + 226);
+  CHECK(k->tiu_instructions == 1);
+  CHECK(k->macs == 6 * 36 * 5 * 9);
+  /* 5 + ceil(6/4) * 1 * ceil(36/4) * (5*9) = 5 + 2*9*45 */
+  CHECK(k->tiu_cycles == 5 + 810);
+  /* out: 1024 + 2 slots * 36 * 4 = 1312 */
+  CHECK(k->lmem_peak_bytes == 1312);
+  sophon_device_reset_counters(dev);
+  CHECK(k->macs == 0 && k->gdma_instructions == 0 && k->lmem_peak_bytes == 0);
+  {
+    sophon_activation sig = act_of(SOPHON_ACT_SIGMOID, 0, 0, 0);
+    CHECK_OK(dev, sophon_tiu_activation(dev, &out_t, &out_t, &sig));
+    CHECK(k->tiu_cycles == 5 + 2 * 9 * 4);
+    CHECK_OK(dev, sophon_tiu_softmax(dev, &out_t, &out_t));
+    CHECK(k->tiu_cycles == (5 + 2 * 9 * 4) + (5 + 2 * 9 * 5));
+    CHECK(k->tiu_instructions == 2 && k->macs == 0);
+  }
+  sophon_device_destroy(dev);
+}
+
+static void test_cost_functions(void) {
+  sophon_chip chip = bm1680_chip();
+  sophon_local out = local4(0, 1, 64, 112, 112, SOPHON_LAYOUT_ALIGNED);
+  sophon_local in = local4(0, 1, 3, 224, 224, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(7, 7, 2, 3, 1, 1);
+  sophon_pool_params pp = pool_params(SOPHON_POOL_MAX, 3, 2, 1, 0);
+  CHECK(sophon_eu_num(&chip, SOPHON_F32) == 64);
+  CHECK(sophon_eu_num(&chip, SOPHON_I8) == 256);
+  /* 83.2e9 / 244e6 = 340.98 B/cycle; 1e6 B -> ceil(2932.69) = 2933, + 32 */
+  CHECK(sophon_cost_gdma(&chip, 1000000) == 2965);
+  CHECK(sophon_cost_gdma(&chip, 0) == 32);
+  /* ResNet-18 conv1: 16 + 1 * 1 * ceil(12544/64)=196 * 3*49 */
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147);
+  /* 3 output channels still take a full lane pass */
+  out.c = 3;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147);
+  /* fc 512 -> 1000: 16 + ceil(1000/64)=16 * 1 * ceil(512/64)=8 */
+  out = local4(0, 1, 1000, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  in = local4(0, 1, 512, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  CHECK(sophon_cost_fc(&chip, &out, &in) == 16 + 128);
+  /* max pool 3x3 to (1,64,56,56): 16 + 1 * 1 * 49 * 9 */
+  out = local4(0, 1, 64, 56, 56, SOPHON_LAYOUT_ALIGNED);
+  CHECK(sophon_cost_pool2d(&chip, &out, &pp) == 16 + 441);
+  CHECK(sophon_cost_eltwise(&chip, &out, 1) == 16 + 49);
+  CHECK(sophon_cost_eltwise(&chip, &out, 5) == 16 + 245);
+  /* small chip, grouped conv: 5 + ceil(6/4)=2 * 2 * ceil(25/4)=7 * (6/2 * 9) */
+  chip = small_chip();
+  out = local4(0, 2, 6, 5, 5, SOPHON_LAYOUT_ALIGNED);
+  in = local4(0, 2, 6, 5, 5, SOPHON_LAYOUT_ALIGNED);
+  p = conv_params(3, 3, 1, 1, 1, 2);
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 2 * 7 * 27);
+  CHECK(sophon_cost_gdma(&chip, 10) == 10 + 3); /* 4 B/cycle: ceil(2.5) */
+  /* malformed input gives 0, never a crash */
+  CHECK(sophon_cost_conv2d(NULL, &out, &in, &p) == 0);
+  CHECK(sophon_cost_fc(&chip, NULL, &in) == 0);
+}
+
+/* The same code on BM1680-like numbers: 64 lanes, EU_NUM 64, > 64 channels. */
+static void test_bm1680_conv(void) {
+  sophon_chip chip = bm1680_chip();
+  sophon_conv_params p = conv_params(3, 3, 1, 1, 1, 1);
+  sophon_device* dev = make_device(&chip);
+  sophon_local t = local4(0, 1, 70, 10, 10, SOPHON_LAYOUT_ALIGNED);
+  p.act.kind = SOPHON_ACT_RELU;
+  /* 70 channels -> 2 slots of round_up(100, 64) = 128 floats */
+  CHECK(sophon_local_lane_bytes(&chip, &t) == 2 * 128 * 4);
+  sophon_device_destroy(dev);
+  run_conv_case(&chip, 1, 66, 10, 10, 70, &p, 1, "bm1680 66->70 channels");
+  p = conv_params(3, 3, 2, 1, 1, 130);
+  run_conv_case(&chip, 1, 130, 9, 9, 130, &p, 1, "bm1680 depthwise 130");
+}
+
+int main(void) {
+  test_names_and_sizes();
+  test_device_create();
+  test_layout_functions();
+  test_lane_layout();
+  test_gdma_roundtrip_nchw();
+  test_gdma_roundtrip_nhwc();
+  test_gdma_broadcast_load();
+  test_gdma_int8();
+  test_bounds();
+  test_conv_golden();
+  test_conv_cases();
+  test_fc();
+  test_max_pool();
+  test_avg_pool();
+  test_binary();
+  test_activations();
+  test_softmax();
+  test_argument_errors();
+  test_counters();
+  test_cost_functions();
+  test_bm1680_conv();
+  printf("%d passed, %d failed\n", g_passed, g_failed);
+  return g_failed > 0 ? 1 : 0;
+}

@@ -1,0 +1,133 @@
+"""Partition decisions: what is offloaded, what stays on the host, and why."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+from tvm.script import relax as R
+
+import tvm_sophon
+from tvm_sophon import offload_report, partition_for_sophon
+
+
+def _regions(mod):
+    return {g.name_hint: f for g, f in mod.functions.items()
+            if isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"}
+
+
+def _host_ops(mod):
+    ops = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            ops.append(expr.op.name)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return ops
+
+
+@tvm.script.ir_module
+class SortInTheMiddle:
+    @R.function
+    def main(x: R.Tensor((1, 3, 8, 8), "float32"), w: R.Tensor((8, 3, 3, 3), "float32"),
+             b: R.Tensor((1, 8, 1, 1), "float32"), w2: R.Tensor((8, 8, 1, 1), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=1)
+            y1 = R.add(y, b)
+            y2 = R.nn.relu(y1)
+            p = R.nn.max_pool2d(y2, pool_size=(2, 2), strides=(2, 2))
+            s = R.sort(p, axis=-1)
+            z = R.nn.conv2d(s, w2)
+            z1 = R.nn.relu(z)
+            R.output(z1)
+        return z1
+
+
+def test_sort_splits_the_graph_and_stays_on_host():
+    mod = partition_for_sophon(SortInTheMiddle)
+    regions = _regions(mod)
+    assert len(regions) == 2, list(regions)
+    report = offload_report(mod)
+    assert [r.composites for r in report.regions] == [
+        ["sophon.conv2d_bias_relu", "sophon.max_pool2d"], ["sophon.conv2d_relu"]]
+    assert [op.op for op in report.host_ops] == ["relax.sort"]
+    assert report.host_ops[0].reason == "no sophon pattern covers relax.sort"
+    # main keeps only the sort as a real op; the rest are calls to regions
+    assert _host_ops(mod) == ["relax.sort"]
+    assert report.offloaded_mac_share == 1.0
+
+
+def test_adjacent_composites_merge_into_one_region():
+    mod = partition_for_sophon(SortInTheMiddle)
+    first = [f for f in _regions(mod).values() if "max_pool2d" in str(f)]
+    assert len(first) == 1
+
+
+def test_regions_carry_the_chip_profile():
+    chip = tvm_sophon.get_chip("bm1680").replace(lmem_bytes_per_lane=65536)
+    mod = partition_for_sophon(SortInTheMiddle, chip=chip)
+    for func in _regions(mod).values():
+        assert '"lmem_bytes_per_lane": 65536' in str(func.attrs["sophon.chip"])
+
+
+@tvm.script.ir_module
+class Int8Conv:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "int8"), w: R.Tensor((4, 4, 3, 3), "int8")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, out_dtype="int32")
+            R.output(y)
+        return y
+
+
+def test_int8_conv_stays_on_host_with_reason():
+    mod = partition_for_sophon(Int8Conv)
+    assert not _regions(mod)
+    report = offload_report(mod)
+    assert len(report.host_ops) == 1
+    assert "int8" in report.host_ops[0].reason and "float32" in report.host_ops[0].reason
+
+
+@tvm.script.ir_module
+class NotABias:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w: R.Tensor((4, 4, 1, 1), "float32"),
+             r: R.Tensor((1, 4, 8, 8), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w)
+            z = R.add(y, r)
+            R.output(z)
+        return z
+
+
+def test_residual_add_is_not_taken_for_a_bias():
+    """add(conv, full tensor) is a residual add: conv2d and add composites, one region."""
+    mod = partition_for_sophon(NotABias)
+    report = offload_report(mod)
+    assert report.offloaded == ["sophon.conv2d", "sophon.add"]
+    assert not report.host_ops
+
+
+@tvm.script.ir_module
+class DynamicBatch:
+    @R.function
+    def main(x: R.Tensor(("n", 16), "float32"), w: R.Tensor((16, 4), "float32")):
+        with R.dataflow():
+            y = R.matmul(x, w)
+            R.output(y)
+        return y
+
+
+def test_dynamic_shape_stays_on_host_with_reason():
+    report = offload_report(partition_for_sophon(DynamicBatch))
+    assert not report.regions
+    assert "dynamic shape" in report.host_ops[0].reason
+
+
+def test_report_requires_a_partitioned_module():
+    with pytest.raises(ValueError, match="not partitioned"):
+        offload_report(SortInTheMiddle)
+
+
+def test_unknown_chip_is_a_clear_error():
+    with pytest.raises(tvm_sophon.SophonError, match="unknown chip profile 'bm9999'"):
+        partition_for_sophon(SortInTheMiddle, chip="bm9999")

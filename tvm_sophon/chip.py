@@ -1,0 +1,91 @@
+"""The chip description: one JSON file per chip profile, read by the compiler and
+emitted into generated C for the runtime (``sophon_chip``), so the two never hold
+separate copies of the numbers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from .errors import SophonError
+
+CHIPS_DIR = Path(__file__).resolve().parent / "chips"
+
+DTYPE_BYTES = {"float32": 4, "int8": 1, "int32": 4}
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+    name: str
+    npu_num: int
+    lmem_bytes_per_lane: int
+    lmem_banks: int
+    eu_bytes: int
+    has_int8: bool
+    clock_hz: float
+    ddr_bytes_per_second: float
+    power_watts: float
+    gdma_latency_cycles: int
+    tiu_latency_cycles: int
+    description: str = ""
+
+    # ---- derived figures -------------------------------------------------
+    def eu_num(self, dtype: str = "float32") -> int:
+        """Elements one lane's execution units take per cycle."""
+        return self.eu_bytes // DTYPE_BYTES[dtype]
+
+    @property
+    def lmem_bytes(self) -> int:
+        return self.npu_num * self.lmem_bytes_per_lane
+
+    @property
+    def peak_flops(self) -> float:
+        """FP32 peak: every EU of every lane does one multiply-add per cycle."""
+        return self.npu_num * self.eu_num("float32") * 2 * self.clock_hz
+
+    @property
+    def ddr_bytes_per_cycle(self) -> float:
+        return self.ddr_bytes_per_second / self.clock_hz
+
+    # ---- (de)serialisation ------------------------------------------------
+    def replace(self, **changes) -> "Chip":
+        """A variant of this profile, e.g. ``chip.replace(lmem_bytes_per_lane=4096)``."""
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def c_initializer(self) -> str:
+        """The ``sophon_chip`` struct literal for generated C (C89 positional order)."""
+        fields = [
+            json.dumps(self.name),
+            str(self.npu_num),
+            f"{self.lmem_bytes_per_lane}LL",
+            str(self.lmem_banks),
+            str(self.eu_bytes),
+            "1" if self.has_int8 else "0",
+            repr(float(self.clock_hz)),
+            repr(float(self.ddr_bytes_per_second)),
+            repr(float(self.power_watts)),
+            str(self.gdma_latency_cycles),
+            str(self.tiu_latency_cycles),
+        ]
+        return "{" + ", ".join(fields) + "}"
+
+
+def available_chips() -> list[str]:
+    return sorted(p.stem for p in CHIPS_DIR.glob("*.json"))
+
+
+def get_chip(chip: "str | Chip") -> Chip:
+    """A chip profile by name (``"bm1680"``) or a Chip passed through."""
+    if isinstance(chip, Chip):
+        return chip
+    path = CHIPS_DIR / f"{chip}.json"
+    if not path.is_file():
+        raise SophonError(
+            f"unknown chip profile {chip!r}; available: {', '.join(available_chips())}"
+        )
+    data = json.loads(path.read_text())
+    fields = {f.name for f in dataclasses.fields(Chip)}
+    return Chip(**{k: v for k, v in data.items() if k in fields})

@@ -1,0 +1,214 @@
+"""Partitioning: which parts of a Relax module run on the chip.
+
+``partition_for_sophon`` fuses the sophon patterns into composites
+(FuseOpsByPattern), merges adjacent composites into regions
+(MergeCompositeFunctions), and tags each region with the chip profile it was
+planned for. Everything else stays on the host; the offload report says which op
+stayed and why (the first failing hardware rule, or that no pattern covers it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import patterns
+from .chip import Chip, get_chip
+
+logger = logging.getLogger("tvm_sophon")
+
+CHIP_ATTR = "sophon.chip"
+REPORT_ATTR = "sophon.offload_report"
+
+
+@dataclasses.dataclass
+class HostOp:
+    var: str
+    op: str
+    shape: Optional[tuple]
+    reason: str
+    macs: int = 0
+
+
+@dataclasses.dataclass
+class Region:
+    symbol: str
+    composites: list[str]
+    macs: int
+
+
+@dataclasses.dataclass
+class OffloadReport:
+    chip: str
+    regions: list[Region]
+    host_ops: list[HostOp]
+
+    @property
+    def offloaded(self) -> list[str]:
+        return [name for r in self.regions for name in r.composites]
+
+    @property
+    def offloaded_macs(self) -> int:
+        return sum(r.macs for r in self.regions)
+
+    @property
+    def host_macs(self) -> int:
+        return sum(op.macs for op in self.host_ops)
+
+    @property
+    def offloaded_mac_share(self) -> float:
+        total = self.offloaded_macs + self.host_macs
+        return 1.0 if total == 0 else self.offloaded_macs / total
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "OffloadReport":
+        data = json.loads(text)
+        return cls(data["chip"], [Region(**r) for r in data["regions"]],
+                   [HostOp(**{**h, "shape": tuple(h["shape"]) if h["shape"] is not None else None})
+                    for h in data["host_ops"]])
+
+    def format(self) -> str:
+        lines = [f"offload report for {self.chip}: {len(self.regions)} region(s), "
+                 f"{len(self.offloaded)} op(s) on the chip, {len(self.host_ops)} on the host, "
+                 f"{100 * self.offloaded_mac_share:.1f}% of MACs offloaded"]
+        for r in self.regions:
+            lines.append(f"  chip  {r.symbol}: {', '.join(r.composites)}")
+        for op in self.host_ops:
+            lines.append(f"  host  {op.var} = {op.op}{list(op.shape) if op.shape else ''}: {op.reason}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ MACs
+
+def call_macs(call: relax.Call) -> int:
+    """Multiply-accumulates of a conv2d or matmul call (0 for other ops)."""
+    if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+        return 0
+    out = patterns.static_shape(call)
+    if out is None:
+        return 0
+    if call.op.name == "relax.nn.conv2d":
+        w = patterns.static_shape(call.args[1])
+        if w is None:
+            return 0
+        layout = str(call.attrs.kernel_layout)
+        per_output = int(np.prod(w)) // w[layout.index("O")]
+        return int(np.prod(out)) * per_output
+    if call.op.name == "relax.matmul":
+        x = patterns.static_shape(call.args[0])
+        return int(np.prod(out)) * x[-1] if x else 0
+    return 0
+
+
+def function_macs(func: relax.Function) -> int:
+    total = 0
+
+    def visit(expr):
+        nonlocal total
+        if isinstance(expr, relax.Call):
+            total += call_macs(expr)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return total
+
+
+# ------------------------------------------------------------------ partition
+
+def _is_sophon_region(mod: tvm.IRModule, callee) -> bool:
+    if not isinstance(callee, relax.GlobalVar):
+        return False
+    func = mod[callee]
+    return isinstance(func, relax.Function) and (func.attrs or {}).get("Codegen") == "sophon"
+
+
+def _composites(func: relax.Function) -> list[str]:
+    names = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Function) and expr.attrs and "Composite" in expr.attrs:
+            names.append(str(expr.attrs["Composite"]))
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return names
+
+
+def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadReport:
+    regions, host_ops = [], []
+    main = mod["main"]
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not isinstance(value, relax.Call):
+                continue
+            if _is_sophon_region(mod, value.op):
+                region = mod[value.op]
+                regions.append(Region(value.op.name_hint, _composites(region), function_macs(region)))
+                continue
+            if not isinstance(value.op, tvm.ir.Op):
+                continue
+            name = binding.var.name
+            reasons = rejections.get(name)
+            if reasons:
+                reason = reasons[0]
+            else:
+                reason = f"no sophon pattern covers {value.op.name}"
+            host_ops.append(HostOp(name, value.op.name, patterns.static_shape(value)
+                                   if isinstance(value.ty, relax.TensorType) else None,
+                                   reason, call_macs(value)))
+    return OffloadReport(chip.name, regions, host_ops)
+
+
+def _tag_regions(mod: tvm.IRModule, chip: Chip) -> tvm.IRModule:
+    for gvar, func in list(mod.functions.items()):
+        if isinstance(func, relax.Function) and (func.attrs or {}).get("Codegen") == "sophon":
+            mod[gvar] = func.with_attr(CHIP_ATTR, chip.to_json())
+    return mod
+
+
+def is_partitioned(mod: tvm.IRModule) -> bool:
+    return any(isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"
+               for f in mod.functions.values())
+
+
+def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
+                         chip: "str | Chip" = "bm1680") -> tvm.IRModule:
+    """Offload what the chip runs to functions with ``Codegen="sophon"``.
+
+    ``params`` (name -> array) are bound into ``main`` first, so weights become
+    constants the regions receive as arguments. The report of what stayed on the
+    host and why is logged (logger ``tvm_sophon``) and kept on the module; read it
+    with :func:`offload_report`.
+    """
+    chip = get_chip(chip)
+    if params:
+        mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
+    mod = relax.transform.FoldConstant()(mod)
+    rejections: dict = {}
+    token = patterns.record_rejections(rejections)
+    try:
+        mod = relax.transform.FuseOpsByPattern(
+            patterns.sophon_patterns(), bind_constants=False, annotate_codegen=False)(mod)
+    finally:
+        patterns.stop_recording(token)
+    mod = relax.transform.MergeCompositeFunctions()(mod)
+    mod = _tag_regions(mod, chip)
+    report = _build_report(mod, chip, rejections)
+    for line in report.format().splitlines():
+        logger.info(line)
+    return mod.with_attr(REPORT_ATTR, report.to_json())
+
+
+def offload_report(mod: tvm.IRModule) -> OffloadReport:
+    """The offload report of a module returned by :func:`partition_for_sophon`."""
+    attrs = mod.attrs or {}
+    if REPORT_ATTR not in attrs:
+        raise ValueError("module was not partitioned by tvm_sophon.partition_for_sophon")
+    return OffloadReport.from_json(str(attrs[REPORT_ATTR]))
