@@ -90,3 +90,33 @@ uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
              ceil_div_u64((uint64_t)out->h * (uint64_t)out->w, (uint64_t)eu) *
              (uint64_t)ops_per_element;
 }
+
+/* Cost-model ops of an activation: relu, clip and leaky relu 1; sigmoid and
+ * tanh 4 (exp and divide, assumption); none 0. */
+static int64_t activation_ops(const sophon_activation* act) {
+  if (act == NULL) return 0;
+  switch (act->kind) {
+    case SOPHON_ACT_NONE: return 0;
+    case SOPHON_ACT_SIGMOID:
+    case SOPHON_ACT_TANH: return 4;
+    case SOPHON_ACT_RELU:
+    case SOPHON_ACT_CLIP:
+    case SOPHON_ACT_LEAKY_RELU: return 1;
+  }
+  return 0;
+}
+
+uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_activation* act) {
+  return sophon_cost_eltwise(chip, out, 1 + activation_ops(act));
+}
+
+uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
+                                const sophon_activation* act) {
+  const int64_t ops = activation_ops(act);
+  return sophon_cost_eltwise(chip, out, ops > 0 ? ops : 1); /* NONE is a copy */
+}
+
+uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out) {
+  return sophon_cost_eltwise(chip, out, 5); /* max, subtract, exp, sum, divide */
+}

@@ -21,9 +21,10 @@
  *                      + ceil(C / npu_num) * N * ceil(OH*OW / EU_NUM) * (KH * KW)
  *   element-wise     = tiu_latency_cycles
  *                      + ceil(C / npu_num) * N * ceil(H*W / EU_NUM) * ops_per_element
- *                      with ops_per_element: 1 for add/sub/mul/max/min, relu, clip,
- *                      leaky relu; 4 for sigmoid and tanh (exp + divide, assumption);
- *                      softmax: 5 (max, subtract, exp, sum, divide)
+ *                      with ops_per_element: binary 1 + its fused activation's ops;
+ *                      activation: relu, clip, leaky relu 1, sigmoid and tanh 4
+ *                      (exp + divide, assumption), none 1 (a copy); softmax 5
+ *                      (max, subtract, exp, sum, divide)
  *   fused bias/activation in conv and fc is free (done on the way out).
  *
  * Region time (until layer groups overlap them) = sum of TIU and GDMA cycles:
@@ -50,6 +51,12 @@ uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_pool_params* p);
 uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
                              int64_t ops_per_element);
+/* Element-wise instructions, with the ops per element described above. */
+uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_activation* act);
+uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
+                                const sophon_activation* act);
+uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
 
 #ifdef __cplusplus
 }

@@ -4,10 +4,7 @@
  *
  * out may alias an input exactly (same addr, shape, dtype and layout: in place);
  * any other overlap is rejected. Every element is read before it is written.
- * Cost: ops_per_element is 1 for a binary op plus the fused activation's ops
- * (0 for none, 1 for relu/clip/leaky relu, 4 for sigmoid/tanh); an activation
- * instruction costs its own ops with at least 1 (a plain copy for NONE);
- * softmax costs 5.
+ * Costs: sophon_cost_binary, sophon_cost_activation, sophon_cost_softmax.
  */
 #include <math.h>
 
@@ -15,20 +12,6 @@
 
 float sophon_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 float sophon_tanh_f32(float x) { return tanhf(x); }
-
-/* Cost model ops of an activation (0 for none). */
-static int64_t activation_ops(const sophon_activation* act) {
-  if (act == NULL) return 0;
-  switch (act->kind) {
-    case SOPHON_ACT_NONE: return 0;
-    case SOPHON_ACT_SIGMOID:
-    case SOPHON_ACT_TANH: return 4;
-    case SOPHON_ACT_RELU:
-    case SOPHON_ACT_CLIP:
-    case SOPHON_ACT_LEAKY_RELU: return 1;
-  }
-  return 0;
-}
 
 /* ------------------------------------------------------------- binary */
 
@@ -127,7 +110,7 @@ sophon_status sophon_tiu_binary(sophon_device* dev, const sophon_local* out,
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 
-  sophon_count_tiu(dev, sophon_cost_eltwise(&dev->chip, out, 1 + activation_ops(act)), 0);
+  sophon_count_tiu(dev, sophon_cost_binary(&dev->chip, out, act), 0);
   sophon_touch(dev, out);
   sophon_touch(dev, a);
   sophon_touch(dev, b);
@@ -176,7 +159,6 @@ sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
                                     const sophon_local* in, const sophon_activation* act) {
   static const char* op = "tiu_activation";
   sophon_status s;
-  int64_t ops;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if (act == NULL)
@@ -189,8 +171,7 @@ sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 
-  ops = activation_ops(act);
-  sophon_count_tiu(dev, sophon_cost_eltwise(&dev->chip, out, ops > 0 ? ops : 1), 0);
+  sophon_count_tiu(dev, sophon_cost_activation(&dev->chip, out, act), 0);
   sophon_touch(dev, out);
   sophon_touch(dev, in);
   return SOPHON_OK;
@@ -246,7 +227,7 @@ sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 
-  sophon_count_tiu(dev, sophon_cost_eltwise(&dev->chip, out, 5), 0);
+  sophon_count_tiu(dev, sophon_cost_softmax(&dev->chip, out), 0);
   sophon_touch(dev, out);
   sophon_touch(dev, in);
   return SOPHON_OK;

@@ -86,3 +86,48 @@ def test_generated_c_is_deterministic_and_readable():
     assert first == codegen.generate_source(regions)
     assert "sophon_gdma_load" in first and "sophon_tiu_conv2d" in first and "sophon_gdma_store" in first
     assert "__tvm_ffi_sophon_last_run_stats" in first
+
+
+@tvm.script.ir_module
+class EveryInstruction:
+    @R.function
+    def main(x: R.Tensor((2, 17, 7, 7), "float32"), w: R.Tensor((17, 1, 3, 3), "float32"),
+             b: R.Tensor((17,), "float32"), fw: R.Tensor((10, 17), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=1, groups=17)
+            y1 = R.add(y, R.reshape(b, (1, 17, 1, 1)))
+            y2 = R.clip(y1, R.prim_value(0.0), R.prim_value(6.0))
+            y3 = R.add(y2, x)
+            y4 = R.sigmoid(y3)
+            p = R.nn.avg_pool2d(y4, pool_size=(3, 3), strides=(2, 2), padding=(1, 1, 1, 1))
+            g = R.mean(p, axis=[2, 3])
+            d = R.matmul(g, R.permute_dims(fw))
+            s = R.nn.softmax(d, axis=-1)
+            R.output(s)
+        return s
+
+
+def test_plan_estimate_equals_run_counters():
+    """One cost model: the compiler's estimate of each region (tvm_sophon.cost,
+    calling runtime/sophon_cost.c) equals the counters the emulator reports."""
+    from tvm_sophon import cost
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(shape).astype("float32")
+              for shape in ((2, 17, 7, 7), (17, 1, 3, 3), (17,), (10, 17))]
+    mod = tvm_sophon.partition_for_sophon(EveryInstruction)
+    regions = [f for f in mod.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
+    programs = codegen.lower_functions(regions)
+    ex = tvm_sophon.build(mod)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](*map(tvm.runtime.tensor, arrays)).numpy()
+    # sigmoid/exp in the emulator (expf) and TVM's llvm lowering differ by a few ulp
+    np.testing.assert_allclose(out, _llvm(EveryInstruction, arrays), rtol=1e-5, atol=1e-6)
+    stats = {r["name"]: r for r in tvm_sophon.last_run_stats(vm)["regions"]}
+    assert set(stats) == {p.symbol for p in programs}
+    for program in programs:
+        est, run = cost.estimate(program), stats[program.symbol]
+        for key in ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",
+                    "bytes_stored", "tiu_cycles", "gdma_cycles"):
+            assert getattr(est, key) == run[key], (program.symbol, key)
+        assert run["lmem_peak_bytes"] <= program.lmem_peak_bytes

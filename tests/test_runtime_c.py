@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from codegen_helpers import chip_struct
+from tvm_sophon.cost import ChipStruct, LocalStruct, runtime_library
 from tvm_sophon import get_chip, toolchain
 from tvm_sophon import runtime as runtime_src
 from tvm_sophon.codegen.program import local_lane_bytes
@@ -22,23 +22,16 @@ def test_runtime_c_unit_tests(tmp_path):
     assert failed == 0 and passed > 20, summary
 
 
-class Local(ctypes.Structure):
-    _fields_ = [("addr", ctypes.c_uint32), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
-                ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("dtype", ctypes.c_int),
-                ("layout", ctypes.c_int)]
-
-
 @pytest.mark.parametrize("chip_name", ["bm1680"])
 def test_python_lane_layout_matches_runtime(chip_name):
     """The allocator's size of a local tensor equals the runtime's
     sophon_local_lane_bytes for every layout and awkward shape."""
     chip = get_chip(chip_name)
-    lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
-    lib.sophon_local_lane_bytes.restype = ctypes.c_int64
-    c_chip = chip_struct(chip)
+    lib = runtime_library()
+    c_chip = ChipStruct.of(chip)
     for (n, c, h, w), layout in itertools.product(
             [(1, 3, 7, 7), (2, 64, 1, 1), (1, 65, 31, 31), (8, 17, 5, 1), (1, 1000, 1, 1)],
             ["ALIGNED", "COMPACT"]):
-        t = Local(0, n, c, h, w, 0, 0 if layout == "ALIGNED" else 1)
+        t = LocalStruct(0, n, c, h, w, 0, 0 if layout == "ALIGNED" else 1)
         expected = lib.sophon_local_lane_bytes(ctypes.byref(c_chip), ctypes.byref(t))
         assert local_lane_bytes(chip, (n, c, h, w), "float32", layout) == expected

@@ -1,0 +1,158 @@
+"""The compiler's view of the cost model: a ctypes binding to the runtime's own
+``sophon_cost_*`` functions (runtime/sophon_cost.h, where the model is written
+down), so a plan is estimated by exactly the formulas the emulator counts with.
+
+``estimate(program)`` gives, before anything runs, the counters a run of a
+region program will report: MACs, bytes each way, TIU and GDMA cycles.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import functools
+
+from . import toolchain
+from .chip import DTYPE_BYTES, Chip
+
+DTYPES = {"float32": 0, "int8": 1, "int32": 2}
+LAYOUTS = {"ALIGNED": 0, "COMPACT": 1}
+ACTS = {"NONE": 0, "RELU": 1, "CLIP": 2, "LEAKY_RELU": 3, "SIGMOID": 4, "TANH": 5}
+
+
+class ChipStruct(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("npu_num", ctypes.c_int32),
+                ("lmem_bytes_per_lane", ctypes.c_int64), ("lmem_banks", ctypes.c_int32),
+                ("eu_bytes", ctypes.c_int32), ("has_int8", ctypes.c_int32),
+                ("clock_hz", ctypes.c_double), ("ddr_bytes_per_second", ctypes.c_double),
+                ("power_watts", ctypes.c_double), ("gdma_latency_cycles", ctypes.c_int32),
+                ("tiu_latency_cycles", ctypes.c_int32)]
+
+    @classmethod
+    def of(cls, chip: Chip) -> "ChipStruct":
+        return cls(chip.name.encode(), chip.npu_num, chip.lmem_bytes_per_lane, chip.lmem_banks,
+                   chip.eu_bytes, int(chip.has_int8), chip.clock_hz, chip.ddr_bytes_per_second,
+                   chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles)
+
+
+class LocalStruct(ctypes.Structure):
+    _fields_ = [("addr", ctypes.c_uint32), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
+                ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("dtype", ctypes.c_int),
+                ("layout", ctypes.c_int)]
+
+    @classmethod
+    def of(cls, local) -> "LocalStruct":
+        return cls(max(local.addr, 0), *local.dims, DTYPES[local.tensor.dtype], LAYOUTS[local.layout])
+
+
+class ActivationStruct(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int), ("alpha", ctypes.c_float), ("lo", ctypes.c_float),
+                ("hi", ctypes.c_float)]
+
+    @classmethod
+    def of(cls, act) -> "ActivationStruct":
+        return cls(ACTS[act.kind], act.alpha, act.lo, act.hi)
+
+
+class ConvParamsStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in (
+        "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+        "pad_right", "dilation_h", "dilation_w", "groups")] + [("act", ActivationStruct)]
+
+
+class PoolParamsStruct(ctypes.Structure):
+    _fields_ = [("kind", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
+        "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
+        "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
+
+
+@functools.lru_cache(maxsize=None)
+def runtime_library() -> ctypes.CDLL:
+    """The runtime as a shared library (built once, cached)."""
+    lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
+    for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
+                 "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
+                 "sophon_cost_softmax"):
+        getattr(lib, name).restype = ctypes.c_uint64
+    lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
+    lib.sophon_local_lane_bytes.restype = ctypes.c_int64
+    return lib
+
+
+@dataclasses.dataclass
+class Estimate:
+    macs: int = 0
+    tiu_instructions: int = 0
+    gdma_instructions: int = 0
+    bytes_loaded: int = 0
+    bytes_stored: int = 0
+    tiu_cycles: int = 0
+    gdma_cycles: int = 0
+
+    def seconds(self, chip: Chip) -> float:
+        """TIU and GDMA one after the other (no overlap yet)."""
+        return (self.tiu_cycles + self.gdma_cycles) / chip.clock_hz
+
+
+def _conv_params(step) -> ConvParamsStruct:
+    return ConvParamsStruct(step.kernel[0], step.kernel[1], step.strides[0], step.strides[1],
+                            *step.padding, step.dilation[0], step.dilation[1], step.groups,
+                            ActivationStruct.of(step.act))
+
+
+def _pool_params(step) -> PoolParamsStruct:
+    return PoolParamsStruct(0 if step.kind == "MAX" else 1, step.kernel[0], step.kernel[1],
+                            step.strides[0], step.strides[1], *step.padding,
+                            step.dilation[0], step.dilation[1], int(step.count_include_pad))
+
+
+def step_cycles(chip: Chip, step) -> tuple[str, int]:
+    """(engine, cycles) of one program step: engine is "tiu" or "gdma"."""
+    from tvm_sophon.codegen import program as P
+
+    lib, c_chip = runtime_library(), ctypes.byref(ChipStruct.of(chip))
+    ref = lambda local: ctypes.byref(LocalStruct.of(local))  # noqa: E731
+    if isinstance(step, (P.Load, P.Store)):
+        local = step.dst if isinstance(step, P.Load) else step.src
+        nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
+        return "gdma", lib.sophon_cost_gdma(c_chip, nbytes)
+    if isinstance(step, P.Conv2d):
+        return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
+                                             ctypes.byref(_conv_params(step)))
+    if isinstance(step, P.FullyConnected):
+        return "tiu", lib.sophon_cost_fc(c_chip, ref(step.out), ref(step.input))
+    if isinstance(step, P.Pool2d):
+        return "tiu", lib.sophon_cost_pool2d(c_chip, ref(step.out), ctypes.byref(_pool_params(step)))
+    if isinstance(step, P.Binary):
+        return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
+    if isinstance(step, P.Unary):
+        return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
+    if isinstance(step, P.Softmax):
+        return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
+    raise TypeError(f"no cost for {type(step).__name__}")
+
+
+def _elements(dims) -> int:
+    n, c, h, w = dims
+    return n * c * h * w
+
+
+def estimate(program) -> Estimate:
+    """The counters a run of ``program`` (a codegen RegionProgram) will report."""
+    from tvm_sophon.codegen import program as P
+
+    est = Estimate(macs=program.macs())
+    for step in program.steps:
+        engine, cycles = step_cycles(program.chip, step)
+        if engine == "gdma":
+            est.gdma_instructions += 1
+            est.gdma_cycles += cycles
+            local = step.dst if isinstance(step, P.Load) else step.src
+            nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
+            if isinstance(step, P.Load):
+                est.bytes_loaded += nbytes
+            else:
+                est.bytes_stored += nbytes
+        else:
+            est.tiu_instructions += 1
+            est.tiu_cycles += cycles
+    return est
