@@ -1,10 +1,13 @@
 """C code generation for offloaded regions, registered as ``relax.ext.sophon``.
 
 RunCodegen hands every function annotated ``Codegen="sophon"`` to
-:func:`sophon_codegen`, which lowers each to a chip program (lower.py), renders
-all of them as one C file that drives the runtime (emit_c.py), compiles it with
-the system C compiler together with the runtime, and returns the object as a
-static library module that ``export_library`` links into the final ``.so``.
+:func:`sophon_codegen`, which analyses each region into layers (layers.py),
+takes its plan (the function's ``sophon.plan`` attribute, written by the
+planning pass, or the default planner), schedules the plan into a chip program
+(schedule.py), renders all programs as one C file of command buffers
+(emit_c.py), compiles it with the system C compiler together with the runtime,
+and returns the object as a static library module that ``export_library``
+links into the final ``.so``.
 """
 from __future__ import annotations
 
@@ -15,12 +18,15 @@ import tvm_ffi
 
 from tvm_sophon import toolchain
 from tvm_sophon.chip import Chip, get_chip
+from tvm_sophon.errors import SophonCompileError
 
 from .emit_c import STATS_SYMBOL, render_library
-from .lower import lower_region
-from .program import RegionProgram
+from .layers import Region, analyze_region
+from .program import Plan, RegionProgram
+from .schedule import PlanError, lower_plan
 
 CHIP_ATTR = "sophon.chip"
+PLAN_ATTR = "sophon.plan"
 
 
 def chip_of(func) -> Chip:
@@ -31,14 +37,33 @@ def chip_of(func) -> Chip:
     return get_chip("bm1680")
 
 
+def region_of(func) -> Region:
+    return analyze_region(func, str(func.attrs["global_symbol"]))
+
+
+def plan_of(func, region: Region, chip: Chip) -> Plan:
+    """The region's plan: its ``sophon.plan`` attribute, else the default planner's."""
+    attrs = func.attrs or {}
+    if PLAN_ATTR in attrs:
+        return Plan.from_json(str(attrs[PLAN_ATTR]))
+    from tvm_sophon.layer_groups import plan_region
+    return plan_region(region, chip)
+
+
+def lower_function(func) -> RegionProgram:
+    chip = chip_of(func)
+    region = region_of(func)
+    plan = plan_of(func, region, chip)
+    try:
+        return lower_plan(region, plan, chip)
+    except PlanError as err:
+        raise SophonCompileError(f"region {region.symbol}: plan {plan.to_json()} cannot run: {err}") from None
+
+
 def lower_functions(functions) -> list[RegionProgram]:
-    programs = []
-    for func in functions:
-        symbol = str(func.attrs["global_symbol"])
-        programs.append(lower_region(func, symbol, chip_of(func)))
+    programs = [lower_function(func) for func in functions]
     chips = {p.chip for p in programs}
     if len(chips) > 1:
-        from tvm_sophon.errors import SophonCompileError
         raise SophonCompileError(f"one build targets several chip profiles: {sorted(c.name for c in chips)}")
     return programs
 

@@ -1,6 +1,8 @@
-"""Render region programs as C that drives the runtime: one straight-line function
-per region (GDMA loads, compute instructions, GDMA stores), deterministic names,
-table-driven per instruction, so generated code diffs cleanly and tests can read it.
+"""Render region programs as C: per region, static tables (local tensors, DDR
+views, instruction parameters) and a command buffer that the runtime's
+``sophon_program_run`` executes, plus the TVM FFI entry point that checks the
+arguments and runs it. Names are deterministic and every table row carries a
+comment, so generated code diffs cleanly and reads as the chip program.
 """
 from __future__ import annotations
 
@@ -11,112 +13,128 @@ from . import program as P
 
 PRELUDE = (Path(__file__).resolve().parent / "prelude.c").read_text()
 STATS_SYMBOL = "sophon_last_run_stats"
+STATS_FIELDS = ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded", "bytes_stored",
+                "tiu_cycles", "gdma_cycles", "lmem_peak_bytes", "timesteps", "cycles")
 DTYPE_C = {"float32": "SOPHON_F32", "int8": "SOPHON_I8", "int32": "SOPHON_I32"}
 DLPACK_DTYPE = {"float32": (2, 32), "int8": (0, 8), "int32": (0, 32)}  # (kDLFloat=2 / kDLInt=0, bits)
 
 
 def _f(value: float) -> str:
     text = repr(float(value))
-    return (text if "e" in text or "." in text else text + ".0") + "f"
+    return (text if "e" in text or "." in text or "n" in text else text + ".0") + "f"
 
 
 def _act(act: P.Activation) -> str:
     return f"{{SOPHON_ACT_{act.kind}, {_f(act.alpha)}, {_f(act.lo)}, {_f(act.hi)}}}"
 
 
-def _local_decl(region: str, local: P.Local) -> str:
-    n, c, h, w = local.dims
-    return (f"static const sophon_local {region}_{local.name} = "
-            f"{{{local.addr}u, {n}, {c}, {h}, {w}, {DTYPE_C[local.tensor.dtype]}, SOPHON_LAYOUT_{local.layout}}};")
+class _Table:
+    """Rows of one C table, deduplicated, with a comment each."""
 
+    def __init__(self):
+        self.rows: list[tuple[str, str]] = []
+        self.index: dict[str, int] = {}
 
-def _ref(region: str, local) -> str:
-    return "NULL" if local is None else f"&{region}_{local.name}"
+    def add(self, row: str, comment: str = "", dedupe: bool = True) -> int:
+        if dedupe and row in self.index:
+            return self.index[row]
+        self.index[row] = len(self.rows)
+        self.rows.append((row, comment))
+        return len(self.rows) - 1
 
-
-def _global(ref: P.GlobalRef, base: str) -> str:
-    n, c, h, w = ref.dims
-    sn, sc, sh, sw = ref.strides
-    return (f"{{{base}, {n}, {c}, {h}, {w}, {sn}, {sc}, {sh}, {sw}, {DTYPE_C[ref.tensor.dtype]}}}")
-
-
-def _data_expr(tensor: P.Tensor) -> str:
-    if tensor.role == "scratch":
-        return f"scratch_{tensor.name}"
-    return f"sophon_data(arg_{tensor.name})"
-
-
-def _conv_params(step: P.Conv2d) -> str:
-    t, l, b, r = step.padding
-    return (f"{{{step.kernel[0]}, {step.kernel[1]}, {step.strides[0]}, {step.strides[1]}, "
-            f"{t}, {l}, {b}, {r}, {step.dilation[0]}, {step.dilation[1]}, {step.groups}, {_act(step.act)}}}")
-
-
-def _pool_params(step: P.Pool2d) -> str:
-    t, l, b, r = step.padding
-    return (f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, {step.strides[0]}, "
-            f"{step.strides[1]}, {t}, {l}, {b}, {r}, {step.dilation[0]}, {step.dilation[1]}, "
-            f"{int(step.count_include_pad)}}}")
-
-
-def _step(region: str, step, index: int) -> list[str]:
-    R = lambda local: _ref(region, local)  # noqa: E731
-    if isinstance(step, P.Load):
-        return [f"  {{ /* gdma: {step.src.tensor.name} -> LMEM {step.dst.addr} */",
-                f"    const sophon_global g = {_global(step.src, _data_expr(step.src.tensor))};",
-                f"    SOPHON_TRY(sophon_gdma_load(dev, {R(step.dst)}, &g));",
-                "  }"]
-    if isinstance(step, P.Store):
-        return [f"  {{ /* gdma: LMEM {step.src.addr} -> {step.dst.tensor.name} */",
-                f"    const sophon_global g = {_global(step.dst, _data_expr(step.dst.tensor))};",
-                f"    SOPHON_TRY(sophon_gdma_store(dev, &g, {R(step.src)}));",
-                "  }"]
-    comment = f"  /* {step.pattern} */"
-    if isinstance(step, P.Conv2d):
-        return [comment, "  {",
-                f"    const sophon_conv_params p = {_conv_params(step)};",
-                f"    SOPHON_TRY(sophon_tiu_conv2d(dev, {R(step.out)}, {R(step.input)}, {R(step.weight)}, {R(step.bias)}, &p));",
-                "  }"]
-    if isinstance(step, P.FullyConnected):
-        return [comment, "  {",
-                f"    const sophon_activation act = {_act(step.act)};",
-                f"    SOPHON_TRY(sophon_tiu_fc(dev, {R(step.out)}, {R(step.input)}, {R(step.weight)}, {R(step.bias)}, &act));",
-                "  }"]
-    if isinstance(step, P.Pool2d):
-        return [comment, "  {",
-                f"    const sophon_pool_params p = {_pool_params(step)};",
-                f"    SOPHON_TRY(sophon_tiu_pool2d(dev, {R(step.out)}, {R(step.input)}, &p));",
-                "  }"]
-    if isinstance(step, P.Binary):
-        return [comment, "  {",
-                f"    const sophon_activation act = {_act(step.act)};",
-                f"    SOPHON_TRY(sophon_tiu_binary(dev, {R(step.out)}, {R(step.lhs)}, {R(step.rhs)}, SOPHON_BINARY_{step.op}, &act));",
-                "  }"]
-    if isinstance(step, P.Unary):
-        return [comment, "  {",
-                f"    const sophon_activation act = {_act(step.act)};",
-                f"    SOPHON_TRY(sophon_tiu_activation(dev, {R(step.out)}, {R(step.input)}, &act));",
-                "  }"]
-    if isinstance(step, P.Softmax):
-        return [comment, f"  SOPHON_TRY(sophon_tiu_softmax(dev, {R(step.out)}, {R(step.input)}));"]
-    raise TypeError(f"no C template for {type(step).__name__}")
+    def render(self, ctype: str, name: str) -> str:
+        if not self.rows:
+            return f"static const {ctype}* const {name} = NULL;"
+        body = "\n".join(f"  /* {i:>4} */ {row},{'  /* ' + c + ' */' if c else ''}"
+                         for i, (row, c) in enumerate(self.rows))
+        return f"static const {ctype} {name}[] = {{\n{body}\n}};"
 
 
 def _region(prog: P.RegionProgram, index: int) -> str:
-    region = f"r{index}"
+    r = f"r{index}"
     sym = prog.symbol
     args = prog.inputs + prog.outputs
-    lines = [f"/* ===== region {sym}: {len(prog.steps)} steps, LMEM peak {prog.lmem_peak_bytes} "
-             f"bytes per lane, {prog.macs()} MACs ===== */"]
-    lines.extend(_local_decl(region, local) for local in prog.locals)
+    buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
+    locals_, globals_, convs, pools, acts, cmds = (_Table() for _ in range(6))
+    local_index = {}
+    for local in prog.locals:
+        n, c, h, w = local.dims
+        local_index[id(local)] = locals_.add(
+            f"{{{local.addr}u, {n}, {c}, {h}, {w}, {DTYPE_C[local.tensor.dtype]}, "
+            f"SOPHON_LAYOUT_{local.layout}, {local.cstride}}}", local.name, dedupe=False)
+
+    def L(local) -> int:
+        return -1 if local is None else local_index[id(local)]
+
+    def G(ref: P.GlobalRef) -> int:
+        n, c, h, w = ref.dims
+        sn, sc, sh, sw = ref.strides
+        return globals_.add(f"{{{buffers[id(ref.tensor)]}, {ref.offset}, {n}, {c}, {h}, {w}, "
+                            f"{sn}, {sc}, {sh}, {sw}, {DTYPE_C[ref.tensor.dtype]}}}", ref.tensor.name)
+
+    for step in prog.steps:
+        if isinstance(step, P.Load):
+            cmds.add(f"{{SOPHON_CMD_LOAD, {L(step.dst)}, {G(step.src)}, -1, -1, -1}}",
+                     f"{step.src.tensor.name} -> {step.dst.name}", dedupe=False)
+        elif isinstance(step, P.Store):
+            cmds.add(f"{{SOPHON_CMD_STORE, {L(step.src)}, {G(step.dst)}, -1, -1, -1}}",
+                     f"{step.src.name} -> {step.dst.tensor.name}", dedupe=False)
+        elif isinstance(step, P.Timestep):
+            cmds.add("{SOPHON_CMD_TIMESTEP, -1, -1, -1, -1, -1}", "", dedupe=False)
+        elif isinstance(step, P.Conv2d):
+            t, l, b, rr = step.padding
+            p = convs.add(f"{{{step.kernel[0]}, {step.kernel[1]}, {step.strides[0]}, {step.strides[1]}, "
+                          f"{t}, {l}, {b}, {rr}, {step.dilation[0]}, {step.dilation[1]}, {step.groups}, "
+                          f"{_act(step.act)}}}")
+            cmds.add(f"{{SOPHON_CMD_CONV2D, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {p}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.FullyConnected):
+            p = acts.add(_act(step.act))
+            cmds.add(f"{{SOPHON_CMD_FC, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {p}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Pool2d):
+            t, l, b, rr = step.padding
+            p = pools.add(f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, "
+                          f"{step.strides[0]}, {step.strides[1]}, {t}, {l}, {b}, {rr}, "
+                          f"{step.dilation[0]}, {step.dilation[1]}, {int(step.count_include_pad)}}}")
+            cmds.add(f"{{SOPHON_CMD_POOL2D, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Binary):
+            p = acts.add(_act(step.act))
+            cmds.add(f"{{SOPHON_CMD_BINARY, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, "
+                     f"SOPHON_BINARY_{step.op}, {p}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Unary):
+            p = acts.add(_act(step.act))
+            cmds.add(f"{{SOPHON_CMD_ACTIVATION, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Softmax):
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        else:
+            raise TypeError(f"no C form for {type(step).__name__}")
+
+    plan = prog.plan.to_json() if prog.plan is not None else "{}"
+    lines = [f"/* ===== region {sym}: {len(prog.steps)} commands, LMEM peak {prog.lmem_peak_bytes} "
+             f"bytes per lane, {prog.macs()} MACs\n * plan: {plan.replace('*/', '* /')} */",
+             locals_.render("sophon_local", f"{r}_locals"),
+             globals_.render("sophon_global_ref", f"{r}_globals"),
+             convs.render("sophon_conv_params", f"{r}_convs"),
+             pools.render("sophon_pool_params", f"{r}_pools"),
+             acts.render("sophon_activation", f"{r}_acts"),
+             cmds.render("sophon_cmd", f"{r}_cmds")]
+    count = lambda t: len(t.rows)  # noqa: E731
+    lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
+                 f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
+                 f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
-        lines.append(f"static const int64_t {region}_shape_{t.name}[] = {{{dims}}};")
-    lines.append(f"static const sophon_chip {region}_chip = {prog.chip.c_initializer()};")
+        lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")
+    lines.append(f"static const sophon_chip {r}_chip = {prog.chip.c_initializer()};")
     lines.append("")
     lines.append(f"TVM_FFI_DLL_EXPORT int __tvm_ffi_{sym}(void* self, const TVMFFIAny* args, "
                  f"int32_t num_args, TVMFFIAny* result) {{")
     lines.append(f"  static const char region_name[] = \"{sym}\";")
+    lines.append(f"  void* buffers[{len(buffers)}];")
     lines.append("  (void)self;")
     lines.append(f"  if (num_args != {len(args)}) {{")
     lines.append("    char message[128];")
@@ -125,41 +143,15 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     lines.append("    sophon_raise(\"TypeError\", region_name, message);")
     lines.append("    return -1;")
     lines.append("  }")
-    for t in args:
+    for i, t in enumerate(args):
         code, bits = DLPACK_DTYPE[t.dtype]
-        lines.append(f"  DLTensor* arg_{t.name} = sophon_tensor_arg(region_name, args, {t.arg_index}, "
-                     f"\"{t.name}\", {len(t.shape)}, {region}_shape_{t.name}, {code}, {bits});")
-        lines.append(f"  if (arg_{t.name} == NULL) return -1;")
-    for t in prog.scratch:
-        lines.append(f"  void* scratch_{t.name} = malloc({t.nbytes});")
-    if prog.scratch:
-        cond = " || ".join(f"scratch_{t.name} == NULL" for t in prog.scratch)
-        lines.append(f"  if ({cond}) {{")
-        lines.extend(f"    free(scratch_{t.name});" for t in prog.scratch)
-        lines.append("    sophon_raise(\"RuntimeError\", region_name, \"out of host memory for scratch buffers\");")
-        lines.append("    return -1;")
-        lines.append("  }")
-    lines.append(f"  sophon_device* dev = sophon_acquire(region_name, &{region}_chip);")
-    lines.append("  int status = 0;")
-    lines.append("  if (dev == NULL) {")
-    lines.append("    status = -1;")
-    lines.append("    goto done;")
-    lines.append("  }")
-    for i, step in enumerate(prog.steps):
-        lines.extend(_step(region, step, i))
-    lines.append(f"  sophon_release(&g_stats[{index}]);")
-    lines.append("  goto done;")
-    lines.append("chip_error:")
-    lines.append("  sophon_raise(\"RuntimeError\", region_name, sophon_device_error(dev));")
-    lines.append(f"  sophon_release(&g_stats[{index}]);")
-    lines.append("  status = -1;")
-    lines.append("done:")
-    lines.extend(f"  free(scratch_{t.name});" for t in prog.scratch)
-    lines.append("  if (status == 0) {")
-    lines.append("    result->type_index = kTVMFFINone;")
-    lines.append("    result->v_int64 = 0;")
-    lines.append("  }")
-    lines.append("  return status;")
+        lines.append(f"  if ((buffers[{i}] = sophon_tensor_arg(region_name, args, {t.arg_index}, \"{t.name}\", "
+                     f"{len(t.shape)}, {r}_shape_{t.name}, {code}, {bits})) == NULL) return -1;")
+    scratch = [(len(args) + k, t) for k, t in enumerate(prog.scratch)]
+    sizes = ", ".join(str(t.nbytes) for _, t in scratch)
+    lines.append(f"  return sophon_run_region(region_name, &{r}_chip, &{r}_program, buffers, "
+                 f"{len(args)}, {len(scratch)}, {'(const size_t[]){' + sizes + '}' if scratch else 'NULL'}, "
+                 f"&g_stats[{index}], result);")
     lines.append("}")
     return "\n".join(lines)
 
@@ -169,10 +161,8 @@ def _stats_function(programs: list[P.RegionProgram]) -> str:
     as JSON, so a loaded library can be profiled with nothing but TVM."""
     chip = programs[0].chip
     header = json.dumps({"chip": json.loads(chip.to_json())})[:-1]  # open object
-    fields = ["macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",
-              "bytes_stored", "tiu_cycles", "gdma_cycles", "lmem_peak_bytes"]
-    fmt = ", ".join(f'\\"{f}\\": %llu' for f in fields)
-    values = ", ".join(f"(unsigned long long)s->last.{f}" for f in fields)
+    fmt = ", ".join(f'\\"{f}\\": %llu' for f in STATS_FIELDS)
+    values = ", ".join(f"(unsigned long long)s->last.{f}" for f in STATS_FIELDS)
     header_c = header.replace("\\", "\\\\").replace('"', '\\"')
     return "\n".join([
         f"TVM_FFI_DLL_EXPORT int __tvm_ffi_{STATS_SYMBOL}(void* self, const TVMFFIAny* args, "
@@ -182,7 +172,7 @@ def _stats_function(programs: list[P.RegionProgram]) -> str:
         "  (void)self; (void)args; (void)num_args;",
         "  pthread_mutex_lock(&g_device_lock);",
         f"  used += (size_t)snprintf(text + used, sizeof(text) - used, \"%s, \\\"regions\\\": [\", \"{header_c}\");",
-        f"  for (size_t i = 0; i < sizeof(g_stats) / sizeof(g_stats[0]) && used < sizeof(text); ++i) {{",
+        "  for (size_t i = 0; i < sizeof(g_stats) / sizeof(g_stats[0]) && used < sizeof(text); ++i) {",
         "    const sophon_region_stats* s = &g_stats[i];",
         "    used += (size_t)snprintf(text + used, sizeof(text) - used,",
         f"        \"%s{{\\\"name\\\": \\\"%s\\\", \\\"calls\\\": %llu, {fmt}}}\",",

@@ -7,6 +7,7 @@
 #include <tvm/ffi/c_api.h>
 
 #include "sophon.h"
+#include "sophon_program.h"
 
 /* The one emulated chip of this library: created at the first call, shared by
  * every region (as one physical chip would be), used under a lock. */
@@ -25,9 +26,9 @@ static void sophon_raise(const char* kind, const char* region, const char* messa
   TVMFFIErrorSetRaisedFromCStr(kind, text);
 }
 
-/* The DLTensor behind argument `index`, checked against the compiled signature.
+/* The data of tensor argument `index`, checked against the compiled signature.
  * Returns NULL after raising a Python exception that names the argument. */
-static DLTensor* sophon_tensor_arg(const char* region, const TVMFFIAny* args, int32_t index,
+static void* sophon_tensor_arg(const char* region, const TVMFFIAny* args, int32_t index,
                                    const char* name, int32_t ndim, const int64_t* shape,
                                    uint8_t dtype_code, uint8_t dtype_bits) {
   char message[512];
@@ -77,31 +78,49 @@ static DLTensor* sophon_tensor_arg(const char* region, const TVMFFIAny* args, in
       expected *= t->shape[i];
     }
   }
-  return t;
-}
-
-static void* sophon_data(const DLTensor* t) { return (char*)t->data + t->byte_offset; }
-
-/* Locks the device, creating it on first use. Returns NULL after raising. */
-static sophon_device* sophon_acquire(const char* region, const sophon_chip* chip) {
-  pthread_mutex_lock(&g_device_lock);
-  if (g_device == NULL && sophon_device_create(chip, &g_device) != SOPHON_OK) {
-    pthread_mutex_unlock(&g_device_lock);
-    sophon_raise("RuntimeError", region, "cannot create the emulated device (out of host memory?)");
+  if (t->data == NULL) {
+    snprintf(message, sizeof(message), "argument '%s' has no data", name);
+    sophon_raise("ValueError", region, message);
     return NULL;
   }
-  sophon_device_reset_counters(g_device);
-  return g_device;
+  return (char*)t->data + t->byte_offset;
 }
 
-static void sophon_release(sophon_region_stats* stats) {
-  stats->calls += 1;
-  stats->last = *sophon_device_counters(g_device);
+/* Runs one region's program on the library's device: creates the device on first
+ * use, allocates the scratch buffers, runs the commands under the device lock,
+ * and records the counters. Returns 0, or -1 after raising a Python exception. */
+static int sophon_run_region(const char* region, const sophon_chip* chip,
+                             const sophon_program* program, void** buffers, int num_args,
+                             int num_scratch, const size_t* scratch_bytes,
+                             sophon_region_stats* stats, TVMFFIAny* result) {
+  int status = 0;
+  for (int i = 0; i < num_scratch; ++i) {
+    buffers[num_args + i] = malloc(scratch_bytes[i]);
+    if (buffers[num_args + i] == NULL) {
+      for (int k = 0; k < i; ++k) free(buffers[num_args + k]);
+      sophon_raise("RuntimeError", region, "out of host memory for scratch buffers");
+      return -1;
+    }
+  }
+  pthread_mutex_lock(&g_device_lock);
+  if (g_device == NULL && sophon_device_create(chip, &g_device) != SOPHON_OK) {
+    sophon_raise("RuntimeError", region, "cannot create the emulated device (out of host memory?)");
+    status = -1;
+  } else {
+    sophon_device_reset_counters(g_device);
+    if (sophon_program_run(g_device, program, buffers) != SOPHON_OK) {
+      sophon_raise("RuntimeError", region, sophon_device_error(g_device));
+      status = -1;
+    }
+    stats->calls += 1;
+    stats->last = *sophon_device_counters(g_device);
+  }
   pthread_mutex_unlock(&g_device_lock);
+  for (int i = 0; i < num_scratch; ++i) free(buffers[num_args + i]);
+  if (status == 0) {
+    result->type_index = kTVMFFINone;
+    result->v_int64 = 0;
+  }
+  return status;
 }
-
-#define SOPHON_TRY(call)                                   \
-  do {                                                     \
-    if ((call) != SOPHON_OK) goto chip_error;              \
-  } while (0)
 /* ---- end of glue ---- */

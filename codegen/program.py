@@ -86,29 +86,44 @@ class Local:
     dims: tuple[int, int, int, int]
     layout: str                       # "ALIGNED" | "COMPACT"
     addr: int = -1                    # set by the allocator
+    cstride: int = 0                  # explicit channel stride: a row window of a buffer
 
     def lane_bytes(self, chip: Chip) -> int:
-        return local_lane_bytes(chip, self.dims, self.tensor.dtype, self.layout)
+        return local_lane_bytes(chip, self.dims, self.tensor.dtype, self.layout, self.cstride)
+
+    def channel_stride(self, chip: Chip) -> int:
+        return channel_stride(chip, self.dims, self.tensor.dtype, self.layout, self.cstride)
 
 
-def local_lane_bytes(chip: Chip, dims, dtype: str, layout: str) -> int:
+def channel_stride(chip: Chip, dims, dtype: str, layout: str, cstride: int = 0) -> int:
+    """Elements between channels in a lane: mirrors sophon_local_channel_stride()."""
+    _, _, h, w = dims
+    if cstride:
+        return cstride
+    eu = chip.eu_num(dtype)
+    return h * w if layout == "COMPACT" else -(-(h * w) // eu) * eu
+
+
+def local_lane_bytes(chip: Chip, dims, dtype: str, layout: str, cstride: int = 0) -> int:
     """Bytes one lane holds for a local tensor: mirrors sophon_local_lane_bytes()."""
     n, c, h, w = dims
-    eu = chip.eu_num(dtype)
-    cstride = h * w if layout == "COMPACT" else -(-(h * w) // eu) * eu
-    per_lane_channels = -(-c // chip.npu_num)
-    return n * per_lane_channels * cstride * DTYPE_BYTES[dtype]
+    stride = channel_stride(chip, dims, dtype, layout, cstride)
+    slots = n * -(-c // chip.npu_num)
+    if cstride:
+        return ((slots - 1) * stride + h * w) * DTYPE_BYTES[dtype]
+    return slots * stride * DTYPE_BYTES[dtype]
 
 
 @dataclasses.dataclass
 class GlobalRef:
-    """A view of a tensor in DDR: a region argument/result or a scratch buffer."""
+    """A view of (a slice of) a tensor in DDR: a region argument or result, or a
+    scratch buffer. ``offset`` is in elements from the tensor's start."""
 
     tensor: Tensor
     view: View
     dims: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
-    scratch: bool = False
+    offset: int = 0
 
 
 # ---------------------------------------------------------------- instructions
@@ -196,7 +211,51 @@ class Softmax:
     pattern: str = ""
 
 
+@dataclasses.dataclass
+class Timestep:
+    """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
+
+
 COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax)
+
+
+# ---------------------------------------------------------------- plans
+
+@dataclasses.dataclass
+class Group:
+    """Consecutive layers whose intermediates stay in LMEM. With more than one
+    slice, the group's single output is cut into n_slices x h_slices bands (batch
+    and rows); each band is computed through every layer, the input rows each
+    layer needs derived backwards; weights stay resident."""
+
+    layers: list[int]
+    n_slices: int = 1
+    h_slices: int = 1
+
+    @property
+    def slices(self) -> int:
+        return self.n_slices * self.h_slices
+
+
+@dataclasses.dataclass
+class Plan:
+    groups: list[Group]
+    strategy: str = ""
+
+    def to_json(self) -> str:
+        import json
+        return json.dumps({"strategy": self.strategy,
+                           "groups": [dataclasses.asdict(g) for g in self.groups]})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        import json
+        data = json.loads(text)
+        return cls([Group(**g) for g in data["groups"]], data.get("strategy", ""))
+
+    @classmethod
+    def layer_by_layer(cls, num_layers: int) -> "Plan":
+        return cls([Group([i]) for i in range(num_layers)], "layer_by_layer")
 
 
 @dataclasses.dataclass
@@ -211,6 +270,7 @@ class RegionProgram:
     scratch: list[Tensor]
     steps: list
     lmem_peak_bytes: int = 0
+    plan: Optional["Plan"] = None
 
     def macs(self) -> int:
         total = 0
@@ -233,6 +293,8 @@ class RegionProgram:
                 lines.append(f"  gdma.load  {step.dst.name}@{step.dst.addr} <- {step.src.tensor.name}{list(step.dst.dims)}")
             elif isinstance(step, Store):
                 lines.append(f"  gdma.store {step.dst.tensor.name} <- {step.src.name}@{step.src.addr}{list(step.src.dims)}")
+            elif isinstance(step, Timestep):
+                lines.append("  ---- timestep")
             else:
                 operands = [f"{f.name}={getattr(step, f.name).name}@{getattr(step, f.name).addr}"
                             for f in dataclasses.fields(step)

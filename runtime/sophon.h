@@ -95,15 +95,24 @@ typedef enum {
 
 /* A tensor in LMEM. Channel c lives in lane c % npu_num; in every lane the tensor
  * starts at byte `addr` and holds [n][ceil(c/npu_num)][h][w] with the channel stride
- * given by `layout`. `addr` must be a multiple of the dtype size (runtime check). */
+ * given by `layout`, or by `cstride` when it is non-zero. `addr` must be a multiple
+ * of the dtype size (runtime check).
+ *
+ * An explicit `cstride` (elements, >= h*w) makes the tensor a window of a larger
+ * buffer: rows [r, r+h) of a buffer with channel stride S are the tensor at
+ * addr + r*w*sizeof(dtype) with cstride S. The compiler uses it to hand a conv the
+ * band of rows it needs out of a slice loaded once for several consumers. */
 typedef struct {
   uint32_t addr;
   int32_t n, c, h, w;
   sophon_dtype dtype;
   sophon_layout layout;
+  int32_t cstride; /* 0: from layout */
 } sophon_local;
 
-/* Bytes one lane needs for `t` on `chip` (0 if `t` is malformed). */
+/* Bytes one lane needs for `t` on `chip` (0 if `t` is malformed): for a derived
+ * channel stride n*ceil(c/npu)*stride*size; for an explicit one the footprint up to
+ * the last element, ((n*ceil(c/npu) - 1)*cstride + h*w)*size. */
 int64_t sophon_local_lane_bytes(const sophon_chip* chip, const sophon_local* t);
 /* Elements between consecutive channels of one lane. */
 int64_t sophon_local_channel_stride(const sophon_chip* chip, const sophon_local* t);
@@ -119,6 +128,10 @@ typedef struct {
   uint64_t tiu_cycles;         /* estimated, sophon_cost.h */
   uint64_t gdma_cycles;        /* estimated, sophon_cost.h */
   uint64_t lmem_peak_bytes;    /* highest byte touched in any lane, + 1 */
+  uint64_t timesteps;          /* closed by sophon_timestep_end */
+  uint64_t cycles;             /* estimated time: the sum over closed timesteps of
+                                  max(TIU cycles, GDMA cycles) of the timestep; the two
+                                  engines overlap within a timestep (sophon_cost.h) */
 } sophon_counters;
 
 typedef struct sophon_device sophon_device;
@@ -136,6 +149,12 @@ const sophon_chip* sophon_device_chip(const sophon_device* dev);
 const char* sophon_device_error(const sophon_device* dev);
 const sophon_counters* sophon_device_counters(const sophon_device* dev);
 void sophon_device_reset_counters(sophon_device* dev);
+
+/* Closes the current timestep: the instructions issued since the previous one
+ * run concurrently on the two engines, so the timestep takes the longer of the
+ * TIU and GDMA cycles it holds. A program that loads slice i+1 while computing
+ * slice i issues both in one timestep (double buffering). */
+sophon_status sophon_timestep_end(sophon_device* dev);
 
 /* Raw access to one lane's LMEM, bounds-checked (for tests and debugging). */
 sophon_status sophon_lmem_read(sophon_device* dev, int32_t lane, uint32_t addr,

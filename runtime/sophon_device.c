@@ -57,6 +57,7 @@ int64_t sophon_local_channel_stride(const sophon_chip* chip, const sophon_local*
   if (t->n <= 0 || t->c <= 0 || t->h <= 0 || t->w <= 0) return 0;
   if (sophon_dtype_size(t->dtype) == 0) return 0;
   hw = (int64_t)t->h * t->w;
+  if (t->cstride != 0) return t->cstride >= hw ? t->cstride : 0;
   switch (t->layout) {
     case SOPHON_LAYOUT_COMPACT: return hw;
     case SOPHON_LAYOUT_ALIGNED:
@@ -72,7 +73,13 @@ int64_t sophon_local_lane_bytes(const sophon_chip* chip, const sophon_local* t) 
   int64_t bytes;
   if (cstride <= 0) return 0;
   bytes = checked_mul(t->n, sophon_channels_per_lane(chip, t->c));
-  bytes = checked_mul(bytes, cstride);
+  if (t->cstride != 0 && bytes > 0) {
+    /* a window: its footprint ends at its last element, not at the buffer's end */
+    bytes = checked_mul(bytes - 1, cstride);
+    bytes = bytes < 0 ? -1 : bytes + (int64_t)t->h * t->w;
+  } else {
+    bytes = checked_mul(bytes, cstride);
+  }
   bytes = checked_mul(bytes, sophon_dtype_size(t->dtype));
   return bytes > 0 ? bytes : 0;
 }
@@ -166,7 +173,20 @@ const sophon_counters* sophon_device_counters(const sophon_device* dev) {
 }
 
 void sophon_device_reset_counters(sophon_device* dev) {
-  if (dev != NULL) memset(&dev->counters, 0, sizeof dev->counters);
+  if (dev == NULL) return;
+  memset(&dev->counters, 0, sizeof dev->counters);
+  dev->step_tiu_cycles = 0;
+  dev->step_gdma_cycles = 0;
+}
+
+sophon_status sophon_timestep_end(sophon_device* dev) {
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  dev->counters.cycles += dev->step_tiu_cycles > dev->step_gdma_cycles ? dev->step_tiu_cycles
+                                                                       : dev->step_gdma_cycles;
+  dev->counters.timesteps += 1;
+  dev->step_tiu_cycles = 0;
+  dev->step_gdma_cycles = 0;
+  return SOPHON_OK;
 }
 
 void sophon_touch(sophon_device* dev, const sophon_local* t) {
@@ -177,7 +197,18 @@ void sophon_touch(sophon_device* dev, const sophon_local* t) {
 void sophon_count_tiu(sophon_device* dev, uint64_t cycles, uint64_t macs) {
   dev->counters.tiu_instructions += 1;
   dev->counters.tiu_cycles += cycles;
+  dev->step_tiu_cycles += cycles;
   dev->counters.macs += macs;
+}
+
+void sophon_count_gdma(sophon_device* dev, uint64_t cycles, uint64_t bytes, int is_load) {
+  dev->counters.gdma_instructions += 1;
+  dev->counters.gdma_cycles += cycles;
+  dev->step_gdma_cycles += cycles;
+  if (is_load)
+    dev->counters.bytes_loaded += bytes;
+  else
+    dev->counters.bytes_stored += bytes;
 }
 
 /* ---------------------------------------------------------- raw LMEM */
@@ -235,6 +266,10 @@ sophon_status sophon_check_local(sophon_device* dev, const char* op, const char*
   if (t->layout != SOPHON_LAYOUT_ALIGNED && t->layout != SOPHON_LAYOUT_COMPACT)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s has unknown layout %d", op,
                             name, (int)t->layout);
+  if (t->cstride != 0 && t->cstride < (int64_t)t->h * t->w)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: %s channel stride %d is below h*w = %d", op, name,
+                            (int)t->cstride, (int)(t->h * t->w));
   if (t->addr % (uint32_t)elem != 0)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
                             "%s: %s addr %lu is not a multiple of its element size %d", op,
@@ -337,7 +372,7 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* in) {
   int same = out->addr == in->addr && out->n == in->n && out->c == in->c &&
              out->h == in->h && out->w == in->w && out->dtype == in->dtype &&
-             out->layout == in->layout;
+             out->layout == in->layout && out->cstride == in->cstride;
   if (same || !lane_ranges_overlap(&dev->chip, out, in)) return SOPHON_OK;
   return sophon_set_error(
       dev, SOPHON_ERR_ARGUMENT,

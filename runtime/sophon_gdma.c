@@ -52,12 +52,7 @@ static sophon_status check_pair(sophon_device* dev, const char* op, const char* 
 
 static void count_gdma(sophon_device* dev, const sophon_local* l, uint64_t bytes,
                        int is_load) {
-  dev->counters.gdma_instructions += 1;
-  dev->counters.gdma_cycles += sophon_cost_gdma(&dev->chip, bytes);
-  if (is_load)
-    dev->counters.bytes_loaded += bytes;
-  else
-    dev->counters.bytes_stored += bytes;
+  sophon_count_gdma(dev, sophon_cost_gdma(&dev->chip, bytes), bytes, is_load);
   sophon_touch(dev, l);
 }
 

@@ -30,6 +30,8 @@ struct sophon_device {
   uint8_t* lmem;                      /* npu_num * lmem_bytes_per_lane bytes;
                                          lane l starts at l * lmem_bytes_per_lane */
   sophon_counters counters;
+  uint64_t step_tiu_cycles;           /* of the open timestep */
+  uint64_t step_gdma_cycles;
   char error[SOPHON_ERROR_BYTES];     /* last failure, "" if none */
 };
 
@@ -81,6 +83,7 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
 /* Raises lmem_peak_bytes to t's end (addr + lane bytes). */
 void sophon_touch(sophon_device* dev, const sophon_local* t);
 void sophon_count_tiu(sophon_device* dev, uint64_t cycles, uint64_t macs);
+void sophon_count_gdma(sophon_device* dev, uint64_t cycles, uint64_t bytes, int is_load);
 
 /* -------------------------------------------------------- layout math */
 

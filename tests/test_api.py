@@ -84,7 +84,10 @@ def test_generated_c_is_deterministic_and_readable():
     regions = [f for f in mod.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
     first = codegen.generate_source(regions)
     assert first == codegen.generate_source(regions)
-    assert "sophon_gdma_load" in first and "sophon_tiu_conv2d" in first and "sophon_gdma_store" in first
+    # a command buffer per region: loads, compute, stores, timesteps
+    for command in ("SOPHON_CMD_LOAD", "SOPHON_CMD_CONV2D", "SOPHON_CMD_STORE", "SOPHON_CMD_TIMESTEP"):
+        assert command in first
+    assert first.count("sophon_run_region(region_name") == 2
     assert "__tvm_ffi_sophon_last_run_stats" in first
 
 
@@ -128,6 +131,6 @@ def test_plan_estimate_equals_run_counters():
     for program in programs:
         est, run = cost.estimate(program), stats[program.symbol]
         for key in ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",
-                    "bytes_stored", "tiu_cycles", "gdma_cycles"):
+                    "bytes_stored", "tiu_cycles", "gdma_cycles", "timesteps", "cycles"):
             assert getattr(est, key) == run[key], (program.symbol, key)
         assert run["lmem_peak_bytes"] <= program.lmem_peak_bytes

@@ -37,11 +37,12 @@ class ChipStruct(ctypes.Structure):
 class LocalStruct(ctypes.Structure):
     _fields_ = [("addr", ctypes.c_uint32), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
                 ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("dtype", ctypes.c_int),
-                ("layout", ctypes.c_int)]
+                ("layout", ctypes.c_int), ("cstride", ctypes.c_int32)]
 
     @classmethod
     def of(cls, local) -> "LocalStruct":
-        return cls(max(local.addr, 0), *local.dims, DTYPES[local.tensor.dtype], LAYOUTS[local.layout])
+        return cls(max(local.addr, 0), *local.dims, DTYPES[local.tensor.dtype], LAYOUTS[local.layout],
+                   local.cstride)
 
 
 class ActivationStruct(ctypes.Structure):
@@ -87,10 +88,15 @@ class Estimate:
     bytes_stored: int = 0
     tiu_cycles: int = 0
     gdma_cycles: int = 0
+    timesteps: int = 0
+    cycles: int = 0          # sum over timesteps of max(TIU, GDMA): the estimated time
 
     def seconds(self, chip: Chip) -> float:
-        """TIU and GDMA one after the other (no overlap yet)."""
-        return (self.tiu_cycles + self.gdma_cycles) / chip.clock_hz
+        return self.cycles / chip.clock_hz
+
+    @property
+    def ddr_bytes(self) -> int:
+        return self.bytes_loaded + self.bytes_stored
 
 
 def _conv_params(step) -> ConvParamsStruct:
@@ -138,14 +144,28 @@ def _elements(dims) -> int:
 
 def estimate(program) -> Estimate:
     """The counters a run of ``program`` (a codegen RegionProgram) will report."""
+    est = estimate_steps(program.chip, program.steps)
+    est.macs = program.macs()
+    return est
+
+
+def estimate_steps(chip: Chip, steps) -> Estimate:
+    """Counters of a list of program steps (MACs not included)."""
     from tvm_sophon.codegen import program as P
 
-    est = Estimate(macs=program.macs())
-    for step in program.steps:
-        engine, cycles = step_cycles(program.chip, step)
+    est = Estimate()
+    step_tiu = step_gdma = 0
+    for step in steps:
+        if isinstance(step, P.Timestep):
+            est.cycles += max(step_tiu, step_gdma)
+            est.timesteps += 1
+            step_tiu = step_gdma = 0
+            continue
+        engine, cycles = step_cycles(chip, step)
         if engine == "gdma":
             est.gdma_instructions += 1
             est.gdma_cycles += cycles
+            step_gdma += cycles
             local = step.dst if isinstance(step, P.Load) else step.src
             nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
             if isinstance(step, P.Load):
@@ -155,4 +175,5 @@ def estimate(program) -> Estimate:
         else:
             est.tiu_instructions += 1
             est.tiu_cycles += cycles
+            step_tiu += cycles
     return est

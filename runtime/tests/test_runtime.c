@@ -135,6 +135,7 @@ static sophon_local local4(uint32_t addr, int n, int c, int h, int w, sophon_lay
   t.w = w;
   t.dtype = SOPHON_F32;
   t.layout = layout;
+  t.cstride = 0;
   return t;
 }
 
@@ -1115,6 +1116,73 @@ static void test_counters(void) {
   sophon_device_destroy(dev);
 }
 
+/* A row window of a buffer (explicit cstride) reads the buffer's rows in place. */
+static void test_row_window(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  /* buffer (1,5,6,6) ALIGNED: channel stride 36; window rows [2,5) */
+  float in[5 * 36], out[5 * 9], expect[5 * 9];
+  sophon_local buf = local4(0, 1, 5, 6, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_local win = local4(2 * 6 * 4, 1, 5, 3, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_local dst = local4(1024, 1, 5, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_pool_params p;
+  int c, y, x;
+  win.cstride = 36;
+  memset(&p, 0, sizeof p);
+  p.kind = SOPHON_POOL_MAX;
+  p.kernel_h = 1; p.kernel_w = 2; p.stride_h = 1; p.stride_w = 2;
+  p.dilation_h = 1; p.dilation_w = 1;
+  fill(in, 5 * 36, 91);
+  CHECK_OK(dev, load(dev, &buf, in));
+  CHECK_OK(dev, sophon_tiu_pool2d(dev, &dst, &win, &p));
+  CHECK_OK(dev, store(dev, out, &dst));
+  for (c = 0; c < 5; ++c)
+    for (y = 0; y < 3; ++y)
+      for (x = 0; x < 3; ++x) {
+        float a = in[c * 36 + (y + 2) * 6 + 2 * x], b = in[c * 36 + (y + 2) * 6 + 2 * x + 1];
+        expect[(c * 3 + y) * 3 + x] = a > b ? a : b;
+      }
+  CHECK(memcmp(out, expect, sizeof out) == 0);
+  /* footprint: (2 slots - 1) * 36 + 18 elements = 216 bytes from the window's addr */
+  CHECK(sophon_local_lane_bytes(&chip, &win) == (36 + 18) * 4);
+  win.cstride = 17; /* below h*w = 18 */
+  CHECK_STATUS(dev, sophon_tiu_pool2d(dev, &dst, &win, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "channel stride 17");
+  sophon_device_destroy(dev);
+}
+
+/* Two engines overlap within a timestep: the timestep costs the longer of them. */
+static void test_timesteps(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float in[5 * 36], weight[6 * 5 * 9];
+  sophon_local in_t = local4(0, 1, 5, 6, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(512, 1, 6, 5, 9, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(1024, 1, 6, 6, 6, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(3, 3, 1, 1, 1, 1);
+  const sophon_counters* k = sophon_device_counters(dev);
+  fill(in, 5 * 36, 81);
+  fill(weight, 6 * 45, 82);
+  /* timestep 1: two loads alone (190 + 280 GDMA cycles) */
+  CHECK_OK(dev, load(dev, &in_t, in));
+  CHECK_OK(dev, load(dev, &w_t, weight));
+  CHECK_OK(dev, sophon_timestep_end(dev));
+  CHECK(k->cycles == 470 && k->timesteps == 1);
+  /* timestep 2: conv (815 TIU cycles) beside a reload of the input (190 GDMA) */
+  CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, NULL, &p));
+  CHECK_OK(dev, load(dev, &in_t, in));
+  CHECK_OK(dev, sophon_timestep_end(dev));
+  CHECK(k->cycles == 470 + 815 && k->timesteps == 2);
+  /* an empty timestep costs nothing; the engine sums are unchanged by timesteps */
+  CHECK_OK(dev, sophon_timestep_end(dev));
+  CHECK(k->cycles == 470 + 815 && k->timesteps == 3);
+  CHECK(k->gdma_cycles == 190 + 280 + 190 && k->tiu_cycles == 815);
+  sophon_device_reset_counters(dev);
+  CHECK(k->cycles == 0 && k->timesteps == 0);
+  CHECK_STATUS(dev, sophon_timestep_end(NULL), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
 static void test_cost_functions(void) {
   sophon_chip chip = bm1680_chip();
   sophon_local out = local4(0, 1, 64, 112, 112, SOPHON_LAYOUT_ALIGNED);
@@ -1187,6 +1255,8 @@ int main(void) {
   test_softmax();
   test_argument_errors();
   test_counters();
+  test_timesteps();
+  test_row_window();
   test_cost_functions();
   test_bm1680_conv();
   printf("%d passed, %d failed\n", g_passed, g_failed);

@@ -1,0 +1,341 @@
+"""Region analysis: a Relax region (``Codegen="sophon"``) as a list of layers,
+one per composite, in topological order.
+
+A layer knows its activation operands (which stream through the chip and can be
+sliced), its parameters (weights and bias, resident), the view each operand and
+its result take on the chip (program.View), and its instruction attributes. The
+planner and the lowering both read layers; neither looks at Relax again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Optional
+
+import tvm
+from tvm import relax
+from tvm.ir.prim.expr import FloatImm, IntImm
+
+from tvm_sophon.errors import SophonCompileError
+
+from . import program as P
+
+ROOT_OPS = {
+    "relax.nn.conv2d", "relax.matmul", "relax.nn.max_pool2d", "relax.nn.avg_pool2d",
+    "relax.nn.adaptive_avg_pool2d", "relax.mean", "relax.add", "relax.subtract",
+    "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
+    "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
+}
+BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
+          "relax.maximum": "MAX", "relax.minimum": "MIN"}
+ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
+
+
+def shape_of(expr) -> tuple[int, ...]:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        raise SophonCompileError(f"sophon region value {expr} has no static tensor type")
+    dims = []
+    for d in ty.shape.values:
+        if not isinstance(d, IntImm):
+            raise SophonCompileError(f"sophon region value {expr} has a dynamic shape {ty.shape}")
+        dims.append(int(d))
+    return tuple(dims)
+
+
+def _ints(values) -> tuple[int, ...]:
+    return tuple(int(v) for v in values)
+
+
+def _scalar(expr) -> float:
+    if isinstance(expr, (IntImm, FloatImm)):
+        return float(expr.value)
+    raise SophonCompileError(f"expected a constant scalar, got {expr}")
+
+
+def c_identifier(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^0-9A-Za-z_]", "_", name) or "t"
+    if base[0].isdigit():
+        base = "t" + base
+    candidate, k = base, 1
+    while candidate in taken:
+        candidate, k = f"{base}_{k}", k + 1
+    taken.add(candidate)
+    return candidate
+
+
+def activation_of(call: Optional[relax.Call]) -> P.Activation:
+    if call is None:
+        return P.Activation()
+    name = call.op.name
+    if name == "relax.nn.relu":
+        return P.Activation("RELU")
+    if name == "relax.clip":
+        return P.Activation("CLIP", lo=_scalar(call.args[1]), hi=_scalar(call.args[2]))
+    if name == "relax.nn.leakyrelu":
+        return P.Activation("LEAKY_RELU", alpha=float(call.attrs.alpha))
+    if name == "relax.sigmoid":
+        return P.Activation("SIGMOID")
+    if name == "relax.tanh":
+        return P.Activation("TANH")
+    raise SophonCompileError(f"{name} is not an activation the chip fuses")
+
+
+@dataclasses.dataclass(eq=False)
+class Operand:
+    value: P.Tensor
+    view: P.View
+    layout: str = "ALIGNED"     # ALIGNED for activations, COMPACT for weights and bias
+
+
+@dataclasses.dataclass(eq=False)
+class Layer:
+    """One chip instruction over whole tensors, before any slicing."""
+
+    index: int
+    pattern: str
+    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax
+    out: Operand
+    acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
+    params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
+    attrs: dict
+
+    @property
+    def name(self) -> str:
+        return self.out.value.name
+
+    def macs(self) -> int:
+        if self.kind == "conv2d":
+            n, oc, oh, ow = P.view_dims(self.out.value.shape, self.out.view)
+            ic = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1] // self.attrs["groups"]
+            kh, kw = self.attrs["kernel"]
+            return n * oc * oh * ow * ic * kh * kw
+        if self.kind == "fc":
+            m, nf = P.view_dims(self.out.value.shape, self.out.view)[:2]
+            return m * nf * P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1]
+        return 0
+
+    def rows_sliceable(self) -> bool:
+        """Whether the layer can compute a band of output rows from a band of input
+        rows: image ops whose views put a tensor axis on h."""
+        if self.kind in ("fc", "softmax"):
+            return False
+        if self.kind == "pool2d" and self.attrs.get("global"):
+            return False
+        if not self.out.view[2]:
+            return False
+        if self.kind == "pool2d":
+            # ceil mode: the last window reaches past the padded input; keep whole
+            h = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[2]
+            oh = P.view_dims(self.out.value.shape, self.out.view)[2]
+            kh, sh = self.attrs["kernel"][0], self.attrs["strides"][0]
+            t, _, b, _ = self.attrs["padding"]
+            if (oh - 1) * sh + (kh - 1) * self.attrs["dilation"][0] + 1 > h + t + b:
+                return False
+        return all(op.view[2] == self.out.view[2] or P.view_dims(op.value.shape, op.view)[2] == 1
+                   for op in self.acts)
+
+    def batch_sliceable(self) -> bool:
+        return all(op.view[0] == (0,) or P.view_dims(op.value.shape, op.view)[0] == 1
+                   for op in [self.out, *self.acts])
+
+
+class _Composite:
+    """One composite call, resolved to region-level operands."""
+
+    def __init__(self, pattern: str, fn: relax.Function, args, out_var):
+        self.pattern = pattern
+        self.out_var = out_var
+        self.env = {p: a for p, a in zip(fn.params, args)}
+        self.producer: dict = {}
+        calls = []
+        for block in fn.body.blocks:
+            for binding in block.bindings:
+                self.producer[binding.var] = binding.value
+                calls.append(binding.value)
+        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in ROOT_OPS]
+        if not roots:
+            raise SophonCompileError(f"composite {pattern} has no op the chip runs")
+        self.root: relax.Call = roots[0]
+        self.bias = None
+        self.act: Optional[relax.Call] = None
+        for call in roots[1:]:
+            if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
+                self.bias = self.region_value(call.args[1])
+            elif call.op.name in ACTIVATIONS:
+                self.act = call
+
+    def region_value(self, expr):
+        """The region-level value behind a composite-local expression, looking
+        through a reshape or permute_dims of a parameter."""
+        if isinstance(expr, relax.Var) and expr in self.env:
+            return self.env[expr]
+        value = self.producer.get(expr)
+        if isinstance(value, relax.Call) and value.op.name in ("relax.reshape", "relax.permute_dims"):
+            return self.region_value(value.args[0])
+        raise SophonCompileError(f"composite {self.pattern}: operand {expr} is not a region value")
+
+    def weight_is_transposed(self) -> bool:
+        value = self.producer.get(self.root.args[1])
+        return isinstance(value, relax.Call) and value.op.name == "relax.permute_dims"
+
+
+@dataclasses.dataclass
+class Region:
+    symbol: str
+    inputs: list[P.Tensor]
+    outputs: list[P.Tensor]
+    layers: list[Layer]
+
+    def consumers(self, tensor: P.Tensor) -> list[Layer]:
+        return [l for l in self.layers if any(op.value is tensor for op in [*l.acts, *filter(None, l.params)])]
+
+
+class _Analysis:
+    def __init__(self, func: relax.Function, symbol: str):
+        self.func = func
+        self.symbol = symbol
+        self.names: set[str] = set()
+        self.tensors: dict = {}
+        self.views: dict = {}          # relax var -> view it is produced under
+        self.layers: list[Layer] = []
+
+    def tensor(self, var, role="intermediate") -> P.Tensor:
+        if isinstance(var, tvm.ir.expr.Constant):
+            raise SophonCompileError(f"region {self.symbol}: constant operand {var} was not lifted to an argument")
+        if var not in self.tensors:
+            self.tensors[var] = P.Tensor(c_identifier(var.name, self.names), shape_of(var), str(var.ty.dtype), role)
+        return self.tensors[var]
+
+    def operand(self, var, view, layout="ALIGNED") -> Operand:
+        return Operand(self.tensor(var), view, layout)
+
+    def add(self, comp: _Composite, layer_kind: str, out_view, acts, params, **attrs) -> None:
+        self.views[comp.out_var] = out_view
+        self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
+                                 self.operand(comp.out_var, out_view), acts, params, attrs))
+
+    def bias(self, comp: _Composite) -> Optional[Operand]:
+        if comp.bias is None:
+            return None
+        shape = shape_of(comp.bias)
+        axes = ([i for i, d in enumerate(shape) if d != 1] or [len(shape) - 1]) if shape else []
+        return self.operand(comp.bias, ((), tuple(axes[-1:]), (), ()), "COMPACT")
+
+    def layer(self, comp: _Composite) -> None:
+        root = comp.root
+        name = root.op.name
+        if name == "relax.nn.conv2d":
+            attrs = root.attrs
+            layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+            x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
+            wshape = shape_of(w)
+            view = P.layout_view(layout)
+            wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
+            self.add(comp, "conv2d", view, [self.operand(x, view)],
+                     [self.operand(w, wview, "COMPACT"), self.bias(comp)],
+                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                     strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=activation_of(comp.act))
+        elif name == "relax.matmul":
+            x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
+            rank = len(shape_of(x))
+            view = (tuple(range(rank - 1)), (rank - 1,), (), ())
+            wview = ((), (0,), (1,), ()) if comp.weight_is_transposed() else ((), (1,), (0,), ())
+            self.add(comp, "fc", view, [self.operand(x, view)],
+                     [self.operand(w, wview, "COMPACT"), self.bias(comp)], act=activation_of(comp.act))
+        elif name in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+            attrs = root.attrs
+            view = P.layout_view(str(attrs.layout))
+            self.add(comp, "pool2d", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+                     kind="MAX" if name == "relax.nn.max_pool2d" else "AVG",
+                     kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
+                     padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
+                     count_include_pad=bool(getattr(attrs, "count_include_pad", False)))
+        elif name in ("relax.nn.adaptive_avg_pool2d", "relax.mean"):
+            self.global_pool(comp)
+        elif name in BINARY:
+            lhs, rhs = comp.region_value(root.args[0]), comp.region_value(root.args[1])
+            oshape = shape_of(comp.out_var)
+            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
+                        P.default_view(len(oshape)))
+            acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
+            self.add(comp, "binary", view, acts, [], op=BINARY[name], act=activation_of(comp.act))
+        elif name == "relax.nn.softmax":
+            x = comp.region_value(root.args[0])
+            rank = len(shape_of(x))
+            axis = int(root.attrs.axis) % rank
+            view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            self.add(comp, "softmax", view, [self.operand(x, view)], [])
+        elif name in ACTIVATIONS:
+            x = comp.region_value(root.args[0])
+            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
+        else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
+            raise SophonCompileError(f"no lowering for {name}")
+
+    def global_pool(self, comp: _Composite) -> None:
+        root = comp.root
+        x = comp.region_value(root.args[0])
+        xshape, oshape = shape_of(x), shape_of(comp.out_var)
+        if root.op.name == "relax.mean":
+            axes = sorted(int(a) % 4 for a in root.attrs.axis)
+            layout = "NCHW" if axes == [2, 3] else "NHWC"
+        else:
+            layout = str(root.attrs.layout)
+        view = P.layout_view(layout)
+        h_axis, w_axis = layout.index("H"), layout.index("W")
+        if len(oshape) == 4:
+            oh, ow = oshape[h_axis], oshape[w_axis]
+            out_view = view
+        else:  # mean without keepdims: (N, C)
+            oh = ow = 1
+            out_view = ((0,), (1,), (), ())
+        kernel = (xshape[h_axis] // oh, xshape[w_axis] // ow)
+        self.add(comp, "pool2d", out_view, [self.operand(x, view)], [], kind="AVG", kernel=kernel,
+                 strides=kernel, padding=(0, 0, 0, 0), dilation=(1, 1), count_include_pad=True,
+                 **{"global": (oh, ow) == (1, 1)})
+
+    def run(self) -> Region:
+        inputs = []
+        for i, param in enumerate(self.func.params):
+            t = self.tensor(param, "input")
+            t.arg_index = i
+            inputs.append(t)
+        functions = {}
+        body = self.func.body.body
+        out_vars = list(body.fields) if isinstance(body, relax.Tuple) else [body]
+        for block in self.func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Function):
+                    functions[binding.var] = value
+                    continue
+                if isinstance(value, relax.Var):  # an alias: gv = lv
+                    self.tensors[binding.var] = self.tensor(value)
+                    self.views[binding.var] = self.views.get(value)
+                    continue
+                fn = functions.get(value.op, value.op) if isinstance(value, relax.Call) else None
+                if not isinstance(fn, relax.Function) or "Composite" not in (fn.attrs or {}):
+                    raise SophonCompileError(f"region {self.symbol}: {binding.var.name} is not a sophon composite")
+                self.layer(_Composite(str(fn.attrs["Composite"]), fn, value.args, binding.var))
+        outputs = []
+        for k, var in enumerate(out_vars):
+            t = self.tensor(var)
+            if t.role == "input":
+                raise SophonCompileError(f"region {self.symbol}: returns its argument {var.name} unchanged")
+            t.role = "output"
+            t.arg_index = len(inputs) + k
+            outputs.append(t)
+        return Region(self.symbol, inputs, outputs, self.layers)
+
+
+def broadcast_view(view: P.View, out_rank: int, shape: tuple[int, ...]) -> P.View:
+    """The out view applied to an operand right-aligned to the out rank; axes the
+    operand lacks are dropped (they are broadcast, size 1)."""
+    offset = out_rank - len(shape)
+    return tuple(tuple(a - offset for a in axes if a >= offset) for axes in view)  # type: ignore
+
+
+def analyze_region(func: relax.Function, symbol: str) -> Region:
+    return _Analysis(func, symbol).run()

@@ -1,0 +1,428 @@
+"""Lower a region under a plan: layer groups, their slices, the GDMA loads and
+stores, the compute instructions, and the timesteps in which the two engines
+overlap; then place every local tensor in LMEM.
+
+For a group with several slices (bands of batch and rows of its one output),
+each layer's input band is derived backwards from its output band (a conv or a
+pool needs the overlapping rows its window reaches, with the padding that falls
+inside the band); a value used by several layers is computed once per slice
+over the union of their bands, and each consumer reads its band as a row window
+of it. Weights are loaded once and stay resident while slices stream through.
+
+Emission is a software pipeline: slice i+1's loads are issued in the timestep
+that computes slice i, and slice i's results are stored in the next one, so the
+allocator (live ranges over the step list) gives streamed tensors two buffers:
+double buffering. A group of one slice pipelines over its layers instead: the
+next layer's weights load while the current one computes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tvm_sophon.chip import DTYPE_BYTES, Chip
+from tvm_sophon.errors import SophonCompileError
+
+from . import program as P
+from .layers import Layer, Operand, Region
+
+Band = tuple[int, int, int, int]   # n0, n1, r0, r1 (rows meaningful when the view has h)
+
+
+class PlanError(SophonCompileError):
+    """A plan that cannot be carried out (the message says which layer and why)."""
+
+
+def full_dims(op: Operand) -> tuple[int, int, int, int]:
+    return P.view_dims(op.value.shape, op.view)
+
+
+def _union(a: Optional[Band], b: Band) -> Band:
+    if a is None:
+        return b
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
+
+@dataclasses.dataclass
+class _Geometry:
+    """One layer in one slice: its output band, its operands' bands, its padding."""
+
+    out: Band
+    acts: list[Band]
+    padding: Optional[tuple[int, int, int, int]] = None
+
+
+def _operand_band(op: Operand, out_band: Band, out_full) -> Band:
+    """Element-wise operands follow the output band; broadcast dims stay whole."""
+    n, _, h, _ = full_dims(op)
+    n0, n1 = (out_band[0], out_band[1]) if n == out_full[0] else (0, n)
+    r0, r1 = (out_band[2], out_band[3]) if h == out_full[2] else (0, h)
+    return (n0, n1, r0, r1)
+
+
+def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
+    """Which bands of its operands a layer needs for ``out_band`` of its output."""
+    out_full = full_dims(layer.out)
+    if layer.kind in ("conv2d", "pool2d") and layer.rows_sliceable():
+        x = layer.acts[0]
+        H = full_dims(x)[2]
+        kh, sh, dh = layer.attrs["kernel"][0], layer.attrs["strides"][0], layer.attrs["dilation"][0]
+        t, l, b, r = layer.attrs["padding"]
+        n0, n1, o0, o1 = out_band
+        i0u = o0 * sh - t
+        i1u = (o1 - 1) * sh - t + (kh - 1) * dh + 1
+        i0, i1 = max(0, i0u), min(H, i1u)
+        if i1 <= i0:
+            raise PlanError(f"layer {layer.name}: output rows [{o0}, {o1}) read no input row")
+        return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
+    if layer.kind in ("binary", "unary"):
+        return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
+    # fc, softmax, global or ceil-mode pools: whole rows of the operand
+    bands = []
+    for op in layer.acts:
+        n, _, h, _ = full_dims(op)
+        bands.append((out_band[0], out_band[1], 0, h) if n == out_full[0] else (0, n, 0, h))
+    return _Geometry(out_band, bands, layer.attrs.get("padding"))
+
+
+def _key(op: Operand) -> tuple:
+    return (id(op.value), op.view, op.layout)
+
+
+@dataclasses.dataclass
+class _Stage:
+    loads: list = dataclasses.field(default_factory=list)        # prefetched one stage ahead
+    late_loads: list = dataclasses.field(default_factory=list)   # after the previous stores
+    compute: list = dataclasses.field(default_factory=list)
+    stores: list = dataclasses.field(default_factory=list)
+
+
+class Lowering:
+    def __init__(self, region: Region, chip: Chip):
+        self.region = region
+        self.chip = chip
+        self.names: set[str] = {t.name for t in region.inputs + region.outputs}
+        self.names |= {l.out.value.name for l in region.layers}
+        self.steps: list = []
+        self.locals: list[P.Local] = []
+        self.parent: dict[int, tuple[P.Local, int]] = {}   # window -> (buffer, byte offset)
+        self.first_def: dict[int, int] = {}
+        self.last_use: dict[int, int] = {}
+        self.scratch: list[P.Tensor] = []
+        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs}
+        self.outputs = {id(t) for t in region.outputs}
+        self.consumers: dict[int, list[Layer]] = {}
+        for layer in region.layers:
+            for op in layer.acts:
+                self.consumers.setdefault(id(op.value), []).append(layer)
+
+    # ---------------------------------------------------------------- locals
+    def _name(self, base: str) -> str:
+        from .layers import c_identifier
+        return c_identifier(base, self.names)
+
+    def new_local(self, op: Operand, band: Band, label: str) -> P.Local:
+        n, c, h, w = full_dims(op)
+        dims = (band[1] - band[0] if op.view[0] else n, c, band[3] - band[2] if op.view[2] else h, w)
+        local = P.Local(self._name(f"l_{label}"), op.value, op.view, dims, op.layout)
+        self.locals.append(local)
+        return local
+
+    def window(self, buffer: P.Local, buffer_band: Band, band: Band) -> P.Local:
+        """``band`` of a local holding ``buffer_band``: the buffer itself or a row window."""
+        if band == buffer_band:
+            return buffer
+        n, c, h, w = buffer.dims
+        dn = band[0] - buffer_band[0] if buffer.view[0] else 0
+        dr = band[2] - buffer_band[2] if buffer.view[2] else 0
+        dims = (band[1] - band[0] if buffer.view[0] else n, c,
+                band[3] - band[2] if buffer.view[2] else h, w)
+        if dims == buffer.dims and (dn, dr) == (0, 0):
+            return buffer
+        cstride = buffer.channel_stride(self.chip)
+        per_lane = -(-c // self.chip.npu_num)
+        offset = (dn * per_lane * cstride + dr * w) * DTYPE_BYTES[buffer.tensor.dtype]
+        win = P.Local(self._name(buffer.name + "_w"), buffer.tensor, buffer.view, dims,
+                      buffer.layout, cstride=cstride)
+        self.parent[id(win)] = (buffer, offset)
+        return win
+
+    def _root(self, local: P.Local) -> P.Local:
+        return self.parent[id(local)][0] if id(local) in self.parent else local
+
+    def _mark(self, step) -> None:
+        index = len(self.steps)
+        for field in dataclasses.fields(step):
+            value = getattr(step, field.name)
+            if isinstance(value, P.Local):
+                root = self._root(value)
+                self.first_def.setdefault(id(root), index)
+                self.last_use[id(root)] = index
+
+    def emit(self, step) -> None:
+        self._mark(step)
+        self.steps.append(step)
+
+    # ------------------------------------------------------------------ DDR
+    def global_ref(self, tensor: P.Tensor, op_view: P.View, local: P.Local, band: Band) -> P.GlobalRef:
+        strides = P.view_strides(tensor.shape, op_view)
+        offset = (band[0] * strides[0] if op_view[0] else 0) + (band[2] * strides[2] if op_view[2] else 0)
+        return P.GlobalRef(tensor, op_view, local.dims, strides, offset)
+
+    def ddr_home(self, value: P.Tensor) -> P.Tensor:
+        """Where a value lives in DDR: itself for region arguments and results,
+        else a scratch buffer (an intermediate that crosses groups)."""
+        if id(value) in self.ddr:
+            return self.ddr[id(value)]
+        if id(value) in self.outputs:
+            home = value
+        else:
+            home = P.Tensor(self._name("scratch_" + value.name), value.shape, value.dtype, "scratch")
+            self.scratch.append(home)
+        self.ddr[id(value)] = home
+        return home
+
+    # ---------------------------------------------------------------- groups
+    def lower_group(self, group: P.Group) -> None:
+        layers = [self.region.layers[i] for i in group.layers]
+        if sorted(group.layers) != list(group.layers) or not layers:
+            raise PlanError(f"group {group.layers}: layers must be a non-empty ascending list")
+        members = set(group.layers)
+        produced = {id(l.out.value): l for l in layers}
+        leaving = [l for l in layers
+                   if id(l.out.value) in self.outputs
+                   or any(c.index not in members for c in self.consumers.get(id(l.out.value), []))]
+        # operands consumed under another view than produced go through DDR
+        relayout = {(id(op.value), op.view) for l in layers for op in l.acts
+                    if id(op.value) in produced and op.view != produced[id(op.value)].out.view}
+        if group.slices > 1:
+            self.check_sliceable(group, layers, leaving, relayout)
+        bands = self.slice_bands(group, layers, leaving)
+        geometry = [self.backward(layers, leaving, band, produced) for band in bands]
+
+        resident = {}
+        stages: list[_Stage] = []
+        loaded_whole: dict = {}
+        for s, (geo, need) in enumerate(geometry):
+            if group.slices > 1:
+                stage = _Stage()
+                held: dict = {}
+                self.load_inputs(layers, need, produced, relayout, stage.loads, stage.late_loads, held,
+                                 with_params=False)
+                for layer in layers:
+                    stage.compute.append((layer, geo[layer.index], held))
+                stage.stores.extend((l, geo[l.index].out, held) for l in leaving)
+                stages.append(stage)
+            else:
+                for layer in layers:
+                    stage = _Stage()
+                    self.load_inputs([layer], need, produced, relayout, stage.loads, stage.late_loads,
+                                     loaded_whole, with_params=True)
+                    stage.compute.append((layer, geo[layer.index], loaded_whole))
+                    if any(layer is l for l in leaving) or any(k[0] == id(layer.out.value) for k in relayout):
+                        stage.stores.append((layer, geo[layer.index].out, loaded_whole))
+                    stages.append(stage)
+        if group.slices > 1:
+            for layer in layers:
+                for param in filter(None, layer.params):
+                    if _key(param) not in resident:
+                        resident[_key(param)] = self.load_whole(param, stages[0].loads)
+        else:
+            resident = None
+
+        def params_of(layer, held):
+            table = resident if resident is not None else held
+            return [None if p is None else table[_key(p)][0] for p in layer.params]
+
+        for load in stages[0].loads:
+            self.emit(load)
+        self.emit(P.Timestep())
+        for i, stage in enumerate(stages):
+            if i + 1 < len(stages):
+                for load in stages[i + 1].loads:
+                    self.emit(load)
+            for load in stage.late_loads:
+                self.emit(load)
+            for layer, geo, held in stage.compute:
+                self.compute(layer, geo, held, params_of(layer, held))
+            self.emit(P.Timestep())
+            for layer, band, held in stage.stores:
+                self.store(layer, band, held)
+        self.emit(P.Timestep())
+
+    def check_sliceable(self, group, layers, leaving, relayout) -> None:
+        if len(leaving) != 1:
+            raise PlanError(f"group {group.layers}: a sliced group needs exactly one result leaving it, "
+                            f"has {len(leaving)}")
+        if relayout:
+            raise PlanError(f"group {group.layers}: a value changes layout inside a sliced group")
+        for layer in layers:
+            if group.h_slices > 1 and not layer.rows_sliceable():
+                raise PlanError(f"layer {layer.name} ({layer.kind}) cannot be sliced by rows")
+            if group.n_slices > 1 and not layer.batch_sliceable():
+                raise PlanError(f"layer {layer.name} ({layer.kind}) cannot be sliced by batch")
+
+    def slice_bands(self, group, layers, leaving) -> list[Band]:
+        if group.slices == 1:
+            return [None]  # whole tensors
+        n, _, h, _ = full_dims(leaving[0].out)
+        if group.n_slices > n or group.h_slices > h:
+            raise PlanError(f"group {group.layers}: {group.n_slices}x{group.h_slices} slices of an output "
+                            f"with batch {n} and {h} rows")
+        bands = []
+        for i in range(group.n_slices):
+            n0, n1 = i * n // group.n_slices, (i + 1) * n // group.n_slices
+            for j in range(group.h_slices):
+                bands.append((n0, n1, j * h // group.h_slices, (j + 1) * h // group.h_slices))
+        return bands
+
+    def backward(self, layers, leaving, band, produced):
+        """Per layer geometry and per operand (value, view) needed band for one slice."""
+        need: dict = {}
+        if band is not None:
+            need[_key(leaving[0].out)] = band
+        geo = {}
+        for layer in reversed(layers):
+            out_full = full_dims(layer.out)
+            ob = need.get(_key(layer.out), (0, out_full[0], 0, out_full[2]))
+            if band is None:
+                ob = (0, out_full[0], 0, out_full[2])
+            g = layer_geometry(layer, ob)
+            if band is None and layer.kind in ("conv2d", "pool2d"):
+                g.acts = [(0, full_dims(layer.acts[0])[0], 0, full_dims(layer.acts[0])[2])]
+                g.padding = layer.attrs["padding"]
+            geo[layer.index] = g
+            for op, b in zip(layer.acts, g.acts):
+                need[_key(op)] = _union(need.get(_key(op)), b)
+        return geo, need
+
+    def load_whole(self, op: Operand, into: list) -> tuple[P.Local, Band]:
+        n, _, h, _ = full_dims(op)
+        band = (0, n, 0, h)
+        local = self.new_local(op, band, op.value.name)
+        home = self.ddr_home(op.value) if id(op.value) in self.ddr else None
+        if home is None:
+            raise PlanError(f"{op.value.name} is needed before it is in DDR")
+        into.append(P.Load(local, self.global_ref(home, op.view, local, band)))
+        return local, band
+
+    def load_inputs(self, layers, need, produced, relayout, loads, late_loads, held,
+                    with_params: bool) -> None:
+        """Loads of what ``layers`` read from outside the group: their act operands
+        (the band ``need`` asks for) and, when ``with_params``, their weights and
+        bias. Entries go into ``held`` (key -> (local, band)); loads of values that
+        reach DDR only within this group (a change of layout) come late."""
+        for layer in layers:
+            ops = list(layer.acts)
+            if with_params:
+                ops += [p for p in layer.params if p is not None]
+            for op in ops:
+                key = _key(op)
+                if key in held:
+                    continue
+                if id(op.value) in produced and (id(op.value), op.view) not in relayout:
+                    continue  # computed inside the group, stays in LMEM
+                n, _, h, _ = full_dims(op)
+                band = need.get(key, (0, n, 0, h))
+                local = self.new_local(op, band, op.value.name)
+                held[key] = (local, band)
+                late = (id(op.value), op.view) in relayout or id(op.value) not in self.ddr
+                (late_loads if late else loads).append(_PendingLoad(self, op, local, band))
+
+    def compute(self, layer: Layer, geo: _Geometry, held: dict, params) -> None:
+        acts = []
+        for op, band in zip(layer.acts, geo.acts):
+            buffer, buffer_band = held[_key(op)]
+            acts.append(self.window(buffer, buffer_band, band))
+        out = self.new_local(layer.out, geo.out, layer.out.value.name)
+        held[_key(layer.out)] = (out, geo.out)
+        a = layer.attrs
+        if layer.kind == "conv2d":
+            step = P.Conv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
+                            a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "fc":
+            step = P.FullyConnected(out, acts[0], params[0], params[1], a["act"], layer.pattern)
+        elif layer.kind == "pool2d":
+            step = P.Pool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
+                            a["dilation"], a["count_include_pad"], layer.pattern)
+        elif layer.kind == "binary":
+            step = P.Binary(out, acts[0], acts[1], a["op"], a["act"], layer.pattern)
+        elif layer.kind == "unary":
+            step = P.Unary(out, acts[0], a["act"], layer.pattern)
+        else:
+            step = P.Softmax(out, acts[0], layer.pattern)
+        self.emit(step)
+
+    def store(self, layer: Layer, band: Band, held: dict) -> None:
+        local, local_band = held[_key(layer.out)]
+        home = self.ddr_home(layer.out.value)
+        self.emit(P.Store(self.global_ref(home, layer.out.view, local, local_band), local))
+
+    # ------------------------------------------------------------ allocation
+    def allocate(self) -> int:
+        """First-fit over live ranges (per-lane byte addresses); windows follow
+        their buffer."""
+        align = self.chip.eu_bytes
+        capacity = self.chip.lmem_bytes_per_lane
+        roots = [l for l in self.locals if id(l) not in self.parent and id(l) in self.first_def]
+        roots.sort(key=lambda l: self.first_def[id(l)])
+        live: list[P.Local] = []
+        peak = 0
+        for local in roots:
+            start = self.first_def[id(local)]
+            live = [l for l in live if self.last_use[id(l)] >= start]
+            size = local.lane_bytes(self.chip)
+            addr = 0
+            for other in sorted(live, key=lambda l: l.addr):
+                if addr + size <= other.addr:
+                    break
+                addr = max(addr, -(-(other.addr + other.lane_bytes(self.chip)) // align) * align)
+            if addr + size > capacity:
+                in_use = ", ".join(f"{l.name} {l.lane_bytes(self.chip)}" for l in live) or "nothing"
+                t = local.tensor
+                raise PlanError(
+                    f"region {self.region.symbol}: tensor '{t.name}' of shape {t.shape} {t.dtype} "
+                    f"(on chip as n,c,h,w={local.dims}) needs {size} bytes per lane of local memory "
+                    f"at offset {addr}, but {self.chip.name} has {capacity} bytes per lane "
+                    f"(in use: {in_use})")
+            local.addr = addr
+            live.append(local)
+            peak = max(peak, addr + size)
+        for local in self.locals:
+            if id(local) in self.parent:
+                buffer, offset = self.parent[id(local)]
+                local.addr = buffer.addr + offset
+        return peak
+
+
+class _PendingLoad(P.Load):
+    """A load whose DDR source is resolved when it is emitted (a value stored by
+    an earlier stage of the same group has a DDR home only then)."""
+
+    def __init__(self, lowering: Lowering, op: Operand, local: P.Local, band: Band):
+        self._lowering, self._op, self._band = lowering, op, band
+        self.dst = local
+
+    @property
+    def src(self) -> P.GlobalRef:
+        home = self._lowering.ddr.get(id(self._op.value))
+        if home is None:
+            raise PlanError(f"{self._op.value.name} is loaded before any store put it in DDR")
+        return self._lowering.global_ref(home, self._op.view, self.dst, self._band)
+
+
+def lower_plan(region: Region, plan: P.Plan, chip: Chip) -> P.RegionProgram:
+    """The chip program of ``region`` under ``plan`` (raises PlanError if the plan
+    is malformed or does not fit the chip's local memory)."""
+    covered = sorted(i for g in plan.groups for i in g.layers)
+    if covered != list(range(len(region.layers))):
+        raise PlanError(f"region {region.symbol}: plan covers layers {covered}, "
+                        f"region has {len(region.layers)}")
+    low = Lowering(region, chip)
+    for group in plan.groups:
+        low.lower_group(group)
+    steps = [P.Load(s.dst, s.src) if isinstance(s, _PendingLoad) else s for s in low.steps]
+    peak = low.allocate()
+    locals_ = [l for l in low.locals if id(l) in low.first_def or id(l) in low.parent]
+    return P.RegionProgram(region.symbol, chip, region.inputs, region.outputs, locals_,
+                           low.scratch, steps, peak, plan)

@@ -1,0 +1,72 @@
+/*
+ * sophon_program.h - a region's program as the chip consumes it: a command
+ * buffer. The compiler emits static tables (local tensors, global views,
+ * instruction parameters, commands); sophon_program_run executes the commands in
+ * order, as the chip's command queue would, stopping at the first failure.
+ *
+ * Global views carry an element offset into one of the program's DDR buffers
+ * (the region's arguments and scratch buffers); the caller passes the buffers'
+ * base pointers at run time, so one program serves every call.
+ */
+#ifndef SOPHON_PROGRAM_H_
+#define SOPHON_PROGRAM_H_
+
+#include "sophon.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+  SOPHON_CMD_LOAD = 0,     /* gdma_load(local[a], global[b]) */
+  SOPHON_CMD_STORE = 1,    /* gdma_store(global[b], local[a]) */
+  SOPHON_CMD_CONV2D = 2,   /* conv2d(out=local[a], in=local[b], weight=local[c], bias=local[d] or -1, conv[p]) */
+  SOPHON_CMD_FC = 3,       /* fc(out=a, in=b, weight=c, bias=d or -1, act[p]) */
+  SOPHON_CMD_POOL2D = 4,   /* pool2d(out=a, in=b, pool[p]) */
+  SOPHON_CMD_BINARY = 5,   /* binary(out=a, lhs=b, rhs=c, op=d, act[p]) */
+  SOPHON_CMD_ACTIVATION = 6, /* activation(out=a, in=b, act[p]) */
+  SOPHON_CMD_SOFTMAX = 7,  /* softmax(out=a, in=b) */
+  SOPHON_CMD_TIMESTEP = 8  /* sophon_timestep_end */
+} sophon_cmd_kind;
+
+typedef struct {
+  sophon_cmd_kind kind;
+  int32_t a, b, c, d; /* operand indices, meaning per kind (above) */
+  int32_t p;          /* parameter index, meaning per kind */
+} sophon_cmd;
+
+/* A global view relative to buffer `buffer` of the program. */
+typedef struct {
+  int32_t buffer;
+  int64_t offset; /* elements */
+  int32_t n, c, h, w;
+  int64_t stride_n, stride_c, stride_h, stride_w;
+  sophon_dtype dtype;
+} sophon_global_ref;
+
+typedef struct {
+  const sophon_local* locals;
+  int32_t num_locals;
+  const sophon_global_ref* globals;
+  int32_t num_globals;
+  const sophon_conv_params* convs;
+  int32_t num_convs;
+  const sophon_pool_params* pools;
+  int32_t num_pools;
+  const sophon_activation* acts;
+  int32_t num_acts;
+  const sophon_cmd* cmds;
+  int32_t num_cmds;
+  int32_t num_buffers;
+} sophon_program;
+
+/* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of
+ * them). On failure the device's error names the command index and kind. */
+sophon_status sophon_program_run(sophon_device* dev, const sophon_program* prog,
+                                 void* const* buffers);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOPHON_PROGRAM_H_ */

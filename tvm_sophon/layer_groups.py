@@ -1,0 +1,121 @@
+"""Layer groups: choosing how a region runs within the chip's local memory.
+
+A plan splits a region's layers into consecutive groups (intermediates inside a
+group never leave LMEM) and gives each group its slicing (batch x rows). The
+default strategy searches over groups by dynamic programming on the chain of
+layers, scoring every candidate group by the cost model (the estimated cycles
+of the program the scheduler would emit for it, engines overlapping per
+timestep); for each candidate it looks for the fewest slices that fit.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Optional
+
+from tvm_sophon.chip import Chip
+from tvm_sophon.codegen.layers import Region
+from tvm_sophon.codegen.program import Group, Plan
+from tvm_sophon.codegen.schedule import Lowering, PlanError, full_dims
+from tvm_sophon.errors import SophonCompileError
+
+MAX_GROUP_LAYERS = 16
+
+
+@dataclasses.dataclass
+class GroupCost:
+    group: Group
+    cycles: int
+    ddr_bytes: int
+    lmem_peak: int
+
+
+def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
+    """Schedule ``group`` alone (its inputs taken as already in DDR) and estimate it."""
+    from tvm_sophon.cost import estimate_steps
+
+    low = Lowering(region, chip)
+    members = set(group.layers)
+    for layer in region.layers:
+        if layer.index not in members:
+            low.ddr_home(layer.out.value)
+    low.lower_group(group)
+    peak = low.allocate()
+    est = estimate_steps(chip, low.steps)
+    return GroupCost(group, est.cycles, est.ddr_bytes, peak)
+
+
+def _slicings(region: Region, layers: list[int]):
+    """Candidate (n_slices, h_slices), fewest slices first."""
+    last = region.layers[layers[-1]]
+    n, _, h, _ = full_dims(last.out)
+    ns = [d for d in range(1, n + 1) if n % d == 0]
+    hs = sorted({1, *range(2, min(h, 8) + 1), *[h // k for k in range(1, h + 1) if h // k > 8]})
+    options = sorted(((a, b) for a in ns for b in hs if b <= h), key=lambda ab: (ab[0] * ab[1], ab[1]))
+    return options
+
+
+def best_slicing(region: Region, chip: Chip, layers: list[int]) -> Optional[GroupCost]:
+    """The cheapest feasible slicing of a group among the first ones that fit."""
+    best, fits = None, 0
+    last_error = None
+    for n_slices, h_slices in _slicings(region, layers):
+        group = Group(list(layers), n_slices, h_slices)
+        try:
+            cost = evaluate_group(region, chip, group)
+        except PlanError as err:
+            last_error = err
+            if "cannot be sliced" in str(err) or "exactly one result" in str(err) or "changes layout" in str(err):
+                if n_slices * h_slices > 1:
+                    return best
+            continue
+        fits += 1
+        if best is None or cost.cycles < best.cycles:
+            best = cost
+        if fits >= 2:
+            break
+    if best is None and len(layers) == 1 and last_error is not None:
+        layer = region.layers[layers[0]]
+        raise SophonCompileError(f"layer {layer.name} ({layer.pattern}) cannot be tiled to fit "
+                                 f"{chip.name}'s local memory: {last_error}")
+    return best
+
+
+def plan_layer_by_layer(region: Region, chip: Chip) -> Plan:
+    """Every layer its own group (intermediates through DDR), each with the
+    cheapest slicing that fits: the baseline layer groups are measured against."""
+    groups = []
+    for layer in region.layers:
+        cost = best_slicing(region, chip, [layer.index])
+        groups.append(cost.group)
+    return Plan(groups, "layer_by_layer")
+
+
+def plan_dp(region: Region, chip: Chip) -> Plan:
+    """Dynamic programming over the chain: best[j] = min_i best[i] + cost(layers i..j-1)."""
+    n = len(region.layers)
+    best: list[tuple[int, list[Group]]] = [(0, [])] + [None] * n  # type: ignore
+    for j in range(1, n + 1):
+        for i in range(max(0, j - MAX_GROUP_LAYERS), j):
+            if best[i] is None:
+                continue
+            cost = best_slicing(region, chip, list(range(i, j)))
+            if cost is None:
+                continue
+            total = best[i][0] + cost.cycles
+            if best[j] is None or total < best[j][0]:
+                best[j] = (total, best[i][1] + [cost.group])
+        if best[j] is None:
+            raise SophonCompileError(f"region {region.symbol}: no plan fits layers up to {region.layers[j - 1].name}")
+    return Plan(best[n][1], "layer_group_dp")
+
+
+STRATEGIES: dict[str, Callable[[Region, Chip], Plan]] = {
+    "layer_group_dp": plan_dp,
+    "layer_by_layer": plan_layer_by_layer,
+}
+
+
+def plan_region(region: Region, chip: Chip, strategy: "str | Callable" = "layer_group_dp") -> Plan:
+    planner = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+    return planner(region, chip)
