@@ -57,7 +57,7 @@ def lower_function(func) -> RegionProgram:
     try:
         return lower_plan(region, plan, chip)
     except PlanError as err:
-        raise SophonCompileError(f"region {region.symbol}: plan {plan.to_json()} cannot run: {err}") from None
+        raise SophonCompileError(f"plan {plan.to_json()} cannot run: {err}") from None
 
 
 def lower_functions(functions) -> list[RegionProgram]:

@@ -9,6 +9,7 @@ planner and the lowering both read layers; neither looks at Relax again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Optional
 
@@ -53,10 +54,14 @@ def _scalar(expr) -> float:
     raise SophonCompileError(f"expected a constant scalar, got {expr}")
 
 
-def c_identifier(name: str, taken: set[str]) -> str:
+@functools.lru_cache(maxsize=4096)
+def _sanitize(name: str) -> str:
     base = re.sub(r"[^0-9A-Za-z_]", "_", name) or "t"
-    if base[0].isdigit():
-        base = "t" + base
+    return "t" + base if base[0].isdigit() else base
+
+
+def c_identifier(name: str, taken: set[str]) -> str:
+    base = _sanitize(name)
     candidate, k = base, 1
     while candidate in taken:
         candidate, k = f"{base}_{k}", k + 1
@@ -86,6 +91,15 @@ class Operand:
     value: P.Tensor
     view: P.View
     layout: str = "ALIGNED"     # ALIGNED for activations, COMPACT for weights and bias
+
+    @functools.cached_property
+    def dims(self) -> tuple[int, int, int, int]:
+        """(n, c, h, w) of the whole tensor under the view."""
+        return P.view_dims(self.value.shape, self.view)
+
+    @functools.cached_property
+    def key(self) -> tuple:
+        return (id(self.value), self.view, self.layout)
 
 
 @dataclasses.dataclass(eq=False)

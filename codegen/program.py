@@ -132,12 +132,14 @@ class GlobalRef:
 class Load:
     dst: Local
     src: GlobalRef
+    layer: str = ""      # the layer it feeds (for profiles)
 
 
 @dataclasses.dataclass
 class Store:
     dst: GlobalRef
     src: Local
+    layer: str = ""      # the layer whose result it writes
 
 
 @dataclasses.dataclass
@@ -271,6 +273,7 @@ class RegionProgram:
     steps: list
     lmem_peak_bytes: int = 0
     plan: Optional["Plan"] = None
+    group_steps: list = dataclasses.field(default_factory=list)  # (first, end) step index per group
 
     def macs(self) -> int:
         total = 0

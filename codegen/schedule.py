@@ -34,7 +34,7 @@ class PlanError(SophonCompileError):
 
 
 def full_dims(op: Operand) -> tuple[int, int, int, int]:
-    return P.view_dims(op.value.shape, op.view)
+    return op.dims
 
 
 def _union(a: Optional[Band], b: Band) -> Band:
@@ -86,7 +86,19 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
 
 
 def _key(op: Operand) -> tuple:
-    return (id(op.value), op.view, op.layout)
+    return op.key
+
+
+_LOCAL_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _local_fields(step) -> tuple[str, ...]:
+    """Names of a step's fields that may hold a Local (computed once per class)."""
+    cls = type(step)
+    if cls not in _LOCAL_FIELDS:
+        _LOCAL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs"))
+    return _LOCAL_FIELDS[cls]
 
 
 @dataclasses.dataclass
@@ -103,6 +115,7 @@ class Lowering:
         self.chip = chip
         self.names: set[str] = {t.name for t in region.inputs + region.outputs}
         self.names |= {l.out.value.name for l in region.layers}
+        self.name_counts: dict[str, int] = {}
         self.steps: list = []
         self.locals: list[P.Local] = []
         self.parent: dict[int, tuple[P.Local, int]] = {}   # window -> (buffer, byte offset)
@@ -112,14 +125,24 @@ class Lowering:
         self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs}
         self.outputs = {id(t) for t in region.outputs}
         self.consumers: dict[int, list[Layer]] = {}
+        self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
         for layer in region.layers:
             for op in layer.acts:
                 self.consumers.setdefault(id(op.value), []).append(layer)
 
     # ---------------------------------------------------------------- locals
     def _name(self, base: str) -> str:
-        from .layers import c_identifier
-        return c_identifier(base, self.names)
+        """A fresh C identifier: ``base``, else ``base_k`` with a per-base counter."""
+        from .layers import _sanitize
+        base = _sanitize(base)
+        k = self.name_counts.get(base, 0)
+        candidate = base if k == 0 else f"{base}_{k}"
+        while candidate in self.names:
+            k += 1
+            candidate = f"{base}_{k}"
+        self.name_counts[base] = k + 1
+        self.names.add(candidate)
+        return candidate
 
     def new_local(self, op: Operand, band: Band, label: str) -> P.Local:
         n, c, h, w = full_dims(op)
@@ -152,8 +175,8 @@ class Lowering:
 
     def _mark(self, step) -> None:
         index = len(self.steps)
-        for field in dataclasses.fields(step):
-            value = getattr(step, field.name)
+        for name in _local_fields(step):
+            value = getattr(step, name)
             if isinstance(value, P.Local):
                 root = self._root(value)
                 self.first_def.setdefault(id(root), index)
@@ -226,7 +249,7 @@ class Lowering:
             for layer in layers:
                 for param in filter(None, layer.params):
                     if _key(param) not in resident:
-                        resident[_key(param)] = self.load_whole(param, stages[0].loads)
+                        resident[_key(param)] = self.load_whole(param, stages[0].loads, layer.name)
         else:
             resident = None
 
@@ -296,14 +319,14 @@ class Lowering:
                 need[_key(op)] = _union(need.get(_key(op)), b)
         return geo, need
 
-    def load_whole(self, op: Operand, into: list) -> tuple[P.Local, Band]:
+    def load_whole(self, op: Operand, into: list, layer: str) -> tuple[P.Local, Band]:
         n, _, h, _ = full_dims(op)
         band = (0, n, 0, h)
         local = self.new_local(op, band, op.value.name)
         home = self.ddr_home(op.value) if id(op.value) in self.ddr else None
         if home is None:
             raise PlanError(f"{op.value.name} is needed before it is in DDR")
-        into.append(P.Load(local, self.global_ref(home, op.view, local, band)))
+        into.append(P.Load(local, self.global_ref(home, op.view, local, band), layer))
         return local, band
 
     def load_inputs(self, layers, need, produced, relayout, loads, late_loads, held,
@@ -327,7 +350,7 @@ class Lowering:
                 local = self.new_local(op, band, op.value.name)
                 held[key] = (local, band)
                 late = (id(op.value), op.view) in relayout or id(op.value) not in self.ddr
-                (late_loads if late else loads).append(_PendingLoad(self, op, local, band))
+                (late_loads if late else loads).append(_PendingLoad(self, op, local, band, layer.name))
 
     def compute(self, layer: Layer, geo: _Geometry, held: dict, params) -> None:
         acts = []
@@ -356,7 +379,7 @@ class Lowering:
     def store(self, layer: Layer, band: Band, held: dict) -> None:
         local, local_band = held[_key(layer.out)]
         home = self.ddr_home(layer.out.value)
-        self.emit(P.Store(self.global_ref(home, layer.out.view, local, local_band), local))
+        self.emit(P.Store(self.global_ref(home, layer.out.view, local, local_band), local, layer.name))
 
     # ------------------------------------------------------------ allocation
     def allocate(self) -> int:
@@ -399,9 +422,10 @@ class _PendingLoad(P.Load):
     """A load whose DDR source is resolved when it is emitted (a value stored by
     an earlier stage of the same group has a DDR home only then)."""
 
-    def __init__(self, lowering: Lowering, op: Operand, local: P.Local, band: Band):
+    def __init__(self, lowering: Lowering, op: Operand, local: P.Local, band: Band, layer: str):
         self._lowering, self._op, self._band = lowering, op, band
         self.dst = local
+        self.layer = layer
 
     @property
     def src(self) -> P.GlobalRef:
@@ -419,10 +443,13 @@ def lower_plan(region: Region, plan: P.Plan, chip: Chip) -> P.RegionProgram:
         raise PlanError(f"region {region.symbol}: plan covers layers {covered}, "
                         f"region has {len(region.layers)}")
     low = Lowering(region, chip)
+    group_steps = []
     for group in plan.groups:
+        first = len(low.steps)
         low.lower_group(group)
-    steps = [P.Load(s.dst, s.src) if isinstance(s, _PendingLoad) else s for s in low.steps]
+        group_steps.append((first, len(low.steps)))
+    steps = [P.Load(s.dst, s.src, s.layer) if isinstance(s, _PendingLoad) else s for s in low.steps]
     peak = low.allocate()
     locals_ = [l for l in low.locals if id(l) in low.first_def or id(l) in low.parent]
     return P.RegionProgram(region.symbol, chip, region.inputs, region.outputs, locals_,
-                           low.scratch, steps, peak, plan)
+                           low.scratch, steps, peak, plan, group_steps)

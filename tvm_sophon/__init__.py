@@ -12,6 +12,7 @@ from .build import build, pipeline
 from .chip import Chip, available_chips, get_chip
 from .errors import SophonCompileError, SophonError, SophonToolchainError
 from .partition import OffloadReport, offload_report, partition_for_sophon
+from .passes import PlanRegions
 from .stats import format_stats, last_run_stats
 
 __version__ = "0.1.0"
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Chip", "OffloadReport", "SophonCompileError", "SophonError", "SophonToolchainError",
     "available_chips", "build", "format_stats", "get_chip", "last_run_stats",
-    "offload_report", "partition_for_sophon", "pipeline",
+    "offload_report", "partition_for_sophon", "pipeline", "PlanRegions",
 ]

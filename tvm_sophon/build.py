@@ -3,7 +3,7 @@ executable whose offloaded regions run on the emulated chip."""
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Callable, Optional, Sequence
 
 import tvm
 from tvm import relax
@@ -12,6 +12,7 @@ from . import codegen  # noqa: F401  (registers relax.ext.sophon)
 from .chip import Chip, get_chip
 from .errors import SophonCompileError, SophonError
 from .partition import CHIP_ATTR, is_partitioned, partition_for_sophon
+from .passes import PlanRegions
 
 
 def _check_chip(mod: tvm.IRModule, chip: Chip) -> None:
@@ -24,18 +25,33 @@ def _check_chip(mod: tvm.IRModule, chip: Chip) -> None:
                     f"region {gvar.name_hint} was partitioned for {planned}, but the build targets {chip.name}")
 
 
-def pipeline(chip: "str | Chip" = "bm1680", *, base: Optional[tvm.transform.Pass] = None):
+def pipeline(chip: "str | Chip" = "bm1680", *, plan="layer_group_dp",
+             passes: Sequence[tvm.transform.Pass] = (),
+             base: Optional[tvm.transform.Pass] = None, dump_ir: Optional[Callable] = None):
     """A Relax pipeline for ``tvm.compile(mod, target="llvm", relax_pipeline=...)``:
-    partitions the module if it is not partitioned yet, runs the sophon codegen
-    (RunCodegen), then TVM's default build pipeline for the host part."""
+    partition (if the module is not partitioned yet), the researcher's ``passes``,
+    ``PlanRegions(plan)`` (layer groups and tiling, written to each region's
+    ``sophon.plan`` attribute), RunCodegen, then TVM's default build pipeline.
+
+    ``plan`` is a strategy name (``layer_group_dp``, ``layer_by_layer``) or a
+    callable ``(Region, Chip) -> Plan``. ``dump_ir(stage, mod)``, if given, sees
+    the module after every stage (``partition``, each pass's name, ``plan``).
+    """
     chip = get_chip(chip)
     base = base or relax.pipeline.default_build_pipeline()
 
     @tvm.transform.module_pass(opt_level=0, name="SophonPipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        show = dump_ir or (lambda stage, m: None)
         if not is_partitioned(mod):
             mod = partition_for_sophon(mod, chip=chip)
         _check_chip(mod, chip)
+        show("partition", mod)
+        for extra in passes:
+            mod = extra(mod)
+            show(extra.info.name, mod)
+        mod = PlanRegions(plan)(mod)
+        show("plan", mod)
         mod = relax.transform.RunCodegen()(mod)
         return base(mod)
 
@@ -43,12 +59,12 @@ def pipeline(chip: "str | Chip" = "bm1680", *, base: Optional[tvm.transform.Pass
 
 
 def build(mod: tvm.IRModule, params: Optional[dict] = None, *, chip: "str | Chip" = "bm1680",
-          target="llvm") -> tvm.runtime.Executable:
-    """Partition (if needed), generate and compile the chip's code, build the host
-    part with TVM: a ``tvm.runtime.Executable`` for ``relax.VirtualMachine``."""
+          target="llvm", plan="layer_group_dp") -> tvm.runtime.Executable:
+    """Partition (if needed), plan, generate and compile the chip's code, build the
+    host part with TVM: a ``tvm.runtime.Executable`` for ``relax.VirtualMachine``."""
     chip = get_chip(chip)
     if not is_partitioned(mod):
         mod = partition_for_sophon(mod, params, chip=chip)
     elif params:
         raise SophonError("the module is already partitioned: bind params with partition_for_sophon(mod, params)")
-    return tvm.compile(mod, target=target, relax_pipeline=pipeline(chip))
+    return tvm.compile(mod, target=target, relax_pipeline=pipeline(chip, plan=plan))

@@ -111,8 +111,36 @@ def _pool_params(step) -> PoolParamsStruct:
                             step.dilation[0], step.dilation[1], int(step.count_include_pad))
 
 
+_MEMO: dict = {}
+
+
+def _signature(chip: Chip, step) -> tuple:
+    """What a step's cost depends on: its kind, operand shapes and parameters
+    (not LMEM addresses), so equal steps are priced once."""
+    from tvm_sophon.codegen import program as P
+
+    if isinstance(step, (P.Load, P.Store)):
+        local = step.dst if isinstance(step, P.Load) else step.src
+        return (chip, "gdma", local.dims, local.tensor.dtype)
+    parts = [chip, type(step).__name__]
+    for field in dataclasses.fields(step):
+        value = getattr(step, field.name)
+        if isinstance(value, P.Local):
+            parts.append((value.dims, value.tensor.dtype, value.layout, value.cstride))
+        elif field.name != "pattern":
+            parts.append(repr(value))
+    return tuple(parts)
+
+
 def step_cycles(chip: Chip, step) -> tuple[str, int]:
     """(engine, cycles) of one program step: engine is "tiu" or "gdma"."""
+    key = _signature(chip, step)
+    if key not in _MEMO:
+        _MEMO[key] = _step_cycles(chip, step)
+    return _MEMO[key]
+
+
+def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     from tvm_sophon.codegen import program as P
 
     lib, c_chip = runtime_library(), ctypes.byref(ChipStruct.of(chip))

@@ -36,9 +36,11 @@ def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
 
     low = Lowering(region, chip)
     members = set(group.layers)
-    for layer in region.layers:
-        if layer.index not in members:
-            low.ddr_home(layer.out.value)
+    for index in group.layers:  # what the group reads from earlier groups is in DDR
+        for op in region.layers[index].acts:
+            producer = low.producer.get(id(op.value))
+            if producer is not None and producer.index not in members:
+                low.ddr_home(op.value)
     low.lower_group(group)
     peak = low.allocate()
     est = estimate_steps(chip, low.steps)

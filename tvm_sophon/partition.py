@@ -130,13 +130,18 @@ def _is_sophon_region(mod: tvm.IRModule, callee) -> bool:
 
 
 def _composites(func: relax.Function) -> list[str]:
-    names = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Function) and expr.attrs and "Composite" in expr.attrs:
-            names.append(str(expr.attrs["Composite"]))
-
-    relax.analysis.post_order_visit(func.body, visit)
+    """Pattern names of a region's composite calls, in order (one per call: identical
+    composites may share one function)."""
+    functions, names = {}, []
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Function):
+                functions[binding.var] = value
+            elif isinstance(value, relax.Call):
+                fn = functions.get(value.op, value.op)
+                if isinstance(fn, relax.Function) and "Composite" in (fn.attrs or {}):
+                    names.append(str(fn.attrs["Composite"]))
     return names
 
 
