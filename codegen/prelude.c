@@ -21,9 +21,8 @@ typedef struct {
 } sophon_region_stats;
 
 static void sophon_raise(const char* kind, const char* region, const char* message) {
-  char text[1024];
-  snprintf(text, sizeof(text), "sophon region %s: %s", region, message);
-  TVMFFIErrorSetRaisedFromCStr(kind, text);
+  const char* parts[4] = {"sophon region ", region, ": ", message};
+  TVMFFIErrorSetRaisedFromCStrParts(kind, parts, 4);
 }
 
 /* The data of tensor argument `index`, checked against the compiled signature.

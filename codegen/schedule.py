@@ -168,6 +168,7 @@ class Lowering:
         win = P.Local(self._name(buffer.name + "_w"), buffer.tensor, buffer.view, dims,
                       buffer.layout, cstride=cstride)
         self.parent[id(win)] = (buffer, offset)
+        self.locals.append(win)
         return win
 
     def _root(self, local: P.Local) -> P.Local:

@@ -1,0 +1,43 @@
+"""Profiles: the static estimate agrees with what the emulator counted, and the
+profile renders as a table, JSON, a Chrome trace and a PNG."""
+import json
+
+import pytest
+
+import tvm_sophon
+from tvm_sophon.models import demo_cnn, resnet_tiny
+from tvm_sophon.profile import profile_model
+
+TINY = tvm_sophon.get_chip("bm1680").replace(name="bm1680-8k", lmem_bytes_per_lane=8192)
+
+
+@pytest.mark.parametrize("chip", ["bm1680", TINY], ids=["bm1680", "8k"])
+def test_profile_matches_the_emulator_counters(chip):
+    mod, params, inputs = resnet_tiny("NCHW")
+    prof = profile_model(mod, params, inputs, chip=chip)
+    measured = prof.measured["total"]
+    assert prof.total["cycles"] == measured["cycles"]
+    assert prof.total["macs"] == measured["macs"]
+    assert prof.total["ddr_bytes"] == measured["bytes_loaded"] + measured["bytes_stored"]
+    assert sum(l.macs for l in prof.layers) == measured["macs"]
+    assert sum(g.cycles for g in prof.groups) == measured["cycles"]
+    assert prof.host_seconds > 0
+    assert 0 < prof.total["utilisation"] <= 1
+    assert prof.total["energy_joules"] == pytest.approx(prof.total["seconds"] * prof.chip.power_watts)
+
+
+def test_profile_renders_table_json_trace_and_plot(tmp_path):
+    mod, params, inputs = demo_cnn()
+    prof = profile_model(mod, params, inputs)
+    table = prof.format()
+    assert "sophon.conv2d_bias_relu" in table and "total:" in table and "host:" in table
+    data = json.loads(prof.to_json())
+    assert {"layers", "groups", "total", "measured", "chip"} <= set(data)
+    assert all({"seconds", "utilisation", "energy_joules", "ddr_bytes", "lmem_peak"} <= set(row)
+               for row in data["layers"])
+    prof.write_trace(tmp_path / "trace.json")
+    events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    assert {e["tid"] for e in events} == {"TIU", "GDMA"}
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    prof.write_plot(tmp_path / "profile.png")
+    assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
