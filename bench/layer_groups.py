@@ -15,11 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -31,7 +29,7 @@ from tvm_sophon.cost import estimate  # noqa: E402
 from tvm_sophon.layer_groups import plan_region  # noqa: E402
 from tvm_sophon.profile import profile_programs  # noqa: E402
 
-from resnet import resnet  # noqa: E402
+from tvm_sophon.models import resnet  # noqa: E402
 
 MODELS = {"resnet18": (18, 1), "resnet50": (50, 8)}
 

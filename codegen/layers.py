@@ -173,9 +173,12 @@ class _Composite:
         self.root: relax.Call = roots[0]
         self.bias = None
         self.act: Optional[relax.Call] = None
+        root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
         for call in roots[1:]:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
-                self.bias = self.region_value(call.args[1])
+                # the pattern matches add(root, bias) and add(bias, root) alike
+                lhs, rhs = call.args
+                self.bias = self.region_value(rhs if lhs.same_as(root_var) else lhs)
             elif call.op.name in ACTIVATIONS:
                 self.act = call
 

@@ -10,7 +10,7 @@ from tvm import relax
 
 import tvm_sophon
 from tvm_sophon import models
-from conftest import assert_close, count_macs, make_module, run_llvm, run_sophon, sophon_regions
+from conftest import assert_close, count_macs, run_llvm, run_sophon, sophon_regions
 
 # Many layers of float32 arithmetic whose summation order differs between TVM's
 # llvm loops and the emulator's kernels: the rounding differences accumulate.
@@ -56,8 +56,17 @@ def test_demo_cnn_macs_by_hand():
     assert count_macs(models.demo_cnn("NHWC")[0]) == 1769632
 
 
+@pytest.mark.parametrize("name, published_gmacs", [
+    ("resnet18", 1.814), ("resnet50", 4.089), ("mobilenet_v2", 0.301)])
+def test_benchmark_networks_have_their_published_size(name, published_gmacs):
+    """The benchmark networks are the real architectures: multiply-accumulates per
+    224x224 image within 1% of the published figures (torchvision's model docs)."""
+    mod, _, _ = models.MODELS[name]()
+    assert count_macs(mod) / 1e9 == pytest.approx(published_gmacs, rel=0.01)
+
+
 def test_bundled_models_registry():
-    assert set(models.MODELS) == {"demo_cnn", "mlp", "resnet_tiny"}
+    assert set(models.MODELS) == {"demo_cnn", "mlp", "resnet_tiny", "resnet18", "resnet50", "mobilenet_v2"}
     for name, builder in models.MODELS.items():
         assert builder.__doc__, name
         mod, params, inputs = builder()

@@ -131,3 +131,34 @@ def test_report_requires_a_partitioned_module():
 def test_unknown_chip_is_a_clear_error():
     with pytest.raises(tvm_sophon.SophonError, match="unknown chip profile 'bm9999'"):
         partition_for_sophon(SortInTheMiddle, chip="bm9999")
+
+
+@tvm.script.ir_module
+class BiasFirst:
+    @R.function
+    def main(x: R.Tensor((1, 16), "float32"), w: R.Tensor((16, 8), "float32"), b: R.Tensor((8,), "float32"),
+             xc: R.Tensor((1, 3, 6, 6), "float32"), wc: R.Tensor((4, 3, 3, 3), "float32"),
+             bc: R.Tensor((1, 4, 1, 1), "float32")):
+        with R.dataflow():
+            y = R.add(b, R.matmul(x, w))
+            z = R.add(bc, R.nn.conv2d(xc, wc))
+            R.output(y, z)
+        return (y, z)
+
+
+def test_bias_added_on_the_left_is_still_the_bias():
+    """add(bias, matmul) matches the bias pattern like add(matmul, bias)."""
+    rng = np.random.default_rng(5)
+    params = {"w": rng.standard_normal((16, 8)).astype("float32"), "b": rng.standard_normal(8).astype("float32"),
+              "wc": rng.standard_normal((4, 3, 3, 3)).astype("float32"),
+              "bc": rng.standard_normal((1, 4, 1, 1)).astype("float32")}
+    x, xc = rng.standard_normal((1, 16)).astype("float32"), rng.standard_normal((1, 3, 6, 6)).astype("float32")
+    mod = partition_for_sophon(BiasFirst, params)
+    assert sorted(offload_report(mod).offloaded) == ["sophon.conv2d_bias", "sophon.matmul_bias"]
+    vm = relax.VirtualMachine(tvm_sophon.build(mod), tvm.cpu())
+    y, z = vm["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(xc))
+    np.testing.assert_allclose(y.numpy(), params["b"] + x @ params["w"], rtol=1e-5, atol=1e-5)
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(BiasFirst)
+    ref = relax.VirtualMachine(tvm.compile(bound, "llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x),
+                                                                              tvm.runtime.tensor(xc))
+    np.testing.assert_allclose(z.numpy(), ref[1].numpy(), rtol=1e-5, atol=1e-5)

@@ -1,7 +1,6 @@
 """Tiling and layer groups: plans that fit the chip's local memory, carried out
 exactly, and a cost model that behaves."""
 import ctypes
-import json
 
 import numpy as np
 import pytest

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -29,7 +30,6 @@ def _demo(args) -> int:
     out = vm["main"](*(tvm.runtime.tensor(v) for v in inputs.values())).numpy()
     host_seconds = time.perf_counter() - start
     expected = reference_run(mod, params, inputs)
-    expected = expected[0] if isinstance(expected, (list, tuple)) else expected
     err = float(np.max(np.abs(out - expected)))
     # float32 throughout; the emulator and TVM's llvm loops sum in different orders.
     ok = np.allclose(out, expected, rtol=1e-4, atol=1e-5)
@@ -38,6 +38,229 @@ def _demo(args) -> int:
     print(f"host time of the emulated run: {host_seconds * 1e3:.1f} ms\n")
     print(format_stats(last_run_stats(vm)))
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ compile / run
+#
+# Errors a user can cause (missing or malformed file, unknown input name, shape
+# mismatch) end the command with one line on stderr and exit status 1; with
+# --verbose the traceback follows. The compiled library carries its own input
+# signature (a Relax function returning JSON), so `run` needs only the .so.
+
+SIGNATURE_FUNCTION = "tvm_sophon_signature"
+
+
+class CliError(Exception):
+    """A user error found by the command line itself (bad argument, bad file)."""
+
+
+def _cli_command(func):
+    """Run a compile/run handler: expected errors become one line on stderr."""
+
+    def wrapped(args) -> int:
+        from .errors import SophonError
+
+        if args.verbose:
+            import logging
+            logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+        try:
+            return func(args)
+        except (CliError, SophonError) as err:
+            if args.verbose:
+                traceback.print_exc()
+            print(f"tvm-sophon {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        except Exception as err:  # a bug, not a user error: still one line, but say so
+            if args.verbose:
+                traceback.print_exc()
+                return 1
+            first = (str(err).strip().splitlines() or [""])[-1]
+            print(f"tvm-sophon {args.command}: internal error: {type(err).__name__}: {first} "
+                  "(run with --verbose for the traceback)", file=sys.stderr)
+            return 1
+
+    return wrapped
+
+
+def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(",")) if dims.strip() else ()
+    except ValueError:
+        shape = None
+    if not sep or not name or shape is None or any(d <= 0 for d in shape):
+        raise CliError(f"--input-shape {text!r}: expected NAME=D1,D2,... with positive integers, "
+                       "e.g. image=1,3,224,224")
+    return name, shape
+
+
+def _signature_function(inputs, outputs: list, chip: str, model: str, report_json: str):
+    import json
+
+    from tvm import ir, relax
+
+    text = json.dumps({"format": 1, "model": model, "chip": chip,
+                       "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
+                       "outputs": outputs, "offload_report": json.loads(report_json)})
+    return relax.Function([], ir.expr.StringImm(text)).with_attr("global_symbol", SIGNATURE_FUNCTION)
+
+
+def _output_names(path) -> list:
+    """Output names the model file gives (used as keys of --output), or []."""
+    from pathlib import Path
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".onnx":
+            import onnx
+            return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+        if suffix == ".tflite":
+            import tflite
+            graph = tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0).Subgraphs(0)
+            return [graph.Tensors(graph.Outputs(i)).Name().decode() for i in range(graph.OutputsLength())]
+    except Exception:  # names are a convenience; the file was already validated
+        return []
+    return []
+
+
+@_cli_command
+def _compile(args) -> int:
+    from . import build, get_chip, offload_report, partition_for_sophon
+    from .frontend import inputs_of, load
+
+    if args.quantize is not None:
+        raise CliError(f"--quantize {args.quantize}: INT8 quantization is not available yet "
+                       "(the INT8 path of the chip has not landed); compile the FP32 model")
+    chip = get_chip(args.chip)
+    shapes = dict(_parse_shape(s) for s in args.input_shape)
+    start = time.perf_counter()
+    mod = load(args.model, shapes)
+    inputs = inputs_of(mod)
+    for inp in inputs:
+        if not inp.is_static:
+            dims = ",".join("?" if d is None else str(d) for d in (inp.shape or ()))
+            raise CliError(f"input '{inp.name}' has a dynamic shape [{dims}]; the chip needs static "
+                           f"shapes: give it with --input-shape {inp.name}=D1,D2,...")
+    partitioned = partition_for_sophon(mod, chip=chip)
+    report = offload_report(partitioned)
+    partitioned = partitioned.clone()
+    partitioned[SIGNATURE_FUNCTION] = _signature_function(
+        inputs, _output_names(args.model), chip.name, str(args.model), report.to_json())
+    ex = build(partitioned, chip=chip)
+    ex.export_library(str(args.output))
+    print(report.format())
+    print(f"inputs: {', '.join(f'{i.name}{list(i.shape)} {i.dtype}' for i in inputs)}")
+    print(f"wrote {args.output} for {chip.name} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _load_library(path):
+    import json
+    from pathlib import Path
+
+    import tvm
+    from tvm import relax
+
+    if not Path(path).is_file():
+        raise CliError(f"library {path} does not exist")
+    try:
+        lib = tvm.runtime.load_module(str(path))
+        vm = relax.VirtualMachine(lib, tvm.cpu())
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [""])[-1]
+        raise CliError(f"{path} is not a library built by `tvm-sophon compile` ({first})") from None
+    try:
+        signature = json.loads(str(vm[SIGNATURE_FUNCTION]()))
+    except Exception:
+        raise CliError(f"{path} has no input signature: build it with `tvm-sophon compile`") from None
+    return vm, signature
+
+
+def _read_inputs(specs, signature) -> list:
+    expected = {i["name"]: i for i in signature["inputs"]}
+    given = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise CliError(f"--input {spec!r}: expected NAME=FILE.npy")
+        if name not in expected:
+            raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)})")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise CliError(f"input file {path} does not exist") from None
+        except Exception as err:
+            raise CliError(f"input file {path} is not a .npy array ({type(err).__name__}: {err})") from None
+        if not isinstance(array, np.ndarray):
+            raise CliError(f"input file {path} holds several arrays; give one .npy array per input")
+        want = expected[name]
+        if tuple(array.shape) != tuple(want["shape"]):
+            raise CliError(f"input '{name}' from {path} has shape {list(array.shape)}, "
+                           f"but the model takes {want['shape']}")
+        if array.dtype != np.dtype(want["dtype"]):
+            if not (array.dtype.kind == "f" and np.dtype(want["dtype"]).kind == "f"):
+                raise CliError(f"input '{name}' from {path} is {array.dtype}, but the model takes {want['dtype']}")
+            array = array.astype(want["dtype"])  # float64 .npy files are common; same kind, so cast
+        given[name] = array
+    missing = [n for n in expected if n not in given]
+    if missing:
+        raise CliError(f"missing --input for {', '.join(missing)} (the model's inputs: {', '.join(expected)})")
+    return [given[n] for n in expected]
+
+
+def _flatten(value) -> list:
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [array for item in value for array in _flatten(item)]
+
+
+@_cli_command
+def _run(args) -> int:
+    import tvm
+
+    vm, signature = _load_library(args.library)
+    arrays = _read_inputs(args.input, signature)
+    start = time.perf_counter()
+    outputs = _flatten(vm["main"](*(tvm.runtime.tensor(a) for a in arrays)))
+    seconds = time.perf_counter() - start
+    names = signature.get("outputs") or []
+    if len(names) != len(outputs):
+        names = [f"output_{k}" for k in range(len(outputs))]
+    for name, out in zip(names, outputs):
+        summary = np.array2string(out.ravel()[:8], precision=4)
+        print(f"{name}: {list(out.shape)} {out.dtype} {summary}{' ...' if out.size > 8 else ''}")
+    if args.output:
+        np.savez(args.output, **dict(zip(names, outputs)))
+        print(f"wrote {', '.join(names)} to {args.output}")
+    print(f"host time of the emulated run: {seconds * 1e3:.1f} ms")
+    if args.profile:
+        from . import format_stats, last_run_stats
+        print()
+        print(format_stats(last_run_stats(vm)))
+    return 0
+
+
+def _add_model_commands(sub) -> None:
+    """The `compile` and `run` subcommands."""
+    comp = sub.add_parser("compile", help="compile a .tflite or .onnx model into a library for the chip")
+    comp.add_argument("model", help="model file: .tflite or .onnx")
+    comp.add_argument("-o", "--output", required=True, help="library to write (.so)")
+    comp.add_argument("--chip", default="bm1680", help="chip profile (default: bm1680)")
+    comp.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                      help="static shape of an input (repeatable), e.g. image=1,3,224,224")
+    comp.add_argument("--quantize", choices=["int8"], help="quantize the model (not available yet)")
+    comp.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs for --quantize")
+    comp.add_argument("--verbose", action="store_true", help="log each step; show tracebacks on errors")
+    comp.set_defaults(func=_compile)
+
+    run = sub.add_parser("run", help="run a library built by `compile` on .npy inputs")
+    run.add_argument("library", help="library written by `tvm-sophon compile`")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
+                     help="one model input (repeatable)")
+    run.add_argument("--output", metavar="OUT.npz", help="save the outputs (keys: the model's output names)")
+    run.add_argument("--profile", action="store_true", help="print the chip counters of the run")
+    run.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    run.set_defaults(func=_run)
 
 
 def main(argv=None) -> int:
@@ -49,6 +272,7 @@ def main(argv=None) -> int:
     demo.add_argument("--chip", default="bm1680", help="chip profile (default: bm1680)")
     demo.add_argument("--layout", default="NCHW", choices=["NCHW", "NHWC"], help="data layout of the model")
     demo.set_defaults(func=_demo)
+    _add_model_commands(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

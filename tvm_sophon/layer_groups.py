@@ -10,7 +10,6 @@ timestep); for each candidate it looks for the fewest slices that fit.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Callable, Optional
 
 from tvm_sophon.chip import Chip

@@ -90,12 +90,12 @@ class _Builder:
         y = self.emit(relax.op.add(y, b))
         return self.act(y, act)
 
-    def global_avg_pool(self, x: relax.Expr, channels: int) -> relax.Var:
-        """Global average pool to (1, C): adaptive_avg_pool2d + reshape in NCHW,
+    def global_avg_pool(self, x: relax.Expr, channels: int, batch: int = 1) -> relax.Var:
+        """Global average pool to (N, C): adaptive_avg_pool2d + reshape in NCHW,
         mean over H, W in NHWC."""
         if self.layout == "NCHW":
             g = self.emit(relax.op.nn.adaptive_avg_pool2d(x, output_size=(1, 1), layout="NCHW"))
-            return self.emit(relax.op.reshape(g, (1, channels)))
+            return self.emit(relax.op.reshape(g, (batch, channels)))
         return self.emit(relax.op.mean(x, axis=[1, 2]))
 
     def max_pool(self, x: relax.Expr, size: int = 2) -> relax.Var:
@@ -206,10 +206,88 @@ def resnet_tiny(layout: str = "NCHW", seed: int = 0):
     return _finish(b, body, [x], {"data": x_np})
 
 
+def resnet(depth: int = 18, batch: int = 1, image: int = 224, layout: str = "NCHW", seed: int = 0):
+    """ResNet-18/34 (basic blocks) or ResNet-50 (bottlenecks), batch norm folded into
+    conv + bias, random He-initialised weights; 1000 classes, logits out."""
+    blocks = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3]}[depth]
+    bottleneck = depth >= 50
+    builder = _Builder(seed, layout)
+    x, x_value = _input(builder, "data", (batch, 3, image, image))
+
+    def body():
+        y = builder.conv("stem", x, 3, 64, 7, strides=2, padding=3, act="relu")
+        y = builder.emit(relax.op.nn.max_pool2d(y, 3, 2, 1, layout=layout))
+        cin = 64
+        for stage, count in enumerate(blocks):
+            width = 64 * 2 ** stage
+            cout = width * 4 if bottleneck else width
+            for i in range(count):
+                stride = 2 if stage > 0 and i == 0 else 1
+                name = f"s{stage}b{i}"
+                if bottleneck:
+                    h = builder.conv(f"{name}_a", y, cin, width, 1, padding=0, act="relu")
+                    h = builder.conv(f"{name}_b", h, width, width, 3, strides=stride, act="relu")
+                    h = builder.conv(f"{name}_c", h, width, cout, 1, padding=0)
+                else:
+                    h = builder.conv(f"{name}_a", y, cin, width, 3, strides=stride, act="relu")
+                    h = builder.conv(f"{name}_b", h, width, width, 3)
+                short = y
+                if stride != 1 or cin != cout:
+                    short = builder.conv(f"{name}_proj", y, cin, cout, 1, strides=stride, padding=0)
+                y = builder.emit(relax.op.nn.relu(relax.op.add(h, short)))
+                cin = cout
+        pooled = builder.global_avg_pool(y, cin, batch)
+        return builder.dense("fc", pooled, cin, 1000)
+
+    return _finish(builder, body, [x], {"data": x_value})
+
+
+def resnet18(batch: int = 1, layout: str = "NCHW", seed: int = 0):
+    """ResNet-18 at 224x224 (1.8 GMACs per image)."""
+    return resnet(18, batch, layout=layout, seed=seed)
+
+
+def resnet50(batch: int = 1, layout: str = "NCHW", seed: int = 0):
+    """ResNet-50 at 224x224 (4.1 GMACs per image)."""
+    return resnet(50, batch, layout=layout, seed=seed)
+
+
+def mobilenet_v2(batch: int = 1, image: int = 224, layout: str = "NCHW", seed: int = 0):
+    """MobileNetV2-style: inverted residuals (1x1 expand, 3x3 depthwise, 1x1 project)
+    with relu6, random weights, 1000 classes."""
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1)]
+    builder = _Builder(seed, layout)
+    x, x_value = _input(builder, "data", (batch, 3, image, image))
+
+    def body():
+        y = builder.conv("stem", x, 3, 32, 3, strides=2, act="relu6")
+        cin = 32
+        for k, (t, c, n, s) in enumerate(settings):
+            for i in range(n):
+                stride = s if i == 0 else 1
+                hidden = cin * t
+                h = y
+                if t != 1:
+                    h = builder.conv(f"b{k}_{i}_expand", h, cin, hidden, 1, padding=0, act="relu6")
+                h = builder.conv(f"b{k}_{i}_dw", h, hidden, hidden, 3, strides=stride, groups=hidden,
+                                 act="relu6")
+                h = builder.conv(f"b{k}_{i}_project", h, hidden, c, 1, padding=0)
+                y = builder.emit(relax.op.add(h, y)) if stride == 1 and cin == c else h
+                cin = c
+        y = builder.conv("last", y, cin, 1280, 1, padding=0, act="relu6")
+        return builder.dense("fc", builder.global_avg_pool(y, 1280, batch), 1280, 1000)
+
+    return _finish(builder, body, [x], {"data": x_value})
+
+
 MODELS = {
     "demo_cnn": demo_cnn,
     "mlp": mlp,
     "resnet_tiny": resnet_tiny,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+    "mobilenet_v2": mobilenet_v2,
 }
 
 

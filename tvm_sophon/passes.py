@@ -7,7 +7,7 @@ their own; the codegen carries out whatever plan the attribute holds.
 """
 from __future__ import annotations
 
-from typing import Callable
+
 
 import tvm
 from tvm import relax

@@ -20,7 +20,6 @@ import contextvars
 import itertools
 from typing import Callable, Optional
 
-import tvm
 from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm import relax
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
@@ -120,7 +119,10 @@ def rule_bias_per_channel(ann: dict) -> Optional[str]:
         return None
     root = ann["root"]
     out_shape = static_shape(root)
-    operand = ann["bias_add"].args[1]
+    # add(root, bias) and add(bias, root) both match: the bias is the operand that is
+    # not shaped like the root's output (or either, when they look alike)
+    lhs, rhs = ann["bias_add"].args
+    operand = lhs if static_shape(rhs) == out_shape and static_shape(lhs) != out_shape else rhs
     shape = static_shape(operand)
     if shape is None or len(shape) > len(out_shape):
         return f"bias operand of shape {shape} does not broadcast to {out_shape}"

@@ -1,0 +1,114 @@
+"""`tvm-sophon compile` and `run`: round trips on a .tflite and an .onnx file
+against the frameworks' own runtimes, and every user error as one line on
+stderr with a non-zero exit status."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tvm_sophon.cli import main
+
+import frontend_models as fm
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """Both models written and compiled once for the module: name -> (model, library)."""
+    root = tmp_path_factory.mktemp("cli")
+    out = {}
+    for name, data in (("cnn.tflite", fm.tflite_cnn()), ("cnn.onnx", fm.onnx_clip_cnn())):
+        model = root / name
+        model.write_bytes(data)
+        library = root / (name.replace(".", "_") + ".so")
+        assert main(["compile", str(model), "-o", str(library)]) == 0
+        out[name] = (model, library)
+    return out
+
+
+def test_tflite_round_trip(built, tmp_path, capsys):
+    model, library = built["cnn.tflite"]
+    x = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    name = fm.tflite_input_name(fm.tflite_cnn())
+    status = main(["run", str(library), "--input", f"{name}={tmp_path / 'x.npy'}",
+                   "--output", str(tmp_path / "out.npz"), "--profile"])
+    assert status == 0
+    stdout = capsys.readouterr().out
+    assert "chip counters (bm1680, last run)" in stdout  # --profile
+    (out,) = np.load(tmp_path / "out.npz").values()
+    # float32 both sides, different summation order
+    np.testing.assert_allclose(out, fm.tflite_reference(fm.tflite_cnn(), x), rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_round_trip_with_float64_input(built, tmp_path):
+    _, library = built["cnn.onnx"]
+    x = np.random.default_rng(1).standard_normal((1, 1, 8, 8)) * 10  # float64 .npy: cast to float32
+    np.save(tmp_path / "x.npy", x)
+    assert main(["run", str(library), "--input", f"image={tmp_path / 'x.npy'}", "--output", str(tmp_path / "o.npz")]) == 0
+    outputs = np.load(tmp_path / "o.npz")
+    assert list(outputs) == ["logits"]  # keyed by the ONNX output name
+    (ref,) = fm.onnxruntime_run(fm.onnx_clip_cnn(), {"image": x.astype("float32")})
+    np.testing.assert_allclose(outputs["logits"], ref, rtol=1e-5, atol=1e-4)
+
+
+def _error(argv, capsys) -> str:
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 1
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err  # one line, no traceback
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_compile_errors(built, tmp_path, capsys):
+    onnx_model, _ = built["cnn.onnx"]
+    tflite_model, _ = built["cnn.tflite"]
+    out = str(tmp_path / "x.so")
+    assert "does not exist" in _error(["compile", str(tmp_path / "missing.onnx"), "-o", out], capsys)
+    (tmp_path / "random.onnx").write_bytes(np.random.default_rng(0).bytes(1000))
+    assert "not a valid ONNX model" in _error(["compile", str(tmp_path / "random.onnx"), "-o", out], capsys)
+    (tmp_path / "cut.tflite").write_bytes(tflite_model.read_bytes()[:3000])
+    assert "truncated or corrupt" in _error(["compile", str(tmp_path / "cut.tflite"), "-o", out], capsys)
+    line = _error(["compile", str(onnx_model), "-o", out, "--input-shape", "img=1,1,8,8"], capsys)
+    assert "no input named 'img'" in line and "image" in line
+    assert "NAME=D1,D2" in _error(["compile", str(onnx_model), "-o", out, "--input-shape", "image=1,x"], capsys)
+    assert "not available yet" in _error(["compile", str(onnx_model), "-o", out, "--quantize", "int8"], capsys)
+
+
+def test_compile_asks_for_shapes_of_dynamic_inputs(tmp_path, capsys):
+    model = tmp_path / "dynamic.onnx"
+    model.write_bytes(fm.onnx_clip_cnn("dynamic"))
+    line = _error(["compile", str(model), "-o", str(tmp_path / "d.so")], capsys)
+    assert "dynamic shape [?,1,8,8]" in line and "--input-shape image=" in line
+    assert main(["compile", str(model), "-o", str(tmp_path / "d.so"), "--input-shape", "image=3,1,8,8"]) == 0
+
+
+def test_run_errors(built, tmp_path, capsys):
+    onnx_model, library = built["cnn.onnx"]
+    np.save(tmp_path / "good.npy", np.zeros((1, 1, 8, 8), "float32"))
+    np.save(tmp_path / "flat.npy", np.zeros((1, 64), "float32"))
+    np.save(tmp_path / "ints.npy", np.zeros((1, 1, 8, 8), "int32"))
+    good, flat, ints = (str(tmp_path / f) for f in ("good.npy", "flat.npy", "ints.npy"))
+    assert "does not exist" in _error(["run", str(tmp_path / "none.so"), "--input", f"image={good}"], capsys)
+    assert "not a library built by" in _error(["run", str(onnx_model), "--input", f"image={good}"], capsys)
+    line = _error(["run", str(library), "--input", f"img={good}"], capsys)
+    assert "no input named 'img'" in line and "(its inputs: image)" in line
+    line = _error(["run", str(library), "--input", f"image={flat}"], capsys)
+    assert "has shape [1, 64], but the model takes [1, 1, 8, 8]" in line
+    assert "is int32, but the model takes float32" in _error(["run", str(library), "--input", f"image={ints}"], capsys)
+    assert "does not exist" in _error(["run", str(library), "--input", f"image={tmp_path / 'no.npy'}"], capsys)
+    assert "missing --input for image" in _error(["run", str(library)], capsys)
+
+
+def test_console_script_exit_status_and_verbose(tmp_path):
+    """The installed entry point: exit status 1 and one line; --verbose adds the traceback."""
+    cmd = [sys.executable, "-m", "tvm_sophon.cli", "compile", str(tmp_path / "missing.tflite"), "-o", "x.so"]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 1
+    assert quiet.stderr.strip().splitlines() == [
+        f"tvm-sophon compile: error: model file {tmp_path / 'missing.tflite'} does not exist"]
+    verbose = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=120)
+    assert verbose.returncode != 0
+    assert "Traceback" in verbose.stderr and "SophonFrontendError" in verbose.stderr

@@ -1,0 +1,82 @@
+"""TFLite frontend: a Keras CNN converted to .tflite, imported, partitioned and
+run on the emulated chip against TensorFlow Lite's interpreter; bad files."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_sophon
+from tvm_sophon.frontend import SophonFrontendError, inputs_of, load, load_tflite
+
+import frontend_models as fm
+
+
+@pytest.fixture(scope="module")
+def tflite_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tflite") / "cnn.tflite"
+    path.write_bytes(fm.tflite_cnn())
+    return path
+
+
+def _ops(mod):
+    calls = []
+    relax.analysis.post_order_visit(
+        mod["main"].body,
+        lambda e: calls.append(e) if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) else None)
+    return calls
+
+
+def test_import_keeps_depthwise_hwoi_and_offloads_every_mac(tflite_file):
+    mod = load(tflite_file)
+    convs = [c for c in _ops(mod) if c.op.name == "relax.nn.conv2d"]
+    layouts = sorted((str(c.attrs.kernel_layout), int(c.attrs.groups)) for c in convs)
+    # TFLite stores depthwise kernels as HWOI (1, 3, 3, C); the pattern table takes it as is
+    assert layouts == [("HWIO", 1), ("HWIO", 1), ("HWOI", 8)]
+    assert inputs_of(mod)[0].shape == (1, 8, 8, 1)
+    report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod))
+    assert report.offloaded_mac_share == 1.0
+    assert "sophon.conv2d_bias_clip" in report.offloaded  # depthwise conv + ReLU6 fused
+    # dense layers arrive as permute_dims + matmul (untrained Keras biases are zero and dropped)
+    assert sum(name.startswith("sophon.matmul") for name in report.offloaded) == 2
+    # only the flatten reshape stays on the host, and the report says why
+    assert [op.op for op in report.host_ops] == ["relax.reshape"]
+    assert "no sophon pattern" in report.host_ops[0].reason
+
+
+def test_chip_matches_tflite_interpreter(tflite_file):
+    mod = load(tflite_file)
+    vm = relax.VirtualMachine(tvm_sophon.build(mod), tvm.cpu())
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        x = rng.random((1, 8, 8, 1), dtype=np.float32)
+        out = vm["main"](tvm.runtime.tensor(x)).numpy()
+        ref = fm.tflite_reference(fm.tflite_cnn(), x)
+        # float32 on both sides, different summation order over at most 144 terms
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("keep", [20, 600, 0.5, 0.95])
+def test_truncated_file_is_a_clear_error(tflite_file, tmp_path, keep):
+    data = tflite_file.read_bytes()
+    n = keep if isinstance(keep, int) else int(len(data) * keep)
+    bad = tmp_path / "truncated.tflite"
+    bad.write_bytes(data[:n])
+    with pytest.raises(SophonFrontendError, match=r"truncated\.tflite"):
+        load(bad)
+
+
+def test_random_bytes_and_missing_file(tmp_path):
+    bad = tmp_path / "random.tflite"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(SophonFrontendError, match="not a TFLite model"):
+        load(bad)
+    with pytest.raises(SophonFrontendError, match="does not exist"):
+        load(tmp_path / "missing.tflite")
+    (tmp_path / "empty.tflite").write_bytes(b"")
+    with pytest.raises(SophonFrontendError, match="is empty"):
+        load(tmp_path / "empty.tflite")
+
+
+def test_unknown_input_name_in_shapes(tflite_file):
+    with pytest.raises(SophonFrontendError, match=r"no input named 'nope' \(its inputs: serving_default_image:0\)"):
+        load_tflite(tflite_file, {"nope": (1, 8, 8, 1)})

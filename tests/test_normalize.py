@@ -1,0 +1,231 @@
+"""The normalisation passes one by one: what they rewrite, what they must leave
+alone, and that the rewritten module computes the same (TVM's llvm build of the
+original as reference)."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax, topi
+from tvm.script import relax as R
+
+from tvm_sophon import normalize as N
+from conftest import host_ops
+
+RNG = np.random.default_rng(0)
+
+
+def _bind(mod, params):
+    return relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
+
+
+def _llvm(mod, *arrays):
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    out = vm["main"](*map(tvm.runtime.tensor, arrays))
+    return out.numpy() if hasattr(out, "numpy") else out[0].numpy()
+
+
+# ------------------------------------------------------------------ batch norm
+
+@tvm.script.ir_module
+class ConvBiasBN:
+    @R.function
+    def main(x: R.Tensor((1, 3, 6, 6), "float32"), w: R.Tensor((4, 3, 3, 3), "float32"),
+             b: R.Tensor((1, 4, 1, 1), "float32"), gamma: R.Tensor((4,), "float32"),
+             beta: R.Tensor((4,), "float32"), mean: R.Tensor((4,), "float32"), var: R.Tensor((4,), "float32")):
+        with R.dataflow():
+            y = R.add(R.nn.conv2d(x, w, padding=1), b)
+            bn = R.nn.batch_norm(y, gamma, beta, mean, var, axis=1, epsilon=1e-3, training=False)
+            out = R.nn.relu(bn[0])
+            R.output(out)
+        return out
+
+
+@tvm.script.ir_module
+class NHWCConvBN:
+    @R.function
+    def main(x: R.Tensor((1, 6, 6, 3), "float32"), w: R.Tensor((3, 3, 3, 4), "float32"),
+             gamma: R.Tensor((4,), "float32"), beta: R.Tensor((4,), "float32"),
+             mean: R.Tensor((4,), "float32"), var: R.Tensor((4,), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+            bn = R.nn.batch_norm(y, gamma, beta, mean, var, axis=3, training=False)
+            out = bn[0]
+            R.output(out)
+        return out
+
+
+@tvm.script.ir_module
+class LoneBN:
+    @R.function
+    def main(x: R.Tensor((1, 4, 5, 5), "float32"), gamma: R.Tensor((4,), "float32"),
+             beta: R.Tensor((4,), "float32"), mean: R.Tensor((4,), "float32"), var: R.Tensor((4,), "float32")):
+        with R.dataflow():
+            bn = R.nn.batch_norm(R.nn.relu(x), gamma, beta, mean, var, axis=1, training=False)
+            out = bn[0]
+            R.output(out)
+        return out
+
+
+def _bn_params(c=4):
+    return {"gamma": RNG.uniform(0.5, 1.5, c).astype("float32"), "beta": RNG.standard_normal(c).astype("float32"),
+            "mean": RNG.standard_normal(c).astype("float32"), "var": RNG.uniform(0.5, 2, c).astype("float32")}
+
+
+@pytest.mark.parametrize("module, weights, x_shape", [
+    (ConvBiasBN, {"w": (4, 3, 3, 3), "b": (1, 4, 1, 1)}, (1, 3, 6, 6)),
+    (NHWCConvBN, {"w": (3, 3, 3, 4)}, (1, 6, 6, 3)),
+], ids=["nchw_biased", "nhwc_unbiased"])
+def test_batch_norm_folds_into_conv(module, weights, x_shape):
+    params = {k: RNG.standard_normal(s).astype("float32") for k, s in weights.items()} | _bn_params()
+    mod = _bind(module, params)
+    folded = N.normalize(mod)
+    names = host_ops(folded)
+    assert "relax.nn.batch_norm" not in names
+    assert names.count("relax.nn.conv2d") == 1 and names.count("relax.add") == 1
+    assert "relax.multiply" not in names  # the scale went into the weights, not an extra op
+    x = RNG.standard_normal(x_shape).astype("float32")
+    # folding reorders float32 roundings (scale before vs after the sum of 27 terms)
+    np.testing.assert_allclose(_llvm(folded, x), _llvm(mod, x), rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_alone_becomes_multiply_add():
+    mod = _bind(LoneBN, _bn_params())
+    out = N.normalize(mod)
+    names = host_ops(out)
+    assert "relax.nn.batch_norm" not in names
+    assert names == ["relax.nn.relu", "relax.multiply", "relax.add"]
+    x = RNG.standard_normal((1, 4, 5, 5)).astype("float32")
+    np.testing.assert_allclose(_llvm(out, x), _llvm(mod, x), rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_with_unbound_statistics_is_left_alone():
+    # gamma & co. are function parameters, not constants: nothing to fold
+    assert "relax.nn.batch_norm" in host_ops(N.normalize(LoneBN))
+
+
+@tvm.script.ir_module
+class TrainingBN:
+    @R.function
+    def main(x: R.Tensor((2, 4, 5, 5), "float32"), gamma: R.Tensor((4,), "float32"),
+             beta: R.Tensor((4,), "float32"), mean: R.Tensor((4,), "float32"), var: R.Tensor((4,), "float32")):
+        with R.dataflow():
+            bn = R.nn.batch_norm(x, gamma, beta, mean, var, axis=1, training=True)
+            out = bn[0]
+            R.output(out)
+        return out
+
+
+def test_training_batch_norm_is_left_alone():
+    # training mode normalises with the batch's own statistics: not an affine map
+    assert "relax.nn.batch_norm" in host_ops(N.normalize(_bind(TrainingBN, _bn_params())))
+
+
+# ------------------------------------------------------------------ ONNX clip
+
+
+def _te_module(kind, bound_as):
+    """x -> topi.maximum/minimum(x, bound) through call_tir, the way TVM's ONNX importer emits Clip."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 3, 3), "float32"))
+    op = topi.maximum if kind == "maximum" else topi.minimum
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            if bound_as == "literal":
+                y = bb.emit_te(op, x, 0.5)
+            else:
+                y = bb.emit_te(op, x, relax.const(0.5, "float32"))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("kind", ["maximum", "minimum"])
+@pytest.mark.parametrize("bound_as", ["literal", "tensor"])
+def test_tir_min_max_lifts_to_relax(kind, bound_as):
+    mod = _te_module(kind, bound_as)
+    assert host_ops(mod) == ["relax.call_tir"]
+    lifted = N.normalize(mod)
+    assert host_ops(lifted) == [f"relax.{kind}"]
+    assert not any(isinstance(f, tvm.tirx.PrimFunc) for f in lifted.functions.values())  # dead loops removed
+    x = RNG.standard_normal((1, 4, 3, 3)).astype("float32")
+    np.testing.assert_array_equal(_llvm(lifted, x), _llvm(mod, x))
+
+
+def test_other_tir_loops_are_not_mistaken_for_min_max():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit_te(topi.add, x, 0.5))
+        bb.emit_func_output(out)
+    assert host_ops(N.normalize(bb.get())) == ["relax.call_tir"]
+
+
+@tvm.script.ir_module
+class MaxMin:
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")):
+        with R.dataflow():
+            a = R.maximum(x, R.const(0.0, "float32"))
+            out = R.minimum(a, R.const(6.0, "float32"))
+            R.output(out)
+        return out
+
+
+@tvm.script.ir_module
+class MaxMinInfinite:
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")):
+        with R.dataflow():
+            a = R.maximum(x, R.const(float("-inf"), "float32"))
+            out = R.minimum(a, R.const(6.0, "float32"))
+            R.output(out)
+        return out
+
+
+@tvm.script.ir_module
+class MaxMinBroadcast:
+    @R.function
+    def main(x: R.Tensor((4, 1), "float32")):
+        with R.dataflow():
+            a = R.maximum(x, R.const(np.zeros((1, 3), "float32")))
+            out = R.minimum(a, R.const(6.0, "float32"))
+            R.output(out)
+        return out
+
+
+def test_min_max_pair_becomes_clip():
+    out = N.MinMaxToClip()(MaxMin)
+    out = relax.transform.DeadCodeElimination()(out)
+    assert host_ops(out) == ["relax.clip"]
+    call = out["main"].body.blocks[0].bindings[-1].value
+    assert [float(a.value) for a in call.args[1:]] == [0.0, 6.0]
+    x = (RNG.standard_normal((1, 4, 3, 3)) * 10).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), np.clip(x, 0, 6))
+
+
+@pytest.mark.parametrize("module", [MaxMinInfinite, MaxMinBroadcast], ids=["infinite_bound", "broadcasting_bound"])
+def test_min_max_pair_that_is_not_a_clip_stays(module):
+    assert host_ops(N.MinMaxToClip()(module)) == ["relax.maximum", "relax.minimum"]
+
+
+# ------------------------------------------------------------------ constant operand last
+
+
+@tvm.script.ir_module
+class BiasFirst:
+    @R.function
+    def main(x: R.Tensor((1, 8), "float32")):
+        with R.dataflow():
+            y = R.matmul(x, R.const(np.ones((8, 4), "float32")))
+            out = R.add(R.const(np.arange(4, dtype="float32")), y)
+            R.output(out)
+        return out
+
+
+def test_constant_operand_moves_last():
+    out = N.ConstantOperandLast()(BiasFirst)
+    add = out["main"].body.blocks[0].bindings[-1].value
+    assert add.op.name == "relax.add"
+    assert isinstance(add.args[0], relax.Var) and isinstance(add.args[1], tvm.ir.expr.Constant)
+    x = RNG.standard_normal((1, 8)).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), _llvm(BiasFirst, x))

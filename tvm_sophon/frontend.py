@@ -1,0 +1,219 @@
+"""Frontends: models from TensorFlow (as .tflite), ONNX and PyTorch into Relax
+that the sophon pattern table matches.
+
+    mod = tvm_sophon.frontend.load("model.tflite")              # or .onnx
+    mod = tvm_sophon.frontend.from_exported_program(torch.export.export(model, (x,)))
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+
+Each loader imports with TVM's own frontend (``tvm.relax.frontend.tflite``,
+``.onnx``, ``.torch``), binds the weights as constants, and runs
+:func:`tvm_sophon.normalize.normalize`, which rewrites what the frontend emits
+into the forms the chip's patterns take (ONNX Clip, PyTorch BatchNorm, ...).
+
+A file that is missing, truncated or not a model of its format, an input name
+the model does not have, or an op TVM's importer does not know raises
+:class:`SophonFrontendError` with one line saying what and where. The frontend
+packages (tflite, onnx, torch) are imported only when their format is loaded.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import tvm
+from tvm import relax
+
+from .errors import SophonError
+from .normalize import normalize
+
+FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
+
+
+class SophonFrontendError(SophonError):
+    """A model file cannot be read or imported (the message says which and why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    """One input of an imported model's ``main``: name, static shape (None where a
+    dimension is dynamic) and dtype."""
+    name: str
+    shape: Optional[tuple]
+    dtype: str
+
+    @property
+    def is_static(self) -> bool:
+        return self.shape is not None and all(d is not None for d in self.shape)
+
+
+def inputs_of(mod: tvm.IRModule) -> list[Input]:
+    """The inputs of ``mod["main"]`` in call order."""
+    result = []
+    for param in mod["main"].params:
+        ty = param.ty
+        if not isinstance(ty, relax.TensorType):
+            result.append(Input(param.name, None, "object"))
+            continue
+        shape = None
+        if ty.shape is not None:
+            shape = tuple(int(d) if isinstance(d, tvm.ir.prim.expr.IntImm) else None
+                          for d in ty.shape.values)
+        result.append(Input(param.name, shape, str(ty.dtype)))
+    return result
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _read(path: "str | os.PathLike") -> bytes:
+    path = Path(path)
+    if not path.exists():
+        raise SophonFrontendError(f"model file {path} does not exist")
+    if not path.is_file():
+        raise SophonFrontendError(f"model path {path} is not a file")
+    data = path.read_bytes()
+    if not data:
+        raise SophonFrontendError(f"model file {path} is empty")
+    return data
+
+
+def _require(module: str, fmt: str):
+    try:
+        return __import__(module)
+    except ImportError as err:
+        raise SophonFrontendError(
+            f"loading {fmt} models needs the '{module}' package "
+            f"(pip install 'tvm-sophon[tutorials]' installs every frontend): {err}") from None
+
+
+def _one_line(err: BaseException) -> str:
+    """The first meaningful line of an exception's message, with its type."""
+    text = str(err).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # TVM errors put the message last, after a traceback of C++ frames
+    line = next((ln for ln in reversed(lines) if not ln.startswith(("File ", "at ", "Traceback"))), "")
+    return f"{type(err).__name__}: {line}" if line else type(err).__name__
+
+
+def _check_shape_names(input_shapes: Optional[dict], names: Sequence[str], path) -> None:
+    unknown = sorted(set(input_shapes or {}) - set(names))
+    if unknown:
+        raise SophonFrontendError(
+            f"{path}: the model has no input named {', '.join(repr(u) for u in unknown)} "
+            f"(its inputs: {', '.join(names) or 'none'})")
+
+
+def _finish(mod: tvm.IRModule, what: str) -> tvm.IRModule:
+    try:
+        return normalize(mod)
+    except SophonError:
+        raise
+    except Exception as err:  # a TVM pass failed on the imported IR
+        raise SophonFrontendError(f"{what}: normalising the imported Relax failed: {_one_line(err)}") from err
+
+
+# ------------------------------------------------------------------ TFLite
+
+
+def load_tflite(path: "str | os.PathLike", input_shapes: Optional[dict] = None) -> tvm.IRModule:
+    """A ``.tflite`` file (TensorFlow's deployment format) as normalised Relax.
+
+    ``input_shapes`` (name -> shape) overrides the shapes stored in the file, e.g.
+    to fix a batch dimension the converter left at -1."""
+    data = _read(path)
+    tflite = _require("tflite", "TFLite")
+    # A TFLite file is a FlatBuffer whose identifier, at bytes 4..8, is "TFL3".
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise SophonFrontendError(f"{path} is not a TFLite model (no 'TFL3' FlatBuffer identifier)")
+    try:
+        model = tflite.Model.GetRootAsModel(data, 0)
+        names = _tflite_input_names(model)
+    except Exception as err:  # FlatBuffer offsets past the end of a truncated file
+        raise SophonFrontendError(f"{path} is truncated or corrupt: {_one_line(err)}") from None
+    _check_shape_names(input_shapes, names, path)
+    from tvm.relax.frontend.tflite import from_tflite
+
+    try:
+        mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in (input_shapes or {}).items()} or None)
+    except tvm.error.OpNotImplemented as err:
+        raise SophonFrontendError(f"{path}: TVM's TFLite importer does not support it: {_one_line(err)}") from None
+    except Exception as err:
+        raise SophonFrontendError(f"{path}: TVM's TFLite importer failed (truncated or unsupported "
+                                  f"model?): {_one_line(err)}") from None
+    mod["main"] = mod["main"].without_attr("params")  # the weights are already constants in main
+    return _finish(mod, str(path))
+
+
+def _tflite_input_names(model) -> list[str]:
+    if model.SubgraphsLength() < 1:
+        raise ValueError("the model has no subgraph")
+    graph = model.Subgraphs(0)
+    names = []
+    for i in range(graph.InputsLength()):
+        names.append(graph.Tensors(graph.Inputs(i)).Name().decode("utf-8"))
+    return names
+
+
+# ------------------------------------------------------------------ ONNX
+
+
+def load_onnx(path: "str | os.PathLike", input_shapes: Optional[dict] = None) -> tvm.IRModule:
+    """An ``.onnx`` file as normalised Relax. ``input_shapes`` (name -> shape)
+    fixes dynamic dimensions such as a symbolic batch size."""
+    _read(path)
+    onnx = _require("onnx", "ONNX")
+    try:
+        # from the path, so that weights stored beside it (external data) load too
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as err:
+        raise SophonFrontendError(f"{path} is not a valid ONNX model: {_one_line(err)}") from None
+    if len(model.graph.node) == 0:
+        raise SophonFrontendError(f"{path} is not a valid ONNX model: its graph has no nodes")
+    initializers = {init.name for init in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    _check_shape_names(input_shapes, names, path)
+    from tvm.relax.frontend.onnx import from_onnx
+
+    try:
+        mod = from_onnx(model, shape_dict={k: list(v) for k, v in (input_shapes or {}).items()} or None)
+    except tvm.error.OpNotImplemented as err:
+        raise SophonFrontendError(f"{path}: TVM's ONNX importer does not support it: {_one_line(err)}") from None
+    except Exception as err:
+        raise SophonFrontendError(f"{path}: TVM's ONNX importer failed: {_one_line(err)}") from None
+    return _finish(mod, str(path))
+
+
+# ------------------------------------------------------------------ PyTorch
+
+
+def from_exported_program(program, *, normalise: bool = True) -> tvm.IRModule:
+    """A ``torch.export.ExportedProgram`` as Relax, weights bound as constants."""
+    torch = _require("torch", "PyTorch")
+    if not isinstance(program, torch.export.ExportedProgram):
+        raise SophonFrontendError(
+            f"expected a torch.export.ExportedProgram (from torch.export.export(model, args)), "
+            f"got {type(program).__name__}")
+    from tvm.relax.frontend.torch import from_exported_program as _import
+
+    try:
+        mod = _import(program, keep_params_as_input=False)
+    except Exception as err:
+        raise SophonFrontendError(f"TVM's PyTorch importer failed: {_one_line(err)}") from None
+    return _finish(mod, "exported program") if normalise else mod
+
+
+# ------------------------------------------------------------------ any file
+
+
+def load(path: "str | os.PathLike", input_shapes: Optional[dict] = None) -> tvm.IRModule:
+    """A model file as normalised Relax, by its suffix: ``.tflite`` or ``.onnx``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise SophonFrontendError(
+            f"{path}: unknown model format '{suffix or '(no suffix)'}' (expected {', '.join(FORMATS)})")
+    if FORMATS[suffix] == "tflite":
+        return load_tflite(path, input_shapes)
+    return load_onnx(path, input_shapes)

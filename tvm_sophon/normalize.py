@@ -1,0 +1,345 @@
+"""Normalisation: rewrite what each frontend emits into the Relax the sophon
+pattern table matches.
+
+Frontends spell the same layer in different ways. These passes turn the spellings
+the chip could run, but the patterns do not recognise, into the canonical form:
+
+    call_tir(maximum|minimum, x, c)     -> maximum(x, c) | minimum(x, c)    ONNX Clip
+    minimum(maximum(x, lo), hi)         -> clip(x, lo, hi)                 lo, hi scalar constants
+    add(c, x)                           -> add(x, c)                       c constant (PyTorch Linear bias)
+    batch_norm(conv2d(x, W) [+ b])[0]   -> conv2d(x, W * s) + (b - mean) * s + beta
+                                           s = gamma / sqrt(var + eps)      (PyTorch Conv + BatchNorm)
+    batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
+
+TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
+layers as ``permute_dims`` + ``matmul``, which the pattern table takes as they are.
+
+:func:`normalize` runs them all (plus constant folding and dead-code removal)
+and is what :mod:`tvm_sophon.frontend` applies after every import. Each rewrite
+is also a standalone pass, so a test or a researcher can run one in isolation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.ir.prim.expr import FloatImm, IntImm, Max, Min
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.ir.expr import TensorLoad
+from tvm.tirx import BufferStore
+
+# ------------------------------------------------------------------ helpers
+
+
+def _constant(expr) -> Optional[np.ndarray]:
+    """The value of a relax constant, or None."""
+    value = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+    return value.numpy() if hasattr(value, "numpy") else None
+
+
+def _scalar_constant(expr) -> Optional[float]:
+    value = _constant(expr)
+    if value is None or value.size != 1:
+        return None
+    return float(value.reshape(()))
+
+
+def _function_pass(name: str, rewrite_function):
+    """A module pass applying ``rewrite_function(func, mod) -> func`` to every
+    Relax function of the module."""
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions.items():
+            if isinstance(func, relax.Function) and "Codegen" not in (func.attrs or {}):
+                new = rewrite_function(func, mod)
+                if not new.same_as(func):
+                    updates[gvar] = new
+        if not updates:
+            return mod
+        mod = mod.clone()
+        for gvar, func in updates.items():
+            mod.update_func(gvar, func)
+        return mod
+
+    return _pass
+
+
+# ------------------------------------------------------------------ ONNX Clip
+
+
+def _stores(stmt, found: list) -> bool:
+    """Collect the BufferStores of a simple loop nest; False if the body holds
+    anything but loops, blocks, sequences and stores."""
+    if isinstance(stmt, BufferStore):
+        found.append(stmt)
+        return True
+    if hasattr(stmt, "seq"):
+        return all(_stores(s, found) for s in stmt.seq)
+    for attr in ("block", "body"):
+        child = getattr(stmt, attr, None)
+        if child is not None:
+            return _stores(child, found)
+    return False
+
+
+def elementwise_min_max(prim_func) -> Optional[tuple[str, object]]:
+    """("maximum"|"minimum", bound) if ``prim_func`` computes
+    ``out[i] = max|min(A[i], bound)``, where bound is a float literal or the
+    function's second (0-d) buffer parameter ("param"); else None.
+
+    This is what TVM's ONNX importer emits for ``Clip`` (topi.maximum/minimum)."""
+    if not isinstance(prim_func, tvm.tirx.PrimFunc):
+        return None
+    found: list = []
+    if not _stores(prim_func.body, found) or len(found) != 1:
+        return None
+    store = found[0]
+    value = store.value
+    if not isinstance(value, (Max, Min)):
+        return None
+    params = list(prim_func.params)
+    if len(params) not in (2, 3) or not store.buffer.same_as(params[-1]):
+        return None
+    data, other = value.a, value.b
+    if not _loads(data, params[0]):
+        data, other = other, data
+    if not _loads(data, params[0]):
+        return None
+    if len(data.indices) != len(store.indices) or any(
+            not a.same_as(b) for a, b in zip(data.indices, store.indices)):
+        return None
+    kind = "maximum" if isinstance(value, Max) else "minimum"
+    if len(params) == 2 and isinstance(other, (FloatImm, IntImm)):
+        return kind, float(other.value)
+    if len(params) == 3 and _loads(other, params[1]) and len(other.indices) == 0:
+        return kind, "param"
+    return None
+
+
+def _loads(expr, param) -> bool:
+    """``expr`` reads the tensor parameter ``param`` of a PrimFunc."""
+    return isinstance(expr, TensorLoad) and expr.source.same_as(param)
+
+
+def _rewrite_tir_min_max(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    pattern = is_op("relax.call_tir")(wildcard(), wildcard())
+
+    def rewriter(call, matches):
+        call = matches[pattern]
+        callee, args = call.args[0], call.args[1]
+        if not isinstance(callee, tvm.ir.GlobalVar) or callee not in mod.functions:
+            return call
+        kind_bound = elementwise_min_max(mod[callee])
+        if kind_bound is None or not isinstance(args, relax.Tuple):
+            return call
+        kind, bound = kind_bound
+        data = args.fields[0]
+        dtype = str(data.ty.dtype)
+        if bound == "param":
+            if len(args.fields) != 2:
+                return call
+            other = args.fields[1]
+        else:
+            if len(args.fields) != 1:
+                return call
+            other = relax.const(bound, dtype)
+        op = relax.op.maximum if kind == "maximum" else relax.op.minimum
+        return op(data, other)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def TirMinMaxToRelax() -> tvm.transform.Pass:  # noqa: N802 (TVM's pass naming)
+    """``call_tir(max|min loop nest, x, c)`` -> ``maximum(x, c)`` / ``minimum(x, c)``.
+
+    TVM's ONNX importer lowers ``Clip`` to TE right away; this lifts it back to
+    Relax ops (the PrimFunc is recognised by its body, not by its name)."""
+    return _function_pass("SophonTirMinMaxToRelax", _rewrite_tir_min_max)
+
+
+def _rewrite_min_max_to_clip(func: relax.Function, _mod) -> relax.Function:
+    x, lo, hi = wildcard(), is_const(), is_const()
+    max_then_min = is_op("relax.minimum")(is_op("relax.maximum")(x, lo), hi)
+    lo2, hi2 = is_const(), is_const()
+    min_then_max = is_op("relax.maximum")(is_op("relax.minimum")(x, hi2), lo2)
+
+    def rewriter(call, matches):
+        if lo in matches:
+            low, high = _scalar_constant(matches[lo]), _scalar_constant(matches[hi])
+        else:
+            low, high = _scalar_constant(matches[lo2]), _scalar_constant(matches[hi2])
+        if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)) or low > high:
+            return call
+        data = matches[x]
+        if str(data.ty.dtype) != str(call.ty.dtype) or data.ty.shape is None \
+                or not _same_shape(data, call):
+            return call  # the bound broadcast the data: not a clip
+        return relax.op.clip(data, low, high)
+
+    return rewrite_call(max_then_min | min_then_max, rewriter, func)
+
+
+def _same_shape(a, b) -> bool:
+    sa, sb = a.ty.shape, b.ty.shape
+    if sa is None or sb is None or len(sa.values) != len(sb.values):
+        return False
+    return all(isinstance(p, IntImm) and isinstance(q, IntImm) and int(p) == int(q)
+               for p, q in zip(sa.values, sb.values))
+
+
+def MinMaxToClip() -> tvm.transform.Pass:  # noqa: N802
+    """``minimum(maximum(x, lo), hi)`` -> ``clip(x, lo, hi)`` for finite scalar constants lo <= hi."""
+    return _function_pass("SophonMinMaxToClip", _rewrite_min_max_to_clip)
+
+
+# ------------------------------------------------------------------ constant operand last
+
+
+def _rewrite_constant_last(func: relax.Function, _mod) -> relax.Function:
+    c, x = is_const(), wildcard()
+    pattern = is_op("relax.add")(c, x) | is_op("relax.multiply")(c, x)
+
+    def rewriter(call, matches):
+        if isinstance(matches[x], tvm.ir.expr.Constant):
+            return call
+        op = relax.op.add if call.op.name == "relax.add" else relax.op.multiply
+        return op(matches[x], matches[c])
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def ConstantOperandLast() -> tvm.transform.Pass:  # noqa: N802
+    """``add(c, x)`` -> ``add(x, c)`` (and multiply) for a constant c: the bias of a
+    PyTorch ``Linear`` comes first, the patterns expect it second."""
+    return _function_pass("SophonConstantOperandLast", _rewrite_constant_last)
+
+
+# ------------------------------------------------------------------ batch norm
+
+
+def _bn_scale_shift(bn: relax.Call) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(s, t) with batch_norm(x) == x * s + t along the channel axis, or None when
+    the statistics are not constants or the op normalises over the batch."""
+    attrs = bn.attrs
+    if bool(getattr(attrs, "training", False)):
+        return None
+    gamma, beta, mean, var = (_constant(a) for a in bn.args[1:5])
+    if any(v is None for v in (gamma, beta, mean, var)):
+        return None
+    if not bool(attrs.scale):
+        gamma = np.ones_like(gamma)
+    if not bool(attrs.center):
+        beta = np.zeros_like(beta)
+    scale = gamma / np.sqrt(var.astype("float64") + float(attrs.epsilon))
+    shift = beta - mean * scale
+    return scale, shift
+
+
+def _per_channel(vector: np.ndarray, rank: int, axis: int, dtype: str) -> relax.Expr:
+    shape = [1] * rank
+    shape[axis] = vector.size
+    return relax.const(vector.reshape(shape).astype(dtype), dtype)
+
+
+def _rewrite_batch_norm(func: relax.Function, _mod) -> relax.Function:
+    data, weight, bias = wildcard(), is_const(), is_const()
+    conv = is_op("relax.nn.conv2d")(data, weight)
+    conv_bias = is_op("relax.add")(conv, bias)
+    gamma, beta, mean, var = is_const(), is_const(), is_const(), is_const()
+    anything = wildcard()
+    bn_conv_call = is_op("relax.nn.batch_norm")(conv_bias | conv, gamma, beta, mean, var)
+    bn_alone_call = is_op("relax.nn.batch_norm")(anything, gamma, beta, mean, var)
+
+    def rewriter(bn, matches):
+        scale_shift = _bn_scale_shift(bn)
+        if scale_shift is None:
+            return bn
+        scale, shift = scale_shift
+        out_ty = bn.args[0].ty
+        rank, dtype = len(out_ty.shape.values), str(out_ty.dtype)
+        axis = int(bn.attrs.axis) % rank
+        folded = None
+        if conv in matches:
+            folded = _fold_into_conv(matches[conv], matches.get(bias), scale, shift, axis)
+        if folded is None:
+            # x * s + t, both per channel: element-wise ops the chip runs
+            scaled = relax.op.multiply(bn.args[0], _per_channel(scale, rank, axis, dtype))
+            folded = relax.op.add(scaled, _per_channel(shift, rank, axis, dtype))
+        # batch_norm returns (out, moving mean, moving var); keep the tuple so
+        # the frontend's out[0] still reads it (CanonicalizeBindings removes it)
+        return relax.Tuple([folded, bn.args[3], bn.args[4]])
+
+    return rewrite_call(bn_conv_call | bn_alone_call, rewriter, func)
+
+
+def _fold_into_conv(conv: relax.Call, bias_const, scale, shift, axis) -> Optional[relax.Expr]:
+    attrs = conv.attrs
+    out_layout = str(attrs.out_layout or attrs.data_layout)
+    if out_layout.index("C") != axis:
+        return None
+    w = _constant(conv.args[1])
+    klayout = str(attrs.kernel_layout)
+    o_axis = klayout.index("O")
+    if w.shape[o_axis] != scale.size:
+        return None  # e.g. a depthwise kernel stored with the multiplier elsewhere
+    w_shape = [1] * w.ndim
+    w_shape[o_axis] = scale.size
+    dtype = str(conv.ty.dtype)
+    new_w = (w * scale.reshape(w_shape)).astype(w.dtype)
+    rank = len(conv.ty.shape.values)
+    if bias_const is not None:
+        b = _constant(bias_const)
+        if b.size != scale.size:
+            if b.size != 1:
+                return None
+            b = np.full(scale.size, float(b.reshape(())))
+        b = b.reshape(-1)
+    else:
+        b = np.zeros(scale.size)
+    new_b = b * scale + shift
+    new_conv = relax.op.nn.conv2d(
+        conv.args[0], relax.const(new_w, str(w.dtype)), strides=attrs.strides, padding=attrs.padding,
+        dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
+        kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+    return relax.op.add(new_conv, _per_channel(new_b, rank, axis, dtype))
+
+
+def FoldBatchNorm() -> tvm.transform.Pass:  # noqa: N802
+    """Inference ``batch_norm`` with constant statistics, s = gamma / sqrt(var + eps):
+
+        batch_norm(conv2d(x, W) + b)[0] -> conv2d(x, W * s) + ((b - mean) * s + beta)
+        batch_norm(x)[0]                -> x * s + (beta - mean * s)
+
+    TVM's FoldBatchnormToConv2D handles only a conv without bias; PyTorch's Conv2d
+    has one by default."""
+    return _function_pass("SophonFoldBatchNorm", _rewrite_batch_norm)
+
+
+# ------------------------------------------------------------------ all
+
+
+def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
+    """Bind ``params`` (name -> array) into ``main`` and run every rewrite above,
+    with constant folding before (so frontend-computed bounds and reshaped biases
+    are constants) and dead-code removal after."""
+    if params:
+        mod = relax.transform.BindParams(
+            "main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
+    entries = [str(gv.name_hint) for gv, f in mod.functions.items()
+               if isinstance(f, relax.Function) and "global_symbol" in (f.attrs or {})]
+    seq = tvm.transform.Sequential([
+        relax.transform.FoldConstant(),
+        TirMinMaxToRelax(),
+        MinMaxToClip(),
+        ConstantOperandLast(),
+        FoldBatchNorm(),
+        relax.transform.FoldConstant(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.DeadCodeElimination(entries or None),
+    ], name="SophonNormalize")
+    return seq(mod)
