@@ -16,5 +16,6 @@ def headers() -> list[Path]:
     return sorted(SOURCE_DIR.glob("*.h"))
 
 
-def test_source() -> Path:
-    return SOURCE_DIR / "tests" / "test_runtime.c"
+def test_sources() -> list[Path]:
+    """The runtime's C unit-test programs: one standalone program per file."""
+    return sorted((SOURCE_DIR / "tests").glob("test_*.c"))

@@ -12,14 +12,14 @@ from tvm_sophon import runtime as runtime_src
 from tvm_sophon.codegen.program import local_lane_bytes
 
 
-def test_runtime_c_unit_tests(tmp_path):
-    exe = toolchain.build_executable(
-        [runtime_src.test_source(), *runtime_src.library_sources()], tmp_path / "test_runtime")
+@pytest.mark.parametrize("source", runtime_src.test_sources(), ids=lambda p: p.stem)
+def test_runtime_c_unit_tests(tmp_path, source):
+    exe = toolchain.build_executable([source, *runtime_src.library_sources()], tmp_path / source.stem)
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
     summary = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 0, proc.stdout + proc.stderr
     passed, failed = (int(part.split()[0]) for part in summary.split(","))
-    assert failed == 0 and passed > 20, summary
+    assert failed == 0 and passed > 0, summary
 
 
 @pytest.mark.parametrize("chip_name", ["bm1680"])
