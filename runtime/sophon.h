@@ -62,6 +62,7 @@ typedef struct {
   double power_watts;           /* typical power, for energy estimates */
   int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction (assumption) */
   int32_t tiu_latency_cycles;   /* fixed cost of one TIU instruction (assumption) */
+  int32_t int8_macs_per_eu;     /* INT8 MACs one EU does per cycle (BM1684's "4N" mode: 2) */
 } sophon_chip;
 
 /* ----------------------------------------------------------------- dtypes */

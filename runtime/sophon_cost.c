@@ -14,6 +14,8 @@
 int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype) {
   int32_t size = sophon_dtype_size(dtype);
   if (chip == NULL || size == 0) return 0;
+  if (dtype == SOPHON_I8 && chip->int8_macs_per_eu > 1)
+    return (int64_t)(chip->eu_bytes / size) * chip->int8_macs_per_eu;
   return chip->eu_bytes / size;
 }
 

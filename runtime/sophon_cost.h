@@ -8,6 +8,7 @@
  * Model (all numbers from sophon_chip; the fixed latencies are named assumptions):
  *
  *   EU_NUM(dtype)    = eu_bytes / sizeof(dtype)           elements a lane takes per cycle
+ *                      (x int8_macs_per_eu for int8)
  *   GDMA cycles      = gdma_latency_cycles
  *                      + ceil(bytes / (ddr_bytes_per_second / clock_hz))
  *   conv2d cycles    = tiu_latency_cycles

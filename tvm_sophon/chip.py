@@ -27,12 +27,14 @@ class Chip:
     power_watts: float
     gdma_latency_cycles: int
     tiu_latency_cycles: int
+    int8_macs_per_eu: int = 1
     description: str = ""
 
     # ---- derived figures -------------------------------------------------
     def eu_num(self, dtype: str = "float32") -> int:
-        """Elements one lane's execution units take per cycle."""
-        return self.eu_bytes // DTYPE_BYTES[dtype]
+        """Elements one lane's execution units take per cycle (sophon_eu_num)."""
+        per_eu = self.int8_macs_per_eu if dtype == "int8" else 1
+        return self.eu_bytes // DTYPE_BYTES[dtype] * max(per_eu, 1)
 
     @property
     def lmem_bytes(self) -> int:
@@ -42,6 +44,11 @@ class Chip:
     def peak_flops(self) -> float:
         """FP32 peak: every EU of every lane does one multiply-add per cycle."""
         return self.npu_num * self.eu_num("float32") * 2 * self.clock_hz
+
+    @property
+    def peak_int8_ops(self) -> float:
+        """INT8 peak (0 without an INT8 datapath)."""
+        return self.npu_num * self.eu_num("int8") * 2 * self.clock_hz if self.has_int8 else 0.0
 
     @property
     def ddr_bytes_per_cycle(self) -> float:
@@ -69,6 +76,7 @@ class Chip:
             repr(float(self.power_watts)),
             str(self.gdma_latency_cycles),
             str(self.tiu_latency_cycles),
+            str(self.int8_macs_per_eu),
         ]
         return "{" + ", ".join(fields) + "}"
 

@@ -25,13 +25,14 @@ class ChipStruct(ctypes.Structure):
                 ("eu_bytes", ctypes.c_int32), ("has_int8", ctypes.c_int32),
                 ("clock_hz", ctypes.c_double), ("ddr_bytes_per_second", ctypes.c_double),
                 ("power_watts", ctypes.c_double), ("gdma_latency_cycles", ctypes.c_int32),
-                ("tiu_latency_cycles", ctypes.c_int32)]
+                ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32)]
 
     @classmethod
     def of(cls, chip: Chip) -> "ChipStruct":
         return cls(chip.name.encode(), chip.npu_num, chip.lmem_bytes_per_lane, chip.lmem_banks,
                    chip.eu_bytes, int(chip.has_int8), chip.clock_hz, chip.ddr_bytes_per_second,
-                   chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles)
+                   chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles,
+                   chip.int8_macs_per_eu)
 
 
 class LocalStruct(ctypes.Structure):
