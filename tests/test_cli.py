@@ -112,3 +112,23 @@ def test_console_script_exit_status_and_verbose(tmp_path):
     verbose = subprocess.run(cmd + ["--verbose"], capture_output=True, text=True, timeout=120)
     assert verbose.returncode != 0
     assert "Traceback" in verbose.stderr and "SophonFrontendError" in verbose.stderr
+
+
+def test_profile_writes_table_json_trace_and_plot(tmp_path, capsys):
+    paths = {k: tmp_path / f"p.{ext}" for k, ext in (("json", "json"), ("trace", "trace.json"), ("plot", "png"))}
+    code = main(["profile", "demo_cnn", "--chip", "bm1680", "--json", str(paths["json"]),
+                 "--trace", str(paths["trace"]), "--plot", str(paths["plot"])])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "per layer group" in out and "host:" in out and "% of peak FLOPS" in out
+    import json
+    profile = json.loads(paths["json"].read_text())
+    assert profile["total"]["cycles"] == profile["measured"]["total"]["cycles"]
+    assert json.loads(paths["trace"].read_text())["traceEvents"]
+    assert paths["plot"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_profile_of_an_unknown_model_is_one_clear_line(capsys):
+    assert main(["profile", "no_such_model"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither a bundled model" in err[0]

@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 
@@ -240,6 +241,45 @@ def _run(args) -> int:
     return 0
 
 
+@_cli_command
+def _profile(args) -> int:
+    from . import get_chip
+    from .models import MODELS
+    from .profile import profile_model
+
+    chip = get_chip(args.chip)
+    if args.model in MODELS:
+        kwargs = {"batch": args.batch} if args.batch is not None else {}
+        try:
+            mod, params, inputs = MODELS[args.model](**kwargs)
+        except TypeError:
+            raise CliError(f"bundled model {args.model} has no batch option") from None
+    else:
+        from .frontend import load
+
+        if not Path(args.model).exists():
+            raise CliError(f"{args.model}: neither a bundled model ({', '.join(MODELS)}) nor a file")
+        if args.batch is not None:
+            raise CliError("--batch applies to bundled models; give file models --input-shape")
+        mod = load(args.model, dict(_parse_shape(s) for s in args.input_shape))
+        params, inputs = None, None
+    prof = profile_model(mod, params, inputs, chip=chip, plan=args.plan, run=not args.no_run)
+    print(prof.format())
+    if args.json:
+        Path(args.json).write_text(prof.to_json())
+        print(f"wrote {args.json}")
+    if args.trace:
+        prof.write_trace(args.trace)
+        print(f"wrote {args.trace} (open in chrome://tracing or ui.perfetto.dev)")
+    if args.plot:
+        try:
+            prof.write_plot(args.plot)
+        except RuntimeError as err:
+            raise CliError(str(err)) from None
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def _add_model_commands(sub) -> None:
     """The `compile` and `run` subcommands."""
     comp = sub.add_parser("compile", help="compile a .tflite or .onnx model into a library for the chip")
@@ -261,6 +301,23 @@ def _add_model_commands(sub) -> None:
     run.add_argument("--profile", action="store_true", help="print the chip counters of the run")
     run.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     run.set_defaults(func=_run)
+
+    from .models import MODELS
+
+    prof = sub.add_parser("profile", help="per-layer and per-group chip time, MACs, DMA bytes, LMEM, energy")
+    prof.add_argument("model", help=f"a bundled model ({', '.join(MODELS)}) or a .tflite/.onnx file")
+    prof.add_argument("--chip", default="bm1680", help="chip profile (default: bm1680)")
+    prof.add_argument("--plan", default="layer_group_dp", choices=["layer_group_dp", "layer_by_layer"],
+                      help="planning strategy (default: layer_group_dp)")
+    prof.add_argument("--batch", type=int, help="batch size of a bundled model")
+    prof.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
+                      help="static shape of a file model's input")
+    prof.add_argument("--no-run", action="store_true", help="estimate only; do not run on the emulator")
+    prof.add_argument("--json", metavar="PATH", help="write the profile as JSON")
+    prof.add_argument("--trace", metavar="PATH", help="write a Chrome/Perfetto trace of the two engines")
+    prof.add_argument("--plot", metavar="PATH.png", help="write per-layer time and a roofline (matplotlib)")
+    prof.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    prof.set_defaults(func=_profile)
 
 
 def main(argv=None) -> int:
