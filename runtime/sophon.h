@@ -145,6 +145,17 @@ typedef struct sophon_device sophon_device;
 sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out);
 void sophon_device_destroy(sophon_device* dev);
 
+/* Host threads the emulator's compute kernels use (default 1); n = 0 takes the
+ * number of online CPUs. The pool is created here, once, and kept. Results do not
+ * depend on the thread count: every output element is computed by one thread in a
+ * fixed order. SOPHON_ERR_ARGUMENT for n < 0, SOPHON_ERR_NOMEM if threads cannot be
+ * started (the device then keeps 1 thread). */
+sophon_status sophon_device_set_threads(sophon_device* dev, int32_t n);
+/* on = 1: run the plain reference kernels only (single-threaded, for debugging);
+ * on = 0 (default): the fast kernels, which match the reference within a small f32
+ * tolerance (summation order; sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
+sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on);
+
 const sophon_chip* sophon_device_chip(const sophon_device* dev);
 /* The message of the last failed call on this device ("" if none). */
 const char* sophon_device_error(const sophon_device* dev);

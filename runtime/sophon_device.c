@@ -150,14 +150,66 @@ sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out)
   }
   dev->chip.name = dev->chip_name;
   dev->error[0] = '\0';
+  dev->num_threads = 1;
+  dev->reference = 0;
+#if SOPHON_X86_DISPATCH
+  dev->cpu_avx2 = __builtin_cpu_supports("avx2");
+#endif
   *out = dev;
   return SOPHON_OK;
 }
 
 void sophon_device_destroy(sophon_device* dev) {
   if (dev == NULL) return;
+  sophon_thread_pool_destroy(dev->pool);
+  free(dev->scratch_block);
   free(dev->lmem);
   free(dev);
+}
+
+sophon_status sophon_device_set_threads(sophon_device* dev, int32_t n) {
+  int failed = 0;
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if (n < 0)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "set_threads: %d threads is negative",
+                            (int)n);
+  if (n == 0) n = sophon_online_cpus();
+  if (n == dev->num_threads) return SOPHON_OK;
+  sophon_thread_pool_destroy(dev->pool);
+  dev->pool = sophon_thread_pool_create(n, &failed);
+  if (failed) {
+    dev->num_threads = 1;
+    return sophon_set_error(dev, SOPHON_ERR_NOMEM, "set_threads: cannot start %d threads",
+                            (int)n);
+  }
+  dev->num_threads = n;
+  return SOPHON_OK;
+}
+
+sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on) {
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if (on != 0 && on != 1)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "set_reference: %d is not 0 or 1",
+                            (int)on);
+  dev->reference = on;
+  return SOPHON_OK;
+}
+
+float* sophon_device_scratch(sophon_device* dev, size_t floats) {
+  const size_t align = 64 / sizeof(float);
+  void* block;
+  if (floats <= dev->scratch_floats) return dev->scratch;
+  if (floats > (SIZE_MAX / sizeof(float)) - align) return NULL;
+  /* grow by at least half, so a growing sequence of layers reallocates rarely */
+  if (floats < dev->scratch_floats + dev->scratch_floats / 2)
+    floats = dev->scratch_floats + dev->scratch_floats / 2;
+  block = malloc((floats + align) * sizeof(float));
+  if (block == NULL) return NULL;
+  free(dev->scratch_block);
+  dev->scratch_block = block;
+  dev->scratch = (float*)(void*)((uint8_t*)block + (64 - (uintptr_t)block % 64) % 64);
+  dev->scratch_floats = floats;
+  return dev->scratch;
 }
 
 const sophon_chip* sophon_device_chip(const sophon_device* dev) {

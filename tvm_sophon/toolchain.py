@@ -9,6 +9,7 @@ half-written object. The cache lives in ``$TVM_SOPHON_CACHE`` (default
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shlex
@@ -21,8 +22,12 @@ import tvm_ffi.libinfo
 from . import runtime as runtime_src
 from .errors import SophonToolchainError
 
-COMMON_FLAGS = ["-O2", "-fPIC", "-Wall", "-Werror"]
-RUNTIME_FLAGS = ["-std=c99", "-pedantic", "-Wextra", *COMMON_FLAGS]
+COMMON_FLAGS = ["-O3", "-fPIC", "-Wall", "-Werror"]
+# No -march: an exported library must run on any CPU of its architecture. The fast
+# kernels carry AVX2 variants (__attribute__((target))) picked at run time with
+# __builtin_cpu_supports; simd_flags() turns them off for a compiler that cannot
+# build them, leaving the plain C path.
+RUNTIME_FLAGS = ["-std=c99", "-pedantic", "-Wextra", "-pthread", *COMMON_FLAGS]
 # Objects linked into exported TVM libraries keep the runtime's symbols private
 # to each library; the generated entry points are marked visible (TVM_FFI_DLL_EXPORT).
 HIDDEN = ["-fvisibility=hidden"]
@@ -47,6 +52,43 @@ def include_dirs() -> list[str]:
         tvm_ffi.libinfo.find_include_path(),
         tvm_ffi.libinfo.find_dlpack_include_path(),
     ]
+
+
+_SIMD_PROBE = """
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx2"))) static float probe(const float* a, const float* b) {
+  __m256 x = _mm256_add_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b));
+  return _mm256_cvtss_f32(x);
+}
+int sophon_simd_probe(const float* a, const float* b) {
+  return (int)probe(a, b) + __builtin_cpu_supports("avx2");
+}
+#else
+int sophon_simd_probe(void) { return 0; }
+#endif
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _simd_flags(cc: tuple[str, ...]) -> tuple[str, ...]:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text(_SIMD_PROBE)
+        proc = subprocess.run([*cc, *RUNTIME_FLAGS, "-c", str(src), "-o", str(Path(tmp) / "probe.o")],
+                              capture_output=True, text=True)
+    return () if proc.returncode == 0 else ("-DSOPHON_PORTABLE",)
+
+
+def simd_flags() -> list[str]:
+    """Build-time check of the fast kernels' x86 variants: [] if the compiler builds
+    them (they are then chosen at run time by CPU), else ``-DSOPHON_PORTABLE``."""
+    return list(_simd_flags(tuple(compiler())))
+
+
+def runtime_flags() -> list[str]:
+    """Flags for the runtime's C sources."""
+    return [*RUNTIME_FLAGS, *simd_flags()]
 
 
 def _run(cmd: list[str]) -> None:
@@ -103,7 +145,7 @@ def _link_relocatable(objects: list[str], out: Path) -> None:
 
 def runtime_object() -> Path:
     """The whole runtime as one relocatable, position-independent object."""
-    flags = [*RUNTIME_FLAGS, *HIDDEN]
+    flags = [*runtime_flags(), *HIDDEN]
     key = _digest(_runtime_digest(), *compiler(), *flags)
 
     def build(out: Path) -> None:
@@ -116,12 +158,13 @@ def runtime_object() -> Path:
 def runtime_shared_library() -> Path:
     """The runtime as a shared library, for Python (ctypes) to call the cost model
     and individual instructions."""
-    key = _digest(_runtime_digest(), *compiler(), *RUNTIME_FLAGS)
+    flags = runtime_flags()
+    key = _digest(_runtime_digest(), *compiler(), *flags)
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            objs = _compile_objects(runtime_src.library_sources(), RUNTIME_FLAGS, Path(tmp))
-            _run([*compiler(), "-shared", *objs, "-lm", "-o", str(out)])
+            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp))
+            _run([*compiler(), "-shared", "-pthread", *objs, "-lm", "-o", str(out)])
 
     return _cached(f"libsophon_runtime_{key}.so", build)
 
@@ -144,7 +187,8 @@ def generated_object(source: str, name: str) -> Path:
     return _cached(f"{name}_{key}.o", build)
 
 
-def build_executable(sources: list[Path], out: Path, flags: list[str] = RUNTIME_FLAGS) -> Path:
+def build_executable(sources: list[Path], out: Path, flags: "list[str] | None" = None) -> Path:
     """Compile and link a standalone C program (the runtime's unit tests)."""
+    flags = runtime_flags() if flags is None else flags
     _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), *map(str, sources), "-lm", "-o", str(out)])
     return out
