@@ -55,7 +55,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     sym = prog.symbol
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
-    locals_, globals_, convs, pools, acts, cmds = (_Table() for _ in range(6))
+    locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -66,10 +66,41 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     def L(local) -> int:
         return -1 if local is None else local_index[id(local)]
 
+    arrays: list[str] = []
+
+    def conv(step) -> int:
+        t, l, b, rr = step.padding
+        act = _act(step.act) if hasattr(step, "act") else _act(P.Activation())
+        return convs.add(f"{{{step.kernel[0]}, {step.kernel[1]}, {step.strides[0]}, {step.strides[1]}, "
+                         f"{t}, {l}, {b}, {rr}, {step.dilation[0]}, {step.dilation[1]}, {step.groups}, {act}}}")
+
+    def pool(step) -> int:
+        t, l, b, rr = step.padding
+        return pools.add(f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, "
+                         f"{step.strides[0]}, {step.strides[1]}, {t}, {l}, {b}, {rr}, "
+                         f"{step.dilation[0]}, {step.dilation[1]}, "
+                         f"{int(getattr(step, 'count_include_pad', 0))}}}")
+
+    def requant(q) -> int:
+        """A sophon_requant row; its multipliers and shifts are static arrays."""
+        key = f"{q.input_zero_point},{q.output_zero_point},{q.act_min},{q.act_max},{q.multipliers},{q.shifts}"
+        if key in requant_rows:
+            return requant_rows[key]
+        k = len(requant_rows)
+        arrays.append(f"static const int32_t {r}_mult{k}[] = {{{', '.join(map(str, q.multipliers))}}};")
+        arrays.append(f"static const int32_t {r}_shift{k}[] = {{{', '.join(map(str, q.shifts))}}};")
+        requant_rows[key] = requants.add(
+            f"{{{q.input_zero_point}, {q.output_zero_point}, {q.act_min}, {q.act_max}, "
+            f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}}}", dedupe=False)
+        return requant_rows[key]
+
+    requant_rows: dict[str, int] = {}
+
     def G(ref: P.GlobalRef) -> int:
         n, c, h, w = ref.dims
         sn, sc, sh, sw = ref.strides
-        return globals_.add(f"{{{buffers[id(ref.tensor)]}, {ref.offset}, {n}, {c}, {h}, {w}, "
+        buffer = buffers[id(ref.tensor.base if ref.tensor.base is not None else ref.tensor)]
+        return globals_.add(f"{{{buffer}, {ref.offset}, {n}, {c}, {h}, {w}, "
                             f"{sn}, {sc}, {sh}, {sw}, {DTYPE_C[ref.tensor.dtype]}}}", ref.tensor.name)
 
     for step in prog.steps:
@@ -82,10 +113,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Timestep):
             cmds.add("{SOPHON_CMD_TIMESTEP, -1, -1, -1, -1, -1}", "", dedupe=False)
         elif isinstance(step, P.Conv2d):
-            t, l, b, rr = step.padding
-            p = convs.add(f"{{{step.kernel[0]}, {step.kernel[1]}, {step.strides[0]}, {step.strides[1]}, "
-                          f"{t}, {l}, {b}, {rr}, {step.dilation[0]}, {step.dilation[1]}, {step.groups}, "
-                          f"{_act(step.act)}}}")
+            p = conv(step)
             cmds.add(f"{{SOPHON_CMD_CONV2D, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {p}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.FullyConnected):
@@ -93,10 +121,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             cmds.add(f"{{SOPHON_CMD_FC, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {p}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Pool2d):
-            t, l, b, rr = step.padding
-            p = pools.add(f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, "
-                          f"{step.strides[0]}, {step.strides[1]}, {t}, {l}, {b}, {rr}, "
-                          f"{step.dilation[0]}, {step.dilation[1]}, {int(step.count_include_pad)}}}")
+            p = pool(step)
             cmds.add(f"{{SOPHON_CMD_POOL2D, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Binary):
@@ -110,6 +135,24 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Softmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QConv2d):
+            cmds.add(f"{{SOPHON_CMD_CONV2D_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {conv(step)}, {requant(step.requant)}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QFullyConnected):
+            cmds.add(f"{{SOPHON_CMD_FC_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {requant(step.requant)}}}", f"{step.pattern} -> {step.out.name}",
+                     dedupe=False)
+        elif isinstance(step, P.QAdd):
+            a = step.params
+            p = adds.add(f"{{{a.left_shift}, {a.input1_zero_point}, {a.input2_zero_point}, {a.output_zero_point}, "
+                         f"{a.input1_multiplier}, {a.input1_shift}, {a.input2_multiplier}, {a.input2_shift}, "
+                         f"{a.output_multiplier}, {a.output_shift}, {a.act_min}, {a.act_max}}}")
+            cmds.add(f"{{SOPHON_CMD_ADD_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QPool2d):
+            cmds.add(f"{{SOPHON_CMD_POOL2D_INT8, {L(step.out)}, {L(step.input)}, {step.act_min}, "
+                     f"{step.act_max}, {pool(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         else:
             raise TypeError(f"no C form for {type(step).__name__}")
 
@@ -121,11 +164,15 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              convs.render("sophon_conv_params", f"{r}_convs"),
              pools.render("sophon_pool_params", f"{r}_pools"),
              acts.render("sophon_activation", f"{r}_acts"),
+             *arrays,
+             requants.render("sophon_requant", f"{r}_requants"),
+             adds.render("sophon_add_int8_params", f"{r}_adds"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
-                 f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}}};")
+                 f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
+                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

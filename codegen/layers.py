@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import re
 from typing import Optional
 
 import tvm
+import numpy as np
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm
 
@@ -119,12 +121,12 @@ class Layer:
         return self.out.value.name
 
     def macs(self) -> int:
-        if self.kind == "conv2d":
+        if self.kind in ("conv2d", "qconv2d"):
             n, oc, oh, ow = P.view_dims(self.out.value.shape, self.out.view)
             ic = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1] // self.attrs["groups"]
             kh, kw = self.attrs["kernel"]
             return n * oc * oh * ow * ic * kh * kw
-        if self.kind == "fc":
+        if self.kind in ("fc", "qfc"):
             m, nf = P.view_dims(self.out.value.shape, self.out.view)[:2]
             return m * nf * P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1]
         return 0
@@ -132,13 +134,13 @@ class Layer:
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "softmax"):
+        if self.kind in ("fc", "qfc", "softmax"):
             return False
-        if self.kind == "pool2d" and self.attrs.get("global"):
+        if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
         if not self.out.view[2]:
             return False
-        if self.kind == "pool2d":
+        if self.kind in ("pool2d", "qpool2d"):
             # ceil mode: the last window reaches past the padded input; keep whole
             h = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[2]
             oh = P.view_dims(self.out.value.shape, self.out.view)[2]
@@ -174,7 +176,7 @@ class _Composite:
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
-        for call in roots[1:]:
+        for call in roots[1:] if not pattern.startswith("sophon.q") else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
@@ -188,9 +190,13 @@ class _Composite:
         if isinstance(expr, relax.Var) and expr in self.env:
             return self.env[expr]
         value = self.producer.get(expr)
-        if isinstance(value, relax.Call) and value.op.name in ("relax.reshape", "relax.permute_dims"):
+        if isinstance(value, relax.Call) and value.op.name in (
+                "relax.reshape", "relax.permute_dims", "relax.dequantize", "relax.astype"):
             return self.region_value(value.args[0])
         raise SophonCompileError(f"composite {self.pattern}: operand {expr} is not a region value")
+
+    def calls_of(self, op_name: str) -> list:
+        return [c for c in self.producer.values() if isinstance(c, relax.Call) and c.op.name == op_name]
 
     def weight_is_transposed(self) -> bool:
         value = self.producer.get(self.root.args[1])
@@ -203,6 +209,7 @@ class Region:
     inputs: list[P.Tensor]
     outputs: list[P.Tensor]
     layers: list[Layer]
+    aliases: list[P.Tensor] = dataclasses.field(default_factory=list)  # reshaped arguments
 
     def consumers(self, tensor: P.Tensor) -> list[Layer]:
         return [l for l in self.layers if any(op.value is tensor for op in [*l.acts, *filter(None, l.params)])]
@@ -216,6 +223,12 @@ class _Analysis:
         self.tensors: dict = {}
         self.views: dict = {}          # relax var -> view it is produced under
         self.layers: list[Layer] = []
+        self.aliases: list[P.Tensor] = []
+        attrs = func.attrs or {}
+        self.const_args = {}
+        if "sophon.const_args" in attrs:
+            for name, c in json.loads(str(attrs["sophon.const_args"])).items():
+                self.const_args[name] = np.array(c["values"], dtype=c["dtype"]).reshape(c["shape"])
 
     def tensor(self, var, role="intermediate") -> P.Tensor:
         if isinstance(var, tvm.ir.expr.Constant):
@@ -227,10 +240,10 @@ class _Analysis:
     def operand(self, var, view, layout="ALIGNED") -> Operand:
         return Operand(self.tensor(var), view, layout)
 
-    def add(self, comp: _Composite, layer_kind: str, out_view, acts, params, **attrs) -> None:
+    def add(self, comp: _Composite, layer_kind: str, out_view, acts, resident, **attrs) -> None:
         self.views[comp.out_var] = out_view
         self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
-                                 self.operand(comp.out_var, out_view), acts, params, attrs))
+                                 self.operand(comp.out_var, out_view), acts, resident, attrs))
 
     def bias(self, comp: _Composite) -> Optional[Operand]:
         if comp.bias is None:
@@ -240,6 +253,8 @@ class _Analysis:
         return self.operand(comp.bias, ((), tuple(axes[-1:]), (), ()), "COMPACT")
 
     def layer(self, comp: _Composite) -> None:
+        if comp.pattern.startswith("sophon.q"):
+            return self.qlayer(comp)
         root = comp.root
         name = root.op.name
         if name == "relax.nn.conv2d":
@@ -290,6 +305,107 @@ class _Analysis:
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    # ---- int8 composites: dequantize -> op -> quantize (-> clip) -------------------
+    def const(self, comp: _Composite, expr) -> np.ndarray:
+        """The compile-time value of a scale or zero point operand."""
+        value = comp.region_value(expr)
+        if value.name not in self.const_args:
+            raise SophonCompileError(f"region {self.symbol}: {comp.pattern} needs {value.name} as a constant")
+        return self.const_args[value.name]
+
+    def dequantized(self, comp: _Composite, expr):
+        """(region value, scale, zero point) behind a dequantize call, and the shape
+        a reshape in between gives it (or None)."""
+        call = comp.producer[expr]
+        reshaped = None
+        if call.op.name == "relax.reshape":
+            reshaped = shape_of(expr)
+            call = comp.producer[call.args[0]]
+        if call.op.name == "relax.permute_dims":
+            call = comp.producer[call.args[0]]
+        assert call.op.name == "relax.dequantize", call.op.name
+        return comp.region_value(call.args[0]), self.const(comp, call.args[1]), \
+            self.const(comp, call.args[2]), reshaped
+
+    def alias(self, var, shape) -> P.Tensor:
+        base = self.tensor(var)
+        t = P.Tensor(c_identifier(base.name + "_reshaped", self.names), tuple(shape), base.dtype, "input",
+                     base=base)
+        self.aliases.append(t)
+        return t
+
+    def clamp(self, comp: _Composite) -> tuple[int, int]:
+        clips = comp.calls_of("relax.clip")
+        if not clips:
+            return -128, 127
+        return int(_scalar(clips[0].args[1])), int(_scalar(clips[0].args[2]))
+
+    def qlayer(self, comp: _Composite) -> None:
+        from tvm_sophon import quant
+
+        act_min, act_max = self.clamp(comp)
+        quantize = comp.calls_of("relax.quantize")
+        if quantize:
+            out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
+        if comp.pattern.startswith("sophon.qconv2d"):
+            root = comp.calls_of("relax.nn.conv2d")[0]
+            attrs = root.attrs
+            layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+            x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+            w, w_scale, _, reshaped = self.dequantized(comp, root.args[1])
+            wtensor = self.alias(w, reshaped) if reshaped else self.tensor(w)
+            wshape = wtensor.shape
+            view = P.layout_view(layout)
+            wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
+            bias = self.qbias(comp)
+            self.add(comp, "qconv2d", view, [self.operand(x, view)],
+                     [Operand(wtensor, wview, "COMPACT"), bias],
+                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                     strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                     dilation=_ints(attrs.dilation), groups=int(attrs.groups),
+                     requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+        elif comp.pattern.startswith("sophon.qdense"):
+            root = comp.calls_of("relax.matmul")[0]
+            x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+            w, w_scale, _, _ = self.dequantized(comp, root.args[1])
+            rank = len(shape_of(x))
+            view = (tuple(range(rank - 1)), (rank - 1,), (), ())
+            self.add(comp, "qfc", view, [self.operand(x, view)],
+                     [self.operand(w, ((), (0,), (1,), ()), "COMPACT"), self.qbias(comp)],
+                     requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+        elif comp.pattern.startswith("sophon.qadd"):
+            root = comp.calls_of("relax.add")[0]
+            a, a_scale, a_zp, _ = self.dequantized(comp, root.args[0])
+            b, b_scale, b_zp, _ = self.dequantized(comp, root.args[1])
+            oshape = shape_of(comp.out_var)
+            view = next((self.views[v] for v in (a, b) if shape_of(v) == oshape and v in self.views),
+                        P.default_view(len(oshape)))
+            acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
+            self.add(comp, "qadd", view, acts, [],
+                     params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
+        else:  # sophon.qmax_pool2d, sophon.qavg_pool2d
+            kind = "MAX" if comp.pattern == "sophon.qmax_pool2d" else "AVG"
+            root = comp.calls_of("relax.nn.max_pool2d" if kind == "MAX" else "relax.nn.avg_pool2d")[0]
+            attrs = root.attrs
+            view = P.layout_view(str(attrs.layout))
+            self.add(comp, "qpool2d", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+                     kind=kind, kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
+                     padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
+                     count_include_pad=False, act_min=act_min, act_max=act_max)
+
+    def qbias(self, comp: _Composite) -> Optional[Operand]:
+        adds = comp.calls_of("relax.add")
+        if not adds:
+            return None
+        for arg in adds[0].args:
+            call = comp.producer.get(arg)
+            if isinstance(call, relax.Call) and call.op.name == "relax.dequantize":
+                bias = comp.region_value(call.args[0])
+                shape = shape_of(bias)
+                axes = ([i for i, d in enumerate(shape) if d != 1] or [len(shape) - 1]) if shape else []
+                return self.operand(bias, ((), tuple(axes[-1:]), (), ()), "COMPACT")
+        raise SophonCompileError(f"{comp.pattern}: bias is not dequantized")
 
     def global_pool(self, comp: _Composite) -> None:
         root = comp.root
@@ -344,7 +460,7 @@ class _Analysis:
             t.role = "output"
             t.arg_index = len(inputs) + k
             outputs.append(t)
-        return Region(self.symbol, inputs, outputs, self.layers)
+        return Region(self.symbol, inputs, outputs, self.layers, self.aliases)
 
 
 def broadcast_view(view: P.View, out_rank: int, shape: tuple[int, ...]) -> P.View:

@@ -8,6 +8,7 @@
 
 #include "sophon.h"
 #include "sophon_program.h"
+#include "sophon_quant.h"
 
 /* The one emulated chip of this library: created at the first call, shared by
  * every region (as one physical chip would be), used under a lock. */
@@ -102,7 +103,17 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
     }
   }
   pthread_mutex_lock(&g_device_lock);
-  if (g_device == NULL && sophon_device_create(chip, &g_device) != SOPHON_OK) {
+  if (g_device == NULL && sophon_device_create(chip, &g_device) == SOPHON_OK) {
+    /* host execution settings, read once: SOPHON_NUM_THREADS (default 0 = all
+       online CPUs) and SOPHON_REFERENCE=1 (plain reference kernels) */
+    const char* threads = getenv("SOPHON_NUM_THREADS");
+    const char* reference = getenv("SOPHON_REFERENCE");
+    int n = threads != NULL && threads[0] != '\0' ? atoi(threads) : 0;
+    if (sophon_device_set_threads(g_device, n < 0 ? 0 : n) != SOPHON_OK)
+      sophon_device_set_threads(g_device, 1);
+    sophon_device_set_reference(g_device, reference != NULL && atoi(reference) != 0);
+  }
+  if (g_device == NULL) {
     sophon_raise("RuntimeError", region, "cannot create the emulated device (out of host memory?)");
     status = -1;
   } else {

@@ -70,6 +70,7 @@ class Tensor:
     dtype: str
     role: str            # "input" | "output" | "intermediate"
     arg_index: Optional[int] = None  # position in the packed call (inputs, then outputs)
+    base: Optional["Tensor"] = None  # a reshape of this tensor's memory (same DDR buffer)
 
     @property
     def nbytes(self) -> int:
@@ -214,11 +215,60 @@ class Softmax:
 
 
 @dataclasses.dataclass
+class QConv2d:
+    """INT8 conv2d (incl. depthwise) with TFLite requantization (sophon_quant.h)."""
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    requant: object          # tvm_sophon.quant.Requant
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QFullyConnected:
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    requant: object
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QAdd:
+    out: Local
+    lhs: Local
+    rhs: Local
+    params: object           # tvm_sophon.quant.AddParams
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QPool2d:
+    out: Local
+    input: Local
+    kind: str
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    act_min: int = -128
+    act_max: int = 127
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans
@@ -278,11 +328,11 @@ class RegionProgram:
     def macs(self) -> int:
         total = 0
         for step in self.steps:
-            if isinstance(step, Conv2d):
+            if isinstance(step, (Conv2d, QConv2d)):
                 n, oc, oh, ow = step.out.dims
                 ic = step.input.dims[1] // step.groups
                 total += n * oc * oh * ow * ic * step.kernel[0] * step.kernel[1]
-            elif isinstance(step, FullyConnected):
+            elif isinstance(step, (FullyConnected, QFullyConnected)):
                 m, nf = step.out.dims[:2]
                 total += m * nf * step.input.dims[1]
         return total

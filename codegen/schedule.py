@@ -63,7 +63,7 @@ def _operand_band(op: Operand, out_band: Band, out_full) -> Band:
 def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
     """Which bands of its operands a layer needs for ``out_band`` of its output."""
     out_full = full_dims(layer.out)
-    if layer.kind in ("conv2d", "pool2d") and layer.rows_sliceable():
+    if layer.kind in ("conv2d", "pool2d", "qconv2d", "qpool2d") and layer.rows_sliceable():
         x = layer.acts[0]
         H = full_dims(x)[2]
         kh, sh, dh = layer.attrs["kernel"][0], layer.attrs["strides"][0], layer.attrs["dilation"][0]
@@ -75,7 +75,7 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         if i1 <= i0:
             raise PlanError(f"layer {layer.name}: output rows [{o0}, {o1}) read no input row")
         return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
-    if layer.kind in ("binary", "unary"):
+    if layer.kind in ("binary", "unary", "qadd"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
     # fc, softmax, global or ceil-mode pools: whole rows of the operand
     bands = []
@@ -122,7 +122,7 @@ class Lowering:
         self.first_def: dict[int, int] = {}
         self.last_use: dict[int, int] = {}
         self.scratch: list[P.Tensor] = []
-        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs}
+        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs + region.aliases}
         self.outputs = {id(t) for t in region.outputs}
         self.consumers: dict[int, list[Layer]] = {}
         self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
@@ -312,7 +312,7 @@ class Lowering:
             if band is None:
                 ob = (0, out_full[0], 0, out_full[2])
             g = layer_geometry(layer, ob)
-            if band is None and layer.kind in ("conv2d", "pool2d"):
+            if band is None and layer.kind in ("conv2d", "pool2d", "qconv2d", "qpool2d"):
                 g.acts = [(0, full_dims(layer.acts[0])[0], 0, full_dims(layer.acts[0])[2])]
                 g.padding = layer.attrs["padding"]
             geo[layer.index] = g
@@ -373,6 +373,16 @@ class Lowering:
             step = P.Binary(out, acts[0], acts[1], a["op"], a["act"], layer.pattern)
         elif layer.kind == "unary":
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
+        elif layer.kind == "qconv2d":
+            step = P.QConv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
+                             a["dilation"], a["groups"], a["requant"], layer.pattern)
+        elif layer.kind == "qfc":
+            step = P.QFullyConnected(out, acts[0], params[0], params[1], a["requant"], layer.pattern)
+        elif layer.kind == "qadd":
+            step = P.QAdd(out, acts[0], acts[1], a["params"], layer.pattern)
+        elif layer.kind == "qpool2d":
+            step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
+                             a["dilation"], a["act_min"], a["act_max"], layer.pattern)
         else:
             step = P.Softmax(out, acts[0], layer.pattern)
         self.emit(step)

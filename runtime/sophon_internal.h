@@ -13,12 +13,23 @@
 
 #include "sophon.h"
 #include "sophon_cost.h"
+#include "sophon_threads.h"
 
 #if defined(__GNUC__)
 #define SOPHON_PRINTF_FORMAT(fmt_index, first_arg) \
   __attribute__((format(printf, fmt_index, first_arg)))
 #else
 #define SOPHON_PRINTF_FORMAT(fmt_index, first_arg)
+#endif
+
+/* The fast kernels have AVX2 variants (no FMA: see sophon_fast_conv.c), selected at
+ * run time, when the compiler is GCC or Clang targeting x86-64; elsewhere (or with
+ * -DSOPHON_PORTABLE, which the toolchain sets when the compiler cannot build them)
+ * they run as plain C. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(SOPHON_PORTABLE)
+#define SOPHON_X86_DISPATCH 1
+#else
+#define SOPHON_X86_DISPATCH 0
 #endif
 
 #define SOPHON_ERROR_BYTES 512
@@ -33,6 +44,15 @@ struct sophon_device {
   uint64_t step_tiu_cycles;           /* of the open timestep */
   uint64_t step_gdma_cycles;
   char error[SOPHON_ERROR_BYTES];     /* last failure, "" if none */
+  /* host execution (sophon_device_set_threads / _set_reference); none of it changes
+     what an instruction computes beyond the fast kernels' stated f32 tolerance */
+  int32_t num_threads;                /* threads the fast kernels use (>= 1) */
+  int32_t reference;                  /* 1: plain reference kernels only */
+  int32_t cpu_avx2;                   /* the host CPU has AVX2 (checked once) */
+  sophon_thread_pool* pool;           /* num_threads - 1 workers, NULL for 1 thread */
+  void* scratch_block;                /* packing buffers of the fast kernels: grown, */
+  float* scratch;                     /* never shrunk; scratch is 64-byte aligned */
+  size_t scratch_floats;
 };
 
 /* ------------------------------------------------------------- errors */
@@ -77,6 +97,11 @@ sophon_status sophon_check_disjoint(sophon_device* dev, const char* op,
 sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* out, const char* name,
                                             const sophon_local* in);
+
+/* conv2d's parameter and shape rules (sophon_tiu_conv.c), shared with int8. */
+sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                       const sophon_local* in, const sophon_local* weight,
+                                       const sophon_local* bias, const sophon_conv_params* p);
 
 /* ----------------------------------------------------------- counters */
 
@@ -123,6 +148,9 @@ static inline float* sophon_view_f32(const sophon_view* v, int32_t n, int32_t c)
 static inline int8_t* sophon_view_i8(const sophon_view* v, int32_t n, int32_t c) {
   return (int8_t*)sophon_view_channel(v, n, c);
 }
+static inline int32_t* sophon_view_i32(const sophon_view* v, int32_t n, int32_t c) {
+  return (int32_t*)(void*)sophon_view_channel(v, n, c);
+}
 
 /* Walks consecutive channels c, c+1, ... of one batch item without divisions. */
 typedef struct {
@@ -162,6 +190,21 @@ static inline int32_t sophon_end_tap(int64_t origin, int32_t dilation, int64_t s
   return end < kernel ? (int32_t)end : kernel;
 }
 
+/* ------------------------------------------------------ fast kernels
+ * sophon_fast_conv.c: fast f32 kernels beside the reference ones (same operands,
+ * already checked; same results within the tolerance stated there). Each returns 0,
+ * or -1 if its scratch memory could not be allocated: the caller then runs the
+ * reference kernel. */
+int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_local* weight, const sophon_local* bias,
+                           const sophon_conv_params* p);
+int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_activation* act);
+/* At least `floats` floats of 64-byte aligned scratch owned by the device (grown
+ * when needed, kept between instructions), or NULL when the host is out of memory. */
+float* sophon_device_scratch(sophon_device* dev, size_t floats);
+
 /* ---------------------------------------------------------- activation */
 
 float sophon_sigmoid_f32(float x);
@@ -180,5 +223,19 @@ static inline float sophon_activate_f32(const sophon_activation* act, float x) {
     default: return x;
   }
 }
+
+/* ------------------------------------------- int8 fixed point (sophon_quant.c)
+ * TFLite's (gemmlowp's) primitives, used by the INT8 instructions. */
+
+/* round(a * b / 2^31) with ties rounded up (toward +infinity: gemmlowp's nudge
+ * of 2^30, 1 - 2^30 for negative products, then a truncating division);
+ * (INT32_MIN, INT32_MIN) saturates to INT32_MAX. */
+int32_t sophon_saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+/* round(x / 2^exponent), ties away from zero; exponent in [0, 31]. */
+int32_t sophon_rounding_divide_by_pot(int32_t x, int32_t exponent);
+/* TFLite's MultiplyByQuantizedMultiplierSmallerThanOneExp: shift in [-31, 0]. */
+int32_t sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(int32_t x,
+                                                                     int32_t multiplier,
+                                                                     int32_t shift);
 
 #endif /* SOPHON_INTERNAL_H_ */

@@ -21,6 +21,10 @@ static const char* cmd_name(sophon_cmd_kind kind) {
     case SOPHON_CMD_ACTIVATION: return "activation";
     case SOPHON_CMD_SOFTMAX: return "softmax";
     case SOPHON_CMD_TIMESTEP: return "timestep";
+    case SOPHON_CMD_CONV2D_INT8: return "conv2d_int8";
+    case SOPHON_CMD_FC_INT8: return "fc_int8";
+    case SOPHON_CMD_ADD_INT8: return "add_int8";
+    case SOPHON_CMD_POOL2D_INT8: return "pool2d_int8";
   }
   return "unknown";
 }
@@ -106,6 +110,34 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       return sophon_tiu_softmax(dev, a, b);
     case SOPHON_CMD_TIMESTEP:
       return sophon_timestep_end(dev);
+    case SOPHON_CMD_CONV2D_INT8: {
+      const sophon_conv_params* p = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
+      const sophon_requant* q = SOPHON_ENTRY(prog->requants, prog->num_requants, c->q);
+      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
+      if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
+      if (p == NULL) return bad_index(dev, "conv params", c->p);
+      if (q == NULL) return bad_index(dev, "requant", c->q);
+      return sophon_tiu_conv2d_int8(dev, a, b, lc, ld, p, q);
+    }
+    case SOPHON_CMD_FC_INT8: {
+      const sophon_requant* q = SOPHON_ENTRY(prog->requants, prog->num_requants, c->p);
+      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
+      if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
+      if (q == NULL) return bad_index(dev, "requant", c->p);
+      return sophon_tiu_fc_int8(dev, a, b, lc, ld, q);
+    }
+    case SOPHON_CMD_ADD_INT8: {
+      const sophon_add_int8_params* p = SOPHON_ENTRY(prog->adds, prog->num_adds, c->p);
+      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
+      if (p == NULL) return bad_index(dev, "add params", c->p);
+      return sophon_tiu_add_int8(dev, a, b, lc, p);
+    }
+    case SOPHON_CMD_POOL2D_INT8: {
+      const sophon_pool_params* p = SOPHON_ENTRY(prog->pools, prog->num_pools, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (p == NULL) return bad_index(dev, "pool params", c->p);
+      return sophon_tiu_pool2d_int8(dev, a, b, p, c->c, c->d);
+    }
   }
   return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "unknown command kind %d", (int)c->kind);
 }

@@ -12,6 +12,7 @@
 #define SOPHON_PROGRAM_H_
 
 #include "sophon.h"
+#include "sophon_quant.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,13 +27,21 @@ typedef enum {
   SOPHON_CMD_BINARY = 5,   /* binary(out=a, lhs=b, rhs=c, op=d, act[p]) */
   SOPHON_CMD_ACTIVATION = 6, /* activation(out=a, in=b, act[p]) */
   SOPHON_CMD_SOFTMAX = 7,  /* softmax(out=a, in=b) */
-  SOPHON_CMD_TIMESTEP = 8  /* sophon_timestep_end */
+  SOPHON_CMD_TIMESTEP = 8, /* sophon_timestep_end */
+  /* INT8 (sophon_quant.h; chips with has_int8) */
+  SOPHON_CMD_CONV2D_INT8 = 9,  /* conv2d_int8(out=a, in=b, weight=c, bias=d or -1, conv[p], requant[q]) */
+  SOPHON_CMD_FC_INT8 = 10,     /* fc_int8(out=a, in=b, weight=c, bias=d or -1, requant[p]) */
+  SOPHON_CMD_ADD_INT8 = 11,    /* add_int8(out=a, lhs=b, rhs=c, add[p]) */
+  SOPHON_CMD_POOL2D_INT8 = 12  /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
+                                  c and d are the clamp bounds themselves, not indices */
 } sophon_cmd_kind;
 
 typedef struct {
   sophon_cmd_kind kind;
   int32_t a, b, c, d; /* operand indices, meaning per kind (above) */
   int32_t p;          /* parameter index, meaning per kind */
+  int32_t q;          /* second parameter index (CONV2D_INT8: requant); unused by the
+                         other kinds, so a 6-value initializer leaves it 0 */
 } sophon_cmd;
 
 /* A global view relative to buffer `buffer` of the program. */
@@ -58,6 +67,11 @@ typedef struct {
   const sophon_cmd* cmds;
   int32_t num_cmds;
   int32_t num_buffers;
+  /* INT8 tables, last so that initializers without them stay valid (NULL, 0) */
+  const sophon_requant* requants;        /* CONV2D_INT8 (q), FC_INT8 (p) */
+  int32_t num_requants;
+  const sophon_add_int8_params* adds;    /* ADD_INT8 (p) */
+  int32_t num_adds;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

@@ -80,8 +80,13 @@ static int64_t conv_out_size(int32_t in, int32_t pad_a, int32_t pad_b, int32_t d
   return span < 0 ? -1 : span / stride + 1;
 }
 
-static sophon_status check_conv_params(sophon_device* dev, const char* op,
-                                       const sophon_conv_params* p) {
+/* The parameter and shape rules of conv2d (sophon.h), shared by the float and the
+ * int8 instruction (dtypes, bounds and overlap are checked by each). */
+sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                       const sophon_local* in, const sophon_local* weight,
+                                       const sophon_local* bias, const sophon_conv_params* p) {
+  int64_t oh, ow;
+  int32_t icg;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
   if (p->kernel_h <= 0 || p->kernel_w <= 0 || p->stride_h <= 0 || p->stride_w <= 0 ||
       p->dilation_h <= 0 || p->dilation_w <= 0 || p->groups <= 0)
@@ -96,32 +101,6 @@ static sophon_status check_conv_params(sophon_device* dev, const char* op,
                             "%s: padding (top %d, left %d, bottom %d, right %d) is negative",
                             op, (int)p->pad_top, (int)p->pad_left, (int)p->pad_bottom,
                             (int)p->pad_right);
-  return sophon_check_activation(dev, op, &p->act);
-}
-
-sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
-                                const sophon_local* in, const sophon_local* weight,
-                                const sophon_local* bias, const sophon_conv_params* p) {
-  static const char* op = "tiu_conv2d";
-  sophon_status s;
-  int64_t oh, ow;
-  int32_t icg;
-  uint64_t macs;
-
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
-  /* descriptors */
-  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
-  if ((s = check_conv_params(dev, op, p)) != SOPHON_OK) return s;
-  /* dtypes */
-  if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
-    return s;
-  if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
-  /* shape relations */
   if (in->c % p->groups != 0 || out->c % p->groups != 0)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
                             "%s: groups %d does not divide in.c %d and out.c %d", op,
@@ -163,6 +142,30 @@ sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
                             (int)p->stride_w, (int)p->pad_top, (int)p->pad_left,
                             (int)p->pad_bottom, (int)p->pad_right, (int)p->dilation_h,
                             (int)p->dilation_w);
+  return SOPHON_OK;
+}
+
+sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_local* weight,
+                                const sophon_local* bias, const sophon_conv_params* p) {
+  static const char* op = "tiu_conv2d";
+  sophon_status s;
+  uint64_t macs;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  /* descriptors */
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
+  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
+  if ((s = sophon_check_conv_shapes(dev, op, out, in, weight, bias, p)) != SOPHON_OK) return s;
+  if ((s = sophon_check_activation(dev, op, &p->act)) != SOPHON_OK) return s;
+  /* dtypes */
+  if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
+  if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
+    return s;
+  if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
   /* bounds, then overlap */
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
@@ -174,12 +177,15 @@ sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
     return s;
 
   switch (in->dtype) {
-    case SOPHON_F32: conv2d_f32(dev, out, in, weight, bias, p); break;
+    case SOPHON_F32:
+      if (dev->reference || sophon_fast_conv2d_f32(dev, out, in, weight, bias, p) != 0)
+        conv2d_f32(dev, out, in, weight, bias, p);
+      break;
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 
   macs = (uint64_t)out->n * (uint64_t)out->c * (uint64_t)out->h * (uint64_t)out->w *
-         (uint64_t)icg * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
+         (uint64_t)(in->c / p->groups) * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
   sophon_count_tiu(dev, sophon_cost_conv2d(&dev->chip, out, in, p), macs);
   sophon_touch(dev, out);
   sophon_touch(dev, in);
@@ -269,7 +275,10 @@ sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
     return s;
 
   switch (in->dtype) {
-    case SOPHON_F32: fc_f32(dev, out, in, weight, bias, act); break;
+    case SOPHON_F32:
+      if (dev->reference || sophon_fast_fc_f32(dev, out, in, weight, bias, act) != 0)
+        fc_f32(dev, out, in, weight, bias, act);
+      break;
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 

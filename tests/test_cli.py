@@ -74,7 +74,28 @@ def test_compile_errors(built, tmp_path, capsys):
     line = _error(["compile", str(onnx_model), "-o", out, "--input-shape", "img=1,1,8,8"], capsys)
     assert "no input named 'img'" in line and "image" in line
     assert "NAME=D1,D2" in _error(["compile", str(onnx_model), "-o", out, "--input-shape", "image=1,x"], capsys)
-    assert "not available yet" in _error(["compile", str(onnx_model), "-o", out, "--quantize", "int8"], capsys)
+    assert "needs --calibration" in _error(["compile", str(onnx_model), "-o", out, "--quantize", "int8"], capsys)
+    assert "cannot read calibration data" in _error(
+        ["compile", str(onnx_model), "-o", out, "--quantize", "int8", "--calibration", str(tmp_path / "none.npz"),
+         "--chip", "bm1684"], capsys)
+    np.savez(tmp_path / "wrong.npz", img=np.zeros((1, 1, 8, 8), "float32"))
+    assert "no array for input 'image'" in _error(
+        ["compile", str(onnx_model), "-o", out, "--quantize", "int8", "--calibration", str(tmp_path / "wrong.npz"),
+         "--chip", "bm1684"], capsys)
+
+
+def test_compile_quantized_int8_and_run(built, tmp_path, capsys):
+    onnx_model, _ = built["cnn.onnx"]
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "calib.npz", image=rng.random((6, 1, 1, 8, 8)).astype("float32"))
+    lib = tmp_path / "int8.so"
+    assert main(["compile", str(onnx_model), "-o", str(lib), "--chip", "bm1684", "--quantize", "int8",
+                 "--calibration", str(tmp_path / "calib.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "sophon.qconv2d" in out and "int8" in out
+    np.save(tmp_path / "x.npy", rng.random((1, 1, 8, 8)).astype("float32"))
+    assert main(["run", str(lib), "--input", f"image={tmp_path / 'x.npy'}", "--output", str(tmp_path / "y.npz")]) == 0
+    assert np.load(tmp_path / "y.npz")[np.load(tmp_path / "y.npz").files[0]].shape[-1] == 10
 
 
 def test_compile_asks_for_shapes_of_dynamic_inputs(tmp_path, capsys):

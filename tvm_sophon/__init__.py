@@ -13,6 +13,7 @@ from .chip import Chip, available_chips, get_chip
 from .errors import SophonCompileError, SophonError, SophonToolchainError
 from .partition import OffloadReport, offload_report, partition_for_sophon
 from .passes import PlanRegions
+from .quantize import compare, quantize, quantize_report
 from .stats import format_stats, last_run_stats
 
 __version__ = "0.1.0"
@@ -20,5 +21,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Chip", "OffloadReport", "SophonCompileError", "SophonError", "SophonToolchainError",
     "available_chips", "build", "format_stats", "get_chip", "last_run_stats",
-    "offload_report", "partition_for_sophon", "pipeline", "PlanRegions",
+    "offload_report", "partition_for_sophon", "pipeline", "PlanRegions", "compare", "quantize",
+    "quantize_report",
 ]

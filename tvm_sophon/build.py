@@ -59,10 +59,21 @@ def pipeline(chip: "str | Chip" = "bm1680", *, plan="layer_group_dp",
 
 
 def build(mod: tvm.IRModule, params: Optional[dict] = None, *, chip: "str | Chip" = "bm1680",
-          target="llvm", plan="layer_group_dp") -> tvm.runtime.Executable:
+          target="llvm", plan="layer_group_dp", quantize=None,
+          quantize_method: str = "kl") -> tvm.runtime.Executable:
     """Partition (if needed), plan, generate and compile the chip's code, build the
-    host part with TVM: a ``tvm.runtime.Executable`` for ``relax.VirtualMachine``."""
+    host part with TVM: a ``tvm.runtime.Executable`` for ``relax.VirtualMachine``.
+
+    ``quantize``: calibration data (batches of inputs) to quantize an FP32 model to
+    INT8 first (``tvm_sophon.quantize``; needs an INT8 chip such as ``bm1684``)."""
     chip = get_chip(chip)
+    if quantize is not None:
+        if is_partitioned(mod):
+            raise SophonError("quantize before partitioning: pass the FP32 model to build(..., quantize=...)")
+        from .quantize import quantize as _quantize
+
+        mod = _quantize(mod, quantize, params=params, method=quantize_method, progress=False)
+        params = None
     if not is_partitioned(mod):
         mod = partition_for_sophon(mod, params, chip=chip)
     elif params:

@@ -129,10 +129,9 @@ def _compile(args) -> int:
     from . import build, get_chip, offload_report, partition_for_sophon
     from .frontend import inputs_of, load
 
-    if args.quantize is not None:
-        raise CliError(f"--quantize {args.quantize}: INT8 quantization is not available yet "
-                       "(the INT8 path of the chip has not landed); compile the FP32 model")
     chip = get_chip(args.chip)
+    if args.quantize is not None and args.calibration is None:
+        raise CliError("--quantize int8 needs --calibration DATA.npz (model inputs to calibrate on)")
     shapes = dict(_parse_shape(s) for s in args.input_shape)
     start = time.perf_counter()
     mod = load(args.model, shapes)
@@ -142,6 +141,11 @@ def _compile(args) -> int:
             dims = ",".join("?" if d is None else str(d) for d in (inp.shape or ()))
             raise CliError(f"input '{inp.name}' has a dynamic shape [{dims}]; the chip needs static "
                            f"shapes: give it with --input-shape {inp.name}=D1,D2,...")
+    if args.quantize is not None:
+        from .quantize import quantize, quantize_report
+
+        mod = quantize(mod, _calibration_batches(args.calibration, inputs), method=args.method)
+        print(quantize_report(mod).format())
     partitioned = partition_for_sophon(mod, chip=chip)
     report = offload_report(partitioned)
     partitioned = partitioned.clone()
@@ -152,6 +156,62 @@ def _compile(args) -> int:
     print(report.format())
     print(f"inputs: {', '.join(f'{i.name}{list(i.shape)} {i.dtype}' for i in inputs)}")
     print(f"wrote {args.output} for {chip.name} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _calibration_batches(path, inputs) -> list[dict]:
+    """Batches from an .npz keyed by input name: arrays of the input's shape, or
+    stacks of them along a new first axis."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise CliError(f"{path}: cannot read calibration data ({err})") from None
+    names = [i.name for i in inputs]
+    missing = [n for n in names if n not in data.files]
+    if missing:
+        raise CliError(f"{path}: no array for input '{missing[0]}' (it has: {', '.join(data.files) or 'nothing'})")
+    stacks = {}
+    for inp in inputs:
+        arr = data[inp.name]
+        shape = list(inp.shape)
+        if list(arr.shape) == shape:
+            arr = arr[None]
+        elif list(arr.shape[1:]) != shape:
+            raise CliError(f"{path}: '{inp.name}' has shape {list(arr.shape)}; expected {shape} "
+                           f"or [N, {', '.join(map(str, shape))}]")
+        stacks[inp.name] = arr.astype(inp.dtype, copy=False)
+    count = min(len(a) for a in stacks.values())
+    return [{n: stacks[n][i] for n in names} for i in range(count)]
+
+
+@_cli_command
+def _compare(args) -> int:
+    from . import get_chip
+    from .frontend import inputs_of, load
+    from .models import MODELS, bind_params
+    from .quantize import compare
+
+    chip = get_chip(args.chip)
+    if args.model in MODELS:
+        mod, params, example = MODELS[args.model]()
+        batches = [example]
+        if args.calibration:
+            batches = _calibration_batches(args.calibration, inputs_of(bind_params(mod, params)))
+    else:
+        if not Path(args.model).exists():
+            raise CliError(f"{args.model}: neither a bundled model ({', '.join(MODELS)}) nor a file")
+        if not args.calibration:
+            raise CliError("compare needs --calibration DATA.npz for a model file")
+        mod, params = load(args.model), None
+        batches = _calibration_batches(args.calibration, inputs_of(mod))
+    result = compare(mod, batches, params=params, chip=chip, method=args.method)
+    print(result.format())
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+        print(f"wrote {args.json}")
+    if args.plot:
+        result.write_plot(args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -288,8 +348,10 @@ def _add_model_commands(sub) -> None:
     comp.add_argument("--chip", default="bm1680", help="chip profile (default: bm1680)")
     comp.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                       help="static shape of an input (repeatable), e.g. image=1,3,224,224")
-    comp.add_argument("--quantize", choices=["int8"], help="quantize the model (not available yet)")
+    comp.add_argument("--quantize", choices=["int8"], help="post-training quantization (needs an INT8 chip)")
     comp.add_argument("--calibration", metavar="DATA.npz", help="calibration inputs for --quantize")
+    comp.add_argument("--method", default="kl", choices=["kl", "max", "percentile"],
+                      help="calibration method (default: kl)")
     comp.add_argument("--verbose", action="store_true", help="log each step; show tracebacks on errors")
     comp.set_defaults(func=_compile)
 
@@ -318,6 +380,16 @@ def _add_model_commands(sub) -> None:
     prof.add_argument("--plot", metavar="PATH.png", help="write per-layer time and a roofline (matplotlib)")
     prof.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     prof.set_defaults(func=_profile)
+
+    cmp_ = sub.add_parser("compare", help="per-layer INT8 (on the chip) against FP32: cosine, SQNR, max error")
+    cmp_.add_argument("model", help=f"a bundled model ({', '.join(MODELS)}) or a .tflite/.onnx FP32 file")
+    cmp_.add_argument("--calibration", metavar="DATA.npz", help="inputs to calibrate and compare on")
+    cmp_.add_argument("--chip", default="bm1684", help="an INT8 chip profile (default: bm1684)")
+    cmp_.add_argument("--method", default="kl", choices=["kl", "max", "percentile"])
+    cmp_.add_argument("--json", metavar="PATH", help="write the comparison as JSON")
+    cmp_.add_argument("--plot", metavar="PATH.png", help="plot cosine and SQNR per layer")
+    cmp_.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    cmp_.set_defaults(func=_compare)
 
 
 def main(argv=None) -> int:

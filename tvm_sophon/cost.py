@@ -101,15 +101,15 @@ class Estimate:
 
 
 def _conv_params(step) -> ConvParamsStruct:
+    act = ActivationStruct.of(step.act) if hasattr(step, "act") else ActivationStruct(0, 0, 0, 0)
     return ConvParamsStruct(step.kernel[0], step.kernel[1], step.strides[0], step.strides[1],
-                            *step.padding, step.dilation[0], step.dilation[1], step.groups,
-                            ActivationStruct.of(step.act))
+                            *step.padding, step.dilation[0], step.dilation[1], step.groups, act)
 
 
 def _pool_params(step) -> PoolParamsStruct:
     return PoolParamsStruct(0 if step.kind == "MAX" else 1, step.kernel[0], step.kernel[1],
                             step.strides[0], step.strides[1], *step.padding,
-                            step.dilation[0], step.dilation[1], int(step.count_include_pad))
+                            step.dilation[0], step.dilation[1], int(getattr(step, "count_include_pad", 0)))
 
 
 _MEMO: dict = {}
@@ -150,13 +150,15 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         local = step.dst if isinstance(step, P.Load) else step.src
         nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
         return "gdma", lib.sophon_cost_gdma(c_chip, nbytes)
-    if isinstance(step, P.Conv2d):
+    if isinstance(step, (P.Conv2d, P.QConv2d)):
         return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
                                              ctypes.byref(_conv_params(step)))
-    if isinstance(step, P.FullyConnected):
+    if isinstance(step, (P.FullyConnected, P.QFullyConnected)):
         return "tiu", lib.sophon_cost_fc(c_chip, ref(step.out), ref(step.input))
-    if isinstance(step, P.Pool2d):
+    if isinstance(step, (P.Pool2d, P.QPool2d)):
         return "tiu", lib.sophon_cost_pool2d(c_chip, ref(step.out), ctypes.byref(_pool_params(step)))
+    if isinstance(step, P.QAdd):
+        return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), None)
     if isinstance(step, P.Binary):
         return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Unary):

@@ -27,6 +27,7 @@ import numpy as np
 import tvm
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm, Max, Min
+from .quant import is_quantized
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from tvm.ir.expr import TensorLoad
 from tvm.tirx import BufferStore
@@ -332,13 +333,16 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
             "main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
     entries = [str(gv.name_hint) for gv, f in mod.functions.items()
                if isinstance(f, relax.Function) and "global_symbol" in (f.attrs or {})]
+    # a pre-quantized model keeps its dequantize(weight) chains unfolded: the int8
+    # patterns take them whole (folding would make its layers float again)
+    fold = [] if is_quantized(mod) else [relax.transform.FoldConstant()]
     seq = tvm.transform.Sequential([
-        relax.transform.FoldConstant(),
+        *fold,
         TirMinMaxToRelax(),
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
-        relax.transform.FoldConstant(),
+        *fold,
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),
     ], name="SophonNormalize")

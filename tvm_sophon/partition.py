@@ -19,6 +19,8 @@ from tvm import relax
 
 from . import patterns
 from .chip import Chip, get_chip
+from .errors import SophonCompileError
+from .quant import is_quantized
 
 logger = logging.getLogger("tvm_sophon")
 
@@ -178,6 +180,36 @@ def _tag_regions(mod: tvm.IRModule, chip: Chip) -> tvm.IRModule:
     return mod
 
 
+CONST_ARGS_ATTR = "sophon.const_args"
+MAX_CONST_ARG_ELEMENTS = 4096
+
+
+def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
+    """Write the small float32/int32 constant arguments of each int8 region
+    (quantization scales, zero points) into its ``sophon.const_args`` attribute, so
+    the codegen computes requantization at compile time. Weights stay runtime
+    arguments."""
+    main = mod["main"]
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if not (isinstance(call, relax.Call) and _is_sophon_region(mod, call.op)):
+                continue
+            func = mod[call.op]
+            if not any(name.startswith("sophon.q") for name in _composites(func)):
+                continue  # only int8 regions need compile-time constants
+            consts = {}
+            for param, arg in zip(func.params, call.args):
+                value = patterns.constant_value(arg)
+                if value is not None and value.dtype in (np.float32, np.int32) \
+                        and value.size <= MAX_CONST_ARG_ELEMENTS:
+                    consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
+                                          "values": value.ravel().tolist()}
+            if consts:
+                mod[call.op] = func.with_attr(CONST_ARGS_ATTR, json.dumps(consts))
+    return mod
+
+
 def is_partitioned(mod: tvm.IRModule) -> bool:
     return any(isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"
                for f in mod.functions.values())
@@ -195,7 +227,10 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     chip = get_chip(chip)
     if params:
         mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
-    mod = relax.transform.FoldConstant()(mod)
+    if not is_quantized(mod):
+        # folds reshapes/transposes of weights; a quantized model keeps its
+        # dequantize(weight) chains, which the int8 patterns take whole
+        mod = relax.transform.FoldConstant()(mod)
     rejections: dict = {}
     token = patterns.record_rejections(rejections)
     try:
@@ -205,7 +240,13 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
         patterns.stop_recording(token)
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = _tag_regions(mod, chip)
+    mod = _record_constant_args(mod)
     report = _build_report(mod, chip, rejections)
+    int8 = sorted({c for r in report.regions for c in r.composites if c.startswith("sophon.q")})
+    if int8 and not chip.has_int8:
+        raise SophonCompileError(
+            f"the model is quantized to int8 ({', '.join(int8)}), but {chip.name} has no INT8 datapath "
+            f"(FP32 only); compile it for an INT8 chip profile: chip=\"bm1684\"")
     for line in report.format().splitlines():
         logger.info(line)
     return mod.with_attr(REPORT_ATTR, report.to_json())

@@ -20,6 +20,8 @@ import contextvars
 import itertools
 from typing import Callable, Optional
 
+import numpy as np
+from tvm.ir.expr import Constant
 from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm import relax
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
@@ -306,6 +308,110 @@ def unary_pattern(op_name: str, n_extra: int = 0):
     return root, ann
 
 
+# ------------------------------------------------------------------ int8 (pre-quantized models)
+#
+# TVM's TFLite and ONNX (QDQ) importers express an int8 layer as
+#   dequantize(x) -> float op (+ dequantize(bias)) -> quantize (-> clip);
+# these patterns take the whole chain, which the chip runs with TFLite's integer
+# arithmetic (runtime/sophon_quant.h). Scales and zero points must be constants.
+
+def constant_value(expr) -> Optional[np.ndarray]:
+    """The value of a relax constant, else None."""
+    if isinstance(expr, Constant) and hasattr(expr, "value") and hasattr(expr.value, "numpy"):
+        return expr.value.numpy()
+    return None
+
+
+def rule_int8_operands(ann: dict) -> Optional[str]:
+    for key in ("input", "lhs", "rhs", "weight"):
+        if key in ann and dtype_of(ann[key]) != "int8":
+            return f"{key} is {dtype_of(ann[key])}; the int8 path takes int8 tensors"
+    if "bias" in ann and dtype_of(ann["bias"]) != "int32":
+        return f"bias is {dtype_of(ann['bias'])}; int8 layers take an int32 bias"
+    for key, expr in ann.items():
+        if key.endswith("_scale") or key.endswith("_zp"):
+            value = constant_value(expr)
+            if value is None:
+                return f"{key} is not a constant: the chip's requantization is computed at compile time"
+            if key.endswith("_scale") and not np.all(value > 0):
+                return f"{key} has a non-positive scale"
+    for key in ("input", "lhs", "rhs", "root"):
+        if key in ann and static_shape(ann[key]) is None:
+            return f"{key} has a dynamic shape; the chip's programs are planned for static shapes"
+    return None
+
+
+def rule_symmetric_weights(ann: dict) -> Optional[str]:
+    zp = constant_value(ann["weight_zp"]) if "weight_zp" in ann else None
+    if zp is not None and np.any(zp != 0):
+        return ("asymmetric int8 weights (zero point "
+                f"{zp.tolist()}) are not supported: the chip takes symmetric weights (zero point 0)")
+    return None
+
+
+def _dq(ann: dict, prefix: str, tensor: DFPattern) -> DFPattern:
+    scale, zp = wildcard(), wildcard()
+    ann[f"{prefix}_scale"], ann[f"{prefix}_zp"] = scale, zp
+    return is_op("relax.dequantize")(tensor, scale, zp)
+
+
+def _q(ann: dict, inner: DFPattern, clip: bool) -> DFPattern:
+    scale, zp = wildcard(), wildcard()
+    ann["output_scale"], ann["output_zp"] = scale, zp
+    out = is_op("relax.quantize")(inner, scale, zp)
+    ann["quantize"] = out
+    if clip:
+        out = is_op("relax.clip")(out, wildcard(), wildcard())
+        ann["activation"] = out
+    return out
+
+
+def qconv2d_pattern(with_bias: bool, clip: bool):
+    data, weight = wildcard(), wildcard()
+    ann = {"input": data, "weight": weight}
+    w = _dq(ann, "weight", weight)
+    w = is_op("relax.reshape")(w, wildcard()) | w    # TFLite reshapes depthwise kernels
+    root = is_op("relax.nn.conv2d")(_dq(ann, "input", data), w)
+    ann["root"] = root
+    out = root
+    if with_bias:
+        bias = wildcard()
+        ann["bias"] = bias
+        out = is_op("relax.add")(out, _dq(ann, "bias", bias))
+        ann["bias_add"] = out
+    return _q(ann, out, clip), ann
+
+
+def qdense_pattern(with_bias: bool, clip: bool):
+    data, weight = wildcard(), wildcard()
+    ann = {"input": data, "weight": weight}
+    transposed = is_op("relax.permute_dims")(weight)
+    ann["transposed_weight"] = transposed
+    root = is_op("relax.matmul")(_dq(ann, "input", data), _dq(ann, "weight", transposed))
+    ann["root"] = root
+    out = root
+    if with_bias:
+        bias = wildcard()
+        ann["bias"] = bias
+        out = is_op("relax.add")(out, _dq(ann, "bias", bias))
+        ann["bias_add"] = out
+    return _q(ann, out, clip), ann
+
+
+def qadd_pattern(clip: bool):
+    lhs, rhs = wildcard(), wildcard()
+    ann = {"lhs": lhs, "rhs": rhs}
+    root = is_op("relax.add")(_dq(ann, "lhs", lhs), _dq(ann, "rhs", rhs))
+    ann["root"] = root
+    return _q(ann, root, clip), ann
+
+
+def rule_int8_pool(ann: dict) -> Optional[str]:
+    if dtype_of(ann["input"]) != "int8":
+        return f"input is {dtype_of(ann['input'])}"
+    return rule_pool(ann)
+
+
 def _name(*parts: Optional[str]) -> str:
     return "sophon." + "_".join(p for p in parts if p)
 
@@ -366,6 +472,27 @@ def pattern_table() -> list[FusionPattern]:
         pat, ann = conv2d_pattern(with_bias, act)
         table.append(FusionPattern(_name("conv2d", "bias" if with_bias else None, act), pat, ann,
                                    make_check(*base, rule_conv2d, rule_bias_per_channel, rule_clip_bounds)))
+    # int8 chains last: they are larger than any float pattern inside them
+    int8 = (rule_int8_operands, rule_rank_at_most_4)
+    data = wildcard()
+    root = is_op("relax.nn.max_pool2d")(data)
+    table.append(FusionPattern("sophon.qmax_pool2d", root, {"input": data, "root": root},
+                               make_check(rule_int8_pool)))
+    data = wildcard()
+    root = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(data))
+    out = is_op("relax.astype")(root)
+    table.append(FusionPattern("sophon.qavg_pool2d", out, {"input": data, "root": root},
+                               make_check(rule_int8_pool)))
+    for clip in (False, True):
+        pat, ann = qadd_pattern(clip)
+        table.append(FusionPattern(_name("qadd", "clip" if clip else None), pat, ann, make_check(*int8)))
+    for with_bias, clip in itertools.product((False, True), (False, True)):
+        pat, ann = qdense_pattern(with_bias, clip)
+        table.append(FusionPattern(_name("qdense", "bias" if with_bias else None, "clip" if clip else None),
+                                   pat, ann, make_check(*int8, rule_symmetric_weights, rule_dense)))
+        pat, ann = qconv2d_pattern(with_bias, clip)
+        table.append(FusionPattern(_name("qconv2d", "bias" if with_bias else None, "clip" if clip else None),
+                                   pat, ann, make_check(*int8, rule_symmetric_weights, rule_conv2d)))
     return table
 
 

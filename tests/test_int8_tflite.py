@@ -1,0 +1,101 @@
+"""Pre-quantized TFLite models on the chip: every int8 layer kind bit-exact with
+the TFLite interpreter (the reference for int8: TVM's own lowering truncates
+average pools, TFLite rounds)."""
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+tf = pytest.importorskip("tensorflow")
+tflite = pytest.importorskip("tflite")
+
+import tvm  # noqa: E402
+from tvm import relax  # noqa: E402
+
+import tvm_sophon  # noqa: E402
+from tvm_sophon.frontend import load  # noqa: E402
+
+
+def _keras(build, inputs):
+    layers = tf.keras.layers
+    ins = [tf.keras.Input(shape, batch_size=1) for shape in inputs]
+    return tf.keras.Model(ins, build(layers, *ins))
+
+
+MODELS = {
+    "conv_relu": ([(9, 9, 3)], lambda L, x: L.Conv2D(8, 3, padding="same", activation="relu")(x)),
+    "conv_stride2_valid": ([(11, 10, 5)], lambda L, x: L.Conv2D(17, 3, strides=2)(x)),
+    "depthwise_relu6": ([(8, 8, 16)], lambda L, x: L.DepthwiseConv2D(3, padding="same", activation="relu6")(x)),
+    "depthwise_multiplier2": ([(7, 7, 3)], lambda L, x: L.DepthwiseConv2D(3, depth_multiplier=2)(x)),
+    "dense": ([(40,)], lambda L, x: L.Dense(10)(x)),
+    "dense_relu": ([(70,)], lambda L, x: L.Dense(65, activation="relu")(x)),
+    "add": ([(6, 6, 8), (6, 6, 8)], lambda L, a, b: L.Add()([a, b])),
+    "max_pool": ([(8, 9, 4)], lambda L, x: L.MaxPooling2D(2)(x)),
+    "avg_pool": ([(8, 8, 4)], lambda L, x: L.AveragePooling2D(2)(x)),
+    "avg_pool_same": ([(7, 7, 3)], lambda L, x: L.AveragePooling2D(3, strides=2, padding="same")(x)),
+}
+
+
+def _convert(name) -> bytes:
+    shapes, build = MODELS[name]
+    model = _keras(build, shapes)
+    rng = np.random.default_rng(1)
+
+    def representative():
+        for _ in range(32):
+            yield [rng.standard_normal((1, *s)).astype("float32") * 2 for s in shapes]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("int8")
+    paths = {}
+    for name in MODELS:
+        paths[name] = root / f"{name}.tflite"
+        paths[name].write_bytes(_convert(name))
+    return paths
+
+
+def _tflite_run(buf, inputs, resolver="BUILTIN_REF"):
+    """The TFLite interpreter; by default with its reference kernels, the
+    specification of TFLite's integer arithmetic. (Its optimized conv kernels,
+    through ruy, round requantization ties differently: up to 1 LSB apart.)"""
+    op_resolver = getattr(tf.lite.experimental.OpResolverType, resolver)
+    interp = tf.lite.Interpreter(model_content=buf, experimental_op_resolver_type=op_resolver)
+    interp.allocate_tensors()
+    for detail, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(detail["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_int8_layer_bit_exact_with_tflite(models, name):
+    path = models[name]
+    mod = load(path)
+    partitioned = tvm_sophon.partition_for_sophon(mod, chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.offloaded and all(c.startswith("sophon.q") for c in report.offloaded), report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    rng = np.random.default_rng(7)
+    params = mod["main"].params
+    for _ in range(4):
+        xs = [rng.integers(-128, 128, size=[int(d) for d in p.ty.shape.values], dtype=np.int8) for p in params]
+        expected = _tflite_run(path.read_bytes(), xs)
+        out = vm["main"](*map(tvm.runtime.tensor, xs)).numpy()
+        np.testing.assert_array_equal(out, expected)  # exact: same integer arithmetic
+
+
+def test_int8_model_on_bm1680_names_bm1684(models):
+    mod = load(models["conv_relu"])
+    with pytest.raises(tvm_sophon.SophonCompileError, match="bm1684"):
+        tvm_sophon.partition_for_sophon(mod, chip="bm1680")

@@ -1,0 +1,165 @@
+"""INT8: compile-time requantization against the runtime, post-training
+quantization end to end, per-layer comparison on the chip, and bad input."""
+import ctypes
+
+import numpy as np
+import pytest
+import tvm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tvm import relax
+from tvm.script import relax as R
+
+import tvm_sophon
+from tvm_sophon import cost, quant
+from tvm_sophon.models import reference_run, resnet_tiny
+
+
+# ---------------------------------------------------------------- requantization helpers
+
+def _c_quantize_multiplier(real):
+    lib = cost.runtime_library()
+    m, s = ctypes.c_int32(), ctypes.c_int32()
+    lib.sophon_quantize_multiplier(ctypes.c_double(real), ctypes.byref(m), ctypes.byref(s))
+    return m.value, s.value
+
+
+@settings(max_examples=300, deadline=None)
+@given(real=st.floats(min_value=1e-12, max_value=1e9, allow_nan=False))
+def test_compile_time_multiplier_equals_runtime_rule(real):
+    """The compiler's QuantizeMultiplier (Python) and the runtime's (C) agree."""
+    if real >= 2 ** 30:
+        return  # outside the compiler's range: it refuses (below), the C rule saturates
+    assert quant.quantize_multiplier(real) == _c_quantize_multiplier(real)
+
+
+@settings(max_examples=300, deadline=None)
+@given(x=st.integers(-(2 ** 31), 2 ** 31 - 1), real=st.floats(1e-6, 4.0), )
+def test_multiply_by_quantized_multiplier_matches_runtime(x, real):
+    lib = cost.runtime_library()
+    lib.sophon_multiply_by_quantized_multiplier.restype = ctypes.c_int32
+    m, s = quant.quantize_multiplier(real)
+    assert quant.multiply_by_quantized_multiplier(x, m, s) == \
+        lib.sophon_multiply_by_quantized_multiplier(ctypes.c_int32(x), ctypes.c_int32(m), ctypes.c_int32(s))
+
+
+@pytest.mark.parametrize("x, real, expected", [
+    (5, 0.5, 3),          # 2.5: the doubling high-mul rounds ties toward +infinity...
+    (-5, 0.5, -2),        # ...so -2.5 -> -2 (TFLite's SaturatingRoundingDoublingHighMul)
+    (5, 0.25, 2),         # 1.25: double rounding (2.5 -> 3 in the high-mul, then 1.5 -> 2)
+    (-6, 0.25, -2),       # -1.5 -> -2 in the rounding shift (away from zero)
+    (2 ** 30, 1.0, 2 ** 30),      # x * 2 saturates to 2^31 - 1 first, then halves back
+    (1000, 0.0012, 1),
+])
+def test_requantization_edge_values(x, real, expected):
+    assert quant.multiply_by_quantized_multiplier(x, *quant.quantize_multiplier(real)) == expected
+
+
+def test_ratio_too_large_for_fixed_point_is_refused():
+    with pytest.raises(ValueError, match="too large"):
+        quant.quantize_multiplier(2.0 ** 31)
+
+
+# ---------------------------------------------------------------- post-training quantization
+
+@pytest.fixture(scope="module")
+def tiny():
+    mod, params, inputs = resnet_tiny("NCHW")
+    rng = np.random.default_rng(0)
+    calibration = [{"data": rng.standard_normal(inputs["data"].shape).astype("float32")} for _ in range(6)]
+    return mod, params, inputs, calibration
+
+
+@pytest.mark.parametrize("method", ["kl", "max", "percentile"])
+def test_ptq_end_to_end_stays_close_to_fp32(tiny, method):
+    mod, params, inputs, calibration = tiny
+    quantized = tvm_sophon.quantize(mod, calibration, params=params, method=method, progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert report.layers and all(l.int8 for l in report.layers), report.format()
+    partitioned = tvm_sophon.partition_for_sophon(quantized, chip="bm1684")
+    offloaded = tvm_sophon.offload_report(partitioned).offloaded
+    convs = sum(l.kind == "conv2d" for l in report.layers)
+    assert convs == 8 and sum(c.startswith("sophon.qconv2d") for c in offloaded) == convs
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(inputs["data"])).numpy()
+    ref = reference_run(mod, params, inputs)
+    # 8-bit activations through 12 layers: the stated bound is cosine >= 0.999 and a
+    # max error within 5% of the output's range (measured: ~0.9999 and ~1.5%)
+    cosine = float(out.ravel() @ ref.ravel() / np.linalg.norm(out) / np.linalg.norm(ref))
+    assert cosine >= 0.999
+    assert np.abs(out - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_layers_below_the_cosine_threshold_fall_back_to_fp32(tiny):
+    mod, params, _, calibration = tiny
+    strict = tvm_sophon.quantize(mod, calibration, params=params, cosine_threshold=0.99999, progress=False)
+    report = tvm_sophon.quantize_report(strict)
+    assert report.fallback, report.format()
+    assert all(l.cosine >= 0.99999 for l in report.layers if l.int8)
+    # the fallen-back layers are float on the chip; the model still builds and runs
+    partitioned = tvm_sophon.partition_for_sophon(strict, chip="bm1684")
+    names = tvm_sophon.offload_report(partitioned).offloaded
+    assert any(not n.startswith("sophon.q") and n.startswith("sophon.conv2d") for n in names)
+
+
+def test_compare_runs_int8_on_the_chip_per_layer(tiny, tmp_path):
+    mod, params, _, calibration = tiny
+    result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration)
+    assert len(result.layers) == 12
+    assert min(l.cosine for l in result.layers) >= 0.99
+    assert all(l.sqnr_db > 20 for l in result.layers)
+    assert "minimum cosine" in result.format()
+    result.write_plot(tmp_path / "compare.png")
+    assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_build_with_quantize_and_int8_on_bm1680_is_an_error(tiny):
+    mod, params, inputs, calibration = tiny
+    with pytest.raises(tvm_sophon.SophonCompileError, match="bm1684"):
+        tvm_sophon.build(mod, params, quantize=calibration)
+    ex = tvm_sophon.build(mod, params, chip="bm1684", quantize=calibration)
+    out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(inputs["data"])).numpy()
+    assert out.shape == (1, 10)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_empty_calibration_data_is_a_clear_error(tiny):
+    mod, params, _, _ = tiny
+    with pytest.raises(tvm_sophon.SophonError, match="calibration data is empty"):
+        tvm_sophon.quantize(mod, [], params=params)
+
+
+def test_calibration_batch_of_the_wrong_shape_is_a_clear_error(tiny):
+    mod, params, _, _ = tiny
+    with pytest.raises(tvm_sophon.SophonError, match=r"input 'data' has shape \[1, 3, 16, 16\]"):
+        tvm_sophon.quantize(mod, [{"data": np.zeros((1, 3, 16, 16), "float32")}], params=params)
+    with pytest.raises(tvm_sophon.SophonError, match="no input 'data'"):
+        tvm_sophon.quantize(mod, [{"image": np.zeros((1, 3, 32, 32), "float32")}], params=params)
+
+
+def test_unknown_method_is_a_clear_error(tiny):
+    mod, params, _, calibration = tiny
+    with pytest.raises(tvm_sophon.SophonError, match="unknown calibration method 'mse'"):
+        tvm_sophon.quantize(mod, calibration, params=params, method="mse")
+
+
+@tvm.script.ir_module
+class AsymmetricWeights:
+    @R.function
+    def main(x: R.Tensor((1, 4, 6, 6), "int8"), w: R.Tensor((8, 4, 3, 3), "int8")):
+        with R.dataflow():
+            xf = R.dequantize(x, R.const(0.05, "float32"), R.const(3, "int32"), axis=1)
+            wf = R.dequantize(w, R.const(0.01, "float32"), R.const(5, "int32"), axis=0)
+            y = R.nn.conv2d(xf, wf, padding=1)
+            q = R.quantize(y, R.const(0.1, "float32"), R.const(0, "int32"), axis=1, out_dtype="int8")
+            R.output(q)
+        return q
+
+
+def test_per_tensor_asymmetric_weights_stay_on_host_saying_why():
+    w = np.random.default_rng(1).integers(-100, 100, (8, 4, 3, 3)).astype("int8")
+    partitioned = tvm_sophon.partition_for_sophon(AsymmetricWeights, {"w": w}, chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert not any(c.startswith("sophon.qconv2d") for c in report.offloaded)
+    assert any("asymmetric int8 weights" in op.reason for op in report.host_ops), report.format()

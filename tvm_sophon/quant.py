@@ -1,0 +1,143 @@
+"""TFLite's integer quantization arithmetic, computed at compile time.
+
+The chip's INT8 instructions (runtime/sophon_quant.h) take fixed-point
+multipliers and shifts; this module derives them from the float scales of a
+quantized model exactly as TFLite's kernels do (QuantizeMultiplier, the
+effective scale input_scale * filter_scale / output_scale in double precision,
+the ADD kernel's common scale), so results are bit-exact with the TFLite
+interpreter. ``multiply_by_quantized_multiplier`` is the Python statement of
+the runtime's rule, used by tests as an independent reference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def _round_half_away(x: float) -> int:
+    return int(math.floor(x + 0.5)) if x >= 0 else -int(math.floor(-x + 0.5))
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """(multiplier, shift) with real ~= multiplier * 2^(shift - 31) (TFLite's QuantizeMultiplier)."""
+    if real == 0.0:
+        return 0, 0
+    if real < 0:
+        raise ValueError(f"negative scale ratio {real}")
+    q, shift = math.frexp(real)            # real = q * 2^shift, q in [0.5, 1)
+    q_fixed = _round_half_away(q * (1 << 31))
+    if q_fixed == (1 << 31):
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"scale ratio {real} is too large for a 32-bit fixed-point multiplier")
+    return q_fixed, shift
+
+
+def _saturating_rounding_doubling_high_mul(a: int, b: int) -> int:
+    if a == b == INT32_MIN:
+        return INT32_MAX
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    v = ab + nudge
+    q = abs(v) >> 31          # C's integer division truncates toward zero
+    return q if v >= 0 else -q
+
+
+def _rounding_divide_by_pot(x: int, exponent: int) -> int:
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier on Python ints (int32 semantics)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    shifted = x * (1 << left)
+    shifted = max(INT32_MIN, min(INT32_MAX, shifted))
+    return _rounding_divide_by_pot(_saturating_rounding_doubling_high_mul(shifted, multiplier), right)
+
+
+def f64(value) -> float:
+    """A float32 scale widened to double, as TFLite does before dividing."""
+    return float(np.float64(np.float32(value)))
+
+
+@dataclasses.dataclass
+class Requant:
+    """sophon_requant: zero points, clamp, per-channel multipliers and shifts."""
+
+    input_zero_point: int
+    output_zero_point: int
+    act_min: int
+    act_max: int
+    multipliers: list[int]
+    shifts: list[int]
+
+    @property
+    def per_channel(self) -> bool:
+        return len(self.multipliers) > 1
+
+
+def conv_requant(input_scale, input_zp, weight_scales, output_scale, output_zp,
+                 act_min=-128, act_max=127) -> Requant:
+    """Per-channel (or per-tensor) requantization of a conv or dense (TFLite's
+    PopulateConvolutionQuantizationParams)."""
+    pairs = [quantize_multiplier(f64(input_scale) * f64(ws) / f64(output_scale))
+             for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return Requant(int(input_zp), int(output_zp), int(act_min), int(act_max),
+                   [m for m, _ in pairs], [s for _, s in pairs])
+
+
+@dataclasses.dataclass
+class AddParams:
+    """sophon_add_int8_params (TFLite's int8 ADD)."""
+
+    left_shift: int
+    input1_zero_point: int
+    input2_zero_point: int
+    output_zero_point: int
+    input1_multiplier: int
+    input1_shift: int
+    input2_multiplier: int
+    input2_shift: int
+    output_multiplier: int
+    output_shift: int
+    act_min: int
+    act_max: int
+
+
+def add_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> AddParams:
+    left_shift = 20
+    twice_max = 2 * max(f64(scale1), f64(scale2))
+    m1, s1 = quantize_multiplier(f64(scale1) / twice_max)
+    m2, s2 = quantize_multiplier(f64(scale2) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * f64(out_scale)))
+    return AddParams(left_shift, int(zp1), int(zp2), int(out_zp), m1, s1, m2, s2, mo, so,
+                     int(act_min), int(act_max))
+
+
+def is_quantized(mod: tvm.IRModule) -> bool:
+    """Whether the module holds quantize/dequantize ops (a pre-quantized model).
+    Such a model must not be constant-folded before partitioning: folding
+    dequantize(int8 weight) would turn its int8 layers back into float ones."""
+    found = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and \
+                expr.op.name in ("relax.quantize", "relax.dequantize"):
+            found.append(expr)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return bool(found)

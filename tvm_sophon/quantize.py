@@ -1,0 +1,532 @@
+"""Post-training quantization of FP32 models to INT8, and layer-by-layer comparison.
+
+``quantize(mod, calibration_data)`` runs the FP32 model on calibration batches
+(TVM's llvm build, with a probe on every layer boundary), picks a threshold per
+tensor (calibration.py: kl, max or percentile), and rewrites each layer the chip
+runs in INT8 into the form a pre-quantized TFLite model has:
+
+    quantize(conv2d(dequantize(x_q), dequantize(w_q, per-channel scales)) + dequantize(b_q)) -> clip
+
+so the same int8 patterns and kernels serve both. Activations are symmetric int8
+(zero point 0, scale = threshold / 127), weights symmetric per output channel
+(or per tensor), biases int32 at scale s_x * s_w. Values stay int8 between
+quantized layers; quantize/dequantize remain only where int8 meets float.
+
+Then it compares every quantized layer's output with FP32 on the calibration
+data; layers below ``cosine_threshold`` fall back to FP32 (TPU-MLIR's mixed
+precision table), and the report (``quantize_report(mod)``) says which.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Iterable, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .calibration import METHODS, Histogram
+from .errors import SophonError
+from .patterns import constant_value
+
+REPORT_ATTR = "sophon.quantize_report"
+QUANTIZABLE = ("relax.nn.conv2d", "relax.matmul", "relax.add", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")
+
+
+@dataclasses.dataclass
+class LayerStats:
+    name: str
+    kind: str
+    cosine: float
+    sqnr_db: float
+    max_error: float
+    int8: bool
+
+
+@dataclasses.dataclass
+class QuantizeReport:
+    method: str
+    per_channel: bool
+    cosine_threshold: float
+    layers: list[LayerStats]
+
+    @property
+    def fallback(self) -> list[str]:
+        return [l.name for l in self.layers if not l.int8]
+
+    @property
+    def min_cosine(self) -> float:
+        return min((l.cosine for l in self.layers if l.int8), default=1.0)
+
+    def format(self) -> str:
+        lines = [f"quantization ({self.method}, {'per-channel' if self.per_channel else 'per-tensor'} weights): "
+                 f"{sum(l.int8 for l in self.layers)} layer(s) int8, {len(self.fallback)} fell back to fp32 "
+                 f"(cosine < {self.cosine_threshold})",
+                 f"{'layer':<16} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+        for l in self.layers:
+            lines.append(f"{l.name[:16]:<16} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+                         f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+def quantize_report(mod: tvm.IRModule) -> QuantizeReport:
+    attrs = mod.attrs or {}
+    if REPORT_ATTR not in attrs:
+        raise ValueError("module was not produced by tvm_sophon.quantize")
+    data = json.loads(str(attrs[REPORT_ATTR]))
+    return QuantizeReport(data["method"], data["per_channel"], data["cosine_threshold"],
+                          [LayerStats(**l) for l in data["layers"]])
+
+
+# ------------------------------------------------------------------ the model as a chain of layers
+
+@dataclasses.dataclass
+class _Layer:
+    name: str           # the layer's output var name (last op of the chain)
+    kind: str           # conv2d | dense | add | max_pool2d | avg_pool2d
+    ops: list           # bindings (var, call) of the chain, in order
+    inputs: list        # activation vars it reads
+    out: relax.Var
+    act: Optional[tuple] = None   # ("relu",) or ("clip", lo, hi)
+
+
+def _main_bindings(mod: tvm.IRModule):
+    func = mod["main"]
+    blocks = func.body.blocks
+    if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
+        raise SophonError("quantize expects main to be one dataflow block (as the frontends produce)")
+    return func, [(b.var, b.value) for b in blocks[0].bindings]
+
+
+def _is_var(expr) -> bool:
+    return isinstance(expr, relax.Var)
+
+
+def _find_layers(bindings) -> dict:
+    """Quantizable chains, keyed by the var of their first op."""
+    uses: dict = {}
+    for var, value in bindings:
+        if isinstance(value, relax.Call):
+            for arg in value.args:
+                if _is_var(arg):
+                    uses.setdefault(arg, []).append((var, value))
+
+    def only_use(var):
+        u = uses.get(var, [])
+        return u[0] if len(u) == 1 else None
+
+    def follow_act(chain, var):
+        nxt = only_use(var)
+        if nxt is not None and isinstance(nxt[1].op, tvm.ir.Op):
+            name = nxt[1].op.name
+            if name == "relax.nn.relu":
+                chain.append(nxt)
+                return ("relu",), nxt[0]
+            if name == "relax.clip" and constant_value(nxt[1].args[1]) is None:
+                lo, hi = float(nxt[1].args[1].value), float(nxt[1].args[2].value)
+                if lo == 0.0:
+                    chain.append(nxt)
+                    return ("clip", lo, hi), nxt[0]
+        return None, var
+
+    layers = {}
+    for var, value in bindings:
+        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+            continue
+        name = value.op.name
+        if name not in QUANTIZABLE or str(value.ty.dtype) != "float32":
+            continue
+        chain = [(var, value)]
+        if name in ("relax.nn.conv2d", "relax.matmul"):
+            w = constant_value(value.args[1])
+            if w is None or not _is_var(value.args[0]):
+                continue
+            last = var
+            nxt = only_use(var)
+            if nxt is not None and nxt[1].op.name == "relax.add":
+                other = [a for a in nxt[1].args if not a.same_as(var)]
+                b = constant_value(other[0]) if other else None
+                channels = value.ty.shape.values[_channel_axis(value)]
+                if b is not None and b.size == int(channels):
+                    chain.append(nxt)
+                    last = nxt[0]
+            act, last = follow_act(chain, last)
+            kind = "conv2d" if name == "relax.nn.conv2d" else "dense"
+            layers[var] = _Layer(last.name, kind, chain, [value.args[0]], last, act)
+        elif name == "relax.add":
+            if not all(_is_var(a) and str(a.ty.dtype) == "float32" for a in value.args):
+                continue
+            if any(constant_value(a) is not None for a in value.args) or \
+                    [int(d) for d in value.args[0].ty.shape.values] != [int(d) for d in value.args[1].ty.shape.values]:
+                continue
+            act, last = follow_act(chain, var)
+            layers[var] = _Layer(last.name, "add", chain, list(value.args), last, act)
+        else:
+            if name == "relax.nn.avg_pool2d" and value.attrs.count_include_pad and any(
+                    int(p) for p in value.attrs.padding):
+                continue  # TFLite's int8 average divides by the in-bounds taps only
+            if value.attrs.ceil_mode:
+                continue
+            layers[var] = _Layer(var.name, name.split(".")[-1], chain, [value.args[0]], var)
+    return layers
+
+
+def _channel_axis(call) -> int:
+    if call.op.name == "relax.nn.conv2d":
+        return str(call.attrs.out_layout or call.attrs.data_layout).index("C")
+    return len(call.ty.shape.values) - 1
+
+
+# ------------------------------------------------------------------ calibration
+
+def _probe_module(func, bindings, probes: list) -> tvm.IRModule:
+    """main returning the values of ``probes`` (vars of the original main). A probe
+    on a reshape reads its source instead: the same values, and TVM 0.27's VM
+    codegen cannot return a rewritten dataflow reshape."""
+    source = {var: value.args[0] for var, value in bindings
+              if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+              and value.op.name == "relax.reshape" and _is_var(value.args[0])}
+
+    def resolve(v):
+        while v in source:
+            v = source[v]
+        return v
+
+    probes = [resolve(v) for v in probes]
+    bb = relax.BlockBuilder()
+    params = list(func.params)
+    with bb.function("main", params):
+        with bb.dataflow():
+            for var, value in bindings:
+                bb.emit_normalized(relax.VarBinding(var, value))
+            out = bb.emit_output(relax.Tuple(list(probes)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _run_batches(mod, batches: list[list[np.ndarray]], progress: bool, what: str) -> list[list[np.ndarray]]:
+    ex = tvm.compile(mod, target="llvm")
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    iterator = batches
+    if progress:
+        try:
+            from tqdm import tqdm
+            iterator = tqdm(batches, desc=what, unit="batch")
+        except ImportError:
+            pass
+    results = []
+    for batch in iterator:
+        out = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(x)) for x in batch))
+        results.append([out[i].numpy() for i in range(len(out))])
+    return results
+
+
+def _batches(func, calibration_data) -> list[list[np.ndarray]]:
+    """Calibration data as a list of argument lists for main, checked."""
+    names = [p.name for p in func.params]
+    shapes = [[int(d) for d in p.ty.shape.values] for p in func.params]
+    if isinstance(calibration_data, dict):
+        calibration_data = [calibration_data]
+    batches = []
+    for i, item in enumerate(calibration_data):
+        if isinstance(item, dict):
+            missing = [n for n in names if n not in item]
+            if missing:
+                raise SophonError(f"calibration batch {i} has no input {missing[0]!r} (inputs: {', '.join(names)})")
+            args = [np.asarray(item[n]) for n in names]
+        else:
+            args = [np.asarray(a) for a in (item if isinstance(item, (list, tuple)) else [item])]
+            if len(args) != len(names):
+                raise SophonError(f"calibration batch {i} has {len(args)} array(s); main takes {len(names)}")
+        for name, shape, arr in zip(names, shapes, args):
+            if list(arr.shape) != shape:
+                raise SophonError(f"calibration batch {i}: input {name!r} has shape {list(arr.shape)}, "
+                                  f"the model takes {shape}")
+            if arr.dtype != np.float32:
+                raise SophonError(f"calibration batch {i}: input {name!r} is {arr.dtype}, the model takes float32")
+        batches.append(args)
+    if not batches:
+        raise SophonError("calibration data is empty: give at least one batch of model inputs")
+    return batches
+
+
+# ------------------------------------------------------------------ rewriting
+
+class _Rewriter:
+    def __init__(self, bb, scales: dict, per_channel: bool):
+        self.bb = bb
+        self.scales = scales        # var -> activation scale
+        self.per_channel = per_channel
+        self.f: dict = {}           # original var -> float expr in the new function
+        self.q: dict = {}           # original var -> (int8 var, scale)
+
+    def const(self, array, dtype):
+        return relax.const(np.asarray(array, dtype=dtype))
+
+    def float_of(self, var):
+        if var in self.f:
+            return self.f[var]
+        if var in self.q:
+            qv, s = self.q[var]
+            self.f[var] = self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(0, "int32"),
+                                                           axis=0))
+            return self.f[var]
+        return var
+
+    def int8_of(self, var):
+        if var not in self.q:
+            s = self.scales[var]
+            qv = self.bb.emit(relax.op.quantize(self.float_of(var), self.const(s, "float32"), self.const(0, "int32"),
+                                                axis=0, out_dtype="int8"))
+            self.q[var] = (qv, s)
+        return self.q[var]
+
+    def dequantize(self, qv, s):
+        return self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(0, "int32"), axis=0))
+
+    def requantize(self, layer: _Layer, y):
+        s = self.scales[layer.out]
+        yq = self.bb.emit(relax.op.quantize(y, self.const(s, "float32"), self.const(0, "int32"), axis=0,
+                                            out_dtype="int8"))
+        if layer.act is not None:
+            hi = 127 if layer.act[0] == "relu" else int(min(127, round(layer.act[2] / s)))
+            yq = self.bb.emit(relax.op.clip(yq, 0, hi))
+        self.q[layer.out] = (yq, s)
+
+    def weights(self, w: np.ndarray, axis: int):
+        """Symmetric int8 weights and their scales along ``axis`` (or one scale)."""
+        if self.per_channel:
+            reduce = tuple(i for i in range(w.ndim) if i != axis)
+            scale = np.abs(w).max(axis=reduce) / 127.0
+        else:
+            scale = np.array(np.abs(w).max() / 127.0)
+        scale = np.where(scale > 0, scale, 1e-8).astype("float32")
+        shape = [1] * w.ndim
+        if scale.ndim:
+            shape[axis] = -1
+        wq = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype("int8")
+        return wq, scale
+
+    def layer(self, layer: _Layer) -> None:
+        bb = self.bb
+        var, call = layer.ops[0]
+        if layer.kind in ("conv2d", "dense"):
+            xq, sx = self.int8_of(layer.inputs[0])
+            w = constant_value(call.args[1])
+            if layer.kind == "conv2d":
+                axis = str(call.attrs.kernel_layout).index("O")
+                wq, sw = self.weights(w, axis)
+                wdq = bb.emit(relax.op.dequantize(self.const(wq, "int8"), self.const(sw, "float32"),
+                                                  self.const(0, "int32"), axis=axis))
+            else:  # matmul(x, W (K, N)): int8 weights stored (N, K), as TFLite's FC
+                wq, sw = self.weights(w.T, 0)
+                perm = bb.emit(relax.op.permute_dims(self.const(wq, "int8")))
+                wdq = bb.emit(relax.op.dequantize(perm, self.const(sw, "float32"), self.const(0, "int32"), axis=1))
+            y = bb.emit(relax.Call(call.op, [self.dequantize(xq, sx), wdq], call.attrs))
+            if len(layer.ops) > 1 and layer.ops[1][1].op.name == "relax.add":
+                add = layer.ops[1][1]
+                b = constant_value([a for a in add.args if not a.same_as(var)][0]).ravel()
+                bias_scale = (np.float32(sx) * np.broadcast_to(sw, b.shape)).astype("float32")
+                bq = np.round(b / bias_scale).astype("int32")
+                axis = _channel_axis(call)
+                shape = [1] * len(call.ty.shape.values)
+                shape[axis] = b.size
+                bdq = bb.emit(relax.op.dequantize(self.const(bq.reshape(shape), "int32"),
+                                                  self.const(bias_scale, "float32"), self.const(0, "int32"),
+                                                  axis=axis))
+                y = bb.emit(relax.op.add(y, bdq))
+            self.requantize(layer, y)
+        elif layer.kind == "add":
+            (aq, sa), (bq, sb) = self.int8_of(layer.inputs[0]), self.int8_of(layer.inputs[1])
+            y = bb.emit(relax.op.add(self.dequantize(aq, sa), self.dequantize(bq, sb)))
+            self.requantize(layer, y)
+        elif layer.kind == "max_pool2d":
+            xq, sx = self.int8_of(layer.inputs[0])
+            self.q[layer.out] = (bb.emit(relax.Call(call.op, [xq], call.attrs)), sx)
+        else:  # avg_pool2d: integer sum and division (the chip rounds as TFLite does)
+            xq, sx = self.int8_of(layer.inputs[0])
+            wide = bb.emit(relax.op.astype(xq, "int32"))
+            pooled = bb.emit(relax.Call(call.op, [wide], call.attrs))
+            self.q[layer.out] = (bb.emit(relax.op.astype(pooled, "int8")), sx)
+
+    def float_op(self, var, call) -> None:
+        args = [self.float_of(a) if _is_var(a) else a for a in call.args]
+        self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+
+
+def _rewrite(func, bindings, layers: dict, quantized: set, scales: dict, per_channel: bool,
+             probes: list) -> tvm.IRModule:
+    """The QDQ module: layers in ``quantized`` (first-op vars) in int8, the rest fp32.
+    ``probes`` (layer output vars) are returned after the model's output."""
+    bb = relax.BlockBuilder()
+    rw = _Rewriter(bb, scales, per_channel)
+    inside = {v for first, l in layers.items() if first in quantized for v, _ in l.ops}
+    with bb.function("main", list(func.params)):
+        with bb.dataflow():
+            for var, value in bindings:
+                if var in layers and var in quantized:
+                    rw.layer(layers[var])
+                elif var in inside:
+                    continue  # bias add / activation, done inside the layer
+                elif isinstance(value, relax.Call):
+                    rw.float_op(var, value)
+                elif _is_var(value):  # an alias (gv = lv): whatever lv became
+                    rw.f[var] = rw.float_of(value)
+                    if value in rw.q:
+                        rw.q[var] = rw.q[value]
+                else:
+                    rw.f[var] = bb.emit(value)
+            outputs = [rw.float_of(func.body.body)] + [rw.float_of(p) for p in probes]
+            out = bb.emit_output(relax.Tuple(outputs) if probes else outputs[0])
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _stats(fp32: np.ndarray, int8: np.ndarray) -> tuple[float, float, float]:
+    a, b = fp32.ravel().astype(np.float64), int8.ravel().astype(np.float64)
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    cosine = float(a @ b / denom) if denom > 0 else float(np.allclose(a, b))
+    noise = np.sum((a - b) ** 2)
+    sqnr = float(10 * np.log10(np.sum(a ** 2) / noise)) if noise > 0 else float("inf")
+    return cosine, sqnr, float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+@dataclasses.dataclass
+class _Quantization:
+    """What calibration decided: the layers, their scales, which run in int8."""
+
+    func: relax.Function
+    bindings: list
+    layers: dict
+    scales: dict
+    int8: set
+    report: QuantizeReport
+
+    def module(self, probes: list = ()) -> tvm.IRModule:
+        return _rewrite(self.func, self.bindings, self.layers, self.int8, self.scales,
+                        self.report.per_channel, list(probes))
+
+
+def _prepare(mod, params):
+    if params:
+        mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v))
+                                                  for k, v in params.items()})(mod)
+    return _main_bindings(relax.transform.FoldConstant()(mod))
+
+
+def _calibrate(mod, calibration_data, params, method, per_channel, cosine_threshold, progress) -> _Quantization:
+    if method not in METHODS:
+        raise SophonError(f"unknown calibration method {method!r}; use one of {', '.join(METHODS)}")
+    func, bindings = _prepare(mod, params)
+    batches = _batches(func, calibration_data)
+    layers = _find_layers(bindings)
+    if not layers:
+        raise SophonError("no layer of this model can be quantized (conv2d, dense, add, pools)")
+    tensors = list(dict.fromkeys(v for l in layers.values() for v in [*l.inputs, l.out]))
+    observed = _run_batches(_probe_module(func, bindings, tensors), batches, progress, "calibrating")
+    hists = {v: Histogram() for v in tensors}
+    for outputs in observed:
+        for v, value in zip(tensors, outputs):
+            hists[v].add(value)
+    scales = {v: float(np.float32(h.threshold(method) / 127.0)) for v, h in hists.items()}
+
+    outs = [l.out for l in layers.values()]
+    reference = {v: np.concatenate([o[tensors.index(v)] for o in observed]) for v in outs}
+    int8 = set(layers)
+    for _ in range(3):  # fall back, re-measure (errors propagate), until every int8 layer passes
+        qdq = _rewrite(func, bindings, layers, int8, scales, per_channel, outs)
+        measured = _run_batches(qdq, batches, progress, "comparing")
+        stats = {v: _stats(reference[v], np.concatenate([m[1 + i] for m in measured]))
+                 for i, v in enumerate(outs)}
+        failing = {first for first, l in layers.items() if first in int8 and stats[l.out][0] < cosine_threshold}
+        if not failing:
+            break
+        int8 -= failing
+    report = QuantizeReport(method, per_channel, cosine_threshold, [
+        LayerStats(l.name, l.kind, *stats[l.out], first in int8) for first, l in layers.items()])
+    return _Quantization(func, bindings, layers, scales, int8, report)
+
+
+def quantize(mod: tvm.IRModule, calibration_data: Iterable, *, params: Optional[dict] = None,
+             method: str = "kl", per_channel: bool = True, cosine_threshold: float = 0.99,
+             progress: bool = True) -> tvm.IRModule:
+    """INT8 post-training quantization (see the module docstring).
+
+    ``calibration_data``: batches of model inputs, each a dict name -> array or a
+    list of arrays in main's order. Returns the quantized module (partition and
+    build it for an INT8 chip, e.g. ``chip="bm1684"``); ``quantize_report(mod)``
+    gives per-layer cosine, SQNR and max error and the layers that fell back."""
+    q = _calibrate(mod, calibration_data, params, method, per_channel, cosine_threshold, progress)
+    return q.module().with_attr(REPORT_ATTR, q.report.to_json())
+
+
+# ------------------------------------------------------------------ comparing on the chip
+
+@dataclasses.dataclass
+class Comparison:
+    """Per layer: INT8 on the chip against FP32 (TVM's llvm build) on the same inputs."""
+
+    chip: str
+    layers: list[LayerStats]
+
+    def format(self) -> str:
+        lines = [f"INT8 on {self.chip} against FP32, per layer (TPU-MLIR's npz compare)",
+                 f"{'layer':<16} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+        for l in self.layers:
+            lines.append(f"{l.name[:16]:<16} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+                         f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
+        worst = min((l.cosine for l in self.layers), default=1.0)
+        lines.append(f"minimum cosine {worst:.5f}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    def write_plot(self, path) -> None:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (cos_ax, sqnr_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+        xs = range(len(self.layers))
+        cos_ax.plot(xs, [l.cosine for l in self.layers], "o-")
+        cos_ax.axhline(0.99, color="r", linestyle="--", label="fallback threshold 0.99")
+        cos_ax.set_ylabel("cosine similarity")
+        cos_ax.legend()
+        sqnr_ax.bar(xs, [min(l.sqnr_db, 100) for l in self.layers],
+                    color=["tab:blue" if l.int8 else "tab:gray" for l in self.layers])
+        sqnr_ax.set_ylabel("SQNR (dB)")
+        sqnr_ax.set_xticks(list(xs), [l.name for l in self.layers], rotation=90)
+        fig.suptitle(f"INT8 on {self.chip} against FP32, per layer")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = None, chip="bm1684",
+            method: str = "kl", per_channel: bool = True, calibration_data: Optional[Iterable] = None,
+            cosine_threshold: float = 0.99, progress: bool = False) -> Comparison:
+    """Quantize ``mod`` (calibrating on ``calibration_data``, default ``inputs``), run
+    it on the chip with every layer's output brought out, and compare each with
+    the FP32 model's (cosine, SQNR, max error)."""
+    from .build import build
+    from .partition import partition_for_sophon
+
+    q = _calibrate(mod, calibration_data if calibration_data is not None else inputs, params, method,
+                   per_channel, cosine_threshold, progress)
+    batches = _batches(q.func, inputs)
+    outs = [l.out for l in q.layers.values()]
+    fp32 = _run_batches(_probe_module(q.func, q.bindings, outs), batches, progress, "fp32")
+    probe = q.module(outs)
+    vm = relax.VirtualMachine(build(partition_for_sophon(probe, chip=chip), chip=chip), tvm.cpu())
+    chip_runs = [vm["main"](*map(tvm.runtime.tensor, b)) for b in batches]
+    stats = []
+    for i, (first, layer) in enumerate(q.layers.items()):
+        ref = np.concatenate([f[i] for f in fp32])
+        got = np.concatenate([run[1 + i].numpy() for run in chip_runs])
+        stats.append(LayerStats(layer.name, layer.kind, *_stats(ref, got), first in q.int8))
+    return Comparison(str(chip), stats)
