@@ -196,9 +196,11 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                      f"{len(t.shape)}, {r}_shape_{t.name}, {code}, {bits})) == NULL) return -1;")
     scratch = [(len(args) + k, t) for k, t in enumerate(prog.scratch)]
     sizes = ", ".join(str(t.nbytes) for _, t in scratch)
+    if scratch:
+        lines.insert(lines.index("  (void)self;"), f"  static void* scratch[{len(scratch)}];  /* allocated at the first call */")
     lines.append(f"  return sophon_run_region(region_name, &{r}_chip, &{r}_program, buffers, "
                  f"{len(args)}, {len(scratch)}, {'(const size_t[]){' + sizes + '}' if scratch else 'NULL'}, "
-                 f"&g_stats[{index}], result);")
+                 f"{'scratch' if scratch else 'NULL'}, &g_stats[{index}], result);")
     lines.append("}")
     return "\n".join(lines)
 

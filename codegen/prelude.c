@@ -87,21 +87,15 @@ static void* sophon_tensor_arg(const char* region, const TVMFFIAny* args, int32_
 }
 
 /* Runs one region's program on the library's device: creates the device on first
- * use, allocates the scratch buffers, runs the commands under the device lock,
- * and records the counters. Returns 0, or -1 after raising a Python exception. */
+ * use, allocates the region's scratch buffers on first use (kept, like the device,
+ * for the library's lifetime: no allocation or page faults per call), runs the
+ * commands under the device lock, and records the counters. Returns 0, or -1
+ * after raising a Python exception. */
 static int sophon_run_region(const char* region, const sophon_chip* chip,
                              const sophon_program* program, void** buffers, int num_args,
-                             int num_scratch, const size_t* scratch_bytes,
+                             int num_scratch, const size_t* scratch_bytes, void** scratch,
                              sophon_region_stats* stats, TVMFFIAny* result) {
   int status = 0;
-  for (int i = 0; i < num_scratch; ++i) {
-    buffers[num_args + i] = malloc(scratch_bytes[i]);
-    if (buffers[num_args + i] == NULL) {
-      for (int k = 0; k < i; ++k) free(buffers[num_args + k]);
-      sophon_raise("RuntimeError", region, "out of host memory for scratch buffers");
-      return -1;
-    }
-  }
   pthread_mutex_lock(&g_device_lock);
   if (g_device == NULL && sophon_device_create(chip, &g_device) == SOPHON_OK) {
     /* host execution settings, read once: SOPHON_NUM_THREADS (default 0 = all
@@ -113,8 +107,15 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
       sophon_device_set_threads(g_device, 1);
     sophon_device_set_reference(g_device, reference != NULL && atoi(reference) != 0);
   }
-  if (g_device == NULL) {
-    sophon_raise("RuntimeError", region, "cannot create the emulated device (out of host memory?)");
+  for (int i = 0; i < num_scratch && g_device != NULL; ++i) {
+    if (scratch[i] == NULL) scratch[i] = malloc(scratch_bytes[i]);
+    if (scratch[i] == NULL) status = -1;
+    buffers[num_args + i] = scratch[i];
+  }
+  if (g_device == NULL || status != 0) {
+    sophon_raise("RuntimeError", region, g_device == NULL
+                     ? "cannot create the emulated device (out of host memory?)"
+                     : "out of host memory for scratch buffers");
     status = -1;
   } else {
     sophon_device_reset_counters(g_device);
@@ -126,7 +127,6 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
     stats->last = *sophon_device_counters(g_device);
   }
   pthread_mutex_unlock(&g_device_lock);
-  for (int i = 0; i < num_scratch; ++i) free(buffers[num_args + i]);
   if (status == 0) {
     result->type_index = kTVMFFINone;
     result->v_int64 = 0;
