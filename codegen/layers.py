@@ -384,8 +384,8 @@ class _Analysis:
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
-        else:  # sophon.qmax_pool2d, sophon.qavg_pool2d
-            kind = "MAX" if comp.pattern == "sophon.qmax_pool2d" else "AVG"
+        else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d
+            kind = "MAX" if comp.pattern.startswith("sophon.qmax_pool2d") else "AVG"
             root = comp.calls_of("relax.nn.max_pool2d" if kind == "MAX" else "relax.nn.avg_pool2d")[0]
             attrs = root.attrs
             view = P.layout_view(str(attrs.layout))
@@ -400,6 +400,8 @@ class _Analysis:
             return None
         for arg in adds[0].args:
             call = comp.producer.get(arg)
+            if isinstance(call, relax.Call) and call.op.name == "relax.reshape":  # ONNX QDQ
+                call = comp.producer.get(call.args[0])
             if isinstance(call, relax.Call) and call.op.name == "relax.dequantize":
                 bias = comp.region_value(call.args[0])
                 shape = shape_of(bias)

@@ -220,6 +220,59 @@ def ConstantOperandLast() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonConstantOperandLast", _rewrite_constant_last)
 
 
+# ------------------------------------------------------------------ QDQ: one dequantize per consumer
+
+
+def _split_shared_dequantize(func: relax.Function, _mod) -> relax.Function:
+    """Give each consumer of a shared ``dequantize`` its own copy. ONNX QDQ models
+    dequantize a tensor once for all its consumers (a residual add and the next
+    conv); an int8 pattern takes the dequantize into its composite, and a binding
+    can belong to one composite only."""
+    blocks = func.body.blocks
+    if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
+        return func
+    bindings = blocks[0].bindings
+    dequantized = {b.var: b.value for b in bindings if isinstance(b.value, relax.Call)
+                   and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"}
+    uses: dict = {}
+    for b in bindings:
+        if isinstance(b.value, relax.Call):
+            for arg in b.value.args:
+                if arg in dequantized:
+                    uses[arg] = uses.get(arg, 0) + 1
+    if all(n < 2 for n in uses.values()):
+        return func
+    bb = relax.BlockBuilder()
+    remap: dict = {}
+    seen: set = set()
+    with bb.function("main", list(func.params)):
+        with bb.dataflow():
+            for b in bindings:
+                value = b.value
+                if isinstance(value, relax.Call):
+                    args = []
+                    for arg in value.args:
+                        new_arg = remap.get(arg, arg)
+                        if arg in dequantized:
+                            if arg in seen:  # a later consumer: its own dequantize
+                                dq = dequantized[arg]
+                                new_arg = bb.emit(relax.Call(dq.op, [remap.get(a, a) for a in dq.args], dq.attrs))
+                            seen.add(arg)
+                        args.append(new_arg)
+                    value = relax.Call(value.op, args, value.attrs, value.ty_args)
+                elif isinstance(value, relax.Var):
+                    value = remap.get(value, value)
+                emit = bb.emit if isinstance(b.var, relax.DataflowVar) else bb.emit_output
+                remap[b.var] = emit(value)
+        bb.emit_func_output(remap.get(func.body.body, func.body.body))
+    new = bb.get()["main"]
+    return new.with_attrs(func.attrs) if func.attrs else new
+
+
+def SplitSharedDequantize() -> tvm.transform.Pass:  # noqa: N802
+    return _function_pass("SophonSplitSharedDequantize", _split_shared_dequantize)
+
+
 # ------------------------------------------------------------------ batch norm
 
 
@@ -335,9 +388,11 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
                if isinstance(f, relax.Function) and "global_symbol" in (f.attrs or {})]
     # a pre-quantized model keeps its dequantize(weight) chains unfolded: the int8
     # patterns take them whole (folding would make its layers float again)
-    fold = [] if is_quantized(mod) else [relax.transform.FoldConstant()]
+    quantized = is_quantized(mod)
+    fold = [] if quantized else [relax.transform.FoldConstant()]
     seq = tvm.transform.Sequential([
         *fold,
+        *([SplitSharedDequantize()] if quantized else []),
         TirMinMaxToRelax(),
         MinMaxToClip(),
         ConstantOperandLast(),

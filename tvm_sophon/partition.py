@@ -185,7 +185,7 @@ MAX_CONST_ARG_ELEMENTS = 4096
 
 
 def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
-    """Write the small float32/int32 constant arguments of each int8 region
+    """Write the small float32/int32/int8 constant arguments of each int8 region
     (quantization scales, zero points) into its ``sophon.const_args`` attribute, so
     the codegen computes requantization at compile time. Weights stay runtime
     arguments."""
@@ -201,7 +201,7 @@ def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
             consts = {}
             for param, arg in zip(func.params, call.args):
                 value = patterns.constant_value(arg)
-                if value is not None and value.dtype in (np.float32, np.int32) \
+                if value is not None and value.dtype in (np.float32, np.int32, np.int8) \
                         and value.size <= MAX_CONST_ARG_ELEMENTS:
                     consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
                                           "values": value.ravel().tolist()}

@@ -377,7 +377,9 @@ def qconv2d_pattern(with_bias: bool, clip: bool):
     if with_bias:
         bias = wildcard()
         ann["bias"] = bias
-        out = is_op("relax.add")(out, _dq(ann, "bias", bias))
+        bias_dq = _dq(ann, "bias", bias)
+        # ONNX QDQ reshapes the dequantized (C,) bias to (1, C, 1, 1)
+        out = is_op("relax.add")(out, is_op("relax.reshape")(bias_dq, wildcard()) | bias_dq)
         ann["bias_add"] = out
     return _q(ann, out, clip), ann
 
@@ -385,9 +387,12 @@ def qconv2d_pattern(with_bias: bool, clip: bool):
 def qdense_pattern(with_bias: bool, clip: bool):
     data, weight = wildcard(), wildcard()
     ann = {"input": data, "weight": weight}
-    transposed = is_op("relax.permute_dims")(weight)
-    ann["transposed_weight"] = transposed
-    root = is_op("relax.matmul")(_dq(ann, "input", data), _dq(ann, "weight", transposed))
+    scale, zp = wildcard(), wildcard()
+    ann["weight_scale"], ann["weight_zp"] = scale, zp
+    # TFLite transposes the int8 weight, then dequantizes; ONNX (Gemm transB) the reverse
+    rhs = (is_op("relax.dequantize")(is_op("relax.permute_dims")(weight), scale, zp)
+           | is_op("relax.permute_dims")(is_op("relax.dequantize")(weight, scale, zp)))
+    root = is_op("relax.matmul")(_dq(ann, "input", data), rhs)
     ann["root"] = root
     out = root
     if with_bias:
@@ -404,6 +409,14 @@ def qadd_pattern(clip: bool):
     root = is_op("relax.add")(_dq(ann, "lhs", lhs), _dq(ann, "rhs", rhs))
     ann["root"] = root
     return _q(ann, root, clip), ann
+
+
+def rule_same_quantization(ann: dict) -> Optional[str]:
+    for key in ("scale", "zp"):
+        a, b = constant_value(ann[f"input_{key}"]), constant_value(ann[f"output_{key}"])
+        if a is None or b is None or a.shape != b.shape or not np.all(a == b):
+            return f"max pool re-quantizes (input and output {key} differ); the int8 max pool keeps them"
+    return None
 
 
 def rule_int8_pool(ann: dict) -> Optional[str]:
@@ -478,6 +491,14 @@ def pattern_table() -> list[FusionPattern]:
     root = is_op("relax.nn.max_pool2d")(data)
     table.append(FusionPattern("sophon.qmax_pool2d", root, {"input": data, "root": root},
                                make_check(rule_int8_pool)))
+    # ONNX QDQ: quantize(max_pool2d(dequantize(x))) with one scale: an int8 max pool
+    ann = {}
+    data = wildcard()
+    ann["input"] = data
+    root = is_op("relax.nn.max_pool2d")(_dq(ann, "input", data))
+    ann["root"] = root
+    table.append(FusionPattern("sophon.qmax_pool2d_qdq", _q(ann, root, False), ann,
+                               make_check(rule_int8_operands, rule_same_quantization, rule_pool)))
     data = wildcard()
     root = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(data))
     out = is_op("relax.astype")(root)
