@@ -366,6 +366,19 @@ def _q(ann: dict, inner: DFPattern, clip: bool) -> DFPattern:
     return out
 
 
+def _with_qbias(ann: dict, inner: DFPattern, with_bias: bool) -> DFPattern:
+    """inner + dequantize(int32 bias); ONNX QDQ reshapes the dequantized (C,) bias
+    to (1, C, 1, 1) first."""
+    if not with_bias:
+        return inner
+    bias = wildcard()
+    ann["bias"] = bias
+    bias_dq = _dq(ann, "bias", bias)
+    add = is_op("relax.add")(inner, is_op("relax.reshape")(bias_dq, wildcard()) | bias_dq)
+    ann["bias_add"] = add
+    return add
+
+
 def qconv2d_pattern(with_bias: bool, clip: bool):
     data, weight = wildcard(), wildcard()
     ann = {"input": data, "weight": weight}
@@ -373,15 +386,7 @@ def qconv2d_pattern(with_bias: bool, clip: bool):
     w = is_op("relax.reshape")(w, wildcard()) | w    # TFLite reshapes depthwise kernels
     root = is_op("relax.nn.conv2d")(_dq(ann, "input", data), w)
     ann["root"] = root
-    out = root
-    if with_bias:
-        bias = wildcard()
-        ann["bias"] = bias
-        bias_dq = _dq(ann, "bias", bias)
-        # ONNX QDQ reshapes the dequantized (C,) bias to (1, C, 1, 1)
-        out = is_op("relax.add")(out, is_op("relax.reshape")(bias_dq, wildcard()) | bias_dq)
-        ann["bias_add"] = out
-    return _q(ann, out, clip), ann
+    return _q(ann, _with_qbias(ann, root, with_bias), clip), ann
 
 
 def qdense_pattern(with_bias: bool, clip: bool):
@@ -394,13 +399,7 @@ def qdense_pattern(with_bias: bool, clip: bool):
            | is_op("relax.permute_dims")(is_op("relax.dequantize")(weight, scale, zp)))
     root = is_op("relax.matmul")(_dq(ann, "input", data), rhs)
     ann["root"] = root
-    out = root
-    if with_bias:
-        bias = wildcard()
-        ann["bias"] = bias
-        out = is_op("relax.add")(out, _dq(ann, "bias", bias))
-        ann["bias_add"] = out
-    return _q(ann, out, clip), ann
+    return _q(ann, _with_qbias(ann, root, with_bias), clip), ann
 
 
 def qadd_pattern(clip: bool):
