@@ -7,7 +7,7 @@ their own; the codegen carries out whatever plan the attribute holds.
 """
 from __future__ import annotations
 
-
+from typing import Callable
 
 import tvm
 from tvm import relax
@@ -18,16 +18,14 @@ from .codegen.schedule import PlanError, lower_plan
 from .errors import SophonCompileError
 from .layer_groups import plan_region
 
-Strategy = "str | Callable"
-
-
 def sophon_regions(mod: tvm.IRModule):
     for gvar, func in mod.functions.items():
         if isinstance(func, relax.Function) and (func.attrs or {}).get("Codegen") == "sophon":
             yield gvar, func
 
 
-def PlanRegions(strategy: Strategy = "layer_group_dp", *, overwrite: bool = False) -> tvm.transform.Pass:
+def PlanRegions(strategy: "str | Callable" = "layer_group_dp", *,
+                overwrite: bool = False) -> tvm.transform.Pass:
     """Plan every sophon region with ``strategy`` (a name from
     ``tvm_sophon.layer_groups.STRATEGIES`` or a callable ``(Region, Chip) -> Plan``).
     Regions that already carry a plan keep it unless ``overwrite``; a given plan
