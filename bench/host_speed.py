@@ -9,7 +9,8 @@ Prints machine info, then one table:
     (the same network and weights as an ONNX graph, outputs checked first);
   - the GFLOP/s of ResNet-18's biggest conv layers as single emulator instructions
     vs numpy's sgemm of the equivalent GEMM shape (M=OC, K=IC*KH*KW, N=OH*OW);
-  - INT8 vs FP32 rows only when the runtime has INT8 kernels.
+  - INT8 vs FP32: ResNet-18 on the bm1684 profile, FP32 vs quantized with
+    tvm_sophon.quantize (calibrated on 4 random batches), both on the emulator.
 Every number is the median of several runs after a warm-up. Each end-to-end
 configuration runs in its own process, with SOPHON_NUM_THREADS, TVM_NUM_THREADS,
 OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set to the thread count.
@@ -186,14 +187,58 @@ def run_worker(model: str, threads: int, repeat: int) -> dict:
     return result
 
 
+def run_int8_worker(threads: int, repeat: int) -> dict:
+    """ResNet-18 on the bm1684 profile: FP32 vs INT8 (tvm_sophon.quantize, calibrated
+    on a few random batches), both on the emulator (env already set by the parent)."""
+    import tvm
+    from tvm import relax
+
+    import tvm_sophon
+    from tvm_sophon import models
+
+    mod, params, inputs = models.resnet18()
+    x = inputs["data"]
+    arg = tvm.runtime.tensor(x)
+    rng = np.random.default_rng(1)
+    batches = [{"data": rng.standard_normal(x.shape).astype(np.float32)} for _ in range(4)]
+    qmod = tvm_sophon.quantize(mod, batches, params=params, progress=False)
+    report = tvm_sophon.quantize_report(qmod)
+    result = {"layers": len(report.layers),
+              "fallback": sum(1 for layer in report.layers if not layer.int8)}
+    for name, module, prm in (("fp32", mod, params), ("int8", qmod, None)):
+        vm = relax.VirtualMachine(tvm_sophon.build(module, prm, chip="bm1684"), tvm.cpu())
+        out = vm["main"](arg).numpy()
+        result[name] = median_time(lambda: vm["main"](arg), repeat)
+        result[f"{name}_out"] = out.ravel().tolist()
+    a, b = np.asarray(result.pop("fp32_out")), np.asarray(result.pop("int8_out"))
+    result["cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    return result
+
+
+def _worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in ("SOPHON_NUM_THREADS", "TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env.pop("SOPHON_REFERENCE", None)
+    return env
+
+
+def int8_vs_fp32(threads_list, repeat) -> dict:
+    rows = {}
+    for threads in threads_list:
+        proc = subprocess.run([sys.executable, __file__, "--int8-worker", str(threads), str(repeat)],
+                              capture_output=True, text=True, env=_worker_env(threads), cwd=ROOT)
+        if proc.returncode != 0:
+            raise SystemExit(f"int8 worker x{threads} failed:\n{proc.stdout}\n{proc.stderr}")
+        rows[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rows
+
+
 def end_to_end(threads_list, repeat) -> dict:
     rows = {}
     for model in MODEL_NAMES:
         for threads in threads_list:
-            env = dict(os.environ)
-            for var in ("SOPHON_NUM_THREADS", "TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-                env[var] = str(threads)
-            env.pop("SOPHON_REFERENCE", None)
+            env = _worker_env(threads)
             proc = subprocess.run([sys.executable, __file__, "--worker", model, str(threads), str(repeat)],
                                   capture_output=True, text=True, env=env, cwd=ROOT)
             if proc.returncode != 0:
@@ -283,24 +328,21 @@ def machine_info() -> str:
             f"onnxruntime {onnxruntime.__version__}, CC={os.environ.get('CC', 'cc')}")
 
 
-def int8_note() -> str:
-    from tvm_sophon.cost import runtime_library
-    lib = runtime_library()
-    names = [n for n in ("sophon_tiu_conv2d_int8", "sophon_tiu_conv2d_i8") if hasattr(lib, n)]
-    if not names:
-        return "INT8 vs FP32: skipped (the runtime has no INT8 conv kernel yet)"
-    return f"INT8 vs FP32: skipped (INT8 kernel {names[0]} present, not yet wired into this benchmark)"
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "THREADS", "REPEAT"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--int8-worker", nargs=2, metavar=("THREADS", "REPEAT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         model, threads, repeat = args.worker
         print(json.dumps(run_worker(model, int(threads), int(repeat))))
+        return 0
+    if args.int8_worker:
+        threads, repeat = args.int8_worker
+        print(json.dumps(run_int8_worker(int(threads), int(repeat))))
         return 0
 
     repeat = 5 if args.quick else 15
@@ -308,6 +350,7 @@ def main(argv=None) -> int:
     print(machine_info())
     e2e = end_to_end(threads_list, repeat)
     kernels = conv_kernels(threads_list, repeat)
+    int8 = int8_vs_fp32(threads_list, repeat)
     load = os.getloadavg()
 
     lines = ["| network (1x3x224x224 FP32) | threads | tvm_sophon emulator | TVM llvm (default) | onnxruntime | emulator / onnxruntime |",
@@ -322,8 +365,12 @@ def main(argv=None) -> int:
         for threads in threads_list:
             emu, blas = row[f"emu{threads}"], row[f"blas{threads}"]
             lines.append(f"| {row['name']} | {m} x {k} x {n} | {threads} | {emu:.1f} | {blas:.1f} | {emu / blas:.0%} |")
+    lines += ["", "| ResNet-18 on bm1684 (emulator) | threads | FP32 | INT8 | FP32 / INT8 | INT8 layers | cosine(INT8, FP32) |",
+              "|---|---|---|---|---|---|---|"]
+    for threads, r in int8.items():
+        lines.append(f"| resnet18 | {threads} | {r['fp32'] * 1e3:.1f} ms | {r['int8'] * 1e3:.1f} ms | "
+                     f"{r['fp32'] / r['int8']:.2f}x | {r['layers'] - r['fallback']}/{r['layers']} | {r['cosine']:.4f} |")
     print("\n".join(lines))
-    print(int8_note())
     errs = ", ".join(f"{m} x{t}: emulator {r['max_err_sophon']:.1e}, onnxruntime {r['max_err_onnx']:.1e}"
                      for (m, t), r in e2e.items())
     print(f"max |output - llvm| / max|llvm|: {errs}")

@@ -13,6 +13,7 @@
 
 #include "sophon.h"
 #include "sophon_cost.h"
+#include "sophon_quant.h"
 #include "sophon_threads.h"
 
 #if defined(__GNUC__)
@@ -190,6 +191,52 @@ static inline int32_t sophon_end_tap(int64_t origin, int32_t dilation, int64_t s
   return end < kernel ? (int32_t)end : kernel;
 }
 
+/* ------------------------------------------------------ fixed point
+ * TFLite's fixed-point helpers (sophon_quant.c states the rules), inline so that the
+ * int8 kernels, reference and fast, use one definition at no call cost. */
+
+/* floor(x / 2^exponent) for exponent in [0, 62] (no right shift of a negative value). */
+static inline int64_t sophon_floor_shift_right(int64_t x, int32_t exponent) {
+  return x >= 0 ? x >> exponent : -((-x - 1) >> exponent) - 1;
+}
+
+/* round(x / 2^exponent), ties away from zero (RoundingDivideByPOT), for
+ * exponent in [0, 62] and |x| < 2^62. */
+static inline int64_t sophon_rounding_shift_right(int64_t x, int32_t exponent) {
+  const int64_t mask = ((int64_t)1 << exponent) - 1;
+  const int64_t floor_q = sophon_floor_shift_right(x, exponent);
+  const int64_t remainder = x - floor_q * ((int64_t)1 << exponent); /* x & mask, in [0, mask] */
+  const int64_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+  return floor_q + (remainder > threshold ? 1 : 0);
+}
+
+/* SaturatingRoundingDoublingHighMul. |a * b| <= 2^62 fits int64; the only product
+ * whose doubled high word does not fit int32 is INT32_MIN * INT32_MIN. Division
+ * truncates toward zero; with the nudge (2^30, or 1 - 2^30 for a negative product)
+ * that rounds to nearest with ties toward +infinity: 1.5 -> 2 but -1.5 -> -1 (not
+ * symmetric, as in gemmlowp). */
+static inline int32_t sophon_srdhm_inline(int32_t a, int32_t b) {
+  int64_t product, nudge;
+  if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
+  product = (int64_t)a * (int64_t)b;
+  nudge = product >= 0 ? ((int64_t)1 << 30) : 1 - ((int64_t)1 << 30);
+  return (int32_t)((product + nudge) / ((int64_t)1 << 31));
+}
+
+/* MultiplyByQuantizedMultiplier (sophon_multiply_by_quantized_multiplier).
+ * left_shift = max(shift, 0), right_shift = max(-shift, 0); both clamped to ranges
+ * where the result no longer changes (|x| * 2^31 saturates anyway, and
+ * round(x / 2^62) is 0 for any int32 x). */
+static inline int32_t sophon_mbqm_inline(int32_t x, int32_t multiplier, int32_t shift) {
+  const int32_t left_shift = shift > 31 ? 31 : (shift > 0 ? shift : 0);
+  const int32_t right_shift = shift < -62 ? 62 : (shift < 0 ? -shift : 0);
+  const int64_t wide = (int64_t)x * ((int64_t)1 << left_shift);
+  const int32_t shifted =
+      wide > INT32_MAX ? INT32_MAX : (wide < INT32_MIN ? INT32_MIN : (int32_t)wide);
+  return (int32_t)sophon_rounding_shift_right(sophon_srdhm_inline(shifted, multiplier),
+                                              right_shift);
+}
+
 /* ------------------------------------------------------ fast kernels
  * sophon_fast_conv.c: fast f32 kernels beside the reference ones (same operands,
  * already checked; same results within the tolerance stated there). Each returns 0,
@@ -201,6 +248,14 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act);
+/* sophon_fast_int8.c: fast INT8 conv2d and fc (sophon_quant.h), bit-identical to the
+ * reference kernels of sophon_tiu_int8.c; 0, or -1 as above. */
+int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_local* weight, const sophon_local* bias,
+                            const sophon_conv_params* p, const sophon_requant* q);
+int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                        const sophon_local* weight, const sophon_local* bias,
+                        const sophon_requant* q);
 /* At least `floats` floats of 64-byte aligned scratch owned by the device (grown
  * when needed, kept between instructions), or NULL when the host is out of memory. */
 float* sophon_device_scratch(sophon_device* dev, size_t floats);

@@ -6,7 +6,9 @@
  *
  * Each instruction first checks that the chip has an INT8 datapath, then
  * validates its descriptors and parameters, checks LMEM bounds and operand
- * overlap once, runs one reference kernel and updates the counters with the
+ * overlap once, runs one kernel (conv2d and fc: the fast one of sophon_fast_int8.c,
+ * bit-identical, unless the device is in reference mode; else the reference kernel
+ * here) and updates the counters with the
  * same cost functions as the f32 instructions (EU_NUM is taken at the int8
  * operand dtype, so it includes chip->int8_macs_per_eu). Requantization is fused
  * and free, like the f32 bias and activation.
@@ -274,7 +276,8 @@ sophon_status sophon_tiu_conv2d_int8(sophon_device* dev, const sophon_local* out
   if ((s = check_requant(dev, op, q, out->c)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
-  conv2d_int8_kernel(dev, out, in, weight, bias, p, q);
+  if (dev->reference || sophon_fast_conv2d_int8(dev, out, in, weight, bias, p, q) != 0)
+    conv2d_int8_kernel(dev, out, in, weight, bias, p, q);
 
   macs = (uint64_t)out->n * (uint64_t)out->c * (uint64_t)out->h * (uint64_t)out->w *
          (uint64_t)(in->c / p->groups) * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
@@ -360,7 +363,8 @@ sophon_status sophon_tiu_fc_int8(sophon_device* dev, const sophon_local* out,
   if ((s = check_requant(dev, op, q, out->c)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
-  fc_int8_kernel(dev, out, in, weight, bias, q);
+  if (dev->reference || sophon_fast_fc_int8(dev, out, in, weight, bias, q) != 0)
+    fc_int8_kernel(dev, out, in, weight, bias, q);
 
   sophon_count_tiu(dev, sophon_cost_fc(&dev->chip, out, in),
                    (uint64_t)in->n * (uint64_t)weight->c * (uint64_t)in->c);
