@@ -99,6 +99,10 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* out, const char* name,
                                             const sophon_local* in);
 
+/* fc's shape rules (sophon_tiu_conv.c), shared with int8. */
+sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias);
 /* conv2d's parameter and shape rules (sophon_tiu_conv.c), shared with int8. */
 sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const sophon_local* out,
                                        const sophon_local* in, const sophon_local* weight,

@@ -225,24 +225,10 @@ static void fc_f32(sophon_device* dev, const sophon_local* out, const sophon_loc
   }
 }
 
-sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
-                            const sophon_local* in, const sophon_local* weight,
-                            const sophon_local* bias, const sophon_activation* act) {
-  static const char* op = "tiu_fc";
-  sophon_status s;
-
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
-  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
-  if ((s = sophon_check_activation(dev, op, act)) != SOPHON_OK) return s;
-  if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
-    return s;
-  if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
-
+/* The shape rules of fc (sophon.h), shared by the float and the int8 instruction. */
+sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias) {
   if (in->h != 1 || in->w != 1)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
                             "%s: in shape (%d,%d,%d,%d) is not (M,K,1,1)", op, (int)in->n,
@@ -264,6 +250,28 @@ sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
                             "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
                             (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
                             (int)weight->c);
+  return SOPHON_OK;
+}
+
+sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
+                            const sophon_local* in, const sophon_local* weight,
+                            const sophon_local* bias, const sophon_activation* act) {
+  static const char* op = "tiu_fc";
+  sophon_status s;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
+  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
+  if ((s = sophon_check_activation(dev, op, act)) != SOPHON_OK) return s;
+  if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
+  if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
+    return s;
+  if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
+
+  if ((s = sophon_check_fc_shapes(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;

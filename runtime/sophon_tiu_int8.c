@@ -337,28 +337,7 @@ sophon_status sophon_tiu_fc_int8(sophon_device* dev, const sophon_local* out,
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if ((s = check_int8_chip(dev, op)) != SOPHON_OK) return s;
   if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
-  /* the shape rules of sophon_tiu_fc */
-  if (in->h != 1 || in->w != 1)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: in shape (%d,%d,%d,%d) is not (M,K,1,1)", op, (int)in->n,
-                            (int)in->c, (int)in->h, (int)in->w);
-  if (weight->layout != SOPHON_LAYOUT_COMPACT)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: weight must be COMPACT", op);
-  if (weight->n != 1 || weight->h != in->c || weight->w != 1)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: weight shape (%d,%d,%d,%d) does not match (1,N,K=%d,1)", op,
-                            (int)weight->n, (int)weight->c, (int)weight->h, (int)weight->w,
-                            (int)in->c);
-  if (out->n != in->n || out->c != weight->c || out->h != 1 || out->w != 1)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: out shape (%d,%d,%d,%d) does not match (M=%d,N=%d,1,1)", op,
-                            (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
-                            (int)weight->c);
-  if (bias != NULL && (bias->n != 1 || bias->c != weight->c || bias->h != 1 || bias->w != 1))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
-                            (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
-                            (int)weight->c);
+  if ((s = sophon_check_fc_shapes(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = check_reduction(dev, op, in->c, "K = in.c")) != SOPHON_OK) return s;
   if ((s = check_requant(dev, op, q, out->c)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
