@@ -99,6 +99,12 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* out, const char* name,
                                             const sophon_local* in);
 
+/* Each dim of `t` equals out's or is 1 (sophon_tiu_eltwise.c), shared with int8 add. */
+sophon_status sophon_check_broadcast(sophon_device* dev, const char* op, const char* name,
+                                     const sophon_local* t, const sophon_local* out);
+/* pool2d's parameter rules (sophon_tiu_pool.c), shared with int8. */
+sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
+                                       const sophon_pool_params* p);
 /* fc's shape rules (sophon_tiu_conv.c), shared with int8. */
 sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const sophon_local* out,
                                      const sophon_local* in, const sophon_local* weight,

@@ -69,7 +69,7 @@ static void binary_f32_kernel(sophon_device* dev, const sophon_local* out,
   }
 }
 
-static sophon_status check_broadcast(sophon_device* dev, const char* op, const char* name,
+sophon_status sophon_check_broadcast(sophon_device* dev, const char* op, const char* name,
                                      const sophon_local* t, const sophon_local* out) {
   if ((t->n != out->n && t->n != 1) || (t->c != out->c && t->c != 1) ||
       (t->h != out->h && t->h != 1) || (t->w != out->w && t->w != 1))
@@ -97,8 +97,8 @@ sophon_status sophon_tiu_binary(sophon_device* dev, const sophon_local* out,
   if ((s = sophon_check_same_dtype(dev, op, "a", a, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_same_dtype(dev, op, "b", b, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_tiu_dtype(dev, op, out->dtype)) != SOPHON_OK) return s;
-  if ((s = check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
-  if ((s = check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;

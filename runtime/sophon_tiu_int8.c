@@ -406,18 +406,6 @@ static void add_int8_kernel(sophon_device* dev, const sophon_local* out, const s
   }
 }
 
-static sophon_status check_broadcast(sophon_device* dev, const char* op, const char* name,
-                                     const sophon_local* t, const sophon_local* out) {
-  if ((t->n != out->n && t->n != 1) || (t->c != out->c && t->c != 1) ||
-      (t->h != out->h && t->h != 1) || (t->w != out->w && t->w != 1))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: %s shape (%d,%d,%d,%d) does not broadcast to out shape "
-                            "(%d,%d,%d,%d) (each dim must equal out's or be 1)",
-                            op, name, (int)t->n, (int)t->c, (int)t->h, (int)t->w,
-                            (int)out->n, (int)out->c, (int)out->h, (int)out->w);
-  return SOPHON_OK;
-}
-
 static sophon_status check_add_params(sophon_device* dev, const char* op,
                                       const sophon_add_int8_params* p) {
   sophon_status s;
@@ -462,8 +450,8 @@ sophon_status sophon_tiu_add_int8(sophon_device* dev, const sophon_local* out,
   if ((s = check_dtype(dev, op, "a", a, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = check_dtype(dev, op, "b", b, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = check_add_params(dev, op, p)) != SOPHON_OK) return s;
-  if ((s = check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
-  if ((s = check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;
@@ -601,24 +589,7 @@ sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = check_dtype(dev, op, "in", in, SOPHON_I8)) != SOPHON_OK) return s;
-  if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
-  if (p->kind != SOPHON_POOL_MAX && p->kind != SOPHON_POOL_AVG)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown pool kind %d", op,
-                            (int)p->kind);
-  if (p->kernel_h <= 0 || p->kernel_w <= 0 || p->stride_h <= 0 || p->stride_w <= 0 ||
-      p->dilation_h <= 0 || p->dilation_w <= 0)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: kernel %dx%d, stride %dx%d and dilation %dx%d must be positive",
-                            op, (int)p->kernel_h, (int)p->kernel_w, (int)p->stride_h,
-                            (int)p->stride_w, (int)p->dilation_h, (int)p->dilation_w);
-  if (p->pad_top < 0 || p->pad_left < 0 || p->pad_bottom < 0 || p->pad_right < 0)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: padding (top %d, left %d, bottom %d, right %d) is negative",
-                            op, (int)p->pad_top, (int)p->pad_left, (int)p->pad_bottom,
-                            (int)p->pad_right);
-  if (p->count_include_pad != 0 && p->count_include_pad != 1)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: count_include_pad %d is not 0 or 1",
-                            op, (int)p->count_include_pad);
+  if ((s = sophon_check_pool_params(dev, op, p)) != SOPHON_OK) return s;
   if (p->kind == SOPHON_POOL_AVG && p->count_include_pad)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: int8 AVG divides by the in-bounds taps only "

@@ -110,14 +110,9 @@ static sophon_status check_pool_axis(sophon_device* dev, const char* op, const c
   return SOPHON_OK;
 }
 
-sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
-                                const sophon_local* in, const sophon_pool_params* p) {
-  static const char* op = "tiu_pool2d";
-  sophon_status s;
-
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
-  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+/* pool2d's parameter rules (sophon.h), shared by the float and the int8 instruction. */
+sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
+                                       const sophon_pool_params* p) {
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
   if (p->kind != SOPHON_POOL_MAX && p->kind != SOPHON_POOL_AVG)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown pool kind %d", op,
@@ -136,6 +131,18 @@ sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
   if (p->count_include_pad != 0 && p->count_include_pad != 1)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: count_include_pad %d is not 0 or 1",
                             op, (int)p->count_include_pad);
+  return SOPHON_OK;
+}
+
+sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_pool_params* p) {
+  static const char* op = "tiu_pool2d";
+  sophon_status s;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_pool_params(dev, op, p)) != SOPHON_OK) return s;
   if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
   if (out->n != in->n || out->c != in->c)
