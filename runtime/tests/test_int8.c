@@ -2,7 +2,7 @@
  * test_int8.c - unit tests of the INT8 instructions (sophon_quant.h) and their
  * fixed-point helpers.
  *
- * A standalone program with the same tiny harness as test_runtime.c: each
+ * A standalone program with the harness of sophon_test.h: each
  * failing CHECK prints file:line; the last line is "N passed, M failed"; the
  * exit status is nonzero iff a check failed. Golden values are small enough to
  * work out by hand (the working is in the comments); the structural tests
@@ -21,58 +21,7 @@
 #include "sophon_program.h"
 #include "sophon_quant.h"
 
-/* ------------------------------------------------------------- harness */
-
-static int g_passed = 0;
-static int g_failed = 0;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (cond) {                                                       \
-      ++g_passed;                                                     \
-    } else {                                                          \
-      ++g_failed;                                                     \
-      printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                 \
-  } while (0)
-
-#define CHECK_EQ_INT(got, want)                                                          \
-  do {                                                                                   \
-    long long check_got_ = (long long)(got), check_want_ = (long long)(want);            \
-    if (check_got_ == check_want_) {                                                     \
-      ++g_passed;                                                                        \
-    } else {                                                                             \
-      ++g_failed;                                                                        \
-      printf("%s:%d: %s is %lld, expected %lld\n", __FILE__, __LINE__, #got, check_got_, \
-             check_want_);                                                               \
-    }                                                                                    \
-  } while (0)
-
-#define CHECK_STATUS(dev, expr, expected)                                            \
-  do {                                                                               \
-    sophon_status check_status_ = (expr);                                            \
-    if (check_status_ == (expected)) {                                               \
-      ++g_passed;                                                                    \
-    } else {                                                                         \
-      ++g_failed;                                                                    \
-      printf("%s:%d: %s returned %s, expected %s (error: %s)\n", __FILE__, __LINE__, \
-             #expr, sophon_status_name(check_status_), sophon_status_name(expected), \
-             sophon_device_error(dev));                                              \
-    }                                                                                \
-  } while (0)
-
-#define CHECK_OK(dev, expr) CHECK_STATUS(dev, expr, SOPHON_OK)
-
-#define CHECK_ERROR_HAS(dev, needle)                                             \
-  do {                                                                           \
-    if (strstr(sophon_device_error(dev), (needle)) != NULL) {                    \
-      ++g_passed;                                                                \
-    } else {                                                                     \
-      ++g_failed;                                                                \
-      printf("%s:%d: error \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, \
-             sophon_device_error(dev), (needle));                                \
-    }                                                                            \
-  } while (0)
+#include "sophon_test.h"
 
 /* int8 arrays are equal; reports the first difference. */
 static int i8_equal(const int8_t* got, const int8_t* want, int count, const char* file,

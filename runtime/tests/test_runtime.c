@@ -19,48 +19,7 @@
 #include "sophon.h"
 #include "sophon_cost.h"
 
-/* ------------------------------------------------------------- harness */
-
-static int g_passed = 0;
-static int g_failed = 0;
-
-#define CHECK(cond)                                                   \
-  do {                                                                \
-    if (cond) {                                                       \
-      ++g_passed;                                                     \
-    } else {                                                          \
-      ++g_failed;                                                     \
-      printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                 \
-  } while (0)
-
-/* Checks a status; on a mismatch also prints the device's message. */
-#define CHECK_STATUS(dev, expr, expected)                                            \
-  do {                                                                               \
-    sophon_status check_status_ = (expr);                                            \
-    if (check_status_ == (expected)) {                                               \
-      ++g_passed;                                                                    \
-    } else {                                                                         \
-      ++g_failed;                                                                    \
-      printf("%s:%d: %s returned %s, expected %s (error: %s)\n", __FILE__, __LINE__, \
-             #expr, sophon_status_name(check_status_), sophon_status_name(expected), \
-             sophon_device_error(dev));                                              \
-    }                                                                                \
-  } while (0)
-
-#define CHECK_OK(dev, expr) CHECK_STATUS(dev, expr, SOPHON_OK)
-
-/* The device's message contains `needle`. */
-#define CHECK_ERROR_HAS(dev, needle)                                             \
-  do {                                                                           \
-    if (strstr(sophon_device_error(dev), (needle)) != NULL) {                    \
-      ++g_passed;                                                                \
-    } else {                                                                     \
-      ++g_failed;                                                                \
-      printf("%s:%d: error \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, \
-             sophon_device_error(dev), (needle));                                \
-    }                                                                            \
-  } while (0)
+#include "sophon_test.h"
 
 /* Float arrays agree to a relative/absolute tolerance; reports the first miss. */
 static int arrays_near(const float* got, const float* want, int count, float tol,

@@ -1,0 +1,67 @@
+/*
+ * sophon_test.h - the tiny harness of the runtime's C test programs: each failing
+ * CHECK prints file:line, a program ends with "N passed, M failed" and exits
+ * nonzero iff a check failed (one translation unit per program).
+ */
+#ifndef SOPHON_TEST_H_
+#define SOPHON_TEST_H_
+
+#include <stdio.h>
+#include <string.h>
+
+#include "sophon.h"
+
+static int g_passed = 0;
+static int g_failed = 0;
+
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (cond) {                                                       \
+      ++g_passed;                                                     \
+    } else {                                                          \
+      ++g_failed;                                                     \
+      printf("%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                 \
+  } while (0)
+
+#define CHECK_EQ_INT(got, want)                                                          \
+  do {                                                                                   \
+    long long check_got_ = (long long)(got), check_want_ = (long long)(want);            \
+    if (check_got_ == check_want_) {                                                     \
+      ++g_passed;                                                                        \
+    } else {                                                                             \
+      ++g_failed;                                                                        \
+      printf("%s:%d: %s is %lld, expected %lld\n", __FILE__, __LINE__, #got, check_got_, \
+             check_want_);                                                               \
+    }                                                                                    \
+  } while (0)
+
+/* Checks a status; on a mismatch also prints the device's message. */
+#define CHECK_STATUS(dev, expr, expected)                                            \
+  do {                                                                               \
+    sophon_status check_status_ = (expr);                                            \
+    if (check_status_ == (expected)) {                                               \
+      ++g_passed;                                                                    \
+    } else {                                                                         \
+      ++g_failed;                                                                    \
+      printf("%s:%d: %s returned %s, expected %s (error: %s)\n", __FILE__, __LINE__, \
+             #expr, sophon_status_name(check_status_), sophon_status_name(expected), \
+             sophon_device_error(dev));                                              \
+    }                                                                                \
+  } while (0)
+
+#define CHECK_OK(dev, expr) CHECK_STATUS(dev, expr, SOPHON_OK)
+
+/* The device's message contains `needle`. */
+#define CHECK_ERROR_HAS(dev, needle)                                             \
+  do {                                                                           \
+    if (strstr(sophon_device_error(dev), (needle)) != NULL) {                    \
+      ++g_passed;                                                                \
+    } else {                                                                     \
+      ++g_failed;                                                                \
+      printf("%s:%d: error \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, \
+             sophon_device_error(dev), (needle));                                \
+    }                                                                            \
+  } while (0)
+
+#endif /* SOPHON_TEST_H_ */
