@@ -13,18 +13,18 @@
  *   the product runs over K in blocks of KC with an MR x NR register-blocked
  *   micro-kernel (AVX2 when the CPU has it, else plain C), accumulating into
  *   the output; then out = act(C + bias).
- * depthwise (one input and one output channel per group): direct, row by row.
+ * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
  * fc: the input vector gathered once, then one dot product per output feature.
  *
  * Threads: each task owns disjoint outputs (conv: a range of B panels or of A
- * panels; depthwise: channels; fc: features) and computes every element in one
+ * panels; fc: features) and computes every element in one
  * fixed order, so results are bit-identical for any thread count.
  *
  * Tolerance against the reference. The GEMM path adds each output's products in
  * the reference's (ic, ky, kx) order with the same roundings (a multiply, then an
  * add: no fused multiply-add, which on the Zen-class hosts this targets costs no
  * throughput since adds and multiplies issue on separate pipes); padding taps add
- * exact zeros. Depthwise uses the reference's order too. So conv results are
+ * exact zeros. So conv results are
  * bit-identical to the reference (up to the sign of an all-zero sum) as long as the
  * compiler does not contract a*b + c into an FMA: GCC in ISO C mode, as the
  * toolchain builds it, does not. fc sums in 8 interleaved partial sums, combined
@@ -36,51 +36,13 @@
  */
 #include <string.h>
 
-#include "sophon_internal.h"
-
-#if SOPHON_X86_DISPATCH
-#include <immintrin.h>
-#define SOPHON_AVX2 __attribute__((target("avx2")))
-#define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
-#endif
+#include "sophon_fast.h"
 
 enum {
   MR = 6,   /* micro-tile rows: output channels */
   NR = 16,  /* micro-tile columns: output pixels (two AVX vectors) */
   KC = 256  /* K block: an A panel (6 KiB) and a B panel (16 KiB) stay in L1 */
 };
-
-/* Below this many MACs an instruction runs on the calling thread only. */
-#define PARALLEL_MIN_MACS 65536
-
-/* [begin, end) of task `task` when `count` items are split over `tasks`. */
-static void task_range(int64_t count, int32_t task, int32_t tasks, int64_t* begin,
-                       int64_t* end) {
-  *begin = count * task / tasks;
-  *end = count * (task + 1) / tasks;
-}
-
-static int32_t tasks_for(const sophon_device* dev, uint64_t macs, int64_t items) {
-  int64_t tasks = dev->num_threads;
-  if (macs < PARALLEL_MIN_MACS) return 1;
-  if (tasks > items) tasks = items;
-  return tasks < 1 ? 1 : (int32_t)tasks;
-}
-
-/* Applies bias and activation to `count` accumulated outputs. */
-static void finish_outputs(float* data, int64_t count, float bias,
-                           const sophon_activation* act) {
-  int64_t i;
-  if (act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU) {
-    const int relu = act->kind == SOPHON_ACT_RELU;
-    for (i = 0; i < count; ++i) {
-      const float v = data[i] + bias;
-      data[i] = relu && !(v > 0.0f) ? 0.0f : v;
-    }
-    return;
-  }
-  for (i = 0; i < count; ++i) data[i] = sophon_activate_f32(act, data[i] + bias);
-}
 
 /* --------------------------------------------------------- micro-kernels
  * c[r][0..NR) (+)= sum_k a[r][k * a_step] * b[k*NR + j] for k < kc, r < MR: the
@@ -269,10 +231,10 @@ static void pack_b_panel(const conv_gemm* g, int64_t panel, float* dst) {
 static void conv_pack_task(void* ctx, int32_t task, int32_t tasks) {
   conv_gemm* g = (conv_gemm*)ctx;
   int64_t begin, end, panel;
-  task_range(g->m_panels, task, tasks, &begin, &end);
+  sophon_task_range(g->m_panels, task, tasks, &begin, &end);
   for (panel = begin; panel < end && g->pack_a; ++panel)
     pack_a_panel(g, panel, g->a_pack + panel * g->k * MR);
-  task_range(g->n_panels, task, tasks, &begin, &end);
+  sophon_task_range(g->n_panels, task, tasks, &begin, &end);
   for (panel = begin; panel < end; ++panel)
     pack_b_panel(g, panel, g->b_pack + panel * g->k * NR);
 }
@@ -287,9 +249,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   int32_t r;
 
   if (g->split_n)
-    task_range(g->n_panels, task, tasks, &n_begin, &n_end);
+    sophon_task_range(g->n_panels, task, tasks, &n_begin, &n_end);
   else
-    task_range(g->m_panels, task, tasks, &m_begin, &m_end);
+    sophon_task_range(g->m_panels, task, tasks, &m_begin, &m_end);
   memset(tile, 0, sizeof tile);
   for (r = 0; r < MR; ++r) tile_rows[r] = tile[r];
 
@@ -337,7 +299,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
     for (oc = oc_begin; oc < oc_end; ++oc) {
       const int32_t channel = g->group * g->ocg + oc;
       const float bias = g->has_bias ? *sophon_view_f32(&g->bias_v, 0, channel) : 0.0f;
-      finish_outputs(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
+      sophon_finish_f32(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
                      col_end - col_begin, bias, &g->p->act);
     }
   }
@@ -382,7 +344,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
   g.split_n = g.n_panels >= g.m_panels;
-  tasks = tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
+  tasks = sophon_tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
   for (g.batch = 0; g.batch < out->n; ++g.batch) {
     for (g.group = 0; g.group < p->groups; ++g.group) {
       sophon_parallel_run(dev->pool, tasks, conv_pack_task, &g);
@@ -392,117 +354,11 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   return 0;
 }
 
-/* ----------------------------------------------------------- depthwise */
-
-typedef struct {
-  sophon_view out_v, in_v, weight_v, bias_v;
-  int has_bias;
-  const sophon_conv_params* p;
-  int32_t batches, channels, in_h, in_w, out_h, out_w;
-  int use_avx2;
-} conv_depthwise;
-
-/* out_row[ox] += w * in_row[ox * sw + offset] for the ox whose tap is inside the row. */
-#if SOPHON_X86_DISPATCH
-SOPHON_ALWAYS_INLINE
-#endif
-static inline void depthwise_row(float* restrict out_row, const float* restrict in_row,
-                                 int32_t out_w, int32_t in_w, int32_t sw, int64_t offset,
-                                 float w) {
-  const int32_t lo = sophon_first_tap(offset, sw);
-  const int32_t hi = sophon_end_tap(offset, sw, in_w, out_w);
-  int32_t ox;
-  if (sw == 1) {
-    for (ox = lo; ox < hi; ++ox) out_row[ox] += w * in_row[ox + offset];
-  } else {
-    for (ox = lo; ox < hi; ++ox) out_row[ox] += w * in_row[(int64_t)ox * sw + offset];
-  }
-}
-
-/* One output channel, taps in the reference's order (filter_y, filter_x). */
-#if SOPHON_X86_DISPATCH
-SOPHON_ALWAYS_INLINE
-#endif
-static inline void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t channel) {
-  const sophon_conv_params* p = d->p;
-  const float* in = sophon_view_f32(&d->in_v, batch, channel);
-  const float* filter = sophon_view_f32(&d->weight_v, 0, channel);
-  float* out = sophon_view_f32(&d->out_v, batch, channel);
-  const float bias = d->has_bias ? *sophon_view_f32(&d->bias_v, 0, channel) : 0.0f;
-  int32_t oy, ky, kx, ox;
-  for (oy = 0; oy < d->out_h; ++oy) {
-    const int64_t iy0 = (int64_t)oy * p->stride_h - p->pad_top;
-    const int32_t ky_begin = sophon_first_tap(iy0, p->dilation_h);
-    const int32_t ky_end = sophon_end_tap(iy0, p->dilation_h, d->in_h, p->kernel_h);
-    float* out_row = out + (int64_t)oy * d->out_w;
-    for (ox = 0; ox < d->out_w; ++ox) out_row[ox] = 0.0f;
-    for (ky = ky_begin; ky < ky_end; ++ky) {
-      const float* in_row = in + (iy0 + (int64_t)ky * p->dilation_h) * d->in_w;
-      for (kx = 0; kx < p->kernel_w; ++kx)
-        depthwise_row(out_row, in_row, d->out_w, d->in_w, p->stride_w,
-                      (int64_t)kx * p->dilation_w - p->pad_left,
-                      filter[(int64_t)ky * p->kernel_w + kx]);
-    }
-  }
-  finish_outputs(out, (int64_t)d->out_h * d->out_w, bias, &p->act);
-}
-
-static void depthwise_channel_c(const conv_depthwise* d, int32_t batch, int32_t channel) {
-  depthwise_channel(d, batch, channel);
-}
-
-#if SOPHON_X86_DISPATCH
-SOPHON_AVX2 static void depthwise_channel_avx2(const conv_depthwise* d, int32_t batch,
-                                               int32_t channel) {
-  depthwise_channel(d, batch, channel);
-}
-#endif
-
-static void depthwise_task(void* ctx, int32_t task, int32_t tasks) {
-  const conv_depthwise* d = (const conv_depthwise*)ctx;
-  int64_t begin, end, channel;
-  int32_t batch;
-  task_range(d->channels, task, tasks, &begin, &end);
-  for (batch = 0; batch < d->batches; ++batch) {
-    for (channel = begin; channel < end; ++channel) {
-#if SOPHON_X86_DISPATCH
-      if (d->use_avx2) {
-        depthwise_channel_avx2(d, batch, (int32_t)channel);
-        continue;
-      }
-#endif
-      depthwise_channel_c(d, batch, (int32_t)channel);
-    }
-  }
-}
-
-static void conv2d_depthwise(sophon_device* dev, const sophon_local* out,
-                             const sophon_local* in, const sophon_local* weight,
-                             const sophon_local* bias, const sophon_conv_params* p) {
-  conv_depthwise d;
-  const uint64_t macs = (uint64_t)out->n * (uint64_t)out->c * (uint64_t)out->h *
-                        (uint64_t)out->w * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
-  sophon_view_init(&d.out_v, dev, out);
-  sophon_view_init(&d.in_v, dev, in);
-  sophon_view_init(&d.weight_v, dev, weight);
-  d.has_bias = bias != NULL;
-  if (bias != NULL) sophon_view_init(&d.bias_v, dev, bias);
-  d.p = p;
-  d.batches = out->n;
-  d.channels = out->c;
-  d.in_h = in->h;
-  d.in_w = in->w;
-  d.out_h = out->h;
-  d.out_w = out->w;
-  d.use_avx2 = dev->cpu_avx2;
-  sophon_parallel_run(dev->pool, tasks_for(dev, macs, out->c), depthwise_task, &d);
-}
-
 int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_local* weight, const sophon_local* bias,
                            const sophon_conv_params* p) {
   if (in->c == p->groups && out->c == p->groups) {
-    conv2d_depthwise(dev, out, in, weight, bias, p);
+    sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
     return 0;
   }
   return conv2d_gemm(dev, out, in, weight, bias, p);
@@ -546,7 +402,7 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
   const fc_job* f = (const fc_job*)ctx;
   int64_t begin, end, feature;
   int32_t batch;
-  task_range(f->features, task, tasks, &begin, &end);
+  sophon_task_range(f->features, task, tasks, &begin, &end);
   for (batch = 0; batch < f->batches; ++batch) {
     const float* x = f->inputs + (int64_t)batch * f->depth;
     for (feature = begin; feature < end; ++feature) {
@@ -594,7 +450,7 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
   f.inputs = inputs;
   f.use_avx2 = dev->cpu_avx2;
   sophon_parallel_run(dev->pool,
-                      tasks_for(dev, (uint64_t)in->n * (uint64_t)out->c * (uint64_t)in->c, out->c),
+                      sophon_tasks_for(dev, (uint64_t)in->n * (uint64_t)out->c * (uint64_t)in->c, out->c),
                       fc_task, &f);
   return 0;
 }

@@ -30,34 +30,13 @@
  */
 #include <string.h>
 
-#include "sophon_internal.h"
+#include "sophon_fast.h"
 #include "sophon_quant.h"
-
-#if SOPHON_X86_DISPATCH
-#include <immintrin.h>
-#define SOPHON_AVX2 __attribute__((target("avx2")))
-#endif
 
 enum {
   BR = 6,  /* block rows: output channels */
   BN = 16  /* block columns: output pixels (two vectors of 8 int32) */
 };
-
-/* Below this many MACs an instruction runs on the calling thread only. */
-#define PARALLEL_MIN_MACS 65536
-
-static void task_range(int64_t count, int32_t task, int32_t tasks, int64_t* begin,
-                       int64_t* end) {
-  *begin = count * task / tasks;
-  *end = count * (task + 1) / tasks;
-}
-
-static int32_t tasks_for(const sophon_device* dev, uint64_t macs, int64_t items) {
-  int64_t tasks = dev->num_threads;
-  if (macs < PARALLEL_MIN_MACS) return 1;
-  if (tasks > items) tasks = items;
-  return tasks < 1 ? 1 : (int32_t)tasks;
-}
 
 /* The reference's requantization (sophon_tiu_int8.c: requantize(saturate_i32(acc +
  * bias))) with the same fixed-point function (sophon_mbqm_inline is the body of
@@ -166,7 +145,7 @@ typedef struct {
 static void pack_a_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_job* g = (const conv_job*)ctx;
   int64_t begin, end, oc, i;
-  task_range(g->out_c, task, tasks, &begin, &end);
+  sophon_task_range(g->out_c, task, tasks, &begin, &end);
   for (oc = begin; oc < end; ++oc) {
     const int8_t* src = sophon_view_i8(&g->weight_v, 0, (int32_t)oc);
     uint32_t* dst = g->a_pack + oc * g->pairs;
@@ -253,7 +232,7 @@ static void conv_task(void* ctx, int32_t task, int32_t tasks) {
   const sophon_requant* q = g->q;
   int16_t* b_pack = g->b_pack + (int64_t)task * g->pairs * g->pc * 2;
   int64_t begin, end, item;
-  task_range((int64_t)g->groups * g->chunks, task, tasks, &begin, &end);
+  sophon_task_range((int64_t)g->groups * g->chunks, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t group = (int32_t)(item / g->chunks);
     const int64_t p0 = (item % g->chunks) * g->pc;
@@ -317,7 +296,7 @@ int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const s
   g.block = block_for(dev);
 
   macs = (uint64_t)out->c * (uint64_t)g.n * (uint64_t)g.k;
-  tasks = tasks_for(dev, macs, (int64_t)g.groups * g.chunks);
+  tasks = sophon_tasks_for(dev, macs, (int64_t)g.groups * g.chunks);
   a_words = sophon_ceil_div((int64_t)out->c * g.pairs, 16) * 16; /* keeps b_pack aligned */
   b_elems = (int64_t)tasks * g.pairs * g.pc * 2;
   scratch = (uint32_t*)(void*)sophon_device_scratch(dev, (size_t)(a_words + b_elems / 2));
@@ -325,7 +304,7 @@ int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const s
   g.a_pack = scratch;
   g.b_pack = (int16_t*)(void*)(scratch + a_words);
 
-  sophon_parallel_run(dev->pool, tasks_for(dev, macs, out->c), pack_a_task, &g);
+  sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, out->c), pack_a_task, &g);
   for (g.batch = 0; g.batch < out->n; ++g.batch)
     sophon_parallel_run(dev->pool, tasks, conv_task, &g);
   return 0;
@@ -376,7 +355,7 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
   const sophon_requant* q = f->q;
   int64_t begin, end, feature;
   int32_t batch;
-  task_range(f->features, task, tasks, &begin, &end);
+  sophon_task_range(f->features, task, tasks, &begin, &end);
   for (batch = 0; batch < f->batches; ++batch) {
     const int16_t* x = f->inputs + (int64_t)batch * f->depth;
     for (feature = begin; feature < end; ++feature) {
@@ -428,7 +407,7 @@ int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sopho
   f.inputs = inputs;
   f.use_avx2 = dev->cpu_avx2;
   sophon_parallel_run(dev->pool,
-                      tasks_for(dev, (uint64_t)in->n * (uint64_t)out->c * (uint64_t)in->c, out->c),
+                      sophon_tasks_for(dev, (uint64_t)in->n * (uint64_t)out->c * (uint64_t)in->c, out->c),
                       fc_task, &f);
   return 0;
 }

@@ -258,6 +258,11 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act);
+/* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
+ * bit-identical to the reference; needs no scratch. */
+void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_local* weight,
+                               const sophon_local* bias, const sophon_conv_params* p);
 /* sophon_fast_int8.c: fast INT8 conv2d and fc (sophon_quant.h), bit-identical to the
  * reference kernels of sophon_tiu_int8.c; 0, or -1 as above. */
 int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,

@@ -1,9 +1,20 @@
 /*
  * sophon_threads.c - a fixed pool of worker threads for the fast kernels.
  *
- * Workers sleep on a condition variable between instructions (the host may be
- * shared, so nobody spins). A run bumps a generation counter, wakes the workers,
- * runs task 0 on the calling thread and waits until the other tasks are done.
+ * A run publishes (fn, ctx, num_tasks), bumps a generation counter, runs task 0
+ * on the calling thread and waits until the other tasks are done.
+ *
+ * Waiting is spin-then-sleep. A model runs hundreds of short instructions per
+ * inference, back to back; a worker that went to sleep on a condition variable
+ * after each one would cost a futex wake-up (tens of microseconds) per
+ * instruction and per thread. So workers and the caller first poll the shared
+ * counters for a bounded time (SPIN_NS, with a pause instruction in the loop),
+ * then sleep on the condition variables: a pool between inferences, or on a
+ * host shared with other work, does not burn a core for longer than that.
+ *
+ * The counters are read and written with GCC's __atomic builtins (acquire and
+ * release); the mutex guards only sleeping and waking, so a sleeper re-checks its
+ * condition under the lock and no wake-up is lost.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -11,7 +22,11 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
+
+/* How long a thread polls before it sleeps: about the time of a small instruction. */
+#define SPIN_NS 200000L
 
 struct sophon_thread_pool {
   int32_t size;            /* threads including the caller */
@@ -20,10 +35,10 @@ struct sophon_thread_pool {
   pthread_mutex_t lock;
   pthread_cond_t wake;     /* generation changed or shutdown */
   pthread_cond_t done;     /* pending reached 0 */
-  uint64_t generation;
-  int32_t pending;         /* worker tasks of the current run not yet finished */
-  int shutdown;
-  /* the current run */
+  uint64_t generation;     /* atomic */
+  int32_t pending;         /* atomic: workers not yet done with the current run */
+  int32_t shutdown;        /* atomic */
+  /* the current run, published before generation is bumped */
   sophon_task_fn fn;
   void* ctx;
   int32_t num_tasks;
@@ -34,28 +49,58 @@ typedef struct {
   int32_t index;           /* 1 .. size-1 */
 } worker_arg;
 
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+static int64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (int64_t)t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* Polls until generation differs from `seen` or shutdown, for at most SPIN_NS;
+ * returns nonzero if it saw a change. The clock is read every 64 polls. */
+static int spin_for_generation(sophon_thread_pool* pool, uint64_t seen) {
+  const int64_t deadline = now_ns() + SPIN_NS;
+  uint32_t polls = 0;
+  for (;;) {
+    if (__atomic_load_n(&pool->generation, __ATOMIC_ACQUIRE) != seen ||
+        __atomic_load_n(&pool->shutdown, __ATOMIC_ACQUIRE))
+      return 1;
+    cpu_relax();
+    if ((++polls & 63u) == 0 && now_ns() > deadline) return 0;
+  }
+}
+
 static void* worker_main(void* arg_ptr) {
   worker_arg* arg = (worker_arg*)arg_ptr;
   sophon_thread_pool* pool = arg->pool;
   const int32_t index = arg->index;
   uint64_t seen = 0;
   free(arg);
-  pthread_mutex_lock(&pool->lock);
   for (;;) {
-    while (!pool->shutdown && pool->generation == seen) pthread_cond_wait(&pool->wake, &pool->lock);
-    if (pool->shutdown) break;
-    seen = pool->generation;
-    if (index < pool->num_tasks) {
-      sophon_task_fn fn = pool->fn;
-      void* ctx = pool->ctx;
-      const int32_t num_tasks = pool->num_tasks;
-      pthread_mutex_unlock(&pool->lock);
-      fn(ctx, index, num_tasks);
+    if (!spin_for_generation(pool, seen)) {
       pthread_mutex_lock(&pool->lock);
-      if (--pool->pending == 0) pthread_cond_signal(&pool->done);
+      while (!__atomic_load_n(&pool->shutdown, __ATOMIC_ACQUIRE) &&
+             __atomic_load_n(&pool->generation, __ATOMIC_ACQUIRE) == seen)
+        pthread_cond_wait(&pool->wake, &pool->lock);
+      pthread_mutex_unlock(&pool->lock);
+    }
+    if (__atomic_load_n(&pool->shutdown, __ATOMIC_ACQUIRE)) break;
+    /* every worker reports every run, tasks or not, so the caller cannot publish
+       the next run while this one still reads the current one */
+    seen += 1;
+    if (index < pool->num_tasks) pool->fn(pool->ctx, index, pool->num_tasks);
+    if (__atomic_sub_fetch(&pool->pending, 1, __ATOMIC_ACQ_REL) == 0) {
+      /* under the lock: the caller checks pending under it before sleeping */
+      pthread_mutex_lock(&pool->lock);
+      pthread_cond_signal(&pool->done);
+      pthread_mutex_unlock(&pool->lock);
     }
   }
-  pthread_mutex_unlock(&pool->lock);
   return NULL;
 }
 
@@ -102,7 +147,7 @@ void sophon_thread_pool_destroy(sophon_thread_pool* pool) {
   int32_t i;
   if (pool == NULL) return;
   pthread_mutex_lock(&pool->lock);
-  pool->shutdown = 1;
+  __atomic_store_n(&pool->shutdown, 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->lock);
   for (i = 0; i < pool->started; ++i) pthread_join(pool->workers[i], NULL);
@@ -119,23 +164,33 @@ int32_t sophon_thread_pool_size(const sophon_thread_pool* pool) {
 
 void sophon_parallel_run(sophon_thread_pool* pool, int32_t num_tasks, sophon_task_fn fn,
                          void* ctx) {
+  int64_t deadline;
+  uint32_t polls = 0;
   if (pool == NULL || num_tasks <= 1) {
     fn(ctx, 0, 1);
     return;
   }
   if (num_tasks > pool->size) num_tasks = pool->size;
-  pthread_mutex_lock(&pool->lock);
   pool->fn = fn;
   pool->ctx = ctx;
   pool->num_tasks = num_tasks;
-  pool->pending = num_tasks - 1;
-  pool->generation += 1;
+  __atomic_store_n(&pool->pending, pool->size - 1, __ATOMIC_RELAXED);
+  pthread_mutex_lock(&pool->lock);
+  __atomic_add_fetch(&pool->generation, 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->lock);
   fn(ctx, 0, num_tasks);
-  pthread_mutex_lock(&pool->lock);
-  while (pool->pending > 0) pthread_cond_wait(&pool->done, &pool->lock);
-  pthread_mutex_unlock(&pool->lock);
+  deadline = now_ns() + SPIN_NS;
+  while (__atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE) > 0) {
+    cpu_relax();
+    if ((++polls & 63u) == 0 && now_ns() > deadline) {
+      pthread_mutex_lock(&pool->lock);
+      while (__atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE) > 0)
+        pthread_cond_wait(&pool->done, &pool->lock);
+      pthread_mutex_unlock(&pool->lock);
+      break;
+    }
+  }
 }
 
 int32_t sophon_online_cpus(void) {
