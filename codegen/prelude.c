@@ -99,13 +99,16 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
   pthread_mutex_lock(&g_device_lock);
   if (g_device == NULL && sophon_device_create(chip, &g_device) == SOPHON_OK) {
     /* host execution settings, read once: SOPHON_NUM_THREADS (default 0 = all
-       online CPUs) and SOPHON_REFERENCE=1 (plain reference kernels) */
+       online CPUs), SOPHON_REFERENCE=1 (plain reference kernels) and SOPHON_ISA
+       (0 C, 1 AVX2, 2 AVX-512: the most the fast kernels may use; default all) */
     const char* threads = getenv("SOPHON_NUM_THREADS");
     const char* reference = getenv("SOPHON_REFERENCE");
+    const char* isa = getenv("SOPHON_ISA");
     int n = threads != NULL && threads[0] != '\0' ? atoi(threads) : 0;
     if (sophon_device_set_threads(g_device, n < 0 ? 0 : n) != SOPHON_OK)
       sophon_device_set_threads(g_device, 1);
     sophon_device_set_reference(g_device, reference != NULL && atoi(reference) != 0);
+    if (isa != NULL && isa[0] != '\0') sophon_device_set_isa(g_device, atoi(isa));
   }
   for (int i = 0; i < num_scratch && g_device != NULL; ++i) {
     if (scratch[i] == NULL) scratch[i] = malloc(scratch_bytes[i]);

@@ -156,6 +156,17 @@ sophon_status sophon_device_set_threads(sophon_device* dev, int32_t n);
  * tolerance (summation order; sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
 sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on);
 
+/* The host instruction sets the fast kernels may use, at most (default: all the
+ * CPU has). Lowering it selects the other variants of the same kernels, for tests
+ * and for comparing them; it never changes INT8 results, nor f32 results beyond
+ * the tolerance each fast kernel states. SOPHON_ERR_ARGUMENT for an unknown value. */
+typedef enum {
+  SOPHON_ISA_C = 0,       /* portable C only */
+  SOPHON_ISA_AVX2 = 1,    /* AVX2 (and FMA where a kernel uses it) */
+  SOPHON_ISA_AVX512 = 2   /* AVX-512 (F, BW, DQ, VL; VNNI where present) */
+} sophon_isa;
+sophon_status sophon_device_set_isa(sophon_device* dev, int32_t max_isa);
+
 const sophon_chip* sophon_device_chip(const sophon_device* dev);
 /* The message of the last failed call on this device ("" if none). */
 const char* sophon_device_error(const sophon_device* dev);

@@ -152,9 +152,7 @@ sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out)
   dev->error[0] = '\0';
   dev->num_threads = 1;
   dev->reference = 0;
-#if SOPHON_X86_DISPATCH
-  dev->cpu_avx2 = __builtin_cpu_supports("avx2");
-#endif
+  sophon_device_set_isa(dev, SOPHON_ISA_AVX512);
   *out = dev;
   return SOPHON_OK;
 }
@@ -192,6 +190,27 @@ sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on) {
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "set_reference: %d is not 0 or 1",
                             (int)on);
   dev->reference = on;
+  return SOPHON_OK;
+}
+
+sophon_status sophon_device_set_isa(sophon_device* dev, int32_t max_isa) {
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if (max_isa < SOPHON_ISA_C || max_isa > SOPHON_ISA_AVX512)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "set_isa: %d is not 0 (C), 1 (AVX2) or 2 (AVX-512)",
+                            (int)max_isa);
+  dev->cpu_avx2 = dev->cpu_fma = dev->cpu_avx512 = dev->cpu_avx512vnni = 0;
+#if SOPHON_X86_DISPATCH
+  if (max_isa >= SOPHON_ISA_AVX2) {
+    dev->cpu_avx2 = __builtin_cpu_supports("avx2");
+    dev->cpu_fma = dev->cpu_avx2 && __builtin_cpu_supports("fma");
+  }
+  if (max_isa >= SOPHON_ISA_AVX512) {
+    dev->cpu_avx512 = dev->cpu_fma && __builtin_cpu_supports("avx512f") &&
+                      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+                      __builtin_cpu_supports("avx512vl");
+    dev->cpu_avx512vnni = dev->cpu_avx512 && __builtin_cpu_supports("avx512vnni");
+  }
+#endif
   return SOPHON_OK;
 }
 

@@ -50,6 +50,9 @@ struct sophon_device {
   int32_t num_threads;                /* threads the fast kernels use (>= 1) */
   int32_t reference;                  /* 1: plain reference kernels only */
   int32_t cpu_avx2;                   /* the host CPU has AVX2 (checked once) */
+  int32_t cpu_fma;                    /* ... FMA3 */
+  int32_t cpu_avx512;                 /* ... AVX-512 F, BW, DQ and VL */
+  int32_t cpu_avx512vnni;             /* ... AVX-512 VNNI (with cpu_avx512) */
   sophon_thread_pool* pool;           /* num_threads - 1 workers, NULL for 1 thread */
   void* scratch_block;                /* packing buffers of the fast kernels: grown, */
   float* scratch;                     /* never shrunk; scratch is 64-byte aligned */
