@@ -88,7 +88,7 @@ void sophon_view_init(sophon_view* v, sophon_device* dev, const sophon_local* t)
   const sophon_chip* chip = &dev->chip;
   int32_t elem = sophon_dtype_size(t->dtype);
   v->lane0 = dev->lmem + t->addr;
-  v->lane_bytes = chip->lmem_bytes_per_lane;
+  v->lane_bytes = dev->lane_pitch;
   v->channel_bytes = sophon_local_channel_stride(chip, t) * elem;
   v->batch_bytes = sophon_channels_per_lane(chip, t->c) * v->channel_bytes;
   v->npu_num = chip->npu_num;
@@ -112,9 +112,20 @@ sophon_status sophon_set_error(sophon_device* dev, sophon_status status,
 
 /* ------------------------------------------------------------- device */
 
+/* Host bytes from one lane's LMEM to the next: the lane size rounded up to 64
+ * bytes, plus LANE_SKEW_LINES cache lines. Lanes are separate address spaces on the
+ * chip, so the gap is invisible to programs; on the host it keeps channel c and
+ * c+1 (neighbouring lanes, same LMEM address) out of the same cache sets, which a
+ * power-of-two lane size would map them to. An odd number of lines spreads the 64
+ * lanes over 64 different L1 sets. */
+#define LANE_SKEW_LINES 17
+static int64_t lane_pitch(const sophon_chip* chip) {
+  return (chip->lmem_bytes_per_lane + 63) / 64 * 64 + 64 * LANE_SKEW_LINES;
+}
+
 static sophon_status check_chip(const sophon_chip* chip) {
   if (chip->npu_num <= 0) return SOPHON_ERR_ARGUMENT;
-  /* lanes must keep 4-byte elements aligned: lane l starts at l * lmem_bytes_per_lane */
+  /* lanes must keep 4-byte elements aligned */
   if (chip->lmem_bytes_per_lane <= 0 || chip->lmem_bytes_per_lane % 4 != 0)
     return SOPHON_ERR_ARGUMENT;
   if (chip->eu_bytes < 4) return SOPHON_ERR_ARGUMENT; /* EU_NUM(f32) >= 1 */
@@ -122,7 +133,7 @@ static sophon_status check_chip(const sophon_chip* chip) {
     return SOPHON_ERR_ARGUMENT;
   if (chip->gdma_latency_cycles < 0 || chip->tiu_latency_cycles < 0)
     return SOPHON_ERR_ARGUMENT;
-  if ((uint64_t)chip->lmem_bytes_per_lane > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
+  if ((uint64_t)lane_pitch(chip) > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
     return SOPHON_ERR_NOMEM;
   return SOPHON_OK;
 }
@@ -138,7 +149,8 @@ sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out)
 
   dev = (sophon_device*)calloc(1, sizeof *dev);
   if (dev == NULL) return SOPHON_ERR_NOMEM;
-  dev->lmem = (uint8_t*)calloc((size_t)chip->npu_num, (size_t)chip->lmem_bytes_per_lane);
+  dev->lane_pitch = lane_pitch(chip);
+  dev->lmem = (uint8_t*)calloc((size_t)chip->npu_num, (size_t)dev->lane_pitch);
   if (dev->lmem == NULL) {
     free(dev);
     return SOPHON_ERR_NOMEM;
@@ -306,7 +318,7 @@ sophon_status sophon_lmem_read(sophon_device* dev, int32_t lane, uint32_t addr,
   sophon_status status = check_raw(dev, "lmem_read", lane, addr, dst, bytes);
   if (status != SOPHON_OK) return status;
   if (bytes > 0)
-    memcpy(dst, dev->lmem + (int64_t)lane * dev->chip.lmem_bytes_per_lane + addr, bytes);
+    memcpy(dst, dev->lmem + (int64_t)lane * dev->lane_pitch + addr, bytes);
   return SOPHON_OK;
 }
 
@@ -315,7 +327,7 @@ sophon_status sophon_lmem_write(sophon_device* dev, int32_t lane, uint32_t addr,
   sophon_status status = check_raw(dev, "lmem_write", lane, addr, src, bytes);
   if (status != SOPHON_OK) return status;
   if (bytes > 0)
-    memcpy(dev->lmem + (int64_t)lane * dev->chip.lmem_bytes_per_lane + addr, src, bytes);
+    memcpy(dev->lmem + (int64_t)lane * dev->lane_pitch + addr, src, bytes);
   return SOPHON_OK;
 }
 

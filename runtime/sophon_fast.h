@@ -15,6 +15,11 @@
 #if SOPHON_X86_DISPATCH
 #include <immintrin.h>
 #define SOPHON_AVX2 __attribute__((target("avx2")))
+#define SOPHON_AVX2_FMA __attribute__((target("avx2,fma")))
+#define SOPHON_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
+/* AVX-512 with VNNI (vpdpbusd), for the INT8 kernels of sophon_fast_int8.c. */
+#define SOPHON_AVX512VNNI \
+  __attribute__((target("avx2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define SOPHON_ALWAYS_INLINE
@@ -53,5 +58,102 @@ static inline void sophon_finish_f32(float* data, int64_t count, float bias,
   }
   for (i = 0; i < count; ++i) data[i] = sophon_activate_f32(act, data[i] + bias);
 }
+
+/* data[i] = act(data[i]) for `count` floats. */
+static inline void sophon_activate_span_f32(float* data, int64_t count,
+                                            const sophon_activation* act) {
+  int64_t i;
+  for (i = 0; i < count; ++i) data[i] = sophon_activate_f32(act, data[i]);
+}
+
+/* The activations the vector kernels apply in registers (none, relu, clip, leaky
+ * relu); sigmoid and tanh are applied element by element with sophon_activate_f32. */
+static inline int sophon_act_is_simple(const sophon_activation* act) {
+  return act == NULL || act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU ||
+         act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU;
+}
+
+#if SOPHON_X86_DISPATCH
+/* sophon_activate_f32 on 8 floats for the simple kinds (x unchanged for the others),
+ * bit for bit, NaN and signed zeros included. max_ps(a, b) is exactly
+ * a > b ? a : b and min_ps(a, b) is a < b ? a : b, so
+ *   relu  x > 0 ? x : 0                          = max_ps(x, 0)
+ *   clip  x < lo ? lo : (x > hi ? hi : x)        = max_ps(lo, min_ps(hi, x))
+ *         (if x < lo then x <= hi, so the inner select is x; otherwise the inner
+ *          select is >= lo and the outer one keeps it; NaN stays NaN)
+ *   leaky x >= 0 ? x : alpha * x                 = blend on the ordered x >= 0. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_act_avx2(
+    __m256 x, const sophon_activation* act) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
+    case SOPHON_ACT_CLIP:
+      return _mm256_max_ps(_mm256_set1_ps(act->lo), _mm256_min_ps(_mm256_set1_ps(act->hi), x));
+    case SOPHON_ACT_LEAKY_RELU:
+      return _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(act->alpha), x), x,
+                              _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
+    default: return x;
+  }
+}
+
+/* A mask selecting the first `count` (0..8) of 8 floats, for maskload/maskstore. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i sophon_tail_mask_avx2(int32_t count) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(count),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
+/* ------------------------------------------------------------ phase planes
+ * A strided window reads in[y][x * sw + c] for consecutive outputs x. Split into
+ * its sw phase planes, P_r[y][j] = in[y][j * sw + r] (rows of phase_w =
+ * ceil(w / sw) floats, planes of h * phase_w), the same taps are consecutive:
+ * in[y][x * sw + c] = P_r[y][x + q] with c = q * sw + r, 0 <= r < sw. */
+
+/* Writes the sw phase planes of the h x w plane `in` to `phases`. */
+static inline void sophon_split_phases_f32(const float* in, int32_t h, int32_t w, int32_t sw,
+                                           int64_t phase_w, float* phases) {
+  int32_t y, r;
+  int64_t j;
+  for (r = 0; r < sw; ++r) {
+    float* plane = phases + r * (int64_t)h * phase_w;
+    for (y = 0; y < h; ++y) {
+      const float* in_row = in + (int64_t)y * w;
+      float* row = plane + (int64_t)y * phase_w;
+      for (j = 0; j * sw + r < w; ++j) row[j] = in_row[j * sw + r];
+    }
+  }
+}
+
+#if SOPHON_X86_DISPATCH
+/* sophon_split_phases_f32 for sw = 2 with AVX2: 16 inputs give 8 even and 8 odd. */
+SOPHON_AVX2 static inline void sophon_split_phases2_avx2(const float* in, int32_t h, int32_t w,
+                                                         int64_t phase_w, float* phases) {
+  float* even = phases;
+  float* odd = phases + (int64_t)h * phase_w;
+  int32_t y;
+  int64_t j;
+  for (y = 0; y < h; ++y) {
+    const float* in_row = in + (int64_t)y * w;
+    float* even_row = even + (int64_t)y * phase_w;
+    float* odd_row = odd + (int64_t)y * phase_w;
+    for (j = 0; 2 * j + 16 <= w; j += 8) {
+      const __m256 a = _mm256_loadu_ps(in_row + 2 * j);     /* x0 .. x7 */
+      const __m256 b = _mm256_loadu_ps(in_row + 2 * j + 8); /* x8 .. x15 */
+      /* the shuffles give [x0 x2 x8 x10 | x4 x6 x12 x14] (and the odd ones); the
+         permute of 64-bit pairs puts them in order */
+      const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+      const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+      _mm256_storeu_ps(even_row + j,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+      _mm256_storeu_ps(odd_row + j,
+                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+    }
+    for (; 2 * j < w; ++j) {
+      even_row[j] = in_row[2 * j];
+      if (2 * j + 1 < w) odd_row[j] = in_row[2 * j + 1];
+    }
+  }
+}
+#endif
 
 #endif /* SOPHON_FAST_H_ */

@@ -7,29 +7,31 @@
  * conv2d, one GEMM per (batch item, group):
  *     C[oc][p] = sum_k A[oc][k] * B[k][p],   k = (ic, ky, kx), p = oy * OW + ox
  *   A is the weight (row oc is contiguous in oc's lane), B the input as columns of
- *   window taps (im2col; padding taps are zeros), C the output: channel oc's plane
- *   is contiguous in its lane, so C is written in place. A is packed into panels of
- *   MR rows, B into panels of NR columns, both into the device's scratch buffer;
- *   the product runs over K in blocks of KC with an MR x NR register-blocked
- *   micro-kernel (AVX2 when the CPU has it, else plain C), accumulating into
- *   the output; then out = act(C + bias).
+ *   window taps (im2col; padding taps are zeros), C the output (channel oc's plane
+ *   is contiguous in its lane). The instruction runs as one parallel step: each
+ *   task packs the A panels (MR rows) it needs into its part of the device's
+ *   scratch, then walks its B panels (nr output pixels): per K block it packs the
+ *   block of the panel (16 KiB, so it stays in L1) and runs an MR x nr register-
+ *   blocked micro-kernel for every A panel over it, keeping partial sums in a
+ *   contiguous tile buffer; the last block adds the bias, applies ReLU (other
+ *   activations run after, over the task's outputs) and stores the output rows.
+ *   Micro-kernels: 6 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
+ *   chosen at run time from the CPU (sophon_device_set_isa caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
  * fc: the input vector gathered once, then one dot product per output feature.
  *
  * Threads: each task owns disjoint outputs (conv: a range of B panels or of A
- * panels; fc: features) and computes every element in one
+ * panels, whichever has more; fc: features) and computes every element in one
  * fixed order, so results are bit-identical for any thread count.
  *
- * Tolerance against the reference. The GEMM path adds each output's products in
- * the reference's (ic, ky, kx) order with the same roundings (a multiply, then an
- * add: no fused multiply-add, which on the Zen-class hosts this targets costs no
- * throughput since adds and multiplies issue on separate pipes); padding taps add
- * exact zeros. So conv results are
- * bit-identical to the reference (up to the sign of an all-zero sum) as long as the
- * compiler does not contract a*b + c into an FMA: GCC in ISO C mode, as the
- * toolchain builds it, does not. fc sums in 8 interleaved partial sums, combined
- * pairwise, so it differs by reassociation: both sums are within
- * gamma_K * sum_k |a_k * b_k| of the exact one (gamma_K ~ K * 2^-24), hence
+ * Tolerance against the reference. The GEMM adds each output's products in the
+ * reference's (ic, ky, kx) order; padding taps add exact zeros. The x86 kernels
+ * use fused multiply-adds (one rounding per step where the reference has two: on
+ * the Zen 4 hosts this was tuned on, separate multiplies and adds ran at 60-65% of
+ * the FMA kernel's speed), the C kernel multiplies then adds, as the reference
+ * does. fc sums in 8 interleaved partial sums, combined pairwise, so it differs by
+ * reassociation. Either way both sums are within gamma_K * sum_k |a_k * b_k| of
+ * the exact one (gamma_K ~ K * 2^-24), hence
  *     |fast - reference| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (before bias, act)
  * and bias and the activations (monotone, 1-Lipschitz) keep that bound up to one
  * more rounding. tests/test_fast_kernels.py checks every kernel against this bound.
@@ -39,63 +41,100 @@
 #include "sophon_fast.h"
 
 enum {
-  MR = 6,   /* micro-tile rows: output channels */
-  NR = 16,  /* micro-tile columns: output pixels (two AVX vectors) */
-  KC = 256  /* K block: an A panel (6 KiB) and a B panel (16 KiB) stay in L1 */
+  MR = 6,      /* micro-tile rows: output channels */
+  NR_MAX = 32, /* widest micro-tile: output pixels */
+  B_PANEL_FLOATS = 4096 /* a B panel (K block x nr) is 16 KiB: it stays in L1 */
 };
 
 /* --------------------------------------------------------- micro-kernels
- * c[r][0..NR) (+)= sum_k a[r][k * a_step] * b[k*NR + j] for k < kc, r < MR: the
- * accumulators start from c (or from 0 when `first`) and add the products in k
- * order. a[r] is row r of A: a packed panel (a_step MR) or the weight row in its
- * lane (a_step 1); c[r] points at row r of the tile. */
+ * A micro-kernel computes one MR x nr tile of C over one K block of kc:
+ *     acc[r][j] = (first ? 0 : tile[r*nr + j]) + sum_{k < kc} a[r][k] * b[k*nr + j]
+ * adding the products in k order. a[r] is row r of A from the block's first k, read
+ * in place from the weight in its lane (packing A would cost a pass over the
+ * weights at every instruction, and a conv runs once per slice); b is a packed B
+ * panel (nr columns), tile a contiguous MR x nr buffer, both 64-byte aligned. Then
+ * either
+ *   - out == NULL (a block before the last): acc is stored back to tile; or
+ *   - the last block: with bias != NULL, acc[r][j] += bias[r] and, if relu, acc =
+ *     (acc > 0 ? acc : 0); the first `cols` (1..nr) columns of row r go to out[r].
+ * Partial sums live in the tile, not in the output rows, which sit in six lanes
+ * far apart: one contiguous buffer is cheaper to re-read at every K block. */
 
-typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, int64_t a_step,
-                                const float* b, float* const* c, int first);
+typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, const float* b,
+                                float* tile, int first, float* const* out, int32_t cols,
+                                const float* bias, int relu);
 
-static void micro_kernel_c(int64_t kc, const float* const* a, int64_t a_step, const float* b,
-                           float* const* c, int first) {
+typedef struct {
+  micro_kernel_fn fn;
+  int32_t nr;  /* panel width: 16 or 32 */
+  int32_t kc;  /* K block: B_PANEL_FLOATS / nr */
+} micro_kernel;
+
+static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, float* tile,
+                           int first, float* const* out, int32_t cols, const float* bias,
+                           int relu) {
+  enum { NR = 16 };
   float acc[MR][NR];
   int64_t k;
   int r, j;
   for (r = 0; r < MR; ++r)
-    for (j = 0; j < NR; ++j) acc[r][j] = first ? 0.0f : c[r][j];
+    for (j = 0; j < NR; ++j) acc[r][j] = first ? 0.0f : tile[r * NR + j];
   for (k = 0; k < kc; ++k) {
     for (r = 0; r < MR; ++r) {
-      const float a_r = a[r][k * a_step];
+      const float a_r = a[r][k];
       for (j = 0; j < NR; ++j) acc[r][j] += a_r * b[j];
     }
     b += NR;
   }
-  for (r = 0; r < MR; ++r)
-    for (j = 0; j < NR; ++j) c[r][j] = acc[r][j];
+  for (r = 0; r < MR; ++r) {
+    if (out == NULL) {
+      for (j = 0; j < NR; ++j) tile[r * NR + j] = acc[r][j];
+      continue;
+    }
+    for (j = 0; j < cols; ++j) {
+      float v = acc[r][j];
+      if (bias != NULL) {
+        v += bias[r];
+        if (relu) v = v > 0.0f ? v : 0.0f;
+      }
+      out[r][j] = v;
+    }
+  }
 }
 
 #if SOPHON_X86_DISPATCH
+/* 6 x 16: two 8-float vectors per row, twelve accumulators. */
 #define SOPHON_ROW(r)                                                   \
   do {                                                                  \
-    const __m256 a_r = _mm256_broadcast_ss(a##r + i);                   \
-    c##r##0 = _mm256_add_ps(c##r##0, _mm256_mul_ps(a_r, b0));           \
-    c##r##1 = _mm256_add_ps(c##r##1, _mm256_mul_ps(a_r, b1));           \
+    const __m256 a_r = _mm256_broadcast_ss(a##r + k);                   \
+    c##r##0 = _mm256_fmadd_ps(a_r, b0, c##r##0);                        \
+    c##r##1 = _mm256_fmadd_ps(a_r, b1, c##r##1);                        \
   } while (0)
+#define SOPHON_TILE(r) \
+  acc[r][0] = c##r##0; \
+  acc[r][1] = c##r##1
 
-SOPHON_AVX2 static void micro_kernel_avx2(int64_t kc, const float* const* a, int64_t a_step,
-                                          const float* b, float* const* c, int first) {
+SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
+                                              const float* b, float* tile, int first,
+                                              float* const* out, int32_t cols,
+                                              const float* bias, int relu) {
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
-  int64_t k, i;
+  __m256 acc[MR][2];
+  int64_t k;
+  int r;
   if (first) {
     c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
     c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
   } else {
-    c00 = _mm256_loadu_ps(c[0]); c01 = _mm256_loadu_ps(c[0] + 8);
-    c10 = _mm256_loadu_ps(c[1]); c11 = _mm256_loadu_ps(c[1] + 8);
-    c20 = _mm256_loadu_ps(c[2]); c21 = _mm256_loadu_ps(c[2] + 8);
-    c30 = _mm256_loadu_ps(c[3]); c31 = _mm256_loadu_ps(c[3] + 8);
-    c40 = _mm256_loadu_ps(c[4]); c41 = _mm256_loadu_ps(c[4] + 8);
-    c50 = _mm256_loadu_ps(c[5]); c51 = _mm256_loadu_ps(c[5] + 8);
+    c00 = _mm256_load_ps(tile + 0); c01 = _mm256_load_ps(tile + 8);
+    c10 = _mm256_load_ps(tile + 16); c11 = _mm256_load_ps(tile + 24);
+    c20 = _mm256_load_ps(tile + 32); c21 = _mm256_load_ps(tile + 40);
+    c30 = _mm256_load_ps(tile + 48); c31 = _mm256_load_ps(tile + 56);
+    c40 = _mm256_load_ps(tile + 64); c41 = _mm256_load_ps(tile + 72);
+    c50 = _mm256_load_ps(tile + 80); c51 = _mm256_load_ps(tile + 88);
   }
-  for (k = 0, i = 0; k < kc; ++k, i += a_step) {
+  for (k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
     SOPHON_ROW(0);
     SOPHON_ROW(1);
@@ -103,25 +142,134 @@ SOPHON_AVX2 static void micro_kernel_avx2(int64_t kc, const float* const* a, int
     SOPHON_ROW(3);
     SOPHON_ROW(4);
     SOPHON_ROW(5);
-    b += NR;
+    b += 16;
   }
-  _mm256_storeu_ps(c[0], c00); _mm256_storeu_ps(c[0] + 8, c01);
-  _mm256_storeu_ps(c[1], c10); _mm256_storeu_ps(c[1] + 8, c11);
-  _mm256_storeu_ps(c[2], c20); _mm256_storeu_ps(c[2] + 8, c21);
-  _mm256_storeu_ps(c[3], c30); _mm256_storeu_ps(c[3] + 8, c31);
-  _mm256_storeu_ps(c[4], c40); _mm256_storeu_ps(c[4] + 8, c41);
-  _mm256_storeu_ps(c[5], c50); _mm256_storeu_ps(c[5] + 8, c51);
+  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2);
+  SOPHON_TILE(3); SOPHON_TILE(4); SOPHON_TILE(5);
+  if (out == NULL) {
+    for (r = 0; r < MR; ++r) {
+      _mm256_store_ps(tile + r * 16, acc[r][0]);
+      _mm256_store_ps(tile + r * 16 + 8, acc[r][1]);
+    }
+    return;
+  }
+  {
+    /* lanes j < cols of each half */
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), index);
+    const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), index);
+    for (r = 0; r < MR; ++r) {
+      __m256 v0 = acc[r][0], v1 = acc[r][1];
+      if (bias != NULL) {
+        const __m256 bias_r = _mm256_broadcast_ss(bias + r);
+        v0 = _mm256_add_ps(v0, bias_r);
+        v1 = _mm256_add_ps(v1, bias_r);
+        if (relu) { /* max_ps(v, 0) is 0 for NaN and -0, as v > 0 ? v : 0 */
+          v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
+          v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
+        }
+      }
+      if (cols == 16) {
+        _mm256_storeu_ps(out[r], v0);
+        _mm256_storeu_ps(out[r] + 8, v1);
+      } else {
+        _mm256_maskstore_ps(out[r], mask0, v0);
+        _mm256_maskstore_ps(out[r] + 8, mask1, v1);
+      }
+    }
+  }
 }
 #undef SOPHON_ROW
+
+/* 6 x 32: two 16-float vectors per row. On hosts that run 512-bit operations as
+ * two 256-bit halves this has the AVX2 kernel's arithmetic throughput with half
+ * the instructions; masked stores handle the edge columns. */
+#define SOPHON_ROW(r)                                                   \
+  do {                                                                  \
+    const __m512 a_r = _mm512_set1_ps(a##r[k]);                         \
+    c##r##0 = _mm512_fmadd_ps(a_r, b0, c##r##0);                        \
+    c##r##1 = _mm512_fmadd_ps(a_r, b1, c##r##1);                        \
+  } while (0)
+
+SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
+                                              const float* b, float* tile, int first,
+                                              float* const* out, int32_t cols,
+                                              const float* bias, int relu) {
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  __m512 acc[MR][2];
+  int64_t k;
+  int r;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = _mm512_setzero_ps();
+    c30 = c31 = c40 = c41 = c50 = c51 = _mm512_setzero_ps();
+  } else {
+    c00 = _mm512_load_ps(tile + 0); c01 = _mm512_load_ps(tile + 16);
+    c10 = _mm512_load_ps(tile + 32); c11 = _mm512_load_ps(tile + 48);
+    c20 = _mm512_load_ps(tile + 64); c21 = _mm512_load_ps(tile + 80);
+    c30 = _mm512_load_ps(tile + 96); c31 = _mm512_load_ps(tile + 112);
+    c40 = _mm512_load_ps(tile + 128); c41 = _mm512_load_ps(tile + 144);
+    c50 = _mm512_load_ps(tile + 160); c51 = _mm512_load_ps(tile + 176);
+  }
+  for (k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    SOPHON_ROW(0);
+    SOPHON_ROW(1);
+    SOPHON_ROW(2);
+    SOPHON_ROW(3);
+    SOPHON_ROW(4);
+    SOPHON_ROW(5);
+    b += 32;
+  }
+  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2);
+  SOPHON_TILE(3); SOPHON_TILE(4); SOPHON_TILE(5);
+  if (out == NULL) {
+    for (r = 0; r < MR; ++r) {
+      _mm512_store_ps(tile + r * 32, acc[r][0]);
+      _mm512_store_ps(tile + r * 32 + 16, acc[r][1]);
+    }
+    return;
+  }
+  {
+    const __mmask16 mask0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u);
+    const __mmask16 mask1 =
+        (__mmask16)(cols >= 32 ? 0xFFFFu : cols <= 16 ? 0u : (1u << (cols - 16)) - 1u);
+    for (r = 0; r < MR; ++r) {
+      __m512 v0 = acc[r][0], v1 = acc[r][1];
+      if (bias != NULL) {
+        const __m512 bias_r = _mm512_set1_ps(bias[r]);
+        v0 = _mm512_add_ps(v0, bias_r);
+        v1 = _mm512_add_ps(v1, bias_r);
+        if (relu) { /* max_ps(v, 0) is 0 for NaN and -0, as v > 0 ? v : 0 */
+          v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+          v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+        }
+      }
+      _mm512_mask_storeu_ps(out[r], mask0, v0);
+      _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);
+    }
+  }
+}
+#undef SOPHON_ROW
+#undef SOPHON_TILE
 #endif
 
-static micro_kernel_fn micro_kernel_for(const sophon_device* dev) {
+static micro_kernel micro_kernel_for(const sophon_device* dev) {
+  micro_kernel k;
+  k.fn = micro_kernel_c;
+  k.nr = 16;
 #if SOPHON_X86_DISPATCH
-  if (dev->cpu_avx2) return micro_kernel_avx2;
+  if (dev->cpu_avx512) {
+    k.fn = micro_kernel_avx512;
+    k.nr = 32;
+  } else if (dev->cpu_fma) {
+    k.fn = micro_kernel_avx2;
+  }
 #else
   (void)dev;
 #endif
-  return micro_kernel_c;
+  k.kc = B_PANEL_FLOATS / k.nr;
+  return k;
 }
 
 /* ----------------------------------------------------------- conv GEMM */
@@ -136,32 +284,12 @@ typedef struct {
   int64_t n;                 /* OH * OW */
   int64_t m_panels, n_panels;
   int32_t batch, group;      /* the GEMM being run */
-  int pack_a;                /* pack A (else the kernel reads the weight rows) */
-  float* a_pack;             /* m_panels x k x MR, when pack_a */
-  float* b_pack;             /* n_panels x k x NR, 64-byte aligned rows */
   int split_n;               /* tasks own B panels (else A panels) */
-  micro_kernel_fn kernel;
+  int fused_act;             /* the micro-kernel applies the activation (none, relu) */
+  micro_kernel kernel;
+  float* scratch;            /* task_floats per task */
+  int64_t task_floats;
 } conv_gemm;
-
-static void pack_a_panel(const conv_gemm* g, int64_t panel, float* dst) {
-  const int32_t oc0 = g->group * g->ocg + (int32_t)(panel * MR);
-  const int32_t rows = g->ocg - (int32_t)(panel * MR) < MR ? g->ocg - (int32_t)(panel * MR) : MR;
-  int32_t r;
-  int64_t k0, k;
-  /* one row at a time through a K block (the block's panel stays in L1): the six
-     rows sit in six lanes, lmem_bytes_per_lane apart, and collide in cache sets */
-  for (k0 = 0; k0 < g->k; k0 += KC) {
-    const int64_t k1 = g->k - k0 < KC ? g->k : k0 + KC;
-    for (r = 0; r < MR; ++r) {
-      if (r < rows) {
-        const float* src = sophon_view_f32(&g->weight_v, 0, oc0 + r);
-        for (k = k0; k < k1; ++k) dst[k * MR + r] = src[k];
-      } else {
-        for (k = k0; k < k1; ++k) dst[k * MR + r] = 0.0f;
-      }
-    }
-  }
-}
 
 /* A run of panel columns on one output row: columns [col, col+count) are output
  * pixels (oy, ox0 .. ox0+count-1), whose windows start at input (iy0, ix0 + t*sw). */
@@ -170,14 +298,17 @@ typedef struct {
   int64_t iy0, ix0;
 } pixel_run;
 
-static void pack_b_panel(const conv_gemm* g, int64_t panel, float* dst) {
+/* Packs rows k0 .. k0+kc-1 of B for the nr columns from pixel p0 (zeros past n) as
+ * one panel, dst[(k - k0) * nr + j]: the im2col of the input, padding taps 0. */
+static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
   const sophon_conv_params* p = g->p;
-  const int64_t p0 = panel * NR;
-  const int32_t cols = (int32_t)(g->n - p0 < NR ? g->n - p0 : NR);
-  pixel_run runs[NR];
+  const int32_t nr = g->kernel.nr;
+  const int32_t cols = (int32_t)(g->n - p0 < nr ? g->n - p0 : nr);
+  const int32_t taps = p->kernel_h * p->kernel_w;
+  pixel_run runs[NR_MAX];
   int32_t num_runs = 0, ic, ky, kx, r, t;
-  int64_t pix = p0;
-  sophon_channel_iter channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg);
+  int64_t pix = p0, k;
+  sophon_channel_iter channel;
 
   while (pix < p0 + cols) {
     const int64_t oy = pix / g->out_w, ox = pix % g->out_w;
@@ -190,61 +321,81 @@ static void pack_b_panel(const conv_gemm* g, int64_t panel, float* dst) {
     ++num_runs;
     pix += count;
   }
-  for (ic = 0; ic < g->icg; ++ic) {
+  ic = (int32_t)(k0 / taps);
+  ky = (int32_t)(k0 % taps) / p->kernel_w;
+  kx = (int32_t)(k0 % taps) % p->kernel_w;
+  channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg + ic);
+  for (k = 0; k < kc; ++k) {
     const float* plane = (const float*)(const void*)channel.base;
-    for (ky = 0; ky < p->kernel_h; ++ky) {
-      for (kx = 0; kx < p->kernel_w; ++kx) {
-        for (t = cols; t < NR; ++t) dst[t] = 0.0f;
-        for (r = 0; r < num_runs; ++r) {
-          const pixel_run* run = &runs[r];
-          float* out = dst + run->col;
-          const int64_t iy = run->iy0 + (int64_t)ky * p->dilation_h;
-          const int64_t ix0 = run->ix0 + (int64_t)kx * p->dilation_w;
-          const int32_t sw = p->stride_w;
-          int32_t lo, hi;
-          const float* src;
-          if (iy < 0 || iy >= g->in_h) {
-            for (t = 0; t < run->count; ++t) out[t] = 0.0f;
-            continue;
-          }
-          /* taps t with 0 <= ix0 + t*sw < in_w */
-          lo = sophon_first_tap(ix0, sw);
-          hi = sophon_end_tap(ix0, sw, g->in_w, run->count);
-          if (lo > run->count) lo = run->count;
-          if (hi < lo) hi = lo;
-          src = plane + iy * g->in_w;
-          for (t = 0; t < lo; ++t) out[t] = 0.0f;
-          if (sw == 1) {
-            memcpy(out + lo, src + ix0 + lo, (size_t)(hi - lo) * sizeof(float));
-          } else {
-            for (t = lo; t < hi; ++t) out[t] = src[ix0 + (int64_t)t * sw];
-          }
-          for (t = hi; t < run->count; ++t) out[t] = 0.0f;
-        }
-        dst += NR;
+    for (t = cols; t < nr; ++t) dst[t] = 0.0f;
+    for (r = 0; r < num_runs; ++r) {
+      const pixel_run* run = &runs[r];
+      float* out = dst + run->col;
+      const int64_t iy = run->iy0 + (int64_t)ky * p->dilation_h;
+      const int64_t ix0 = run->ix0 + (int64_t)kx * p->dilation_w;
+      const int32_t sw = p->stride_w;
+      int32_t lo, hi;
+      const float* src;
+      if (iy < 0 || iy >= g->in_h) {
+        for (t = 0; t < run->count; ++t) out[t] = 0.0f;
+        continue;
+      }
+      /* taps t with 0 <= ix0 + t*sw < in_w (strides 1 and 2 without a division) */
+      if (sw == 1) {
+        lo = ix0 < 0 ? (int32_t)-ix0 : 0;
+        hi = ix0 >= g->in_w ? 0 : (g->in_w - ix0 < run->count ? (int32_t)(g->in_w - ix0) : run->count);
+      } else if (sw == 2) {
+        lo = ix0 < 0 ? (int32_t)((1 - ix0) >> 1) : 0;
+        hi = ix0 >= g->in_w ? 0 : (int32_t)((g->in_w - ix0 + 1) >> 1);
+        if (hi > run->count) hi = run->count;
+      } else {
+        lo = sophon_first_tap(ix0, sw);
+        hi = sophon_end_tap(ix0, sw, g->in_w, run->count);
+      }
+      if (lo > run->count) lo = run->count;
+      if (hi < lo) hi = lo;
+      src = plane + iy * g->in_w + ix0;
+      for (t = 0; t < lo; ++t) out[t] = 0.0f;
+      if (sw == 1) {
+        for (t = lo; t < hi; ++t) out[t] = src[t];
+      } else if (sw == 2) {
+        for (t = lo; t < hi; ++t) out[t] = src[2 * t];
+      } else {
+        for (t = lo; t < hi; ++t) out[t] = src[(int64_t)t * sw];
+      }
+      for (t = hi; t < run->count; ++t) out[t] = 0.0f;
+    }
+    dst += nr;
+    if (++kx == p->kernel_w) {
+      kx = 0;
+      if (++ky == p->kernel_h) {
+        ky = 0;
+        sophon_channel_next(&g->in_v, &channel);
       }
     }
-    sophon_channel_next(&g->in_v, &channel);
   }
 }
 
-static void conv_pack_task(void* ctx, int32_t task, int32_t tasks) {
-  conv_gemm* g = (conv_gemm*)ctx;
-  int64_t begin, end, panel;
-  sophon_task_range(g->m_panels, task, tasks, &begin, &end);
-  for (panel = begin; panel < end && g->pack_a; ++panel)
-    pack_a_panel(g, panel, g->a_pack + panel * g->k * MR);
-  sophon_task_range(g->n_panels, task, tasks, &begin, &end);
-  for (panel = begin; panel < end; ++panel)
-    pack_b_panel(g, panel, g->b_pack + panel * g->k * NR);
+/* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
+ * panel, MR bias values and a sink row for the tile rows past the last output
+ * channel. */
+static int64_t task_scratch_floats(const conv_gemm* g, int64_t my_m_panels) {
+  return B_PANEL_FLOATS + my_m_panels * MR * g->kernel.nr + 16 + NR_MAX;
 }
 
+/* One task: for each of its B panels (pixel columns), K block by K block, packs the
+ * block of the panel once and runs every A panel (MR weight rows) over it (the B
+ * panel stays in L1, the A block streams from L2, the partial sums stay in a
+ * contiguous buffer); the last block adds the bias and the fused activation and
+ * writes the output rows. */
 static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
-  conv_gemm* g = (conv_gemm*)ctx;
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const int32_t nr = g->kernel.nr;
+  const sophon_activation* act = &g->p->act;
   int64_t m_begin = 0, m_end = g->m_panels, n_begin = 0, n_end = g->n_panels;
   int64_t kb, mp, np;
-  float tile[MR][NR];
-  float* tile_rows[MR];
+  float *b_pack, *tiles, *bias, *sink;
+  const float* a[MR];
   float* rows[MR];
   int32_t r;
 
@@ -252,55 +403,60 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
     sophon_task_range(g->n_panels, task, tasks, &n_begin, &n_end);
   else
     sophon_task_range(g->m_panels, task, tasks, &m_begin, &m_end);
-  memset(tile, 0, sizeof tile);
-  for (r = 0; r < MR; ++r) tile_rows[r] = tile[r];
+  if (m_begin >= m_end || n_begin >= n_end) return;
+  b_pack = g->scratch + task * g->task_floats;
+  tiles = b_pack + B_PANEL_FLOATS;
+  bias = tiles + (m_end - m_begin) * MR * nr;
+  sink = bias + 16;
 
-  for (kb = 0; kb < g->k; kb += KC) {
-    const int64_t kc = g->k - kb < KC ? g->k - kb : KC;
-    const int first = kb == 0;
-    for (np = n_begin; np < n_end; ++np) {
-      const int64_t col0 = np * NR;
-      const int32_t cols = (int32_t)(g->n - col0 < NR ? g->n - col0 : NR);
-      const float* b = g->b_pack + (np * g->k + kb) * NR;
+  for (np = n_begin; np < n_end; ++np) {
+    const int64_t col0 = np * nr;
+    const int32_t cols = (int32_t)(g->n - col0 < nr ? g->n - col0 : nr);
+    for (kb = 0; kb < g->k; kb += g->kernel.kc) {
+      const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
+      const int last = kb + kc == g->k;
+      /* the A panels' rows are consecutive channels: walk them without divisions */
+      const int32_t first_channel = g->group * g->ocg + (int32_t)(m_begin * MR);
+      sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
+      sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
+      sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
+                                             : w_it;
+      pack_b_panel(g, col0, kb, kc, b_pack);
       for (mp = m_begin; mp < m_end; ++mp) {
         const int32_t oc0 = (int32_t)(mp * MR);
         const int32_t tile_m = g->ocg - oc0 < MR ? g->ocg - oc0 : MR;
-        const float* a[MR];
-        int64_t a_step;
-        for (r = 0; r < tile_m; ++r)
-          rows[r] = sophon_view_f32(&g->out_v, g->batch, g->group * g->ocg + oc0 + r) + col0;
-        if (g->pack_a) {
-          for (r = 0; r < MR; ++r) a[r] = g->a_pack + (mp * g->k + kb) * MR + r;
-          a_step = MR;
-        } else { /* rows past the edge repeat the last one; their results are dropped */
-          for (r = 0; r < MR; ++r)
-            a[r] = sophon_view_f32(&g->weight_v, 0, g->group * g->ocg + oc0 +
-                                                        (r < tile_m ? r : tile_m - 1)) + kb;
-          a_step = 1;
+        float* tile = tiles + (mp - m_begin) * MR * nr;
+        for (r = 0; r < tile_m; ++r) {
+          a[r] = (const float*)(const void*)w_it.base + kb;
+          sophon_channel_next(&g->weight_v, &w_it);
+          if (last) {
+            rows[r] = (float*)(void*)o_it.base + col0;
+            bias[r] = g->has_bias ? *(const float*)(const void*)b_it.base : 0.0f;
+            sophon_channel_next(&g->out_v, &o_it);
+            if (g->has_bias) sophon_channel_next(&g->bias_v, &b_it);
+          }
         }
-        if (tile_m == MR && cols == NR) {
-          g->kernel(kc, a, a_step, b, rows, first);
-        } else { /* an edge tile: through a full-size tile buffer */
-          if (!first)
-            for (r = 0; r < tile_m; ++r) memcpy(tile[r], rows[r], (size_t)cols * sizeof(float));
-          g->kernel(kc, a, a_step, b, tile_rows, first);
-          for (r = 0; r < tile_m; ++r) memcpy(rows[r], tile[r], (size_t)cols * sizeof(float));
+        for (; r < MR; ++r) { /* past the last channel: repeat the last row, drop the results */
+          a[r] = a[tile_m - 1];
+          rows[r] = sink;
+          bias[r] = 0.0f;
         }
+        g->kernel.fn(kc, a, b_pack, tile, kb == 0,
+                     last ? rows : NULL, cols, g->fused_act ? bias : NULL,
+                     act->kind == SOPHON_ACT_RELU);
       }
     }
   }
-  /* bias and activation over the outputs this task owns */
-  {
-    const int64_t col_begin = n_begin * NR;
-    const int64_t col_end = n_end * NR < g->n ? n_end * NR : g->n;
-    const int32_t oc_begin = (int32_t)(m_begin * MR);
+  if (!g->fused_act) { /* other activations: bias and activation over this task's outputs */
+    const int64_t col_begin = n_begin * nr;
+    const int64_t col_end = n_end * nr < g->n ? n_end * nr : g->n;
     const int32_t oc_end = m_end * MR < g->ocg ? (int32_t)(m_end * MR) : g->ocg;
     int32_t oc;
-    for (oc = oc_begin; oc < oc_end; ++oc) {
+    for (oc = (int32_t)(m_begin * MR); oc < oc_end; ++oc) {
       const int32_t channel = g->group * g->ocg + oc;
-      const float bias = g->has_bias ? *sophon_view_f32(&g->bias_v, 0, channel) : 0.0f;
       sophon_finish_f32(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
-                     col_end - col_begin, bias, &g->p->act);
+                        col_end - col_begin,
+                        g->has_bias ? *sophon_view_f32(&g->bias_v, 0, channel) : 0.0f, act);
     }
   }
 }
@@ -309,10 +465,8 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_conv_params* p) {
   conv_gemm g;
-  int64_t a_floats, b_floats;
   int32_t tasks;
   uint64_t macs;
-  float* scratch;
 
   sophon_view_init(&g.out_v, dev, out);
   sophon_view_init(&g.in_v, dev, in);
@@ -327,30 +481,22 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.ocg = out->c / p->groups;
   g.k = (int64_t)g.icg * p->kernel_h * p->kernel_w;
   g.n = (int64_t)out->h * out->w;
-  g.m_panels = sophon_ceil_div(g.ocg, MR);
-  g.n_panels = sophon_ceil_div(g.n, NR);
   g.kernel = micro_kernel_for(dev);
-
-  /* reading the weight rows in place is half as fast: the six rows of a tile sit in
-     six lanes, lmem_bytes_per_lane apart, and collide in the same cache sets */
-  g.pack_a = 1;
-  a_floats = g.pack_a ? g.m_panels * g.k * MR : 0;
-  b_floats = g.n_panels * g.k * NR;
-  a_floats = sophon_ceil_div(a_floats, 16) * 16; /* keeps b_pack 64-byte aligned */
-  scratch = sophon_device_scratch(dev, (size_t)(a_floats + b_floats));
-  if (scratch == NULL) return -1;
-  g.a_pack = scratch;
-  g.b_pack = scratch + a_floats;
+  g.fused_act = p->act.kind == SOPHON_ACT_NONE || p->act.kind == SOPHON_ACT_RELU;
+  g.m_panels = sophon_ceil_div(g.ocg, MR);
+  g.n_panels = sophon_ceil_div(g.n, g.kernel.nr);
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
   g.split_n = g.n_panels >= g.m_panels;
   tasks = sophon_tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
-  for (g.batch = 0; g.batch < out->n; ++g.batch) {
-    for (g.group = 0; g.group < p->groups; ++g.group) {
-      sophon_parallel_run(dev->pool, tasks, conv_pack_task, &g);
+  /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
+  g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
+                                                    : sophon_ceil_div(g.m_panels, tasks));
+  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks));
+  if (g.scratch == NULL) return -1;
+  for (g.batch = 0; g.batch < out->n; ++g.batch)
+    for (g.group = 0; g.group < p->groups; ++g.group)
       sophon_parallel_run(dev->pool, tasks, conv_gemm_task, &g);
-    }
-  }
   return 0;
 }
 

@@ -39,8 +39,9 @@
 struct sophon_device {
   sophon_chip chip;                   /* copy; chip.name points at chip_name */
   char chip_name[SOPHON_NAME_BYTES];
-  uint8_t* lmem;                      /* npu_num * lmem_bytes_per_lane bytes;
-                                         lane l starts at l * lmem_bytes_per_lane */
+  uint8_t* lmem;                      /* npu_num * lane_pitch bytes; lane l starts
+                                         at l * lane_pitch */
+  int64_t lane_pitch;                 /* >= lmem_bytes_per_lane: see sophon_device.c */
   sophon_counters counters;
   uint64_t step_tiu_cycles;           /* of the open timestep */
   uint64_t step_gdma_cycles;
@@ -142,7 +143,7 @@ static inline int64_t sophon_channels_per_lane(const sophon_chip* chip, int32_t 
  */
 typedef struct {
   uint8_t* lane0;          /* lane 0 at t.addr */
-  int64_t lane_bytes;      /* distance between lanes (lmem_bytes_per_lane) */
+  int64_t lane_bytes;      /* host distance between lanes (the device's lane_pitch) */
   int64_t channel_bytes;   /* channel stride within a lane, in bytes */
   int64_t batch_bytes;     /* ceil(c/npu) * channel_bytes */
   int32_t npu_num;
