@@ -287,6 +287,7 @@ typedef struct {
   int split_n;               /* tasks own B panels (else A panels) */
   int fused_act;             /* the micro-kernel applies the activation (none, relu) */
   micro_kernel kernel;
+  int pack_avx512;           /* pack B with the AVX-512 build of the packing code */
   float* scratch;            /* task_floats per task */
   int64_t task_floats;
 } conv_gemm;
@@ -300,7 +301,8 @@ typedef struct {
 
 /* Packs rows k0 .. k0+kc-1 of B for the nr columns from pixel p0 (zeros past n) as
  * one panel, dst[(k - k0) * nr + j]: the im2col of the input, padding taps 0. */
-static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
+SOPHON_ALWAYS_INLINE static inline void pack_b_panel_body(const conv_gemm* g, int64_t p0,
+                                                            int64_t k0, int64_t kc, float* dst) {
   const sophon_conv_params* p = g->p;
   const int32_t nr = g->kernel.nr;
   const int32_t cols = (int32_t)(g->n - p0 < nr ? g->n - p0 : nr);
@@ -374,6 +376,30 @@ static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc,
       }
     }
   }
+}
+
+static void pack_b_panel_c(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
+  pack_b_panel_body(g, p0, k0, kc, dst);
+}
+
+#if SOPHON_X86_DISPATCH
+/* The same, compiled for AVX-512: the copies of the runs (most of the packing
+ * time) move 16 floats per instruction instead of 4. */
+SOPHON_AVX512 static void pack_b_panel_avx512(const conv_gemm* g, int64_t p0, int64_t k0,
+                                              int64_t kc, float* dst) {
+  pack_b_panel_body(g, p0, k0, kc, dst);
+}
+#endif
+
+/* Packs rows k0 .. k0+kc-1 of the B panel starting at pixel p0 (pack_b_panel_body). */
+static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
+#if SOPHON_X86_DISPATCH
+  if (g->pack_avx512) {
+    pack_b_panel_avx512(g, p0, k0, kc, dst);
+    return;
+  }
+#endif
+  pack_b_panel_c(g, p0, k0, kc, dst);
 }
 
 /* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
@@ -482,6 +508,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.k = (int64_t)g.icg * p->kernel_h * p->kernel_w;
   g.n = (int64_t)out->h * out->w;
   g.kernel = micro_kernel_for(dev);
+  g.pack_avx512 = dev->cpu_avx512;
   g.fused_act = p->act.kind == SOPHON_ACT_NONE || p->act.kind == SOPHON_ACT_RELU;
   g.m_panels = sophon_ceil_div(g.ocg, MR);
   g.n_panels = sophon_ceil_div(g.n, g.kernel.nr);
