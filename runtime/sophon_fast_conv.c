@@ -41,7 +41,7 @@
 #include "sophon_fast.h"
 
 enum {
-  MR = 6,      /* micro-tile rows: output channels */
+  MR_MAX = 8,  /* micro-tile rows (output channels): 8 with AVX-512, else 6 */
   NR_MAX = 32, /* widest micro-tile: output pixels */
   B_PANEL_FLOATS = 4096 /* a B panel (K block x nr) is 16 KiB: it stays in L1 */
 };
@@ -66,6 +66,7 @@ typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, const float* 
 
 typedef struct {
   micro_kernel_fn fn;
+  int32_t mr;  /* tile rows: 6 or 8 */
   int32_t nr;  /* panel width: 16 or 32 */
   int32_t kc;  /* K block: B_PANEL_FLOATS / nr */
 } micro_kernel;
@@ -73,7 +74,7 @@ typedef struct {
 static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, float* tile,
                            int first, float* const* out, int32_t cols, const float* bias,
                            int relu) {
-  enum { NR = 16 };
+  enum { MR = 6, NR = 16 };
   float acc[MR][NR];
   int64_t k;
   int r, j;
@@ -118,6 +119,7 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
                                               const float* b, float* tile, int first,
                                               float* const* out, int32_t cols,
                                               const float* bias, int relu) {
+  enum { MR = 6 };
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
   __m256 acc[MR][2];
@@ -181,35 +183,37 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 }
 #undef SOPHON_ROW
 
-/* 6 x 32: two 16-float vectors per row. On hosts that run 512-bit operations as
- * two 256-bit halves this has the AVX2 kernel's arithmetic throughput with half
- * the instructions; masked stores handle the edge columns. */
+/* 8 x 32: two 16-float vectors per row, sixteen accumulators (of the 32 vector
+ * registers). On hosts that run 512-bit operations as two 256-bit halves this has
+ * the AVX2 kernel's arithmetic throughput with half the instructions; masked
+ * stores handle the edge columns. */
 #define SOPHON_ROW(r)                                                   \
   do {                                                                  \
     const __m512 a_r = _mm512_set1_ps(a##r[k]);                         \
     c##r##0 = _mm512_fmadd_ps(a_r, b0, c##r##0);                        \
     c##r##1 = _mm512_fmadd_ps(a_r, b1, c##r##1);                        \
   } while (0)
+#define SOPHON_LOAD(r)                                \
+  c##r##0 = _mm512_load_ps(tile + (r) * 32);          \
+  c##r##1 = _mm512_load_ps(tile + (r) * 32 + 16)
 
 SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
                                               const float* b, float* tile, int first,
                                               float* const* out, int32_t cols,
                                               const float* bias, int relu) {
-  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  enum { MR = 8 };
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+  const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
   __m512 acc[MR][2];
   int64_t k;
   int r;
   if (first) {
-    c00 = c01 = c10 = c11 = c20 = c21 = _mm512_setzero_ps();
-    c30 = c31 = c40 = c41 = c50 = c51 = _mm512_setzero_ps();
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm512_setzero_ps();
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = _mm512_setzero_ps();
   } else {
-    c00 = _mm512_load_ps(tile + 0); c01 = _mm512_load_ps(tile + 16);
-    c10 = _mm512_load_ps(tile + 32); c11 = _mm512_load_ps(tile + 48);
-    c20 = _mm512_load_ps(tile + 64); c21 = _mm512_load_ps(tile + 80);
-    c30 = _mm512_load_ps(tile + 96); c31 = _mm512_load_ps(tile + 112);
-    c40 = _mm512_load_ps(tile + 128); c41 = _mm512_load_ps(tile + 144);
-    c50 = _mm512_load_ps(tile + 160); c51 = _mm512_load_ps(tile + 176);
+    SOPHON_LOAD(0); SOPHON_LOAD(1); SOPHON_LOAD(2); SOPHON_LOAD(3);
+    SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);
   }
   for (k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
@@ -219,10 +223,12 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
     SOPHON_ROW(3);
     SOPHON_ROW(4);
     SOPHON_ROW(5);
+    SOPHON_ROW(6);
+    SOPHON_ROW(7);
     b += 32;
   }
-  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2);
-  SOPHON_TILE(3); SOPHON_TILE(4); SOPHON_TILE(5);
+  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);
+  SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);
   if (out == NULL) {
     for (r = 0; r < MR; ++r) {
       _mm512_store_ps(tile + r * 32, acc[r][0]);
@@ -250,6 +256,7 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
     }
   }
 }
+#undef SOPHON_LOAD
 #undef SOPHON_ROW
 #undef SOPHON_TILE
 #endif
@@ -257,10 +264,12 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
 static micro_kernel micro_kernel_for(const sophon_device* dev) {
   micro_kernel k;
   k.fn = micro_kernel_c;
+  k.mr = 6;
   k.nr = 16;
 #if SOPHON_X86_DISPATCH
   if (dev->cpu_avx512) {
     k.fn = micro_kernel_avx512;
+    k.mr = 8;
     k.nr = 32;
   } else if (dev->cpu_fma) {
     k.fn = micro_kernel_avx2;
@@ -403,10 +412,10 @@ static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc,
 }
 
 /* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
- * panel, MR bias values and a sink row for the tile rows past the last output
+ * panel, mr bias values and a sink row for the tile rows past the last output
  * channel. */
 static int64_t task_scratch_floats(const conv_gemm* g, int64_t my_m_panels) {
-  return B_PANEL_FLOATS + my_m_panels * MR * g->kernel.nr + 16 + NR_MAX;
+  return B_PANEL_FLOATS + my_m_panels * g->kernel.mr * g->kernel.nr + 16 + NR_MAX;
 }
 
 /* One task: for each of its B panels (pixel columns), K block by K block, packs the
@@ -416,13 +425,13 @@ static int64_t task_scratch_floats(const conv_gemm* g, int64_t my_m_panels) {
  * writes the output rows. */
 static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_gemm* g = (const conv_gemm*)ctx;
-  const int32_t nr = g->kernel.nr;
+  const int32_t mr = g->kernel.mr, nr = g->kernel.nr;
   const sophon_activation* act = &g->p->act;
   int64_t m_begin = 0, m_end = g->m_panels, n_begin = 0, n_end = g->n_panels;
   int64_t kb, mp, np;
   float *b_pack, *tiles, *bias, *sink;
-  const float* a[MR];
-  float* rows[MR];
+  const float* a[MR_MAX];
+  float* rows[MR_MAX];
   int32_t r;
 
   if (g->split_n)
@@ -432,7 +441,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   if (m_begin >= m_end || n_begin >= n_end) return;
   b_pack = g->scratch + task * g->task_floats;
   tiles = b_pack + B_PANEL_FLOATS;
-  bias = tiles + (m_end - m_begin) * MR * nr;
+  bias = tiles + (m_end - m_begin) * mr * nr;
   sink = bias + 16;
 
   for (np = n_begin; np < n_end; ++np) {
@@ -442,16 +451,16 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
       const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
       const int last = kb + kc == g->k;
       /* the A panels' rows are consecutive channels: walk them without divisions */
-      const int32_t first_channel = g->group * g->ocg + (int32_t)(m_begin * MR);
+      const int32_t first_channel = g->group * g->ocg + (int32_t)(m_begin * mr);
       sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
       sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
       sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
                                              : w_it;
       pack_b_panel(g, col0, kb, kc, b_pack);
       for (mp = m_begin; mp < m_end; ++mp) {
-        const int32_t oc0 = (int32_t)(mp * MR);
-        const int32_t tile_m = g->ocg - oc0 < MR ? g->ocg - oc0 : MR;
-        float* tile = tiles + (mp - m_begin) * MR * nr;
+        const int32_t oc0 = (int32_t)(mp * mr);
+        const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
+        float* tile = tiles + (mp - m_begin) * mr * nr;
         for (r = 0; r < tile_m; ++r) {
           a[r] = (const float*)(const void*)w_it.base + kb;
           sophon_channel_next(&g->weight_v, &w_it);
@@ -462,7 +471,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
             if (g->has_bias) sophon_channel_next(&g->bias_v, &b_it);
           }
         }
-        for (; r < MR; ++r) { /* past the last channel: repeat the last row, drop the results */
+        for (; r < mr; ++r) { /* past the last channel: repeat the last row, drop the results */
           a[r] = a[tile_m - 1];
           rows[r] = sink;
           bias[r] = 0.0f;
@@ -476,9 +485,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   if (!g->fused_act) { /* other activations: bias and activation over this task's outputs */
     const int64_t col_begin = n_begin * nr;
     const int64_t col_end = n_end * nr < g->n ? n_end * nr : g->n;
-    const int32_t oc_end = m_end * MR < g->ocg ? (int32_t)(m_end * MR) : g->ocg;
+    const int32_t oc_end = m_end * mr < g->ocg ? (int32_t)(m_end * mr) : g->ocg;
     int32_t oc;
-    for (oc = (int32_t)(m_begin * MR); oc < oc_end; ++oc) {
+    for (oc = (int32_t)(m_begin * mr); oc < oc_end; ++oc) {
       const int32_t channel = g->group * g->ocg + oc;
       sophon_finish_f32(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
                         col_end - col_begin,
@@ -510,7 +519,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.kernel = micro_kernel_for(dev);
   g.pack_avx512 = dev->cpu_avx512;
   g.fused_act = p->act.kind == SOPHON_ACT_NONE || p->act.kind == SOPHON_ACT_RELU;
-  g.m_panels = sophon_ceil_div(g.ocg, MR);
+  g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
   g.n_panels = sophon_ceil_div(g.n, g.kernel.nr);
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
