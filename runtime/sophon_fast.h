@@ -19,7 +19,7 @@
 #define SOPHON_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
 /* AVX-512 with VNNI (vpdpbusd), for the INT8 kernels of sophon_fast_int8.c. */
 #define SOPHON_AVX512VNNI \
-  __attribute__((target("avx2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
 #define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define SOPHON_ALWAYS_INLINE
@@ -96,10 +96,34 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_act_avx2(
   }
 }
 
-/* A mask selecting the first `count` (0..8) of 8 floats, for maskload/maskstore. */
+/* A mask selecting the first `count` (0..8) of 8 floats, for maskload. */
 SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i sophon_tail_mask_avx2(int32_t count) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(count),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* Stores the first `count` (0..8) floats of v to dst, writing nothing else: 4, 2
+ * and 1 at a time (a masked store, vmaskmovps, is microcoded and slow on AMD). */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline void sophon_store_first_avx2(float* dst, __m256 v,
+                                                                           int32_t count) {
+  __m128 part = _mm256_castps256_ps128(v);
+  if (count >= 8) {
+    _mm256_storeu_ps(dst, v);
+    return;
+  }
+  if (count >= 4) {
+    _mm_storeu_ps(dst, part);
+    part = _mm256_extractf128_ps(v, 1);
+    dst += 4;
+    count -= 4;
+  }
+  if (count >= 2) {
+    _mm_storel_epi64((__m128i*)(void*)dst, _mm_castps_si128(part));
+    part = _mm_movehl_ps(part, part);
+    dst += 2;
+    count -= 2;
+  }
+  if (count >= 1) _mm_store_ss(dst, part);
 }
 #endif
 
@@ -125,33 +149,59 @@ static inline void sophon_split_phases_f32(const float* in, int32_t h, int32_t w
 }
 
 #if SOPHON_X86_DISPATCH
-/* sophon_split_phases_f32 for sw = 2 with AVX2: 16 inputs give 8 even and 8 odd. */
+/* even[j] = in[2 * j], odd[j] = in[2 * j + 1] for j < pairs, 8 pairs per step (the
+ * last step through masks); reads and writes nothing else. */
+SOPHON_AVX2 static inline void sophon_deinterleave2_avx2(const float* in, int64_t pairs,
+                                                         float* even, float* odd) {
+  int64_t j;
+  for (j = 0; j < pairs; j += 8) {
+    const int32_t left = pairs - j < 8 ? (int32_t)(pairs - j) : 8;
+    __m256 a, b, e, o;
+    if (left == 8) {
+      a = _mm256_loadu_ps(in + 2 * j);     /* x0 .. x7 */
+      b = _mm256_loadu_ps(in + 2 * j + 8); /* x8 .. x15 */
+    } else {
+      a = _mm256_maskload_ps(in + 2 * j, sophon_tail_mask_avx2(2 * left));
+      b = left > 4 ? _mm256_maskload_ps(in + 2 * j + 8, sophon_tail_mask_avx2(2 * left - 8))
+                   : _mm256_setzero_ps();
+    }
+    /* the shuffles give [x0 x2 x8 x10 | x4 x6 x12 x14] (and the odd ones); the
+       permute of 64-bit pairs puts them in order */
+    e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8));
+    o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8));
+    if (left == 8) {
+      _mm256_storeu_ps(even + j, e);
+      _mm256_storeu_ps(odd + j, o);
+    } else {
+      sophon_store_first_avx2(even + j, e, left);
+      sophon_store_first_avx2(odd + j, o, left);
+    }
+  }
+}
+
+/* dst[j] = src[j] for j < count, 8 floats per step (the last through a mask). */
+SOPHON_AVX2 static inline void sophon_copy_avx2(float* dst, const float* src, int64_t count) {
+  int64_t j;
+  for (j = 0; j + 8 <= count; j += 8) _mm256_storeu_ps(dst + j, _mm256_loadu_ps(src + j));
+  if (j < count) {
+    const __m256i mask = sophon_tail_mask_avx2((int32_t)(count - j));
+    sophon_store_first_avx2(dst + j, _mm256_maskload_ps(src + j, mask), (int32_t)(count - j));
+  }
+}
+
+/* sophon_split_phases_f32 for sw = 2 with AVX2. */
 SOPHON_AVX2 static inline void sophon_split_phases2_avx2(const float* in, int32_t h, int32_t w,
                                                          int64_t phase_w, float* phases) {
   float* even = phases;
   float* odd = phases + (int64_t)h * phase_w;
   int32_t y;
-  int64_t j;
   for (y = 0; y < h; ++y) {
     const float* in_row = in + (int64_t)y * w;
-    float* even_row = even + (int64_t)y * phase_w;
-    float* odd_row = odd + (int64_t)y * phase_w;
-    for (j = 0; 2 * j + 16 <= w; j += 8) {
-      const __m256 a = _mm256_loadu_ps(in_row + 2 * j);     /* x0 .. x7 */
-      const __m256 b = _mm256_loadu_ps(in_row + 2 * j + 8); /* x8 .. x15 */
-      /* the shuffles give [x0 x2 x8 x10 | x4 x6 x12 x14] (and the odd ones); the
-         permute of 64-bit pairs puts them in order */
-      const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-      const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
-      _mm256_storeu_ps(even_row + j,
-                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
-      _mm256_storeu_ps(odd_row + j,
-                       _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
-    }
-    for (; 2 * j < w; ++j) {
-      even_row[j] = in_row[2 * j];
-      if (2 * j + 1 < w) odd_row[j] = in_row[2 * j + 1];
-    }
+    sophon_deinterleave2_avx2(in_row, w / 2, even + (int64_t)y * phase_w,
+                              odd + (int64_t)y * phase_w);
+    if (w % 2 != 0) even[(int64_t)y * phase_w + w / 2] = in_row[w - 1];
   }
 }
 #endif

@@ -263,18 +263,34 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act);
 /* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
- * bit-identical to the reference; needs no scratch. */
+ * bit-identical to the reference; cannot fail (without scratch memory it computes
+ * the reference's way). */
 void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
                                const sophon_local* in, const sophon_local* weight,
                                const sophon_local* bias, const sophon_conv_params* p);
-/* sophon_fast_int8.c: fast INT8 conv2d and fc (sophon_quant.h), bit-identical to the
- * reference kernels of sophon_tiu_int8.c; 0, or -1 as above. */
+/* sophon_fast_int8.c: fast INT8 conv2d (dense, grouped, depthwise) and fc
+ * (sophon_quant.h), bit-identical to the reference kernels of sophon_tiu_int8.c;
+ * 0, or -1 as above. */
 int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_local* weight, const sophon_local* bias,
                             const sophon_conv_params* p, const sophon_requant* q);
 int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                         const sophon_local* weight, const sophon_local* bias,
                         const sophon_requant* q);
+/* sophon_fast_int8_eltwise.c: fast INT8 ADD and pool2d, bit-identical to the
+ * reference kernels; 0, or -1 for what they do not cover (ADD: a broadcast) or when
+ * scratch cannot be had: the caller then runs the reference kernel. */
+int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                         const sophon_local* b, const sophon_add_int8_params* p);
+int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_pool_params* p, int32_t act_min, int32_t act_max);
+/* sophon_fast_eltwise.c: f32 binary element-wise and pool2d, bit-identical to the
+ * reference kernels of sophon_tiu_eltwise.c and sophon_tiu_pool.c; 0, or -1 as above. */
+int sophon_fast_binary_f32(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                           const sophon_local* b, sophon_binary_op op,
+                           const sophon_activation* act);
+int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_pool_params* p);
 /* At least `floats` floats of 64-byte aligned scratch owned by the device (grown
  * when needed, kept between instructions), or NULL when the host is out of memory. */
 float* sophon_device_scratch(sophon_device* dev, size_t floats);

@@ -6,12 +6,12 @@
  *
  * Each instruction first checks that the chip has an INT8 datapath, then
  * validates its descriptors and parameters, checks LMEM bounds and operand
- * overlap once, runs one kernel (conv2d and fc: the fast one of sophon_fast_int8.c,
- * bit-identical, unless the device is in reference mode; else the reference kernel
- * here) and updates the counters with the
- * same cost functions as the f32 instructions (EU_NUM is taken at the int8
- * operand dtype, so it includes chip->int8_macs_per_eu). Requantization is fused
- * and free, like the f32 bias and activation.
+ * overlap once, runs one kernel (the fast one of sophon_fast_int8.c or
+ * sophon_fast_int8_eltwise.c, bit-identical, unless the device is in reference
+ * mode or the fast kernel declines; else the reference kernel here) and updates
+ * the counters with the same cost functions as the f32 instructions (EU_NUM is
+ * taken at the int8 operand dtype, so it includes chip->int8_macs_per_eu).
+ * Requantization is fused and free, like the f32 bias and activation.
  *
  * Integer overflow. Every int32 accumulator has its bound written where it is
  * declared; the checks reject the sizes that could break it. The three places
@@ -458,7 +458,8 @@ sophon_status sophon_tiu_add_int8(sophon_device* dev, const sophon_local* out,
   if ((s = sophon_check_disjoint_or_same(dev, op, out, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_disjoint_or_same(dev, op, out, "b", b)) != SOPHON_OK) return s;
 
-  add_int8_kernel(dev, out, a, b, p);
+  if (dev->reference || sophon_fast_add_int8(dev, out, a, b, p) != 0)
+    add_int8_kernel(dev, out, a, b, p);
 
   /* the rescales are fused into the element-wise pass: one op per element */
   sophon_count_tiu(dev, sophon_cost_binary(&dev->chip, out, NULL), 0);
@@ -617,7 +618,8 @@ sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out
   if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_disjoint(dev, op, out, "in", in)) != SOPHON_OK) return s;
 
-  pool2d_int8_kernel(dev, out, in, p, act_min, act_max);
+  if (dev->reference || sophon_fast_pool2d_int8(dev, out, in, p, act_min, act_max) != 0)
+    pool2d_int8_kernel(dev, out, in, p, act_min, act_max);
 
   sophon_count_tiu(dev, sophon_cost_pool2d(&dev->chip, out, p), 0);
   sophon_touch(dev, out);

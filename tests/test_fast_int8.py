@@ -1,13 +1,17 @@
-"""The fast INT8 kernels (runtime/sophon_fast_int8.c) against the reference INT8
-kernels of runtime/sophon_tiu_int8.c, driven one instruction at a time through ctypes.
+"""The fast INT8 kernels (runtime/sophon_fast_int8.c, sophon_fast_int8_eltwise.c)
+against the reference INT8 kernels of runtime/sophon_tiu_int8.c, driven one
+instruction at a time through ctypes.
 
-Three bm1684 devices run every case: one in reference mode, fast with 1 thread,
-fast with 2 threads. Integer arithmetic: the fast results must be bit-identical to
-the reference (no tolerance), whatever the thread count.
+Every case runs on one bm1684 device in reference mode and on fast devices at every
+instruction-set level the host has (sophon_device_set_isa: 0 plain C, 1 AVX2,
+2 AVX-512 with VNNI), each with 1 and 2 threads. Integer arithmetic: the fast
+results must be bit-identical to the reference (no tolerance). Levels the CPU lacks
+are skipped (test_isa_level_is_exercised reports them).
 """
 from __future__ import annotations
 
 import ctypes
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +19,37 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tvm_sophon import get_chip
 from tvm_sophon.cost import (ActivationStruct, ChipStruct, ConvParamsStruct, LocalStruct,
-                             runtime_library)
+                             PoolParamsStruct, runtime_library)
 
 I8, I32 = 1, 2
 ALIGNED, COMPACT = 0, 1
+POOL_MAX, POOL_AVG = 0, 1
+ISA_NAMES = {0: "c", 1: "avx2", 2: "avx512"}
+
+
+def _cpu_flags() -> set:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _host_isa_levels() -> list[int]:
+    """The levels whose kernels this CPU runs (1: AVX2; 2: AVX-512 with VNNI, which
+    the INT8 kernels of level 2 use)."""
+    flags = _cpu_flags()
+    levels = [0]
+    if "avx2" in flags:
+        levels.append(1)
+        if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni"} <= flags:
+            levels.append(2)
+    return levels
+
+
+HOST_ISA_LEVELS = _host_isa_levels()
 
 
 class Requant(ctypes.Structure):  # sophon_requant
@@ -27,6 +58,13 @@ class Requant(ctypes.Structure):  # sophon_requant
                 ("per_channel", ctypes.c_int32),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
                 ("shift", ctypes.POINTER(ctypes.c_int32))]
+
+
+class AddParams(ctypes.Structure):  # sophon_add_int8_params
+    _fields_ = [(name, ctypes.c_int32) for name in (
+        "left_shift", "input1_zero_point", "input2_zero_point", "output_zero_point",
+        "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
+        "output_multiplier", "output_shift", "act_min", "act_max")]
 
 
 class GlobalStruct(ctypes.Structure):  # sophon_global
@@ -53,6 +91,7 @@ def _lib():
     lib.sophon_device_destroy.argtypes = [ctypes.c_void_p]
     lib.sophon_device_set_threads.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.sophon_device_set_reference.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.sophon_device_set_isa.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.sophon_device_error.argtypes = [ctypes.c_void_p]
     lib.sophon_device_error.restype = ctypes.c_char_p
     lib.sophon_gdma_load.argtypes = [ctypes.c_void_p, P(LocalStruct), P(GlobalStruct)]
@@ -62,19 +101,24 @@ def _lib():
                                            P(Requant)]
     lib.sophon_tiu_fc_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                        P(LocalStruct), P(LocalStruct), P(Requant)]
+    lib.sophon_tiu_add_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                        P(LocalStruct), P(AddParams)]
+    lib.sophon_tiu_pool2d_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                           P(PoolParamsStruct), ctypes.c_int32, ctypes.c_int32]
     return lib
 
 
 class Device:
     """One emulated bm1684 and a bump allocator over its lanes."""
 
-    def __init__(self, threads: int = 1, reference: bool = False):
+    def __init__(self, threads: int = 1, reference: bool = False, isa: int = 2):
         self.lib = _lib()
         self.chip = ChipStruct.of(get_chip("bm1684"))
         self.handle = ctypes.c_void_p()
         assert self.lib.sophon_device_create(ctypes.byref(self.chip), ctypes.byref(self.handle)) == 0
         self.check(self.lib.sophon_device_set_threads(self.handle, threads))
         self.check(self.lib.sophon_device_set_reference(self.handle, int(reference)))
+        self.check(self.lib.sophon_device_set_isa(self.handle, isa))
         self.next_addr = 0
 
     def close(self):
@@ -96,6 +140,11 @@ class Device:
         self.check(self.lib.sophon_gdma_load(self.handle, ctypes.byref(t),
                                              ctypes.byref(GlobalStruct.of(array, t.dtype))))
 
+    def put(self, array: np.ndarray, dtype=I8, layout=ALIGNED) -> LocalStruct:
+        t = self.alloc(array.shape, dtype, layout)
+        self.load(t, array)
+        return t
+
     def store(self, t: LocalStruct) -> np.ndarray:
         out = np.empty((t.n, t.c, t.h, t.w), np.int8)
         self.check(self.lib.sophon_gdma_store(self.handle, ctypes.byref(GlobalStruct.of(out, I8)),
@@ -115,20 +164,61 @@ class Device:
         return LocalStruct(buf.addr + rows_before * w, n, c, h, w, I8, ALIGNED, stride)
 
 
+FAST_DEVICES = [(isa, threads) for isa in HOST_ISA_LEVELS for threads in (1, 2)]
+
+
 @pytest.fixture(scope="module")
 def devices():
-    devs = {"ref": Device(1, reference=True), "fast1": Device(1), "fast2": Device(2)}
+    devs = {"ref": Device(1, reference=True)}
+    for isa, threads in FAST_DEVICES:
+        devs[f"{ISA_NAMES[isa]} x{threads}"] = Device(threads, isa=isa)
     yield devs
     for dev in devs.values():
         dev.close()
 
 
-def make_requant(rng, channels, k, per_channel, in_zp, out_zp, act):
+def assert_identical(devices, run):
+    """Runs `run(device)` on every device; the fast results equal the reference's."""
+    ref = run(devices["ref"])
+    for name, dev in devices.items():
+        if name == "ref":
+            continue
+        fast = run(dev)
+        diff = np.argwhere(fast != ref)
+        assert diff.size == 0, f"{name}: {len(diff)} outputs differ, first at {diff[0]}"
+    return ref
+
+
+@pytest.mark.parametrize("isa", [0, 1, 2], ids=lambda isa: ISA_NAMES[isa])
+def test_isa_level_is_exercised(isa):
+    if isa not in HOST_ISA_LEVELS:
+        pytest.skip(f"this CPU has no {ISA_NAMES[isa]} kernels (flags in /proc/cpuinfo)")
+    dev = Device(1, isa=isa)
+    try:
+        assert dev.lib.sophon_device_set_isa(dev.handle, 3) != 0
+        assert b"set_isa" in dev.lib.sophon_device_error(dev.handle)
+    finally:
+        dev.close()
+
+
+# ----------------------------------------------------------------- conv2d
+
+def make_requant(rng, channels, k, per_channel, in_zp, out_zp, act, mode="typical"):
+    """Multipliers and shifts: "typical" spreads the outputs over the int8 range;
+    "positive" has left shifts (x * 2^shift, saturating); "any" draws from the whole
+    range the checks allow (mostly saturated outputs, every branch)."""
     count = channels if per_channel else 1
-    multipliers = rng.integers(1 << 30, (1 << 31) - 1, count)
-    # outputs spread over the int8 range: |acc| ~ sqrt(K) * 74 * 64 for random operands
-    base = int(np.log2(np.sqrt(k) * 74 * 64 / 64.0)) + 1
-    shifts = -base + rng.integers(-1, 2, count)
+    if mode == "typical":
+        multipliers = rng.integers(1 << 30, (1 << 31) - 1, count)
+        # |acc| ~ sqrt(K) * 74 * 64 for random operands
+        base = int(np.log2(np.sqrt(k) * 74 * 64 / 64.0)) + 1
+        shifts = -base + rng.integers(-1, 2, count)
+    elif mode == "positive":
+        multipliers = rng.integers(1, 1 << 12, count)
+        shifts = rng.integers(1, 31, count)
+    else:
+        multipliers = rng.integers(0, (1 << 31) - 1, count)
+        shifts = rng.integers(-31, 31, count)
     m = (ctypes.c_int32 * count)(*[int(v) for v in multipliers])
     s = (ctypes.c_int32 * count)(*[int(v) for v in shifts])
     q = Requant(in_zp, out_zp, act[0], act[1], int(per_channel),
@@ -138,20 +228,16 @@ def make_requant(rng, channels, k, per_channel, in_zp, out_zp, act):
     return q
 
 
-def run_conv(dev: Device, x, weight, bias, params, q, out_shape, in_window, out_window):
+def run_conv(dev: Device, x, weight, bias, params, q, out_shape, in_window=(0, 0),
+             out_window=(0, 0)):
     dev.next_addr = 0
     n, oc, oh, ow = out_shape
     if in_window == (0, 0):
-        t_in = dev.alloc(x.shape)
-        dev.load(t_in, x)
+        t_in = dev.put(x)
     else:
         t_in = dev.window(x.shape, *in_window, fill=x)
-    t_w = dev.alloc((1, oc, weight.shape[1], weight.shape[2] * weight.shape[3]), I8, COMPACT)
-    dev.load(t_w, weight.reshape(1, oc, weight.shape[1], -1))
-    t_b = None
-    if bias is not None:
-        t_b = dev.alloc((1, oc, 1, 1), I32, COMPACT)
-        dev.load(t_b, bias.reshape(1, oc, 1, 1))
+    t_w = dev.put(weight.reshape(1, oc, weight.shape[1], -1), I8, COMPACT)
+    t_b = dev.put(bias.reshape(1, oc, 1, 1), I32, COMPACT) if bias is not None else None
     if out_window == (0, 0):
         t_out = dev.alloc(out_shape)
     else:
@@ -163,17 +249,8 @@ def run_conv(dev: Device, x, weight, bias, params, q, out_shape, in_window, out_
     return dev.store(t_out)
 
 
-def assert_identical(devices, run):
-    ref = run(devices["ref"])
-    for name in ("fast1", "fast2"):
-        fast = run(devices[name])
-        diff = np.argwhere(fast != ref)
-        assert diff.size == 0, f"{name}: {len(diff)} outputs differ, first at {diff[0]}"
-    return ref
-
-
-SIZES_C = [1, 3, 17, 65, 130]
-SIZES_HW = [1, 2, 7, 31]
+SIZES_C = [1, 3, 4, 17, 65, 130]
+SIZES_HW = [1, 2, 7, 16, 31]
 
 
 @st.composite
@@ -185,17 +262,17 @@ def conv_cases(draw):
         oc, groups = ic * multiplier, ic
     elif kind == "grouped":
         groups = draw(st.sampled_from([2, 3]))
-        ic = draw(st.sampled_from([6, 12, 18]))
+        ic = groups * draw(st.sampled_from([2, 3, 5, 6]))
         oc = groups * draw(st.sampled_from([1, 5, 7]))
     else:
         oc, groups = draw(st.sampled_from(SIZES_C)), 1
     kh, kw = (1, 1) if kind == "pointwise" else (draw(st.sampled_from([1, 2, 3, 5])),
                                                  draw(st.sampled_from([1, 3, 7])))
     n = draw(st.sampled_from([1, 2]))
-    h, w = draw(st.sampled_from(SIZES_HW)), draw(st.sampled_from(SIZES_HW))
+    h, w = draw(st.sampled_from(SIZES_HW)), draw(st.sampled_from(SIZES_HW + [57]))
     stride = (draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2, 3])))
     dilation = (draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 2])))
-    pad = tuple(draw(st.integers(0, 2)) for _ in range(4))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
 
     def spans():
         return (h + pad[0] + pad[2] - dilation[0] * (kh - 1) - 1,
@@ -213,6 +290,7 @@ def conv_cases(draw):
                 out_hw=(oh // stride[0] + 1, ow // stride[1] + 1),
                 bias=draw(st.sampled_from(["none", "small", "extreme"])),
                 per_channel=draw(st.booleans()),
+                requant=draw(st.sampled_from(["typical", "typical", "positive", "any"])),
                 in_zp=draw(st.sampled_from([0, -128, 127, 5])),
                 out_zp=draw(st.sampled_from([0, -128, 3])), act=act,
                 in_window=draw(st.sampled_from([(0, 0), (0, 0), (2, 1)])),
@@ -236,7 +314,7 @@ def random_bias(rng, oc, kind):
                                dtype=np.int64), oc).astype(np.int32)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=conv_cases())
 def test_fast_conv2d_int8_is_bit_identical(devices, case):
     rng = np.random.default_rng(case["seed"])
@@ -246,7 +324,8 @@ def test_fast_conv2d_int8_is_bit_identical(devices, case):
     weight = rng.integers(-128, 128, (oc, ic // groups, kh, kw), dtype=np.int8)
     bias = random_bias(rng, oc, case["bias"])
     k = ic // groups * kh * kw
-    q = make_requant(rng, oc, k, case["per_channel"], case["in_zp"], case["out_zp"], case["act"])
+    q = make_requant(rng, oc, k, case["per_channel"], case["in_zp"], case["out_zp"], case["act"],
+                     case["requant"])
     params = conv_params(case["kernel"], case["stride"], case["pad"], case["dilation"], groups)
     out_shape = (n, oc, *case["out_hw"])
     assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q, out_shape,
@@ -256,7 +335,9 @@ def test_fast_conv2d_int8_is_bit_identical(devices, case):
 @pytest.mark.parametrize("shape", [
     # (ic, oc, h, w, kernel, stride, pad, groups): ResNet/MobileNet layers
     (64, 64, 14, 14, 3, 1, 1, 1), (256, 70, 7, 7, 3, 1, 1, 1), (130, 20, 9, 9, 3, 2, 1, 1),
-    (3, 64, 31, 31, 7, 2, 3, 1), (96, 576, 7, 7, 1, 1, 0, 1), (32, 32, 28, 28, 3, 2, 1, 32)])
+    (3, 64, 31, 31, 7, 2, 3, 1), (96, 576, 7, 7, 1, 1, 0, 1), (64, 128, 20, 20, 1, 2, 0, 1),
+    (128, 128, 15, 15, 3, 2, 1, 1), (32, 32, 28, 28, 3, 2, 1, 32), (48, 48, 13, 13, 3, 1, 1, 48),
+    (16, 32, 10, 10, 5, 1, 2, 16)])
 def test_fast_conv2d_int8_network_layers(devices, shape):
     ic, oc, h, w, k, s, p, groups = shape
     rng = np.random.default_rng(ic * oc)
@@ -264,25 +345,36 @@ def test_fast_conv2d_int8_network_layers(devices, shape):
     weight = rng.integers(-128, 128, (oc, ic // groups, k, k), dtype=np.int8)
     bias = rng.integers(-(1 << 16), 1 << 16, oc).astype(np.int32)
     q = make_requant(rng, oc, ic // groups * k * k, True, -3, 2, (-128, 127))
-    o = (h + 2 * p - k) // s + 1
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), groups)
     ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q,
-                                                         (1, oc, o, o), (0, 0), (0, 0)))
+                                                         (1, oc, oh, ow)))
     assert len(np.unique(ref)) > 50, "requantization saturates: the case checks little"
 
+
+@pytest.mark.parametrize("in_zp", [-128, 127])
+def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
+    """All weights -128 and inputs at the far end from the zero point: the largest
+    products (|in - zp| * |w| = 255 * 128), through padding taps and a K that is not a
+    multiple of 4."""
+    far = 127 if in_zp == -128 else -128
+    x = np.full((1, 7, 9, 9), far, np.int8)
+    weight = np.full((5, 7, 3, 3), -128, np.int8)
+    rng = np.random.default_rng(7)
+    q = make_requant(rng, 5, 63, False, in_zp, 0, (-128, 127), "any")
+    params = conv_params((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    assert_identical(devices, lambda dev: run_conv(dev, x, weight, None, params, q, (1, 5, 9, 9)))
+
+
+# --------------------------------------------------------------------- fc
 
 def run_fc(dev: Device, x, weight, bias, q):
     dev.next_addr = 0
     m, k = x.shape
     nf = weight.shape[0]
-    t_in = dev.alloc((m, k, 1, 1))
-    dev.load(t_in, x.reshape(m, k, 1, 1))
-    t_w = dev.alloc((1, nf, k, 1), I8, COMPACT)
-    dev.load(t_w, weight.reshape(1, nf, k, 1))
-    t_b = None
-    if bias is not None:
-        t_b = dev.alloc((1, nf, 1, 1), I32, COMPACT)
-        dev.load(t_b, bias.reshape(1, nf, 1, 1))
+    t_in = dev.put(x.reshape(m, k, 1, 1))
+    t_w = dev.put(weight.reshape(1, nf, k, 1), I8, COMPACT)
+    t_b = dev.put(bias.reshape(1, nf, 1, 1), I32, COMPACT) if bias is not None else None
     t_out = dev.alloc((m, nf, 1, 1))
     dev.check(dev.lib.sophon_tiu_fc_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
                                          ctypes.byref(t_w),
@@ -291,17 +383,136 @@ def run_fc(dev: Device, x, weight, bias, q):
     return dev.store(t_out).reshape(m, nf)
 
 
-@settings(max_examples=40, deadline=None)
-@given(m=st.sampled_from([1, 2, 5]), k=st.sampled_from([1, 3, 17, 65, 130, 512]),
+@settings(max_examples=80, deadline=None)
+@given(m=st.sampled_from([1, 2, 5]), k=st.sampled_from([1, 3, 17, 64, 65, 130, 512]),
        nf=st.sampled_from([1, 3, 17, 65, 130, 1000]),
        bias_kind=st.sampled_from(["none", "small", "extreme"]), per_channel=st.booleans(),
+       requant=st.sampled_from(["typical", "typical", "positive", "any"]),
        in_zp=st.sampled_from([0, -128, 127, 5]), out_zp=st.sampled_from([0, -128, 3]),
        seed=st.integers(0, 2**16))
-def test_fast_fc_int8_is_bit_identical(devices, m, k, nf, bias_kind, per_channel, in_zp, out_zp,
-                                       seed):
+def test_fast_fc_int8_is_bit_identical(devices, m, k, nf, bias_kind, per_channel, requant, in_zp,
+                                       out_zp, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (m, k), dtype=np.int8)
     weight = rng.integers(-128, 128, (nf, k), dtype=np.int8)
     bias = random_bias(rng, nf, bias_kind)
-    q = make_requant(rng, nf, k, per_channel, in_zp, out_zp, (-128, 127))
+    q = make_requant(rng, nf, k, per_channel, in_zp, out_zp, (-128, 127), requant)
     assert_identical(devices, lambda dev: run_fc(dev, x, weight, bias, q))
+
+
+# -------------------------------------------------------------------- add
+
+def run_add(dev: Device, a, b, p, inplace):
+    dev.next_addr = 0
+    t_a, t_b = dev.put(a), dev.put(b)
+    t_out = t_a if inplace else dev.alloc(a.shape)
+    dev.check(dev.lib.sophon_tiu_add_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_a),
+                                          ctypes.byref(t_b), ctypes.byref(p)))
+    return dev.store(t_out)
+
+
+@st.composite
+def add_params(draw):
+    def multiplier():
+        return draw(st.sampled_from([0, 1, 1 << 30, (1 << 31) - 1])
+                    | st.integers(1 << 30, (1 << 31) - 1))
+
+    zps = [draw(st.integers(-128, 127)) for _ in range(3)]
+    lo = draw(st.integers(-128, 127))
+    hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
+    return AddParams(draw(st.sampled_from([20, 20, 0, 22])), *zps,
+                     multiplier(), draw(st.integers(-31, 0)),
+                     multiplier(), draw(st.integers(-31, 0)),
+                     multiplier(), draw(st.integers(-31, 0)), lo, hi)
+
+
+@settings(max_examples=100, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 17, 70]),
+                       st.sampled_from([1, 3, 8, 14]), st.sampled_from([1, 5, 14, 17])),
+       broadcast=st.booleans(), p=add_params(), inplace=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_fast_add_int8_is_bit_identical(devices, shape, broadcast, p, inplace, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, shape, dtype=np.int8)
+    # a broadcast b is the reference's path; it must still come out the same
+    b_shape = (shape[0], shape[1], 1, 1) if broadcast else shape
+    b = rng.integers(-128, 128, b_shape, dtype=np.int8)
+    assert_identical(devices, lambda dev: run_add(dev, a, b, p, inplace))
+
+
+def test_fast_add_int8_every_pair(devices):
+    """Every int8 pair, with TFLite-like scales."""
+    grid = np.arange(-128, 128, dtype=np.int8)
+    a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
+    b = np.tile(grid, 256).reshape(1, 64, 32, 32)
+    p = AddParams(20, -3, 7, 1, 1518500250, -1, 1832780120, -2, 1431655765, -17, -128, 127)
+    ref = assert_identical(devices, lambda dev: run_add(dev, a, b, p, False))
+    assert len(np.unique(ref)) > 200
+
+
+# ------------------------------------------------------------------- pool
+
+def run_pool(dev: Device, x, params, out_hw, act):
+    dev.next_addr = 0
+    t_in = dev.put(x)
+    t_out = dev.alloc((x.shape[0], x.shape[1], *out_hw))
+    dev.check(dev.lib.sophon_tiu_pool2d_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                             ctypes.byref(params), *act))
+    return dev.store(t_out)
+
+
+@st.composite
+def pool_cases(draw):
+    kind = draw(st.sampled_from([POOL_MAX, POOL_AVG]))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    # padding below the dilated kernel, so every window holds an input tap (AVG)
+    pad = (draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)),
+           draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1)))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - pad[0] - pad[2]), 20))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - pad[1] - pad[3]), 40))
+    span_h = h + pad[0] + pad[2] - dh * (kh - 1) - 1
+    span_w = w + pad[1] + pad[3] - dw * (kw - 1) - 1
+    # ceil mode: one more window when it starts inside the padded input
+    ceil = draw(st.booleans())
+    oh, ow = span_h // sh + 1, span_w // sw + 1
+    if ceil and span_h % sh and oh * sh < h + pad[0] + pad[2]:
+        oh += 1
+    if ceil and span_w % sw and ow * sw < w + pad[1] + pad[3]:
+        ow += 1
+    return dict(kind=kind, params=PoolParamsStruct(kind, kh, kw, sh, sw, *pad, dh, dw, 0),
+                shape=(draw(st.integers(1, 2)), draw(st.sampled_from([1, 3, 17, 70])), h, w),
+                out_hw=(oh, ow), act=draw(st.sampled_from([(-128, 127), (0, 127), (-10, 10)])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def _windows_have_taps(case) -> bool:
+    p = case["params"]
+    _, _, h, w = case["shape"]
+    oh, ow = case["out_hw"]
+    rows = all(any(0 <= oy * p.stride_h - p.pad_top + ky * p.dilation_h < h
+                   for ky in range(p.kernel_h)) for oy in range(oh))
+    cols = all(any(0 <= ox * p.stride_w - p.pad_left + kx * p.dilation_w < w
+                   for kx in range(p.kernel_w)) for ox in range(ow))
+    return rows and cols
+
+
+@settings(max_examples=100, deadline=None)
+@given(case=pool_cases())
+def test_fast_pool2d_int8_is_bit_identical(devices, case):
+    if case["kind"] == POOL_AVG and not _windows_have_taps(case):
+        return  # rejected by the instruction (tests/test_int8_kernels.py)
+    x = np.random.default_rng(case["seed"]).integers(-128, 128, case["shape"], dtype=np.int8)
+    assert_identical(devices, lambda dev: run_pool(dev, x, case["params"], case["out_hw"],
+                                                   case["act"]))
+
+
+def test_fast_pool2d_int8_resnet_stem(devices):
+    """ResNet's 3x3/2 max pool (pad 1) and a global average pool."""
+    x = np.random.default_rng(3).integers(-128, 128, (1, 64, 112, 112), dtype=np.int8)
+    params = PoolParamsStruct(POOL_MAX, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 0)
+    assert_identical(devices, lambda dev: run_pool(dev, x, params, (56, 56), (-128, 127)))
+    x = np.random.default_rng(4).integers(-128, 128, (1, 512, 7, 7), dtype=np.int8)
+    params = PoolParamsStruct(POOL_AVG, 7, 7, 1, 1, 0, 0, 0, 0, 1, 1, 0)
+    assert_identical(devices, lambda dev: run_pool(dev, x, params, (1, 1), (-128, 127)))

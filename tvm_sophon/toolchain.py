@@ -61,8 +61,15 @@ __attribute__((target("avx2"))) static float probe(const float* a, const float* 
   __m256 x = _mm256_add_ps(_mm256_loadu_ps(a), _mm256_broadcast_ss(b));
   return _mm256_cvtss_f32(x);
 }
+__attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+static int probe_vnni(const void* u, const void* w) {
+  __m512i x = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_loadu_si512(u),
+                                  _mm512_loadu_si512(w));
+  return _mm512_reduce_add_epi32(x);
+}
 int sophon_simd_probe(const float* a, const float* b) {
-  return (int)probe(a, b) + __builtin_cpu_supports("avx2");
+  return (int)probe(a, b) + probe_vnni(a, b) + __builtin_cpu_supports("avx2") +
+         __builtin_cpu_supports("avx512vnni");
 }
 #else
 int sophon_simd_probe(void) { return 0; }
