@@ -5,6 +5,9 @@
  * out may alias an input exactly (same addr, shape, dtype and layout: in place);
  * any other overlap is rejected. Every element is read before it is written.
  * Costs: sophon_cost_binary, sophon_cost_activation, sophon_cost_softmax.
+ *
+ * The f32 binary kernel here is the specification; sophon_fast_eltwise.c holds a
+ * fast twin with bit-identical results, used unless the device is in reference mode.
  */
 #include <math.h>
 
@@ -106,7 +109,10 @@ sophon_status sophon_tiu_binary(sophon_device* dev, const sophon_local* out,
   if ((s = sophon_check_disjoint_or_same(dev, op, out, "b", b)) != SOPHON_OK) return s;
 
   switch (out->dtype) {
-    case SOPHON_F32: binary_f32_kernel(dev, out, a, b, bop, act); break;
+    case SOPHON_F32:
+      if (dev->reference || sophon_fast_binary_f32(dev, out, a, b, bop, act) != 0)
+        binary_f32_kernel(dev, out, a, b, bop, act);
+      break;
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 

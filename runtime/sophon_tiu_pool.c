@@ -6,6 +6,9 @@
  * with no real tap gives -FLT_MAX (TVM's max-pool pad value). AVG sums real taps
  * in filter_y, filter_x order and divides by the taps inside the padded input
  * (count_include_pad = 1) or inside the real input (0); a zero divisor gives 0.
+ *
+ * The f32 kernel here is the specification; sophon_fast_eltwise.c holds a fast twin
+ * with bit-identical results, used unless the device is in reference mode.
  */
 #include <float.h>
 #include <math.h>
@@ -161,7 +164,10 @@ sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
   if ((s = sophon_check_disjoint(dev, op, out, "in", in)) != SOPHON_OK) return s;
 
   switch (in->dtype) {
-    case SOPHON_F32: pool2d_f32(dev, out, in, p); break;
+    case SOPHON_F32:
+      if (dev->reference || sophon_fast_pool2d_f32(dev, out, in, p) != 0)
+        pool2d_f32(dev, out, in, p);
+      break;
     default: break; /* rejected by sophon_check_tiu_dtype */
   }
 

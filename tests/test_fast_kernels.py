@@ -1,10 +1,13 @@
-"""The fast f32 kernels (runtime/sophon_fast_conv.c) against the reference kernels
-they sit beside, driven one instruction at a time through ctypes.
+"""The fast f32 kernels (runtime/sophon_fast_*.c) against the reference kernels
+they sit beside, and the GDMA engine against numpy, driven one instruction at a
+time through ctypes.
 
-Three devices run every case: one in reference mode, fast with 1 thread, fast
-with 2 threads. Fast results must be bit-identical across thread counts (each
-output element is computed by one thread in a fixed order) and within the FP32
-tolerance stated in sophon_fast_conv.c of the reference:
+Every case runs on a device in reference mode and on fast devices: 1 and 2
+threads with every instruction set the host has, and 1 and 2 threads with the
+instruction sets capped (sophon_device_set_isa) at 0 (plain C) and at 1 (AVX2, when
+the host has it). For conv2d and fc, fast results must be bit-identical across
+thread counts (each output element is computed by one thread in a fixed order)
+and within the FP32 tolerance stated in sophon_fast_conv.c of the reference:
 
     |fast - ref| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (+ the rounding of bias/act)
 
@@ -13,6 +16,13 @@ sum the same products, fc in a different association. (The conv kernels keep the
 reference's order and roundings, so with GCC they are in fact bit-identical; the
 bound keeps the test honest for compilers that contract a*b + c into an FMA.)
 sum_k |a_k * b_k| is computed by the reference kernel itself on |input| and |weight|.
+
+The kernels that claim bit-identical results (depthwise conv2d in
+sophon_fast_depthwise.c; binary element-wise and pool2d in sophon_fast_eltwise.c)
+are checked for exact equality, bit for bit (any NaN matching any NaN), against the
+reference on every fast device; their inputs may hold signed zeros, infinities
+and NaNs. GDMA loads and stores of permuted, strided, broadcast and overlapping DDR
+views must equal numpy's view of the same memory on every device.
 """
 from __future__ import annotations
 
@@ -24,11 +34,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tvm_sophon import get_chip
 from tvm_sophon.cost import (ActivationStruct, ChipStruct, ConvParamsStruct, LocalStruct,
-                             runtime_library)
+                             PoolParamsStruct, runtime_library)
 
 F32, ALIGNED, COMPACT = 0, 0, 1
 ACT = {"none": (0, 0.0, 0.0, 0.0), "relu": (1, 0.0, 0.0, 0.0), "clip": (2, 0.0, 0.0, 6.0),
        "leaky": (3, 0.1, 0.0, 0.0)}
+# every activation the instructions fuse (the tolerance tests above keep to ACT)
+ACT_ALL = {**ACT, "relu6": (2, 0.0, -0.0, 6.0), "sigmoid": (4, 0.0, 0.0, 0.0),
+           "tanh": (5, 0.0, 0.0, 0.0)}
 EPS = 2.0 ** -24
 
 
@@ -55,6 +68,7 @@ def _lib():
     lib.sophon_device_destroy.argtypes = [ctypes.c_void_p]
     lib.sophon_device_set_threads.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.sophon_device_set_reference.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+    lib.sophon_device_set_isa.argtypes = [ctypes.c_void_p, ctypes.c_int32]
     lib.sophon_device_error.argtypes = [ctypes.c_void_p]
     lib.sophon_device_error.restype = ctypes.c_char_p
     lib.sophon_local_channel_stride.restype = ctypes.c_int64
@@ -64,19 +78,37 @@ def _lib():
                                       P(LocalStruct), P(LocalStruct), P(ConvParamsStruct)]
     lib.sophon_tiu_fc.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                   P(LocalStruct), P(LocalStruct), P(ActivationStruct)]
+    lib.sophon_tiu_binary.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                      P(LocalStruct), ctypes.c_int, P(ActivationStruct)]
+    lib.sophon_tiu_pool2d.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                      P(PoolParamsStruct)]
     return lib
+
+
+def _host_has_avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx2" in line for line in f)
+    except OSError:
+        return False
+
+
+# instruction-set caps of the fast devices (sophon_device_set_isa): plain C, and AVX2
+# where the host has it
+ISAS = [0, 1] if _host_has_avx2() else [0]
 
 
 class Device:
     """One emulated device and a bump allocator over its lanes."""
 
-    def __init__(self, threads: int = 1, reference: bool = False):
+    def __init__(self, threads: int = 1, reference: bool = False, isa: int = 2):
         self.lib = _lib()
         self.chip = ChipStruct.of(get_chip("bm1680"))
         self.handle = ctypes.c_void_p()
         assert self.lib.sophon_device_create(ctypes.byref(self.chip), ctypes.byref(self.handle)) == 0
         self.check(self.lib.sophon_device_set_threads(self.handle, threads))
         self.check(self.lib.sophon_device_set_reference(self.handle, int(reference)))
+        self.check(self.lib.sophon_device_set_isa(self.handle, isa))
         self.next_addr = 0
 
     def close(self):
@@ -119,9 +151,45 @@ class Device:
 @pytest.fixture(scope="module")
 def devices():
     devs = {"ref": Device(1, reference=True), "fast1": Device(1), "fast2": Device(2)}
+    for isa in ISAS:
+        for threads in (1, 2):
+            devs[f"fast{threads}_isa{isa}"] = Device(threads, isa=isa)
     yield devs
     for dev in devs.values():
         dev.close()
+
+
+def fast_devices(devices) -> dict:
+    """The fast devices: every thread count and instruction-set cap."""
+    return {name: dev for name, dev in devices.items() if name != "ref"}
+
+
+def assert_bit_identical(devices, run):
+    """run(device) -> output; every fast device must reproduce the reference bit for bit
+    (a NaN may carry another payload: C fixes neither the operand order of a
+    commutative operation nor which NaN operand propagates)."""
+    ref = run(devices["ref"])
+    for name, dev in fast_devices(devices).items():
+        out = run(dev)
+        same = (out.view(np.uint32) == ref.view(np.uint32)) | (np.isnan(out) & np.isnan(ref))
+        if not same.all():
+            diff = np.flatnonzero(~same)
+            i = diff[0]
+            raise AssertionError(f"{name}: {diff.size} of {ref.size} outputs differ from the "
+                                 f"reference, first at flat index {i}: {out.flat[i]!r} vs "
+                                 f"{ref.flat[i]!r}")
+
+
+def with_specials(rng, array: np.ndarray, fraction: float) -> np.ndarray:
+    """`array` with a `fraction` of its elements replaced by signed zeros, infinities
+    and NaN (the values where reassociated or re-ordered arithmetic would show)."""
+    if fraction <= 0:
+        return array
+    out = array.copy()
+    mask = rng.random(out.shape) < fraction
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan], np.float32)
+    out[mask] = rng.choice(specials, size=int(mask.sum()))
+    return out
 
 
 def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, *,
@@ -155,19 +223,23 @@ def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, 
 
 def conv_params(kernel, stride, pad, dilation, groups, act="none") -> ConvParamsStruct:
     return ConvParamsStruct(kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], pad[2],
-                            pad[3], dilation[0], dilation[1], groups, ActivationStruct(*ACT[act]))
+                            pad[3], dilation[0], dilation[1], groups,
+                            ActivationStruct(*ACT_ALL[act]))
 
 
 def assert_fast_matches(devices, k, run):
     """run(device, abs_operands) -> output; checks fast vs reference and 1 vs 2 threads."""
     ref = run(devices["ref"], False)
-    fast1 = run(devices["fast1"], False)
-    fast2 = run(devices["fast2"], False)
     magnitude = run(devices["ref"], True)  # sum_k |a_k * b_k| (no bias, no activation)
-    assert fast1.tobytes() == fast2.tobytes(), "fast result depends on the thread count"
     tol = 2 * k * EPS * magnitude * 1.01 + 4 * EPS * np.abs(ref) + 1e-30
-    err = np.abs(fast1.astype(np.float64) - ref)
-    assert np.all(err <= tol), f"max error {err.max()} over tolerance {tol.flat[np.argmax(err - tol)]}"
+    for isa in [None, *ISAS]:  # None: every instruction set the host has
+        suffix = "" if isa is None else f"_isa{isa}"
+        fast1 = run(devices["fast1" + suffix], False)
+        fast2 = run(devices["fast2" + suffix], False)
+        assert fast1.tobytes() == fast2.tobytes(), f"fast{suffix} result depends on the thread count"
+        err = np.abs(fast1.astype(np.float64) - ref)
+        assert np.all(err <= tol), (f"fast{suffix}: max error {err.max()} over tolerance "
+                                    f"{tol.flat[np.argmax(err - tol)]}")
 
 
 SIZES_C = [1, 3, 17, 65, 130]
@@ -257,6 +329,96 @@ def test_fast_conv2d_network_layers(devices, shape):
     assert_fast_matches(devices, ic * k * k, run)
 
 
+# ----------------------------------------------------------- depthwise conv2d
+
+
+@st.composite
+def depthwise_cases(draw):
+    c = draw(st.sampled_from([1, 3, 17, 65, 130]))
+    kh, kw = draw(st.sampled_from([(3, 3), (3, 3), (5, 5), (7, 7), (1, 1), (1, 3), (3, 1),
+                                   (2, 4)]))
+    h, w = (draw(st.sampled_from([1, 2, 5, 7, 9, 16, 31, 70, 113])) for _ in range(2))
+    stride = (draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 1, 2, 2, 3])))
+    dilation = (draw(st.sampled_from([1, 1, 2])), draw(st.sampled_from([1, 1, 2])))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    if c * h * w > 200_000:
+        c = 17
+    spans = (h + pad[0] + pad[2] - dilation[0] * (kh - 1) - 1,
+             w + pad[1] + pad[3] - dilation[1] * (kw - 1) - 1)
+    if min(spans) < 0:  # the dilated kernel does not fit: no padding, 1x1
+        kh = kw = 1
+        spans = (h + pad[0] + pad[2] - 1, w + pad[1] + pad[3] - 1)
+    return dict(n=draw(st.sampled_from([1, 1, 2])), c=c, kernel=(kh, kw), h=h, w=w,
+                stride=stride, pad=pad, dilation=dilation,
+                out_hw=(spans[0] // stride[0] + 1, spans[1] // stride[1] + 1),
+                bias=draw(st.booleans()), act=draw(st.sampled_from(list(ACT_ALL))),
+                in_window=draw(st.sampled_from([(0, 0), (0, 0), (2, 1)])),
+                out_window=draw(st.sampled_from([(0, 0), (0, 0), (1, 3)])),
+                specials=draw(st.sampled_from([0.0, 0.0, 0.02])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=depthwise_cases())
+def test_fast_depthwise_is_bit_identical(devices, case):
+    rng = np.random.default_rng(case["seed"])
+    n, c = case["n"], case["c"]
+    kh, kw = case["kernel"]
+    x = with_specials(rng, rng.standard_normal((n, c, case["h"], case["w"])).astype(np.float32),
+                      case["specials"])
+    weight = with_specials(rng, rng.standard_normal((c, 1, kh, kw)).astype(np.float32),
+                           case["specials"] / 4)
+    bias = rng.standard_normal(c).astype(np.float32) if case["bias"] else None
+    params = conv_params(case["kernel"], case["stride"], case["pad"], case["dilation"], c,
+                         case["act"])
+
+    def run(dev):
+        return run_conv(dev, x, weight, bias, params, (n, c, *case["out_hw"]),
+                        in_window=case["in_window"], out_window=case["out_window"])
+
+    assert_bit_identical(devices, run)
+
+
+@pytest.mark.parametrize("shape", [
+    # (c, h, w, kernel, stride): MobileNetV2's depthwise layers (pad 1), and a 5x5 one
+    (32, 112, 112, 3, 1), (96, 112, 112, 3, 2), (144, 56, 56, 3, 2), (192, 28, 28, 3, 1),
+    (576, 14, 14, 3, 2), (960, 7, 7, 3, 1), (40, 27, 27, 5, 2)])
+def test_fast_depthwise_network_layers(devices, shape):
+    c, h, w, k, s = shape
+    rng = np.random.default_rng(c * h)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    p = k // 2
+    o = (h + 2 * p - k) // s + 1
+    params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), c, "relu6")
+    assert_bit_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, (1, c, o, o)))
+
+
+@pytest.mark.parametrize("case", [
+    # (c, h, w, kernel, stride, pad (t, l, b, r), dilation): input columns past the
+    # last window, odd widths at stride 2, padding wider than the kernel, a window
+    # that only ever sees padding on some columns, wide strides and dilations
+    (3, 5, 17, (1, 2), (2, 2), (0, 0, 0, 0), (1, 1)),
+    (5, 9, 15, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    (4, 6, 6, (1, 1), (1, 1), (3, 3, 3, 3), (1, 1)),
+    (2, 7, 9, (3, 3), (3, 3), (0, 2, 0, 2), (1, 1)),
+    (6, 8, 70, (3, 5), (1, 3), (2, 4, 2, 4), (2, 2)),
+    (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))])
+def test_fast_depthwise_edge_cases(devices, case):
+    c, h, w, kernel, stride, pad, dilation = case
+    rng = np.random.default_rng(h * w)
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    weight[0, 0, 0, 0] = np.inf  # channel 0 takes the per-output path at the borders
+    bias = rng.standard_normal(c).astype(np.float32)
+    oh = (h + pad[0] + pad[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pad[1] + pad[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    params = conv_params(kernel, stride, pad, dilation, c, "leaky")
+    assert_bit_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params,
+                                                       (2, c, oh, ow)))
+
+
 def run_fc(dev: Device, x, weight, bias, act):
     dev.next_addr = 0
     m, k = x.shape
@@ -307,3 +469,256 @@ def test_device_settings_are_checked():
         assert dev.lib.sophon_device_set_threads(dev.handle, 1) == 0
     finally:
         dev.close()
+
+
+# ------------------------------------------------------- binary element-wise
+
+BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "max": 3, "min": 4}
+
+
+@st.composite
+def binary_cases(draw):
+    out = (draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3, 17, 65, 130])),
+           draw(st.sampled_from([1, 2, 7, 9, 31])), draw(st.sampled_from([1, 2, 7, 8, 9, 33])))
+
+    def operand():  # each dim is out's or 1 (broadcast)
+        full = draw(st.sampled_from(["full", "full", "channel", "scalar", "dims"]))
+        if full == "full":
+            return out
+        if full == "channel":
+            return (draw(st.sampled_from([1, out[0]])), out[1], 1, 1)
+        if full == "scalar":
+            return (1, 1, 1, 1)
+        return tuple(d if draw(st.booleans()) else 1 for d in out)
+
+    a, b = operand(), operand()
+    return dict(out=out, a=a, b=b, op=draw(st.sampled_from(list(BINARY_OPS))),
+                act=draw(st.sampled_from([None, *ACT_ALL])),
+                layouts=[draw(st.sampled_from([ALIGNED, COMPACT])) for _ in range(3)],
+                in_place=draw(st.sampled_from([None, None, "a", "b"])),
+                specials=draw(st.sampled_from([0.0, 0.0, 0.05])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def run_binary(dev: Device, a, b, out_shape, op, act, layouts, in_place=None):
+    dev.next_addr = 0
+    t_a = dev.alloc(*a.shape, layout=layouts[0])
+    dev.load(t_a, a)
+    t_b = dev.alloc(*b.shape, layout=layouts[1])
+    dev.load(t_b, b)
+    if in_place == "a":
+        t_out = t_a
+    elif in_place == "b":
+        t_out = t_b
+    else:
+        t_out = dev.alloc(*out_shape, layout=layouts[2])
+    act_struct = ActivationStruct(*ACT_ALL[act]) if act is not None else None
+    dev.check(dev.lib.sophon_tiu_binary(dev.handle, ctypes.byref(t_out), ctypes.byref(t_a),
+                                        ctypes.byref(t_b), BINARY_OPS[op],
+                                        ctypes.byref(act_struct) if act_struct else None))
+    return dev.store(t_out)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=binary_cases())
+def test_fast_binary_is_bit_identical(devices, case):
+    rng = np.random.default_rng(case["seed"])
+    a = with_specials(rng, rng.standard_normal(case["a"]).astype(np.float32), case["specials"])
+    b = with_specials(rng, rng.standard_normal(case["b"]).astype(np.float32), case["specials"])
+    if case["op"] in ("max", "min"):  # ties and signed zeros: compare some equal values
+        b.flat[::3] = np.resize(a.ravel(), b.size)[::3]
+    in_place = case["in_place"]
+    if in_place is not None and case[in_place] != case["out"]:
+        in_place = None  # only an operand of out's shape can be overwritten
+
+    def run(dev):
+        return run_binary(dev, a, b, case["out"], case["op"], case["act"], case["layouts"],
+                          in_place)
+
+    assert_bit_identical(devices, run)
+
+
+def test_fast_binary_residual_add(devices):
+    """ResNet's residual add with relu, big enough to run on both threads."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    b = rng.standard_normal((1, 64, 56, 56)).astype(np.float32)
+    assert_bit_identical(devices, lambda dev: run_binary(dev, a, b, a.shape, "add", "relu",
+                                                         [ALIGNED] * 3))
+
+
+# ------------------------------------------------------------------- pool2d
+
+
+def pool_params(kind, kernel, stride, pad, dilation, count_include_pad) -> PoolParamsStruct:
+    return PoolParamsStruct({"max": 0, "avg": 1}[kind], kernel[0], kernel[1], stride[0], stride[1],
+                            pad[0], pad[1], pad[2], pad[3], dilation[0], dilation[1],
+                            int(count_include_pad))
+
+
+def pool_out_size(size, pad_a, pad_b, kernel, stride, dilation, ceil_mode):
+    """The floor-formula output size, or the ceil-mode one (None if the kernel does not fit)."""
+    padded = size + pad_a + pad_b
+    span = padded - dilation * (kernel - 1) - 1
+    if span < 0:
+        return None
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    return out - 1 if (out - 1) * stride >= padded else out
+
+
+@st.composite
+def pool_cases(draw):
+    n, c = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3, 9, 17, 65, 130]))
+    h, w = (draw(st.sampled_from([1, 2, 5, 7, 9, 16, 31, 70, 113])) for _ in range(2))
+    if draw(st.integers(0, 4)) == 0:  # global pooling
+        kernel, stride, pad, dilation = (h, w), (1, 1), (0, 0, 0, 0), (1, 1)
+    else:
+        kernel = (draw(st.sampled_from([1, 2, 3, 5])), draw(st.sampled_from([1, 2, 3, 4, 7])))
+        stride = (draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 2, 2, 3])))
+        pad = tuple(draw(st.integers(0, 2)) for _ in range(4))
+        dilation = (draw(st.sampled_from([1, 1, 2])), draw(st.sampled_from([1, 1, 2])))
+    ceil_mode = draw(st.booleans())
+    oh = pool_out_size(h, pad[0], pad[2], kernel[0], stride[0], dilation[0], ceil_mode)
+    ow = pool_out_size(w, pad[1], pad[3], kernel[1], stride[1], dilation[1], ceil_mode)
+    if oh is None or ow is None:  # the dilated kernel does not fit: a 1x1 window
+        kernel, dilation = (1, 1), (1, 1)
+        oh = pool_out_size(h, pad[0], pad[2], 1, stride[0], 1, ceil_mode)
+        ow = pool_out_size(w, pad[1], pad[3], 1, stride[1], 1, ceil_mode)
+    if c * h * w > 200_000:
+        c = 9
+    return dict(n=n, c=c, h=h, w=w, out_hw=(oh, ow), kind=draw(st.sampled_from(["max", "avg"])),
+                kernel=kernel, stride=stride, pad=pad, dilation=dilation,
+                count_include_pad=draw(st.booleans()),
+                specials=draw(st.sampled_from([0.0, 0.0, 0.03])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def run_pool(dev: Device, x, params: PoolParamsStruct, out_hw):
+    dev.next_addr = 0
+    t_in = dev.alloc(*x.shape)
+    dev.load(t_in, x)
+    t_out = dev.alloc(x.shape[0], x.shape[1], *out_hw)
+    dev.check(dev.lib.sophon_tiu_pool2d(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                        ctypes.byref(params)))
+    return dev.store(t_out)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=pool_cases())
+def test_fast_pool2d_is_bit_identical(devices, case):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"])).astype(np.float32)
+    x = with_specials(rng, x, case["specials"])
+    params = pool_params(case["kind"], case["kernel"], case["stride"], case["pad"],
+                         case["dilation"], case["count_include_pad"])
+    assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, case["out_hw"]))
+
+
+@pytest.mark.parametrize("layer", [
+    # (kind, c, h, w, kernel, stride, pad): ResNet's stem max pool, global average
+    # pools of ResNet-18 and MobileNetV2, an average pool of odd width
+    ("max", 64, 112, 112, 3, 2, 1), ("avg", 512, 7, 7, 7, 1, 0), ("avg", 1280, 7, 7, 7, 1, 0),
+    ("avg", 17, 31, 37, 3, 1, 1)])
+def test_fast_pool2d_network_layers(devices, layer):
+    kind, c, h, w, k, s, p = layer
+    x = np.random.default_rng(c).standard_normal((1, c, h, w)).astype(np.float32)
+    params = pool_params(kind, (k, k), (s, s), (p, p, p, p), (1, 1), True)
+    out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+    assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, out_hw))
+
+
+# --------------------------------------------------------------------- GDMA
+
+
+def global_view(array: np.ndarray) -> GlobalStruct:
+    """A DDR view of any float32 numpy view (strides may be zero or permuted)."""
+    assert array.dtype == np.float32 and array.ndim == 4
+    strides = [s // 4 for s in array.strides]
+    return GlobalStruct(array.ctypes.data, *array.shape, *strides, F32)
+
+
+@st.composite
+def gdma_cases(draw):
+    shape = (draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 5, 64, 70, 130])),
+             draw(st.sampled_from([1, 2, 7, 33])), draw(st.sampled_from([1, 3, 8, 31])))
+    return dict(shape=shape, order=draw(st.permutations(range(4))),
+                step=draw(st.sampled_from([1, 1, 2])),
+                broadcast=[draw(st.sampled_from([False, False, False, True])) for _ in range(4)],
+                layout=draw(st.sampled_from([ALIGNED, COMPACT])),
+                window=draw(st.sampled_from([(0, 0), (0, 0), (1, 2)])),
+                seed=draw(st.integers(0, 2**16)))
+
+
+def strided_view(rng, shape, order, step, broadcast=(False,) * 4):
+    """A float32 view of `shape` whose dims are laid out in `order` in memory, every
+    other element when step is 2, with zero strides on the broadcast dims; and the
+    buffer it lives in."""
+    base_shape = [1 if broadcast[d] else shape[d] * (step if d == 3 else 1) for d in order]
+    buf = rng.standard_normal(base_shape).astype(np.float32)
+    view = np.transpose(buf, np.argsort(order))
+    if step > 1:
+        view = view[:, :, :, ::step]
+    return np.broadcast_to(view, shape), buf
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=gdma_cases())
+def test_gdma_strided_load_and_store(devices, case):
+    """Loads from and stores to permuted, strided and (for loads) broadcast DDR views
+    equal numpy's view of the same memory, on every device."""
+    rng = np.random.default_rng(case["seed"])
+    shape = case["shape"]
+    src, _ = strided_view(rng, shape, case["order"], case["step"], case["broadcast"])
+    for name, dev in devices.items():
+        dev.next_addr = 0
+        before, after = case["window"]
+        buf = dev.alloc(shape[0], shape[1], before + shape[2] + after, shape[3], case["layout"])
+        stride = dev.lib.sophon_local_channel_stride(ctypes.byref(dev.chip), ctypes.byref(buf))
+        t = LocalStruct(buf.addr + before * shape[3] * 4, *shape, F32, case["layout"],
+                        stride if case["window"] != (0, 0) else 0)
+        dev.check(dev.lib.sophon_gdma_load(dev.handle, ctypes.byref(t),
+                                           ctypes.byref(global_view(src))))
+        dst, dst_buf = strided_view(rng, shape, case["order"][::-1], case["step"])
+        untouched = dst_buf.copy()
+        dev.check(dev.lib.sophon_gdma_store(dev.handle, ctypes.byref(global_view(dst)),
+                                            ctypes.byref(t)))
+        assert np.array_equal(dst, src), name
+        if case["step"] > 1:  # the elements between the strided ones are untouched
+            assert np.array_equal(np.transpose(dst_buf, np.argsort(case["order"][::-1]))[..., 1::2],
+                                  np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
+
+
+def test_gdma_big_load_is_split_exactly(devices):
+    """A transfer above the threading threshold (1 MiB) lands exactly, with exact counters."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 70, 48, 40)).astype(np.float32)  # 1.07 MB
+    for name, dev in devices.items():
+        dev.next_addr = 0
+        t = dev.alloc(*x.shape)
+        dev.load(t, x)
+        assert np.array_equal(dev.store(t), x), name
+
+
+def test_gdma_overlapping_store_keeps_the_reference_order(devices):
+    """A store whose DDR view overlaps itself lands in (n, c, h, w) order: the last
+    write wins, as in the reference, whatever the device's threads."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 70, 40, 50)).astype(np.float32)  # 1.1 MB: above the split size
+    strides = (7, 3, 5, 1)  # elements; many (n, c, h, w) share an address
+    size = sum((d - 1) * s for d, s in zip(x.shape, strides)) + 1
+    expected = np.zeros(size, np.float32)
+    idx = sum(np.arange(d).reshape([-1 if i == a else 1 for i in range(4)]) * s
+              for a, (d, s) in enumerate(zip(x.shape, strides)))
+    flat = idx.ravel()
+    addresses, first_from_end = np.unique(flat[::-1], return_index=True)
+    expected[addresses] = x.ravel()[flat.size - 1 - first_from_end]  # the last write wins
+    for name, dev in devices.items():
+        dev.next_addr = 0
+        t = dev.alloc(*x.shape)
+        dev.load(t, x)
+        out = np.zeros(size, np.float32)
+        view = GlobalStruct(out.ctypes.data, *x.shape, *strides, F32)
+        dev.check(dev.lib.sophon_gdma_store(dev.handle, ctypes.byref(view), ctypes.byref(t)))
+        assert np.array_equal(out, expected), name
