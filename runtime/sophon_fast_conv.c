@@ -13,9 +13,10 @@
  *   scratch, then walks its B panels (nr output pixels): per K block it packs the
  *   block of the panel (16 KiB, so it stays in L1) and runs an MR x nr register-
  *   blocked micro-kernel for every A panel over it, keeping partial sums in a
- *   contiguous tile buffer; the last block adds the bias, applies ReLU (other
- *   activations run after, over the task's outputs) and stores the output rows.
- *   Micro-kernels: 6 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
+ *   contiguous tile buffer; the last block adds the bias, applies the activation in
+ *   registers (sigmoid and tanh run after, over the task's outputs) and stores the
+ *   output rows.
+ *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
  *   chosen at run time from the CPU (sophon_device_set_isa caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
  * fc: the input vector gathered once, then one dot product per output feature.
@@ -55,14 +56,15 @@ enum {
  * panel (nr columns), tile a contiguous MR x nr buffer, both 64-byte aligned. Then
  * either
  *   - out == NULL (a block before the last): acc is stored back to tile; or
- *   - the last block: with bias != NULL, acc[r][j] += bias[r] and, if relu, acc =
- *     (acc > 0 ? acc : 0); the first `cols` (1..nr) columns of row r go to out[r].
+ *   - the last block: with bias != NULL, acc[r][j] = act(acc[r][j] + bias[r]) for
+ *     an activation the kernels apply in registers (sophon_act_is_simple; act NULL
+ *     for none); the first `cols` (1..nr) columns of row r go to out[r].
  * Partial sums live in the tile, not in the output rows, which sit in six lanes
  * far apart: one contiguous buffer is cheaper to re-read at every K block. */
 
 typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, const float* b,
                                 float* tile, int first, float* const* out, int32_t cols,
-                                const float* bias, int relu);
+                                const float* bias, const sophon_activation* act);
 
 typedef struct {
   micro_kernel_fn fn;
@@ -73,7 +75,7 @@ typedef struct {
 
 static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, float* tile,
                            int first, float* const* out, int32_t cols, const float* bias,
-                           int relu) {
+                           const sophon_activation* act) {
   enum { MR = 6, NR = 16 };
   float acc[MR][NR];
   int64_t k;
@@ -94,10 +96,7 @@ static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, fl
     }
     for (j = 0; j < cols; ++j) {
       float v = acc[r][j];
-      if (bias != NULL) {
-        v += bias[r];
-        if (relu) v = v > 0.0f ? v : 0.0f;
-      }
+      if (bias != NULL) v = sophon_activate_f32(act, v + bias[r]);
       out[r][j] = v;
     }
   }
@@ -118,7 +117,7 @@ static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, fl
 SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
                                               const float* b, float* tile, int first,
                                               float* const* out, int32_t cols,
-                                              const float* bias, int relu) {
+                                              const float* bias, const sophon_activation* act) {
   enum { MR = 6 };
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
   __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
@@ -155,33 +154,33 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
     }
     return;
   }
-  {
-    /* lanes j < cols of each half */
-    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i mask0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), index);
-    const __m256i mask1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), index);
-    for (r = 0; r < MR; ++r) {
-      __m256 v0 = acc[r][0], v1 = acc[r][1];
-      if (bias != NULL) {
-        const __m256 bias_r = _mm256_broadcast_ss(bias + r);
-        v0 = _mm256_add_ps(v0, bias_r);
-        v1 = _mm256_add_ps(v1, bias_r);
-        if (relu) { /* max_ps(v, 0) is 0 for NaN and -0, as v > 0 ? v : 0 */
-          v0 = _mm256_max_ps(v0, _mm256_setzero_ps());
-          v1 = _mm256_max_ps(v1, _mm256_setzero_ps());
-        }
-      }
-      if (cols == 16) {
-        _mm256_storeu_ps(out[r], v0);
-        _mm256_storeu_ps(out[r] + 8, v1);
-      } else {
-        _mm256_maskstore_ps(out[r], mask0, v0);
-        _mm256_maskstore_ps(out[r] + 8, mask1, v1);
-      }
+  for (r = 0; r < MR; ++r) {
+    __m256 v0 = acc[r][0], v1 = acc[r][1];
+    if (bias != NULL) {
+      const __m256 bias_r = _mm256_broadcast_ss(bias + r);
+      v0 = sophon_act_avx2(_mm256_add_ps(v0, bias_r), act);
+      v1 = sophon_act_avx2(_mm256_add_ps(v1, bias_r), act);
     }
+    sophon_store_first_avx2(out[r], v0, cols);
+    if (cols > 8) sophon_store_first_avx2(out[r] + 8, v1, cols - 8);
   }
 }
 #undef SOPHON_ROW
+
+/* sophon_act_avx2 on 16 floats (same selections, so the same bits). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
+                                                                   const sophon_activation* act) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_RELU: return _mm512_max_ps(x, _mm512_setzero_ps());
+    case SOPHON_ACT_CLIP:
+      return _mm512_max_ps(_mm512_set1_ps(act->lo), _mm512_min_ps(_mm512_set1_ps(act->hi), x));
+    case SOPHON_ACT_LEAKY_RELU:
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
+                                  _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
+    default: return x;
+  }
+}
 
 /* 8 x 32: two 16-float vectors per row, sixteen accumulators (of the 32 vector
  * registers). On hosts that run 512-bit operations as two 256-bit halves this has
@@ -200,7 +199,7 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
                                               const float* b, float* tile, int first,
                                               float* const* out, int32_t cols,
-                                              const float* bias, int relu) {
+                                              const float* bias, const sophon_activation* act) {
   enum { MR = 8 };
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
   const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
@@ -244,15 +243,16 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
       __m512 v0 = acc[r][0], v1 = acc[r][1];
       if (bias != NULL) {
         const __m512 bias_r = _mm512_set1_ps(bias[r]);
-        v0 = _mm512_add_ps(v0, bias_r);
-        v1 = _mm512_add_ps(v1, bias_r);
-        if (relu) { /* max_ps(v, 0) is 0 for NaN and -0, as v > 0 ? v : 0 */
-          v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
-          v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
-        }
+        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
+        v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
       }
-      _mm512_mask_storeu_ps(out[r], mask0, v0);
-      _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);
+      if (cols == 32) {
+        _mm512_storeu_ps(out[r], v0);
+        _mm512_storeu_ps(out[r] + 16, v1);
+      } else {
+        _mm512_mask_storeu_ps(out[r], mask0, v0);
+        _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);
+      }
     }
   }
 }
@@ -294,10 +294,13 @@ typedef struct {
   int64_t m_panels, n_panels;
   int32_t batch, group;      /* the GEMM being run */
   int split_n;               /* tasks own B panels (else A panels) */
-  int fused_act;             /* the micro-kernel applies the activation (none, relu) */
+  int fused_act;             /* the micro-kernels apply bias and activation */
   micro_kernel kernel;
   int pack_avx512;           /* pack B with the AVX-512 build of the packing code */
   float* scratch;            /* task_floats per task */
+  float* b_shared;           /* all of B, packed once (panel np at np * k * nr), when
+                                tasks split the A panels; else NULL: each task packs
+                                its own B panels block by block */
   int64_t task_floats;
 } conv_gemm;
 
@@ -456,7 +459,11 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
       sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
       sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
                                              : w_it;
-      pack_b_panel(g, col0, kb, kc, b_pack);
+      const float* b = b_pack;
+      if (g->b_shared != NULL)
+        b = g->b_shared + (np * g->k + kb) * nr;
+      else
+        pack_b_panel(g, col0, kb, kc, b_pack);
       for (mp = m_begin; mp < m_end; ++mp) {
         const int32_t oc0 = (int32_t)(mp * mr);
         const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
@@ -476,9 +483,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
           rows[r] = sink;
           bias[r] = 0.0f;
         }
-        g->kernel.fn(kc, a, b_pack, tile, kb == 0,
+        g->kernel.fn(kc, a, b, tile, kb == 0,
                      last ? rows : NULL, cols, g->fused_act ? bias : NULL,
-                     act->kind == SOPHON_ACT_RELU);
+                     act->kind == SOPHON_ACT_NONE ? NULL : act);
       }
     }
   }
@@ -496,11 +503,21 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   }
 }
 
+/* Packs a share of the B panels, all of K, into g->b_shared. */
+static void pack_b_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  int64_t begin, end, np;
+  sophon_task_range(g->n_panels, task, tasks, &begin, &end);
+  for (np = begin; np < end; ++np)
+    pack_b_panel(g, np * g->kernel.nr, 0, g->k, g->b_shared + np * g->k * g->kernel.nr);
+}
+
 static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_conv_params* p) {
   conv_gemm g;
   int32_t tasks;
+  int64_t b_floats;
   uint64_t macs;
 
   sophon_view_init(&g.out_v, dev, out);
@@ -518,7 +535,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.n = (int64_t)out->h * out->w;
   g.kernel = micro_kernel_for(dev);
   g.pack_avx512 = dev->cpu_avx512;
-  g.fused_act = p->act.kind == SOPHON_ACT_NONE || p->act.kind == SOPHON_ACT_RELU;
+  g.fused_act = sophon_act_is_simple(&p->act);
   g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
   g.n_panels = sophon_ceil_div(g.n, g.kernel.nr);
 
@@ -528,11 +545,17 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
   g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
                                                     : sophon_ceil_div(g.m_panels, tasks));
-  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks));
+  /* tasks that split the A panels all need every B panel: pack B once, together */
+  b_floats = !g.split_n && tasks > 1 ? g.n_panels * g.k * g.kernel.nr : 0;
+  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats));
   if (g.scratch == NULL) return -1;
-  for (g.batch = 0; g.batch < out->n; ++g.batch)
-    for (g.group = 0; g.group < p->groups; ++g.group)
+  g.b_shared = b_floats > 0 ? g.scratch + g.task_floats * tasks : NULL;
+  for (g.batch = 0; g.batch < out->n; ++g.batch) {
+    for (g.group = 0; g.group < p->groups; ++g.group) {
+      if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
       sophon_parallel_run(dev->pool, tasks, conv_gemm_task, &g);
+    }
+  }
   return 0;
 }
 
