@@ -18,6 +18,7 @@ OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set to the thread count.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -34,13 +35,22 @@ MODEL_NAMES = ["resnet18", "mobilenet_v2"]
 
 
 def median_time(fn, repeat: int, warmup: int = 1) -> float:
+    """Median wall time of fn() after `warmup` calls, with Python's cyclic garbage
+    collector off while timing (as timeit does), for every contender alike."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
     return statistics.median(times)
 
 

@@ -12,9 +12,8 @@ and within the FP32 tolerance stated in sophon_fast_conv.c of the reference:
     |fast - ref| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (+ the rounding of bias/act)
 
 where K is the length of the dot product (IC/groups * KH * KW for a conv): both
-sum the same products, fc in a different association. (The conv kernels keep the
-reference's order and roundings, so with GCC they are in fact bit-identical; the
-bound keeps the test honest for compilers that contract a*b + c into an FMA.)
+sum the same products, conv in the reference's order but with fused multiply-adds
+on x86 (one rounding per step instead of two), fc in a different association.
 sum_k |a_k * b_k| is computed by the reference kernel itself on |input| and |weight|.
 
 The kernels that claim bit-identical results (depthwise conv2d in
