@@ -66,8 +66,15 @@ typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, const float* 
                                 float* tile, int first, float* const* out, int32_t cols,
                                 const float* bias, const sophon_activation* act);
 
+/* The same over B rows read in place: row k of the block starts at b_rows[k] + b_col. */
+typedef void (*micro_kernel_rows_fn)(int64_t kc, const float* const* a,
+                                     const float* const* b_rows, int64_t b_col, float* tile,
+                                     int first, float* const* out, int32_t cols,
+                                     const float* bias, const sophon_activation* act);
+
 typedef struct {
   micro_kernel_fn fn;
+  micro_kernel_rows_fn rows_fn; /* NULL where B must be packed */
   int32_t mr;  /* tile rows: 6 or 8 */
   int32_t nr;  /* panel width: 16 or 32 */
   int32_t kc;  /* K block: B_PANEL_FLOATS / nr */
@@ -196,10 +203,12 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
   c##r##0 = _mm512_load_ps(tile + (r) * 32);          \
   c##r##1 = _mm512_load_ps(tile + (r) * 32 + 16)
 
-SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
-                                              const float* b, float* tile, int first,
-                                              float* const* out, int32_t cols,
-                                              const float* bias, const sophon_activation* act) {
+/* b_rows == NULL: B is a packed panel b (rows 32 floats apart); else row k of B
+ * starts at b_rows[k] + b_col (the implicit GEMM of conv2d_gemm: no packing). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
+    int64_t kc, const float* const* a, const float* b, const float* const* b_rows,
+    int64_t b_col, float* tile, int first, float* const* out, int32_t cols, const float* bias,
+    const sophon_activation* act) {
   enum { MR = 8 };
   const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
   const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
@@ -215,7 +224,8 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
     SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);
   }
   for (k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
+    const float* b_k = b_rows != NULL ? b_rows[k] + b_col : b + k * 32;
+    const __m512 b0 = _mm512_loadu_ps(b_k), b1 = _mm512_loadu_ps(b_k + 16);
     SOPHON_ROW(0);
     SOPHON_ROW(1);
     SOPHON_ROW(2);
@@ -224,7 +234,6 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
     SOPHON_ROW(5);
     SOPHON_ROW(6);
     SOPHON_ROW(7);
-    b += 32;
   }
   SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);
   SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);
@@ -259,16 +268,33 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
 #undef SOPHON_LOAD
 #undef SOPHON_ROW
 #undef SOPHON_TILE
+
+SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
+                                              const float* b, float* tile, int first,
+                                              float* const* out, int32_t cols,
+                                              const float* bias, const sophon_activation* act) {
+  micro_kernel_avx512_body(kc, a, b, NULL, 0, tile, first, out, cols, bias, act);
+}
+
+SOPHON_AVX512 static void micro_kernel_avx512_rows(int64_t kc, const float* const* a,
+                                                   const float* const* b_rows, int64_t b_col,
+                                                   float* tile, int first, float* const* out,
+                                                   int32_t cols, const float* bias,
+                                                   const sophon_activation* act) {
+  micro_kernel_avx512_body(kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
+}
 #endif
 
 static micro_kernel micro_kernel_for(const sophon_device* dev) {
   micro_kernel k;
   k.fn = micro_kernel_c;
+  k.rows_fn = NULL;
   k.mr = 6;
   k.nr = 16;
 #if SOPHON_X86_DISPATCH
   if (dev->cpu_avx512) {
     k.fn = micro_kernel_avx512;
+    k.rows_fn = micro_kernel_avx512_rows;
     k.mr = 8;
     k.nr = 32;
   } else if (dev->cpu_fma) {
@@ -301,6 +327,15 @@ typedef struct {
   float* b_shared;           /* all of B, packed once (panel np at np * k * nr), when
                                 tasks split the A panels; else NULL: each task packs
                                 its own B panels block by block */
+  /* implicit GEMM (stride 1, a kernel with rows_fn): no B packing. Columns are
+     "virtual pixels" v = oy * row_pitch + ox over input planes padded to row_pitch
+     columns (or the input planes themselves for an unpadded 1x1 conv), so row k =
+     (ic, ky, kx) of B is the contiguous run planes[ic] + ky*dh*row_pitch + kx*dw + v;
+     columns with ox >= out_w are computed and dropped. */
+  const float** b_rows;      /* k entries, or NULL: B is packed */
+  float* planes;             /* the padded planes (icg of plane_floats), or NULL */
+  int64_t plane_floats, row_pitch, in_rows;
+  int64_t columns;           /* virtual columns: n, or out_h * row_pitch */
   int64_t task_floats;
 } conv_gemm;
 
@@ -414,6 +449,62 @@ static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc,
   pack_b_panel_c(g, p0, k0, kc, dst);
 }
 
+/* Writes the virtual columns [col0, col0 + cols) of one finished tile row to the
+ * output plane `out` (out_w columns), dropping the columns past out_w. */
+static void scatter_columns(const conv_gemm* g, const float* tile_row, int64_t col0,
+                            int32_t cols, float* out) {
+  int64_t v = col0;
+  while (v < col0 + cols) {
+    const int64_t oy = v / g->row_pitch, ox = v - oy * g->row_pitch;
+    const int64_t run = g->row_pitch - ox < col0 + cols - v ? g->row_pitch - ox : col0 + cols - v;
+    if (ox < g->out_w) {
+      const int64_t valid = g->out_w - ox < run ? g->out_w - ox : run;
+      memcpy(out + oy * g->out_w + ox, tile_row + (v - col0), (size_t)valid * sizeof(float));
+    }
+    v += run;
+  }
+}
+
+/* Copies a share of the group's input channels into the padded planes (zeros in
+ * the padding; a plane is in_rows x row_pitch, then slack up to plane_floats). */
+static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const sophon_conv_params* p = g->p;
+  int64_t begin, end, ic, y;
+  sophon_task_range(g->icg, task, tasks, &begin, &end);
+  for (ic = begin; ic < end; ++ic) {
+    const float* src = sophon_view_f32(&g->in_v, g->batch, g->group * g->icg + (int32_t)ic);
+    float* plane = g->planes + ic * g->plane_floats;
+    memset(plane, 0, (size_t)(p->pad_top * g->row_pitch) * sizeof(float));
+    for (y = 0; y < g->in_h; ++y) {
+      float* row = plane + (p->pad_top + y) * g->row_pitch;
+      memset(row, 0, (size_t)p->pad_left * sizeof(float));
+      memcpy(row + p->pad_left, src + y * g->in_w, (size_t)g->in_w * sizeof(float));
+      memset(row + p->pad_left + g->in_w, 0, (size_t)p->pad_right * sizeof(float));
+    }
+    memset(plane + (p->pad_top + g->in_h) * g->row_pitch, 0,
+           (size_t)(g->plane_floats - (p->pad_top + g->in_h) * g->row_pitch) * sizeof(float));
+  }
+}
+
+/* Points b_rows[k] at row k = (ic, ky, kx) of the implicit B for this batch item and
+ * group: the padded planes, or the input's own channel planes. */
+static void set_b_rows(conv_gemm* g) {
+  const sophon_conv_params* p = g->p;
+  sophon_channel_iter channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg);
+  int64_t k = 0;
+  int32_t ic, ky, kx;
+  for (ic = 0; ic < g->icg; ++ic) {
+    const float* plane = g->planes != NULL ? g->planes + ic * g->plane_floats
+                                           : (const float*)(const void*)channel.base;
+    for (ky = 0; ky < p->kernel_h; ++ky)
+      for (kx = 0; kx < p->kernel_w; ++kx)
+        g->b_rows[k++] = plane + (int64_t)ky * p->dilation_h * g->row_pitch +
+                         (int64_t)kx * p->dilation_w;
+    sophon_channel_next(&g->in_v, &channel);
+  }
+}
+
 /* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
  * panel, mr bias values and a sink row for the tile rows past the last output
  * channel. */
@@ -435,6 +526,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   float *b_pack, *tiles, *bias, *sink;
   const float* a[MR_MAX];
   float* rows[MR_MAX];
+  float* tile_rows[MR_MAX];
+  float* planes_out[MR_MAX];
+  const int scatter = g->b_rows != NULL && g->row_pitch != g->out_w;
   int32_t r;
 
   if (g->split_n)
@@ -449,7 +543,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
 
   for (np = n_begin; np < n_end; ++np) {
     const int64_t col0 = np * nr;
-    const int32_t cols = (int32_t)(g->n - col0 < nr ? g->n - col0 : nr);
+    const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
     for (kb = 0; kb < g->k; kb += g->kernel.kc) {
       const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
       const int last = kb + kc == g->k;
@@ -460,7 +554,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
       sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
                                              : w_it;
       const float* b = b_pack;
-      if (g->b_shared != NULL)
+      if (g->b_rows != NULL)
+        b = NULL;
+      else if (g->b_shared != NULL)
         b = g->b_shared + (np * g->k + kb) * nr;
       else
         pack_b_panel(g, col0, kb, kc, b_pack);
@@ -472,7 +568,8 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
           a[r] = (const float*)(const void*)w_it.base + kb;
           sophon_channel_next(&g->weight_v, &w_it);
           if (last) {
-            rows[r] = (float*)(void*)o_it.base + col0;
+            planes_out[r] = (float*)(void*)o_it.base;
+            rows[r] = planes_out[r] + col0;
             bias[r] = g->has_bias ? *(const float*)(const void*)b_it.base : 0.0f;
             sophon_channel_next(&g->out_v, &o_it);
             if (g->has_bias) sophon_channel_next(&g->bias_v, &b_it);
@@ -483,9 +580,21 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
           rows[r] = sink;
           bias[r] = 0.0f;
         }
-        g->kernel.fn(kc, a, b, tile, kb == 0,
-                     last ? rows : NULL, cols, g->fused_act ? bias : NULL,
-                     act->kind == SOPHON_ACT_NONE ? NULL : act);
+        if (b != NULL) {
+          g->kernel.fn(kc, a, b, tile, kb == 0, last ? rows : NULL, cols,
+                       g->fused_act ? bias : NULL, act->kind == SOPHON_ACT_NONE ? NULL : act);
+        } else if (!scatter) {
+          g->kernel.rows_fn(kc, a, g->b_rows + kb, col0, tile, kb == 0, last ? rows : NULL,
+                            cols, g->fused_act ? bias : NULL,
+                            act->kind == SOPHON_ACT_NONE ? NULL : act);
+        } else { /* finish in the tile, then drop the padding columns on the way out */
+          for (r = 0; r < mr; ++r) tile_rows[r] = tile + r * nr;
+          g->kernel.rows_fn(kc, a, g->b_rows + kb, col0, tile, kb == 0,
+                            last ? tile_rows : NULL, nr, bias,
+                            act->kind == SOPHON_ACT_NONE ? NULL : act);
+          if (last)
+            for (r = 0; r < tile_m; ++r) scatter_columns(g, tile + r * nr, col0, cols, planes_out[r]);
+        }
       }
     }
   }
@@ -517,7 +626,8 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
                        const sophon_conv_params* p) {
   conv_gemm g;
   int32_t tasks;
-  int64_t b_floats;
+  int64_t b_floats, rows_floats;
+  int implicit;
   uint64_t macs;
 
   sophon_view_init(&g.out_v, dev, out);
@@ -537,7 +647,22 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.pack_avx512 = dev->cpu_avx512;
   g.fused_act = sophon_act_is_simple(&p->act);
   g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
-  g.n_panels = sophon_ceil_div(g.n, g.kernel.nr);
+  g.b_rows = NULL;
+  g.planes = NULL;
+  g.plane_floats = 0;
+  g.row_pitch = out->w;
+  g.in_rows = in->h;
+  g.columns = g.n;
+  implicit = g.kernel.rows_fn != NULL && p->stride_h == 1 && p->stride_w == 1 && g.fused_act;
+  if (implicit && !(p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 &&
+                    p->pad_right == 0 && p->kernel_w == 1)) {
+    /* padded planes; reads of the last panel run past a plane by < nr + row_pitch */
+    g.row_pitch = (int64_t)in->w + p->pad_left + p->pad_right;
+    g.in_rows = (int64_t)in->h + p->pad_top + p->pad_bottom;
+    g.plane_floats = sophon_ceil_div(g.in_rows * g.row_pitch + g.row_pitch + g.kernel.nr, 16) * 16;
+    g.columns = (int64_t)out->h * g.row_pitch;
+  }
+  g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
   g.split_n = g.n_panels >= g.m_panels;
@@ -545,13 +670,27 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
   g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
                                                     : sophon_ceil_div(g.m_panels, tasks));
-  /* tasks that split the A panels all need every B panel: pack B once, together */
-  b_floats = !g.split_n && tasks > 1 ? g.n_panels * g.k * g.kernel.nr : 0;
+  if (implicit) { /* the B row table (k pointers), then the padded planes if any */
+    rows_floats = sophon_ceil_div(g.k * (int64_t)sizeof(const float*), 64) * 16;
+    b_floats = rows_floats + g.icg * g.plane_floats;
+  } else { /* tasks that split the A panels all need every B panel: pack B once, together */
+    rows_floats = 0;
+    b_floats = !g.split_n && tasks > 1 ? g.n_panels * g.k * g.kernel.nr : 0;
+  }
   g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats));
   if (g.scratch == NULL) return -1;
-  g.b_shared = b_floats > 0 ? g.scratch + g.task_floats * tasks : NULL;
+  g.b_shared = NULL;
+  if (implicit) {
+    g.b_rows = (const float**)(void*)(g.scratch + g.task_floats * tasks);
+    if (g.plane_floats > 0) g.planes = g.scratch + g.task_floats * tasks + rows_floats;
+  } else if (b_floats > 0) {
+    g.b_shared = g.scratch + g.task_floats * tasks;
+  }
   for (g.batch = 0; g.batch < out->n; ++g.batch) {
     for (g.group = 0; g.group < p->groups; ++g.group) {
+      if (g.planes != NULL)
+        sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
+      if (g.b_rows != NULL) set_b_rows(&g);
       if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
       sophon_parallel_run(dev->pool, tasks, conv_gemm_task, &g);
     }
