@@ -327,14 +327,19 @@ typedef struct {
   float* b_shared;           /* all of B, packed once (panel np at np * k * nr), when
                                 tasks split the A panels; else NULL: each task packs
                                 its own B panels block by block */
-  /* implicit GEMM (stride 1, a kernel with rows_fn): no B packing. Columns are
-     "virtual pixels" v = oy * row_pitch + ox over input planes padded to row_pitch
-     columns (or the input planes themselves for an unpadded 1x1 conv), so row k =
-     (ic, ky, kx) of B is the contiguous run planes[ic] + ky*dh*row_pitch + kx*dw + v;
-     columns with ox >= out_w are computed and dropped. */
+  /* implicit GEMM (a kernel with rows_fn): no B packing. The zero-padded input
+     plane of each channel is split into its stride phases, P[py][px][y][x] =
+     padded[y*sh + py][x*sw + px] (one phase for stride 1), rows of row_pitch
+     columns. Columns of B are "virtual pixels" v = oy * row_pitch + ox, so row k =
+     (ic, ky, kx) of B is the contiguous run P[(ky*dh) % sh][(kx*dw) % sw] of channel
+     ic from ((ky*dh) / sh) * row_pitch + (kx*dw) / sw + v; columns with ox >= out_w
+     are computed and dropped. An unpadded 1x1 stride-1 conv reads the input's own
+     channel planes (row_pitch = out_w). */
   const float** b_rows;      /* k entries, or NULL: B is packed */
-  float* planes;             /* the padded planes (icg of plane_floats), or NULL */
-  int64_t plane_floats, row_pitch, in_rows;
+  float* planes;             /* the phase planes (icg blocks of plane_floats), or NULL */
+  int64_t plane_floats;      /* per channel: stride_h * stride_w phases, then slack */
+  int64_t phase_floats;      /* one phase: phase_rows x row_pitch */
+  int64_t row_pitch, phase_rows;
   int64_t columns;           /* virtual columns: n, or out_h * row_pitch */
   int64_t task_floats;
 } conv_gemm;
@@ -465,42 +470,58 @@ static void scatter_columns(const conv_gemm* g, const float* tile_row, int64_t c
   }
 }
 
-/* Copies a share of the group's input channels into the padded planes (zeros in
- * the padding; a plane is in_rows x row_pitch, then slack up to plane_floats). */
+/* Copies a share of the group's input channels into their phase planes (zeros in
+ * the padding and past the input). */
 static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_gemm* g = (const conv_gemm*)ctx;
   const sophon_conv_params* p = g->p;
-  int64_t begin, end, ic, y;
+  const int32_t sh = p->stride_h, sw = p->stride_w;
+  int64_t begin, end, ic, y, x;
+  int32_t px;
   sophon_task_range(g->icg, task, tasks, &begin, &end);
   for (ic = begin; ic < end; ++ic) {
     const float* src = sophon_view_f32(&g->in_v, g->batch, g->group * g->icg + (int32_t)ic);
-    float* plane = g->planes + ic * g->plane_floats;
-    memset(plane, 0, (size_t)(p->pad_top * g->row_pitch) * sizeof(float));
+    float* block = g->planes + ic * g->plane_floats;
+    memset(block, 0, (size_t)g->plane_floats * sizeof(float));
     for (y = 0; y < g->in_h; ++y) {
-      float* row = plane + (p->pad_top + y) * g->row_pitch;
-      memset(row, 0, (size_t)p->pad_left * sizeof(float));
-      memcpy(row + p->pad_left, src + y * g->in_w, (size_t)g->in_w * sizeof(float));
-      memset(row + p->pad_left + g->in_w, 0, (size_t)p->pad_right * sizeof(float));
+      const int64_t padded_y = y + p->pad_top;
+      const float* in_row = src + y * g->in_w;
+      float* phase_row = block + (padded_y % sh) * sw * g->phase_floats +
+                         (padded_y / sh) * g->row_pitch;
+      if (sw == 1) {
+        memcpy(phase_row + p->pad_left, in_row, (size_t)g->in_w * sizeof(float));
+        continue;
+      }
+      for (px = 0; px < sw; ++px) { /* input columns x with (x + pad_left) % sw == px */
+        float* dst = phase_row + px * g->phase_floats;
+        const int64_t x0 = ((px - p->pad_left) % sw + sw) % sw;
+        for (x = x0; x < g->in_w; x += sw) dst[(x + p->pad_left) / sw] = in_row[x];
+      }
     }
-    memset(plane + (p->pad_top + g->in_h) * g->row_pitch, 0,
-           (size_t)(g->plane_floats - (p->pad_top + g->in_h) * g->row_pitch) * sizeof(float));
   }
 }
 
 /* Points b_rows[k] at row k = (ic, ky, kx) of the implicit B for this batch item and
- * group: the padded planes, or the input's own channel planes. */
+ * group: a phase plane, or the input's own channel plane. */
 static void set_b_rows(conv_gemm* g) {
   const sophon_conv_params* p = g->p;
   sophon_channel_iter channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg);
   int64_t k = 0;
   int32_t ic, ky, kx;
   for (ic = 0; ic < g->icg; ++ic) {
-    const float* plane = g->planes != NULL ? g->planes + ic * g->plane_floats
-                                           : (const float*)(const void*)channel.base;
-    for (ky = 0; ky < p->kernel_h; ++ky)
-      for (kx = 0; kx < p->kernel_w; ++kx)
-        g->b_rows[k++] = plane + (int64_t)ky * p->dilation_h * g->row_pitch +
-                         (int64_t)kx * p->dilation_w;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+      for (kx = 0; kx < p->kernel_w; ++kx) {
+        const int64_t dy = (int64_t)ky * p->dilation_h, dx = (int64_t)kx * p->dilation_w;
+        if (g->planes == NULL) {
+          g->b_rows[k++] = (const float*)(const void*)channel.base + dy * g->row_pitch + dx;
+        } else {
+          const float* phase = g->planes + ic * g->plane_floats +
+                               ((dy % p->stride_h) * p->stride_w + dx % p->stride_w) *
+                                   g->phase_floats;
+          g->b_rows[k++] = phase + (dy / p->stride_h) * g->row_pitch + dx / p->stride_w;
+        }
+      }
+    }
     sophon_channel_next(&g->in_v, &channel);
   }
 }
@@ -649,17 +670,21 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
   g.b_rows = NULL;
   g.planes = NULL;
-  g.plane_floats = 0;
+  g.plane_floats = g.phase_floats = 0;
   g.row_pitch = out->w;
-  g.in_rows = in->h;
+  g.phase_rows = in->h;
   g.columns = g.n;
-  implicit = g.kernel.rows_fn != NULL && p->stride_h == 1 && p->stride_w == 1 && g.fused_act;
+  implicit = g.kernel.rows_fn != NULL && g.fused_act;
   if (implicit && !(p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 &&
-                    p->pad_right == 0 && p->kernel_w == 1)) {
-    /* padded planes; reads of the last panel run past a plane by < nr + row_pitch */
-    g.row_pitch = (int64_t)in->w + p->pad_left + p->pad_right;
-    g.in_rows = (int64_t)in->h + p->pad_top + p->pad_bottom;
-    g.plane_floats = sophon_ceil_div(g.in_rows * g.row_pitch + g.row_pitch + g.kernel.nr, 16) * 16;
+                    p->pad_right == 0 && p->kernel_w == 1 && p->stride_h == 1 &&
+                    p->stride_w == 1)) {
+    /* phase planes; reads of the last panel run past a phase by < nr + row_pitch,
+       into the next phase or the slack after the channel's last one */
+    g.row_pitch = sophon_ceil_div((int64_t)in->w + p->pad_left + p->pad_right, p->stride_w);
+    g.phase_rows = sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
+    g.phase_floats = g.phase_rows * g.row_pitch;
+    g.plane_floats = sophon_ceil_div((int64_t)p->stride_h * p->stride_w * g.phase_floats +
+                                         g.row_pitch + g.kernel.nr, 16) * 16;
     g.columns = (int64_t)out->h * g.row_pitch;
   }
   g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
