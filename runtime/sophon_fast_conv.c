@@ -8,14 +8,20 @@
  *     C[oc][p] = sum_k A[oc][k] * B[k][p],   k = (ic, ky, kx), p = oy * OW + ox
  *   A is the weight (row oc is contiguous in oc's lane), B the input as columns of
  *   window taps (im2col; padding taps are zeros), C the output (channel oc's plane
- *   is contiguous in its lane). The instruction runs as one parallel step: each
- *   task packs the A panels (MR rows) it needs into its part of the device's
- *   scratch, then walks its B panels (nr output pixels): per K block it packs the
- *   block of the panel (16 KiB, so it stays in L1) and runs an MR x nr register-
- *   blocked micro-kernel for every A panel over it, keeping partial sums in a
+ *   is contiguous in its lane). A is read in place: an A panel is mr weight rows.
+ *   Tasks own B panels (nr output pixels) or A panels, whichever has more; each
+ *   walks its B panels K block by K block and runs an mr x nr register-blocked
+ *   micro-kernel for every A panel over the block, keeping partial sums in a
  *   contiguous tile buffer; the last block adds the bias, applies the activation in
  *   registers (sigmoid and tanh run after, over the task's outputs) and stores the
- *   output rows.
+ *   output rows. Where B comes from:
+ *   - implicit GEMM (the AVX-512 kernel): the input is copied once into the stride
+ *     phases of its zero-padded planes, where every row of B is a contiguous run
+ *     (see conv_gemm.b_rows); the kernel reads those rows in place, and columns that
+ *     fall on padding are computed and dropped;
+ *   - packed (AVX2, plain C, sigmoid/tanh): each block of a B panel (16 KiB, so it
+ *     stays in L1) is packed from the input (im2col) before use, or all of B once,
+ *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
  *   chosen at run time from the CPU (sophon_device_set_isa caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
