@@ -34,8 +34,8 @@
  * Tolerance against the reference. The GEMM adds each output's products in the
  * reference's (ic, ky, kx) order; padding taps add exact zeros. The x86 kernels
  * use fused multiply-adds (one rounding per step where the reference has two: on
- * the Zen 4 hosts this was tuned on, separate multiplies and adds ran at 60-65% of
- * the FMA kernel's speed), the C kernel multiplies then adds, as the reference
+ * the Zen 4 host this was tuned on, separate multiplies and adds ran at about 70%
+ * of the FMA kernel's speed), the C kernel multiplies then adds, as the reference
  * does. fc sums in 8 interleaved partial sums, combined pairwise, so it differs by
  * reassociation. Either way both sums are within gamma_K * sum_k |a_k * b_k| of
  * the exact one (gamma_K ~ K * 2^-24), hence
