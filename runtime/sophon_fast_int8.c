@@ -422,6 +422,44 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   return 0;
 }
 
+
+/* The operands and shape of an INT8 conv2d, shared by its GEMM paths. */
+typedef struct {
+  sophon_view out_v, in_v, weight_v, bias_v;
+  const sophon_view* bias;  /* &bias_v or NULL */
+  const sophon_conv_params* p;
+  const sophon_requant* q;
+  rq_output output;
+  int32_t in_h, in_w, out_h, out_w, out_c;
+  int32_t groups, icg, ocg;
+} conv_operands;
+
+/* Fills *c in place (c->bias points into it). */
+static void conv_operands_init(conv_operands* c, sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_local* weight,
+                               const sophon_local* bias, const sophon_conv_params* p,
+                               const sophon_requant* q) {
+  sophon_view_init(&c->out_v, dev, out);
+  sophon_view_init(&c->in_v, dev, in);
+  sophon_view_init(&c->weight_v, dev, weight);
+  c->bias = NULL;
+  if (bias != NULL) {
+    sophon_view_init(&c->bias_v, dev, bias);
+    c->bias = &c->bias_v;
+  }
+  c->p = p;
+  c->q = q;
+  c->output = output_requant(q);
+  c->in_h = in->h;
+  c->in_w = in->w;
+  c->out_h = out->h;
+  c->out_w = out->w;
+  c->out_c = out->c;
+  c->groups = p->groups;
+  c->icg = in->c / p->groups;
+  c->ocg = out->c / p->groups;
+}
+
 /* ================================================= AVX-512 VNNI conv2d */
 
 #if SOPHON_X86_DISPATCH
@@ -435,14 +473,9 @@ enum {
 };
 
 typedef struct {
-  sophon_view out_v, in_v, weight_v, bias_v;
-  const sophon_view* bias;  /* &bias_v or NULL */
-  const sophon_conv_params* p;
-  const sophon_requant* q;
-  rq_output output;
+  conv_operands op;
   int32_t batch;
-  int32_t in_h, in_w, out_h, out_w, out_c;
-  int32_t groups, icg, ocg, taps;
+  int32_t taps;
   int32_t quads;            /* per group: ceil(icg / 4) */
   int32_t phases;           /* stride_h * stride_w */
   int32_t grid_h, grid_w;   /* rows and columns of a quad plane */
@@ -525,12 +558,12 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
 /* A rows and requantization of output channels [oc_first, oc_last) (absolute). */
 static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_last, uint32_t* a,
                             rq_channel* channels) {
-  const int32_t correction = g->q->input_zero_point + 128; /* in [0, 255] */
+  const int32_t correction = g->op.q->input_zero_point + 128; /* in [0, 255] */
   int32_t oc;
   for (oc = oc_first; oc < oc_last; ++oc) {
-    const int32_t sum = vnni_pack_row(sophon_view_i8(&g->weight_v, 0, oc), g->icg, g->taps,
+    const int32_t sum = vnni_pack_row(sophon_view_i8(&g->op.weight_v, 0, oc), g->op.icg, g->taps,
                                       g->quads, a + (int64_t)(oc - oc_first) * g->k4);
-    channels[oc - oc_first] = channel_requant(g->q, g->bias, oc, correction * sum);
+    channels[oc - oc_first] = channel_requant(g->op.q, g->op.bias, oc, correction * sum);
   }
 }
 
@@ -596,30 +629,30 @@ SOPHON_AVX512VNNI static void vnni_gather_quad(uint32_t* dst, const int8_t* cons
  * input_zero_point, which becomes padding (their weights are 0 anyway). */
 SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t tasks) {
   const vnni_conv* g = (const vnni_conv*)ctx;
-  const sophon_conv_params* p = g->p;
+  const sophon_conv_params* p = g->op.p;
   const int32_t sh = p->stride_h, sw = p->stride_w;
   int64_t begin, end, item;
-  sophon_task_range((int64_t)g->groups * g->quads * g->phases, task, tasks, &begin, &end);
+  sophon_task_range((int64_t)g->op.groups * g->quads * g->phases, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t phase = (int32_t)(item % g->phases);
     const int32_t quad = (int32_t)(item / g->phases); /* over all groups */
     const int32_t group = quad / g->quads, q = quad % g->quads;
     const int32_t py = phase / sw, px = phase % sw;
-    const int32_t channels = g->icg - 4 * q < 4 ? g->icg - 4 * q : 4;
+    const int32_t channels = g->op.icg - 4 * q < 4 ? g->op.icg - 4 * q : 4;
     /* columns x whose input column x * sw + px - pad_left is inside the row */
     const int64_t origin = (int64_t)px - p->pad_left;
     const int32_t x_lo = sophon_first_tap(origin, sw);
-    const int32_t x_hi = sophon_end_tap(origin, sw, g->in_w, g->grid_w);
+    const int32_t x_hi = sophon_end_tap(origin, sw, g->op.in_w, g->grid_w);
     uint32_t* plane = g->planes + item * g->plane;
     const int8_t* channel[4];
     int32_t c, y, x;
     for (c = 0; c < 4; ++c)
-      channel[c] = c < channels ? sophon_view_i8(&g->in_v, g->batch, group * g->icg + 4 * q + c)
+      channel[c] = c < channels ? sophon_view_i8(&g->op.in_v, g->batch, group * g->op.icg + 4 * q + c)
                                 : NULL;
     for (y = 0; y < g->grid_h; ++y) {
       const int64_t iy = (int64_t)y * sh + py - p->pad_top;
       uint32_t* row = plane + (int64_t)y * g->grid_w;
-      if (iy < 0 || iy >= g->in_h || x_hi <= x_lo) {
+      if (iy < 0 || iy >= g->op.in_h || x_hi <= x_lo) {
         for (x = 0; x < g->grid_w; ++x) row[x] = g->pad_word;
         continue;
       }
@@ -629,8 +662,8 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
         const int64_t ix0 = (int64_t)x_lo * sw + origin; /* >= 0 */
         const int8_t* src[4];
         for (c = 0; c < 4; ++c)
-          src[c] = (channel[c] != NULL ? channel[c] + iy * g->in_w : g->zp_row) + ix0;
-        vnni_gather_quad(row + x_lo, src, sw, x_hi - x_lo, g->in_w - ix0);
+          src[c] = (channel[c] != NULL ? channel[c] + iy * g->op.in_w : g->zp_row) + ix0;
+        vnni_gather_quad(row + x_lo, src, sw, x_hi - x_lo, g->op.in_w - ix0);
       }
     }
   }
@@ -717,7 +750,7 @@ static int32_t vnni_grid_runs(const vnni_conv* g, int64_t p0, int32_t count, gri
   while (i < count) {
     /* pixels [i, i + row) are on grid row oy, from column x */
     const int32_t row = g->grid_w - x < count - i ? g->grid_w - x : count - i;
-    const int32_t valid = x >= g->out_w ? 0 : (g->out_w - x < row ? g->out_w - x : row);
+    const int32_t valid = x >= g->op.out_w ? 0 : (g->op.out_w - x < row ? g->op.out_w - x : row);
     int32_t done = 0;
     while (done < valid) { /* split at vector boundaries */
       const int32_t lane = (i + done) % 16;
@@ -725,7 +758,7 @@ static int32_t vnni_grid_runs(const vnni_conv* g, int64_t p0, int32_t count, gri
       runs[n].vector = (i + done) / 16;
       runs[n].lane = lane;
       runs[n].count = take;
-      runs[n].offset = oy * g->out_w + x + done;
+      runs[n].offset = oy * g->op.out_w + x + done;
       ++n;
       done += take;
     }
@@ -745,18 +778,18 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
   uint32_t* a_chunk = g->task_scratch + (int64_t)task * g->task_words;
   rq_channel* channels = (rq_channel*)(void*)(a_chunk + (int64_t)OC_CHUNK * g->k4);
   int64_t begin, end, item, packed = -1; /* the (group, chunk) in a_chunk */
-  sophon_task_range(g->groups * per_group, task, tasks, &begin, &end);
+  sophon_task_range(g->op.groups * per_group, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t group = (int32_t)(item / per_group);
     const int64_t oc_chunk = item / g->pixel_chunks; /* over all groups */
     const int64_t pixel_chunk = item % g->pixel_chunks;
     const int32_t oc_first = (int32_t)(oc_chunk % g->oc_chunks) * OC_CHUNK;
-    const int32_t oc_last = oc_first + OC_CHUNK < g->ocg ? oc_first + OC_CHUNK : g->ocg;
+    const int32_t oc_last = oc_first + OC_CHUNK < g->op.ocg ? oc_first + OC_CHUNK : g->op.ocg;
     const uint32_t* planes = g->planes + (int64_t)group * g->quads * g->phases * g->plane;
     int64_t block = pixel_chunk * PIXEL_CHUNK;
     const int64_t block_end = block + PIXEL_CHUNK < g->blocks ? block + PIXEL_CHUNK : g->blocks;
     if (oc_chunk != packed) {
-      vnni_pack_chunk(g, group * g->ocg + oc_first, group * g->ocg + oc_last, a_chunk, channels);
+      vnni_pack_chunk(g, group * g->op.ocg + oc_first, group * g->op.ocg + oc_last, a_chunk, channels);
       packed = oc_chunk;
     }
     for (; block < block_end; ++block) {
@@ -780,12 +813,12 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
         else
           vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
         for (r = 0; r < rows; ++r) {
-          const int32_t oc = group * g->ocg + oc0 + r;
-          int8_t* out = sophon_view_i8(&g->out_v, g->batch, oc);
+          const int32_t oc = group * g->op.ocg + oc0 + r;
+          int8_t* out = sophon_view_i8(&g->op.out_v, g->batch, oc);
           __m512i result[VV];
           for (j = 0; j < vectors; ++j)
             result[j] = requantize_avx512(_mm512_loadu_si512((const void*)(tile[r] + 16 * j)),
-                                          &channels[oc - group * g->ocg - oc_first], &g->output);
+                                          &channels[oc - group * g->op.ocg - oc_first], &g->op.output);
           for (k = 0; k < n_runs; ++k) {
             /* the run's lanes moved to the bottom, then stored as bytes */
             const __mmask16 first_lanes = (__mmask16)((1u << runs[k].count) - 1u);
@@ -811,27 +844,9 @@ static int conv_vnni(sophon_device* dev, const sophon_local* out, const sophon_l
   uint64_t macs;
   uint32_t* scratch;
 
-  sophon_view_init(&g.out_v, dev, out);
-  sophon_view_init(&g.in_v, dev, in);
-  sophon_view_init(&g.weight_v, dev, weight);
-  g.bias = NULL;
-  if (bias != NULL) {
-    sophon_view_init(&g.bias_v, dev, bias);
-    g.bias = &g.bias_v;
-  }
-  g.p = p;
-  g.q = q;
-  g.output = output_requant(q);
-  g.in_h = in->h;
-  g.in_w = in->w;
-  g.out_h = out->h;
-  g.out_w = out->w;
-  g.out_c = out->c;
-  g.groups = p->groups;
-  g.icg = in->c / p->groups;
-  g.ocg = out->c / p->groups;
+  conv_operands_init(&g.op, dev, out, in, weight, bias, p, q);
   g.taps = p->kernel_h * p->kernel_w;
-  g.quads = (g.icg + 3) / 4;
+  g.quads = (g.op.icg + 3) / 4;
   g.phases = p->stride_h * p->stride_w;
   g.grid_h = (int32_t)sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
   g.grid_w = (int32_t)sophon_ceil_div((int64_t)in->w + p->pad_left + p->pad_right, p->stride_w);
@@ -846,18 +861,18 @@ static int conv_vnni(sophon_device* dev, const sophon_local* out, const sophon_l
   g.grid_n = (int64_t)out->h * g.grid_w;
   g.blocks = sophon_ceil_div(sophon_ceil_div(g.grid_n, 16), VV);
   g.pixel_chunks = sophon_ceil_div(g.blocks, PIXEL_CHUNK);
-  g.oc_chunks = sophon_ceil_div(g.ocg, OC_CHUNK);
+  g.oc_chunks = sophon_ceil_div(g.op.ocg, OC_CHUNK);
   g.pad_word = 0x01010101u * (uint32_t)(q->input_zero_point + 128);
   /* (a zero-point byte, flipped by the gather, is the padding byte) */
 
   macs = (uint64_t)out->c * (uint64_t)g.grid_n * (uint64_t)g.k4 * 4u;
-  tasks = sophon_tasks_for(dev, macs, g.groups * g.oc_chunks * g.pixel_chunks);
+  tasks = sophon_tasks_for(dev, macs, g.op.groups * g.oc_chunks * g.pixel_chunks);
 
   /* scratch, in 64-byte multiples: the planes plus the slack the last block's
    * vectors read past the last plane (at most 15 + (KW - 1) * dw / sw words), the
    * step offsets, each task's A chunk and its channels */
   slack = 16 + (int64_t)(p->kernel_w - 1) * p->dilation_w / p->stride_w;
-  plane_words = sophon_ceil_div((int64_t)g.groups * g.quads * g.phases * g.plane + slack, 16) * 16;
+  plane_words = sophon_ceil_div((int64_t)g.op.groups * g.quads * g.phases * g.plane + slack, 16) * 16;
   offset_words = sophon_ceil_div(g.k4, 16) * 16;
   g.task_words = sophon_ceil_div((int64_t)OC_CHUNK * g.k4, 16) * 16 +
                  sophon_ceil_div(OC_CHUNK * (int64_t)sizeof(rq_channel), 64) * 16;
@@ -871,7 +886,7 @@ static int conv_vnni(sophon_device* dev, const sophon_local* out, const sophon_l
   memset(g.zp_row, q->input_zero_point, (size_t)in->w);
   g.task_scratch = scratch + plane_words + offset_words + sophon_ceil_div(in->w, 64) * 16;
   /* the slack is only read by dropped grid pixels; keep it defined */
-  for (i = (int64_t)g.groups * g.quads * g.phases * g.plane; i < plane_words; ++i)
+  for (i = (int64_t)g.op.groups * g.quads * g.phases * g.plane; i < plane_words; ++i)
     g.planes[i] = g.pad_word;
 
   /* step (quad, ky, kx) reads padded row oy * sh + ky * dh, i.e. plane row
@@ -891,8 +906,8 @@ static int conv_vnni(sophon_device* dev, const sophon_local* out, const sophon_l
   for (g.batch = 0; g.batch < out->n; ++g.batch) {
     sophon_parallel_run(
         dev->pool,
-        sophon_tasks_for(dev, (uint64_t)g.plane * (uint64_t)(g.groups * g.quads * g.phases),
-                         (int64_t)g.groups * g.quads * g.phases),
+        sophon_tasks_for(dev, (uint64_t)g.plane * (uint64_t)(g.op.groups * g.quads * g.phases),
+                         (int64_t)g.op.groups * g.quads * g.phases),
         vnni_planes_task, &g);
     sophon_parallel_run(dev->pool, tasks, vnni_gemm_task, &g);
   }
@@ -974,17 +989,11 @@ SOPHON_AVX2 static void block_avx2(int64_t pairs, const uint32_t* const* a, cons
 /* ----------------------------------------------------------- conv GEMM */
 
 typedef struct {
-  sophon_view out_v, in_v, weight_v, bias_v;
-  const sophon_view* bias; /* &bias_v or NULL */
-  const sophon_conv_params* p;
-  const sophon_requant* q;
-  rq_output output;
-  int32_t in_h, in_w, out_w, out_c;
-  int32_t icg, ocg;
+  conv_operands op;
   int64_t k, pairs;    /* icg * KH * KW; ceil(k / 2) */
   int64_t n;           /* OH * OW */
   int64_t pc, chunks;  /* pixels per chunk (a multiple of BN); per group ceil(n / pc) */
-  int32_t groups, batch;
+  int32_t batch;
   uint32_t* a_pack;    /* out.c x pairs */
   int16_t* b_pack;     /* per task: pairs x pc x 2 */
   block_fn block;
@@ -995,9 +1004,9 @@ typedef struct {
 static void pack_a_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_job* g = (const conv_job*)ctx;
   int64_t begin, end, oc, i;
-  sophon_task_range(g->out_c, task, tasks, &begin, &end);
+  sophon_task_range(g->op.out_c, task, tasks, &begin, &end);
   for (oc = begin; oc < end; ++oc) {
-    const int8_t* src = sophon_view_i8(&g->weight_v, 0, (int32_t)oc);
+    const int8_t* src = sophon_view_i8(&g->op.weight_v, 0, (int32_t)oc);
     uint32_t* dst = g->a_pack + oc * g->pairs;
     for (i = 0; i < g->pairs; ++i) {
       const int32_t lo = src[2 * i], hi = 2 * i + 1 < g->k ? src[2 * i + 1] : 0;
@@ -1011,17 +1020,17 @@ static void pack_a_task(void* ctx, int32_t task, int32_t tasks) {
  * input, 0 in the padding, past K and past `count`. */
 static void pack_b_chunk(const conv_job* g, int32_t group, int64_t p0, int32_t count,
                          int16_t* dst) {
-  const sophon_conv_params* p = g->p;
-  const int32_t zp = g->q->input_zero_point;
-  const sophon_channel_iter first = sophon_channel_begin(&g->in_v, g->batch, group * g->icg);
+  const sophon_conv_params* p = g->op.p;
+  const int32_t zp = g->op.q->input_zero_point;
+  const sophon_channel_iter first = sophon_channel_begin(&g->op.in_v, g->batch, group * g->op.icg);
   int64_t pix = p0;
   memset(dst, 0, (size_t)(g->pairs * g->pc * 2) * sizeof(int16_t));
   while (pix < p0 + count) { /* a run of pixels on one output row */
-    const int64_t oy = pix / g->out_w, ox = pix % g->out_w;
+    const int64_t oy = pix / g->op.out_w, ox = pix % g->op.out_w;
     const int32_t col = (int32_t)(pix - p0);
     const int64_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
     const int32_t sw = p->stride_w;
-    int32_t run = (int32_t)(g->out_w - ox < p0 + count - pix ? g->out_w - ox : p0 + count - pix);
+    int32_t run = (int32_t)(g->op.out_w - ox < p0 + count - pix ? g->op.out_w - ox : p0 + count - pix);
     sophon_channel_iter channel = first;
     int32_t ic = 0, ky = 0, kx = 0, t;
     int64_t pair;
@@ -1037,19 +1046,19 @@ static void pack_b_chunk(const conv_job* g, int32_t group, int64_t p0, int32_t c
         src[h] = NULL;
         ix[h] = 0;
         lo[h] = hi[h] = 0;
-        if (ic < g->icg && iy >= 0 && iy < g->in_h) {
-          src[h] = (const int8_t*)channel.base + iy * g->in_w;
+        if (ic < g->op.icg && iy >= 0 && iy < g->op.in_h) {
+          src[h] = (const int8_t*)channel.base + iy * g->op.in_w;
           ix[h] = ix0 + (int64_t)kx * p->dilation_w;
           lo[h] = sophon_first_tap(ix[h], sw);
-          hi[h] = sophon_end_tap(ix[h], sw, g->in_w, run);
+          hi[h] = sophon_end_tap(ix[h], sw, g->op.in_w, run);
           if (hi[h] < lo[h]) hi[h] = lo[h];
         }
-        if (ic < g->icg && ++kx == p->kernel_w) { /* the next tap */
+        if (ic < g->op.icg && ++kx == p->kernel_w) { /* the next tap */
           kx = 0;
           if (++ky == p->kernel_h) {
             ky = 0;
             ++ic;
-            sophon_channel_next(&g->in_v, &channel);
+            sophon_channel_next(&g->op.in_v, &channel);
           }
         }
       }
@@ -1083,30 +1092,30 @@ static void conv_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_job* g = (const conv_job*)ctx;
   int16_t* b_pack = g->b_pack + (int64_t)task * g->pairs * g->pc * 2;
   int64_t begin, end, item;
-  sophon_task_range((int64_t)g->groups * g->chunks, task, tasks, &begin, &end);
+  sophon_task_range((int64_t)g->op.groups * g->chunks, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t group = (int32_t)(item / g->chunks);
     const int64_t p0 = (item % g->chunks) * g->pc;
     const int32_t count = (int32_t)(g->n - p0 < g->pc ? g->n - p0 : g->pc);
     int32_t oc0, t0, r;
     pack_b_chunk(g, group, p0, count, b_pack);
-    for (oc0 = 0; oc0 < g->ocg; oc0 += BR) {
-      const int32_t rows = g->ocg - oc0 < BR ? g->ocg - oc0 : BR;
+    for (oc0 = 0; oc0 < g->op.ocg; oc0 += BR) {
+      const int32_t rows = g->op.ocg - oc0 < BR ? g->op.ocg - oc0 : BR;
       const uint32_t* a[BR];
       int8_t* out_rows[BR];
       rq_channel channels[BR];
       for (r = 0; r < BR; ++r) { /* rows past the edge repeat the last; dropped */
-        const int32_t oc = group * g->ocg + oc0 + (r < rows ? r : rows - 1);
+        const int32_t oc = group * g->op.ocg + oc0 + (r < rows ? r : rows - 1);
         a[r] = g->a_pack + (int64_t)oc * g->pairs;
-        out_rows[r] = sophon_view_i8(&g->out_v, g->batch, oc) + p0;
-        channels[r] = channel_requant(g->q, g->bias, oc, 0);
+        out_rows[r] = sophon_view_i8(&g->op.out_v, g->batch, oc) + p0;
+        channels[r] = channel_requant(g->op.q, g->op.bias, oc, 0);
       }
       for (t0 = 0; t0 < count; t0 += BN) {
         const int32_t cols = count - t0 < BN ? count - t0 : BN;
         int32_t acc[BR][BN];
         g->block(g->pairs, a, b_pack + (int64_t)t0 * 2, g->pc, acc);
         for (r = 0; r < rows; ++r)
-          g->requantize_row(acc[r], cols, out_rows[r] + t0, &channels[r], &g->output);
+          g->requantize_row(acc[r], cols, out_rows[r] + t0, &channels[r], &g->op.output);
       }
     }
   }
@@ -1122,25 +1131,8 @@ static int conv_gemm(sophon_device* dev, const sophon_local* out, const sophon_l
   uint64_t macs;
   uint32_t* scratch;
 
-  sophon_view_init(&g.out_v, dev, out);
-  sophon_view_init(&g.in_v, dev, in);
-  sophon_view_init(&g.weight_v, dev, weight);
-  g.bias = NULL;
-  if (bias != NULL) {
-    sophon_view_init(&g.bias_v, dev, bias);
-    g.bias = &g.bias_v;
-  }
-  g.p = p;
-  g.q = q;
-  g.output = output_requant(q);
-  g.in_h = in->h;
-  g.in_w = in->w;
-  g.out_w = out->w;
-  g.out_c = out->c;
-  g.groups = p->groups;
-  g.icg = in->c / p->groups;
-  g.ocg = out->c / p->groups;
-  g.k = (int64_t)g.icg * p->kernel_h * p->kernel_w;
+  conv_operands_init(&g.op, dev, out, in, weight, bias, p, q);
+  g.k = (int64_t)g.op.icg * p->kernel_h * p->kernel_w;
   g.pairs = sophon_ceil_div(g.k, 2);
   g.n = (int64_t)out->h * out->w;
   g.pc = g.n >= 8 * BN ? 4 * BN : BN;
@@ -1155,7 +1147,7 @@ static int conv_gemm(sophon_device* dev, const sophon_local* out, const sophon_l
 #endif
 
   macs = (uint64_t)out->c * (uint64_t)g.n * (uint64_t)g.k;
-  tasks = sophon_tasks_for(dev, macs, (int64_t)g.groups * g.chunks);
+  tasks = sophon_tasks_for(dev, macs, (int64_t)g.op.groups * g.chunks);
   a_words = sophon_ceil_div((int64_t)out->c * g.pairs, 16) * 16; /* keeps b_pack aligned */
   b_elems = (int64_t)tasks * g.pairs * g.pc * 2;
   scratch = (uint32_t*)(void*)sophon_device_scratch(dev, (size_t)(a_words + b_elems / 2));
