@@ -173,17 +173,51 @@ SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
 }
 #endif
 
+/* The operands and shape of an INT8 conv2d, shared by its
+ * depthwise and GEMM paths. */
+typedef struct {
+  sophon_view out_v, in_v, weight_v, bias_v;
+  const sophon_view* bias;  /* &bias_v or NULL */
+  const sophon_conv_params* p;
+  const sophon_requant* q;
+  rq_output output;
+  int32_t in_h, in_w, out_h, out_w, out_c;
+  int32_t groups, icg, ocg;
+} conv_operands;
+
+/* Fills *c in place (c->bias points into it). */
+static void conv_operands_init(conv_operands* c, sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_local* weight,
+                               const sophon_local* bias, const sophon_conv_params* p,
+                               const sophon_requant* q) {
+  sophon_view_init(&c->out_v, dev, out);
+  sophon_view_init(&c->in_v, dev, in);
+  sophon_view_init(&c->weight_v, dev, weight);
+  c->bias = NULL;
+  if (bias != NULL) {
+    sophon_view_init(&c->bias_v, dev, bias);
+    c->bias = &c->bias_v;
+  }
+  c->p = p;
+  c->q = q;
+  c->output = output_requant(q);
+  c->in_h = in->h;
+  c->in_w = in->w;
+  c->out_h = out->h;
+  c->out_w = out->w;
+  c->out_c = out->c;
+  c->groups = p->groups;
+  c->icg = in->c / p->groups;
+  c->ocg = out->c / p->groups;
+}
+
 /* ========================================================= depthwise conv2d */
 
 enum { DW_STRIP = 128 }; /* outputs accumulated at a time */
 
 typedef struct {
-  sophon_view out_v, in_v, weight_v, bias_v;
-  const sophon_view* bias;   /* &bias_v or NULL */
-  const sophon_conv_params* p;
-  const sophon_requant* q;
-  rq_output output;
-  int32_t batches, in_c, in_h, in_w, out_h, out_w, multiplier, taps;
+  conv_operands op;
+  int32_t batches, in_c, multiplier, taps;
   int32_t grid_h, grid_w;    /* rows and columns of a phase plane */
   int64_t plane;             /* grid_h * grid_w */
   const int64_t* tap_offset; /* tap t of output (oy, ox): plane word oy * grid_w + ox + tap_offset[t] */
@@ -256,25 +290,25 @@ SOPHON_AVX2 static void dw_strip_avx2(int32_t* acc, const int16_t* base,
 
 /* The phase planes of input channel `channel` of batch item `batch`. */
 static void dw_split_phases(const dw_conv* d, int32_t batch, int32_t channel, int16_t* planes) {
-  const sophon_conv_params* p = d->p;
-  const int8_t* in = sophon_view_i8(&d->in_v, batch, channel);
-  const int32_t zp = d->q->input_zero_point, sh = p->stride_h, sw = p->stride_w;
+  const sophon_conv_params* p = d->op.p;
+  const int8_t* in = sophon_view_i8(&d->op.in_v, batch, channel);
+  const int32_t zp = d->op.q->input_zero_point, sh = p->stride_h, sw = p->stride_w;
   int32_t py, px, y, x;
   for (py = 0; py < sh; ++py) {
     for (px = 0; px < sw; ++px) {
       int16_t* plane = planes + (int64_t)(py * sw + px) * d->plane;
       /* columns x with x * sw + px - pad_left inside the row: [x_lo, x_hi) */
       const int32_t x_lo = sophon_first_tap((int64_t)px - p->pad_left, sw);
-      const int32_t x_hi = sophon_end_tap((int64_t)px - p->pad_left, sw, d->in_w, d->grid_w);
+      const int32_t x_hi = sophon_end_tap((int64_t)px - p->pad_left, sw, d->op.in_w, d->grid_w);
       for (y = 0; y < d->grid_h; ++y) {
         const int64_t iy = (int64_t)y * sh + py - p->pad_top;
         int16_t* row = plane + (int64_t)y * d->grid_w;
-        if (iy < 0 || iy >= d->in_h || x_hi <= x_lo) {
+        if (iy < 0 || iy >= d->op.in_h || x_hi <= x_lo) {
           for (x = 0; x < d->grid_w; ++x) row[x] = 0;
           continue;
         }
         {
-          const int8_t* src = in + iy * d->in_w + ((int64_t)x_lo * sw + px - p->pad_left);
+          const int8_t* src = in + iy * d->op.in_w + ((int64_t)x_lo * sw + px - p->pad_left);
           for (x = 0; x < x_lo; ++x) row[x] = 0;
 #if SOPHON_X86_DISPATCH
           if (d->use_avx2)
@@ -314,23 +348,23 @@ static void store_grid_run(const int8_t* bytes, int64_t p0, int32_t count, int32
 static void dw_task(void* ctx, int32_t task, int32_t tasks) {
   const dw_conv* d = (const dw_conv*)ctx;
   int16_t* planes = d->planes + (int64_t)task * d->task_elems;
-  const int64_t planes_end = (int64_t)d->p->stride_h * d->p->stride_w * d->plane;
+  const int64_t planes_end = (int64_t)d->op.p->stride_h * d->op.p->stride_w * d->plane;
   int64_t begin, end, item;
   /* the slack past the planes is only read for dropped pixels; keep it defined */
   memset(planes + planes_end, 0, (size_t)(d->task_elems - planes_end) * sizeof(int16_t));
   sophon_task_range((int64_t)d->batches * d->in_c, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t batch = (int32_t)(item / d->in_c), channel = (int32_t)(item % d->in_c);
-    const int64_t grid_n = (int64_t)d->out_h * d->grid_w;
+    const int64_t grid_n = (int64_t)d->op.out_h * d->grid_w;
     int64_t p0;
     int32_t m;
     dw_split_phases(d, batch, channel, planes);
     for (m = 0; m < d->multiplier; ++m) {
       /* depth multiplier m: output channel channel * multiplier + m, as TFLite */
       const int32_t oc = channel * d->multiplier + m;
-      const int8_t* w = sophon_view_i8(&d->weight_v, 0, oc); /* (1, OC, 1, KH*KW) */
-      const rq_channel c = channel_requant(d->q, d->bias, oc, 0);
-      int8_t* out = sophon_view_i8(&d->out_v, batch, oc);
+      const int8_t* w = sophon_view_i8(&d->op.weight_v, 0, oc); /* (1, OC, 1, KH*KW) */
+      const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0);
+      int8_t* out = sophon_view_i8(&d->op.out_v, batch, oc);
       /* strips of grid pixels p = oy * grid_w + ox, ox < grid_w: consecutive even across
          rows; the columns ox >= out_w are computed and dropped */
       for (p0 = 0; p0 < grid_n; p0 += DW_STRIP) {
@@ -344,8 +378,8 @@ static void dw_task(void* ctx, int32_t task, int32_t tasks) {
         } else
 #endif
           dw_strip_c(acc, planes + p0, d->tap_offset, w, d->taps, count);
-        d->requantize_row(acc, computed, bytes, &c, &d->output);
-        store_grid_run(bytes, p0, count, d->grid_w, d->out_w, out);
+        d->requantize_row(acc, computed, bytes, &c, &d->op.output);
+        store_grid_run(bytes, p0, count, d->grid_w, d->op.out_w, out);
       }
     }
   }
@@ -363,23 +397,9 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   uint64_t macs;
   uint8_t* scratch;
 
-  sophon_view_init(&d.out_v, dev, out);
-  sophon_view_init(&d.in_v, dev, in);
-  sophon_view_init(&d.weight_v, dev, weight);
-  d.bias = NULL;
-  if (bias != NULL) {
-    sophon_view_init(&d.bias_v, dev, bias);
-    d.bias = &d.bias_v;
-  }
-  d.p = p;
-  d.q = q;
-  d.output = output_requant(q);
+  conv_operands_init(&d.op, dev, out, in, weight, bias, p, q);
   d.batches = out->n;
   d.in_c = in->c;
-  d.in_h = in->h;
-  d.in_w = in->w;
-  d.out_h = out->h;
-  d.out_w = out->w;
   d.multiplier = out->c / in->c;
   d.taps = p->kernel_h * p->kernel_w;
   d.grid_h = (int32_t)sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
@@ -422,43 +442,6 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   return 0;
 }
 
-
-/* The operands and shape of an INT8 conv2d, shared by its GEMM paths. */
-typedef struct {
-  sophon_view out_v, in_v, weight_v, bias_v;
-  const sophon_view* bias;  /* &bias_v or NULL */
-  const sophon_conv_params* p;
-  const sophon_requant* q;
-  rq_output output;
-  int32_t in_h, in_w, out_h, out_w, out_c;
-  int32_t groups, icg, ocg;
-} conv_operands;
-
-/* Fills *c in place (c->bias points into it). */
-static void conv_operands_init(conv_operands* c, sophon_device* dev, const sophon_local* out,
-                               const sophon_local* in, const sophon_local* weight,
-                               const sophon_local* bias, const sophon_conv_params* p,
-                               const sophon_requant* q) {
-  sophon_view_init(&c->out_v, dev, out);
-  sophon_view_init(&c->in_v, dev, in);
-  sophon_view_init(&c->weight_v, dev, weight);
-  c->bias = NULL;
-  if (bias != NULL) {
-    sophon_view_init(&c->bias_v, dev, bias);
-    c->bias = &c->bias_v;
-  }
-  c->p = p;
-  c->q = q;
-  c->output = output_requant(q);
-  c->in_h = in->h;
-  c->in_w = in->w;
-  c->out_h = out->h;
-  c->out_w = out->w;
-  c->out_c = out->c;
-  c->groups = p->groups;
-  c->icg = in->c / p->groups;
-  c->ocg = out->c / p->groups;
-}
 
 /* ================================================= AVX-512 VNNI conv2d */
 
