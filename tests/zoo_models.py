@@ -228,11 +228,12 @@ def _torch():
     return torch, nn
 
 
-def conv_bn(cin, cout, k=3, s=1, act="relu", groups=1):
-    """conv (no bias) + BatchNorm + activation, padding k // 2."""
+def conv_bn(cin, cout, k=3, s=1, act="relu", groups=1, padding=None):
+    """conv (no bias) + BatchNorm + activation, padding k // 2 by default."""
     torch, nn = _torch()
     acts = {"relu": nn.ReLU, "silu": nn.SiLU, "hswish": nn.Hardswish, None: nn.Identity}
-    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
+    padding = k // 2 if padding is None else padding
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, padding, groups=groups, bias=False),
                          nn.BatchNorm2d(cout), acts[act]())
 
 
@@ -326,7 +327,7 @@ def _googlenet(size):
     LRN, nine inception blocks (1x1 | 1x1-3x3 | 1x1-5x5 | pool-1x1, concat),
     global pool, FC. No BatchNorm; small is the same graph at a quarter width."""
     torch, nn = _torch()
-    image, classes, div = (32, 10, 4) if size == "small" else (224, 1000, 1)
+    image, classes, div = (64, 10, 4) if size == "small" else (224, 1000, 1)
     c = lambda n: max(n // div, 4)  # noqa: E731
 
     def conv(cin, cout, k, s=1):
@@ -437,8 +438,8 @@ def _yolov5s(size):
     ch = lambda n: int(n * width)  # noqa: E731
     nc, anchors = 80, [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 
-    def conv(cin, cout, k=1, s=1):
-        return conv_bn(cin, cout, k, s, "silu")
+    def conv(cin, cout, k=1, s=1, p=None):
+        return conv_bn(cin, cout, k, s, "silu", padding=p)
 
     class Bottleneck(nn.Module):
         def __init__(self, c, shortcut=True):
@@ -473,7 +474,7 @@ def _yolov5s(size):
     class Yolo(nn.Module):
         def __init__(self):
             super().__init__()
-            self.stem = nn.Sequential(conv(3, ch(64), 6, 2), conv(ch(64), ch(128), 3, 2), C3(ch(128), ch(128), 1))
+            self.stem = nn.Sequential(conv(3, ch(64), 6, 2, 2), conv(ch(64), ch(128), 3, 2), C3(ch(128), ch(128), 1))
             self.p3 = nn.Sequential(conv(ch(128), ch(256), 3, 2), C3(ch(256), ch(256), 2))
             self.p4 = nn.Sequential(conv(ch(256), ch(512), 3, 2), C3(ch(512), ch(512), 3))
             self.p5 = nn.Sequential(conv(ch(512), ch(1024), 3, 2), C3(ch(1024), ch(1024), 1),
@@ -663,7 +664,7 @@ MODELS: dict[str, Spec] = {
     "resnet18_pt": _torch_spec(_resnet18, (1, 3, 32, 32), (1, 3, 224, 224), "width 16 for small"),
     "squeezenet_pt": _torch_spec(_squeezenet, (1, 3, 32, 32), (1, 3, 224, 224)),
     "shufflenetv2_pt": _torch_spec(_shufflenet_v2, (1, 3, 32, 32), (1, 3, 224, 224), "0.5x for small"),
-    "googlenet_lrn_pt": _torch_spec(_googlenet, (1, 3, 32, 32), (1, 3, 224, 224), "quarter width for small"),
+    "googlenet_lrn_pt": _torch_spec(_googlenet, (1, 3, 64, 64), (1, 3, 224, 224), "quarter width for small"),
     "alexnet_pt": _torch_spec(_alexnet, (1, 3, 127, 127), (1, 3, 224, 224), "FC 1024 for small"),
     "unet_pt": _torch_spec(_unet, (1, 3, 32, 32), (1, 3, 256, 256), "base 8 | 32"),
     "yolov5s_pt": _torch_spec(_yolov5s, (1, 3, 64, 64), (1, 3, 640, 640), "quarter width for small"),
