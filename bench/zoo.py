@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -64,6 +65,12 @@ def _fmt_s(row, key):
     return f"{row[key]:.3g}" if key in row else "-"
 
 
+def short_error(error: str) -> str:
+    """The error with region names (``fused_<every op of the region>_sophon``)
+    cut to their first ops; the JSON keeps the whole message."""
+    return re.sub(r"\b(fused_\w{0,40}?)\w{20,}(_sophon)\b", r"\1...\2", error)
+
+
 def format_table(rows: list) -> str:
     header = ["model", "input", "regions", "host ops", "MACs chip", "rel err", "fw noise", "compile s",
               "emulator s", "framework s"]
@@ -80,7 +87,7 @@ def format_table(rows: list) -> str:
             _fmt_s(row, "compile_s"), _fmt_s(row, "emulator_s"), _fmt_s(row, "framework_s"),
         ]
         if "error" in row:
-            cells[3] = (cells[3] + "; " if cells[3] not in ("-", "none") else "") + "**" + row["error"] + "**"
+            cells[3] = (cells[3] + "; " if cells[3] not in ("-", "none") else "") + "**" + short_error(row["error"]) + "**"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 

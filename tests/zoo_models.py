@@ -365,11 +365,11 @@ def _googlenet(size):
 
 
 def _alexnet(size):
-    """AlexNet: five convs with max pools and two big fully-connected layers
-    (full: 9216 x 4096, 4096 x 4096; small: 2304 x 1024, 1024 x 1024, each
-    larger than a lane). No BatchNorm."""
+    """AlexNet: five convs with max pools and big fully-connected layers (full:
+    9216 x 4096, 4096 x 4096; small: 2304 x 4096, 4096 x 1024, the first one, 37 MB,
+    larger than a lane's share of the chip's local memory). No BatchNorm."""
     torch, nn = _torch()
-    image, hidden, classes = (127, 1024, 10) if size == "small" else (224, 4096, 1000)
+    image, hidden, hidden2, classes = (127, 4096, 1024, 10) if size == "small" else (224, 4096, 4096, 1000)
     features = nn.Sequential(
         nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
         nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
@@ -379,7 +379,7 @@ def _alexnet(size):
     side = 3 if size == "small" else 6
     model = nn.Sequential(
         features, nn.Flatten(), nn.Dropout(0.5), nn.Linear(256 * side * side, hidden), nn.ReLU(),
-        nn.Dropout(0.5), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+        nn.Dropout(0.5), nn.Linear(hidden, hidden2), nn.ReLU(), nn.Linear(hidden2, classes))
     return model, (1, 3, image, image)
 
 
@@ -665,7 +665,7 @@ MODELS: dict[str, Spec] = {
     "squeezenet_pt": _torch_spec(_squeezenet, (1, 3, 32, 32), (1, 3, 224, 224)),
     "shufflenetv2_pt": _torch_spec(_shufflenet_v2, (1, 3, 32, 32), (1, 3, 224, 224), "0.5x for small"),
     "googlenet_lrn_pt": _torch_spec(_googlenet, (1, 3, 64, 64), (1, 3, 224, 224), "quarter width for small"),
-    "alexnet_pt": _torch_spec(_alexnet, (1, 3, 127, 127), (1, 3, 224, 224), "FC 1024 for small"),
+    "alexnet_pt": _torch_spec(_alexnet, (1, 3, 127, 127), (1, 3, 224, 224), "FC 2304x4096 for small"),
     "unet_pt": _torch_spec(_unet, (1, 3, 32, 32), (1, 3, 256, 256), "base 8 | 32"),
     "yolov5s_pt": _torch_spec(_yolov5s, (1, 3, 64, 64), (1, 3, 640, 640), "quarter width for small"),
     "convnext_pt": _torch_spec(_convnext, (1, 3, 32, 32), (1, 3, 224, 224), "depths 1-1-2-1 for small"),
