@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the rows to this file")
     parser.add_argument("--workdir", default=str(zoo_models.default_workdir()),
                         help="where converted models are kept (default %(default)s)")
+    parser.add_argument("--table", metavar="JSON", help="print the table of a --json file and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -116,6 +117,10 @@ def main(argv=None) -> int:
     if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
         row = zoo_models.measure(args.worker, args.size, workdir)
         print("ZOO_ROW " + json.dumps(row), flush=True)
+        return 0
+
+    if args.table:
+        print_report(json.loads(Path(args.table).read_text()))
         return 0
 
     names = args.only.split(",") if args.only else list(zoo_models.MODELS)
@@ -135,6 +140,11 @@ def main(argv=None) -> int:
         if args.json:  # written after every model, so a long run leaves its rows behind
             Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
+    print_report(rows)
+    return 0
+
+
+def print_report(rows: list) -> None:
     print(format_table(rows))
     reasons = format_reasons(rows)
     if reasons:
@@ -142,7 +152,6 @@ def main(argv=None) -> int:
     ok = sum(1 for r in rows if "error" not in r)
     whole = sum(1 for r in rows if r.get("regions") == 1 and not r.get("host_ops") and "error" not in r)
     print(f"\n{ok} of {len(rows)} models compiled and ran; {whole} as one region with nothing on the host.")
-    return 0
 
 
 if __name__ == "__main__":
