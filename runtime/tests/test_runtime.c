@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
+#include "chip/sophon_cost.h"
 
 #include "sophon_test.h"
 

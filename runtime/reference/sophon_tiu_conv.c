@@ -8,7 +8,7 @@
  * sums k in order, then bias, then activation. Padding taps are skipped (they
  * read as zero).
  */
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 /* ------------------------------------------------------------- conv2d */
 

@@ -13,7 +13,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 static void pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_pool_params* p) {

@@ -12,9 +12,9 @@
 #include <stdint.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
+#include "chip/sophon_cost.h"
 #include "sophon_quant.h"
-#include "sophon_threads.h"
+#include "chip/sophon_threads.h"
 
 #if defined(__GNUC__)
 #define SOPHON_PRINTF_FORMAT(fmt_index, first_arg) \

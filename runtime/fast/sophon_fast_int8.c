@@ -69,7 +69,7 @@
  */
 #include <string.h>
 
-#include "sophon_fast_int8.h"
+#include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------- requantization */

@@ -21,7 +21,7 @@
  * clamp; TFLite's behaviour there is undefined, everywhere else it is
  * reproduced exactly.
  */
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 #include "sophon_quant.h"
 
 /* |(in - input_zero_point) * weight| <= 255 * 128 = 32640 (in, weight in

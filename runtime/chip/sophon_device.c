@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 /* ------------------------------------------------------------- names */
 

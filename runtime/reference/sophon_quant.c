@@ -18,7 +18,7 @@
  */
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 #include "sophon_quant.h"
 
 /* floor(x / 2^exponent) for exponent in [0, 62], |x| < 2^62. */

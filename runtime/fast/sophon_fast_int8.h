@@ -25,7 +25,7 @@
 #ifndef SOPHON_FAST_INT8_H_
 #define SOPHON_FAST_INT8_H_
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 #if SOPHON_X86_DISPATCH
 

@@ -11,7 +11,7 @@
  */
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 float sophon_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 float sophon_tanh_f32(float x) { return tanhf(x); }

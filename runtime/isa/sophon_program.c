@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 static const char* cmd_name(sophon_cmd_kind kind) {
   switch (kind) {

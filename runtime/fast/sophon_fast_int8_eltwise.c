@@ -22,7 +22,7 @@
  * integer sum (no overflow: sophon_tiu_int8.c bounds it) divided by the same
  * count with the reference's rounding, per output.
  */
-#include "sophon_fast_int8.h"
+#include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------------------- add */

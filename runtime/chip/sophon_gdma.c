@@ -26,7 +26,7 @@
  */
 #include <string.h>
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 /* Transfers of at least this many bytes are split over the device's threads. */
 #define GDMA_PARALLEL_MIN_BYTES (1 << 20)

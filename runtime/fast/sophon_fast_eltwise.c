@@ -37,7 +37,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 /* Pool kernels wider than this run every output through the per-output path. */
 #define MAX_TAP_COLS 64

@@ -10,7 +10,7 @@
 #ifndef SOPHON_FAST_H_
 #define SOPHON_FAST_H_
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
 
 #if SOPHON_X86_DISPATCH
 #include <immintrin.h>
