@@ -1,5 +1,5 @@
 /*
- * sophon_fast_int8.h - TFLite's fixed-point primitives (sophon_internal.h) on
+ * sophon_fast_int8.h - TFLite's fixed-point primitives (chip/sophon_internal.h) on
  * vectors, for the fast INT8 kernels (sophon_fast_int8.c,
  * sophon_fast_int8_eltwise.c); not public API.
  *
