@@ -191,7 +191,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
             tiu_at = gdma_at = t0
             for step in prog.steps[first:end]:
                 if isinstance(step, P.Timestep):
-                    length = max(step_tiu, step_gdma)
+                    length = cost.timestep_cycles(chip, step_tiu, step_gdma)
                     gp.cycles += length
                     t0 += length * clock_us
                     tiu_at = gdma_at = t0
@@ -230,7 +230,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:
