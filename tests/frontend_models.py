@@ -34,6 +34,23 @@ def tflite_cnn() -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+@functools.lru_cache(maxsize=None)
+def tflite_lstm() -> bytes:
+    """An untrained Keras LSTM(8) over 6 steps of 5 features, then Dense(3), as an
+    FP32 .tflite: the LSTM converts to a TFLite While loop (loop, cond and body
+    functions after import, the loop function calling itself)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((6, 5), batch_size=1, name="sequence"),
+        tf.keras.layers.LSTM(8),
+        tf.keras.layers.Dense(3),
+    ])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def tflite_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     """TensorFlow Lite's own interpreter on one input."""
     import warnings
