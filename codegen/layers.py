@@ -152,8 +152,14 @@ class Layer:
                    for op in self.acts)
 
     def batch_sliceable(self) -> bool:
-        return all(op.view[0] == (0,) or P.view_dims(op.value.shape, op.view)[0] == 1
-                   for op in [self.out, *self.acts])
+        """Whether bands of the n dim can be computed apart: every operand puts
+        the same axes of the same sizes on n as the result (the batch axis, or the
+        rows, M, of an fc and the element-wise ops after it), or has n = 1."""
+        out_axes = self.out.view[0]
+        return all(P.view_dims(op.value.shape, op.view)[0] == 1
+                   or (op.view[0] == out_axes and len(op.value.shape) == len(self.out.value.shape)
+                       and all(op.value.shape[a] == self.out.value.shape[a] for a in out_axes))
+                   for op in self.acts)
 
 
 class _Composite:
