@@ -113,6 +113,35 @@ def onnx_clip_cnn(batch="static") -> bytes:
 
 
 @functools.lru_cache(maxsize=None)
+def onnx_sum_residual() -> bytes:
+    """An ONNX residual block written as the exporters do: Conv -> Relu -> Conv,
+    ``Sum`` with the block input, Relu, a Reshape to the same shape, Dropout,
+    Flatten, MatMul. Input "x" (1, 5, 7, 7)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(2)
+    f32 = lambda *s: (rng.standard_normal(s) * 0.3).astype("float32")  # noqa: E731
+    inits = [_onnx_const("w1", f32(5, 5, 3, 3)), _onnx_const("b1", f32(5)), _onnx_const("w2", f32(5, 5, 3, 3)),
+             _onnx_const("shape", np.array([1, 5, 7, 7], dtype=np.int64)), _onnx_const("fw", f32(245, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["c2", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r2"]),
+             helper.make_node("Reshape", ["r2", "shape"], ["r3"]),
+             helper.make_node("Dropout", ["r3"], ["d"]),
+             helper.make_node("Flatten", ["d"], ["f"]),
+             helper.make_node("MatMul", ["f", "fw"], ["y"])]
+    graph = helper.make_graph(nodes, "sum_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
 def onnx_conv_and_nms() -> bytes:
     """A Conv beside a NonMaxSuppression (an op the chip has no pattern for).
     Inputs x (1, 1, 8, 8), boxes (1, 6, 4), scores (1, 1, 6)."""
