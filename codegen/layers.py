@@ -286,14 +286,15 @@ class _Analysis:
             raise SophonCompileError(
                 f"region {self.symbol}: composite {comp.pattern} returns {names}; only the input of its "
                 f"fused activation can be used outside it besides its result")
-        pre = act.args[0]
+        # identical composites share one function, so its local vars stand for a
+        # value of this call only under fresh names
+        pre, post = (relax.Var(v.name, v.ty) for v in (act.args[0], act_var))
         comp.out_var, comp.act = pre, None
         self.layer(comp)
-        self.views[act_var] = self.views[pre]
-        view = self.views[pre]
-        self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(act_var, view),
+        view = self.views[post] = self.views[pre]
+        self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(post, view),
                                  [self.operand(pre, view)], [], {"act": activation_of(act)}))
-        return list(comp.returns)
+        return [pre if v.same_as(act.args[0]) else post for v in comp.returns]
 
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):

@@ -109,12 +109,56 @@ class _Stage:
     stores: list = dataclasses.field(default_factory=list)
 
 
+class _RegionIndex:
+    """What every lowering of a region reads and none changes, built once per
+    region: the planner lowers thousands of candidate groups of one region, and
+    rebuilding this per candidate made planning quadratic in the layer count."""
+
+    def __init__(self, region: Region):
+        self.names = frozenset({t.name for t in region.inputs + region.outputs}
+                               | {l.out.value.name for l in region.layers})
+        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs + region.aliases}
+        self.outputs = frozenset(id(t) for t in region.outputs)
+        self.consumers: dict[int, list[Layer]] = {}
+        self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
+        for layer in region.layers:
+            for op in layer.acts:
+                self.consumers.setdefault(id(op.value), []).append(layer)
+
+
+def region_index(region: Region) -> _RegionIndex:
+    """The region's index, built on first use and kept on the region."""
+    index = region.__dict__.get("_lowering_index")
+    if index is None:
+        index = region.__dict__["_lowering_index"] = _RegionIndex(region)
+    return index
+
+
+class _Overlay(dict):
+    """A dict over a shared read-only base: lookups fall through to the base,
+    writes stay here (a lowering's DDR homes over the region's arguments)."""
+
+    def __init__(self, base: dict):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key):
+        return self.base[key]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self.base
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
 class Lowering:
     def __init__(self, region: Region, chip: Chip):
         self.region = region
         self.chip = chip
-        self.names: set[str] = {t.name for t in region.inputs + region.outputs}
-        self.names |= {l.out.value.name for l in region.layers}
+        index = region_index(region)
+        self.taken = index.names                      # identifiers of region values
+        self.names: set[str] = set()                  # identifiers this lowering made
         self.name_counts: dict[str, int] = {}
         self.steps: list = []
         self.locals: list[P.Local] = []
@@ -122,13 +166,10 @@ class Lowering:
         self.first_def: dict[int, int] = {}
         self.last_use: dict[int, int] = {}
         self.scratch: list[P.Tensor] = []
-        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs + region.aliases}
-        self.outputs = {id(t) for t in region.outputs}
-        self.consumers: dict[int, list[Layer]] = {}
-        self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
-        for layer in region.layers:
-            for op in layer.acts:
-                self.consumers.setdefault(id(op.value), []).append(layer)
+        self.ddr: dict[int, P.Tensor] = _Overlay(index.ddr)
+        self.outputs = index.outputs
+        self.consumers: dict[int, list[Layer]] = index.consumers
+        self.producer: dict[int, Layer] = index.producer
 
     # ---------------------------------------------------------------- locals
     def _name(self, base: str) -> str:
@@ -137,7 +178,7 @@ class Lowering:
         base = _sanitize(base)
         k = self.name_counts.get(base, 0)
         candidate = base if k == 0 else f"{base}_{k}"
-        while candidate in self.names:
+        while candidate in self.names or candidate in self.taken:
             k += 1
             candidate = f"{base}_{k}"
         self.name_counts[base] = k + 1

@@ -89,3 +89,24 @@ def test_tuple_output_of_two_branches():
 
     mod = make_module(inputs, params, body)
     _check(mod, params, inputs)
+
+
+def test_repeated_blocks_share_a_composite_but_not_their_values():
+    """Two identical conv -> add -> relu blocks whose pre-ReLU sums both leave the
+    region (Xception repeats its block): identical composites share one function,
+    yet each call's intermediate is its own value."""
+    rng = np.random.default_rng(5)
+    inputs = {"x": _rand(rng, (1, 4, 6, 6)), "r": _rand(rng, (1, 4, 6, 6))}
+    params = {"w": _rand(rng, (4, 4, 3, 3), 0.3)}
+
+    def body(bb, v):
+        sums, y = [], v["x"]
+        for _ in range(2):
+            c = bb.emit(relax.op.nn.conv2d(y, v["w"], padding=1))
+            s = bb.emit(relax.op.add(c, v["r"]))
+            y = bb.emit(relax.op.nn.relu(s))
+            sums.append(s)
+        return relax.Tuple([y, *sums])
+
+    mod = make_module(inputs, params, body)
+    _check(mod, params, inputs)
