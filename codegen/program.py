@@ -145,10 +145,13 @@ class Store:
 
 @dataclasses.dataclass
 class Activation:
-    kind: str = "NONE"   # NONE RELU CLIP LEAKY_RELU SIGMOID TANH
-    alpha: float = 0.0
-    lo: float = 0.0
+    kind: str = "NONE"   # sophon_act_kind without SOPHON_ACT_: NONE RELU CLIP LEAKY_RELU SIGMOID TANH
+                         # SILU HARD_SIGMOID HARD_SWISH GELU GELU_TANH MISH ELU SOFTPLUS, and the
+                         # special functions SQRT RSQRT EXP LOG RECIPROCAL ABS NEG ERF
+    alpha: float = 0.0   # leaky relu and ELU slope, hard-sigmoid slope
+    lo: float = 0.0      # clip bounds
     hi: float = 0.0
+    beta: float = 0.0    # hard-sigmoid offset
 
 
 @dataclasses.dataclass
@@ -194,7 +197,7 @@ class Binary:
     out: Local
     lhs: Local
     rhs: Local
-    op: str                               # ADD SUB MUL MAX MIN
+    op: str                               # ADD SUB MUL MAX MIN DIV PRELU
     act: Activation
     pattern: str = ""
 

@@ -214,13 +214,32 @@ typedef enum {
   SOPHON_ACT_CLIP = 2,       /* min(max(x, lo), hi): relu6 is lo=0, hi=6 */
   SOPHON_ACT_LEAKY_RELU = 3, /* x >= 0 ? x : alpha * x */
   SOPHON_ACT_SIGMOID = 4,
-  SOPHON_ACT_TANH = 5
+  SOPHON_ACT_TANH = 5,
+  SOPHON_ACT_SILU = 6,         /* x * sigmoid(x) (swish) */
+  SOPHON_ACT_HARD_SIGMOID = 7, /* min(max(alpha * x + beta, 0), 1) */
+  SOPHON_ACT_HARD_SWISH = 8,   /* x * min(max(x + 3, 0), 6) / 6 */
+  SOPHON_ACT_GELU = 9,         /* x * (0.5 + erf(x * sqrt(1/2)) * 0.5) */
+  SOPHON_ACT_GELU_TANH = 10,   /* 0.5 * x * (1 + tanh(sqrt(2/pi) * x * (1 + 0.044715 * x * x))) */
+  SOPHON_ACT_MISH = 11,        /* x * tanh(softplus(x)) */
+  SOPHON_ACT_ELU = 12,         /* x > 0 ? x : alpha * (exp(x) - 1) */
+  SOPHON_ACT_SOFTPLUS = 13,    /* log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)) */
+  /* the special functions, element-wise */
+  SOPHON_ACT_SQRT = 14,
+  SOPHON_ACT_RSQRT = 15,       /* 1 / sqrt(x) */
+  SOPHON_ACT_EXP = 16,
+  SOPHON_ACT_LOG = 17,
+  SOPHON_ACT_RECIPROCAL = 18,  /* 1 / x */
+  SOPHON_ACT_ABS = 19,
+  SOPHON_ACT_NEG = 20,
+  SOPHON_ACT_ERF = 21
 } sophon_act_kind;
 
 typedef struct {
   sophon_act_kind kind;
-  float alpha;  /* leaky relu slope */
+  float alpha;  /* leaky relu and ELU slope, hard-sigmoid slope */
   float lo, hi; /* clip bounds */
+  float beta;   /* hard-sigmoid offset (after the older fields, so that their
+                   initializers stay valid) */
 } sophon_activation;
 
 typedef struct {
@@ -281,7 +300,9 @@ typedef enum {
   SOPHON_BINARY_SUB = 1,
   SOPHON_BINARY_MUL = 2,
   SOPHON_BINARY_MAX = 3,
-  SOPHON_BINARY_MIN = 4
+  SOPHON_BINARY_MIN = 4,
+  SOPHON_BINARY_DIV = 5,  /* a / b */
+  SOPHON_BINARY_PRELU = 6 /* a > 0 ? a : a * b (b: the slope, e.g. one per channel) */
 } sophon_binary_op;
 
 /* out = act(a op b), element-wise with broadcast: each of n, c, h, w of `a` and `b`

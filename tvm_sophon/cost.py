@@ -16,7 +16,12 @@ from .chip import DTYPE_BYTES, Chip
 
 DTYPES = {"float32": 0, "int8": 1, "int32": 2}
 LAYOUTS = {"ALIGNED": 0, "COMPACT": 1}
-ACTS = {"NONE": 0, "RELU": 1, "CLIP": 2, "LEAKY_RELU": 3, "SIGMOID": 4, "TANH": 5}
+# sophon_act_kind, in the order of runtime/sophon.h
+ACTS = {kind: i for i, kind in enumerate((
+    "NONE", "RELU", "CLIP", "LEAKY_RELU", "SIGMOID", "TANH", "SILU", "HARD_SIGMOID", "HARD_SWISH", "GELU",
+    "GELU_TANH", "MISH", "ELU", "SOFTPLUS", "SQRT", "RSQRT", "EXP", "LOG", "RECIPROCAL", "ABS", "NEG", "ERF"))}
+# sophon_binary_op
+BINARY_OPS = {op: i for i, op in enumerate(("ADD", "SUB", "MUL", "MAX", "MIN", "DIV", "PRELU"))}
 
 
 class ChipStruct(ctypes.Structure):
@@ -52,11 +57,11 @@ class LocalStruct(ctypes.Structure):
 
 class ActivationStruct(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int), ("alpha", ctypes.c_float), ("lo", ctypes.c_float),
-                ("hi", ctypes.c_float)]
+                ("hi", ctypes.c_float), ("beta", ctypes.c_float)]
 
     @classmethod
     def of(cls, act) -> "ActivationStruct":
-        return cls(ACTS[act.kind], act.alpha, act.lo, act.hi)
+        return cls(ACTS[act.kind], act.alpha, act.lo, act.hi, act.beta)
 
 
 class ConvParamsStruct(ctypes.Structure):
@@ -77,8 +82,8 @@ def runtime_library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
     for name in ("sophon_cost_gdma", "sophon_cost_gdma_transfer", "sophon_cost_timestep",
                  "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
-                 "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
-                 "sophon_cost_softmax"):
+                 "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
+                 "sophon_cost_activation", "sophon_cost_softmax"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -109,7 +114,7 @@ class Estimate:
 
 
 def _conv_params(step) -> ConvParamsStruct:
-    act = ActivationStruct.of(step.act) if hasattr(step, "act") else ActivationStruct(0, 0, 0, 0)
+    act = ActivationStruct.of(step.act) if hasattr(step, "act") else ActivationStruct(0, 0, 0, 0, 0)
     return ConvParamsStruct(step.kernel[0], step.kernel[1], step.strides[0], step.strides[1],
                             *step.padding, step.dilation[0], step.dilation[1], step.groups, act)
 
@@ -168,7 +173,8 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.QAdd):
         return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), None)
     if isinstance(step, P.Binary):
-        return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
+        return "tiu", lib.sophon_cost_binary_op(c_chip, ref(step.out), BINARY_OPS[step.op],
+                                                ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Unary):
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):

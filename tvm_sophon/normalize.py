@@ -12,6 +12,10 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
     sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
+    clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
+    x * 1, x / 1                        -> x                               torch's softplus (beta 1)
+    x / c                               -> x * (1 / c)                     c constant, 1/c a normal float32
+    power(x, 2), power(x, 0.5)          -> x * x, sqrt(x)
 
 TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
 layers as ``permute_dims`` + ``matmul``, which the pattern table takes as they are.
@@ -454,6 +458,123 @@ def StackReduceToBinary() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonStackReduceToBinary", _rewrite_stack_reduce)
 
 
+# ------------------------------------------------------------------ element-wise arithmetic
+
+
+def _float_bound(expr) -> Optional[float]:
+    return float(expr.value) if isinstance(expr, (IntImm, FloatImm)) else None
+
+
+def _rewrite_clip_clip(func: relax.Function, _mod) -> relax.Function:
+    x = wildcard()
+    inner = is_op("relax.clip")(x, wildcard(), wildcard())
+    pattern = is_op("relax.clip")(inner, wildcard(), wildcard())
+
+    def rewriter(call, matches):
+        first = matches[inner]
+        bounds = [_float_bound(b) for b in (*first.args[1:], *call.args[1:])]
+        if any(b is None for b in bounds):
+            return call
+        lo, hi = max(bounds[0], bounds[2]), min(bounds[1], bounds[3])
+        if lo > hi:
+            return call  # the two ranges do not meet: the result is a constant, leave it
+        return relax.op.clip(matches[x], lo, hi)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def MergeClips() -> tvm.transform.Pass:  # noqa: N802
+    """``clip(clip(x, a, b), c, d)`` -> ``clip(x, max(a, c), min(b, d))`` when the
+    ranges meet: exact, clamping is monotone. torch.export writes relu6 (in
+    ``nn.Hardswish``, ``nn.Hardsigmoid``) as ``clip(clip(x, 0, inf), -inf, 6)``."""
+    return _function_pass("SophonMergeClips", _rewrite_clip_clip)
+
+
+def _float32_tensor(expr) -> bool:
+    ty = expr.ty
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+
+
+def _rewrite_scale_by_one(func: relax.Function, _mod) -> relax.Function:
+    x, one = wildcard(), is_const()
+    pattern = is_op("relax.multiply")(x, one) | is_op("relax.divide")(x, one)
+
+    def rewriter(call, matches):
+        data = matches[x]
+        if _scalar_constant(matches[one]) != 1.0 or not _float32_tensor(data) or not _same_shape(data, call):
+            return call
+        return data
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def RemoveScaleByOne() -> tvm.transform.Pass:  # noqa: N802
+    """``x * 1`` and ``x / 1`` -> ``x`` (float32, no broadcast): exact in IEEE
+    arithmetic. torch.export writes ``nn.Softplus(beta=1)`` with both."""
+    return _function_pass("SophonRemoveScaleByOne", _rewrite_scale_by_one)
+
+
+def _normal_float32(values: np.ndarray) -> bool:
+    tiny = np.finfo(np.float32).tiny
+    magnitude = np.abs(values.astype(np.float64))
+    return bool(np.all(np.isfinite(magnitude)) and np.all(magnitude >= tiny)
+                and np.all(magnitude <= 1.0 / tiny))
+
+
+def _rewrite_divide_by_constant(func: relax.Function, _mod) -> relax.Function:
+    x, c = wildcard(), is_const()
+    pattern = is_op("relax.divide")(x, c)
+
+    def rewriter(call, matches):
+        value = _constant(matches[c])
+        if value is None or value.dtype != np.float32 or not _float32_tensor(matches[x]) \
+                or not _normal_float32(value):
+            return call
+        return relax.op.multiply(matches[x], relax.const((1.0 / value.astype(np.float64)).astype(np.float32)))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def DivideByConstant() -> tvm.transform.Pass:  # noqa: N802
+    """``x / c`` -> ``x * r``, r = float32(1 / c), for a float32 constant c (scalar
+    or per channel) whose elements and reciprocals are normal float32 numbers.
+
+    Exact when c is a power of two. Otherwise r carries at most half an ulp of
+    relative error and the product rounds once more, so x * r is within 2^-23
+    relative of x / c (at most 2 ulp; tests/test_normalize.py measures 1 ulp on
+    the constants the importers write): far below the 1e-4 a model is checked
+    to, and it lets the chip run the division as the multiply it has (TFLite's
+    and torch's hard-swish end with ``/ 6``). Zero, infinite, NaN and subnormal
+    divisors, or ones whose reciprocal would be subnormal, stay divisions."""
+    return _function_pass("SophonDivideByConstant", _rewrite_divide_by_constant)
+
+
+def _rewrite_power(func: relax.Function, _mod) -> relax.Function:
+    x, c = wildcard(), is_const()
+    pattern = is_op("relax.power")(x, c)
+
+    def rewriter(call, matches):
+        data, exponent = matches[x], _scalar_constant(matches[c])
+        if not _float32_tensor(data) or not _same_shape(data, call):
+            return call
+        if exponent == 2.0:
+            return relax.op.multiply(data, data)
+        if exponent == 0.5:
+            return relax.op.sqrt(data)
+        return call
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def PowerToMultiply() -> tvm.transform.Pass:  # noqa: N802
+    """``power(x, 2)`` -> ``x * x`` and ``power(x, 0.5)`` -> ``sqrt(x)`` (float32).
+
+    x * x and sqrt are correctly rounded, as is the host's powf on these
+    exponents, so the results are the same except at two edges of
+    ``power(x, 0.5)``: -0 gives -0 (powf: +0) and -inf gives NaN (powf: +inf)."""
+    return _function_pass("SophonPowerToMultiply", _rewrite_power)
+
+
 # ------------------------------------------------------------------ all
 
 
@@ -479,6 +600,10 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
+        MergeClips(),
+        RemoveScaleByOne(),
+        DivideByConstant(),
+        PowerToMultiply(),
         *fold,
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),

@@ -207,9 +207,10 @@ MAX_CONST_ARG_ELEMENTS = 4096
 
 def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
     """Write the small float32/int32/int8 constant arguments of each int8 region
-    (quantization scales, zero points) into its ``sophon.const_args`` attribute, so
-    the codegen computes requantization at compile time. Weights stay runtime
-    arguments."""
+    (quantization scales, zero points) and the scalar constants of each float
+    region (an activation chain's parameters) into its ``sophon.const_args``
+    attribute, so the codegen computes requantization and activation parameters
+    at compile time. Weights stay runtime arguments."""
     main = mod["main"]
     for block in main.body.blocks:
         for binding in block.bindings:
@@ -217,13 +218,15 @@ def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
             if not (isinstance(call, relax.Call) and _is_sophon_region(mod, call.op)):
                 continue
             func = mod[call.op]
-            if not any(name.startswith("sophon.q") for name in _composites(func)):
-                continue  # only int8 regions need compile-time constants
+            # int8 regions need their scales and zero points; float regions the
+            # scalar constants of activation chains (ELU's alpha, ...)
+            int8 = any(name.startswith("sophon.q") for name in _composites(func))
+            limit = MAX_CONST_ARG_ELEMENTS if int8 else 1
             consts = {}
             for param, arg in zip(func.params, call.args):
                 value = patterns.constant_value(arg)
                 if value is not None and value.dtype in (np.float32, np.int32, np.int8) \
-                        and value.size <= MAX_CONST_ARG_ELEMENTS:
+                        and value.size <= limit:
                     consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
                                           "values": value.ravel().tolist()}
             if consts:

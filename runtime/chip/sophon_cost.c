@@ -189,24 +189,49 @@ uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
   return tiu_latency(chip) + passes * (uint64_t)ops_per_element;
 }
 
-/* Cost-model ops of an activation: relu, clip and leaky relu 1; sigmoid and
- * tanh 4 (exp and divide, assumption); none 0. */
+/* Cost-model ops of an activation (sophon_cost.h); none 0. */
 static int64_t activation_ops(const sophon_activation* act) {
   if (act == NULL) return 0;
   switch (act->kind) {
     case SOPHON_ACT_NONE: return 0;
-    case SOPHON_ACT_SIGMOID:
-    case SOPHON_ACT_TANH: return 4;
     case SOPHON_ACT_RELU:
     case SOPHON_ACT_CLIP:
-    case SOPHON_ACT_LEAKY_RELU: return 1;
+    case SOPHON_ACT_LEAKY_RELU:
+    case SOPHON_ACT_ABS:
+    case SOPHON_ACT_NEG: return 1;
+    case SOPHON_ACT_HARD_SIGMOID:
+    case SOPHON_ACT_SQRT:
+    case SOPHON_ACT_RSQRT:
+    case SOPHON_ACT_RECIPROCAL: return 2;
+    case SOPHON_ACT_HARD_SWISH:
+    case SOPHON_ACT_SIGMOID:
+    case SOPHON_ACT_TANH:
+    case SOPHON_ACT_EXP:
+    case SOPHON_ACT_LOG:
+    case SOPHON_ACT_ERF: return 4;
+    case SOPHON_ACT_SILU: return 5;
+    case SOPHON_ACT_ELU: return 6;
+    case SOPHON_ACT_GELU: return 7;
+    case SOPHON_ACT_GELU_TANH: return 9;
+    case SOPHON_ACT_SOFTPLUS: return 11;
+    case SOPHON_ACT_MISH: return 16;
   }
   return 0;
 }
 
+/* Ops per element of a binary op: a division or a PReLU (multiply and select) 2. */
+static int64_t binary_ops(sophon_binary_op op) {
+  return op == SOPHON_BINARY_DIV || op == SOPHON_BINARY_PRELU ? 2 : 1;
+}
+
 uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
                             const sophon_activation* act) {
-  return sophon_cost_eltwise(chip, out, 1 + activation_ops(act));
+  return sophon_cost_binary_op(chip, out, SOPHON_BINARY_ADD, act);
+}
+
+uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
+                               sophon_binary_op op, const sophon_activation* act) {
+  return sophon_cost_eltwise(chip, out, binary_ops(op) + activation_ops(act));
 }
 
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,

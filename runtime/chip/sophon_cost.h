@@ -29,10 +29,20 @@
  *                    * ceil(K / positions) (output features on lanes, the
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
- *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 + its
- *                    fused activation's ops; activation: relu, clip, leaky relu 1,
- *                    sigmoid and tanh 4 (exp + divide, assumption), none 1 (a
- *                    copy); softmax 5 (max, subtract, exp, sum, divide)
+ *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
+ *                    and PRELU 2) + its fused activation's ops; activation: its
+ *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide)
+ *   activation ops   (assumption: one pass of the EUs per add, multiply, compare or
+ *                     select; a square root or a reciprocal 2, the special-function
+ *                     unit's table-and-polynomial taking about twice an add; exp, log,
+ *                     erf, tanh and sigmoid 4, as sigmoid and tanh always were here)
+ *                      relu, clip, leaky relu, abs, neg 1; hard-sigmoid 2 (multiply-
+ *                      add, clamp); sqrt, rsqrt, reciprocal 2; hard-swish 4 (add,
+ *                      clamp, multiply, scale); exp, log, erf, sigmoid, tanh 4; SiLU 5
+ *                      (sigmoid, multiply); ELU 6 (exp, subtract-multiply, select);
+ *                      GELU 7 (erf, 3 arithmetic); GELU-tanh 9 (tanh, 5 arithmetic);
+ *                      softplus 11 (exp, log, abs, max, add); Mish 16 (softplus,
+ *                      tanh, multiply)
  *   fused bias/activation in conv and fc is free (done on the way out).
  *
  *   GDMA transfer    gdma_latency + ceil(effective_bytes / (ddr_bytes_per_second /
@@ -85,7 +95,9 @@ uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
                              int64_t ops_per_element);
 /* Element-wise instructions, with the ops per element described above. */
 uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
-                            const sophon_activation* act);
+                            const sophon_activation* act); /* as ADD */
+uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
+                               sophon_binary_op op, const sophon_activation* act);
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act);
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);

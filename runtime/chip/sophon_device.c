@@ -400,10 +400,33 @@ sophon_status sophon_check_activation(sophon_device* dev, const char* op,
     case SOPHON_ACT_RELU:
     case SOPHON_ACT_SIGMOID:
     case SOPHON_ACT_TANH:
+    case SOPHON_ACT_SILU:
+    case SOPHON_ACT_HARD_SWISH:
+    case SOPHON_ACT_GELU:
+    case SOPHON_ACT_GELU_TANH:
+    case SOPHON_ACT_MISH:
+    case SOPHON_ACT_SOFTPLUS:
+    case SOPHON_ACT_SQRT:
+    case SOPHON_ACT_RSQRT:
+    case SOPHON_ACT_EXP:
+    case SOPHON_ACT_LOG:
+    case SOPHON_ACT_RECIPROCAL:
+    case SOPHON_ACT_ABS:
+    case SOPHON_ACT_NEG:
+    case SOPHON_ACT_ERF:
       return SOPHON_OK;
     case SOPHON_ACT_LEAKY_RELU:
       if (isnan(act->alpha))
         return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: leaky relu alpha is NaN", op);
+      return SOPHON_OK;
+    case SOPHON_ACT_ELU:
+      if (isnan(act->alpha))
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: elu alpha is NaN", op);
+      return SOPHON_OK;
+    case SOPHON_ACT_HARD_SIGMOID:
+      if (isnan(act->alpha) || isnan(act->beta))
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: hard-sigmoid alpha or beta is NaN",
+                                op);
       return SOPHON_OK;
     case SOPHON_ACT_CLIP:
       if (!(act->lo <= act->hi))

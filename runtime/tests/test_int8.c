@@ -669,7 +669,7 @@ static void test_program(void) {
       {448, 1, 2, 1, 1, SOPHON_I8, SOPHON_LAYOUT_COMPACT, 0},  /* 7 fc out */
   };
   sophon_global_ref globals[6];
-  const sophon_conv_params convs[] = {{3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, {SOPHON_ACT_NONE, 0, 0, 0}}};
+  const sophon_conv_params convs[] = {{3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, {SOPHON_ACT_NONE, 0, 0, 0, 0}}};
   const sophon_pool_params pools[] = {{SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0}};
   const sophon_requant requants[] = {{3, -2, -128, 127, 1, m, s}, {0, 1, -128, 127, 0, m, s}};
   sophon_add_int8_params adds[1];
