@@ -350,3 +350,19 @@ def test_chip_profile_file_through_the_cli(awkward, tmp_path, capsys):
     assert "eu_bytes must be" in capsys.readouterr().err
     assert main(["compile", str(model), "-o", str(tmp_path / "m.so"), "--chip", str(tmp_path / "mine")]) == 1
     assert "unknown chip profile" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ $CC with flags
+
+
+def test_cc_with_flags_exports_a_library(tmp_path, monkeypatch):
+    """CC="cc -O2" (documented: $CC may carry flags) used to fail in export_library
+    with FileNotFoundError: TVM runs $CC as one program name."""
+    mod, arrays = _tiny_module()
+    ex = tvm_sophon.build(mod)
+    monkeypatch.setenv("CC", " ".join([*toolchain.compiler(), "-O2"]))
+    monkeypatch.setenv("CXX", " ".join([*toolchain.compiler(), "-O2"]))
+    ex.export_library(str(tmp_path / "m.so"), fcompile=toolchain.create_shared)
+    out = _run(tvm.runtime.load_module(str(tmp_path / "m.so")), arrays)[1]
+    expected = _run(tvm.compile(mod, target="llvm"), arrays)[1]
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)  # f32, summation order

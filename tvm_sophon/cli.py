@@ -158,7 +158,7 @@ def _output_names(path) -> list:
 
 @_cli_command
 def _compile(args) -> int:
-    from . import build, libcheck, offload_report, partition_for_sophon
+    from . import build, libcheck, offload_report, partition_for_sophon, toolchain
     from .frontend import inputs_of, load
 
     chip = _chip(args.chip)
@@ -184,7 +184,7 @@ def _compile(args) -> int:
     partitioned[SIGNATURE_FUNCTION] = _signature_function(
         inputs, _input_names(args.model), _output_names(args.model), chip.name, str(args.model), report.to_json())
     ex = build(partitioned, chip=chip)
-    ex.export_library(str(args.output))
+    ex.export_library(str(args.output), fcompile=toolchain.create_shared)  # $CC may carry flags
     libcheck.stamp(args.output)
     print(report.format())
     print(f"inputs: {', '.join(f'{i.name}{list(i.shape)} {i.dtype}' for i in inputs)}")
