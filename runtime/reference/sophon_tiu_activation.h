@@ -11,11 +11,12 @@
 float sophon_sigmoid_f32(float x);
 float sophon_tanh_f32(float x);
 
-/* act may be NULL (none). The caller checked it with sophon_check_activation. */
+/* act may be NULL (none). The caller checked it with sophon_check_activation.
+ * NaN in, NaN out, for every kind (sophon.h, "NaN and infinities"). */
 static inline float sophon_activate_f32(const sophon_activation* act, float x) {
   if (act == NULL) return x;
   switch (act->kind) {
-    case SOPHON_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case SOPHON_ACT_RELU: return x > 0.0f || x != x ? x : 0.0f;
     case SOPHON_ACT_CLIP: return x < act->lo ? act->lo : (x > act->hi ? act->hi : x);
     case SOPHON_ACT_LEAKY_RELU: return x >= 0.0f ? x : act->alpha * x;
     case SOPHON_ACT_SIGMOID: return sophon_sigmoid_f32(x);
