@@ -366,3 +366,35 @@ def test_cc_with_flags_exports_a_library(tmp_path, monkeypatch):
     out = _run(tvm.runtime.load_module(str(tmp_path / "m.so")), arrays)[1]
     expected = _run(tvm.compile(mod, target="llvm"), arrays)[1]
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)  # f32, summation order
+
+
+# ------------------------------------------------------------------ threads
+
+
+def test_thread_local_vm_gives_each_thread_its_own_vm_and_exact_results():
+    """One VirtualMachine shared by threads crashes inside TVM; ThreadLocalVM hands
+    each thread its own over the same executable: every run equals the
+    single-threaded result bit for bit, and last_run_stats reads through it."""
+    import threading
+
+    mod, arrays = _tiny_module()
+    ex = tvm_sophon.build(mod)
+    expected = _run(ex, arrays)[1]
+    shared = tvm_sophon.ThreadLocalVM(ex)
+    main = shared["main"]
+    results, vms = [], []  # the VMs themselves: kept alive, compared by identity
+
+    def worker():
+        vms.append(shared.vm)
+        for _ in range(20):
+            results.append(main(*map(tvm.runtime.tensor, arrays)).numpy())
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len({id(v) for v in vms}) == 4 and len(results) == 80
+    assert all(np.array_equal(r, expected) for r in results)
+    shared["main"](*map(tvm.runtime.tensor, arrays))
+    assert tvm_sophon.last_run_stats(shared)["total"]["macs"] > 0
