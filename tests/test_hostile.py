@@ -398,3 +398,46 @@ def test_thread_local_vm_gives_each_thread_its_own_vm_and_exact_results():
     assert all(np.array_equal(r, expected) for r in results)
     shared["main"](*map(tvm.runtime.tensor, arrays))
     assert tvm_sophon.last_run_stats(shared)["total"]["macs"] > 0
+
+
+# ------------------------------------------------------------------ layers the runtime refuses
+
+
+def _module_of(shapes, body):
+    bb = relax.BlockBuilder()
+    params = [relax.Var(f"v{i}", relax.TensorType(list(s), "float32")) for i, s in enumerate(shapes)]
+    with bb.function("main", params):
+        with bb.dataflow():
+            out = bb.emit_output(body(*params))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+REFUSED = {
+    "conv_dilation_0": ([(1, 2, 8, 8), (4, 2, 3, 3)], lambda x, w: relax.op.nn.conv2d(x, w, dilation=0),
+                        "relax.nn.conv2d", "conv2d dilation [0, 0]"),
+    "max_pool_kernel_0": ([(1, 2, 8, 8)], lambda x: relax.op.nn.max_pool2d(x, (0, 0)),
+                          "relax.nn.max_pool2d", "pool pool_size [0, 0]"),
+    "dense_k_0": ([(1, 0), (4, 0)], lambda x, w: relax.op.matmul(x, relax.op.permute_dims(w)),
+                  "relax.matmul", "zero-size shape [1, 0]"),
+    "conv_batch_0": ([(0, 2, 8, 8), (4, 2, 3, 3)], lambda x, w: relax.op.nn.conv2d(x, w, padding=1),
+                     "relax.nn.conv2d", "zero-size shape [0, 2, 8, 8]"),
+    "relu_h_0": ([(1, 2, 0, 8)], relax.op.nn.relu, "relax.nn.relu", "zero-size shape [1, 2, 0, 8]"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_layers_the_runtime_refuses_stay_on_the_host_with_a_reason(case):
+    """They used to be offloaded, then failed at every run (or with "no plan fits")."""
+    shapes, body, op, reason = REFUSED[case]
+    mod = _module_of(shapes, body)
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    assert any(h.op == op and reason in h.reason for h in report.host_ops), report.format()
+    ex = tvm_sophon.build(partitioned)
+    if case.startswith(("dense", "conv_batch", "relu")):  # zero-size: run it, as llvm does
+        arrays = [np.ones(s, "float32") for s in shapes]
+        out = _run(ex, arrays)[1]
+        expected = _run(tvm.compile(mod, target="llvm"), arrays)[1]
+        assert out.shape == expected.shape
+        np.testing.assert_array_equal(out, expected)  # both on the host
