@@ -10,6 +10,7 @@ timestep); for each candidate it looks for the fewest slices that fit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 from tvm_sophon.chip import Chip
@@ -46,12 +47,27 @@ def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
     return GroupCost(group, est.cycles, est.ddr_bytes, peak)
 
 
+def _divisors(n: int) -> list[int]:
+    """Divisors of n in O(sqrt(n)) steps."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def _quotients(h: int) -> set[int]:
+    """The distinct values of h // k for k = 1..h, in O(sqrt(h)) steps: h // k for
+    k <= sqrt(h), and every q <= sqrt(h) that some k gives (h // (h // q) == q)."""
+    root = math.isqrt(h)
+    return {h // k for k in range(1, root + 1)} | {q for q in range(1, root + 1) if h // (h // q) == q}
+
+
 def _slicings(region: Region, layers: list[int]):
-    """Candidate (n_slices, h_slices), fewest slices first."""
+    """Candidate (n_slices, h_slices), fewest slices first: batch slicings that
+    divide the batch, row slicings 1..8 and the row counts h // k above 8. Both
+    sets are computed in O(sqrt) steps, never by walking up to the dimension."""
     last = region.layers[layers[-1]]
     n, _, h, _ = full_dims(last.out)
-    ns = [d for d in range(1, n + 1) if n % d == 0]
-    hs = sorted({1, *range(2, min(h, 8) + 1), *[h // k for k in range(1, h + 1) if h // k > 8]})
+    ns = _divisors(n)
+    hs = sorted({1, *range(2, min(h, 8) + 1), *(q for q in _quotients(h) if q > 8)})
     options = sorted(((a, b) for a in ns for b in hs if b <= h), key=lambda ab: (ab[0] * ab[1], ab[1]))
     return options
 
