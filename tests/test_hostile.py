@@ -108,6 +108,8 @@ BAD_FIELDS = [
     ("ddr_bytes_per_second", math.nan), ("ddr_bytes_per_second", -5), ("power_watts", None),
     ("gdma_latency_cycles", -1), ("tiu_latency_cycles", 1 << 40), ("int8_macs_per_eu", 0),
     ("has_int8", 1), ("name", ""), ("name", None), ("description", 3),
+    ("gdma_clock_hz", -1.0), ("gdma_clock_hz", math.nan), ("gdma_burst_bytes", -1),
+    ("timestep_sync_cycles", -1), ("dwpool_eu_bytes", 1 << 20), ("int8_batch_pack", 3),
 ]
 
 

@@ -85,6 +85,14 @@ class Chip:
         _int_in(self.gdma_latency_cycles, "gdma_latency_cycles", 0, _INT32_MAX)
         _int_in(self.tiu_latency_cycles, "tiu_latency_cycles", 0, _INT32_MAX)
         _int_in(self.int8_macs_per_eu, "int8_macs_per_eu", 1, 64)
+        if self.gdma_clock_hz != 0:  # 0: the TIU clock
+            _positive_finite(self.gdma_clock_hz, "gdma_clock_hz")
+        _int_in(self.gdma_burst_bytes, "gdma_burst_bytes", 0, 1 << 20)
+        _int_in(self.timestep_sync_cycles, "timestep_sync_cycles", 0, _INT32_MAX)
+        _int_in(self.dwpool_eu_bytes, "dwpool_eu_bytes", 0, 1 << 16)
+        if self.int8_batch_pack not in (0, 1, 2, 4) or isinstance(self.int8_batch_pack, bool):
+            raise SophonError(f"chip profile: int8_batch_pack must be 0, 1, 2 or 4 (batch items in a 32-bit "
+                              f"word), got {self.int8_batch_pack!r}")
 
     # ---- derived figures -------------------------------------------------
     def eu_num(self, dtype: str = "float32") -> int:
