@@ -26,6 +26,7 @@ import tvm
 from tvm import relax
 
 from .errors import SophonError
+from .names import NamingBuilder, emit_named
 from .normalize import normalize
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -136,7 +137,8 @@ def load_tflite(path: "str | os.PathLike", input_shapes: Optional[dict] = None) 
     from tvm.relax.frontend.tflite import from_tflite
 
     try:
-        mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in (input_shapes or {}).items()} or None)
+        mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in (input_shapes or {}).items()} or None,
+                          op_converter=_tflite_naming_converter())
     except tvm.error.OpNotImplemented as err:
         raise SophonFrontendError(f"{path}: TVM's TFLite importer does not support it: {_one_line(err)}") from None
     except Exception as err:
@@ -144,6 +146,42 @@ def load_tflite(path: "str | os.PathLike", input_shapes: Optional[dict] = None) 
                                   f"model?): {_one_line(err)}") from None
     mod["main"] = mod["main"].without_attr("params")  # the weights are already constants in main
     return _finish(mod, str(path))
+
+
+def _tflite_layer_name(tensor_name: str) -> str:
+    """A fused op's tensor is named after every op in it, ``a/conv/Relu;a/conv/convolution``:
+    the path they share (``a/conv``), else the first name."""
+    parts = [p.split("/") for p in tensor_name.split(";")]
+    common = []
+    for pieces in zip(*parts):
+        if len(set(pieces)) != 1:
+            break
+        common.append(pieces[0])
+    return "/".join(common) if common and len(parts) > 1 else parts[0] and "/".join(parts[0])
+
+
+def _tflite_naming_converter():
+    """TVM's TFLite OperatorConverter, with each op's Relax named after the op's
+    first output tensor (see names.py)."""
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter, get_tensor_name
+
+    class NamingConverter(OperatorConverter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.convert_map = {k: self._named(f) for k, f in self.convert_map.items()}
+
+        def _named(self, convert):
+            def run(op):
+                outputs = self.get_output_tensors(op)
+                name = _tflite_layer_name(get_tensor_name(self.subgraph, outputs[0].tensor_idx)) if outputs else ""
+                bb, self.bb = self.bb, NamingBuilder(self.bb, name)
+                try:
+                    return emit_named(bb, convert(op=op), name)
+                finally:
+                    self.bb = bb
+            return run
+
+    return NamingConverter
 
 
 def _tflite_input_names(model) -> list[str]:
@@ -175,15 +213,38 @@ def load_onnx(path: "str | os.PathLike", input_shapes: Optional[dict] = None) ->
     initializers = {init.name for init in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in initializers]
     _check_shape_names(input_shapes, names, path)
-    from tvm.relax.frontend.onnx import from_onnx
-
     try:
-        mod = from_onnx(model, shape_dict={k: list(v) for k, v in (input_shapes or {}).items()} or None)
+        mod = _onnx_import(model, {k: list(v) for k, v in (input_shapes or {}).items()} or None)
     except tvm.error.OpNotImplemented as err:
         raise SophonFrontendError(f"{path}: TVM's ONNX importer does not support it: {_one_line(err)}") from None
     except Exception as err:
         raise SophonFrontendError(f"{path}: TVM's ONNX importer failed: {_one_line(err)}") from None
     return _finish(mod, str(path))
+
+
+def _onnx_import(model, shape_dict) -> tvm.IRModule:
+    """TVM's ONNX importer (what ``from_onnx`` does), with each node's Relax named
+    after the ONNX node (its name, else its first output; see names.py)."""
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+    class NamingImporter(ONNXGraphImporter):
+        def from_onnx(self, graph, opset):
+            for node in graph.node:  # an unnamed node goes by its first output
+                if not node.name and node.output:
+                    node.name = node.output[0]
+            return super().from_onnx(graph, opset)
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            name = attrs.get("tvm_custom", {}).get("name") or ""
+            bb, self.bb = self.bb, NamingBuilder(self.bb, name)
+            try:
+                result = super()._convert_operator(op_name, inputs, attrs, opset)
+            finally:
+                self.bb = bb
+            return emit_named(self.bb, result, name)
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    return NamingImporter(shape_dict, "float32").from_onnx(model.graph, opset)
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -196,13 +257,39 @@ def from_exported_program(program, *, normalise: bool = True) -> tvm.IRModule:
         raise SophonFrontendError(
             f"expected a torch.export.ExportedProgram (from torch.export.export(model, args)), "
             f"got {type(program).__name__}")
-    from tvm.relax.frontend.torch import from_exported_program as _import
-
     try:
-        mod = _import(program, keep_params_as_input=False)
+        mod = _torch_import(program)
     except Exception as err:
         raise SophonFrontendError(f"TVM's PyTorch importer failed: {_one_line(err)}") from None
     return _finish(mod, "exported program") if normalise else mod
+
+
+def _torch_import(program) -> tvm.IRModule:
+    """TVM's ExportedProgram importer (what ``from_exported_program`` does), with
+    each node's Relax named after the torch module it came from (``layer1.0.conv1``;
+    the node's own name outside modules; see names.py)."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    def module_path(node) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [path for path, _ in stack.values() if path]
+        return paths[-1] if paths else node.name
+
+    class NamingImporter(ExportedProgramImporter):
+        def create_convert_map(self):
+            return {k: self._named(f) for k, f in super().create_convert_map().items()}
+
+        def _named(self, convert):
+            def run(node, *rest):
+                name = module_path(node)
+                bb, self.block_builder = self.block_builder, NamingBuilder(self.block_builder, name)
+                try:
+                    return convert(node, *rest)
+                finally:
+                    self.block_builder = bb
+            return run
+
+    return NamingImporter().from_exported_program(program.run_decompositions(), False, False, False, None)
 
 
 # ------------------------------------------------------------------ any file
