@@ -22,7 +22,8 @@ def span_of(name: str) -> tvm.ir.Span:
 def model_name(expr) -> Optional[str]:
     """The model's name for a call (from its span), or None."""
     span = getattr(expr, "span", None)
-    if span is None:
+    # names.py's spans have no line; TVMScript's point into a source file (line >= 1)
+    if span is None or span.line != 0:
         return None
     name = str(span.source_name.name)
     return name or None

@@ -166,7 +166,13 @@ def _record(ctx: PatternCheckContext, reason: str) -> None:
     store = _REJECTIONS.get()
     if store is None:
         return
-    for binding_var in ctx.matched_bindings.keys():
+    # only the root op's variable: the other ops of the match (its input chain, its
+    # activation) are judged by their own patterns, so a reason never lands on an
+    # op it does not concern
+    root = _annotated(ctx).get("root")
+    var = ctx.value_to_bound_var.get(root) if root is not None else None
+    targets = [var] if var is not None else list(ctx.matched_bindings.keys())
+    for binding_var in targets:
         store.setdefault(binding_var.name, []).append(reason)
 
 # ------------------------------------------------------------------ builders
