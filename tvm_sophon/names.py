@@ -67,15 +67,18 @@ class NamingBuilder:
     """A BlockBuilder stand-in for one node's conversion: what the converter emits
     carries the node's name; everything else goes to the real builder."""
 
-    def __init__(self, bb: relax.BlockBuilder, name: str):
+    def __init__(self, bb: relax.BlockBuilder, name: str, fold=None):
         self._bb = bb
         self._name = name
+        self._fold = fold  # expr -> constant or None: computed from constants, not emitted
 
     def emit(self, expr, name_hint: str = ""):
-        return emit_named(self._bb, expr, self._name, name_hint)
+        folded = self._fold(expr) if self._fold else None
+        return folded if folded is not None else emit_named(self._bb, expr, self._name, name_hint)
 
     def normalize(self, expr):
-        return emit_named(self._bb, expr, self._name, bind=False)
+        folded = self._fold(expr) if self._fold else None
+        return folded if folded is not None else emit_named(self._bb, expr, self._name, bind=False)
 
     def __getattr__(self, attr):
         return getattr(self._bb, attr)

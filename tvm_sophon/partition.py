@@ -419,7 +419,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     if int8 and not chip.has_int8:
         raise SophonCompileError(
             f"the model is quantized to int8 ({', '.join(int8)}), but {chip.name} has no INT8 datapath "
-            f"(FP32 only); compile it for an INT8 chip profile: chip=\"bm1684\"")
+            f"(FP32 only); compile it for an INT8 chip profile: chip=\"bm1684\" (--chip bm1684 on the command line)")
     for line in report.format().splitlines():
         logger.info(line)
     return mod.with_attr(REPORT_ATTR, report.to_json())

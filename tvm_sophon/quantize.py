@@ -486,22 +486,29 @@ class Comparison:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
-    def write_plot(self, path) -> None:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def write_plot(self, path, title: str = "") -> None:
+        """Cosine and SQNR per layer (PNG, needs matplotlib); ``title`` names the model."""
+        from matplotlib.patches import Patch
 
-        fig, (cos_ax, sqnr_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-        xs = range(len(self.layers))
-        cos_ax.plot(xs, [l.cosine for l in self.layers], "o-")
+        from .profile import _fit, _pyplot
+
+        plt = _pyplot()
+        n = len(self.layers)
+        fig, (cos_ax, sqnr_ax) = plt.subplots(2, 1, figsize=(max(10.0, 4 + 0.3 * n), 7.5), sharex=True)
+        xs = range(n)
+        cos_ax.plot(xs, [l.cosine for l in self.layers], "o-", label="cosine(INT8 on the chip, FP32)")
         cos_ax.axhline(0.99, color="r", linestyle="--", label="fallback threshold 0.99")
         cos_ax.set_ylabel("cosine similarity")
-        cos_ax.legend()
+        cos_ax.legend(loc="lower left", fontsize=8)
         sqnr_ax.bar(xs, [min(l.sqnr_db, 100) for l in self.layers],
                     color=["tab:blue" if l.int8 else "tab:gray" for l in self.layers])
-        sqnr_ax.set_ylabel("SQNR (dB)")
-        sqnr_ax.set_xticks(list(xs), [l.name for l in self.layers], rotation=90)
-        fig.suptitle(f"INT8 on {self.chip} against FP32, per layer")
+        sqnr_ax.set_ylabel("SQNR (dB, capped at 100)")
+        sqnr_ax.set_xticks(list(xs), [_fit(l.name, 28) for l in self.layers], rotation=90,
+                           fontsize=7 if n > 30 else 8)
+        sqnr_ax.set_xlabel("layer")
+        sqnr_ax.legend(handles=[Patch(color="tab:blue", label="runs in INT8"),
+                                Patch(color="tab:gray", label="fell back to FP32")], loc="lower left", fontsize=8)
+        fig.suptitle(f"{title + ': ' if title else ''}INT8 on {self.chip} against FP32, per layer")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -514,8 +521,13 @@ def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = Non
     it on the chip with every layer's output brought out, and compare each with
     the FP32 model's (cosine, SQNR, max error)."""
     from .build import build
+    from .chip import get_chip
     from .partition import partition_for_sophon
 
+    chip = get_chip(chip)
+    if not chip.has_int8:
+        raise SophonError(f"compare runs INT8 on the chip, but {chip.name} is FP32 only; use an INT8 "
+                          "profile such as bm1684")
     q = _calibrate(mod, calibration_data if calibration_data is not None else inputs, params, method,
                    per_channel, cosine_threshold, progress)
     batches = _batches(q.func, inputs)
@@ -529,4 +541,4 @@ def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = Non
         ref = np.concatenate([f[i] for f in fp32])
         got = np.concatenate([run[1 + i].numpy() for run in chip_runs])
         stats.append(LayerStats(layer.name, layer.kind, *_stats(ref, got), first in q.int8))
-    return Comparison(str(chip), stats)
+    return Comparison(chip.name, stats)
