@@ -69,7 +69,7 @@ def build(mod: tvm.IRModule, params: Optional[dict] = None, *, chip: "str | Chip
     chip = get_chip(chip)
     if quantize is not None:
         if not chip.has_int8:  # before calibrating, which takes a while
-            raise SophonError(f"quantize needs an INT8 chip, but {chip.name} is FP32 only; "
+            raise SophonCompileError(f"quantize needs an INT8 chip, but {chip.name} is FP32 only; "
                               "build with chip=\"bm1684\"")
         if is_partitioned(mod):
             raise SophonError("quantize before partitioning: pass the FP32 model to build(..., quantize=...)")

@@ -27,7 +27,7 @@ import tvm
 from tvm import relax
 
 from .calibration import METHODS, Histogram
-from .errors import SophonError
+from .errors import SophonCompileError, SophonError
 from .patterns import constant_value
 
 REPORT_ATTR = "sophon.quantize_report"
@@ -526,7 +526,7 @@ def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = Non
 
     chip = get_chip(chip)
     if not chip.has_int8:
-        raise SophonError(f"compare runs INT8 on the chip, but {chip.name} is FP32 only; use an INT8 "
+        raise SophonCompileError(f"compare runs INT8 on the chip, but {chip.name} is FP32 only; use an INT8 "
                           "profile such as bm1684")
     q = _calibrate(mod, calibration_data if calibration_data is not None else inputs, params, method,
                    per_channel, cosine_threshold, progress)
