@@ -167,6 +167,7 @@ class Profile:
         bars.set_xticks(range(n), [f"{k} {_fit(l.name, 28)}" for k, l in enumerate(self.layers)],
                         rotation=90, fontsize=7 if n > 30 else 8)
         bars.set_xlim(-0.6, n - 0.4)
+        bars.set_ylim(0, max(us + [1e-3]) * 1.2)  # headroom for the legend
         bars.set_xlabel("layer (number, name)")
         bars.set_ylabel("estimated time on the chip (µs)")
         bars.set_title(f"per-layer time ({self.strategy}; own work, perfect overlap)")
@@ -185,17 +186,28 @@ class Profile:
                             [2 * l.macs / self.seconds(l.cycles()) / 1e9 for _, l in pts], "o",
                             color=COLORS[compute_bound], alpha=0.7,
                             label="compute-bound layer" if compute_bound else "DMA-bound layer")
-        for k, l in shown:
-            roof.annotate(str(k), (2 * l.macs / l.ddr_bytes, 2 * l.macs / self.seconds(l.cycles()) / 1e9),
-                          textcoords="offset points", xytext=(3, 3), fontsize=7)
+        # one label per cluster: points within 40% of each other (on these log axes,
+        # overlapping) share a label, so that no number hides another
+        clusters: list = []
+        for k, l in sorted(shown, key=lambda kl: 2 * kl[1].macs / kl[1].ddr_bytes):
+            x, y = 2 * l.macs / l.ddr_bytes, 2 * l.macs / self.seconds(l.cycles()) / 1e9
+            near = next((c for c in clusters if x / c[0] < 1.4 and max(y / c[1], c[1] / y) < 1.4), None)
+            if near is None:
+                clusters.append([x, y, [k]])
+            else:
+                near[2].append(k)
+        for j, (x, y, ks) in enumerate(clusters):
+            roof.annotate(",".join(map(str, sorted(ks))), (x, y), textcoords="offset points", fontsize=7,
+                          xytext=(-4, 6) if j % 2 == 0 else (-4, -12))
+        roof.set_ylim(top=peak * 3)  # room for the labels on the flat roof
         roof.set_xlabel("arithmetic intensity (FLOP per DDR byte)")
         roof.set_ylabel("achieved GFLOP/s")
         roof.set_title("layers against the roofline (numbers as in the bars)")
         left_off = n - len(shown)
         if left_off:
-            roof.text(0.02, 0.02, f"{left_off} layer(s) without MACs (pooling, element-wise,\n"
+            roof.text(0.98, 0.03, f"{left_off} layer(s) without MACs (pooling, element-wise,\n"
                       "activations) have no FLOP rate and are left off", transform=roof.transAxes,
-                      fontsize=8, va="bottom")
+                      fontsize=8, va="bottom", ha="right")
         roof.legend(loc="upper left", fontsize=8)
         t = self.total
         fig.suptitle(f"{title + ' on ' if title else ''}{self.chip.name}: {t['seconds'] * 1e3:.3f} ms estimated "
