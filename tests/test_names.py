@@ -3,7 +3,6 @@ torch module paths become the layer names of profiles (and so of plots, traces
 and errors) instead of Relax's lv17/gv; regions are sophon_0, sophon_1, ..."""
 import numpy as np
 import pytest
-import torch
 
 import tvm_sophon
 from tvm_sophon.frontend import from_exported_program, load
@@ -54,6 +53,7 @@ def test_tflite_tensor_names(tmp_path):
 def test_torch_module_paths():
     """Torch ops go by the module path they came from (Sequential indices here); the
     batch norm folded into a conv keeps the conv's name."""
+    torch = pytest.importorskip("torch")
     model = fm.torch_bn_cnn()
     mod = from_exported_program(torch.export.export(model, (torch.randn(1, 1, 8, 8),)))
     layers = _layers(mod)

@@ -84,13 +84,16 @@ def _read(path: "str | os.PathLike") -> bytes:
     return data
 
 
+INSTALL = {"tflite": "pip install 'tvm-sophon[tflite]'", "onnx": "pip install 'tvm-sophon[onnx]'",
+           "torch": "pip install torch (the CPU build: --index-url https://download.pytorch.org/whl/cpu)"}
+
+
 def _require(module: str, fmt: str):
     try:
         return __import__(module)
-    except ImportError as err:
+    except ImportError:
         raise SophonFrontendError(
-            f"loading {fmt} models needs the '{module}' package "
-            f"(pip install 'tvm-sophon[tutorials]' installs every frontend): {err}") from None
+            f"loading {fmt} models needs the '{module}' package: {INSTALL[module]}") from None
 
 
 def _one_line(err: BaseException) -> str:
