@@ -22,6 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
+from tvm_sophon.names import model_name
 
 from . import program as P
 
@@ -142,6 +143,12 @@ class Layer:
     @property
     def name(self) -> str:
         return self.out.value.name
+
+    @property
+    def label(self) -> str:
+        """The model's name for the layer (from the frontend) for reports and errors,
+        else its tensor's name."""
+        return self.out.value.label or self.name
 
     def macs(self) -> int:
         if self.kind in ("conv2d", "qconv2d"):
@@ -301,6 +308,8 @@ class _Analysis:
 
     def add(self, comp: _Composite, layer_kind: str, out_view, acts, resident, **attrs) -> None:
         self.views[comp.out_var] = out_view
+        out = self.tensor(comp.out_var)
+        out.label = out.label or model_name(comp.root) or ""
         self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
                                  self.operand(comp.out_var, out_view), acts, resident, attrs))
 

@@ -122,7 +122,7 @@ def best_slicing(region: Region, chip: Chip, layers: list[int]) -> Optional[Grou
             break
     if best is None and len(layers) == 1:
         layer = region.layers[layers[0]]
-        raise SophonCompileError(f"layer {layer.name} ({layer.pattern}) cannot be tiled to fit "
+        raise SophonCompileError(f"layer {layer.label} ({layer.pattern}) cannot be tiled to fit "
                                  f"{chip.name}'s local memory: {reason or structural}")
     return best
 
@@ -152,7 +152,7 @@ def plan_dp(region: Region, chip: Chip) -> Plan:
             if best[j] is None or total < best[j][0]:
                 best[j] = (total, best[i][1] + [cost.group])
         if best[j] is None:
-            raise SophonCompileError(f"region {region.symbol}: no plan fits layers up to {region.layers[j - 1].name}")
+            raise SophonCompileError(f"region {region.symbol}: no plan fits layers up to {region.layers[j - 1].label}")
     return Plan(best[n][1], "layer_group_dp")
 
 

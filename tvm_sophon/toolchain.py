@@ -14,6 +14,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -147,8 +148,15 @@ def _object_name(src: Path) -> str:
     return "__".join(rel.with_suffix("").parts)
 
 
-def _compile_objects(sources: list[Path], flags: list[str], workdir: Path) -> list[str]:
+def _compile_objects(sources: list[Path], flags: list[str], workdir: Path, what: str = "") -> list[str]:
+    """Compile ``sources``; with ``what``, show progress on stderr (the runtime is
+    built once per compiler and source version, which takes a while)."""
     objects = []
+    if what:
+        from tqdm import tqdm
+
+        sources = tqdm(sources, desc=f"tvm_sophon: building {what} (once; cached in {cache_dir()})",
+                       unit="file", file=sys.stderr, leave=True)
     for src in sources:
         obj = workdir / (_object_name(src) + ".o")
         _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), "-c", str(src), "-o", str(obj)])
@@ -168,7 +176,8 @@ def runtime_object() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp)), out)
+            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                               "the emulator runtime: object linked into models"), out)
 
     return _cached(f"sophon_runtime_{key}.o", build)
 
@@ -181,7 +190,8 @@ def runtime_shared_library() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp))
+            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                    "the emulator runtime: library for the cost model")
             _run([*compiler(), "-shared", "-pthread", *objs, "-lm", "-o", str(out)])
 
     return _cached(f"libsophon_runtime_{key}.so", build)
