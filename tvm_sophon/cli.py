@@ -425,6 +425,7 @@ def _sweep(args) -> int:
                    plans=_split(args.plan) or ["layer_group_dp"], precisions=_split(args.precision) or ["fp32"],
                    batches=batches, points=points, calibration=args.calibration, run=args.run, out=args.out,
                    address=args.address, num_cpus=args.num_cpus, memory_per_point=int(args.memory_per_point * 2**30),
+                   runtime_env={"working_dir": args.working_dir} if args.working_dir else None,
                    progress=not args.no_progress)
     print(format_rows(result.rows))
     failed = sum(r["status"] != "ok" for r in result.rows)
@@ -468,7 +469,9 @@ def _add_sweep_commands(sub) -> None:
     sw.add_argument("--plot", help="Pareto plot to write (default OUT/pareto.png; 'none' for no plot)")
     sw.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
     sw.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
-    sw.add_argument("--memory-per-point", type=float, default=2.0, help="GiB of memory a point reserves (default 2)")
+    sw.add_argument("--working-dir", metavar="DIR",
+                    help="ship DIR to every Ray worker (for builders or plan strategies given by import path)")
+    sw.add_argument("--memory-per-point", type=float, default=1.0, help="GiB of memory a point reserves (default 1)")
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
     sw.set_defaults(func=_sweep)

@@ -182,7 +182,7 @@ def _read_library(path) -> tuple[bytes, str]:
 def evaluate(library: "str | os.PathLike", data: "str | os.PathLike", *,
              reference: "str | os.PathLike | None" = None, address: Optional[str] = None,
              num_cpus: Optional[int] = None, memory_per_shard: int = 1 << 30,
-             progress: bool = True) -> Evaluation:
+             runtime_env: Optional[dict] = None, progress: bool = True) -> Evaluation:
     """Evaluate ``library`` over the shards in ``data`` (see the module docstring).
     The shards are read by the workers: on a multi-node cluster ``data`` must be a
     path every node sees (a shared file system)."""
@@ -194,7 +194,7 @@ def evaluate(library: "str | os.PathLike", data: "str | os.PathLike", *,
     shards = sorted(str(p.resolve()) for p in Path(data).glob("*.npz")) if Path(data).is_dir() else []
     if not shards:
         raise EvaluateError(f"{data}: not a directory of .npz shards")
-    _init_ray(ray, address, num_cpus)
+    _init_ray(ray, address, num_cpus, runtime_env)
     lib_ref, ref_ref = ray.put(blob), ray.put(ref_blob)
     task = ray.remote(evaluate_shard).options(num_cpus=1, memory=memory_per_shard, max_retries=0)
     pending = [task.remote(s, lib_ref, digest, ref_ref, ref_digest) for s in shards]

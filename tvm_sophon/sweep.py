@@ -97,7 +97,7 @@ class ModelSpec:
         if path.suffix.lower() in (".tflite", ".onnx"):
             if not path.is_file():
                 raise SweepError(f"model file {text} does not exist")
-            return cls(path.name, "file", str(path), _digest("file", path.read_bytes()))
+            return cls(str(path), "file", str(path), _digest("file", path.read_bytes()))
         if ":" in text:
             return cls(text, "callable", _import(text, "model"), _digest("callable", text))
         raise SweepError(f"model {text!r}: neither a bundled model ({', '.join(MODELS)}), "
@@ -117,7 +117,15 @@ class ModelSpec:
             if batch is not None and "batch" in str(err):
                 raise SweepError(f"model {self.label} has no batch option") from None
             raise
-        return {"kind": "relax", "script": mod.script(), "params": params, "inputs": inputs}
+        script = mod.script()
+        try:  # what the workers will do: fail here, once, if it cannot be done
+            import tvm
+
+            tvm.script.from_source(script)
+        except Exception as err:
+            raise SweepError(f"model {self.label}: its Relax text does not parse back ({_one_line(err)}); "
+                             "return the weights as params, not bound constants") from None
+        return {"kind": "relax", "script": script, "params": params, "inputs": inputs}
 
 
 def _import(path: str, what: str):
@@ -463,11 +471,13 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
           batches: Sequence[Optional[int]] = (None,), points: Optional[Sequence[Point]] = None,
           calibration: "str | os.PathLike | None" = None, run: bool = False,
           out: "str | os.PathLike" = "sweep_out", address: Optional[str] = None,
-          num_cpus: Optional[int] = None, cpus_per_point: float = 1, memory_per_point: int = 2 << 30,
-          progress: bool = True, on_row: Optional[Callable[[dict], None]] = None) -> SweepResult:
+          num_cpus: Optional[int] = None, cpus_per_point: float = 1, memory_per_point: int = 1 << 30,
+          runtime_env: Optional[dict] = None, progress: bool = True, on_row: Optional[Callable[[dict], None]] = None) -> SweepResult:
     """Run a sweep on Ray (see the module docstring). ``points`` (a list of
     :class:`Point`, their models among ``models``) replaces the grid. ``on_row``
-    sees each new row as it is written."""
+    sees each new row as it is written. A point reserves ``cpus_per_point`` CPUs
+    and ``memory_per_point`` bytes of Ray's memory resource (a planning worker
+    peaks below 1 GiB for the bundled models; see docs/scaling.md)."""
     ray = require_ray()
     specs = {s.label: s for s in map(ModelSpec.of, models)}
     if points is None:
@@ -484,7 +494,7 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
     skipped = len(keyed) - len(todo)
     start = time.perf_counter()
     if todo:
-        _init_ray(ray, address, num_cpus)
+        _init_ray(ray, address, num_cpus, runtime_env)
         payloads = {}
         for k, p in todo:  # every model (at every batch size) in the object store once
             if (p.model, p.batch) not in payloads:
@@ -503,14 +513,18 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
     return SweepResult(table.rows, len(todo), skipped, time.perf_counter() - start, table.dir)
 
 
-def _init_ray(ray, address: Optional[str], num_cpus: Optional[int]) -> None:
+def _init_ray(ray, address: Optional[str], num_cpus: Optional[int], runtime_env: Optional[dict] = None) -> None:
+    """Connect to ``address``, or start an embedded local cluster (no setup, gone
+    when this process ends); nothing if Ray is already initialised here.
+    ``runtime_env`` (e.g. ``{"working_dir": "."}``) ships code the workers need,
+    such as a user plan strategy, to every node."""
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="WARNING")
-    else:  # an embedded local cluster: no setup, gone when the process ends
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
+    else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
-                 object_store_memory=1 << 30)
+                 object_store_memory=1 << 30, runtime_env=runtime_env)
 
 
 def _collect(ray, pending: dict, table: Table, on_row, progress: bool, total: int, skipped: int) -> None:
@@ -518,17 +532,21 @@ def _collect(ray, pending: dict, table: Table, on_row, progress: bool, total: in
 
     with tqdm(total=total, initial=skipped, desc="sweep", unit="point", disable=not progress) as bar:
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            key, point = pending.pop(ready[0])
-            try:
-                row = ray.get(ready[0])
-            except ray.exceptions.RayError as err:  # the worker died (out of memory, killed)
-                row = _row_of(point, key)
-                row.update(status="error", error=_one_line(err))
-            table.append(row)
-            bar.update(1)
-            if on_row is not None:
-                on_row(row)
+            refs = list(pending)
+            ready, _ = ray.wait(refs, num_returns=1)
+            if len(refs) > 1:  # and whatever else has finished meanwhile
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                key, point = pending.pop(ref)
+                try:
+                    row = ray.get(ref)
+                except ray.exceptions.RayError as err:  # the worker died (out of memory, killed)
+                    row = _row_of(point, key)
+                    row.update(status="error", error=_one_line(err))
+                table.append(row)
+                bar.update(1)
+                if on_row is not None:
+                    on_row(row)
 
 
 # ------------------------------------------------------------------ the Pareto plot
@@ -590,7 +608,7 @@ def write_pareto_plot(rows: list[dict], path: "str | os.PathLike") -> Path:
             low = min(r["seconds"] for r in mine) * 1e3
             right.scatter([m / 1024 for m in failed], [low] * len(failed), marker="x", color="black", s=60,
                           label="no plan fits (error recorded)")
-            right.legend(fontsize=7, loc="upper right")
+            right.legend(fontsize=7, loc="center right")
         for r in mine:
             if r.get("is_default"):
                 left.scatter(r["seconds"] * 1e3, r["energy_joules"] * 1e3, marker="*", s=260, color="gold",
