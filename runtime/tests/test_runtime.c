@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
+#include "chip/sophon_cost.h"
+#include "isa/sophon_isa.h"
+#include "sophon_program.h"
 
 #include "sophon_test.h"
 
@@ -1223,6 +1225,39 @@ static void test_bm1680_conv(void) {
   run_conv_case(&chip, 1, 130, 9, 9, 130, &p, 1, "bm1680 depthwise 130");
 }
 
+/* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
+ * kind, named as the command, none for the GDMA and timestep commands. */
+static void test_instruction_table(void) {
+  static const struct {
+    sophon_cmd_kind kind;
+    const char* name;
+  } tiu[] = {{SOPHON_CMD_CONV2D, "conv2d"},           {SOPHON_CMD_FC, "fc"},
+             {SOPHON_CMD_POOL2D, "pool2d"},           {SOPHON_CMD_BINARY, "binary"},
+             {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
+             {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
+             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"}};
+  sophon_chip chip = bm1680_chip();
+  sophon_device* dev = make_device(&chip);
+  sophon_operands o;
+  size_t i;
+  for (i = 0; i < sizeof(tiu) / sizeof(tiu[0]); ++i) {
+    const sophon_instruction* ins = sophon_isa_find(tiu[i].kind);
+    CHECK(ins != NULL);
+    if (ins == NULL) continue;
+    CHECK_EQ_INT(ins->kind, tiu[i].kind);
+    CHECK(strcmp(ins->name, tiu[i].name) == 0);
+    CHECK(strncmp(ins->op, "tiu_", 4) == 0 && strcmp(ins->op + 4, tiu[i].name) == 0);
+    CHECK(ins->check != NULL && ins->cost != NULL && ins->reference != NULL);
+  }
+  CHECK(sophon_isa_find(SOPHON_CMD_LOAD) == NULL);
+  CHECK(sophon_isa_find(SOPHON_CMD_STORE) == NULL);
+  CHECK(sophon_isa_find(SOPHON_CMD_TIMESTEP) == NULL);
+  memset(&o, 0, sizeof(o));
+  CHECK_STATUS(dev, sophon_isa_execute(dev, SOPHON_CMD_TIMESTEP, &o), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown instruction kind 8");
+  sophon_device_destroy(dev);
+}
+
 int main(void) {
   test_names_and_sizes();
   test_device_create();
@@ -1247,6 +1282,7 @@ int main(void) {
   test_row_window();
   test_cost_functions();
   test_bm1680_conv();
+  test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }

@@ -1,0 +1,208 @@
+"""What every sophon pattern shares: the annotation keys, the rejection
+recording, shape/dtype helpers, the rules common to several op families, the
+check builder and the small pattern builders (activation, bias).
+
+A rule returns ``None`` (fine) or a one-line hardware reason; ``make_check``
+turns rules into a FusionPattern check and records the first failing reason
+against the matched bindings, so the offload report can say why an op stayed
+on the host.
+"""
+from __future__ import annotations
+
+import contextvars
+from typing import Callable, Optional
+
+import numpy as np
+from tvm.ir.expr import Constant
+from tvm.ir.prim.expr import FloatImm, IntImm
+from tvm import relax
+from tvm.relax.dpl import DFPattern, is_op, wildcard
+from tvm.relax.transform import PatternCheckContext
+
+SUPPORTED_DTYPES = ("float32",)
+CONV_DATA_LAYOUTS = ("NCHW", "NHWC")
+CONV_KERNEL_LAYOUTS = ("OIHW", "HWIO", "OHWI", "HWOI", "IHWO")
+ACTIVATIONS = {
+    # pattern suffix -> (op name, extra args to wildcard)
+    "relu": ("relax.nn.relu", 0),
+    "clip": ("relax.clip", 2),
+    "leakyrelu": ("relax.nn.leakyrelu", 0),
+}
+
+Rule = Callable[[dict], Optional[str]]
+
+# ------------------------------------------------------------------ recording
+
+# Rejection reasons of the current partition run: bound var name -> reasons.
+_REJECTIONS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
+    "sophon_rejections", default=None
+)
+
+
+def record_rejections(store: dict):
+    """Context token: collect rejection reasons into ``store`` during a partition."""
+    return _REJECTIONS.set(store)
+
+
+def stop_recording(token) -> None:
+    _REJECTIONS.reset(token)
+
+
+# ------------------------------------------------------------------ helpers
+
+def static_shape(expr: relax.Expr) -> Optional[tuple[int, ...]]:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    dims = []
+    for d in ty.shape.values:
+        if not isinstance(d, IntImm):
+            return None
+        dims.append(int(d))
+    return tuple(dims)
+
+
+def dtype_of(expr: relax.Expr) -> Optional[str]:
+    ty = expr.ty
+    return str(ty.dtype) if isinstance(ty, relax.TensorType) else None
+
+
+def _annotated(ctx: PatternCheckContext) -> dict:
+    return {str(k): v for k, v in ctx.annotated_expr.items()}
+
+# ------------------------------------------------------------------ common rules
+
+def rule_static_float32(ann: dict) -> Optional[str]:
+    for key, expr in ann.items():
+        if not isinstance(expr.ty, relax.TensorType):
+            continue
+        if static_shape(expr) is None:
+            return f"{key} has a dynamic shape; the chip's programs are planned for static shapes"
+        dt = dtype_of(expr)
+        if dt not in SUPPORTED_DTYPES:
+            return f"{key} is {dt}; the BM1680 datapath is float32 only"
+    return None
+
+
+def rule_rank_at_most_4(ann: dict) -> Optional[str]:
+    for key, expr in ann.items():
+        shape = static_shape(expr)
+        if shape is not None and len(shape) > 4:
+            return f"{key} has rank {len(shape)}; the chip's tensors are at most 4-D (N, C, H, W)"
+    return None
+
+
+def rule_bias_per_channel(ann: dict) -> Optional[str]:
+    """The added operand must broadcast as one value per output channel."""
+    if "bias_add" not in ann:
+        return None
+    root = ann["root"]
+    out_shape = static_shape(root)
+    # add(root, bias) and add(bias, root) both match: the bias is the operand that is
+    # not shaped like the root's output (or either, when they look alike)
+    lhs, rhs = ann["bias_add"].args
+    operand = lhs if static_shape(rhs) == out_shape and static_shape(lhs) != out_shape else rhs
+    shape = static_shape(operand)
+    if shape is None or len(shape) > len(out_shape):
+        return f"bias operand of shape {shape} does not broadcast to {out_shape}"
+    padded = (1,) * (len(out_shape) - len(shape)) + shape
+    axis = _channel_axis(root)
+    if any(d != 1 for i, d in enumerate(padded) if i != axis) or padded[axis] not in (1, out_shape[axis]):
+        return f"added operand of shape {shape} is not one value per output channel of {out_shape}"
+    return None
+
+
+def rule_broadcastable(ann: dict) -> Optional[str]:
+    out = static_shape(ann["root"])
+    for key in ("lhs", "rhs"):
+        shape = static_shape(ann[key])
+        if shape is None:
+            return f"{key} is not a tensor"
+        padded = (1,) * (len(out) - len(shape)) + shape
+        if any(d not in (1, o) for d, o in zip(padded, out)):
+            return f"{key} shape {shape} does not broadcast to {out}"
+    return None
+
+
+def rule_clip_bounds(ann: dict) -> Optional[str]:
+    act = ann.get("activation")
+    if act is None or act.op.name != "relax.clip":
+        return None
+    for arg in act.args[1:]:
+        if not isinstance(arg, (IntImm, FloatImm)):
+            return "clip bounds are not constants"
+    return None
+
+
+def _channel_axis(root: relax.Call) -> int:
+    attrs = root.attrs
+    layout = None
+    for name in ("data_layout", "layout"):
+        if hasattr(attrs, name):
+            layout = str(getattr(attrs, name))
+    if layout is None:
+        return len(static_shape(root)) - 1  # matmul: features are last
+    return layout.index("C")
+
+
+def make_check(*rules: Rule):
+    """A check function for FusionPattern: all rules must pass. The first failing
+    rule's reason is recorded against the root op's bound variable."""
+
+    def check(ctx: PatternCheckContext) -> bool:
+        ann = _annotated(ctx)
+        for rule in rules:
+            reason = rule(ann)
+            if reason is not None:
+                _record(ctx, reason)
+                return False
+        return True
+
+    check.rules = rules
+    return check
+
+
+def _record(ctx: PatternCheckContext, reason: str) -> None:
+    store = _REJECTIONS.get()
+    if store is None:
+        return
+    for binding_var in ctx.matched_bindings.keys():
+        store.setdefault(binding_var.name, []).append(reason)
+
+# ------------------------------------------------------------------ builders
+
+def with_activation(inner: DFPattern, kind: Optional[str]) -> tuple[DFPattern, Optional[DFPattern]]:
+    if kind is None:
+        return inner, None
+    op_name, n_extra = ACTIVATIONS[kind]
+    act = is_op(op_name)(inner, *(wildcard() for _ in range(n_extra)))
+    return act, act
+
+
+def with_bias_add(inner: DFPattern, ann: dict, with_bias: bool) -> DFPattern:
+    """inner + bias, where the bias may arrive through a reshape (frontends reshape
+    a (C,) bias to (1, C, 1, 1) before the add)."""
+    if not with_bias:
+        return inner
+    bias = wildcard()
+    ann["bias"] = bias
+    operand = is_op("relax.reshape")(bias, wildcard()) | bias
+    add = is_op("relax.add")(inner, operand)
+    ann["bias_add"] = add
+    return add
+
+
+def constant_value(expr) -> Optional[np.ndarray]:
+    """The value of a relax constant, else None."""
+    if isinstance(expr, Constant) and hasattr(expr, "value") and hasattr(expr.value, "numpy"):
+        return expr.value.numpy()
+    return None
+
+
+def pattern_name(*parts: Optional[str]) -> str:
+    return "sophon." + "_".join(p for p in parts if p)
+
+
+def base_rules() -> tuple[Rule, ...]:
+    """The rules every float32 pattern starts with."""
+    return (rule_static_float32, rule_rank_at_most_4)
