@@ -462,7 +462,8 @@ def _add_sweep_commands(sub) -> None:
                     help="plan strategies, comma-separated: layer_group_dp, layer_by_layer or package.module:function")
     sw.add_argument("--precision", action="append", default=[], help="fp32, int8 (comma-separated; default fp32)")
     sw.add_argument("--calibration", metavar="DATA.npz", help="INT8 calibration inputs (default: the model's example)")
-    sw.add_argument("--batch", action="append", default=[], help="batch sizes of bundled models, comma-separated")
+    sw.add_argument("--batch", action="append", default=[],
+                    help="batch sizes, comma-separated (bundled models and builders: batch=; files: first input dim)")
     sw.add_argument("--points", metavar="FILE.json", help="a list of points instead of the grid")
     sw.add_argument("--run", action="store_true", help="also run each point on the emulator; record its error")
     sw.add_argument("--out", default="sweep_out", help="directory of the table (points.jsonl/.csv); reruns resume")

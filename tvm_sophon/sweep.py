@@ -447,11 +447,11 @@ class SweepResult:
 
 
 def format_rows(rows: list[dict]) -> str:
-    head = (f"{'model':<14} {'chip':<7} {'LMEM/lane':>9} {'plan':<15} {'prec':<4} {'chip ms':>8} "
+    head = (f"{'model':<14} {'batch':>5} {'chip':<7} {'LMEM/lane':>9} {'plan':<15} {'prec':<4} {'chip ms':>8} "
             f"{'mJ':>8} {'DDR MB':>8} {'LMEM peak':>9} {'util':>6} {'host s':>6}")
     lines = [head, "-" * len(head)]
     for r in rows:
-        lead = (f"{r['model'][:14]:<14} {r['chip']:<7} {r['lmem_bytes_per_lane'] or '':>9} "
+        lead = (f"{r['model'][-14:]:<14} {r['batch'] or '':>5} {r['chip']:<7} {r['lmem_bytes_per_lane'] or '':>9} "
                 f"{r['plan'][:15]:<15} {r['precision']:<4} ")
         if r["status"] != "ok":
             lines.append(lead + f"error: {r['error'][:120]}")
@@ -521,7 +521,10 @@ def _init_ray(ray, address: Optional[str], num_cpus: Optional[int], runtime_env:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
+        try:
+            ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            raise SweepError(f"cannot connect to the Ray cluster at {address}: {_one_line(err)}") from None
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
                  object_store_memory=1 << 30, runtime_env=runtime_env)
@@ -573,20 +576,24 @@ def write_pareto_plot(rows: list[dict], path: "str | os.PathLike") -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SweepError("the Pareto plot needs matplotlib: pip install 'tvm-sophon[plot]'") from None
-    models = list(dict.fromkeys(r["model"] for r in rows if r.get("status") == "ok"))
+    models = list(dict.fromkeys((r["model"], r["batch"]) for r in rows if r.get("status") == "ok"))
     if not models:
         raise SweepError("no successful point to plot")
     fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.2 * len(models)), squeeze=False)
     markers = {}
-    for (left, right), model in zip(axes, models):
-        mine = [r for r in rows if r["model"] == model and r.get("status") == "ok"]
+    for (left, right), (model, batch) in zip(axes, models):
+        every = [r for r in rows if (r["model"], r["batch"]) == (model, batch)]
+        mine = [r for r in every if r.get("status") == "ok"]
+        title = model if batch is None else f"{model} (batch {batch})"
         lmems = sorted({r["lmem_bytes_per_lane"] for r in mine})
-        varies = len({r.get("lmem_bytes_per_lane") for r in rows if r["model"] == model}) > 1
+        varies = len({r.get("lmem_bytes_per_lane") for r in every}) > 1
         front = pareto_front(mine, ["seconds", "energy_joules"] + (["lmem_bytes_per_lane"] if varies else []))
         cmap = plt.get_cmap("viridis", max(len(lmems), 2))
         colour = {m: cmap(i) for i, m in enumerate(lmems)}
+        several_chips = len({r["chip"] for r in mine}) > 1
         for r in mine:
-            style = markers.setdefault(f"{r['plan']} {r['precision']}", "osD^vP"[len(markers) % 6])
+            kind = f"{r['chip']} " * several_chips + f"{r['plan']} {r['precision']}"
+            style = markers.setdefault(kind, "osD^vPX<>"[len(markers) % 9])
             kw = dict(marker=style, color=colour[r["lmem_bytes_per_lane"]], s=45, alpha=0.85)
             left.scatter(r["seconds"] * 1e3, r["energy_joules"] * 1e3, **kw)
             if varies:
@@ -602,27 +609,30 @@ def write_pareto_plot(rows: list[dict], path: "str | os.PathLike") -> Path:
                           [r["seconds"] * 1e3 for r in by_lmem], **ring)
             right.plot([r["lmem_bytes_per_lane"] / 1024 for r in by_lmem],
                        [r["seconds"] * 1e3 for r in by_lmem], "r--", lw=0.8)
-        failed = sorted({r["lmem_bytes_per_lane"] for r in rows if r["model"] == model
-                         and r.get("status") != "ok" and r.get("lmem_bytes_per_lane")} - set(lmems))
+        failed = sorted({r["lmem_bytes_per_lane"] for r in every
+                         if r.get("status") != "ok" and r.get("lmem_bytes_per_lane")} - set(lmems))
         if varies and failed:
             low = min(r["seconds"] for r in mine) * 1e3
             right.scatter([m / 1024 for m in failed], [low] * len(failed), marker="x", color="black", s=60,
                           label="no plan fits (error recorded)")
             right.legend(fontsize=7, loc="center right")
-        for r in mine:
-            if r.get("is_default"):
-                left.scatter(r["seconds"] * 1e3, r["energy_joules"] * 1e3, marker="*", s=260, color="gold",
-                             edgecolors="black", zorder=5, label="default configuration")
-                if varies:
-                    right.scatter(r["lmem_bytes_per_lane"] / 1024, r["seconds"] * 1e3, marker="*", s=260,
-                                  color="gold", edgecolors="black", zorder=5)
+        defaults = [r for r in mine if r.get("is_default")]
+        for k, r in enumerate(defaults):
+            left.scatter(r["seconds"] * 1e3, r["energy_joules"] * 1e3, marker="*", s=260, color="gold",
+                         edgecolors="black", zorder=5, label=None if k else "default configuration")
+            if several_chips:
+                left.annotate(r["chip"], (r["seconds"] * 1e3, r["energy_joules"] * 1e3), fontsize=7,
+                              xytext=(8, -10), textcoords="offset points")
+            if varies:
+                right.scatter(r["lmem_bytes_per_lane"] / 1024, r["seconds"] * 1e3, marker="*", s=260,
+                              color="gold", edgecolors="black", zorder=5)
         for m in lmems:
             left.scatter([], [], marker="s", color=colour[m], label=f"LMEM {m // 1024} KiB/lane")
         for name, style in markers.items():
             left.scatter([], [], marker=style, color="gray", label=name)
         left.set_xlabel("estimated time on chip (ms)")
         left.set_ylabel("estimated energy (mJ)")
-        left.set_title(f"{model}: time against energy (front over time, energy"
+        left.set_title(f"{title}: time against energy (front over time, energy"
                        + (", LMEM size)" if varies else ")"), fontsize=10)
         left.legend(fontsize=7, loc="upper left")
         left.grid(alpha=0.3)
@@ -630,7 +640,7 @@ def write_pareto_plot(rows: list[dict], path: "str | os.PathLike") -> Path:
             right.set_xscale("log", base=2)
             right.set_xlabel("LMEM per lane (KiB)")
             right.set_ylabel("estimated time on chip (ms)")
-            right.set_title(f"{model}: local memory against time")
+            right.set_title(f"{title}: local memory against time")
             right.grid(alpha=0.3)
         else:
             right.axis("off")
