@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     import ray
 
     start = time.perf_counter()
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING", object_store_memory=1 << 30)
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",
+             object_store_memory=1 << 30)
     init_seconds = time.perf_counter() - start
     result = sweep(models, overrides=overrides, plans=plans, out=out / "ray", progress=False)
     ray_seconds = time.perf_counter() - start

@@ -39,7 +39,8 @@ def count_file(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SWEEP_COUNT_FILE")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), saved["PYTHONPATH"]]))
     os.environ["SWEEP_COUNT_FILE"] = str(count)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", object_store_memory=1 << 29)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING",
+             object_store_memory=1 << 29)
     yield count
     ray.shutdown()
     for key, value in saved.items():

@@ -420,13 +420,22 @@ def _sweep(args) -> int:
         models = list(dict.fromkeys(models + [p.model for p in points]))
     if not models:
         raise CliError("give at least one model (or --points FILE.json)")
-    batches = [int(b) for b in _split(args.batch)] if args.batch else [None]
-    result = sweep(models, chips=_split(args.chip) or ["bm1680"], overrides=parse_overrides(args.override),
-                   plans=_split(args.plan) or ["layer_group_dp"], precisions=_split(args.precision) or ["fp32"],
-                   batches=batches, points=points, calibration=args.calibration, run=args.run, out=args.out,
-                   address=args.address, num_cpus=args.num_cpus, memory_per_point=int(args.memory_per_point * 2**30),
-                   runtime_env={"working_dir": args.working_dir} if args.working_dir else None,
-                   progress=not args.no_progress)
+    try:
+        batches = [int(b) for b in _split(args.batch)] if args.batch else [None]
+    except ValueError:
+        raise CliError(f"--batch {','.join(args.batch)}: expected positive integers") from None
+    try:
+        result = sweep(models, chips=_split(args.chip) or ["bm1680"], overrides=parse_overrides(args.override),
+                       plans=_split(args.plan) or ["layer_group_dp"], precisions=_split(args.precision) or ["fp32"],
+                       batches=batches, points=points, calibration=args.calibration, run=args.run, out=args.out,
+                       address=args.address, num_cpus=args.num_cpus,
+                       memory_per_point=int(args.memory_per_point * 2**30),
+                       runtime_env={"working_dir": args.working_dir} if args.working_dir else None,
+                       progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished points are in {args.out}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     print(format_rows(result.rows))
     failed = sum(r["status"] != "ok" for r in result.rows)
     print(f"{len(result.rows)} points in {result.out} ({result.computed} computed now, {result.skipped} already "

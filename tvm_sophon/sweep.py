@@ -13,8 +13,9 @@ utilisation. With ``run`` it also builds the planned module, runs it on the
 emulator and records the output's error against the FP32 model run by TVM's llvm
 build. A point that fails records its one-line error; the others go on.
 
-Ray does the scheduling: ``ray.init()`` starts an embedded local cluster unless
-Ray is already running or an ``address`` is given. Every model (its Relax text
+Ray does the scheduling: without an ``address`` a new embedded local cluster is
+started (``ray.init(address="local")``), unless this process has already called
+``ray.init`` (then that connection is used). Every model (its Relax text
 and weights, or a model file's bytes) and the calibration data are put in the
 object store once; every point is one task with its CPUs and memory stated.
 Rows are appended to ``points.jsonl`` and ``points.csv`` as they arrive (and
@@ -253,10 +254,16 @@ def resolve_plan(plan: str) -> "str | Callable":
 # ------------------------------------------------------------------ one point (runs in a worker)
 
 _CACHE: dict = {}
+CACHE_ENTRIES = 8   # models, quantized models and reference outputs a worker keeps
 
 
 def _cached(key, make):
-    if key not in _CACHE:
+    """``make()`` once per worker process for the most recent keys."""
+    if key in _CACHE:
+        _CACHE[key] = _CACHE.pop(key)  # most recently used last
+    else:
+        while len(_CACHE) >= CACHE_ENTRIES:
+            _CACHE.pop(next(iter(_CACHE)))
         _CACHE[key] = make()
     return _CACHE[key]
 
@@ -482,9 +489,8 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
     specs = {s.label: s for s in map(ModelSpec.of, models)}
     if points is None:
         points = grid(list(specs.values()), chips, overrides, plans, precisions, batches)
-    for p in points:
-        if p.model not in specs:
-            raise SweepError(f"point {p}: model {p.model!r} is not among the sweep's models")
+    else:  # a given list: check each point as the grid checks its axes
+        points = [_checked(p, specs) for p in points]
     calibration_bytes = Path(calibration).read_bytes() if calibration else None
     calibration_digest = _digest("calibration", calibration_bytes or b"")
     table = Table(out)
@@ -513,6 +519,16 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
     return SweepResult(table.rows, len(todo), skipped, time.perf_counter() - start, table.dir)
 
 
+def _checked(point: Point, specs: dict) -> Point:
+    if point.model not in specs:
+        raise SweepError(f"point {point}: model {point.model!r} is not among the sweep's models")
+    resolve_plan(point.plan)
+    if point.precision not in PRECISIONS:
+        raise SweepError(f"point {point}: precision {point.precision!r}: expected one of {', '.join(PRECISIONS)}")
+    overrides = _chip_variants(point.chip, {k: [v] for k, v in point.overrides})[0]
+    return dataclasses.replace(point, overrides=overrides)
+
+
 def _init_ray(ray, address: Optional[str], num_cpus: Optional[int], runtime_env: Optional[dict] = None) -> None:
     """Connect to ``address``, or start an embedded local cluster (no setup, gone
     when this process ends); nothing if Ray is already initialised here.
@@ -525,8 +541,8 @@ def _init_ray(ray, address: Optional[str], num_cpus: Optional[int], runtime_env:
             ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise SweepError(f"cannot connect to the Ray cluster at {address}: {_one_line(err)}") from None
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
+    else:  # "local": a new cluster of our own, never one that happens to run on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING",
                  object_store_memory=1 << 30, runtime_env=runtime_env)
 
 
