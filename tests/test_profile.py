@@ -26,6 +26,26 @@ def test_profile_matches_the_emulator_counters(chip):
     assert prof.total["energy_joules"] == pytest.approx(prof.total["seconds"] * prof.chip.power_watts)
 
 
+def test_int8_profile_on_bm1684_counts_macs_and_matches_the_emulator():
+    """bm1684 exercises every term of the silicon cost model (two clocks, bursts,
+    the depthwise unit, 4N int8, timestep synchronisation); the static profile of a
+    quantized model must count its MACs and equal the run's counters."""
+    import numpy as np
+
+    mod, params, inputs = resnet_tiny("NCHW")
+    rng = np.random.default_rng(0)
+    calib = [{k: rng.standard_normal(v.shape).astype("float32") for k, v in inputs.items()}
+             for _ in range(2)]
+    qmod = tvm_sophon.quantize(mod, calib, params=params, progress=False)
+    prof = profile_model(qmod, None, inputs, chip="bm1684")
+    measured = prof.measured["total"]
+    assert measured["macs"] > 0
+    assert prof.total["macs"] == measured["macs"]
+    assert sum(l.macs for l in prof.layers) == measured["macs"]
+    assert prof.total["cycles"] == measured["cycles"]
+    assert sum(g.cycles for g in prof.groups) == measured["cycles"]
+
+
 def test_profile_renders_table_json_trace_and_plot(tmp_path):
     mod, params, inputs = demo_cnn()
     prof = profile_model(mod, params, inputs)
@@ -37,7 +57,28 @@ def test_profile_renders_table_json_trace_and_plot(tmp_path):
                for row in data["layers"])
     prof.write_trace(tmp_path / "trace.json")
     events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
-    assert {e["tid"] for e in events} == {"TIU", "GDMA"}
-    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    spans = [e for e in events if e["ph"] == "X"]
+    assert spans and all(e["dur"] >= 0 and isinstance(e["pid"], int) and e["tid"] in (0, 1) for e in spans)
+    # every process and thread the spans use is named by a metadata event
+    named = {(e["name"], e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and "name" in e["args"]}
+    assert all(("process_name", e["pid"], 0) in named and ("thread_name", e["pid"], e["tid"]) in named for e in spans)
+    assert named[("thread_name", 0, 0)].startswith("TIU") and named[("thread_name", 0, 1)].startswith("GDMA")
+    assert named[("process_name", 0, 0)] == "sophon_0 on bm1680"
     prof.write_plot(tmp_path / "profile.png")
     assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_names_regions_groups_and_layers():
+    """The table's region and group columns are real: with layer-by-layer planning
+    every layer is its own group, numbered in order within its region; layers of
+    a bundled model carry the model's layer names (conv1, fc, ...)."""
+    mod, params, inputs = demo_cnn()
+    prof = profile_model(mod, params, inputs, plan="layer_by_layer", run=False)
+    for region in {l.region for l in prof.layers}:
+        mine = [l for l in prof.layers if l.region == region]
+        assert [l.group for l in mine] == list(range(len(mine)))
+    assert {l.region for l in prof.layers} <= {f"sophon_{k}" for k in range(len(prof.layers))}
+    names = [l.name for l in prof.layers]
+    assert "conv1" in names and "fc" in names, names
+    header = prof.format().splitlines()[1].split()
+    assert header[:3] == ["region", "group", "layer"]

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def _digest(*parts: "str | bytes") -> str:
 
 def _runtime_digest() -> str:
     files = runtime_src.library_sources() + runtime_src.headers()
-    return _digest(*(f.name for f in files), *(f.read_bytes() for f in files))
+    names = (f.relative_to(runtime_src.SOURCE_DIR).as_posix() for f in files)
+    return _digest(*names, *(f.read_bytes() for f in files))
 
 
 def _cached(name: str, build) -> Path:
@@ -136,10 +138,27 @@ def _cached(name: str, build) -> Path:
     return target
 
 
-def _compile_objects(sources: list[Path], flags: list[str], workdir: Path) -> list[str]:
+def _object_name(src: Path) -> str:
+    """An object name unique per source: a runtime file's path inside runtime/ with
+    '/' as '__' (chip/sophon_device.c -> chip__sophon_device), else its stem."""
+    try:
+        rel = src.resolve().relative_to(runtime_src.SOURCE_DIR)
+    except ValueError:
+        return src.stem
+    return "__".join(rel.with_suffix("").parts)
+
+
+def _compile_objects(sources: list[Path], flags: list[str], workdir: Path, what: str = "") -> list[str]:
+    """Compile ``sources``; with ``what``, show progress on stderr (the runtime is
+    built once per compiler and source version, which takes a while)."""
     objects = []
+    if what:
+        from tqdm import tqdm
+
+        sources = tqdm(sources, desc=f"tvm_sophon: building {what} (once; cached in {cache_dir()})",
+                       unit="file", file=sys.stderr, leave=True)
     for src in sources:
-        obj = workdir / (src.stem + ".o")
+        obj = workdir / (_object_name(src) + ".o")
         _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), "-c", str(src), "-o", str(obj)])
         objects.append(str(obj))
     return objects
@@ -157,7 +176,8 @@ def runtime_object() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp)), out)
+            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                               "the emulator runtime: object linked into models"), out)
 
     return _cached(f"sophon_runtime_{key}.o", build)
 
@@ -170,7 +190,8 @@ def runtime_shared_library() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp))
+            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                    "the emulator runtime: library for the cost model")
             _run([*compiler(), "-shared", "-pthread", *objs, "-lm", "-o", str(out)])
 
     return _cached(f"libsophon_runtime_{key}.so", build)
@@ -199,3 +220,24 @@ def build_executable(sources: list[Path], out: Path, flags: "list[str] | None" =
     flags = runtime_flags() if flags is None else flags
     _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), *map(str, sources), "-lm", "-o", str(out)])
     return out
+
+
+def create_shared(output: str, objects, options=None, **kwargs):
+    """TVM's ``create_shared`` (the ``fcompile`` of ``export_library``) with ``$CC``
+    split like everywhere here: TVM runs ``$CC`` as one program name, so
+    ``CC="gcc -O2"`` fails there with FileNotFoundError. Use as
+    ``ex.export_library(path, fcompile=tvm_sophon.toolchain.create_shared)``
+    (``tvm-sophon compile`` does)."""
+    from tvm.support import cc as tvm_cc
+
+    program, *flags = compiler()
+    return tvm_cc.create_shared(output, objects, options=[*flags, *(options or [])], cc=program, **kwargs)
+
+
+def _target_triple():
+    proc = subprocess.run([*compiler(), "-dumpmachine"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+create_shared.get_target_triple = _target_triple
+create_shared.output_format = "so"
