@@ -19,9 +19,9 @@ Random weights and unit scale: BatchNorm statistics come from one training-mode
 pass over a batch of random inputs with momentum 0 (Keras) / 1 (PyTorch), so every
 BatchNorm's moving statistics are the batch's and activations keep unit scale;
 its gamma/beta are drawn around 1/0 so that folding them shows in the numbers.
-Nets without BatchNorm get He-scaled weights; Keras ConvNeXt's layer scale
-(initialised to 1e-6, which would make every block an identity) is drawn in
-[0.1, 1].
+Nets without normalisation (VGG19, AlexNet, SqueezeNet, GoogLeNet) get He-scaled
+weights; Keras ConvNeXt's layer scale (initialised to 1e-6, which would make
+every block an identity) is drawn in [0.1, 1].
 
 Sizes: ``"small"`` for the tests (each model's smallest input the architecture
 takes, and fewer channels where a builder has a width), ``"full"`` for the bench
@@ -181,7 +181,7 @@ def _calibrate_keras(model, shape, rng) -> None:
     """Unit-scale activations for a randomly initialised Keras model: BatchNorm
     gamma/beta drawn around 1/0, then one training-mode pass with momentum 0
     makes each BatchNorm's moving statistics those of that batch; ConvNeXt's
-    layer scale drawn in [0.1, 1]."""
+    layer scale drawn in [0.1, 1]; He-scaled weights where nothing normalises."""
     import tensorflow as tf
 
     for layer in _all_layers(model):
@@ -194,9 +194,17 @@ def _calibrate_keras(model, shape, rng) -> None:
         elif type(layer).__name__ == "LayerScale":
             for weight in layer.weights:
                 weight.assign(rng.uniform(0.1, 1.0, weight.shape).astype("float32"))
-    if any(isinstance(layer, tf.keras.layers.BatchNormalization) for layer in _all_layers(model)):
+    layers = list(_all_layers(model))
+    if any(isinstance(layer, tf.keras.layers.BatchNormalization) for layer in layers):
         batch = rng.standard_normal((8, *shape[1:])).astype("float32")
         model(batch, training=True)
+    elif not any(isinstance(layer, tf.keras.layers.LayerNormalization) for layer in layers):
+        # no normalisation at all (VGG19): He-scaled weights, or Glorot's shrink
+        # by about 1/sqrt(2) per ReLU layer leaves 1e-4 at the logits
+        for layer in layers:
+            if isinstance(layer, (tf.keras.layers.Conv2D, tf.keras.layers.Dense)):
+                fan_in = int(np.prod(layer.kernel.shape[:-1]))
+                layer.kernel.assign(rng.normal(0, np.sqrt(2 / fan_in), layer.kernel.shape).astype("float32"))
 
 
 def _all_layers(model):
