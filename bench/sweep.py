@@ -81,7 +81,9 @@ def main(argv=None) -> int:
     serial_seconds = time.perf_counter() - start
     print(f"serial loop: {len(points)} points in {serial_seconds:.1f} s", flush=True)
 
-    import ray
+    from tvm_sophon.sweep import require_ray
+
+    ray = require_ray()  # a local cluster on the loopback interface
 
     start = time.perf_counter()
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, logging_level="WARNING",

@@ -188,7 +188,7 @@ def evaluate(library: "str | os.PathLike", data: "str | os.PathLike", *,
     path every node sees (a shared file system)."""
     from .sweep import _init_ray, require_ray
 
-    ray = require_ray()
+    ray = require_ray(local=not address)
     blob, digest = _read_library(library)
     ref_blob, ref_digest = _read_library(reference) if reference else (None, None)
     shards = sorted(str(p.resolve()) for p in Path(data).glob("*.npz")) if Path(data).is_dir() else []

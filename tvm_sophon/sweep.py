@@ -33,6 +33,7 @@ import io
 import itertools
 import json
 import os
+import sys
 import resource
 import time
 from pathlib import Path
@@ -60,8 +61,17 @@ class SweepError(SophonError):
     """A sweep cannot start (bad model, chip field, strategy, precision, or no Ray)."""
 
 
-def require_ray():
-    """Import Ray, or fail with one line saying how to install it."""
+# Ray picks the machine's network address for its processes unless it is told it
+# runs one node only; this environment variable (read when ray is imported, and
+# inherited by its workers) keeps a local cluster on the loopback interface.
+LOCAL_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def require_ray(local: bool = True):
+    """Import Ray, or fail with one line saying how to install it. With ``local``
+    (no --address) Ray's local cluster listens on the loopback interface only."""
+    if local and "ray" not in sys.modules:
+        os.environ.setdefault(LOCAL_ONLY_ENV, "0")
     try:
         import ray
     except ImportError:
@@ -485,7 +495,7 @@ def sweep(models: Sequence = (), *, chips: Sequence[str] = ("bm1680",), override
     sees each new row as it is written. A point reserves ``cpus_per_point`` CPUs
     and ``memory_per_point`` bytes of Ray's memory resource (a planning worker
     peaks below 1 GiB for the bundled models; see docs/scaling.md)."""
-    ray = require_ray()
+    ray = require_ray(local=not address)
     specs = {s.label: s for s in map(ModelSpec.of, models)}
     if points is None:
         points = grid(list(specs.values()), chips, overrides, plans, precisions, batches)
