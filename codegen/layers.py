@@ -21,6 +21,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 
 from tvm_sophon.errors import SophonCompileError
 
+from . import movement
 from . import program as P
 
 ROOT_OPS = {
@@ -31,6 +32,9 @@ ROOT_OPS = {
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN"}
+MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
+    "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
+    "tile", "pad", "concat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -110,7 +114,7 @@ class Layer:
 
     index: int
     pattern: str
-    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax
+    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax | movement
     out: Operand
     acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
     params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
@@ -133,8 +137,9 @@ class Layer:
 
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
-        rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax"):
+        rows: image ops whose views put a tensor axis on h. Movement layers run DDR
+        to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
+        if self.kind in ("fc", "qfc", "softmax", "movement"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -152,6 +157,8 @@ class Layer:
                    for op in self.acts)
 
     def batch_sliceable(self) -> bool:
+        if self.kind == "movement":
+            return False
         return all(op.view[0] == (0,) or P.view_dims(op.value.shape, op.view)[0] == 1
                    for op in [self.out, *self.acts])
 
@@ -169,14 +176,15 @@ class _Composite:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
                 calls.append(binding.value)
-        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in ROOT_OPS]
+        root_ops = movement.MOVES if pattern in MOVEMENT_PATTERNS else ROOT_OPS
+        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in root_ops]
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
         self.root: relax.Call = roots[0]
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
-        for call in roots[1:] if not pattern.startswith("sophon.q") else []:
+        for call in roots[1:] if not pattern.startswith("sophon.q") and root_ops is ROOT_OPS else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
@@ -210,6 +218,13 @@ class Region:
     outputs: list[P.Tensor]
     layers: list[Layer]
     aliases: list[P.Tensor] = dataclasses.field(default_factory=list)  # reshaped arguments
+    _placer: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def placer(self) -> "movement.Placer":
+        """Where every value sits in DDR (views, values written in place), computed once."""
+        if self._placer is None:
+            self._placer = movement.Placer(self)
+        return self._placer
 
     def consumers(self, tensor: P.Tensor) -> list[Layer]:
         return [l for l in self.layers if any(op.value is tensor for op in [*l.acts, *filter(None, l.params)])]
@@ -257,6 +272,8 @@ class _Analysis:
             return self.qlayer(comp)
         root = comp.root
         name = root.op.name
+        if comp.pattern in MOVEMENT_PATTERNS:
+            return movement.analyze(self, comp)
         if name == "relax.nn.conv2d":
             attrs = root.attrs
             layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)

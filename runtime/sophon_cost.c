@@ -37,6 +37,10 @@ uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes) {
          (uint64_t)cycles;
 }
 
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, uint64_t bytes) {
+  return sophon_cost_gdma(chip, bytes > UINT64_MAX / 2 ? UINT64_MAX : 2 * bytes);
+}
+
 static uint64_t tiu_latency(const sophon_chip* chip) {
   return (uint64_t)(chip->tiu_latency_cycles > 0 ? chip->tiu_latency_cycles : 0);
 }

@@ -11,6 +11,7 @@
  *                      (x int8_macs_per_eu for int8)
  *   GDMA cycles      = gdma_latency_cycles
  *                      + ceil(bytes / (ddr_bytes_per_second / clock_hz))
+ *                      (a DDR -> DDR copy moves its bytes twice: read and written)
  *   conv2d cycles    = tiu_latency_cycles
  *                      + ceil(OC / npu_num) * N * ceil(OH*OW / EU_NUM) * (IC/groups * KH * KW)
  *                      (output channels on lanes, output pixels along the EUs, one
@@ -44,6 +45,8 @@ extern "C" {
 int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype);
 
 uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes);
+/* DDR -> DDR: the bytes are read and written, twice over the DDR bandwidth. */
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, uint64_t bytes);
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,

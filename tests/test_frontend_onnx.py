@@ -33,7 +33,7 @@ def test_clip_becomes_relax_clip_fused_into_conv(files):
     assert report.offloaded_mac_share == 1.0
     assert report.offloaded[0] == "sophon.conv2d_bias_clip"
     # without the rewrite, the clip's two call_tir loops would stay on the host
-    assert [op.op for op in report.host_ops] == ["relax.reshape"]  # only Flatten
+    assert report.host_ops == [] and "sophon.reshape" in report.offloaded  # Flatten too, as a view
 
 
 def test_chip_matches_onnxruntime(files):

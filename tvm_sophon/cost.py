@@ -73,9 +73,10 @@ def runtime_library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
     for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
-                 "sophon_cost_softmax"):
+                 "sophon_cost_softmax", "sophon_cost_gdma_copy"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
+    lib.sophon_cost_gdma_copy.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
     return lib
 
@@ -123,6 +124,8 @@ def _signature(chip: Chip, step) -> tuple:
     if isinstance(step, (P.Load, P.Store)):
         local = step.dst if isinstance(step, P.Load) else step.src
         return (chip, "gdma", local.dims, local.tensor.dtype)
+    if isinstance(step, (P.Copy, P.Fill)):
+        return (chip, type(step).__name__, ddr_step_bytes(step))
     parts = [chip, type(step).__name__]
     for field in dataclasses.fields(step):
         value = getattr(step, field.name)
@@ -150,6 +153,10 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         local = step.dst if isinstance(step, P.Load) else step.src
         nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
         return "gdma", lib.sophon_cost_gdma(c_chip, nbytes)
+    if isinstance(step, P.Copy):   # DDR read and written: twice the bytes over the bandwidth
+        return "gdma", lib.sophon_cost_gdma_copy(c_chip, ddr_step_bytes(step))
+    if isinstance(step, P.Fill):
+        return "gdma", lib.sophon_cost_gdma(c_chip, ddr_step_bytes(step))
     if isinstance(step, (P.Conv2d, P.QConv2d)):
         return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
                                              ctypes.byref(_conv_params(step)))
@@ -166,6 +173,11 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
     raise TypeError(f"no cost for {type(step).__name__}")
+
+
+def ddr_step_bytes(step) -> int:
+    """Bytes a DDR -> DDR copy or a fill moves (one way)."""
+    return _elements(step.dst.dims) * DTYPE_BYTES[step.dst.tensor.dtype]
 
 
 def _elements(dims) -> int:
@@ -197,6 +209,11 @@ def estimate_steps(chip: Chip, steps) -> Estimate:
             est.gdma_instructions += 1
             est.gdma_cycles += cycles
             step_gdma += cycles
+            if isinstance(step, (P.Copy, P.Fill)):   # a copy reads and writes DDR, a fill writes
+                nbytes = ddr_step_bytes(step)
+                est.bytes_loaded += nbytes if isinstance(step, P.Copy) else 0
+                est.bytes_stored += nbytes
+                continue
             local = step.dst if isinstance(step, P.Load) else step.src
             nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
             if isinstance(step, P.Load):

@@ -163,6 +163,9 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
                 continue
             name = binding.var.name
             reasons = rejections.get(name)
+            if reasons and reasons[0] == patterns.movement.HOST_REASON \
+                    and value.op.name not in patterns.movement.MOVEMENT_OPS:
+                reasons = reasons[1:]  # bound names repeat: the reason was another op's
             if reasons:
                 reason = reasons[0]
             else:
@@ -231,6 +234,8 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
         # folds reshapes/transposes of weights; a quantized model keeps its
         # dequantize(weight) chains, which the int8 patterns take whole
         mod = relax.transform.FoldConstant()(mod)
+    from .normalize import movement_passes  # split -> slices, pads folded into windows
+    mod = tvm.transform.Sequential(movement_passes())(mod)
     rejections: dict = {}
     token = patterns.record_rejections(rejections)
     try:
@@ -238,6 +243,9 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
             patterns.sophon_patterns(), bind_constants=False, annotate_codegen=False)(mod)
     finally:
         patterns.stop_recording(token)
+    mod, lonely = patterns.movement.keep_lonely_moves_on_host(mod)
+    for name in lonely:
+        rejections.setdefault(name, []).insert(0, patterns.movement.HOST_REASON)
     mod = relax.transform.MergeCompositeFunctions()(mod)
     mod = _tag_regions(mod, chip)
     mod = _record_constant_args(mod)
