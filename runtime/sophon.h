@@ -16,7 +16,7 @@
  * message (sophon_device_error) that names the instruction and the operand.
  * Every LMEM access is bounds-checked once per instruction, before it runs.
  * Counters (MACs, instructions, bytes moved, estimated cycles per engine) follow
- * the cost model in sophon_cost.h.
+ * the cost model in chip/sophon_cost.h.
  *
  * C99. No global state: everything lives in a sophon_device.
  */
@@ -126,13 +126,13 @@ typedef struct {
   uint64_t gdma_instructions;
   uint64_t bytes_loaded;       /* DDR -> LMEM */
   uint64_t bytes_stored;       /* LMEM -> DDR */
-  uint64_t tiu_cycles;         /* estimated, sophon_cost.h */
-  uint64_t gdma_cycles;        /* estimated, sophon_cost.h */
+  uint64_t tiu_cycles;         /* estimated, chip/sophon_cost.h */
+  uint64_t gdma_cycles;        /* estimated, chip/sophon_cost.h */
   uint64_t lmem_peak_bytes;    /* highest byte touched in any lane, + 1 */
   uint64_t timesteps;          /* closed by sophon_timestep_end */
   uint64_t cycles;             /* estimated time: the sum over closed timesteps of
                                   max(TIU cycles, GDMA cycles) of the timestep; the two
-                                  engines overlap within a timestep (sophon_cost.h) */
+                                  engines overlap within a timestep (chip/sophon_cost.h) */
 } sophon_counters;
 
 typedef struct sophon_device sophon_device;
@@ -153,7 +153,7 @@ void sophon_device_destroy(sophon_device* dev);
 sophon_status sophon_device_set_threads(sophon_device* dev, int32_t n);
 /* on = 1: run the plain reference kernels only (single-threaded, for debugging);
  * on = 0 (default): the fast kernels, which match the reference within a small f32
- * tolerance (summation order; sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
+ * tolerance (summation order; fast/sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
 sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on);
 
 /* The host instruction sets the fast kernels may use, at most (default: all the

@@ -1,4 +1,4 @@
-"""The fast f32 kernels (runtime/sophon_fast_*.c) against the reference kernels
+"""The fast f32 kernels (runtime/fast/sophon_fast_*.c) against the reference kernels
 they sit beside, and the GDMA engine against numpy, driven one instruction at a
 time through ctypes.
 

@@ -1,5 +1,5 @@
 """The compiler's view of the cost model: a ctypes binding to the runtime's own
-``sophon_cost_*`` functions (runtime/sophon_cost.h, where the model is written
+``sophon_cost_*`` functions (runtime/chip/sophon_cost.h, where the model is written
 down), so a plan is estimated by exactly the formulas the emulator counts with.
 
 ``estimate(program)`` gives, before anything runs, the counters a run of a

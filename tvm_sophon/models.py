@@ -79,6 +79,8 @@ class _Builder:
             return self.emit(relax.op.nn.relu(y))
         if act == "relu6":
             return self.emit(relax.op.clip(y, 0.0, 6.0))
+        if act == "silu":  # x * sigmoid(x), as the PyTorch and ONNX importers emit it
+            return self.emit(relax.op.multiply(y, self.emit(relax.op.sigmoid(y))))
         raise ValueError(f"unknown activation {act!r}")
 
     def dense(self, name: str, x: relax.Expr, k: int, n: int, act: Optional[str] = None) -> relax.Var:
@@ -281,6 +283,74 @@ def mobilenet_v2(batch: int = 1, image: int = 224, layout: str = "NCHW", seed: i
     return _finish(builder, body, [x], {"data": x_value})
 
 
+def yolov5s(batch: int = 1, image: int = 640, layout: str = "NCHW", seed: int = 0, classes: int = 80):
+    """YOLOv5s (v6.1): CSP backbone (C3 blocks), SPPF, PAN neck with nearest 2x
+    upsampling and concatenation, and the three 1x1 detection convs (3 anchors x
+    (5 + classes) channels at strides 8, 16 and 32). Batch norm folded into conv +
+    bias, SiLU activations, random weights; the box decoding and NMS that follow
+    the three outputs are left out, as in Sophgo's published BM1684 timings
+    (8.2 GMACs and 7.2 M weights per image at 640x640)."""
+    builder = _Builder(seed, layout)
+    x, x_value = _input(builder, "data", (batch, 3, image, image))
+    channel_axis = layout.index("C")
+
+    def conv(name, y, cin, cout, kernel=1, stride=1, padding=None):
+        padding = kernel // 2 if padding is None else padding
+        return builder.conv(name, y, cin, cout, kernel, strides=stride, padding=padding, act="silu")
+
+    def concat(*values):
+        return builder.emit(relax.op.concat(list(values), axis=channel_axis))
+
+    def c3(name, y, cin, cout, n, shortcut=True):
+        hidden = cout // 2
+        a = conv(f"{name}_cv1", y, cin, hidden)
+        for i in range(n):
+            h = conv(f"{name}_m{i}_cv1", a, hidden, hidden)
+            h = conv(f"{name}_m{i}_cv2", h, hidden, hidden, 3)
+            a = builder.emit(relax.op.add(a, h)) if shortcut else h
+        b = conv(f"{name}_cv2", y, cin, hidden)
+        return conv(f"{name}_cv3", concat(a, b), 2 * hidden, cout)
+
+    def sppf(name, y, cin, cout):
+        hidden = cin // 2
+        y = conv(f"{name}_cv1", y, cin, hidden)
+        pools = [y]
+        for _ in range(3):
+            pools.append(builder.emit(relax.op.nn.max_pool2d(pools[-1], 5, 1, 2, layout=layout)))
+        return conv(f"{name}_cv2", concat(*pools), 4 * hidden, cout)
+
+    def upsample(y):
+        size = [int(d) * 2 for d in (y.ty.shape[layout.index("H")], y.ty.shape[layout.index("W")])]
+        return builder.emit(relax.op.image.resize2d(y, size, layout=layout, method="nearest_neighbor",
+                                                    coordinate_transformation_mode="asymmetric",
+                                                    rounding_method="floor"))
+
+    def body():
+        y = conv("b0", x, 3, 32, 6, 2, padding=2)           # the v6.1 stem: 6x6/2, padding 2
+        y = conv("b1", y, 32, 64, 3, 2)
+        y = c3("b2", y, 64, 64, 1)
+        y = conv("b3", y, 64, 128, 3, 2)
+        p3 = c3("b4", y, 128, 128, 2)
+        y = conv("b5", p3, 128, 256, 3, 2)
+        p4 = c3("b6", y, 256, 256, 3)
+        y = conv("b7", p4, 256, 512, 3, 2)
+        y = c3("b8", y, 512, 512, 1)
+        y = sppf("b9", y, 512, 512)
+        h10 = conv("h10", y, 512, 256)
+        y = c3("h13", concat(upsample(h10), p4), 512, 256, 1, shortcut=False)
+        h14 = conv("h14", y, 256, 128)
+        out3 = c3("h17", concat(upsample(h14), p3), 256, 128, 1, shortcut=False)
+        y = conv("h18", out3, 128, 128, 3, 2)
+        out4 = c3("h20", concat(y, h14), 256, 256, 1, shortcut=False)
+        y = conv("h21", out4, 256, 256, 3, 2)
+        out5 = c3("h23", concat(y, h10), 512, 512, 1, shortcut=False)
+        heads = [builder.conv(f"detect{i}", o, c, 3 * (5 + classes), 1, padding=0)
+                 for i, (o, c) in enumerate(((out3, 128), (out4, 256), (out5, 512)))]
+        return relax.Tuple(heads)
+
+    return _finish(builder, body, [x], {"data": x_value})
+
+
 MODELS = {
     "demo_cnn": demo_cnn,
     "mlp": mlp,
@@ -288,6 +358,7 @@ MODELS = {
     "resnet18": resnet18,
     "resnet50": resnet50,
     "mobilenet_v2": mobilenet_v2,
+    "yolov5s": yolov5s,
 }
 
 

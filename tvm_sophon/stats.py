@@ -36,7 +36,7 @@ def _stats_function(obj):
 
 def region_seconds(region: dict, chip: Chip) -> float:
     """Estimated chip time of one region's run: the sum over its timesteps of the
-    longer engine (the cost model of runtime/sophon_cost.h)."""
+    longer engine (the cost model of runtime/chip/sophon_cost.h)."""
     return region["cycles"] / chip.clock_hz
 
 

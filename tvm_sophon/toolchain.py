@@ -117,7 +117,8 @@ def _digest(*parts: "str | bytes") -> str:
 
 def _runtime_digest() -> str:
     files = runtime_src.library_sources() + runtime_src.headers()
-    return _digest(*(f.name for f in files), *(f.read_bytes() for f in files))
+    names = (f.relative_to(runtime_src.SOURCE_DIR).as_posix() for f in files)
+    return _digest(*names, *(f.read_bytes() for f in files))
 
 
 def _cached(name: str, build) -> Path:
@@ -136,10 +137,20 @@ def _cached(name: str, build) -> Path:
     return target
 
 
+def _object_name(src: Path) -> str:
+    """An object name unique per source: a runtime file's path inside runtime/ with
+    '/' as '__' (chip/sophon_device.c -> chip__sophon_device), else its stem."""
+    try:
+        rel = src.resolve().relative_to(runtime_src.SOURCE_DIR)
+    except ValueError:
+        return src.stem
+    return "__".join(rel.with_suffix("").parts)
+
+
 def _compile_objects(sources: list[Path], flags: list[str], workdir: Path) -> list[str]:
     objects = []
     for src in sources:
-        obj = workdir / (src.stem + ".o")
+        obj = workdir / (_object_name(src) + ".o")
         _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), "-c", str(src), "-o", str(obj)])
         objects.append(str(obj))
     return objects

@@ -17,7 +17,7 @@
 #include <string.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
+#include "chip/sophon_cost.h"
 #include "sophon_program.h"
 #include "sophon_quant.h"
 

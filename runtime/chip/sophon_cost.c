@@ -9,7 +9,7 @@
  */
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_cost.h"
 
 int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype) {
   int32_t size = sophon_dtype_size(dtype);

@@ -1,14 +1,15 @@
 /*
  * sophon_fast_int8_eltwise.c - fast INT8 ADD and pool2d, beside the reference
- * kernels of sophon_tiu_int8.c (the specification; tests/test_fast_int8.py checks
- * one against the other for equality). Same operands, already checked by the
- * instruction. Tasks own channels; each output is computed by one task.
+ * kernels of reference/sophon_tiu_add_pool_int8.c (the specification;
+ * tests/test_fast_int8.py checks one against the other for equality). Same
+ * operands, already checked by the instruction. Tasks own channels; each output is
+ * computed by one task.
  *
  * ADD (both inputs of out's shape; broadcasts go to the reference): TFLite's
  * AddFunc on 16 (AVX-512) or 8 (AVX2) lanes with the vector primitives of
  * sophon_fast_int8.h, which equal the scalar ones lane by lane, so the outputs are
- * bit-identical. The bounds of sophon_tiu_int8.c (add_int8_element) hold lane by
- * lane: nothing overflows.
+ * bit-identical. The bounds of sophon_tiu_add_pool_int8.c (add_int8_element) hold
+ * lane by lane: nothing overflows.
  *
  * pool2d, per output row: the window rows inside the input are first reduced
  * (max, or int32 sum) column by column into a row buffer whose padding columns
@@ -19,10 +20,10 @@
  * elements: plain C loops, compiled once as they are and once for AVX2, which the
  * compiler vectorises. MAX: max is associative and the neutral -128 is the
  * reference's start value, so the result is the reference's. AVG: the same
- * integer sum (no overflow: sophon_tiu_int8.c bounds it) divided by the same
+ * integer sum (no overflow: sophon_tiu_add_pool_int8.c bounds it) divided by the same
  * count with the reference's rounding, per output.
  */
-#include "sophon_fast_int8.h"
+#include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------------------- add */
@@ -35,7 +36,7 @@ typedef struct {
   int use_avx2, use_avx512;
 } add_job;
 
-/* TFLite's AddFunc (sophon_tiu_int8.c: add_int8_element) for one element pair. */
+/* TFLite's AddFunc (sophon_tiu_add_pool_int8.c: add_int8_element) for one element pair. */
 static int8_t add_one(int32_t x, int32_t y, const sophon_add_int8_params* p) {
   const int32_t shifted_x = (x - p->input1_zero_point) * (1 << p->left_shift);
   const int32_t shifted_y = (y - p->input2_zero_point) * (1 << p->left_shift);

@@ -7,16 +7,16 @@
  * in filter_y, filter_x order and divides by the taps inside the padded input
  * (count_include_pad = 1) or inside the real input (0); a zero divisor gives 0.
  *
- * The f32 kernel here is the specification; sophon_fast_eltwise.c holds a fast twin
- * with bit-identical results, used unless the device is in reference mode.
+ * The f32 kernel here is the specification; fast/sophon_fast_eltwise.c holds a fast
+ * twin with bit-identical results, used unless the device is in reference mode.
  */
 #include <float.h>
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "reference/sophon_reference.h"
 
-static void pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                       const sophon_pool_params* p) {
+void sophon_ref_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_pool_params* p) {
   sophon_view out_v, in_v;
   const int32_t dilation_h = p->dilation_h, dilation_w = p->dilation_w;
   const int32_t in_w = in->w;
@@ -137,12 +137,14 @@ sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
   return SOPHON_OK;
 }
 
-sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
-                                const sophon_local* in, const sophon_pool_params* p) {
-  static const char* op = "tiu_pool2d";
+/* tiu_pool2d's checks (operands: out, a = in, pool); the instruction table
+ * (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_pool2d(sophon_device* dev, const char* op,
+                                      const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a;
+  const sophon_pool_params* p = o->pool;
   sophon_status s;
 
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_pool_params(dev, op, p)) != SOPHON_OK) return s;
@@ -163,16 +165,5 @@ sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
   if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_disjoint(dev, op, out, "in", in)) != SOPHON_OK) return s;
 
-  switch (in->dtype) {
-    case SOPHON_F32:
-      if (dev->reference || sophon_fast_pool2d_f32(dev, out, in, p) != 0)
-        pool2d_f32(dev, out, in, p);
-      break;
-    default: break; /* rejected by sophon_check_tiu_dtype */
-  }
-
-  sophon_count_tiu(dev, sophon_cost_pool2d(&dev->chip, out, p), 0);
-  sophon_touch(dev, out);
-  sophon_touch(dev, in);
   return SOPHON_OK;
 }

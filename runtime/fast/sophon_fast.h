@@ -1,48 +1,58 @@
 /*
  * sophon_fast.h - what the fast kernels (sophon_fast_*.c) share; not public API.
  *
- * Work splitting: an instruction runs as `tasks` tasks on the device's pool
- * (sophon_threads.h); task_range gives each task a contiguous range of items,
- * and tasks_for keeps small instructions on the calling thread. Every output is
- * computed by one task in a fixed order, so results do not depend on the thread
- * count.
+ * The fast kernels' entry points (each the twin of a reference kernel of
+ * reference/, named beside it in the instruction table of isa/sophon_isa.c) and
+ * the vector helpers they share. Work splitting is in chip/sophon_host.h.
  */
 #ifndef SOPHON_FAST_H_
 #define SOPHON_FAST_H_
 
-#include "sophon_internal.h"
+#include "chip/sophon_host.h"
+#include "chip/sophon_internal.h"
+#include "reference/sophon_tiu_activation.h"
 
-#if SOPHON_X86_DISPATCH
-#include <immintrin.h>
-#define SOPHON_AVX2 __attribute__((target("avx2")))
-#define SOPHON_AVX2_FMA __attribute__((target("avx2,fma")))
-#define SOPHON_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")))
-/* AVX-512 with VNNI (vpdpbusd), for the INT8 kernels of sophon_fast_int8.c. */
-#define SOPHON_AVX512VNNI \
-  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
-#define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define SOPHON_ALWAYS_INLINE
-#endif
-
-/* Below this many MACs (or elements) an instruction runs on the calling thread. */
-#define SOPHON_PARALLEL_MIN_WORK 65536
-
-/* [begin, end) of task `task` when `count` items are split over `tasks`. */
-static inline void sophon_task_range(int64_t count, int32_t task, int32_t tasks,
-                                     int64_t* begin, int64_t* end) {
-  *begin = count * task / tasks;
-  *end = count * (task + 1) / tasks;
-}
-
-/* Tasks for an instruction of `work` MACs (or elements) over `items` units. */
-static inline int32_t sophon_tasks_for(const sophon_device* dev, uint64_t work,
-                                       int64_t items) {
-  int64_t tasks = dev->num_threads;
-  if (work < SOPHON_PARALLEL_MIN_WORK) return 1;
-  if (tasks > items) tasks = items;
-  return tasks < 1 ? 1 : (int32_t)tasks;
-}
+/* ------------------------------------------------------ fast kernels
+ * sophon_fast_conv.c: fast f32 kernels beside the reference ones (same operands,
+ * already checked; same results within the tolerance stated there). Each returns 0,
+ * or -1 if its scratch memory could not be allocated: the caller then runs the
+ * reference kernel. */
+int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_local* weight, const sophon_local* bias,
+                           const sophon_conv_params* p);
+int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_activation* act);
+/* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
+ * bit-identical to the reference; cannot fail (without scratch memory it computes
+ * the reference's way). */
+void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_local* weight,
+                               const sophon_local* bias, const sophon_conv_params* p);
+/* sophon_fast_int8.c: fast INT8 conv2d (dense, grouped, depthwise) and fc
+ * (sophon_quant.h), bit-identical to the reference kernels of reference/sophon_tiu_conv_int8.c;
+ * 0, or -1 as above. */
+int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_local* weight, const sophon_local* bias,
+                            const sophon_conv_params* p, const sophon_requant* q);
+int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                        const sophon_local* weight, const sophon_local* bias,
+                        const sophon_requant* q);
+/* sophon_fast_int8_eltwise.c: fast INT8 ADD and pool2d, bit-identical to the
+ * reference kernels; 0, or -1 for what they do not cover (ADD: a broadcast) or when
+ * scratch cannot be had: the caller then runs the reference kernel. */
+int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                         const sophon_local* b, const sophon_add_int8_params* p);
+int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_pool_params* p, int32_t act_min, int32_t act_max);
+/* sophon_fast_eltwise.c: f32 binary element-wise and pool2d, bit-identical to the
+ * reference kernels of
+ * reference/sophon_tiu_binary.c and sophon_tiu_pool.c; 0, or -1 as above. */
+int sophon_fast_binary_f32(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                           const sophon_local* b, sophon_binary_op op,
+                           const sophon_activation* act);
+int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_pool_params* p);
 
 /* data[i] = act(data[i] + bias) for `count` accumulated f32 outputs. */
 static inline void sophon_finish_f32(float* data, int64_t count, float bias,

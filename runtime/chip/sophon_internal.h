@@ -1,9 +1,12 @@
 /*
- * sophon_internal.h - helpers shared by the runtime's .c files (not public API).
+ * sophon_internal.h - the chip's internals, shared by the runtime's .c files (not
+ * public API).
  *
  * Holds the device struct, error reporting, the descriptor checks every
  * instruction runs before it touches memory (shape, dtype, bounds, overlap), the
- * LMEM lane-layout math as cheap inline "views", and the f32 activation.
+ * LMEM lane-layout math as cheap inline "views", the operands of a TIU
+ * instruction (sophon_operands, what the instruction table of isa/ passes to
+ * checks, costs and kernels) and TFLite's inline fixed-point helpers.
  */
 #ifndef SOPHON_INTERNAL_H_
 #define SOPHON_INTERNAL_H_
@@ -12,9 +15,8 @@
 #include <stdint.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
 #include "sophon_quant.h"
-#include "sophon_threads.h"
+#include "chip/sophon_threads.h"
 
 #if defined(__GNUC__)
 #define SOPHON_PRINTF_FORMAT(fmt_index, first_arg) \
@@ -103,20 +105,24 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* out, const char* name,
                                             const sophon_local* in);
 
-/* Each dim of `t` equals out's or is 1 (sophon_tiu_eltwise.c), shared with int8 add. */
-sophon_status sophon_check_broadcast(sophon_device* dev, const char* op, const char* name,
-                                     const sophon_local* t, const sophon_local* out);
-/* pool2d's parameter rules (sophon_tiu_pool.c), shared with int8. */
-sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
-                                       const sophon_pool_params* p);
-/* fc's shape rules (sophon_tiu_conv.c), shared with int8. */
-sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const sophon_local* out,
-                                     const sophon_local* in, const sophon_local* weight,
-                                     const sophon_local* bias);
-/* conv2d's parameter and shape rules (sophon_tiu_conv.c), shared with int8. */
-sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const sophon_local* out,
-                                       const sophon_local* in, const sophon_local* weight,
-                                       const sophon_local* bias, const sophon_conv_params* p);
+/* ----------------------------------------------------------- operands
+ * One TIU instruction's operands, as its descriptor carries them: out and up to
+ * three local inputs (a, b, c; their meaning per instruction is written beside
+ * its entry in isa/sophon_isa.c) and the parameters it takes. Fields an
+ * instruction does not use are NULL or 0. */
+typedef struct {
+  const sophon_local* out;
+  const sophon_local* a;                 /* in, or the binary lhs */
+  const sophon_local* b;                 /* weight, or the binary rhs */
+  const sophon_local* c;                 /* bias (NULL: none) */
+  const sophon_conv_params* conv;
+  const sophon_pool_params* pool;
+  const sophon_activation* act;
+  const sophon_requant* requant;
+  const sophon_add_int8_params* add;
+  sophon_binary_op binary_op;
+  int32_t act_min, act_max;              /* pool2d_int8's clamp */
+} sophon_operands;
 
 /* ----------------------------------------------------------- counters */
 
@@ -206,8 +212,9 @@ static inline int32_t sophon_end_tap(int64_t origin, int32_t dilation, int64_t s
 }
 
 /* ------------------------------------------------------ fixed point
- * TFLite's fixed-point helpers (sophon_quant.c states the rules), inline so that the
- * int8 kernels, reference and fast, use one definition at no call cost. */
+ * TFLite's fixed-point helpers (reference/sophon_fixed_point.c states the rules),
+ * inline so that the int8 kernels, reference and fast, use one definition at no
+ * call cost. */
 
 /* floor(x / 2^exponent) for exponent in [0, 62] (no right shift of a negative value). */
 static inline int64_t sophon_floor_shift_right(int64_t x, int32_t exponent) {
@@ -251,81 +258,8 @@ static inline int32_t sophon_mbqm_inline(int32_t x, int32_t multiplier, int32_t 
                                               right_shift);
 }
 
-/* ------------------------------------------------------ fast kernels
- * sophon_fast_conv.c: fast f32 kernels beside the reference ones (same operands,
- * already checked; same results within the tolerance stated there). Each returns 0,
- * or -1 if its scratch memory could not be allocated: the caller then runs the
- * reference kernel. */
-int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                           const sophon_local* weight, const sophon_local* bias,
-                           const sophon_conv_params* p);
-int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                       const sophon_local* weight, const sophon_local* bias,
-                       const sophon_activation* act);
-/* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
- * bit-identical to the reference; cannot fail (without scratch memory it computes
- * the reference's way). */
-void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
-                               const sophon_local* in, const sophon_local* weight,
-                               const sophon_local* bias, const sophon_conv_params* p);
-/* sophon_fast_int8.c: fast INT8 conv2d (dense, grouped, depthwise) and fc
- * (sophon_quant.h), bit-identical to the reference kernels of sophon_tiu_int8.c;
- * 0, or -1 as above. */
-int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                            const sophon_local* weight, const sophon_local* bias,
-                            const sophon_conv_params* p, const sophon_requant* q);
-int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                        const sophon_local* weight, const sophon_local* bias,
-                        const sophon_requant* q);
-/* sophon_fast_int8_eltwise.c: fast INT8 ADD and pool2d, bit-identical to the
- * reference kernels; 0, or -1 for what they do not cover (ADD: a broadcast) or when
- * scratch cannot be had: the caller then runs the reference kernel. */
-int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
-                         const sophon_local* b, const sophon_add_int8_params* p);
-int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                            const sophon_pool_params* p, int32_t act_min, int32_t act_max);
-/* sophon_fast_eltwise.c: f32 binary element-wise and pool2d, bit-identical to the
- * reference kernels of sophon_tiu_eltwise.c and sophon_tiu_pool.c; 0, or -1 as above. */
-int sophon_fast_binary_f32(sophon_device* dev, const sophon_local* out, const sophon_local* a,
-                           const sophon_local* b, sophon_binary_op op,
-                           const sophon_activation* act);
-int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                           const sophon_pool_params* p);
 /* At least `floats` floats of 64-byte aligned scratch owned by the device (grown
  * when needed, kept between instructions), or NULL when the host is out of memory. */
 float* sophon_device_scratch(sophon_device* dev, size_t floats);
-
-/* ---------------------------------------------------------- activation */
-
-float sophon_sigmoid_f32(float x);
-float sophon_tanh_f32(float x);
-
-/* act may be NULL (none). The caller checked it with sophon_check_activation. */
-static inline float sophon_activate_f32(const sophon_activation* act, float x) {
-  if (act == NULL) return x;
-  switch (act->kind) {
-    case SOPHON_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case SOPHON_ACT_CLIP: return x < act->lo ? act->lo : (x > act->hi ? act->hi : x);
-    case SOPHON_ACT_LEAKY_RELU: return x >= 0.0f ? x : act->alpha * x;
-    case SOPHON_ACT_SIGMOID: return sophon_sigmoid_f32(x);
-    case SOPHON_ACT_TANH: return sophon_tanh_f32(x);
-    case SOPHON_ACT_NONE:
-    default: return x;
-  }
-}
-
-/* ------------------------------------------- int8 fixed point (sophon_quant.c)
- * TFLite's (gemmlowp's) primitives, used by the INT8 instructions. */
-
-/* round(a * b / 2^31) with ties rounded up (toward +infinity: gemmlowp's nudge
- * of 2^30, 1 - 2^30 for negative products, then a truncating division);
- * (INT32_MIN, INT32_MIN) saturates to INT32_MAX. */
-int32_t sophon_saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
-/* round(x / 2^exponent), ties away from zero; exponent in [0, 31]. */
-int32_t sophon_rounding_divide_by_pot(int32_t x, int32_t exponent);
-/* TFLite's MultiplyByQuantizedMultiplierSmallerThanOneExp: shift in [-31, 0]. */
-int32_t sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(int32_t x,
-                                                                     int32_t multiplier,
-                                                                     int32_t shift);
 
 #endif /* SOPHON_INTERNAL_H_ */

@@ -1,34 +1,27 @@
 /*
  * sophon_program.c - executes a command buffer (sophon_program.h) on a device.
  * Every index in a command is checked against its table before use, so a
- * malformed program fails with a message instead of reading out of bounds.
+ * malformed program fails with a message instead of reading out of bounds; the
+ * TIU commands then run through the instruction table (sophon_isa.h).
  */
 #include "sophon_program.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_internal.h"
+#include "isa/sophon_isa.h"
 
 static const char* cmd_name(sophon_cmd_kind kind) {
+  const sophon_instruction* ins = sophon_isa_find(kind);
   switch (kind) {
     case SOPHON_CMD_LOAD: return "load";
     case SOPHON_CMD_STORE: return "store";
-    case SOPHON_CMD_CONV2D: return "conv2d";
-    case SOPHON_CMD_FC: return "fc";
-    case SOPHON_CMD_POOL2D: return "pool2d";
-    case SOPHON_CMD_BINARY: return "binary";
-    case SOPHON_CMD_ACTIVATION: return "activation";
-    case SOPHON_CMD_SOFTMAX: return "softmax";
     case SOPHON_CMD_TIMESTEP: return "timestep";
-    case SOPHON_CMD_CONV2D_INT8: return "conv2d_int8";
-    case SOPHON_CMD_FC_INT8: return "fc_int8";
-    case SOPHON_CMD_ADD_INT8: return "add_int8";
-    case SOPHON_CMD_POOL2D_INT8: return "pool2d_int8";
     case SOPHON_CMD_COPY: return "copy";
     case SOPHON_CMD_FILL: return "fill";
+    default: return ins != NULL ? ins->name : "unknown";
   }
-  return "unknown";
 }
 
 /* Table entry `index`, or NULL when the index is outside the table. */
@@ -59,6 +52,18 @@ static sophon_status make_global(sophon_device* dev, const sophon_program* prog,
   return SOPHON_OK;
 }
 
+/* Runs TIU command `kind` with out = a and inputs b, c, d (each NULL when the
+ * command has none) and the parameters already set in o. */
+static sophon_status run_tiu(sophon_device* dev, sophon_cmd_kind kind, sophon_operands* o,
+                             const sophon_local* out, const sophon_local* in0,
+                             const sophon_local* in1, const sophon_local* in2) {
+  o->out = out;
+  o->a = in0;
+  o->b = in1;
+  o->c = in2;
+  return sophon_isa_execute(dev, kind, o);
+}
+
 static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
                              void* const* buffers, int32_t i) {
   const sophon_cmd* c = &prog->cmds[i];
@@ -67,80 +72,69 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
   const sophon_local* lc = SOPHON_ENTRY(prog->locals, prog->num_locals, c->c);
   const sophon_local* ld = SOPHON_ENTRY(prog->locals, prog->num_locals, c->d);
   sophon_global g;
+  sophon_operands o;
   sophon_status s;
 
+  memset(&o, 0, sizeof(o));
   switch (c->kind) {
     case SOPHON_CMD_LOAD:
     case SOPHON_CMD_STORE:
       if (a == NULL) return bad_index(dev, "local", c->a);
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
       return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
-    case SOPHON_CMD_CONV2D: {
-      const sophon_conv_params* p = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
+    case SOPHON_CMD_CONV2D:
+    case SOPHON_CMD_CONV2D_INT8:
+      o.conv = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
-      if (p == NULL) return bad_index(dev, "conv params", c->p);
-      return sophon_tiu_conv2d(dev, a, b, lc, ld, p);
-    }
-    case SOPHON_CMD_FC: {
-      const sophon_activation* act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
+      if (o.conv == NULL) return bad_index(dev, "conv params", c->p);
+      if (c->kind == SOPHON_CMD_CONV2D_INT8) {
+        o.requant = SOPHON_ENTRY(prog->requants, prog->num_requants, c->q);
+        if (o.requant == NULL) return bad_index(dev, "requant", c->q);
+      }
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_FC:
+      o.act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
-      if (act == NULL) return bad_index(dev, "activation", c->p);
-      return sophon_tiu_fc(dev, a, b, lc, ld, act);
-    }
-    case SOPHON_CMD_POOL2D: {
-      const sophon_pool_params* p = SOPHON_ENTRY(prog->pools, prog->num_pools, c->p);
+      if (o.act == NULL) return bad_index(dev, "activation", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_POOL2D:
+    case SOPHON_CMD_POOL2D_INT8:
+      o.pool = SOPHON_ENTRY(prog->pools, prog->num_pools, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
-      if (p == NULL) return bad_index(dev, "pool params", c->p);
-      return sophon_tiu_pool2d(dev, a, b, p);
-    }
-    case SOPHON_CMD_BINARY: {
-      const sophon_activation* act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
+      if (o.pool == NULL) return bad_index(dev, "pool params", c->p);
+      o.act_min = c->c; /* POOL2D_INT8: the clamp bounds themselves */
+      o.act_max = c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_BINARY:
+      o.act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
-      if (act == NULL) return bad_index(dev, "activation", c->p);
-      return sophon_tiu_binary(dev, a, b, lc, (sophon_binary_op)c->d, act);
-    }
-    case SOPHON_CMD_ACTIVATION: {
-      const sophon_activation* act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
+      if (o.act == NULL) return bad_index(dev, "activation", c->p);
+      o.binary_op = (sophon_binary_op)c->d;
+      return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_ACTIVATION:
+      o.act = SOPHON_ENTRY(prog->acts, prog->num_acts, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
-      if (act == NULL) return bad_index(dev, "activation", c->p);
-      return sophon_tiu_activation(dev, a, b, act);
-    }
+      if (o.act == NULL) return bad_index(dev, "activation", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_SOFTMAX:
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
-      return sophon_tiu_softmax(dev, a, b);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_TIMESTEP:
       return sophon_timestep_end(dev);
-    case SOPHON_CMD_CONV2D_INT8: {
-      const sophon_conv_params* p = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
-      const sophon_requant* q = SOPHON_ENTRY(prog->requants, prog->num_requants, c->q);
+    case SOPHON_CMD_FC_INT8:
+      o.requant = SOPHON_ENTRY(prog->requants, prog->num_requants, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
-      if (p == NULL) return bad_index(dev, "conv params", c->p);
-      if (q == NULL) return bad_index(dev, "requant", c->q);
-      return sophon_tiu_conv2d_int8(dev, a, b, lc, ld, p, q);
-    }
-    case SOPHON_CMD_FC_INT8: {
-      const sophon_requant* q = SOPHON_ENTRY(prog->requants, prog->num_requants, c->p);
+      if (o.requant == NULL) return bad_index(dev, "requant", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_ADD_INT8:
+      o.add = SOPHON_ENTRY(prog->adds, prog->num_adds, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
-      if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
-      if (q == NULL) return bad_index(dev, "requant", c->p);
-      return sophon_tiu_fc_int8(dev, a, b, lc, ld, q);
-    }
-    case SOPHON_CMD_ADD_INT8: {
-      const sophon_add_int8_params* p = SOPHON_ENTRY(prog->adds, prog->num_adds, c->p);
-      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
-      if (p == NULL) return bad_index(dev, "add params", c->p);
-      return sophon_tiu_add_int8(dev, a, b, lc, p);
-    }
-    case SOPHON_CMD_POOL2D_INT8: {
-      const sophon_pool_params* p = SOPHON_ENTRY(prog->pools, prog->num_pools, c->p);
-      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
-      if (p == NULL) return bad_index(dev, "pool params", c->p);
-      return sophon_tiu_pool2d_int8(dev, a, b, p, c->c, c->d);
-    }
-    case SOPHON_CMD_COPY: {
+      if (o.add == NULL) return bad_index(dev, "add params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
       if ((s = make_global(dev, prog, buffers, c->c, &src)) != SOPHON_OK) return s;

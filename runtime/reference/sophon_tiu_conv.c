@@ -1,20 +1,21 @@
 /*
  * sophon_tiu_conv.c - TIU conv2d and fully-connected instructions.
  *
- * Each instruction validates its descriptors, checks LMEM bounds and operand
- * overlap once, then runs a reference kernel (f32 for now) and updates the
- * counters. Accumulation order is fixed: conv sums in_channel, filter_y,
- * filter_x in that order from 0, then adds the bias, then the activation; fc
- * sums k in order, then bias, then activation. Padding taps are skipped (they
+ * The reference kernels (f32) and each instruction's checks (descriptors, LMEM
+ * bounds and operand overlap), which isa/sophon_isa.c runs first. Accumulation
+ * order is fixed: conv sums in_channel, filter_y, filter_x in that order from 0,
+ * then adds the bias, then the activation; fc sums k in order, then bias, then
+ * activation. Padding taps are skipped (they
  * read as zero).
  */
-#include "sophon_internal.h"
+#include "reference/sophon_tiu_activation.h"
+#include "reference/sophon_reference.h"
 
 /* ------------------------------------------------------------- conv2d */
 
-static void conv2d_f32(sophon_device* dev, const sophon_local* out,
-                       const sophon_local* in, const sophon_local* weight,
-                       const sophon_local* bias, const sophon_conv_params* p) {
+void sophon_ref_conv2d_f32(sophon_device* dev, const sophon_local* out,
+                           const sophon_local* in, const sophon_local* weight,
+                           const sophon_local* bias, const sophon_conv_params* p) {
   sophon_view out_v, in_v, weight_v, bias_v;
   const int32_t in_c_per_group = in->c / p->groups;
   const int32_t out_c_per_group = out->c / p->groups;
@@ -145,14 +146,14 @@ sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const
   return SOPHON_OK;
 }
 
-sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
-                                const sophon_local* in, const sophon_local* weight,
-                                const sophon_local* bias, const sophon_conv_params* p) {
-  static const char* op = "tiu_conv2d";
+/* tiu_conv2d's checks (operands: out, a = in, b = weight, c = bias (or NULL), conv); the
+ * instruction table (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
+                                      const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a, *weight = o->b, *bias = o->c;
+  const sophon_conv_params* p = o->conv;
   sophon_status s;
-  uint64_t macs;
 
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   /* descriptors */
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
@@ -176,29 +177,14 @@ sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
   if (bias != NULL && (s = sophon_check_disjoint(dev, op, out, "bias", bias)) != SOPHON_OK)
     return s;
 
-  switch (in->dtype) {
-    case SOPHON_F32:
-      if (dev->reference || sophon_fast_conv2d_f32(dev, out, in, weight, bias, p) != 0)
-        conv2d_f32(dev, out, in, weight, bias, p);
-      break;
-    default: break; /* rejected by sophon_check_tiu_dtype */
-  }
-
-  macs = (uint64_t)out->n * (uint64_t)out->c * (uint64_t)out->h * (uint64_t)out->w *
-         (uint64_t)(in->c / p->groups) * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
-  sophon_count_tiu(dev, sophon_cost_conv2d(&dev->chip, out, in, p), macs);
-  sophon_touch(dev, out);
-  sophon_touch(dev, in);
-  sophon_touch(dev, weight);
-  if (bias != NULL) sophon_touch(dev, bias);
   return SOPHON_OK;
 }
 
 /* ----------------------------------------------------------------- fc */
 
-static void fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                   const sophon_local* weight, const sophon_local* bias,
-                   const sophon_activation* act) {
+void sophon_ref_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_activation* act) {
   sophon_view out_v, in_v, weight_v, bias_v;
   const int32_t batches = in->n, depth = in->c;
   int32_t batch, out_feature, k;
@@ -253,13 +239,14 @@ sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const s
   return SOPHON_OK;
 }
 
-sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
-                            const sophon_local* in, const sophon_local* weight,
-                            const sophon_local* bias, const sophon_activation* act) {
-  static const char* op = "tiu_fc";
+/* tiu_fc's checks (operands: out, a = in, b = weight, c = bias (or NULL), act); the
+ * instruction table (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op,
+                                  const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a, *weight = o->b, *bias = o->c;
+  const sophon_activation* act = o->act;
   sophon_status s;
 
-  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
@@ -282,19 +269,5 @@ sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
   if (bias != NULL && (s = sophon_check_disjoint(dev, op, out, "bias", bias)) != SOPHON_OK)
     return s;
 
-  switch (in->dtype) {
-    case SOPHON_F32:
-      if (dev->reference || sophon_fast_fc_f32(dev, out, in, weight, bias, act) != 0)
-        fc_f32(dev, out, in, weight, bias, act);
-      break;
-    default: break; /* rejected by sophon_check_tiu_dtype */
-  }
-
-  sophon_count_tiu(dev, sophon_cost_fc(&dev->chip, out, in),
-                   (uint64_t)in->n * (uint64_t)weight->c * (uint64_t)in->c);
-  sophon_touch(dev, out);
-  sophon_touch(dev, in);
-  sophon_touch(dev, weight);
-  if (bias != NULL) sophon_touch(dev, bias);
   return SOPHON_OK;
 }

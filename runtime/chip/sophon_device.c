@@ -1,5 +1,5 @@
 /*
- * sophon_device.c - the emulated device: status and dtype names, the LMEM lane
+ * sophon_device.c - the emulated device: status names, the LMEM lane
  * layout, device lifetime, error reporting, counters, raw LMEM access, and the
  * descriptor checks shared by all instructions.
  */
@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sophon_internal.h"
+#include "chip/sophon_cost.h"
+#include "chip/sophon_internal.h"
 
 /* ------------------------------------------------------------- names */
 
@@ -22,24 +23,6 @@ const char* sophon_status_name(sophon_status status) {
     case SOPHON_ERR_NOMEM: return "SOPHON_ERR_NOMEM";
   }
   return "SOPHON_ERR_UNKNOWN";
-}
-
-int32_t sophon_dtype_size(sophon_dtype dtype) {
-  switch (dtype) {
-    case SOPHON_F32: return 4;
-    case SOPHON_I8: return 1;
-    case SOPHON_I32: return 4;
-  }
-  return 0;
-}
-
-const char* sophon_dtype_name(sophon_dtype dtype) {
-  switch (dtype) {
-    case SOPHON_F32: return "F32";
-    case SOPHON_I8: return "I8";
-    case SOPHON_I32: return "I32";
-  }
-  return "?";
 }
 
 /* ------------------------------------------------------------- layout */

@@ -1,7 +1,7 @@
 /*
  * sophon_fast_eltwise.c - fast f32 binary element-wise and pool2d, beside the
- * reference kernels of sophon_tiu_eltwise.c and sophon_tiu_pool.c (same operands,
- * already checked by the instruction).
+ * reference kernels of reference/sophon_tiu_binary.c and sophon_tiu_pool.c (same
+ * operands, already checked by the instruction).
  *
  * Binary (out = act(a op b) with broadcast). A (batch, channel) plane of out is h
  * rows of w; an operand row is either a row of w floats or one float repeated (a
@@ -37,7 +37,7 @@
 #include <float.h>
 #include <math.h>
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 /* Pool kernels wider than this run every output through the per-output path. */
 #define MAX_TAP_COLS 64
@@ -57,7 +57,7 @@ typedef struct {
   int use_avx2;
 } binary_job;
 
-/* a op b, as binary_f32 of sophon_tiu_eltwise.c. */
+/* a op b, as binary_f32 of sophon_tiu_binary.c. */
 static inline float binary_op_f32(sophon_binary_op op, float x, float y) {
   switch (op) {
     case SOPHON_BINARY_ADD: return x + y;

@@ -18,7 +18,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 
-#include "sophon_threads.h"
+#include "chip/sophon_threads.h"
 
 #include <pthread.h>
 #include <stdlib.h>

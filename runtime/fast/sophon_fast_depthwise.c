@@ -38,7 +38,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 /* Kernels with more taps than this (not seen in practice) run the reference's way. */
 #define MAX_TAPS 256

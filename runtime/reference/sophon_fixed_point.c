@@ -1,6 +1,6 @@
 /*
- * sophon_quant.c - the fixed-point arithmetic of the INT8 instructions, stated as
- * TFLite states it (quantization_util.cc QuantizeMultiplier; common.h
+ * sophon_fixed_point.c - the fixed-point arithmetic of the INT8 instructions
+ * (sophon_quant.h, sophon_reference.h), stated as TFLite states it (quantization_util.cc QuantizeMultiplier; common.h
  * SaturatingRoundingDoublingHighMul, RoundingDivideByPOT,
  * MultiplyByQuantizedMultiplier, MultiplyByQuantizedMultiplierSmallerThanOneExp,
  * the default "double rounding" build).
@@ -18,7 +18,7 @@
  */
 #include <math.h>
 
-#include "sophon_internal.h"
+#include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
 /* floor(x / 2^exponent) for exponent in [0, 62], |x| < 2^62. */

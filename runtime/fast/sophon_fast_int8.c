@@ -1,9 +1,9 @@
 /*
  * sophon_fast_int8.c - fast INT8 conv2d and fc, beside the reference kernels of
- * sophon_tiu_int8.c, which stay the specification (tests/test_fast_int8.py checks
- * one against the other for equality, at every thread count and instruction-set
- * level). Same operands, already checked by the instruction; the LMEM lane layout
- * is read and written as it is.
+ * reference/sophon_tiu_conv_int8.c, which stay the specification
+ * (tests/test_fast_int8.py checks one against the other for equality, at every
+ * thread count and instruction-set level). Same operands, already checked by the
+ * instruction; the LMEM lane layout is read and written as it is.
  *
  * A conv2d takes one of three paths:
  *
@@ -58,7 +58,7 @@
  *
  * Exactness. Every product w * (in - input_zero_point) is within +-32640 and the
  * instruction checked K <= 65793 taps, so every partial sum, in any order, stays
- * within int32 (the bound in sophon_tiu_int8.c); _mm256_madd_epi16 adds two
+ * within int32 (the bound in sophon_tiu_conv_int8.c); _mm256_madd_epi16 adds two
  * products exactly. For VNNI, |w * u| <= 128 * 255 = 32640 as well, so every
  * partial sum of the w * u, and (input_zero_point + 128) * sum_k w (at most
  * 255 * 128 * K), are also within int32; vpdpbusd's sum of 4 products (<= 130560)
@@ -69,7 +69,7 @@
  */
 #include <string.h>
 
-#include "sophon_fast_int8.h"
+#include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------- requantization */
@@ -110,7 +110,7 @@ static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bi
   return c;
 }
 
-/* The reference's requantization (sophon_tiu_int8.c: requantize(saturate_i32(acc +
+/* The reference's requantization (sophon_tiu_conv_int8.c: requantize(saturate_i32(acc +
  * bias))) with the same fixed-point function, inlined. acc - offset is the
  * reference's accumulator, exact in int32 (file comment). */
 static int8_t requantize(int32_t acc, const rq_channel* c, const rq_output* o) {

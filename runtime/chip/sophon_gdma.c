@@ -26,7 +26,8 @@
  */
 #include <string.h>
 
-#include "sophon_fast.h"
+#include "chip/sophon_cost.h"
+#include "chip/sophon_host.h"
 
 /* Transfers of at least this many bytes are split over the device's threads. */
 #define GDMA_PARALLEL_MIN_BYTES (1 << 20)

@@ -1,5 +1,5 @@
 /*
- * sophon_fast_int8.h - TFLite's fixed-point primitives (sophon_internal.h) on
+ * sophon_fast_int8.h - TFLite's fixed-point primitives (chip/sophon_internal.h) on
  * vectors, for the fast INT8 kernels (sophon_fast_int8.c,
  * sophon_fast_int8_eltwise.c); not public API.
  *
@@ -25,7 +25,7 @@
 #ifndef SOPHON_FAST_INT8_H_
 #define SOPHON_FAST_INT8_H_
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 #if SOPHON_X86_DISPATCH
 

@@ -45,7 +45,7 @@
  */
 #include <string.h>
 
-#include "sophon_fast.h"
+#include "fast/sophon_fast.h"
 
 enum {
   MR_MAX = 8,  /* micro-tile rows (output channels): 8 with AVX-512, else 6 */
