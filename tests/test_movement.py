@@ -365,6 +365,14 @@ def _torch_blocks():
             "fire": (Fire(), (1, 17, 7, 7))}
 
 
+# DDR-to-DDR copies each block needs: the shuffle unit copies its untouched half
+# (a view of its input) into the concat and shuffles once; the dense block copies
+# its input (a region argument) into the block's buffer, and every feature map
+# is stored in place (each concat reuses the one before it); the fire module's
+# two expand convs store straight into their halves of the concat
+COPIES = {"shuffle_unit": 2, "dense_block": 1, "fire": 0}
+
+
 @pytest.mark.parametrize("name", ["shuffle_unit", "dense_block", "fire"])
 def test_block_is_one_region_with_nothing_on_the_host(name, tmp_path):
     import io
@@ -388,6 +396,8 @@ def test_block_is_one_region_with_nothing_on_the_host(name, tmp_path):
     report = tvm_sophon.offload_report(partitioned)
     assert len(report.regions) == 1 and not report.host_ops, report.format()
     assert "sophon.concat" in report.offloaded
+    (program,) = codegen.lower_functions(list(sophon_regions(tvm_sophon.PlanRegions()(partitioned)).values()))
+    assert _kinds(program).count("Copy") == COPIES[name]
     vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(x.numpy())).numpy()
     (expected,) = fm.onnxruntime_run(buffer.getvalue(), {"x": x.numpy()})

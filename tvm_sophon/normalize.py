@@ -12,6 +12,7 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
     split(x)[i]                         -> strided_slice(x, ...)           a view of x on the chip
     concat(> 8 inputs)                  -> concat of concats               the patterns' arity
+    concat(x0..xk), c = concat(x0..xj)  -> concat(c, xj+1..xk)             DenseNet's growing concats
     conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
 
 TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
@@ -435,6 +436,42 @@ def NestWideConcat() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonNestWideConcat", _rewrite_wide_concat)
 
 
+def _reuse_concat_prefix(func: relax.Function, _mod) -> relax.Function:
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def __init__(self):
+            super().__init__()
+            self.seen: list = []      # (var, fields, axis) of the concats so far
+
+        def visit_var_binding_(self, binding):
+            value = binding.value
+            if not (isinstance(value, relax.Call) and value.op.name == "relax.concat"
+                    and isinstance(value.args[0], relax.Tuple)):
+                return super().visit_var_binding_(binding)
+            fields = [self.visit_expr(f) for f in value.args[0].fields]
+            axis = int(value.attrs.axis)
+            prefix = max((s for s in self.seen if s[2] == axis and 0 < len(s[1]) < len(fields)
+                          and all(a.same_as(b) for a, b in zip(s[1], fields))),
+                         key=lambda s: len(s[1]), default=None)
+            if prefix is not None:
+                new = relax.op.concat([prefix[0], *fields[len(prefix[1]):]], axis)
+                self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(new)))
+            else:
+                super().visit_var_binding_(binding)
+            self.seen.append((binding.var, fields, axis))
+
+    return Rewriter().visit_expr(func)
+
+
+def ReuseConcatPrefix() -> tvm.transform.Pass:  # noqa: N802
+    """``concat(x0, .., xk)`` -> ``concat(c, x_j, .., xk)`` when an earlier ``c =
+    concat(x0, .., x_j-1)`` exists (DenseNet concatenates every earlier feature map
+    again in each layer). On the chip the earlier concat is then written straight
+    into the later one, and each feature map is stored once, into the block's
+    final buffer, instead of copied into every concat."""
+    return _function_pass("SophonReuseConcatPrefix", _reuse_concat_prefix)
+
+
 def _window_pads(pad: relax.Call, layout: str) -> Optional[tuple[int, int, int, int]]:
     """(top, left, bottom, right) of a pad that pads only H and W of ``layout``."""
     width = [int(v) for v in pad.attrs.pad_width]
@@ -504,7 +541,8 @@ def FoldPadIntoWindow() -> tvm.transform.Pass:  # noqa: N802
 
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), NestWideConcat(), FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
+            relax.transform.DeadCodeElimination()]
 
 
 # ------------------------------------------------------------------ all
@@ -530,7 +568,7 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
-        SplitToSlices(), NestWideConcat(), FoldPadIntoWindow(),
+        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
         *fold,
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),
