@@ -36,6 +36,27 @@ def test_clip_becomes_relax_clip_fused_into_conv(files):
     assert report.host_ops == [] and "sophon.reshape" in report.offloaded  # Flatten too, as a view
 
 
+def test_sum_dropout_and_noop_reshape_are_normalised_onto_the_chip(tmp_path):
+    """ONNX Sum (imported as broadcast_to + stack + sum) becomes add and fuses with
+    its ReLU; Dropout and a Reshape to the same shape are gone; one region before
+    the flatten, and the result matches onnxruntime."""
+    path = tmp_path / "sum.onnx"
+    path.write_bytes(fm.onnx_sum_residual())
+    mod = load(path)
+    names = host_ops(mod)
+    assert not {"relax.stack", "relax.sum", "relax.broadcast_to", "relax.nn.dropout"} & set(names)
+    assert names.count("relax.reshape") == 1  # only Flatten
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    # the Flatten runs on the chip too (a view), and so the dense layer after it
+    assert report.regions[0].composites == ["sophon.conv2d_bias_relu", "sophon.conv2d", "sophon.add_relu",
+                                            "sophon.reshape", "sophon.matmul"]
+    x = np.random.default_rng(5).standard_normal((1, 5, 7, 7)).astype("float32")
+    out = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    # float32 both sides, different summation order over at most 245 products
+    np.testing.assert_allclose(out, fm.onnxruntime_run(fm.onnx_sum_residual(), {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_chip_matches_onnxruntime(files):
     vm = relax.VirtualMachine(tvm_sophon.build(load(files["clip"])), tvm.cpu())
     # scaled so that some values exceed the clip's upper bound of 6

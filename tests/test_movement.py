@@ -422,3 +422,16 @@ def test_movement_between_host_ops_stays_on_the_host():
     assert not report.regions
     assert [(op.op, op.reason) for op in report.host_ops if op.op == "relax.reshape"] == \
         [("relax.reshape", HOST_REASON)]
+
+
+def test_pad_with_an_infinite_value_stays_on_the_host():
+    x = _rand((1, 3, 5, 5), 6)
+
+    def body(bb, v):
+        y = bb.emit(relax.op.nn.pad(bb.emit(relax.op.nn.relu(v["x"])), [0, 0, 0, 0, 1, 1, 1, 1],
+                                    pad_value=float("-inf")))
+        return relax.op.nn.relu(y)
+
+    report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(make_module({"x": x}, {}, body)))
+    assert [(op.op, op.reason) for op in report.host_ops] == \
+        [("relax.nn.pad", "pad value -inf (the GDMA fill takes a finite constant)")]

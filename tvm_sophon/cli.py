@@ -83,6 +83,13 @@ def _cli_command(func):
     return wrapped
 
 
+def _chip(arg: str):
+    """--chip: a bundled profile name, or a profile file ending in .json."""
+    from .chip import get_chip, load_chip
+
+    return load_chip(arg) if arg.endswith(".json") else get_chip(arg)
+
+
 def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.rpartition("=")
     try:
@@ -95,15 +102,40 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _signature_function(inputs, outputs: list, chip: str, model: str, report_json: str):
+def _signature_function(inputs, own_names: list, outputs: list, chip: str, model: str, report_json: str):
+    """The library's signature. Inputs carry the model's own names (``name``, what
+    --input takes) beside TVM's renamed parameters (``param``: its ONNX importer
+    turns ``a.b`` into ``a_b`` and a clashing ``a_b`` into ``a_b_1``)."""
     import json
 
     from tvm import ir, relax
 
+    if len(own_names) != len(inputs) or len(set(own_names)) != len(own_names):
+        own_names = [i.name for i in inputs]
     text = json.dumps({"format": 1, "model": model, "chip": chip,
-                       "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
+                       "inputs": [{"name": own, "param": i.name, "shape": list(i.shape), "dtype": i.dtype}
+                                  for own, i in zip(own_names, inputs)],
                        "outputs": outputs, "offload_report": json.loads(report_json)})
     return relax.Function([], ir.expr.StringImm(text)).with_attr("global_symbol", SIGNATURE_FUNCTION)
+
+
+def _input_names(path) -> list:
+    """The model file's own input names in call order (TVM may rename them), or []."""
+    from .frontend import _tflite_input_names
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".onnx":
+            import onnx
+            graph = onnx.load(str(path), load_external_data=False).graph
+            initializers = {init.name for init in graph.initializer}
+            return [i.name for i in graph.input if i.name not in initializers]
+        if suffix == ".tflite":
+            import tflite
+            return _tflite_input_names(tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    except Exception:  # the file was already validated by the import
+        return []
+    return []
 
 
 def _output_names(path) -> list:
@@ -126,10 +158,10 @@ def _output_names(path) -> list:
 
 @_cli_command
 def _compile(args) -> int:
-    from . import build, get_chip, offload_report, partition_for_sophon
+    from . import build, libcheck, offload_report, partition_for_sophon, toolchain
     from .frontend import inputs_of, load
 
-    chip = get_chip(args.chip)
+    chip = _chip(args.chip)
     if args.quantize is not None and args.calibration is None:
         raise CliError("--quantize int8 needs --calibration DATA.npz (model inputs to calibrate on)")
     shapes = dict(_parse_shape(s) for s in args.input_shape)
@@ -150,9 +182,10 @@ def _compile(args) -> int:
     report = offload_report(partitioned)
     partitioned = partitioned.clone()
     partitioned[SIGNATURE_FUNCTION] = _signature_function(
-        inputs, _output_names(args.model), chip.name, str(args.model), report.to_json())
+        inputs, _input_names(args.model), _output_names(args.model), chip.name, str(args.model), report.to_json())
     ex = build(partitioned, chip=chip)
-    ex.export_library(str(args.output))
+    ex.export_library(str(args.output), fcompile=toolchain.create_shared)  # $CC may carry flags
+    libcheck.stamp(args.output)
     print(report.format())
     print(f"inputs: {', '.join(f'{i.name}{list(i.shape)} {i.dtype}' for i in inputs)}")
     print(f"wrote {args.output} for {chip.name} in {time.perf_counter() - start:.1f} s")
@@ -186,12 +219,11 @@ def _calibration_batches(path, inputs) -> list[dict]:
 
 @_cli_command
 def _compare(args) -> int:
-    from . import get_chip
     from .frontend import inputs_of, load
     from .models import MODELS, bind_params
     from .quantize import compare
 
-    chip = get_chip(args.chip)
+    chip = _chip(args.chip)
     if args.model in MODELS:
         mod, params, example = MODELS[args.model]()
         batches = [example]
@@ -222,8 +254,9 @@ def _load_library(path):
     import tvm
     from tvm import relax
 
-    if not Path(path).is_file():
-        raise CliError(f"library {path} does not exist")
+    from . import libcheck
+
+    libcheck.check(path)  # before the loader maps it: a truncated file is a SIGBUS there
     try:
         lib = tvm.runtime.load_module(str(path))
         vm = relax.VirtualMachine(lib, tvm.cpu())
@@ -239,13 +272,17 @@ def _load_library(path):
 
 def _read_inputs(specs, signature) -> list:
     expected = {i["name"]: i for i in signature["inputs"]}
+    renamed = {i["param"]: i["name"] for i in signature["inputs"] if i.get("param", i["name"]) != i["name"]}
     given = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
+        name, sep, path = spec.rpartition("=")  # the last '=': a name may contain '='
         if not sep or not name or not path:
             raise CliError(f"--input {spec!r}: expected NAME=FILE.npy")
         if name not in expected:
-            raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)})")
+            hint = f"; '{name}' is TVM's name for the input '{renamed[name]}'" if name in renamed else ""
+            raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)}{hint})")
+        if name in given:
+            raise CliError(f"--input '{name}' is given twice")
         try:
             array = np.load(path, allow_pickle=False)
         except FileNotFoundError:
@@ -291,7 +328,7 @@ def _run(args) -> int:
         summary = np.array2string(out.ravel()[:8], precision=4)
         print(f"{name}: {list(out.shape)} {out.dtype} {summary}{' ...' if out.size > 8 else ''}")
     if args.output:
-        np.savez(args.output, **dict(zip(names, outputs)))
+        _save_npz(args.output, names, outputs)
         print(f"wrote {', '.join(names)} to {args.output}")
     print(f"host time of the emulated run: {seconds * 1e3:.1f} ms")
     if args.profile:
@@ -301,13 +338,26 @@ def _run(args) -> int:
     return 0
 
 
+def _save_npz(path, names: list, arrays: list) -> None:
+    """An .npz (np.load reads it) with one array per output under its own name:
+    what np.savez writes, without passing names as keyword arguments (an output
+    named 'file' or 'allow_pickle' would clash with savez's own parameters)."""
+    import zipfile
+
+    if len(set(names)) != len(names):
+        names = [f"output_{k}" for k in range(len(arrays))]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in zip(names, arrays):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+
+
 @_cli_command
 def _profile(args) -> int:
-    from . import get_chip
     from .models import MODELS
     from .profile import profile_model
 
-    chip = get_chip(args.chip)
+    chip = _chip(args.chip)
     if args.model in MODELS:
         kwargs = {"batch": args.batch} if args.batch is not None else {}
         try:
@@ -345,7 +395,8 @@ def _add_model_commands(sub) -> None:
     comp = sub.add_parser("compile", help="compile a .tflite or .onnx model into a library for the chip")
     comp.add_argument("model", help="model file: .tflite or .onnx")
     comp.add_argument("-o", "--output", required=True, help="library to write (.so)")
-    comp.add_argument("--chip", default="bm1680", help="chip profile (default: bm1680)")
+    comp.add_argument("--chip", default="bm1680", help="chip profile: a bundled name (default: bm1680) "
+                      "or a profile file FILE.json")
     comp.add_argument("--input-shape", action="append", default=[], metavar="NAME=D1,D2,...",
                       help="static shape of an input (repeatable), e.g. image=1,3,224,224")
     comp.add_argument("--quantize", choices=["int8"], help="post-training quantization (needs an INT8 chip)")
@@ -358,7 +409,8 @@ def _add_model_commands(sub) -> None:
     run = sub.add_parser("run", help="run a library built by `compile` on .npy inputs")
     run.add_argument("library", help="library written by `tvm-sophon compile`")
     run.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy",
-                     help="one model input (repeatable)")
+                     help="one model input by the model's own name (repeatable); the last '=' "
+                          "separates, so a name may contain '='")
     run.add_argument("--output", metavar="OUT.npz", help="save the outputs (keys: the model's output names)")
     run.add_argument("--profile", action="store_true", help="print the chip counters of the run")
     run.add_argument("--verbose", action="store_true", help="show tracebacks on errors")

@@ -17,6 +17,10 @@ from .codegen.emit_c import STATS_SYMBOL
 
 
 def _modules(obj):
+    from .vm import ThreadLocalVM
+
+    if isinstance(obj, ThreadLocalVM):
+        obj = obj.vm
     if isinstance(obj, relax.VirtualMachine):
         yield obj.module
     if isinstance(obj, tvm.runtime.Executable):

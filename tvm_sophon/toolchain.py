@@ -210,3 +210,24 @@ def build_executable(sources: list[Path], out: Path, flags: "list[str] | None" =
     flags = runtime_flags() if flags is None else flags
     _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), *map(str, sources), "-lm", "-o", str(out)])
     return out
+
+
+def create_shared(output: str, objects, options=None, **kwargs):
+    """TVM's ``create_shared`` (the ``fcompile`` of ``export_library``) with ``$CC``
+    split like everywhere here: TVM runs ``$CC`` as one program name, so
+    ``CC="gcc -O2"`` fails there with FileNotFoundError. Use as
+    ``ex.export_library(path, fcompile=tvm_sophon.toolchain.create_shared)``
+    (``tvm-sophon compile`` does)."""
+    from tvm.support import cc as tvm_cc
+
+    program, *flags = compiler()
+    return tvm_cc.create_shared(output, objects, options=[*flags, *(options or [])], cc=program, **kwargs)
+
+
+def _target_triple():
+    proc = subprocess.run([*compiler(), "-dumpmachine"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+create_shared.get_target_triple = _target_triple
+create_shared.output_format = "so"

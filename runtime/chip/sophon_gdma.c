@@ -335,9 +335,10 @@ static sophon_status check_pair(sophon_device* dev, const char* op, const char* 
   return sophon_check_bounds(dev, op, lname, l);
 }
 
-static void count_gdma(sophon_device* dev, const sophon_local* l, uint64_t bytes,
-                       int is_load) {
-  sophon_count_gdma(dev, sophon_cost_gdma(&dev->chip, bytes), bytes, is_load);
+static void count_gdma(sophon_device* dev, const sophon_local* l, const sophon_global* g,
+                       uint64_t bytes, int is_load) {
+  const int64_t strides[4] = {g->stride_n, g->stride_c, g->stride_h, g->stride_w};
+  sophon_count_gdma(dev, sophon_cost_gdma_transfer(&dev->chip, l, strides), bytes, is_load);
   sophon_touch(dev, l);
 }
 
@@ -356,7 +357,7 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
   if (status != SOPHON_OK) return status;
 
   gdma_run(dev, dst, src, 1, tensor_bytes(dst));
-  count_gdma(dev, dst, tensor_bytes(dst), 1);
+  count_gdma(dev, dst, src, tensor_bytes(dst), 1);
   return SOPHON_OK;
 }
 
@@ -380,7 +381,7 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                             (int)dst->c, (int)dst->h, (int)dst->w);
 
   gdma_run(dev, src, dst, 0, tensor_bytes(src));
-  count_gdma(dev, src, tensor_bytes(src), 0);
+  count_gdma(dev, src, dst, tensor_bytes(src), 0);
   return SOPHON_OK;
 }
 
@@ -427,6 +428,18 @@ static sophon_status check_written(sophon_device* dev, const char* op, const sop
                             (long long)g->stride_h, (long long)g->stride_w, (int)g->n, (int)g->c,
                             (int)g->h, (int)g->w);
   return SOPHON_OK;
+}
+
+/* The dims and strides of a view, as the cost model takes them. */
+static void dims_strides(const sophon_global* g, int32_t dims[4], int64_t strides[4]) {
+  dims[0] = g->n;
+  dims[1] = g->c;
+  dims[2] = g->h;
+  dims[3] = g->w;
+  strides[0] = g->stride_n;
+  strides[1] = g->stride_c;
+  strides[2] = g->stride_h;
+  strides[3] = g->stride_w;
 }
 
 static uint64_t global_bytes(const sophon_global* g) {
@@ -478,7 +491,14 @@ sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
     }
   }
   bytes = global_bytes(dst);
-  sophon_count_gdma(dev, sophon_cost_gdma_copy(&dev->chip, bytes), bytes, 0);
+  {
+    int32_t dims[4];
+    int64_t dst_strides[4], src_strides[4];
+    dims_strides(dst, dims, dst_strides);
+    dims_strides(src, dims, src_strides);
+    sophon_count_gdma(dev, sophon_cost_gdma_copy(&dev->chip, dims, dst->dtype, dst_strides, src_strides),
+                      bytes, 0);
+  }
   dev->counters.bytes_loaded += bytes; /* DDR read as well as written */
   return SOPHON_OK;
 }
@@ -524,6 +544,11 @@ sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, dou
                                         h * dst->stride_h + w * dst->stride_w) * elem,
                  pattern, (size_t)elem);
   bytes = global_bytes(dst);
-  sophon_count_gdma(dev, sophon_cost_gdma(&dev->chip, bytes), bytes, 0);
+  {
+    int32_t dims[4];
+    int64_t strides[4];
+    dims_strides(dst, dims, strides);
+    sophon_count_gdma(dev, sophon_cost_gdma_fill(&dev->chip, dims, dst->dtype, strides), bytes, 0);
+  }
   return SOPHON_OK;
 }

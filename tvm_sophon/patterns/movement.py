@@ -14,6 +14,7 @@ depth-to-space through 6-D): the GDMA moves them as 4-D strided pieces.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from tvm import relax
@@ -65,6 +66,9 @@ def rule_pad(ann: dict) -> Optional[str]:
         return f"pad mode {attrs.pad_mode} (the chip's GDMA fills constants only)"
     if any(int(p) < 0 for p in attrs.pad_width):
         return "negative pad width (a crop: expected as strided_slice)"
+    value = getattr(attrs.pad_value, "value", attrs.pad_value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"pad value {value} (the GDMA fill takes a finite constant)"
     return None
 
 
