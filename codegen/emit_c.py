@@ -56,6 +56,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
     locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
+    resizes = _Table()
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -135,6 +136,11 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Softmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Resize):
+            p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
+                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")
+            cmds.add(f"{{SOPHON_CMD_RESIZE, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QConv2d):
             cmds.add(f"{{SOPHON_CMD_CONV2D_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}, {requant(step.requant)}}}",
@@ -167,12 +173,14 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              *arrays,
              requants.render("sophon_requant", f"{r}_requants"),
              adds.render("sophon_add_int8_params", f"{r}_adds"),
+             resizes.render("sophon_resize_params", f"{r}_resizes"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
-                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}}};")
+                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, "
+                 f".resizes = {r}_resizes, .num_resizes = {count(resizes)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

@@ -28,6 +28,7 @@ ROOT_OPS = {
     "relax.nn.adaptive_avg_pool2d", "relax.mean", "relax.add", "relax.subtract",
     "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
+    "relax.image.resize2d",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN"}
@@ -110,7 +111,7 @@ class Layer:
 
     index: int
     pattern: str
-    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax
+    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax | resize
     out: Operand
     acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
     params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
@@ -299,6 +300,15 @@ class _Analysis:
             axis = int(root.attrs.axis) % rank
             view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
             self.add(comp, "softmax", view, [self.operand(x, view)], [])
+        elif name == "relax.image.resize2d":
+            from tvm_sophon.patterns.resize import resize_modes
+
+            layout = str(root.attrs.layout)
+            view = P.layout_view(layout)
+            x = comp.region_value(root.args[0])
+            method, coord, rounding = resize_modes(root.attrs)
+            self.add(comp, "resize", view, [self.operand(x, view)], [], method=method, coord=coord,
+                     rounding=rounding)
         elif name in ACTIVATIONS:
             x = comp.region_value(root.args[0])
             view = self.views.get(x) or P.default_view(len(shape_of(x)))

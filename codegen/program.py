@@ -215,6 +215,22 @@ class Softmax:
 
 
 @dataclasses.dataclass
+class Resize:
+    """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
+    out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
+    out: Local
+    input: Local
+    method: str                           # NEAREST | BILINEAR
+    coord: str                            # HALF_PIXEL ALIGN_CORNERS ASYMMETRIC ...
+    rounding: str                         # HALF_EVEN PREFER_FLOOR PREFER_CEIL FLOOR CEIL
+    in_h: int
+    out_h: int
+    in_row0: int = 0
+    out_row0: int = 0
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class QConv2d:
     """INT8 conv2d (incl. depthwise) with TFLite requantization (sophon_quant.h)."""
     out: Local
@@ -268,7 +284,7 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, QConv2d, QFullyConnected, QAdd, QPool2d)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans

@@ -293,6 +293,53 @@ sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
 sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
                                  const sophon_local* in);
 
+typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
+
+/* Where output pixel x samples the input (scale = in_size / out_size, in f32):
+ * the coordinate modes of ONNX Resize / TVM's image.resize2d. */
+typedef enum {
+  SOPHON_COORD_HALF_PIXEL = 0,         /* (x + 0.5) * scale - 0.5 */
+  SOPHON_COORD_ALIGN_CORNERS = 1,      /* x * (in - 1) / (out - 1); out = 1 needs in = 1 */
+  SOPHON_COORD_ASYMMETRIC = 2,         /* x * scale */
+  SOPHON_COORD_PYTORCH_HALF_PIXEL = 3, /* half pixel, but 0 when out = 1 */
+  SOPHON_COORD_TF_HALF_PIXEL_FOR_NN = 4 /* (x + 0.5) * scale */
+} sophon_resize_coord;
+
+/* How NEAREST turns the coordinate into an index (BILINEAR ignores it). */
+typedef enum {
+  SOPHON_ROUND_HALF_EVEN = 0,          /* round to nearest, ties to even */
+  SOPHON_ROUND_PREFER_FLOOR = 1,       /* ceil(v - 0.5) */
+  SOPHON_ROUND_PREFER_CEIL = 2,        /* floor(v + 0.5) */
+  SOPHON_ROUND_FLOOR = 3,              /* floor(v + 1e-5) */
+  SOPHON_ROUND_CEIL = 4                /* ceil(v - 1e-5) */
+} sophon_resize_rounding;
+
+/* The image's full heights and where the operands' rows sit in it, so that a band
+ * of output rows can be computed from the band of input rows it reads. Widths are
+ * never sliced: in->w and out->w are the full widths. */
+typedef struct {
+  sophon_resize_method method;
+  sophon_resize_coord coord;
+  sophon_resize_rounding rounding;
+  int32_t in_h, out_h;        /* full image heights */
+  int32_t in_row0, out_row0;  /* first image row held by in / out */
+} sophon_resize_params;
+
+/*
+ * 2-D resize of every (n, c) plane: in (N, C, h_in, W_in) -> out (N, C, h_out, W_out),
+ * where out holds image rows [out_row0, out_row0 + h_out) of an out_h-row image and
+ * in holds rows [in_row0, in_row0 + h_in) of an in_h-row one. Along each axis the
+ * source coordinate v of output index x follows `coord` (in f32, as TVM's topi):
+ *   NEAREST:  out = in[clamp(round(v_y))][clamp(round(v_x))], round by `rounding`;
+ *             ASYMMETRIC with FLOOR and an integer ratio r = out/in is x / r exactly;
+ *   BILINEAR: y0 = floor(v_y), ly = v_y - y0 (likewise x), indices clamped to the image,
+ *             top = p00 * (1 - lx) + p01 * lx, bottom likewise,
+ *             out = top * (1 - ly) + bottom * ly.
+ * Every clamped source row must be inside in's band (SOPHON_ERR_ARGUMENT otherwise).
+ */
+sophon_status sophon_tiu_resize(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_resize_params* p);
+
 #ifdef __cplusplus
 }
 #endif

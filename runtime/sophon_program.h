@@ -32,8 +32,9 @@ typedef enum {
   SOPHON_CMD_CONV2D_INT8 = 9,  /* conv2d_int8(out=a, in=b, weight=c, bias=d or -1, conv[p], requant[q]) */
   SOPHON_CMD_FC_INT8 = 10,     /* fc_int8(out=a, in=b, weight=c, bias=d or -1, requant[p]) */
   SOPHON_CMD_ADD_INT8 = 11,    /* add_int8(out=a, lhs=b, rhs=c, add[p]) */
-  SOPHON_CMD_POOL2D_INT8 = 12  /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
+  SOPHON_CMD_POOL2D_INT8 = 12, /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
                                   c and d are the clamp bounds themselves, not indices */
+  SOPHON_CMD_RESIZE = 13       /* resize(out=a, in=b, resize[p]) */
 } sophon_cmd_kind;
 
 typedef struct {
@@ -72,6 +73,8 @@ typedef struct {
   int32_t num_requants;
   const sophon_add_int8_params* adds;    /* ADD_INT8 (p) */
   int32_t num_adds;
+  const sophon_resize_params* resizes;   /* RESIZE (p) */
+  int32_t num_resizes;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

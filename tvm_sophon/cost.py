@@ -67,13 +67,27 @@ class PoolParamsStruct(ctypes.Structure):
         "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
 
 
+class ResizeParamsStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("method", "coord", "rounding")] + [
+        (name, ctypes.c_int32) for name in ("in_h", "out_h", "in_row0", "out_row0")]
+
+    METHODS = ("NEAREST", "BILINEAR")
+    COORDS = ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC", "PYTORCH_HALF_PIXEL", "TF_HALF_PIXEL_FOR_NN")
+    ROUNDINGS = ("HALF_EVEN", "PREFER_FLOOR", "PREFER_CEIL", "FLOOR", "CEIL")
+
+    @classmethod
+    def of(cls, step) -> "ResizeParamsStruct":
+        return cls(cls.METHODS.index(step.method), cls.COORDS.index(step.coord),
+                   cls.ROUNDINGS.index(step.rounding), step.in_h, step.out_h, step.in_row0, step.out_row0)
+
+
 @functools.lru_cache(maxsize=None)
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
     for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
-                 "sophon_cost_softmax"):
+                 "sophon_cost_softmax", "sophon_cost_resize"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
@@ -165,6 +179,8 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
+    if isinstance(step, P.Resize):
+        return "tiu", lib.sophon_cost_resize(c_chip, ref(step.out), ctypes.byref(ResizeParamsStruct.of(step)))
     raise TypeError(f"no cost for {type(step).__name__}")
 
 

@@ -122,3 +122,8 @@ uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out) {
   return sophon_cost_eltwise(chip, out, 5); /* max, subtract, exp, sum, divide */
 }
+
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p) {
+  return sophon_cost_eltwise(chip, out, p->method == SOPHON_RESIZE_BILINEAR ? 4 : 1);
+}

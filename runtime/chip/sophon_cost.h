@@ -25,7 +25,9 @@
  *                      with ops_per_element: binary 1 + its fused activation's ops;
  *                      activation: relu, clip, leaky relu 1, sigmoid and tanh 4
  *                      (exp + divide, assumption), none 1 (a copy); softmax 5
- *                      (max, subtract, exp, sum, divide)
+ *                      (max, subtract, exp, sum, divide); resize: nearest 1 (a
+ *                      gather), bilinear 4 (two taps per lerp, three lerps:
+ *                      assumption)
  *   fused bias/activation in conv and fc is free (done on the way out).
  *
  * Region time (until layer groups overlap them) = sum of TIU and GDMA cycles:
@@ -58,6 +60,8 @@ uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act);
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p);
 
 #ifdef __cplusplus
 }

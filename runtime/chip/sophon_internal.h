@@ -120,6 +120,7 @@ typedef struct {
   const sophon_activation* act;
   const sophon_requant* requant;
   const sophon_add_int8_params* add;
+  const sophon_resize_params* resize;
   sophon_binary_op binary_op;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
 } sophon_operands;

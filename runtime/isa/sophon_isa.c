@@ -45,6 +45,9 @@ static uint64_t activation_cost(const sophon_chip* chip, const sophon_operands* 
 static uint64_t softmax_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_softmax(chip, o->out);
 }
+static uint64_t resize_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_resize(chip, o->out, o->resize);
+}
 /* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_binary(chip, o->out, NULL);
@@ -81,6 +84,9 @@ static void activation_ref(sophon_device* dev, const sophon_operands* o) {
 }
 static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_f32(dev, o->out, o->a);
+}
+static void resize_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
 static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
@@ -132,6 +138,8 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_add_int8, add_int8_cost, NULL, add_int8_ref, add_int8_fast},
   {SOPHON_CMD_POOL2D_INT8, "pool2d_int8", "tiu_pool2d_int8", /* out, a, pool, act_min, act_max */
    sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
+  {SOPHON_CMD_RESIZE, "resize", "tiu_resize", /* out, a, resize */
+   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -253,4 +261,11 @@ sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out
   o.act_min = act_min;
   o.act_max = act_max;
   return sophon_isa_execute(dev, SOPHON_CMD_POOL2D_INT8, &o);
+}
+
+sophon_status sophon_tiu_resize(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_resize_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.resize = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_RESIZE, &o);
 }

@@ -119,6 +119,11 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_SOFTMAX:
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_RESIZE:
+      o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.resize == NULL) return bad_index(dev, "resize params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_TIMESTEP:
       return sophon_timestep_end(dev);
     case SOPHON_CMD_FC_INT8:

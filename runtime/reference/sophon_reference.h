@@ -59,6 +59,13 @@ void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out, const s
 sophon_status sophon_check_tiu_softmax(sophon_device* dev, const char* op,
                                        const sophon_operands* o);
 
+/* ---------------------------------------------- resize (sophon_tiu_resize.c) */
+
+void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_resize_params* p);
+sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+
 /* ---------------------------------- int8 conv2d, fc (sophon_tiu_conv_int8.c) */
 
 void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,

@@ -1225,6 +1225,122 @@ static void test_bm1680_conv(void) {
   run_conv_case(&chip, 1, 130, 9, 9, 130, &p, 1, "bm1680 depthwise 130");
 }
 
+static sophon_resize_params resize_params(sophon_resize_method method, sophon_resize_coord coord,
+                                          sophon_resize_rounding rounding, int in_h, int out_h) {
+  sophon_resize_params p;
+  memset(&p, 0, sizeof(p));
+  p.method = method;
+  p.coord = coord;
+  p.rounding = rounding;
+  p.in_h = in_h;
+  p.out_h = out_h;
+  return p;
+}
+
+/* Hand-worked resizes of the 2x2 image [1 2; 3 4] (and a 1x4 row), bands of rows,
+ * the counters, and the checks' errors. */
+static void test_resize(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float image[4] = {1, 2, 3, 4}, row4[4] = {10, 20, 30, 40}, got[16];
+  /* nearest, asymmetric, floor: 2x upsampling repeats each pixel */
+  static const float nearest2x[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+  /* bilinear, align_corners, 2 -> 3: the middle samples are the averages */
+  static const float corners3[9] = {1, 1.5f, 2, 2, 2.5f, 3, 3, 3.5f, 4};
+  /* bilinear, half_pixel, 2 -> 4: coordinates -0.25, 0.25, 0.75, 1.25; the outer
+   * ones clamp to the edge pixel, the inner ones weigh 3:1 and 1:3 */
+  static const float half4[16] = {1,    1.25f, 1.75f, 2,    1.5f, 1.75f, 2.25f, 2.5f,
+                                  2.5f, 2.75f, 3.25f, 3.5f, 3,    3.25f, 3.75f, 4};
+  sophon_local in_t = local4(0, 1, 1, 2, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out4 = local4(1024, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out3 = local4(1024, 1, 1, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_local row_in = local4(2048, 1, 1, 1, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_local row_out = local4(3072, 1, 1, 1, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_resize_params p;
+
+  CHECK_OK(dev, load(dev, &in_t, image));
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out4, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out4));
+  CHECK(memcmp(got, nearest2x, sizeof nearest2x) == 0);
+
+  p = resize_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_ALIGN_CORNERS, SOPHON_ROUND_FLOOR, 2, 3);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out3, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out3));
+  CHECK_ARRAY_NEAR(got, corners3, 9, 1e-6f);
+
+  p = resize_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_HALF_PIXEL, SOPHON_ROUND_FLOOR, 2, 4);
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out4, &in_t, &p));
+  /* 5 latency + 1 lane slot * ceil(16 / 4) * 4 ops */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 21);
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 0);
+  CHECK_OK(dev, store(dev, got, &out4));
+  CHECK_ARRAY_NEAR(got, half4, 16, 1e-6f);
+
+  /* downsampling 4 -> 2 along w (h stays 1), half_pixel: coordinates 0.5 and 2.5 */
+  CHECK_OK(dev, load(dev, &row_in, row4));
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_HALF_PIXEL, SOPHON_ROUND_PREFER_CEIL, 1, 1);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 20.0f && got[1] == 40.0f);
+  p.rounding = SOPHON_ROUND_PREFER_FLOOR;
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 10.0f && got[1] == 30.0f);
+  p.rounding = SOPHON_ROUND_HALF_EVEN; /* 0.5 -> 0, 2.5 -> 2 */
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 10.0f && got[1] == 30.0f);
+
+  /* a band: output rows [2, 4) of the nearest 2x image read input row 1 only */
+  {
+    sophon_local band_in = local4(0, 1, 1, 1, 2, SOPHON_LAYOUT_ALIGNED);
+    sophon_local band_out = local4(1024, 1, 1, 2, 4, SOPHON_LAYOUT_ALIGNED);
+    float lower[2] = {3, 4};
+    CHECK_OK(dev, load(dev, &band_in, lower));
+    p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+    p.in_row0 = 1;
+    p.out_row0 = 2;
+    CHECK_OK(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p));
+    CHECK_OK(dev, store(dev, got, &band_out));
+    CHECK(memcmp(got, nearest2x + 8, 8 * sizeof(float)) == 0);
+    /* the same band claimed to hold row 0: output row 2 reads row 1 */
+    p.in_row0 = 0;
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_resize: out row 2 reads input rows [1, 1], in holds [0, 1)");
+    p.in_row0 = 2; /* past the 2-row image */
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "in rows [2, 3) are outside the 2-row input image");
+  }
+
+  /* argument errors */
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, NULL), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_resize: params is NULL");
+  p.method = (sophon_resize_method)7;
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown method 7");
+  p.method = SOPHON_RESIZE_NEAREST;
+  p.coord = (sophon_resize_coord)9;
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown coordinate mode 9");
+  p.coord = SOPHON_COORD_ASYMMETRIC;
+  p.out_h = 3; /* out holds 4 rows */
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "out rows [0, 4) are outside the 3-row output image");
+  p.out_h = 4;
+  {
+    sophon_local two = local4(1024, 1, 2, 4, 4, SOPHON_LAYOUT_ALIGNED);
+    sophon_local overlapping = local4(0, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &two, &in_t, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "differ in batch or channels");
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &overlapping, &in_t, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "overlaps");
+  }
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1235,7 +1351,8 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_POOL2D, "pool2d"},           {SOPHON_CMD_BINARY, "binary"},
              {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
-             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"}};
+             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
+             {SOPHON_CMD_RESIZE, "resize"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1282,6 +1399,7 @@ int main(void) {
   test_row_window();
   test_cost_functions();
   test_bm1680_conv();
+  test_resize();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
