@@ -28,7 +28,7 @@ ROOT_OPS = {
     "relax.nn.adaptive_avg_pool2d", "relax.mean", "relax.add", "relax.subtract",
     "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
-    "relax.image.resize2d",
+    "relax.image.resize2d", "relax.nn.conv2d_transpose",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN"}
@@ -111,7 +111,7 @@ class Layer:
 
     index: int
     pattern: str
-    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax | resize
+    kind: str                   # conv2d | conv2d_transpose | fc | pool2d | binary | unary | softmax | resize
     out: Operand
     acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
     params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
@@ -127,6 +127,14 @@ class Layer:
             ic = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1] // self.attrs["groups"]
             kh, kw = self.attrs["kernel"]
             return n * oc * oh * ow * ic * kh * kw
+        if self.kind == "conv2d_transpose":
+            from tvm_sophon.patterns.deconv import transpose_macs
+
+            n, oc, oh, ow = P.view_dims(self.out.value.shape, self.out.view)
+            _, ic, h, w = P.view_dims(self.acts[0].value.shape, self.acts[0].view)
+            a = self.attrs
+            return transpose_macs(n, ic, oc, a["groups"], (h, w), (oh, ow), a["kernel"], a["strides"],
+                                  a["padding"][:2], a["dilation"])
         if self.kind in ("fc", "qfc"):
             m, nf = P.view_dims(self.out.value.shape, self.out.view)[:2]
             return m * nf * P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1]
@@ -178,7 +186,8 @@ class _Composite:
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
-            if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
+            if call.op.name == "relax.add" and self.root.op.name in (
+                    "relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul"):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
                 self.bias = self.region_value(rhs if lhs.same_as(root_var) else lhs)
@@ -259,17 +268,8 @@ class _Analysis:
         root = comp.root
         name = root.op.name
         if name == "relax.nn.conv2d":
-            attrs = root.attrs
-            layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
-            x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
-            wshape = shape_of(w)
-            view = P.layout_view(layout)
-            wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
-            self.add(comp, "conv2d", view, [self.operand(x, view)],
-                     [self.operand(w, wview, "COMPACT"), self.bias(comp)],
-                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
-                     strides=_ints(attrs.strides), padding=_ints(attrs.padding),
-                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=activation_of(comp.act))
+            # weight (1, OC, IC/groups, KH*KW)
+            self.conv_layer(comp, "conv2d", "OI")
         elif name == "relax.matmul":
             x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
             rank = len(shape_of(x))
@@ -300,6 +300,9 @@ class _Analysis:
             axis = int(root.attrs.axis) % rank
             view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
             self.add(comp, "softmax", view, [self.operand(x, view)], [])
+        elif name == "relax.nn.conv2d_transpose":
+            # weight (1, IC, OC/groups, KH*KW): TVM's I axis on the lanes
+            self.conv_layer(comp, "conv2d_transpose", "IO")
         elif name == "relax.image.resize2d":
             from tvm_sophon.patterns.resize import resize_modes
 
@@ -315,6 +318,22 @@ class _Analysis:
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    def conv_layer(self, comp: _Composite, kind: str, lanes_rows: str) -> None:
+        """A conv2d or conv2d_transpose layer; its weight goes on the chip with kernel
+        axis lanes_rows[0] on the lanes (c), lanes_rows[1] on h and H, W along w."""
+        attrs = comp.root.attrs
+        layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+        x, w = comp.region_value(comp.root.args[0]), comp.region_value(comp.root.args[1])
+        wshape = shape_of(w)
+        view = P.layout_view(layout)
+        wview = ((), (klayout.index(lanes_rows[0]),), (klayout.index(lanes_rows[1]),),
+                 (klayout.index("H"), klayout.index("W")))
+        self.add(comp, kind, view, [self.operand(x, view)],
+                 [self.operand(w, wview, "COMPACT"), self.bias(comp)],
+                 kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                 strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                 dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=activation_of(comp.act))
 
     # ---- int8 composites: dequantize -> op -> quantize (-> clip) -------------------
     def const(self, comp: _Composite, expr) -> np.ndarray:

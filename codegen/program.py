@@ -215,6 +215,22 @@ class Softmax:
 
 
 @dataclasses.dataclass
+class Conv2dTranspose:
+    """tiu_conv2d_transpose: padding is (top, left, 0, 0); out's size sets the end."""
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Resize:
     """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
     out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
@@ -284,7 +300,7 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, QConv2d, QFullyConnected, QAdd, QPool2d)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans
@@ -351,6 +367,13 @@ class RegionProgram:
             elif isinstance(step, (FullyConnected, QFullyConnected)):
                 m, nf = step.out.dims[:2]
                 total += m * nf * step.input.dims[1]
+            elif isinstance(step, Conv2dTranspose):
+                from tvm_sophon.patterns.deconv import transpose_macs
+
+                n, oc, oh, ow = step.out.dims
+                _, ic, h, w = step.input.dims
+                total += transpose_macs(n, ic, oc, step.groups, (h, w), (oh, ow), step.kernel, step.strides,
+                                        step.padding[:2], step.dilation)
         return total
 
     def describe(self) -> str:

@@ -77,6 +77,8 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         if i1 <= i0:
             raise PlanError(f"layer {layer.name}: output rows [{o0}, {o1}) read no input row")
         return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
+    if layer.kind == "conv2d_transpose":
+        return _Geometry(out_band, *transpose_band(layer, out_band))
     if layer.kind == "resize":
         n0, n1, o0, o1 = out_band
         i0, i1 = resize_source_rows(layer.attrs, full_dims(layer.acts[0])[2], out_full[2], o0, o1)
@@ -89,6 +91,22 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         n, _, h, _ = full_dims(op)
         bands.append((out_band[0], out_band[1], 0, h) if n == out_full[0] else (0, n, 0, h))
     return _Geometry(out_band, bands, layer.attrs.get("padding"))
+
+
+def transpose_band(layer: Layer, out_band: Band):
+    """The input band a transposed conv's output rows [o0, o1) read, and the
+    padding that places that band: out row oy takes input row iy through filter
+    row ky when iy*sh - pt + ky*dh == oy, so the band starts at the first row
+    reaching o0 (never past floor((o0 + pt) / sh), so that the band's own top
+    padding pt + o0 - i0*sh stays >= 0) and ends after the last row reaching o1 - 1."""
+    H = full_dims(layer.acts[0])[2]
+    kh, sh, dh = layer.attrs["kernel"][0], layer.attrs["strides"][0], layer.attrs["dilation"][0]
+    t, l = layer.attrs["padding"][:2]
+    n0, n1, o0, o1 = out_band
+    first = -(-(o0 + t - (kh - 1) * dh) // sh)
+    i0 = min(max(0, min(first, (o0 + t) // sh)), H - 1)
+    i1 = max(min(H, (o1 - 1 + t) // sh + 1), i0 + 1)
+    return [(n0, n1, i0, i1)], (t + o0 - i0 * sh, l, 0, 0)
 
 
 def resize_source_rows(attrs: dict, in_h: int, out_h: int, o0: int, o1: int) -> tuple[int, int]:
@@ -402,6 +420,9 @@ class Lowering:
             step = P.Binary(out, acts[0], acts[1], a["op"], a["act"], layer.pattern)
         elif layer.kind == "unary":
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
+        elif layer.kind == "conv2d_transpose":
+            step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
+                                     a["dilation"], a["groups"], a["act"], layer.pattern)
         elif layer.kind == "resize":
             step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
                             full_dims(layer.acts[0])[2], full_dims(layer.out)[2],

@@ -293,6 +293,20 @@ sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
 sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
                                  const sophon_local* in);
 
+/*
+ * Transposed convolution (the gradient of conv2d with respect to its input):
+ * out[n, g*OCg + o, oy, ox] = act(bias[oc] + sum_{ic in group g, ky, kx}
+ *     in[n, ic, iy, ix] * weight[ic, o, ky*kw + kx])
+ * over the taps with iy*sh - pt + ky*dh == oy and ix*sw - pl + kx*dw == ox.
+ * Shapes: in (N, IC, H, W); weight (1, IC, OC/groups, KH*KW), COMPACT (TVM's IOHW);
+ *         bias (1, OC, 1, 1) or NULL; out (N, OC, OH, OW) of any size: rows no tap
+ *         reaches get the bias alone (output padding). pad_top, pad_left >= 0;
+ *         pad_bottom and pad_right must be 0 (out's size sets the end).
+ */
+sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local* out,
+                                          const sophon_local* in, const sophon_local* weight,
+                                          const sophon_local* bias, const sophon_conv_params* p);
+
 typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
 
 /* Where output pixel x samples the input (scale = in_size / out_size, in f32):

@@ -14,6 +14,7 @@ import pytest
 from tvm import relax
 
 import tvm_sophon
+from tvm_sophon.normalize import HostTransposeConvLayout
 from conftest import assert_close, host_ops, make_module, run_llvm, run_sophon, sophon_regions
 
 
@@ -25,13 +26,14 @@ def _rng(case_id: str) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(case_id.encode()))
 
 
-def _check_offloaded(case_id, mod, params, inputs, composites, *, rtol, atol):
+def _check_offloaded(case_id, mod, params, inputs, composites, *, rtol, atol, reference_mod=None):
     result = run_sophon(mod, params, inputs)
     assert sophon_regions(result.partitioned), f"{case_id}: nothing was offloaded"
     assert not host_ops(result.partitioned), f"{case_id}: ops left on the host: {host_ops(result.partitioned)}"
     report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod, params))
     assert list(report.offloaded) == composites
-    assert_close(result.output, run_llvm(mod, params, inputs), rtol=rtol, atol=atol, what=case_id)
+    expected = run_llvm(reference_mod or mod, params, inputs)
+    assert_close(result.output, expected, rtol=rtol, atol=atol, what=case_id)
     return result
 
 
@@ -86,32 +88,35 @@ def test_resize2d_matches_llvm(case):
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
-def test_resize_in_row_sliced_layer_groups(layout):
-    """conv -> nearest 2x -> conv -> bilinear down on a chip with 4 KiB lanes: the
-    planner slices groups holding the resizes by rows (each output band computed
-    from the input band its coordinates reach), and the result equals the
-    unsliced run bit for bit."""
+def test_unet_block_is_one_region_and_slices_by_rows(layout):
+    """A U-Net-style decoder block: conv -> conv2d_transpose 2x -> conv -> nearest 2x
+    -> conv -> bilinear down. On the bm1680 it is one chip region with nothing on
+    the host; on a chip with 4 KiB lanes the planner slices groups holding the
+    transposed conv and the resizes by rows (each output band computed from the
+    input band it reaches), and the result equals the unsliced run bit for bit."""
     import tvm
 
     from tvm_sophon import codegen
-    from tvm_sophon.codegen import program as P
 
     chip = tvm_sophon.get_chip("bm1680")
     tiny = chip.replace(name="bm1680-4k", lmem_bytes_per_lane=4096)
-    rng = _rng("sliced-resize-" + layout)
+    rng = _rng("unet-block-" + layout)
     c = 5
-    shape = (1, c, 23, 23) if layout == "NCHW" else (1, 23, 23, c)
+    shape = (1, c, 12, 12) if layout == "NCHW" else (1, 12, 12, c)
     klayout = "OIHW" if layout == "NCHW" else "OHWI"
     wshape = (c, c, 3, 3) if layout == "NCHW" else (c, 3, 3, c)
     inputs = {"x": _rand(rng, shape)}
-    params = {"w1": _rand(rng, wshape, 0.3), "w2": _rand(rng, wshape, 0.3)}
+    params = {"w1": _rand(rng, wshape, 0.3), "up": _rand(rng, (c, c, 2, 2), 0.3),
+              "w2": _rand(rng, wshape, 0.3), "w3": _rand(rng, wshape, 0.3)}
 
     def body(bb, v):
         conv = dict(padding=1, data_layout=layout, kernel_layout=klayout)
         y = bb.emit(relax.op.nn.conv2d(v["x"], v["w1"], **conv))
-        y = bb.emit(relax.op.image.resize2d(y, (46, 46), layout=layout, method="nearest_neighbor",
-                                            coordinate_transformation_mode="asymmetric", rounding_method=""))
+        y = bb.emit(relax.op.nn.conv2d_transpose(y, v["up"], strides=2, data_layout=layout, kernel_layout="IOHW"))
         y = bb.emit(relax.op.nn.conv2d(y, v["w2"], **conv))
+        y = bb.emit(relax.op.image.resize2d(y, (48, 48), layout=layout, method="nearest_neighbor",
+                                            coordinate_transformation_mode="asymmetric", rounding_method=""))
+        y = bb.emit(relax.op.nn.conv2d(y, v["w3"], **conv))
         return relax.op.image.resize2d(y, (33, 29), layout=layout, method="linear",
                                        coordinate_transformation_mode="half_pixel")
 
@@ -126,13 +131,113 @@ def test_resize_in_row_sliced_layer_groups(layout):
         regions = [f for f in planned.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
         return out, codegen.lower_functions(regions), partitioned
 
-    whole, _, _ = run(chip)
-    sliced, programs, partitioned = run(tiny)
-    assert not host_ops(partitioned)
-    resize_groups = [g for p in programs for g, (first, end) in zip(p.plan.groups, p.group_steps)
-                     if g.h_slices > 1 and any(isinstance(s, P.Resize) for s in p.steps[first:end])]
-    assert resize_groups, [p.plan.to_json() for p in programs]
+    whole, _, partitioned = run(chip)
+    assert len(sophon_regions(partitioned)) == 1 and not host_ops(partitioned)
+    report = tvm_sophon.offload_report(partitioned)
+    assert "sophon.conv2d_transpose" in report.offloaded and report.offloaded_mac_share == 1.0
+    sliced, programs, _ = run(tiny)
+    sliced_kinds = {type(s).__name__ for p in programs for g, (first, end) in zip(p.plan.groups, p.group_steps)
+                    if g.h_slices > 1 for s in p.steps[first:end]}
+    assert {"Resize", "Conv2dTranspose"} <= sliced_kinds, [p.plan.to_json() for p in programs]
     np.testing.assert_array_equal(sliced, whole)
     # fp32 convs summed in another order than TVM's loops: a few ulp of the sums
-    assert_close(sliced, run_llvm(mod, params, inputs), rtol=1e-5, atol=1e-5, what=layout)
+    expected = run_llvm(HostTransposeConvLayout()(mod), params, inputs)
+    assert_close(sliced, expected, rtol=1e-5, atol=1e-5, what=layout)
 
+
+# ------------------------------------------------------------------ conv2d_transpose
+
+# (id, layout, kernel layout, in (h, w, c), out channels, kernel, stride, padding, output padding,
+#  dilation, groups, bias, activation)
+DECONV_CASES = [
+    ("nchw-iohw-c3-h7-k2-s2", "NCHW", "IOHW", (7, 7, 3), 5, (2, 2), 2, 0, 0, 1, 1, False, None),
+    ("nhwc-iohw-c5-h7-k3-s2-pad1-outpad1-bias-relu", "NHWC", "IOHW", (7, 7, 5), 17, (3, 3), 2, 1, 1, 1, 1,
+     True, "relu"),
+    ("nchw-iohw-c17-h1-k4-s2-pad1-bias", "NCHW", "IOHW", (1, 1, 17), 3, (4, 4), 2, 1, 0, 1, 1, True, None),
+    ("nchw-iohw-c6-h7-k3-groups2-asympad", "NCHW", "IOHW", (7, 7, 6), 4, (3, 3), 1, (0, 1, 1, 2), 0, 1, 2,
+     False, "clip"),
+    ("nhwc-ohwi-c5-h31-k3-s2-dilation2", "NHWC", "OHWI", (31, 31, 5), 3, (3, 3), 2, 2, 1, 2, 1, True, None),
+    ("nchw-oihw-c65-h5-k3-s1-pad1-bias", "NCHW", "OIHW", (5, 5, 65), 67, (3, 3), 1, 1, 0, 1, 1, True, None),
+    ("nhwc-hwoi-depthwise-c17-k3-s2", "NHWC", "HWOI", (7, 7, 17), 17, (3, 3), 2, 1, 1, 1, 17, False, None),
+]
+
+
+def deconv_module(case_id, layout, klayout, hwc, oc, kernel, stride, padding, out_pad, dilation, groups, bias, act):
+    rng = _rng(case_id)
+    h, w, c = hwc
+    x_shape = (1, c, h, w) if layout == "NCHW" else (1, h, w, c)
+    dims = {"I": c, "O": oc // groups, "H": kernel[0], "W": kernel[1]}
+    inputs = {"x": _rand(rng, x_shape)}
+    params = {"w": _rand(rng, tuple(dims[d] for d in klayout), np.sqrt(1.0 / (c * kernel[0] * kernel[1])))}
+    if bias:
+        params["b"] = _rand(rng, (oc,))
+
+    def body(bb, v):
+        y = relax.op.nn.conv2d_transpose(v["x"], v["w"], strides=stride, padding=padding, output_padding=out_pad,
+                                         dilation=dilation, groups=groups, data_layout=layout, kernel_layout=klayout)
+        if bias:
+            y = relax.op.add(bb.emit(y), bb.emit(relax.op.reshape(
+                v["b"], (1, oc, 1, 1) if layout == "NCHW" else (1, 1, 1, oc))))
+        if act == "relu":
+            y = relax.op.nn.relu(bb.emit(y))
+        elif act == "clip":
+            y = relax.op.clip(bb.emit(y), 0.0, 6.0)
+        return y
+
+    name = "sophon.conv2d_transpose" + ("_bias" if bias else "") + (f"_{act}" if act else "")
+    return make_module(inputs, params, body), params, inputs, name
+
+
+@pytest.mark.parametrize("case", DECONV_CASES, ids=[c[0] for c in DECONV_CASES])
+def test_conv2d_transpose_matches_llvm(case):
+    mod, params, inputs, name = deconv_module(*case)
+    # fp32 sums of at most 65 * 9 products, in another order than TVM's (which
+    # runs a dilated, padded conv with the flipped kernel): a few ulp of the sums.
+    # TVM builds conv2d_transpose only as NCHW / IOHW: its reference goes through
+    # HostTransposeConvLayout (transposes around the op, exact).
+    _check_offloaded(case[0], mod, params, inputs, [name], rtol=1e-5, atol=1e-5,
+                     reference_mod=HostTransposeConvLayout()(mod))
+
+
+def test_conv2d_transpose_host_fallback_builds_and_counts_macs():
+    """A conv2d_transpose the chip rejects (NHWC in, NCHW out) stays on the host and
+    still builds, through NCHW / IOHW (TVM 0.27 legalises no other layout, so its
+    own llvm build of this module fails), and matches numpy; its MACs count in the
+    offload report beside the chip's conv."""
+    rng = _rng("deconv-host")
+    inputs = {"x": _rand(rng, (1, 7, 7, 5))}
+    params = {"w": _rand(rng, (5, 3, 3, 3), 0.3), "w2": _rand(rng, (4, 3, 3, 3), 0.3)}
+
+    def body(bb, v):
+        y = bb.emit(relax.op.nn.conv2d_transpose(v["x"], v["w"], strides=2, padding=1, output_padding=1,
+                                                 data_layout="NHWC", kernel_layout="IOHW", out_layout="NCHW"))
+        return relax.op.nn.conv2d(y, v["w2"], padding=1)
+
+    mod = make_module(inputs, params, body)
+    report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod, params))
+    assert [op.op for op in report.host_ops] == ["relax.nn.conv2d_transpose"]
+    # the taps that land: scatter each input row's 3 filter rows, keep those inside the 14 output rows
+    taps = sum(1 for iy in range(7) for ky in range(3) if 0 <= iy * 2 - 1 + ky < 14)
+    assert report.host_macs == 3 * 5 * taps * taps
+    assert report.offloaded_macs == 14 * 14 * 4 * 3 * 9
+    assert report.offloaded_mac_share < 1.0
+
+    result = run_sophon(mod, params, inputs)
+    deconv = _numpy_deconv_nhwc_to_nchw(inputs["x"], params["w"])
+    padded = np.pad(deconv, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = sum(np.einsum("nchw,oc->nohw", padded[:, :, ky:ky + 14, kx:kx + 14], params["w2"][:, :, ky, kx])
+                   for ky in range(3) for kx in range(3))
+    # fp32 sums of at most 5 * 4 + 3 * 9 products against a float64 numpy reference
+    assert_close(result.output, expected, rtol=1e-5, atol=1e-5, what="host conv2d_transpose")
+
+
+def _numpy_deconv_nhwc_to_nchw(x, w):
+    """Scatter form (stride 2, padding 1, output padding 1, 3x3 IOHW kernel):
+    out[oc, 2*iy - 1 + ky, 2*ix - 1 + kx] += x[iy, ix, ic] * w[ic, oc, ky, kx]."""
+    _, h, wd, _ = x.shape
+    out = np.zeros((1, w.shape[1], 2 * h + 2, 2 * wd + 2))
+    for ky in range(3):
+        for kx in range(3):
+            out[0, :, ky:ky + 2 * h:2, kx:kx + 2 * wd:2] += np.einsum(
+                "hwc,co->ohw", x[0].astype(np.float64), w[:, :, ky, kx].astype(np.float64))
+    return out[:, :, 1:1 + 2 * h, 1:1 + 2 * wd]

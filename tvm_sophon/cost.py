@@ -87,7 +87,7 @@ def runtime_library() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
     for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
-                 "sophon_cost_softmax", "sophon_cost_resize"):
+                 "sophon_cost_softmax", "sophon_cost_resize", "sophon_cost_conv2d_transpose"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
@@ -179,6 +179,9 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
+    if isinstance(step, P.Conv2dTranspose):
+        return "tiu", lib.sophon_cost_conv2d_transpose(c_chip, ref(step.out), ref(step.input),
+                                                       ctypes.byref(_conv_params(step)))
     if isinstance(step, P.Resize):
         return "tiu", lib.sophon_cost_resize(c_chip, ref(step.out), ctypes.byref(ResizeParamsStruct.of(step)))
     raise TypeError(f"no cost for {type(step).__name__}")

@@ -91,7 +91,7 @@ class OffloadReport:
 # ------------------------------------------------------------------ MACs
 
 def call_macs(call: relax.Call) -> int:
-    """Multiply-accumulates of a conv2d or matmul call (0 for other ops)."""
+    """Multiply-accumulates of a conv2d, conv2d_transpose or matmul call (0 for other ops)."""
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
         return 0
     out = patterns.static_shape(call)
@@ -104,10 +104,27 @@ def call_macs(call: relax.Call) -> int:
         layout = str(call.attrs.kernel_layout)
         per_output = int(np.prod(w)) // w[layout.index("O")]
         return int(np.prod(out)) * per_output
+    if call.op.name == "relax.nn.conv2d_transpose":
+        return _transpose_macs(call, out)
     if call.op.name == "relax.matmul":
         x = patterns.static_shape(call.args[0])
         return int(np.prod(out)) * x[-1] if x else 0
     return 0
+
+
+def _transpose_macs(call: relax.Call, out: tuple) -> int:
+    """The taps of a transposed conv that land on its output (as the chip counts them)."""
+    x, w = patterns.static_shape(call.args[0]), patterns.static_shape(call.args[1])
+    if x is None or w is None or len(x) != 4:
+        return 0
+    attrs = call.attrs
+    layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+    out_layout = str(attrs.out_layout) or layout
+    hw = lambda shape, lay: (shape[lay.index("H")], shape[lay.index("W")])  # noqa: E731
+    return patterns.deconv.transpose_macs(
+        x[layout.index("N")], x[layout.index("C")], out[out_layout.index("C")], int(attrs.groups),
+        hw(x, layout), hw(out, out_layout), hw(w, klayout), [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding][:2], [int(d) for d in attrs.dilation])
 
 
 def function_macs(func: relax.Function) -> int:

@@ -230,7 +230,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.Conv2dTranspose)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:

@@ -15,6 +15,9 @@
  *                      + ceil(OC / npu_num) * N * ceil(OH*OW / EU_NUM) * (IC/groups * KH * KW)
  *                      (output channels on lanes, output pixels along the EUs, one
  *                       MAC per EU per cycle; a 3-channel output fills 3 of 64 lanes)
+ *   conv2d_transpose = as conv2d with each output pixel taking
+ *                      ceil(KH/sh) * ceil(KW/sw) taps per input channel (the taps
+ *                      that land on one output pixel)
  *   fc cycles        = tiu_latency_cycles
  *                      + ceil(N / npu_num) * M * ceil(K / EU_NUM)
  *                      (output features on lanes, the reduction along the EUs)
@@ -48,6 +51,8 @@ int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype);
 uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes);
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);
+uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_local* out,
+                                      const sophon_local* in, const sophon_conv_params* p);
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
                         const sophon_local* in);
 uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,

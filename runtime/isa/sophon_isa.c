@@ -26,6 +26,12 @@ static uint64_t conv2d_macs(const sophon_operands* o) {
          (uint64_t)o->out->w * (uint64_t)(o->a->c / o->conv->groups) *
          (uint64_t)o->conv->kernel_h * (uint64_t)o->conv->kernel_w;
 }
+static uint64_t conv2d_transpose_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_conv2d_transpose(chip, o->out, o->a, o->conv);
+}
+static uint64_t conv2d_transpose_macs(const sophon_operands* o) {
+  return sophon_conv2d_transpose_macs(o->out, o->a, o->conv);
+}
 static uint64_t fc_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_fc(chip, o->out, o->a);
 }
@@ -85,6 +91,9 @@ static void activation_ref(sophon_device* dev, const sophon_operands* o) {
 static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_f32(dev, o->out, o->a);
 }
+static void conv2d_transpose_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_transpose_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
@@ -140,6 +149,9 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
   {SOPHON_CMD_RESIZE, "resize", "tiu_resize", /* out, a, resize */
    sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
+  {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
+   sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
+   conv2d_transpose_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -268,4 +280,12 @@ sophon_status sophon_tiu_resize(sophon_device* dev, const sophon_local* out,
   sophon_operands o = operands(out, in, NULL, NULL);
   o.resize = p;
   return sophon_isa_execute(dev, SOPHON_CMD_RESIZE, &o);
+}
+
+sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local* out,
+                                          const sophon_local* in, const sophon_local* weight,
+                                          const sophon_local* bias, const sophon_conv_params* p) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_TRANSPOSE, &o);
 }

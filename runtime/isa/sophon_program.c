@@ -82,6 +82,7 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
+    case SOPHON_CMD_CONV2D_TRANSPOSE:
       o.conv = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);

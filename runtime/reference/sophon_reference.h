@@ -26,6 +26,11 @@ void sophon_ref_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
 sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);
+/* The f32 operand checks conv2d and conv2d_transpose share once shapes are known:
+ * one dtype, bounds, out disjoint from every input. */
+sophon_status sophon_check_conv_operands(sophon_device* dev, const char* op,
+                                         const sophon_local* out, const sophon_local* in,
+                                         const sophon_local* weight, const sophon_local* bias);
 
 /* ------------------------------------------------ pool2d (sophon_tiu_pool.c) */
 
@@ -58,6 +63,17 @@ sophon_status sophon_check_unary(sophon_device* dev, const char* op, const sopho
 void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in);
 sophon_status sophon_check_tiu_softmax(sophon_device* dev, const char* op,
                                        const sophon_operands* o);
+
+/* ------------------------------ conv2d_transpose (sophon_tiu_deconv.c) */
+
+void sophon_ref_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias, const sophon_conv_params* p);
+sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* op,
+                                                const sophon_operands* o);
+/* The multiply-accumulates it does: the (output pixel, filter tap) pairs that land. */
+uint64_t sophon_conv2d_transpose_macs(const sophon_local* out, const sophon_local* in,
+                                      const sophon_conv_params* p);
 
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 

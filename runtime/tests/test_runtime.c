@@ -1341,6 +1341,95 @@ static void test_resize(void) {
   sophon_device_destroy(dev);
 }
 
+static sophon_conv_params deconv_params(int kh, int kw, int sh, int sw, int pt, int pl, int groups) {
+  sophon_conv_params p;
+  memset(&p, 0, sizeof(p));
+  p.kernel_h = kh;
+  p.kernel_w = kw;
+  p.stride_h = sh;
+  p.stride_w = sw;
+  p.pad_top = pt;
+  p.pad_left = pl;
+  p.dilation_h = p.dilation_w = 1;
+  p.groups = groups;
+  return p;
+}
+
+/* Hand-worked transposed convolutions: a 2x2 stride-2 kernel of ones spreads each
+ * pixel over a 2x2 block; a 3-tap kernel [1 2 3] along h is a full 1-D convolution
+ * (with pad_top cropping its first row, and an output-padding row getting the bias
+ * alone); a grouped 1x1 scales each channel by its own weight. */
+static void test_conv2d_transpose(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float image[4] = {1, 2, 3, 4}, ones[4] = {1, 1, 1, 1}, taps[3] = {1, 2, 3}, column[2] = {1, 1};
+  float scales[2] = {2, 3}, half = 0.5f, got[16];
+  static const float blocks[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+  static const float full[5] = {1.5f, 3.5f, 5.5f, 3.5f, 0.5f};
+  sophon_local in_t = local4(0, 1, 1, 2, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(256, 1, 1, 1, 4, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(1024, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = deconv_params(2, 2, 2, 2, 0, 0, 1);
+
+  CHECK_OK(dev, load(dev, &in_t, image));
+  CHECK_OK(dev, load(dev, &w_t, ones));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, NULL, &p));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, blocks, sizeof blocks) == 0);
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 16); /* one tap lands on each pixel */
+  /* 5 latency + 1 lane slot * ceil(16 / 4) pixels * 1 channel * 1x1 landing taps */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 9);
+
+  {
+    sophon_local col = local4(0, 1, 1, 2, 1, SOPHON_LAYOUT_ALIGNED);
+    sophon_local w3 = local4(256, 1, 1, 1, 3, SOPHON_LAYOUT_COMPACT);
+    sophon_local b1 = local4(512, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local out5 = local4(1024, 1, 1, 5, 1, SOPHON_LAYOUT_ALIGNED);
+    sophon_local out2 = local4(1024, 1, 1, 2, 1, SOPHON_LAYOUT_ALIGNED);
+    CHECK_OK(dev, load(dev, &col, column));
+    CHECK_OK(dev, load(dev, &w3, taps));
+    CHECK_OK(dev, load(dev, &b1, &half));
+    p = deconv_params(3, 1, 1, 1, 0, 0, 1);
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out5, &col, &w3, &b1, &p));
+    CHECK_OK(dev, store(dev, got, &out5));
+    CHECK(memcmp(got, full, sizeof full) == 0);
+    p.pad_top = 1; /* rows 1 and 2 of the full result: 3 and 5 */
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w3, NULL, &p));
+    CHECK_OK(dev, store(dev, got, &out2));
+    CHECK(got[0] == 3.0f && got[1] == 5.0f);
+    p.pad_bottom = 1;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w3, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_conv2d_transpose: padding (top 1, left 0, bottom 1, right 0)");
+    p.pad_bottom = 0;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w_t, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "weight shape (1,1,1,4) does not match (1, in.c=1, out.c/groups=1, kernel 3x1)");
+  }
+  {
+    sophon_local two_in = local4(0, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    sophon_local two_w = local4(256, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local two_out = local4(1024, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    float two[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_OK(dev, load(dev, &two_in, two));
+    CHECK_OK(dev, load(dev, &two_w, scales));
+    p = deconv_params(1, 1, 1, 1, 0, 0, 2);
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &two_out, &two_in, &two_w, NULL, &p));
+    CHECK_OK(dev, store(dev, got, &two_out));
+    CHECK(got[0] == 2.0f && got[3] == 8.0f && got[4] == 15.0f && got[7] == 24.0f);
+    p.groups = 3;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &two_out, &two_in, &two_w, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "groups 3 does not divide in.c 2 and out.c 2");
+    p.groups = 2;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &two_in, &two_in, &two_w, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "overlaps");
+  }
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1352,7 +1441,7 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
              {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
-             {SOPHON_CMD_RESIZE, "resize"}};
+             {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1400,6 +1489,7 @@ int main(void) {
   test_cost_functions();
   test_bm1680_conv();
   test_resize();
+  test_conv2d_transpose();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
