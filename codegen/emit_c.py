@@ -25,7 +25,7 @@ def _f(value: float) -> str:
 
 
 def _act(act: P.Activation) -> str:
-    return f"{{SOPHON_ACT_{act.kind}, {_f(act.alpha)}, {_f(act.lo)}, {_f(act.hi)}}}"
+    return f"{{SOPHON_ACT_{act.kind}, {_f(act.alpha)}, {_f(act.lo)}, {_f(act.hi)}, {_f(act.beta)}}}"
 
 
 class _Table:

@@ -116,6 +116,9 @@ static sophon_status check_chip(const sophon_chip* chip) {
     return SOPHON_ERR_ARGUMENT;
   if (chip->gdma_latency_cycles < 0 || chip->tiu_latency_cycles < 0)
     return SOPHON_ERR_ARGUMENT;
+  if (!(chip->gdma_clock_hz >= 0.0) || chip->gdma_burst_bytes < 0 ||
+      chip->timestep_sync_cycles < 0 || chip->dwpool_eu_bytes < 0 || chip->int8_batch_pack < 0)
+    return SOPHON_ERR_ARGUMENT;
   if ((uint64_t)lane_pitch(chip) > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
     return SOPHON_ERR_NOMEM;
   return SOPHON_OK;
@@ -247,8 +250,8 @@ void sophon_device_reset_counters(sophon_device* dev) {
 
 sophon_status sophon_timestep_end(sophon_device* dev) {
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
-  dev->counters.cycles += dev->step_tiu_cycles > dev->step_gdma_cycles ? dev->step_tiu_cycles
-                                                                       : dev->step_gdma_cycles;
+  dev->counters.cycles +=
+      sophon_cost_timestep(&dev->chip, dev->step_tiu_cycles, dev->step_gdma_cycles);
   dev->counters.timesteps += 1;
   dev->step_tiu_cycles = 0;
   dev->step_gdma_cycles = 0;
@@ -397,10 +400,33 @@ sophon_status sophon_check_activation(sophon_device* dev, const char* op,
     case SOPHON_ACT_RELU:
     case SOPHON_ACT_SIGMOID:
     case SOPHON_ACT_TANH:
+    case SOPHON_ACT_SILU:
+    case SOPHON_ACT_HARD_SWISH:
+    case SOPHON_ACT_GELU:
+    case SOPHON_ACT_GELU_TANH:
+    case SOPHON_ACT_MISH:
+    case SOPHON_ACT_SOFTPLUS:
+    case SOPHON_ACT_SQRT:
+    case SOPHON_ACT_RSQRT:
+    case SOPHON_ACT_EXP:
+    case SOPHON_ACT_LOG:
+    case SOPHON_ACT_RECIPROCAL:
+    case SOPHON_ACT_ABS:
+    case SOPHON_ACT_NEG:
+    case SOPHON_ACT_ERF:
       return SOPHON_OK;
     case SOPHON_ACT_LEAKY_RELU:
       if (isnan(act->alpha))
         return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: leaky relu alpha is NaN", op);
+      return SOPHON_OK;
+    case SOPHON_ACT_ELU:
+      if (isnan(act->alpha))
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: elu alpha is NaN", op);
+      return SOPHON_OK;
+    case SOPHON_ACT_HARD_SIGMOID:
+      if (isnan(act->alpha) || isnan(act->beta))
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: hard-sigmoid alpha or beta is NaN",
+                                op);
       return SOPHON_OK;
     case SOPHON_ACT_CLIP:
       if (!(act->lo <= act->hi))

@@ -45,6 +45,10 @@ int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const soph
                          const sophon_local* b, const sophon_add_int8_params* p);
 int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_pool_params* p, int32_t act_min, int32_t act_max);
+/* sophon_fast_activation.c: f32 activation (every kind), bit-identical to the
+ * reference kernel of reference/sophon_tiu_activation.c; always 0. */
+int sophon_fast_activation_f32(sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_activation* act);
 /* sophon_fast_eltwise.c: f32 binary element-wise and pool2d, bit-identical to the
  * reference kernels of
  * reference/sophon_tiu_binary.c and sophon_tiu_pool.c; 0, or -1 as above. */
@@ -77,7 +81,9 @@ static inline void sophon_activate_span_f32(float* data, int64_t count,
 }
 
 /* The activations the vector kernels apply in registers (none, relu, clip, leaky
- * relu); sigmoid and tanh are applied element by element with sophon_activate_f32. */
+ * relu); every other kind is applied element by element with sophon_activate_f32,
+ * in a second pass over the kernel's outputs (the vector helpers below leave x
+ * unchanged for them). */
 static inline int sophon_act_is_simple(const sophon_activation* act) {
   return act == NULL || act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU ||
          act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU;

@@ -798,7 +798,7 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act) {
-  static const sophon_activation none = {SOPHON_ACT_NONE, 0.0f, 0.0f, 0.0f};
+  static const sophon_activation none = {SOPHON_ACT_NONE, 0.0f, 0.0f, 0.0f, 0.0f};
   sophon_view in_v;
   fc_job f;
   float* inputs;

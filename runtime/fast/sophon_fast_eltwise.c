@@ -22,9 +22,10 @@
  *     every output keeps the reference's own tap loops.
  *
  * Exactness: bit-identical to the reference (a NaN may carry another payload).
- *   - binary: each output is one rounded add, sub or mul of the same operands, or
- *     max_ps(x, y) / min_ps(x, y), which are exactly x > y ? x : y and
- *     x < y ? x : y; the activations as in sophon_act_avx2 (sophon_fast.h).
+ *   - binary: each output is one rounded add, sub, mul or div of the same operands,
+ *     or max_ps(x, y) / min_ps(x, y), which are exactly x > y ? x : y and
+ *     x < y ? x : y, or prelu's blend of x * y on x > 0; the activations as in
+ *     sophon_act_avx2 (sophon_fast.h), the others by the scalar function after.
  *   - max pool: max = -inf, then max = max_ps(v, max) = (v > max ? v : max) over
  *     the real taps in (filter_y, filter_x) order; -FLT_MAX when the window has
  *     no real tap.
@@ -65,6 +66,8 @@ static inline float binary_op_f32(sophon_binary_op op, float x, float y) {
     case SOPHON_BINARY_MUL: return x * y;
     case SOPHON_BINARY_MAX: return x > y ? x : y;
     case SOPHON_BINARY_MIN: return x < y ? x : y;
+    case SOPHON_BINARY_DIV: return x / y;
+    case SOPHON_BINARY_PRELU: return x > 0.0f ? x : x * y;
   }
   return 0.0f;
 }
@@ -78,7 +81,9 @@ static void binary_row_c(const binary_job* j, float* out, const float* a, int32_
 }
 
 #if SOPHON_X86_DISPATCH
-/* binary_op_f32 on 8 floats (max_ps / min_ps are exactly the reference's selects). */
+/* binary_op_f32 on 8 floats (max_ps / min_ps are exactly the reference's selects,
+ * div_ps is the correctly rounded division, prelu blends x * y in where the ordered
+ * x > 0 is false, as the reference's select). */
 SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 binary_op_avx2(sophon_binary_op op,
                                                                      __m256 x, __m256 y) {
   switch (op) {
@@ -87,6 +92,9 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 binary_op_avx2(sophon_bina
     case SOPHON_BINARY_MUL: return _mm256_mul_ps(x, y);
     case SOPHON_BINARY_MAX: return _mm256_max_ps(x, y);
     case SOPHON_BINARY_MIN: return _mm256_min_ps(x, y);
+    case SOPHON_BINARY_DIV: return _mm256_div_ps(x, y);
+    case SOPHON_BINARY_PRELU:
+      return _mm256_blendv_ps(_mm256_mul_ps(x, y), x, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
   }
   return x;
 }
@@ -134,23 +142,19 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline void binary_row_op(
 SOPHON_AVX2 static void binary_row_avx2(const binary_job* j, float* out, const float* a,
                                         int32_t a_step, const float* b, int32_t b_step,
                                         int64_t count) {
+  /* one case per op, so that binary_row_op is inlined with the op a constant */
+#define BINARY_ROW_CASE(OP) \
+  case OP: binary_row_op(OP, j->act, out, a, a_step, b, b_step, count); break
   switch (j->op) {
-    case SOPHON_BINARY_ADD:
-      binary_row_op(SOPHON_BINARY_ADD, j->act, out, a, a_step, b, b_step, count);
-      break;
-    case SOPHON_BINARY_SUB:
-      binary_row_op(SOPHON_BINARY_SUB, j->act, out, a, a_step, b, b_step, count);
-      break;
-    case SOPHON_BINARY_MUL:
-      binary_row_op(SOPHON_BINARY_MUL, j->act, out, a, a_step, b, b_step, count);
-      break;
-    case SOPHON_BINARY_MAX:
-      binary_row_op(SOPHON_BINARY_MAX, j->act, out, a, a_step, b, b_step, count);
-      break;
-    case SOPHON_BINARY_MIN:
-      binary_row_op(SOPHON_BINARY_MIN, j->act, out, a, a_step, b, b_step, count);
-      break;
+    BINARY_ROW_CASE(SOPHON_BINARY_ADD);
+    BINARY_ROW_CASE(SOPHON_BINARY_SUB);
+    BINARY_ROW_CASE(SOPHON_BINARY_MUL);
+    BINARY_ROW_CASE(SOPHON_BINARY_MAX);
+    BINARY_ROW_CASE(SOPHON_BINARY_MIN);
+    BINARY_ROW_CASE(SOPHON_BINARY_DIV);
+    BINARY_ROW_CASE(SOPHON_BINARY_PRELU);
   }
+#undef BINARY_ROW_CASE
   if (!sophon_act_is_simple(j->act)) sophon_activate_span_f32(out, count, j->act);
 }
 #endif

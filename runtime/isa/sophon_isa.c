@@ -43,7 +43,7 @@ static uint64_t pool2d_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_pool2d(chip, o->out, o->pool);
 }
 static uint64_t binary_cost(const sophon_chip* chip, const sophon_operands* o) {
-  return sophon_cost_binary(chip, o->out, o->act);
+  return sophon_cost_binary_op(chip, o->out, o->binary_op, o->act);
 }
 static uint64_t activation_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_activation(chip, o->out, o->act);
@@ -87,6 +87,9 @@ static int binary_fast(sophon_device* dev, const sophon_operands* o) {
 }
 static void activation_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_activation_f32(dev, o->out, o->a, o->act);
+}
+static int activation_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_activation_f32(dev, o->out, o->a, o->act);
 }
 static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_f32(dev, o->out, o->a);
@@ -136,7 +139,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_BINARY, "binary", "tiu_binary", /* out, a, b, binary_op, act */
    sophon_check_tiu_binary, binary_cost, NULL, binary_ref, binary_fast},
   {SOPHON_CMD_ACTIVATION, "activation", "tiu_activation", /* out, a, act */
-   sophon_check_tiu_activation, activation_cost, NULL, activation_ref, NULL},
+   sophon_check_tiu_activation, activation_cost, NULL, activation_ref, activation_fast},
   {SOPHON_CMD_SOFTMAX, "softmax", "tiu_softmax", /* out, a */
    sophon_check_tiu_softmax, softmax_cost, NULL, softmax_ref, NULL},
   {SOPHON_CMD_CONV2D_INT8, "conv2d_int8", "tiu_conv2d_int8", /* out, a, b, c, conv, requant */

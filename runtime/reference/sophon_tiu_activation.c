@@ -1,6 +1,6 @@
 /*
  * sophon_tiu_activation.c - the f32 activation functions (sophon_tiu_activation.h) and
- * the TIU activation instruction (relu, clip, leaky relu, sigmoid, tanh).
+ * the TIU activation instruction (every sophon_act_kind).
  *
  * out may alias in exactly (in place); any other overlap is rejected.
  */
@@ -11,6 +11,27 @@
 
 float sophon_sigmoid_f32(float x) { return 1.0f / (1.0f + expf(-x)); }
 float sophon_tanh_f32(float x) { return tanhf(x); }
+
+/* x * (0.5 + erf(x * sqrt(1/2)) * 0.5), in the order of TVM's legalisation of
+ * relax.nn.gelu and of its TFLite import (float32(sqrt(1/2)) = 0.70710677). */
+float sophon_gelu_f32(float x) { return x * (0.5f + erff(x * 0.70710677f) * 0.5f); }
+
+/* 0.5 * x * (1 + tanh(sqrt(2/pi) * x * (1 + 0.044715 * x * x))), as relax.nn.gelu_tanh. */
+float sophon_gelu_tanh_f32(float x) {
+  return 0.5f * x * (1.0f + tanhf(0.7978845608f * x * (1.0f + 0.044715f * x * x)));
+}
+
+/* log(1 + exp(x)) without overflow or underflow: max(x, 0) + log1p(exp(-|x|)).
+ * Above x = 17 the second term is below half an ulp of x and the result is x;
+ * below, it differs from the naive log(exp(x) + 1) only where 1 + exp(x) rounds
+ * to 1 (there the naive form gives 0, this one exp(x)). */
+float sophon_softplus_f32(float x) { return (x > 0.0f ? x : 0.0f) + log1pf(expf(-fabsf(x))); }
+
+float sophon_mish_f32(float x) { return x * tanhf(sophon_softplus_f32(x)); }
+
+/* alpha * (exp(x) - 1) below 0 as ONNX defines it (not expm1: the importers'
+ * chains compute exp(x) and subtract 1 too). */
+float sophon_elu_f32(float x, float alpha) { return x > 0.0f ? x : alpha * (expf(x) - 1.0f); }
 
 /* --------------------------------------------------------- activation */
 

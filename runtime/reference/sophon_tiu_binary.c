@@ -1,6 +1,6 @@
 /*
  * sophon_tiu_binary.c - TIU binary element-wise instruction: add, sub, mul, max,
- * min with broadcast (+ fused activation).
+ * min, div and prelu (a > 0 ? a : a * slope) with broadcast (+ fused activation).
  *
  * out may alias an input exactly (same addr, shape, dtype and layout: in place);
  * any other overlap is rejected. Every element is read before it is written.
@@ -20,6 +20,8 @@ static inline float binary_f32(sophon_binary_op op, float x, float y) {
     case SOPHON_BINARY_MUL: return x * y;
     case SOPHON_BINARY_MAX: return x > y ? x : y;
     case SOPHON_BINARY_MIN: return x < y ? x : y;
+    case SOPHON_BINARY_DIV: return x / y;
+    case SOPHON_BINARY_PRELU: return x > 0.0f ? x : x * y;
   }
   return 0.0f;
 }
@@ -91,7 +93,7 @@ sophon_status sophon_check_tiu_binary(sophon_device* dev, const char* op,
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "b", b)) != SOPHON_OK) return s;
-  if ((int)bop < (int)SOPHON_BINARY_ADD || (int)bop > (int)SOPHON_BINARY_MIN)
+  if ((int)bop < (int)SOPHON_BINARY_ADD || (int)bop > (int)SOPHON_BINARY_PRELU)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown binary op %d", op, (int)bop);
   if ((s = sophon_check_activation(dev, op, act)) != SOPHON_OK) return s;
   if ((s = sophon_check_same_dtype(dev, op, "a", a, "out", out)) != SOPHON_OK) return s;

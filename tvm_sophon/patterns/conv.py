@@ -8,8 +8,8 @@ from typing import Optional
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import (ACTIVATIONS, CONV_DATA_LAYOUTS, CONV_KERNEL_LAYOUTS, with_activation, pattern_name, with_bias_add,
-                    base_rules, make_check, rule_bias_per_channel, rule_clip_bounds)
+from .rules import (CONV_DATA_LAYOUTS, CONV_KERNEL_LAYOUTS, FUSED_ACTIVATIONS, activation_rules, with_activation,
+                    pattern_name, with_bias_add, base_rules, make_check, rule_bias_per_channel, rule_clip_bounds)
 
 
 def rule_conv2d(ann: dict) -> Optional[str]:
@@ -29,7 +29,7 @@ def conv2d_pattern(with_bias: bool, act: Optional[str], op_name: str = "relax.nn
     data, weight = wildcard(), wildcard()
     root = is_op(op_name)(data, weight)
     ann = {"input": data, "weight": weight, "root": root}
-    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act)
+    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     if act_pat is not None:
         ann["activation"] = act_pat
     return out, ann
@@ -37,8 +37,9 @@ def conv2d_pattern(with_bias: bool, act: Optional[str], op_name: str = "relax.nn
 
 def patterns() -> list[FusionPattern]:
     table = []
-    for with_bias, act in itertools.product((False, True), (None, *ACTIVATIONS)):
+    for with_bias, act in itertools.product((False, True), (None, *FUSED_ACTIVATIONS)):
         pat, ann = conv2d_pattern(with_bias, act)
         table.append(FusionPattern(pattern_name("conv2d", "bias" if with_bias else None, act), pat, ann,
-                                   make_check(*base_rules(), rule_conv2d, rule_bias_per_channel, rule_clip_bounds)))
+                                   make_check(*base_rules(), rule_conv2d, rule_bias_per_channel, rule_clip_bounds,
+                                              *activation_rules(act))))
     return table
