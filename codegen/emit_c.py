@@ -139,6 +139,9 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Conv2dTranspose):
             cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Reduce):
+            cmds.add(f"{{SOPHON_CMD_REDUCE, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, -1}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Resize):
             p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
                             f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")

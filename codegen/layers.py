@@ -29,7 +29,7 @@ ROOT_OPS = {
     "relax.nn.adaptive_avg_pool2d", "relax.mean", "relax.add", "relax.subtract",
     "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
-    "relax.image.resize2d", "relax.nn.conv2d_transpose",
+    "relax.image.resize2d", "relax.nn.conv2d_transpose", "relax.sum", "relax.max", "relax.min",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN", "relax.divide": "DIV"}
@@ -145,7 +145,7 @@ class Layer:
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax"):
+        if self.kind in ("fc", "qfc", "softmax", "reduce"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -366,6 +366,8 @@ class _Analysis:
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
             return self.qlayer(comp)
+        if comp.pattern.startswith("sophon.reduce_"):
+            return self.reduce_layer(comp)
         if comp.pattern == "sophon.prelu":
             return self.prelu(comp)
         if comp.standalone:  # an activation chain or special function on its own
@@ -425,6 +427,23 @@ class _Analysis:
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    def reduce_layer(self, comp: _Composite) -> None:
+        """sum / mean / max / min over the adjacent axes [a, b]: those on h, the axes
+        before on c (the lanes), the axes after on w."""
+        from tvm_sophon.patterns.reduce import REDUCTIONS, reduced_axes
+
+        x = comp.region_value(comp.root.args[0])
+        rank = len(shape_of(x))
+        axes = reduced_axes(comp.root)
+        a, b = axes[0], axes[-1] + 1
+        view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+        if comp.root.attrs.keepdims:
+            out_view = view
+        else:
+            out_view = ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
+        self.add(comp, "reduce", out_view, [self.operand(x, view)], [],
+                 kind=REDUCTIONS[comp.root.op.name.split(".")[-1]])
 
     def conv_layer(self, comp: _Composite, kind: str, lanes_rows: str) -> None:
         """A conv2d or conv2d_transpose layer; its weight goes on the chip with kernel

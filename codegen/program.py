@@ -234,6 +234,15 @@ class Conv2dTranspose:
 
 
 @dataclasses.dataclass
+class Reduce:
+    """tiu_reduce: out (n, c, 1, w) = in (n, c, h, w) reduced over h."""
+    out: Local
+    input: Local
+    kind: str                             # SUM MEAN MAX MIN
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Resize:
     """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
     out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
@@ -303,7 +312,8 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, QConv2d, QFullyConnected, QAdd, QPool2d)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce,
+           QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans

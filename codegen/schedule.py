@@ -557,6 +557,8 @@ class Lowering:
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                                      a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "reduce":
+            step = P.Reduce(out, acts[0], a["kind"], layer.pattern)
         elif layer.kind == "resize":
             step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
                             full_dims(layer.acts[0])[2], full_dims(layer.out)[2],

@@ -339,6 +339,18 @@ sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local
                                           const sophon_local* in, const sophon_local* weight,
                                           const sophon_local* bias, const sophon_conv_params* p);
 
+typedef enum {
+  SOPHON_REDUCE_SUM = 0,
+  SOPHON_REDUCE_MEAN = 1, /* the sum divided by H */
+  SOPHON_REDUCE_MAX = 2,
+  SOPHON_REDUCE_MIN = 3
+} sophon_reduce_kind;
+
+/* Reduction over h: in (N, C, H, W) -> out (N, C, 1, W), summed (max, min) over
+ * y = 0, 1, ... in f32. The compiler maps the reduced axes onto h. */
+sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, sophon_reduce_kind kind);
+
 typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
 
 /* Where output pixel x samples the input (scale = in_size / out_size, in f32):

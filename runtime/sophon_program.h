@@ -35,7 +35,8 @@ typedef enum {
   SOPHON_CMD_POOL2D_INT8 = 12, /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
                                   c and d are the clamp bounds themselves, not indices */
   SOPHON_CMD_RESIZE = 13,      /* resize(out=a, in=b, resize[p]) */
-  SOPHON_CMD_CONV2D_TRANSPOSE = 14 /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
+  SOPHON_CMD_CONV2D_TRANSPOSE = 14, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
+  SOPHON_CMD_REDUCE = 15       /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
 } sophon_cmd_kind;
 
 typedef struct {

@@ -258,3 +258,8 @@ uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_loca
   landing.kernel_w = (int32_t)ceil_div_u64((uint64_t)p->kernel_w, (uint64_t)p->stride_w);
   return sophon_cost_conv2d(chip, out, in, &landing);
 }
+
+uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
+                            sophon_reduce_kind kind) {
+  return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN ? 2 : 1);
+}

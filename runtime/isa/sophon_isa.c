@@ -54,6 +54,9 @@ static uint64_t softmax_cost(const sophon_chip* chip, const sophon_operands* o) 
 static uint64_t resize_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_resize(chip, o->out, o->resize);
 }
+static uint64_t reduce_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_reduce(chip, o->a, o->reduce_kind);
+}
 /* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_binary(chip, o->out, NULL);
@@ -96,6 +99,9 @@ static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
 }
 static void conv2d_transpose_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_transpose_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
+static void reduce_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_reduce_f32(dev, o->out, o->a, o->reduce_kind);
 }
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
@@ -155,6 +161,8 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
    sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
    conv2d_transpose_ref, NULL},
+  {SOPHON_CMD_REDUCE, "reduce", "tiu_reduce", /* out, a, reduce_kind */
+   sophon_check_tiu_reduce, reduce_cost, NULL, reduce_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -291,4 +299,11 @@ sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local
   sophon_operands o = operands(out, in, weight, bias);
   o.conv = p;
   return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_TRANSPOSE, &o);
+}
+
+sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, sophon_reduce_kind kind) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.reduce_kind = kind;
+  return sophon_isa_execute(dev, SOPHON_CMD_REDUCE, &o);
 }

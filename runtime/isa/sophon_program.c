@@ -120,6 +120,10 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_SOFTMAX:
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_REDUCE:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.reduce_kind = (sophon_reduce_kind)c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_RESIZE:
       o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);

@@ -75,6 +75,13 @@ sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* 
 uint64_t sophon_conv2d_transpose_macs(const sophon_local* out, const sophon_local* in,
                                       const sophon_conv_params* p);
 
+/* ---------------------------------------------- reduce (sophon_tiu_reduce.c) */
+
+void sophon_ref_reduce_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           sophon_reduce_kind kind);
+sophon_status sophon_check_tiu_reduce(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,

@@ -1485,6 +1485,42 @@ static void test_conv2d_transpose(void) {
   sophon_device_destroy(dev);
 }
 
+/* Reductions over h of two hand-made 3x2 planes, their cost, and the checks. */
+static void test_reduce(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[12] = {1, 2, 3, 4, 5, 6, /* channel 1 */ -1, 0, 7, -3, 2, 2}, got[4];
+  static const float sums[4] = {9, 12, 8, -1}, maxs[4] = {5, 6, 7, 2}, mins[4] = {1, 2, -1, -3};
+  static const float means[4] = {3, 4, 8.0f / 3.0f, -1.0f / 3.0f};
+  sophon_local in_t = local4(0, 1, 2, 3, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 2, 1, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local wrong = local4(1024, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+
+  CHECK_OK(dev, load(dev, &in_t, x));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_SUM));
+  /* 5 latency + 1 lane slot * ceil(6 / 4) passes over the input */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 7);
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, sums, sizeof sums) == 0);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MEAN));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, means, 4, 1e-7f);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MAX));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, maxs, sizeof maxs) == 0);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MIN));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, mins, sizeof mins) == 0);
+
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &wrong, &in_t, SOPHON_REDUCE_SUM), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_reduce: out shape (1,2,2,2) is not in (1,2,3,2) reduced over h");
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &out_t, &in_t, (sophon_reduce_kind)9), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_reduce: unknown reduction 9");
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &in_t, &in_t, SOPHON_REDUCE_SUM), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1496,7 +1532,8 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
              {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
-             {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"}};
+             {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"},
+             {SOPHON_CMD_REDUCE, "reduce"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1739,6 +1776,7 @@ int main(void) {
   test_bm1680_conv();
   test_resize();
   test_conv2d_transpose();
+  test_reduce();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
