@@ -56,7 +56,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
     locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
-    resizes = _Table()
+    resizes, norms = _Table(), _Table()
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -139,6 +139,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Conv2dTranspose):
             cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Norm):
+            p = norms.add(f"{{{_f(step.epsilon)}}}")
+            cmds.add(f"{{SOPHON_CMD_NORM, {L(step.out)}, {L(step.input)}, {L(step.gamma)}, {L(step.beta)}, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Reduce):
             cmds.add(f"{{SOPHON_CMD_REDUCE, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
@@ -180,13 +184,15 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              requants.render("sophon_requant", f"{r}_requants"),
              adds.render("sophon_add_int8_params", f"{r}_adds"),
              resizes.render("sophon_resize_params", f"{r}_resizes"),
+             norms.render("sophon_norm_params", f"{r}_norms"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
                  f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, "
-                 f".resizes = {r}_resizes, .num_resizes = {count(resizes)}}};")
+                 f".resizes = {r}_resizes, .num_resizes = {count(resizes)}, "
+                 f".norms = {r}_norms, .num_norms = {count(norms)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

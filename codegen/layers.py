@@ -30,6 +30,7 @@ ROOT_OPS = {
     "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
     "relax.image.resize2d", "relax.nn.conv2d_transpose", "relax.sum", "relax.max", "relax.min",
+    "relax.nn.layer_norm", "relax.nn.instance_norm", "relax.nn.group_norm",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN", "relax.divide": "DIV"}
@@ -145,7 +146,7 @@ class Layer:
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax", "reduce"):
+        if self.kind in ("fc", "qfc", "softmax", "reduce", "norm"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -368,6 +369,8 @@ class _Analysis:
             return self.qlayer(comp)
         if comp.pattern.startswith("sophon.reduce_"):
             return self.reduce_layer(comp)
+        if comp.root.op.name in ("relax.nn.layer_norm", "relax.nn.instance_norm", "relax.nn.group_norm"):
+            return self.norm_layer(comp)
         if comp.pattern == "sophon.prelu":
             return self.prelu(comp)
         if comp.standalone:  # an activation chain or special function on its own
@@ -444,6 +447,30 @@ class _Analysis:
             out_view = ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
         self.add(comp, "reduce", out_view, [self.operand(x, view)], [],
                  kind=REDUCTIONS[comp.root.op.name.split(".")[-1]])
+
+    def norm_layer(self, comp: _Composite) -> None:
+        """layer / instance norm: the normalised axes [a, b] on h; a layer norm's
+        gamma and beta run along h, an instance norm's along its channel axis (on
+        c when it comes just before the run, on w when it is the last axis after it)."""
+        from tvm_sophon.patterns.norm import norm_axes
+
+        root = comp.root
+        x = comp.region_value(root.args[0])
+        rank = len(shape_of(x))
+        axes, channel = norm_axes(root)
+        a, b = axes[0], axes[-1] + 1
+        if channel is None:
+            view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+            affine_view = ((), (), tuple(range(b - a)), ())
+        elif channel == a - 1:
+            view = (tuple(range(channel)), (channel,), tuple(range(a, b)), tuple(range(b, rank)))
+            affine_view = ((), (0,), (), ())
+        else:  # the last axis, right after the run
+            view = ((), tuple(range(a)), tuple(range(a, b)), (channel,))
+            affine_view = ((), (), (), (0,))
+        affine = [self.operand(comp.region_value(arg), affine_view, "COMPACT") if enabled else None
+                  for arg, enabled in ((root.args[1], root.attrs.scale), (root.args[2], root.attrs.center))]
+        self.add(comp, "norm", view, [self.operand(x, view)], affine, epsilon=float(root.attrs.epsilon))
 
     def conv_layer(self, comp: _Composite, kind: str, lanes_rows: str) -> None:
         """A conv2d or conv2d_transpose layer; its weight goes on the chip with kernel

@@ -243,6 +243,17 @@ class Reduce:
 
 
 @dataclasses.dataclass
+class Norm:
+    """tiu_norm: normalise over h, then scale (gamma) and shift (beta)."""
+    out: Local
+    input: Local
+    gamma: Optional[Local]
+    beta: Optional[Local]
+    epsilon: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Resize:
     """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
     out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
@@ -312,7 +323,7 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce,
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm,
            QConv2d, QFullyConnected, QAdd, QPool2d)
 
 

@@ -144,7 +144,8 @@ def _local_fields(step) -> tuple[str, ...]:
     cls = type(step)
     if cls not in _LOCAL_FIELDS:
         _LOCAL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
-                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs"))
+                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs",
+                                                "gamma", "beta"))
     return _LOCAL_FIELDS[cls]
 
 
@@ -557,6 +558,8 @@ class Lowering:
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                                      a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "norm":
+            step = P.Norm(out, acts[0], params[0], params[1], a["epsilon"], layer.pattern)
         elif layer.kind == "reduce":
             step = P.Reduce(out, acts[0], a["kind"], layer.pattern)
         elif layer.kind == "resize":

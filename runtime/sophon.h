@@ -351,6 +351,18 @@ typedef enum {
 sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
                                 const sophon_local* in, sophon_reduce_kind kind);
 
+typedef struct {
+  float epsilon; /* added to the variance */
+} sophon_norm_params;
+
+/* Normalisation over h (layer norm, instance norm): for each (n, c, w) column,
+ * out = (x - mean) / sqrt(var + epsilon) * gamma + beta, mean and the (biased)
+ * variance over h in two passes in f32. gamma, beta may be NULL (1 and 0); each of
+ * their c, h, w is 1 (broadcast; c from lane 0) or in's, n is 1. out may alias in. */
+sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
+                              const sophon_local* in, const sophon_local* gamma,
+                              const sophon_local* beta, const sophon_norm_params* p);
+
 typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
 
 /* Where output pixel x samples the input (scale = in_size / out_size, in f32):

@@ -36,7 +36,8 @@ typedef enum {
                                   c and d are the clamp bounds themselves, not indices */
   SOPHON_CMD_RESIZE = 13,      /* resize(out=a, in=b, resize[p]) */
   SOPHON_CMD_CONV2D_TRANSPOSE = 14, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
-  SOPHON_CMD_REDUCE = 15       /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
+  SOPHON_CMD_REDUCE = 15,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
+  SOPHON_CMD_NORM = 16         /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
 } sophon_cmd_kind;
 
 typedef struct {
@@ -77,6 +78,8 @@ typedef struct {
   int32_t num_adds;
   const sophon_resize_params* resizes;   /* RESIZE (p) */
   int32_t num_resizes;
+  const sophon_norm_params* norms;       /* NORM (p) */
+  int32_t num_norms;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

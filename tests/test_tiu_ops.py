@@ -276,3 +276,52 @@ def test_reduce_over_non_adjacent_axes_stays_on_host_with_reason():
     report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod))
     assert [op.op for op in report.host_ops] == ["relax.sum"]
     assert "non-adjacent axes [1, 3]" in report.host_ops[0].reason
+
+
+# ------------------------------------------------------------------ normalisation
+
+# (id, op, input shape, axes, channel axis)
+NORM_CASES = [
+    ("layer-norm-nhwc-c17-h7-channels", "layer_norm", (1, 7, 7, 17), [-1], None),
+    ("layer-norm-nchw-c5-h7-chw", "layer_norm", (2, 5, 7, 7), [1, 2, 3], None),
+    ("layer-norm-rank3-c3-h1", "layer_norm", (4, 1, 3), [2], None),
+    ("instance-norm-nchw-c5-h31", "instance_norm", (1, 5, 31, 31), [2, 3], 1),
+    ("instance-norm-nhwc-c17-h7", "instance_norm", (2, 7, 7, 17), [1, 2], 3),
+    ("group-norm-per-channel-nchw-c3-h7", "group_norm", (1, 3, 7, 7), [2, 3], 1),
+]
+
+
+def norm_module(case_id, op, shape, axes, channel):
+    rng = _rng(case_id)
+    affine_shape = tuple(shape[a] for a in axes) if channel is None else (shape[channel],)
+    inputs = {"x": _rand(rng, shape, 2.0) + 1.0}
+    params = {"g": _rand(rng, affine_shape), "b": _rand(rng, affine_shape)}
+
+    def body(bb, v):
+        if op == "layer_norm":
+            return relax.op.nn.layer_norm(v["x"], v["g"], v["b"], axes=axes, epsilon=1e-6)
+        if op == "instance_norm":
+            return relax.op.nn.instance_norm(v["x"], v["g"], v["b"], channel_axis=channel, axes=axes)
+        return relax.op.nn.group_norm(v["x"], v["g"], v["b"], num_groups=shape[channel], channel_axis=channel,
+                                      axes=axes)
+
+    return make_module(inputs, params, body), params, inputs
+
+
+@pytest.mark.parametrize("case", NORM_CASES, ids=[c[0] for c in NORM_CASES])
+def test_norm_matches_llvm(case):
+    mod, params, inputs = norm_module(*case)
+    # f32 on both sides; TVM's layer_norm takes the variance as E[x^2] - mean^2 in
+    # one pass, the chip in two passes (sophon_tiu_norm.c): the normalised values
+    # (magnitude ~3 after gamma) differ by a few ulp of the squares' sum
+    _check_offloaded(case[0], mod, params, inputs, [f"sophon.{case[1]}"], rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_with_several_channels_per_group_stays_on_host_with_reason():
+    inputs = {"x": _rand(_rng("gn-host"), (1, 6, 5, 5))}
+    params = {"g": np.ones(6, "float32"), "b": np.zeros(6, "float32")}
+    mod = make_module(inputs, params, lambda bb, v: relax.op.nn.group_norm(
+        v["x"], v["g"], v["b"], num_groups=2, channel_axis=1, axes=[2, 3]))
+    report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod, params))
+    assert [op.op for op in report.host_ops] == ["relax.nn.group_norm"]
+    assert "2 groups of 6 channels" in report.host_ops[0].reason

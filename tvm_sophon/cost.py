@@ -98,7 +98,8 @@ def runtime_library() -> ctypes.CDLL:
                  "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_resize",
-                 "sophon_cost_conv2d_transpose", "sophon_cost_reduce"):
+                 "sophon_cost_conv2d_transpose", "sophon_cost_reduce",
+                 "sophon_cost_norm"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -197,6 +198,8 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.Conv2dTranspose):
         return "tiu", lib.sophon_cost_conv2d_transpose(c_chip, ref(step.out), ref(step.input),
                                                        ctypes.byref(_conv_params(step)))
+    if isinstance(step, P.Norm):
+        return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
     if isinstance(step, P.Reduce):
         kind = ("SUM", "MEAN", "MAX", "MIN").index(step.kind)
         return "tiu", lib.sophon_cost_reduce(c_chip, ref(step.input), kind)

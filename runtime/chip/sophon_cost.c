@@ -263,3 +263,7 @@ uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
                             sophon_reduce_kind kind) {
   return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN ? 2 : 1);
 }
+
+uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {
+  return sophon_cost_eltwise(chip, out, 8);
+}

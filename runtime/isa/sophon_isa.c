@@ -57,6 +57,9 @@ static uint64_t resize_cost(const sophon_chip* chip, const sophon_operands* o) {
 static uint64_t reduce_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_reduce(chip, o->a, o->reduce_kind);
 }
+static uint64_t norm_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_norm(chip, o->out);
+}
 /* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_binary(chip, o->out, NULL);
@@ -102,6 +105,9 @@ static void conv2d_transpose_ref(sophon_device* dev, const sophon_operands* o) {
 }
 static void reduce_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_reduce_f32(dev, o->out, o->a, o->reduce_kind);
+}
+static void norm_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_norm_f32(dev, o->out, o->a, o->b, o->c, o->norm);
 }
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
@@ -163,6 +169,8 @@ static const sophon_instruction instructions[] = {
    conv2d_transpose_ref, NULL},
   {SOPHON_CMD_REDUCE, "reduce", "tiu_reduce", /* out, a, reduce_kind */
    sophon_check_tiu_reduce, reduce_cost, NULL, reduce_ref, NULL},
+  {SOPHON_CMD_NORM, "norm", "tiu_norm", /* out, a, b = gamma, c = beta, norm */
+   sophon_check_tiu_norm, norm_cost, NULL, norm_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -306,4 +314,12 @@ sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
   sophon_operands o = operands(out, in, NULL, NULL);
   o.reduce_kind = kind;
   return sophon_isa_execute(dev, SOPHON_CMD_REDUCE, &o);
+}
+
+sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
+                              const sophon_local* in, const sophon_local* gamma,
+                              const sophon_local* beta, const sophon_norm_params* p) {
+  sophon_operands o = operands(out, in, gamma, beta);
+  o.norm = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_NORM, &o);
 }

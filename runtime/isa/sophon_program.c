@@ -124,6 +124,13 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
       o.reduce_kind = (sophon_reduce_kind)c->d;
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_NORM:
+      o.norm = SOPHON_ENTRY(prog->norms, prog->num_norms, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (c->c >= 0 && lc == NULL) return bad_index(dev, "gamma", c->c);
+      if (c->d >= 0 && ld == NULL) return bad_index(dev, "beta", c->d);
+      if (o.norm == NULL) return bad_index(dev, "norm params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
     case SOPHON_CMD_RESIZE:
       o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);

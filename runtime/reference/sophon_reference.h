@@ -82,6 +82,13 @@ void sophon_ref_reduce_f32(sophon_device* dev, const sophon_local* out, const so
 sophon_status sophon_check_tiu_reduce(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 
+/* -------------------------------------------------- norm (sophon_tiu_norm.c) */
+
+void sophon_ref_norm_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_local* gamma, const sophon_local* beta,
+                         const sophon_norm_params* p);
+sophon_status sophon_check_tiu_norm(sophon_device* dev, const char* op, const sophon_operands* o);
+
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,

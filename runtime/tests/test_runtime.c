@@ -1521,6 +1521,49 @@ static void test_reduce(void) {
   sophon_device_destroy(dev);
 }
 
+/* Normalisation of two columns of 4 values: [1 2 3 4] has mean 2.5 and variance
+ * 1.25; [2 2 2 2] has variance 0, so with epsilon 0.25 it normalises to 0 (then
+ * beta). gamma along h scales each row; beta along c shifts each channel. */
+static void test_norm(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[8] = {1, 2, 2, 2, 3, 2, 4, 2}, gamma[4] = {1, 2, 3, 4}, beta[1] = {10}, got[8];
+  sophon_local in_t = local4(0, 1, 1, 4, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 1, 4, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local gamma_t = local4(2048, 1, 1, 4, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local beta_t = local4(2560, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local bad_gamma = local4(2048, 1, 1, 3, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_norm_params p = {0.25f};
+  float want[8];
+  int y;
+  for (y = 0; y < 4; ++y) {
+    /* (x - 2.5) / sqrt(1.25 + 0.25) * gamma + beta; the constant column gives beta */
+    want[2 * y] = (float)(((y + 1) - 2.5) / sqrt(1.5)) * gamma[y] + 10.0f;
+    want[2 * y + 1] = 10.0f;
+  }
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, load(dev, &gamma_t, gamma));
+  CHECK_OK(dev, load(dev, &beta_t, beta));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_norm(dev, &out_t, &in_t, &gamma_t, &beta_t, &p));
+  /* 5 latency + ceil(8 / 4) passes * 8 ops */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 21);
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, 8, 1e-6f);
+  /* without gamma and beta, in place */
+  CHECK_OK(dev, sophon_tiu_norm(dev, &in_t, &in_t, NULL, NULL, &p));
+  CHECK_OK(dev, store(dev, got, &in_t));
+  CHECK(fabsf(got[0] + 1.5f / sqrtf(1.5f)) < 1e-6f && got[1] == 0.0f);
+
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, &bad_gamma, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_norm: gamma shape (1,1,3,1) does not broadcast to in (1,1,4,2)");
+  p.epsilon = -1.0f;
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, NULL, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "epsilon -1 is negative");
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, NULL, NULL, NULL), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1533,7 +1576,7 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
              {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
              {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"},
-             {SOPHON_CMD_REDUCE, "reduce"}};
+             {SOPHON_CMD_REDUCE, "reduce"},           {SOPHON_CMD_NORM, "norm"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1777,6 +1820,7 @@ int main(void) {
   test_resize();
   test_conv2d_transpose();
   test_reduce();
+  test_norm();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
