@@ -58,7 +58,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
     locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
-    resizes, norms = _Table(), _Table()
+    resizes, norms, lrns = _Table(), _Table(), _Table()
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -141,6 +141,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Conv2dTranspose):
             cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Lrn):
+            p = lrns.add(f"{{{step.size}, {_f(step.alpha)}, {_f(step.beta)}, {_f(step.bias)}}}")
+            cmds.add(f"{{SOPHON_CMD_LRN, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Norm):
             p = norms.add(f"{{{_f(step.epsilon)}}}")
             cmds.add(f"{{SOPHON_CMD_NORM, {L(step.out)}, {L(step.input)}, {L(step.gamma)}, {L(step.beta)}, {p}}}",
@@ -188,6 +192,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              adds.render("sophon_add_int8_params", f"{r}_adds"),
              resizes.render("sophon_resize_params", f"{r}_resizes"),
              norms.render("sophon_norm_params", f"{r}_norms"),
+             lrns.render("sophon_lrn_params", f"{r}_lrns"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
@@ -195,7 +200,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
                  f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, "
                  f".resizes = {r}_resizes, .num_resizes = {count(resizes)}, "
-                 f".norms = {r}_norms, .num_norms = {count(norms)}}};")
+                 f".norms = {r}_norms, .num_norms = {count(norms)}, "
+                 f".lrns = {r}_lrns, .num_lrns = {count(lrns)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

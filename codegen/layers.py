@@ -174,7 +174,7 @@ class Layer:
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax", "reduce", "norm"):
+        if self.kind in ("fc", "qfc", "softmax", "reduce", "norm", "lrn"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -399,6 +399,8 @@ class _Analysis:
             return self.qlayer(comp)
         if comp.pattern.startswith("sophon.reduce_"):
             return self.reduce_layer(comp)
+        if comp.pattern == "sophon.lrn":
+            return self.lrn_layer(comp)
         if comp.root.op.name in ("relax.nn.layer_norm", "relax.nn.instance_norm", "relax.nn.group_norm"):
             return self.norm_layer(comp)
         if comp.pattern == "sophon.prelu":
@@ -477,6 +479,17 @@ class _Analysis:
             out_view = ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
         self.add(comp, "reduce", out_view, [self.operand(x, view)], [],
                  kind=REDUCTIONS[comp.root.op.name.split(".")[-1]])
+
+    def lrn_layer(self, comp: _Composite) -> None:
+        """LRN across the channels of an NCHW tensor (patterns/lrn.py's chain)."""
+        from tvm_sophon.patterns.lrn import lrn_size
+
+        x = comp.region_value(comp.calls_of("relax.divide")[0].args[0])
+        scalars = {name: float(self.const(comp, comp.calls_of(op)[-1].args[1]).reshape(()))
+                   for name, op in (("alpha", "relax.multiply"), ("bias", "relax.add"), ("beta", "relax.power"))}
+        view = P.layout_view("NCHW")
+        self.add(comp, "lrn", view, [self.operand(x, view)], [],
+                 size=lrn_size(comp.calls_of("relax.nn.avg_pool3d")[0]), **scalars)
 
     def norm_layer(self, comp: _Composite) -> None:
         """layer / instance norm: the normalised axes [a, b] on h; a layer norm's

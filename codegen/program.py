@@ -255,6 +255,18 @@ class Norm:
 
 
 @dataclasses.dataclass
+class Lrn:
+    """tiu_lrn: local response normalisation across channels."""
+    out: Local
+    input: Local
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Resize:
     """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
     out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
@@ -324,7 +336,7 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm,
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm, Lrn,
            QConv2d, QFullyConnected, QAdd, QPool2d)
 
 

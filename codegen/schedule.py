@@ -558,6 +558,8 @@ class Lowering:
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                                      a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "lrn":
+            step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
         elif layer.kind == "norm":
             step = P.Norm(out, acts[0], params[0], params[1], a["epsilon"], layer.pattern)
         elif layer.kind == "reduce":

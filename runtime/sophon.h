@@ -376,6 +376,17 @@ sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
                               const sophon_local* in, const sophon_local* gamma,
                               const sophon_local* beta, const sophon_norm_params* p);
 
+typedef struct {
+  int32_t size;                  /* channels in the window, centred as size / 2 before */
+  float alpha, beta, bias;
+} sophon_lrn_params;
+
+/* Local response normalisation across channels (ONNX LRN):
+ * out[n, c] = in[n, c] / (bias + alpha * (sum_{k < size} in[n, c - size/2 + k]^2) / size)^beta,
+ * channels outside [0, C) counting 0. Same shapes; out must not overlap in. */
+sophon_status sophon_tiu_lrn(sophon_device* dev, const sophon_local* out,
+                             const sophon_local* in, const sophon_lrn_params* p);
+
 typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
 
 /* Where output pixel x samples the input (scale = in_size / out_size, in f32):

@@ -37,7 +37,8 @@ typedef enum {
   SOPHON_CMD_RESIZE = 13,      /* resize(out=a, in=b, resize[p]) */
   SOPHON_CMD_CONV2D_TRANSPOSE = 14, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
   SOPHON_CMD_REDUCE = 15,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
-  SOPHON_CMD_NORM = 16         /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
+  SOPHON_CMD_NORM = 16,        /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
+  SOPHON_CMD_LRN = 17          /* lrn(out=a, in=b, lrn[p]) */
 } sophon_cmd_kind;
 
 typedef struct {
@@ -80,6 +81,8 @@ typedef struct {
   int32_t num_resizes;
   const sophon_norm_params* norms;       /* NORM (p) */
   int32_t num_norms;
+  const sophon_lrn_params* lrns;         /* LRN (p) */
+  int32_t num_lrns;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

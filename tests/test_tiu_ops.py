@@ -357,3 +357,36 @@ def test_convnext_block_is_one_chip_region():
     # fp32 sums of at most 68 products and erf/expf in another order than TVM's: the
     # layer norm's two-pass variance vs TVM's one pass adds a few ulp (see test_norm)
     assert_close(result.output, run_llvm(mod, params, inputs), rtol=1e-4, atol=1e-5, what="convnext block")
+
+
+# ------------------------------------------------------------------ LRN
+
+
+def _onnx_lrn_module(shape, size, alpha, beta, bias):
+    import onnx
+    from onnx import TensorProto, helper
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from tvm_sophon.normalize import normalize
+
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=alpha, beta=beta, bias=bias)
+    graph = helper.make_graph([node], "lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model, normalize(from_onnx(model))
+
+
+@pytest.mark.parametrize("shape,size", [((1, 17, 7, 7), 5), ((2, 3, 1, 1), 3), ((1, 70, 5, 5), 5)],
+                         ids=["c17-h7-size5", "n2-c3-h1-size3", "c70-across-lanes-size5"])
+def test_onnx_lrn_is_one_chip_instruction(shape, size):
+    """TVM imports ONNX LRN as an eight-op chain around avg_pool3d; the chip runs the
+    chain as one tiu_lrn, matching TVM's build and onnxruntime."""
+    import onnxruntime as ort
+
+    model, mod = _onnx_lrn_module(shape, size, alpha=1e-2, beta=0.75, bias=2.0)
+    inputs = {"x": _rand(_rng(f"lrn-{shape}"), shape, 3.0)}
+    # f32 power and a window sum of at most 5 squares in another order: a few ulp
+    result = _check_offloaded(f"lrn-{shape}", mod, None, inputs, ["sophon.lrn"], rtol=1e-5, atol=1e-6)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert_close(result.output, session.run(None, inputs)[0], rtol=1e-5, atol=1e-6, what="onnxruntime")

@@ -90,6 +90,11 @@ class ResizeParamsStruct(ctypes.Structure):
                    cls.ROUNDINGS.index(step.rounding), step.in_h, step.out_h, step.in_row0, step.out_row0)
 
 
+class LrnParamsStruct(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_int32), ("alpha", ctypes.c_float), ("beta", ctypes.c_float),
+                ("bias", ctypes.c_float)]
+
+
 @functools.lru_cache(maxsize=None)
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
@@ -99,7 +104,7 @@ def runtime_library() -> ctypes.CDLL:
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_resize",
                  "sophon_cost_conv2d_transpose", "sophon_cost_reduce",
-                 "sophon_cost_norm"):
+                 "sophon_cost_norm", "sophon_cost_lrn"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -198,6 +203,9 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.Conv2dTranspose):
         return "tiu", lib.sophon_cost_conv2d_transpose(c_chip, ref(step.out), ref(step.input),
                                                        ctypes.byref(_conv_params(step)))
+    if isinstance(step, P.Lrn):
+        params = LrnParamsStruct(step.size, step.alpha, step.beta, step.bias)
+        return "tiu", lib.sophon_cost_lrn(c_chip, ref(step.out), ctypes.byref(params))
     if isinstance(step, P.Norm):
         return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
     if isinstance(step, P.Reduce):

@@ -267,3 +267,8 @@ uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {
   return sophon_cost_eltwise(chip, out, 8);
 }
+
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p) {
+  return sophon_cost_eltwise(chip, out, (int64_t)p->size + 6);
+}

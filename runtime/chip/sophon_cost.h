@@ -35,6 +35,8 @@
  *                    and PRELU 2) + its fused activation's ops; activation: its
  *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
  *                    reduce: one pass over its input (mean 2: the divide);
+ *                    lrn size + 6 (a square-add per window channel, scale,
+ *                    shift, power 4, divide: assumption);
  *                    norm 8 (sum, subtract, square-add, rsqrt amortised,
  *                    subtract, multiply, scale, shift: assumption);
  *                    resize: nearest 1 (a gather), bilinear 4 (two taps per lerp,
@@ -113,6 +115,8 @@ uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
 uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
                             sophon_reduce_kind kind);
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p);
 uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
                             const sophon_resize_params* p);
 

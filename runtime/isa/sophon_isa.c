@@ -60,6 +60,9 @@ static uint64_t reduce_cost(const sophon_chip* chip, const sophon_operands* o) {
 static uint64_t norm_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_norm(chip, o->out);
 }
+static uint64_t lrn_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_lrn(chip, o->out, o->lrn);
+}
 /* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_binary(chip, o->out, NULL);
@@ -108,6 +111,9 @@ static void reduce_ref(sophon_device* dev, const sophon_operands* o) {
 }
 static void norm_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_norm_f32(dev, o->out, o->a, o->b, o->c, o->norm);
+}
+static void lrn_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_lrn_f32(dev, o->out, o->a, o->lrn);
 }
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
@@ -171,6 +177,8 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_reduce, reduce_cost, NULL, reduce_ref, NULL},
   {SOPHON_CMD_NORM, "norm", "tiu_norm", /* out, a, b = gamma, c = beta, norm */
    sophon_check_tiu_norm, norm_cost, NULL, norm_ref, NULL},
+  {SOPHON_CMD_LRN, "lrn", "tiu_lrn", /* out, a, lrn */
+   sophon_check_tiu_lrn, lrn_cost, NULL, lrn_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -322,4 +330,11 @@ sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
   sophon_operands o = operands(out, in, gamma, beta);
   o.norm = p;
   return sophon_isa_execute(dev, SOPHON_CMD_NORM, &o);
+}
+
+sophon_status sophon_tiu_lrn(sophon_device* dev, const sophon_local* out,
+                             const sophon_local* in, const sophon_lrn_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.lrn = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_LRN, &o);
 }

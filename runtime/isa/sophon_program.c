@@ -131,6 +131,11 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "beta", c->d);
       if (o.norm == NULL) return bad_index(dev, "norm params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_LRN:
+      o.lrn = SOPHON_ENTRY(prog->lrns, prog->num_lrns, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.lrn == NULL) return bad_index(dev, "lrn params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_RESIZE:
       o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);

@@ -89,6 +89,12 @@ void sophon_ref_norm_f32(sophon_device* dev, const sophon_local* out, const soph
                          const sophon_norm_params* p);
 sophon_status sophon_check_tiu_norm(sophon_device* dev, const char* op, const sophon_operands* o);
 
+/* ---------------------------------------------------- lrn (sophon_tiu_lrn.c) */
+
+void sophon_ref_lrn_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                        const sophon_lrn_params* p);
+sophon_status sophon_check_tiu_lrn(sophon_device* dev, const char* op, const sophon_operands* o);
+
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,

@@ -1567,6 +1567,39 @@ static void test_norm(void) {
   sophon_device_destroy(dev);
 }
 
+/* LRN over 3 channels of one pixel, x = [1 2 3], size 3, alpha 3, beta 1, bias 1:
+ * the windows' square sums are 5, 14, 13 (the edges miss a channel), so
+ * out = x / (1 + 3 * sum / 3) = [1/6, 2/15, 3/14]. A 4-lane chip puts channel 3 of
+ * a 5-channel tensor in another lane than channel 4: the window crosses lanes. */
+static void test_lrn(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[5] = {1, 2, 3, 0.5f, -2}, got[5];
+  sophon_local in_t = local4(0, 1, 3, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 3, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local in5 = local4(0, 1, 5, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out5 = local4(1024, 1, 5, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_lrn_params p = {3, 3.0f, 1.0f, 1.0f};
+  static const float want[3] = {1.0f / 6.0f, 2.0f / 15.0f, 3.0f / 14.0f};
+
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, sophon_tiu_lrn(dev, &out_t, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, 3, 1e-6f);
+  /* channel 4 (lane 0, slot 1) sees channels 3 and 4: 0.25 + 4 */
+  CHECK_OK(dev, load(dev, &in5, x));
+  CHECK_OK(dev, sophon_tiu_lrn(dev, &out5, &in5, &p));
+  CHECK_OK(dev, store(dev, got, &out5));
+  CHECK(fabsf(got[4] - (-2.0f / 5.25f)) < 1e-6f);
+
+  CHECK_STATUS(dev, sophon_tiu_lrn(dev, &in_t, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "overlaps");
+  p.size = 0;
+  CHECK_STATUS(dev, sophon_tiu_lrn(dev, &out_t, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_lrn: size 0 must be positive");
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1579,7 +1612,8 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
              {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
              {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"},
-             {SOPHON_CMD_REDUCE, "reduce"},           {SOPHON_CMD_NORM, "norm"}};
+             {SOPHON_CMD_REDUCE, "reduce"},           {SOPHON_CMD_NORM, "norm"},
+             {SOPHON_CMD_LRN, "lrn"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1824,6 +1858,7 @@ int main(void) {
   test_conv2d_transpose();
   test_reduce();
   test_norm();
+  test_lrn();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
