@@ -115,6 +115,9 @@ static void norm_ref(sophon_device* dev, const sophon_operands* o) {
 static void lrn_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_lrn_f32(dev, o->out, o->a, o->lrn);
 }
+static int conv2d_transpose_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_transpose_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
@@ -172,7 +175,7 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
   {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
    sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
-   conv2d_transpose_ref, NULL},
+   conv2d_transpose_ref, conv2d_transpose_fast},
   {SOPHON_CMD_REDUCE, "reduce", "tiu_reduce", /* out, a, reduce_kind */
    sophon_check_tiu_reduce, reduce_cost, NULL, reduce_ref, NULL},
   {SOPHON_CMD_NORM, "norm", "tiu_norm", /* out, a, b = gamma, c = beta, norm */

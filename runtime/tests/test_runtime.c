@@ -1600,6 +1600,57 @@ static void test_lrn(void) {
   sophon_device_destroy(dev);
 }
 
+/* The fast conv2d_transpose against the reference, bit for bit, over odd shapes:
+ * strides 1-3, kernels 1-4, dilation, padding, output-padding rows, groups,
+ * depthwise, bias and an activation, channels across the 4 lanes. */
+static void test_conv2d_transpose_fast_matches_reference(void) {
+  static const struct { int n, ic, h, w, oc, kh, kw, sh, sw, pt, pl, dh, dw, groups, extra; } cases[] = {
+      {1, 3, 7, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1}, {2, 6, 5, 5, 4, 2, 2, 2, 2, 0, 0, 1, 1, 2, 0},
+      {1, 5, 1, 1, 3, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0}, {1, 5, 6, 7, 5, 3, 3, 3, 2, 2, 0, 2, 1, 5, 2},
+      {1, 9, 4, 3, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0}, {1, 4, 5, 4, 6, 3, 2, 1, 3, 2, 1, 1, 2, 2, 1}};
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  size_t i;
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+    const int n = cases[i].n, ic = cases[i].ic, oc = cases[i].oc, kk = cases[i].kh * cases[i].kw;
+    const int oh = (cases[i].h - 1) * cases[i].sh - cases[i].pt + cases[i].dh * (cases[i].kh - 1) + 1 +
+                   cases[i].extra;
+    const int ow = (cases[i].w - 1) * cases[i].sw - cases[i].pl + cases[i].dw * (cases[i].kw - 1) + 1;
+    const int in_count = n * ic * cases[i].h * cases[i].w, out_count = n * oc * oh * ow;
+    const int w_count = ic * (oc / cases[i].groups) * kk;
+    float *x = alloc_floats(in_count), *wt = alloc_floats(w_count), b[8];
+    float *ref = alloc_floats(out_count), *fast = alloc_floats(out_count);
+    uint32_t next = 0;
+    sophon_local in_t = alloc_local(&chip, &next, n, ic, cases[i].h, cases[i].w, SOPHON_LAYOUT_ALIGNED);
+    sophon_local w_t = alloc_local(&chip, &next, 1, ic, oc / cases[i].groups, kk, SOPHON_LAYOUT_COMPACT);
+    sophon_local b_t = alloc_local(&chip, &next, 1, oc, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local out_t = alloc_local(&chip, &next, n, oc, oh, ow, SOPHON_LAYOUT_ALIGNED);
+    sophon_conv_params p = deconv_params(cases[i].kh, cases[i].kw, cases[i].sh, cases[i].sw,
+                                         cases[i].pt, cases[i].pl, cases[i].groups);
+    p.dilation_h = cases[i].dh;
+    p.dilation_w = cases[i].dw;
+    p.act.kind = i % 2 ? SOPHON_ACT_RELU : SOPHON_ACT_NONE;
+    fill(x, in_count, 71 + (unsigned)i);
+    fill(wt, w_count, 72 + (unsigned)i);
+    fill(b, oc, 73 + (unsigned)i);
+    CHECK_OK(dev, load(dev, &in_t, x));
+    CHECK_OK(dev, load(dev, &w_t, wt));
+    CHECK_OK(dev, load(dev, &b_t, b));
+    CHECK_OK(dev, sophon_device_set_reference(dev, 1));
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, ref, &out_t));
+    CHECK_OK(dev, sophon_device_set_reference(dev, 0));
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, fast, &out_t));
+    CHECK(memcmp(ref, fast, (size_t)out_count * sizeof(float)) == 0);
+    free(x);
+    free(wt);
+    free(ref);
+    free(fast);
+  }
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1856,6 +1907,7 @@ int main(void) {
   test_bm1680_conv();
   test_resize();
   test_conv2d_transpose();
+  test_conv2d_transpose_fast_matches_reference();
   test_reduce();
   test_norm();
   test_lrn();
