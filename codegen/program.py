@@ -267,6 +267,70 @@ class Softmax:
 
 
 @dataclasses.dataclass
+class Conv2dTranspose:
+    """tiu_conv2d_transpose: padding is (top, left, 0, 0); out's size sets the end."""
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Reduce:
+    """tiu_reduce: out (n, c, 1, w) = in (n, c, h, w) reduced over h."""
+    out: Local
+    input: Local
+    kind: str                             # SUM MEAN MAX MIN
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Norm:
+    """tiu_norm: normalise over h, then scale (gamma) and shift (beta)."""
+    out: Local
+    input: Local
+    gamma: Optional[Local]
+    beta: Optional[Local]
+    epsilon: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Lrn:
+    """tiu_lrn: local response normalisation across channels."""
+    out: Local
+    input: Local
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Resize:
+    """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
+    out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
+    out: Local
+    input: Local
+    method: str                           # NEAREST | BILINEAR
+    coord: str                            # HALF_PIXEL ALIGN_CORNERS ASYMMETRIC ...
+    rounding: str                         # HALF_EVEN PREFER_FLOOR PREFER_CEIL FLOOR CEIL
+    in_h: int
+    out_h: int
+    in_row0: int = 0
+    out_row0: int = 0
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class QConv2d:
     """INT8 conv2d (incl. depthwise) with TFLite requantization (sophon_quant.h)."""
     out: Local
@@ -320,7 +384,8 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, QConv2d, QFullyConnected, QAdd, QPool2d)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm, Lrn,
+           QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans
@@ -405,6 +470,13 @@ class RegionProgram:
             elif isinstance(step, (FullyConnected, QFullyConnected)):
                 m, nf = step.out.dims[:2]
                 total += m * nf * step.input.dims[1]
+            elif isinstance(step, Conv2dTranspose):
+                from tvm_sophon.patterns.deconv import transpose_macs
+
+                n, oc, oh, ow = step.out.dims
+                _, ic, h, w = step.input.dims
+                total += transpose_macs(n, ic, oc, step.groups, (h, w), (oh, ow), step.kernel, step.strides,
+                                        step.padding[:2], step.dilation)
         return total
 
     def describe(self) -> str:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 from tvm_sophon.chip import DTYPE_BYTES, Chip
 from tvm_sophon.errors import SophonCompileError
 
@@ -76,6 +78,12 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         if i1 <= i0:
             raise PlanError(f"layer {layer.label}: output rows [{o0}, {o1}) read no input row")
         return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
+    if layer.kind == "conv2d_transpose":
+        return _Geometry(out_band, *transpose_band(layer, out_band))
+    if layer.kind == "resize":
+        n0, n1, o0, o1 = out_band
+        i0, i1 = resize_source_rows(layer.attrs, full_dims(layer.acts[0])[2], out_full[2], o0, o1)
+        return _Geometry(out_band, [(n0, n1, i0, i1)])
     if layer.kind in ("binary", "unary", "qadd"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
     # fc, softmax, global or ceil-mode pools: whole rows of the operand
@@ -84,6 +92,45 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         n, _, h, _ = full_dims(op)
         bands.append((out_band[0], out_band[1], 0, h) if n == out_full[0] else (0, n, 0, h))
     return _Geometry(out_band, bands, layer.attrs.get("padding"))
+
+
+def transpose_band(layer: Layer, out_band: Band):
+    """The input band a transposed conv's output rows [o0, o1) read, and the
+    padding that places that band: out row oy takes input row iy through filter
+    row ky when iy*sh - pt + ky*dh == oy, so the band starts at the first row
+    reaching o0 (never past floor((o0 + pt) / sh), so that the band's own top
+    padding pt + o0 - i0*sh stays >= 0) and ends after the last row reaching o1 - 1."""
+    H = full_dims(layer.acts[0])[2]
+    kh, sh, dh = layer.attrs["kernel"][0], layer.attrs["strides"][0], layer.attrs["dilation"][0]
+    t, l = layer.attrs["padding"][:2]
+    n0, n1, o0, o1 = out_band
+    first = -(-(o0 + t - (kh - 1) * dh) // sh)
+    i0 = min(max(0, min(first, (o0 + t) // sh)), H - 1)
+    i1 = max(min(H, (o1 - 1 + t) // sh + 1), i0 + 1)
+    return [(n0, n1, i0, i1)], (t + o0 - i0 * sh, l, 0, 0)
+
+
+def resize_source_rows(attrs: dict, in_h: int, out_h: int, o0: int, o1: int) -> tuple[int, int]:
+    """The input rows [i0, i1) that output rows [o0, o1) of a resize read: the
+    source coordinate as runtime/reference/sophon_tiu_resize.c computes it (f32),
+    widened by one row each way (clamped to the image) so that an f32 rounding
+    difference between numpy and C can never leave a row out."""
+    y = np.arange(o0, o1, dtype=np.float32)
+    scale = np.float32(in_h) / np.float32(out_h)
+    coord = attrs["coord"]
+    if coord in ("HALF_PIXEL", "PYTORCH_HALF_PIXEL"):
+        v = (y + np.float32(0.5)) * scale - np.float32(0.5)
+        if coord == "PYTORCH_HALF_PIXEL" and out_h == 1:
+            v = np.zeros_like(y)
+    elif coord == "ALIGN_CORNERS":
+        v = y * (np.float32(in_h - 1) / np.float32(max(out_h - 1, 1))) if out_h > 1 else np.zeros_like(y)
+    elif coord == "ASYMMETRIC":
+        v = scale * y
+    else:  # TF_HALF_PIXEL_FOR_NN
+        v = (y + np.float32(0.5)) * scale
+    lo = np.floor(v).astype(np.int64) - 1
+    hi = np.ceil(v).astype(np.int64) + 2     # bilinear reads floor(v) + 1
+    return int(np.clip(lo.min(), 0, in_h - 1)), int(np.clip(hi.max(), 1, in_h))
 
 
 def _key(op: Operand) -> tuple:
@@ -98,7 +145,8 @@ def _local_fields(step) -> tuple[str, ...]:
     cls = type(step)
     if cls not in _LOCAL_FIELDS:
         _LOCAL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
-                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs"))
+                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs",
+                                                "gamma", "beta"))
     return _LOCAL_FIELDS[cls]
 
 
@@ -547,6 +595,19 @@ class Lowering:
             step = P.Binary(out, acts[0], acts[1], a["op"], a["act"], layer.pattern)
         elif layer.kind == "unary":
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
+        elif layer.kind == "conv2d_transpose":
+            step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
+                                     a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "lrn":
+            step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
+        elif layer.kind == "norm":
+            step = P.Norm(out, acts[0], params[0], params[1], a["epsilon"], layer.pattern)
+        elif layer.kind == "reduce":
+            step = P.Reduce(out, acts[0], a["kind"], layer.pattern)
+        elif layer.kind == "resize":
+            step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
+                            full_dims(layer.acts[0])[2], full_dims(layer.out)[2],
+                            geo.acts[0][2], geo.out[2], layer.pattern)
         elif layer.kind == "qconv2d":
             step = P.QConv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["groups"], a["requant"], layer.pattern)

@@ -76,6 +76,25 @@ class PoolParamsStruct(ctypes.Structure):
         "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
 
 
+class ResizeParamsStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("method", "coord", "rounding")] + [
+        (name, ctypes.c_int32) for name in ("in_h", "out_h", "in_row0", "out_row0")]
+
+    METHODS = ("NEAREST", "BILINEAR")
+    COORDS = ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC", "PYTORCH_HALF_PIXEL", "TF_HALF_PIXEL_FOR_NN")
+    ROUNDINGS = ("HALF_EVEN", "PREFER_FLOOR", "PREFER_CEIL", "FLOOR", "CEIL")
+
+    @classmethod
+    def of(cls, step) -> "ResizeParamsStruct":
+        return cls(cls.METHODS.index(step.method), cls.COORDS.index(step.coord),
+                   cls.ROUNDINGS.index(step.rounding), step.in_h, step.out_h, step.in_row0, step.out_row0)
+
+
+class LrnParamsStruct(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_int32), ("alpha", ctypes.c_float), ("beta", ctypes.c_float),
+                ("bias", ctypes.c_float)]
+
+
 @functools.lru_cache(maxsize=None)
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
@@ -84,7 +103,8 @@ def runtime_library() -> ctypes.CDLL:
                  "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_gdma_copy",
-                 "sophon_cost_gdma_fill"):
+                 "sophon_cost_gdma_fill", "sophon_cost_resize", "sophon_cost_conv2d_transpose",
+                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -195,6 +215,19 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
+    if isinstance(step, P.Conv2dTranspose):
+        return "tiu", lib.sophon_cost_conv2d_transpose(c_chip, ref(step.out), ref(step.input),
+                                                       ctypes.byref(_conv_params(step)))
+    if isinstance(step, P.Lrn):
+        params = LrnParamsStruct(step.size, step.alpha, step.beta, step.bias)
+        return "tiu", lib.sophon_cost_lrn(c_chip, ref(step.out), ctypes.byref(params))
+    if isinstance(step, P.Norm):
+        return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
+    if isinstance(step, P.Reduce):
+        kind = ("SUM", "MEAN", "MAX", "MIN").index(step.kind)
+        return "tiu", lib.sophon_cost_reduce(c_chip, ref(step.input), kind)
+    if isinstance(step, P.Resize):
+        return "tiu", lib.sophon_cost_resize(c_chip, ref(step.out), ctypes.byref(ResizeParamsStruct.of(step)))
     raise TypeError(f"no cost for {type(step).__name__}")
 
 

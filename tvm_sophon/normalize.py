@@ -21,6 +21,9 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     x / c                               -> x * (1 / c)                     c constant, 1/c a normal float32
     power(x, 2), power(x, 0.5)          -> x * x, sqrt(x)
 
+and, for the host part only (after partitioning, ``HostTransposeConvLayout``), a
+``conv2d_transpose`` in a layout TVM cannot legalise goes through NCHW / IOHW.
+
 TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
 layers as ``permute_dims`` + ``matmul``, which the pattern table takes as they are.
 
@@ -743,6 +746,42 @@ def PowerToMultiply() -> tvm.transform.Pass:  # noqa: N802
     exponents, so the results are the same except at two edges of
     ``power(x, 0.5)``: -0 gives -0 (powf: +0) and -inf gives NaN (powf: +inf)."""
     return _function_pass("SophonPowerToMultiply", _rewrite_power)
+
+
+# ------------------------------------------------------------------ host legalisation
+
+def _rewrite_transpose_conv_layout(func: relax.Function, _mod) -> relax.Function:
+    data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d_transpose")(data, weight)
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+        out_layout = str(attrs.out_layout) or layout
+        if (layout, klayout, out_layout) == ("NCHW", "IOHW", "NCHW") or sorted(layout) != sorted("NCHW") \
+                or sorted(klayout) != sorted("OIHW") or sorted(out_layout) != sorted("NCHW"):
+            return call
+        x = matches[data] if layout == "NCHW" else relax.op.permute_dims(
+            matches[data], [layout.index(d) for d in "NCHW"])
+        w = matches[weight] if klayout == "IOHW" else relax.op.permute_dims(
+            matches[weight], [klayout.index(d) for d in "IOHW"])
+        y = relax.op.nn.conv2d_transpose(
+            x, w, strides=attrs.strides, padding=attrs.padding, output_padding=attrs.output_padding,
+            dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW", kernel_layout="IOHW",
+            out_dtype=attrs.out_dtype or None)
+        return y if out_layout == "NCHW" else relax.op.permute_dims(y, ["NCHW".index(d) for d in out_layout])
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def HostTransposeConvLayout() -> tvm.transform.Pass:  # noqa: N802
+    """conv2d_transpose(x: L, w: K) -> permute(conv2d_transpose(permute(x): NCHW, permute(w): IOHW))
+
+    TVM 0.27 legalises conv2d_transpose only as NCHW data with an IOHW kernel, so
+    TFLite's TRANSPOSE_CONV (NHWC) would leave the VM an op it cannot emit
+    ("CodeGenVM cannot emit this Relax operator"). Run on what stays on the host,
+    after partitioning, so the chip still sees the op in its own layout."""
+    return _function_pass("SophonHostTransposeConvLayout", _rewrite_transpose_conv_layout)
 
 
 # ------------------------------------------------------------------ all

@@ -307,7 +307,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected, P.Conv2dTranspose)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:

@@ -278,3 +278,32 @@ uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out) {
   return sophon_cost_eltwise(chip, out, 5); /* max, subtract, exp, sum, divide */
 }
+
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p) {
+  return sophon_cost_eltwise(chip, out, p->method == SOPHON_RESIZE_BILINEAR ? 4 : 1);
+}
+
+uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_local* out,
+                                      const sophon_local* in, const sophon_conv_params* p) {
+  sophon_conv_params landing;
+  if (p == NULL || p->stride_h <= 0 || p->stride_w <= 0) return 0;
+  landing = *p;
+  landing.kernel_h = (int32_t)ceil_div_u64((uint64_t)p->kernel_h, (uint64_t)p->stride_h);
+  landing.kernel_w = (int32_t)ceil_div_u64((uint64_t)p->kernel_w, (uint64_t)p->stride_w);
+  return sophon_cost_conv2d(chip, out, in, &landing);
+}
+
+uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
+                            sophon_reduce_kind kind) {
+  return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN ? 2 : 1);
+}
+
+uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {
+  return sophon_cost_eltwise(chip, out, 8);
+}
+
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p) {
+  return sophon_cost_eltwise(chip, out, (int64_t)p->size + 6);
+}

@@ -25,13 +25,22 @@
  *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
  *                    (groups == IC == OC, one input channel per output) runs on the
  *                    depthwise/pooling unit, any other on the conv unit
+ *   conv2d_transpose as conv2d with taps = IC/groups * ceil(KH/sh) * ceil(KW/sw)
+ *                    (the taps that land on one output pixel)
  *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
  *                    * ceil(K / positions) (output features on lanes, the
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
  *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
  *                    and PRELU 2) + its fused activation's ops; activation: its
- *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide)
+ *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
+ *                    reduce: one pass over its input (mean 2: the divide);
+ *                    lrn size + 6 (a square-add per window channel, scale,
+ *                    shift, power 4, divide: assumption);
+ *                    norm 8 (sum, subtract, square-add, rsqrt amortised,
+ *                    subtract, multiply, scale, shift: assumption);
+ *                    resize: nearest 1 (a gather), bilinear 4 (two taps per lerp,
+ *                    three lerps: assumption)
  *   activation ops   (assumption: one pass of the EUs per add, multiply, compare or
  *                     select; a square root or a reciprocal 2, the special-function
  *                     unit's table-and-polynomial taking about twice an add; exp, log,
@@ -97,6 +106,8 @@ uint64_t sophon_cost_gdma_fill(const sophon_chip* chip, const int32_t dims[4], s
 
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);
+uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_local* out,
+                                      const sophon_local* in, const sophon_conv_params* p);
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
                         const sophon_local* in);
 uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
@@ -111,6 +122,13 @@ uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act);
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
+                            sophon_reduce_kind kind);
+uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p);
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p);
 
 #ifdef __cplusplus
 }

@@ -84,6 +84,7 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
+    case SOPHON_CMD_CONV2D_TRANSPOSE:
       o.conv = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
@@ -120,6 +121,27 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_SOFTMAX:
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_REDUCE:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.reduce_kind = (sophon_reduce_kind)c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_NORM:
+      o.norm = SOPHON_ENTRY(prog->norms, prog->num_norms, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (c->c >= 0 && lc == NULL) return bad_index(dev, "gamma", c->c);
+      if (c->d >= 0 && ld == NULL) return bad_index(dev, "beta", c->d);
+      if (o.norm == NULL) return bad_index(dev, "norm params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_LRN:
+      o.lrn = SOPHON_ENTRY(prog->lrns, prog->num_lrns, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.lrn == NULL) return bad_index(dev, "lrn params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_RESIZE:
+      o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.resize == NULL) return bad_index(dev, "resize params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_TIMESTEP:
       return sophon_timestep_end(dev);
