@@ -2,7 +2,7 @@
 estimated by a serial loop in this process and by `tvm_sophon.sweep` on a local
 Ray cluster, side by side in one run; the two tables must agree point for point.
 
-    python bench/sweep.py                       # resnet18, mobilenet_v2 x 6 LMEM sizes x 2 plans
+    python bench/sweep.py                       # resnet18, mobilenet_v2 x 7 LMEM sizes x 2 plans
     python bench/sweep.py --per-model           # one point of every bundled model, each in a
                                                 # fresh process: seconds and peak memory
 """
@@ -57,7 +57,8 @@ def per_model() -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet18,mobilenet_v2")
-    parser.add_argument("--lmem", default="131072,196608,262144,393216,524288,1048576", help="LMEM bytes per lane")
+    parser.add_argument("--lmem", default="65536,131072,196608,262144,393216,524288,1048576",
+                        help="LMEM bytes per lane")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     parser.add_argument("--out", default=None, help="directory for the tables and the plot")
     parser.add_argument("--per-model", action="store_true")

@@ -57,7 +57,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     sym = prog.symbol
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
-    locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
+    locals_, globals_, convs, pools, acts, cmds, requants, adds, values = (_Table() for _ in range(9))
     resizes, norms, lrns = _Table(), _Table(), _Table()
     local_index = {}
     for local in prog.locals:
@@ -113,6 +113,12 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Store):
             cmds.add(f"{{SOPHON_CMD_STORE, {L(step.src)}, {G(step.dst)}, -1, -1, -1}}",
                      f"{step.src.name} -> {step.dst.tensor.name}", dedupe=False)
+        elif isinstance(step, P.Copy):
+            cmds.add(f"{{SOPHON_CMD_COPY, -1, {G(step.dst)}, {G(step.src)}, -1, -1}}",
+                     f"{step.src.tensor.name} -> {step.dst.tensor.name} ({step.layer})", dedupe=False)
+        elif isinstance(step, P.Fill):
+            cmds.add(f"{{SOPHON_CMD_FILL, -1, {G(step.dst)}, -1, -1, {values.add(_f(step.value))}}}",
+                     f"{step.dst.tensor.name} ({step.layer})", dedupe=False)
         elif isinstance(step, P.Timestep):
             cmds.add("{SOPHON_CMD_TIMESTEP, -1, -1, -1, -1, -1}", "", dedupe=False)
         elif isinstance(step, P.Conv2d):
@@ -190,6 +196,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              *arrays,
              requants.render("sophon_requant", f"{r}_requants"),
              adds.render("sophon_add_int8_params", f"{r}_adds"),
+             values.render("float", f"{r}_values"),
              resizes.render("sophon_resize_params", f"{r}_resizes"),
              norms.render("sophon_norm_params", f"{r}_norms"),
              lrns.render("sophon_lrn_params", f"{r}_lrns"),
@@ -198,7 +205,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
-                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, "
+                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, {r}_values, {count(values)}, "
                  f".resizes = {r}_resizes, .num_resizes = {count(resizes)}, "
                  f".norms = {r}_norms, .num_norms = {count(norms)}, "
                  f".lrns = {r}_lrns, .num_lrns = {count(lrns)}}};")

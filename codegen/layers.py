@@ -24,6 +24,7 @@ from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
 from tvm_sophon.names import model_name
 
+from . import movement
 from . import program as P
 
 ROOT_OPS = {
@@ -37,6 +38,9 @@ ROOT_OPS = {
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN", "relax.divide": "DIV"}
 ROOT_OPS |= {"relax.divide"}
+MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
+    "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
+    "tile", "pad", "concat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -136,7 +140,7 @@ class Layer:
 
     index: int
     pattern: str
-    kind: str                   # conv2d | conv2d_transpose | fc | pool2d | binary | unary | softmax | resize
+    kind: str                   # conv2d | conv2d_transpose | fc | pool2d | binary | unary | softmax | resize | reduce | norm | lrn | movement
     out: Operand
     acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
     params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
@@ -173,8 +177,9 @@ class Layer:
 
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
-        rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax", "reduce", "norm", "lrn"):
+        rows: image ops whose views put a tensor axis on h. Movement layers run DDR
+        to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
+        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -194,7 +199,10 @@ class Layer:
     def batch_sliceable(self) -> bool:
         """Whether bands of the n dim can be computed apart: every operand puts
         the same axes of the same sizes on n as the result (the batch axis, or the
-        rows, M, of an fc and the element-wise ops after it), or has n = 1."""
+        rows, M, of an fc and the element-wise ops after it), or has n = 1.
+        Movement layers run DDR to DDR, alone in their group: never."""
+        if self.kind == "movement":
+            return False
         out_axes = self.out.view[0]
         return all(P.view_dims(op.value.shape, op.view)[0] == 1
                    or (op.view[0] == out_axes and len(op.value.shape) == len(self.out.value.shape)
@@ -229,6 +237,10 @@ class _Composite:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
                 calls.append(binding.value)
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
@@ -236,7 +248,8 @@ class _Composite:
         if self.standalone:
             self.root, self.bias, self.act = self.matched["root"], None, None
             return
-        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in ROOT_OPS]
+        root_ops = movement.MOVES if pattern in MOVEMENT_PATTERNS else ROOT_OPS
+        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in root_ops]
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
         self.root: relax.Call = roots[0]
@@ -244,11 +257,7 @@ class _Composite:
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
         self.root_var = root_var
-        # values the composite returns: one, or a tuple when an intermediate of the
-        # matched chain is also used outside it (a pre-activation sum feeding a skip)
-        ret = fn.body.body
-        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
-        for call in roots[1:] if not pattern.startswith("sophon.q") else []:
+        for call in roots[1:] if not pattern.startswith("sophon.q") and root_ops is ROOT_OPS else []:
             if call.op.name == "relax.add" and self.root.op.name in (
                     "relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul") \
                     and any(arg.same_as(root_var) for arg in call.args):
@@ -287,6 +296,13 @@ class Region:
     outputs: list[P.Tensor]
     layers: list[Layer]
     aliases: list[P.Tensor] = dataclasses.field(default_factory=list)  # reshaped arguments
+    _placer: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def placer(self) -> "movement.Placer":
+        """Where every value sits in DDR (views, values written in place), computed once."""
+        if self._placer is None:
+            self._placer = movement.Placer(self)
+        return self._placer
 
     def consumers(self, tensor: P.Tensor) -> list[Layer]:
         return [l for l in self.layers if any(op.value is tensor for op in [*l.acts, *filter(None, l.params)])]
@@ -411,6 +427,8 @@ class _Analysis:
             return self.add(comp, "unary", view, [self.operand(x, view)], [], act=self.activation(comp))
         root = comp.root
         name = root.op.name
+        if comp.pattern in MOVEMENT_PATTERNS:
+            return movement.analyze(self, comp)
         if name == "relax.nn.conv2d":
             # weight (1, OC, IC/groups, KH*KW)
             self.conv_layer(comp, "conv2d", "OI")

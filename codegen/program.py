@@ -42,6 +42,32 @@ def view_strides(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int
     return tuple(strides)  # type: ignore[return-value]
 
 
+def row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a compact row-major tensor."""
+    return tuple(_prod(shape[i + 1:]) for i in range(len(shape)))
+
+
+def tensor_view_strides(tensor: "Tensor", view: View) -> tuple[int, int, int, int]:
+    """Element strides of the four dims of ``view`` over ``tensor`` where it sits in
+    DDR (its own strides when it lives inside another buffer). Raises ValueError
+    when a dim flattens axes that are not adjacent in memory."""
+    if tensor.strides is None:
+        return view_strides(tensor.shape, view)
+    strides = []
+    for axes in view:
+        if not axes:
+            strides.append(0)
+            continue
+        live = [a for a in axes if tensor.shape[a] != 1]
+        if any(second != first + 1 for first, second in zip(axes, axes[1:])) or any(
+                tensor.strides[first] != tensor.strides[second] * tensor.shape[second]
+                for first, second in zip(live, live[1:])):
+            raise ValueError(f"view {view} flattens axes {axes} that are not adjacent in memory "
+                             f"(strides {tensor.strides})")
+        strides.append(tensor.strides[(live or axes)[-1]])
+    return tuple(strides)  # type: ignore[return-value]
+
+
 def default_view(rank: int) -> View:
     """How a tensor with no layout of its own sits on the chip: the last axis of a
     matrix on the lanes; 4-D tensors as NCHW."""
@@ -72,6 +98,10 @@ class Tensor:
     arg_index: Optional[int] = None  # position in the packed call (inputs, then outputs)
     base: Optional["Tensor"] = None  # a reshape of this tensor's memory (same DDR buffer)
     label: str = ""      # the model's name for the layer producing it (reports only, never C)
+    # where it sits inside ``base`` (codegen/movement.py): element offset, and the
+    # element stride of each axis (None: row-major from ``offset``)
+    offset: int = 0
+    strides: Optional[tuple[int, ...]] = None
 
     @property
     def nbytes(self) -> int:
@@ -142,6 +172,24 @@ class Store:
     dst: GlobalRef
     src: Local
     layer: str = ""      # the layer whose result it writes
+
+
+@dataclasses.dataclass
+class Copy:
+    """GDMA DDR -> DDR (S2S): a 4-D strided view copied onto another of the same dims."""
+    dst: GlobalRef
+    src: GlobalRef
+    layer: str = ""
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Fill:
+    """GDMA constant fill of a 4-D strided DDR view (the border of a pad)."""
+    dst: GlobalRef
+    value: float
+    layer: str = ""
+    pattern: str = ""
 
 
 @dataclasses.dataclass
@@ -440,6 +488,11 @@ class RegionProgram:
                 lines.append(f"  gdma.load  {step.dst.name}@{step.dst.addr} <- {step.src.tensor.name}{list(step.dst.dims)}")
             elif isinstance(step, Store):
                 lines.append(f"  gdma.store {step.dst.tensor.name} <- {step.src.name}@{step.src.addr}{list(step.src.dims)}")
+            elif isinstance(step, Copy):
+                lines.append(f"  gdma.copy  {step.dst.tensor.name}+{step.dst.offset} <- "
+                             f"{step.src.tensor.name}+{step.src.offset}{list(step.dst.dims)}")
+            elif isinstance(step, Fill):
+                lines.append(f"  gdma.fill  {step.dst.tensor.name}+{step.dst.offset}{list(step.dst.dims)} = {step.value}")
             elif isinstance(step, Timestep):
                 lines.append("  ---- timestep")
             else:

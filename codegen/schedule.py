@@ -25,6 +25,7 @@ import numpy as np
 from tvm_sophon.chip import DTYPE_BYTES, Chip
 from tvm_sophon.errors import SophonCompileError
 
+from . import movement
 from . import program as P
 from .layers import Layer, Operand, Region
 
@@ -215,6 +216,9 @@ class Lowering:
         self.last_use: dict[int, int] = {}
         self.scratch: list[P.Tensor] = []
         self.ddr: dict[int, P.Tensor] = _Overlay(index.ddr)
+        self.buffers: dict[int, P.Tensor] = _Overlay(index.ddr)   # value -> the DDR buffer it owns
+        self.placer = region.placer()
+        self.lmem_views: dict[int, Layer] = {}   # reshapes that alias their input's local
         self.outputs = index.outputs
         self.consumers: dict[int, list[Layer]] = index.consumers
         self.producer: dict[int, Layer] = index.producer
@@ -278,20 +282,40 @@ class Lowering:
 
     # ------------------------------------------------------------------ DDR
     def global_ref(self, tensor: P.Tensor, op_view: P.View, local: P.Local, band: Band) -> P.GlobalRef:
-        strides = P.view_strides(tensor.shape, op_view)
-        offset = (band[0] * strides[0] if op_view[0] else 0) + (band[2] * strides[2] if op_view[2] else 0)
+        try:
+            strides = P.tensor_view_strides(tensor, op_view)
+        except ValueError as err:
+            raise PlanError(f"{tensor.name}: {err}") from None
+        offset = tensor.offset + (band[0] * strides[0] if op_view[0] else 0) + \
+            (band[2] * strides[2] if op_view[2] else 0)
         return P.GlobalRef(tensor, op_view, local.dims, strides, offset)
 
+    def buffer_of(self, value: P.Tensor) -> P.Tensor:
+        """The DDR buffer a value owns: itself for region arguments and results,
+        else a scratch buffer."""
+        if id(value) not in self.buffers:
+            if id(value) in self.outputs:
+                self.buffers[id(value)] = value
+            else:
+                home = P.Tensor(self._name("scratch_" + value.name), value.shape, value.dtype, "scratch")
+                self.scratch.append(home)
+                self.buffers[id(value)] = home
+        return self.buffers[id(value)]
+
     def ddr_home(self, value: P.Tensor) -> P.Tensor:
-        """Where a value lives in DDR: itself for region arguments and results,
-        else a scratch buffer (an intermediate that crosses groups)."""
+        """Where a value lives in DDR: its own buffer (buffer_of), or, placed by
+        codegen/movement.py, a view of another value's buffer (a slice of a concat,
+        a transposed or sliced view)."""
         if id(value) in self.ddr:
             return self.ddr[id(value)]
-        if id(value) in self.outputs:
-            home = value
+        place = self.placer.resolve(value)
+        root = self.buffer_of(place.root)
+        if place.root is value:
+            home = root
         else:
-            home = P.Tensor(self._name("scratch_" + value.name), value.shape, value.dtype, "scratch")
-            self.scratch.append(home)
+            home = P.Tensor(self._name(value.name + "_in_" + root.name), value.shape, value.dtype, "alias",
+                            base=root.base if root.base is not None else root, offset=root.offset + place.offset,
+                            strides=place.strides)
         self.ddr[id(value)] = home
         return home
 
@@ -300,6 +324,15 @@ class Lowering:
         layers = [self.region.layers[i] for i in group.layers]
         if sorted(group.layers) != list(group.layers) or not layers:
             raise PlanError(f"group {group.layers}: layers must be a non-empty ascending list")
+        self.lmem_views.update(movement.lmem_views(layers, group, self.outputs, self.consumers))
+        moving = [l for l in layers if l.kind == "movement" and id(l.out.value) not in self.lmem_views]
+        if moving and (len(layers) > 1 or group.slices > 1):
+            raise PlanError(f"layer {moving[0].name} ({moving[0].pattern}) cannot be sliced or grouped: "
+                            "data movement runs DDR to DDR, alone in its group")
+        if moving:
+            for op in moving[0].acts:
+                self.ddr_home(op.value)
+            return movement.lower(self, moving[0])
         if group.c_slices > 1 or group.k_slices > 1:
             return self.lower_sliced_fc(group)
         members = set(group.layers)
@@ -309,7 +342,8 @@ class Lowering:
                    or any(c.index not in members for c in self.consumers.get(id(l.out.value), []))]
         # operands consumed under another view than produced go through DDR
         relayout = {(id(op.value), op.view) for l in layers for op in l.acts
-                    if id(op.value) in produced and op.view != produced[id(op.value)].out.view}
+                    if id(op.value) in produced and op.view != produced[id(op.value)].out.view
+                    and id(op.value) not in self.lmem_views and id(l.out.value) not in self.lmem_views}
         if group.slices > 1:
             self.check_sliceable(group, layers, leaving, relayout)
         bands = self.slice_bands(group, layers, leaving)
@@ -536,6 +570,12 @@ class Lowering:
                 (late_loads if late else loads).append(_PendingLoad(self, op, local, band, layer.name))
 
     def compute(self, layer: Layer, geo: _Geometry, held: dict, params) -> None:
+        if id(layer.out.value) in self.lmem_views:   # same local, seen through the consumers' views
+            for consumer in self.consumers.get(id(layer.out.value), []):
+                for op in consumer.acts:
+                    if op.value is layer.out.value:
+                        held[_key(op)] = held[_key(self.producer[id(layer.acts[0].value)].out)]
+            return
         acts = []
         for op, band in zip(layer.acts, geo.acts):
             buffer, buffer_band = held[_key(op)]

@@ -205,6 +205,15 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
  * A zero dst stride on a dim > 1 is rejected (broadcast is for loads only). */
 sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                                 const sophon_local* src);
+/* DDR to DDR (S2S): copies the 4-D view `src` onto `dst` (same shape and dtype;
+ * src may broadcast with zero strides). dst must not write an element twice, and
+ * the two views' address ranges must not overlap. Costs its bytes twice over the
+ * DDR bandwidth (read and written: sophon_cost_gdma_copy). */
+sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
+                               const sophon_global* src);
+/* Constant fill of the 4-D view `dst` with `value` (exactly representable in its
+ * dtype): the border of a pad. */
+sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, double value);
 
 /* --------------------------------------------------------------------- TIU */
 

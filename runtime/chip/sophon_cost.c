@@ -9,6 +9,7 @@
  * element-wise.
  */
 #include <math.h>
+#include <string.h>
 
 #include "chip/sophon_cost.h"
 
@@ -106,6 +107,40 @@ uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gd
   uint64_t longer = tiu > gdma ? tiu : gdma;
   if (longer == 0 || chip == NULL) return longer;
   return longer + (uint64_t)(chip->timestep_sync_cycles > 0 ? chip->timestep_sync_cycles : 0);
+}
+
+/* Bytes the DDR side of a view of `dims` moves: its DDR runs in whole bursts. */
+static uint64_t ddr_side(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                         const int64_t strides[4]) {
+  sophon_local l;
+  uint64_t elements, run;
+  memset(&l, 0, sizeof(l));
+  l.n = dims[0];
+  l.c = dims[1];
+  l.h = dims[2];
+  l.w = dims[3];
+  l.dtype = dtype;
+  elements = (uint64_t)l.n * (uint64_t)l.c * (uint64_t)l.h * (uint64_t)l.w;
+  run = ddr_run_elements(&l, strides);
+  return elements / run * round_up_u64(run * (uint64_t)sophon_dtype_size(dtype), burst(chip));
+}
+
+static int copy_args_ok(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype) {
+  return clocks_ok(chip) && dims != NULL && dims[0] > 0 && dims[1] > 0 && dims[2] > 0 &&
+         dims[3] > 0 && sophon_dtype_size(dtype) > 0;
+}
+
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4], const int64_t src_strides[4]) {
+  if (!copy_args_ok(chip, dims, dtype) || dst_strides == NULL || src_strides == NULL) return 0;
+  return gdma_cycles(chip, ddr_side(chip, dims, dtype, src_strides) +
+                               ddr_side(chip, dims, dtype, dst_strides));
+}
+
+uint64_t sophon_cost_gdma_fill(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4]) {
+  if (!copy_args_ok(chip, dims, dtype) || dst_strides == NULL) return 0;
+  return gdma_cycles(chip, ddr_side(chip, dims, dtype, dst_strides));
 }
 
 static uint64_t tiu_latency(const sophon_chip* chip) {

@@ -66,6 +66,10 @@
  *                    so small, strided and channel-scattered transfers (a depthwise
  *                    weight is 9 floats per lane) cost more per byte than large
  *                    contiguous ones.
+ *   GDMA DDR -> DDR  a copy reads its source and writes its destination, each side
+ *                    in whole bursts of its DDR runs: effective_bytes = DDR side of
+ *                    the source + DDR side of the destination; a constant fill
+ *                    only writes: its destination's DDR side
  *   timestep         max(TIU cycles, GDMA cycles) of the work issued in it, plus
  *                    timestep_sync_cycles when it holds any (the engines wait for
  *                    each other at the boundary; an empty timestep costs nothing).
@@ -93,6 +97,12 @@ uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* 
                                    const int64_t global_strides[4]);
 /* What a timestep holding `tiu` and `gdma` cycles of work takes. */
 uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gdma);
+/* A GDMA DDR -> DDR copy of (n, c, h, w) = dims elements of `dtype` between views
+ * with the given element strides, and a constant fill of one view, TIU cycles. */
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4], const int64_t src_strides[4]);
+uint64_t sophon_cost_gdma_fill(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4]);
 
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);

@@ -18,6 +18,8 @@ static const char* cmd_name(sophon_cmd_kind kind) {
     case SOPHON_CMD_LOAD: return "load";
     case SOPHON_CMD_STORE: return "store";
     case SOPHON_CMD_TIMESTEP: return "timestep";
+    case SOPHON_CMD_COPY: return "copy";
+    case SOPHON_CMD_FILL: return "fill";
     default: return ins != NULL ? ins->name : "unknown";
   }
 }
@@ -32,9 +34,9 @@ static sophon_status bad_index(sophon_device* dev, const char* what, int32_t ind
 }
 
 static sophon_status make_global(sophon_device* dev, const sophon_program* prog,
-                                 void* const* buffers, const sophon_cmd* c, sophon_global* out) {
-  const sophon_global_ref* ref = SOPHON_ENTRY(prog->globals, prog->num_globals, c->b);
-  if (ref == NULL) return bad_index(dev, "global", c->b);
+                                 void* const* buffers, int32_t index, sophon_global* out) {
+  const sophon_global_ref* ref = SOPHON_ENTRY(prog->globals, prog->num_globals, index);
+  if (ref == NULL) return bad_index(dev, "global", index);
   if (ref->buffer < 0 || ref->buffer >= prog->num_buffers || buffers[ref->buffer] == NULL)
     return bad_index(dev, "buffer", ref->buffer);
   out->data = (char*)buffers[ref->buffer] + ref->offset * sophon_dtype_size(ref->dtype);
@@ -78,7 +80,7 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_LOAD:
     case SOPHON_CMD_STORE:
       if (a == NULL) return bad_index(dev, "local", c->a);
-      if ((s = make_global(dev, prog, buffers, c, &g)) != SOPHON_OK) return s;
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
       return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
@@ -154,6 +156,18 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (o.add == NULL) return bad_index(dev, "add params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
+      sophon_global src;
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
+      if ((s = make_global(dev, prog, buffers, c->c, &src)) != SOPHON_OK) return s;
+      return sophon_gdma_copy(dev, &g, &src);
+    }
+    case SOPHON_CMD_FILL: {
+      const float* value = SOPHON_ENTRY(prog->values, prog->num_values, c->p);
+      if (value == NULL) return bad_index(dev, "value", c->p);
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
+      return sophon_gdma_fill(dev, &g, *value);
+    }
   }
   return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "unknown command kind %d", (int)c->kind);
 }
