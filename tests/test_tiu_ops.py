@@ -84,8 +84,8 @@ def test_resize2d_matches_llvm(case):
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_unet_block_is_one_region_and_slices_by_rows(layout):
-    """A U-Net-style decoder block: conv -> conv2d_transpose 2x -> conv -> nearest 2x
-    -> conv -> bilinear down. On the bm1680 it is one chip region with nothing on
+    """A U-Net-style decoder block: conv -> conv2d_transpose 2x -> concat with the
+    skip connection -> conv -> nearest 2x -> conv -> bilinear down. On the bm1680 it is one chip region with nothing on
     the host; on a chip with 4 KiB lanes the planner slices groups holding the
     transposed conv and the resizes by rows (each output band computed from the
     input band it reaches), and the result equals the unsliced run bit for bit."""
@@ -100,14 +100,17 @@ def test_unet_block_is_one_region_and_slices_by_rows(layout):
     shape = (1, c, 12, 12) if layout == "NCHW" else (1, 12, 12, c)
     klayout = "OIHW" if layout == "NCHW" else "OHWI"
     wshape = (c, c, 3, 3) if layout == "NCHW" else (c, 3, 3, c)
-    inputs = {"x": _rand(rng, shape)}
+    skip_shape = (1, 3, 24, 24) if layout == "NCHW" else (1, 24, 24, 3)
+    w2shape = (c, c + 3, 3, 3) if layout == "NCHW" else (c, 3, 3, c + 3)
+    inputs = {"x": _rand(rng, shape), "skip": _rand(rng, skip_shape)}
     params = {"w1": _rand(rng, wshape, 0.3), "up": _rand(rng, (c, c, 2, 2), 0.3),
-              "w2": _rand(rng, wshape, 0.3), "w3": _rand(rng, wshape, 0.3)}
+              "w2": _rand(rng, w2shape, 0.3), "w3": _rand(rng, wshape, 0.3)}
 
     def body(bb, v):
         conv = dict(padding=1, data_layout=layout, kernel_layout=klayout)
         y = bb.emit(relax.op.nn.conv2d(v["x"], v["w1"], **conv))
         y = bb.emit(relax.op.nn.conv2d_transpose(y, v["up"], strides=2, data_layout=layout, kernel_layout="IOHW"))
+        y = bb.emit(relax.op.concat([y, v["skip"]], axis=layout.index("C")))
         y = bb.emit(relax.op.nn.conv2d(y, v["w2"], **conv))
         y = bb.emit(relax.op.image.resize2d(y, (48, 48), layout=layout, method="nearest_neighbor",
                                             coordinate_transformation_mode="asymmetric", rounding_method=""))
