@@ -154,8 +154,14 @@ class Layer:
                    for op in self.acts)
 
     def batch_sliceable(self) -> bool:
-        return all(op.view[0] == (0,) or P.view_dims(op.value.shape, op.view)[0] == 1
-                   for op in [self.out, *self.acts])
+        """Whether bands of the n dim can be computed apart: every operand puts
+        the same axes of the same sizes on n as the result (the batch axis, or the
+        rows, M, of an fc and the element-wise ops after it), or has n = 1."""
+        out_axes = self.out.view[0]
+        return all(P.view_dims(op.value.shape, op.view)[0] == 1
+                   or (op.view[0] == out_axes and len(op.value.shape) == len(self.out.value.shape)
+                       and all(op.value.shape[a] == self.out.value.shape[a] for a in out_axes))
+                   for op in self.acts)
 
 
 def _rematch(pattern: str, fn: relax.Function) -> dict:
@@ -199,6 +205,11 @@ class _Composite:
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
+        self.root_var = root_var
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \
                     and any(arg.same_as(root_var) for arg in call.args):
@@ -218,6 +229,9 @@ class _Composite:
                 "relax.reshape", "relax.permute_dims", "relax.dequantize", "relax.astype"):
             return self.region_value(value.args[0])
         raise SophonCompileError(f"composite {self.pattern}: operand {expr} is not a region value")
+
+    def var_of(self, call) -> relax.Var:
+        return next(v for v, value in self.producer.items() if value.same_as(call))
 
     def calls_of(self, op_name: str) -> list:
         return [c for c in self.producer.values() if isinstance(c, relax.Call) and c.op.name == op_name]
@@ -308,6 +322,36 @@ class _Analysis:
         shape = shape_of(comp.bias)
         axes = ([i for i, d in enumerate(shape) if d != 1] or [len(shape) - 1]) if shape else []
         return self.operand(comp.bias, ((), tuple(axes[-1:]), (), ()), "COMPACT")
+
+    def composite(self, comp: _Composite) -> list:
+        """The layers of one composite call; returns the region-level values of what
+        the composite returns, in order (one, or a tuple's fields).
+
+        A composite whose fused activation's input is also returned (used outside
+        the composite) becomes two layers: the op without the activation, whose
+        result is that intermediate, then the activation as a unary layer."""
+        if len(comp.returns) == 1:
+            self.layer(comp)
+            return [comp.out_var]
+        act = comp.act
+        act_var = comp.var_of(act) if act is not None else None
+        final = act_var if act_var is not None else comp.var_of(comp.root) if comp.bias is None else None
+        inner = [v for v in comp.returns if not v.same_as(final)] if final is not None else comp.returns
+        if comp.pattern.startswith("sophon.q") or act is None or \
+                any(not v.same_as(act.args[0]) for v in inner):
+            names = ", ".join(v.name for v in comp.returns)
+            raise SophonCompileError(
+                f"region {self.symbol}: composite {comp.pattern} returns {names}; only the input of its "
+                f"fused activation can be used outside it besides its result")
+        # identical composites share one function, so its local vars stand for a
+        # value of this call only under fresh names
+        pre, post = (relax.Var(v.name, v.ty) for v in (act.args[0], act_var))
+        comp.out_var, comp.act = pre, None
+        self.layer(comp)
+        view = self.views[post] = self.views[pre]
+        self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(post, view),
+                                 [self.operand(pre, view)], [], {"act": activation_of(act)}))
+        return [pre if v.same_as(act.args[0]) else post for v in comp.returns]
 
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
@@ -501,6 +545,7 @@ class _Analysis:
             t.arg_index = i
             inputs.append(t)
         functions = {}
+        tuples: dict = {}              # tuple-valued composite call -> its fields' values
         body = self.func.body.body
         out_vars = list(body.fields) if isinstance(body, relax.Tuple) else [body]
         for block in self.func.body.blocks:
@@ -513,10 +558,17 @@ class _Analysis:
                     self.tensors[binding.var] = self.tensor(value)
                     self.views[binding.var] = self.views.get(value)
                     continue
+                if isinstance(value, relax.TupleGetItem) and value.tuple_value in tuples:
+                    field = tuples[value.tuple_value][int(value.index)]
+                    self.tensors[binding.var] = self.tensor(field)
+                    self.views[binding.var] = self.views.get(field)
+                    continue
                 fn = functions.get(value.op, value.op) if isinstance(value, relax.Call) else None
                 if not isinstance(fn, relax.Function) or "Composite" not in (fn.attrs or {}):
                     raise SophonCompileError(f"region {self.symbol}: {binding.var.name} is not a sophon composite")
-                self.layer(_Composite(str(fn.attrs["Composite"]), fn, value.args, binding.var))
+                fields = self.composite(_Composite(str(fn.attrs["Composite"]), fn, value.args, binding.var))
+                if isinstance(binding.var.ty, relax.TupleType):
+                    tuples[binding.var] = fields
         outputs = []
         for k, var in enumerate(out_vars):
             t = self.tensor(var)

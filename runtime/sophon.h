@@ -57,12 +57,23 @@ typedef struct {
   int32_t eu_bytes;             /* bytes one lane's execution units take per cycle:
                                    EU_NUM(dtype) = eu_bytes / sizeof(dtype) */
   int32_t has_int8;             /* 0: int8 instructions are rejected */
-  double clock_hz;              /* TIU and GDMA clock */
+  double clock_hz;              /* TIU clock; every cycle counter is in its cycles */
   double ddr_bytes_per_second;  /* DDR bandwidth seen by the GDMA */
   double power_watts;           /* typical power, for energy estimates */
-  int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction (assumption) */
-  int32_t tiu_latency_cycles;   /* fixed cost of one TIU instruction (assumption) */
-  int32_t int8_macs_per_eu;     /* INT8 MACs one EU does per cycle (BM1684's "4N" mode: 2) */
+  int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction, GDMA cycles */
+  int32_t tiu_latency_cycles;   /* issue cost of one TIU instruction, TIU cycles */
+  int32_t int8_macs_per_eu;     /* INT8 MACs one EU does per cycle per batch item */
+  /* Members below were added with the measured-silicon cost model
+   * (chip/sophon_cost.h); 0 keeps the simpler model they refine. */
+  double gdma_clock_hz;         /* GDMA engine clock (0: clock_hz) */
+  int32_t gdma_burst_bytes;     /* DDR and LMEM access granularity of the GDMA: a
+                                   contiguous run costs whole bursts (0: 1 byte) */
+  int32_t timestep_sync_cycles; /* TIU/GDMA synchronisation at the end of a
+                                   timestep that holds work, TIU cycles */
+  int32_t dwpool_eu_bytes;      /* bytes per cycle per lane of the depthwise/pooling
+                                   unit (0: eu_bytes, the conv unit's) */
+  int32_t int8_batch_pack;      /* batch items packed in one 32-bit word of an
+                                   INT8 tensor: 4 for the BM1684's "4N" layout (0: 1) */
 } sophon_chip;
 
 /* ----------------------------------------------------------------- dtypes */
@@ -141,7 +152,7 @@ typedef struct sophon_device sophon_device;
  * The chip struct is copied (the name string too). Returns SOPHON_ERR_ARGUMENT, with
  * no message since there is no device yet, unless npu_num > 0, lmem_bytes_per_lane
  * is a positive multiple of 4, eu_bytes >= 4, clock_hz and ddr_bytes_per_second
- * are > 0 and the latencies are >= 0. */
+ * are > 0, the latencies are >= 0 and the cost-model members after them are >= 0. */
 sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out);
 void sophon_device_destroy(sophon_device* dev);
 

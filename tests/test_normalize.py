@@ -231,6 +231,56 @@ def test_constant_operand_moves_last():
     np.testing.assert_array_equal(_llvm(out, x), _llvm(BiasFirst, x))
 
 
+# ------------------------------------------------------------------ identities, ONNX Sum/Max/Min/Mean
+
+def _stack_reduce_module(reduce, n, rhs_shape):
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType((1, 3, 4, 4) if i == 0 else rhs_shape, "float32")) for i in range(n)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            spread = [bb.emit(relax.op.broadcast_to(x, (1, 3, 4, 4))) for x in xs]
+            stacked = bb.emit(relax.op.stack(relax.Tuple(spread), axis=0))
+            out = bb.emit_output(bb.emit(reduce(stacked, axis=[0])))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("reduce, op", [(relax.op.sum, "relax.add"), (relax.op.max, "relax.maximum"),
+                                        (relax.op.min, "relax.minimum"), (relax.op.mean, "relax.add")])
+@pytest.mark.parametrize("n, rhs_shape", [(2, (1, 3, 4, 4)), (3, (1, 3, 1, 1))])
+def test_stack_reduce_becomes_binary_ops(reduce, op, n, rhs_shape):
+    mod = _stack_reduce_module(reduce, n, rhs_shape)
+    out = N.StackReduceToBinary()(mod)
+    out = relax.transform.DeadCodeElimination()(out)
+    names = host_ops(out)
+    assert "relax.stack" not in names and "relax.broadcast_to" not in names
+    assert names.count(op) == n - 1
+    arrays = [RNG.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+              for p in mod["main"].params]
+    # the same float32 additions (mean: times 1/n instead of a division), a few ulp
+    np.testing.assert_allclose(_llvm(out, *arrays), _llvm(mod, *arrays), rtol=1e-6, atol=1e-6)
+
+
+@tvm.script.ir_module
+class Identities:
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")):
+        with R.dataflow():
+            y = R.reshape(x, (1, 4, 3, 3))
+            d = R.nn.dropout(y, rate=0.5)
+            z = R.nn.relu(d[0])
+            f = R.reshape(z, (1, 36))
+            R.output(f)
+        return f
+
+
+def test_dropout_and_noop_reshape_are_removed_real_reshape_stays():
+    out = relax.transform.DeadCodeElimination()(N.RemoveIdentities()(Identities))
+    assert host_ops(out) == ["relax.nn.relu", "relax.reshape"]
+    x = RNG.standard_normal((1, 4, 3, 3)).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), np.maximum(x, 0).reshape(1, 36))
+
+
 # ------------------------------------------------------------------ element-wise arithmetic
 
 

@@ -28,6 +28,13 @@ class Chip:
     gdma_latency_cycles: int
     tiu_latency_cycles: int
     int8_macs_per_eu: int = 1
+    # the measured-silicon cost model's terms (runtime/chip/sophon_cost.h); 0 keeps
+    # the simpler model they refine
+    gdma_clock_hz: float = 0.0
+    gdma_burst_bytes: int = 0
+    timestep_sync_cycles: int = 0
+    dwpool_eu_bytes: int = 0
+    int8_batch_pack: int = 0
     description: str = ""
 
     # ---- derived figures -------------------------------------------------
@@ -52,6 +59,7 @@ class Chip:
 
     @property
     def ddr_bytes_per_cycle(self) -> float:
+        """DDR bytes per cycle of the TIU clock (the clock every counter uses)."""
         return self.ddr_bytes_per_second / self.clock_hz
 
     # ---- (de)serialisation ------------------------------------------------
@@ -77,6 +85,11 @@ class Chip:
             str(self.gdma_latency_cycles),
             str(self.tiu_latency_cycles),
             str(self.int8_macs_per_eu),
+            repr(float(self.gdma_clock_hz)),
+            str(self.gdma_burst_bytes),
+            str(self.timestep_sync_cycles),
+            str(self.dwpool_eu_bytes),
+            str(self.int8_batch_pack),
         ]
         return "{" + ", ".join(fields) + "}"
 

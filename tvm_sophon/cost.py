@@ -30,14 +30,18 @@ class ChipStruct(ctypes.Structure):
                 ("eu_bytes", ctypes.c_int32), ("has_int8", ctypes.c_int32),
                 ("clock_hz", ctypes.c_double), ("ddr_bytes_per_second", ctypes.c_double),
                 ("power_watts", ctypes.c_double), ("gdma_latency_cycles", ctypes.c_int32),
-                ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32)]
+                ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32),
+                ("gdma_clock_hz", ctypes.c_double), ("gdma_burst_bytes", ctypes.c_int32),
+                ("timestep_sync_cycles", ctypes.c_int32), ("dwpool_eu_bytes", ctypes.c_int32),
+                ("int8_batch_pack", ctypes.c_int32)]
 
     @classmethod
     def of(cls, chip: Chip) -> "ChipStruct":
         return cls(chip.name.encode(), chip.npu_num, chip.lmem_bytes_per_lane, chip.lmem_banks,
                    chip.eu_bytes, int(chip.has_int8), chip.clock_hz, chip.ddr_bytes_per_second,
                    chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles,
-                   chip.int8_macs_per_eu)
+                   chip.int8_macs_per_eu, chip.gdma_clock_hz, chip.gdma_burst_bytes,
+                   chip.timestep_sync_cycles, chip.dwpool_eu_bytes, chip.int8_batch_pack)
 
 
 class LocalStruct(ctypes.Structure):
@@ -76,11 +80,15 @@ class PoolParamsStruct(ctypes.Structure):
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
-    for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
+    for name in ("sophon_cost_gdma", "sophon_cost_gdma_transfer", "sophon_cost_timestep",
+                 "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
+    lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
+                                              ctypes.POINTER(ctypes.c_int64 * 4)]
+    lib.sophon_cost_timestep.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64, ctypes.c_uint64]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
     return lib
 
@@ -126,8 +134,8 @@ def _signature(chip: Chip, step) -> tuple:
     from tvm_sophon.codegen import program as P
 
     if isinstance(step, (P.Load, P.Store)):
-        local = step.dst if isinstance(step, P.Load) else step.src
-        return (chip, "gdma", local.dims, local.tensor.dtype)
+        local, ref = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
+        return (chip, "gdma", local.dims, local.tensor.dtype, tuple(ref.strides))
     parts = [chip, type(step).__name__]
     for field in dataclasses.fields(step):
         value = getattr(step, field.name)
@@ -152,9 +160,9 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     lib, c_chip = runtime_library(), ctypes.byref(ChipStruct.of(chip))
     ref = lambda local: ctypes.byref(LocalStruct.of(local))  # noqa: E731
     if isinstance(step, (P.Load, P.Store)):
-        local = step.dst if isinstance(step, P.Load) else step.src
-        nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
-        return "gdma", lib.sophon_cost_gdma(c_chip, nbytes)
+        local, ref_ = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
+        strides = (ctypes.c_int64 * 4)(*ref_.strides)
+        return "gdma", lib.sophon_cost_gdma_transfer(c_chip, ref(local), ctypes.byref(strides))
     if isinstance(step, (P.Conv2d, P.QConv2d)):
         return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
                                              ctypes.byref(_conv_params(step)))
@@ -172,6 +180,12 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
     raise TypeError(f"no cost for {type(step).__name__}")
+
+
+def timestep_cycles(chip: Chip, tiu: int, gdma: int) -> int:
+    """What a timestep holding ``tiu`` and ``gdma`` cycles of work takes
+    (sophon_cost_timestep: the longer engine, plus the synchronisation)."""
+    return runtime_library().sophon_cost_timestep(ctypes.byref(ChipStruct.of(chip)), tiu, gdma)
 
 
 def _elements(dims) -> int:
@@ -194,7 +208,7 @@ def estimate_steps(chip: Chip, steps) -> Estimate:
     step_tiu = step_gdma = 0
     for step in steps:
         if isinstance(step, P.Timestep):
-            est.cycles += max(step_tiu, step_gdma)
+            est.cycles += timestep_cycles(chip, step_tiu, step_gdma)
             est.timesteps += 1
             step_tiu = step_gdma = 0
             continue

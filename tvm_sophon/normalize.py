@@ -10,6 +10,8 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     batch_norm(conv2d(x, W) [+ b])[0]   -> conv2d(x, W * s) + (b - mean) * s + beta
                                            s = gamma / sqrt(var + eps)      (PyTorch Conv + BatchNorm)
     batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
+    dropout(x)[0], reshape(x, shape(x)) -> x                               identities
+    sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
     clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
     x * 1, x / 1                        -> x                               torch's softplus (beta 1)
     x / c                               -> x * (1 / c)                     c constant, 1/c a normal float32
@@ -32,7 +34,7 @@ import tvm
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm, Max, Min
 from .quant import is_quantized
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 from tvm.ir.expr import TensorLoad
 from tvm.tirx import BufferStore
 
@@ -378,6 +380,84 @@ def FoldBatchNorm() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldBatchNorm", _rewrite_batch_norm)
 
 
+# ------------------------------------------------------------------ identities and importer idioms
+
+
+def _static_shape(expr) -> Optional[tuple]:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    values = ty.shape.values
+    return tuple(int(d) for d in values) if all(isinstance(d, IntImm) for d in values) else None
+
+
+def _rewrite_identities(func: relax.Function, _mod) -> relax.Function:
+    x, y = wildcard(), wildcard()
+    dropout = is_tuple_get_item(is_op("relax.nn.dropout")(x), 0)
+    reshape = is_op("relax.reshape")(y, wildcard())
+
+    def rewriter(call, matches):
+        if dropout in matches:
+            return matches[x]  # inference: dropout passes its input through
+        data = matches[y]
+        shape = _static_shape(data)
+        if shape is not None and shape == _static_shape(call) and str(data.ty.dtype) == str(call.ty.dtype):
+            return data
+        return call
+
+    return rewrite_call(dropout | reshape, rewriter, func)
+
+
+def RemoveIdentities() -> tvm.transform.Pass:  # noqa: N802
+    """``dropout(x)[0]`` -> ``x`` (inference) and ``reshape(x, s)`` -> ``x`` where s
+    is x's own static shape (importers emit both around layers)."""
+    return _function_pass("SophonRemoveIdentities", _rewrite_identities)
+
+
+_STACK_REDUCTIONS = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum,
+                     "relax.min": relax.op.minimum, "relax.mean": relax.op.add}
+
+
+def _rewrite_stack_reduce(func: relax.Function, _mod) -> relax.Function:
+    stacked = is_op("relax.stack")(wildcard())
+    pattern = is_op("relax.sum")(stacked) | is_op("relax.max")(stacked) | is_op("relax.min")(stacked) \
+        | is_op("relax.mean")(stacked)
+    bindings = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+
+    def operand(expr):
+        """The tensor behind ``broadcast_to(t, shape)`` (the binary op broadcasts it)."""
+        value = bindings.get(expr, expr)
+        if isinstance(value, relax.Call) and value.op.name == "relax.broadcast_to":
+            return value.args[0]
+        return expr
+
+    def rewriter(call, matches):
+        stack = matches[stacked]
+        axes = call.attrs.axis
+        if int(stack.attrs.axis) != 0 or axes is None or [int(a) for a in axes] != [0] or call.attrs.keepdims:
+            return call
+        items = bindings.get(stack.args[0], stack.args[0])
+        if not isinstance(items, relax.Tuple) or len(items.fields) < 2:
+            return call
+        tensors = [operand(f) for f in items.fields]
+        out = _STACK_REDUCTIONS[call.op.name](tensors[0], tensors[1])
+        for t in tensors[2:]:
+            out = _STACK_REDUCTIONS[call.op.name](out, t)
+        if call.op.name == "relax.mean":
+            out = relax.op.multiply(out, relax.const(1.0 / len(tensors), str(call.ty.dtype)))
+        return out
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def StackReduceToBinary() -> tvm.transform.Pass:  # noqa: N802
+    """``sum(stack([broadcast_to(a, s), broadcast_to(b, s), ...]), axis=0)`` ->
+    ``add(add(a, b), ...)`` (likewise max, min, and mean as the sum times 1/n): TVM
+    imports ONNX ``Sum``/``Max``/``Min``/``Mean`` so, and a residual add written as
+    ``Sum`` would otherwise stay on the host."""
+    return _function_pass("SophonStackReduceToBinary", _rewrite_stack_reduce)
+
+
 # ------------------------------------------------------------------ element-wise arithmetic
 
 
@@ -515,6 +595,8 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         *fold,
         *([SplitSharedDequantize()] if quantized else []),
         TirMinMaxToRelax(),
+        RemoveIdentities(),
+        StackReduceToBinary(),
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),

@@ -90,33 +90,46 @@ class OffloadReport:
 
 # ------------------------------------------------------------------ MACs
 
+CONV_OPS = {f"relax.nn.conv{d}d": False for d in (1, 2, 3)}
+CONV_OPS.update({f"relax.nn.conv{d}d_transpose": True for d in (1, 2)})
+
+
 def call_macs(call: relax.Call) -> int:
-    """Multiply-accumulates of a conv2d or matmul call (0 for other ops)."""
+    """Multiply-accumulates of one op call: every convolution (1-D, 2-D, 3-D,
+    transposed), matmul (batched too); 0 for ops without multiply-accumulates."""
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
         return 0
-    out = patterns.static_shape(call)
-    if out is None:
-        return 0
-    if call.op.name == "relax.nn.conv2d":
-        w = patterns.static_shape(call.args[1])
-        if w is None:
+    name = call.op.name
+    if name in CONV_OPS:
+        x, w = patterns.static_shape(call.args[0]), patterns.static_shape(call.args[1])
+        out = patterns.static_shape(call)
+        if x is None or w is None or out is None:
             return 0
         layout = str(call.attrs.kernel_layout)
-        per_output = int(np.prod(w)) // w[layout.index("O")]
-        return int(np.prod(out)) * per_output
-    if call.op.name == "relax.matmul":
-        x = patterns.static_shape(call.args[0])
-        return int(np.prod(out)) * x[-1] if x else 0
+        if CONV_OPS[name]:
+            # transposed: every input element is scattered over (O / groups) x kernel outputs
+            return int(np.prod(x)) * (int(np.prod(w)) // w[layout.index("I")])
+        return int(np.prod(out)) * (int(np.prod(w)) // w[layout.index("O")])
+    if name == "relax.matmul":
+        x, out = patterns.static_shape(call.args[0]), patterns.static_shape(call)
+        return int(np.prod(out)) * x[-1] if x and out is not None else 0
     return 0
 
 
-def function_macs(func: relax.Function) -> int:
-    total = 0
+def function_macs(func: relax.Function, mod: Optional[tvm.IRModule] = None) -> int:
+    """MACs of one function's op calls; with ``mod``, also of the functions it
+    calls (each counted once: a loop's body is counted for one iteration)."""
+    total, seen = 0, set()
 
     def visit(expr):
         nonlocal total
         if isinstance(expr, relax.Call):
             total += call_macs(expr)
+            if mod is not None and isinstance(expr.op, relax.GlobalVar) and expr.op.name_hint not in seen:
+                seen.add(expr.op.name_hint)
+                callee = mod[expr.op]
+                if isinstance(callee, relax.Function):
+                    relax.analysis.post_order_visit(callee.body, visit)
 
     relax.analysis.post_order_visit(func.body, visit)
     return total
@@ -159,12 +172,20 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
                 region = mod[value.op]
                 regions.append(Region(value.op.name_hint, _composites(region), function_macs(region)))
                 continue
+            name = binding.var.name
+            if isinstance(value.op, relax.GlobalVar) and isinstance(mod[value.op], relax.Function):
+                callee = value.op.name_hint
+                host_ops.append(HostOp(name, callee, None,
+                                       f"host function {callee} (control flow or a nested function: "
+                                       f"only main is partitioned) runs on the host",
+                                       function_macs(mod[value.op], mod)))
+                continue
             if not isinstance(value.op, tvm.ir.Op):
                 continue
-            name = binding.var.name
             reasons = rejections.get(name)
             if reasons:
-                reason = reasons[0]
+                # the smallest rejected match rooted at this op: its own pattern's reason
+                reason = min(reasons, key=lambda r: r[0])[1]
             else:
                 reason = f"no sophon pattern covers {value.op.name}"
             host_ops.append(HostOp(name, value.op.name, patterns.static_shape(value)
@@ -213,6 +234,27 @@ def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
+    """MergeCompositeFunctions, over ``main`` only.
+
+    The pass groups the composite calls of ``main`` but rewrites every function of
+    the module with that grouping, so a module with other functions (a TFLite
+    ``While`` imports as loop, cond and body functions) fails inside TVM
+    ("Variable lv could not be found in any group"). Patterns are fused in
+    ``main`` only; the other functions are hidden from the rewrite as primitive
+    ones and restored unchanged afterwards: they run on the host."""
+    others = {gvar: func for gvar, func in mod.functions.items()
+              if gvar.name_hint != "main" and isinstance(func, relax.Function)
+              and "Composite" not in (func.attrs or {})}
+    for gvar, func in others.items():
+        mod[gvar] = func.with_attr("Primitive", 1)
+    mod = relax.transform.MergeCompositeFunctions()(mod)
+    for gvar, func in others.items():
+        if any(g.same_as(gvar) for g in mod.get_global_vars()):
+            mod[gvar] = func
+    return mod
+
+
 def is_partitioned(mod: tvm.IRModule) -> bool:
     return any(isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"
                for f in mod.functions.values())
@@ -238,10 +280,11 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     token = patterns.record_rejections(rejections)
     try:
         mod = relax.transform.FuseOpsByPattern(
-            patterns.sophon_patterns(), bind_constants=False, annotate_codegen=False)(mod)
+            patterns.sophon_patterns(), bind_constants=False, annotate_codegen=False,
+            entry_functions=["main"])(mod)
     finally:
         patterns.stop_recording(token)
-    mod = relax.transform.MergeCompositeFunctions()(mod)
+    mod = _merge_composites(mod)
     mod = _tag_regions(mod, chip)
     mod = _record_constant_args(mod)
     report = _build_report(mod, chip, rejections)

@@ -56,6 +56,7 @@ class GroupProfile:
     macs: int = 0
     ddr_bytes: int = 0
     lmem_peak: int = 0
+    slicing: str = ""           # Group.describe(): NxH, with channel/reduction slices
 
 
 @dataclasses.dataclass
@@ -122,7 +123,7 @@ class Profile:
                   f"{'chip us':>9} {'util':>6}"]
         for g in self.groups:
             s = self.seconds(g.cycles)
-            lines.append(f"{g.index:>5} {len(g.layers):>6} {f'{g.n_slices}x{g.h_slices}':>8} {g.macs:>12} "
+            lines.append(f"{g.index:>5} {len(g.layers):>6} {g.slicing:>8} {g.macs:>12} "
                          f"{g.ddr_bytes:>11} {g.lmem_peak:>9} {s * 1e6:>9.2f} "
                          f"{100 * self.utilisation(g.macs, g.cycles):>5.1f}%")
         t = self.total
@@ -186,12 +187,12 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
     for prog in programs:
         by_name: dict[str, LayerProfile] = {}
         for gi, ((first, end), group) in enumerate(zip(prog.group_steps, prog.plan.groups)):
-            gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices)
+            gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices, slicing=group.describe())
             step_tiu = step_gdma = 0
             tiu_at = gdma_at = t0
             for step in prog.steps[first:end]:
                 if isinstance(step, P.Timestep):
-                    length = max(step_tiu, step_gdma)
+                    length = cost.timestep_cycles(chip, step_tiu, step_gdma)
                     gp.cycles += length
                     t0 += length * clock_us
                     tiu_at = gdma_at = t0
@@ -230,7 +231,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:

@@ -3,9 +3,10 @@
  *
  * Shared by the runtime's counters and by the compiler (through ctypes). Every
  * function returns 0 when an argument is NULL or malformed (non-positive dims,
- * unknown dtype, npu_num <= 0, EU_NUM <= 0, non-positive bandwidth or clock),
- * so a caller cannot crash it. EU_NUM is taken at the input dtype for conv2d
- * and fc (the MAC datapath) and at out's dtype for pool and element-wise.
+ * unknown dtype, npu_num <= 0, a unit with no EU, non-positive bandwidth or
+ * clock), so a caller cannot crash it. The datapath is taken at the input dtype
+ * for conv2d and fc (the MAC datapath) and at out's dtype for pool and
+ * element-wise.
  */
 #include <math.h>
 
@@ -26,71 +27,166 @@ static int dims_ok(const sophon_local* t) {
 
 static uint64_t ceil_div_u64(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
 
-uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes) {
-  double bytes_per_cycle, cycles;
-  if (chip == NULL || !(chip->clock_hz > 0.0) || !(chip->ddr_bytes_per_second > 0.0))
-    return 0;
-  bytes_per_cycle = chip->ddr_bytes_per_second / chip->clock_hz;
-  cycles = ceil((double)bytes / bytes_per_cycle);
+static uint64_t round_up_u64(uint64_t a, uint64_t b) { return ceil_div_u64(a, b) * b; }
+
+/* Seconds-to-cycles safe conversion: 0 for NaN or negative, saturated above. */
+static uint64_t to_cycles(double cycles) {
+  if (!(cycles > 0.0)) return 0;
   if (cycles >= 18446744073709551615.0) return UINT64_MAX;
-  return (uint64_t)(chip->gdma_latency_cycles > 0 ? chip->gdma_latency_cycles : 0) +
-         (uint64_t)cycles;
+  return (uint64_t)ceil(cycles);
+}
+
+static int clocks_ok(const sophon_chip* chip) {
+  return chip != NULL && chip->clock_hz > 0.0 && chip->ddr_bytes_per_second > 0.0 &&
+         chip->gdma_clock_hz >= 0.0;
+}
+
+static double gdma_clock(const sophon_chip* chip) {
+  return chip->gdma_clock_hz > 0.0 ? chip->gdma_clock_hz : chip->clock_hz;
+}
+
+static uint64_t burst(const sophon_chip* chip) {
+  return chip->gdma_burst_bytes > 1 ? (uint64_t)chip->gdma_burst_bytes : 1;
+}
+
+/* GDMA cycles for `effective` bytes, converted to TIU cycles. */
+static uint64_t gdma_cycles(const sophon_chip* chip, uint64_t effective) {
+  const double clock = gdma_clock(chip);
+  const double bytes_per_cycle = chip->ddr_bytes_per_second / clock;
+  const double latency = chip->gdma_latency_cycles > 0 ? chip->gdma_latency_cycles : 0;
+  const double cycles = latency + ceil((double)effective / bytes_per_cycle);
+  return to_cycles(cycles * chip->clock_hz / clock);
+}
+
+uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes) {
+  if (!clocks_ok(chip)) return 0;
+  return gdma_cycles(chip, round_up_u64(bytes, burst(chip)));
+}
+
+/* Elements of the longest runs of `l` that are contiguous in DDR: the dims of
+ * size > 1 in order of stride, merged while each stride equals the run so far. */
+static uint64_t ddr_run_elements(const sophon_local* l, const int64_t strides[4]) {
+  int64_t size[4], stride[4];
+  uint64_t run = 1;
+  int i, j, count = 0;
+  const int32_t dims[4] = {l->n, l->c, l->h, l->w};
+  for (i = 0; i < 4; ++i) {
+    if (dims[i] <= 1) continue;
+    size[count] = dims[i];
+    stride[count] = strides[i] < 0 ? -strides[i] : strides[i];
+    ++count;
+  }
+  for (i = 1; i < count; ++i) /* insertion sort by stride, stable */
+    for (j = i; j > 0 && stride[j - 1] > stride[j]; --j) {
+      int64_t t = stride[j];
+      stride[j] = stride[j - 1];
+      stride[j - 1] = t;
+      t = size[j];
+      size[j] = size[j - 1];
+      size[j - 1] = t;
+    }
+  for (i = 0; i < count && (uint64_t)stride[i] == run; ++i) run *= (uint64_t)size[i];
+  return run;
+}
+
+uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* l,
+                                   const int64_t global_strides[4]) {
+  uint64_t elements, run, elem, ddr_side, lmem_side;
+  if (!clocks_ok(chip) || !dims_ok(l) || global_strides == NULL) return 0;
+  elem = (uint64_t)sophon_dtype_size(l->dtype);
+  elements = (uint64_t)l->n * (uint64_t)l->c * (uint64_t)l->h * (uint64_t)l->w;
+  run = ddr_run_elements(l, global_strides);
+  ddr_side = elements / run * round_up_u64(run * elem, burst(chip));
+  lmem_side = (uint64_t)l->n * (uint64_t)l->c *
+              round_up_u64((uint64_t)l->h * (uint64_t)l->w * elem, burst(chip));
+  return gdma_cycles(chip, ddr_side > lmem_side ? ddr_side : lmem_side);
+}
+
+uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gdma) {
+  uint64_t longer = tiu > gdma ? tiu : gdma;
+  if (longer == 0 || chip == NULL) return longer;
+  return longer + (uint64_t)(chip->timestep_sync_cycles > 0 ? chip->timestep_sync_cycles : 0);
 }
 
 static uint64_t tiu_latency(const sophon_chip* chip) {
   return (uint64_t)(chip->tiu_latency_cycles > 0 ? chip->tiu_latency_cycles : 0);
 }
 
+/* ceil(C / npu) * batch groups * ceil(H*W / positions) of a tensor shaped like `t`
+ * on a unit taking `unit_bytes` per lane per cycle (0 if malformed). */
+static uint64_t lane_passes(const sophon_chip* chip, int64_t c, int64_t n, int64_t hw,
+                            sophon_dtype dtype, int64_t unit_bytes) {
+  uint64_t groups, positions;
+  if (chip->npu_num <= 0 || unit_bytes <= 0) return 0;
+  if (dtype == SOPHON_I8) {
+    const int64_t pack = chip->int8_batch_pack > 1 ? chip->int8_batch_pack : 1;
+    groups = ceil_div_u64((uint64_t)n, (uint64_t)pack);
+    positions = (uint64_t)(unit_bytes / pack);
+  } else {
+    groups = (uint64_t)n;
+    positions = (uint64_t)(unit_bytes / sophon_dtype_size(dtype));
+  }
+  if (positions == 0) return 0;
+  return ceil_div_u64((uint64_t)c, (uint64_t)chip->npu_num) * groups *
+         ceil_div_u64((uint64_t)hw, positions);
+}
+
+static int64_t dwpool_bytes(const sophon_chip* chip) {
+  return chip->dwpool_eu_bytes > 0 ? chip->dwpool_eu_bytes : chip->eu_bytes;
+}
+
+/* Reduction steps per lane pass: int8 EUs take int8_macs_per_eu taps at once. */
+static uint64_t reduction_steps(const sophon_chip* chip, uint64_t taps, sophon_dtype dtype) {
+  if (dtype == SOPHON_I8 && chip->int8_macs_per_eu > 1)
+    return ceil_div_u64(taps, (uint64_t)chip->int8_macs_per_eu);
+  return taps;
+}
+
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p) {
-  int64_t eu;
-  uint64_t taps;
-  if (chip == NULL || p == NULL || chip->npu_num <= 0 || !dims_ok(out) || !dims_ok(in))
-    return 0;
+  uint64_t taps, passes;
+  int depthwise;
+  if (chip == NULL || p == NULL || !dims_ok(out) || !dims_ok(in)) return 0;
   if (p->groups <= 0 || p->kernel_h <= 0 || p->kernel_w <= 0) return 0;
-  eu = sophon_eu_num(chip, in->dtype);
-  if (eu <= 0) return 0;
+  depthwise = p->groups > 1 && p->groups == in->c && out->c == in->c;
   taps = (uint64_t)(in->c / p->groups) * (uint64_t)p->kernel_h * (uint64_t)p->kernel_w;
-  return tiu_latency(chip) +
-         ceil_div_u64((uint64_t)out->c, (uint64_t)chip->npu_num) * (uint64_t)out->n *
-             ceil_div_u64((uint64_t)out->h * (uint64_t)out->w, (uint64_t)eu) * taps;
+  passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, in->dtype,
+                       depthwise ? dwpool_bytes(chip) : chip->eu_bytes);
+  if (passes == 0) return 0;
+  return tiu_latency(chip) + passes * reduction_steps(chip, taps, in->dtype);
 }
 
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
                         const sophon_local* in) {
-  int64_t eu;
-  if (chip == NULL || chip->npu_num <= 0 || !dims_ok(out) || !dims_ok(in)) return 0;
-  eu = sophon_eu_num(chip, in->dtype);
-  if (eu <= 0) return 0;
-  /* out (M, N, 1, 1), in (M, K, 1, 1) */
-  return tiu_latency(chip) +
-         ceil_div_u64((uint64_t)out->c, (uint64_t)chip->npu_num) * (uint64_t)out->n *
-             ceil_div_u64((uint64_t)in->c, (uint64_t)eu);
+  uint64_t passes;
+  if (chip == NULL || !dims_ok(out) || !dims_ok(in)) return 0;
+  /* out (M, N, 1, 1), in (M, K, 1, 1): N on the lanes, K along the EUs */
+  passes = lane_passes(chip, out->c, out->n, in->c, in->dtype, chip->eu_bytes);
+  if (passes == 0) return 0;
+  if (in->dtype == SOPHON_I8 && chip->int8_macs_per_eu > 1)
+    passes = ceil_div_u64(passes, (uint64_t)chip->int8_macs_per_eu);
+  return tiu_latency(chip) + passes;
 }
 
 uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_pool_params* p) {
-  int64_t eu;
-  if (chip == NULL || p == NULL || chip->npu_num <= 0 || !dims_ok(out)) return 0;
+  uint64_t passes;
+  if (chip == NULL || p == NULL || !dims_ok(out)) return 0;
   if (p->kernel_h <= 0 || p->kernel_w <= 0) return 0;
-  eu = sophon_eu_num(chip, out->dtype);
-  if (eu <= 0) return 0;
-  return tiu_latency(chip) +
-         ceil_div_u64((uint64_t)out->c, (uint64_t)chip->npu_num) * (uint64_t)out->n *
-             ceil_div_u64((uint64_t)out->h * (uint64_t)out->w, (uint64_t)eu) *
-             ((uint64_t)p->kernel_h * (uint64_t)p->kernel_w);
+  passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype,
+                       dwpool_bytes(chip));
+  if (passes == 0) return 0;
+  return tiu_latency(chip) + passes * ((uint64_t)p->kernel_h * (uint64_t)p->kernel_w);
 }
 
 uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
                              int64_t ops_per_element) {
-  int64_t eu;
-  if (chip == NULL || chip->npu_num <= 0 || !dims_ok(out) || ops_per_element < 0) return 0;
-  eu = sophon_eu_num(chip, out->dtype);
-  if (eu <= 0) return 0;
-  return tiu_latency(chip) +
-         ceil_div_u64((uint64_t)out->c, (uint64_t)chip->npu_num) * (uint64_t)out->n *
-             ceil_div_u64((uint64_t)out->h * (uint64_t)out->w, (uint64_t)eu) *
-             (uint64_t)ops_per_element;
+  uint64_t passes;
+  if (chip == NULL || !dims_ok(out) || ops_per_element < 0) return 0;
+  passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype,
+                       chip->eu_bytes);
+  if (passes == 0) return 0;
+  return tiu_latency(chip) + passes * (uint64_t)ops_per_element;
 }
 
 /* Cost-model ops of an activation (sophon_cost.h); none 0. */

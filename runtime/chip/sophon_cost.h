@@ -5,26 +5,33 @@
  * and the compiler (tvm_sophon/cost.py, through ctypes) calls the same functions
  * when it plans, so the plan's estimate and the run's counters cannot drift apart.
  *
- * Model (all numbers from sophon_chip; the fixed latencies are named assumptions):
+ * Every term is a property of the chip in sophon_chip (tvm_sophon/chips/NAME.json,
+ * where each number has its source or is named an assumption). All cycle counts
+ * are in cycles of the TIU clock (clock_hz); GDMA work is timed at gdma_clock_hz
+ * and converted. Members left 0 fall back as sophon.h says.
  *
- *   EU_NUM(dtype)    = eu_bytes / sizeof(dtype)           elements a lane takes per cycle
- *                      (x int8_macs_per_eu for int8)
- *   GDMA cycles      = gdma_latency_cycles
- *                      + ceil(bytes / (ddr_bytes_per_second / clock_hz))
- *   conv2d cycles    = tiu_latency_cycles
- *                      + ceil(OC / npu_num) * N * ceil(OH*OW / EU_NUM) * (IC/groups * KH * KW)
- *                      (output channels on lanes, output pixels along the EUs, one
- *                       MAC per EU per cycle; a 3-channel output fills 3 of 64 lanes)
- *   fc cycles        = tiu_latency_cycles
- *                      + ceil(N / npu_num) * M * ceil(K / EU_NUM)
- *                      (output features on lanes, the reduction along the EUs)
- *   pool cycles      = tiu_latency_cycles
- *                      + ceil(C / npu_num) * N * ceil(OH*OW / EU_NUM) * (KH * KW)
- *   element-wise     = tiu_latency_cycles
- *                      + ceil(C / npu_num) * N * ceil(H*W / EU_NUM) * ops_per_element
- *                      with ops_per_element: binary 1 (DIV and PRELU 2) + its fused
- *                      activation's ops; activation: its ops, none 1 (a copy); softmax
- *                      5 (max, subtract, exp, sum, divide)
+ *   lane passes      the TIU puts channels on the npu_num lanes and, in each lane,
+ *                    `positions` elements of the h*w plane side by side:
+ *                      passes = ceil(C / npu_num) * batch_groups * ceil(H*W / positions)
+ *                    f32:  batch_groups = N, positions = unit_bytes / 4
+ *                    int8: the "4N" layout packs int8_batch_pack (p) batch items
+ *                          in each 32-bit word, so batch_groups = ceil(N / p) and
+ *                          positions = unit_bytes / p: at batch 1 three quarters of
+ *                          a BM1684's int8 datapath idle (EU alignment of H*W and
+ *                          of C over the lanes is in the ceilings)
+ *                    unit_bytes = eu_bytes for the conv, FC and tensor-arithmetic
+ *                    units, dwpool_eu_bytes for the depthwise/pooling unit
+ *   conv2d           tiu_latency + passes(out) * taps, taps = IC/groups * KH * KW;
+ *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
+ *                    (groups == IC == OC, one input channel per output) runs on the
+ *                    depthwise/pooling unit, any other on the conv unit
+ *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
+ *                    * ceil(K / positions) (output features on lanes, the
+ *                    reduction along the EUs; int8 / int8_macs_per_eu)
+ *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
+ *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
+ *                    and PRELU 2) + its fused activation's ops; activation: its
+ *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide)
  *   activation ops   (assumption: one pass of the EUs per add, multiply, compare or
  *                     select; a square root or a reciprocal 2, the special-function
  *                     unit's table-and-polynomial taking about twice an add; exp, log,
@@ -38,9 +45,23 @@
  *                      tanh, multiply)
  *   fused bias/activation in conv and fc is free (done on the way out).
  *
- * Region time (until layer groups overlap them) = sum of TIU and GDMA cycles:
- * the engines run one after the other. Seconds = cycles / clock_hz; energy =
- * seconds * power_watts.
+ *   GDMA transfer    gdma_latency + ceil(effective_bytes / (ddr_bytes_per_second /
+ *                    gdma_clock_hz)) GDMA cycles, where the DDR and the LMEM are both
+ *                    accessed in bursts of gdma_burst_bytes:
+ *                      DDR side   the transfer is made of runs that are contiguous in
+ *                                 DDR (the dims ordered by stride, merged while
+ *                                 contiguous); each run costs whole bursts
+ *                      LMEM side  each (n, c) plane lands in one lane: n*c runs of
+ *                                 h*w elements, each whole bursts
+ *                      effective_bytes = max(DDR side, LMEM side)
+ *                    so small, strided and channel-scattered transfers (a depthwise
+ *                    weight is 9 floats per lane) cost more per byte than large
+ *                    contiguous ones.
+ *   timestep         max(TIU cycles, GDMA cycles) of the work issued in it, plus
+ *                    timestep_sync_cycles when it holds any (the engines wait for
+ *                    each other at the boundary; an empty timestep costs nothing).
+ *
+ * Seconds = cycles / clock_hz; energy = seconds * power_watts.
  */
 #ifndef SOPHON_COST_H_
 #define SOPHON_COST_H_
@@ -51,9 +72,19 @@
 extern "C" {
 #endif
 
+/* Elements of `dtype` one lane takes per cycle in the ALIGNED LMEM layout
+ * (eu_bytes / sizeof(dtype), x int8_macs_per_eu for int8). */
 int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype);
 
+/* A GDMA transfer of one contiguous run of `bytes` on both sides, TIU cycles. */
 uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes);
+/* A GDMA load or store of the local tensor `l` from or to a global view with the
+ * given element strides (n, c, h, w), TIU cycles. */
+uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* l,
+                                   const int64_t global_strides[4]);
+/* What a timestep holding `tiu` and `gdma` cycles of work takes. */
+uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gdma);
+
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,

@@ -116,6 +116,9 @@ static sophon_status check_chip(const sophon_chip* chip) {
     return SOPHON_ERR_ARGUMENT;
   if (chip->gdma_latency_cycles < 0 || chip->tiu_latency_cycles < 0)
     return SOPHON_ERR_ARGUMENT;
+  if (!(chip->gdma_clock_hz >= 0.0) || chip->gdma_burst_bytes < 0 ||
+      chip->timestep_sync_cycles < 0 || chip->dwpool_eu_bytes < 0 || chip->int8_batch_pack < 0)
+    return SOPHON_ERR_ARGUMENT;
   if ((uint64_t)lane_pitch(chip) > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
     return SOPHON_ERR_NOMEM;
   return SOPHON_OK;
@@ -247,8 +250,8 @@ void sophon_device_reset_counters(sophon_device* dev) {
 
 sophon_status sophon_timestep_end(sophon_device* dev) {
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
-  dev->counters.cycles += dev->step_tiu_cycles > dev->step_gdma_cycles ? dev->step_tiu_cycles
-                                                                       : dev->step_gdma_cycles;
+  dev->counters.cycles +=
+      sophon_cost_timestep(&dev->chip, dev->step_tiu_cycles, dev->step_gdma_cycles);
   dev->counters.timesteps += 1;
   dev->step_tiu_cycles = 0;
   dev->step_gdma_cycles = 0;

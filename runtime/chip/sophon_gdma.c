@@ -335,9 +335,10 @@ static sophon_status check_pair(sophon_device* dev, const char* op, const char* 
   return sophon_check_bounds(dev, op, lname, l);
 }
 
-static void count_gdma(sophon_device* dev, const sophon_local* l, uint64_t bytes,
-                       int is_load) {
-  sophon_count_gdma(dev, sophon_cost_gdma(&dev->chip, bytes), bytes, is_load);
+static void count_gdma(sophon_device* dev, const sophon_local* l, const sophon_global* g,
+                       uint64_t bytes, int is_load) {
+  const int64_t strides[4] = {g->stride_n, g->stride_c, g->stride_h, g->stride_w};
+  sophon_count_gdma(dev, sophon_cost_gdma_transfer(&dev->chip, l, strides), bytes, is_load);
   sophon_touch(dev, l);
 }
 
@@ -356,7 +357,7 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
   if (status != SOPHON_OK) return status;
 
   gdma_run(dev, dst, src, 1, tensor_bytes(dst));
-  count_gdma(dev, dst, tensor_bytes(dst), 1);
+  count_gdma(dev, dst, src, tensor_bytes(dst), 1);
   return SOPHON_OK;
 }
 
@@ -380,6 +381,6 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                             (int)dst->c, (int)dst->h, (int)dst->w);
 
   gdma_run(dev, src, dst, 0, tensor_bytes(src));
-  count_gdma(dev, src, tensor_bytes(src), 0);
+  count_gdma(dev, src, dst, tensor_bytes(src), 0);
   return SOPHON_OK;
 }

@@ -250,8 +250,9 @@ static void test_conv2d_golden(void) {
   counters = sophon_device_counters(dev);
   CHECK_EQ_INT(counters->macs, 4 * 4);
   CHECK_EQ_INT(counters->tiu_instructions, 1);
-  /* 5 + ceil(1/4) * 1 * ceil(4 / EU_NUM(i8) = 32) * 4 taps */
-  CHECK_EQ_INT(counters->tiu_cycles, 5 + 4);
+  /* 5 + ceil(1 channel / 4 lanes) * 1 batch group * ceil(4 pixels / 16 int8 positions)
+   *   * ceil(4 taps / 2 int8 MACs per EU) */
+  CHECK_EQ_INT(counters->tiu_cycles, 5 + 2);
   CHECK_EQ_INT(counters->tiu_cycles, sophon_cost_conv2d(&chip, &out, &in, &p));
   CHECK_EQ_INT(counters->lmem_peak_bytes, 256 + 32);
 

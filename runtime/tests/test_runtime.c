@@ -1213,6 +1213,58 @@ static void test_cost_functions(void) {
   CHECK(sophon_cost_fc(&chip, NULL, &in) == 0);
 }
 
+/* The measured-silicon terms: two clocks, bursts, the depthwise unit, 4N int8,
+ * the timestep synchronisation; each checked by hand on small numbers. */
+static void test_cost_silicon_terms(void) {
+  sophon_chip chip = small_chip();
+  sophon_local t = local4(0, 1, 4, 2, 3, SOPHON_LAYOUT_ALIGNED); /* 24 floats, 96 B */
+  /* the whole tensor in NCHW; and 4 of the 8 channels of an NHWC tensor */
+  const int64_t contiguous[4] = {24, 6, 3, 1}, nhwc_slice[4] = {48, 1, 24, 8};
+  sophon_local in, out;
+  sophon_conv_params p;
+  chip.gdma_latency_cycles = 0;
+  /* no bursts, one clock: 96 B at 4 B/cycle */
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 24);
+  /* 32-byte bursts: DDR side one run of 96 B = 3 bursts; LMEM side 4 planes of
+   * 24 B, each a whole burst: 128 B -> 32 cycles */
+  chip.gdma_burst_bytes = 32;
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 32);
+  CHECK(sophon_cost_gdma(&chip, 96) == 24);
+  /* the NHWC channel slice: DDR runs of 4 floats = 16 B, 6 runs of one burst each =
+   * 192 B -> 48 cycles */
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, nhwc_slice) == 48);
+  /* bandwidth is per second, so a GDMA clock at half the TIU clock only stretches
+   * the latency: 10 GDMA cycles = 20 TIU cycles */
+  chip.gdma_clock_hz = chip.clock_hz / 2;
+  chip.gdma_latency_cycles = 10;
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 20 + 32);
+  /* timestep: the longer engine plus the synchronisation, nothing when empty */
+  chip.timestep_sync_cycles = 7;
+  CHECK(sophon_cost_timestep(&chip, 10, 3) == 17);
+  CHECK(sophon_cost_timestep(&chip, 0, 0) == 0);
+  /* depthwise 3x3 on 8 channels of 4x4: conv unit 4 positions, dw unit 2 */
+  in = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  out = in;
+  p = conv_params(3, 3, 1, 1, 1, 8);
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 4 * 9);
+  chip.dwpool_eu_bytes = 8;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 8 * 9);
+  /* 4N int8: four batch items share each 32-bit word, so batch 1 and 4 cost the
+   * same and batch 5 twice as much */
+  chip.int8_batch_pack = 4;
+  chip.int8_macs_per_eu = 2;
+  p = conv_params(3, 3, 1, 1, 1, 1);
+  in = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  in.dtype = SOPHON_I8;
+  out = in;
+  /* 16 B / 4 = 4 positions: ceil(16/4) = 4 passes per lane slot, 72 taps / 2 */
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 1 * 4 * 36);
+  in.n = out.n = 4;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 1 * 4 * 36);
+  in.n = out.n = 5;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 2 * 4 * 36);
+}
+
 /* The same code on BM1680-like numbers: 64 lanes, EU_NUM 64, > 64 channels. */
 static void test_bm1680_conv(void) {
   sophon_chip chip = bm1680_chip();
@@ -1477,6 +1529,7 @@ int main(void) {
   test_timesteps();
   test_row_window();
   test_cost_functions();
+  test_cost_silicon_terms();
   test_bm1680_conv();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);

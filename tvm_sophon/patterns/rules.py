@@ -39,7 +39,8 @@ Rule = Callable[[dict], Optional[str]]
 
 # ------------------------------------------------------------------ recording
 
-# Rejection reasons of the current partition run: bound var name -> reasons.
+# Rejection reasons of the current partition run: root op's bound var name ->
+# [(size of the rejected match, reason)].
 _REJECTIONS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
     "sophon_rejections", default=None
 )
@@ -177,7 +178,7 @@ def make_check(*rules: Rule):
         for rule in rules:
             reason = rule(ann)
             if reason is not None:
-                _record(ctx, reason)
+                _record(ctx, ann, reason)
                 return False
         return True
 
@@ -185,12 +186,18 @@ def make_check(*rules: Rule):
     return check
 
 
-def _record(ctx: PatternCheckContext, reason: str) -> None:
+def _record(ctx: PatternCheckContext, ann: dict, reason: str) -> None:
+    """Record ``reason`` against the rejected pattern's root op only (a bias add or
+    an activation fused behind it has its own patterns and reasons), with the size
+    of the match: the report prefers the smallest rejected match, the op's own
+    pattern, over a fused one that failed on a neighbour."""
     store = _REJECTIONS.get()
-    if store is None:
+    root = ann.get("root")
+    if store is None or root is None:
         return
-    for binding_var in ctx.matched_bindings.keys():
-        store.setdefault(binding_var.name, []).append(reason)
+    for binding_var, value in ctx.matched_bindings.items():
+        if value.same_as(root):
+            store.setdefault(binding_var.name, []).append((len(ctx.matched_bindings), reason))
 
 # ------------------------------------------------------------------ builders
 
