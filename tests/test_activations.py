@@ -495,3 +495,23 @@ def test_special_functions_against_llvm(name):
         assert _ulps(got, want).max() <= max_ulp, f"{name}: {_ulps(got, want).max()} ulp"
     if max_abs is not None:
         assert np.abs(got.astype(np.float64) - want).max() <= max_abs
+
+
+@pytest.mark.parametrize("spelling", ["silu", "hardswish-tflite", "elu"])
+def test_chain_whose_input_is_also_used_outside(spelling):
+    """conv + bias + chain where the pre-activation also feeds a skip add: the
+    composite returns both, and the chip computes both (the conv, then the chain
+    as a unary layer)."""
+    rng = np.random.default_rng(3)
+    inputs = {"x": rng.standard_normal((1, 5, 7, 7)).astype("float32")}
+    params = {"w": (rng.standard_normal((5, 5, 3, 3)) * 0.4).astype("float32"),
+              "b": (rng.standard_normal((1, 5, 1, 1)) * 0.3).astype("float32")}
+
+    def body(bb, v):
+        y = _e(bb, R.add(_e(bb, R.nn.conv2d(v["x"], v["w"], padding=1)), v["b"]))
+        return R.add(_e(bb, SPELLINGS[spelling](bb, y)), y)
+
+    mod = make_module(inputs, params, body)
+    result = run_sophon(mod, params, inputs)
+    assert not host_ops(result.partitioned)
+    assert_close(result.output, run_llvm(mod, params, inputs), rtol=CHAIN_RTOL, atol=CHAIN_ATOL, what=spelling)
