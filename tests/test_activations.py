@@ -515,3 +515,19 @@ def test_chain_whose_input_is_also_used_outside(spelling):
     result = run_sophon(mod, params, inputs)
     assert not host_ops(result.partitioned)
     assert_close(result.output, run_llvm(mod, params, inputs), rtol=CHAIN_RTOL, atol=CHAIN_ATOL, what=spelling)
+
+
+def test_near_chain_with_other_constants_is_not_taken_as_the_activation():
+    """x * clip(x + 2, 0, 6) / 6 is not hard-swish: the chain's check rejects it,
+    and the ops run one by one, still on the chip."""
+    rng = np.random.default_rng(5)
+    inputs = {"x": (rng.standard_normal((1, 5, 7, 7)) * 3).astype("float32")}
+
+    def body(bb, v):
+        r = _e(bb, R.clip(_e(bb, R.add(v["x"], _c(2.0))), 0.0, 6.0))
+        return R.divide(_e(bb, R.multiply(v["x"], r)), _c(6.0))
+
+    mod = make_module(inputs, {}, body)
+    result = run_sophon(mod, None, inputs)
+    assert _offloaded(result.partitioned) == ["sophon.add_clip", "sophon.divide", "sophon.multiply"]
+    assert_close(result.output, run_llvm(mod, None, inputs), rtol=CHAIN_RTOL, atol=CHAIN_ATOL, what="near chain")
