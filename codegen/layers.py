@@ -222,6 +222,10 @@ class _Composite:
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
         if self.standalone:
             self.root, self.bias, self.act = self.matched["root"], None, None
@@ -234,10 +238,6 @@ class _Composite:
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
         self.root_var = root_var
-        # values the composite returns: one, or a tuple when an intermediate of the
-        # matched chain is also used outside it (a pre-activation sum feeding a skip)
-        ret = fn.body.body
-        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \
                     and any(arg.same_as(root_var) for arg in call.args):
