@@ -362,7 +362,7 @@ def _read_inputs(specs, signature) -> list:
             hint = f"; '{name}' is TVM's name for the input '{renamed[name]}'" if name in renamed else ""
             raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)}{hint})")
         if name in given:
-            raise CliError(f"--input '{name}' is given twice")
+            raise CliError(f"--input gives '{name}' twice")
         if Path(path).is_file() and Path(path).read_bytes()[:6] != b"\x93NUMPY":
             raise CliError(f"input file {path} is not a .npy file (no NumPy header); "
                            "write arrays with numpy.save")
