@@ -219,6 +219,10 @@ class _Composite:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
                 calls.append(binding.value)
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
