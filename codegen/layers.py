@@ -172,6 +172,8 @@ def _rematch(pattern: str, fn: relax.Function) -> dict:
     fusion = get_pattern(pattern)
     var2val = relax.analysis.get_var2val(fn)
     out = fn.body.body
+    if isinstance(out, relax.Tuple):  # an intermediate leaves too: the pattern ends at the last op
+        out = fn.body.blocks[-1].bindings[-1].var
     matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val) if fusion else None
     if matched is None:
         raise SophonCompileError(f"composite {pattern} does not match its own pattern")
@@ -195,6 +197,12 @@ class _Composite:
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
         self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+        self.result_var = fn.body.blocks[-1].bindings[-1].var   # the last op's value
+        self.pre_act_var = None          # the value a fused activation (or chain) takes
         if self.standalone:
             self.root, self.bias, self.act = self.matched["root"], None, None
             return
@@ -205,17 +213,14 @@ class _Composite:
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
-        self.root_var = root_var
-        # values the composite returns: one, or a tuple when an intermediate of the
-        # matched chain is also used outside it (a pre-activation sum feeding a skip)
-        ret = fn.body.body
-        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+        self.pre_act_var = root_var
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \
                     and any(arg.same_as(root_var) for arg in call.args):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
                 self.bias = self.region_value(rhs if lhs.same_as(root_var) else lhs)
+                self.pre_act_var = self.var_of(call)
             elif call.op.name in ACTIVATIONS and self.chain is None:
                 self.act = call
 
@@ -327,31 +332,30 @@ class _Analysis:
         """The layers of one composite call; returns the region-level values of what
         the composite returns, in order (one, or a tuple's fields).
 
-        A composite whose fused activation's input is also returned (used outside
-        the composite) becomes two layers: the op without the activation, whose
-        result is that intermediate, then the activation as a unary layer."""
+        A composite whose fused activation's input (or activation chain's) is also
+        returned (used outside the composite) becomes two layers: the op without
+        the activation, whose result is that intermediate, then the activation as
+        a unary layer."""
         if len(comp.returns) == 1:
             self.layer(comp)
             return [comp.out_var]
-        act = comp.act
-        act_var = comp.var_of(act) if act is not None else None
-        final = act_var if act_var is not None else comp.var_of(comp.root) if comp.bias is None else None
-        inner = [v for v in comp.returns if not v.same_as(final)] if final is not None else comp.returns
-        if comp.pattern.startswith("sophon.q") or act is None or \
-                any(not v.same_as(act.args[0]) for v in inner):
+        pre_local, post_local = comp.pre_act_var, comp.result_var
+        if comp.pattern.startswith("sophon.q") or comp.standalone or (comp.act is None and comp.chain is None) \
+                or any(not (v.same_as(pre_local) or v.same_as(post_local)) for v in comp.returns):
             names = ", ".join(v.name for v in comp.returns)
             raise SophonCompileError(
                 f"region {self.symbol}: composite {comp.pattern} returns {names}; only the input of its "
                 f"fused activation can be used outside it besides its result")
+        act = self.activation(comp)
         # identical composites share one function, so its local vars stand for a
         # value of this call only under fresh names
-        pre, post = (relax.Var(v.name, v.ty) for v in (act.args[0], act_var))
-        comp.out_var, comp.act = pre, None
+        pre, post = (relax.Var(v.name, v.ty) for v in (pre_local, post_local))
+        comp.out_var, comp.act, comp.chain = pre, None, None
         self.layer(comp)
         view = self.views[post] = self.views[pre]
         self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(post, view),
-                                 [self.operand(pre, view)], [], {"act": activation_of(act)}))
-        return [pre if v.same_as(act.args[0]) else post for v in comp.returns]
+                                 [self.operand(pre, view)], [], {"act": act}))
+        return [pre if v.same_as(pre_local) else post for v in comp.returns]
 
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
