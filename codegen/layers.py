@@ -19,8 +19,10 @@ import numpy as np
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm
 
+from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
+from tvm_sophon.names import model_name
 
 from . import program as P
 
@@ -45,7 +47,27 @@ def shape_of(expr) -> tuple[int, ...]:
         if not isinstance(d, IntImm):
             raise SophonCompileError(f"sophon region value {expr} has a dynamic shape {ty.shape}")
         dims.append(int(d))
+    _check_size(expr, tuple(dims), str(ty.dtype))
     return tuple(dims)
+
+
+# The SC1 card's DDR (/work/shared/bm1680.md): no tensor of a region can be larger.
+MAX_TENSOR_BYTES = 16 << 30
+_INT32_MAX = (1 << 31) - 1
+
+
+def _check_size(expr, dims: tuple[int, ...], dtype: str) -> None:
+    """Refuse, at compile time, a tensor no chip could hold: the runtime's
+    descriptors take int32 dimensions, and the whole tensor must fit in DDR."""
+    name = getattr(expr, "name", None) or getattr(expr, "name_hint", None) or type(expr).__name__
+    elements = 1
+    for d in dims:
+        elements *= d
+    nbytes = elements * DTYPE_BYTES.get(dtype, 4)
+    if any(d > _INT32_MAX for d in dims) or nbytes > MAX_TENSOR_BYTES:
+        raise SophonCompileError(
+            f"tensor {name} of shape {list(dims)} {dtype} ({nbytes / (1 << 30):.3g} GiB) is larger than "
+            f"the chip can hold: at most {MAX_TENSOR_BYTES >> 30} GiB (its DDR) and 2^31-1 per dimension")
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -121,6 +143,12 @@ class Layer:
     @property
     def name(self) -> str:
         return self.out.value.name
+
+    @property
+    def label(self) -> str:
+        """The model's name for the layer (from the frontend) for reports and errors,
+        else its tensor's name."""
+        return self.out.value.label or self.name
 
     def macs(self) -> int:
         if self.kind in ("conv2d", "qconv2d"):
@@ -285,6 +313,8 @@ class _Analysis:
 
     def add(self, comp: _Composite, layer_kind: str, out_view, acts, resident, **attrs) -> None:
         self.views[comp.out_var] = out_view
+        out = self.tensor(comp.out_var)
+        out.label = out.label or model_name(comp.root) or ""
         self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
                                  self.operand(comp.out_var, out_view), acts, resident, attrs))
 

@@ -71,6 +71,7 @@ class Tensor:
     role: str            # "input" | "output" | "intermediate"
     arg_index: Optional[int] = None  # position in the packed call (inputs, then outputs)
     base: Optional["Tensor"] = None  # a reshape of this tensor's memory (same DDR buffer)
+    label: str = ""      # the model's name for the layer producing it (reports only, never C)
 
     @property
     def nbytes(self) -> int:

@@ -73,7 +73,7 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         i1u = (o1 - 1) * sh - t + (kh - 1) * dh + 1
         i0, i1 = max(0, i0u), min(H, i1u)
         if i1 <= i0:
-            raise PlanError(f"layer {layer.name}: output rows [{o0}, {o1}) read no input row")
+            raise PlanError(f"layer {layer.label}: output rows [{o0}, {o1}) read no input row")
         return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
     if layer.kind in ("binary", "unary", "qadd"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
@@ -411,9 +411,9 @@ class Lowering:
             raise PlanError(f"group {group.layers}: a value changes layout inside a sliced group")
         for layer in layers:
             if group.h_slices > 1 and not layer.rows_sliceable():
-                raise PlanError(f"layer {layer.name} ({layer.kind}) cannot be sliced by rows")
+                raise PlanError(f"layer {layer.label} ({layer.kind}) cannot be sliced by rows")
             if group.n_slices > 1 and not layer.batch_sliceable():
-                raise PlanError(f"layer {layer.name} ({layer.kind}) cannot be sliced by batch")
+                raise PlanError(f"layer {layer.label} ({layer.kind}) cannot be sliced by batch")
 
     def slice_bands(self, group, layers, leaving) -> list[Band]:
         if group.slices == 1:
@@ -544,7 +544,7 @@ class Lowering:
                 in_use = ", ".join(f"{l.name} {l.lane_bytes(self.chip)}" for l in live) or "nothing"
                 t = local.tensor
                 raise PlanError(
-                    f"region {self.region.symbol}: tensor '{t.name}' of shape {t.shape} {t.dtype} "
+                    f"region {self.region.symbol}: tensor '{t.label or t.name}' of shape {t.shape} {t.dtype} "
                     f"(on chip as n,c,h,w={local.dims}) needs {size} bytes per lane of local memory "
                     f"at offset {addr}, but {self.chip.name} has {capacity} bytes per lane "
                     f"(in use: {in_use})")

@@ -208,6 +208,19 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
 
 /* --------------------------------------------------------------------- TIU */
 
+/* NaN and infinities. Every f32 instruction follows IEEE 754 arithmetic (a NaN
+ * operand gives NaN; inf - inf, 0 * inf and inf / inf are NaN; overflow is inf),
+ * and the selections propagate NaN like IEEE 754-2019 maximum / minimum (and
+ * numpy, onnxruntime, PyTorch):
+ *   relu(NaN) = NaN, clip(NaN, lo, hi) = NaN, max(NaN, y) = max(x, NaN) = NaN,
+ *   min likewise, a max-pool window with a NaN tap gives NaN, a softmax vector
+ *   with a NaN or an infinity gives NaN throughout (exp(inf - inf)).
+ * Signed zeros: relu(-0) = +0; max / min of +0 and -0 return the second operand.
+ * The reference kernels define this and the fast kernels match them bit for bit
+ * (a NaN may carry another payload). TVM's own llvm build does not define these
+ * cases (its selections are plain compares: relu(NaN) = 0, max(NaN, 1) = 1 but
+ * max(1, NaN) = NaN). */
+
 typedef enum {
   SOPHON_ACT_NONE = 0,
   SOPHON_ACT_RELU = 1,

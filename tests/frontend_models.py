@@ -52,15 +52,19 @@ def tflite_lstm() -> bytes:
 
 
 def tflite_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """TensorFlow Lite's own interpreter on one input."""
+    """TensorFlow Lite's own interpreter on one input (resized to x's shape where the
+    model's batch is dynamic)."""
     import warnings
 
     import tensorflow as tf
 
     warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
     interpreter = tf.lite.Interpreter(model_content=model_bytes)
+    index = interpreter.get_input_details()[0]["index"]
+    if list(interpreter.get_input_details()[0]["shape"]) != list(x.shape):  # a dynamic batch
+        interpreter.resize_tensor_input(index, list(x.shape))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.set_tensor(index, x)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy()
 
@@ -194,3 +198,21 @@ def torch_bn_cnn():
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def tflite_dynamic_batch_cnn() -> bytes:
+    """A Keras CNN exported as Keras does by default: batch dimension dynamic (-1),
+    so Flatten's target shape is computed at run time (SHAPE, STRIDED_SLICE, PACK,
+    RESHAPE). Input "pic" (N, 8, 8, 1)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential([
+        tf.keras.Input((8, 8, 1), name="pic"),
+        tf.keras.layers.Conv2D(4, 3, activation="relu"),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(10),
+    ])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()

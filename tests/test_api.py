@@ -134,3 +134,12 @@ def test_plan_estimate_equals_run_counters():
                     "bytes_stored", "tiu_cycles", "gdma_cycles", "timesteps", "cycles"):
             assert getattr(est, key) == run[key], (program.symbol, key)
         assert run["lmem_peak_bytes"] <= program.lmem_peak_bytes
+
+
+def test_last_run_stats_of_a_vm_not_built_by_the_plugin_is_a_clear_error():
+    from tvm_sophon.models import bind_params, mlp
+
+    mod, params, _ = mlp()
+    vm = relax.VirtualMachine(tvm.compile(bind_params(mod, params), target="llvm"), tvm.cpu())
+    with pytest.raises(tvm_sophon.SophonError, match="not built by tvm_sophon"):
+        tvm_sophon.last_run_stats(vm)

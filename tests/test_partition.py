@@ -4,6 +4,7 @@ import pytest
 import tvm
 from tvm import relax
 from tvm.script import relax as R
+from tvm.script import tirx as T
 
 import tvm_sophon
 from tvm_sophon import offload_report, partition_for_sophon
@@ -222,3 +223,39 @@ def test_host_reason_is_the_ops_own():
     for op, reason in host.items():
         if op != "relax.nn.conv2d":
             assert "out layout" not in reason, (op, reason)
+
+
+@tvm.script.ir_module
+class DynamicConvWithReshapedBias:
+    @R.function
+    def main(x: R.Tensor(("n", 3, 8, 8), "float32"), w: R.Tensor((8, 3, 3, 3), "float32"),
+             b: R.Tensor((8,), "float32")):
+        n = T.int64()
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, padding=1)
+            b4 = R.reshape(b, R.shape([1, 8, 1, 1]))
+            z = R.add(y, b4)
+            R.output(z)
+        return z
+
+
+def test_host_ops_give_their_own_reason():
+    """A host op's reason is about that op: the bias reshape does not borrow the
+    conv pattern's "dynamic shape" (an INT8 pool check once said "input is
+    float32" of a float reshape)."""
+    report = offload_report(partition_for_sophon(DynamicConvWithReshapedBias))
+    reasons = {op.op: op.reason for op in report.host_ops}
+    assert "dynamic shape" in reasons["relax.nn.conv2d"]
+    assert reasons["relax.reshape"] == "no sophon pattern covers relax.reshape", reasons
+
+
+def test_regions_have_short_stable_names():
+    """Regions are sophon_0, sophon_1, ... in call order (not TVM's fused op lists),
+    with their op lists in the report."""
+    part = partition_for_sophon(SortInTheMiddle)
+    assert sorted(_regions(part)) == ["sophon_0", "sophon_1"]
+    report = offload_report(part)
+    assert [r.symbol for r in report.regions] == ["sophon_0", "sophon_1"]
+    assert report.regions[0].composites == ["sophon.conv2d_relu", "sophon.max_pool2d"] or \
+        report.regions[0].composites[0].startswith("sophon.conv2d")
+    assert all(len(line) < 200 for line in report.format().splitlines())

@@ -57,7 +57,28 @@ def test_profile_renders_table_json_trace_and_plot(tmp_path):
                for row in data["layers"])
     prof.write_trace(tmp_path / "trace.json")
     events = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
-    assert {e["tid"] for e in events} == {"TIU", "GDMA"}
-    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    spans = [e for e in events if e["ph"] == "X"]
+    assert spans and all(e["dur"] >= 0 and isinstance(e["pid"], int) and e["tid"] in (0, 1) for e in spans)
+    # every process and thread the spans use is named by a metadata event
+    named = {(e["name"], e["pid"], e["tid"]): e["args"]["name"] for e in events if e["ph"] == "M" and "name" in e["args"]}
+    assert all(("process_name", e["pid"], 0) in named and ("thread_name", e["pid"], e["tid"]) in named for e in spans)
+    assert named[("thread_name", 0, 0)].startswith("TIU") and named[("thread_name", 0, 1)].startswith("GDMA")
+    assert named[("process_name", 0, 0)] == "sophon_0 on bm1680"
     prof.write_plot(tmp_path / "profile.png")
     assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_names_regions_groups_and_layers():
+    """The table's region and group columns are real: with layer-by-layer planning
+    every layer is its own group, numbered in order within its region; layers of
+    a bundled model carry the model's layer names (conv1, fc, ...)."""
+    mod, params, inputs = demo_cnn()
+    prof = profile_model(mod, params, inputs, plan="layer_by_layer", run=False)
+    for region in {l.region for l in prof.layers}:
+        mine = [l for l in prof.layers if l.region == region]
+        assert [l.group for l in mine] == list(range(len(mine)))
+    assert {l.region for l in prof.layers} <= {f"sophon_{k}" for k in range(len(prof.layers))}
+    names = [l.name for l in prof.layers]
+    assert "conv1" in names and "fc" in names, names
+    header = prof.format().splitlines()[1].split()
+    assert header[:3] == ["region", "group", "layer"]

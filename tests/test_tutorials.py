@@ -24,8 +24,15 @@ def test_the_tutorials_are_the_expected_ones():
     assert [int(p.name[:2]) for p in TUTORIALS] == sorted(TOLERANCE)
 
 
+def _needs(script: Path) -> list:
+    """The optional frameworks a tutorial imports (PyTorch may be left out)."""
+    return [m for m in ("torch",) if re.search(rf"^\s*import {m}\b", script.read_text(), re.MULTILINE)]
+
+
 @pytest.mark.parametrize("script", TUTORIALS, ids=[p.stem for p in TUTORIALS])
 def test_tutorial_runs(script, tmp_path):
+    for module in _needs(script):
+        pytest.importorskip(module)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=TIME_LIMIT_S, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

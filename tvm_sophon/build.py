@@ -88,6 +88,9 @@ def build(mod: tvm.IRModule, params: Optional[dict] = None, *, chip: "str | Chip
     INT8 first (``tvm_sophon.quantize``; needs an INT8 chip such as ``bm1684``)."""
     chip = get_chip(chip)
     if quantize is not None:
+        if not chip.has_int8:  # before calibrating, which takes a while
+            raise SophonCompileError(f"quantize needs an INT8 chip, but {chip.name} is FP32 only; "
+                              "build with chip=\"bm1684\"")
         if is_partitioned(mod):
             raise SophonError("quantize before partitioning: pass the FP32 model to build(..., quantize=...)")
         from .quantize import quantize as _quantize

@@ -17,15 +17,20 @@ packages (tflite, onnx, torch) are imported only when their format is loaded.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import logging
 import os
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import tvm
 from tvm import relax
 
 from .errors import SophonError
+from .names import NamingBuilder, emit_named
 from .normalize import normalize
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
@@ -79,13 +84,16 @@ def _read(path: "str | os.PathLike") -> bytes:
     return data
 
 
+INSTALL = {"tflite": "pip install 'tvm-sophon[tflite]'", "onnx": "pip install 'tvm-sophon[onnx]'",
+           "torch": "pip install torch (the CPU build: --index-url https://download.pytorch.org/whl/cpu)"}
+
+
 def _require(module: str, fmt: str):
     try:
         return __import__(module)
-    except ImportError as err:
+    except ImportError:
         raise SophonFrontendError(
-            f"loading {fmt} models needs the '{module}' package "
-            f"(pip install 'tvm-sophon[tutorials]' installs every frontend): {err}") from None
+            f"loading {fmt} models needs the '{module}' package: {INSTALL[module]}") from None
 
 
 def _one_line(err: BaseException) -> str:
@@ -103,6 +111,54 @@ def _check_shape_names(input_shapes: Optional[dict], names: Sequence[str], path)
         raise SophonFrontendError(
             f"{path}: the model has no input named {', '.join(repr(u) for u in unknown)} "
             f"(its inputs: {', '.join(names) or 'none'})")
+
+
+def _fix_shapes(path, input_shapes: Optional[dict], declared: dict, *, batch_default: bool) -> dict:
+    """Shapes to import with: the user's (checked against the model's rank and fixed
+    dimensions), and for a dynamic batch not given, batch 1 if ``batch_default``
+    (said in one line on the ``tvm_sophon`` logger). Any other dynamic dimension
+    not given is an error naming the input."""
+    shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    for name, dims in declared.items():
+        shown = "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+        if name in shapes:
+            given = shapes[name]
+            if len(given) != len(dims):
+                raise SophonFrontendError(
+                    f"{path}: input '{name}' has rank {len(dims)} {shown}; the shape given has "
+                    f"{len(given)} dimensions {list(given)}")
+            wrong = [i for i, (d, g) in enumerate(zip(dims, given)) if d is not None and d != g]
+            if wrong:
+                i = wrong[0]
+                raise SophonFrontendError(
+                    f"{path}: input '{name}' is {shown}: dimension {i} is fixed at {dims[i]} in the model, "
+                    f"the shape given has {given[i]}")
+            continue
+        if all(d is not None for d in dims):
+            continue
+        hint = f"--input-shape {name}=" + ",".join("N" if d is None else str(d) for d in dims)
+        if batch_default and dims and dims[0] is None and all(d is not None for d in dims[1:]):
+            shapes[name] = (1, *dims[1:])
+            logging.getLogger("tvm_sophon").warning(
+                f"{name}: the model's batch is dynamic; compiling for batch 1 (another: {hint})")
+            continue
+        raise SophonFrontendError(
+            f"{path}: input '{name}' has a dynamic shape {shown}; the chip needs static shapes: "
+            f"give it with {hint} (input_shapes= in Python)")
+    return shapes
+
+
+def _close_blocks(bb) -> None:
+    """End the blocks an importer left open when it failed, so that TVM does not
+    print "BlockBuilder destroyed with remaining blocks!" after our one-line error."""
+    bb = getattr(bb, "_bb", bb)  # a NamingBuilder
+    if not isinstance(bb, relax.BlockBuilder):
+        return
+    for _ in range(16):
+        try:
+            bb._end_block()
+        except Exception:  # no block left
+            return
 
 
 def _finish(mod: tvm.IRModule, what: str) -> tvm.IRModule:
@@ -133,17 +189,129 @@ def load_tflite(path: "str | os.PathLike", input_shapes: Optional[dict] = None) 
     except Exception as err:  # FlatBuffer offsets past the end of a truncated file
         raise SophonFrontendError(f"{path} is truncated or corrupt: {_one_line(err)}") from None
     _check_shape_names(input_shapes, names, path)
+    shapes = _fix_shapes(path, input_shapes, _tflite_declared(model), batch_default=True)
     from tvm.relax.frontend.tflite import from_tflite
 
+    converters: list = []
     try:
-        mod = from_tflite(model, shape_dict={k: tuple(v) for k, v in (input_shapes or {}).items()} or None)
-    except tvm.error.OpNotImplemented as err:
-        raise SophonFrontendError(f"{path}: TVM's TFLite importer does not support it: {_one_line(err)}") from None
+        mod = from_tflite(model, shape_dict=shapes or None,
+                          op_converter=_tflite_naming_converter(converters))
     except Exception as err:
+        for converter in converters:
+            _close_blocks(converter.bb)
+        if isinstance(err, tvm.error.OpNotImplemented):
+            raise SophonFrontendError(f"{path}: TVM's TFLite importer does not support it: {_one_line(err)}") from None
         raise SophonFrontendError(f"{path}: TVM's TFLite importer failed (truncated or unsupported "
                                   f"model?): {_one_line(err)}") from None
     mod["main"] = mod["main"].without_attr("params")  # the weights are already constants in main
     return _finish(mod, str(path))
+
+
+def _tflite_layer_name(tensor_name: str) -> str:
+    """A fused op's tensor is named after every op in it, ``a/conv/Relu;a/conv/convolution``:
+    the path they share (``a/conv``), else the first name."""
+    parts = [p.split("/") for p in tensor_name.split(";")]
+    common = []
+    for pieces in zip(*parts):
+        if len(set(pieces)) != 1:
+            break
+        common.append(pieces[0])
+    return "/".join(common) if common and len(parts) > 1 else parts[0] and "/".join(parts[0])
+
+
+def _tflite_naming_converter(instances: list):
+    """TVM's TFLite OperatorConverter, with each op's Relax named after the op's
+    first output tensor (see names.py)."""
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter, get_tensor_name
+
+    class NamingConverter(OperatorConverter):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            instances.append(self)
+            self.convert_map["SHAPE"] = self._static_shape
+            self.convert_map["RESHAPE"] = self._reshape
+            self.convert_map = {k: self._named(f) for k, f in self.convert_map.items()}
+
+        def _named(self, convert):
+            def run(op):
+                outputs = self.get_output_tensors(op)
+                name = _tflite_layer_name(get_tensor_name(self.subgraph, outputs[0].tensor_idx)) if outputs else ""
+                bb, self.bb = self.bb, NamingBuilder(self.bb, name, fold=_fold_constant)
+                try:
+                    result = convert(op=op)
+                    folded = _fold_constant(result)
+                    return folded if folded is not None else emit_named(bb, result, name)
+                finally:
+                    self.bb = bb
+            return run
+
+        # A Keras model with a dynamic batch computes Flatten's target shape at run
+        # time (SHAPE -> STRIDED_SLICE -> PACK -> RESHAPE), which TVM's importer
+        # cannot take. Once the batch is fixed every shape is static: SHAPE is a
+        # constant, the slicing folds, and RESHAPE gets a constant target.
+        def _static_shape(self, op):
+            (tensor,) = self.get_input_tensors(op)
+            ty = self.get_tensor_expr(tensor).ty
+            dims = [d.value if isinstance(d, tvm.ir.prim.expr.IntImm) else None for d in ty.shape.values] \
+                if isinstance(ty, relax.TensorType) and ty.shape is not None else [None]
+            if None in dims:
+                return self.convert_shape(op)
+            dtype = self.get_tensor_type_str(self.get_output_tensors(op)[0].tensor.Type())
+            return relax.const(np.array(dims, dtype=dtype))
+
+        def _reshape(self, op):
+            tensors = self.get_input_tensors(op)
+            if len(tensors) == 2 and self.has_expr(tensors[1].tensor_idx):
+                target = _fold_constant(self.get_expr(tensors[1].tensor_idx))
+                if target is not None:
+                    shape = [int(d) for d in target.value.numpy().reshape(-1)]
+                    return relax.op.reshape(self.get_expr(tensors[0].tensor_idx), shape)
+            return self.convert_reshape(op)
+
+    return NamingConverter
+
+
+def _fold_constant(expr):
+    """``expr`` as a relax constant if it computes from constants only, else None."""
+    if isinstance(expr, tvm.ir.expr.Constant):
+        return expr
+    leaves_constant = [True]
+
+    def visit(e):
+        if isinstance(e, relax.Var):
+            leaves_constant[0] = False
+
+    if not isinstance(expr, relax.Call):
+        return None
+    relax.analysis.post_order_visit(expr, visit)
+    if not leaves_constant[0]:
+        return None
+    bb = relax.BlockBuilder()
+    try:
+        with bb.function("fold", []):
+            with bb.dataflow():  # FoldConstant folds inside dataflow blocks
+                out = bb.emit_output(expr)
+            bb.emit_func_output(out)
+        body = relax.transform.FoldConstant()(bb.get())["fold"].body
+    except Exception:  # not foldable after all: the importer takes it as it is
+        return None
+    values = {b.var: b.value for block in body.blocks for b in block.bindings}
+    result = body.body
+    while isinstance(result, relax.Var) and result in values:
+        result = values[result]
+    return result if isinstance(result, tvm.ir.expr.Constant) else None
+
+
+def _tflite_declared(model) -> dict:
+    """Input name -> dimensions, None where the shape signature says -1 (dynamic)."""
+    graph = model.Subgraphs(0)
+    declared = {}
+    for i in range(graph.InputsLength()):
+        tensor = graph.Tensors(graph.Inputs(i))
+        signature = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy()
+        dims = [None if int(d) < 0 else int(d) for d in (signature if not isinstance(signature, int) else [])]
+        declared[tensor.Name().decode("utf-8")] = tuple(dims)
+    return declared
 
 
 def _tflite_input_names(model) -> list[str]:
@@ -175,15 +343,51 @@ def load_onnx(path: "str | os.PathLike", input_shapes: Optional[dict] = None) ->
     initializers = {init.name for init in model.graph.initializer}
     names = [i.name for i in model.graph.input if i.name not in initializers]
     _check_shape_names(input_shapes, names, path)
-    from tvm.relax.frontend.onnx import from_onnx
-
+    declared = {}
+    for value in model.graph.input:
+        if value.name in names and value.type.HasField("tensor_type"):
+            dims = value.type.tensor_type.shape.dim
+            declared[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                                         for d in dims)
+    shapes = _fix_shapes(path, input_shapes, declared, batch_default=False)
     try:
-        mod = from_onnx(model, shape_dict={k: list(v) for k, v in (input_shapes or {}).items()} or None)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "Error converting operator ..."
+            mod = _onnx_import(model, {k: list(v) for k, v in shapes.items()} or None)
     except tvm.error.OpNotImplemented as err:
         raise SophonFrontendError(f"{path}: TVM's ONNX importer does not support it: {_one_line(err)}") from None
     except Exception as err:
         raise SophonFrontendError(f"{path}: TVM's ONNX importer failed: {_one_line(err)}") from None
     return _finish(mod, str(path))
+
+
+def _onnx_import(model, shape_dict) -> tvm.IRModule:
+    """TVM's ONNX importer (what ``from_onnx`` does), with each node's Relax named
+    after the ONNX node (its name, else its first output; see names.py)."""
+    from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+    class NamingImporter(ONNXGraphImporter):
+        def from_onnx(self, graph, opset):
+            for node in graph.node:  # an unnamed node goes by its first output
+                if not node.name and node.output:
+                    node.name = node.output[0]
+            return super().from_onnx(graph, opset)
+
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            name = attrs.get("tvm_custom", {}).get("name") or ""
+            bb, self.bb = self.bb, NamingBuilder(self.bb, name)
+            try:
+                result = super()._convert_operator(op_name, inputs, attrs, opset)
+            finally:
+                self.bb = bb
+            return emit_named(self.bb, result, name)
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+    importer = NamingImporter(shape_dict, "float32")
+    try:
+        return importer.from_onnx(model.graph, opset)
+    except Exception:
+        _close_blocks(importer.bb)
+        raise
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -196,13 +400,44 @@ def from_exported_program(program, *, normalise: bool = True) -> tvm.IRModule:
         raise SophonFrontendError(
             f"expected a torch.export.ExportedProgram (from torch.export.export(model, args)), "
             f"got {type(program).__name__}")
-    from tvm.relax.frontend.torch import from_exported_program as _import
-
     try:
-        mod = _import(program, keep_params_as_input=False)
+        mod = _torch_import(program)
     except Exception as err:
         raise SophonFrontendError(f"TVM's PyTorch importer failed: {_one_line(err)}") from None
     return _finish(mod, "exported program") if normalise else mod
+
+
+def _torch_import(program) -> tvm.IRModule:
+    """TVM's ExportedProgram importer (what ``from_exported_program`` does), with
+    each node's Relax named after the torch module it came from (``layer1.0.conv1``;
+    the node's own name outside modules; see names.py)."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    def module_path(node) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        paths = [path for path, _ in stack.values() if path]
+        return paths[-1] if paths else node.name
+
+    class NamingImporter(ExportedProgramImporter):
+        def create_convert_map(self):
+            return {k: self._named(f) for k, f in super().create_convert_map().items()}
+
+        def _named(self, convert):
+            def run(node, *rest):
+                name = module_path(node)
+                bb, self.block_builder = self.block_builder, NamingBuilder(self.block_builder, name)
+                try:
+                    return convert(node, *rest)
+                finally:
+                    self.block_builder = bb
+            return run
+
+    importer = NamingImporter()
+    try:
+        return importer.from_exported_program(program.run_decompositions(), False, False, False, None)
+    except Exception:
+        _close_blocks(getattr(importer, "block_builder", None))
+        raise
 
 
 # ------------------------------------------------------------------ any file

@@ -10,6 +10,7 @@ timestep); for each candidate it looks for the fewest slices that fit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 from tvm_sophon.chip import Chip
@@ -46,12 +47,27 @@ def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
     return GroupCost(group, est.cycles, est.ddr_bytes, peak)
 
 
+def _divisors(n: int) -> list[int]:
+    """Divisors of n in O(sqrt(n)) steps."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def _quotients(h: int) -> set[int]:
+    """The distinct values of h // k for k = 1..h, in O(sqrt(h)) steps: h // k for
+    k <= sqrt(h), and every q <= sqrt(h) that some k gives (h // (h // q) == q)."""
+    root = math.isqrt(h)
+    return {h // k for k in range(1, root + 1)} | {q for q in range(1, root + 1) if h // (h // q) == q}
+
+
 def _slicings(region: Region, layers: list[int]):
-    """Candidate (n_slices, h_slices), fewest slices first."""
+    """Candidate (n_slices, h_slices), fewest slices first: batch slicings that
+    divide the batch, row slicings 1..8 and the row counts h // k above 8. Both
+    sets are computed in O(sqrt) steps, never by walking up to the dimension."""
     last = region.layers[layers[-1]]
     n, _, h, _ = full_dims(last.out)
-    ns = [d for d in range(1, n + 1) if n % d == 0]
-    hs = sorted({1, *range(2, min(h, 8) + 1), *[h // k for k in range(1, h + 1) if h // k > 8]})
+    ns = _divisors(n)
+    hs = sorted({1, *range(2, min(h, 8) + 1), *(q for q in _quotients(h) if q > 8)})
     options = sorted(((a, b) for a in ns for b in hs if b <= h), key=lambda ab: (ab[0] * ab[1], ab[1]))
     return options
 
@@ -106,7 +122,7 @@ def best_slicing(region: Region, chip: Chip, layers: list[int]) -> Optional[Grou
             break
     if best is None and len(layers) == 1:
         layer = region.layers[layers[0]]
-        raise SophonCompileError(f"layer {layer.name} ({layer.pattern}) cannot be tiled to fit "
+        raise SophonCompileError(f"layer {layer.label} ({layer.pattern}) cannot be tiled to fit "
                                  f"{chip.name}'s local memory: {reason or structural}")
     return best
 
@@ -136,7 +152,7 @@ def plan_dp(region: Region, chip: Chip) -> Plan:
             if best[j] is None or total < best[j][0]:
                 best[j] = (total, best[i][1] + [cost.group])
         if best[j] is None:
-            raise SophonCompileError(f"region {region.symbol}: no plan fits layers up to {region.layers[j - 1].name}")
+            raise SophonCompileError(f"region {region.symbol}: no plan fits layers up to {region.layers[j - 1].label}")
     return Plan(best[n][1], "layer_group_dp")
 
 

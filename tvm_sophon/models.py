@@ -24,6 +24,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .names import emit_named
+
 LAYOUTS = ("NCHW", "NHWC")
 #: kernel layout used for each data layout
 KERNEL_LAYOUT = {"NCHW": "OIHW", "NHWC": "HWIO"}
@@ -50,8 +52,9 @@ class _Builder:
         self.param_vars.append(var)
         return var
 
-    def emit(self, expr: relax.Expr) -> relax.Var:
-        return self.bb.emit(expr)
+    def emit(self, expr: relax.Expr, name: str = "") -> relax.Var:
+        """Emit ``expr``; its ops carry ``name``, the layer's name in reports (names.py)."""
+        return emit_named(self.bb, expr, name)
 
     # ---- layers ------------------------------------------------------------
     def conv(self, name: str, x: relax.Expr, cin: int, cout: int, kernel: int = 3, *,
@@ -64,45 +67,45 @@ class _Builder:
         w_np = oihw if self.kernel_layout == "OIHW" else oihw.transpose(2, 3, 1, 0)  # -> HWIO
         w = self.param(f"{name}_weight", w_np)
         y = self.emit(relax.op.nn.conv2d(x, w, strides=strides, padding=padding, groups=groups,
-                                         data_layout=self.layout, kernel_layout=self.kernel_layout))
+                                         data_layout=self.layout, kernel_layout=self.kernel_layout), name)
         if bias:
             b = self.param(f"{name}_bias", self.rng.standard_normal(cout) * 0.1)
             if self.layout == "NCHW":
-                b = self.emit(relax.op.reshape(b, (1, cout, 1, 1)))
-            y = self.emit(relax.op.add(y, b))
-        return self.act(y, act)
+                b = self.emit(relax.op.reshape(b, (1, cout, 1, 1)), name)
+            y = self.emit(relax.op.add(y, b), name)
+        return self.act(y, act, name)
 
-    def act(self, y: relax.Expr, act: Optional[str]) -> relax.Expr:
+    def act(self, y: relax.Expr, act: Optional[str], name: str = "") -> relax.Expr:
         if act is None:
             return y
         if act == "relu":
-            return self.emit(relax.op.nn.relu(y))
+            return self.emit(relax.op.nn.relu(y), name)
         if act == "relu6":
-            return self.emit(relax.op.clip(y, 0.0, 6.0))
+            return self.emit(relax.op.clip(y, 0.0, 6.0), name)
         if act == "silu":  # x * sigmoid(x), as the PyTorch and ONNX importers emit it
-            return self.emit(relax.op.multiply(y, self.emit(relax.op.sigmoid(y))))
+            return self.emit(relax.op.multiply(y, self.emit(relax.op.sigmoid(y), name)), name)
         raise ValueError(f"unknown activation {act!r}")
 
     def dense(self, name: str, x: relax.Expr, k: int, n: int, act: Optional[str] = None) -> relax.Var:
         """permute_dims(weight (n, k)) + matmul + add bias (+ act)."""
         w = self.param(f"{name}_weight", self.rng.standard_normal((n, k)) * np.sqrt(2.0 / k))
         b = self.param(f"{name}_bias", self.rng.standard_normal(n) * 0.1)
-        wt = self.emit(relax.op.permute_dims(w))
-        y = self.emit(relax.op.matmul(x, wt))
-        y = self.emit(relax.op.add(y, b))
-        return self.act(y, act)
+        wt = self.emit(relax.op.permute_dims(w), name)
+        y = self.emit(relax.op.matmul(x, wt), name)
+        y = self.emit(relax.op.add(y, b), name)
+        return self.act(y, act, name)
 
     def global_avg_pool(self, x: relax.Expr, channels: int, batch: int = 1) -> relax.Var:
         """Global average pool to (N, C): adaptive_avg_pool2d + reshape in NCHW,
         mean over H, W in NHWC."""
         if self.layout == "NCHW":
-            g = self.emit(relax.op.nn.adaptive_avg_pool2d(x, output_size=(1, 1), layout="NCHW"))
-            return self.emit(relax.op.reshape(g, (batch, channels)))
-        return self.emit(relax.op.mean(x, axis=[1, 2]))
+            g = self.emit(relax.op.nn.adaptive_avg_pool2d(x, output_size=(1, 1), layout="NCHW"), "avgpool")
+            return self.emit(relax.op.reshape(g, (batch, channels)), "flatten")
+        return self.emit(relax.op.mean(x, axis=[1, 2]), "avgpool")
 
-    def max_pool(self, x: relax.Expr, size: int = 2) -> relax.Var:
+    def max_pool(self, x: relax.Expr, size: int = 2, name: str = "maxpool") -> relax.Var:
         return self.emit(relax.op.nn.max_pool2d(x, pool_size=(size, size), strides=(size, size),
-                                                layout=self.layout))
+                                                layout=self.layout), name)
 
 
 def _finish(builder: _Builder, build_body, input_vars: list[relax.Var],
@@ -150,8 +153,8 @@ def demo_cnn(layout: str = "NCHW", seed: int = 0):
         y = b.max_pool(y, 2)
         r = b.conv("res_conv1", y, 16, 16, act="relu")
         r = b.conv("res_conv2", r, 16, 16)
-        y = b.emit(relax.op.add(r, y))
-        y = b.emit(relax.op.nn.relu(y))
+        y = b.emit(relax.op.add(r, y), "res_add")
+        y = b.emit(relax.op.nn.relu(y), "res_relu")
         y = b.global_avg_pool(y, 16)
         y = b.dense("fc", y, 16, 10)
         return relax.op.nn.softmax(y, axis=-1)
@@ -193,8 +196,8 @@ def resnet_tiny(layout: str = "NCHW", seed: int = 0):
         r = b.conv(f"{name}_conv2", r, cout, cout)
         if stride != 1 or cin != cout:
             y = b.conv(f"{name}_proj", y, cin, cout, kernel=1, strides=stride, padding=0)
-        y = b.emit(relax.op.add(r, y))
-        return b.emit(relax.op.nn.relu(y))
+        y = b.emit(relax.op.add(r, y), f"{name}_add")
+        return b.emit(relax.op.nn.relu(y), f"{name}_relu")
 
     def body():
         y = b.conv("stem", x, 3, 8, act="relu")
@@ -218,7 +221,7 @@ def resnet(depth: int = 18, batch: int = 1, image: int = 224, layout: str = "NCH
 
     def body():
         y = builder.conv("stem", x, 3, 64, 7, strides=2, padding=3, act="relu")
-        y = builder.emit(relax.op.nn.max_pool2d(y, 3, 2, 1, layout=layout))
+        y = builder.emit(relax.op.nn.max_pool2d(y, 3, 2, 1, layout=layout), "maxpool")
         cin = 64
         for stage, count in enumerate(blocks):
             width = 64 * 2 ** stage
@@ -236,7 +239,7 @@ def resnet(depth: int = 18, batch: int = 1, image: int = 224, layout: str = "NCH
                 short = y
                 if stride != 1 or cin != cout:
                     short = builder.conv(f"{name}_proj", y, cin, cout, 1, strides=stride, padding=0)
-                y = builder.emit(relax.op.nn.relu(relax.op.add(h, short)))
+                y = builder.emit(relax.op.nn.relu(relax.op.add(h, short)), f"{name}_add")
                 cin = cout
         pooled = builder.global_avg_pool(y, cin, batch)
         return builder.dense("fc", pooled, cin, 1000)
@@ -275,7 +278,7 @@ def mobilenet_v2(batch: int = 1, image: int = 224, layout: str = "NCHW", seed: i
                 h = builder.conv(f"b{k}_{i}_dw", h, hidden, hidden, 3, strides=stride, groups=hidden,
                                  act="relu6")
                 h = builder.conv(f"b{k}_{i}_project", h, hidden, c, 1, padding=0)
-                y = builder.emit(relax.op.add(h, y)) if stride == 1 and cin == c else h
+                y = builder.emit(relax.op.add(h, y), f"b{k}_{i}_add") if stride == 1 and cin == c else h
                 cin = c
         y = builder.conv("last", y, cin, 1280, 1, padding=0, act="relu6")
         return builder.dense("fc", builder.global_avg_pool(y, 1280, batch), 1280, 1000)
@@ -307,7 +310,7 @@ def yolov5s(batch: int = 1, image: int = 640, layout: str = "NCHW", seed: int = 
         for i in range(n):
             h = conv(f"{name}_m{i}_cv1", a, hidden, hidden)
             h = conv(f"{name}_m{i}_cv2", h, hidden, hidden, 3)
-            a = builder.emit(relax.op.add(a, h)) if shortcut else h
+            a = builder.emit(relax.op.add(a, h), f"{name}_m{i}_add") if shortcut else h
         b = conv(f"{name}_cv2", y, cin, hidden)
         return conv(f"{name}_cv3", concat(a, b), 2 * hidden, cout)
 
@@ -315,8 +318,8 @@ def yolov5s(batch: int = 1, image: int = 640, layout: str = "NCHW", seed: int = 
         hidden = cin // 2
         y = conv(f"{name}_cv1", y, cin, hidden)
         pools = [y]
-        for _ in range(3):
-            pools.append(builder.emit(relax.op.nn.max_pool2d(pools[-1], 5, 1, 2, layout=layout)))
+        for k in range(3):
+            pools.append(builder.emit(relax.op.nn.max_pool2d(pools[-1], 5, 1, 2, layout=layout), f"{name}_pool{k}"))
         return conv(f"{name}_cv2", concat(*pools), 4 * hidden, cout)
 
     def upsample(y):

@@ -366,6 +366,7 @@ def _fold_into_conv(conv: relax.Call, bias_const, scale, shift, axis) -> Optiona
         conv.args[0], relax.const(new_w, str(w.dtype)), strides=attrs.strides, padding=attrs.padding,
         dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
         kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype)
+    new_conv = relax.Call(new_conv.op, new_conv.args, new_conv.attrs, new_conv.ty_args, span=conv.span)
     return relax.op.add(new_conv, _per_channel(new_b, rank, axis, dtype))
 
 

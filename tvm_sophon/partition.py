@@ -20,6 +20,8 @@ from tvm import relax
 from . import patterns
 from .chip import Chip, get_chip
 from .errors import SophonCompileError
+from .names import model_name, span_of
+from tvm.relax.utils import copy_with_new_vars
 from .quant import is_quantized
 
 logger = logging.getLogger("tvm_sophon")
@@ -188,10 +190,177 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
                 reason = min(reasons, key=lambda r: r[0])[1]
             else:
                 reason = f"no sophon pattern covers {value.op.name}"
-            host_ops.append(HostOp(name, value.op.name, patterns.static_shape(value)
+            host_ops.append(HostOp(model_name(value) or name, value.op.name, patterns.static_shape(value)
                                    if isinstance(value.ty, relax.TensorType) else None,
                                    reason, call_macs(value)))
     return OffloadReport(chip.name, regions, host_ops)
+
+
+# ------------------------------------------------------------------ layer names
+#
+# The frontends put the model's node names into the spans of the ops (names.py).
+# FuseOpsByPattern shares one composite function among structurally equal
+# matches (spans do not count), so two identical residual adds would both read
+# the first one's name. Each accepted match is recorded with its inputs and its
+# root's name; after fusion every call site whose shared function carries
+# another layer's name gets a copy named after its own match.
+
+LAYER_ATTR = "sophon.layer"
+
+
+def _recording_matches(table, matches: list) -> list:
+    def recorder(name, check):
+        def run(ctx) -> bool:
+            ok = check(ctx) if check is not None else True
+            if ok:
+                bound = set(ctx.matched_bindings.keys())
+                inputs = []
+                for value in ctx.matched_bindings.values():
+                    for arg in getattr(value, "args", []):
+                        if isinstance(arg, (relax.Var, tvm.ir.expr.Constant)) and arg not in bound:
+                            inputs.append(arg)
+                out = ctx.value_to_bound_var.get(ctx.matched_expr)
+                matches.append((name, inputs, out, _root_name(ctx)))
+            return ok
+        return run
+
+    return [relax.transform.FusionPattern(p.name, p.pattern, p.annotation_patterns,
+                                          recorder(p.name, p.check), p.attrs_getter) for p in table]
+
+
+def _root_name(ctx) -> Optional[str]:
+    """The name of the match's first op (the one whose inputs all come from outside)."""
+    bound = set(ctx.matched_bindings.keys())
+    firsts = [v for v in ctx.matched_bindings.values()
+              if not any(isinstance(a, relax.Var) and a in bound for a in getattr(v, "args", []))]
+    return next((model_name(v) for v in firsts if model_name(v)), None)
+
+
+@relax.expr_functor.mutator
+class _Rename(relax.PyExprMutator):
+    def __init__(self, name: str):
+        super().__init__()
+        self.span = span_of(name)
+
+    def visit_call_(self, op: relax.Call) -> relax.Expr:
+        call = super().visit_call_(op)
+        if isinstance(call.op, tvm.ir.Op):
+            return relax.Call(call.op, call.args, call.attrs, call.ty_args, span=self.span)
+        return call
+
+
+def _function_name(func) -> Optional[str]:
+    names = []
+    relax.analysis.post_order_visit(func, lambda e: names.append(model_name(e)) if isinstance(e, relax.Call) else None)
+    return next((n for n in names if n), None)
+
+
+def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
+    main = mod["main"]
+    blocks = main.body.blocks
+    if not matches or len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
+        return mod
+    original: dict = {}     # var after fusion -> the var it replaced
+    copies: dict = {}       # (function, name) -> its copy's GlobalVar
+    bb = relax.BlockBuilder(mod)
+    callee_of: dict = {}
+    for binding in blocks[0].bindings:
+        call = binding.value
+        if not (isinstance(call, relax.Call) and isinstance(call.op, relax.GlobalVar)):
+            continue
+        func = mod[call.op]
+        pattern = (func.attrs or {}).get("Composite")
+        if pattern is None:
+            continue
+        # FuseOpsByPattern fuses one pattern at a time: a match records the vars it
+        # saw, the originals (same pattern) or the vars of earlier patterns' calls
+        reps = set(call.args) | {original[a] for a in call.args if a in original}
+        found = [m for m in matches if m[0] == str(pattern) and len(set(m[1])) == len(set(call.args))
+                 and all(i in reps for i in m[1])]
+        if not found:
+            continue
+        _, _, out, name = found[0]
+        matches.remove(found[0])
+        if out is not None:
+            original[binding.var] = out
+        if not name or _function_name(func) == name:
+            continue
+        key = (call.op, name)
+        if key not in copies:
+            # the attribute keeps the copy apart: add_func shares structurally equal functions
+            copy = _Rename(name).visit_expr(copy_with_new_vars(func)).with_attr(LAYER_ATTR, name)
+            copies[key] = bb.add_func(copy, f"{call.op.name_hint}_{len(copies)}")
+        callee_of[binding.var] = copies[key]
+    if not callee_of:
+        return mod
+    new = bb.get()
+    remap: dict = {}
+
+    def sub(e):
+        return remap.get(e, e) if isinstance(e, relax.Var) else e
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", list(main.params), attrs=dict(main.attrs or {})):
+        with bb.dataflow():
+            for binding in blocks[0].bindings:
+                value = binding.value
+                if isinstance(value, relax.Call):
+                    op = callee_of.get(binding.var, value.op)
+                    value = relax.Call(op, [sub(a) for a in value.args], value.attrs, value.ty_args, span=value.span)
+                elif isinstance(value, relax.Tuple):
+                    value = relax.Tuple([sub(f) for f in value.fields])
+                elif isinstance(value, relax.TupleGetItem):
+                    value = relax.TupleGetItem(sub(value.tuple_value), value.index)
+                else:
+                    value = sub(value)
+                emit = bb.emit if isinstance(binding.var, relax.DataflowVar) else bb.emit_output
+                remap[binding.var] = emit(value, binding.var.name)
+        body = main.body.body
+        bb.emit_func_output(relax.Tuple([sub(f) for f in body.fields]) if isinstance(body, relax.Tuple) else sub(body))
+    new["main"] = bb.get()["main"]
+    return new
+
+
+@relax.expr_functor.mutator
+class _RenameCallees(relax.PyExprMutator):
+    def __init__(self, mapping: dict):
+        super().__init__()
+        self.mapping = mapping
+
+    def visit_global_var_(self, op: relax.GlobalVar) -> relax.Expr:
+        return self.mapping.get(op, op)
+
+
+REGION_PREFIX = "sophon_"
+
+
+def _name_regions(mod: tvm.IRModule) -> tvm.IRModule:
+    """Give the regions short stable names, ``sophon_0``, ``sophon_1``, ... in the
+    order ``main`` calls them, instead of TVM's fused op lists (up to ~1,500
+    characters). The op list stays in the offload report beside each name."""
+    order = []
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Call) and _is_sophon_region(mod, value.op) and value.op not in order:
+                order.append(value.op)
+    if not order:
+        return mod
+    taken = {g.name_hint for g in mod.get_global_vars()}
+    others = tvm.IRModule({g: f for g, f in mod.functions.items() if g not in order}, attrs=mod.attrs)
+    bb = relax.BlockBuilder(others)
+    mapping, k = {}, 0
+    for old in order:
+        while f"{REGION_PREFIX}{k}" in taken:
+            k += 1
+        name = f"{REGION_PREFIX}{k}"
+        taken.add(name)
+        mapping[old] = bb.add_func(mod[old].with_attr("global_symbol", name), name)  # a typed GlobalVar
+    renamer = _RenameCallees(mapping)
+    for gvar, func in others.functions.items():
+        if isinstance(func, relax.Function):
+            bb.update_func(gvar, renamer.visit_expr(func))
+    return bb.get()
 
 
 def _tag_regions(mod: tvm.IRModule, chip: Chip) -> tvm.IRModule:
@@ -277,14 +446,17 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
         # dequantize(weight) chains, which the int8 patterns take whole
         mod = relax.transform.FoldConstant()(mod)
     rejections: dict = {}
+    matches: list = []
     token = patterns.record_rejections(rejections)
     try:
         mod = relax.transform.FuseOpsByPattern(
-            patterns.sophon_patterns(), bind_constants=False, annotate_codegen=False,
-            entry_functions=["main"])(mod)
+            _recording_matches(patterns.sophon_patterns(), matches), bind_constants=False,
+            annotate_codegen=False, entry_functions=["main"])(mod)
     finally:
         patterns.stop_recording(token)
+    mod = _unshare_composites(mod, matches)
     mod = _merge_composites(mod)
+    mod = _name_regions(mod)
     mod = _tag_regions(mod, chip)
     mod = _record_constant_args(mod)
     report = _build_report(mod, chip, rejections)
@@ -292,7 +464,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     if int8 and not chip.has_int8:
         raise SophonCompileError(
             f"the model is quantized to int8 ({', '.join(int8)}), but {chip.name} has no INT8 datapath "
-            f"(FP32 only); compile it for an INT8 chip profile: chip=\"bm1684\"")
+            f"(FP32 only); compile it for an INT8 chip profile: chip=\"bm1684\" (--chip bm1684 on the command line)")
     for line in report.format().splitlines():
         logger.info(line)
     return mod.with_attr(REPORT_ATTR, report.to_json())

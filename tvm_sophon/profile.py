@@ -32,8 +32,8 @@ from .passes import PlanRegions
 @dataclasses.dataclass
 class LayerProfile:
     region: str
-    group: int
-    name: str
+    group: int           # the layer group (within its region) that computes the layer
+    name: str            # the model's name for the layer where the frontend gave one
     pattern: str
     macs: int = 0
     tiu_cycles: int = 0
@@ -109,21 +109,24 @@ class Profile:
         return json.dumps(self.to_dict(), indent=1)
 
     def format(self) -> str:
-        head = (f"{'group':>5} {'layer':<22} {'pattern':<26} {'MACs':>12} {'DDR bytes':>11} "
+        rw = max([6] + [len(l.region) for l in self.layers])
+        nw = min(40, max([5] + [len(l.name) for l in self.layers]))
+        head = (f"{'region':<{rw}} {'group':>5} {'layer':<{nw}} {'pattern':<26} {'MACs':>12} {'DDR bytes':>11} "
                 f"{'LMEM peak':>9} {'chip us':>9} {'util':>6} {'uJ':>8}")
         lines = [f"profile on {self.chip.name} ({self.strategy}): per layer (own work, perfect overlap)",
                  head, "-" * len(head)]
         for l in self.layers:
             s = self.seconds(l.cycles())
-            lines.append(f"{l.group:>5} {l.name[:22]:<22} {l.pattern[:26]:<26} {l.macs:>12} {l.ddr_bytes:>11} "
+            lines.append(f"{l.region:<{rw}} {l.group:>5} {_fit(l.name, nw):<{nw}} {l.pattern[:26]:<26} {l.macs:>12} "
+                         f"{l.ddr_bytes:>11} "
                          f"{l.lmem_peak:>9} {s * 1e6:>9.2f} {100 * self.utilisation(l.macs, l.cycles()):>5.1f}% "
                          f"{s * self.chip.power_watts * 1e6:>8.2f}")
         lines += ["", "per layer group (engines overlapping)",
-                  f"{'group':>5} {'layers':>6} {'slices':>8} {'MACs':>12} {'DDR bytes':>11} {'LMEM peak':>9} "
-                  f"{'chip us':>9} {'util':>6}"]
+                  f"{'region':<{rw}} {'group':>5} {'layers':>6} {'slices':>8} {'MACs':>12} {'DDR bytes':>11} "
+                  f"{'LMEM peak':>9} {'chip us':>9} {'util':>6}"]
         for g in self.groups:
             s = self.seconds(g.cycles)
-            lines.append(f"{g.index:>5} {len(g.layers):>6} {g.slicing:>8} {g.macs:>12} "
+            lines.append(f"{g.region:<{rw}} {g.index:>5} {len(g.layers):>6} {g.slicing:>8} {g.macs:>12} "
                          f"{g.ddr_bytes:>11} {g.lmem_peak:>9} {s * 1e6:>9.2f} "
                          f"{100 * self.utilisation(g.macs, g.cycles):>5.1f}%")
         t = self.total
@@ -137,40 +140,104 @@ class Profile:
         return "\n".join(lines)
 
     def write_trace(self, path) -> None:
-        """Chrome trace (chrome://tracing, ui.perfetto.dev): one track per engine."""
+        """Chrome trace (chrome://tracing, ui.perfetto.dev): one process per region,
+        one thread per engine (TIU, GDMA), named by metadata events."""
+        regions = list(dict.fromkeys(g.region for g in self.groups))
+        meta = []
+        for pid, region in enumerate(regions):
+            meta.append({"name": "process_name", "ph": "M", "pid": pid, "tid": 0,
+                         "args": {"name": f"{region} on {self.chip.name}"}})
+            meta.append({"name": "process_sort_index", "ph": "M", "pid": pid, "tid": 0,
+                         "args": {"sort_index": pid}})
+            for tid, engine in enumerate(ENGINES):
+                meta.append({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid,
+                             "args": {"name": f"{engine} ({ENGINE_NAMES[engine]})"}})
         with open(path, "w") as f:
-            json.dump({"traceEvents": self.trace_events, "displayTimeUnit": "ns"}, f)
+            json.dump({"traceEvents": meta + self.trace_events, "displayTimeUnit": "ns"}, f)
 
-    def write_plot(self, path) -> None:
-        """Per-layer time (bars) and a roofline of every layer (PNG, needs matplotlib)."""
-        try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError as err:
-            raise RuntimeError("the profile plot needs matplotlib: pip install 'tvm-sophon[plot]'") from err
-        fig, (bars, roof) = plt.subplots(1, 2, figsize=(14, 5))
+    def write_plot(self, path, title: str = "") -> None:
+        """Per-layer time (bars, named) and a roofline of the layers that do MACs
+        (PNG, needs matplotlib); ``title`` names the model."""
+        plt = _pyplot()
+        n = len(self.layers)
+        fig, (bars, roof) = plt.subplots(1, 2, figsize=(max(14.0, 7 + 0.28 * n), 6.5),
+                                         gridspec_kw={"width_ratios": [max(1.0, n / 20), 1]})
         us = [self.seconds(l.cycles()) * 1e6 for l in self.layers]
-        colors = ["tab:blue" if l.tiu_cycles >= l.gdma_cycles else "tab:orange" for l in self.layers]
-        bars.bar(range(len(us)), us, color=colors)
-        bars.set_xlabel("layer (blue: compute-bound, orange: DMA-bound)")
-        bars.set_ylabel("estimated time on chip (us)")
-        bars.set_title(f"{self.chip.name}: per-layer time")
+        compute = [l.tiu_cycles >= l.gdma_cycles for l in self.layers]
+        bars.bar(range(n), us, color=[COLORS[c] for c in compute])
+        bars.set_xticks(range(n), [f"{k} {_fit(l.name, 28)}" for k, l in enumerate(self.layers)],
+                        rotation=90, fontsize=7 if n > 30 else 8)
+        bars.set_xlim(-0.6, n - 0.4)
+        bars.set_ylim(0, max(us + [1e-3]) * 1.2)  # headroom for the legend
+        bars.set_xlabel("layer (number, name)")
+        bars.set_ylabel("estimated time on the chip (µs)")
+        bars.set_title(f"per-layer time ({self.strategy}; own work, perfect overlap)")
+        from matplotlib.patches import Patch
+        bars.legend(handles=[Patch(color=COLORS[True], label="compute-bound (TIU)"),
+                             Patch(color=COLORS[False], label="DMA-bound (GDMA)")], loc="upper right")
         peak = self.chip.peak_flops / 1e9
         bw = self.chip.ddr_bytes_per_second / 1e9
         xs = np.logspace(-2, 4, 200)
-        roof.loglog(xs, np.minimum(peak, xs * bw), "k-", label=f"roofline ({peak:.0f} GFLOP/s, {bw:.1f} GB/s)")
-        for l in self.layers:
-            if l.macs and l.ddr_bytes:
-                roof.loglog(2 * l.macs / l.ddr_bytes, 2 * l.macs / self.seconds(l.cycles()) / 1e9, "o",
-                            color="tab:blue", alpha=0.6)
-        roof.set_xlabel("arithmetic intensity (FLOP / DDR byte)")
-        roof.set_ylabel("GFLOP/s")
-        roof.set_title("layers against the roofline")
-        roof.legend(loc="lower right")
+        roof.loglog(xs, np.minimum(peak, xs * bw), "k-", label=f"roofline: {peak:.0f} GFLOP/s, {bw:.1f} GB/s DDR")
+        shown = [(k, l) for k, l in enumerate(self.layers) if l.macs and l.ddr_bytes and l.cycles()]
+        for compute_bound in (True, False):
+            pts = [(k, l) for k, l in shown if (l.tiu_cycles >= l.gdma_cycles) == compute_bound]
+            if pts:
+                roof.loglog([2 * l.macs / l.ddr_bytes for _, l in pts],
+                            [2 * l.macs / self.seconds(l.cycles()) / 1e9 for _, l in pts], "o",
+                            color=COLORS[compute_bound], alpha=0.7,
+                            label="compute-bound layer" if compute_bound else "DMA-bound layer")
+        # one label per cluster: points within 40% of each other (on these log axes,
+        # overlapping) share a label, so that no number hides another
+        clusters: list = []
+        for k, l in sorted(shown, key=lambda kl: 2 * kl[1].macs / kl[1].ddr_bytes):
+            x, y = 2 * l.macs / l.ddr_bytes, 2 * l.macs / self.seconds(l.cycles()) / 1e9
+            near = next((c for c in clusters if x / c[0] < 1.4 and max(y / c[1], c[1] / y) < 1.4), None)
+            if near is None:
+                clusters.append([x, y, [k]])
+            else:
+                near[2].append(k)
+        for j, (x, y, ks) in enumerate(clusters):
+            roof.annotate(",".join(map(str, sorted(ks))), (x, y), textcoords="offset points", fontsize=7,
+                          xytext=(-4, 6) if j % 2 == 0 else (-4, -12))
+        roof.set_ylim(top=peak * 3)  # room for the labels on the flat roof
+        roof.set_xlabel("arithmetic intensity (FLOP per DDR byte)")
+        roof.set_ylabel("achieved GFLOP/s")
+        roof.set_title("layers against the roofline (numbers as in the bars)")
+        left_off = n - len(shown)
+        if left_off:
+            roof.text(0.98, 0.03, f"{left_off} layer(s) without MACs (pooling, element-wise,\n"
+                      "activations) have no FLOP rate and are left off", transform=roof.transAxes,
+                      fontsize=8, va="bottom", ha="right")
+        roof.legend(loc="upper left", fontsize=8)
+        t = self.total
+        fig.suptitle(f"{title + ' on ' if title else ''}{self.chip.name}: {t['seconds'] * 1e3:.3f} ms estimated "
+                     f"on the chip, {100 * t['utilisation']:.1f}% of peak FLOPS")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
+
+
+ENGINES = ("TIU", "GDMA")
+ENGINE_NAMES = {"TIU": "compute engine", "GDMA": "DMA engine"}
+COLORS = {True: "tab:blue", False: "tab:orange"}
+
+
+def _fit(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters, keeping its end (the distinctive part of
+    a path such as ``model/block3/conv2``)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        from .errors import SophonError
+        raise SophonError("plots need matplotlib: pip install 'tvm-sophon[plot]'") from None
+    return plt
 
 
 def _local_bytes(local: P.Local) -> int:
@@ -184,8 +251,10 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
     layers, groups, events = [], [], []
     clock_us = 1e6 / chip.clock_hz
     t0 = 0.0
-    for prog in programs:
+    for pid, prog in enumerate(programs):
         by_name: dict[str, LayerProfile] = {}
+        labels = {s.out.tensor.name: s.out.tensor.label or s.out.tensor.name
+                  for s in prog.steps if not isinstance(s, (P.Load, P.Store, P.Timestep)) and hasattr(s, "out")}
         for gi, ((first, end), group) in enumerate(zip(prog.group_steps, prog.plan.groups)):
             gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices, slicing=group.describe())
             step_tiu = step_gdma = 0
@@ -208,8 +277,10 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     local, name, pattern, nbytes = step.out, step.out.tensor.name, step.pattern, 0
                 lp = by_name.get(name)
                 if lp is None:
-                    lp = by_name[name] = LayerProfile(prog.symbol, gi, name, pattern)
+                    lp = by_name[name] = LayerProfile(prog.symbol, gi, labels.get(name, name), pattern)
                     layers.append(lp)
+                if pattern and name not in gp.layers:  # the group computing it (weights may load earlier)
+                    lp.group = gi
                     gp.layers.append(name)
                 lp.pattern = lp.pattern or pattern
                 lp.ddr_bytes += nbytes
@@ -219,14 +290,14 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                 if engine == "tiu":
                     lp.tiu_cycles += cycles
                     step_tiu += cycles
-                    events.append({"name": f"{label} {name}", "cat": "tiu", "ph": "X", "pid": prog.symbol[:40],
-                                   "tid": "TIU", "ts": tiu_at, "dur": cycles * clock_us})
+                    events.append({"name": f"{label} {lp.name}", "cat": "tiu", "ph": "X", "pid": pid,
+                                   "tid": 0, "ts": tiu_at, "dur": cycles * clock_us})
                     tiu_at += cycles * clock_us
                 else:
                     lp.gdma_cycles += cycles
                     step_gdma += cycles
-                    events.append({"name": f"{label} {name}", "cat": "gdma", "ph": "X", "pid": prog.symbol[:40],
-                                   "tid": "GDMA", "ts": gdma_at, "dur": cycles * clock_us,
+                    events.append({"name": f"{label} {lp.name}", "cat": "gdma", "ph": "X", "pid": pid,
+                                   "tid": 1, "ts": gdma_at, "dur": cycles * clock_us,
                                    "args": {"bytes": nbytes}})
                     gdma_at += cycles * clock_us
             groups.append(gp)

@@ -27,7 +27,8 @@ import tvm
 from tvm import relax
 
 from .calibration import METHODS, Histogram
-from .errors import SophonError
+from .errors import SophonCompileError, SophonError
+from .names import model_name
 from .patterns import constant_value
 
 REPORT_ATTR = "sophon.quantize_report"
@@ -86,7 +87,7 @@ def quantize_report(mod: tvm.IRModule) -> QuantizeReport:
 
 @dataclasses.dataclass
 class _Layer:
-    name: str           # the layer's output var name (last op of the chain)
+    name: str           # the model's name for the layer (names.py), else its output var's
     kind: str           # conv2d | dense | add | max_pool2d | avg_pool2d
     ops: list           # bindings (var, call) of the chain, in order
     inputs: list        # activation vars it reads
@@ -156,7 +157,7 @@ def _find_layers(bindings) -> dict:
                     last = nxt[0]
             act, last = follow_act(chain, last)
             kind = "conv2d" if name == "relax.nn.conv2d" else "dense"
-            layers[var] = _Layer(last.name, kind, chain, [value.args[0]], last, act)
+            layers[var] = _Layer(model_name(value) or last.name, kind, chain, [value.args[0]], last, act)
         elif name == "relax.add":
             if not all(_is_var(a) and str(a.ty.dtype) == "float32" for a in value.args):
                 continue
@@ -164,14 +165,14 @@ def _find_layers(bindings) -> dict:
                     [int(d) for d in value.args[0].ty.shape.values] != [int(d) for d in value.args[1].ty.shape.values]:
                 continue
             act, last = follow_act(chain, var)
-            layers[var] = _Layer(last.name, "add", chain, list(value.args), last, act)
+            layers[var] = _Layer(model_name(value) or last.name, "add", chain, list(value.args), last, act)
         else:
             if name == "relax.nn.avg_pool2d" and value.attrs.count_include_pad and any(
                     int(p) for p in value.attrs.padding):
                 continue  # TFLite's int8 average divides by the in-bounds taps only
             if value.attrs.ceil_mode:
                 continue
-            layers[var] = _Layer(var.name, name.split(".")[-1], chain, [value.args[0]], var)
+            layers[var] = _Layer(model_name(value) or var.name, name.split(".")[-1], chain, [value.args[0]], var)
     return layers
 
 
@@ -326,7 +327,7 @@ class _Rewriter:
                 wq, sw = self.weights(w.T, 0)
                 perm = bb.emit(relax.op.permute_dims(self.const(wq, "int8")))
                 wdq = bb.emit(relax.op.dequantize(perm, self.const(sw, "float32"), self.const(0, "int32"), axis=1))
-            y = bb.emit(relax.Call(call.op, [self.dequantize(xq, sx), wdq], call.attrs))
+            y = bb.emit(relax.Call(call.op, [self.dequantize(xq, sx), wdq], call.attrs, span=call.span))
             if len(layer.ops) > 1 and layer.ops[1][1].op.name == "relax.add":
                 add = layer.ops[1][1]
                 b = constant_value([a for a in add.args if not a.same_as(var)][0]).ravel()
@@ -342,20 +343,21 @@ class _Rewriter:
             self.requantize(layer, y)
         elif layer.kind == "add":
             (aq, sa), (bq, sb) = self.int8_of(layer.inputs[0]), self.int8_of(layer.inputs[1])
-            y = bb.emit(relax.op.add(self.dequantize(aq, sa), self.dequantize(bq, sb)))
+            y = bb.emit(relax.Call(call.op, [self.dequantize(aq, sa), self.dequantize(bq, sb)], call.attrs,
+                                   span=call.span))
             self.requantize(layer, y)
         elif layer.kind == "max_pool2d":
             xq, sx = self.int8_of(layer.inputs[0])
-            self.q[layer.out] = (bb.emit(relax.Call(call.op, [xq], call.attrs)), sx)
+            self.q[layer.out] = (bb.emit(relax.Call(call.op, [xq], call.attrs, span=call.span)), sx)
         else:  # avg_pool2d: integer sum and division (the chip rounds as TFLite does)
             xq, sx = self.int8_of(layer.inputs[0])
             wide = bb.emit(relax.op.astype(xq, "int32"))
-            pooled = bb.emit(relax.Call(call.op, [wide], call.attrs))
+            pooled = bb.emit(relax.Call(call.op, [wide], call.attrs, span=call.span))
             self.q[layer.out] = (bb.emit(relax.op.astype(pooled, "int8")), sx)
 
     def float_op(self, var, call) -> None:
         args = [self.float_of(a) if _is_var(a) else a for a in call.args]
-        self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args))
+        self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
 
 
 def _rewrite(func, bindings, layers: dict, quantized: set, scales: dict, per_channel: bool,
@@ -474,10 +476,13 @@ class Comparison:
     layers: list[LayerStats]
 
     def format(self) -> str:
+        from .profile import _fit
+
+        w = min(40, max([5] + [len(l.name) for l in self.layers]))
         lines = [f"INT8 on {self.chip} against FP32, per layer (TPU-MLIR's npz compare)",
-                 f"{'layer':<16} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+                 f"{'layer':<{w}} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
         for l in self.layers:
-            lines.append(f"{l.name[:16]:<16} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+            lines.append(f"{_fit(l.name, w):<{w}} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
                          f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
         worst = min((l.cosine for l in self.layers), default=1.0)
         lines.append(f"minimum cosine {worst:.5f}")
@@ -486,22 +491,32 @@ class Comparison:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
-    def write_plot(self, path) -> None:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def write_plot(self, path, title: str = "") -> None:
+        """Cosine and SQNR per layer (PNG, needs matplotlib); ``title`` names the model."""
+        from matplotlib.patches import Patch
 
-        fig, (cos_ax, sqnr_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-        xs = range(len(self.layers))
-        cos_ax.plot(xs, [l.cosine for l in self.layers], "o-")
+        from .profile import _fit, _pyplot
+
+        plt = _pyplot()
+        n = len(self.layers)
+        fig, (cos_ax, sqnr_ax) = plt.subplots(2, 1, figsize=(max(10.0, 4 + 0.3 * n), 7.5), sharex=True)
+        xs = range(n)
+        cos_ax.plot(xs, [l.cosine for l in self.layers], "o-", label="cosine(INT8 on the chip, FP32)")
         cos_ax.axhline(0.99, color="r", linestyle="--", label="fallback threshold 0.99")
         cos_ax.set_ylabel("cosine similarity")
-        cos_ax.legend()
-        sqnr_ax.bar(xs, [min(l.sqnr_db, 100) for l in self.layers],
+        cos_ax.legend(loc="center left", fontsize=8)  # between the cosines (near 1) and the threshold
+        sqnrs = [min(l.sqnr_db, 100) for l in self.layers]
+        sqnr_ax.set_ylim(0, max(sqnrs + [1.0]) * 1.25)  # headroom for the legend
+        sqnr_ax.bar(xs, sqnrs,
                     color=["tab:blue" if l.int8 else "tab:gray" for l in self.layers])
-        sqnr_ax.set_ylabel("SQNR (dB)")
-        sqnr_ax.set_xticks(list(xs), [l.name for l in self.layers], rotation=90)
-        fig.suptitle(f"INT8 on {self.chip} against FP32, per layer")
+        sqnr_ax.set_ylabel("SQNR (dB, capped at 100)")
+        sqnr_ax.set_xticks(list(xs), [_fit(l.name, 28) for l in self.layers], rotation=90,
+                           fontsize=7 if n > 30 else 8)
+        sqnr_ax.set_xlabel("layer")
+        sqnr_ax.legend(handles=[Patch(color="tab:blue", label="runs in INT8"),
+                                Patch(color="tab:gray", label="fell back to FP32")], loc="upper right",
+                       ncol=2, fontsize=8)
+        fig.suptitle(f"{title + ': ' if title else ''}INT8 on {self.chip} against FP32, per layer")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -514,8 +529,13 @@ def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = Non
     it on the chip with every layer's output brought out, and compare each with
     the FP32 model's (cosine, SQNR, max error)."""
     from .build import build
+    from .chip import get_chip
     from .partition import partition_for_sophon
 
+    chip = get_chip(chip)
+    if not chip.has_int8:
+        raise SophonCompileError(f"compare runs INT8 on the chip, but {chip.name} is FP32 only; use an INT8 "
+                          "profile such as bm1684")
     q = _calibrate(mod, calibration_data if calibration_data is not None else inputs, params, method,
                    per_channel, cosine_threshold, progress)
     batches = _batches(q.func, inputs)
@@ -529,4 +549,4 @@ def compare(mod: tvm.IRModule, inputs: Iterable, *, params: Optional[dict] = Non
         ref = np.concatenate([f[i] for f in fp32])
         got = np.concatenate([run[1 + i].numpy() for run in chip_runs])
         stats.append(LayerStats(layer.name, layer.kind, *_stats(ref, got), first in q.int8))
-    return Comparison(str(chip), stats)
+    return Comparison(chip.name, stats)

@@ -13,10 +13,15 @@ import tvm
 from tvm import relax
 
 from .chip import Chip
+from .errors import SophonError
 from .codegen.emit_c import STATS_SYMBOL
 
 
 def _modules(obj):
+    from .vm import ThreadLocalVM
+
+    if isinstance(obj, ThreadLocalVM):
+        obj = obj.vm
     if isinstance(obj, relax.VirtualMachine):
         yield obj.module
     if isinstance(obj, tvm.runtime.Executable):
@@ -28,7 +33,10 @@ def _modules(obj):
 
 def _stats_function(obj):
     for module in _modules(obj):
-        func = module.get_function(STATS_SYMBOL, query_imports=True)
+        try:
+            func = module.get_function(STATS_SYMBOL, query_imports=True)
+        except AttributeError:  # tvm_ffi raises where older TVM returned None
+            func = None
         if func is not None:
             return func
     return None
@@ -51,7 +59,8 @@ def last_run_stats(obj) -> dict:
     """
     func = _stats_function(obj)
     if func is None:
-        raise ValueError(f"{type(obj).__name__} holds no tvm_sophon regions (no {STATS_SYMBOL})")
+        raise SophonError(f"this {type(obj).__name__} was not built by tvm_sophon (its library has no "
+                          f"{STATS_SYMBOL}): build the model with tvm_sophon.build or pipeline()")
     data = json.loads(str(func()))
     chip = Chip(**data["chip"])
     total = {k: 0 for k in ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -147,8 +148,15 @@ def _object_name(src: Path) -> str:
     return "__".join(rel.with_suffix("").parts)
 
 
-def _compile_objects(sources: list[Path], flags: list[str], workdir: Path) -> list[str]:
+def _compile_objects(sources: list[Path], flags: list[str], workdir: Path, what: str = "") -> list[str]:
+    """Compile ``sources``; with ``what``, show progress on stderr (the runtime is
+    built once per compiler and source version, which takes a while)."""
     objects = []
+    if what:
+        from tqdm import tqdm
+
+        sources = tqdm(sources, desc=f"tvm_sophon: building {what} (once; cached in {cache_dir()})",
+                       unit="file", file=sys.stderr, leave=True)
     for src in sources:
         obj = workdir / (_object_name(src) + ".o")
         _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), "-c", str(src), "-o", str(obj)])
@@ -168,7 +176,8 @@ def runtime_object() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp)), out)
+            _link_relocatable(_compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                               "the emulator runtime: object linked into models"), out)
 
     return _cached(f"sophon_runtime_{key}.o", build)
 
@@ -181,7 +190,8 @@ def runtime_shared_library() -> Path:
 
     def build(out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp))
+            objs = _compile_objects(runtime_src.library_sources(), flags, Path(tmp),
+                                    "the emulator runtime: library for the cost model")
             _run([*compiler(), "-shared", "-pthread", *objs, "-lm", "-o", str(out)])
 
     return _cached(f"libsophon_runtime_{key}.so", build)
@@ -210,3 +220,24 @@ def build_executable(sources: list[Path], out: Path, flags: "list[str] | None" =
     flags = runtime_flags() if flags is None else flags
     _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), *map(str, sources), "-lm", "-o", str(out)])
     return out
+
+
+def create_shared(output: str, objects, options=None, **kwargs):
+    """TVM's ``create_shared`` (the ``fcompile`` of ``export_library``) with ``$CC``
+    split like everywhere here: TVM runs ``$CC`` as one program name, so
+    ``CC="gcc -O2"`` fails there with FileNotFoundError. Use as
+    ``ex.export_library(path, fcompile=tvm_sophon.toolchain.create_shared)``
+    (``tvm-sophon compile`` does)."""
+    from tvm.support import cc as tvm_cc
+
+    program, *flags = compiler()
+    return tvm_cc.create_shared(output, objects, options=[*flags, *(options or [])], cc=program, **kwargs)
+
+
+def _target_triple():
+    proc = subprocess.run([*compiler(), "-dumpmachine"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+create_shared.get_target_triple = _target_triple
+create_shared.output_format = "so"

@@ -111,6 +111,8 @@ static sophon_status check_chip(const sophon_chip* chip) {
   /* lanes must keep 4-byte elements aligned */
   if (chip->lmem_bytes_per_lane <= 0 || chip->lmem_bytes_per_lane % 4 != 0)
     return SOPHON_ERR_ARGUMENT;
+  /* addresses within a lane are uint32_t; this also keeps lane_pitch() from overflowing */
+  if (chip->lmem_bytes_per_lane > (int64_t)UINT32_MAX) return SOPHON_ERR_ARGUMENT;
   if (chip->eu_bytes < 4) return SOPHON_ERR_ARGUMENT; /* EU_NUM(f32) >= 1 */
   if (!(chip->clock_hz > 0.0) || !(chip->ddr_bytes_per_second > 0.0))
     return SOPHON_ERR_ARGUMENT;

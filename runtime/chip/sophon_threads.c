@@ -15,6 +15,12 @@
  * The counters are read and written with GCC's __atomic builtins (acquire and
  * release); the mutex guards only sleeping and waking, so a sleeper re-checks its
  * condition under the lock and no wake-up is lost.
+ *
+ * Fork: a child process has only the thread that called fork(), none of the
+ * pool's workers. The pool remembers the process that created it; in any other
+ * process a run executes every task on the calling thread, and destroying the
+ * pool frees it without joining (or touching the locks of) threads that are not
+ * there.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -22,6 +28,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,6 +39,7 @@ struct sophon_thread_pool {
   int32_t size;            /* threads including the caller */
   pthread_t* workers;      /* size - 1 */
   int32_t started;         /* workers successfully created */
+  pid_t owner;             /* the process whose threads these are */
   pthread_mutex_t lock;
   pthread_cond_t wake;     /* generation changed or shutdown */
   pthread_cond_t done;     /* pending reached 0 */
@@ -121,6 +129,7 @@ sophon_thread_pool* sophon_thread_pool_create(int32_t num_threads, int* failed) 
     return NULL;
   }
   pool->size = num_threads;
+  pool->owner = getpid();
   pthread_mutex_init(&pool->lock, NULL);
   pthread_cond_init(&pool->wake, NULL);
   pthread_cond_init(&pool->done, NULL);
@@ -146,6 +155,11 @@ sophon_thread_pool* sophon_thread_pool_create(int32_t num_threads, int* failed) 
 void sophon_thread_pool_destroy(sophon_thread_pool* pool) {
   int32_t i;
   if (pool == NULL) return;
+  if (pool->owner != getpid()) { /* a forked child: the workers are not here */
+    free(pool->workers);
+    free(pool);
+    return;
+  }
   pthread_mutex_lock(&pool->lock);
   __atomic_store_n(&pool->shutdown, 1, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&pool->wake);
@@ -171,6 +185,11 @@ void sophon_parallel_run(sophon_thread_pool* pool, int32_t num_tasks, sophon_tas
     return;
   }
   if (num_tasks > pool->size) num_tasks = pool->size;
+  if (pool->owner != getpid()) { /* a forked child: no workers, run every task here */
+    int32_t task;
+    for (task = 0; task < num_tasks; ++task) fn(ctx, task, num_tasks);
+    return;
+  }
   pool->fn = fn;
   pool->ctx = ctx;
   pool->num_tasks = num_tasks;

@@ -66,7 +66,7 @@ static inline void sophon_finish_f32(float* data, int64_t count, float bias,
     const int relu = act->kind == SOPHON_ACT_RELU;
     for (i = 0; i < count; ++i) {
       const float v = data[i] + bias;
-      data[i] = relu && !(v > 0.0f) ? 0.0f : v;
+      data[i] = relu && !(v > 0.0f) && v == v ? 0.0f : v;
     }
     return;
   }
@@ -93,7 +93,7 @@ static inline int sophon_act_is_simple(const sophon_activation* act) {
 /* sophon_activate_f32 on 8 floats for the simple kinds (x unchanged for the others),
  * bit for bit, NaN and signed zeros included. max_ps(a, b) is exactly
  * a > b ? a : b and min_ps(a, b) is a < b ? a : b, so
- *   relu  x > 0 ? x : 0                          = max_ps(x, 0)
+ *   relu  x > 0 || x is NaN ? x : 0              = max_ps(x, 0), NaN lanes kept
  *   clip  x < lo ? lo : (x > hi ? hi : x)        = max_ps(lo, min_ps(hi, x))
  *         (if x < lo then x <= hi, so the inner select is x; otherwise the inner
  *          select is >= lo and the outer one keeps it; NaN stays NaN)
@@ -102,7 +102,8 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_act_avx2(
     __m256 x, const sophon_activation* act) {
   if (act == NULL) return x;
   switch (act->kind) {
-    case SOPHON_ACT_RELU: return _mm256_max_ps(x, _mm256_setzero_ps());
+    case SOPHON_ACT_RELU:
+      return _mm256_blendv_ps(_mm256_max_ps(x, _mm256_setzero_ps()), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     case SOPHON_ACT_CLIP:
       return _mm256_max_ps(_mm256_set1_ps(act->lo), _mm256_min_ps(_mm256_set1_ps(act->hi), x));
     case SOPHON_ACT_LEAKY_RELU:
@@ -110,6 +111,12 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_act_avx2(
                               _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));
     default: return x;
   }
+}
+
+/* One max-pool tap: x > acc || x is NaN ? x : acc (a NaN tap wins, and a NaN
+ * accumulator stays: max_ps returns its second operand when either is NaN). */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_max_tap_avx2(__m256 x, __m256 acc) {
+  return _mm256_blendv_ps(_mm256_max_ps(x, acc), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
 /* A mask selecting the first `count` (0..8) of 8 floats, for maskload. */

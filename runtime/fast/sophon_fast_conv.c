@@ -185,7 +185,9 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
                                                                    const sophon_activation* act) {
   if (act == NULL) return x;
   switch (act->kind) {
-    case SOPHON_ACT_RELU: return _mm512_max_ps(x, _mm512_setzero_ps());
+    case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
+                                  _mm512_max_ps(x, _mm512_setzero_ps()), x);
     case SOPHON_ACT_CLIP:
       return _mm512_max_ps(_mm512_set1_ps(act->lo), _mm512_min_ps(_mm512_set1_ps(act->hi), x));
     case SOPHON_ACT_LEAKY_RELU:

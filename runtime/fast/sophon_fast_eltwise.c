@@ -24,11 +24,12 @@
  * Exactness: bit-identical to the reference (a NaN may carry another payload).
  *   - binary: each output is one rounded add, sub, mul or div of the same operands,
  *     or max_ps(x, y) / min_ps(x, y), which are exactly x > y ? x : y and
- *     x < y ? x : y, or prelu's blend of x * y on x > 0; the activations as in
- *     sophon_act_avx2 (sophon_fast.h), the others by the scalar function after.
- *   - max pool: max = -inf, then max = max_ps(v, max) = (v > max ? v : max) over
- *     the real taps in (filter_y, filter_x) order; -FLT_MAX when the window has
- *     no real tap.
+ *     x < y ? x : y, replaced by x + y (a NaN) where either is NaN, or prelu's
+ *     blend of x * y on x > 0; the activations as in sophon_act_avx2
+ *     (sophon_fast.h), the others by the scalar function after.
+ *   - max pool: max = -inf, then max = (v > max || v is NaN ? v : max) over the
+ *     real taps in (filter_y, filter_x) order (sophon_max_tap_avx2); -FLT_MAX
+ *     when the window has no real tap.
  *   - avg pool: sum = 0.0f, then sum += v over the real taps in (filter_y,
  *     filter_x) order, then sum / (float)divisor with the reference's divisor (a
  *     division, not a reciprocal multiply), or 0.0f for a zero divisor.
@@ -64,8 +65,8 @@ static inline float binary_op_f32(sophon_binary_op op, float x, float y) {
     case SOPHON_BINARY_ADD: return x + y;
     case SOPHON_BINARY_SUB: return x - y;
     case SOPHON_BINARY_MUL: return x * y;
-    case SOPHON_BINARY_MAX: return x > y ? x : y;
-    case SOPHON_BINARY_MIN: return x < y ? x : y;
+    case SOPHON_BINARY_MAX: return x != x || y != y ? x + y : (x > y ? x : y);
+    case SOPHON_BINARY_MIN: return x != x || y != y ? x + y : (x < y ? x : y);
     case SOPHON_BINARY_DIV: return x / y;
     case SOPHON_BINARY_PRELU: return x > 0.0f ? x : x * y;
   }
@@ -81,17 +82,20 @@ static void binary_row_c(const binary_job* j, float* out, const float* a, int32_
 }
 
 #if SOPHON_X86_DISPATCH
-/* binary_op_f32 on 8 floats (max_ps / min_ps are exactly the reference's selects,
- * div_ps is the correctly rounded division, prelu blends x * y in where the ordered
- * x > 0 is false, as the reference's select). */
+/* binary_op_f32 on 8 floats: max_ps / min_ps are exactly x > y ? x : y and
+ * x < y ? x : y, and where either operand is NaN (unordered) the result is x + y;
+ * div_ps is the correctly rounded division; prelu blends x * y in where the
+ * ordered x > 0 is false, as the reference's select. */
 SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 binary_op_avx2(sophon_binary_op op,
                                                                      __m256 x, __m256 y) {
   switch (op) {
     case SOPHON_BINARY_ADD: return _mm256_add_ps(x, y);
     case SOPHON_BINARY_SUB: return _mm256_sub_ps(x, y);
     case SOPHON_BINARY_MUL: return _mm256_mul_ps(x, y);
-    case SOPHON_BINARY_MAX: return _mm256_max_ps(x, y);
-    case SOPHON_BINARY_MIN: return _mm256_min_ps(x, y);
+    case SOPHON_BINARY_MAX:
+      return _mm256_blendv_ps(_mm256_max_ps(x, y), _mm256_add_ps(x, y), _mm256_cmp_ps(x, y, _CMP_UNORD_Q));
+    case SOPHON_BINARY_MIN:
+      return _mm256_blendv_ps(_mm256_min_ps(x, y), _mm256_add_ps(x, y), _mm256_cmp_ps(x, y, _CMP_UNORD_Q));
     case SOPHON_BINARY_DIV: return _mm256_div_ps(x, y);
     case SOPHON_BINARY_PRELU:
       return _mm256_blendv_ps(_mm256_mul_ps(x, y), x, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ));
@@ -317,7 +321,7 @@ static float pool_output(const pool_job* j, const float* in, const pool_rows* r,
       const float* in_row = in + (r->iy0 + (int64_t)ky * p->dilation_h) * j->in_w;
       for (kx = kx_begin; kx < kx_end; ++kx) {
         const float v = in_row[ix0 + (int64_t)kx * p->dilation_w];
-        if (v > max_value) max_value = v;
+        if (v > max_value || v != v) max_value = v;
       }
     }
     return r->real_rows * real_cols > 0 ? max_value : -FLT_MAX;
@@ -354,7 +358,7 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline void pool_strip_avx2(
       for (v = 0; v < nv; ++v) {
         const __m256 x = v == nv - 1 && last < 8 ? _mm256_maskload_ps(in + 8 * v, mask)
                                                  : _mm256_loadu_ps(in + 8 * v);
-        acc[v] = is_max ? _mm256_max_ps(x, acc[v]) : _mm256_add_ps(acc[v], x);
+        acc[v] = is_max ? sophon_max_tap_avx2(x, acc[v]) : _mm256_add_ps(acc[v], x);
       }
     }
   }
@@ -436,7 +440,7 @@ SOPHON_AVX2 static void pool_channels_avx2(const pool_job* j, int32_t batch, int
           const __m256 x = _mm256_mask_i32gather_ps(
               _mm256_setzero_ps(), in_row + ix0 + (int64_t)kx * p->dilation_w, offsets,
               _mm256_castsi256_ps(lanes), 4);
-          acc = is_max ? _mm256_max_ps(x, acc) : _mm256_add_ps(acc, x);
+          acc = is_max ? sophon_max_tap_avx2(x, acc) : _mm256_add_ps(acc, x);
         }
       }
       if (is_max) {

@@ -147,7 +147,7 @@ sophon_status sophon_program_run(sophon_device* dev, const sophon_program* prog,
     if (s != SOPHON_OK) {
       /* keep the instruction's own message, prefixed with where it happened */
       char detail[SOPHON_ERROR_BYTES];
-      strncpy(detail, dev->error, sizeof(detail) - 1);
+      memcpy(detail, dev->error, sizeof(detail)); /* same size; dev->error is terminated */
       detail[sizeof(detail) - 1] = '\0';
       sophon_set_error(dev, s, "command %d (%s): %s", (int)i, cmd_name(prog->cmds[i].kind), detail);
       return s;

@@ -27,11 +27,12 @@ static inline float sophon_clamp_f32(float r, float lo, float hi) {
 
 /* act may be NULL (none). The caller checked it with sophon_check_activation.
  * The cheap kinds are written here, in the order of operations the fast kernels
- * repeat lane by lane (fast/sophon_fast.h, fast/sophon_fast_activation.c). */
+ * repeat lane by lane (fast/sophon_fast.h, fast/sophon_fast_activation.c).
+ * NaN in, NaN out, for every kind (sophon.h, "NaN and infinities"). */
 static inline float sophon_activate_f32(const sophon_activation* act, float x) {
   if (act == NULL) return x;
   switch (act->kind) {
-    case SOPHON_ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case SOPHON_ACT_RELU: return x > 0.0f || x != x ? x : 0.0f;
     case SOPHON_ACT_CLIP: return sophon_clamp_f32(x, act->lo, act->hi);
     case SOPHON_ACT_LEAKY_RELU: return x >= 0.0f ? x : act->alpha * x;
     case SOPHON_ACT_SIGMOID: return sophon_sigmoid_f32(x);

@@ -18,8 +18,9 @@ static inline float binary_f32(sophon_binary_op op, float x, float y) {
     case SOPHON_BINARY_ADD: return x + y;
     case SOPHON_BINARY_SUB: return x - y;
     case SOPHON_BINARY_MUL: return x * y;
-    case SOPHON_BINARY_MAX: return x > y ? x : y;
-    case SOPHON_BINARY_MIN: return x < y ? x : y;
+    /* IEEE 754-2019 maximum / minimum: NaN if either operand is NaN */
+    case SOPHON_BINARY_MAX: return x != x || y != y ? x + y : (x > y ? x : y);
+    case SOPHON_BINARY_MIN: return x != x || y != y ? x + y : (x < y ? x : y);
     case SOPHON_BINARY_DIV: return x / y;
     case SOPHON_BINARY_PRELU: return x > 0.0f ? x : x * y;
   }

@@ -60,7 +60,7 @@ void sophon_ref_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
                   in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
               for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
                 const float v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
-                if (v > max_value) max_value = v;
+                if (v > max_value || v != v) max_value = v; /* a NaN tap wins, and stays */
               }
             }
             result = real_rows * real_cols > 0 ? max_value : -FLT_MAX;

@@ -370,6 +370,9 @@ static void test_device_create(void) {
   chip = small_chip();
   chip.lmem_bytes_per_lane = 4094; /* lanes would misalign f32 */
   CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
+  chip = small_chip();
+  chip.lmem_bytes_per_lane = INT64_MAX - 3; /* rounding it up to the lane pitch would overflow */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
   CHECK(sophon_device_create(NULL, &dev) == SOPHON_ERR_ARGUMENT);
   CHECK(sophon_device_create(&chip, NULL) == SOPHON_ERR_ARGUMENT);
 }

@@ -9,7 +9,8 @@ from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
 from .rules import (CONV_DATA_LAYOUTS, CONV_KERNEL_LAYOUTS, FUSED_ACTIVATIONS, activation_rules, with_activation,
-                    pattern_name, with_bias_add, base_rules, make_check, rule_bias_per_channel, rule_clip_bounds)
+                    pattern_name, with_bias_add, base_rules, make_check, rule_bias_per_channel, rule_clip_bounds,
+                    static_shape, window_attr_reason)
 
 
 def rule_conv2d(ann: dict) -> Optional[str]:
@@ -22,7 +23,14 @@ def rule_conv2d(ann: dict) -> Optional[str]:
         return f"conv2d kernel layout {attrs.kernel_layout} not one of {', '.join(CONV_KERNEL_LAYOUTS)}"
     if attrs.out_dtype and str(attrs.out_dtype) not in ("", "float32"):
         return f"conv2d out_dtype {attrs.out_dtype}; the chip accumulates float32 here"
-    return None
+    reason = window_attr_reason("conv2d", strides=attrs.strides, dilation=attrs.dilation,
+                                padding=attrs.padding, groups=[attrs.groups])
+    if reason is None:
+        shape = static_shape(ann["input"])
+        channels = shape[str(attrs.data_layout).index("C")] if shape is not None else None
+        if channels is not None and channels % int(attrs.groups):
+            reason = f"conv2d groups {int(attrs.groups)} do not divide its {channels} input channels"
+    return reason
 
 
 def conv2d_pattern(with_bias: bool, act: Optional[str]):

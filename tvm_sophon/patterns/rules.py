@@ -91,6 +91,31 @@ def rule_static_float32(ann: dict) -> Optional[str]:
     return None
 
 
+def rule_not_empty(ann: dict) -> Optional[str]:
+    """A zero-size tensor (a 0 in its shape) has nothing for the chip to compute,
+    and the runtime's descriptors take only positive dimensions: the host runs it."""
+    for key, expr in ann.items():
+        shape = static_shape(expr)
+        if shape is not None and 0 in shape:
+            return f"{key} has the zero-size shape {list(shape)}; the host runs it (nothing for the chip)"
+    return None
+
+
+def window_attr_reason(op: str, **values) -> Optional[str]:
+    """Window attributes the runtime refuses (sophon_check_conv_params and the pool
+    check): kernel, strides, dilation and groups >= 1, padding >= 0. ``values``
+    maps an attribute name to its ints (None when the op has no such attribute)."""
+    least = {"padding": 0}
+    for name, ints in values.items():
+        if ints is None:
+            continue
+        ints = [int(v) for v in (ints if isinstance(ints, (list, tuple)) else list(ints))]
+        low = least.get(name, 1)
+        if any(v < low for v in ints):
+            return f"{op} {name} {ints}: the chip needs every value >= {low}"
+    return None
+
+
 def rule_rank_at_most_4(ann: dict) -> Optional[str]:
     for key, expr in ann.items():
         shape = static_shape(expr)
@@ -243,4 +268,4 @@ def pattern_name(*parts: Optional[str]) -> str:
 
 def base_rules() -> tuple[Rule, ...]:
     """The rules every float32 pattern starts with."""
-    return (rule_static_float32, rule_rank_at_most_4)
+    return (rule_static_float32, rule_rank_at_most_4, rule_not_empty)
