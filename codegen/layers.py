@@ -221,14 +221,14 @@ class _Composite:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
                 calls.append(binding.value)
-        # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
-        self.chain = chains.chain_of(pattern)
-        self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
-        self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
         # values the composite returns: one, or a tuple when an intermediate of the
         # matched chain is also used outside it (a pre-activation sum feeding a skip)
         ret = fn.body.body
         self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+        # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
+        self.chain = chains.chain_of(pattern)
+        self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
         self.result_var = fn.body.blocks[-1].bindings[-1].var   # the last op's value
         self.pre_act_var = None          # the value a fused activation (or chain) takes
         if self.standalone:
@@ -241,6 +241,7 @@ class _Composite:
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
+        self.root_var = root_var
         self.pre_act_var = root_var
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
             if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \

@@ -362,7 +362,7 @@ def _read_inputs(specs, signature) -> list:
             hint = f"; '{name}' is TVM's name for the input '{renamed[name]}'" if name in renamed else ""
             raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)}{hint})")
         if name in given:
-            raise CliError(f"--input '{name}' is given twice")
+            raise CliError(f"--input gives '{name}' twice")
         if Path(path).is_file() and Path(path).read_bytes()[:6] != b"\x93NUMPY":
             raise CliError(f"input file {path} is not a .npy file (no NumPy header); "
                            "write arrays with numpy.save")
@@ -568,6 +568,112 @@ def _version() -> str:
         return f"(not installed) (Apache TVM {tvm_version})"
 
 
+# ------------------------------------------------------------------ sweep / evaluate (on Ray)
+
+
+def _split(values: list) -> list:
+    """Repeatable, comma-separated options as one list: ["a,b", "c"] -> [a, b, c]."""
+    return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+@_cli_command
+def _sweep(args) -> int:
+    import json
+
+    from .sweep import Point, format_rows, parse_overrides, sweep, write_pareto_plot
+
+    points = None
+    models = args.model
+    if args.points:
+        try:
+            specs = json.loads(Path(args.points).read_text())
+            points = [Point(s["model"], s.get("chip", "bm1680"), tuple(sorted(s.get("overrides", {}).items())),
+                            s.get("plan", "layer_group_dp"), s.get("precision", "fp32"), s.get("batch"))
+                      for s in specs]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CliError(f"--points {args.points}: expected a JSON list of {{model, chip, overrides, plan, "
+                           f"precision, batch}} objects ({type(err).__name__}: {err})") from None
+        models = list(dict.fromkeys(models + [p.model for p in points]))
+    if not models:
+        raise CliError("give at least one model (or --points FILE.json)")
+    try:
+        batches = [int(b) for b in _split(args.batch)] if args.batch else [None]
+    except ValueError:
+        raise CliError(f"--batch {','.join(args.batch)}: expected positive integers") from None
+    try:
+        result = sweep(models, chips=_split(args.chip) or ["bm1680"], overrides=parse_overrides(args.override),
+                       plans=_split(args.plan) or ["layer_group_dp"], precisions=_split(args.precision) or ["fp32"],
+                       batches=batches, points=points, calibration=args.calibration, run=args.run, out=args.out,
+                       address=args.address, num_cpus=args.num_cpus,
+                       memory_per_point=int(args.memory_per_point * 2**30),
+                       runtime_env={"working_dir": args.working_dir} if args.working_dir else None,
+                       progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished points are in {args.out}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(format_rows(result.rows))
+    failed = sum(r["status"] != "ok" for r in result.rows)
+    print(f"{len(result.rows)} points in {result.out} ({result.computed} computed now, {result.skipped} already "
+          f"done, {failed} failed) in {result.wall_seconds:.1f} s")
+    if any(r["status"] == "ok" for r in result.rows) and args.plot != "none":
+        plot = args.plot or str(Path(args.out) / "pareto.png")
+        print(f"wrote {write_pareto_plot(result.rows, plot)}")
+    return 0
+
+
+@_cli_command
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.library, args.data, reference=args.reference, address=args.address,
+                      num_cpus=args.num_cpus, progress=not args.no_progress)
+    print(result.format())
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_sweep_commands(sub) -> None:
+    """The `sweep` and `evaluate` subcommands (Ray: pip install "tvm-sophon[sweep]")."""
+    sw = sub.add_parser("sweep", help="plan and estimate a grid of models x chips x plans x precisions on Ray")
+    sw.add_argument("model", nargs="*", default=[],
+                    help="bundled model names, .tflite/.onnx files, or package.module:function builders")
+    sw.add_argument("--chip", action="append", default=[], help="chip profile(s), comma-separated (default bm1680)")
+    sw.add_argument("--override", action="append", default=[], metavar="FIELD=V1,V2,...",
+                    help="values of a chip field to sweep (repeatable), e.g. lmem_bytes_per_lane=131072,262144")
+    sw.add_argument("--plan", action="append", default=[],
+                    help="plan strategies, comma-separated: layer_group_dp, layer_by_layer or package.module:function")
+    sw.add_argument("--precision", action="append", default=[], help="fp32, int8 (comma-separated; default fp32)")
+    sw.add_argument("--calibration", metavar="DATA.npz", help="INT8 calibration inputs (default: the model's example)")
+    sw.add_argument("--batch", action="append", default=[],
+                    help="batch sizes, comma-separated (bundled models and builders: batch=; files: first input dim)")
+    sw.add_argument("--points", metavar="FILE.json", help="a list of points instead of the grid")
+    sw.add_argument("--run", action="store_true", help="also run each point on the emulator; record its error")
+    sw.add_argument("--out", default="sweep_out", help="directory of the table (points.jsonl/.csv); reruns resume")
+    sw.add_argument("--plot", help="Pareto plot to write (default OUT/pareto.png; 'none' for no plot)")
+    sw.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    sw.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    sw.add_argument("--working-dir", metavar="DIR",
+                    help="ship DIR to every Ray worker (for builders or plan strategies given by import path)")
+    sw.add_argument("--memory-per-point", type=float, default=1.0, help="GiB of memory a point reserves (default 1)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    sw.set_defaults(func=_sweep)
+
+    ev = sub.add_parser("evaluate", help="accuracy of a compiled library over .npz shards, on Ray")
+    ev.add_argument("library", help="library written by `tvm-sophon compile`")
+    ev.add_argument("--data", required=True, metavar="DIR", help="directory of .npz shards (labels + inputs)")
+    ev.add_argument("--reference", metavar="LIB2.so", help="a second library to agree with (e.g. the FP32 one)")
+    ev.add_argument("--json", metavar="PATH", help="write the counts as JSON")
+    ev.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    ev.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    ev.set_defaults(func=_evaluate)
+
+
 def main(argv=None) -> int:
     parser = _Parser(
         prog="tvm-sophon",
@@ -581,6 +687,7 @@ def main(argv=None) -> int:
     demo.add_argument("--verbose", action="store_true", help="log each step; show tracebacks on errors")
     demo.set_defaults(func=_demo)
     _add_model_commands(sub)
+    _add_sweep_commands(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -312,17 +312,25 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
     return Profile(chip, strategy, layers, groups, trace_events=events)
 
 
-def profile_model(mod: tvm.IRModule, params: Optional[dict] = None, inputs: Optional[dict] = None, *,
-                  chip="bm1680", plan="layer_group_dp", run: bool = True, repeat: int = 3) -> Profile:
-    """Partition, plan and estimate ``mod``; with ``run``, also build it, run it on
-    the emulator (random inputs unless given) and record host time and counters."""
+def plan_and_profile(mod: tvm.IRModule, params: Optional[dict] = None, *, chip="bm1680",
+                     plan="layer_group_dp") -> tuple[tvm.IRModule, Profile]:
+    """Partition and plan ``mod``; the planned module (ready for ``build``) and its
+    static profile (no run)."""
     chip = get_chip(chip)
     partitioned = partition_for_sophon(mod, params, chip=chip)
     planned = PlanRegions(plan, overwrite=True)(partitioned)
     regions = [f for f in planned.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
     if not regions:
         raise ValueError("nothing of this model runs on the chip (see offload_report)")
-    prof = profile_programs(codegen.lower_functions(regions))
+    return planned, profile_programs(codegen.lower_functions(regions))
+
+
+def profile_model(mod: tvm.IRModule, params: Optional[dict] = None, inputs: Optional[dict] = None, *,
+                  chip="bm1680", plan="layer_group_dp", run: bool = True, repeat: int = 3) -> Profile:
+    """Partition, plan and estimate ``mod``; with ``run``, also build it, run it on
+    the emulator (random inputs unless given) and record host time and counters."""
+    chip = get_chip(chip)
+    planned, prof = plan_and_profile(mod, params, chip=chip, plan=plan)
     if run:
         from .build import build
         from .stats import last_run_stats
