@@ -19,7 +19,9 @@ import numpy as np
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm
 
+from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
+from tvm_sophon.patterns import chains
 from tvm_sophon.names import model_name
 
 from . import program as P
@@ -31,7 +33,8 @@ ROOT_OPS = {
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
-          "relax.maximum": "MAX", "relax.minimum": "MIN"}
+          "relax.maximum": "MAX", "relax.minimum": "MIN", "relax.divide": "DIV"}
+ROOT_OPS |= {"relax.divide"}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -44,7 +47,27 @@ def shape_of(expr) -> tuple[int, ...]:
         if not isinstance(d, IntImm):
             raise SophonCompileError(f"sophon region value {expr} has a dynamic shape {ty.shape}")
         dims.append(int(d))
+    _check_size(expr, tuple(dims), str(ty.dtype))
     return tuple(dims)
+
+
+# The SC1 card's DDR (/work/shared/bm1680.md): no tensor of a region can be larger.
+MAX_TENSOR_BYTES = 16 << 30
+_INT32_MAX = (1 << 31) - 1
+
+
+def _check_size(expr, dims: tuple[int, ...], dtype: str) -> None:
+    """Refuse, at compile time, a tensor no chip could hold: the runtime's
+    descriptors take int32 dimensions, and the whole tensor must fit in DDR."""
+    name = getattr(expr, "name", None) or getattr(expr, "name_hint", None) or type(expr).__name__
+    elements = 1
+    for d in dims:
+        elements *= d
+    nbytes = elements * DTYPE_BYTES.get(dtype, 4)
+    if any(d > _INT32_MAX for d in dims) or nbytes > MAX_TENSOR_BYTES:
+        raise SophonCompileError(
+            f"tensor {name} of shape {list(dims)} {dtype} ({nbytes / (1 << 30):.3g} GiB) is larger than "
+            f"the chip can hold: at most {MAX_TENSOR_BYTES >> 30} GiB (its DDR) and 2^31-1 per dimension")
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -159,8 +182,28 @@ class Layer:
                    for op in self.acts)
 
     def batch_sliceable(self) -> bool:
-        return all(op.view[0] == (0,) or P.view_dims(op.value.shape, op.view)[0] == 1
-                   for op in [self.out, *self.acts])
+        """Whether bands of the n dim can be computed apart: every operand puts
+        the same axes of the same sizes on n as the result (the batch axis, or the
+        rows, M, of an fc and the element-wise ops after it), or has n = 1."""
+        out_axes = self.out.view[0]
+        return all(P.view_dims(op.value.shape, op.view)[0] == 1
+                   or (op.view[0] == out_axes and len(op.value.shape) == len(self.out.value.shape)
+                       and all(op.value.shape[a] == self.out.value.shape[a] for a in out_axes))
+                   for op in self.acts)
+
+
+def _rematch(pattern: str, fn: relax.Function) -> dict:
+    """The annotated expressions of a composite: its registered pattern matched
+    again against the composite's body (keys as in the pattern table)."""
+    from tvm.relax.backend.pattern_registry import get_pattern
+
+    fusion = get_pattern(pattern)
+    var2val = relax.analysis.get_var2val(fn)
+    out = fn.body.body
+    matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val) if fusion else None
+    if matched is None:
+        raise SophonCompileError(f"composite {pattern} does not match its own pattern")
+    return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
 
 
 class _Composite:
@@ -176,6 +219,17 @@ class _Composite:
             for binding in block.bindings:
                 self.producer[binding.var] = binding.value
                 calls.append(binding.value)
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
+        # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
+        self.chain = chains.chain_of(pattern)
+        self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
+        if self.standalone:
+            self.root, self.bias, self.act = self.matched["root"], None, None
+            return
         roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in ROOT_OPS]
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
@@ -183,12 +237,14 @@ class _Composite:
         self.bias = None
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
+        self.root_var = root_var
         for call in roots[1:] if not pattern.startswith("sophon.q") else []:
-            if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul"):
+            if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \
+                    and any(arg.same_as(root_var) for arg in call.args):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
                 self.bias = self.region_value(rhs if lhs.same_as(root_var) else lhs)
-            elif call.op.name in ACTIVATIONS:
+            elif call.op.name in ACTIVATIONS and self.chain is None:
                 self.act = call
 
     def region_value(self, expr):
@@ -201,6 +257,9 @@ class _Composite:
                 "relax.reshape", "relax.permute_dims", "relax.dequantize", "relax.astype"):
             return self.region_value(value.args[0])
         raise SophonCompileError(f"composite {self.pattern}: operand {expr} is not a region value")
+
+    def var_of(self, call) -> relax.Var:
+        return next(v for v, value in self.producer.items() if value.same_as(call))
 
     def calls_of(self, op_name: str) -> list:
         return [c for c in self.producer.values() if isinstance(c, relax.Call) and c.op.name == op_name]
@@ -254,6 +313,39 @@ class _Analysis:
         self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
                                  self.operand(comp.out_var, out_view), acts, resident, attrs))
 
+    def activation(self, comp: _Composite) -> P.Activation:
+        """The fused activation: a single op, or a chain whose constants the
+        region receives as arguments (recorded in ``sophon.const_args``)."""
+        if comp.chain is None:
+            return activation_of(comp.act)
+
+        def lookup(expr):
+            value = comp.region_value(expr) if isinstance(expr, relax.Var) and expr in comp.env else None
+            return self.const_args.get(value.name) if value is not None else None
+
+        params = chains.activation_params(comp.chain, comp.matched, lookup)
+        if isinstance(params, str):
+            raise SophonCompileError(f"region {self.symbol}: {comp.pattern}: {params}")
+        return P.Activation(**params)
+
+    def prelu(self, comp: _Composite) -> None:
+        """PReLU as the binary op x > 0 ? x : x * slope, the slope broadcast per channel."""
+        x, slope = comp.region_value(comp.matched["input"]), comp.region_value(comp.matched["rhs"])
+        oshape = shape_of(comp.out_var)
+        view = self.views.get(x) or P.default_view(len(oshape))
+        root = comp.matched["root"]
+        if root.op.name == "relax.nn.prelu":  # a 1-D slope along `axis`
+            axis = int(root.attrs.axis) % len(oshape)
+            group = next(dims for dims in view if axis in dims)
+            if group != (axis,) and shape_of(slope)[0] != 1:
+                raise SophonCompileError(f"region {self.symbol}: prelu over axis {axis} of {oshape}, which "
+                                         f"the chip view {view} flattens with other axes")
+            slope_view = tuple((0,) if axis in dims else () for dims in view)
+        else:
+            slope_view = broadcast_view(view, len(oshape), shape_of(slope))
+        self.add(comp, "binary", view, [self.operand(x, view), self.operand(slope, slope_view)], [],
+                 op="PRELU", act=P.Activation())
+
     def bias(self, comp: _Composite) -> Optional[Operand]:
         if comp.bias is None:
             return None
@@ -261,9 +353,45 @@ class _Analysis:
         axes = ([i for i, d in enumerate(shape) if d != 1] or [len(shape) - 1]) if shape else []
         return self.operand(comp.bias, ((), tuple(axes[-1:]), (), ()), "COMPACT")
 
+    def composite(self, comp: _Composite) -> list:
+        """The layers of one composite call; returns the region-level values of what
+        the composite returns, in order (one, or a tuple's fields).
+
+        A composite whose fused activation's input is also returned (used outside
+        the composite) becomes two layers: the op without the activation, whose
+        result is that intermediate, then the activation as a unary layer."""
+        if len(comp.returns) == 1:
+            self.layer(comp)
+            return [comp.out_var]
+        act = comp.act
+        act_var = comp.var_of(act) if act is not None else None
+        final = act_var if act_var is not None else comp.var_of(comp.root) if comp.bias is None else None
+        inner = [v for v in comp.returns if not v.same_as(final)] if final is not None else comp.returns
+        if comp.pattern.startswith("sophon.q") or act is None or \
+                any(not v.same_as(act.args[0]) for v in inner):
+            names = ", ".join(v.name for v in comp.returns)
+            raise SophonCompileError(
+                f"region {self.symbol}: composite {comp.pattern} returns {names}; only the input of its "
+                f"fused activation can be used outside it besides its result")
+        # identical composites share one function, so its local vars stand for a
+        # value of this call only under fresh names
+        pre, post = (relax.Var(v.name, v.ty) for v in (act.args[0], act_var))
+        comp.out_var, comp.act = pre, None
+        self.layer(comp)
+        view = self.views[post] = self.views[pre]
+        self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(post, view),
+                                 [self.operand(pre, view)], [], {"act": activation_of(act)}))
+        return [pre if v.same_as(act.args[0]) else post for v in comp.returns]
+
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
             return self.qlayer(comp)
+        if comp.pattern == "sophon.prelu":
+            return self.prelu(comp)
+        if comp.standalone:  # an activation chain or special function on its own
+            x = comp.region_value(comp.matched["input"])
+            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            return self.add(comp, "unary", view, [self.operand(x, view)], [], act=self.activation(comp))
         root = comp.root
         name = root.op.name
         if name == "relax.nn.conv2d":
@@ -277,14 +405,14 @@ class _Analysis:
                      [self.operand(w, wview, "COMPACT"), self.bias(comp)],
                      kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                      strides=_ints(attrs.strides), padding=_ints(attrs.padding),
-                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=activation_of(comp.act))
+                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=self.activation(comp))
         elif name == "relax.matmul":
             x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
             rank = len(shape_of(x))
             view = (tuple(range(rank - 1)), (rank - 1,), (), ())
             wview = ((), (0,), (1,), ()) if comp.weight_is_transposed() else ((), (1,), (0,), ())
             self.add(comp, "fc", view, [self.operand(x, view)],
-                     [self.operand(w, wview, "COMPACT"), self.bias(comp)], act=activation_of(comp.act))
+                     [self.operand(w, wview, "COMPACT"), self.bias(comp)], act=self.activation(comp))
         elif name in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
             attrs = root.attrs
             view = P.layout_view(str(attrs.layout))
@@ -301,7 +429,7 @@ class _Analysis:
             view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
                         P.default_view(len(oshape)))
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
-            self.add(comp, "binary", view, acts, [], op=BINARY[name], act=activation_of(comp.act))
+            self.add(comp, "binary", view, acts, [], op=BINARY[name], act=self.activation(comp))
         elif name == "relax.nn.softmax":
             x = comp.region_value(root.args[0])
             rank = len(shape_of(x))
@@ -447,6 +575,7 @@ class _Analysis:
             t.arg_index = i
             inputs.append(t)
         functions = {}
+        tuples: dict = {}              # tuple-valued composite call -> its fields' values
         body = self.func.body.body
         out_vars = list(body.fields) if isinstance(body, relax.Tuple) else [body]
         for block in self.func.body.blocks:
@@ -459,10 +588,17 @@ class _Analysis:
                     self.tensors[binding.var] = self.tensor(value)
                     self.views[binding.var] = self.views.get(value)
                     continue
+                if isinstance(value, relax.TupleGetItem) and value.tuple_value in tuples:
+                    field = tuples[value.tuple_value][int(value.index)]
+                    self.tensors[binding.var] = self.tensor(field)
+                    self.views[binding.var] = self.views.get(field)
+                    continue
                 fn = functions.get(value.op, value.op) if isinstance(value, relax.Call) else None
                 if not isinstance(fn, relax.Function) or "Composite" not in (fn.attrs or {}):
                     raise SophonCompileError(f"region {self.symbol}: {binding.var.name} is not a sophon composite")
-                self.layer(_Composite(str(fn.attrs["Composite"]), fn, value.args, binding.var))
+                fields = self.composite(_Composite(str(fn.attrs["Composite"]), fn, value.args, binding.var))
+                if isinstance(binding.var.ty, relax.TupleType):
+                    tuples[binding.var] = fields
         outputs = []
         for k, var in enumerate(out_vars):
             t = self.tensor(var)

@@ -96,8 +96,9 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
                              int num_scratch, const size_t* scratch_bytes, void** scratch,
                              sophon_region_stats* stats, TVMFFIAny* result) {
   int status = 0;
+  sophon_status created = SOPHON_OK;
   pthread_mutex_lock(&g_device_lock);
-  if (g_device == NULL && sophon_device_create(chip, &g_device) == SOPHON_OK) {
+  if (g_device == NULL && (created = sophon_device_create(chip, &g_device)) == SOPHON_OK) {
     /* host execution settings, read once: SOPHON_NUM_THREADS (default 0 = all
        online CPUs), SOPHON_REFERENCE=1 (plain reference kernels) and SOPHON_ISA
        (0 C, 1 AVX2, 2 AVX-512: the most the fast kernels may use; default all) */
@@ -116,9 +117,15 @@ static int sophon_run_region(const char* region, const sophon_chip* chip,
     buffers[num_args + i] = scratch[i];
   }
   if (g_device == NULL || status != 0) {
-    sophon_raise("RuntimeError", region, g_device == NULL
-                     ? "cannot create the emulated device (out of host memory?)"
-                     : "out of host memory for scratch buffers");
+    char message[160];
+    if (g_device == NULL)
+      snprintf(message, sizeof(message), "cannot create the emulated %s device: %s%s", chip->name,
+               sophon_status_name(created),
+               created == SOPHON_ERR_NOMEM ? " (its local memory does not fit in host memory)"
+                                           : " (the chip profile is invalid)");
+    else
+      snprintf(message, sizeof(message), "out of host memory for scratch buffers");
+    sophon_raise("RuntimeError", region, message);
     status = -1;
   } else {
     sophon_device_reset_counters(g_device);

@@ -146,10 +146,13 @@ class Store:
 
 @dataclasses.dataclass
 class Activation:
-    kind: str = "NONE"   # NONE RELU CLIP LEAKY_RELU SIGMOID TANH
-    alpha: float = 0.0
-    lo: float = 0.0
+    kind: str = "NONE"   # sophon_act_kind without SOPHON_ACT_: NONE RELU CLIP LEAKY_RELU SIGMOID TANH
+                         # SILU HARD_SIGMOID HARD_SWISH GELU GELU_TANH MISH ELU SOFTPLUS, and the
+                         # special functions SQRT RSQRT EXP LOG RECIPROCAL ABS NEG ERF
+    alpha: float = 0.0   # leaky relu and ELU slope, hard-sigmoid slope
+    lo: float = 0.0      # clip bounds
     hi: float = 0.0
+    beta: float = 0.0    # hard-sigmoid offset
 
 
 @dataclasses.dataclass
@@ -195,7 +198,7 @@ class Binary:
     out: Local
     lhs: Local
     rhs: Local
-    op: str                               # ADD SUB MUL MAX MIN
+    op: str                               # ADD SUB MUL MAX MIN DIV PRELU
     act: Activation
     pattern: str = ""
 
@@ -279,15 +282,30 @@ class Group:
     """Consecutive layers whose intermediates stay in LMEM. With more than one
     slice, the group's single output is cut into n_slices x h_slices bands (batch
     and rows); each band is computed through every layer, the input rows each
-    layer needs derived backwards; weights stay resident."""
+    layer needs derived backwards; weights stay resident.
+
+    A group of one fully-connected layer whose weight does not fit a lane may also
+    be cut over its output channels (``c_slices``, N) and its reduction
+    (``k_slices``, K): each channel slice loads its weight slice; the K slices'
+    partial sums stay in local memory and are added up there (n_slices cuts the
+    rows, M, of such a layer)."""
 
     layers: list[int]
     n_slices: int = 1
     h_slices: int = 1
+    c_slices: int = 1
+    k_slices: int = 1
 
     @property
     def slices(self) -> int:
-        return self.n_slices * self.h_slices
+        return self.n_slices * self.h_slices * self.c_slices * self.k_slices
+
+    def describe(self) -> str:
+        """``NxH`` (batch x rows), with ``xCcxKk`` when sliced over channels or K."""
+        text = f"{self.n_slices}x{self.h_slices}"
+        if self.c_slices > 1 or self.k_slices > 1:
+            text += f"x{self.c_slices}cx{self.k_slices}k"
+        return text
 
 
 @dataclasses.dataclass
@@ -297,8 +315,11 @@ class Plan:
 
     def to_json(self) -> str:
         import json
-        return json.dumps({"strategy": self.strategy,
-                           "groups": [dataclasses.asdict(g) for g in self.groups]})
+        # the channel/reduction slicing is written only where used: plans of
+        # other layers read as before
+        groups = [{k: v for k, v in dataclasses.asdict(g).items()
+                   if k not in ("c_slices", "k_slices") or v != 1} for g in self.groups]
+        return json.dumps({"strategy": self.strategy, "groups": groups})
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":

@@ -109,12 +109,56 @@ class _Stage:
     stores: list = dataclasses.field(default_factory=list)
 
 
+class _RegionIndex:
+    """What every lowering of a region reads and none changes, built once per
+    region: the planner lowers thousands of candidate groups of one region, and
+    rebuilding this per candidate made planning quadratic in the layer count."""
+
+    def __init__(self, region: Region):
+        self.names = frozenset({t.name for t in region.inputs + region.outputs}
+                               | {l.out.value.name for l in region.layers})
+        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs + region.aliases}
+        self.outputs = frozenset(id(t) for t in region.outputs)
+        self.consumers: dict[int, list[Layer]] = {}
+        self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
+        for layer in region.layers:
+            for op in layer.acts:
+                self.consumers.setdefault(id(op.value), []).append(layer)
+
+
+def region_index(region: Region) -> _RegionIndex:
+    """The region's index, built on first use and kept on the region."""
+    index = region.__dict__.get("_lowering_index")
+    if index is None:
+        index = region.__dict__["_lowering_index"] = _RegionIndex(region)
+    return index
+
+
+class _Overlay(dict):
+    """A dict over a shared read-only base: lookups fall through to the base,
+    writes stay here (a lowering's DDR homes over the region's arguments)."""
+
+    def __init__(self, base: dict):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key):
+        return self.base[key]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self.base
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
+
+
 class Lowering:
     def __init__(self, region: Region, chip: Chip):
         self.region = region
         self.chip = chip
-        self.names: set[str] = {t.name for t in region.inputs + region.outputs}
-        self.names |= {l.out.value.name for l in region.layers}
+        index = region_index(region)
+        self.taken = index.names                      # identifiers of region values
+        self.names: set[str] = set()                  # identifiers this lowering made
         self.name_counts: dict[str, int] = {}
         self.steps: list = []
         self.locals: list[P.Local] = []
@@ -122,13 +166,10 @@ class Lowering:
         self.first_def: dict[int, int] = {}
         self.last_use: dict[int, int] = {}
         self.scratch: list[P.Tensor] = []
-        self.ddr: dict[int, P.Tensor] = {id(t): t for t in region.inputs + region.aliases}
-        self.outputs = {id(t) for t in region.outputs}
-        self.consumers: dict[int, list[Layer]] = {}
-        self.producer: dict[int, Layer] = {id(l.out.value): l for l in region.layers}
-        for layer in region.layers:
-            for op in layer.acts:
-                self.consumers.setdefault(id(op.value), []).append(layer)
+        self.ddr: dict[int, P.Tensor] = _Overlay(index.ddr)
+        self.outputs = index.outputs
+        self.consumers: dict[int, list[Layer]] = index.consumers
+        self.producer: dict[int, Layer] = index.producer
 
     # ---------------------------------------------------------------- locals
     def _name(self, base: str) -> str:
@@ -137,7 +178,7 @@ class Lowering:
         base = _sanitize(base)
         k = self.name_counts.get(base, 0)
         candidate = base if k == 0 else f"{base}_{k}"
-        while candidate in self.names:
+        while candidate in self.names or candidate in self.taken:
             k += 1
             candidate = f"{base}_{k}"
         self.name_counts[base] = k + 1
@@ -211,6 +252,8 @@ class Lowering:
         layers = [self.region.layers[i] for i in group.layers]
         if sorted(group.layers) != list(group.layers) or not layers:
             raise PlanError(f"group {group.layers}: layers must be a non-empty ascending list")
+        if group.c_slices > 1 or group.k_slices > 1:
+            return self.lower_sliced_fc(group)
         members = set(group.layers)
         produced = {id(l.out.value): l for l in layers}
         leaving = [l for l in layers
@@ -258,6 +301,13 @@ class Lowering:
             table = resident if resident is not None else held
             return [None if p is None else table[_key(p)][0] for p in layer.params]
 
+        self.emit_pipeline(stages, lambda item: self.compute(*item, params_of(item[0], item[2])),
+                           lambda item: self.store(*item))
+
+    def emit_pipeline(self, stages: list, compute, store) -> None:
+        """Emit stages as a software pipeline: stage i+1's loads beside stage i's
+        compute, stage i's stores in the next timestep. ``compute(item)`` and
+        ``store(item)`` emit one entry of a stage's compute and stores lists."""
         for load in stages[0].loads:
             self.emit(load)
         self.emit(P.Timestep())
@@ -267,12 +317,96 @@ class Lowering:
                     self.emit(load)
             for load in stage.late_loads:
                 self.emit(load)
-            for layer, geo, held in stage.compute:
-                self.compute(layer, geo, held, params_of(layer, held))
+            for item in stage.compute:
+                compute(item)
             self.emit(P.Timestep())
-            for layer, band, held in stage.stores:
-                self.store(layer, band, held)
+            for item in stage.stores:
+                store(item)
         self.emit(P.Timestep())
+
+    # ------------------------------------------------- fc over channels and K
+    def lower_sliced_fc(self, group: P.Group) -> None:
+        """One fc layer cut into row bands (n_slices, M), output channel slices
+        (c_slices, N) and reduction slices (k_slices, K). For each row band and
+        channel slice, the K slices run in turn: the first writes the partial sum
+        (with the bias), each next one computes its part into a scratch local and
+        adds it in place (the activation rides on the last add). The weight slice
+        of step i+1 loads while step i computes."""
+        layer = self.region.layers[group.layers[0]]
+        if len(group.layers) != 1 or layer.kind != "fc" or group.h_slices != 1:
+            raise PlanError(f"group {group.layers}: slicing over output channels or the reduction "
+                            f"takes a group of one fc layer (and no row slices)")
+        x, (w, b) = layer.acts[0], layer.params
+        M, N = layer.out.dims[:2]
+        K = x.dims[1]
+        lanes = self.chip.npu_num
+        if group.n_slices > M or group.c_slices > N or group.k_slices > K:
+            raise PlanError(f"layer {layer.name}: {group.n_slices} row, {group.c_slices} channel and "
+                            f"{group.k_slices} reduction slices of an fc with M={M}, N={N}, K={K}")
+        rows = split_range(M, group.n_slices, 1)
+        cols = split_range(N, group.c_slices, lanes)
+        ks = split_range(K, group.k_slices, lanes)
+        act = layer.attrs["act"]
+        whole_weight = len(cols) == 1 and len(ks) == 1
+        stages: list[_Stage] = []
+        resident: dict = {}
+        for m0, m1 in rows:
+            x_rows = None
+            for c0, c1 in cols:
+                acc = None
+                for ki, (k0, k1) in enumerate(ks):
+                    stage = _Stage()
+                    if len(ks) > 1 or x_rows is None:
+                        x_rows = self.slice_load(x, (m0, k0, 0, 0), (m1 - m0, k1 - k0, 1, 1), stage.loads, layer)
+                    if whole_weight and "w" in resident:
+                        w_loc = resident["w"]
+                    else:
+                        w_loc = self.slice_load(w, (0, c0, k0, 0), (1, c1 - c0, k1 - k0, 1), stage.loads, layer)
+                        resident["w"] = w_loc
+                    b_loc = None
+                    if b is not None and ki == 0:
+                        if len(cols) == 1 and "b" in resident:
+                            b_loc = resident["b"]
+                        else:
+                            b_loc = self.slice_load(b, (0, c0, 0, 0), (1, c1 - c0, 1, 1), stage.loads, layer)
+                            resident["b"] = b_loc
+                    last = ki == len(ks) - 1
+                    dims = (m1 - m0, c1 - c0, 1, 1)
+                    if acc is None:
+                        acc = self.slice_local(layer.out, dims, layer.out.value.name)
+                        stage.compute.append(P.FullyConnected(acc, x_rows, w_loc, b_loc,
+                                                              act if last else P.Activation(), layer.pattern))
+                    else:
+                        part = self.slice_local(layer.out, dims, layer.out.value.name + "_part")
+                        stage.compute.append(P.FullyConnected(part, x_rows, w_loc, None, P.Activation(),
+                                                              layer.pattern))
+                        stage.compute.append(P.Binary(acc, acc, part, "ADD", act if last else P.Activation(),
+                                                      layer.pattern))
+                    if last:
+                        home = self.ddr_home(layer.out.value)
+                        stage.stores.append(P.Store(self.slice_ref(home, layer.out.view, acc.dims, (m0, c0, 0, 0)),
+                                                    acc, layer.name))
+                    stages.append(stage)
+        self.emit_pipeline(stages, self.emit, self.emit)
+
+    def slice_local(self, op: Operand, dims, label: str) -> P.Local:
+        local = P.Local(self._name(f"l_{label}"), op.value, op.view, tuple(dims), op.layout)
+        self.locals.append(local)
+        return local
+
+    def slice_ref(self, tensor: P.Tensor, view: P.View, dims, start) -> P.GlobalRef:
+        """The part of a DDR tensor (under ``view``) of ``dims`` from (n, c, h, w) ``start``."""
+        strides = P.view_strides(tensor.shape, view)
+        offset = sum(a * s for a, s, axes in zip(start, strides, view) if axes)
+        return P.GlobalRef(tensor, view, tuple(dims), strides, offset)
+
+    def slice_load(self, op: Operand, start, dims, into: list, layer: Layer) -> P.Local:
+        home = self.ddr.get(id(op.value))
+        if home is None:
+            raise PlanError(f"{op.value.name} is needed before it is in DDR")
+        local = self.slice_local(op, dims, op.value.name)
+        into.append(P.Load(local, self.slice_ref(home, op.view, dims, start), layer.name))
+        return local
 
     def check_sliceable(self, group, layers, leaving, relayout) -> None:
         if len(leaving) != 1:
@@ -427,6 +561,17 @@ class Lowering:
                 buffer, offset = self.parent[id(local)]
                 local.addr = buffer.addr + offset
         return peak
+
+
+def split_range(total: int, parts: int, align: int) -> list[tuple[int, int]]:
+    """``[0, total)`` in ``parts`` consecutive ranges as even as can be whose
+    bounds are multiples of ``align`` (but the end): channel slices keep whole
+    lanes. Raises PlanError if there are fewer than ``parts`` chunks of ``align``."""
+    chunks = -(-total // align)
+    if parts > chunks:
+        raise PlanError(f"{parts} slices of {total} in whole runs of {align}")
+    bounds = [min(total, chunks * i // parts * align) for i in range(parts + 1)]
+    return list(zip(bounds, bounds[1:]))
 
 
 class _PendingLoad(P.Load):

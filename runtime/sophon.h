@@ -16,7 +16,7 @@
  * message (sophon_device_error) that names the instruction and the operand.
  * Every LMEM access is bounds-checked once per instruction, before it runs.
  * Counters (MACs, instructions, bytes moved, estimated cycles per engine) follow
- * the cost model in sophon_cost.h.
+ * the cost model in chip/sophon_cost.h.
  *
  * C99. No global state: everything lives in a sophon_device.
  */
@@ -57,12 +57,23 @@ typedef struct {
   int32_t eu_bytes;             /* bytes one lane's execution units take per cycle:
                                    EU_NUM(dtype) = eu_bytes / sizeof(dtype) */
   int32_t has_int8;             /* 0: int8 instructions are rejected */
-  double clock_hz;              /* TIU and GDMA clock */
+  double clock_hz;              /* TIU clock; every cycle counter is in its cycles */
   double ddr_bytes_per_second;  /* DDR bandwidth seen by the GDMA */
   double power_watts;           /* typical power, for energy estimates */
-  int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction (assumption) */
-  int32_t tiu_latency_cycles;   /* fixed cost of one TIU instruction (assumption) */
-  int32_t int8_macs_per_eu;     /* INT8 MACs one EU does per cycle (BM1684's "4N" mode: 2) */
+  int32_t gdma_latency_cycles;  /* fixed cost of one GDMA instruction, GDMA cycles */
+  int32_t tiu_latency_cycles;   /* issue cost of one TIU instruction, TIU cycles */
+  int32_t int8_macs_per_eu;     /* INT8 MACs one EU does per cycle per batch item */
+  /* Members below were added with the measured-silicon cost model
+   * (chip/sophon_cost.h); 0 keeps the simpler model they refine. */
+  double gdma_clock_hz;         /* GDMA engine clock (0: clock_hz) */
+  int32_t gdma_burst_bytes;     /* DDR and LMEM access granularity of the GDMA: a
+                                   contiguous run costs whole bursts (0: 1 byte) */
+  int32_t timestep_sync_cycles; /* TIU/GDMA synchronisation at the end of a
+                                   timestep that holds work, TIU cycles */
+  int32_t dwpool_eu_bytes;      /* bytes per cycle per lane of the depthwise/pooling
+                                   unit (0: eu_bytes, the conv unit's) */
+  int32_t int8_batch_pack;      /* batch items packed in one 32-bit word of an
+                                   INT8 tensor: 4 for the BM1684's "4N" layout (0: 1) */
 } sophon_chip;
 
 /* ----------------------------------------------------------------- dtypes */
@@ -126,13 +137,13 @@ typedef struct {
   uint64_t gdma_instructions;
   uint64_t bytes_loaded;       /* DDR -> LMEM */
   uint64_t bytes_stored;       /* LMEM -> DDR */
-  uint64_t tiu_cycles;         /* estimated, sophon_cost.h */
-  uint64_t gdma_cycles;        /* estimated, sophon_cost.h */
+  uint64_t tiu_cycles;         /* estimated, chip/sophon_cost.h */
+  uint64_t gdma_cycles;        /* estimated, chip/sophon_cost.h */
   uint64_t lmem_peak_bytes;    /* highest byte touched in any lane, + 1 */
   uint64_t timesteps;          /* closed by sophon_timestep_end */
   uint64_t cycles;             /* estimated time: the sum over closed timesteps of
                                   max(TIU cycles, GDMA cycles) of the timestep; the two
-                                  engines overlap within a timestep (sophon_cost.h) */
+                                  engines overlap within a timestep (chip/sophon_cost.h) */
 } sophon_counters;
 
 typedef struct sophon_device sophon_device;
@@ -141,7 +152,7 @@ typedef struct sophon_device sophon_device;
  * The chip struct is copied (the name string too). Returns SOPHON_ERR_ARGUMENT, with
  * no message since there is no device yet, unless npu_num > 0, lmem_bytes_per_lane
  * is a positive multiple of 4, eu_bytes >= 4, clock_hz and ddr_bytes_per_second
- * are > 0 and the latencies are >= 0. */
+ * are > 0, the latencies are >= 0 and the cost-model members after them are >= 0. */
 sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out);
 void sophon_device_destroy(sophon_device* dev);
 
@@ -153,7 +164,7 @@ void sophon_device_destroy(sophon_device* dev);
 sophon_status sophon_device_set_threads(sophon_device* dev, int32_t n);
 /* on = 1: run the plain reference kernels only (single-threaded, for debugging);
  * on = 0 (default): the fast kernels, which match the reference within a small f32
- * tolerance (summation order; sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
+ * tolerance (summation order; fast/sophon_fast_conv.c). SOPHON_ERR_ARGUMENT otherwise. */
 sophon_status sophon_device_set_reference(sophon_device* dev, int32_t on);
 
 /* The host instruction sets the fast kernels may use, at most (default: all the
@@ -197,19 +208,51 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
 
 /* --------------------------------------------------------------------- TIU */
 
+/* NaN and infinities. Every f32 instruction follows IEEE 754 arithmetic (a NaN
+ * operand gives NaN; inf - inf, 0 * inf and inf / inf are NaN; overflow is inf),
+ * and the selections propagate NaN like IEEE 754-2019 maximum / minimum (and
+ * numpy, onnxruntime, PyTorch):
+ *   relu(NaN) = NaN, clip(NaN, lo, hi) = NaN, max(NaN, y) = max(x, NaN) = NaN,
+ *   min likewise, a max-pool window with a NaN tap gives NaN, a softmax vector
+ *   with a NaN or an infinity gives NaN throughout (exp(inf - inf)).
+ * Signed zeros: relu(-0) = +0; max / min of +0 and -0 return the second operand.
+ * The reference kernels define this and the fast kernels match them bit for bit
+ * (a NaN may carry another payload). TVM's own llvm build does not define these
+ * cases (its selections are plain compares: relu(NaN) = 0, max(NaN, 1) = 1 but
+ * max(1, NaN) = NaN). */
+
 typedef enum {
   SOPHON_ACT_NONE = 0,
   SOPHON_ACT_RELU = 1,
   SOPHON_ACT_CLIP = 2,       /* min(max(x, lo), hi): relu6 is lo=0, hi=6 */
   SOPHON_ACT_LEAKY_RELU = 3, /* x >= 0 ? x : alpha * x */
   SOPHON_ACT_SIGMOID = 4,
-  SOPHON_ACT_TANH = 5
+  SOPHON_ACT_TANH = 5,
+  SOPHON_ACT_SILU = 6,         /* x * sigmoid(x) (swish) */
+  SOPHON_ACT_HARD_SIGMOID = 7, /* min(max(alpha * x + beta, 0), 1) */
+  SOPHON_ACT_HARD_SWISH = 8,   /* x * min(max(x + 3, 0), 6) / 6 */
+  SOPHON_ACT_GELU = 9,         /* x * (0.5 + erf(x * sqrt(1/2)) * 0.5) */
+  SOPHON_ACT_GELU_TANH = 10,   /* 0.5 * x * (1 + tanh(sqrt(2/pi) * x * (1 + 0.044715 * x * x))) */
+  SOPHON_ACT_MISH = 11,        /* x * tanh(softplus(x)) */
+  SOPHON_ACT_ELU = 12,         /* x > 0 ? x : alpha * (exp(x) - 1) */
+  SOPHON_ACT_SOFTPLUS = 13,    /* log(1 + exp(x)), as max(x, 0) + log1p(exp(-|x|)) */
+  /* the special functions, element-wise */
+  SOPHON_ACT_SQRT = 14,
+  SOPHON_ACT_RSQRT = 15,       /* 1 / sqrt(x) */
+  SOPHON_ACT_EXP = 16,
+  SOPHON_ACT_LOG = 17,
+  SOPHON_ACT_RECIPROCAL = 18,  /* 1 / x */
+  SOPHON_ACT_ABS = 19,
+  SOPHON_ACT_NEG = 20,
+  SOPHON_ACT_ERF = 21
 } sophon_act_kind;
 
 typedef struct {
   sophon_act_kind kind;
-  float alpha;  /* leaky relu slope */
+  float alpha;  /* leaky relu and ELU slope, hard-sigmoid slope */
   float lo, hi; /* clip bounds */
+  float beta;   /* hard-sigmoid offset (after the older fields, so that their
+                   initializers stay valid) */
 } sophon_activation;
 
 typedef struct {
@@ -270,7 +313,9 @@ typedef enum {
   SOPHON_BINARY_SUB = 1,
   SOPHON_BINARY_MUL = 2,
   SOPHON_BINARY_MAX = 3,
-  SOPHON_BINARY_MIN = 4
+  SOPHON_BINARY_MIN = 4,
+  SOPHON_BINARY_DIV = 5,  /* a / b */
+  SOPHON_BINARY_PRELU = 6 /* a > 0 ? a : a * b (b: the slope, e.g. one per channel) */
 } sophon_binary_op;
 
 /* out = act(a op b), element-wise with broadcast: each of n, c, h, w of `a` and `b`

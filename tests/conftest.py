@@ -11,6 +11,7 @@ The helpers are plain functions (``from conftest import run_sophon``; pytest's
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from typing import Callable, Optional, Sequence
 
@@ -21,6 +22,10 @@ from tvm import relax
 
 import tvm_sophon
 from tvm_sophon.models import bind_params, main_input_names, reference_run
+from tvm_sophon.sweep import LOCAL_ONLY_ENV
+
+# Ray, wherever a test imports it, runs local clusters on the loopback interface
+os.environ.setdefault(LOCAL_ONLY_ENV, "0")
 
 SEED = 0
 

@@ -34,6 +34,23 @@ def tflite_cnn() -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+@functools.lru_cache(maxsize=None)
+def tflite_lstm() -> bytes:
+    """An untrained Keras LSTM(8) over 6 steps of 5 features, then Dense(3), as an
+    FP32 .tflite: the LSTM converts to a TFLite While loop (loop, cond and body
+    functions after import, the loop function calling itself)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((6, 5), batch_size=1, name="sequence"),
+        tf.keras.layers.LSTM(8),
+        tf.keras.layers.Dense(3),
+    ])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def tflite_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     """TensorFlow Lite's own interpreter on one input (resized to x's shape where the
     model's batch is dynamic)."""
@@ -94,6 +111,35 @@ def onnx_clip_cnn(batch="static") -> bytes:
     graph = helper.make_graph(
         nodes, "clip_cnn", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [n, 1, 8, 8])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [n, 10])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+@functools.lru_cache(maxsize=None)
+def onnx_sum_residual() -> bytes:
+    """An ONNX residual block written as the exporters do: Conv -> Relu -> Conv,
+    ``Sum`` with the block input, Relu, a Reshape to the same shape, Dropout,
+    Flatten, MatMul. Input "x" (1, 5, 7, 7)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(2)
+    f32 = lambda *s: (rng.standard_normal(s) * 0.3).astype("float32")  # noqa: E731
+    inits = [_onnx_const("w1", f32(5, 5, 3, 3)), _onnx_const("b1", f32(5)), _onnx_const("w2", f32(5, 5, 3, 3)),
+             _onnx_const("shape", np.array([1, 5, 7, 7], dtype=np.int64)), _onnx_const("fw", f32(245, 3))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Sum", ["c2", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r2"]),
+             helper.make_node("Reshape", ["r2", "shape"], ["r3"]),
+             helper.make_node("Dropout", ["r3"], ["d"]),
+             helper.make_node("Flatten", ["d"], ["f"]),
+             helper.make_node("MatMul", ["f", "fw"], ["y"])]
+    graph = helper.make_graph(nodes, "sum_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     return model.SerializeToString()

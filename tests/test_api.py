@@ -112,7 +112,7 @@ class EveryInstruction:
 
 def test_plan_estimate_equals_run_counters():
     """One cost model: the compiler's estimate of each region (tvm_sophon.cost,
-    calling runtime/sophon_cost.c) equals the counters the emulator reports."""
+    calling runtime/chip/sophon_cost.c) equals the counters the emulator reports."""
     from tvm_sophon import cost
 
     rng = np.random.default_rng(3)

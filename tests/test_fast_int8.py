@@ -1,5 +1,6 @@
-"""The fast INT8 kernels (runtime/sophon_fast_int8.c, sophon_fast_int8_eltwise.c)
-against the reference INT8 kernels of runtime/sophon_tiu_int8.c, driven one
+"""The fast INT8 kernels (runtime/fast/sophon_fast_int8.c, sophon_fast_int8_eltwise.c)
+against the reference INT8 kernels of runtime/reference/ (sophon_tiu_conv_int8.c,
+sophon_tiu_add_pool_int8.c), driven one
 instruction at a time through ctypes.
 
 Every case runs on one bm1684 device in reference mode and on fast devices at every

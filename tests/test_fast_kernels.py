@@ -1,4 +1,4 @@
-"""The fast f32 kernels (runtime/sophon_fast_*.c) against the reference kernels
+"""The fast f32 kernels (runtime/fast/sophon_fast_*.c) against the reference kernels
 they sit beside, and the GDMA engine against numpy, driven one instruction at a
 time through ctypes.
 
@@ -40,7 +40,13 @@ ACT = {"none": (0, 0.0, 0.0, 0.0), "relu": (1, 0.0, 0.0, 0.0), "clip": (2, 0.0, 
        "leaky": (3, 0.1, 0.0, 0.0)}
 # every activation the instructions fuse (the tolerance tests above keep to ACT)
 ACT_ALL = {**ACT, "relu6": (2, 0.0, -0.0, 6.0), "sigmoid": (4, 0.0, 0.0, 0.0),
-           "tanh": (5, 0.0, 0.0, 0.0)}
+           "tanh": (5, 0.0, 0.0, 0.0), "silu": (6, 0.0, 0.0, 0.0),
+           "hard_sigmoid": (7, 0.2, 0.0, 0.0, 0.5), "hard_swish": (8, 0.0, 0.0, 0.0),
+           "gelu": (9, 0.0, 0.0, 0.0), "gelu_tanh": (10, 0.0, 0.0, 0.0), "mish": (11, 0.0, 0.0, 0.0),
+           "elu": (12, 0.7, 0.0, 0.0), "softplus": (13, 0.0, 0.0, 0.0), "sqrt": (14, 0.0, 0.0, 0.0),
+           "rsqrt": (15, 0.0, 0.0, 0.0), "exp": (16, 0.0, 0.0, 0.0), "log": (17, 0.0, 0.0, 0.0),
+           "reciprocal": (18, 0.0, 0.0, 0.0), "abs": (19, 0.0, 0.0, 0.0), "neg": (20, 0.0, 0.0, 0.0),
+           "erf": (21, 0.0, 0.0, 0.0)}
 EPS = 2.0 ** -24
 
 
@@ -81,6 +87,8 @@ def _lib():
                                       P(LocalStruct), ctypes.c_int, P(ActivationStruct)]
     lib.sophon_tiu_pool2d.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                       P(PoolParamsStruct)]
+    lib.sophon_tiu_activation.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                          P(ActivationStruct)]
     return lib
 
 
@@ -431,7 +439,7 @@ def run_fc(dev: Device, x, weight, bias, act):
         t_b = dev.alloc(1, nf, 1, 1, COMPACT)
         dev.load(t_b, bias.reshape(1, nf, 1, 1))
     t_out = dev.alloc(m, nf, 1, 1)
-    act_struct = ActivationStruct(*ACT[act])
+    act_struct = ActivationStruct(*ACT_ALL[act])
     dev.check(dev.lib.sophon_tiu_fc(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
                                     ctypes.byref(t_w),
                                     ctypes.byref(t_b) if t_b is not None else None,
@@ -472,7 +480,7 @@ def test_device_settings_are_checked():
 
 # ------------------------------------------------------- binary element-wise
 
-BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "max": 3, "min": 4}
+BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "max": 3, "min": 4, "div": 5, "prelu": 6}
 
 
 @st.composite

@@ -36,6 +36,25 @@ def test_clip_becomes_relax_clip_fused_into_conv(files):
     assert [op.op for op in report.host_ops] == ["relax.reshape"]  # only Flatten
 
 
+def test_sum_dropout_and_noop_reshape_are_normalised_onto_the_chip(tmp_path):
+    """ONNX Sum (imported as broadcast_to + stack + sum) becomes add and fuses with
+    its ReLU; Dropout and a Reshape to the same shape are gone; one region before
+    the flatten, and the result matches onnxruntime."""
+    path = tmp_path / "sum.onnx"
+    path.write_bytes(fm.onnx_sum_residual())
+    mod = load(path)
+    names = host_ops(mod)
+    assert not {"relax.stack", "relax.sum", "relax.broadcast_to", "relax.nn.dropout"} & set(names)
+    assert names.count("relax.reshape") == 1  # only Flatten
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.regions[0].composites == ["sophon.conv2d_bias_relu", "sophon.conv2d", "sophon.add_relu"]
+    x = np.random.default_rng(5).standard_normal((1, 5, 7, 7)).astype("float32")
+    out = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    # float32 both sides, different summation order over at most 245 products
+    np.testing.assert_allclose(out, fm.onnxruntime_run(fm.onnx_sum_residual(), {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
 def test_chip_matches_onnxruntime(files):
     vm = relax.VirtualMachine(tvm_sophon.build(load(files["clip"])), tvm.cpu())
     # scaled so that some values exceed the clip's upper bound of 6

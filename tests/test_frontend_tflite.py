@@ -55,6 +55,26 @@ def test_chip_matches_tflite_interpreter(tflite_file):
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_lstm_loop_stays_on_the_host_and_the_rest_runs(tmp_path):
+    """A Keras LSTM imports as a While loop (functions besides main, one calling
+    itself): partitioning must not fail inside TVM, the loop runs on the host, the
+    dense layer after it on the chip, and the result matches TFLite."""
+    path = tmp_path / "lstm.tflite"
+    path.write_bytes(fm.tflite_lstm())
+    mod = load(path)
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.offloaded == ["sophon.matmul"]
+    loop = [op for op in report.host_ops if op.op.startswith("tflite_while")]
+    assert len(loop) == 1 and "host function" in loop[0].reason
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
+    x = np.random.default_rng(0).standard_normal((1, 6, 5)).astype("float32")
+    out = vm["main"](tvm.runtime.tensor(x)).numpy()
+    # float32 on both sides; the LSTM's gates run on TVM's host kernels (expf, tanhf)
+    # and the interpreter's, a few ulp apart, through 6 steps
+    np.testing.assert_allclose(out, fm.tflite_reference(fm.tflite_lstm(), x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("keep", [20, 600, 0.5, 0.95])
 def test_truncated_file_is_a_clear_error(tflite_file, tmp_path, keep):
     data = tflite_file.read_bytes()

@@ -8,7 +8,7 @@ The numpy side is written from the TFLite rules, not from the C: it pads with th
 input zero point instead of skipping taps, uses numpy's two's-complement ``&`` and
 arithmetic ``>>`` for RoundingDivideByPOT, and vectorises over whole tensors.
 Where TFLite's int32 arithmetic would overflow (undefined behaviour there) both
-sides saturate to int32, as sophon_tiu_int8.c documents.
+sides saturate to int32, as runtime/reference/sophon_tiu_conv_int8.c documents.
 """
 from __future__ import annotations
 

@@ -229,3 +229,138 @@ def test_constant_operand_moves_last():
     assert isinstance(add.args[0], relax.Var) and isinstance(add.args[1], tvm.ir.expr.Constant)
     x = RNG.standard_normal((1, 8)).astype("float32")
     np.testing.assert_array_equal(_llvm(out, x), _llvm(BiasFirst, x))
+
+
+# ------------------------------------------------------------------ identities, ONNX Sum/Max/Min/Mean
+
+def _stack_reduce_module(reduce, n, rhs_shape):
+    bb = relax.BlockBuilder()
+    xs = [relax.Var(f"x{i}", relax.TensorType((1, 3, 4, 4) if i == 0 else rhs_shape, "float32")) for i in range(n)]
+    with bb.function("main", xs):
+        with bb.dataflow():
+            spread = [bb.emit(relax.op.broadcast_to(x, (1, 3, 4, 4))) for x in xs]
+            stacked = bb.emit(relax.op.stack(relax.Tuple(spread), axis=0))
+            out = bb.emit_output(bb.emit(reduce(stacked, axis=[0])))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("reduce, op", [(relax.op.sum, "relax.add"), (relax.op.max, "relax.maximum"),
+                                        (relax.op.min, "relax.minimum"), (relax.op.mean, "relax.add")])
+@pytest.mark.parametrize("n, rhs_shape", [(2, (1, 3, 4, 4)), (3, (1, 3, 1, 1))])
+def test_stack_reduce_becomes_binary_ops(reduce, op, n, rhs_shape):
+    mod = _stack_reduce_module(reduce, n, rhs_shape)
+    out = N.StackReduceToBinary()(mod)
+    out = relax.transform.DeadCodeElimination()(out)
+    names = host_ops(out)
+    assert "relax.stack" not in names and "relax.broadcast_to" not in names
+    assert names.count(op) == n - 1
+    arrays = [RNG.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+              for p in mod["main"].params]
+    # the same float32 additions (mean: times 1/n instead of a division), a few ulp
+    np.testing.assert_allclose(_llvm(out, *arrays), _llvm(mod, *arrays), rtol=1e-6, atol=1e-6)
+
+
+@tvm.script.ir_module
+class Identities:
+    @R.function
+    def main(x: R.Tensor((1, 4, 3, 3), "float32")):
+        with R.dataflow():
+            y = R.reshape(x, (1, 4, 3, 3))
+            d = R.nn.dropout(y, rate=0.5)
+            z = R.nn.relu(d[0])
+            f = R.reshape(z, (1, 36))
+            R.output(f)
+        return f
+
+
+def test_dropout_and_noop_reshape_are_removed_real_reshape_stays():
+    out = relax.transform.DeadCodeElimination()(N.RemoveIdentities()(Identities))
+    assert host_ops(out) == ["relax.nn.relu", "relax.reshape"]
+    x = RNG.standard_normal((1, 4, 3, 3)).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), np.maximum(x, 0).reshape(1, 36))
+
+
+# ------------------------------------------------------------------ element-wise arithmetic
+
+
+def _unary_module(shape, body):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _f32(value):
+    return relax.const(np.float32(value), "float32")
+
+
+def test_nested_clips_merge():
+    # torch.export's relu6: clip(clip(x, 0, inf), -inf, 6)
+    mod = _unary_module((1, 4, 3, 3), lambda bb, x: relax.op.clip(
+        bb.emit(relax.op.clip(x, 0.0, float("inf"))), float("-inf"), 6.0))
+    out = relax.transform.DeadCodeElimination()(N.MergeClips()(mod))
+    assert host_ops(out) == ["relax.clip"]
+    x = (RNG.standard_normal((1, 4, 3, 3)) * 10).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), _llvm(mod, x))  # exact: clamping is monotone
+
+
+def test_disjoint_clips_stay():
+    mod = _unary_module((4,), lambda bb, x: relax.op.clip(bb.emit(relax.op.clip(x, 0.0, 1.0)), 2.0, 3.0))
+    assert host_ops(N.MergeClips()(mod)) == ["relax.clip", "relax.clip"]
+
+
+@pytest.mark.parametrize("op", [relax.op.multiply, relax.op.divide])
+def test_scale_by_one_goes(op):
+    mod = _unary_module((2, 3), lambda bb, x: relax.op.nn.relu(bb.emit(op(x, _f32(1.0)))))
+    assert host_ops(N.RemoveScaleByOne()(mod)) == ["relax.nn.relu"]
+
+
+def test_scale_by_one_that_broadcasts_stays():
+    mod = _unary_module((3,), lambda bb, x: relax.op.multiply(x, relax.const(np.ones((2, 1), "float32"))))
+    assert host_ops(N.RemoveScaleByOne()(mod)) == ["relax.multiply"]
+
+
+@pytest.mark.parametrize("divisor", [6.0, 3.0, 7.0, 1.4142135, 255.0, 0.1, 0.25])
+def test_divide_by_constant_becomes_multiply(divisor):
+    mod = _unary_module((64, 1024), lambda bb, x: relax.op.divide(x, _f32(divisor)))
+    out = N.DivideByConstant()(mod)
+    assert host_ops(out) == ["relax.multiply"]
+    x = (RNG.standard_normal((64, 1024)) * 10).astype("float32")
+    got, want = _llvm(out, x), _llvm(mod, x)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32).astype(np.int64))
+    # bound 2 ulp (DivideByConstant's docstring); measured 1 ulp on these divisors
+    assert ulps.max() <= (0 if divisor == 0.25 else 2), ulps.max()
+
+
+@pytest.mark.parametrize("divisor", [0.0, float("inf"), float("nan"), 1e-40, 3e38])
+def test_divide_by_awkward_constant_stays(divisor):
+    # zero, inf, NaN, a subnormal, and one whose reciprocal would be subnormal
+    mod = _unary_module((4,), lambda bb, x: relax.op.divide(x, _f32(divisor)))
+    assert host_ops(N.DivideByConstant()(mod)) == ["relax.divide"]
+
+
+def test_divide_by_per_channel_constant_becomes_multiply():
+    c = RNG.uniform(0.5, 4.0, (1, 5, 1, 1)).astype("float32")
+    mod = _unary_module((1, 5, 3, 3), lambda bb, x: relax.op.divide(x, relax.const(c)))
+    out = N.DivideByConstant()(mod)
+    assert host_ops(out) == ["relax.multiply"]
+    x = RNG.standard_normal((1, 5, 3, 3)).astype("float32")
+    np.testing.assert_allclose(_llvm(out, x), _llvm(mod, x), rtol=2.4e-7, atol=0)  # 2 ulp, see above
+
+
+def test_power_two_and_half():
+    mod = _unary_module((2, 50), lambda bb, x: relax.op.add(
+        bb.emit(relax.op.power(x, _f32(2.0))), bb.emit(relax.op.power(bb.emit(relax.op.abs(x)), _f32(0.5)))))
+    out = relax.transform.DeadCodeElimination()(N.PowerToMultiply()(mod))
+    assert sorted(host_ops(out)) == ["relax.abs", "relax.add", "relax.multiply", "relax.sqrt"]
+    x = (RNG.standard_normal((2, 50)) * 10).astype("float32")
+    np.testing.assert_array_equal(_llvm(out, x), _llvm(mod, x))  # x*x and sqrt round as powf does here
+
+
+def test_other_powers_stay():
+    mod = _unary_module((4,), lambda bb, x: relax.op.power(x, _f32(3.0)))
+    assert host_ops(N.PowerToMultiply()(mod)) == ["relax.power"]

@@ -166,6 +166,66 @@ def test_bias_added_on_the_left_is_still_the_bias():
 
 
 @tvm.script.ir_module
+class HostMacs:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w: R.Tensor((6, 4, 3, 3), "float32"),
+             v: R.Tensor((1, 2, 4, 5, 5), "float32"), w3: R.Tensor((3, 2, 2, 3, 3), "float32"),
+             a: R.Tensor((2, 5, 7), "float32"), b: R.Tensor((2, 7, 3), "float32"),
+             t: R.Tensor((1, 4, 5, 5), "float32"), wt: R.Tensor((4, 3, 3, 3), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w)
+            z = R.nn.conv3d(v, w3)
+            m = R.matmul(a, b)
+            u = R.nn.conv2d_transpose(t, wt, strides=2)
+            R.output(y, z, m, u)
+        return (y, z, m, u)
+
+
+def test_mac_share_counts_every_multiply_accumulate_on_the_host():
+    """conv3d (rank 5), batch matmul (3-D weight) stay on the host; their MACs,
+    computed here from the shapes, count against the share; so does a transposed
+    conv's if it stays on the host."""
+    report = offload_report(partition_for_sophon(HostMacs))
+    conv2d = 1 * 6 * 6 * 6 * (4 * 3 * 3)
+    conv3d = 1 * 3 * (3 * 3 * 3) * (2 * 2 * 3 * 3)
+    bmm = 2 * 5 * 3 * 7
+    deconv = (1 * 4 * 5 * 5) * (3 * 3 * 3)   # every input pixel x (out channels x kernel)
+    host = {op.op: op for op in report.host_ops}
+    assert host["relax.nn.conv3d"].macs == conv3d
+    assert host["relax.matmul"].macs == bmm
+    assert "rank 3" in host["relax.matmul"].reason  # the dense rule's own reason
+    on_host = conv3d + bmm + (deconv if "relax.nn.conv2d_transpose" in host else 0)
+    assert report.host_macs == on_host
+    assert report.offloaded_mac_share == pytest.approx((conv2d + deconv + bmm + conv3d - on_host)
+                                                       / (conv2d + deconv + bmm + conv3d))
+    assert report.offloaded_mac_share < 1.0
+
+
+@tvm.script.ir_module
+class RejectedConvWithBias:
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w: R.Tensor((6, 4, 3, 3), "float32"),
+             b: R.Tensor((6,), "float32")):
+        with R.dataflow():
+            y = R.nn.conv2d(x, w, out_layout="NHWC")
+            bb = R.reshape(b, (1, 1, 1, 6))
+            z = R.add(y, bb)
+            R.output(z)
+        return z
+
+
+def test_host_reason_is_the_ops_own():
+    """The conv's pattern is rejected for its out layout; the reshape of its bias,
+    matched only inside the rejected conv+bias pattern, does not borrow that reason."""
+    report = offload_report(partition_for_sophon(RejectedConvWithBias))
+    host = {op.op: op.reason for op in report.host_ops}
+    assert "out layout NHWC" in host["relax.nn.conv2d"]
+    for op, reason in host.items():
+        if op != "relax.nn.conv2d":
+            assert "out layout" not in reason, (op, reason)
+
+
+@tvm.script.ir_module
 class DynamicConvWithReshapedBias:
     @R.function
     def main(x: R.Tensor(("n", 3, 8, 8), "float32"), w: R.Tensor((8, 3, 3, 3), "float32"),

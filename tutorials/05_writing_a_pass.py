@@ -125,7 +125,7 @@ print(tvm_sophon.offload_report(after).format())
 # -------------------------------------------------
 # ``tvm_sophon.codegen.lower_functions`` turns the offloaded regions into the
 # chip programs the build will emit; ``tvm_sophon.cost.estimate`` prices each
-# with the runtime's own cost functions (runtime/sophon_cost.h).
+# with the runtime's own cost functions (runtime/chip/sophon_cost.h).
 chip = tvm_sophon.get_chip("bm1680")
 
 

@@ -25,6 +25,26 @@ def _check_chip(mod: tvm.IRModule, chip: Chip) -> None:
                     f"region {gvar.name_hint} was partitioned for {planned}, but the build targets {chip.name}")
 
 
+def _run_codegen(mod: tvm.IRModule) -> tvm.IRModule:
+    """RunCodegen with the module's host-only functions hidden from it.
+
+    TVM's RunCodegen follows calls into every function and never returns from a
+    recursive one (a TFLite ``While`` imports as a function that calls itself),
+    so the host functions other than ``main`` are swapped for extern stubs while
+    it runs and put back unchanged afterwards; nothing in them is offloaded."""
+    hidden = {gvar: func for gvar, func in mod.functions.items()
+              if gvar.name_hint != "main" and isinstance(func, relax.Function)
+              and not (func.attrs or {}).get("Codegen")}
+    if not hidden:
+        return relax.transform.RunCodegen()(mod)
+    for gvar in hidden:
+        mod[gvar] = relax.ExternFunc(gvar.name_hint)
+    mod = relax.transform.RunCodegen()(mod)
+    for gvar, func in hidden.items():
+        mod[gvar] = func
+    return mod
+
+
 def pipeline(chip: "str | Chip" = "bm1680", *, plan="layer_group_dp",
              passes: Sequence[tvm.transform.Pass] = (),
              base: Optional[tvm.transform.Pass] = None, dump_ir: Optional[Callable] = None):
@@ -52,7 +72,7 @@ def pipeline(chip: "str | Chip" = "bm1680", *, plan="layer_group_dp",
             show(extra.info.name, mod)
         mod = PlanRegions(plan)(mod)
         show("plan", mod)
-        mod = relax.transform.RunCodegen()(mod)
+        mod = _run_codegen(mod)
         return base(mod)
 
     return _pipeline

@@ -110,13 +110,16 @@ def _check_output(path, option: str, suffix: str = "") -> None:
         raise CliError(f"{option} {path}: expected a {suffix} file name, e.g. {Path(path).stem or 'model'}{suffix}")
 
 
-def _chip(name: str):
-    from . import get_chip
-    from .chip import available_chips
+def _chip(arg: str):
+    """--chip: a bundled profile name, or a profile file ending in .json."""
+    from .chip import available_chips, get_chip, load_chip
 
-    if name not in available_chips():
-        raise CliError(f"unknown chip profile {name!r}; available: {', '.join(available_chips())}")
-    return get_chip(name)
+    if arg.endswith(".json"):
+        return load_chip(arg)
+    if arg not in available_chips():
+        raise CliError(f"unknown chip profile {arg!r}; available: {', '.join(available_chips())} "
+                       "(or a profile file NAME.json)")
+    return get_chip(arg)
 
 
 def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -131,15 +134,40 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _signature_function(inputs, outputs: list, chip: str, model: str, report_json: str):
+def _signature_function(inputs, own_names: list, outputs: list, chip: str, model: str, report_json: str):
+    """The library's signature. Inputs carry the model's own names (``name``, what
+    --input takes) beside TVM's renamed parameters (``param``: its ONNX importer
+    turns ``a.b`` into ``a_b`` and a clashing ``a_b`` into ``a_b_1``)."""
     import json
 
     from tvm import ir, relax
 
+    if len(own_names) != len(inputs) or len(set(own_names)) != len(own_names):
+        own_names = [i.name for i in inputs]
     text = json.dumps({"format": 1, "model": model, "chip": chip,
-                       "inputs": [{"name": i.name, "shape": list(i.shape), "dtype": i.dtype} for i in inputs],
+                       "inputs": [{"name": own, "param": i.name, "shape": list(i.shape), "dtype": i.dtype}
+                                  for own, i in zip(own_names, inputs)],
                        "outputs": outputs, "offload_report": json.loads(report_json)})
     return relax.Function([], ir.expr.StringImm(text)).with_attr("global_symbol", SIGNATURE_FUNCTION)
+
+
+def _input_names(path) -> list:
+    """The model file's own input names in call order (TVM may rename them), or []."""
+    from .frontend import _tflite_input_names
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix == ".onnx":
+            import onnx
+            graph = onnx.load(str(path), load_external_data=False).graph
+            initializers = {init.name for init in graph.initializer}
+            return [i.name for i in graph.input if i.name not in initializers]
+        if suffix == ".tflite":
+            import tflite
+            return _tflite_input_names(tflite.Model.GetRootAsModel(Path(path).read_bytes(), 0))
+    except Exception:  # the file was already validated by the import
+        return []
+    return []
 
 
 def _output_names(path) -> list:
@@ -162,7 +190,7 @@ def _output_names(path) -> list:
 
 @_cli_command
 def _compile(args) -> int:
-    from . import build, offload_report
+    from . import build, libcheck, offload_report, toolchain
     from .frontend import inputs_of
 
     chip = _chip(args.chip)
@@ -184,9 +212,10 @@ def _compile(args) -> int:
     report = offload_report(partitioned)
     partitioned = partitioned.clone()
     partitioned[SIGNATURE_FUNCTION] = _signature_function(
-        inputs, _output_names(args.model), chip.name, str(args.model), report.to_json())
+        inputs, _input_names(args.model), _output_names(args.model), chip.name, str(args.model), report.to_json())
     ex = build(partitioned, chip=chip)
-    ex.export_library(str(args.output))
+    ex.export_library(str(args.output), fcompile=toolchain.create_shared)  # $CC may carry flags
+    libcheck.stamp(args.output)
     print(report.format())
     print(f"inputs: {', '.join(f'{i.name}{list(i.shape)} {i.dtype}' for i in inputs)}")
     print(f"wrote {args.output} for {chip.name} in {time.perf_counter() - start:.1f} s")
@@ -301,13 +330,13 @@ def _require_matplotlib() -> None:
 
 def _load_library(path):
     import json
-    from pathlib import Path
 
     import tvm
     from tvm import relax
 
-    if not Path(path).is_file():
-        raise CliError(f"library {path} does not exist")
+    from . import libcheck
+
+    libcheck.check(path)  # before the loader maps it: a truncated file is a SIGBUS there
     try:
         lib = tvm.runtime.load_module(str(path))
         vm = relax.VirtualMachine(lib, tvm.cpu())
@@ -323,13 +352,15 @@ def _load_library(path):
 
 def _read_inputs(specs, signature) -> list:
     expected = {i["name"]: i for i in signature["inputs"]}
+    renamed = {i["param"]: i["name"] for i in signature["inputs"] if i.get("param", i["name"]) != i["name"]}
     given = {}
     for spec in specs:
-        name, sep, path = spec.partition("=")
+        name, sep, path = spec.rpartition("=")  # the last '=': a name may contain '='
         if not sep or not name or not path:
             raise CliError(f"--input {spec!r}: expected NAME=FILE.npy")
         if name not in expected:
-            raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)})")
+            hint = f"; '{name}' is TVM's name for the input '{renamed[name]}'" if name in renamed else ""
+            raise CliError(f"the model has no input named '{name}' (its inputs: {', '.join(expected)}{hint})")
         if name in given:
             raise CliError(f"--input gives '{name}' twice")
         if Path(path).is_file() and Path(path).read_bytes()[:6] != b"\x93NUMPY":
@@ -382,7 +413,7 @@ def _run(args) -> int:
         summary = np.array2string(out.ravel()[:8], precision=4)
         print(f"{name}: {list(out.shape)} {out.dtype} {summary}{' ...' if out.size > 8 else ''}")
     if args.output:
-        np.savez(args.output, **dict(zip(names, outputs)))
+        _save_npz(args.output, names, outputs)
         print(f"wrote {', '.join(names)} to {args.output}")
     print(f"host time of the emulated run: {seconds * 1e3:.1f} ms")
     if args.profile:
@@ -390,6 +421,20 @@ def _run(args) -> int:
         print()
         print(format_stats(last_run_stats(vm)))
     return 0
+
+
+def _save_npz(path, names: list, arrays: list) -> None:
+    """An .npz (np.load reads it) with one array per output under its own name:
+    what np.savez writes, without passing names as keyword arguments (an output
+    named 'file' or 'allow_pickle' would clash with savez's own parameters)."""
+    import zipfile
+
+    if len(set(names)) != len(names):
+        names = [f"output_{k}" for k in range(len(arrays))]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in zip(names, arrays):
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
 
 
 @_cli_command
@@ -439,7 +484,7 @@ def _add_chip(parser, default: str = "bm1680", what: str = "chip profile") -> No
     from .chip import available_chips
 
     parser.add_argument("--chip", default=default, metavar="NAME",
-                        help=f"{what}: {', '.join(available_chips())} (default: {default})")
+                        help=f"{what}: {', '.join(available_chips())} or a profile file NAME.json (default: {default})")
 
 
 def _add_model_commands(sub) -> None:
@@ -464,7 +509,8 @@ def _add_model_commands(sub) -> None:
     run = sub.add_parser("run", help="run a library built by `compile` on .npy inputs")
     run.add_argument("library", help="library written by `tvm-sophon compile`")
     run.add_argument("--input", action="append", required=True, metavar="NAME=FILE.npy",
-                     help="one model input (repeat for each input; required)")
+                     help="one model input by the model's own name (repeat for each input; required); "
+                          "the last '=' separates, so a name may contain '='")
     run.add_argument("--output", metavar="OUT.npz", help="save the outputs (keys: the model's output names)")
     run.add_argument("--profile", action="store_true", help="print the chip counters of the run")
     run.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
@@ -522,6 +568,112 @@ def _version() -> str:
         return f"(not installed) (Apache TVM {tvm_version})"
 
 
+# ------------------------------------------------------------------ sweep / evaluate (on Ray)
+
+
+def _split(values: list) -> list:
+    """Repeatable, comma-separated options as one list: ["a,b", "c"] -> [a, b, c]."""
+    return [v.strip() for text in values for v in text.split(",") if v.strip()]
+
+
+@_cli_command
+def _sweep(args) -> int:
+    import json
+
+    from .sweep import Point, format_rows, parse_overrides, sweep, write_pareto_plot
+
+    points = None
+    models = args.model
+    if args.points:
+        try:
+            specs = json.loads(Path(args.points).read_text())
+            points = [Point(s["model"], s.get("chip", "bm1680"), tuple(sorted(s.get("overrides", {}).items())),
+                            s.get("plan", "layer_group_dp"), s.get("precision", "fp32"), s.get("batch"))
+                      for s in specs]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+            raise CliError(f"--points {args.points}: expected a JSON list of {{model, chip, overrides, plan, "
+                           f"precision, batch}} objects ({type(err).__name__}: {err})") from None
+        models = list(dict.fromkeys(models + [p.model for p in points]))
+    if not models:
+        raise CliError("give at least one model (or --points FILE.json)")
+    try:
+        batches = [int(b) for b in _split(args.batch)] if args.batch else [None]
+    except ValueError:
+        raise CliError(f"--batch {','.join(args.batch)}: expected positive integers") from None
+    try:
+        result = sweep(models, chips=_split(args.chip) or ["bm1680"], overrides=parse_overrides(args.override),
+                       plans=_split(args.plan) or ["layer_group_dp"], precisions=_split(args.precision) or ["fp32"],
+                       batches=batches, points=points, calibration=args.calibration, run=args.run, out=args.out,
+                       address=args.address, num_cpus=args.num_cpus,
+                       memory_per_point=int(args.memory_per_point * 2**30),
+                       runtime_env={"working_dir": args.working_dir} if args.working_dir else None,
+                       progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished points are in {args.out}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    print(format_rows(result.rows))
+    failed = sum(r["status"] != "ok" for r in result.rows)
+    print(f"{len(result.rows)} points in {result.out} ({result.computed} computed now, {result.skipped} already "
+          f"done, {failed} failed) in {result.wall_seconds:.1f} s")
+    if any(r["status"] == "ok" for r in result.rows) and args.plot != "none":
+        plot = args.plot or str(Path(args.out) / "pareto.png")
+        print(f"wrote {write_pareto_plot(result.rows, plot)}")
+    return 0
+
+
+@_cli_command
+def _evaluate(args) -> int:
+    from .evaluate import evaluate
+
+    result = evaluate(args.library, args.data, reference=args.reference, address=args.address,
+                      num_cpus=args.num_cpus, progress=not args.no_progress)
+    print(result.format())
+    if args.json:
+        Path(args.json).write_text(result.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_sweep_commands(sub) -> None:
+    """The `sweep` and `evaluate` subcommands (Ray: pip install "tvm-sophon[sweep]")."""
+    sw = sub.add_parser("sweep", help="plan and estimate a grid of models x chips x plans x precisions on Ray")
+    sw.add_argument("model", nargs="*", default=[],
+                    help="bundled model names, .tflite/.onnx files, or package.module:function builders")
+    sw.add_argument("--chip", action="append", default=[], help="chip profile(s), comma-separated (default bm1680)")
+    sw.add_argument("--override", action="append", default=[], metavar="FIELD=V1,V2,...",
+                    help="values of a chip field to sweep (repeatable), e.g. lmem_bytes_per_lane=131072,262144")
+    sw.add_argument("--plan", action="append", default=[],
+                    help="plan strategies, comma-separated: layer_group_dp, layer_by_layer or package.module:function")
+    sw.add_argument("--precision", action="append", default=[], help="fp32, int8 (comma-separated; default fp32)")
+    sw.add_argument("--calibration", metavar="DATA.npz", help="INT8 calibration inputs (default: the model's example)")
+    sw.add_argument("--batch", action="append", default=[],
+                    help="batch sizes, comma-separated (bundled models and builders: batch=; files: first input dim)")
+    sw.add_argument("--points", metavar="FILE.json", help="a list of points instead of the grid")
+    sw.add_argument("--run", action="store_true", help="also run each point on the emulator; record its error")
+    sw.add_argument("--out", default="sweep_out", help="directory of the table (points.jsonl/.csv); reruns resume")
+    sw.add_argument("--plot", help="Pareto plot to write (default OUT/pareto.png; 'none' for no plot)")
+    sw.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    sw.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    sw.add_argument("--working-dir", metavar="DIR",
+                    help="ship DIR to every Ray worker (for builders or plan strategies given by import path)")
+    sw.add_argument("--memory-per-point", type=float, default=1.0, help="GiB of memory a point reserves (default 1)")
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    sw.set_defaults(func=_sweep)
+
+    ev = sub.add_parser("evaluate", help="accuracy of a compiled library over .npz shards, on Ray")
+    ev.add_argument("library", help="library written by `tvm-sophon compile`")
+    ev.add_argument("--data", required=True, metavar="DIR", help="directory of .npz shards (labels + inputs)")
+    ev.add_argument("--reference", metavar="LIB2.so", help="a second library to agree with (e.g. the FP32 one)")
+    ev.add_argument("--json", metavar="PATH", help="write the counts as JSON")
+    ev.add_argument("--address", help="an existing Ray cluster (default: start a local one)")
+    ev.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.add_argument("--verbose", action="store_true", help="show tracebacks on errors")
+    ev.set_defaults(func=_evaluate)
+
+
 def main(argv=None) -> int:
     parser = _Parser(
         prog="tvm-sophon",
@@ -535,6 +687,7 @@ def main(argv=None) -> int:
     demo.add_argument("--verbose", action="store_true", help="log each step; show tracebacks on errors")
     demo.set_defaults(func=_demo)
     _add_model_commands(sub)
+    _add_sweep_commands(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

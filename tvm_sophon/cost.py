@@ -1,5 +1,5 @@
 """The compiler's view of the cost model: a ctypes binding to the runtime's own
-``sophon_cost_*`` functions (runtime/sophon_cost.h, where the model is written
+``sophon_cost_*`` functions (runtime/chip/sophon_cost.h, where the model is written
 down), so a plan is estimated by exactly the formulas the emulator counts with.
 
 ``estimate(program)`` gives, before anything runs, the counters a run of a
@@ -16,7 +16,12 @@ from .chip import DTYPE_BYTES, Chip
 
 DTYPES = {"float32": 0, "int8": 1, "int32": 2}
 LAYOUTS = {"ALIGNED": 0, "COMPACT": 1}
-ACTS = {"NONE": 0, "RELU": 1, "CLIP": 2, "LEAKY_RELU": 3, "SIGMOID": 4, "TANH": 5}
+# sophon_act_kind, in the order of runtime/sophon.h
+ACTS = {kind: i for i, kind in enumerate((
+    "NONE", "RELU", "CLIP", "LEAKY_RELU", "SIGMOID", "TANH", "SILU", "HARD_SIGMOID", "HARD_SWISH", "GELU",
+    "GELU_TANH", "MISH", "ELU", "SOFTPLUS", "SQRT", "RSQRT", "EXP", "LOG", "RECIPROCAL", "ABS", "NEG", "ERF"))}
+# sophon_binary_op
+BINARY_OPS = {op: i for i, op in enumerate(("ADD", "SUB", "MUL", "MAX", "MIN", "DIV", "PRELU"))}
 
 
 class ChipStruct(ctypes.Structure):
@@ -25,14 +30,18 @@ class ChipStruct(ctypes.Structure):
                 ("eu_bytes", ctypes.c_int32), ("has_int8", ctypes.c_int32),
                 ("clock_hz", ctypes.c_double), ("ddr_bytes_per_second", ctypes.c_double),
                 ("power_watts", ctypes.c_double), ("gdma_latency_cycles", ctypes.c_int32),
-                ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32)]
+                ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32),
+                ("gdma_clock_hz", ctypes.c_double), ("gdma_burst_bytes", ctypes.c_int32),
+                ("timestep_sync_cycles", ctypes.c_int32), ("dwpool_eu_bytes", ctypes.c_int32),
+                ("int8_batch_pack", ctypes.c_int32)]
 
     @classmethod
     def of(cls, chip: Chip) -> "ChipStruct":
         return cls(chip.name.encode(), chip.npu_num, chip.lmem_bytes_per_lane, chip.lmem_banks,
                    chip.eu_bytes, int(chip.has_int8), chip.clock_hz, chip.ddr_bytes_per_second,
                    chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles,
-                   chip.int8_macs_per_eu)
+                   chip.int8_macs_per_eu, chip.gdma_clock_hz, chip.gdma_burst_bytes,
+                   chip.timestep_sync_cycles, chip.dwpool_eu_bytes, chip.int8_batch_pack)
 
 
 class LocalStruct(ctypes.Structure):
@@ -48,11 +57,11 @@ class LocalStruct(ctypes.Structure):
 
 class ActivationStruct(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int), ("alpha", ctypes.c_float), ("lo", ctypes.c_float),
-                ("hi", ctypes.c_float)]
+                ("hi", ctypes.c_float), ("beta", ctypes.c_float)]
 
     @classmethod
     def of(cls, act) -> "ActivationStruct":
-        return cls(ACTS[act.kind], act.alpha, act.lo, act.hi)
+        return cls(ACTS[act.kind], act.alpha, act.lo, act.hi, act.beta)
 
 
 class ConvParamsStruct(ctypes.Structure):
@@ -71,11 +80,15 @@ class PoolParamsStruct(ctypes.Structure):
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
     lib = ctypes.CDLL(str(toolchain.runtime_shared_library()))
-    for name in ("sophon_cost_gdma", "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
-                 "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_activation",
-                 "sophon_cost_softmax"):
+    for name in ("sophon_cost_gdma", "sophon_cost_gdma_transfer", "sophon_cost_timestep",
+                 "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
+                 "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
+                 "sophon_cost_activation", "sophon_cost_softmax"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
+    lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
+                                              ctypes.POINTER(ctypes.c_int64 * 4)]
+    lib.sophon_cost_timestep.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64, ctypes.c_uint64]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
     return lib
 
@@ -101,7 +114,7 @@ class Estimate:
 
 
 def _conv_params(step) -> ConvParamsStruct:
-    act = ActivationStruct.of(step.act) if hasattr(step, "act") else ActivationStruct(0, 0, 0, 0)
+    act = ActivationStruct.of(step.act) if hasattr(step, "act") else ActivationStruct(0, 0, 0, 0, 0)
     return ConvParamsStruct(step.kernel[0], step.kernel[1], step.strides[0], step.strides[1],
                             *step.padding, step.dilation[0], step.dilation[1], step.groups, act)
 
@@ -121,8 +134,8 @@ def _signature(chip: Chip, step) -> tuple:
     from tvm_sophon.codegen import program as P
 
     if isinstance(step, (P.Load, P.Store)):
-        local = step.dst if isinstance(step, P.Load) else step.src
-        return (chip, "gdma", local.dims, local.tensor.dtype)
+        local, ref = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
+        return (chip, "gdma", local.dims, local.tensor.dtype, tuple(ref.strides))
     parts = [chip, type(step).__name__]
     for field in dataclasses.fields(step):
         value = getattr(step, field.name)
@@ -147,9 +160,9 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     lib, c_chip = runtime_library(), ctypes.byref(ChipStruct.of(chip))
     ref = lambda local: ctypes.byref(LocalStruct.of(local))  # noqa: E731
     if isinstance(step, (P.Load, P.Store)):
-        local = step.dst if isinstance(step, P.Load) else step.src
-        nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
-        return "gdma", lib.sophon_cost_gdma(c_chip, nbytes)
+        local, ref_ = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
+        strides = (ctypes.c_int64 * 4)(*ref_.strides)
+        return "gdma", lib.sophon_cost_gdma_transfer(c_chip, ref(local), ctypes.byref(strides))
     if isinstance(step, (P.Conv2d, P.QConv2d)):
         return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
                                              ctypes.byref(_conv_params(step)))
@@ -160,12 +173,19 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
     if isinstance(step, P.QAdd):
         return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), None)
     if isinstance(step, P.Binary):
-        return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
+        return "tiu", lib.sophon_cost_binary_op(c_chip, ref(step.out), BINARY_OPS[step.op],
+                                                ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Unary):
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
     raise TypeError(f"no cost for {type(step).__name__}")
+
+
+def timestep_cycles(chip: Chip, tiu: int, gdma: int) -> int:
+    """What a timestep holding ``tiu`` and ``gdma`` cycles of work takes
+    (sophon_cost_timestep: the longer engine, plus the synchronisation)."""
+    return runtime_library().sophon_cost_timestep(ctypes.byref(ChipStruct.of(chip)), tiu, gdma)
 
 
 def _elements(dims) -> int:
@@ -188,7 +208,7 @@ def estimate_steps(chip: Chip, steps) -> Estimate:
     step_tiu = step_gdma = 0
     for step in steps:
         if isinstance(step, P.Timestep):
-            est.cycles += max(step_tiu, step_gdma)
+            est.cycles += timestep_cycles(chip, step_tiu, step_gdma)
             est.timesteps += 1
             step_tiu = step_gdma = 0
             continue

@@ -10,6 +10,7 @@ timestep); for each candidate it looks for the fewest slices that fit.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable, Optional
 
 from tvm_sophon.chip import Chip
@@ -46,39 +47,83 @@ def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
     return GroupCost(group, est.cycles, est.ddr_bytes, peak)
 
 
+def _divisors(n: int) -> list[int]:
+    """Divisors of n in O(sqrt(n)) steps."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
+
+
+def _quotients(h: int) -> set[int]:
+    """The distinct values of h // k for k = 1..h, in O(sqrt(h)) steps: h // k for
+    k <= sqrt(h), and every q <= sqrt(h) that some k gives (h // (h // q) == q)."""
+    root = math.isqrt(h)
+    return {h // k for k in range(1, root + 1)} | {q for q in range(1, root + 1) if h // (h // q) == q}
+
+
 def _slicings(region: Region, layers: list[int]):
-    """Candidate (n_slices, h_slices), fewest slices first."""
+    """Candidate (n_slices, h_slices), fewest slices first: batch slicings that
+    divide the batch, row slicings 1..8 and the row counts h // k above 8. Both
+    sets are computed in O(sqrt) steps, never by walking up to the dimension."""
     last = region.layers[layers[-1]]
     n, _, h, _ = full_dims(last.out)
-    ns = [d for d in range(1, n + 1) if n % d == 0]
-    hs = sorted({1, *range(2, min(h, 8) + 1), *[h // k for k in range(1, h + 1) if h // k > 8]})
+    ns = _divisors(n)
+    hs = sorted({1, *range(2, min(h, 8) + 1), *(q for q in _quotients(h) if q > 8)})
     options = sorted(((a, b) for a in ns for b in hs if b <= h), key=lambda ab: (ab[0] * ab[1], ab[1]))
     return options
 
 
-def best_slicing(region: Region, chip: Chip, layers: list[int]) -> Optional[GroupCost]:
-    """The cheapest feasible slicing of a group among the first ones that fit."""
-    best, fits = None, 0
-    last_error = None
+def _lane_slicings(total: int, lanes: int) -> list[int]:
+    """Slice counts of a dim over whole lanes (each count giving another slice size)."""
+    chunks = -(-total // lanes)
+    return sorted({-(-chunks // -(-chunks // p)) for p in range(1, chunks + 1)})
+
+
+def _candidates(region: Region, chip: Chip, layers: list[int]):
+    """Groups to try, fewest slices first: batch x rows, then for a lone fc layer
+    its output channels x reduction (x rows)."""
     for n_slices, h_slices in _slicings(region, layers):
-        group = Group(list(layers), n_slices, h_slices)
+        yield Group(list(layers), n_slices, h_slices)
+    layer = region.layers[layers[0]]
+    if len(layers) != 1 or layer.kind != "fc":
+        return
+    m, n = full_dims(layer.out)[:2]
+    k = full_dims(layer.acts[0])[1]
+    rows = [r for r in (1, 2, 4, 8, 16, 32, 64) if r <= m]
+    options = [(r, c, q) for r in rows for c in _lane_slicings(n, chip.npu_num)
+               for q in _lane_slicings(k, chip.npu_num) if c * q > 1]
+    for r, c, q in sorted(options, key=lambda o: (o[0] * o[1] * o[2], o[2], o[0])):
+        yield Group(list(layers), r, 1, c, q)
+
+
+_STRUCTURAL = ("cannot be sliced", "exactly one result", "changes layout")
+
+
+def best_slicing(region: Region, chip: Chip, layers: list[int]) -> Optional[GroupCost]:
+    """The cheapest feasible slicing of a group among the first ones that fit.
+    A group of one layer that fits no slicing is an error naming the layer and
+    the sizes of the least sliced attempt."""
+    best, fits = None, 0
+    reason = structural = None
+    for group in _candidates(region, chip, layers):
         try:
             cost = evaluate_group(region, chip, group)
         except PlanError as err:
-            last_error = err
-            if "cannot be sliced" in str(err) or "exactly one result" in str(err) or "changes layout" in str(err):
-                if n_slices * h_slices > 1:
-                    return best
+            if any(text in str(err) for text in _STRUCTURAL):
+                structural = structural or err
+                if len(layers) > 1 and group.slices > 1:
+                    return best  # a group that cannot be sliced: no finer slicing helps
+                continue
+            reason = reason or err
             continue
         fits += 1
         if best is None or cost.cycles < best.cycles:
             best = cost
         if fits >= 2:
             break
-    if best is None and len(layers) == 1 and last_error is not None:
+    if best is None and len(layers) == 1:
         layer = region.layers[layers[0]]
         raise SophonCompileError(f"layer {layer.label} ({layer.pattern}) cannot be tiled to fit "
-                                 f"{chip.name}'s local memory: {last_error}")
+                                 f"{chip.name}'s local memory: {reason or structural}")
     return best
 
 

@@ -10,6 +10,12 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     batch_norm(conv2d(x, W) [+ b])[0]   -> conv2d(x, W * s) + (b - mean) * s + beta
                                            s = gamma / sqrt(var + eps)      (PyTorch Conv + BatchNorm)
     batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
+    dropout(x)[0], reshape(x, shape(x)) -> x                               identities
+    sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
+    clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
+    x * 1, x / 1                        -> x                               torch's softplus (beta 1)
+    x / c                               -> x * (1 / c)                     c constant, 1/c a normal float32
+    power(x, 2), power(x, 0.5)          -> x * x, sqrt(x)
 
 TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
 layers as ``permute_dims`` + ``matmul``, which the pattern table takes as they are.
@@ -28,7 +34,7 @@ import tvm
 from tvm import relax
 from tvm.ir.prim.expr import FloatImm, IntImm, Max, Min
 from .quant import is_quantized
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 from tvm.ir.expr import TensorLoad
 from tvm.tirx import BufferStore
 
@@ -375,6 +381,201 @@ def FoldBatchNorm() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldBatchNorm", _rewrite_batch_norm)
 
 
+# ------------------------------------------------------------------ identities and importer idioms
+
+
+def _static_shape(expr) -> Optional[tuple]:
+    ty = expr.ty
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None
+    values = ty.shape.values
+    return tuple(int(d) for d in values) if all(isinstance(d, IntImm) for d in values) else None
+
+
+def _rewrite_identities(func: relax.Function, _mod) -> relax.Function:
+    x, y = wildcard(), wildcard()
+    dropout = is_tuple_get_item(is_op("relax.nn.dropout")(x), 0)
+    reshape = is_op("relax.reshape")(y, wildcard())
+
+    def rewriter(call, matches):
+        if dropout in matches:
+            return matches[x]  # inference: dropout passes its input through
+        data = matches[y]
+        shape = _static_shape(data)
+        if shape is not None and shape == _static_shape(call) and str(data.ty.dtype) == str(call.ty.dtype):
+            return data
+        return call
+
+    return rewrite_call(dropout | reshape, rewriter, func)
+
+
+def RemoveIdentities() -> tvm.transform.Pass:  # noqa: N802
+    """``dropout(x)[0]`` -> ``x`` (inference) and ``reshape(x, s)`` -> ``x`` where s
+    is x's own static shape (importers emit both around layers)."""
+    return _function_pass("SophonRemoveIdentities", _rewrite_identities)
+
+
+_STACK_REDUCTIONS = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum,
+                     "relax.min": relax.op.minimum, "relax.mean": relax.op.add}
+
+
+def _rewrite_stack_reduce(func: relax.Function, _mod) -> relax.Function:
+    stacked = is_op("relax.stack")(wildcard())
+    pattern = is_op("relax.sum")(stacked) | is_op("relax.max")(stacked) | is_op("relax.min")(stacked) \
+        | is_op("relax.mean")(stacked)
+    bindings = {b.var: b.value for block in func.body.blocks for b in block.bindings}
+
+    def operand(expr):
+        """The tensor behind ``broadcast_to(t, shape)`` (the binary op broadcasts it)."""
+        value = bindings.get(expr, expr)
+        if isinstance(value, relax.Call) and value.op.name == "relax.broadcast_to":
+            return value.args[0]
+        return expr
+
+    def rewriter(call, matches):
+        stack = matches[stacked]
+        axes = call.attrs.axis
+        if int(stack.attrs.axis) != 0 or axes is None or [int(a) for a in axes] != [0] or call.attrs.keepdims:
+            return call
+        items = bindings.get(stack.args[0], stack.args[0])
+        if not isinstance(items, relax.Tuple) or len(items.fields) < 2:
+            return call
+        tensors = [operand(f) for f in items.fields]
+        out = _STACK_REDUCTIONS[call.op.name](tensors[0], tensors[1])
+        for t in tensors[2:]:
+            out = _STACK_REDUCTIONS[call.op.name](out, t)
+        if call.op.name == "relax.mean":
+            out = relax.op.multiply(out, relax.const(1.0 / len(tensors), str(call.ty.dtype)))
+        return out
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def StackReduceToBinary() -> tvm.transform.Pass:  # noqa: N802
+    """``sum(stack([broadcast_to(a, s), broadcast_to(b, s), ...]), axis=0)`` ->
+    ``add(add(a, b), ...)`` (likewise max, min, and mean as the sum times 1/n): TVM
+    imports ONNX ``Sum``/``Max``/``Min``/``Mean`` so, and a residual add written as
+    ``Sum`` would otherwise stay on the host."""
+    return _function_pass("SophonStackReduceToBinary", _rewrite_stack_reduce)
+
+
+# ------------------------------------------------------------------ element-wise arithmetic
+
+
+def _float_bound(expr) -> Optional[float]:
+    return float(expr.value) if isinstance(expr, (IntImm, FloatImm)) else None
+
+
+def _rewrite_clip_clip(func: relax.Function, _mod) -> relax.Function:
+    x = wildcard()
+    inner = is_op("relax.clip")(x, wildcard(), wildcard())
+    pattern = is_op("relax.clip")(inner, wildcard(), wildcard())
+
+    def rewriter(call, matches):
+        first = matches[inner]
+        bounds = [_float_bound(b) for b in (*first.args[1:], *call.args[1:])]
+        if any(b is None for b in bounds):
+            return call
+        lo, hi = max(bounds[0], bounds[2]), min(bounds[1], bounds[3])
+        if lo > hi:
+            return call  # the two ranges do not meet: the result is a constant, leave it
+        return relax.op.clip(matches[x], lo, hi)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def MergeClips() -> tvm.transform.Pass:  # noqa: N802
+    """``clip(clip(x, a, b), c, d)`` -> ``clip(x, max(a, c), min(b, d))`` when the
+    ranges meet: exact, clamping is monotone. torch.export writes relu6 (in
+    ``nn.Hardswish``, ``nn.Hardsigmoid``) as ``clip(clip(x, 0, inf), -inf, 6)``."""
+    return _function_pass("SophonMergeClips", _rewrite_clip_clip)
+
+
+def _float32_tensor(expr) -> bool:
+    ty = expr.ty
+    return isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32"
+
+
+def _rewrite_scale_by_one(func: relax.Function, _mod) -> relax.Function:
+    x, one = wildcard(), is_const()
+    pattern = is_op("relax.multiply")(x, one) | is_op("relax.divide")(x, one)
+
+    def rewriter(call, matches):
+        data = matches[x]
+        if _scalar_constant(matches[one]) != 1.0 or not _float32_tensor(data) or not _same_shape(data, call):
+            return call
+        return data
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def RemoveScaleByOne() -> tvm.transform.Pass:  # noqa: N802
+    """``x * 1`` and ``x / 1`` -> ``x`` (float32, no broadcast): exact in IEEE
+    arithmetic. torch.export writes ``nn.Softplus(beta=1)`` with both."""
+    return _function_pass("SophonRemoveScaleByOne", _rewrite_scale_by_one)
+
+
+def _normal_float32(values: np.ndarray) -> bool:
+    tiny = np.finfo(np.float32).tiny
+    magnitude = np.abs(values.astype(np.float64))
+    return bool(np.all(np.isfinite(magnitude)) and np.all(magnitude >= tiny)
+                and np.all(magnitude <= 1.0 / tiny))
+
+
+def _rewrite_divide_by_constant(func: relax.Function, _mod) -> relax.Function:
+    x, c = wildcard(), is_const()
+    pattern = is_op("relax.divide")(x, c)
+
+    def rewriter(call, matches):
+        value = _constant(matches[c])
+        if value is None or value.dtype != np.float32 or not _float32_tensor(matches[x]) \
+                or not _normal_float32(value):
+            return call
+        return relax.op.multiply(matches[x], relax.const((1.0 / value.astype(np.float64)).astype(np.float32)))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def DivideByConstant() -> tvm.transform.Pass:  # noqa: N802
+    """``x / c`` -> ``x * r``, r = float32(1 / c), for a float32 constant c (scalar
+    or per channel) whose elements and reciprocals are normal float32 numbers.
+
+    Exact when c is a power of two. Otherwise r carries at most half an ulp of
+    relative error and the product rounds once more, so x * r is within 2^-23
+    relative of x / c (at most 2 ulp; tests/test_normalize.py measures 1 ulp on
+    the constants the importers write): far below the 1e-4 a model is checked
+    to, and it lets the chip run the division as the multiply it has (TFLite's
+    and torch's hard-swish end with ``/ 6``). Zero, infinite, NaN and subnormal
+    divisors, or ones whose reciprocal would be subnormal, stay divisions."""
+    return _function_pass("SophonDivideByConstant", _rewrite_divide_by_constant)
+
+
+def _rewrite_power(func: relax.Function, _mod) -> relax.Function:
+    x, c = wildcard(), is_const()
+    pattern = is_op("relax.power")(x, c)
+
+    def rewriter(call, matches):
+        data, exponent = matches[x], _scalar_constant(matches[c])
+        if not _float32_tensor(data) or not _same_shape(data, call):
+            return call
+        if exponent == 2.0:
+            return relax.op.multiply(data, data)
+        if exponent == 0.5:
+            return relax.op.sqrt(data)
+        return call
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def PowerToMultiply() -> tvm.transform.Pass:  # noqa: N802
+    """``power(x, 2)`` -> ``x * x`` and ``power(x, 0.5)`` -> ``sqrt(x)`` (float32).
+
+    x * x and sqrt are correctly rounded, as is the host's powf on these
+    exponents, so the results are the same except at two edges of
+    ``power(x, 0.5)``: -0 gives -0 (powf: +0) and -inf gives NaN (powf: +inf)."""
+    return _function_pass("SophonPowerToMultiply", _rewrite_power)
+
+
 # ------------------------------------------------------------------ all
 
 
@@ -395,9 +596,15 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         *fold,
         *([SplitSharedDequantize()] if quantized else []),
         TirMinMaxToRelax(),
+        RemoveIdentities(),
+        StackReduceToBinary(),
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
+        MergeClips(),
+        RemoveScaleByOne(),
+        DivideByConstant(),
+        PowerToMultiply(),
         *fold,
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),

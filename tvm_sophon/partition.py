@@ -92,33 +92,46 @@ class OffloadReport:
 
 # ------------------------------------------------------------------ MACs
 
+CONV_OPS = {f"relax.nn.conv{d}d": False for d in (1, 2, 3)}
+CONV_OPS.update({f"relax.nn.conv{d}d_transpose": True for d in (1, 2)})
+
+
 def call_macs(call: relax.Call) -> int:
-    """Multiply-accumulates of a conv2d or matmul call (0 for other ops)."""
+    """Multiply-accumulates of one op call: every convolution (1-D, 2-D, 3-D,
+    transposed), matmul (batched too); 0 for ops without multiply-accumulates."""
     if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
         return 0
-    out = patterns.static_shape(call)
-    if out is None:
-        return 0
-    if call.op.name == "relax.nn.conv2d":
-        w = patterns.static_shape(call.args[1])
-        if w is None:
+    name = call.op.name
+    if name in CONV_OPS:
+        x, w = patterns.static_shape(call.args[0]), patterns.static_shape(call.args[1])
+        out = patterns.static_shape(call)
+        if x is None or w is None or out is None:
             return 0
         layout = str(call.attrs.kernel_layout)
-        per_output = int(np.prod(w)) // w[layout.index("O")]
-        return int(np.prod(out)) * per_output
-    if call.op.name == "relax.matmul":
-        x = patterns.static_shape(call.args[0])
-        return int(np.prod(out)) * x[-1] if x else 0
+        if CONV_OPS[name]:
+            # transposed: every input element is scattered over (O / groups) x kernel outputs
+            return int(np.prod(x)) * (int(np.prod(w)) // w[layout.index("I")])
+        return int(np.prod(out)) * (int(np.prod(w)) // w[layout.index("O")])
+    if name == "relax.matmul":
+        x, out = patterns.static_shape(call.args[0]), patterns.static_shape(call)
+        return int(np.prod(out)) * x[-1] if x and out is not None else 0
     return 0
 
 
-def function_macs(func: relax.Function) -> int:
-    total = 0
+def function_macs(func: relax.Function, mod: Optional[tvm.IRModule] = None) -> int:
+    """MACs of one function's op calls; with ``mod``, also of the functions it
+    calls (each counted once: a loop's body is counted for one iteration)."""
+    total, seen = 0, set()
 
     def visit(expr):
         nonlocal total
         if isinstance(expr, relax.Call):
             total += call_macs(expr)
+            if mod is not None and isinstance(expr.op, relax.GlobalVar) and expr.op.name_hint not in seen:
+                seen.add(expr.op.name_hint)
+                callee = mod[expr.op]
+                if isinstance(callee, relax.Function):
+                    relax.analysis.post_order_visit(callee.body, visit)
 
     relax.analysis.post_order_visit(func.body, visit)
     return total
@@ -161,12 +174,20 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
                 region = mod[value.op]
                 regions.append(Region(value.op.name_hint, _composites(region), function_macs(region)))
                 continue
+            name = binding.var.name
+            if isinstance(value.op, relax.GlobalVar) and isinstance(mod[value.op], relax.Function):
+                callee = value.op.name_hint
+                host_ops.append(HostOp(name, callee, None,
+                                       f"host function {callee} (control flow or a nested function: "
+                                       f"only main is partitioned) runs on the host",
+                                       function_macs(mod[value.op], mod)))
+                continue
             if not isinstance(value.op, tvm.ir.Op):
                 continue
-            name = binding.var.name
             reasons = rejections.get(name)
             if reasons:
-                reason = reasons[0]
+                # the smallest rejected match rooted at this op: its own pattern's reason
+                reason = min(reasons, key=lambda r: r[0])[1]
             else:
                 reason = f"no sophon pattern covers {value.op.name}"
             host_ops.append(HostOp(model_name(value) or name, value.op.name, patterns.static_shape(value)
@@ -355,9 +376,10 @@ MAX_CONST_ARG_ELEMENTS = 4096
 
 def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
     """Write the small float32/int32/int8 constant arguments of each int8 region
-    (quantization scales, zero points) into its ``sophon.const_args`` attribute, so
-    the codegen computes requantization at compile time. Weights stay runtime
-    arguments."""
+    (quantization scales, zero points) and the scalar constants of each float
+    region (an activation chain's parameters) into its ``sophon.const_args``
+    attribute, so the codegen computes requantization and activation parameters
+    at compile time. Weights stay runtime arguments."""
     main = mod["main"]
     for block in main.body.blocks:
         for binding in block.bindings:
@@ -365,17 +387,40 @@ def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
             if not (isinstance(call, relax.Call) and _is_sophon_region(mod, call.op)):
                 continue
             func = mod[call.op]
-            if not any(name.startswith("sophon.q") for name in _composites(func)):
-                continue  # only int8 regions need compile-time constants
+            # int8 regions need their scales and zero points; float regions the
+            # scalar constants of activation chains (ELU's alpha, ...)
+            int8 = any(name.startswith("sophon.q") for name in _composites(func))
+            limit = MAX_CONST_ARG_ELEMENTS if int8 else 1
             consts = {}
             for param, arg in zip(func.params, call.args):
                 value = patterns.constant_value(arg)
                 if value is not None and value.dtype in (np.float32, np.int32, np.int8) \
-                        and value.size <= MAX_CONST_ARG_ELEMENTS:
+                        and value.size <= limit:
                     consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
                                           "values": value.ravel().tolist()}
             if consts:
                 mod[call.op] = func.with_attr(CONST_ARGS_ATTR, json.dumps(consts))
+    return mod
+
+
+def _merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
+    """MergeCompositeFunctions, over ``main`` only.
+
+    The pass groups the composite calls of ``main`` but rewrites every function of
+    the module with that grouping, so a module with other functions (a TFLite
+    ``While`` imports as loop, cond and body functions) fails inside TVM
+    ("Variable lv could not be found in any group"). Patterns are fused in
+    ``main`` only; the other functions are hidden from the rewrite as primitive
+    ones and restored unchanged afterwards: they run on the host."""
+    others = {gvar: func for gvar, func in mod.functions.items()
+              if gvar.name_hint != "main" and isinstance(func, relax.Function)
+              and "Composite" not in (func.attrs or {})}
+    for gvar, func in others.items():
+        mod[gvar] = func.with_attr("Primitive", 1)
+    mod = relax.transform.MergeCompositeFunctions()(mod)
+    for gvar, func in others.items():
+        if any(g.same_as(gvar) for g in mod.get_global_vars()):
+            mod[gvar] = func
     return mod
 
 
@@ -406,11 +451,11 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     try:
         mod = relax.transform.FuseOpsByPattern(
             _recording_matches(patterns.sophon_patterns(), matches), bind_constants=False,
-            annotate_codegen=False)(mod)
+            annotate_codegen=False, entry_functions=["main"])(mod)
     finally:
         patterns.stop_recording(token)
     mod = _unshare_composites(mod, matches)
-    mod = relax.transform.MergeCompositeFunctions()(mod)
+    mod = _merge_composites(mod)
     mod = _name_regions(mod)
     mod = _tag_regions(mod, chip)
     mod = _record_constant_args(mod)

@@ -56,6 +56,7 @@ class GroupProfile:
     macs: int = 0
     ddr_bytes: int = 0
     lmem_peak: int = 0
+    slicing: str = ""           # Group.describe(): NxH, with channel/reduction slices
 
 
 @dataclasses.dataclass
@@ -125,7 +126,7 @@ class Profile:
                   f"{'LMEM peak':>9} {'chip us':>9} {'util':>6}"]
         for g in self.groups:
             s = self.seconds(g.cycles)
-            lines.append(f"{g.region:<{rw}} {g.index:>5} {len(g.layers):>6} {f'{g.n_slices}x{g.h_slices}':>8} {g.macs:>12} "
+            lines.append(f"{g.region:<{rw}} {g.index:>5} {len(g.layers):>6} {g.slicing:>8} {g.macs:>12} "
                          f"{g.ddr_bytes:>11} {g.lmem_peak:>9} {s * 1e6:>9.2f} "
                          f"{100 * self.utilisation(g.macs, g.cycles):>5.1f}%")
         t = self.total
@@ -255,12 +256,12 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
         labels = {s.out.tensor.name: s.out.tensor.label or s.out.tensor.name
                   for s in prog.steps if not isinstance(s, (P.Load, P.Store, P.Timestep)) and hasattr(s, "out")}
         for gi, ((first, end), group) in enumerate(zip(prog.group_steps, prog.plan.groups)):
-            gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices)
+            gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices, slicing=group.describe())
             step_tiu = step_gdma = 0
             tiu_at = gdma_at = t0
             for step in prog.steps[first:end]:
                 if isinstance(step, P.Timestep):
-                    length = max(step_tiu, step_gdma)
+                    length = cost.timestep_cycles(chip, step_tiu, step_gdma)
                     gp.cycles += length
                     t0 += length * clock_us
                     tiu_at = gdma_at = t0
@@ -301,7 +302,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:
@@ -311,17 +312,25 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
     return Profile(chip, strategy, layers, groups, trace_events=events)
 
 
-def profile_model(mod: tvm.IRModule, params: Optional[dict] = None, inputs: Optional[dict] = None, *,
-                  chip="bm1680", plan="layer_group_dp", run: bool = True, repeat: int = 3) -> Profile:
-    """Partition, plan and estimate ``mod``; with ``run``, also build it, run it on
-    the emulator (random inputs unless given) and record host time and counters."""
+def plan_and_profile(mod: tvm.IRModule, params: Optional[dict] = None, *, chip="bm1680",
+                     plan="layer_group_dp") -> tuple[tvm.IRModule, Profile]:
+    """Partition and plan ``mod``; the planned module (ready for ``build``) and its
+    static profile (no run)."""
     chip = get_chip(chip)
     partitioned = partition_for_sophon(mod, params, chip=chip)
     planned = PlanRegions(plan, overwrite=True)(partitioned)
     regions = [f for f in planned.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
     if not regions:
         raise ValueError("nothing of this model runs on the chip (see offload_report)")
-    prof = profile_programs(codegen.lower_functions(regions))
+    return planned, profile_programs(codegen.lower_functions(regions))
+
+
+def profile_model(mod: tvm.IRModule, params: Optional[dict] = None, inputs: Optional[dict] = None, *,
+                  chip="bm1680", plan="layer_group_dp", run: bool = True, repeat: int = 3) -> Profile:
+    """Partition, plan and estimate ``mod``; with ``run``, also build it, run it on
+    the emulator (random inputs unless given) and record host time and counters."""
+    chip = get_chip(chip)
+    planned, prof = plan_and_profile(mod, params, chip=chip, plan=plan)
     if run:
         from .build import build
         from .stats import last_run_stats

@@ -18,6 +18,10 @@ from .codegen.emit_c import STATS_SYMBOL
 
 
 def _modules(obj):
+    from .vm import ThreadLocalVM
+
+    if isinstance(obj, ThreadLocalVM):
+        obj = obj.vm
     if isinstance(obj, relax.VirtualMachine):
         yield obj.module
     if isinstance(obj, tvm.runtime.Executable):
@@ -40,7 +44,7 @@ def _stats_function(obj):
 
 def region_seconds(region: dict, chip: Chip) -> float:
     """Estimated chip time of one region's run: the sum over its timesteps of the
-    longer engine (the cost model of runtime/sophon_cost.h)."""
+    longer engine (the cost model of runtime/chip/sophon_cost.h)."""
     return region["cycles"] / chip.clock_hz
 
 

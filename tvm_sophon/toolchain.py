@@ -118,7 +118,8 @@ def _digest(*parts: "str | bytes") -> str:
 
 def _runtime_digest() -> str:
     files = runtime_src.library_sources() + runtime_src.headers()
-    return _digest(*(f.name for f in files), *(f.read_bytes() for f in files))
+    names = (f.relative_to(runtime_src.SOURCE_DIR).as_posix() for f in files)
+    return _digest(*names, *(f.read_bytes() for f in files))
 
 
 def _cached(name: str, build) -> Path:
@@ -137,6 +138,16 @@ def _cached(name: str, build) -> Path:
     return target
 
 
+def _object_name(src: Path) -> str:
+    """An object name unique per source: a runtime file's path inside runtime/ with
+    '/' as '__' (chip/sophon_device.c -> chip__sophon_device), else its stem."""
+    try:
+        rel = src.resolve().relative_to(runtime_src.SOURCE_DIR)
+    except ValueError:
+        return src.stem
+    return "__".join(rel.with_suffix("").parts)
+
+
 def _compile_objects(sources: list[Path], flags: list[str], workdir: Path, what: str = "") -> list[str]:
     """Compile ``sources``; with ``what``, show progress on stderr (the runtime is
     built once per compiler and source version, which takes a while)."""
@@ -147,7 +158,7 @@ def _compile_objects(sources: list[Path], flags: list[str], workdir: Path, what:
         sources = tqdm(sources, desc=f"tvm_sophon: building {what} (once; cached in {cache_dir()})",
                        unit="file", file=sys.stderr, leave=True)
     for src in sources:
-        obj = workdir / (src.stem + ".o")
+        obj = workdir / (_object_name(src) + ".o")
         _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), "-c", str(src), "-o", str(obj)])
         objects.append(str(obj))
     return objects
@@ -209,3 +220,24 @@ def build_executable(sources: list[Path], out: Path, flags: "list[str] | None" =
     flags = runtime_flags() if flags is None else flags
     _run([*compiler(), *flags, *(f"-I{d}" for d in include_dirs()), *map(str, sources), "-lm", "-o", str(out)])
     return out
+
+
+def create_shared(output: str, objects, options=None, **kwargs):
+    """TVM's ``create_shared`` (the ``fcompile`` of ``export_library``) with ``$CC``
+    split like everywhere here: TVM runs ``$CC`` as one program name, so
+    ``CC="gcc -O2"`` fails there with FileNotFoundError. Use as
+    ``ex.export_library(path, fcompile=tvm_sophon.toolchain.create_shared)``
+    (``tvm-sophon compile`` does)."""
+    from tvm.support import cc as tvm_cc
+
+    program, *flags = compiler()
+    return tvm_cc.create_shared(output, objects, options=[*flags, *(options or [])], cc=program, **kwargs)
+
+
+def _target_triple():
+    proc = subprocess.run([*compiler(), "-dumpmachine"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+create_shared.get_target_triple = _target_triple
+create_shared.output_format = "so"

@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "sophon.h"
-#include "sophon_cost.h"
+#include "chip/sophon_cost.h"
+#include "isa/sophon_isa.h"
+#include "sophon_program.h"
 
 #include "sophon_test.h"
 
@@ -173,6 +175,7 @@ static float* alloc_floats(int count) {
 
 static sophon_activation act_of(sophon_act_kind kind, float alpha, float lo, float hi) {
   sophon_activation a;
+  memset(&a, 0, sizeof a);
   a.kind = kind;
   a.alpha = alpha;
   a.lo = lo;
@@ -366,6 +369,9 @@ static void test_device_create(void) {
   CHECK(dev == NULL);
   chip = small_chip();
   chip.lmem_bytes_per_lane = 4094; /* lanes would misalign f32 */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
+  chip = small_chip();
+  chip.lmem_bytes_per_lane = INT64_MAX - 3; /* rounding it up to the lane pitch would overflow */
   CHECK(sophon_device_create(&chip, &dev) == SOPHON_ERR_ARGUMENT);
   CHECK(sophon_device_create(NULL, &dev) == SOPHON_ERR_ARGUMENT);
   CHECK(sophon_device_create(&chip, NULL) == SOPHON_ERR_ARGUMENT);
@@ -832,6 +838,8 @@ static float binary_ref(sophon_binary_op op, float x, float y) {
     case SOPHON_BINARY_MUL: return x * y;
     case SOPHON_BINARY_MAX: return x > y ? x : y;
     case SOPHON_BINARY_MIN: return x < y ? x : y;
+    case SOPHON_BINARY_DIV: return x / y;
+    case SOPHON_BINARY_PRELU: return x > 0 ? x : x * y;
   }
   return 0;
 }
@@ -853,7 +861,7 @@ static void test_binary(void) {
   CHECK_OK(dev, load(dev, &a_t, a));
   CHECK_OK(dev, load(dev, &b_t, b));
   CHECK_OK(dev, load(dev, &c_t, c2));
-  for (op = SOPHON_BINARY_ADD; op <= SOPHON_BINARY_MIN; ++op) {
+  for (op = SOPHON_BINARY_ADD; op <= SOPHON_BINARY_PRELU; ++op) {
     for (n = 0; n < N; ++n)
       for (ch = 0; ch < C; ++ch)
         for (h = 0; h < H; ++h)
@@ -944,7 +952,7 @@ static void test_activations(void) {
     sophon_activation bad = act_of(SOPHON_ACT_CLIP, 0, 1, -1);
     CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
     CHECK_ERROR_HAS(dev, "clip bounds lo=1 > hi=-1");
-    bad = act_of((sophon_act_kind)9, 0, 0, 0);
+    bad = act_of((sophon_act_kind)99, 0, 0, 0);
     CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
     CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, NULL), SOPHON_ERR_ARGUMENT);
   }
@@ -1208,6 +1216,58 @@ static void test_cost_functions(void) {
   CHECK(sophon_cost_fc(&chip, NULL, &in) == 0);
 }
 
+/* The measured-silicon terms: two clocks, bursts, the depthwise unit, 4N int8,
+ * the timestep synchronisation; each checked by hand on small numbers. */
+static void test_cost_silicon_terms(void) {
+  sophon_chip chip = small_chip();
+  sophon_local t = local4(0, 1, 4, 2, 3, SOPHON_LAYOUT_ALIGNED); /* 24 floats, 96 B */
+  /* the whole tensor in NCHW; and 4 of the 8 channels of an NHWC tensor */
+  const int64_t contiguous[4] = {24, 6, 3, 1}, nhwc_slice[4] = {48, 1, 24, 8};
+  sophon_local in, out;
+  sophon_conv_params p;
+  chip.gdma_latency_cycles = 0;
+  /* no bursts, one clock: 96 B at 4 B/cycle */
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 24);
+  /* 32-byte bursts: DDR side one run of 96 B = 3 bursts; LMEM side 4 planes of
+   * 24 B, each a whole burst: 128 B -> 32 cycles */
+  chip.gdma_burst_bytes = 32;
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 32);
+  CHECK(sophon_cost_gdma(&chip, 96) == 24);
+  /* the NHWC channel slice: DDR runs of 4 floats = 16 B, 6 runs of one burst each =
+   * 192 B -> 48 cycles */
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, nhwc_slice) == 48);
+  /* bandwidth is per second, so a GDMA clock at half the TIU clock only stretches
+   * the latency: 10 GDMA cycles = 20 TIU cycles */
+  chip.gdma_clock_hz = chip.clock_hz / 2;
+  chip.gdma_latency_cycles = 10;
+  CHECK(sophon_cost_gdma_transfer(&chip, &t, contiguous) == 20 + 32);
+  /* timestep: the longer engine plus the synchronisation, nothing when empty */
+  chip.timestep_sync_cycles = 7;
+  CHECK(sophon_cost_timestep(&chip, 10, 3) == 17);
+  CHECK(sophon_cost_timestep(&chip, 0, 0) == 0);
+  /* depthwise 3x3 on 8 channels of 4x4: conv unit 4 positions, dw unit 2 */
+  in = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  out = in;
+  p = conv_params(3, 3, 1, 1, 1, 8);
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 4 * 9);
+  chip.dwpool_eu_bytes = 8;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 8 * 9);
+  /* 4N int8: four batch items share each 32-bit word, so batch 1 and 4 cost the
+   * same and batch 5 twice as much */
+  chip.int8_batch_pack = 4;
+  chip.int8_macs_per_eu = 2;
+  p = conv_params(3, 3, 1, 1, 1, 1);
+  in = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  in.dtype = SOPHON_I8;
+  out = in;
+  /* 16 B / 4 = 4 positions: ceil(16/4) = 4 passes per lane slot, 72 taps / 2 */
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 1 * 4 * 36);
+  in.n = out.n = 4;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 1 * 4 * 36);
+  in.n = out.n = 5;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 2 * 4 * 36);
+}
+
 /* The same code on BM1680-like numbers: 64 lanes, EU_NUM 64, > 64 channels. */
 static void test_bm1680_conv(void) {
   sophon_chip chip = bm1680_chip();
@@ -1221,6 +1281,228 @@ static void test_bm1680_conv(void) {
   run_conv_case(&chip, 1, 66, 10, 10, 70, &p, 1, "bm1680 66->70 channels");
   p = conv_params(3, 3, 2, 1, 1, 130);
   run_conv_case(&chip, 1, 130, 9, 9, 130, &p, 1, "bm1680 depthwise 130");
+}
+
+/* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
+ * kind, named as the command, none for the GDMA and timestep commands. */
+static void test_instruction_table(void) {
+  static const struct {
+    sophon_cmd_kind kind;
+    const char* name;
+  } tiu[] = {{SOPHON_CMD_CONV2D, "conv2d"},           {SOPHON_CMD_FC, "fc"},
+             {SOPHON_CMD_POOL2D, "pool2d"},           {SOPHON_CMD_BINARY, "binary"},
+             {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
+             {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
+             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"}};
+  sophon_chip chip = bm1680_chip();
+  sophon_device* dev = make_device(&chip);
+  sophon_operands o;
+  size_t i;
+  for (i = 0; i < sizeof(tiu) / sizeof(tiu[0]); ++i) {
+    const sophon_instruction* ins = sophon_isa_find(tiu[i].kind);
+    CHECK(ins != NULL);
+    if (ins == NULL) continue;
+    CHECK_EQ_INT(ins->kind, tiu[i].kind);
+    CHECK(strcmp(ins->name, tiu[i].name) == 0);
+    CHECK(strncmp(ins->op, "tiu_", 4) == 0 && strcmp(ins->op + 4, tiu[i].name) == 0);
+    CHECK(ins->check != NULL && ins->cost != NULL && ins->reference != NULL);
+  }
+  CHECK(sophon_isa_find(SOPHON_CMD_LOAD) == NULL);
+  CHECK(sophon_isa_find(SOPHON_CMD_STORE) == NULL);
+  CHECK(sophon_isa_find(SOPHON_CMD_TIMESTEP) == NULL);
+  memset(&o, 0, sizeof(o));
+  CHECK_STATUS(dev, sophon_isa_execute(dev, SOPHON_CMD_TIMESTEP, &o), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown instruction kind 8");
+  sophon_device_destroy(dev);
+}
+
+/* ------------------------------------------------ activation kinds and special functions
+ * Hand-worked values (float64, rounded): each kind applied by tiu_activation and
+ * fused after a binary op and a conv, within a few float32 ulp (the C library's
+ * expf/erff/tanhf/log1pf are within 1-2 ulp of the correctly rounded result). */
+
+typedef struct {
+  sophon_activation act;
+  float x, want;
+} act_point;
+
+static sophon_activation act_ab(sophon_act_kind kind, float alpha, float beta) {
+  sophon_activation a = act_of(kind, alpha, 0, 0);
+  a.beta = beta;
+  return a;
+}
+
+static int close_f32(float got, float want) {
+  return fabsf(got - want) <= 4e-7f * fmaxf(1.0f, fabsf(want));
+}
+
+static void test_activation_kinds(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  const sophon_activation silu = act_of(SOPHON_ACT_SILU, 0, 0, 0);
+  const sophon_activation hswish = act_of(SOPHON_ACT_HARD_SWISH, 0, 0, 0);
+  const sophon_activation hsig = act_ab(SOPHON_ACT_HARD_SIGMOID, 1.0f / 6.0f, 0.5f);
+  const sophon_activation hsig_onnx = act_ab(SOPHON_ACT_HARD_SIGMOID, 0.2f, 0.5f);
+  const sophon_activation gelu = act_of(SOPHON_ACT_GELU, 0, 0, 0);
+  const sophon_activation gelu_tanh = act_of(SOPHON_ACT_GELU_TANH, 0, 0, 0);
+  const sophon_activation mish = act_of(SOPHON_ACT_MISH, 0, 0, 0);
+  const sophon_activation elu = act_of(SOPHON_ACT_ELU, 1.0f, 0, 0);
+  const sophon_activation elu_half = act_of(SOPHON_ACT_ELU, 0.5f, 0, 0);
+  const sophon_activation softplus = act_of(SOPHON_ACT_SOFTPLUS, 0, 0, 0);
+  const sophon_activation sqrt_ = act_of(SOPHON_ACT_SQRT, 0, 0, 0);
+  const sophon_activation rsqrt = act_of(SOPHON_ACT_RSQRT, 0, 0, 0);
+  const sophon_activation exp_ = act_of(SOPHON_ACT_EXP, 0, 0, 0);
+  const sophon_activation log_ = act_of(SOPHON_ACT_LOG, 0, 0, 0);
+  const sophon_activation recip = act_of(SOPHON_ACT_RECIPROCAL, 0, 0, 0);
+  const sophon_activation abs_ = act_of(SOPHON_ACT_ABS, 0, 0, 0);
+  const sophon_activation neg = act_of(SOPHON_ACT_NEG, 0, 0, 0);
+  const sophon_activation erf_ = act_of(SOPHON_ACT_ERF, 0, 0, 0);
+  const act_point points[] = {
+      {silu, 0.0f, 0.0f}, {silu, 1.0f, 0.7310585786f}, {silu, -1.0f, -0.2689414214f},
+      /* x * clip(x + 3, 0, 6) / 6 */
+      {hswish, -4.0f, 0.0f}, {hswish, -1.5f, -0.375f}, {hswish, 1.0f, 0.6666666667f},
+      {hswish, 3.0f, 3.0f}, {hswish, 10.0f, 10.0f},
+      /* clip(alpha * x + beta, 0, 1) */
+      {hsig, -4.0f, 0.0f}, {hsig, 0.0f, 0.5f}, {hsig, 4.0f, 1.0f}, {hsig_onnx, 1.0f, 0.7f},
+      /* x * (1 + erf(x / sqrt 2)) / 2; the tanh form */
+      {gelu, 0.0f, 0.0f}, {gelu, 1.0f, 0.8413447461f}, {gelu, -1.0f, -0.1586552539f},
+      {gelu, 2.0f, 1.9544997361f}, {gelu_tanh, 1.0f, 0.8411919906f},
+      {gelu_tanh, -1.0f, -0.1588080094f}, {gelu_tanh, 2.0f, 1.9545976941f},
+      /* x * tanh(softplus(x)) */
+      {mish, 0.0f, 0.0f}, {mish, 1.0f, 0.8650983883f}, {mish, -1.0f, -0.3034014614f},
+      {mish, 30.0f, 30.0f},
+      /* x > 0 ? x : alpha * (exp(x) - 1) */
+      {elu, 2.0f, 2.0f}, {elu, -1.0f, -0.6321205588f}, {elu_half, -2.0f, -0.4323323584f},
+      /* log(1 + exp(x)), stable: no overflow at 100, no underflow to 0 at -100 */
+      {softplus, 0.0f, 0.6931471806f}, {softplus, 1.0f, 1.3132616875f},
+      {softplus, 100.0f, 100.0f},
+      {sqrt_, 4.0f, 2.0f}, {sqrt_, 2.0f, 1.4142135624f}, {rsqrt, 4.0f, 0.5f},
+      {exp_, 1.0f, 2.7182818285f}, {log_, 2.7182818285f, 1.0f}, {recip, 4.0f, 0.25f},
+      {recip, -0.5f, -2.0f}, {abs_, -3.0f, 3.0f}, {neg, 3.0f, -3.0f},
+      {erf_, 0.5f, 0.5204998778f}, {erf_, 1.0f, 0.8427007929f},
+  };
+  const int count = (int)(sizeof(points) / sizeof(points[0]));
+  sophon_local in_t = local4(0, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(64, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+  int k;
+  for (k = 0; k < count; ++k) {
+    float x = points[k].x, got = 0.0f;
+    CHECK_OK(dev, load(dev, &in_t, &x));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &out_t, &in_t, &points[k].act));
+    CHECK_OK(dev, store(dev, &got, &out_t));
+    if (!close_f32(got, points[k].want))
+      printf("activation kind %d at %g: got %.9g, want %.9g\n", (int)points[k].act.kind,
+             (double)x, (double)got, (double)points[k].want);
+    CHECK(close_f32(got, points[k].want));
+  }
+  /* the edges: softplus(-100) is exp(-100) (a subnormal, not 0), abs(-0) is +0,
+   * hard-swish(-3) is -0 (x * 0) */
+  {
+    float v[3] = {-100.0f, -0.0f, -3.0f}, r[3];
+    sophon_local t = local4(128, 1, 1, 1, 3, SOPHON_LAYOUT_COMPACT);
+    CHECK_OK(dev, load(dev, &t, v));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &t, &t, &softplus));
+    CHECK_OK(dev, store(dev, r, &t));
+    CHECK(r[0] > 0.0f && r[0] < 1e-43f);
+    CHECK_OK(dev, load(dev, &t, v));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &t, &t, &abs_));
+    CHECK_OK(dev, store(dev, r, &t));
+    CHECK(r[1] == 0.0f && !signbit(r[1]));
+    CHECK_OK(dev, load(dev, &t, v));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &t, &t, &hswish));
+    CHECK_OK(dev, store(dev, r, &t));
+    CHECK(r[2] == 0.0f && signbit(r[2]));
+  }
+  /* bad parameters name the kind */
+  {
+    sophon_activation bad = act_ab(SOPHON_ACT_HARD_SIGMOID, NAN, 0.5f);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "hard-sigmoid alpha or beta is NaN");
+    bad = act_of(SOPHON_ACT_ELU, NAN, 0, 0);
+    CHECK_STATUS(dev, sophon_tiu_activation(dev, &out_t, &in_t, &bad), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "elu alpha is NaN");
+  }
+  sophon_device_destroy(dev);
+}
+
+/* Every kind fused after conv2d and binary equals the unfused op followed by
+ * tiu_activation, bit for bit (the reference applies the same function after the
+ * bias / the binary op). */
+static void test_fused_activation_kinds(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 1, IC = 3, OC = 5, H = 4, W = 4, IN = N * IC * H * W, OUT = N * OC * H * W };
+  float x[IN], wt[OC * IC * 9], bias[OC], fused[OUT], split[OUT];
+  sophon_local in_t = local4(0, N, IC, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(256, 1, OC, IC, 9, SOPHON_LAYOUT_COMPACT);
+  sophon_local b_t = local4(512, 1, OC, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(768, N, OC, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_local tmp_t = local4(1024, N, OC, H, W, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(3, 3, 1, 1, 1, 1);
+  int kind;
+  fill(x, IN, 61);
+  fill(wt, OC * IC * 9, 62);
+  fill(bias, OC, 63);
+  for (kind = 0; kind < IN; ++kind) x[kind] *= 3.0f;
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, load(dev, &w_t, wt));
+  CHECK_OK(dev, load(dev, &b_t, bias));
+  for (kind = SOPHON_ACT_SILU; kind <= SOPHON_ACT_ERF; ++kind) {
+    const sophon_activation act = act_ab((sophon_act_kind)kind, 0.7f, 0.25f);
+    p.act = act_of(SOPHON_ACT_NONE, 0, 0, 0);
+    CHECK_OK(dev, sophon_tiu_conv2d(dev, &tmp_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &tmp_t, &tmp_t, &act));
+    CHECK_OK(dev, store(dev, split, &tmp_t));
+    p.act = act;
+    CHECK_OK(dev, sophon_tiu_conv2d(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, fused, &out_t));
+    CHECK(memcmp(fused, split, sizeof fused) == 0);
+    /* binary: out = act(tmp * bias) */
+    CHECK_OK(dev, sophon_tiu_binary(dev, &out_t, &tmp_t, &b_t, SOPHON_BINARY_MUL, &act));
+    CHECK_OK(dev, store(dev, fused, &out_t));
+    CHECK_OK(dev, sophon_tiu_binary(dev, &tmp_t, &tmp_t, &b_t, SOPHON_BINARY_MUL, NULL));
+    CHECK_OK(dev, sophon_tiu_activation(dev, &tmp_t, &tmp_t, &act));
+    CHECK_OK(dev, store(dev, split, &tmp_t));
+    CHECK(memcmp(fused, split, sizeof fused) == 0);
+  }
+  sophon_device_destroy(dev);
+}
+
+/* DIV and PRELU (a > 0 ? a : a * slope, the slope per channel) by hand. */
+static void test_binary_div_prelu(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float a[6] = {-2.0f, 3.0f, -0.0f, 1.0f, -4.0f, 0.5f}, slope[2] = {0.25f, 0.5f}, got[6];
+  const float div_want[6] = {-8.0f, 12.0f, -0.0f, 2.0f, -8.0f, 1.0f};
+  const float prelu_want[6] = {-0.5f, 3.0f, -0.0f, 1.0f, -2.0f, 0.5f};
+  sophon_local a_t = local4(0, 1, 2, 1, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_local s_t = local4(256, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(512, 1, 2, 1, 3, SOPHON_LAYOUT_ALIGNED);
+  int i;
+  CHECK_OK(dev, load(dev, &a_t, a));
+  CHECK_OK(dev, load(dev, &s_t, slope));
+  CHECK_OK(dev, sophon_tiu_binary(dev, &out_t, &a_t, &s_t, SOPHON_BINARY_DIV, NULL));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  for (i = 0; i < 6; ++i) CHECK(got[i] == div_want[i] && signbit(got[i]) == signbit(div_want[i]));
+  CHECK_OK(dev, sophon_tiu_binary(dev, &out_t, &a_t, &s_t, SOPHON_BINARY_PRELU, NULL));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  for (i = 0; i < 6; ++i) CHECK(got[i] == prelu_want[i]);
+  CHECK_STATUS(dev, sophon_tiu_binary(dev, &out_t, &a_t, &s_t, (sophon_binary_op)99, NULL),
+               SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* The cost model charges the special functions more than an add (sophon_cost.h). */
+static void test_activation_costs(void) {
+  sophon_chip chip = small_chip();
+  sophon_local out = local4(0, 1, 64, 8, 8, SOPHON_LAYOUT_ALIGNED);
+  sophon_activation relu = act_of(SOPHON_ACT_RELU, 0, 0, 0), exp_ = act_of(SOPHON_ACT_EXP, 0, 0, 0);
+  sophon_activation mish = act_of(SOPHON_ACT_MISH, 0, 0, 0), hswish = act_of(SOPHON_ACT_HARD_SWISH, 0, 0, 0);
+  CHECK(sophon_cost_activation(&chip, &out, &exp_) > sophon_cost_activation(&chip, &out, &relu));
+  CHECK(sophon_cost_activation(&chip, &out, &mish) > sophon_cost_activation(&chip, &out, &exp_));
+  CHECK(sophon_cost_activation(&chip, &out, &hswish) > sophon_cost_activation(&chip, &out, &relu));
+  CHECK(sophon_cost_binary_op(&chip, &out, SOPHON_BINARY_DIV, NULL) >
+        sophon_cost_binary_op(&chip, &out, SOPHON_BINARY_ADD, NULL));
 }
 
 int main(void) {
@@ -1240,13 +1522,19 @@ int main(void) {
   test_avg_pool();
   test_binary();
   test_activations();
+  test_activation_kinds();
+  test_fused_activation_kinds();
+  test_binary_div_prelu();
+  test_activation_costs();
   test_softmax();
   test_argument_errors();
   test_counters();
   test_timesteps();
   test_row_window();
   test_cost_functions();
+  test_cost_silicon_terms();
   test_bm1680_conv();
+  test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }

@@ -1,6 +1,6 @@
 """The sophon pattern table: which Relax subgraphs run on the chip.
 
-One module per op family (conv, dense, pool, eltwise, int8), each with its
+One module per op family (conv, dense, pool, eltwise, activations, int8), each with its
 rules, its pattern builders and a ``patterns()`` list; ``rules`` holds what they
 share. A new family is a module with ``patterns()`` added to ``FAMILIES``.
 
@@ -23,13 +23,13 @@ from __future__ import annotations
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.transform import FusionPattern
 
-from . import conv, dense, eltwise, int8, pool
+from . import activations, conv, dense, eltwise, int8, pool
 from .rules import (constant_value, dtype_of, make_check, record_rejections, static_shape,  # noqa: F401
                     stop_recording)
 
 # Registration order: plain ops first, most fused last; int8 chains after every
 # float pattern, since they are larger than any float pattern inside them.
-FAMILIES = (eltwise, pool, dense, conv, int8)
+FAMILIES = (eltwise, activations, pool, dense, conv, int8)
 
 
 def pattern_table() -> list[FusionPattern]:

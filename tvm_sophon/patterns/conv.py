@@ -8,8 +8,9 @@ from typing import Optional
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import (ACTIVATIONS, CONV_DATA_LAYOUTS, CONV_KERNEL_LAYOUTS, with_activation, pattern_name, with_bias_add,
-                    base_rules, make_check, rule_bias_per_channel, rule_clip_bounds)
+from .rules import (CONV_DATA_LAYOUTS, CONV_KERNEL_LAYOUTS, FUSED_ACTIVATIONS, activation_rules, with_activation,
+                    pattern_name, with_bias_add, base_rules, make_check, rule_bias_per_channel, rule_clip_bounds,
+                    static_shape, window_attr_reason)
 
 
 def rule_conv2d(ann: dict) -> Optional[str]:
@@ -22,14 +23,21 @@ def rule_conv2d(ann: dict) -> Optional[str]:
         return f"conv2d kernel layout {attrs.kernel_layout} not one of {', '.join(CONV_KERNEL_LAYOUTS)}"
     if attrs.out_dtype and str(attrs.out_dtype) not in ("", "float32"):
         return f"conv2d out_dtype {attrs.out_dtype}; the chip accumulates float32 here"
-    return None
+    reason = window_attr_reason("conv2d", strides=attrs.strides, dilation=attrs.dilation,
+                                padding=attrs.padding, groups=[attrs.groups])
+    if reason is None:
+        shape = static_shape(ann["input"])
+        channels = shape[str(attrs.data_layout).index("C")] if shape is not None else None
+        if channels is not None and channels % int(attrs.groups):
+            reason = f"conv2d groups {int(attrs.groups)} do not divide its {channels} input channels"
+    return reason
 
 
 def conv2d_pattern(with_bias: bool, act: Optional[str]):
     data, weight = wildcard(), wildcard()
     root = is_op("relax.nn.conv2d")(data, weight)
     ann = {"input": data, "weight": weight, "root": root}
-    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act)
+    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     if act_pat is not None:
         ann["activation"] = act_pat
     return out, ann
@@ -37,8 +45,9 @@ def conv2d_pattern(with_bias: bool, act: Optional[str]):
 
 def patterns() -> list[FusionPattern]:
     table = []
-    for with_bias, act in itertools.product((False, True), (None, *ACTIVATIONS)):
+    for with_bias, act in itertools.product((False, True), (None, *FUSED_ACTIVATIONS)):
         pat, ann = conv2d_pattern(with_bias, act)
         table.append(FusionPattern(pattern_name("conv2d", "bias" if with_bias else None, act), pat, ann,
-                                   make_check(*base_rules(), rule_conv2d, rule_bias_per_channel, rule_clip_bounds)))
+                                   make_check(*base_rules(), rule_conv2d, rule_bias_per_channel, rule_clip_bounds,
+                                              *activation_rules(act))))
     return table

@@ -8,8 +8,8 @@ from typing import Optional
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import (ACTIVATIONS, with_activation, pattern_name, with_bias_add, base_rules, make_check,
-                    rule_bias_per_channel, rule_clip_bounds, static_shape)
+from .rules import (FUSED_ACTIVATIONS, activation_rules, with_activation, pattern_name, with_bias_add, base_rules,
+                    make_check, rule_bias_per_channel, rule_clip_bounds, static_shape)
 
 
 def rule_dense(ann: dict) -> Optional[str]:
@@ -35,7 +35,7 @@ def dense_pattern(transposed: bool, with_bias: bool, act: Optional[str]):
         ann["transposed_weight"] = rhs
     root = is_op("relax.matmul")(data, rhs)
     ann["root"] = root
-    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act)
+    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     if act_pat is not None:
         ann["activation"] = act_pat
     return out, ann
@@ -43,9 +43,10 @@ def dense_pattern(transposed: bool, with_bias: bool, act: Optional[str]):
 
 def patterns() -> list[FusionPattern]:
     table = []
-    for transposed, with_bias, act in itertools.product((False, True), (False, True), (None, *ACTIVATIONS)):
+    for transposed, with_bias, act in itertools.product((False, True), (False, True), (None, *FUSED_ACTIVATIONS)):
         pat, ann = dense_pattern(transposed, with_bias, act)
         label = "dense" if transposed else "matmul"
         table.append(FusionPattern(pattern_name(label, "bias" if with_bias else None, act), pat, ann,
-                                   make_check(*base_rules(), rule_dense, rule_bias_per_channel, rule_clip_bounds)))
+                                   make_check(*base_rules(), rule_dense, rule_bias_per_channel, rule_clip_bounds,
+                                              *activation_rules(act))))
     return table

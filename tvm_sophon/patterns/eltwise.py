@@ -16,6 +16,7 @@ BINARY_OPS = {
     "multiply": "relax.multiply",
     "maximum": "relax.maximum",
     "minimum": "relax.minimum",
+    "divide": "relax.divide",
 }
 UNARY_OPS = {
     "relu": ("relax.nn.relu", 0),
@@ -31,7 +32,7 @@ def binary_pattern(op_name: str, act: Optional[str]):
     lhs, rhs = wildcard(), wildcard()
     root = is_op(op_name)(lhs, rhs)
     ann = {"lhs": lhs, "rhs": rhs, "root": root}
-    out, act_pat = with_activation(root, act)
+    out, act_pat = with_activation(root, act, ann)
     if act_pat is not None:
         ann["activation"] = act_pat
     return out, ann

@@ -17,7 +17,7 @@ from tvm.relax.transform import FusionPattern
 from .conv import rule_conv2d
 from .dense import rule_dense
 from .pool import rule_pool
-from .rules import pattern_name, constant_value, dtype_of, make_check, rule_rank_at_most_4, static_shape
+from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4, static_shape
 
 
 def rule_int8_operands(ann: dict) -> Optional[str]:
@@ -117,18 +117,17 @@ def rule_same_quantization(ann: dict) -> Optional[str]:
 
 
 def rule_int8_pool(ann: dict) -> Optional[str]:
-    if dtype_of(ann["input"]) != "int8":
-        return f"input is {dtype_of(ann['input'])}"
-    return rule_pool(ann)
+    # the window first: a float32 pool the chip refuses is reported for its window
+    return rule_pool(ann) or (f"input is {dtype_of(ann['input'])}" if dtype_of(ann["input"]) != "int8" else None)
 
 
 def patterns() -> list[FusionPattern]:
     table = []
-    int8 = (rule_int8_operands, rule_rank_at_most_4)
+    int8 = (rule_int8_operands, rule_rank_at_most_4, rule_not_empty)
     data = wildcard()
     root = is_op("relax.nn.max_pool2d")(data)
     table.append(FusionPattern("sophon.qmax_pool2d", root, {"input": data, "root": root},
-                               make_check(rule_int8_pool)))
+                               make_check(rule_int8_pool, rule_not_empty)))
     # ONNX QDQ: quantize(max_pool2d(dequantize(x))) with one scale: an int8 max pool
     ann = {}
     data = wildcard()
@@ -136,12 +135,12 @@ def patterns() -> list[FusionPattern]:
     root = is_op("relax.nn.max_pool2d")(_dq(ann, "input", data))
     ann["root"] = root
     table.append(FusionPattern("sophon.qmax_pool2d_qdq", _q(ann, root, False), ann,
-                               make_check(rule_int8_operands, rule_same_quantization, rule_pool)))
+                               make_check(rule_int8_operands, rule_same_quantization, rule_pool, rule_not_empty)))
     data = wildcard()
     root = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(data))
     out = is_op("relax.astype")(root)
     table.append(FusionPattern("sophon.qavg_pool2d", out, {"input": data, "root": root},
-                               make_check(rule_int8_pool)))
+                               make_check(rule_int8_pool, rule_not_empty)))
     for clip in (False, True):
         pat, ann = qadd_pattern(clip)
         table.append(FusionPattern(pattern_name("qadd", "clip" if clip else None), pat, ann, make_check(*int8)))

@@ -7,7 +7,7 @@ from typing import Optional
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import CONV_DATA_LAYOUTS, pattern_name, base_rules, make_check, static_shape
+from .rules import CONV_DATA_LAYOUTS, pattern_name, base_rules, make_check, static_shape, window_attr_reason
 
 
 def rule_pool(ann: dict) -> Optional[str]:
@@ -16,7 +16,8 @@ def rule_pool(ann: dict) -> Optional[str]:
         return f"pool layout {attrs.layout} (chip handles NCHW, NHWC)"
     if str(attrs.out_layout) != str(attrs.layout):
         return f"pool out layout {attrs.out_layout} differs from layout {attrs.layout}"
-    return None
+    return window_attr_reason("pool", pool_size=attrs.pool_size, strides=attrs.strides,
+                              dilation=attrs.dilation, padding=attrs.padding)
 
 
 def rule_adaptive_pool(ann: dict) -> Optional[str]:

@@ -19,6 +19,8 @@ from tvm import relax
 from tvm.relax.dpl import DFPattern, is_op, wildcard
 from tvm.relax.transform import PatternCheckContext
 
+from . import chains
+
 SUPPORTED_DTYPES = ("float32",)
 CONV_DATA_LAYOUTS = ("NCHW", "NHWC")
 CONV_KERNEL_LAYOUTS = ("OIHW", "HWIO", "OHWI", "HWOI", "IHWO")
@@ -29,11 +31,16 @@ ACTIVATIONS = {
     "leakyrelu": ("relax.nn.leakyrelu", 0),
 }
 
+# what conv2d, fc and the binary ops fuse: the single ops above, then the
+# activations the importers spell as chains (patterns/chains.py)
+FUSED_ACTIVATIONS = (*ACTIVATIONS, *chains.CHAINS)
+
 Rule = Callable[[dict], Optional[str]]
 
 # ------------------------------------------------------------------ recording
 
-# Rejection reasons of the current partition run: bound var name -> reasons.
+# Rejection reasons of the current partition run: root op's bound var name ->
+# [(size of the rejected match, reason)].
 _REJECTIONS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
     "sophon_rejections", default=None
 )
@@ -81,6 +88,31 @@ def rule_static_float32(ann: dict) -> Optional[str]:
         dt = dtype_of(expr)
         if dt not in SUPPORTED_DTYPES:
             return f"{key} is {dt}; the BM1680 datapath is float32 only"
+    return None
+
+
+def rule_not_empty(ann: dict) -> Optional[str]:
+    """A zero-size tensor (a 0 in its shape) has nothing for the chip to compute,
+    and the runtime's descriptors take only positive dimensions: the host runs it."""
+    for key, expr in ann.items():
+        shape = static_shape(expr)
+        if shape is not None and 0 in shape:
+            return f"{key} has the zero-size shape {list(shape)}; the host runs it (nothing for the chip)"
+    return None
+
+
+def window_attr_reason(op: str, **values) -> Optional[str]:
+    """Window attributes the runtime refuses (sophon_check_conv_params and the pool
+    check): kernel, strides, dilation and groups >= 1, padding >= 0. ``values``
+    maps an attribute name to its ints (None when the op has no such attribute)."""
+    least = {"padding": 0}
+    for name, ints in values.items():
+        if ints is None:
+            continue
+        ints = [int(v) for v in (ints if isinstance(ints, (list, tuple)) else list(ints))]
+        low = least.get(name, 1)
+        if any(v < low for v in ints):
+            return f"{op} {name} {ints}: the chip needs every value >= {low}"
     return None
 
 
@@ -134,6 +166,23 @@ def rule_clip_bounds(ann: dict) -> Optional[str]:
     return None
 
 
+def rule_activation_chain(chain: "chains.Chain") -> Rule:
+    """The chain's constants make its chip activation (hard-swish adds 3, ...)."""
+
+    def rule(ann: dict) -> Optional[str]:
+        params = chains.activation_params(chain, ann)
+        return params if isinstance(params, str) else None
+
+    return rule
+
+
+def activation_rules(kind: Optional[str]) -> tuple[Rule, ...]:
+    """The rules a fused activation adds to its pattern's check."""
+    if kind in chains.ALL:
+        return (rule_activation_chain(chains.ALL[kind]),)
+    return ()
+
+
 def _channel_axis(root: relax.Call) -> int:
     attrs = root.attrs
     layout = None
@@ -154,7 +203,7 @@ def make_check(*rules: Rule):
         for rule in rules:
             reason = rule(ann)
             if reason is not None:
-                _record(ctx, reason)
+                _record(ctx, ann, reason)
                 return False
         return True
 
@@ -162,24 +211,32 @@ def make_check(*rules: Rule):
     return check
 
 
-def _record(ctx: PatternCheckContext, reason: str) -> None:
+def _record(ctx: PatternCheckContext, ann: dict, reason: str) -> None:
+    """Record ``reason`` against the rejected pattern's root op only (a bias add or
+    an activation fused behind it has its own patterns and reasons), with the size
+    of the match: the report prefers the smallest rejected match, the op's own
+    pattern, over a fused one that failed on a neighbour."""
     store = _REJECTIONS.get()
-    if store is None:
+    root = ann.get("root")
+    if store is None or root is None:
         return
-    # only the root op's variable: the other ops of the match (its input chain, its
-    # activation) are judged by their own patterns, so a reason never lands on an
-    # op it does not concern
-    root = _annotated(ctx).get("root")
-    var = ctx.value_to_bound_var.get(root) if root is not None else None
-    targets = [var] if var is not None else list(ctx.matched_bindings.keys())
-    for binding_var in targets:
-        store.setdefault(binding_var.name, []).append(reason)
+    for binding_var, value in ctx.matched_bindings.items():
+        if value.same_as(root):
+            store.setdefault(binding_var.name, []).append((len(ctx.matched_bindings), reason))
 
 # ------------------------------------------------------------------ builders
 
-def with_activation(inner: DFPattern, kind: Optional[str]) -> tuple[DFPattern, Optional[DFPattern]]:
+def with_activation(inner: DFPattern, kind: Optional[str],
+                    ann: Optional[dict] = None) -> tuple[DFPattern, Optional[DFPattern]]:
+    """``inner`` followed by the activation ``kind`` (a single op or a chain);
+    a chain's constants and ops go into ``ann`` as ``act.*``."""
     if kind is None:
         return inner, None
+    if kind in chains.CHAINS:
+        out, named = chains.CHAINS[kind].pattern(inner)
+        if ann is not None:
+            ann.update(named)
+        return out, out
     op_name, n_extra = ACTIVATIONS[kind]
     act = is_op(op_name)(inner, *(wildcard() for _ in range(n_extra)))
     return act, act
@@ -211,4 +268,4 @@ def pattern_name(*parts: Optional[str]) -> str:
 
 def base_rules() -> tuple[Rule, ...]:
     """The rules every float32 pattern starts with."""
-    return (rule_static_float32, rule_rank_at_most_4)
+    return (rule_static_float32, rule_rank_at_most_4, rule_not_empty)

@@ -1,0 +1,142 @@
+"""The model zoo of issue #10 on the emulated chip, in one table:
+
+    python bench/zoo.py                      # every model at its published input size
+    python bench/zoo.py --small              # the test sizes (tests/zoo_models.py)
+    python bench/zoo.py --only densenet121,yolov5s_pt --json zoo.json
+
+For each model (tests/zoo_models.py builds it with random weights, converted
+files are kept in $SOPHON_ZOO_DIR, default ~/.cache/tvm_sophon_zoo): import with
+``tvm_sophon.frontend.load``, ``partition_for_sophon``, ``build``, run on the
+emulator, and compare with the model's own framework (TFLite interpreter or
+onnxruntime) on the same seeded input. Columns:
+
+  regions      chip regions after partitioning (the issue's target: 1)
+  host ops     ops left on the host, counted by op (reasons listed under the table)
+  MACs chip    offload_report's share of MACs on the chip
+  rel err      max |chip - framework| / max |framework| over the outputs
+  fw noise     the same measure between the framework's interpreter and the model's
+               source framework (Keras / PyTorch eager): FP32 noise on this model
+  compile      partition_for_sophon + build (s)    emulator / framework: one run (s),
+               the median of up to 3 after a warm-up
+
+Each model runs in its own process (a crash, a hang or an out-of-memory in one
+model is that model's row, and the bench goes on); a failing stage puts its
+one-line error in the row. Run it with ``nice`` and SOPHON_NUM_THREADS=1 on a
+shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import zoo_models  # noqa: E402
+
+TIMEOUT_S = 1800
+
+
+def run_in_subprocess(name: str, size: str, workdir: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--size", size, "--workdir", str(workdir)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"model": name, "size": size, "error": f"timed out after {TIMEOUT_S} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("ZOO_ROW ")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1][len("ZOO_ROW "):])
+    tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+    how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+    return {"model": name, "size": size, "error": f"crashed ({how}): {tail[0][:200]}"}
+
+
+# ------------------------------------------------------------------ table
+
+
+def _fmt_s(row, key):
+    return f"{row[key]:.3g}" if key in row else "-"
+
+
+def format_table(rows: list) -> str:
+    header = ["model", "input", "regions", "host ops", "MACs chip", "rel err", "fw noise", "compile s",
+              "emulator s", "framework s"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        shape = row.get("input") or []
+        cells = [
+            row["model"], "x".join(str(d) for d in shape[1:]) if shape else "-",
+            str(row.get("regions", "-")),
+            ", ".join(row.get("host_ops", [])) or ("none" if "regions" in row else "-"),
+            f"{100 * row['mac_share']:.1f}%" if "mac_share" in row else "-",
+            f"{row['rel_err']:.1e}" if "rel_err" in row else "-",
+            f"{row['fw_noise']:.1e}" if "fw_noise" in row else "-",
+            _fmt_s(row, "compile_s"), _fmt_s(row, "emulator_s"), _fmt_s(row, "framework_s"),
+        ]
+        if "error" in row:
+            cells[3] = (cells[3] + "; " if cells[3] not in ("-", "none") else "") + "**" + row["error"] + "**"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def format_reasons(rows: list) -> str:
+    """Why each model's host ops stayed on the host, grouped by reason."""
+    lines = []
+    for row in rows:
+        for reason, ops in sorted(row.get("host_reasons", {}).items()):
+            lines.append(f"- {row['model']}: {', '.join(ops)}: {reason}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", action="store_true", help="the tests' small input sizes")
+    parser.add_argument("--only", help="comma-separated model names (default: all)")
+    parser.add_argument("--json", help="write the rows to this file")
+    parser.add_argument("--workdir", default=str(zoo_models.default_workdir()),
+                        help="where converted models are kept (default %(default)s)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    workdir = Path(args.workdir)
+
+    if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
+        row = zoo_models.measure(args.worker, args.size, workdir)
+        print("ZOO_ROW " + json.dumps(row), flush=True)
+        return 0
+
+    names = args.only.split(",") if args.only else list(zoo_models.MODELS)
+    unknown = [n for n in names if n not in zoo_models.MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(zoo_models.MODELS)}")
+    size = "small" if args.small else "full"
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, size={size}", flush=True)
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        row = run_in_subprocess(name, size, workdir)
+        row["wall_s"] = time.perf_counter() - start
+        rows.append(row)
+        print(f"# {name}: {row.get('error') or 'ok'} ({row['wall_s']:.0f} s)", flush=True)
+        if args.json:  # written after every model, so a long run leaves its rows behind
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+    print()
+    print(format_table(rows))
+    reasons = format_reasons(rows)
+    if reasons:
+        print("\nWhy the host ops stayed on the host:\n" + reasons)
+    ok = sum(1 for r in rows if "error" not in r)
+    whole = sum(1 for r in rows if r.get("regions") == 1 and not r.get("host_ops") and "error" not in r)
+    print(f"\n{ok} of {len(rows)} models compiled and ran; {whole} as one region with nothing on the host.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+/*
+ * sophon_cost.h - the cost model of the emulated chip, in one place.
+ *
+ * The runtime's counters use these functions for every instruction it executes,
+ * and the compiler (tvm_sophon/cost.py, through ctypes) calls the same functions
+ * when it plans, so the plan's estimate and the run's counters cannot drift apart.
+ *
+ * Every term is a property of the chip in sophon_chip (tvm_sophon/chips/NAME.json,
+ * where each number has its source or is named an assumption). All cycle counts
+ * are in cycles of the TIU clock (clock_hz); GDMA work is timed at gdma_clock_hz
+ * and converted. Members left 0 fall back as sophon.h says.
+ *
+ *   lane passes      the TIU puts channels on the npu_num lanes and, in each lane,
+ *                    `positions` elements of the h*w plane side by side:
+ *                      passes = ceil(C / npu_num) * batch_groups * ceil(H*W / positions)
+ *                    f32:  batch_groups = N, positions = unit_bytes / 4
+ *                    int8: the "4N" layout packs int8_batch_pack (p) batch items
+ *                          in each 32-bit word, so batch_groups = ceil(N / p) and
+ *                          positions = unit_bytes / p: at batch 1 three quarters of
+ *                          a BM1684's int8 datapath idle (EU alignment of H*W and
+ *                          of C over the lanes is in the ceilings)
+ *                    unit_bytes = eu_bytes for the conv, FC and tensor-arithmetic
+ *                    units, dwpool_eu_bytes for the depthwise/pooling unit
+ *   conv2d           tiu_latency + passes(out) * taps, taps = IC/groups * KH * KW;
+ *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
+ *                    (groups == IC == OC, one input channel per output) runs on the
+ *                    depthwise/pooling unit, any other on the conv unit
+ *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
+ *                    * ceil(K / positions) (output features on lanes, the
+ *                    reduction along the EUs; int8 / int8_macs_per_eu)
+ *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
+ *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
+ *                    and PRELU 2) + its fused activation's ops; activation: its
+ *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide)
+ *   activation ops   (assumption: one pass of the EUs per add, multiply, compare or
+ *                     select; a square root or a reciprocal 2, the special-function
+ *                     unit's table-and-polynomial taking about twice an add; exp, log,
+ *                     erf, tanh and sigmoid 4, as sigmoid and tanh always were here)
+ *                      relu, clip, leaky relu, abs, neg 1; hard-sigmoid 2 (multiply-
+ *                      add, clamp); sqrt, rsqrt, reciprocal 2; hard-swish 4 (add,
+ *                      clamp, multiply, scale); exp, log, erf, sigmoid, tanh 4; SiLU 5
+ *                      (sigmoid, multiply); ELU 6 (exp, subtract-multiply, select);
+ *                      GELU 7 (erf, 3 arithmetic); GELU-tanh 9 (tanh, 5 arithmetic);
+ *                      softplus 11 (exp, log, abs, max, add); Mish 16 (softplus,
+ *                      tanh, multiply)
+ *   fused bias/activation in conv and fc is free (done on the way out).
+ *
+ *   GDMA transfer    gdma_latency + ceil(effective_bytes / (ddr_bytes_per_second /
+ *                    gdma_clock_hz)) GDMA cycles, where the DDR and the LMEM are both
+ *                    accessed in bursts of gdma_burst_bytes:
+ *                      DDR side   the transfer is made of runs that are contiguous in
+ *                                 DDR (the dims ordered by stride, merged while
+ *                                 contiguous); each run costs whole bursts
+ *                      LMEM side  each (n, c) plane lands in one lane: n*c runs of
+ *                                 h*w elements, each whole bursts
+ *                      effective_bytes = max(DDR side, LMEM side)
+ *                    so small, strided and channel-scattered transfers (a depthwise
+ *                    weight is 9 floats per lane) cost more per byte than large
+ *                    contiguous ones.
+ *   timestep         max(TIU cycles, GDMA cycles) of the work issued in it, plus
+ *                    timestep_sync_cycles when it holds any (the engines wait for
+ *                    each other at the boundary; an empty timestep costs nothing).
+ *
+ * Seconds = cycles / clock_hz; energy = seconds * power_watts.
+ */
+#ifndef SOPHON_COST_H_
+#define SOPHON_COST_H_
+
+#include "sophon.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Elements of `dtype` one lane takes per cycle in the ALIGNED LMEM layout
+ * (eu_bytes / sizeof(dtype), x int8_macs_per_eu for int8). */
+int64_t sophon_eu_num(const sophon_chip* chip, sophon_dtype dtype);
+
+/* A GDMA transfer of one contiguous run of `bytes` on both sides, TIU cycles. */
+uint64_t sophon_cost_gdma(const sophon_chip* chip, uint64_t bytes);
+/* A GDMA load or store of the local tensor `l` from or to a global view with the
+ * given element strides (n, c, h, w), TIU cycles. */
+uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* l,
+                                   const int64_t global_strides[4]);
+/* What a timestep holding `tiu` and `gdma` cycles of work takes. */
+uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gdma);
+
+uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_local* in, const sophon_conv_params* p);
+uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
+                        const sophon_local* in);
+uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_pool_params* p);
+uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
+                             int64_t ops_per_element);
+/* Element-wise instructions, with the ops per element described above. */
+uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_activation* act); /* as ADD */
+uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
+                               sophon_binary_op op, const sophon_activation* act);
+uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
+                                const sophon_activation* act);
+uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SOPHON_COST_H_ */

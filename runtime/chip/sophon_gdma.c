@@ -1,0 +1,386 @@
+/*
+ * sophon_gdma.c - the GDMA engine: moves 4-D strided global (DDR) views into and
+ * out of the LMEM lane layout. Any dtype works: it only copies elements by size.
+ *
+ * Each (batch item, channel) is one block of h rows of w elements: contiguous in
+ * its lane (rows back to back), strided in DDR. Before copying, an instruction
+ * picks the cheapest way to move a block, once:
+ *   - the DDR rows are back to back too (stride_w 1, stride_h w, or one row):
+ *     one memcpy per block (e.g. a whole weight filter or a feature-map plane);
+ *   - the DDR rows are contiguous: one memcpy per row;
+ *   - otherwise element by element with the DDR steps (a fixed-size copy per
+ *     element; a zero step on a load broadcasts one element). A block of one
+ *     column is copied as one strided row. When consecutive channels are
+ *     consecutive in DDR (channels innermost, as in NHWC data or a transposed
+ *     weight), CHANNEL_GROUP channels are copied together, element position by
+ *     element position, so that DDR is read (or written) in runs of
+ *     CHANNEL_GROUP elements rather than one element per cache line; with AVX2,
+ *     8 channels x 8 positions of f32 at a time through an 8 x 8 transpose.
+ *     (Sweeping all channels per position instead reads DDR in order but
+ *     scatters the lane writes over every channel: slower, warm or cold.)
+ * Big transfers are split by blocks over the device's threads: a load's blocks
+ * land in disjoint lane ranges; a store is split (or copied by channel groups)
+ * only when no two elements of its DDR view share an address, otherwise it runs
+ * in the reference's order, so that the last write wins as it does there. Checks,
+ * counters and the cost are once per instruction and do not depend on the path.
+ */
+#include <string.h>
+
+#include "chip/sophon_cost.h"
+#include "chip/sophon_host.h"
+
+/* Transfers of at least this many bytes are split over the device's threads. */
+#define GDMA_PARALLEL_MIN_BYTES (1 << 20)
+
+/* Channels copied together when channels are innermost in DDR (a 64-byte run of f32). */
+#define CHANNEL_GROUP 16
+
+/* How one block is copied (see the file comment). */
+typedef enum { BLOCK_CONTIGUOUS, BLOCK_ROWS, BLOCK_ELEMENTS } block_kind;
+
+typedef struct {
+  sophon_view view;        /* the local tensor */
+  uint8_t* ddr;            /* the global view's data */
+  int64_t sn, sc;          /* DDR batch and channel strides, in bytes */
+  int64_t ddr_row, ddr_step; /* DDR row and element steps of a block, in bytes */
+  int32_t rows, cols;      /* a block is rows x cols elements ... */
+  int32_t elem;            /* ... of elem bytes */
+  block_kind kind;
+  int channel_groups;      /* BLOCK_ELEMENTS with channels innermost: by groups */
+  int is_load;
+  int use_avx2;
+} gdma_copy;
+
+/* Copies `count` elements of `elem` bytes from src (step src_step bytes) to dst
+ * (step dst_step bytes); a fixed-size memcpy per element compiles to one move. */
+static void copy_elements(uint8_t* dst, int64_t dst_step, const uint8_t* src,
+                          int64_t src_step, int32_t count, int32_t elem) {
+  int32_t i;
+  switch (elem) {
+    case 1:
+      for (i = 0; i < count; ++i) dst[i * dst_step] = src[i * src_step];
+      break;
+    case 4:
+      for (i = 0; i < count; ++i) memcpy(dst + i * dst_step, src + i * src_step, 4);
+      break;
+    default:
+      for (i = 0; i < count; ++i)
+        memcpy(dst + i * dst_step, src + i * src_step, (size_t)elem);
+      break;
+  }
+}
+
+/* Sets g->kind, rows, cols and the DDR steps of a block from the global view's h, w
+ * strides (bytes). */
+static void plan_blocks(gdma_copy* g, int32_t h, int32_t w, int64_t sh, int64_t sw) {
+  g->rows = h;
+  g->cols = w;
+  g->ddr_row = sh;
+  g->ddr_step = sw;
+  if (w == 1 && h > 1) { /* one column: a single strided row */
+    g->rows = 1;
+    g->cols = h;
+    g->ddr_step = sh;
+  }
+  if (g->ddr_step != g->elem || (g->rows == 1 && g->cols == 1))
+    g->kind = BLOCK_ELEMENTS;
+  else if (g->rows == 1 || g->ddr_row == (int64_t)g->cols * g->elem)
+    g->kind = BLOCK_CONTIGUOUS;
+  else
+    g->kind = BLOCK_ROWS;
+}
+
+/* Copies one block between its lane address and its DDR address. */
+static void copy_block(const gdma_copy* g, uint8_t* lane, uint8_t* ddr) {
+  const int64_t lane_row = (int64_t)g->cols * g->elem;
+  int32_t y;
+  switch (g->kind) {
+    case BLOCK_CONTIGUOUS:
+      if (g->is_load)
+        memcpy(lane, ddr, (size_t)g->rows * (size_t)lane_row);
+      else
+        memcpy(ddr, lane, (size_t)g->rows * (size_t)lane_row);
+      break;
+    case BLOCK_ROWS:
+      for (y = 0; y < g->rows; ++y) {
+        if (g->is_load)
+          memcpy(lane + y * lane_row, ddr + y * g->ddr_row, (size_t)lane_row);
+        else
+          memcpy(ddr + y * g->ddr_row, lane + y * lane_row, (size_t)lane_row);
+      }
+      break;
+    case BLOCK_ELEMENTS:
+      for (y = 0; y < g->rows; ++y) {
+        if (g->is_load)
+          copy_elements(lane + y * lane_row, g->elem, ddr + y * g->ddr_row, g->ddr_step,
+                        g->cols, g->elem);
+        else
+          copy_elements(ddr + y * g->ddr_row, g->ddr_step, lane + y * lane_row, g->elem,
+                        g->cols, g->elem);
+      }
+      break;
+  }
+}
+
+/* Copies the blocks of `count` (<= CHANNEL_GROUP) consecutive channels, whose lane
+ * addresses are lanes[0 .. count), between the lanes and DDR (channel k at ddr + k
+ * elements), element position by element position. */
+static void copy_channel_group(const gdma_copy* g, uint8_t* const* lanes, int32_t count,
+                               uint8_t* ddr) {
+  int32_t y, x, k;
+  for (y = 0; y < g->rows; ++y) {
+    for (x = 0; x < g->cols; ++x) {
+      const int64_t at = ((int64_t)y * g->cols + x) * g->elem; /* in each lane */
+      uint8_t* run = ddr + y * g->ddr_row + x * g->ddr_step;
+      if (g->elem == 4 && g->is_load) {
+        for (k = 0; k < count; ++k) memcpy(lanes[k] + at, run + 4 * k, 4);
+      } else if (g->elem == 4) {
+        for (k = 0; k < count; ++k) memcpy(run + 4 * k, lanes[k] + at, 4);
+      } else {
+        for (k = 0; k < count; ++k) {
+          if (g->is_load)
+            memcpy(lanes[k] + at, run + k * g->elem, (size_t)g->elem);
+          else
+            memcpy(run + k * g->elem, lanes[k] + at, (size_t)g->elem);
+        }
+      }
+    }
+  }
+}
+
+#if SOPHON_X86_DISPATCH
+/* Transposes the 8 x 8 floats r[0..8) in place (r[i][j] <-> r[j][i]). */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline void transpose8_avx2(__m256* r) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* copy_channel_group for 4-byte elements with AVX2: for each 8 channels and 8
+ * element positions of a block row, 8 loads, a transpose and 8 stores; the rest
+ * (fewer than 8 channels or positions) element by element. */
+SOPHON_AVX2 static void copy_channel_group_avx2(const gdma_copy* g, uint8_t* const* lanes,
+                                                int32_t count, uint8_t* ddr) {
+  __m256 r[8];
+  int32_t y, x, k0, i;
+  for (k0 = 0; k0 + 8 <= count; k0 += 8) {
+    for (y = 0; y < g->rows; ++y) {
+      const int64_t lane_row = (int64_t)y * g->cols * 4;
+      uint8_t* ddr_row = ddr + y * g->ddr_row + 4 * k0;
+      for (x = 0; x + 8 <= g->cols; x += 8) {
+        if (g->is_load) { /* r[i]: channels k0.. at position x + i; then channel k0 + i */
+          for (i = 0; i < 8; ++i)
+            r[i] = _mm256_loadu_ps((const float*)(const void*)(ddr_row + (x + i) * g->ddr_step));
+          transpose8_avx2(r);
+          for (i = 0; i < 8; ++i)
+            _mm256_storeu_ps((float*)(void*)(lanes[k0 + i] + lane_row + 4 * x), r[i]);
+        } else {
+          for (i = 0; i < 8; ++i)
+            r[i] = _mm256_loadu_ps((const float*)(const void*)(lanes[k0 + i] + lane_row + 4 * x));
+          transpose8_avx2(r);
+          for (i = 0; i < 8; ++i)
+            _mm256_storeu_ps((float*)(void*)(ddr_row + (x + i) * g->ddr_step), r[i]);
+        }
+      }
+      for (; x < g->cols; ++x) {
+        uint8_t* run = ddr_row + x * g->ddr_step;
+        for (i = 0; i < 8; ++i) {
+          if (g->is_load)
+            memcpy(lanes[k0 + i] + lane_row + 4 * x, run + 4 * i, 4);
+          else
+            memcpy(run + 4 * i, lanes[k0 + i] + lane_row + 4 * x, 4);
+        }
+      }
+    }
+  }
+  if (k0 < count) copy_channel_group(g, lanes + k0, count - k0, ddr + 4 * k0);
+}
+#endif
+
+/* One task of a channel-group transfer: groups [begin, end) in (batch, group) order. */
+static void gdma_group_task(void* ctx, int32_t task, int32_t tasks) {
+  const gdma_copy* g = (const gdma_copy*)ctx;
+  const int32_t groups = (int32_t)sophon_ceil_div(g->view.c, CHANNEL_GROUP);
+  uint8_t* lanes[CHANNEL_GROUP];
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)g->view.n * groups, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item) {
+    const int32_t batch = (int32_t)(item / groups);
+    const int32_t c0 = (int32_t)(item % groups) * CHANNEL_GROUP;
+    const int32_t count = g->view.c - c0 < CHANNEL_GROUP ? g->view.c - c0 : CHANNEL_GROUP;
+    sophon_channel_iter it = sophon_channel_begin(&g->view, batch, c0);
+    int32_t k;
+    for (k = 0; k < count; ++k) {
+      lanes[k] = it.base;
+      sophon_channel_next(&g->view, &it);
+    }
+#if SOPHON_X86_DISPATCH
+    if (g->use_avx2 && g->elem == 4) {
+      copy_channel_group_avx2(g, lanes, count, g->ddr + batch * g->sn + c0 * g->sc);
+      continue;
+    }
+#endif
+    copy_channel_group(g, lanes, count, g->ddr + batch * g->sn + c0 * g->sc);
+  }
+}
+
+/* One task: blocks [begin, end) in (batch, channel) order. */
+static void gdma_task(void* ctx, int32_t task, int32_t tasks) {
+  const gdma_copy* g = (const gdma_copy*)ctx;
+  const int32_t channels = g->view.c;
+  int64_t begin, end, block;
+  sophon_channel_iter it;
+  int32_t batch, channel;
+  sophon_task_range((int64_t)g->view.n * channels, task, tasks, &begin, &end);
+  if (begin >= end) return;
+  batch = (int32_t)(begin / channels);
+  channel = (int32_t)(begin % channels);
+  it = sophon_channel_begin(&g->view, batch, channel);
+  for (block = begin; block < end; ++block) {
+    copy_block(g, it.base, g->ddr + batch * g->sn + channel * g->sc);
+    if (++channel == channels) {
+      channel = 0;
+      ++batch;
+      if (block + 1 < end) it = sophon_channel_begin(&g->view, batch, 0);
+    } else {
+      sophon_channel_next(&g->view, &it);
+    }
+  }
+}
+
+/* 1 if no two elements of the view share an address: with the dims sorted by
+ * |stride|, each stride exceeds the largest offset the smaller dims reach. */
+static int view_is_injective(const sophon_global* gv) {
+  int64_t size[4], stride[4], reach = 0;
+  int32_t dims = 0, i, j;
+  const int64_t sizes[4] = {gv->n, gv->c, gv->h, gv->w};
+  const int64_t strides[4] = {gv->stride_n, gv->stride_c, gv->stride_h, gv->stride_w};
+  for (i = 0; i < 4; ++i) {
+    if (sizes[i] == 1) continue;
+    size[dims] = sizes[i];
+    stride[dims] = strides[i] < 0 ? -strides[i] : strides[i];
+    for (j = dims; j > 0 && stride[j - 1] > stride[j]; --j) { /* insertion sort */
+      const int64_t s = stride[j], n = size[j];
+      stride[j] = stride[j - 1];
+      size[j] = size[j - 1];
+      stride[j - 1] = s;
+      size[j - 1] = n;
+    }
+    ++dims;
+  }
+  for (i = 0; i < dims; ++i) {
+    if (stride[i] <= reach) return 0;
+    reach += (size[i] - 1) * stride[i];
+  }
+  return 1;
+}
+
+/* Runs a checked transfer between `l` and `gv`. */
+static void gdma_run(sophon_device* dev, const sophon_local* l, const sophon_global* gv,
+                     int is_load, uint64_t bytes) {
+  gdma_copy g;
+  int32_t tasks = 1;
+  int any_order; /* blocks may be copied in any order, and concurrently */
+  g.elem = sophon_dtype_size(l->dtype);
+  g.is_load = is_load;
+  g.use_avx2 = dev->cpu_avx2;
+  g.ddr = (uint8_t*)gv->data;
+  g.sn = gv->stride_n * g.elem; /* strides in bytes */
+  g.sc = gv->stride_c * g.elem;
+  sophon_view_init(&g.view, dev, l);
+  plan_blocks(&g, l->h, l->w, gv->stride_h * g.elem, gv->stride_w * g.elem);
+  any_order = is_load || view_is_injective(gv);
+  g.channel_groups = any_order && g.kind == BLOCK_ELEMENTS && g.sc == g.elem && l->c > 1;
+  if (any_order && !dev->reference && bytes >= GDMA_PARALLEL_MIN_BYTES)
+    tasks = sophon_tasks_for(dev, bytes, (int64_t)l->n * l->c);
+  sophon_parallel_run(dev->pool, tasks, g.channel_groups ? gdma_group_task : gdma_task, &g);
+}
+
+/* The global view is non-NULL with positive dims; shapes and dtypes match. */
+static sophon_status check_pair(sophon_device* dev, const char* op, const char* gname,
+                                const sophon_global* g, const char* lname,
+                                const sophon_local* l) {
+  sophon_status status = sophon_check_local(dev, op, lname, l);
+  if (status != SOPHON_OK) return status;
+  if (g == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s is NULL", op, gname);
+  if (g->data == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s data is NULL", op, gname);
+  if (g->n != l->n || g->c != l->c || g->h != l->h || g->w != l->w)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: %s shape (%d,%d,%d,%d) differs from %s shape (%d,%d,%d,%d)",
+                            op, gname, (int)g->n, (int)g->c, (int)g->h, (int)g->w, lname,
+                            (int)l->n, (int)l->c, (int)l->h, (int)l->w);
+  if (g->dtype != l->dtype)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s dtype %s differs from %s dtype %s",
+                            op, gname, sophon_dtype_name(g->dtype), lname,
+                            sophon_dtype_name(l->dtype));
+  return sophon_check_bounds(dev, op, lname, l);
+}
+
+static void count_gdma(sophon_device* dev, const sophon_local* l, const sophon_global* g,
+                       uint64_t bytes, int is_load) {
+  const int64_t strides[4] = {g->stride_n, g->stride_c, g->stride_h, g->stride_w};
+  sophon_count_gdma(dev, sophon_cost_gdma_transfer(&dev->chip, l, strides), bytes, is_load);
+  sophon_touch(dev, l);
+}
+
+static uint64_t tensor_bytes(const sophon_local* l) {
+  return (uint64_t)l->n * (uint64_t)l->c * (uint64_t)l->h * (uint64_t)l->w *
+         (uint64_t)sophon_dtype_size(l->dtype);
+}
+
+sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
+                               const sophon_global* src) {
+  static const char* op = "gdma_load";
+  sophon_status status;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  status = check_pair(dev, op, "src", src, "dst", dst);
+  if (status != SOPHON_OK) return status;
+
+  gdma_run(dev, dst, src, 1, tensor_bytes(dst));
+  count_gdma(dev, dst, src, tensor_bytes(dst), 1);
+  return SOPHON_OK;
+}
+
+sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
+                                const sophon_local* src) {
+  static const char* op = "gdma_store";
+  sophon_status status;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  status = check_pair(dev, op, "dst", dst, "src", src);
+  if (status != SOPHON_OK) return status;
+  /* a zero stride would make several elements land on one address */
+  if ((dst->n > 1 && dst->stride_n == 0) || (dst->c > 1 && dst->stride_c == 0) ||
+      (dst->h > 1 && dst->stride_h == 0) || (dst->w > 1 && dst->stride_w == 0))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "gdma_store: dst strides (%lld,%lld,%lld,%lld) for shape "
+                            "(%d,%d,%d,%d) have a zero stride on a dim > 1 (broadcast is "
+                            "for loads only)",
+                            (long long)dst->stride_n, (long long)dst->stride_c,
+                            (long long)dst->stride_h, (long long)dst->stride_w, (int)dst->n,
+                            (int)dst->c, (int)dst->h, (int)dst->w);
+
+  gdma_run(dev, src, dst, 0, tensor_bytes(src));
+  count_gdma(dev, src, dst, tensor_bytes(src), 0);
+  return SOPHON_OK;
+}

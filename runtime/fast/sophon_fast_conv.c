@@ -1,0 +1,833 @@
+/*
+ * sophon_fast_conv.c - fast f32 conv2d and fc, beside the reference kernels of
+ * sophon_tiu_conv.c, which stay the specification (tests/test_fast_kernels.py
+ * checks one against the other). Same operands, already checked by the
+ * instruction; the LMEM lane layout is read and written as it is.
+ *
+ * conv2d, one GEMM per (batch item, group):
+ *     C[oc][p] = sum_k A[oc][k] * B[k][p],   k = (ic, ky, kx), p = oy * OW + ox
+ *   A is the weight (row oc is contiguous in oc's lane), B the input as columns of
+ *   window taps (im2col; padding taps are zeros), C the output (channel oc's plane
+ *   is contiguous in its lane). A is read in place: an A panel is mr weight rows.
+ *   Tasks own B panels (nr output pixels) or A panels, whichever has more; each
+ *   walks its B panels K block by K block and runs an mr x nr register-blocked
+ *   micro-kernel for every A panel over the block, keeping partial sums in a
+ *   contiguous tile buffer; the last block adds the bias, applies the activation in
+ *   registers (sigmoid and tanh run after, over the task's outputs) and stores the
+ *   output rows. Where B comes from:
+ *   - implicit GEMM (the AVX-512 kernel): the input is copied once into the stride
+ *     phases of its zero-padded planes, where every row of B is a contiguous run
+ *     (see conv_gemm.b_rows); the kernel reads those rows in place, and columns that
+ *     fall on padding are computed and dropped;
+ *   - packed (AVX2, plain C, sigmoid/tanh): each block of a B panel (16 KiB, so it
+ *     stays in L1) is packed from the input (im2col) before use, or all of B once,
+ *     together, when tasks split the A panels.
+ *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
+ *   chosen at run time from the CPU (sophon_device_set_isa caps the choice).
+ * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
+ * fc: the input vector gathered once, then one dot product per output feature.
+ *
+ * Threads: each task owns disjoint outputs (conv: a range of B panels or of A
+ * panels, whichever has more; fc: features) and computes every element in one
+ * fixed order, so results are bit-identical for any thread count.
+ *
+ * Tolerance against the reference. The GEMM adds each output's products in the
+ * reference's (ic, ky, kx) order; padding taps add exact zeros. The x86 kernels
+ * use fused multiply-adds (one rounding per step where the reference has two: on
+ * the Zen 4 host this was tuned on, separate multiplies and adds ran at about 70%
+ * of the FMA kernel's speed), the C kernel multiplies then adds, as the reference
+ * does. fc sums in 8 interleaved partial sums, combined pairwise, so it differs by
+ * reassociation. Either way both sums are within gamma_K * sum_k |a_k * b_k| of
+ * the exact one (gamma_K ~ K * 2^-24), hence
+ *     |fast - reference| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (before bias, act)
+ * and bias and the activations (monotone, 1-Lipschitz) keep that bound up to one
+ * more rounding. tests/test_fast_kernels.py checks every kernel against this bound.
+ */
+#include <string.h>
+
+#include "fast/sophon_fast.h"
+
+enum {
+  MR_MAX = 8,  /* micro-tile rows (output channels): 8 with AVX-512, else 6 */
+  NR_MAX = 32, /* widest micro-tile: output pixels */
+  B_PANEL_FLOATS = 4096 /* a B panel (K block x nr) is 16 KiB: it stays in L1 */
+};
+
+/* --------------------------------------------------------- micro-kernels
+ * A micro-kernel computes one MR x nr tile of C over one K block of kc:
+ *     acc[r][j] = (first ? 0 : tile[r*nr + j]) + sum_{k < kc} a[r][k] * b[k*nr + j]
+ * adding the products in k order. a[r] is row r of A from the block's first k, read
+ * in place from the weight in its lane (packing A would cost a pass over the
+ * weights at every instruction, and a conv runs once per slice); b is a packed B
+ * panel (nr columns), tile a contiguous MR x nr buffer, both 64-byte aligned. Then
+ * either
+ *   - out == NULL (a block before the last): acc is stored back to tile; or
+ *   - the last block: with bias != NULL, acc[r][j] = act(acc[r][j] + bias[r]) for
+ *     an activation the kernels apply in registers (sophon_act_is_simple; act NULL
+ *     for none); the first `cols` (1..nr) columns of row r go to out[r].
+ * Partial sums live in the tile, not in the output rows, which sit in six lanes
+ * far apart: one contiguous buffer is cheaper to re-read at every K block. */
+
+typedef void (*micro_kernel_fn)(int64_t kc, const float* const* a, const float* b,
+                                float* tile, int first, float* const* out, int32_t cols,
+                                const float* bias, const sophon_activation* act);
+
+/* The same over B rows read in place: row k of the block starts at b_rows[k] + b_col. */
+typedef void (*micro_kernel_rows_fn)(int64_t kc, const float* const* a,
+                                     const float* const* b_rows, int64_t b_col, float* tile,
+                                     int first, float* const* out, int32_t cols,
+                                     const float* bias, const sophon_activation* act);
+
+typedef struct {
+  micro_kernel_fn fn;
+  micro_kernel_rows_fn rows_fn; /* NULL where B must be packed */
+  int32_t mr;  /* tile rows: 6 or 8 */
+  int32_t nr;  /* panel width: 16 or 32 */
+  int32_t kc;  /* K block: B_PANEL_FLOATS / nr */
+} micro_kernel;
+
+static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, float* tile,
+                           int first, float* const* out, int32_t cols, const float* bias,
+                           const sophon_activation* act) {
+  enum { MR = 6, NR = 16 };
+  float acc[MR][NR];
+  int64_t k;
+  int r, j;
+  for (r = 0; r < MR; ++r)
+    for (j = 0; j < NR; ++j) acc[r][j] = first ? 0.0f : tile[r * NR + j];
+  for (k = 0; k < kc; ++k) {
+    for (r = 0; r < MR; ++r) {
+      const float a_r = a[r][k];
+      for (j = 0; j < NR; ++j) acc[r][j] += a_r * b[j];
+    }
+    b += NR;
+  }
+  for (r = 0; r < MR; ++r) {
+    if (out == NULL) {
+      for (j = 0; j < NR; ++j) tile[r * NR + j] = acc[r][j];
+      continue;
+    }
+    for (j = 0; j < cols; ++j) {
+      float v = acc[r][j];
+      if (bias != NULL) v = sophon_activate_f32(act, v + bias[r]);
+      out[r][j] = v;
+    }
+  }
+}
+
+#if SOPHON_X86_DISPATCH
+/* 6 x 16: two 8-float vectors per row, twelve accumulators. */
+#define SOPHON_ROW(r)                                                   \
+  do {                                                                  \
+    const __m256 a_r = _mm256_broadcast_ss(a##r + k);                   \
+    c##r##0 = _mm256_fmadd_ps(a_r, b0, c##r##0);                        \
+    c##r##1 = _mm256_fmadd_ps(a_r, b1, c##r##1);                        \
+  } while (0)
+#define SOPHON_TILE(r) \
+  acc[r][0] = c##r##0; \
+  acc[r][1] = c##r##1
+
+SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
+                                              const float* b, float* tile, int first,
+                                              float* const* out, int32_t cols,
+                                              const float* bias, const sophon_activation* act) {
+  enum { MR = 6 };
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
+  __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+  __m256 acc[MR][2];
+  int64_t k;
+  int r;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = _mm256_setzero_ps();
+    c30 = c31 = c40 = c41 = c50 = c51 = _mm256_setzero_ps();
+  } else {
+    c00 = _mm256_load_ps(tile + 0); c01 = _mm256_load_ps(tile + 8);
+    c10 = _mm256_load_ps(tile + 16); c11 = _mm256_load_ps(tile + 24);
+    c20 = _mm256_load_ps(tile + 32); c21 = _mm256_load_ps(tile + 40);
+    c30 = _mm256_load_ps(tile + 48); c31 = _mm256_load_ps(tile + 56);
+    c40 = _mm256_load_ps(tile + 64); c41 = _mm256_load_ps(tile + 72);
+    c50 = _mm256_load_ps(tile + 80); c51 = _mm256_load_ps(tile + 88);
+  }
+  for (k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+    SOPHON_ROW(0);
+    SOPHON_ROW(1);
+    SOPHON_ROW(2);
+    SOPHON_ROW(3);
+    SOPHON_ROW(4);
+    SOPHON_ROW(5);
+    b += 16;
+  }
+  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2);
+  SOPHON_TILE(3); SOPHON_TILE(4); SOPHON_TILE(5);
+  if (out == NULL) {
+    for (r = 0; r < MR; ++r) {
+      _mm256_store_ps(tile + r * 16, acc[r][0]);
+      _mm256_store_ps(tile + r * 16 + 8, acc[r][1]);
+    }
+    return;
+  }
+  for (r = 0; r < MR; ++r) {
+    __m256 v0 = acc[r][0], v1 = acc[r][1];
+    if (bias != NULL) {
+      const __m256 bias_r = _mm256_broadcast_ss(bias + r);
+      v0 = sophon_act_avx2(_mm256_add_ps(v0, bias_r), act);
+      v1 = sophon_act_avx2(_mm256_add_ps(v1, bias_r), act);
+    }
+    sophon_store_first_avx2(out[r], v0, cols);
+    if (cols > 8) sophon_store_first_avx2(out[r] + 8, v1, cols - 8);
+  }
+}
+#undef SOPHON_ROW
+
+/* sophon_act_avx2 on 16 floats (same selections, so the same bits). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
+                                                                   const sophon_activation* act) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
+                                  _mm512_max_ps(x, _mm512_setzero_ps()), x);
+    case SOPHON_ACT_CLIP:
+      return _mm512_max_ps(_mm512_set1_ps(act->lo), _mm512_min_ps(_mm512_set1_ps(act->hi), x));
+    case SOPHON_ACT_LEAKY_RELU:
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
+                                  _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
+    default: return x;
+  }
+}
+
+/* 8 x 32: two 16-float vectors per row, sixteen accumulators (of the 32 vector
+ * registers). On hosts that run 512-bit operations as two 256-bit halves this has
+ * the AVX2 kernel's arithmetic throughput with half the instructions; masked
+ * stores handle the edge columns. */
+#define SOPHON_ROW(r)                                                   \
+  do {                                                                  \
+    const __m512 a_r = _mm512_set1_ps(a##r[k]);                         \
+    c##r##0 = _mm512_fmadd_ps(a_r, b0, c##r##0);                        \
+    c##r##1 = _mm512_fmadd_ps(a_r, b1, c##r##1);                        \
+  } while (0)
+#define SOPHON_LOAD(r)                                \
+  c##r##0 = _mm512_load_ps(tile + (r) * 32);          \
+  c##r##1 = _mm512_load_ps(tile + (r) * 32 + 16)
+
+/* b_rows == NULL: B is a packed panel b (rows 32 floats apart); else row k of B
+ * starts at b_rows[k] + b_col (the implicit GEMM of conv2d_gemm: no packing). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
+    int64_t kc, const float* const* a, const float* b, const float* const* b_rows,
+    int64_t b_col, float* tile, int first, float* const* out, int32_t cols, const float* bias,
+    const sophon_activation* act) {
+  enum { MR = 8 };
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+  const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
+  __m512 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71;
+  __m512 acc[MR][2];
+  int64_t k;
+  int r;
+  if (first) {
+    c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = _mm512_setzero_ps();
+    c40 = c41 = c50 = c51 = c60 = c61 = c70 = c71 = _mm512_setzero_ps();
+  } else {
+    SOPHON_LOAD(0); SOPHON_LOAD(1); SOPHON_LOAD(2); SOPHON_LOAD(3);
+    SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);
+  }
+  for (k = 0; k < kc; ++k) {
+    const float* b_k = b_rows != NULL ? b_rows[k] + b_col : b + k * 32;
+    const __m512 b0 = _mm512_loadu_ps(b_k), b1 = _mm512_loadu_ps(b_k + 16);
+    SOPHON_ROW(0);
+    SOPHON_ROW(1);
+    SOPHON_ROW(2);
+    SOPHON_ROW(3);
+    SOPHON_ROW(4);
+    SOPHON_ROW(5);
+    SOPHON_ROW(6);
+    SOPHON_ROW(7);
+  }
+  SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);
+  SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);
+  if (out == NULL) {
+    for (r = 0; r < MR; ++r) {
+      _mm512_store_ps(tile + r * 32, acc[r][0]);
+      _mm512_store_ps(tile + r * 32 + 16, acc[r][1]);
+    }
+    return;
+  }
+  {
+    const __mmask16 mask0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u);
+    const __mmask16 mask1 =
+        (__mmask16)(cols >= 32 ? 0xFFFFu : cols <= 16 ? 0u : (1u << (cols - 16)) - 1u);
+    for (r = 0; r < MR; ++r) {
+      __m512 v0 = acc[r][0], v1 = acc[r][1];
+      if (bias != NULL) {
+        const __m512 bias_r = _mm512_set1_ps(bias[r]);
+        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
+        v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
+      }
+      if (cols == 32) {
+        _mm512_storeu_ps(out[r], v0);
+        _mm512_storeu_ps(out[r] + 16, v1);
+      } else {
+        _mm512_mask_storeu_ps(out[r], mask0, v0);
+        _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);
+      }
+    }
+  }
+}
+#undef SOPHON_LOAD
+#undef SOPHON_ROW
+#undef SOPHON_TILE
+
+SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
+                                              const float* b, float* tile, int first,
+                                              float* const* out, int32_t cols,
+                                              const float* bias, const sophon_activation* act) {
+  micro_kernel_avx512_body(kc, a, b, NULL, 0, tile, first, out, cols, bias, act);
+}
+
+SOPHON_AVX512 static void micro_kernel_avx512_rows(int64_t kc, const float* const* a,
+                                                   const float* const* b_rows, int64_t b_col,
+                                                   float* tile, int first, float* const* out,
+                                                   int32_t cols, const float* bias,
+                                                   const sophon_activation* act) {
+  micro_kernel_avx512_body(kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
+}
+#endif
+
+static micro_kernel micro_kernel_for(const sophon_device* dev) {
+  micro_kernel k;
+  k.fn = micro_kernel_c;
+  k.rows_fn = NULL;
+  k.mr = 6;
+  k.nr = 16;
+#if SOPHON_X86_DISPATCH
+  if (dev->cpu_avx512) {
+    k.fn = micro_kernel_avx512;
+    k.rows_fn = micro_kernel_avx512_rows;
+    k.mr = 8;
+    k.nr = 32;
+  } else if (dev->cpu_fma) {
+    k.fn = micro_kernel_avx2;
+  }
+#else
+  (void)dev;
+#endif
+  k.kc = B_PANEL_FLOATS / k.nr;
+  return k;
+}
+
+/* ----------------------------------------------------------- conv GEMM */
+
+typedef struct {
+  sophon_view out_v, in_v, weight_v, bias_v;
+  int has_bias;
+  const sophon_conv_params* p;
+  int32_t in_h, in_w, out_w;
+  int32_t icg, ocg;
+  int64_t k;                 /* icg * KH * KW */
+  int64_t n;                 /* OH * OW */
+  int64_t m_panels, n_panels;
+  int32_t batch, group;      /* the GEMM being run */
+  int split_n;               /* tasks own B panels (else A panels) */
+  int fused_act;             /* the micro-kernels apply bias and activation */
+  micro_kernel kernel;
+  int pack_avx512;           /* pack B with the AVX-512 build of the packing code */
+  float* scratch;            /* task_floats per task */
+  float* b_shared;           /* all of B, packed once (panel np at np * k * nr), when
+                                tasks split the A panels; else NULL: each task packs
+                                its own B panels block by block */
+  /* implicit GEMM (a kernel with rows_fn): no B packing. The zero-padded input
+     plane of each channel is split into its stride phases, P[py][px][y][x] =
+     padded[y*sh + py][x*sw + px] (one phase for stride 1), rows of row_pitch
+     columns. Columns of B are "virtual pixels" v = oy * row_pitch + ox, so row k =
+     (ic, ky, kx) of B is the contiguous run P[(ky*dh) % sh][(kx*dw) % sw] of channel
+     ic from ((ky*dh) / sh) * row_pitch + (kx*dw) / sw + v; columns with ox >= out_w
+     are computed and dropped. An unpadded 1x1 stride-1 conv reads the input's own
+     channel planes (row_pitch = out_w). */
+  const float** b_rows;      /* k entries, or NULL: B is packed */
+  float* planes;             /* the phase planes (icg blocks of plane_floats), or NULL */
+  int64_t plane_floats;      /* per channel: stride_h * stride_w phases, then slack */
+  int64_t phase_floats;      /* one phase: phase_rows x row_pitch */
+  int64_t row_pitch, phase_rows;
+  int64_t columns;           /* virtual columns: n, or out_h * row_pitch */
+  int64_t task_floats;
+} conv_gemm;
+
+/* A run of panel columns on one output row: columns [col, col+count) are output
+ * pixels (oy, ox0 .. ox0+count-1), whose windows start at input (iy0, ix0 + t*sw). */
+typedef struct {
+  int32_t col, count;
+  int64_t iy0, ix0;
+} pixel_run;
+
+/* Packs rows k0 .. k0+kc-1 of B for the nr columns from pixel p0 (zeros past n) as
+ * one panel, dst[(k - k0) * nr + j]: the im2col of the input, padding taps 0. */
+SOPHON_ALWAYS_INLINE static inline void pack_b_panel_body(const conv_gemm* g, int64_t p0,
+                                                            int64_t k0, int64_t kc, float* dst) {
+  const sophon_conv_params* p = g->p;
+  const int32_t nr = g->kernel.nr;
+  const int32_t cols = (int32_t)(g->n - p0 < nr ? g->n - p0 : nr);
+  const int32_t taps = p->kernel_h * p->kernel_w;
+  pixel_run runs[NR_MAX];
+  int32_t num_runs = 0, ic, ky, kx, r, t;
+  int64_t pix = p0, k;
+  sophon_channel_iter channel;
+
+  while (pix < p0 + cols) {
+    const int64_t oy = pix / g->out_w, ox = pix % g->out_w;
+    int64_t count = g->out_w - ox;
+    if (count > p0 + cols - pix) count = p0 + cols - pix;
+    runs[num_runs].col = (int32_t)(pix - p0);
+    runs[num_runs].count = (int32_t)count;
+    runs[num_runs].iy0 = oy * p->stride_h - p->pad_top;
+    runs[num_runs].ix0 = ox * p->stride_w - p->pad_left;
+    ++num_runs;
+    pix += count;
+  }
+  ic = (int32_t)(k0 / taps);
+  ky = (int32_t)(k0 % taps) / p->kernel_w;
+  kx = (int32_t)(k0 % taps) % p->kernel_w;
+  channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg + ic);
+  for (k = 0; k < kc; ++k) {
+    const float* plane = (const float*)(const void*)channel.base;
+    for (t = cols; t < nr; ++t) dst[t] = 0.0f;
+    for (r = 0; r < num_runs; ++r) {
+      const pixel_run* run = &runs[r];
+      float* out = dst + run->col;
+      const int64_t iy = run->iy0 + (int64_t)ky * p->dilation_h;
+      const int64_t ix0 = run->ix0 + (int64_t)kx * p->dilation_w;
+      const int32_t sw = p->stride_w;
+      int32_t lo, hi;
+      const float* src;
+      if (iy < 0 || iy >= g->in_h) {
+        for (t = 0; t < run->count; ++t) out[t] = 0.0f;
+        continue;
+      }
+      /* taps t with 0 <= ix0 + t*sw < in_w (strides 1 and 2 without a division) */
+      if (sw == 1) {
+        lo = ix0 < 0 ? (int32_t)-ix0 : 0;
+        hi = ix0 >= g->in_w ? 0 : (g->in_w - ix0 < run->count ? (int32_t)(g->in_w - ix0) : run->count);
+      } else if (sw == 2) {
+        lo = ix0 < 0 ? (int32_t)((1 - ix0) >> 1) : 0;
+        hi = ix0 >= g->in_w ? 0 : (int32_t)((g->in_w - ix0 + 1) >> 1);
+        if (hi > run->count) hi = run->count;
+      } else {
+        lo = sophon_first_tap(ix0, sw);
+        hi = sophon_end_tap(ix0, sw, g->in_w, run->count);
+      }
+      if (lo > run->count) lo = run->count;
+      if (hi < lo) hi = lo;
+      src = plane + iy * g->in_w + ix0;
+      for (t = 0; t < lo; ++t) out[t] = 0.0f;
+      if (sw == 1) {
+        for (t = lo; t < hi; ++t) out[t] = src[t];
+      } else if (sw == 2) {
+        for (t = lo; t < hi; ++t) out[t] = src[2 * t];
+      } else {
+        for (t = lo; t < hi; ++t) out[t] = src[(int64_t)t * sw];
+      }
+      for (t = hi; t < run->count; ++t) out[t] = 0.0f;
+    }
+    dst += nr;
+    if (++kx == p->kernel_w) {
+      kx = 0;
+      if (++ky == p->kernel_h) {
+        ky = 0;
+        sophon_channel_next(&g->in_v, &channel);
+      }
+    }
+  }
+}
+
+static void pack_b_panel_c(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
+  pack_b_panel_body(g, p0, k0, kc, dst);
+}
+
+#if SOPHON_X86_DISPATCH
+/* The same, compiled for AVX-512: the copies of the runs (most of the packing
+ * time) move 16 floats per instruction instead of 4. */
+SOPHON_AVX512 static void pack_b_panel_avx512(const conv_gemm* g, int64_t p0, int64_t k0,
+                                              int64_t kc, float* dst) {
+  pack_b_panel_body(g, p0, k0, kc, dst);
+}
+#endif
+
+/* Packs rows k0 .. k0+kc-1 of the B panel starting at pixel p0 (pack_b_panel_body). */
+static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc, float* dst) {
+#if SOPHON_X86_DISPATCH
+  if (g->pack_avx512) {
+    pack_b_panel_avx512(g, p0, k0, kc, dst);
+    return;
+  }
+#endif
+  pack_b_panel_c(g, p0, k0, kc, dst);
+}
+
+/* Writes the virtual columns [col0, col0 + cols) of one finished tile row to the
+ * output plane `out` (out_w columns), dropping the columns past out_w. */
+static void scatter_columns(const conv_gemm* g, const float* tile_row, int64_t col0,
+                            int32_t cols, float* out) {
+  int64_t v = col0;
+  while (v < col0 + cols) {
+    const int64_t oy = v / g->row_pitch, ox = v - oy * g->row_pitch;
+    const int64_t run = g->row_pitch - ox < col0 + cols - v ? g->row_pitch - ox : col0 + cols - v;
+    if (ox < g->out_w) {
+      const int64_t valid = g->out_w - ox < run ? g->out_w - ox : run;
+      memcpy(out + oy * g->out_w + ox, tile_row + (v - col0), (size_t)valid * sizeof(float));
+    }
+    v += run;
+  }
+}
+
+/* Copies a share of the group's input channels into their phase planes (zeros in
+ * the padding and past the input). */
+static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const sophon_conv_params* p = g->p;
+  const int32_t sh = p->stride_h, sw = p->stride_w;
+  int64_t begin, end, ic, y, x;
+  int32_t px;
+  sophon_task_range(g->icg, task, tasks, &begin, &end);
+  for (ic = begin; ic < end; ++ic) {
+    const float* src = sophon_view_f32(&g->in_v, g->batch, g->group * g->icg + (int32_t)ic);
+    float* block = g->planes + ic * g->plane_floats;
+    memset(block, 0, (size_t)g->plane_floats * sizeof(float));
+    for (y = 0; y < g->in_h; ++y) {
+      const int64_t padded_y = y + p->pad_top;
+      const float* in_row = src + y * g->in_w;
+      float* phase_row = block + (padded_y % sh) * sw * g->phase_floats +
+                         (padded_y / sh) * g->row_pitch;
+      if (sw == 1) {
+        memcpy(phase_row + p->pad_left, in_row, (size_t)g->in_w * sizeof(float));
+        continue;
+      }
+      for (px = 0; px < sw; ++px) { /* input columns x with (x + pad_left) % sw == px */
+        float* dst = phase_row + px * g->phase_floats;
+        const int64_t x0 = ((px - p->pad_left) % sw + sw) % sw;
+        for (x = x0; x < g->in_w; x += sw) dst[(x + p->pad_left) / sw] = in_row[x];
+      }
+    }
+  }
+}
+
+/* Points b_rows[k] at row k = (ic, ky, kx) of the implicit B for this batch item and
+ * group: a phase plane, or the input's own channel plane. */
+static void set_b_rows(conv_gemm* g) {
+  const sophon_conv_params* p = g->p;
+  sophon_channel_iter channel = sophon_channel_begin(&g->in_v, g->batch, g->group * g->icg);
+  int64_t k = 0;
+  int32_t ic, ky, kx;
+  for (ic = 0; ic < g->icg; ++ic) {
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+      for (kx = 0; kx < p->kernel_w; ++kx) {
+        const int64_t dy = (int64_t)ky * p->dilation_h, dx = (int64_t)kx * p->dilation_w;
+        if (g->planes == NULL) {
+          g->b_rows[k++] = (const float*)(const void*)channel.base + dy * g->row_pitch + dx;
+        } else {
+          const float* phase = g->planes + ic * g->plane_floats +
+                               ((dy % p->stride_h) * p->stride_w + dx % p->stride_w) *
+                                   g->phase_floats;
+          g->b_rows[k++] = phase + (dy / p->stride_h) * g->row_pitch + dx / p->stride_w;
+        }
+      }
+    }
+    sophon_channel_next(&g->in_v, &channel);
+  }
+}
+
+/* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
+ * panel, mr bias values and a sink row for the tile rows past the last output
+ * channel. */
+static int64_t task_scratch_floats(const conv_gemm* g, int64_t my_m_panels) {
+  return B_PANEL_FLOATS + my_m_panels * g->kernel.mr * g->kernel.nr + 16 + NR_MAX;
+}
+
+/* One task: for each of its B panels (pixel columns), K block by K block, packs the
+ * block of the panel once and runs every A panel (MR weight rows) over it (the B
+ * panel stays in L1, the A block streams from L2, the partial sums stay in a
+ * contiguous buffer); the last block adds the bias and the fused activation and
+ * writes the output rows. */
+static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const int32_t mr = g->kernel.mr, nr = g->kernel.nr;
+  const sophon_activation* act = &g->p->act;
+  int64_t m_begin = 0, m_end = g->m_panels, n_begin = 0, n_end = g->n_panels;
+  int64_t kb, mp, np;
+  float *b_pack, *tiles, *bias, *sink;
+  const float* a[MR_MAX];
+  float* rows[MR_MAX];
+  float* tile_rows[MR_MAX];
+  float* planes_out[MR_MAX];
+  const int scatter = g->b_rows != NULL && g->row_pitch != g->out_w;
+  int32_t r;
+
+  if (g->split_n)
+    sophon_task_range(g->n_panels, task, tasks, &n_begin, &n_end);
+  else
+    sophon_task_range(g->m_panels, task, tasks, &m_begin, &m_end);
+  if (m_begin >= m_end || n_begin >= n_end) return;
+  b_pack = g->scratch + task * g->task_floats;
+  tiles = b_pack + B_PANEL_FLOATS;
+  bias = tiles + (m_end - m_begin) * mr * nr;
+  sink = bias + 16;
+
+  for (np = n_begin; np < n_end; ++np) {
+    const int64_t col0 = np * nr;
+    const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
+    for (kb = 0; kb < g->k; kb += g->kernel.kc) {
+      const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
+      const int last = kb + kc == g->k;
+      /* the A panels' rows are consecutive channels: walk them without divisions */
+      const int32_t first_channel = g->group * g->ocg + (int32_t)(m_begin * mr);
+      sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
+      sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
+      sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
+                                             : w_it;
+      const float* b = b_pack;
+      if (g->b_rows != NULL)
+        b = NULL;
+      else if (g->b_shared != NULL)
+        b = g->b_shared + (np * g->k + kb) * nr;
+      else
+        pack_b_panel(g, col0, kb, kc, b_pack);
+      for (mp = m_begin; mp < m_end; ++mp) {
+        const int32_t oc0 = (int32_t)(mp * mr);
+        const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
+        float* tile = tiles + (mp - m_begin) * mr * nr;
+        for (r = 0; r < tile_m; ++r) {
+          a[r] = (const float*)(const void*)w_it.base + kb;
+          sophon_channel_next(&g->weight_v, &w_it);
+          if (last) {
+            planes_out[r] = (float*)(void*)o_it.base;
+            rows[r] = planes_out[r] + col0;
+            bias[r] = g->has_bias ? *(const float*)(const void*)b_it.base : 0.0f;
+            sophon_channel_next(&g->out_v, &o_it);
+            if (g->has_bias) sophon_channel_next(&g->bias_v, &b_it);
+          }
+        }
+        for (; r < mr; ++r) { /* past the last channel: repeat the last row, drop the results */
+          a[r] = a[tile_m - 1];
+          rows[r] = sink;
+          bias[r] = 0.0f;
+        }
+        if (b != NULL) {
+          g->kernel.fn(kc, a, b, tile, kb == 0, last ? rows : NULL, cols,
+                       g->fused_act ? bias : NULL, act->kind == SOPHON_ACT_NONE ? NULL : act);
+        } else if (!scatter) {
+          g->kernel.rows_fn(kc, a, g->b_rows + kb, col0, tile, kb == 0, last ? rows : NULL,
+                            cols, g->fused_act ? bias : NULL,
+                            act->kind == SOPHON_ACT_NONE ? NULL : act);
+        } else { /* finish in the tile, then drop the padding columns on the way out */
+          for (r = 0; r < mr; ++r) tile_rows[r] = tile + r * nr;
+          g->kernel.rows_fn(kc, a, g->b_rows + kb, col0, tile, kb == 0,
+                            last ? tile_rows : NULL, nr, bias,
+                            act->kind == SOPHON_ACT_NONE ? NULL : act);
+          if (last)
+            for (r = 0; r < tile_m; ++r) scatter_columns(g, tile + r * nr, col0, cols, planes_out[r]);
+        }
+      }
+    }
+  }
+  if (!g->fused_act) { /* other activations: bias and activation over this task's outputs */
+    const int64_t col_begin = n_begin * nr;
+    const int64_t col_end = n_end * nr < g->n ? n_end * nr : g->n;
+    const int32_t oc_end = m_end * mr < g->ocg ? (int32_t)(m_end * mr) : g->ocg;
+    int32_t oc;
+    for (oc = (int32_t)(m_begin * mr); oc < oc_end; ++oc) {
+      const int32_t channel = g->group * g->ocg + oc;
+      sophon_finish_f32(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
+                        col_end - col_begin,
+                        g->has_bias ? *sophon_view_f32(&g->bias_v, 0, channel) : 0.0f, act);
+    }
+  }
+}
+
+/* Packs a share of the B panels, all of K, into g->b_shared. */
+static void pack_b_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  int64_t begin, end, np;
+  sophon_task_range(g->n_panels, task, tasks, &begin, &end);
+  for (np = begin; np < end; ++np)
+    pack_b_panel(g, np * g->kernel.nr, 0, g->k, g->b_shared + np * g->k * g->kernel.nr);
+}
+
+static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_conv_params* p) {
+  conv_gemm g;
+  int32_t tasks;
+  int64_t b_floats, rows_floats;
+  int implicit;
+  uint64_t macs;
+
+  sophon_view_init(&g.out_v, dev, out);
+  sophon_view_init(&g.in_v, dev, in);
+  sophon_view_init(&g.weight_v, dev, weight);
+  g.has_bias = bias != NULL;
+  if (bias != NULL) sophon_view_init(&g.bias_v, dev, bias);
+  g.p = p;
+  g.in_h = in->h;
+  g.in_w = in->w;
+  g.out_w = out->w;
+  g.icg = in->c / p->groups;
+  g.ocg = out->c / p->groups;
+  g.k = (int64_t)g.icg * p->kernel_h * p->kernel_w;
+  g.n = (int64_t)out->h * out->w;
+  g.kernel = micro_kernel_for(dev);
+  g.pack_avx512 = dev->cpu_avx512;
+  g.fused_act = sophon_act_is_simple(&p->act);
+  g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
+  g.b_rows = NULL;
+  g.planes = NULL;
+  g.plane_floats = g.phase_floats = 0;
+  g.row_pitch = out->w;
+  g.phase_rows = in->h;
+  g.columns = g.n;
+  implicit = g.kernel.rows_fn != NULL && g.fused_act;
+  if (implicit && !(p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 &&
+                    p->pad_right == 0 && p->kernel_w == 1 && p->stride_h == 1 &&
+                    p->stride_w == 1)) {
+    /* phase planes; reads of the last panel run past a phase by < nr + row_pitch,
+       into the next phase or the slack after the channel's last one */
+    g.row_pitch = sophon_ceil_div((int64_t)in->w + p->pad_left + p->pad_right, p->stride_w);
+    g.phase_rows = sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
+    g.phase_floats = g.phase_rows * g.row_pitch;
+    g.plane_floats = sophon_ceil_div((int64_t)p->stride_h * p->stride_w * g.phase_floats +
+                                         g.row_pitch + g.kernel.nr, 16) * 16;
+    g.columns = (int64_t)out->h * g.row_pitch;
+  }
+  g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
+
+  macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
+  g.split_n = g.n_panels >= g.m_panels;
+  tasks = sophon_tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
+  /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
+  g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
+                                                    : sophon_ceil_div(g.m_panels, tasks));
+  if (implicit) { /* the B row table (k pointers), then the padded planes if any */
+    rows_floats = sophon_ceil_div(g.k * (int64_t)sizeof(const float*), 64) * 16;
+    b_floats = rows_floats + g.icg * g.plane_floats;
+  } else { /* tasks that split the A panels all need every B panel: pack B once, together */
+    rows_floats = 0;
+    b_floats = !g.split_n && tasks > 1 ? g.n_panels * g.k * g.kernel.nr : 0;
+  }
+  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats));
+  if (g.scratch == NULL) return -1;
+  g.b_shared = NULL;
+  if (implicit) {
+    g.b_rows = (const float**)(void*)(g.scratch + g.task_floats * tasks);
+    if (g.plane_floats > 0) g.planes = g.scratch + g.task_floats * tasks + rows_floats;
+  } else if (b_floats > 0) {
+    g.b_shared = g.scratch + g.task_floats * tasks;
+  }
+  for (g.batch = 0; g.batch < out->n; ++g.batch) {
+    for (g.group = 0; g.group < p->groups; ++g.group) {
+      if (g.planes != NULL)
+        sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
+      if (g.b_rows != NULL) set_b_rows(&g);
+      if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
+      sophon_parallel_run(dev->pool, tasks, conv_gemm_task, &g);
+    }
+  }
+  return 0;
+}
+
+int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_local* weight, const sophon_local* bias,
+                           const sophon_conv_params* p) {
+  if (in->c == p->groups && out->c == p->groups) {
+    sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
+    return 0;
+  }
+  return conv2d_gemm(dev, out, in, weight, bias, p);
+}
+
+/* ------------------------------------------------------------------ fc */
+
+typedef struct {
+  sophon_view out_v, weight_v, bias_v;
+  int has_bias;
+  const sophon_activation* act;
+  int32_t batches, features;
+  int64_t depth;
+  const float* inputs;   /* batches x depth, gathered from the lanes */
+  int use_avx2;
+} fc_job;
+
+/* x . w in 8 interleaved partial sums, combined pairwise, then the tail. */
+#if SOPHON_X86_DISPATCH
+SOPHON_ALWAYS_INLINE
+#endif
+static inline float dot_f32(const float* restrict x, const float* restrict w, int64_t n) {
+  float part[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  float acc;
+  int64_t k;
+  int i;
+  for (k = 0; k + 8 <= n; k += 8)
+    for (i = 0; i < 8; ++i) part[i] += x[k + i] * w[k + i];
+  acc = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+  for (; k < n; ++k) acc += x[k] * w[k];
+  return acc;
+}
+
+#if SOPHON_X86_DISPATCH
+SOPHON_AVX2 static float dot_f32_avx2(const float* x, const float* w, int64_t n) {
+  return dot_f32(x, w, n);
+}
+#endif
+
+static void fc_task(void* ctx, int32_t task, int32_t tasks) {
+  const fc_job* f = (const fc_job*)ctx;
+  int64_t begin, end, feature;
+  int32_t batch;
+  sophon_task_range(f->features, task, tasks, &begin, &end);
+  for (batch = 0; batch < f->batches; ++batch) {
+    const float* x = f->inputs + (int64_t)batch * f->depth;
+    for (feature = begin; feature < end; ++feature) {
+      const float* w = sophon_view_f32(&f->weight_v, 0, (int32_t)feature);
+      const float bias = f->has_bias ? *sophon_view_f32(&f->bias_v, 0, (int32_t)feature) : 0.0f;
+      float acc;
+#if SOPHON_X86_DISPATCH
+      if (f->use_avx2)
+        acc = dot_f32_avx2(x, w, f->depth);
+      else
+#endif
+        acc = dot_f32(x, w, f->depth);
+      *sophon_view_f32(&f->out_v, batch, (int32_t)feature) = sophon_activate_f32(f->act, acc + bias);
+    }
+  }
+}
+
+int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_activation* act) {
+  static const sophon_activation none = {SOPHON_ACT_NONE, 0.0f, 0.0f, 0.0f, 0.0f};
+  sophon_view in_v;
+  fc_job f;
+  float* inputs;
+  int32_t batch, k;
+
+  inputs = sophon_device_scratch(dev, (size_t)in->n * (size_t)in->c);
+  if (inputs == NULL) return -1;
+  sophon_view_init(&in_v, dev, in);
+  for (batch = 0; batch < in->n; ++batch) { /* in[batch, k] lives in lane k % npu */
+    sophon_channel_iter it = sophon_channel_begin(&in_v, batch, 0);
+    for (k = 0; k < in->c; ++k) {
+      inputs[(int64_t)batch * in->c + k] = *(const float*)(const void*)it.base;
+      sophon_channel_next(&in_v, &it);
+    }
+  }
+  sophon_view_init(&f.out_v, dev, out);
+  sophon_view_init(&f.weight_v, dev, weight);
+  f.has_bias = bias != NULL;
+  if (bias != NULL) sophon_view_init(&f.bias_v, dev, bias);
+  f.act = act != NULL ? act : &none;
+  f.batches = in->n;
+  f.features = out->c;
+  f.depth = in->c;
+  f.inputs = inputs;
+  f.use_avx2 = dev->cpu_avx2;
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)in->n * (uint64_t)out->c * (uint64_t)in->c, out->c),
+                      fc_task, &f);
+  return 0;
+}

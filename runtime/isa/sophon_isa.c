@@ -1,0 +1,259 @@
+/*
+ * sophon_isa.c - the instruction table (sophon_isa.h) and the public sophon_tiu_*
+ * functions, which go through it.
+ *
+ * One row per TIU instruction: its command kind and names, its checks and
+ * reference kernel (reference/, one file per family), its cost
+ * (chip/sophon_cost.h) and MACs, and its fast kernel (fast/) or NULL. The small
+ * functions above the table only unpack sophon_operands into each function's
+ * own arguments. Adding an instruction: runtime/README.md.
+ */
+#include "isa/sophon_isa.h"
+
+#include <string.h>
+
+#include "chip/sophon_cost.h"
+#include "fast/sophon_fast.h"
+#include "reference/sophon_reference.h"
+
+/* ------------------------------------------------------------- costs */
+
+static uint64_t conv2d_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_conv2d(chip, o->out, o->a, o->conv);
+}
+static uint64_t conv2d_macs(const sophon_operands* o) {
+  return (uint64_t)o->out->n * (uint64_t)o->out->c * (uint64_t)o->out->h *
+         (uint64_t)o->out->w * (uint64_t)(o->a->c / o->conv->groups) *
+         (uint64_t)o->conv->kernel_h * (uint64_t)o->conv->kernel_w;
+}
+static uint64_t fc_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_fc(chip, o->out, o->a);
+}
+static uint64_t fc_macs(const sophon_operands* o) {
+  /* in (M, K, 1, 1), weight (1, N, K, 1) */
+  return (uint64_t)o->a->n * (uint64_t)o->b->c * (uint64_t)o->a->c;
+}
+static uint64_t pool2d_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_pool2d(chip, o->out, o->pool);
+}
+static uint64_t binary_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_binary_op(chip, o->out, o->binary_op, o->act);
+}
+static uint64_t activation_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_activation(chip, o->out, o->act);
+}
+static uint64_t softmax_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_softmax(chip, o->out);
+}
+/* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
+static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_binary(chip, o->out, NULL);
+}
+
+/* ------------------------------------------------------------ kernels */
+
+static void conv2d_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
+static int conv2d_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
+static void fc_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_fc_f32(dev, o->out, o->a, o->b, o->c, o->act);
+}
+static int fc_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_fc_f32(dev, o->out, o->a, o->b, o->c, o->act);
+}
+static void pool2d_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_pool2d_f32(dev, o->out, o->a, o->pool);
+}
+static int pool2d_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_pool2d_f32(dev, o->out, o->a, o->pool);
+}
+static void binary_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_binary_f32(dev, o->out, o->a, o->b, o->binary_op, o->act);
+}
+static int binary_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_binary_f32(dev, o->out, o->a, o->b, o->binary_op, o->act);
+}
+static void activation_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_activation_f32(dev, o->out, o->a, o->act);
+}
+static int activation_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_activation_f32(dev, o->out, o->a, o->act);
+}
+static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_softmax_f32(dev, o->out, o->a);
+}
+static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
+static int conv2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
+static void fc_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_fc_int8(dev, o->out, o->a, o->b, o->c, o->requant);
+}
+static int fc_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_fc_int8(dev, o->out, o->a, o->b, o->c, o->requant);
+}
+static void add_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_add_int8(dev, o->out, o->a, o->b, o->add);
+}
+static int add_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_add_int8(dev, o->out, o->a, o->b, o->add);
+}
+static void pool2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
+}
+static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
+}
+
+/* -------------------------------------------------------------- table
+ * Operands per row (sophon_operands): a = in (binary, add: lhs), b = weight
+ * (binary, add: rhs), c = bias or NULL; then the parameters named. */
+static const sophon_instruction instructions[] = {
+  /* kind, name, op, check, cost, macs, reference, fast */
+  {SOPHON_CMD_CONV2D, "conv2d", "tiu_conv2d", /* out, a, b, c, conv */
+   sophon_check_tiu_conv2d, conv2d_cost, conv2d_macs, conv2d_ref, conv2d_fast},
+  {SOPHON_CMD_FC, "fc", "tiu_fc", /* out, a, b, c, act */
+   sophon_check_tiu_fc, fc_cost, fc_macs, fc_ref, fc_fast},
+  {SOPHON_CMD_POOL2D, "pool2d", "tiu_pool2d", /* out, a, pool */
+   sophon_check_tiu_pool2d, pool2d_cost, NULL, pool2d_ref, pool2d_fast},
+  {SOPHON_CMD_BINARY, "binary", "tiu_binary", /* out, a, b, binary_op, act */
+   sophon_check_tiu_binary, binary_cost, NULL, binary_ref, binary_fast},
+  {SOPHON_CMD_ACTIVATION, "activation", "tiu_activation", /* out, a, act */
+   sophon_check_tiu_activation, activation_cost, NULL, activation_ref, activation_fast},
+  {SOPHON_CMD_SOFTMAX, "softmax", "tiu_softmax", /* out, a */
+   sophon_check_tiu_softmax, softmax_cost, NULL, softmax_ref, NULL},
+  {SOPHON_CMD_CONV2D_INT8, "conv2d_int8", "tiu_conv2d_int8", /* out, a, b, c, conv, requant */
+   sophon_check_tiu_conv2d_int8, conv2d_cost, conv2d_macs, conv2d_int8_ref, conv2d_int8_fast},
+  {SOPHON_CMD_FC_INT8, "fc_int8", "tiu_fc_int8", /* out, a, b, c, requant */
+   sophon_check_tiu_fc_int8, fc_cost, fc_macs, fc_int8_ref, fc_int8_fast},
+  {SOPHON_CMD_ADD_INT8, "add_int8", "tiu_add_int8", /* out, a, b, add */
+   sophon_check_tiu_add_int8, add_int8_cost, NULL, add_int8_ref, add_int8_fast},
+  {SOPHON_CMD_POOL2D_INT8, "pool2d_int8", "tiu_pool2d_int8", /* out, a, pool, act_min, act_max */
+   sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
+};
+
+const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
+  size_t i;
+  for (i = 0; i < sizeof(instructions) / sizeof(instructions[0]); ++i)
+    if (instructions[i].kind == kind) return &instructions[i];
+  return NULL;
+}
+
+sophon_status sophon_isa_execute(sophon_device* dev, sophon_cmd_kind kind,
+                                 const sophon_operands* o) {
+  const sophon_instruction* ins = sophon_isa_find(kind);
+  sophon_status s;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if (ins == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "unknown instruction kind %d", (int)kind);
+  if ((s = ins->check(dev, ins->op, o)) != SOPHON_OK) return s;
+
+  if (dev->reference || ins->fast == NULL || ins->fast(dev, o) != 0) ins->reference(dev, o);
+
+  sophon_count_tiu(dev, ins->cost(&dev->chip, o), ins->macs != NULL ? ins->macs(o) : 0);
+  sophon_touch(dev, o->out);
+  if (o->a != NULL) sophon_touch(dev, o->a);
+  if (o->b != NULL) sophon_touch(dev, o->b);
+  if (o->c != NULL) sophon_touch(dev, o->c);
+  return SOPHON_OK;
+}
+
+/* ------------------------------------------------- public instructions */
+
+static sophon_operands operands(const sophon_local* out, const sophon_local* a,
+                                const sophon_local* b, const sophon_local* c) {
+  sophon_operands o;
+  memset(&o, 0, sizeof(o));
+  o.out = out;
+  o.a = a;
+  o.b = b;
+  o.c = c;
+  return o;
+}
+
+sophon_status sophon_tiu_conv2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_local* weight,
+                                const sophon_local* bias, const sophon_conv_params* p) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D, &o);
+}
+
+sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
+                            const sophon_local* in, const sophon_local* weight,
+                            const sophon_local* bias, const sophon_activation* act) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.act = act;
+  return sophon_isa_execute(dev, SOPHON_CMD_FC, &o);
+}
+
+sophon_status sophon_tiu_pool2d(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_pool_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.pool = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_POOL2D, &o);
+}
+
+sophon_status sophon_tiu_binary(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* a, const sophon_local* b,
+                                sophon_binary_op op, const sophon_activation* act) {
+  sophon_operands o = operands(out, a, b, NULL);
+  o.binary_op = op;
+  o.act = act;
+  return sophon_isa_execute(dev, SOPHON_CMD_BINARY, &o);
+}
+
+sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
+                                    const sophon_local* in, const sophon_activation* act) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.act = act;
+  return sophon_isa_execute(dev, SOPHON_CMD_ACTIVATION, &o);
+}
+
+sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
+                                 const sophon_local* in) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  return sophon_isa_execute(dev, SOPHON_CMD_SOFTMAX, &o);
+}
+
+sophon_status sophon_tiu_conv2d_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias, const sophon_conv_params* p,
+                                     const sophon_requant* q) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  o.requant = q;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_INT8, &o);
+}
+
+sophon_status sophon_tiu_fc_int8(sophon_device* dev, const sophon_local* out,
+                                 const sophon_local* in, const sophon_local* weight,
+                                 const sophon_local* bias, const sophon_requant* q) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.requant = q;
+  return sophon_isa_execute(dev, SOPHON_CMD_FC_INT8, &o);
+}
+
+sophon_status sophon_tiu_add_int8(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* a, const sophon_local* b,
+                                  const sophon_add_int8_params* p) {
+  sophon_operands o = operands(out, a, b, NULL);
+  o.add = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_ADD_INT8, &o);
+}
+
+sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_pool_params* p,
+                                     int32_t act_min, int32_t act_max) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.pool = p;
+  o.act_min = act_min;
+  o.act_max = act_max;
+  return sophon_isa_execute(dev, SOPHON_CMD_POOL2D_INT8, &o);
+}

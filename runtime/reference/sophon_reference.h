@@ -1,0 +1,133 @@
+/*
+ * sophon_reference.h - the instruction set's reference kernels and checks, one
+ * .c file per instruction family (not public API).
+ *
+ * A reference kernel is the specification of its instruction: plain C, fixed
+ * accumulation order, run on operands its checks accepted. A check function
+ * sophon_check_tiu_<name> validates one instruction's operands (descriptors,
+ * parameters, dtypes, LMEM bounds, overlap) and names `op` in its error. The
+ * instruction table (isa/sophon_isa.c) ties each instruction's check, cost,
+ * reference kernel and fast kernel together.
+ */
+#ifndef SOPHON_REFERENCE_H_
+#define SOPHON_REFERENCE_H_
+
+#include "chip/sophon_internal.h"
+#include "sophon_quant.h"
+
+/* ---------------------------------------- conv2d, fc (sophon_tiu_conv.c) */
+
+void sophon_ref_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_local* weight, const sophon_local* bias,
+                           const sophon_conv_params* p);
+void sophon_ref_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                       const sophon_local* weight, const sophon_local* bias,
+                       const sophon_activation* act);
+sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);
+
+/* ------------------------------------------------ pool2d (sophon_tiu_pool.c) */
+
+void sophon_ref_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_pool_params* p);
+sophon_status sophon_check_tiu_pool2d(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+
+/* ---------------------------------------------- binary (sophon_tiu_binary.c) */
+
+void sophon_ref_binary_f32(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                           const sophon_local* b, sophon_binary_op op,
+                           const sophon_activation* act);
+sophon_status sophon_check_tiu_binary(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+
+/* -------------------------------------- activation (sophon_tiu_activation.c) */
+
+void sophon_ref_activation_f32(sophon_device* dev, const sophon_local* out,
+                               const sophon_local* in, const sophon_activation* act);
+sophon_status sophon_check_tiu_activation(sophon_device* dev, const char* op,
+                                          const sophon_operands* o);
+/* The checks of a unary instruction (activation, softmax): same dtype and shape,
+ * bounds, out disjoint from in or in place. */
+sophon_status sophon_check_unary(sophon_device* dev, const char* op, const sophon_local* out,
+                                 const sophon_local* in);
+
+/* -------------------------------------------- softmax (sophon_tiu_softmax.c) */
+
+void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in);
+sophon_status sophon_check_tiu_softmax(sophon_device* dev, const char* op,
+                                       const sophon_operands* o);
+
+/* ---------------------------------- int8 conv2d, fc (sophon_tiu_conv_int8.c) */
+
+void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_local* weight, const sophon_local* bias,
+                            const sophon_conv_params* p, const sophon_requant* q);
+void sophon_ref_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                        const sophon_local* weight, const sophon_local* bias,
+                        const sophon_requant* q);
+sophon_status sophon_check_tiu_conv2d_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+sophon_status sophon_check_tiu_fc_int8(sophon_device* dev, const char* op,
+                                       const sophon_operands* o);
+
+/* ---------------------------- int8 add, pool2d (sophon_tiu_add_pool_int8.c) */
+
+void sophon_ref_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                         const sophon_local* b, const sophon_add_int8_params* p);
+void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_pool_params* p, int32_t act_min, int32_t act_max);
+sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o);
+sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+
+/* --------------------------------------------------- checks shared by families */
+
+/* Each dim of `t` equals out's or is 1 (sophon_tiu_binary.c), shared with int8 add. */
+sophon_status sophon_check_broadcast(sophon_device* dev, const char* op, const char* name,
+                                     const sophon_local* t, const sophon_local* out);
+/* pool2d's parameter rules (sophon_tiu_pool.c), shared with int8. */
+sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
+                                       const sophon_pool_params* p);
+/* fc's shape rules (sophon_tiu_conv.c), shared with int8. */
+sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias);
+/* conv2d's parameter and shape rules (sophon_tiu_conv.c), shared with int8. */
+sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const sophon_local* out,
+                                       const sophon_local* in, const sophon_local* weight,
+                                       const sophon_local* bias, const sophon_conv_params* p);
+/* INT8 checks (sophon_tiu_conv_int8.c), shared by the four INT8 instructions. */
+/* The chip has an INT8 datapath (SOPHON_ERR_UNSUPPORTED). */
+sophon_status sophon_check_int8_chip(sophon_device* dev, const char* op);
+/* t has dtype `expected`. */
+sophon_status sophon_check_dtype(sophon_device* dev, const char* op, const char* name,
+                                 const sophon_local* t, sophon_dtype expected);
+/* value is in [-128, 127]. */
+sophon_status sophon_check_int8_value(sophon_device* dev, const char* op, const char* name,
+                                      int32_t value);
+/* act_min, act_max in [-128, 127] and act_min <= act_max. */
+sophon_status sophon_check_clamp(sophon_device* dev, const char* op, int32_t act_min,
+                                 int32_t act_max);
+/* multiplier >= 0, shift in [shift_min, shift_max]; index < 0: a per-tensor pair. */
+sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const char* name,
+                                      int32_t index, int32_t multiplier, int32_t shift,
+                                      int32_t shift_min, int32_t shift_max);
+
+/* ------------------------------------------- int8 fixed point (sophon_fixed_point.c)
+ * TFLite's (gemmlowp's) primitives, used by the INT8 instructions. */
+
+/* round(a * b / 2^31) with ties rounded up (toward +infinity: gemmlowp's nudge
+ * of 2^30, 1 - 2^30 for negative products, then a truncating division);
+ * (INT32_MIN, INT32_MIN) saturates to INT32_MAX. */
+int32_t sophon_saturating_rounding_doubling_high_mul(int32_t a, int32_t b);
+/* round(x / 2^exponent), ties away from zero; exponent in [0, 31]. */
+int32_t sophon_rounding_divide_by_pot(int32_t x, int32_t exponent);
+/* TFLite's MultiplyByQuantizedMultiplierSmallerThanOneExp: shift in [-31, 0]. */
+int32_t sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(int32_t x,
+                                                                     int32_t multiplier,
+                                                                     int32_t shift);
+
+#endif /* SOPHON_REFERENCE_H_ */

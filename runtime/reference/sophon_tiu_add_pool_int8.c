@@ -1,0 +1,281 @@
+/*
+ * sophon_tiu_add_pool_int8.c - the TIU's INT8 ADD and pool2d (sophon_quant.h),
+ * bit-exact with TFLite's reference kernels (reference/integer_ops/add.h,
+ * pooling.h). Their fast twins are in fast/sophon_fast_int8_eltwise.c; the INT8
+ * checks they share with conv2d and fc are in sophon_tiu_conv_int8.c.
+ */
+#include "reference/sophon_reference.h"
+#include "sophon_quant.h"
+
+/* TFLite ADD: (x - zero_point) in [-255, 255] times 2^left_shift, two of them
+ * summed after a multiply that cannot grow them: 2 * 255 * 2^22 < 2^31. */
+#define INT8_MAX_ADD_LEFT_SHIFT 22
+
+/* An avg-pool sum of T int8 taps is within [-128 T, 127 T]; with the rounding
+ * term (T / 2) it stays within int32 while 128.5 T < 2^31: T <= 2^23 is ample. */
+#define INT8_MAX_POOL_TAPS (1 << 23)
+
+/* ------------------------------------------------------------------- add */
+
+/* TFLite's AddFunc for one element pair. Bounds, from the checks (zero points
+ * in [-128, 127], left_shift <= 22, multipliers >= 0, shifts <= 0):
+ *   x - zero_point in [-255, 255]; shifted by 2^22 at most: |.| <= 255 * 2^22;
+ *   a multiply by multiplier / 2^31 < 1 and a rounding right shift never grow a
+ *   magnitude, so |sum| <= 2 * 255 * 2^22 = 2139095040 < 2^31, and so is the
+ *   rescaled output; + output_zero_point stays below 2^31 as well. */
+static int8_t add_int8_element(int32_t x, int32_t y, const sophon_add_int8_params* p) {
+  const int32_t shifted_x = (x - p->input1_zero_point) * (1 << p->left_shift);
+  const int32_t shifted_y = (y - p->input2_zero_point) * (1 << p->left_shift);
+  const int32_t scaled_x = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+      shifted_x, p->input1_multiplier, p->input1_shift);
+  const int32_t scaled_y = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+      shifted_y, p->input2_multiplier, p->input2_shift);
+  const int32_t sum = scaled_x + scaled_y;
+  const int32_t result = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+                             sum, p->output_multiplier, p->output_shift) +
+                         p->output_zero_point;
+  return (int8_t)(result < p->act_min ? p->act_min : (result > p->act_max ? p->act_max : result));
+}
+
+void sophon_ref_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                         const sophon_local* b, const sophon_add_int8_params* p) {
+  sophon_view out_v, a_v, b_v;
+  /* element steps along h and w, 0 on a broadcast dim */
+  const int64_t a_h_step = a->h == 1 ? 0 : a->w, a_w_step = a->w == 1 ? 0 : 1;
+  const int64_t b_h_step = b->h == 1 ? 0 : b->w, b_w_step = b->w == 1 ? 0 : 1;
+  int32_t batch, channel, y, x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&a_v, dev, a);
+  sophon_view_init(&b_v, dev, b);
+  for (batch = 0; batch < out->n; ++batch) {
+    for (channel = 0; channel < out->c; ++channel) {
+      /* a broadcast channel is channel 0, in lane 0 */
+      const int8_t* a_data = sophon_view_i8(&a_v, a->n == 1 ? 0 : batch, a->c == 1 ? 0 : channel);
+      const int8_t* b_data = sophon_view_i8(&b_v, b->n == 1 ? 0 : batch, b->c == 1 ? 0 : channel);
+      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
+      for (y = 0; y < out->h; ++y) {
+        const int8_t* a_row = a_data + y * a_h_step;
+        const int8_t* b_row = b_data + y * b_h_step;
+        int8_t* out_row = out_data + (int64_t)y * out->w;
+        for (x = 0; x < out->w; ++x) {
+          /* in place: both inputs of element (y, x) are read before it is written */
+          out_row[x] = add_int8_element(a_row[x * a_w_step], b_row[x * b_w_step], p);
+        }
+      }
+    }
+  }
+}
+
+static sophon_status check_add_params(sophon_device* dev, const char* op,
+                                      const sophon_add_int8_params* p) {
+  sophon_status s;
+  if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
+  if (p->left_shift < 0 || p->left_shift > INT8_MAX_ADD_LEFT_SHIFT)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: left_shift %d is outside [0, %d] (TFLite uses 20; above %d "
+                            "the int32 sum of two shifted inputs can overflow)",
+                            op, (int)p->left_shift, INT8_MAX_ADD_LEFT_SHIFT,
+                            INT8_MAX_ADD_LEFT_SHIFT);
+  if ((s = sophon_check_int8_value(dev, op, "input1_zero_point", p->input1_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  if ((s = sophon_check_int8_value(dev, op, "input2_zero_point", p->input2_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  if ((s = sophon_check_int8_value(dev, op, "output_zero_point", p->output_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  /* MultiplyByQuantizedMultiplierSmallerThanOneExp: shifts in [-31, 0] */
+  if ((s = sophon_check_multiplier(dev, op, "input1", -1, p->input1_multiplier, p->input1_shift,
+                                    -31, 0)) != SOPHON_OK)
+    return s;
+  if ((s = sophon_check_multiplier(dev, op, "input2", -1, p->input2_multiplier, p->input2_shift,
+                                    -31, 0)) != SOPHON_OK)
+    return s;
+  if ((s = sophon_check_multiplier(dev, op, "output", -1, p->output_multiplier, p->output_shift,
+                                    -31, 0)) != SOPHON_OK)
+    return s;
+  return sophon_check_clamp(dev, op, p->act_min, p->act_max);
+}
+
+/* tiu_add_int8's checks (operands: out, a, b, add); the instruction table
+ * (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o) {
+  const sophon_local *out = o->out, *a = o->a, *b = o->b;
+  const sophon_add_int8_params* p = o->add;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "a", a)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "b", b)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "a", a, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "b", b, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = check_add_params(dev, op, p)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;
+  if ((s = sophon_check_disjoint_or_same(dev, op, out, "a", a)) != SOPHON_OK) return s;
+  if ((s = sophon_check_disjoint_or_same(dev, op, out, "b", b)) != SOPHON_OK) return s;
+
+  return SOPHON_OK;
+}
+
+/* ---------------------------------------------------------------- pool2d */
+
+void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out,
+                            const sophon_local* in, const sophon_pool_params* p,
+                            int32_t act_min, int32_t act_max) {
+  sophon_view out_v, in_v;
+  const int32_t dilation_h = p->dilation_h, dilation_w = p->dilation_w;
+  const int32_t in_w = in->w;
+  int32_t batch, channel, out_y, out_x, filter_y, filter_x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+
+  for (batch = 0; batch < out->n; ++batch) {
+    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
+    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
+    for (channel = 0; channel < out->c; ++channel) {
+      const int8_t* in_data = (const int8_t*)in_it.base;
+      int8_t* out_data = (int8_t*)out_it.base;
+
+      for (out_y = 0; out_y < out->h; ++out_y) {
+        const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
+        const int32_t filter_y_begin = sophon_first_tap(in_y_origin, dilation_h);
+        const int32_t filter_y_end = sophon_end_tap(in_y_origin, dilation_h, in->h, p->kernel_h);
+
+        for (out_x = 0; out_x < out->w; ++out_x) {
+          const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
+          const int32_t filter_x_begin = sophon_first_tap(in_x_origin, dilation_w);
+          const int32_t filter_x_end = sophon_end_tap(in_x_origin, dilation_w, in_w, p->kernel_w);
+          int32_t result;
+
+          if (p->kind == SOPHON_POOL_MAX) {
+            /* TFLite starts from the lowest int8: a window of padding only gives -128 */
+            int32_t max_value = -128;
+            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+              const int8_t* in_row =
+                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+                const int32_t v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+                if (v > max_value) max_value = v;
+              }
+            }
+            result = max_value;
+          } else {
+            /* count <= kernel_h * kernel_w <= INT8_MAX_POOL_TAPS (2^23, checked) taps in
+             * [-128, 127]: |sum| + count / 2 <= 128.5 * 2^23 < 2^31. Every window has at
+             * least one real tap (checked), so count > 0. */
+            int32_t sum = 0, count = 0;
+            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+              const int8_t* in_row =
+                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+                sum += in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+                ++count;
+              }
+            }
+            /* round half away from zero; C99 division truncates toward zero */
+            result = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
+          }
+          out_data[(int64_t)out_y * out->w + out_x] =
+              (int8_t)(result < act_min ? act_min : (result > act_max ? act_max : result));
+        }
+      }
+      sophon_channel_next(&in_v, &in_it);
+      sophon_channel_next(&out_v, &out_it);
+    }
+  }
+}
+
+/* Checks out_size against the floor formula and the ceil-mode limit of one axis
+ * (the rules of sophon_tiu_pool2d); for AVG also that every window has a real tap
+ * (TFLite fails an average over no input). */
+static sophon_status check_pool_axis(sophon_device* dev, const char* op, const char* axis,
+                                     const sophon_pool_params* p, int32_t out_size,
+                                     int32_t in_size, int32_t pad_a, int32_t pad_b,
+                                     int32_t kernel, int32_t stride, int32_t dilation) {
+  const int64_t padded = (int64_t)in_size + pad_a + pad_b;
+  const int64_t span = padded - (int64_t)dilation * (kernel - 1) - 1;
+  int64_t floor_size, ceil_size;
+  int32_t i;
+  if (span < 0)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: dilated kernel %s %d (dilation %d) exceeds padded input %lld",
+                            op, axis, (int)kernel, (int)dilation, (long long)padded);
+  floor_size = span / stride + 1;
+  /* ceil mode: at most one more window, and it must start inside the padded input */
+  ceil_size = sophon_ceil_div(span, stride) + 1;
+  if ((ceil_size - 1) * stride >= padded) ceil_size -= 1;
+  if (out_size < floor_size || out_size > ceil_size)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: out %s %d is outside [%lld, %lld] (floor, ceil mode) from in "
+                            "%d, kernel %d, stride %d, pad %d+%d, dilation %d",
+                            op, axis, (int)out_size, (long long)floor_size,
+                            (long long)ceil_size, (int)in_size, (int)kernel, (int)stride,
+                            (int)pad_a, (int)pad_b, (int)dilation);
+  if (p->kind == SOPHON_POOL_AVG) {
+    for (i = 0; i < out_size; ++i) {
+      const int64_t origin = (int64_t)i * stride - pad_a;
+      if (sophon_first_tap(origin, dilation) >=
+          sophon_end_tap(origin, dilation, in_size, kernel))
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                                "%s: AVG window %d along %s covers padding only (no input tap "
+                                "to average)",
+                                op, (int)i, axis);
+    }
+  }
+  return SOPHON_OK;
+}
+
+/* tiu_pool2d_int8's checks (operands: out, a = in, pool, act_min, act_max); the
+ * instruction table (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a;
+  const sophon_pool_params* p = o->pool;
+  const int32_t act_min = o->act_min, act_max = o->act_max;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "in", in, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_pool_params(dev, op, p)) != SOPHON_OK) return s;
+  if (p->kind == SOPHON_POOL_AVG && p->count_include_pad)
+    return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
+                            "%s: int8 AVG divides by the in-bounds taps only "
+                            "(count_include_pad 0, as TFLite); padding taps would need the "
+                            "input zero point",
+                            op);
+  if ((int64_t)p->kernel_h * p->kernel_w > INT8_MAX_POOL_TAPS)
+    return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
+                            "%s: kernel %dx%d has more than %d taps, the most an int32 "
+                            "average accumulator is checked for",
+                            op, (int)p->kernel_h, (int)p->kernel_w, INT8_MAX_POOL_TAPS);
+  if ((s = sophon_check_clamp(dev, op, act_min, act_max)) != SOPHON_OK) return s;
+  if (out->n != in->n || out->c != in->c)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: out shape (%d,%d,%d,%d) does not keep in's n=%d, c=%d", op,
+                            (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
+                            (int)in->c);
+  if ((s = check_pool_axis(dev, op, "h", p, out->h, in->h, p->pad_top, p->pad_bottom,
+                           p->kernel_h, p->stride_h, p->dilation_h)) != SOPHON_OK)
+    return s;
+  if ((s = check_pool_axis(dev, op, "w", p, out->w, in->w, p->pad_left, p->pad_right,
+                           p->kernel_w, p->stride_w, p->dilation_w)) != SOPHON_OK)
+    return s;
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_disjoint(dev, op, out, "in", in)) != SOPHON_OK) return s;
+
+  return SOPHON_OK;
+}

@@ -1,0 +1,58 @@
+/*
+ * sophon_tiu_softmax.c - TIU softmax over h (each column of a channel's h x w
+ * plane is one vector).
+ *
+ * out may alias in exactly (in place); any other overlap is rejected.
+ */
+#include <math.h>
+
+#include "reference/sophon_reference.h"
+
+/* ------------------------------------------------------------ softmax */
+
+void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out,
+                            const sophon_local* in) {
+  sophon_view out_v, in_v;
+  const int32_t rows = out->h, width = out->w;
+  int32_t batch, channel, x, y;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+  for (batch = 0; batch < out->n; ++batch) {
+    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
+    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
+    for (channel = 0; channel < out->c; ++channel) {
+      const float* in_data = (const float*)(const void*)in_it.base;
+      float* out_data = (float*)(void*)out_it.base;
+      /* column x is one softmax vector: elements y * width + x, y = 0 .. rows-1 */
+      for (x = 0; x < width; ++x) {
+        float max_value = in_data[x], sum = 0.0f;
+        for (y = 1; y < rows; ++y) {
+          const float v = in_data[(int64_t)y * width + x];
+          if (v > max_value) max_value = v;
+        }
+        for (y = 0; y < rows; ++y) {
+          const int64_t i = (int64_t)y * width + x;
+          const float e = expf(in_data[i] - max_value);
+          out_data[i] = e; /* in place: in_data[i] was read first */
+          sum += e;
+        }
+        for (y = 0; y < rows; ++y) out_data[(int64_t)y * width + x] /= sum;
+      }
+      sophon_channel_next(&in_v, &in_it);
+      sophon_channel_next(&out_v, &out_it);
+    }
+  }
+}
+
+/* tiu_softmax's checks (operands: out, a = in); the instruction table (isa/sophon_isa.c)
+ * runs them before any kernel. */
+sophon_status sophon_check_tiu_softmax(sophon_device* dev, const char* op,
+                                       const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a;
+  sophon_status s;
+
+  if ((s = sophon_check_unary(dev, op, out, in)) != SOPHON_OK) return s;
+
+  return SOPHON_OK;
+}

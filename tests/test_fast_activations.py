@@ -1,0 +1,77 @@
+"""The activation kinds and binary ops of issue 10 in the fast kernels, against
+the reference kernels, on every device of test_fast_kernels.py (reference mode;
+1 and 2 threads at every instruction set the host has).
+
+- tiu_activation (fast/sophon_fast_activation.c) claims bit-identical results for
+  every kind (the cheap ones in AVX2 registers, the special functions through the
+  reference's own function): compared bit for bit, NaN matching NaN, with signed
+  zeros, infinities and NaN among the inputs.
+- conv2d and fc fuse only relu/clip/leaky relu in registers; every other kind is
+  applied in a second pass over the fast kernel's outputs. The fast conv's result
+  differs from the reference's by its summation order (tolerance in
+  test_fast_kernels.py), so the check here is exact on the same device: the fused
+  result equals the reference activation of the same device's unfused result, bit
+  for bit.
+- depthwise conv2d and binary (incl. DIV and PRELU) draw the new kinds in
+  test_fast_kernels.py's own bit-identity tests (ACT_ALL, BINARY_OPS).
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from test_fast_kernels import (ACT_ALL, ALIGNED, COMPACT, ActivationStruct, Device, assert_bit_identical,  # noqa: F401
+                               conv_params, devices, fast_devices, run_conv, run_fc, with_specials)
+
+NEW_KINDS = ["silu", "hard_sigmoid", "hard_swish", "gelu", "gelu_tanh", "mish", "elu", "softplus", "sqrt",
+             "rsqrt", "exp", "log", "reciprocal", "abs", "neg", "erf"]
+
+
+def run_activation(dev: Device, x, act, layouts, in_place):
+    dev.next_addr = 0
+    t_in = dev.alloc(*x.shape, layout=layouts[0])
+    dev.load(t_in, x)
+    t_out = t_in if in_place else dev.alloc(*x.shape, layout=layouts[1])
+    act_struct = ActivationStruct(*ACT_ALL[act])
+    dev.check(dev.lib.sophon_tiu_activation(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                            ctypes.byref(act_struct)))
+    return dev.store(t_out)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shape=st.tuples(st.sampled_from([1, 2]), st.sampled_from([1, 3, 17, 65, 130]),
+                       st.sampled_from([1, 2, 7, 31]), st.sampled_from([1, 7, 8, 9, 33])),
+       act=st.sampled_from(list(ACT_ALL)), layouts=st.tuples(*[st.sampled_from([ALIGNED, COMPACT])] * 2),
+       in_place=st.booleans(), specials=st.sampled_from([0.0, 0.0, 0.05]), seed=st.integers(0, 2**16))
+def test_fast_activation_is_bit_identical(devices, shape, act, layouts, in_place, specials, seed):
+    rng = np.random.default_rng(seed)
+    # scale 4: both sides of the hard-swish/hard-sigmoid knees, exp over- and
+    # underflow at the specials; negative inputs give sqrt/log/rsqrt their NaN
+    x = with_specials(rng, (rng.standard_normal(shape) * 4).astype(np.float32), specials)
+    assert_bit_identical(devices, lambda dev: run_activation(dev, x, act, layouts, in_place))
+
+
+@pytest.mark.parametrize("act", NEW_KINDS)
+def test_fast_conv_and_fc_apply_every_kind_after_the_sum(devices, act):
+    rng = np.random.default_rng(len(act))
+    x = rng.standard_normal((1, 17, 9, 9)).astype(np.float32)
+    weight = (rng.standard_normal((20, 17, 3, 3)) * 0.2).astype(np.float32)
+    bias = rng.standard_normal(20).astype(np.float32)
+    fc_x = rng.standard_normal((3, 65)).astype(np.float32)
+    fc_w = (rng.standard_normal((17, 65)) * 0.2).astype(np.float32)
+    ref = devices["ref"]
+    for name, dev in fast_devices(devices).items():
+        plain = run_conv(dev, x, weight, bias, conv_params((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1), (1, 20, 9, 9))
+        fused = run_conv(dev, x, weight, bias, conv_params((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, act),
+                         (1, 20, 9, 9))
+        want = run_activation(ref, plain, act, (ALIGNED, ALIGNED), False)
+        same = (fused.view(np.uint32) == want.view(np.uint32)) | (np.isnan(fused) & np.isnan(want))
+        assert same.all(), f"{name}: conv2d with {act} is not {act} of its unfused result"
+        plain = run_fc(dev, fc_x, fc_w, bias[:17], "none")
+        fused = run_fc(dev, fc_x, fc_w, bias[:17], act)
+        want = run_activation(ref, plain.reshape(3, 17, 1, 1), act, (ALIGNED, ALIGNED), False).reshape(3, 17)
+        same = (fused.view(np.uint32) == want.view(np.uint32)) | (np.isnan(fused) & np.isnan(want))
+        assert same.all(), f"{name}: fc with {act} is not {act} of its unfused result"
