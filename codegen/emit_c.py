@@ -57,7 +57,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     sym = prog.symbol
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
-    locals_, globals_, convs, pools, acts, cmds, requants, adds = (_Table() for _ in range(8))
+    locals_, globals_, convs, pools, acts, cmds, requants, adds, values = (_Table() for _ in range(9))
+    resizes, norms, lrns = _Table(), _Table(), _Table()
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -112,6 +113,12 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Store):
             cmds.add(f"{{SOPHON_CMD_STORE, {L(step.src)}, {G(step.dst)}, -1, -1, -1}}",
                      f"{step.src.name} -> {step.dst.tensor.name}", dedupe=False)
+        elif isinstance(step, P.Copy):
+            cmds.add(f"{{SOPHON_CMD_COPY, -1, {G(step.dst)}, {G(step.src)}, -1, -1}}",
+                     f"{step.src.tensor.name} -> {step.dst.tensor.name} ({step.layer})", dedupe=False)
+        elif isinstance(step, P.Fill):
+            cmds.add(f"{{SOPHON_CMD_FILL, -1, {G(step.dst)}, -1, -1, {values.add(_f(step.value))}}}",
+                     f"{step.dst.tensor.name} ({step.layer})", dedupe=False)
         elif isinstance(step, P.Timestep):
             cmds.add("{SOPHON_CMD_TIMESTEP, -1, -1, -1, -1, -1}", "", dedupe=False)
         elif isinstance(step, P.Conv2d):
@@ -136,6 +143,25 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Softmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Conv2dTranspose):
+            cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Lrn):
+            p = lrns.add(f"{{{step.size}, {_f(step.alpha)}, {_f(step.beta)}, {_f(step.bias)}}}")
+            cmds.add(f"{{SOPHON_CMD_LRN, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Norm):
+            p = norms.add(f"{{{_f(step.epsilon)}}}")
+            cmds.add(f"{{SOPHON_CMD_NORM, {L(step.out)}, {L(step.input)}, {L(step.gamma)}, {L(step.beta)}, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Reduce):
+            cmds.add(f"{{SOPHON_CMD_REDUCE, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, -1}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Resize):
+            p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
+                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")
+            cmds.add(f"{{SOPHON_CMD_RESIZE, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QConv2d):
             cmds.add(f"{{SOPHON_CMD_CONV2D_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
@@ -170,12 +196,19 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              *arrays,
              requants.render("sophon_requant", f"{r}_requants"),
              adds.render("sophon_add_int8_params", f"{r}_adds"),
+             values.render("float", f"{r}_values"),
+             resizes.render("sophon_resize_params", f"{r}_resizes"),
+             norms.render("sophon_norm_params", f"{r}_norms"),
+             lrns.render("sophon_lrn_params", f"{r}_lrns"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
-                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}}};")
+                 f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, {r}_values, {count(values)}, "
+                 f".resizes = {r}_resizes, .num_resizes = {count(resizes)}, "
+                 f".norms = {r}_norms, .num_norms = {count(norms)}, "
+                 f".lrns = {r}_lrns, .num_lrns = {count(lrns)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

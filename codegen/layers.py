@@ -24,6 +24,7 @@ from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
 from tvm_sophon.names import model_name
 
+from . import movement
 from . import program as P
 
 ROOT_OPS = {
@@ -31,10 +32,15 @@ ROOT_OPS = {
     "relax.nn.adaptive_avg_pool2d", "relax.mean", "relax.add", "relax.subtract",
     "relax.multiply", "relax.maximum", "relax.minimum", "relax.nn.relu", "relax.clip",
     "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh", "relax.nn.softmax",
+    "relax.image.resize2d", "relax.nn.conv2d_transpose", "relax.sum", "relax.max", "relax.min",
+    "relax.nn.layer_norm", "relax.nn.instance_norm", "relax.nn.group_norm",
 }
 BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
           "relax.maximum": "MAX", "relax.minimum": "MIN", "relax.divide": "DIV"}
 ROOT_OPS |= {"relax.divide"}
+MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
+    "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
+    "tile", "pad", "concat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -134,7 +140,7 @@ class Layer:
 
     index: int
     pattern: str
-    kind: str                   # conv2d | fc | pool2d | binary | unary | softmax
+    kind: str                   # conv2d | conv2d_transpose | fc | pool2d | binary | unary | softmax | resize | reduce | norm | lrn | movement
     out: Operand
     acts: list[Operand]         # activation operands, streamed (conv: [in]; binary: [lhs, rhs])
     params: list[Optional[Operand]]  # resident: conv/fc [weight, bias or None]
@@ -156,6 +162,14 @@ class Layer:
             ic = P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1] // self.attrs["groups"]
             kh, kw = self.attrs["kernel"]
             return n * oc * oh * ow * ic * kh * kw
+        if self.kind == "conv2d_transpose":
+            from tvm_sophon.patterns.deconv import transpose_macs
+
+            n, oc, oh, ow = P.view_dims(self.out.value.shape, self.out.view)
+            _, ic, h, w = P.view_dims(self.acts[0].value.shape, self.acts[0].view)
+            a = self.attrs
+            return transpose_macs(n, ic, oc, a["groups"], (h, w), (oh, ow), a["kernel"], a["strides"],
+                                  a["padding"][:2], a["dilation"])
         if self.kind in ("fc", "qfc"):
             m, nf = P.view_dims(self.out.value.shape, self.out.view)[:2]
             return m * nf * P.view_dims(self.acts[0].value.shape, self.acts[0].view)[1]
@@ -163,8 +177,9 @@ class Layer:
 
     def rows_sliceable(self) -> bool:
         """Whether the layer can compute a band of output rows from a band of input
-        rows: image ops whose views put a tensor axis on h."""
-        if self.kind in ("fc", "qfc", "softmax"):
+        rows: image ops whose views put a tensor axis on h. Movement layers run DDR
+        to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
+        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -184,7 +199,10 @@ class Layer:
     def batch_sliceable(self) -> bool:
         """Whether bands of the n dim can be computed apart: every operand puts
         the same axes of the same sizes on n as the result (the batch axis, or the
-        rows, M, of an fc and the element-wise ops after it), or has n = 1."""
+        rows, M, of an fc and the element-wise ops after it), or has n = 1.
+        Movement layers run DDR to DDR, alone in their group: never."""
+        if self.kind == "movement":
+            return False
         out_axes = self.out.view[0]
         return all(P.view_dims(op.value.shape, op.view)[0] == 1
                    or (op.view[0] == out_axes and len(op.value.shape) == len(self.out.value.shape)
@@ -230,7 +248,8 @@ class _Composite:
         if self.standalone:
             self.root, self.bias, self.act = self.matched["root"], None, None
             return
-        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in ROOT_OPS]
+        root_ops = movement.MOVES if pattern in MOVEMENT_PATTERNS else ROOT_OPS
+        roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in root_ops]
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
         self.root: relax.Call = roots[0]
@@ -238,8 +257,9 @@ class _Composite:
         self.act: Optional[relax.Call] = None
         root_var = next(v for v, value in self.producer.items() if value.same_as(self.root))
         self.root_var = root_var
-        for call in roots[1:] if not pattern.startswith("sophon.q") else []:
-            if call.op.name == "relax.add" and self.root.op.name in ("relax.nn.conv2d", "relax.matmul") \
+        for call in roots[1:] if not pattern.startswith("sophon.q") and root_ops is ROOT_OPS else []:
+            if call.op.name == "relax.add" and self.root.op.name in (
+                    "relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul") \
                     and any(arg.same_as(root_var) for arg in call.args):
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
@@ -276,6 +296,13 @@ class Region:
     outputs: list[P.Tensor]
     layers: list[Layer]
     aliases: list[P.Tensor] = dataclasses.field(default_factory=list)  # reshaped arguments
+    _placer: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def placer(self) -> "movement.Placer":
+        """Where every value sits in DDR (views, values written in place), computed once."""
+        if self._placer is None:
+            self._placer = movement.Placer(self)
+        return self._placer
 
     def consumers(self, tensor: P.Tensor) -> list[Layer]:
         return [l for l in self.layers if any(op.value is tensor for op in [*l.acts, *filter(None, l.params)])]
@@ -386,6 +413,12 @@ class _Analysis:
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
             return self.qlayer(comp)
+        if comp.pattern.startswith("sophon.reduce_"):
+            return self.reduce_layer(comp)
+        if comp.pattern == "sophon.lrn":
+            return self.lrn_layer(comp)
+        if comp.root.op.name in ("relax.nn.layer_norm", "relax.nn.instance_norm", "relax.nn.group_norm"):
+            return self.norm_layer(comp)
         if comp.pattern == "sophon.prelu":
             return self.prelu(comp)
         if comp.standalone:  # an activation chain or special function on its own
@@ -394,18 +427,11 @@ class _Analysis:
             return self.add(comp, "unary", view, [self.operand(x, view)], [], act=self.activation(comp))
         root = comp.root
         name = root.op.name
+        if comp.pattern in MOVEMENT_PATTERNS:
+            return movement.analyze(self, comp)
         if name == "relax.nn.conv2d":
-            attrs = root.attrs
-            layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
-            x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
-            wshape = shape_of(w)
-            view = P.layout_view(layout)
-            wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
-            self.add(comp, "conv2d", view, [self.operand(x, view)],
-                     [self.operand(w, wview, "COMPACT"), self.bias(comp)],
-                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
-                     strides=_ints(attrs.strides), padding=_ints(attrs.padding),
-                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=self.activation(comp))
+            # weight (1, OC, IC/groups, KH*KW)
+            self.conv_layer(comp, "conv2d", "OI")
         elif name == "relax.matmul":
             x, w = comp.region_value(root.args[0]), comp.region_value(root.args[1])
             rank = len(shape_of(x))
@@ -436,12 +462,92 @@ class _Analysis:
             axis = int(root.attrs.axis) % rank
             view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
             self.add(comp, "softmax", view, [self.operand(x, view)], [])
+        elif name == "relax.nn.conv2d_transpose":
+            # weight (1, IC, OC/groups, KH*KW): TVM's I axis on the lanes
+            self.conv_layer(comp, "conv2d_transpose", "IO")
+        elif name == "relax.image.resize2d":
+            from tvm_sophon.patterns.resize import resize_modes
+
+            layout = str(root.attrs.layout)
+            view = P.layout_view(layout)
+            x = comp.region_value(root.args[0])
+            method, coord, rounding = resize_modes(root.attrs)
+            self.add(comp, "resize", view, [self.operand(x, view)], [], method=method, coord=coord,
+                     rounding=rounding)
         elif name in ACTIVATIONS:
             x = comp.region_value(root.args[0])
             view = self.views.get(x) or P.default_view(len(shape_of(x)))
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    def reduce_layer(self, comp: _Composite) -> None:
+        """sum / mean / max / min over the adjacent axes [a, b]: those on h, the axes
+        before on c (the lanes), the axes after on w."""
+        from tvm_sophon.patterns.reduce import REDUCTIONS, reduced_axes
+
+        x = comp.region_value(comp.root.args[0])
+        rank = len(shape_of(x))
+        axes = reduced_axes(comp.root)
+        a, b = axes[0], axes[-1] + 1
+        view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+        if comp.root.attrs.keepdims:
+            out_view = view
+        else:
+            out_view = ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
+        self.add(comp, "reduce", out_view, [self.operand(x, view)], [],
+                 kind=REDUCTIONS[comp.root.op.name.split(".")[-1]])
+
+    def lrn_layer(self, comp: _Composite) -> None:
+        """LRN across the channels of an NCHW tensor (patterns/lrn.py's chain)."""
+        from tvm_sophon.patterns.lrn import lrn_size
+
+        x = comp.region_value(comp.calls_of("relax.divide")[0].args[0])
+        scalars = {name: float(self.const(comp, comp.calls_of(op)[-1].args[1]).reshape(()))
+                   for name, op in (("alpha", "relax.multiply"), ("bias", "relax.add"), ("beta", "relax.power"))}
+        view = P.layout_view("NCHW")
+        self.add(comp, "lrn", view, [self.operand(x, view)], [],
+                 size=lrn_size(comp.calls_of("relax.nn.avg_pool3d")[0]), **scalars)
+
+    def norm_layer(self, comp: _Composite) -> None:
+        """layer / instance norm: the normalised axes [a, b] on h; a layer norm's
+        gamma and beta run along h, an instance norm's along its channel axis (on
+        c when it comes just before the run, on w when it is the last axis after it)."""
+        from tvm_sophon.patterns.norm import norm_axes
+
+        root = comp.root
+        x = comp.region_value(root.args[0])
+        rank = len(shape_of(x))
+        axes, channel = norm_axes(root)
+        a, b = axes[0], axes[-1] + 1
+        if channel is None:
+            view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+            affine_view = ((), (), tuple(range(b - a)), ())
+        elif channel == a - 1:
+            view = (tuple(range(channel)), (channel,), tuple(range(a, b)), tuple(range(b, rank)))
+            affine_view = ((), (0,), (), ())
+        else:  # the last axis, right after the run
+            view = ((), tuple(range(a)), tuple(range(a, b)), (channel,))
+            affine_view = ((), (), (), (0,))
+        affine = [self.operand(comp.region_value(arg), affine_view, "COMPACT") if enabled else None
+                  for arg, enabled in ((root.args[1], root.attrs.scale), (root.args[2], root.attrs.center))]
+        self.add(comp, "norm", view, [self.operand(x, view)], affine, epsilon=float(root.attrs.epsilon))
+
+    def conv_layer(self, comp: _Composite, kind: str, lanes_rows: str) -> None:
+        """A conv2d or conv2d_transpose layer; its weight goes on the chip with kernel
+        axis lanes_rows[0] on the lanes (c), lanes_rows[1] on h and H, W along w."""
+        attrs = comp.root.attrs
+        layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+        x, w = comp.region_value(comp.root.args[0]), comp.region_value(comp.root.args[1])
+        wshape = shape_of(w)
+        view = P.layout_view(layout)
+        wview = ((), (klayout.index(lanes_rows[0]),), (klayout.index(lanes_rows[1]),),
+                 (klayout.index("H"), klayout.index("W")))
+        self.add(comp, kind, view, [self.operand(x, view)],
+                 [self.operand(w, wview, "COMPACT"), self.bias(comp)],
+                 kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                 strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                 dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=self.activation(comp))
 
     # ---- int8 composites: dequantize -> op -> quantize (-> clip) -------------------
     def const(self, comp: _Composite, expr) -> np.ndarray:

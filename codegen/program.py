@@ -42,6 +42,32 @@ def view_strides(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int
     return tuple(strides)  # type: ignore[return-value]
 
 
+def row_major(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Element strides of a compact row-major tensor."""
+    return tuple(_prod(shape[i + 1:]) for i in range(len(shape)))
+
+
+def tensor_view_strides(tensor: "Tensor", view: View) -> tuple[int, int, int, int]:
+    """Element strides of the four dims of ``view`` over ``tensor`` where it sits in
+    DDR (its own strides when it lives inside another buffer). Raises ValueError
+    when a dim flattens axes that are not adjacent in memory."""
+    if tensor.strides is None:
+        return view_strides(tensor.shape, view)
+    strides = []
+    for axes in view:
+        if not axes:
+            strides.append(0)
+            continue
+        live = [a for a in axes if tensor.shape[a] != 1]
+        if any(second != first + 1 for first, second in zip(axes, axes[1:])) or any(
+                tensor.strides[first] != tensor.strides[second] * tensor.shape[second]
+                for first, second in zip(live, live[1:])):
+            raise ValueError(f"view {view} flattens axes {axes} that are not adjacent in memory "
+                             f"(strides {tensor.strides})")
+        strides.append(tensor.strides[(live or axes)[-1]])
+    return tuple(strides)  # type: ignore[return-value]
+
+
 def default_view(rank: int) -> View:
     """How a tensor with no layout of its own sits on the chip: the last axis of a
     matrix on the lanes; 4-D tensors as NCHW."""
@@ -72,6 +98,10 @@ class Tensor:
     arg_index: Optional[int] = None  # position in the packed call (inputs, then outputs)
     base: Optional["Tensor"] = None  # a reshape of this tensor's memory (same DDR buffer)
     label: str = ""      # the model's name for the layer producing it (reports only, never C)
+    # where it sits inside ``base`` (codegen/movement.py): element offset, and the
+    # element stride of each axis (None: row-major from ``offset``)
+    offset: int = 0
+    strides: Optional[tuple[int, ...]] = None
 
     @property
     def nbytes(self) -> int:
@@ -142,6 +172,24 @@ class Store:
     dst: GlobalRef
     src: Local
     layer: str = ""      # the layer whose result it writes
+
+
+@dataclasses.dataclass
+class Copy:
+    """GDMA DDR -> DDR (S2S): a 4-D strided view copied onto another of the same dims."""
+    dst: GlobalRef
+    src: GlobalRef
+    layer: str = ""
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Fill:
+    """GDMA constant fill of a 4-D strided DDR view (the border of a pad)."""
+    dst: GlobalRef
+    value: float
+    layer: str = ""
+    pattern: str = ""
 
 
 @dataclasses.dataclass
@@ -219,6 +267,70 @@ class Softmax:
 
 
 @dataclasses.dataclass
+class Conv2dTranspose:
+    """tiu_conv2d_transpose: padding is (top, left, 0, 0); out's size sets the end."""
+    out: Local
+    input: Local
+    weight: Local
+    bias: Optional[Local]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+    groups: int
+    act: Activation
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Reduce:
+    """tiu_reduce: out (n, c, 1, w) = in (n, c, h, w) reduced over h."""
+    out: Local
+    input: Local
+    kind: str                             # SUM MEAN MAX MIN
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Norm:
+    """tiu_norm: normalise over h, then scale (gamma) and shift (beta)."""
+    out: Local
+    input: Local
+    gamma: Optional[Local]
+    beta: Optional[Local]
+    epsilon: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Lrn:
+    """tiu_lrn: local response normalisation across channels."""
+    out: Local
+    input: Local
+    size: int
+    alpha: float
+    beta: float
+    bias: float
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class Resize:
+    """tiu_resize of a band of rows: out holds image rows [out_row0, ...) of an
+    out_h-row image, input rows [in_row0, ...) of an in_h-row one."""
+    out: Local
+    input: Local
+    method: str                           # NEAREST | BILINEAR
+    coord: str                            # HALF_PIXEL ALIGN_CORNERS ASYMMETRIC ...
+    rounding: str                         # HALF_EVEN PREFER_FLOOR PREFER_CEIL FLOOR CEIL
+    in_h: int
+    out_h: int
+    in_row0: int = 0
+    out_row0: int = 0
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class QConv2d:
     """INT8 conv2d (incl. depthwise) with TFLite requantization (sophon_quant.h)."""
     out: Local
@@ -272,7 +384,8 @@ class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
-COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, QConv2d, QFullyConnected, QAdd, QPool2d)
+COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm, Lrn,
+           QConv2d, QFullyConnected, QAdd, QPool2d)
 
 
 # ---------------------------------------------------------------- plans
@@ -357,6 +470,13 @@ class RegionProgram:
             elif isinstance(step, (FullyConnected, QFullyConnected)):
                 m, nf = step.out.dims[:2]
                 total += m * nf * step.input.dims[1]
+            elif isinstance(step, Conv2dTranspose):
+                from tvm_sophon.patterns.deconv import transpose_macs
+
+                n, oc, oh, ow = step.out.dims
+                _, ic, h, w = step.input.dims
+                total += transpose_macs(n, ic, oc, step.groups, (h, w), (oh, ow), step.kernel, step.strides,
+                                        step.padding[:2], step.dilation)
         return total
 
     def describe(self) -> str:
@@ -368,6 +488,11 @@ class RegionProgram:
                 lines.append(f"  gdma.load  {step.dst.name}@{step.dst.addr} <- {step.src.tensor.name}{list(step.dst.dims)}")
             elif isinstance(step, Store):
                 lines.append(f"  gdma.store {step.dst.tensor.name} <- {step.src.name}@{step.src.addr}{list(step.src.dims)}")
+            elif isinstance(step, Copy):
+                lines.append(f"  gdma.copy  {step.dst.tensor.name}+{step.dst.offset} <- "
+                             f"{step.src.tensor.name}+{step.src.offset}{list(step.dst.dims)}")
+            elif isinstance(step, Fill):
+                lines.append(f"  gdma.fill  {step.dst.tensor.name}+{step.dst.offset}{list(step.dst.dims)} = {step.value}")
             elif isinstance(step, Timestep):
                 lines.append("  ---- timestep")
             else:

@@ -20,9 +20,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 from tvm_sophon.chip import DTYPE_BYTES, Chip
 from tvm_sophon.errors import SophonCompileError
 
+from . import movement
 from . import program as P
 from .layers import Layer, Operand, Region
 
@@ -75,6 +78,12 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         if i1 <= i0:
             raise PlanError(f"layer {layer.label}: output rows [{o0}, {o1}) read no input row")
         return _Geometry(out_band, [(n0, n1, i0, i1)], (i0 - i0u, l, i1u - i1, r))
+    if layer.kind == "conv2d_transpose":
+        return _Geometry(out_band, *transpose_band(layer, out_band))
+    if layer.kind == "resize":
+        n0, n1, o0, o1 = out_band
+        i0, i1 = resize_source_rows(layer.attrs, full_dims(layer.acts[0])[2], out_full[2], o0, o1)
+        return _Geometry(out_band, [(n0, n1, i0, i1)])
     if layer.kind in ("binary", "unary", "qadd"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
     # fc, softmax, global or ceil-mode pools: whole rows of the operand
@@ -83,6 +92,45 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         n, _, h, _ = full_dims(op)
         bands.append((out_band[0], out_band[1], 0, h) if n == out_full[0] else (0, n, 0, h))
     return _Geometry(out_band, bands, layer.attrs.get("padding"))
+
+
+def transpose_band(layer: Layer, out_band: Band):
+    """The input band a transposed conv's output rows [o0, o1) read, and the
+    padding that places that band: out row oy takes input row iy through filter
+    row ky when iy*sh - pt + ky*dh == oy, so the band starts at the first row
+    reaching o0 (never past floor((o0 + pt) / sh), so that the band's own top
+    padding pt + o0 - i0*sh stays >= 0) and ends after the last row reaching o1 - 1."""
+    H = full_dims(layer.acts[0])[2]
+    kh, sh, dh = layer.attrs["kernel"][0], layer.attrs["strides"][0], layer.attrs["dilation"][0]
+    t, l = layer.attrs["padding"][:2]
+    n0, n1, o0, o1 = out_band
+    first = -(-(o0 + t - (kh - 1) * dh) // sh)
+    i0 = min(max(0, min(first, (o0 + t) // sh)), H - 1)
+    i1 = max(min(H, (o1 - 1 + t) // sh + 1), i0 + 1)
+    return [(n0, n1, i0, i1)], (t + o0 - i0 * sh, l, 0, 0)
+
+
+def resize_source_rows(attrs: dict, in_h: int, out_h: int, o0: int, o1: int) -> tuple[int, int]:
+    """The input rows [i0, i1) that output rows [o0, o1) of a resize read: the
+    source coordinate as runtime/reference/sophon_tiu_resize.c computes it (f32),
+    widened by one row each way (clamped to the image) so that an f32 rounding
+    difference between numpy and C can never leave a row out."""
+    y = np.arange(o0, o1, dtype=np.float32)
+    scale = np.float32(in_h) / np.float32(out_h)
+    coord = attrs["coord"]
+    if coord in ("HALF_PIXEL", "PYTORCH_HALF_PIXEL"):
+        v = (y + np.float32(0.5)) * scale - np.float32(0.5)
+        if coord == "PYTORCH_HALF_PIXEL" and out_h == 1:
+            v = np.zeros_like(y)
+    elif coord == "ALIGN_CORNERS":
+        v = y * (np.float32(in_h - 1) / np.float32(max(out_h - 1, 1))) if out_h > 1 else np.zeros_like(y)
+    elif coord == "ASYMMETRIC":
+        v = scale * y
+    else:  # TF_HALF_PIXEL_FOR_NN
+        v = (y + np.float32(0.5)) * scale
+    lo = np.floor(v).astype(np.int64) - 1
+    hi = np.ceil(v).astype(np.int64) + 2     # bilinear reads floor(v) + 1
+    return int(np.clip(lo.min(), 0, in_h - 1)), int(np.clip(hi.max(), 1, in_h))
 
 
 def _key(op: Operand) -> tuple:
@@ -97,7 +145,8 @@ def _local_fields(step) -> tuple[str, ...]:
     cls = type(step)
     if cls not in _LOCAL_FIELDS:
         _LOCAL_FIELDS[cls] = tuple(f.name for f in dataclasses.fields(cls)
-                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs"))
+                                   if f.name in ("dst", "src", "out", "input", "weight", "bias", "lhs", "rhs",
+                                                "gamma", "beta"))
     return _LOCAL_FIELDS[cls]
 
 
@@ -167,6 +216,9 @@ class Lowering:
         self.last_use: dict[int, int] = {}
         self.scratch: list[P.Tensor] = []
         self.ddr: dict[int, P.Tensor] = _Overlay(index.ddr)
+        self.buffers: dict[int, P.Tensor] = _Overlay(index.ddr)   # value -> the DDR buffer it owns
+        self.placer = region.placer()
+        self.lmem_views: dict[int, Layer] = {}   # reshapes that alias their input's local
         self.outputs = index.outputs
         self.consumers: dict[int, list[Layer]] = index.consumers
         self.producer: dict[int, Layer] = index.producer
@@ -230,20 +282,40 @@ class Lowering:
 
     # ------------------------------------------------------------------ DDR
     def global_ref(self, tensor: P.Tensor, op_view: P.View, local: P.Local, band: Band) -> P.GlobalRef:
-        strides = P.view_strides(tensor.shape, op_view)
-        offset = (band[0] * strides[0] if op_view[0] else 0) + (band[2] * strides[2] if op_view[2] else 0)
+        try:
+            strides = P.tensor_view_strides(tensor, op_view)
+        except ValueError as err:
+            raise PlanError(f"{tensor.name}: {err}") from None
+        offset = tensor.offset + (band[0] * strides[0] if op_view[0] else 0) + \
+            (band[2] * strides[2] if op_view[2] else 0)
         return P.GlobalRef(tensor, op_view, local.dims, strides, offset)
 
+    def buffer_of(self, value: P.Tensor) -> P.Tensor:
+        """The DDR buffer a value owns: itself for region arguments and results,
+        else a scratch buffer."""
+        if id(value) not in self.buffers:
+            if id(value) in self.outputs:
+                self.buffers[id(value)] = value
+            else:
+                home = P.Tensor(self._name("scratch_" + value.name), value.shape, value.dtype, "scratch")
+                self.scratch.append(home)
+                self.buffers[id(value)] = home
+        return self.buffers[id(value)]
+
     def ddr_home(self, value: P.Tensor) -> P.Tensor:
-        """Where a value lives in DDR: itself for region arguments and results,
-        else a scratch buffer (an intermediate that crosses groups)."""
+        """Where a value lives in DDR: its own buffer (buffer_of), or, placed by
+        codegen/movement.py, a view of another value's buffer (a slice of a concat,
+        a transposed or sliced view)."""
         if id(value) in self.ddr:
             return self.ddr[id(value)]
-        if id(value) in self.outputs:
-            home = value
+        place = self.placer.resolve(value)
+        root = self.buffer_of(place.root)
+        if place.root is value:
+            home = root
         else:
-            home = P.Tensor(self._name("scratch_" + value.name), value.shape, value.dtype, "scratch")
-            self.scratch.append(home)
+            home = P.Tensor(self._name(value.name + "_in_" + root.name), value.shape, value.dtype, "alias",
+                            base=root.base if root.base is not None else root, offset=root.offset + place.offset,
+                            strides=place.strides)
         self.ddr[id(value)] = home
         return home
 
@@ -252,6 +324,15 @@ class Lowering:
         layers = [self.region.layers[i] for i in group.layers]
         if sorted(group.layers) != list(group.layers) or not layers:
             raise PlanError(f"group {group.layers}: layers must be a non-empty ascending list")
+        self.lmem_views.update(movement.lmem_views(layers, group, self.outputs, self.consumers))
+        moving = [l for l in layers if l.kind == "movement" and id(l.out.value) not in self.lmem_views]
+        if moving and (len(layers) > 1 or group.slices > 1):
+            raise PlanError(f"layer {moving[0].name} ({moving[0].pattern}) cannot be sliced or grouped: "
+                            "data movement runs DDR to DDR, alone in its group")
+        if moving:
+            for op in moving[0].acts:
+                self.ddr_home(op.value)
+            return movement.lower(self, moving[0])
         if group.c_slices > 1 or group.k_slices > 1:
             return self.lower_sliced_fc(group)
         members = set(group.layers)
@@ -261,7 +342,8 @@ class Lowering:
                    or any(c.index not in members for c in self.consumers.get(id(l.out.value), []))]
         # operands consumed under another view than produced go through DDR
         relayout = {(id(op.value), op.view) for l in layers for op in l.acts
-                    if id(op.value) in produced and op.view != produced[id(op.value)].out.view}
+                    if id(op.value) in produced and op.view != produced[id(op.value)].out.view
+                    and id(op.value) not in self.lmem_views and id(l.out.value) not in self.lmem_views}
         if group.slices > 1:
             self.check_sliceable(group, layers, leaving, relayout)
         bands = self.slice_bands(group, layers, leaving)
@@ -488,6 +570,12 @@ class Lowering:
                 (late_loads if late else loads).append(_PendingLoad(self, op, local, band, layer.name))
 
     def compute(self, layer: Layer, geo: _Geometry, held: dict, params) -> None:
+        if id(layer.out.value) in self.lmem_views:   # same local, seen through the consumers' views
+            for consumer in self.consumers.get(id(layer.out.value), []):
+                for op in consumer.acts:
+                    if op.value is layer.out.value:
+                        held[_key(op)] = held[_key(self.producer[id(layer.acts[0].value)].out)]
+            return
         acts = []
         for op, band in zip(layer.acts, geo.acts):
             buffer, buffer_band = held[_key(op)]
@@ -507,6 +595,19 @@ class Lowering:
             step = P.Binary(out, acts[0], acts[1], a["op"], a["act"], layer.pattern)
         elif layer.kind == "unary":
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
+        elif layer.kind == "conv2d_transpose":
+            step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
+                                     a["dilation"], a["groups"], a["act"], layer.pattern)
+        elif layer.kind == "lrn":
+            step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
+        elif layer.kind == "norm":
+            step = P.Norm(out, acts[0], params[0], params[1], a["epsilon"], layer.pattern)
+        elif layer.kind == "reduce":
+            step = P.Reduce(out, acts[0], a["kind"], layer.pattern)
+        elif layer.kind == "resize":
+            step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
+                            full_dims(layer.acts[0])[2], full_dims(layer.out)[2],
+                            geo.acts[0][2], geo.out[2], layer.pattern)
         elif layer.kind == "qconv2d":
             step = P.QConv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["groups"], a["requant"], layer.pattern)

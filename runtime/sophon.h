@@ -205,6 +205,15 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
  * A zero dst stride on a dim > 1 is rejected (broadcast is for loads only). */
 sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                                 const sophon_local* src);
+/* DDR to DDR (S2S): copies the 4-D view `src` onto `dst` (same shape and dtype;
+ * src may broadcast with zero strides). dst must not write an element twice, and
+ * the two views' address ranges must not overlap. Costs its bytes twice over the
+ * DDR bandwidth (read and written: sophon_cost_gdma_copy). */
+sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
+                               const sophon_global* src);
+/* Constant fill of the 4-D view `dst` with `value` (exactly representable in its
+ * dtype): the border of a pad. */
+sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, double value);
 
 /* --------------------------------------------------------------------- TIU */
 
@@ -337,6 +346,102 @@ sophon_status sophon_tiu_activation(sophon_device* dev, const sophon_local* out,
  * subtracted). */
 sophon_status sophon_tiu_softmax(sophon_device* dev, const sophon_local* out,
                                  const sophon_local* in);
+
+/*
+ * Transposed convolution (the gradient of conv2d with respect to its input):
+ * out[n, g*OCg + o, oy, ox] = act(bias[oc] + sum_{ic in group g, ky, kx}
+ *     in[n, ic, iy, ix] * weight[ic, o, ky*kw + kx])
+ * over the taps with iy*sh - pt + ky*dh == oy and ix*sw - pl + kx*dw == ox.
+ * Shapes: in (N, IC, H, W); weight (1, IC, OC/groups, KH*KW), COMPACT (TVM's IOHW);
+ *         bias (1, OC, 1, 1) or NULL; out (N, OC, OH, OW) of any size: rows no tap
+ *         reaches get the bias alone (output padding). pad_top, pad_left >= 0;
+ *         pad_bottom and pad_right must be 0 (out's size sets the end).
+ */
+sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local* out,
+                                          const sophon_local* in, const sophon_local* weight,
+                                          const sophon_local* bias, const sophon_conv_params* p);
+
+typedef enum {
+  SOPHON_REDUCE_SUM = 0,
+  SOPHON_REDUCE_MEAN = 1, /* the sum divided by H */
+  SOPHON_REDUCE_MAX = 2,
+  SOPHON_REDUCE_MIN = 3
+} sophon_reduce_kind;
+
+/* Reduction over h: in (N, C, H, W) -> out (N, C, 1, W), summed (max, min) over
+ * y = 0, 1, ... in f32. The compiler maps the reduced axes onto h. */
+sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, sophon_reduce_kind kind);
+
+typedef struct {
+  float epsilon; /* added to the variance */
+} sophon_norm_params;
+
+/* Normalisation over h (layer norm, instance norm): for each (n, c, w) column,
+ * out = (x - mean) / sqrt(var + epsilon) * gamma + beta, mean and the (biased)
+ * variance over h in two passes in f32. gamma, beta may be NULL (1 and 0); each of
+ * their c, h, w is 1 (broadcast; c from lane 0) or in's, n is 1. out may alias in. */
+sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
+                              const sophon_local* in, const sophon_local* gamma,
+                              const sophon_local* beta, const sophon_norm_params* p);
+
+typedef struct {
+  int32_t size;                  /* channels in the window, centred as size / 2 before */
+  float alpha, beta, bias;
+} sophon_lrn_params;
+
+/* Local response normalisation across channels (ONNX LRN):
+ * out[n, c] = in[n, c] / (bias + alpha * (sum_{k < size} in[n, c - size/2 + k]^2) / size)^beta,
+ * channels outside [0, C) counting 0. Same shapes; out must not overlap in. */
+sophon_status sophon_tiu_lrn(sophon_device* dev, const sophon_local* out,
+                             const sophon_local* in, const sophon_lrn_params* p);
+
+typedef enum { SOPHON_RESIZE_NEAREST = 0, SOPHON_RESIZE_BILINEAR = 1 } sophon_resize_method;
+
+/* Where output pixel x samples the input (scale = in_size / out_size, in f32):
+ * the coordinate modes of ONNX Resize / TVM's image.resize2d. */
+typedef enum {
+  SOPHON_COORD_HALF_PIXEL = 0,         /* (x + 0.5) * scale - 0.5 */
+  SOPHON_COORD_ALIGN_CORNERS = 1,      /* x * (in - 1) / (out - 1); out = 1 needs in = 1 */
+  SOPHON_COORD_ASYMMETRIC = 2,         /* x * scale */
+  SOPHON_COORD_PYTORCH_HALF_PIXEL = 3, /* half pixel, but 0 when out = 1 */
+  SOPHON_COORD_TF_HALF_PIXEL_FOR_NN = 4 /* (x + 0.5) * scale */
+} sophon_resize_coord;
+
+/* How NEAREST turns the coordinate into an index (BILINEAR ignores it). */
+typedef enum {
+  SOPHON_ROUND_HALF_EVEN = 0,          /* round to nearest, ties to even */
+  SOPHON_ROUND_PREFER_FLOOR = 1,       /* ceil(v - 0.5) */
+  SOPHON_ROUND_PREFER_CEIL = 2,        /* floor(v + 0.5) */
+  SOPHON_ROUND_FLOOR = 3,              /* floor(v + 1e-5) */
+  SOPHON_ROUND_CEIL = 4                /* ceil(v - 1e-5) */
+} sophon_resize_rounding;
+
+/* The image's full heights and where the operands' rows sit in it, so that a band
+ * of output rows can be computed from the band of input rows it reads. Widths are
+ * never sliced: in->w and out->w are the full widths. */
+typedef struct {
+  sophon_resize_method method;
+  sophon_resize_coord coord;
+  sophon_resize_rounding rounding;
+  int32_t in_h, out_h;        /* full image heights */
+  int32_t in_row0, out_row0;  /* first image row held by in / out */
+} sophon_resize_params;
+
+/*
+ * 2-D resize of every (n, c) plane: in (N, C, h_in, W_in) -> out (N, C, h_out, W_out),
+ * where out holds image rows [out_row0, out_row0 + h_out) of an out_h-row image and
+ * in holds rows [in_row0, in_row0 + h_in) of an in_h-row one. Along each axis the
+ * source coordinate v of output index x follows `coord` (in f32, as TVM's topi):
+ *   NEAREST:  out = in[clamp(round(v_y))][clamp(round(v_x))], round by `rounding`;
+ *             ASYMMETRIC with FLOOR and an integer ratio r = out/in is x / r exactly;
+ *   BILINEAR: y0 = floor(v_y), ly = v_y - y0 (likewise x), indices clamped to the image,
+ *             top = p00 * (1 - lx) + p01 * lx, bottom likewise,
+ *             out = top * (1 - ly) + bottom * ly.
+ * Every clamped source row must be inside in's band (SOPHON_ERR_ARGUMENT otherwise).
+ */
+sophon_status sophon_tiu_resize(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_resize_params* p);
 
 #ifdef __cplusplus
 }

@@ -32,8 +32,16 @@ typedef enum {
   SOPHON_CMD_CONV2D_INT8 = 9,  /* conv2d_int8(out=a, in=b, weight=c, bias=d or -1, conv[p], requant[q]) */
   SOPHON_CMD_FC_INT8 = 10,     /* fc_int8(out=a, in=b, weight=c, bias=d or -1, requant[p]) */
   SOPHON_CMD_ADD_INT8 = 11,    /* add_int8(out=a, lhs=b, rhs=c, add[p]) */
-  SOPHON_CMD_POOL2D_INT8 = 12  /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
+  SOPHON_CMD_POOL2D_INT8 = 12, /* pool2d_int8(out=a, in=b, pool[p], act_min=c, act_max=d):
                                   c and d are the clamp bounds themselves, not indices */
+  /* data movement, DDR to DDR */
+  SOPHON_CMD_COPY = 13,        /* gdma_copy(dst=global[b], src=global[c]) */
+  SOPHON_CMD_FILL = 14,        /* gdma_fill(dst=global[b], value=values[p]) */
+  SOPHON_CMD_RESIZE = 15,      /* resize(out=a, in=b, resize[p]) */
+  SOPHON_CMD_CONV2D_TRANSPOSE = 16, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
+  SOPHON_CMD_REDUCE = 17,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
+  SOPHON_CMD_NORM = 18,        /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
+  SOPHON_CMD_LRN = 19          /* lrn(out=a, in=b, lrn[p]) */
 } sophon_cmd_kind;
 
 typedef struct {
@@ -72,6 +80,14 @@ typedef struct {
   int32_t num_requants;
   const sophon_add_int8_params* adds;    /* ADD_INT8 (p) */
   int32_t num_adds;
+  const float* values;                   /* FILL (p) */
+  int32_t num_values;
+  const sophon_resize_params* resizes;   /* RESIZE (p) */
+  int32_t num_resizes;
+  const sophon_norm_params* norms;       /* NORM (p) */
+  int32_t num_norms;
+  const sophon_lrn_params* lrns;         /* LRN (p) */
+  int32_t num_lrns;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

@@ -32,7 +32,7 @@ def test_batch_norm_is_folded_into_every_conv(model_and_program):
     assert report.offloaded_mac_share == 1.0
     assert report.offloaded[:3] == ["sophon.conv2d_bias_clip", "sophon.conv2d_bias_relu", "sophon.conv2d_bias_relu"]
     assert "sophon.matmul_bias" in report.offloaded  # Linear's add(bias, x) turned around
-    assert [op.op for op in report.host_ops] == ["relax.reshape"]
+    assert report.host_ops == [] and "sophon.reshape" in report.offloaded  # Flatten too, as a view
 
 
 def test_chip_matches_eager_pytorch(model_and_program):

@@ -12,6 +12,7 @@ from . import codegen  # noqa: F401  (registers relax.ext.sophon)
 from .chip import Chip, get_chip
 from .errors import SophonCompileError, SophonError
 from .partition import CHIP_ATTR, is_partitioned, partition_for_sophon
+from .normalize import HostTransposeConvLayout
 from .passes import PlanRegions
 
 
@@ -73,7 +74,7 @@ def pipeline(chip: "str | Chip" = "bm1680", *, plan="layer_group_dp",
         mod = PlanRegions(plan)(mod)
         show("plan", mod)
         mod = _run_codegen(mod)
-        return base(mod)
+        return base(HostTransposeConvLayout()(mod))
 
     return _pipeline
 

@@ -76,6 +76,25 @@ class PoolParamsStruct(ctypes.Structure):
         "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
 
 
+class ResizeParamsStruct(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int) for name in ("method", "coord", "rounding")] + [
+        (name, ctypes.c_int32) for name in ("in_h", "out_h", "in_row0", "out_row0")]
+
+    METHODS = ("NEAREST", "BILINEAR")
+    COORDS = ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC", "PYTORCH_HALF_PIXEL", "TF_HALF_PIXEL_FOR_NN")
+    ROUNDINGS = ("HALF_EVEN", "PREFER_FLOOR", "PREFER_CEIL", "FLOOR", "CEIL")
+
+    @classmethod
+    def of(cls, step) -> "ResizeParamsStruct":
+        return cls(cls.METHODS.index(step.method), cls.COORDS.index(step.coord),
+                   cls.ROUNDINGS.index(step.rounding), step.in_h, step.out_h, step.in_row0, step.out_row0)
+
+
+class LrnParamsStruct(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_int32), ("alpha", ctypes.c_float), ("beta", ctypes.c_float),
+                ("bias", ctypes.c_float)]
+
+
 @functools.lru_cache(maxsize=None)
 def runtime_library() -> ctypes.CDLL:
     """The runtime as a shared library (built once, cached)."""
@@ -83,12 +102,17 @@ def runtime_library() -> ctypes.CDLL:
     for name in ("sophon_cost_gdma", "sophon_cost_gdma_transfer", "sophon_cost_timestep",
                  "sophon_cost_conv2d", "sophon_cost_fc", "sophon_cost_pool2d",
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
-                 "sophon_cost_activation", "sophon_cost_softmax"):
+                 "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_gdma_copy",
+                 "sophon_cost_gdma_fill", "sophon_cost_resize", "sophon_cost_conv2d_transpose",
+                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
                                               ctypes.POINTER(ctypes.c_int64 * 4)]
     lib.sophon_cost_timestep.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64, ctypes.c_uint64]
+    dims, strides = ctypes.POINTER(ctypes.c_int32 * 4), ctypes.POINTER(ctypes.c_int64 * 4)
+    lib.sophon_cost_gdma_copy.argtypes = [ctypes.POINTER(ChipStruct), dims, ctypes.c_int, strides, strides]
+    lib.sophon_cost_gdma_fill.argtypes = [ctypes.POINTER(ChipStruct), dims, ctypes.c_int, strides]
     lib.sophon_local_lane_bytes.restype = ctypes.c_int64
     return lib
 
@@ -136,6 +160,10 @@ def _signature(chip: Chip, step) -> tuple:
     if isinstance(step, (P.Load, P.Store)):
         local, ref = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
         return (chip, "gdma", local.dims, local.tensor.dtype, tuple(ref.strides))
+    if isinstance(step, P.Copy):
+        return (chip, "copy", step.dst.dims, step.dst.tensor.dtype, tuple(step.dst.strides), tuple(step.src.strides))
+    if isinstance(step, P.Fill):
+        return (chip, "fill", step.dst.dims, step.dst.tensor.dtype, tuple(step.dst.strides))
     parts = [chip, type(step).__name__]
     for field in dataclasses.fields(step):
         value = getattr(step, field.name)
@@ -163,6 +191,14 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         local, ref_ = (step.dst, step.src) if isinstance(step, P.Load) else (step.src, step.dst)
         strides = (ctypes.c_int64 * 4)(*ref_.strides)
         return "gdma", lib.sophon_cost_gdma_transfer(c_chip, ref(local), ctypes.byref(strides))
+    if isinstance(step, (P.Copy, P.Fill)):   # DDR to DDR: the DDR side of each view, in bursts
+        dims = ctypes.byref((ctypes.c_int32 * 4)(*step.dst.dims))
+        dst = ctypes.byref((ctypes.c_int64 * 4)(*step.dst.strides))
+        dtype = DTYPES[step.dst.tensor.dtype]
+        if isinstance(step, P.Fill):
+            return "gdma", lib.sophon_cost_gdma_fill(c_chip, dims, dtype, dst)
+        src = ctypes.byref((ctypes.c_int64 * 4)(*step.src.strides))
+        return "gdma", lib.sophon_cost_gdma_copy(c_chip, dims, dtype, dst, src)
     if isinstance(step, (P.Conv2d, P.QConv2d)):
         return "tiu", lib.sophon_cost_conv2d(c_chip, ref(step.out), ref(step.input),
                                              ctypes.byref(_conv_params(step)))
@@ -179,7 +215,25 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_activation(c_chip, ref(step.out), ctypes.byref(ActivationStruct.of(step.act)))
     if isinstance(step, P.Softmax):
         return "tiu", lib.sophon_cost_softmax(c_chip, ref(step.out))
+    if isinstance(step, P.Conv2dTranspose):
+        return "tiu", lib.sophon_cost_conv2d_transpose(c_chip, ref(step.out), ref(step.input),
+                                                       ctypes.byref(_conv_params(step)))
+    if isinstance(step, P.Lrn):
+        params = LrnParamsStruct(step.size, step.alpha, step.beta, step.bias)
+        return "tiu", lib.sophon_cost_lrn(c_chip, ref(step.out), ctypes.byref(params))
+    if isinstance(step, P.Norm):
+        return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
+    if isinstance(step, P.Reduce):
+        kind = ("SUM", "MEAN", "MAX", "MIN").index(step.kind)
+        return "tiu", lib.sophon_cost_reduce(c_chip, ref(step.input), kind)
+    if isinstance(step, P.Resize):
+        return "tiu", lib.sophon_cost_resize(c_chip, ref(step.out), ctypes.byref(ResizeParamsStruct.of(step)))
     raise TypeError(f"no cost for {type(step).__name__}")
+
+
+def ddr_step_bytes(step) -> int:
+    """Bytes a DDR -> DDR copy or a fill moves (one way)."""
+    return _elements(step.dst.dims) * DTYPE_BYTES[step.dst.tensor.dtype]
 
 
 def timestep_cycles(chip: Chip, tiu: int, gdma: int) -> int:
@@ -217,6 +271,11 @@ def estimate_steps(chip: Chip, steps) -> Estimate:
             est.gdma_instructions += 1
             est.gdma_cycles += cycles
             step_gdma += cycles
+            if isinstance(step, (P.Copy, P.Fill)):   # a copy reads and writes DDR, a fill writes
+                nbytes = ddr_step_bytes(step)
+                est.bytes_loaded += nbytes if isinstance(step, P.Copy) else 0
+                est.bytes_stored += nbytes
+                continue
             local = step.dst if isinstance(step, P.Load) else step.src
             nbytes = _elements(local.dims) * DTYPE_BYTES[local.tensor.dtype]
             if isinstance(step, P.Load):

@@ -10,12 +10,19 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     batch_norm(conv2d(x, W) [+ b])[0]   -> conv2d(x, W * s) + (b - mean) * s + beta
                                            s = gamma / sqrt(var + eps)      (PyTorch Conv + BatchNorm)
     batch_norm(x)[0]                    -> x * s + (beta - mean * s)       inference batch norm elsewhere
+    split(x)[i]                         -> strided_slice(x, ...)           a view of x on the chip
+    concat(> 8 inputs)                  -> concat of concats               the patterns' arity
+    concat(x0..xk), c = concat(x0..xj)  -> concat(c, xj+1..xk)             DenseNet's growing concats
+    conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
     sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
     clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
     x * 1, x / 1                        -> x                               torch's softplus (beta 1)
     x / c                               -> x * (1 / c)                     c constant, 1/c a normal float32
     power(x, 2), power(x, 0.5)          -> x * x, sqrt(x)
+
+and, for the host part only (after partitioning, ``HostTransposeConvLayout``), a
+``conv2d_transpose`` in a layout TVM cannot legalise goes through NCHW / IOHW.
 
 TFLite needs none of them: its depthwise kernels arrive as ``HWOI`` and its dense
 layers as ``permute_dims`` + ``matmul``, which the pattern table takes as they are.
@@ -381,6 +388,171 @@ def FoldBatchNorm() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldBatchNorm", _rewrite_batch_norm)
 
 
+# ------------------------------------------------------------------ data movement
+
+
+def _rewrite_split(func: relax.Function, _mod) -> relax.Function:
+    x = wildcard()
+    split = is_op("relax.split")(x)
+    pattern = is_tuple_get_item(split)
+
+    def rewriter(item, matches):
+        call = matches[split]
+        fields = call.ty.fields if isinstance(call.ty, relax.TupleType) else None
+        axis = int(call.attrs.axis)
+        if fields is None or any(f.shape is None for f in fields):
+            return item
+        sizes = [f.shape.values[axis] for f in fields]
+        if not all(isinstance(v, IntImm) for v in sizes):
+            return item
+        begin = sum(int(v) for v in sizes[:item.index])
+        return relax.op.strided_slice(matches[x], [axis], [begin], [begin + int(sizes[item.index])],
+                                      assume_inbound=True)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def SplitToSlices() -> tvm.transform.Pass:  # noqa: N802
+    """``split(x)[i]`` -> ``strided_slice(x, [axis], [begin_i], [end_i])``: each part
+    of a split becomes a view of ``x`` on the chip (the split itself is left for
+    dead-code removal)."""
+    return _function_pass("SophonSplitToSlices", _rewrite_split)
+
+
+def _rewrite_wide_concat(func: relax.Function, _mod) -> relax.Function:
+    from .patterns.movement import MAX_CONCAT_INPUTS
+
+    pattern = is_op("relax.concat")(wildcard())
+
+    def rewriter(call, _matches):
+        parts = call.args[0]
+        if not isinstance(parts, relax.Tuple) or len(parts.fields) <= MAX_CONCAT_INPUTS:
+            return call
+        axis = int(call.attrs.axis)
+        fields = list(parts.fields)
+        while len(fields) > MAX_CONCAT_INPUTS:
+            fields = [relax.op.concat(fields[i:i + MAX_CONCAT_INPUTS], axis)
+                      if len(fields[i:i + MAX_CONCAT_INPUTS]) > 1 else fields[i]
+                      for i in range(0, len(fields), MAX_CONCAT_INPUTS)]
+        return relax.op.concat(fields, axis)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def NestWideConcat() -> tvm.transform.Pass:  # noqa: N802
+    """A concat of more inputs than a pattern takes (``MAX_CONCAT_INPUTS``) -> a
+    concat of concats. On the chip each inner concat is written straight into its
+    slice of the outer one, so nesting costs no copy."""
+    return _function_pass("SophonNestWideConcat", _rewrite_wide_concat)
+
+
+def _reuse_concat_prefix(func: relax.Function, _mod) -> relax.Function:
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def __init__(self):
+            super().__init__()
+            self.seen: list = []      # (var, fields, axis) of the concats so far
+
+        def visit_var_binding_(self, binding):
+            value = binding.value
+            if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                    and value.op.name == "relax.concat" and isinstance(value.args[0], relax.Tuple)):
+                return super().visit_var_binding_(binding)
+            fields = [self.visit_expr(f) for f in value.args[0].fields]
+            axis = int(value.attrs.axis)
+            prefix = max((s for s in self.seen if s[2] == axis and 0 < len(s[1]) < len(fields)
+                          and all(a.same_as(b) for a, b in zip(s[1], fields))),
+                         key=lambda s: len(s[1]), default=None)
+            if prefix is not None:
+                new = relax.op.concat([prefix[0], *fields[len(prefix[1]):]], axis)
+                self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(new)))
+            else:
+                super().visit_var_binding_(binding)
+            self.seen.append((binding.var, fields, axis))
+
+    return Rewriter().visit_expr(func)
+
+
+def ReuseConcatPrefix() -> tvm.transform.Pass:  # noqa: N802
+    """``concat(x0, .., xk)`` -> ``concat(c, x_j, .., xk)`` when an earlier ``c =
+    concat(x0, .., x_j-1)`` exists (DenseNet concatenates every earlier feature map
+    again in each layer). On the chip the earlier concat is then written straight
+    into the later one, and each feature map is stored once, into the block's
+    final buffer, instead of copied into every concat."""
+    return _function_pass("SophonReuseConcatPrefix", _reuse_concat_prefix)
+
+
+def _window_pads(pad: relax.Call, layout: str) -> Optional[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of a pad that pads only H and W of ``layout``."""
+    width = [int(v) for v in pad.attrs.pad_width]
+    if str(pad.attrs.pad_mode) != "constant" or len(width) != 8 or any(v < 0 for v in width):
+        return None
+    h, w = layout.index("H"), layout.index("W")
+    if any(width[2 * a] or width[2 * a + 1] for a in range(4) if a not in (h, w)):
+        return None
+    return width[2 * h], width[2 * w], width[2 * h + 1], width[2 * w + 1]
+
+
+def _pad_value(pad: relax.Call) -> Optional[float]:
+    value = pad.attrs.pad_value
+    value = getattr(value, "value", value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rewrite_pad_into_window(func: relax.Function, _mod) -> relax.Function:
+    x, w = wildcard(), wildcard()
+    pad = is_op("relax.nn.pad")(x)
+    conv = is_op("relax.nn.conv2d")(pad, w)
+    max_pool = is_op("relax.nn.max_pool2d")(pad)
+    avg_pool = is_op("relax.nn.avg_pool2d")(pad)
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        layout = str(attrs.data_layout if call.op.name == "relax.nn.conv2d" else attrs.layout)
+        if layout not in ("NCHW", "NHWC"):
+            return call
+        extra = _window_pads(matches[pad], layout)
+        value = _pad_value(matches[pad])
+        if extra is None or value is None:
+            return call
+        padding = tuple(int(p) + e for p, e in zip(attrs.padding, extra))
+        if call.op.name == "relax.nn.conv2d":
+            if value != 0.0:
+                return call
+            return relax.op.nn.conv2d(matches[x], matches[w], attrs.strides, padding, attrs.dilation,
+                                      int(attrs.groups), layout, str(attrs.kernel_layout),
+                                      str(attrs.out_layout), attrs.out_dtype or None)
+        if call.op.name == "relax.nn.max_pool2d":
+            # the pool's own padding never wins a max, as a pad of -inf (or the lowest float) would
+            if not value <= -3.4028234663852886e38:
+                return call
+            return relax.op.nn.max_pool2d(matches[x], attrs.pool_size, attrs.strides, padding,
+                                          attrs.dilation, bool(attrs.ceil_mode),
+                                          bool(attrs.count_include_pad), layout, str(attrs.out_layout))
+        if value != 0.0 or not bool(attrs.count_include_pad) or any(int(p) for p in attrs.padding) \
+                or bool(attrs.ceil_mode):
+            return call  # only zeros counted in the average fold
+        return relax.op.nn.avg_pool2d(matches[x], attrs.pool_size, attrs.strides, padding, attrs.dilation,
+                                      False, True, layout, str(attrs.out_layout))
+
+    return rewrite_call(conv | max_pool | avg_pool, rewriter, func)
+
+
+def FoldPadIntoWindow() -> tvm.transform.Pass:  # noqa: N802
+    """``conv2d(pad(x))`` -> ``conv2d(x)`` with the pad added to its padding, when
+    the pad is constant 0 over H and W only (ONNX and TFLite emit explicit pads
+    for "same" padding); likewise a max pool behind a pad of -inf and an average
+    pool that counts padding behind a pad of 0."""
+    return _function_pass("SophonFoldPadIntoWindow", _rewrite_pad_into_window)
+
+
+def movement_passes() -> list:
+    """The data movement rewrites partitioning runs, with dead-code removal."""
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
+            relax.transform.DeadCodeElimination()]
 # ------------------------------------------------------------------ identities and importer idioms
 
 
@@ -576,6 +748,42 @@ def PowerToMultiply() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonPowerToMultiply", _rewrite_power)
 
 
+# ------------------------------------------------------------------ host legalisation
+
+def _rewrite_transpose_conv_layout(func: relax.Function, _mod) -> relax.Function:
+    data, weight = wildcard(), wildcard()
+    pattern = is_op("relax.nn.conv2d_transpose")(data, weight)
+
+    def rewriter(call, matches):
+        attrs = call.attrs
+        layout, klayout = str(attrs.data_layout), str(attrs.kernel_layout)
+        out_layout = str(attrs.out_layout) or layout
+        if (layout, klayout, out_layout) == ("NCHW", "IOHW", "NCHW") or sorted(layout) != sorted("NCHW") \
+                or sorted(klayout) != sorted("OIHW") or sorted(out_layout) != sorted("NCHW"):
+            return call
+        x = matches[data] if layout == "NCHW" else relax.op.permute_dims(
+            matches[data], [layout.index(d) for d in "NCHW"])
+        w = matches[weight] if klayout == "IOHW" else relax.op.permute_dims(
+            matches[weight], [klayout.index(d) for d in "IOHW"])
+        y = relax.op.nn.conv2d_transpose(
+            x, w, strides=attrs.strides, padding=attrs.padding, output_padding=attrs.output_padding,
+            dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW", kernel_layout="IOHW",
+            out_dtype=attrs.out_dtype or None)
+        return y if out_layout == "NCHW" else relax.op.permute_dims(y, ["NCHW".index(d) for d in out_layout])
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def HostTransposeConvLayout() -> tvm.transform.Pass:  # noqa: N802
+    """conv2d_transpose(x: L, w: K) -> permute(conv2d_transpose(permute(x): NCHW, permute(w): IOHW))
+
+    TVM 0.27 legalises conv2d_transpose only as NCHW data with an IOHW kernel, so
+    TFLite's TRANSPOSE_CONV (NHWC) would leave the VM an op it cannot emit
+    ("CodeGenVM cannot emit this Relax operator"). Run on what stays on the host,
+    after partitioning, so the chip still sees the op in its own layout."""
+    return _function_pass("SophonHostTransposeConvLayout", _rewrite_transpose_conv_layout)
+
+
 # ------------------------------------------------------------------ all
 
 
@@ -601,6 +809,7 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
+        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
         MergeClips(),
         RemoveScaleByOne(),
         DivideByConstant(),

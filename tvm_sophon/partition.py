@@ -185,6 +185,9 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
             if not isinstance(value.op, tvm.ir.Op):
                 continue
             reasons = rejections.get(name)
+            if reasons and value.op.name not in patterns.movement.MOVEMENT_OPS:
+                # bound names repeat: a movement op's reason under this name was another op's
+                reasons = [r for r in reasons if r[1] != patterns.movement.HOST_REASON]
             if reasons:
                 # the smallest rejected match rooted at this op: its own pattern's reason
                 reason = min(reasons, key=lambda r: r[0])[1]
@@ -445,6 +448,8 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
         # folds reshapes/transposes of weights; a quantized model keeps its
         # dequantize(weight) chains, which the int8 patterns take whole
         mod = relax.transform.FoldConstant()(mod)
+    from .normalize import movement_passes  # split -> slices, pads folded into windows
+    mod = tvm.transform.Sequential(movement_passes())(mod)
     rejections: dict = {}
     matches: list = []
     token = patterns.record_rejections(rejections)
@@ -455,6 +460,9 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     finally:
         patterns.stop_recording(token)
     mod = _unshare_composites(mod, matches)
+    mod, lonely = patterns.movement.keep_lonely_moves_on_host(mod)
+    for name in lonely:
+        rejections.setdefault(name, []).append((0, patterns.movement.HOST_REASON))
     mod = _merge_composites(mod)
     mod = _name_regions(mod)
     mod = _tag_regions(mod, chip)

@@ -273,6 +273,10 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     name, pattern = step.layer, ""
                     nbytes = _local_bytes(local)
                     gp.ddr_bytes += nbytes
+                elif isinstance(step, (P.Copy, P.Fill)):   # DDR to DDR: read and written
+                    local, name, pattern = None, step.layer, step.pattern
+                    nbytes = cost.ddr_step_bytes(step) * (2 if isinstance(step, P.Copy) else 1)
+                    gp.ddr_bytes += nbytes
                 else:
                     local, name, pattern, nbytes = step.out, step.out.tensor.name, step.pattern, 0
                 lp = by_name.get(name)
@@ -284,8 +288,9 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gp.layers.append(name)
                 lp.pattern = lp.pattern or pattern
                 lp.ddr_bytes += nbytes
-                lp.lmem_peak = max(lp.lmem_peak, local.addr + local.lane_bytes(chip))
-                gp.lmem_peak = max(gp.lmem_peak, local.addr + local.lane_bytes(chip))
+                if local is not None:
+                    lp.lmem_peak = max(lp.lmem_peak, local.addr + local.lane_bytes(chip))
+                    gp.lmem_peak = max(gp.lmem_peak, local.addr + local.lane_bytes(chip))
                 label = type(step).__name__.lower()
                 if engine == "tiu":
                     lp.tiu_cycles += cycles
@@ -302,7 +307,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     gdma_at += cycles * clock_us
             groups.append(gp)
         for step in prog.steps:
-            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected)):
+            if isinstance(step, (P.Conv2d, P.FullyConnected, P.QConv2d, P.QFullyConnected, P.Conv2dTranspose)):
                 one = P.RegionProgram(prog.symbol, chip, [], [], [], [], [step])
                 by_name[step.out.tensor.name].macs += one.macs()
         for gp in groups:

@@ -9,6 +9,7 @@
  * element-wise.
  */
 #include <math.h>
+#include <string.h>
 
 #include "chip/sophon_cost.h"
 
@@ -106,6 +107,40 @@ uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gd
   uint64_t longer = tiu > gdma ? tiu : gdma;
   if (longer == 0 || chip == NULL) return longer;
   return longer + (uint64_t)(chip->timestep_sync_cycles > 0 ? chip->timestep_sync_cycles : 0);
+}
+
+/* Bytes the DDR side of a view of `dims` moves: its DDR runs in whole bursts. */
+static uint64_t ddr_side(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                         const int64_t strides[4]) {
+  sophon_local l;
+  uint64_t elements, run;
+  memset(&l, 0, sizeof(l));
+  l.n = dims[0];
+  l.c = dims[1];
+  l.h = dims[2];
+  l.w = dims[3];
+  l.dtype = dtype;
+  elements = (uint64_t)l.n * (uint64_t)l.c * (uint64_t)l.h * (uint64_t)l.w;
+  run = ddr_run_elements(&l, strides);
+  return elements / run * round_up_u64(run * (uint64_t)sophon_dtype_size(dtype), burst(chip));
+}
+
+static int copy_args_ok(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype) {
+  return clocks_ok(chip) && dims != NULL && dims[0] > 0 && dims[1] > 0 && dims[2] > 0 &&
+         dims[3] > 0 && sophon_dtype_size(dtype) > 0;
+}
+
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4], const int64_t src_strides[4]) {
+  if (!copy_args_ok(chip, dims, dtype) || dst_strides == NULL || src_strides == NULL) return 0;
+  return gdma_cycles(chip, ddr_side(chip, dims, dtype, src_strides) +
+                               ddr_side(chip, dims, dtype, dst_strides));
+}
+
+uint64_t sophon_cost_gdma_fill(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4]) {
+  if (!copy_args_ok(chip, dims, dtype) || dst_strides == NULL) return 0;
+  return gdma_cycles(chip, ddr_side(chip, dims, dtype, dst_strides));
 }
 
 static uint64_t tiu_latency(const sophon_chip* chip) {
@@ -242,4 +277,33 @@ uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out
 
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out) {
   return sophon_cost_eltwise(chip, out, 5); /* max, subtract, exp, sum, divide */
+}
+
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p) {
+  return sophon_cost_eltwise(chip, out, p->method == SOPHON_RESIZE_BILINEAR ? 4 : 1);
+}
+
+uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_local* out,
+                                      const sophon_local* in, const sophon_conv_params* p) {
+  sophon_conv_params landing;
+  if (p == NULL || p->stride_h <= 0 || p->stride_w <= 0) return 0;
+  landing = *p;
+  landing.kernel_h = (int32_t)ceil_div_u64((uint64_t)p->kernel_h, (uint64_t)p->stride_h);
+  landing.kernel_w = (int32_t)ceil_div_u64((uint64_t)p->kernel_w, (uint64_t)p->stride_w);
+  return sophon_cost_conv2d(chip, out, in, &landing);
+}
+
+uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
+                            sophon_reduce_kind kind) {
+  return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN ? 2 : 1);
+}
+
+uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {
+  return sophon_cost_eltwise(chip, out, 8);
+}
+
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p) {
+  return sophon_cost_eltwise(chip, out, (int64_t)p->size + 6);
 }

@@ -25,13 +25,22 @@
  *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
  *                    (groups == IC == OC, one input channel per output) runs on the
  *                    depthwise/pooling unit, any other on the conv unit
+ *   conv2d_transpose as conv2d with taps = IC/groups * ceil(KH/sh) * ceil(KW/sw)
+ *                    (the taps that land on one output pixel)
  *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
  *                    * ceil(K / positions) (output features on lanes, the
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
  *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
  *                    and PRELU 2) + its fused activation's ops; activation: its
- *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide)
+ *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
+ *                    reduce: one pass over its input (mean 2: the divide);
+ *                    lrn size + 6 (a square-add per window channel, scale,
+ *                    shift, power 4, divide: assumption);
+ *                    norm 8 (sum, subtract, square-add, rsqrt amortised,
+ *                    subtract, multiply, scale, shift: assumption);
+ *                    resize: nearest 1 (a gather), bilinear 4 (two taps per lerp,
+ *                    three lerps: assumption)
  *   activation ops   (assumption: one pass of the EUs per add, multiply, compare or
  *                     select; a square root or a reciprocal 2, the special-function
  *                     unit's table-and-polynomial taking about twice an add; exp, log,
@@ -57,6 +66,10 @@
  *                    so small, strided and channel-scattered transfers (a depthwise
  *                    weight is 9 floats per lane) cost more per byte than large
  *                    contiguous ones.
+ *   GDMA DDR -> DDR  a copy reads its source and writes its destination, each side
+ *                    in whole bursts of its DDR runs: effective_bytes = DDR side of
+ *                    the source + DDR side of the destination; a constant fill
+ *                    only writes: its destination's DDR side
  *   timestep         max(TIU cycles, GDMA cycles) of the work issued in it, plus
  *                    timestep_sync_cycles when it holds any (the engines wait for
  *                    each other at the boundary; an empty timestep costs nothing).
@@ -84,9 +97,17 @@ uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* 
                                    const int64_t global_strides[4]);
 /* What a timestep holding `tiu` and `gdma` cycles of work takes. */
 uint64_t sophon_cost_timestep(const sophon_chip* chip, uint64_t tiu, uint64_t gdma);
+/* A GDMA DDR -> DDR copy of (n, c, h, w) = dims elements of `dtype` between views
+ * with the given element strides, and a constant fill of one view, TIU cycles. */
+uint64_t sophon_cost_gdma_copy(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4], const int64_t src_strides[4]);
+uint64_t sophon_cost_gdma_fill(const sophon_chip* chip, const int32_t dims[4], sophon_dtype dtype,
+                               const int64_t dst_strides[4]);
 
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p);
+uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_local* out,
+                                      const sophon_local* in, const sophon_conv_params* p);
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
                         const sophon_local* in);
 uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
@@ -101,6 +122,13 @@ uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act);
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
+                            sophon_reduce_kind kind);
+uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out);
+uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
+                         const sophon_lrn_params* p);
+uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,
+                            const sophon_resize_params* p);
 
 #ifdef __cplusplus
 }

@@ -384,3 +384,171 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
   count_gdma(dev, src, dst, tensor_bytes(src), 0);
   return SOPHON_OK;
 }
+
+/* ------------------------------------------------------------ DDR to DDR */
+
+/* The first byte a view touches and one past its last (negative strides too). */
+static void view_span(const sophon_global* g, const uint8_t** first, const uint8_t** end) {
+  const int64_t sizes[4] = {g->n, g->c, g->h, g->w};
+  const int64_t strides[4] = {g->stride_n, g->stride_c, g->stride_h, g->stride_w};
+  const int64_t elem = sophon_dtype_size(g->dtype);
+  int64_t lo = 0, hi = 0;
+  int i;
+  for (i = 0; i < 4; ++i) {
+    if (strides[i] < 0)
+      lo += (sizes[i] - 1) * strides[i];
+    else
+      hi += (sizes[i] - 1) * strides[i];
+  }
+  *first = (const uint8_t*)g->data + lo * elem;
+  *end = (const uint8_t*)g->data + (hi + 1) * elem;
+}
+
+/* The view is non-NULL, has data, positive dims and a known dtype. */
+static sophon_status check_global(sophon_device* dev, const char* op, const char* name,
+                                  const sophon_global* g) {
+  if (g == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s is NULL", op, name);
+  if (g->data == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s data is NULL", op, name);
+  if (g->n <= 0 || g->c <= 0 || g->h <= 0 || g->w <= 0)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s shape (%d,%d,%d,%d) is not positive",
+                            op, name, (int)g->n, (int)g->c, (int)g->h, (int)g->w);
+  if (sophon_dtype_size(g->dtype) == 0)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %s has an unknown dtype", op, name);
+  return SOPHON_OK;
+}
+
+/* A written view: no two elements on one address. */
+static sophon_status check_written(sophon_device* dev, const char* op, const sophon_global* g) {
+  if (!view_is_injective(g))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: dst strides (%lld,%lld,%lld,%lld) for shape (%d,%d,%d,%d) write "
+                            "some element twice",
+                            op, (long long)g->stride_n, (long long)g->stride_c,
+                            (long long)g->stride_h, (long long)g->stride_w, (int)g->n, (int)g->c,
+                            (int)g->h, (int)g->w);
+  return SOPHON_OK;
+}
+
+/* The dims and strides of a view, as the cost model takes them. */
+static void dims_strides(const sophon_global* g, int32_t dims[4], int64_t strides[4]) {
+  dims[0] = g->n;
+  dims[1] = g->c;
+  dims[2] = g->h;
+  dims[3] = g->w;
+  strides[0] = g->stride_n;
+  strides[1] = g->stride_c;
+  strides[2] = g->stride_h;
+  strides[3] = g->stride_w;
+}
+
+static uint64_t global_bytes(const sophon_global* g) {
+  return (uint64_t)g->n * (uint64_t)g->c * (uint64_t)g->h * (uint64_t)g->w *
+         (uint64_t)sophon_dtype_size(g->dtype);
+}
+
+sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
+                               const sophon_global* src) {
+  static const char* op = "gdma_copy";
+  const uint8_t *src_first, *src_end, *dst_first, *dst_end;
+  sophon_status status;
+  int32_t n, c, h;
+  int64_t elem;
+  uint64_t bytes;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if ((status = check_global(dev, op, "dst", dst)) != SOPHON_OK) return status;
+  if ((status = check_global(dev, op, "src", src)) != SOPHON_OK) return status;
+  if (dst->n != src->n || dst->c != src->c || dst->h != src->h || dst->w != src->w)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: dst shape (%d,%d,%d,%d) differs from src shape (%d,%d,%d,%d)", op,
+                            (int)dst->n, (int)dst->c, (int)dst->h, (int)dst->w, (int)src->n,
+                            (int)src->c, (int)src->h, (int)src->w);
+  if (dst->dtype != src->dtype)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: dst dtype %s differs from src dtype %s",
+                            op, sophon_dtype_name(dst->dtype), sophon_dtype_name(src->dtype));
+  if ((status = check_written(dev, op, dst)) != SOPHON_OK) return status;
+  view_span(src, &src_first, &src_end);
+  view_span(dst, &dst_first, &dst_end);
+  if (src_first < dst_end && dst_first < src_end)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: dst and src overlap in DDR (a copy must not read what it writes)",
+                            op);
+
+  elem = sophon_dtype_size(src->dtype);
+  for (n = 0; n < src->n; ++n) {
+    for (c = 0; c < src->c; ++c) {
+      for (h = 0; h < src->h; ++h) {
+        const uint8_t* from = (const uint8_t*)src->data +
+                              (n * src->stride_n + c * src->stride_c + h * src->stride_h) * elem;
+        uint8_t* to = (uint8_t*)dst->data +
+                      (n * dst->stride_n + c * dst->stride_c + h * dst->stride_h) * elem;
+        if (src->stride_w == 1 && dst->stride_w == 1)
+          memcpy(to, from, (size_t)(src->w * elem));
+        else
+          copy_elements(to, dst->stride_w * elem, from, src->stride_w * elem, src->w, (int32_t)elem);
+      }
+    }
+  }
+  bytes = global_bytes(dst);
+  {
+    int32_t dims[4];
+    int64_t dst_strides[4], src_strides[4];
+    dims_strides(dst, dims, dst_strides);
+    dims_strides(src, dims, src_strides);
+    sophon_count_gdma(dev, sophon_cost_gdma_copy(&dev->chip, dims, dst->dtype, dst_strides, src_strides),
+                      bytes, 0);
+  }
+  dev->counters.bytes_loaded += bytes; /* DDR read as well as written */
+  return SOPHON_OK;
+}
+
+sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, double value) {
+  static const char* op = "gdma_fill";
+  uint8_t pattern[8];
+  sophon_status status;
+  int32_t n, c, h, w;
+  int64_t elem;
+  uint64_t bytes;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if ((status = check_global(dev, op, "dst", dst)) != SOPHON_OK) return status;
+  if ((status = check_written(dev, op, dst)) != SOPHON_OK) return status;
+  switch (dst->dtype) {
+    case SOPHON_F32: {
+      const float v = (float)value;
+      memcpy(pattern, &v, 4);
+      break;
+    }
+    case SOPHON_I8: {
+      const int8_t v = (int8_t)value;
+      if ((double)v != value)
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %g is not an int8 value", op, value);
+      memcpy(pattern, &v, 1);
+      break;
+    }
+    default: {
+      const int32_t v = (int32_t)value;
+      if (!(value >= -2147483648.0 && value <= 2147483647.0) || (double)v != value)
+        return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: %g is not an int32 value", op, value);
+      memcpy(pattern, &v, 4);
+      break;
+    }
+  }
+  elem = sophon_dtype_size(dst->dtype);
+  for (n = 0; n < dst->n; ++n)
+    for (c = 0; c < dst->c; ++c)
+      for (h = 0; h < dst->h; ++h)
+        for (w = 0; w < dst->w; ++w)
+          memcpy((uint8_t*)dst->data + (n * dst->stride_n + c * dst->stride_c +
+                                        h * dst->stride_h + w * dst->stride_w) * elem,
+                 pattern, (size_t)elem);
+  bytes = global_bytes(dst);
+  {
+    int32_t dims[4];
+    int64_t strides[4];
+    dims_strides(dst, dims, strides);
+    sophon_count_gdma(dev, sophon_cost_gdma_fill(&dev->chip, dims, dst->dtype, strides), bytes, 0);
+  }
+  return SOPHON_OK;
+}

@@ -120,7 +120,11 @@ typedef struct {
   const sophon_activation* act;
   const sophon_requant* requant;
   const sophon_add_int8_params* add;
+  const sophon_resize_params* resize;
+  const sophon_norm_params* norm;
+  const sophon_lrn_params* lrn;
   sophon_binary_op binary_op;
+  sophon_reduce_kind reduce_kind;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
 } sophon_operands;
 

@@ -26,6 +26,12 @@ static uint64_t conv2d_macs(const sophon_operands* o) {
          (uint64_t)o->out->w * (uint64_t)(o->a->c / o->conv->groups) *
          (uint64_t)o->conv->kernel_h * (uint64_t)o->conv->kernel_w;
 }
+static uint64_t conv2d_transpose_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_conv2d_transpose(chip, o->out, o->a, o->conv);
+}
+static uint64_t conv2d_transpose_macs(const sophon_operands* o) {
+  return sophon_conv2d_transpose_macs(o->out, o->a, o->conv);
+}
 static uint64_t fc_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_fc(chip, o->out, o->a);
 }
@@ -44,6 +50,18 @@ static uint64_t activation_cost(const sophon_chip* chip, const sophon_operands* 
 }
 static uint64_t softmax_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_softmax(chip, o->out);
+}
+static uint64_t resize_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_resize(chip, o->out, o->resize);
+}
+static uint64_t reduce_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_reduce(chip, o->a, o->reduce_kind);
+}
+static uint64_t norm_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_norm(chip, o->out);
+}
+static uint64_t lrn_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_lrn(chip, o->out, o->lrn);
 }
 /* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
@@ -84,6 +102,24 @@ static int activation_fast(sophon_device* dev, const sophon_operands* o) {
 }
 static void softmax_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_f32(dev, o->out, o->a);
+}
+static void conv2d_transpose_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_transpose_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
+static void reduce_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_reduce_f32(dev, o->out, o->a, o->reduce_kind);
+}
+static void norm_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_norm_f32(dev, o->out, o->a, o->b, o->c, o->norm);
+}
+static void lrn_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_lrn_f32(dev, o->out, o->a, o->lrn);
+}
+static int conv2d_transpose_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_transpose_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+}
+static void resize_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
 static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
@@ -135,6 +171,17 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_add_int8, add_int8_cost, NULL, add_int8_ref, add_int8_fast},
   {SOPHON_CMD_POOL2D_INT8, "pool2d_int8", "tiu_pool2d_int8", /* out, a, pool, act_min, act_max */
    sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
+  {SOPHON_CMD_RESIZE, "resize", "tiu_resize", /* out, a, resize */
+   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
+  {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
+   sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
+   conv2d_transpose_ref, conv2d_transpose_fast},
+  {SOPHON_CMD_REDUCE, "reduce", "tiu_reduce", /* out, a, reduce_kind */
+   sophon_check_tiu_reduce, reduce_cost, NULL, reduce_ref, NULL},
+  {SOPHON_CMD_NORM, "norm", "tiu_norm", /* out, a, b = gamma, c = beta, norm */
+   sophon_check_tiu_norm, norm_cost, NULL, norm_ref, NULL},
+  {SOPHON_CMD_LRN, "lrn", "tiu_lrn", /* out, a, lrn */
+   sophon_check_tiu_lrn, lrn_cost, NULL, lrn_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -256,4 +303,41 @@ sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out
   o.act_min = act_min;
   o.act_max = act_max;
   return sophon_isa_execute(dev, SOPHON_CMD_POOL2D_INT8, &o);
+}
+
+sophon_status sophon_tiu_resize(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, const sophon_resize_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.resize = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_RESIZE, &o);
+}
+
+sophon_status sophon_tiu_conv2d_transpose(sophon_device* dev, const sophon_local* out,
+                                          const sophon_local* in, const sophon_local* weight,
+                                          const sophon_local* bias, const sophon_conv_params* p) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_TRANSPOSE, &o);
+}
+
+sophon_status sophon_tiu_reduce(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, sophon_reduce_kind kind) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.reduce_kind = kind;
+  return sophon_isa_execute(dev, SOPHON_CMD_REDUCE, &o);
+}
+
+sophon_status sophon_tiu_norm(sophon_device* dev, const sophon_local* out,
+                              const sophon_local* in, const sophon_local* gamma,
+                              const sophon_local* beta, const sophon_norm_params* p) {
+  sophon_operands o = operands(out, in, gamma, beta);
+  o.norm = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_NORM, &o);
+}
+
+sophon_status sophon_tiu_lrn(sophon_device* dev, const sophon_local* out,
+                             const sophon_local* in, const sophon_lrn_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.lrn = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_LRN, &o);
 }

@@ -18,6 +18,8 @@ static const char* cmd_name(sophon_cmd_kind kind) {
     case SOPHON_CMD_LOAD: return "load";
     case SOPHON_CMD_STORE: return "store";
     case SOPHON_CMD_TIMESTEP: return "timestep";
+    case SOPHON_CMD_COPY: return "copy";
+    case SOPHON_CMD_FILL: return "fill";
     default: return ins != NULL ? ins->name : "unknown";
   }
 }
@@ -32,9 +34,9 @@ static sophon_status bad_index(sophon_device* dev, const char* what, int32_t ind
 }
 
 static sophon_status make_global(sophon_device* dev, const sophon_program* prog,
-                                 void* const* buffers, const sophon_cmd* c, sophon_global* out) {
-  const sophon_global_ref* ref = SOPHON_ENTRY(prog->globals, prog->num_globals, c->b);
-  if (ref == NULL) return bad_index(dev, "global", c->b);
+                                 void* const* buffers, int32_t index, sophon_global* out) {
+  const sophon_global_ref* ref = SOPHON_ENTRY(prog->globals, prog->num_globals, index);
+  if (ref == NULL) return bad_index(dev, "global", index);
   if (ref->buffer < 0 || ref->buffer >= prog->num_buffers || buffers[ref->buffer] == NULL)
     return bad_index(dev, "buffer", ref->buffer);
   out->data = (char*)buffers[ref->buffer] + ref->offset * sophon_dtype_size(ref->dtype);
@@ -78,10 +80,11 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_LOAD:
     case SOPHON_CMD_STORE:
       if (a == NULL) return bad_index(dev, "local", c->a);
-      if ((s = make_global(dev, prog, buffers, c, &g)) != SOPHON_OK) return s;
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
       return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
+    case SOPHON_CMD_CONV2D_TRANSPOSE:
       o.conv = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
@@ -119,6 +122,27 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_SOFTMAX:
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_REDUCE:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.reduce_kind = (sophon_reduce_kind)c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_NORM:
+      o.norm = SOPHON_ENTRY(prog->norms, prog->num_norms, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (c->c >= 0 && lc == NULL) return bad_index(dev, "gamma", c->c);
+      if (c->d >= 0 && ld == NULL) return bad_index(dev, "beta", c->d);
+      if (o.norm == NULL) return bad_index(dev, "norm params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, ld);
+    case SOPHON_CMD_LRN:
+      o.lrn = SOPHON_ENTRY(prog->lrns, prog->num_lrns, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.lrn == NULL) return bad_index(dev, "lrn params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_RESIZE:
+      o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.resize == NULL) return bad_index(dev, "resize params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_TIMESTEP:
       return sophon_timestep_end(dev);
     case SOPHON_CMD_FC_INT8:
@@ -132,6 +156,18 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (o.add == NULL) return bad_index(dev, "add params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
+      sophon_global src;
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
+      if ((s = make_global(dev, prog, buffers, c->c, &src)) != SOPHON_OK) return s;
+      return sophon_gdma_copy(dev, &g, &src);
+    }
+    case SOPHON_CMD_FILL: {
+      const float* value = SOPHON_ENTRY(prog->values, prog->num_values, c->p);
+      if (value == NULL) return bad_index(dev, "value", c->p);
+      if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
+      return sophon_gdma_fill(dev, &g, *value);
+    }
   }
   return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "unknown command kind %d", (int)c->kind);
 }

@@ -26,6 +26,11 @@ void sophon_ref_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
 sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);
+/* The f32 operand checks conv2d and conv2d_transpose share once shapes are known:
+ * one dtype, bounds, out disjoint from every input. */
+sophon_status sophon_check_conv_operands(sophon_device* dev, const char* op,
+                                         const sophon_local* out, const sophon_local* in,
+                                         const sophon_local* weight, const sophon_local* bias);
 
 /* ------------------------------------------------ pool2d (sophon_tiu_pool.c) */
 
@@ -58,6 +63,44 @@ sophon_status sophon_check_unary(sophon_device* dev, const char* op, const sopho
 void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in);
 sophon_status sophon_check_tiu_softmax(sophon_device* dev, const char* op,
                                        const sophon_operands* o);
+
+/* ------------------------------ conv2d_transpose (sophon_tiu_deconv.c) */
+
+void sophon_ref_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_local* weight,
+                                     const sophon_local* bias, const sophon_conv_params* p);
+sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* op,
+                                                const sophon_operands* o);
+/* The multiply-accumulates it does: the (output pixel, filter tap) pairs that land. */
+uint64_t sophon_conv2d_transpose_macs(const sophon_local* out, const sophon_local* in,
+                                      const sophon_conv_params* p);
+
+/* ---------------------------------------------- reduce (sophon_tiu_reduce.c) */
+
+void sophon_ref_reduce_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           sophon_reduce_kind kind);
+sophon_status sophon_check_tiu_reduce(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
+
+/* -------------------------------------------------- norm (sophon_tiu_norm.c) */
+
+void sophon_ref_norm_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_local* gamma, const sophon_local* beta,
+                         const sophon_norm_params* p);
+sophon_status sophon_check_tiu_norm(sophon_device* dev, const char* op, const sophon_operands* o);
+
+/* ---------------------------------------------------- lrn (sophon_tiu_lrn.c) */
+
+void sophon_ref_lrn_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                        const sophon_lrn_params* p);
+sophon_status sophon_check_tiu_lrn(sophon_device* dev, const char* op, const sophon_operands* o);
+
+/* ---------------------------------------------- resize (sophon_tiu_resize.c) */
+
+void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_resize_params* p);
+sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
+                                      const sophon_operands* o);
 
 /* ---------------------------------- int8 conv2d, fc (sophon_tiu_conv_int8.c) */
 

@@ -161,7 +161,14 @@ sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
   if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
   if ((s = sophon_check_conv_shapes(dev, op, out, in, weight, bias, p)) != SOPHON_OK) return s;
   if ((s = sophon_check_activation(dev, op, &p->act)) != SOPHON_OK) return s;
-  /* dtypes */
+  /* dtypes, bounds, overlap */
+  return sophon_check_conv_operands(dev, op, out, in, weight, bias);
+}
+
+sophon_status sophon_check_conv_operands(sophon_device* dev, const char* op,
+                                         const sophon_local* out, const sophon_local* in,
+                                         const sophon_local* weight, const sophon_local* bias) {
+  sophon_status s;
   if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
   if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
@@ -176,7 +183,6 @@ sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
   if ((s = sophon_check_disjoint(dev, op, out, "weight", weight)) != SOPHON_OK) return s;
   if (bias != NULL && (s = sophon_check_disjoint(dev, op, out, "bias", bias)) != SOPHON_OK)
     return s;
-
   return SOPHON_OK;
 }
 

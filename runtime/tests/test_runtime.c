@@ -549,6 +549,178 @@ static void test_gdma_int8(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------------- GDMA DDR to DDR (S2S) */
+
+/* A 4-D DDR view of f32 data with the given element strides. */
+static sophon_global ddr_view(void* data, int n, int c, int h, int w, int64_t sn, int64_t sc,
+                          int64_t sh, int64_t sw) {
+  sophon_global g;
+  g.data = data;
+  g.n = n;
+  g.c = c;
+  g.h = h;
+  g.w = w;
+  g.stride_n = sn;
+  g.stride_c = sc;
+  g.stride_h = sh;
+  g.stride_w = sw;
+  g.dtype = SOPHON_F32;
+  return g;
+}
+
+/* NCHW (2, 3, 5, 7) -> NHWC: the dst view walks (n, c, h, w) with NHWC strides. */
+static void test_copy_transpose(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  enum { N = 2, C = 3, H = 5, W = 7, COUNT = N * C * H * W };
+  float src[COUNT], dst[COUNT];
+  int n, c, h, w, bad = 0;
+  sophon_global s = ddr_view(src, N, C, H, W, C * H * W, H * W, W, 1);
+  sophon_global d = ddr_view(dst, N, C, H, W, H * W * C, 1, W * C, C);
+  const sophon_counters* k = sophon_device_counters(dev);
+  for (n = 0; n < COUNT; ++n) src[n] = (float)n * 0.5f - 3.0f;
+  memset(dst, 0, sizeof dst);
+  CHECK_OK(dev, sophon_gdma_copy(dev, &d, &s));
+  for (n = 0; n < N; ++n)
+    for (c = 0; c < C; ++c)
+      for (h = 0; h < H; ++h)
+        for (w = 0; w < W; ++w)
+          if (dst[((n * H + h) * W + w) * C + c] != src[((n * C + c) * H + h) * W + w]) ++bad;
+  CHECK(bad == 0);
+  /* one instruction; 840 bytes read and written: 10 + ceil(1680 / 4) cycles */
+  CHECK_EQ_INT(k->gdma_instructions, 1);
+  CHECK_EQ_INT(k->bytes_loaded, COUNT * 4);
+  CHECK_EQ_INT(k->bytes_stored, COUNT * 4);
+  CHECK_EQ_INT(k->gdma_cycles, 10 + 420);
+  {
+    /* the cost model prices both DDR sides in bursts of their contiguous runs */
+    const int32_t dims[4] = {N, C, H, W}, row[4] = {1, 1, 1, 8};
+    const int64_t dst_strides[4] = {H * W * C, 1, W * C, C}, src_strides[4] = {C * H * W, H * W, W, 1};
+    const int64_t every_other[4] = {16, 16, 16, 2}, packed[4] = {8, 8, 8, 1};
+    CHECK_EQ_INT(sophon_cost_gdma_copy(&chip, dims, SOPHON_F32, dst_strides, src_strides), 10 + 420);
+    chip.gdma_burst_bytes = 64;
+    /* 8 floats read one per 64-byte burst (512 B) and written in one burst (64 B) */
+    CHECK_EQ_INT(sophon_cost_gdma_copy(&chip, row, SOPHON_F32, packed, every_other), 10 + 576 / 4);
+    CHECK_EQ_INT(sophon_cost_gdma_fill(&chip, row, SOPHON_F32, packed), 10 + 64 / 4);
+    CHECK_EQ_INT(sophon_cost_gdma_copy(NULL, row, SOPHON_F32, packed, packed), 0);
+  }
+  CHECK_EQ_INT(k->tiu_instructions, 0);
+  sophon_device_destroy(dev);
+}
+
+/* A row slice with a negative step read from the end, and a broadcast source. */
+static void test_copy_negative_and_broadcast(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float src[4 * 9], dst[4 * 5], vec[3], wide[2 * 3 * 4];
+  int c, h, i, bad = 0;
+  /* src (1, 4, 9, 1); dst = src[:, :, 8:-10:-2] -> (1, 4, 5, 1) */
+  sophon_global s = ddr_view(src + 8, 1, 4, 5, 1, 36, 9, -2, 1);
+  sophon_global d = ddr_view(dst, 1, 4, 5, 1, 20, 5, 1, 1);
+  for (i = 0; i < 36; ++i) src[i] = (float)i;
+  CHECK_OK(dev, sophon_gdma_copy(dev, &d, &s));
+  for (c = 0; c < 4; ++c)
+    for (h = 0; h < 5; ++h)
+      if (dst[c * 5 + h] != src[c * 9 + 8 - 2 * h]) ++bad;
+  CHECK(bad == 0);
+  /* (3,) broadcast to (2, 3, 4) along n and w */
+  vec[0] = 1.0f;
+  vec[1] = -2.0f;
+  vec[2] = 0.25f;
+  s = ddr_view(vec, 2, 3, 1, 4, 0, 1, 0, 0);
+  d = ddr_view(wide, 2, 3, 1, 4, 12, 4, 4, 1);
+  CHECK_OK(dev, sophon_gdma_copy(dev, &d, &s));
+  bad = 0;
+  for (i = 0; i < 24; ++i)
+    if (wide[i] != vec[(i / 4) % 3]) ++bad;
+  CHECK(bad == 0);
+  sophon_device_destroy(dev);
+}
+
+/* The border of a pad: fill a strided slab, leave the rest alone. */
+static void test_fill(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float plane[5 * 6];
+  int8_t bytes[8];
+  int32_t words[3];
+  int h, w, bad = 0;
+  /* rows 0 and 4 of a (5, 6) plane: (1, 1, 2, 6) with a row stride of 4 rows */
+  sophon_global d = ddr_view(plane, 1, 1, 2, 6, 30, 30, 24, 1);
+  const sophon_counters* k = sophon_device_counters(dev);
+  for (h = 0; h < 30; ++h) plane[h] = 7.0f;
+  CHECK_OK(dev, sophon_gdma_fill(dev, &d, -1.5));
+  for (h = 0; h < 5; ++h)
+    for (w = 0; w < 6; ++w)
+      if (plane[h * 6 + w] != ((h == 0 || h == 4) ? -1.5f : 7.0f)) ++bad;
+  CHECK(bad == 0);
+  /* 48 bytes written: 10 + 12 cycles, nothing read */
+  CHECK_EQ_INT(k->gdma_instructions, 1);
+  CHECK_EQ_INT(k->bytes_stored, 48);
+  CHECK_EQ_INT(k->bytes_loaded, 0);
+  CHECK_EQ_INT(k->gdma_cycles, 10 + 12);
+  /* int8 and int32 fills; a value the dtype cannot hold is an error */
+  d = ddr_view(bytes, 1, 1, 1, 8, 8, 8, 8, 1);
+  d.dtype = SOPHON_I8;
+  CHECK_OK(dev, sophon_gdma_fill(dev, &d, -128.0));
+  CHECK(bytes[0] == -128 && bytes[7] == -128);
+  CHECK_STATUS(dev, sophon_gdma_fill(dev, &d, 0.5), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "not an int8 value");
+  d = ddr_view(words, 1, 1, 1, 3, 3, 3, 3, 1);
+  d.dtype = SOPHON_I32;
+  CHECK_OK(dev, sophon_gdma_fill(dev, &d, 123456.0));
+  CHECK(words[0] == 123456 && words[2] == 123456);
+  CHECK_STATUS(dev, sophon_gdma_fill(dev, &d, 3e10), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+static void test_copy_fill_argument_errors(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float a[64], b[64];
+  sophon_global s = ddr_view(a, 1, 2, 4, 4, 32, 16, 4, 1);
+  sophon_global d = ddr_view(b, 1, 2, 4, 4, 32, 16, 4, 1);
+  sophon_global bad;
+  memset(a, 0, sizeof a);
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, NULL, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "gdma_copy: dst is NULL");
+  bad = d;
+  bad.data = NULL;
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "dst data is NULL");
+  bad = d;
+  bad.h = 0;
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "is not positive");
+  bad = d;
+  bad.w = 3;
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "differs from src shape");
+  bad = d;
+  bad.dtype = SOPHON_I32;
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "dtype");
+  /* a dst writing one element twice (zero stride, or strides that collide) */
+  bad = d;
+  bad.stride_h = 0;
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "write some element twice");
+  bad = d;
+  bad.stride_c = 2;
+  CHECK_STATUS(dev, sophon_gdma_fill(dev, &bad, 0.0), SOPHON_ERR_ARGUMENT);
+  /* overlapping views: the copy would read what it writes */
+  bad = ddr_view(a + 8, 1, 2, 4, 4, 32, 16, 4, 1);
+  CHECK_STATUS(dev, sophon_gdma_copy(dev, &bad, &s), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "overlap");
+  /* disjoint halves of one buffer are fine */
+  bad = ddr_view(a + 32, 1, 2, 4, 2, 32, 8, 2, 1);
+  s = ddr_view(a, 1, 2, 4, 2, 32, 8, 2, 1);
+  CHECK_OK(dev, sophon_gdma_copy(dev, &bad, &s));
+  CHECK(sophon_gdma_copy(NULL, &d, &s) == SOPHON_ERR_ARGUMENT);
+  CHECK_EQ_INT(sophon_device_counters(dev)->gdma_instructions, 1);
+  sophon_device_destroy(dev);
+}
+
 static void test_bounds(void) {
   sophon_chip chip = small_chip();
   sophon_device* dev = make_device(&chip);
@@ -1283,6 +1455,374 @@ static void test_bm1680_conv(void) {
   run_conv_case(&chip, 1, 130, 9, 9, 130, &p, 1, "bm1680 depthwise 130");
 }
 
+static sophon_resize_params resize_params(sophon_resize_method method, sophon_resize_coord coord,
+                                          sophon_resize_rounding rounding, int in_h, int out_h) {
+  sophon_resize_params p;
+  memset(&p, 0, sizeof(p));
+  p.method = method;
+  p.coord = coord;
+  p.rounding = rounding;
+  p.in_h = in_h;
+  p.out_h = out_h;
+  return p;
+}
+
+/* Hand-worked resizes of the 2x2 image [1 2; 3 4] (and a 1x4 row), bands of rows,
+ * the counters, and the checks' errors. */
+static void test_resize(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float image[4] = {1, 2, 3, 4}, row4[4] = {10, 20, 30, 40}, got[16];
+  /* nearest, asymmetric, floor: 2x upsampling repeats each pixel */
+  static const float nearest2x[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+  /* bilinear, align_corners, 2 -> 3: the middle samples are the averages */
+  static const float corners3[9] = {1, 1.5f, 2, 2, 2.5f, 3, 3, 3.5f, 4};
+  /* bilinear, half_pixel, 2 -> 4: coordinates -0.25, 0.25, 0.75, 1.25; the outer
+   * ones clamp to the edge pixel, the inner ones weigh 3:1 and 1:3 */
+  static const float half4[16] = {1,    1.25f, 1.75f, 2,    1.5f, 1.75f, 2.25f, 2.5f,
+                                  2.5f, 2.75f, 3.25f, 3.5f, 3,    3.25f, 3.75f, 4};
+  sophon_local in_t = local4(0, 1, 1, 2, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out4 = local4(1024, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out3 = local4(1024, 1, 1, 3, 3, SOPHON_LAYOUT_ALIGNED);
+  sophon_local row_in = local4(2048, 1, 1, 1, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_local row_out = local4(3072, 1, 1, 1, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_resize_params p;
+
+  CHECK_OK(dev, load(dev, &in_t, image));
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out4, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out4));
+  CHECK(memcmp(got, nearest2x, sizeof nearest2x) == 0);
+
+  p = resize_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_ALIGN_CORNERS, SOPHON_ROUND_FLOOR, 2, 3);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out3, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out3));
+  CHECK_ARRAY_NEAR(got, corners3, 9, 1e-6f);
+
+  p = resize_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_HALF_PIXEL, SOPHON_ROUND_FLOOR, 2, 4);
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &out4, &in_t, &p));
+  /* 5 latency + 1 lane slot * ceil(16 / 4) * 4 ops */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 21);
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 0);
+  CHECK_OK(dev, store(dev, got, &out4));
+  CHECK_ARRAY_NEAR(got, half4, 16, 1e-6f);
+
+  /* downsampling 4 -> 2 along w (h stays 1), half_pixel: coordinates 0.5 and 2.5 */
+  CHECK_OK(dev, load(dev, &row_in, row4));
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_HALF_PIXEL, SOPHON_ROUND_PREFER_CEIL, 1, 1);
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 20.0f && got[1] == 40.0f);
+  p.rounding = SOPHON_ROUND_PREFER_FLOOR;
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 10.0f && got[1] == 30.0f);
+  p.rounding = SOPHON_ROUND_HALF_EVEN; /* 0.5 -> 0, 2.5 -> 2 */
+  CHECK_OK(dev, sophon_tiu_resize(dev, &row_out, &row_in, &p));
+  CHECK_OK(dev, store(dev, got, &row_out));
+  CHECK(got[0] == 10.0f && got[1] == 30.0f);
+
+  /* a band: output rows [2, 4) of the nearest 2x image read input row 1 only */
+  {
+    sophon_local band_in = local4(0, 1, 1, 1, 2, SOPHON_LAYOUT_ALIGNED);
+    sophon_local band_out = local4(1024, 1, 1, 2, 4, SOPHON_LAYOUT_ALIGNED);
+    float lower[2] = {3, 4};
+    CHECK_OK(dev, load(dev, &band_in, lower));
+    p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+    p.in_row0 = 1;
+    p.out_row0 = 2;
+    CHECK_OK(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p));
+    CHECK_OK(dev, store(dev, got, &band_out));
+    CHECK(memcmp(got, nearest2x + 8, 8 * sizeof(float)) == 0);
+    /* the same band claimed to hold row 0: output row 2 reads row 1 */
+    p.in_row0 = 0;
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_resize: out row 2 reads input rows [1, 1], in holds [0, 1)");
+    p.in_row0 = 2; /* past the 2-row image */
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &band_out, &band_in, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "in rows [2, 3) are outside the 2-row input image");
+  }
+
+  /* argument errors */
+  p = resize_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, SOPHON_ROUND_FLOOR, 2, 4);
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, NULL), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_resize: params is NULL");
+  p.method = (sophon_resize_method)7;
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown method 7");
+  p.method = SOPHON_RESIZE_NEAREST;
+  p.coord = (sophon_resize_coord)9;
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown coordinate mode 9");
+  p.coord = SOPHON_COORD_ASYMMETRIC;
+  p.out_h = 3; /* out holds 4 rows */
+  CHECK_STATUS(dev, sophon_tiu_resize(dev, &out4, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "out rows [0, 4) are outside the 3-row output image");
+  p.out_h = 4;
+  {
+    sophon_local two = local4(1024, 1, 2, 4, 4, SOPHON_LAYOUT_ALIGNED);
+    sophon_local overlapping = local4(0, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &two, &in_t, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "differ in batch or channels");
+    CHECK_STATUS(dev, sophon_tiu_resize(dev, &overlapping, &in_t, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "overlaps");
+  }
+  sophon_device_destroy(dev);
+}
+
+static sophon_conv_params deconv_params(int kh, int kw, int sh, int sw, int pt, int pl, int groups) {
+  sophon_conv_params p;
+  memset(&p, 0, sizeof(p));
+  p.kernel_h = kh;
+  p.kernel_w = kw;
+  p.stride_h = sh;
+  p.stride_w = sw;
+  p.pad_top = pt;
+  p.pad_left = pl;
+  p.dilation_h = p.dilation_w = 1;
+  p.groups = groups;
+  return p;
+}
+
+/* Hand-worked transposed convolutions: a 2x2 stride-2 kernel of ones spreads each
+ * pixel over a 2x2 block; a 3-tap kernel [1 2 3] along h is a full 1-D convolution
+ * (with pad_top cropping its first row, and an output-padding row getting the bias
+ * alone); a grouped 1x1 scales each channel by its own weight. */
+static void test_conv2d_transpose(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float image[4] = {1, 2, 3, 4}, ones[4] = {1, 1, 1, 1}, taps[3] = {1, 2, 3}, column[2] = {1, 1};
+  float scales[2] = {2, 3}, half = 0.5f, got[16];
+  static const float blocks[16] = {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4};
+  static const float full[5] = {1.5f, 3.5f, 5.5f, 3.5f, 0.5f};
+  sophon_local in_t = local4(0, 1, 1, 2, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local w_t = local4(256, 1, 1, 1, 4, SOPHON_LAYOUT_COMPACT);
+  sophon_local out_t = local4(1024, 1, 1, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = deconv_params(2, 2, 2, 2, 0, 0, 1);
+
+  CHECK_OK(dev, load(dev, &in_t, image));
+  CHECK_OK(dev, load(dev, &w_t, ones));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, NULL, &p));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, blocks, sizeof blocks) == 0);
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 16); /* one tap lands on each pixel */
+  /* 5 latency + 1 lane slot * ceil(16 / 4) pixels * 1 channel * 1x1 landing taps */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 9);
+
+  {
+    sophon_local col = local4(0, 1, 1, 2, 1, SOPHON_LAYOUT_ALIGNED);
+    sophon_local w3 = local4(256, 1, 1, 1, 3, SOPHON_LAYOUT_COMPACT);
+    sophon_local b1 = local4(512, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local out5 = local4(1024, 1, 1, 5, 1, SOPHON_LAYOUT_ALIGNED);
+    sophon_local out2 = local4(1024, 1, 1, 2, 1, SOPHON_LAYOUT_ALIGNED);
+    CHECK_OK(dev, load(dev, &col, column));
+    CHECK_OK(dev, load(dev, &w3, taps));
+    CHECK_OK(dev, load(dev, &b1, &half));
+    p = deconv_params(3, 1, 1, 1, 0, 0, 1);
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out5, &col, &w3, &b1, &p));
+    CHECK_OK(dev, store(dev, got, &out5));
+    CHECK(memcmp(got, full, sizeof full) == 0);
+    p.pad_top = 1; /* rows 1 and 2 of the full result: 3 and 5 */
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w3, NULL, &p));
+    CHECK_OK(dev, store(dev, got, &out2));
+    CHECK(got[0] == 3.0f && got[1] == 5.0f);
+    p.pad_bottom = 1;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w3, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "tiu_conv2d_transpose: padding (top 1, left 0, bottom 1, right 0)");
+    p.pad_bottom = 0;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &out2, &col, &w_t, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "weight shape (1,1,1,4) does not match (1, in.c=1, out.c/groups=1, kernel 3x1)");
+  }
+  {
+    sophon_local two_in = local4(0, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    sophon_local two_w = local4(256, 1, 2, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local two_out = local4(1024, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+    float two[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    CHECK_OK(dev, load(dev, &two_in, two));
+    CHECK_OK(dev, load(dev, &two_w, scales));
+    p = deconv_params(1, 1, 1, 1, 0, 0, 2);
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &two_out, &two_in, &two_w, NULL, &p));
+    CHECK_OK(dev, store(dev, got, &two_out));
+    CHECK(got[0] == 2.0f && got[3] == 8.0f && got[4] == 15.0f && got[7] == 24.0f);
+    p.groups = 3;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &two_out, &two_in, &two_w, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "groups 3 does not divide in.c 2 and out.c 2");
+    p.groups = 2;
+    CHECK_STATUS(dev, sophon_tiu_conv2d_transpose(dev, &two_in, &two_in, &two_w, NULL, &p),
+                 SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "overlaps");
+  }
+  sophon_device_destroy(dev);
+}
+
+/* Reductions over h of two hand-made 3x2 planes, their cost, and the checks. */
+static void test_reduce(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[12] = {1, 2, 3, 4, 5, 6, /* channel 1 */ -1, 0, 7, -3, 2, 2}, got[4];
+  static const float sums[4] = {9, 12, 8, -1}, maxs[4] = {5, 6, 7, 2}, mins[4] = {1, 2, -1, -3};
+  static const float means[4] = {3, 4, 8.0f / 3.0f, -1.0f / 3.0f};
+  sophon_local in_t = local4(0, 1, 2, 3, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 2, 1, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local wrong = local4(1024, 1, 2, 2, 2, SOPHON_LAYOUT_ALIGNED);
+
+  CHECK_OK(dev, load(dev, &in_t, x));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_SUM));
+  /* 5 latency + 1 lane slot * ceil(6 / 4) passes over the input */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 7);
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, sums, sizeof sums) == 0);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MEAN));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, means, 4, 1e-7f);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MAX));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, maxs, sizeof maxs) == 0);
+  CHECK_OK(dev, sophon_tiu_reduce(dev, &out_t, &in_t, SOPHON_REDUCE_MIN));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK(memcmp(got, mins, sizeof mins) == 0);
+
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &wrong, &in_t, SOPHON_REDUCE_SUM), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_reduce: out shape (1,2,2,2) is not in (1,2,3,2) reduced over h");
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &out_t, &in_t, (sophon_reduce_kind)9), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_reduce: unknown reduction 9");
+  CHECK_STATUS(dev, sophon_tiu_reduce(dev, &in_t, &in_t, SOPHON_REDUCE_SUM), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* Normalisation of two columns of 4 values: [1 2 3 4] has mean 2.5 and variance
+ * 1.25; [2 2 2 2] has variance 0, so with epsilon 0.25 it normalises to 0 (then
+ * beta). gamma along h scales each row; beta along c shifts each channel. */
+static void test_norm(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[8] = {1, 2, 2, 2, 3, 2, 4, 2}, gamma[4] = {1, 2, 3, 4}, beta[1] = {10}, got[8];
+  sophon_local in_t = local4(0, 1, 1, 4, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 1, 4, 2, SOPHON_LAYOUT_ALIGNED);
+  sophon_local gamma_t = local4(2048, 1, 1, 4, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local beta_t = local4(2560, 1, 1, 1, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_local bad_gamma = local4(2048, 1, 1, 3, 1, SOPHON_LAYOUT_COMPACT);
+  sophon_norm_params p = {0.25f};
+  float want[8];
+  int y;
+  for (y = 0; y < 4; ++y) {
+    /* (x - 2.5) / sqrt(1.25 + 0.25) * gamma + beta; the constant column gives beta */
+    want[2 * y] = (float)(((y + 1) - 2.5) / sqrt(1.5)) * gamma[y] + 10.0f;
+    want[2 * y + 1] = 10.0f;
+  }
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, load(dev, &gamma_t, gamma));
+  CHECK_OK(dev, load(dev, &beta_t, beta));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_norm(dev, &out_t, &in_t, &gamma_t, &beta_t, &p));
+  /* 5 latency + ceil(8 / 4) passes * 8 ops */
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, 21);
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, 8, 1e-6f);
+  /* without gamma and beta, in place */
+  CHECK_OK(dev, sophon_tiu_norm(dev, &in_t, &in_t, NULL, NULL, &p));
+  CHECK_OK(dev, store(dev, got, &in_t));
+  CHECK(fabsf(got[0] + 1.5f / sqrtf(1.5f)) < 1e-6f && got[1] == 0.0f);
+
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, &bad_gamma, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_norm: gamma shape (1,1,3,1) does not broadcast to in (1,1,4,2)");
+  p.epsilon = -1.0f;
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, NULL, NULL, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "epsilon -1 is negative");
+  CHECK_STATUS(dev, sophon_tiu_norm(dev, &out_t, &in_t, NULL, NULL, NULL), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* LRN over 3 channels of one pixel, x = [1 2 3], size 3, alpha 3, beta 1, bias 1:
+ * the windows' square sums are 5, 14, 13 (the edges miss a channel), so
+ * out = x / (1 + 3 * sum / 3) = [1/6, 2/15, 3/14]. A 4-lane chip puts channel 3 of
+ * a 5-channel tensor in another lane than channel 4: the window crosses lanes. */
+static void test_lrn(void) {
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  float x[5] = {1, 2, 3, 0.5f, -2}, got[5];
+  sophon_local in_t = local4(0, 1, 3, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_t = local4(1024, 1, 3, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local in5 = local4(0, 1, 5, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out5 = local4(1024, 1, 5, 1, 1, SOPHON_LAYOUT_ALIGNED);
+  sophon_lrn_params p = {3, 3.0f, 1.0f, 1.0f};
+  static const float want[3] = {1.0f / 6.0f, 2.0f / 15.0f, 3.0f / 14.0f};
+
+  CHECK_OK(dev, load(dev, &in_t, x));
+  CHECK_OK(dev, sophon_tiu_lrn(dev, &out_t, &in_t, &p));
+  CHECK_OK(dev, store(dev, got, &out_t));
+  CHECK_ARRAY_NEAR(got, want, 3, 1e-6f);
+  /* channel 4 (lane 0, slot 1) sees channels 3 and 4: 0.25 + 4 */
+  CHECK_OK(dev, load(dev, &in5, x));
+  CHECK_OK(dev, sophon_tiu_lrn(dev, &out5, &in5, &p));
+  CHECK_OK(dev, store(dev, got, &out5));
+  CHECK(fabsf(got[4] - (-2.0f / 5.25f)) < 1e-6f);
+
+  CHECK_STATUS(dev, sophon_tiu_lrn(dev, &in_t, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "overlaps");
+  p.size = 0;
+  CHECK_STATUS(dev, sophon_tiu_lrn(dev, &out_t, &in_t, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "tiu_lrn: size 0 must be positive");
+  sophon_device_destroy(dev);
+}
+
+/* The fast conv2d_transpose against the reference, bit for bit, over odd shapes:
+ * strides 1-3, kernels 1-4, dilation, padding, output-padding rows, groups,
+ * depthwise, bias and an activation, channels across the 4 lanes. */
+static void test_conv2d_transpose_fast_matches_reference(void) {
+  static const struct { int n, ic, h, w, oc, kh, kw, sh, sw, pt, pl, dh, dw, groups, extra; } cases[] = {
+      {1, 3, 7, 5, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1}, {2, 6, 5, 5, 4, 2, 2, 2, 2, 0, 0, 1, 1, 2, 0},
+      {1, 5, 1, 1, 3, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0}, {1, 5, 6, 7, 5, 3, 3, 3, 2, 2, 0, 2, 1, 5, 2},
+      {1, 9, 4, 3, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0}, {1, 4, 5, 4, 6, 3, 2, 1, 3, 2, 1, 1, 2, 2, 1}};
+  sophon_chip chip = small_chip();
+  sophon_device* dev = make_device(&chip);
+  size_t i;
+  for (i = 0; i < sizeof(cases) / sizeof(cases[0]); ++i) {
+    const int n = cases[i].n, ic = cases[i].ic, oc = cases[i].oc, kk = cases[i].kh * cases[i].kw;
+    const int oh = (cases[i].h - 1) * cases[i].sh - cases[i].pt + cases[i].dh * (cases[i].kh - 1) + 1 +
+                   cases[i].extra;
+    const int ow = (cases[i].w - 1) * cases[i].sw - cases[i].pl + cases[i].dw * (cases[i].kw - 1) + 1;
+    const int in_count = n * ic * cases[i].h * cases[i].w, out_count = n * oc * oh * ow;
+    const int w_count = ic * (oc / cases[i].groups) * kk;
+    float *x = alloc_floats(in_count), *wt = alloc_floats(w_count), b[8];
+    float *ref = alloc_floats(out_count), *fast = alloc_floats(out_count);
+    uint32_t next = 0;
+    sophon_local in_t = alloc_local(&chip, &next, n, ic, cases[i].h, cases[i].w, SOPHON_LAYOUT_ALIGNED);
+    sophon_local w_t = alloc_local(&chip, &next, 1, ic, oc / cases[i].groups, kk, SOPHON_LAYOUT_COMPACT);
+    sophon_local b_t = alloc_local(&chip, &next, 1, oc, 1, 1, SOPHON_LAYOUT_COMPACT);
+    sophon_local out_t = alloc_local(&chip, &next, n, oc, oh, ow, SOPHON_LAYOUT_ALIGNED);
+    sophon_conv_params p = deconv_params(cases[i].kh, cases[i].kw, cases[i].sh, cases[i].sw,
+                                         cases[i].pt, cases[i].pl, cases[i].groups);
+    p.dilation_h = cases[i].dh;
+    p.dilation_w = cases[i].dw;
+    p.act.kind = i % 2 ? SOPHON_ACT_RELU : SOPHON_ACT_NONE;
+    fill(x, in_count, 71 + (unsigned)i);
+    fill(wt, w_count, 72 + (unsigned)i);
+    fill(b, oc, 73 + (unsigned)i);
+    CHECK_OK(dev, load(dev, &in_t, x));
+    CHECK_OK(dev, load(dev, &w_t, wt));
+    CHECK_OK(dev, load(dev, &b_t, b));
+    CHECK_OK(dev, sophon_device_set_reference(dev, 1));
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, ref, &out_t));
+    CHECK_OK(dev, sophon_device_set_reference(dev, 0));
+    CHECK_OK(dev, sophon_tiu_conv2d_transpose(dev, &out_t, &in_t, &w_t, &b_t, &p));
+    CHECK_OK(dev, store(dev, fast, &out_t));
+    CHECK(memcmp(ref, fast, (size_t)out_count * sizeof(float)) == 0);
+    free(x);
+    free(wt);
+    free(ref);
+    free(fast);
+  }
+  sophon_device_destroy(dev);
+}
+
 /* The instruction table (isa/sophon_isa.c): a complete row for every TIU command
  * kind, named as the command, none for the GDMA and timestep commands. */
 static void test_instruction_table(void) {
@@ -1293,7 +1833,10 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_POOL2D, "pool2d"},           {SOPHON_CMD_BINARY, "binary"},
              {SOPHON_CMD_ACTIVATION, "activation"},   {SOPHON_CMD_SOFTMAX, "softmax"},
              {SOPHON_CMD_CONV2D_INT8, "conv2d_int8"}, {SOPHON_CMD_FC_INT8, "fc_int8"},
-             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"}};
+             {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
+             {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"},
+             {SOPHON_CMD_REDUCE, "reduce"},           {SOPHON_CMD_NORM, "norm"},
+             {SOPHON_CMD_LRN, "lrn"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;
@@ -1514,6 +2057,10 @@ int main(void) {
   test_gdma_roundtrip_nhwc();
   test_gdma_broadcast_load();
   test_gdma_int8();
+  test_copy_transpose();
+  test_copy_negative_and_broadcast();
+  test_fill();
+  test_copy_fill_argument_errors();
   test_bounds();
   test_conv_golden();
   test_conv_cases();
@@ -1534,6 +2081,12 @@ int main(void) {
   test_cost_functions();
   test_cost_silicon_terms();
   test_bm1680_conv();
+  test_resize();
+  test_conv2d_transpose();
+  test_conv2d_transpose_fast_matches_reference();
+  test_reduce();
+  test_norm();
+  test_lrn();
   test_instruction_table();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;

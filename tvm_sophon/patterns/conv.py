@@ -33,9 +33,9 @@ def rule_conv2d(ann: dict) -> Optional[str]:
     return reason
 
 
-def conv2d_pattern(with_bias: bool, act: Optional[str]):
+def conv2d_pattern(with_bias: bool, act: Optional[str], op_name: str = "relax.nn.conv2d"):
     data, weight = wildcard(), wildcard()
-    root = is_op("relax.nn.conv2d")(data, weight)
+    root = is_op(op_name)(data, weight)
     ann = {"input": data, "weight": weight, "root": root}
     out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     if act_pat is not None:
