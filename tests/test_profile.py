@@ -76,7 +76,9 @@ def test_profile_names_regions_groups_and_layers():
     prof = profile_model(mod, params, inputs, plan="layer_by_layer", run=False)
     for region in {l.region for l in prof.layers}:
         mine = [l for l in prof.layers if l.region == region]
-        assert sorted(l.group for l in mine) == list(range(len(mine)))  # one group each, all there
+        groups = [l.group for l in mine]
+        # one group each, in order (a group that only moves data in DDR has no layer row)
+        assert groups == sorted(set(groups)) and groups[0] == 0
     assert {l.region for l in prof.layers} <= {f"sophon_{k}" for k in range(len(prof.layers))}
     names = [l.name for l in prof.layers]
     assert "conv1" in names and "fc" in names, names
