@@ -247,6 +247,10 @@ class _Composite:
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
         self.bias_call = None
         if self.standalone:

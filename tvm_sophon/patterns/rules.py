@@ -10,9 +10,11 @@ on the host.
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import Callable, Optional
 
 import numpy as np
+import tvm
 from tvm.ir.expr import Constant
 from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm import relax
@@ -157,12 +159,21 @@ def rule_broadcastable(ann: dict) -> Optional[str]:
 
 
 def rule_clip_bounds(ann: dict) -> Optional[str]:
-    act = ann.get("activation")
-    if act is None or act.op.name != "relax.clip":
-        return None
-    for arg in act.args[1:]:
-        if not isinstance(arg, (IntImm, FloatImm)):
-            return "clip bounds are not constants"
+    """Clip bounds are constants the runtime takes (lo <= hi, no NaN), and a leaky
+    relu's alpha is not NaN (sophon_check_activation refuses both)."""
+    for act in (ann.get("activation"), ann.get("root")):
+        if not isinstance(act, relax.Call) or not isinstance(act.op, tvm.ir.Op):
+            continue
+        if act.op.name == "relax.nn.leakyrelu" and math.isnan(float(act.attrs.alpha)):
+            return "leaky relu alpha is NaN"
+        if act.op.name != "relax.clip":
+            continue
+        for arg in act.args[1:]:
+            if not isinstance(arg, (IntImm, FloatImm)):
+                return "clip bounds are not constants"
+        lo, hi = (float(arg.value) for arg in act.args[1:3])
+        if not lo <= hi:
+            return f"clip bounds lo={lo} > hi={hi} (or NaN)"
     return None
 
 
