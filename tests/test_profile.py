@@ -70,7 +70,7 @@ def test_profile_renders_table_json_trace_and_plot(tmp_path):
 
 def test_profile_names_regions_groups_and_layers():
     """The table's region and group columns are real: with layer-by-layer planning
-    every layer is its own group, numbered in order within its region; layers of
+    every layer is its own group (numbered within its region); layers of
     a bundled model carry the model's layer names (conv1, fc, ...)."""
     mod, params, inputs = demo_cnn()
     prof = profile_model(mod, params, inputs, plan="layer_by_layer", run=False)

@@ -232,8 +232,14 @@ def _record(ctx: PatternCheckContext, ann: dict, reason: str) -> None:
     if store is None or root is None:
         return
     for binding_var, value in ctx.matched_bindings.items():
-        if value.same_as(root):
+        # besides the root, the quantize/dequantize glue of an int8 chain, which no
+        # pattern takes alone: it stays on the host because the chain was rejected
+        glue = isinstance(value, relax.Call) and getattr(value.op, "name", "") in QDQ_OPS
+        if value.same_as(root) or glue:
             store.setdefault(binding_var.name, []).append((len(ctx.matched_bindings), reason))
+
+
+QDQ_OPS = ("relax.quantize", "relax.dequantize")
 
 # ------------------------------------------------------------------ builders
 
