@@ -35,7 +35,8 @@ def main() -> int:
         print(f"--- {case}: {outcome}\n{tail.strip()}\n")
     print(f"fuzz: {counts['cases']} cases (seed {args.seed}) in {time.perf_counter() - start:.0f} s: "
           f"{counts['compiled']} compiled, {counts['rejected']} rejected with a SophonError, "
-          f"{counts['escaped']} escaped tracebacks, {counts['crash']} crashes, {counts['hang']} hangs")
+          f"{counts['escaped']} escaped tracebacks, {counts['toolchain']} generated-C compile failures, "
+          f"{counts['crash']} crashes, {counts['hang']} hangs")
     return 0 if not result["failures"] else 1
 
 

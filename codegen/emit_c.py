@@ -22,7 +22,10 @@ DLPACK_DTYPE = {"float32": (2, 32), "int8": (0, 8), "int32": (0, 32)}  # (kDLFlo
 
 
 def _f(value: float) -> str:
-    text = repr(float(value))
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):  # <math.h>, included by the prelude
+        return "NAN" if value != value else ("INFINITY" if value > 0 else "-INFINITY")
+    text = repr(value)
     return (text if "e" in text or "." in text or "n" in text else text + ".0") + "f"
 
 

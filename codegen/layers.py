@@ -217,11 +217,14 @@ def _rematch(pattern: str, fn: relax.Function) -> dict:
 
     fusion = get_pattern(pattern)
     var2val = relax.analysis.get_var2val(fn)
-    out = fn.body.body
-    matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val) if fusion else None
-    if matched is None:
-        raise SophonCompileError(f"composite {pattern} does not match its own pattern")
-    return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    body = fn.body.body
+    # a composite returning a tuple (an intermediate is used outside it): the
+    # pattern matches the one field that is its result
+    for out in (list(body.fields) if isinstance(body, relax.Tuple) else [body]) if fusion else []:
+        matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
+        if matched is not None:
+            return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    raise SophonCompileError(f"composite {pattern} does not match its own pattern")
 
 
 class _Composite:
@@ -244,7 +247,12 @@ class _Composite:
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
         self.chain = chains.chain_of(pattern)
         self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        # values the composite returns: one, or a tuple when an intermediate of the
+        # matched chain is also used outside it (a pre-activation sum feeding a skip)
+        ret = fn.body.body
+        self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         self.standalone = pattern in ("sophon.prelu", f"sophon.{self.chain.name if self.chain else ''}")
+        self.bias_call = None
         if self.standalone:
             self.root, self.bias, self.act = self.matched["root"], None, None
             return
@@ -264,6 +272,7 @@ class _Composite:
                 # the pattern matches add(root, bias) and add(bias, root) alike
                 lhs, rhs = call.args
                 self.bias = self.region_value(rhs if lhs.same_as(root_var) else lhs)
+                self.bias_call = call
             elif call.op.name in ACTIVATIONS and self.chain is None:
                 self.act = call
 
@@ -390,25 +399,32 @@ class _Analysis:
         if len(comp.returns) == 1:
             self.layer(comp)
             return [comp.out_var]
-        act = comp.act
+        # the fused activation: a single op (its input is the op's result), or a
+        # chain (its input is the op's result after the bias)
+        act = comp.act if comp.chain is None or comp.standalone else comp.matched.get("activation")
         act_var = comp.var_of(act) if act is not None else None
         final = act_var if act_var is not None else comp.var_of(comp.root) if comp.bias is None else None
         inner = [v for v in comp.returns if not v.same_as(final)] if final is not None else comp.returns
+        if act is not None and comp.chain is not None:
+            act_input = comp.var_of(comp.bias_call) if comp.bias_call is not None else comp.root_var
+        else:
+            act_input = act.args[0] if act is not None else None
         if comp.pattern.startswith("sophon.q") or act is None or \
-                any(not v.same_as(act.args[0]) for v in inner):
+                any(not v.same_as(act_input) for v in inner):
             names = ", ".join(v.name for v in comp.returns)
             raise SophonCompileError(
                 f"region {self.symbol}: composite {comp.pattern} returns {names}; only the input of its "
                 f"fused activation can be used outside it besides its result")
         # identical composites share one function, so its local vars stand for a
         # value of this call only under fresh names
-        pre, post = (relax.Var(v.name, v.ty) for v in (act.args[0], act_var))
-        comp.out_var, comp.act = pre, None
+        pre, post = (relax.Var(v.name, v.ty) for v in (act_input, act_var))
+        activation = self.activation(comp)
+        comp.out_var, comp.act, comp.chain = pre, None, None
         self.layer(comp)
         view = self.views[post] = self.views[pre]
         self.layers.append(Layer(len(self.layers), comp.pattern, "unary", self.operand(post, view),
-                                 [self.operand(pre, view)], [], {"act": activation_of(act)}))
-        return [pre if v.same_as(act.args[0]) else post for v in comp.returns]
+                                 [self.operand(pre, view)], [], {"act": activation}))
+        return [pre if v.same_as(act_input) else post for v in comp.returns]
 
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):

@@ -1,4 +1,5 @@
 /* ---- tvm_sophon glue: TVM FFI arguments -> runtime descriptors (generated file) ---- */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

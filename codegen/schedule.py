@@ -429,7 +429,6 @@ class Lowering:
         cols = split_range(N, group.c_slices, lanes)
         ks = split_range(K, group.k_slices, lanes)
         act = layer.attrs["act"]
-        whole_weight = len(cols) == 1 and len(ks) == 1
         stages: list[_Stage] = []
         resident: dict = {}
         for m0, m1 in rows:
@@ -440,11 +439,7 @@ class Lowering:
                     stage = _Stage()
                     if len(ks) > 1 or x_rows is None:
                         x_rows = self.slice_load(x, (m0, k0, 0, 0), (m1 - m0, k1 - k0, 1, 1), stage.loads, layer)
-                    if whole_weight and "w" in resident:
-                        w_loc = resident["w"]
-                    else:
-                        w_loc = self.slice_load(w, (0, c0, k0, 0), (1, c1 - c0, k1 - k0, 1), stage.loads, layer)
-                        resident["w"] = w_loc
+                    w_loc = self.slice_load(w, (0, c0, k0, 0), (1, c1 - c0, k1 - k0, 1), stage.loads, layer)
                     b_loc = None
                     if b is not None and ki == 0:
                         if len(cols) == 1 and "b" in resident:

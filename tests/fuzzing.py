@@ -11,6 +11,8 @@ that imported TVM once, with a timeout. An outcome is one of
     compiled   the model compiled
     rejected   a SophonError (a clear one-line error: what we want for bad input)
     escaped    any other exception (a traceback a user would see: a bug)
+    toolchain  the C compiler failed on generated code (a codegen bug, though a
+               SophonError)
     crash      the process died on a signal
     hang       the case ran past the timeout (killed)
 
@@ -29,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-OUTCOMES = ("compiled", "rejected", "escaped", "crash", "hang")
-_EXIT = {0: "compiled", 10: "rejected", 20: "escaped"}
+OUTCOMES = ("compiled", "rejected", "escaped", "toolchain", "crash", "hang")
+FAILURES = ("escaped", "toolchain", "crash", "hang")
+_EXIT = {0: "compiled", 10: "rejected", 20: "escaped", 30: "toolchain"}
 
 
 # ------------------------------------------------------------------ seeds
@@ -189,6 +192,9 @@ def _compile_case(path: str) -> int:
             return 10  # the CLI asks for --input-shape: a clear rejection
         tvm_sophon.build(tvm_sophon.partition_for_sophon(mod))
         return 0
+    except tvm_sophon.SophonToolchainError:
+        traceback.print_exc()
+        return 30
     except tvm_sophon.SophonError as err:
         print(f"rejected: {err}", file=sys.stderr)
         return 10
@@ -264,9 +270,10 @@ def run(cases: list, timeout: float = 60.0, workdir: "str | None" = None) -> dic
             counts[row["outcome"]] += 1
             log = Path(tmp) / f"{row['case']}.log"
             if row["outcome"] == "rejected" and log.exists():
-                reason = (log.read_text(errors="replace").strip().splitlines() or [""])[-1][:90]
+                reason = (log.read_text(errors="replace").strip().splitlines() or [""])[-1]
+                reason = reason.replace(f"{Path(tmp)}/", "").replace(row["case"], "<case>")[:100]
                 reasons[reason] = reasons.get(reason, 0) + 1
-            if row["outcome"] in ("escaped", "crash", "hang"):
+            if row["outcome"] in FAILURES:
                 tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
                 failures.append((row["case"], row["outcome"], tail))
         counts["cases"] = sum(counts[o] for o in OUTCOMES)

@@ -210,6 +210,13 @@ def test_version_and_help(capsys):
         main(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "kl (KL divergence" in text and "required for a model file" in text and "bm1680, bm1684" in text
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "print the offload report and the chip counters" in text  # what demo prints, not "the profile"
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--verbose" in capsys.readouterr().out
 
 
 def test_compare_plot_without_matplotlib_is_one_line(monkeypatch, tmp_path, capsys):

@@ -443,3 +443,27 @@ def test_layers_the_runtime_refuses_stay_on_the_host_with_a_reason(case):
         expected = _run(tvm.compile(mod, target="llvm"), arrays)[1]
         assert out.shape == expected.shape
         np.testing.assert_array_equal(out, expected)  # both on the host
+
+
+@pytest.mark.parametrize("alpha", [math.inf, -math.inf, math.nan])
+def test_non_finite_activation_parameters(alpha):
+    """Found by the fuzzer: a LeakyRelu alpha of inf or NaN rendered as `inff` /
+    `nanf` in the generated C, which did not compile. Infinite alpha compiles and
+    matches TVM's llvm build; NaN (which the runtime refuses) stays on the host."""
+    shapes = [(1, 2, 4, 4)]
+    mod = _module_of(shapes, lambda x: relax.op.nn.leakyrelu(x, alpha))
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    if math.isnan(alpha):
+        assert any("alpha is NaN" in h.reason for h in report.host_ops), report.format()
+    else:
+        assert not report.host_ops, report.format()
+    x = np.random.default_rng(0).standard_normal(shapes[0]).astype("float32")
+    out = _run(tvm_sophon.build(partitioned), [x])[1]
+    np.testing.assert_array_equal(out, _run(tvm.compile(mod, target="llvm"), [x])[1])  # one multiply or none
+
+
+def test_clip_bounds_the_runtime_refuses_stay_on_the_host():
+    mod = _module_of([(1, 2, 4, 4)], lambda x: relax.op.clip(x, relax.prim_value(6.0), relax.prim_value(0.0)))
+    report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod))
+    assert any("clip bounds lo=6.0 > hi=0.0" in h.reason for h in report.host_ops), report.format()

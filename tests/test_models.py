@@ -66,7 +66,8 @@ def test_benchmark_networks_have_their_published_size(name, published_gmacs):
 
 
 def test_bundled_models_registry():
-    assert set(models.MODELS) == {"demo_cnn", "mlp", "resnet_tiny", "resnet18", "resnet50", "mobilenet_v2"}
+    assert set(models.MODELS) == {"demo_cnn", "mlp", "resnet_tiny", "resnet18", "resnet50", "mobilenet_v2",
+                                  "yolov5s"}
     for name, builder in models.MODELS.items():
         assert builder.__doc__, name
         mod, params, inputs = builder()

@@ -153,3 +153,36 @@ def test_nan_and_inf_through_every_f32_instruction(built, device, density, monke
             # summation-order rounding (conv sums 144 products, fc 16 after a mean of 36)
             np.testing.assert_allclose(g, t, rtol=1e-4, atol=1e-5, equal_nan=True,
                                        err_msg=f"{name} on {device} vs TVM's llvm build")
+
+
+@tvm.script.ir_module
+class ElementwiseMath:
+    @R.function
+    def main(x: R.Tensor((1, 16, 6, 6), "float32")):
+        with R.dataflow():
+            out = (R.nn.silu(x), R.nn.gelu(x), R.nn.gelu_tanh(x), R.nn.softplus(x), R.sqrt(x), R.rsqrt(x),
+                   R.exp(x), R.log(x), R.abs(x), R.negative(x), R.erf(x))
+            R.output(out)
+        return out
+
+
+MATH = ["silu", "gelu", "gelu_tanh", "softplus", "sqrt", "rsqrt", "exp", "log", "abs", "negative", "erf"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_nan_and_inf_through_the_elementwise_math(device, tmp_path, monkeypatch):
+    """The element-wise math activations: IEEE arithmetic, so TVM's llvm build is
+    the reference for NaN and infinities too."""
+    partitioned = tvm_sophon.partition_for_sophon(ElementwiseMath)
+    assert not {"relax.sqrt", "relax.exp", "relax.log", "relax.erf", "relax.nn.gelu"} & set(host_ops(partitioned))
+    x = _special(np.random.default_rng(7), SHAPE, 0.2)
+    for key, value in DEVICES[device].items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / f"math_{device}.so"
+    tvm_sophon.build(partitioned).export_library(str(path))
+    got = relax.VirtualMachine(tvm.runtime.load_module(str(path)), tvm.cpu())["main"](tvm.runtime.tensor(x))
+    want = relax.VirtualMachine(tvm.compile(ElementwiseMath, target="llvm"), tvm.cpu())["main"](tvm.runtime.tensor(x))
+    for name, g, t in zip(MATH, got, want):
+        # f32 libm-style approximations on both sides (erf, tanh, exp, log1p)
+        np.testing.assert_allclose(g.numpy(), t.numpy(), rtol=2e-5, atol=2e-6, equal_nan=True,
+                                   err_msg=f"{name} on {device} vs TVM's llvm build")

@@ -104,7 +104,9 @@ def test_layers_below_the_cosine_threshold_fall_back_to_fp32(tiny):
 
 def test_compare_runs_int8_on_the_chip_per_layer(tiny, tmp_path):
     mod, params, _, calibration = tiny
-    result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration)
+    result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration,
+                                chip=tvm_sophon.get_chip("bm1684"))  # a Chip object: reports say its name
+    assert result.chip == "bm1684" and result.format().startswith("INT8 on bm1684 against FP32")
     assert len(result.layers) == 12
     assert min(l.cosine for l in result.layers) >= 0.99
     assert all(l.sqnr_db > 20 for l in result.layers)

@@ -110,3 +110,22 @@ def test_repeated_blocks_share_a_composite_but_not_their_values():
 
     mod = make_module(inputs, params, body)
     _check(mod, params, inputs)
+
+
+def test_pre_activation_of_a_fused_chain_is_returned():
+    """conv + bias + SiLU (x * sigmoid(x), an activation chain fused into the conv)
+    whose pre-activation value is also an output (MobileNetV3/EfficientNet-style)."""
+    rng = np.random.default_rng(6)
+    inputs = {"x": _rand(rng, (1, 3, 7, 7))}
+    params = {"w": _rand(rng, (5, 3, 3, 3), 0.3), "b": _rand(rng, (1, 5, 1, 1))}
+
+    def body(bb, v):
+        c = bb.emit(relax.op.add(bb.emit(relax.op.nn.conv2d(v["x"], v["w"], padding=1)), v["b"]))
+        y = bb.emit(relax.op.multiply(c, bb.emit(relax.op.sigmoid(c))))
+        z = bb.emit(relax.op.nn.max_pool2d(y, pool_size=(2, 2), strides=(2, 2)))
+        return relax.Tuple([z, c])
+
+    mod = make_module(inputs, params, body)
+    got = _check(mod, params, inputs)
+    from tvm_sophon import offload_report
+    assert "sophon.conv2d_bias_silu" in offload_report(got.partitioned).offloaded

@@ -84,8 +84,8 @@ def test_resize2d_matches_llvm(case):
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_unet_block_is_one_region_and_slices_by_rows(layout):
-    """A U-Net-style decoder block: conv -> conv2d_transpose 2x -> conv -> nearest 2x
-    -> conv -> bilinear down. On the bm1680 it is one chip region with nothing on
+    """A U-Net-style decoder block: conv -> conv2d_transpose 2x -> concat with the
+    skip connection -> conv -> nearest 2x -> conv -> bilinear down. On the bm1680 it is one chip region with nothing on
     the host; on a chip with 4 KiB lanes the planner slices groups holding the
     transposed conv and the resizes by rows (each output band computed from the
     input band it reaches), and the result equals the unsliced run bit for bit."""
@@ -100,14 +100,17 @@ def test_unet_block_is_one_region_and_slices_by_rows(layout):
     shape = (1, c, 12, 12) if layout == "NCHW" else (1, 12, 12, c)
     klayout = "OIHW" if layout == "NCHW" else "OHWI"
     wshape = (c, c, 3, 3) if layout == "NCHW" else (c, 3, 3, c)
-    inputs = {"x": _rand(rng, shape)}
+    skip_shape = (1, 3, 24, 24) if layout == "NCHW" else (1, 24, 24, 3)
+    w2shape = (c, c + 3, 3, 3) if layout == "NCHW" else (c, 3, 3, c + 3)
+    inputs = {"x": _rand(rng, shape), "skip": _rand(rng, skip_shape)}
     params = {"w1": _rand(rng, wshape, 0.3), "up": _rand(rng, (c, c, 2, 2), 0.3),
-              "w2": _rand(rng, wshape, 0.3), "w3": _rand(rng, wshape, 0.3)}
+              "w2": _rand(rng, w2shape, 0.3), "w3": _rand(rng, wshape, 0.3)}
 
     def body(bb, v):
         conv = dict(padding=1, data_layout=layout, kernel_layout=klayout)
         y = bb.emit(relax.op.nn.conv2d(v["x"], v["w1"], **conv))
         y = bb.emit(relax.op.nn.conv2d_transpose(y, v["up"], strides=2, data_layout=layout, kernel_layout="IOHW"))
+        y = bb.emit(relax.op.concat([y, v["skip"]], axis=layout.index("C")))
         y = bb.emit(relax.op.nn.conv2d(y, v["w2"], **conv))
         y = bb.emit(relax.op.image.resize2d(y, (48, 48), layout=layout, method="nearest_neighbor",
                                             coordinate_transformation_mode="asymmetric", rounding_method=""))
@@ -385,3 +388,39 @@ def test_onnx_lrn_is_one_chip_instruction(shape, size):
     result = _check_offloaded(f"lrn-{shape}", mod, None, inputs, ["sophon.lrn"], rtol=1e-5, atol=1e-6)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     assert_close(result.output, session.run(None, inputs)[0], rtol=1e-5, atol=1e-6, what="onnxruntime")
+
+
+def test_tflite_unet_decoder_runs_transpose_conv_and_bilinear_resize_on_the_chip(tmp_path):
+    """Keras -> TFLite: TRANSPOSE_CONV arrives as an NHWC / IOHW conv2d_transpose (which
+    TVM alone cannot build) and a bilinear UpSampling2D as resize2d; both run on the
+    chip, and the model matches TFLite's interpreter. (Keras writes a nearest
+    UpSampling2D as reshape + tile, data movement outside this test's ops.)"""
+    import contextlib
+    import io
+
+    import tensorflow as tf
+    import tvm
+
+    from frontend_models import tflite_reference
+    from tvm_sophon import frontend
+
+    tf.keras.utils.set_random_seed(0)
+    image = tf.keras.Input((9, 9, 5), batch_size=1, name="image")
+    y = tf.keras.layers.Conv2D(6, 3, padding="same", activation="relu")(image)
+    y = tf.keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same")(y)
+    y = tf.keras.layers.UpSampling2D(2, interpolation="bilinear")(y)
+    y = tf.keras.layers.Conv2D(3, 3, padding="same")(y)
+    with contextlib.redirect_stdout(io.StringIO()):
+        data = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(image, y)).convert()
+    path = tmp_path / "decoder.tflite"
+    path.write_bytes(data)
+
+    partitioned = tvm_sophon.partition_for_sophon(frontend.load_tflite(path))
+    report = tvm_sophon.offload_report(partitioned)
+    assert {"sophon.conv2d_transpose", "sophon.resize2d"} <= {n.split("_bias")[0] for n in report.offloaded}
+    assert not report.host_ops and report.offloaded_mac_share == 1.0
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
+    x = _rand(_rng("tflite-decoder"), (1, 9, 9, 5))
+    # fp32 on both sides, sums of at most 6 * 9 products in another order: a few ulp
+    assert_close(vm["main"](tvm.runtime.tensor(x)).numpy(), tflite_reference(data, x), rtol=1e-5, atol=1e-5,
+                 what="tflite decoder")

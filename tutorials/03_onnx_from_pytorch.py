@@ -16,14 +16,21 @@ Run it as a script: ``python tutorials/03_onnx_from_pytorch.py``.
 # NCHW images of 1x8x8, values scaled to 0..1. ``ReLU6`` is there on purpose:
 # ONNX spells it ``Clip(x, 0, 6)``, which TVM's ONNX importer turns into two
 # TIR loops the chip's patterns would not recognise (see below).
+import logging
 import os
 import tempfile
 import time
+import warnings
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
+# keep PyTorch's chatter out: a deprecation notice from inside torch.export and
+# the ONNX exporter's note that torchvision (which this model does not use) is missing
+warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+logging.getLogger("torch.onnx").setLevel(logging.ERROR)
 
 digits = load_digits()
 images = (digits.images / 16.0).astype("float32")[:, None]

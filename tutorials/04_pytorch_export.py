@@ -16,11 +16,15 @@ Run it as a script: ``python tutorials/04_pytorch_export.py``.
 # Every convolution is followed by a ``BatchNorm2d``; ``Conv2d`` has a bias by
 # default, which is the case TVM's own ``FoldBatchnormToConv2D`` does not fold.
 import time
+import warnings
 
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
+
+# keep PyTorch's chatter out: a deprecation notice from inside torch.export
+warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
 
 digits = load_digits()
 images = (digits.images / 16.0).astype("float32")[:, None]

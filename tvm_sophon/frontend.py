@@ -113,7 +113,15 @@ def _check_shape_names(input_shapes: Optional[dict], names: Sequence[str], path)
             f"(its inputs: {', '.join(names) or 'none'})")
 
 
-def _fix_shapes(path, input_shapes: Optional[dict], declared: dict, *, batch_default: bool) -> dict:
+def _dynamic_error(path, name: str, dims) -> SophonFrontendError:
+    shown = "[" + ",".join("?" if d is None else str(d) for d in dims) + "]"
+    hint = f"--input-shape {name}=" + ",".join("N" if d is None else str(d) for d in dims)
+    return SophonFrontendError(f"{path}: input '{name}' has a dynamic shape {shown}; the chip needs static "
+                               f"shapes: give it with {hint} (input_shapes= in Python)")
+
+
+def _fix_shapes(path, input_shapes: Optional[dict], declared: dict, *, batch_default: bool,
+                require_static: bool = True) -> dict:
     """Shapes to import with: the user's (checked against the model's rank and fixed
     dimensions), and for a dynamic batch not given, batch 1 if ``batch_default``
     (said in one line on the ``tvm_sophon`` logger). Any other dynamic dimension
@@ -142,9 +150,8 @@ def _fix_shapes(path, input_shapes: Optional[dict], declared: dict, *, batch_def
             logging.getLogger("tvm_sophon").warning(
                 f"{name}: the model's batch is dynamic; compiling for batch 1 (another: {hint})")
             continue
-        raise SophonFrontendError(
-            f"{path}: input '{name}' has a dynamic shape {shown}; the chip needs static shapes: "
-            f"give it with {hint} (input_shapes= in Python)")
+        if require_static:
+            raise _dynamic_error(path, name, dims)
     return shapes
 
 
@@ -349,13 +356,18 @@ def load_onnx(path: "str | os.PathLike", input_shapes: Optional[dict] = None) ->
             dims = value.type.tensor_type.shape.dim
             declared[value.name] = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                                          for d in dims)
-    shapes = _fix_shapes(path, input_shapes, declared, batch_default=False)
+    # dynamic inputs import as they are (the CLI then asks for --input-shape); where
+    # TVM's importer cannot take them, the error says to give the shape
+    shapes = _fix_shapes(path, input_shapes, declared, batch_default=False, require_static=False)
+    dynamic = [(n, d) for n, d in declared.items() if n not in shapes and None in d]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "Error converting operator ..."
             mod = _onnx_import(model, {k: list(v) for k, v in shapes.items()} or None)
     except tvm.error.OpNotImplemented as err:
         raise SophonFrontendError(f"{path}: TVM's ONNX importer does not support it: {_one_line(err)}") from None
     except Exception as err:
+        if dynamic:
+            raise _dynamic_error(path, *dynamic[0]) from None
         raise SophonFrontendError(f"{path}: TVM's ONNX importer failed: {_one_line(err)}") from None
     return _finish(mod, str(path))
 

@@ -283,7 +283,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                 if lp is None:
                     lp = by_name[name] = LayerProfile(prog.symbol, gi, labels.get(name, name), pattern)
                     layers.append(lp)
-                if pattern and name not in gp.layers:  # the group computing it (weights may load earlier)
+                if not isinstance(step, (P.Load, P.Store)) and name not in gp.layers:  # the group computing it
                     lp.group = gi
                     gp.layers.append(name)
                 lp.pattern = lp.pattern or pattern

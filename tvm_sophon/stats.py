@@ -82,14 +82,15 @@ def last_run_stats(obj) -> dict:
 
 def format_stats(stats: dict) -> str:
     """The counters as a table for the terminal."""
-    head = f"{'region':<52} {'calls':>5} {'MACs':>12} {'loaded B':>10} {'stored B':>10} " \
+    w = max([6] + [len(r["name"]) for r in stats["regions"]])  # regions are sophon_0, sophon_1, ...
+    head = f"{'region':<{w}} {'calls':>5} {'MACs':>12} {'loaded B':>10} {'stored B':>10} " \
            f"{'TIU cyc':>10} {'GDMA cyc':>10} {'LMEM peak':>10} {'chip us':>9} {'util':>6}"
     lines = [f"chip counters ({stats['chip']['name']}, last run)", head, "-" * len(head)]
     rows = stats["regions"] + [{"name": "total", "calls": "", "lmem_peak_bytes":
                                 max([r["lmem_peak_bytes"] for r in stats["regions"]] or [0]),
                                 **stats["total"]}]
     for r in rows:
-        lines.append(f"{r['name'][:52]:<52} {r['calls']!s:>5} {r['macs']:>12} {r['bytes_loaded']:>10} "
+        lines.append(f"{r['name']:<{w}} {r['calls']!s:>5} {r['macs']:>12} {r['bytes_loaded']:>10} "
                      f"{r['bytes_stored']:>10} {r['tiu_cycles']:>10} {r['gdma_cycles']:>10} "
                      f"{r['lmem_peak_bytes']:>10} {r['seconds'] * 1e6:>9.2f} {100 * r['utilisation']:>5.1f}%")
     t = stats["total"]

@@ -177,6 +177,9 @@ static uint64_t reduction_steps(const sophon_chip* chip, uint64_t taps, sophon_d
   return taps;
 }
 
+static uint64_t epilogue_cycles(const sophon_chip* chip, const sophon_local* out,
+                                const sophon_activation* act);
+
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p) {
   uint64_t taps, passes;
@@ -188,7 +191,8 @@ uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
   passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, in->dtype,
                        depthwise ? dwpool_bytes(chip) : chip->eu_bytes);
   if (passes == 0) return 0;
-  return tiu_latency(chip) + passes * reduction_steps(chip, taps, in->dtype);
+  return tiu_latency(chip) + passes * reduction_steps(chip, taps, in->dtype) +
+         epilogue_cycles(chip, out, &p->act);
 }
 
 uint64_t sophon_cost_fc(const sophon_chip* chip, const sophon_local* out,
@@ -252,6 +256,18 @@ static int64_t activation_ops(const sophon_activation* act) {
     case SOPHON_ACT_MISH: return 16;
   }
   return 0;
+}
+
+/* The conv unit applies relu, clip and leaky relu on the way out, for free; any
+ * other fused activation is a pass of the tensor-arithmetic unit over the output
+ * at its ops per element. */
+static uint64_t epilogue_cycles(const sophon_chip* chip, const sophon_local* out,
+                                const sophon_activation* act) {
+  if (act == NULL || act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU ||
+      act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU)
+    return 0;
+  return lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype, chip->eu_bytes) *
+         (uint64_t)activation_ops(act);
 }
 
 /* Ops per element of a binary op: a division or a PReLU (multiply and select) 2. */

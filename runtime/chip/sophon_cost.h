@@ -52,7 +52,9 @@
  *                      GELU 7 (erf, 3 arithmetic); GELU-tanh 9 (tanh, 5 arithmetic);
  *                      softplus 11 (exp, log, abs, max, add); Mish 16 (softplus,
  *                      tanh, multiply)
- *   fused bias/activation in conv and fc is free (done on the way out).
+ *   fused bias and relu, clip or leaky relu in conv and fc are free (done on the
+ *   way out); any other activation fused into a conv is a pass of the
+ *   tensor-arithmetic unit over its output at the activation's ops per element.
  *
  *   GDMA transfer    gdma_latency + ceil(effective_bytes / (ddr_bytes_per_second /
  *                    gdma_clock_hz)) GDMA cycles, where the DDR and the LMEM are both

@@ -86,12 +86,13 @@ static inline void sophon_activate_span_f32(float* data, int64_t count,
 }
 
 /* The activations the vector kernels apply in registers (none, relu, clip, leaky
- * relu); every other kind is applied element by element with sophon_activate_f32,
- * in a second pass over the kernel's outputs (the vector helpers below leave x
- * unchanged for them). */
+ * relu, hard-sigmoid, hard-swish); every other kind is applied element by element
+ * with sophon_activate_f32, in a second pass over the kernel's outputs (the vector
+ * helpers below leave x unchanged for them). */
 static inline int sophon_act_is_simple(const sophon_activation* act) {
   return act == NULL || act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU ||
-         act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU;
+         act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU ||
+         act->kind == SOPHON_ACT_HARD_SIGMOID || act->kind == SOPHON_ACT_HARD_SWISH;
 }
 
 #if SOPHON_X86_DISPATCH
@@ -102,15 +103,29 @@ static inline int sophon_act_is_simple(const sophon_activation* act) {
  *   clip  x < lo ? lo : (x > hi ? hi : x)        = max_ps(lo, min_ps(hi, x))
  *         (if x < lo then x <= hi, so the inner select is x; otherwise the inner
  *          select is >= lo and the outer one keeps it; NaN stays NaN)
- *   leaky x >= 0 ? x : alpha * x                 = blend on the ordered x >= 0. */
+ *   leaky x >= 0 ? x : alpha * x                 = blend on the ordered x >= 0
+ *   hard-sigmoid  clamp(alpha * x + beta, 0, 1)  = a multiply, an add (two roundings:
+ *                                                  the runtime is built without
+ *                                                  contraction), then clip's selects
+ *   hard-swish    x * clamp(x + 3, 0, 6) / 6     = add, clip's selects, multiply, divide */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_clamp_avx2(__m256 r, float lo, float hi) {
+  return _mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), r));
+}
+
 SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 sophon_act_avx2(
     __m256 x, const sophon_activation* act) {
   if (act == NULL) return x;
   switch (act->kind) {
+    case SOPHON_ACT_HARD_SIGMOID:
+      return sophon_clamp_avx2(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(act->alpha), x),
+                                             _mm256_set1_ps(act->beta)), 0.0f, 1.0f);
+    case SOPHON_ACT_HARD_SWISH:
+      return _mm256_div_ps(_mm256_mul_ps(x, sophon_clamp_avx2(_mm256_add_ps(x, _mm256_set1_ps(3.0f)),
+                                                              0.0f, 6.0f)),
+                           _mm256_set1_ps(6.0f));
     case SOPHON_ACT_RELU:
       return _mm256_blendv_ps(_mm256_max_ps(x, _mm256_setzero_ps()), x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-    case SOPHON_ACT_CLIP:
-      return _mm256_max_ps(_mm256_set1_ps(act->lo), _mm256_min_ps(_mm256_set1_ps(act->hi), x));
+    case SOPHON_ACT_CLIP: return sophon_clamp_avx2(x, act->lo, act->hi);
     case SOPHON_ACT_LEAKY_RELU:
       return _mm256_blendv_ps(_mm256_mul_ps(_mm256_set1_ps(act->alpha), x), x,
                               _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GE_OQ));

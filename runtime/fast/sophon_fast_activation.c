@@ -7,10 +7,9 @@
  * The cheap kinds run 8 floats per AVX2 vector, each lane doing the reference's
  * own operations in the reference's order, so results are bit-identical (a NaN may
  * carry another payload):
- *   none, relu, clip, leaky relu   sophon_act_avx2 (sophon_fast.h)
- *   hard-sigmoid   alpha * x, + beta (two roundings, as the reference: the runtime
- *                  is built without contraction), then the clip to [0, 1] as CLIP
- *   hard-swish     x + 3, the clip to [0, 6] as CLIP, x * r, / 6 (a division)
+ *   none, relu, clip, leaky relu, hard-sigmoid, hard-swish
+ *                  sophon_act_avx2 (sophon_fast.h), as the conv, depthwise and
+ *                  binary kernels apply them
  *   abs, neg       the sign bit cleared / flipped, as fabsf and unary minus
  *   sqrt, rsqrt, reciprocal   sqrt_ps and div_ps, correctly rounded like sqrtf and /
  * The special functions (exp, log, erf, tanh, sigmoid and the kinds built on them:
@@ -48,23 +47,11 @@ static int vector_kind(const sophon_activation* act) {
 }
 
 #if SOPHON_X86_DISPATCH
-/* r clipped to [lo, hi] as the reference's r < lo ? lo : (r > hi ? hi : r). */
-SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 clip_avx2(__m256 r, float lo, float hi) {
-  return _mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), r));
-}
-
 /* sophon_activate_f32 on 8 floats for the vector_kind kinds. */
 SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256 activation_avx2(
     __m256 x, const sophon_activation* act) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
   switch (act->kind) {
-    case SOPHON_ACT_HARD_SIGMOID:
-      return clip_avx2(_mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(act->alpha), x),
-                                     _mm256_set1_ps(act->beta)), 0.0f, 1.0f);
-    case SOPHON_ACT_HARD_SWISH: {
-      const __m256 r = clip_avx2(_mm256_add_ps(x, _mm256_set1_ps(3.0f)), 0.0f, 6.0f);
-      return _mm256_div_ps(_mm256_mul_ps(x, r), _mm256_set1_ps(6.0f));
-    }
     case SOPHON_ACT_ABS: return _mm256_andnot_ps(sign, x);
     case SOPHON_ACT_NEG: return _mm256_xor_ps(sign, x);
     case SOPHON_ACT_SQRT: return _mm256_sqrt_ps(x);

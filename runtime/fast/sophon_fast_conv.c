@@ -180,16 +180,26 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 }
 #undef SOPHON_ROW
 
-/* sophon_act_avx2 on 16 floats (same selections, so the same bits). */
+/* clamp(r, lo, hi) on 16 floats, as sophon_clamp_avx2. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 clamp_avx512(__m512 r, float lo, float hi) {
+  return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
+}
+
+/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits). */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
                                                                    const sophon_activation* act) {
   if (act == NULL) return x;
   switch (act->kind) {
+    case SOPHON_ACT_HARD_SIGMOID:
+      return clamp_avx512(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(act->alpha), x),
+                                        _mm512_set1_ps(act->beta)), 0.0f, 1.0f);
+    case SOPHON_ACT_HARD_SWISH:
+      return _mm512_div_ps(_mm512_mul_ps(x, clamp_avx512(_mm512_add_ps(x, _mm512_set1_ps(3.0f)), 0.0f, 6.0f)),
+                           _mm512_set1_ps(6.0f));
     case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
       return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
                                   _mm512_max_ps(x, _mm512_setzero_ps()), x);
-    case SOPHON_ACT_CLIP:
-      return _mm512_max_ps(_mm512_set1_ps(act->lo), _mm512_min_ps(_mm512_set1_ps(act->hi), x));
+    case SOPHON_ACT_CLIP: return clamp_avx512(x, act->lo, act->hi);
     case SOPHON_ACT_LEAKY_RELU:
       return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
                                   _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);

@@ -326,7 +326,7 @@ SOPHON_AVX2 static void rows_avx2(const conv_depthwise* d, const depthwise_row* 
       strip_rows_avx2(d, &first, nr, ox, nv, count - 8 * (nv - 1));
     }
   }
-  if (!sophon_act_is_simple(&d->p->act)) /* sigmoid, tanh: element by element */
+  if (!sophon_act_is_simple(&d->p->act)) /* the special functions: element by element */
     for (r = 0; r < rows; ++r)
       sophon_activate_span_f32(row->out_row + (int64_t)r * d->out_w + from, to - from,
                                &d->p->act);

@@ -10,9 +10,11 @@ on the host.
 from __future__ import annotations
 
 import contextvars
+import math
 from typing import Callable, Optional
 
 import numpy as np
+import tvm
 from tvm.ir.expr import Constant
 from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm import relax
@@ -157,12 +159,21 @@ def rule_broadcastable(ann: dict) -> Optional[str]:
 
 
 def rule_clip_bounds(ann: dict) -> Optional[str]:
-    act = ann.get("activation")
-    if act is None or act.op.name != "relax.clip":
-        return None
-    for arg in act.args[1:]:
-        if not isinstance(arg, (IntImm, FloatImm)):
-            return "clip bounds are not constants"
+    """Clip bounds are constants the runtime takes (lo <= hi, no NaN), and a leaky
+    relu's alpha is not NaN (sophon_check_activation refuses both)."""
+    for act in (ann.get("activation"), ann.get("root")):
+        if not isinstance(act, relax.Call) or not isinstance(act.op, tvm.ir.Op):
+            continue
+        if act.op.name == "relax.nn.leakyrelu" and math.isnan(float(act.attrs.alpha)):
+            return "leaky relu alpha is NaN"
+        if act.op.name != "relax.clip":
+            continue
+        for arg in act.args[1:]:
+            if not isinstance(arg, (IntImm, FloatImm)):
+                return "clip bounds are not constants"
+        lo, hi = (float(arg.value) for arg in act.args[1:3])
+        if not lo <= hi:
+            return f"clip bounds lo={lo} > hi={hi} (or NaN)"
     return None
 
 
@@ -221,8 +232,14 @@ def _record(ctx: PatternCheckContext, ann: dict, reason: str) -> None:
     if store is None or root is None:
         return
     for binding_var, value in ctx.matched_bindings.items():
-        if value.same_as(root):
+        # besides the root, the quantize/dequantize glue of an int8 chain, which no
+        # pattern takes alone: it stays on the host because the chain was rejected
+        glue = isinstance(value, relax.Call) and getattr(value.op, "name", "") in QDQ_OPS
+        if value.same_as(root) or glue:
             store.setdefault(binding_var.name, []).append((len(ctx.matched_bindings), reason))
+
+
+QDQ_OPS = ("relax.quantize", "relax.dequantize")
 
 # ------------------------------------------------------------------ builders
 
