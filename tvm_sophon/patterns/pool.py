@@ -16,8 +16,40 @@ def rule_pool(ann: dict) -> Optional[str]:
         return f"pool layout {attrs.layout} (chip handles NCHW, NHWC)"
     if str(attrs.out_layout) != str(attrs.layout):
         return f"pool out layout {attrs.out_layout} differs from layout {attrs.layout}"
-    return window_attr_reason("pool", pool_size=attrs.pool_size, strides=attrs.strides,
-                              dilation=attrs.dilation, padding=attrs.padding)
+    reason = window_attr_reason("pool", pool_size=attrs.pool_size, strides=attrs.strides,
+                                dilation=attrs.dilation, padding=attrs.padding)
+    return reason or _pool_window_reason(ann, attrs)
+
+
+def _pool_window_reason(ann: dict, attrs) -> Optional[str]:
+    """The chip's pool (check_pool_axis in runtime/reference/sophon_tiu_pool.c): per
+    axis, the dilated window fits the padded input, and the output size lies between
+    the floor-mode size and the ceil-mode size whose last window starts inside the
+    padded input."""
+    in_shape, out_shape = static_shape(ann["input"]), static_shape(ann["root"])
+    if in_shape is None or out_shape is None or len(in_shape) != 4:
+        return None
+    layout = str(attrs.layout)
+    top, left, bottom, right = (int(v) for v in attrs.padding)
+    for axis, k, s, d, pad_a, pad_b in (("H", *attrs.pool_size[:1], *attrs.strides[:1], *attrs.dilation[:1],
+                                         top, bottom),
+                                        ("W", attrs.pool_size[1], attrs.strides[1], attrs.dilation[1],
+                                         left, right)):
+        k, s, d = int(k), int(s), int(d)
+        size, out = in_shape[layout.index(axis)], out_shape[layout.index(axis)]
+        padded = size + pad_a + pad_b
+        span = padded - d * (k - 1) - 1
+        if span < 0:
+            return (f"pool window {k} (dilation {d}) is wider than the padded input {padded} along {axis}; "
+                    "the chip's pool windows lie inside the input")
+        floor_size = span // s + 1
+        ceil_size = -(-span // s) + 1
+        if (ceil_size - 1) * s >= padded:
+            ceil_size -= 1
+        if not floor_size <= out <= ceil_size:
+            return (f"pool output {out} along {axis} is outside [{floor_size}, {ceil_size}] for input {size}, "
+                    f"window {k}, stride {s}, padding {pad_a}+{pad_b}: a window would start outside the input")
+    return None
 
 
 def rule_adaptive_pool(ann: dict) -> Optional[str]:
