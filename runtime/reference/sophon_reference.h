@@ -131,6 +131,13 @@ sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
 /* Each dim of `t` equals out's or is 1 (sophon_tiu_binary.c), shared with int8 add. */
 sophon_status sophon_check_broadcast(sophon_device* dev, const char* op, const char* name,
                                      const sophon_local* t, const sophon_local* out);
+/* One axis of a pool (sophon_tiu_pool.c), shared with int8: the dilated kernel fits
+ * the padded input, and out_size lies between the floor-mode size and the ceil-mode
+ * size whose last window starts inside the padded input. */
+sophon_status sophon_check_pool_axis(sophon_device* dev, const char* op, const char* axis,
+                                    int32_t out_size, int32_t in_size, int32_t pad_a,
+                                    int32_t pad_b, int32_t kernel, int32_t stride,
+                                    int32_t dilation);
 /* pool2d's parameter rules (sophon_tiu_pool.c), shared with int8. */
 sophon_status sophon_check_pool_params(sophon_device* dev, const char* op,
                                        const sophon_pool_params* p);

@@ -195,32 +195,16 @@ void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out,
   }
 }
 
-/* Checks out_size against the floor formula and the ceil-mode limit of one axis
- * (the rules of sophon_tiu_pool2d); for AVG also that every window has a real tap
- * (TFLite fails an average over no input). */
+/* sophon_check_pool_axis (the rules of sophon_tiu_pool2d), and for AVG also that
+ * every window has a real tap (TFLite fails an average over no input). */
 static sophon_status check_pool_axis(sophon_device* dev, const char* op, const char* axis,
                                      const sophon_pool_params* p, int32_t out_size,
                                      int32_t in_size, int32_t pad_a, int32_t pad_b,
                                      int32_t kernel, int32_t stride, int32_t dilation) {
-  const int64_t padded = (int64_t)in_size + pad_a + pad_b;
-  const int64_t span = padded - (int64_t)dilation * (kernel - 1) - 1;
-  int64_t floor_size, ceil_size;
   int32_t i;
-  if (span < 0)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: dilated kernel %s %d (dilation %d) exceeds padded input %lld",
-                            op, axis, (int)kernel, (int)dilation, (long long)padded);
-  floor_size = span / stride + 1;
-  /* ceil mode: at most one more window, and it must start inside the padded input */
-  ceil_size = sophon_ceil_div(span, stride) + 1;
-  if ((ceil_size - 1) * stride >= padded) ceil_size -= 1;
-  if (out_size < floor_size || out_size > ceil_size)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: out %s %d is outside [%lld, %lld] (floor, ceil mode) from in "
-                            "%d, kernel %d, stride %d, pad %d+%d, dilation %d",
-                            op, axis, (int)out_size, (long long)floor_size,
-                            (long long)ceil_size, (int)in_size, (int)kernel, (int)stride,
-                            (int)pad_a, (int)pad_b, (int)dilation);
+  const sophon_status s = sophon_check_pool_axis(dev, op, axis, out_size, in_size, pad_a, pad_b,
+                                                 kernel, stride, dilation);
+  if (s != SOPHON_OK) return s;
   if (p->kind == SOPHON_POOL_AVG) {
     for (i = 0; i < out_size; ++i) {
       const int64_t origin = (int64_t)i * stride - pad_a;

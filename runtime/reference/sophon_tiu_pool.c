@@ -87,11 +87,10 @@ void sophon_ref_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
   }
 }
 
-/* Checks out_size against the floor formula and the ceil-mode limit of one axis. */
-static sophon_status check_pool_axis(sophon_device* dev, const char* op, const char* axis,
-                                     int32_t out_size, int32_t in_size, int32_t pad_a,
-                                     int32_t pad_b, int32_t kernel, int32_t stride,
-                                     int32_t dilation) {
+sophon_status sophon_check_pool_axis(sophon_device* dev, const char* op, const char* axis,
+                                    int32_t out_size, int32_t in_size, int32_t pad_a,
+                                    int32_t pad_b, int32_t kernel, int32_t stride,
+                                    int32_t dilation) {
   const int64_t padded = (int64_t)in_size + pad_a + pad_b;
   const int64_t span = padded - (int64_t)dilation * (kernel - 1) - 1;
   int64_t floor_size, ceil_size;
@@ -155,10 +154,10 @@ sophon_status sophon_check_tiu_pool2d(sophon_device* dev, const char* op,
                             "%s: out shape (%d,%d,%d,%d) does not keep in's n=%d, c=%d", op,
                             (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
                             (int)in->c);
-  if ((s = check_pool_axis(dev, op, "h", out->h, in->h, p->pad_top, p->pad_bottom,
+  if ((s = sophon_check_pool_axis(dev, op, "h", out->h, in->h, p->pad_top, p->pad_bottom,
                            p->kernel_h, p->stride_h, p->dilation_h)) != SOPHON_OK)
     return s;
-  if ((s = check_pool_axis(dev, op, "w", out->w, in->w, p->pad_left, p->pad_right,
+  if ((s = sophon_check_pool_axis(dev, op, "w", out->w, in->w, p->pad_left, p->pad_right,
                            p->kernel_w, p->stride_w, p->dilation_w)) != SOPHON_OK)
     return s;
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
