@@ -380,12 +380,31 @@ class QPool2d:
 
 
 @dataclasses.dataclass
+class QLut:
+    """INT8 table lookup: every int8 unary op (sophon_tiu_lut_int8)."""
+    out: Local
+    input: Local
+    table: tuple[int, ...]   # 256 int8 values, indexed by the input's byte
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QBinary:
+    """INT8 MUL / MAX / MIN / PRELU with broadcast (sophon_tiu_binary_int8)."""
+    out: Local
+    lhs: Local
+    rhs: Local
+    params: object           # tvm_sophon.quant_eltwise.BinaryParams
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
 COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm, Lrn,
-           QConv2d, QFullyConnected, QAdd, QPool2d)
+           QConv2d, QFullyConnected, QAdd, QPool2d, QLut, QBinary)
 
 
 # ---------------------------------------------------------------- plans

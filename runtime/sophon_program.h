@@ -41,7 +41,9 @@ typedef enum {
   SOPHON_CMD_CONV2D_TRANSPOSE = 16, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
   SOPHON_CMD_REDUCE = 17,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
   SOPHON_CMD_NORM = 18,        /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
-  SOPHON_CMD_LRN = 19          /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_LRN = 19,         /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_LUT_INT8 = 20,    /* lut_int8(out=a, in=b, luts[p]) */
+  SOPHON_CMD_BINARY_INT8 = 21  /* binary_int8(out=a, lhs=b, rhs=c, binaries_int8[p]) */
 } sophon_cmd_kind;
 
 typedef struct {
@@ -88,6 +90,10 @@ typedef struct {
   int32_t num_norms;
   const sophon_lrn_params* lrns;         /* LRN (p) */
   int32_t num_lrns;
+  const sophon_lut_int8_params* luts;    /* LUT_INT8 (p) */
+  int32_t num_luts;
+  const sophon_binary_int8_params* binaries_int8; /* BINARY_INT8 (p) */
+  int32_t num_binaries_int8;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

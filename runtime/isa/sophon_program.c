@@ -156,6 +156,16 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (o.add == NULL) return bad_index(dev, "add params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_LUT_INT8:
+      o.lut = SOPHON_ENTRY(prog->luts, prog->num_luts, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.lut == NULL) return bad_index(dev, "lut", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_BINARY_INT8:
+      o.binary_int8 = SOPHON_ENTRY(prog->binaries_int8, prog->num_binaries_int8, c->p);
+      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
+      if (o.binary_int8 == NULL) return bad_index(dev, "binary_int8 params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
     case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;

@@ -126,6 +126,24 @@ sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
 sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
                                            const sophon_operands* o);
 
+/* ------------- int8 lut, binary (sophon_tiu_eltwise_int8.c; SUB is add_int8) */
+
+/* One int8 result of a binary op from the int8 pair (x, y) and the op's params. */
+typedef int8_t (*sophon_int8_pair_fn)(int32_t x, int32_t y, const void* params);
+/* out[n, c, h, w] = fn(a[...], b[...], params) with broadcast as sophon_tiu_binary:
+ * the element loop of add_int8 and binary_int8. */
+void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                               const sophon_local* b, sophon_int8_pair_fn fn, const void* params);
+
+void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p);
+void sophon_ref_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                            const sophon_local* b, const sophon_binary_int8_params* p);
+sophon_status sophon_check_tiu_lut_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o);
+sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+
 /* --------------------------------------------------- checks shared by families */
 
 /* Each dim of `t` equals out's or is 1 (sophon_tiu_binary.c), shared with int8 add. */

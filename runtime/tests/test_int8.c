@@ -563,8 +563,18 @@ static void test_add_golden(void) {
   p = add_params();
   p.left_shift = 23;
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  /* SUB (TFLite's sub.cc): input2's multiplier negated; the rescales stay exact, so
+   * out = (a - b) / 2, ties away from zero: a - b = 4 1 -7 127 -134 3 -6 0 94 -100 */
   p = add_params();
-  p.input2_multiplier = -1;
+  p.input2_multiplier = -(1 << 30);
+  CHECK_OK(dev, load(dev, &a, a_data));
+  CHECK_OK(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  {
+    const int8_t want_sub[10] = {2, 1, -4, 64, -67, 2, -3, 0, 47, -50};
+    CHECK_I8_EQUAL(got, want_sub, 10);
+  }
+  p.input2_multiplier = INT32_MIN;
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
   p = add_params();
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, NULL), SOPHON_ERR_ARGUMENT);
@@ -579,6 +589,156 @@ static void test_add_golden(void) {
   }
   sophon_device_destroy(dev);
   sophon_device_destroy(f32_dev);
+}
+
+/* ------------------------------------------------------ lut, binary_int8 */
+
+static void test_lut_golden(void) {
+  sophon_chip chip = small_chip(1), f32_chip = small_chip(0);
+  sophon_device* dev = NULL;
+  sophon_device* f32_dev = NULL;
+  const int8_t in_data[10] = {-128, -3, -1, 0, 1, 3, 127, -8, -4, 2};
+  sophon_local in = local(0, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_int8_unary u;
+  sophon_lut_int8_params p;
+  int8_t got[10];
+
+  /* REQUANTIZE from scale 1 to scale 2: MultiplyByQuantizedMultiplier(x, 2^30, 0)
+   * = SaturatingRoundingDoublingHighMul(x, 2^30) = x / 2, ties toward +infinity:
+   * -64 -1 0 0 1 2 64 -4 -2 1 (-1.5 -> -1, -0.5 -> 0, 0.5 -> 1, 63.5 -> 64) */
+  const int8_t want_requantize[10] = {-64, -1, 0, 0, 1, 2, 64, -4, -2, 1};
+  /* LEAKY_RELU, scales 1, alpha 0.25: x >= 0 -> x (identity multiplier 1 = (2^30, 1));
+   * x < 0 -> MBQM(x, 2^30, -1): SRDHM(x, 2^30) = x / 2 ties up, then / 2 ties
+   * away from zero: -128 -> -32; -3 -> -1 -> -1 (-0.5 away); -1 -> 0 -> 0;
+   * -8 -> -2; -4 -> -1 */
+  const int8_t want_leaky[10] = {-32, -1, 0, 0, 1, 3, 127, -2, -1, 2};
+
+  memset(&u, 0, sizeof(u));
+  u.kind = SOPHON_LUT_REQUANTIZE;
+  u.input_scale = 1.0f;
+  u.output_scale = 2.0f;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK(sophon_device_create(&f32_chip, &f32_dev) == SOPHON_OK);
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_lut_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_requantize, 10);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, sophon_cost_binary(&chip, &out, NULL));
+
+  u.kind = SOPHON_LUT_LEAKY_RELU;
+  u.output_scale = 1.0f;
+  u.alpha = 0.25f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_OK);
+  CHECK_OK(dev, sophon_tiu_lut_int8(dev, &in, &in, &p)); /* in place */
+  CHECK_OK(dev, store(dev, &in, got));
+  CHECK_I8_EQUAL(got, want_leaky, 10);
+
+  /* the table builder's errors */
+  CHECK(sophon_int8_lut_build(NULL, p.table) == SOPHON_ERR_ARGUMENT);
+  u.output_scale = 0.0f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_ARGUMENT);
+  u.output_scale = 1.0f;
+  u.input_zero_point = 128;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_ARGUMENT);
+  u.input_zero_point = 0;
+  u.kind = SOPHON_LUT_HARD_SWISH; /* input / (128 output) = 2: TFLite refuses it */
+  u.input_scale = 256.0f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_UNSUPPORTED);
+
+  /* the instruction's errors */
+  CHECK_STATUS(f32_dev, sophon_tiu_lut_int8(f32_dev, &out, &in, &p), SOPHON_ERR_UNSUPPORTED);
+  CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &out, &in, NULL), SOPHON_ERR_ARGUMENT);
+  {
+    sophon_local other = out;
+    other.c = 4;
+    CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &other, &in, &p), SOPHON_ERR_ARGUMENT);
+    other = out;
+    other.addr = 32; /* overlaps in without being it */
+    CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &other, &in, &p), SOPHON_ERR_ARGUMENT);
+  }
+  sophon_device_destroy(dev);
+  sophon_device_destroy(f32_dev);
+}
+
+static void test_binary_int8_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* a (1, 5, 1, 2); b broadcasts over channels (MUL, MAX, MIN) */
+  const int8_t a_data[10] = {10, 1, -1, 127, -128, 3, 0, 0, 100, -100};
+  const int8_t b_data[2] = {6, 0};
+  const int8_t alpha_data[5] = {1, 2, -1, 0, 3};
+  sophon_local a = local(0, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local b = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local alpha = local(128, 1, 5, 1, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(192, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_binary_int8_params p;
+  int8_t got[10];
+  /* MUL by 1/4 = (2^30, -1): products 60 0 -6 0 -768 0 0 0 600 0; SRDHM halves them
+   * exactly, the rounding shift halves again, ties away from zero: 15 0 -2 0 -192
+   * 0 0 0 150 0, clamped to int8 */
+  const int8_t want_mul[10] = {15, 0, -2, 0, -128, 0, 0, 0, 127, 0};
+  const int8_t want_max[10] = {10, 1, 6, 127, 6, 3, 6, 0, 100, 0};
+  const int8_t want_min[10] = {6, 0, -1, 0, -128, 0, 0, 0, 6, -100};
+  /* PRELU, multiplier1 = 1 (2^30, 1), multiplier2 = 1/2 (2^30, 0), alpha per
+   * channel 1 2 -1 0 3: x >= 0 -> x; x < 0 -> x * alpha / 2:
+   * ch1 -1 * 2 / 2 = -1; ch2 -128 * -1 / 2 = 64; ch4 -100 * 3 / 2 = -150 -> -128 */
+  const int8_t want_prelu[10] = {10, 1, -1, 127, 64, 3, 0, 0, 100, -128};
+
+  memset(&p, 0, sizeof(p));
+  p.act_min = -128;
+  p.act_max = 127;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &a, a_data));
+  CHECK_OK(dev, load(dev, &b, b_data));
+  CHECK_OK(dev, load(dev, &alpha, alpha_data));
+
+  p.op = SOPHON_BINARY_INT8_MUL;
+  p.multiplier1 = 1 << 30;
+  p.shift1 = -1;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mul, 10);
+
+  p.op = SOPHON_BINARY_INT8_MAX;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_max, 10);
+  p.op = SOPHON_BINARY_INT8_MIN;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_min, 10);
+
+  p.op = SOPHON_BINARY_INT8_PRELU;
+  p.multiplier1 = 1 << 30;
+  p.shift1 = 1;
+  p.multiplier2 = 1 << 30;
+  p.shift2 = 0;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_prelu, 10);
+
+  /* errors */
+  p.multiplier2 = -5;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "negative");
+  p.multiplier2 = 1 << 30;
+  p.op = (sophon_binary_int8_op)9;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown op 9");
+  p.op = SOPHON_BINARY_INT8_MUL;
+  p.output_zero_point = 300;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.output_zero_point = 0;
+  {
+    sophon_local wide = b;
+    wide.c = 2;
+    CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &wide, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "does not broadcast");
+  }
+  sophon_device_destroy(dev);
 }
 
 /* ----------------------------------------------------------------- pool */
@@ -782,6 +942,8 @@ int main(void) {
   test_conv2d_errors();
   test_fc_golden();
   test_add_golden();
+  test_lut_golden();
+  test_binary_int8_golden();
   test_pool_golden();
   test_program();
   printf("%d passed, %d failed\n", g_passed, g_failed);
