@@ -134,6 +134,11 @@ typedef int8_t (*sophon_int8_pair_fn)(int32_t x, int32_t y, const void* params);
  * the element loop of add_int8 and binary_int8. */
 void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                                const sophon_local* b, sophon_int8_pair_fn fn, const void* params);
+/* The operand checks of add_int8 and binary_int8 (sophon_tiu_add_pool_int8.c): an
+ * int8 chip; out, a, b int8 locals in bounds; a and b broadcast to out; out
+ * disjoint from each input or that input itself (in place). */
+sophon_status sophon_check_int8_broadcast_operands(sophon_device* dev, const char* op,
+                                                   const sophon_operands* o);
 
 void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                          const sophon_lut_int8_params* p);

@@ -82,12 +82,9 @@ static sophon_status check_add_params(sophon_device* dev, const char* op,
   return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }
 
-/* tiu_add_int8's checks (operands: out, a, b, add); the instruction table
- * (isa/sophon_isa.c) runs them before any kernel. */
-sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
-                                        const sophon_operands* o) {
+sophon_status sophon_check_int8_broadcast_operands(sophon_device* dev, const char* op,
+                                                   const sophon_operands* o) {
   const sophon_local *out = o->out, *a = o->a, *b = o->b;
-  const sophon_add_int8_params* p = o->add;
   sophon_status s;
 
   if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
@@ -97,16 +94,21 @@ sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_dtype(dev, op, "a", a, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_dtype(dev, op, "b", b, SOPHON_I8)) != SOPHON_OK) return s;
-  if ((s = check_add_params(dev, op, p)) != SOPHON_OK) return s;
   if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;
   if ((s = sophon_check_disjoint_or_same(dev, op, out, "a", a)) != SOPHON_OK) return s;
-  if ((s = sophon_check_disjoint_or_same(dev, op, out, "b", b)) != SOPHON_OK) return s;
+  return sophon_check_disjoint_or_same(dev, op, out, "b", b);
+}
 
-  return SOPHON_OK;
+/* tiu_add_int8's checks (operands: out, a, b, add); the instruction table
+ * (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o) {
+  const sophon_status s = sophon_check_int8_broadcast_operands(dev, op, o);
+  return s != SOPHON_OK ? s : check_add_params(dev, op, o->add);
 }
 
 /* ---------------------------------------------------------------- pool2d */

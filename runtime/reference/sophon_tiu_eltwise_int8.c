@@ -300,17 +300,10 @@ void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, cons
 /* tiu_binary_int8's checks (operands: out, a, b, binary_int8). */
 sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
                                            const sophon_operands* o) {
-  const sophon_local *out = o->out, *a = o->a, *b = o->b;
   const sophon_binary_int8_params* p = o->binary_int8;
   sophon_status s;
 
-  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "a", a)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "b", b)) != SOPHON_OK) return s;
-  if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
-  if ((s = sophon_check_dtype(dev, op, "a", a, SOPHON_I8)) != SOPHON_OK) return s;
-  if ((s = sophon_check_dtype(dev, op, "b", b, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_int8_broadcast_operands(dev, op, o)) != SOPHON_OK) return s;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
   if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_PRELU)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown op %d", op, (int)p->op);
@@ -330,12 +323,5 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_multiplier(dev, op, "2", -1, p->multiplier2, p->shift2, -31, 30)) !=
       SOPHON_OK)
     return s;
-  if ((s = sophon_check_clamp(dev, op, p->act_min, p->act_max)) != SOPHON_OK) return s;
-  if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;
-  if ((s = sophon_check_disjoint_or_same(dev, op, out, "a", a)) != SOPHON_OK) return s;
-  return sophon_check_disjoint_or_same(dev, op, out, "b", b);
+  return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }
