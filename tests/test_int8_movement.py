@@ -262,3 +262,19 @@ def test_int8_resize_nearest_picks_tflite_pixels(tmp_path, name):
     assert report.offloaded == ["sophon.qresize2d"], report.format()
     expected = tflite_run(buf, [a.astype(np.float32)])
     np.testing.assert_array_equal(out, expected.astype(np.int8))  # exact: pixels picked
+
+
+def _unet_block(L, x):
+    down = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    inner = L.Conv2D(16, 3, padding="same", activation="relu")(L.MaxPooling2D(2)(down))
+    up = L.Conv2DTranspose(8, 2, strides=2, padding="same")(inner)
+    merged = L.Conv2D(5, 3, padding="same")(L.Concatenate()([up, down]))
+    return L.UpSampling2D(2, interpolation="bilinear")(merged)
+
+
+def test_int8_unet_block_is_one_region(tmp_path):
+    """conv -> pool -> conv -> transposed conv -> concat with the skip -> conv ->
+    bilinear upsampling: one chip region, bit-exact with TFLite's reference."""
+    check_tflite(tmp_path, _convert(_unet_block, [(14, 14, 3)]),
+                 ["sophon.qconv2d", "sophon.qconv2d_transpose", "sophon.qconcat", "sophon.qresize2d"],
+                 default_lsb=2)  # the default interpreter's bilinear (see DEFAULT_LSB)
