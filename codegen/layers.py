@@ -41,7 +41,7 @@ BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
 ROOT_OPS |= {"relax.divide"}
 MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
     "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
-    "tile", "pad", "concat")}
+    "tile", "pad", "concat", "qconcat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -612,6 +612,32 @@ class _Analysis:
         quantize = comp.calls_of("relax.quantize")
         if quantize:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
+        if comp.pattern == "sophon.qconcat":  # one quantization (int8_movement.rule_concat_scales): bytes
+            return movement.analyze(self, comp)
+        if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
+            from tvm_sophon.patterns.resize import resize_modes
+
+            root = comp.calls_of("relax.image.resize2d")[0]
+            view = P.layout_view(str(root.attrs.layout))
+            method, coord, rounding = resize_modes(root.attrs)
+            return self.add(comp, "resize", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+                            method=method, coord=coord, rounding=rounding)
+        if comp.pattern.startswith("sophon.qconv2d_transpose"):
+            root = comp.calls_of("relax.nn.conv2d_transpose")[0]
+            attrs = root.attrs
+            klayout = str(attrs.kernel_layout)
+            x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+            w, w_scale, _, _ = self.dequantized(comp, root.args[1])
+            wshape = shape_of(w)
+            view = P.layout_view(str(attrs.data_layout))
+            # weight (1, IC, OC/groups, KH*KW), as the f32 transposed conv
+            wview = ((), (klayout.index("I"),), (klayout.index("O"),), (klayout.index("H"), klayout.index("W")))
+            return self.add(comp, "conv2d_transpose", view, [self.operand(x, view)],
+                            [self.operand(w, wview, "COMPACT"), self.qbias(comp)],
+                            kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                            strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                            dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=P.Activation(),
+                            requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
         if comp.pattern.startswith("sophon.qconv2d"):
             root = comp.calls_of("relax.nn.conv2d")[0]
             attrs = root.attrs

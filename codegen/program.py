@@ -280,6 +280,7 @@ class Conv2dTranspose:
     groups: int
     act: Activation
     pattern: str = ""
+    requant: object = None   # int8 (tvm_sophon.quant.Requant): TFLite's TRANSPOSE_CONV, act unused
 
 
 @dataclasses.dataclass

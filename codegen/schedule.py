@@ -592,7 +592,7 @@ class Lowering:
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
-                                     a["dilation"], a["groups"], a["act"], layer.pattern)
+                                     a["dilation"], a["groups"], a["act"], layer.pattern, a.get("requant"))
         elif layer.kind == "lrn":
             step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
         elif layer.kind == "norm":

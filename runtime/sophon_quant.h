@@ -146,6 +146,24 @@ sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out
                                      const sophon_local* a, const sophon_local* b,
                                      const sophon_binary_int8_params* p);
 
+/* TFLite's int8 TRANSPOSE_CONV (reference_integer_ops::TransposeConv): shapes and
+ * params as sophon_tiu_conv2d_transpose (p->act ignored), the int32 sum of
+ * (in - input_zero_point) * weight over the taps that land, + bias, requantized
+ * like conv2d_int8. */
+sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                               const sophon_local* in, const sophon_local* weight,
+                                               const sophon_local* bias,
+                                               const sophon_conv_params* p,
+                                               const sophon_requant* q);
+
+/* TFLite's int8 RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the int8 reference
+ * kernels: nearest index in f32, bilinear in 10-bit fixed point), the input's
+ * quantization kept. Params as sophon_tiu_resize; coord is ASYMMETRIC,
+ * ALIGN_CORNERS (align_corners) or HALF_PIXEL (half_pixel_centers; nearest also
+ * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode. */
+sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_resize_params* p);
+
 #ifdef __cplusplus
 }
 #endif

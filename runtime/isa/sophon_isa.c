@@ -153,6 +153,13 @@ static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
   return sophon_fast_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
 }
 
+static void conv2d_transpose_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
+static void resize_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_resize_int8(dev, o->out, o->a, o->resize);
+}
+
 /* -------------------------------------------------------------- table
  * Operands per row (sophon_operands): a = in (binary, add: lhs), b = weight
  * (binary, add: rhs), c = bias or NULL; then the parameters named. */
@@ -193,6 +200,12 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, NULL},
   {SOPHON_CMD_BINARY_INT8, "binary_int8", "tiu_binary_int8", /* out, a, b, binary_int8 */
    sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, NULL},
+  {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
+   /* out, a, b, c, conv, requant */
+   sophon_check_tiu_conv2d_transpose_int8, conv2d_transpose_cost, conv2d_transpose_macs,
+   conv2d_transpose_int8_ref, NULL},
+  {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
+   sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -366,4 +379,20 @@ sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out
   sophon_operands o = operands(out, a, b, NULL);
   o.binary_int8 = p;
   return sophon_isa_execute(dev, SOPHON_CMD_BINARY_INT8, &o);
+sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                               const sophon_local* in, const sophon_local* weight,
+                                               const sophon_local* bias,
+                                               const sophon_conv_params* p,
+                                               const sophon_requant* q) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  o.requant = q;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_TRANSPOSE_INT8, &o);
+}
+
+sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_resize_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.resize = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_RESIZE_INT8, &o);
 }

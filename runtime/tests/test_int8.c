@@ -934,6 +934,110 @@ static void test_program(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------- transposed conv, resize */
+
+static void test_conv2d_transpose_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* in 1x1x2x2, zero point 1; filter 2x2, stride 2: each input pixel paints one 2x2
+   * block; real scale 0.5, out zp -3, bias 1 */
+  const int8_t in_data[4] = {2, 3, 4, 5};
+  const int8_t w_data[4] = {1, 2, 3, 4};
+  const int32_t bias_data[1] = {1};
+  const int32_t m[1] = {k_half}, sh[1] = {0};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local weight = local(64, 1, 1, 1, 4, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local bias = local(128, 1, 1, 1, 1, SOPHON_I32, SOPHON_LAYOUT_COMPACT);
+  sophon_local out = local(256, 1, 1, 4, 4, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_f32 = local(256, 1, 1, 4, 4, SOPHON_F32, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(2, 2, 0, 1, 1);
+  sophon_requant q = requant(1, -3, m, sh, 0);
+  int8_t got[16];
+  /* (in - 1) = [1 2; 3 4]; block (0,0) = 1 * [1 2; 3 4], + bias 1 = [2 3; 4 5],
+   * * 0.5 rounding half away from zero = [1 2; 2 3], + zp -3 = [-2 -1; -1 0];
+   * block (1,1) = 4 * [1 2; 3 4] + 1 = [5 9; 13 17] -> [3 5; 7 9] -> [0 2; 4 6] */
+  const int8_t want_00[4] = {-2, -1, -1, 0};
+  const int8_t want_11[4] = {0, 2, 4, 6};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, load(dev, &weight, w_data));
+  CHECK_OK(dev, load(dev, &bias, bias_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q));
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 16);
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], want_00[0]);
+  CHECK_EQ_INT(got[1], want_00[1]);
+  CHECK_EQ_INT(got[4], want_00[2]);
+  CHECK_EQ_INT(got[5], want_00[3]);
+  CHECK_EQ_INT(got[10], want_11[0]);
+  CHECK_EQ_INT(got[11], want_11[1]);
+  CHECK_EQ_INT(got[14], want_11[2]);
+  CHECK_EQ_INT(got[15], want_11[3]);
+  /* an f32 out is refused, naming the operand */
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out_f32, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "out dtype") != NULL);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0); /* no INT8 datapath */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static sophon_resize_params resize_int8_params(sophon_resize_method method,
+                                               sophon_resize_coord coord, int32_t in_h,
+                                               int32_t out_h) {
+  sophon_resize_params p;
+  memset(&p, 0, sizeof p);
+  p.method = method;
+  p.coord = coord;
+  p.in_h = in_h;
+  p.out_h = out_h;
+  return p;
+}
+
+static void test_resize_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[4] = {0, 100, -100, 50};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(256, 1, 1, 3, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local band = local(256, 1, 1, 1, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_resize_params p =
+      resize_int8_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_ALIGN_CORNERS, 2, 3);
+  int8_t got[9];
+  /* align_corners 2 -> 3: scale (1024 * 1 + 1) / 2 = 512 (one half in 10 bits);
+   * the middle row and column average their neighbours, the centre all four:
+   * (0 + 100 - 100 + 50) / 4 = 12.5 -> 13 (half away from zero); -25 stays -25 */
+  const int8_t want[9] = {0, 50, 100, -50, 13, 75, -100, -25, 50};
+  /* nearest, asymmetric 2 -> 3: floor(x * 2/3) = 0, 0, 1 */
+  const int8_t want_nearest[9] = {0, 0, 100, 0, 0, 100, -100, -100, 50};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 9);
+  /* a band: out row 1 alone, from both input rows */
+  p.out_row0 = 1;
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &band, &in, &p));
+  CHECK_OK(dev, store(dev, &band, got));
+  CHECK_I8_EQUAL(got, want + 3, 3);
+  p = resize_int8_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, 2, 3);
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_nearest, 9);
+  /* a coordinate mode TFLite has not */
+  p.coord = SOPHON_COORD_PYTORCH_HALF_PIXEL;
+  CHECK(sophon_tiu_resize_int8(dev, &out, &in, &p) == SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "coordinate mode") != NULL);
+  sophon_device_destroy(dev);
+}
+
 int main(void) {
   test_quantize_multiplier();
   test_multiply_by_quantized_multiplier();
@@ -946,6 +1050,8 @@ int main(void) {
   test_binary_int8_golden();
   test_pool_golden();
   test_program();
+  test_conv2d_transpose_golden();
+  test_resize_golden();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }
