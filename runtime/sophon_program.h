@@ -41,7 +41,10 @@ typedef enum {
   SOPHON_CMD_CONV2D_TRANSPOSE = 16, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
   SOPHON_CMD_REDUCE = 17,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
   SOPHON_CMD_NORM = 18,        /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
-  SOPHON_CMD_LRN = 19          /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_LRN = 19,         /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_REDUCE_INT8 = 40, /* reduce_int8(out=a, in=b, kind=d, requant[p] or -1 for MAX, MIN) */
+  SOPHON_CMD_SOFTMAX_INT8 = 41 /* softmax_int8(out=a, in=b, input_multiplier=c,
+                                  input_left_shift=d): c and d are the values themselves */
 } sophon_cmd_kind;
 
 typedef struct {

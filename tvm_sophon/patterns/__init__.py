@@ -25,13 +25,14 @@ from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, registe
 from tvm.relax.transform import FusionPattern
 
 from . import activations, conv, deconv, dense, eltwise, int8, lrn, movement, norm, pool, reduce, resize
+from . import int8_reduce
 from .rules import (constant_value, dtype_of, make_check, record_rejections, static_shape,  # noqa: F401
                     stop_recording)
 
 # Registration order: data movement first (any bigger pattern that takes a reshape
 # or transpose of its operand wins), plain ops, most fused last; int8 chains after every
 # float pattern, since they are larger than any float pattern inside them.
-FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8)
+FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8, int8_reduce)
 
 
 def pattern_table() -> list[FusionPattern]:
