@@ -200,6 +200,13 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.QPool2d):
             cmds.add(f"{{SOPHON_CMD_POOL2D_INT8, {L(step.out)}, {L(step.input)}, {step.act_min}, "
                      f"{step.act_max}, {pool(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QReduce):
+            p = requant(step.requant) if step.requant is not None else -1
+            cmds.add(f"{{SOPHON_CMD_REDUCE_INT8, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QSoftmax):
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
+                     f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         else:
             raise TypeError(f"no C form for {type(step).__name__}")
 

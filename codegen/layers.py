@@ -180,7 +180,7 @@ class Layer:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h. Movement layers run DDR
         to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
-        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn"):
+        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn", "qreduce", "qsoftmax"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -608,6 +608,8 @@ class _Analysis:
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
+        if comp.pattern.startswith(("sophon.qreduce_", "sophon.qsoftmax")):
+            return self.qreduce_layer(comp)
         act_min, act_max = self.clamp(comp)
         quantize = comp.calls_of("relax.quantize")
         if quantize:
@@ -754,6 +756,34 @@ class _Analysis:
             value = comp.region_value(expr) if isinstance(expr, relax.Var) and expr in comp.env else None
             return self.const_args.get(value.name) if value is not None else None
         return lookup
+
+    def qreduce_layer(self, comp: _Composite) -> None:
+        """INT8 reduce or softmax (patterns/int8_reduce.py): the reduced axes (the
+        softmax axis) on h, the axes before on c, those after on w, as the float ops."""
+        from tvm_sophon import quant
+        from tvm_sophon.patterns.reduce import REDUCTIONS, reduced_axes
+
+        root = comp.root
+        x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+        quantize = comp.calls_of("relax.quantize")[0]
+        out_scale, out_zp = self.const(comp, quantize.args[1]), self.const(comp, quantize.args[2])
+        rank = len(shape_of(x))
+        if root.op.name == "relax.nn.softmax":
+            axis = int(root.attrs.axis) % rank
+            view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            multiplier, left_shift = quant.softmax_params(float(np.asarray(x_scale).reshape(())))
+            self.add(comp, "qsoftmax", view, [self.operand(x, view)], [],
+                     input_multiplier=multiplier, input_left_shift=left_shift)
+            return
+        axes = reduced_axes(root)
+        a, b = axes[0], axes[-1] + 1
+        view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+        out_view = view if root.attrs.keepdims else ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
+        kind = REDUCTIONS[root.op.name.split(".")[-1]]
+        requant = None
+        if kind in ("SUM", "MEAN"):
+            requant = quant.reduce_requant(*(float(np.asarray(v).reshape(())) for v in (x_scale, x_zp, out_scale, out_zp)))
+        self.add(comp, "qreduce", out_view, [self.operand(x, view)], [], kind=kind, requant=requant)
 
     def qbias(self, comp: _Composite) -> Optional[Operand]:
         adds = comp.calls_of("relax.add")

@@ -47,7 +47,11 @@ typedef enum {
   /* 30-39: INT8 movement, resize and transposed conv */
   SOPHON_CMD_CONV2D_TRANSPOSE_INT8 = 30, /* conv2d_transpose_int8(out=a, in=b, weight=c, bias=d or -1,
                                             conv[p], requant[q]) */
-  SOPHON_CMD_RESIZE_INT8 = 31  /* resize_int8(out=a, in=b, resize[p]) */
+  SOPHON_CMD_RESIZE_INT8 = 31, /* resize_int8(out=a, in=b, resize[p]) */
+  /* 40-49: INT8 reductions and softmax */
+  SOPHON_CMD_REDUCE_INT8 = 40, /* reduce_int8(out=a, in=b, kind=d, requant[p] or -1 for MAX, MIN) */
+  SOPHON_CMD_SOFTMAX_INT8 = 41 /* softmax_int8(out=a, in=b, input_multiplier=c,
+                                  input_left_shift=d): c and d are the values themselves */
 } sophon_cmd_kind;
 
 typedef struct {

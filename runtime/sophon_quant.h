@@ -164,6 +164,26 @@ sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_
 sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, const sophon_resize_params* p);
 
+/* TFLite's int8 MEAN, SUM (reference_ops::QuantizedMeanOrSum) and REDUCE_MAX /
+ * REDUCE_MIN over h, shapes as sophon_tiu_reduce. SUM and MEAN:
+ *   out = clamp(output_zero_point + MultiplyByQuantizedMultiplier(
+ *                   sum over y of in - input_zero_point * H, multiplier', shift'))
+ * with q's per-tensor (multiplier, shift) of input_scale / output_scale; a MEAN
+ * folds 1 / H into it as TFLite does (multiplier' = multiplier * 2^k / H,
+ * shift' = shift - k, k = floor(log2 H)). MAX and MIN keep the input's
+ * quantization (q may be NULL). */
+sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, sophon_reduce_kind kind,
+                                     const sophon_requant* q);
+
+/* TFLite's int8 SOFTMAX over h (reference_ops::Softmax, output scale 1/256 and
+ * zero point -128): input_multiplier and input_left_shift are
+ * PreprocessSoftmaxScaling(beta, input_scale, 5), i.e. QuantizeMultiplier of
+ * beta * input_scale * 2^26; exp and the reciprocal in gemmlowp's fixed point. */
+sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, int32_t input_multiplier,
+                                      int32_t input_left_shift);
+
 #ifdef __cplusplus
 }
 #endif

@@ -168,6 +168,19 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (o.binary_int8 == NULL) return bad_index(dev, "binary_int8 params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_REDUCE_INT8:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.reduce_kind = (sophon_reduce_kind)c->d;
+      if (c->p >= 0) {
+        o.requant = SOPHON_ENTRY(prog->requants, prog->num_requants, c->p);
+        if (o.requant == NULL) return bad_index(dev, "requant", c->p);
+      }
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_SOFTMAX_INT8:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.softmax_multiplier = c->c; /* the values themselves */
+      o.softmax_left_shift = c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;

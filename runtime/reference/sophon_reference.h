@@ -211,6 +211,20 @@ sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const 
                                       int32_t index, int32_t multiplier, int32_t shift,
                                       int32_t shift_min, int32_t shift_max);
 
+/* ------------------------ int8 reduce, softmax (sophon_tiu_reduce_int8.c) */
+
+void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            sophon_reduce_kind kind, const sophon_requant* q);
+void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                             int32_t input_multiplier, int32_t input_left_shift);
+/* out is in reduced over h, both in local memory and apart (sophon_tiu_reduce.c). */
+sophon_status sophon_check_reduced_over_h(sophon_device* dev, const char* op,
+                                          const sophon_local* out, const sophon_local* in);
+sophon_status sophon_check_tiu_reduce_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+sophon_status sophon_check_tiu_softmax_int8(sophon_device* dev, const char* op,
+                                            const sophon_operands* o);
+
 /* ------------------------------------------- int8 fixed point (sophon_fixed_point.c)
  * TFLite's (gemmlowp's) primitives, used by the INT8 instructions. */
 

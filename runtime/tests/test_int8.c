@@ -807,6 +807,159 @@ static void test_pool_golden(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------------------ reduce, softmax */
+
+static void test_reduce_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 1 channel, 3 rows of 2: column 0 {1, 2, 4}, column 1 {-10, -11, -12} */
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  sophon_local in = local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  const int32_t m_one = 1 << 30, s_one = 1; /* real 1.0 */
+  const int32_t m_half = 1 << 30, s_half = 0; /* real 0.5 */
+  sophon_requant q = requant(1, -5, &m_one, &s_one, 0);
+  int8_t got[2];
+  /* MEAN, count 3: multiplier 2^31 / 3 = 715827882 (truncated), shift 0;
+   * column 0 (7 - 1*3) / 3 = 1.33 -> 1 - 5 = -4; column 1 (-33 - 3) / 3 = -12 -> -17 */
+  const int8_t want_mean[2] = {-4, -17};
+  /* SUM by 0.5: (7 - 3) / 2 = 2 -> -3; (-36) / 2 = -18 -> -23 */
+  const int8_t want_sum[2] = {-3, -23};
+  const int8_t want_max[2] = {4, -10}, want_min[2] = {1, -12};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mean, 2);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles,
+               sophon_cost_reduce(&chip, &in, SOPHON_REDUCE_MEAN));
+  q = requant(1, -5, &m_half, &s_half, 0);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_sum, 2);
+  /* MAX and MIN keep the quantization: no requant */
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_max, 2);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MIN, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_min, 2);
+
+  /* errors */
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "needs a requant");
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, (sophon_reduce_kind)9, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.shift = &s_one;
+  q.per_channel = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "per tensor");
+  q.per_channel = 0;
+  q.input_zero_point = 128;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.input_zero_point = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &in, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "reduced over h");
+  in.dtype = SOPHON_F32;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0);
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  in.dtype = SOPHON_I8;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static void test_softmax_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 2 channels, softmax over 4 rows. Input scale 1.0: beta * scale * 2^26 gives
+   * multiplier 2^30, left shift 27; diff_min = -floor(31 * 2^26 / 2^27) = -15. */
+  const int8_t in_data[8] = {3, 3, 3, 3, 100, -100, -100, -100};
+  sophon_local in = local(0, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  int8_t got[8];
+  /* channel 0: four exp(0) = 2^19 each in Q12.19, sum 2^21: 1 / sum is (2^31 - 1)
+   * scaled by 2^-2, so each output rounds (2^31 - 2) / 2^25 = 64 -> 64 - 128 = -64.
+   * channel 1: the differences -200 are below diff_min (output -128); the max alone
+   * sums to 2^19: 256 -> 128, clamped to 127. */
+  const int8_t want[8] = {-64, -64, -64, -64, 127, -128, -128, -128};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 8);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, sophon_cost_softmax_int8(&chip, &out));
+
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 31), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "shift");
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, -1, 3), SOPHON_ERR_ARGUMENT);
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &in, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  {
+    sophon_local tall = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    sophon_local tall_out = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &tall_out, &tall, 1 << 30, 27),
+                 SOPHON_ERR_UNSUPPORTED);
+    CHECK_ERROR_HAS(dev, "4095");
+  }
+  out.h = 3;
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* The two commands in a program give what the direct calls give. */
+static void test_reduce_softmax_program(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  int8_t mean_data[2], soft_data[6];
+  void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
+  const int32_t m = 1 << 30, s = 1;
+  const sophon_requant requants[1] = {{1, -5, -128, 127, 0, &m, &s}};
+  const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
+  sophon_cmd cmds[2] = {{SOPHON_CMD_REDUCE_INT8, 1, 0, -1, SOPHON_REDUCE_MEAN, 0, 0},
+                        {SOPHON_CMD_SOFTMAX_INT8, 2, 0, 1 << 30, 27, -1, 0}};
+  sophon_program prog;
+  const int8_t want_mean[2] = {-4, -17};
+
+  memset(&prog, 0, sizeof prog);
+  prog.locals = locals;
+  prog.num_locals = 3;
+  prog.cmds = cmds;
+  prog.num_cmds = 2;
+  prog.requants = requants;
+  prog.num_requants = 1;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &locals[0], in_data));
+  CHECK_OK(dev, sophon_program_run(dev, &prog, buffers));
+  CHECK_OK(dev, store(dev, &locals[1], mean_data));
+  CHECK_I8_EQUAL(mean_data, want_mean, 2);
+  CHECK_OK(dev, store(dev, &locals[2], soft_data));
+  {
+    int8_t direct[6];
+    CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &locals[2], &locals[0], 1 << 30, 27));
+    CHECK_OK(dev, store(dev, &locals[2], direct));
+    CHECK_I8_EQUAL(soft_data, direct, 6);
+  }
+  cmds[0].p = 1;
+  CHECK_STATUS(dev, sophon_program_run(dev, &prog, buffers), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "command 0 (reduce_int8): requant index 1 out of range");
+  sophon_device_destroy(dev);
+}
+
 /* -------------------------------------------------------------- program */
 
 /* A program of the four INT8 commands gives what the direct calls give. */
@@ -1052,6 +1205,9 @@ int main(void) {
   test_program();
   test_conv2d_transpose_golden();
   test_resize_golden();
+  test_reduce_golden();
+  test_softmax_golden();
+  test_reduce_softmax_program();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }

@@ -24,7 +24,8 @@ from __future__ import annotations
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.transform import FusionPattern
 
-from . import activations, conv, deconv, dense, eltwise, int8, int8_eltwise, int8_movement, lrn, movement, norm, pool, reduce, resize
+from . import (activations, conv, deconv, dense, eltwise, int8, int8_eltwise, int8_movement, int8_reduce, lrn,
+               movement, norm, pool, reduce, resize)
 from .rules import (constant_value, dtype_of, make_check, record_rejections, static_shape,  # noqa: F401
                     stop_recording)
 
@@ -32,7 +33,7 @@ from .rules import (constant_value, dtype_of, make_check, record_rejections, sta
 # or transpose of its operand wins), plain ops, most fused last; int8 chains after every
 # float pattern, since they are larger than any float pattern inside them.
 FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8, int8_eltwise,
-            int8_movement)
+            int8_movement, int8_reduce)
 
 
 def pattern_table() -> list[FusionPattern]:
