@@ -57,8 +57,6 @@ XFAIL: dict[str, dict] = {
     "googlenet_lrn_pt": {"whole": "LRN as torch.onnx.export(dynamo=True) writes it (Pad, AveragePool 3-D, Pow, "
                                   "Div: no ONNX LRN node) is not matched by sophon.lrn: call_tir, "
                                   "avg_pool3d and power stay on the host"},
-    "yolov5s_pt": {"whole": "the detect heads' rank-5 arithmetic (sigmoid, add, multiply on (1, 3, H, W, 85)) "
-                            "and the strided_slice/concat/reshape beside it stay on the host"},
     "convnext_pt": {"whole": "take (the exporter's Gather for aten.as_strided) stays on the host"},
 }
 
