@@ -54,9 +54,6 @@ FAST_MODELS = [
 XFAIL: dict[str, dict] = {
     "keras_lstm": {"whole": "the LSTM's TFLite WHILE loop (tflite_while_subgraph functions) runs on the "
                             "host: only main is partitioned"},
-    "googlenet_lrn_pt": {"whole": "LRN as torch.onnx.export(dynamo=True) writes it (Pad, AveragePool 3-D, Pow, "
-                                  "Div: no ONNX LRN node) is not matched by sophon.lrn: call_tir, "
-                                  "avg_pool3d and power stay on the host"},
     "convnext_pt": {"whole": "take (the exporter's Gather for aten.as_strided) stays on the host"},
 }
 
