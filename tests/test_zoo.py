@@ -54,7 +54,6 @@ FAST_MODELS = [
 XFAIL: dict[str, dict] = {
     "keras_lstm": {"whole": "the LSTM's TFLite WHILE loop (tflite_while_subgraph functions) runs on the "
                             "host: only main is partitioned"},
-    "convnext_pt": {"whole": "take (the exporter's Gather for aten.as_strided) stays on the host"},
 }
 
 

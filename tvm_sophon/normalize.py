@@ -16,6 +16,8 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
     avg_pool3d(call_tir(pad, x))        -> avg_pool3d(x), padding + pad    torch's LRN via ONNX Pad
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
+    take(x, c, axis)                    -> reshape(strided_slice(x, ...))  c a constant arithmetic
+                                                                           progression (torch's as_strided)
     sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
     clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
     x * 1, x / 1                        -> x                               torch's softplus (beta 1)
@@ -683,6 +685,40 @@ def RemoveIdentities() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonRemoveIdentities", _rewrite_identities)
 
 
+def _rewrite_take_progression(func: relax.Function, _mod) -> relax.Function:
+    x, indices = wildcard(), is_const()
+    pattern = is_op("relax.take")(x, indices)
+
+    def rewriter(call, matches):
+        data, index = matches[x], _constant(matches[indices])
+        shape = _static_shape(data)
+        if shape is None or index is None or index.dtype.kind not in "iu" or index.size == 0 \
+                or _static_shape(call) is None:
+            return call
+        axis = int(call.attrs.axis) % len(shape) if call.attrs.axis is not None else 0  # None: 1-D data
+        flat = index.reshape(-1).astype(np.int64)
+        step = int(flat[1] - flat[0]) if flat.size > 1 else 1
+        if step == 0 or not np.array_equal(flat, flat[0] + step * np.arange(flat.size)) \
+                or flat.min() < 0 or flat.max() >= shape[axis]:
+            return call  # a gather the chip has no view for (or an index out of range)
+        start, stop = int(flat[0]), int(flat[0]) + step * flat.size
+        if (start, step, flat.size) != (0, 1, shape[axis]):
+            # a negative step ends before the axis: numpy's "to the start" is an end of -len - 1
+            data = relax.op.strided_slice(data, [axis], [start], [stop if stop >= 0 else -shape[axis] - 1], [step])
+        return relax.op.reshape(data, _static_shape(call))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def TakeProgressionToSlice() -> tvm.transform.Pass:  # noqa: N802
+    """``take(x, c, axis)`` with constant indices c in arithmetic progression ->
+    ``reshape(strided_slice(x, axis, start, stop, step), result shape)``: data
+    movement the chip runs as a view. PyTorch's exporter writes some
+    ``aten.as_strided`` views as a Gather of such indices (ConvNeXt's pooled
+    features: take(flatten(x), arange(192).reshape(1, 192, 1, 1)))."""
+    return _function_pass("SophonTakeProgressionToSlice", _rewrite_take_progression)
+
+
 _STACK_REDUCTIONS = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum,
                      "relax.min": relax.op.minimum, "relax.mean": relax.op.add}
 
@@ -900,6 +936,7 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         *fold,
         *([SplitSharedDequantize()] if quantized else []),
         TirMinMaxToRelax(),
+        TakeProgressionToSlice(),
         RemoveIdentities(),
         StackReduceToBinary(),
         MinMaxToClip(),
