@@ -392,6 +392,8 @@ sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out
   sophon_operands o = operands(out, a, b, NULL);
   o.binary_int8 = p;
   return sophon_isa_execute(dev, SOPHON_CMD_BINARY_INT8, &o);
+}
+
 sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
                                                const sophon_local* in, const sophon_local* weight,
                                                const sophon_local* bias,
