@@ -214,17 +214,19 @@ class Layer:
 def _rematch(pattern: str, fn: relax.Function) -> dict:
     """The annotated expressions of a composite: its registered pattern matched
     again against the composite's body (keys as in the pattern table)."""
-    from tvm.relax.backend.pattern_registry import get_pattern
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    fusion = get_pattern(pattern)
+    # one name may stand for several patterns (a concat of each arity)
+    fusions = [f for f in get_patterns_with_prefix(pattern) if f.name == pattern]
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
     # a composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for out in (list(body.fields) if isinstance(body, relax.Tuple) else [body]) if fusion else []:
-        matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
-        if matched is not None:
-            return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    for fusion in fusions:
+        for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
+            matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
+            if matched is not None:
+                return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
     raise SophonCompileError(f"composite {pattern} does not match its own pattern")
 
 
@@ -614,8 +616,8 @@ class _Analysis:
         quantize = comp.calls_of("relax.quantize")
         if quantize:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
-        if comp.pattern == "sophon.qconcat":  # one quantization (int8_movement.rule_concat_scales): bytes
-            return movement.analyze(self, comp)
+        if comp.pattern == "sophon.qconcat":  # bytes; an input quantized otherwise is rescaled first
+            return movement.analyze_qconcat(self, comp, out_scale, out_zp)
         if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
             from tvm_sophon.patterns.resize import resize_modes
 
