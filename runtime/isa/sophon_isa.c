@@ -149,6 +149,9 @@ static void lut_int8_ref(sophon_device* dev, const sophon_operands* o) {
 static void binary_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
 }
+static int binary_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
+}
 static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
   return sophon_fast_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
 }
@@ -192,7 +195,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_LUT_INT8, "lut_int8", "tiu_lut_int8", /* out, a, lut */
    sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, NULL},
   {SOPHON_CMD_BINARY_INT8, "binary_int8", "tiu_binary_int8", /* out, a, b, binary_int8 */
-   sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, NULL},
+   sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, binary_int8_fast},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
