@@ -147,6 +147,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Softmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Conv2dTranspose) and step.requant is not None:   # int8
+            cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {conv(step)}, {requant(step.requant)}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Conv2dTranspose):
             cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
@@ -164,7 +168,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Resize):
             p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
                             f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")
-            cmds.add(f"{{SOPHON_CMD_RESIZE, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+            kind = "SOPHON_CMD_RESIZE_INT8" if step.out.tensor.dtype == "int8" else "SOPHON_CMD_RESIZE"
+            cmds.add(f"{{{kind}, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QConv2d):
             cmds.add(f"{{SOPHON_CMD_CONV2D_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
@@ -195,6 +200,13 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.QPool2d):
             cmds.add(f"{{SOPHON_CMD_POOL2D_INT8, {L(step.out)}, {L(step.input)}, {step.act_min}, "
                      f"{step.act_max}, {pool(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QReduce):
+            p = requant(step.requant) if step.requant is not None else -1
+            cmds.add(f"{{SOPHON_CMD_REDUCE_INT8, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QSoftmax):
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
+                     f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         else:
             raise TypeError(f"no C form for {type(step).__name__}")
 

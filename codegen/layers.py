@@ -41,7 +41,7 @@ BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
 ROOT_OPS |= {"relax.divide"}
 MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
     "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
-    "tile", "pad", "concat")}
+    "tile", "pad", "concat", "qconcat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -180,7 +180,7 @@ class Layer:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h. Movement layers run DDR
         to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
-        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn"):
+        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn", "qreduce", "qsoftmax"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -214,17 +214,19 @@ class Layer:
 def _rematch(pattern: str, fn: relax.Function) -> dict:
     """The annotated expressions of a composite: its registered pattern matched
     again against the composite's body (keys as in the pattern table)."""
-    from tvm.relax.backend.pattern_registry import get_pattern
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    fusion = get_pattern(pattern)
+    # one name may stand for several patterns (a concat of each arity)
+    fusions = [f for f in get_patterns_with_prefix(pattern) if f.name == pattern]
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
     # a composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for out in (list(body.fields) if isinstance(body, relax.Tuple) else [body]) if fusion else []:
-        matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
-        if matched is not None:
-            return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    for fusion in fusions:
+        for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
+            matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
+            if matched is not None:
+                return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
     raise SophonCompileError(f"composite {pattern} does not match its own pattern")
 
 
@@ -608,10 +610,38 @@ class _Analysis:
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
+        if comp.pattern.startswith(("sophon.qreduce_", "sophon.qsoftmax")):
+            return self.qreduce_layer(comp)
         act_min, act_max = self.clamp(comp)
         quantize = comp.calls_of("relax.quantize")
         if quantize:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
+        if comp.pattern == "sophon.qconcat":  # bytes; an input quantized otherwise is rescaled first
+            return movement.analyze_qconcat(self, comp, out_scale, out_zp)
+        if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
+            from tvm_sophon.patterns.resize import resize_modes
+
+            root = comp.calls_of("relax.image.resize2d")[0]
+            view = P.layout_view(str(root.attrs.layout))
+            method, coord, rounding = resize_modes(root.attrs)
+            return self.add(comp, "resize", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+                            method=method, coord=coord, rounding=rounding)
+        if comp.pattern.startswith("sophon.qconv2d_transpose"):
+            root = comp.calls_of("relax.nn.conv2d_transpose")[0]
+            attrs = root.attrs
+            klayout = str(attrs.kernel_layout)
+            x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+            w, w_scale, _, _ = self.dequantized(comp, root.args[1])
+            wshape = shape_of(w)
+            view = P.layout_view(str(attrs.data_layout))
+            # weight (1, IC, OC/groups, KH*KW), as the f32 transposed conv
+            wview = ((), (klayout.index("I"),), (klayout.index("O"),), (klayout.index("H"), klayout.index("W")))
+            return self.add(comp, "conv2d_transpose", view, [self.operand(x, view)],
+                            [self.operand(w, wview, "COMPACT"), self.qbias(comp)],
+                            kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                            strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                            dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=P.Activation(),
+                            requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
         if comp.pattern.startswith("sophon.qconv2d"):
             root = comp.calls_of("relax.nn.conv2d")[0]
             attrs = root.attrs
@@ -728,6 +758,34 @@ class _Analysis:
             value = comp.region_value(expr) if isinstance(expr, relax.Var) and expr in comp.env else None
             return self.const_args.get(value.name) if value is not None else None
         return lookup
+
+    def qreduce_layer(self, comp: _Composite) -> None:
+        """INT8 reduce or softmax (patterns/int8_reduce.py): the reduced axes (the
+        softmax axis) on h, the axes before on c, those after on w, as the float ops."""
+        from tvm_sophon import quant
+        from tvm_sophon.patterns.reduce import REDUCTIONS, reduced_axes
+
+        root = comp.root
+        x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+        quantize = comp.calls_of("relax.quantize")[0]
+        out_scale, out_zp = self.const(comp, quantize.args[1]), self.const(comp, quantize.args[2])
+        rank = len(shape_of(x))
+        if root.op.name == "relax.nn.softmax":
+            axis = int(root.attrs.axis) % rank
+            view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            multiplier, left_shift = quant.softmax_params(float(np.asarray(x_scale).reshape(())))
+            self.add(comp, "qsoftmax", view, [self.operand(x, view)], [],
+                     input_multiplier=multiplier, input_left_shift=left_shift)
+            return
+        axes = reduced_axes(root)
+        a, b = axes[0], axes[-1] + 1
+        view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+        out_view = view if root.attrs.keepdims else ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
+        kind = REDUCTIONS[root.op.name.split(".")[-1]]
+        requant = None
+        if kind in ("SUM", "MEAN"):
+            requant = quant.reduce_requant(*(float(np.asarray(v).reshape(())) for v in (x_scale, x_zp, out_scale, out_zp)))
+        self.add(comp, "qreduce", out_view, [self.operand(x, view)], [], kind=kind, requant=requant)
 
     def qbias(self, comp: _Composite) -> Optional[Operand]:
         adds = comp.calls_of("relax.add")

@@ -592,7 +592,7 @@ class Lowering:
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
-                                     a["dilation"], a["groups"], a["act"], layer.pattern)
+                                     a["dilation"], a["groups"], a["act"], layer.pattern, a.get("requant"))
         elif layer.kind == "lrn":
             step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
         elif layer.kind == "norm":
@@ -617,6 +617,10 @@ class Lowering:
         elif layer.kind == "qpool2d":
             step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["act_min"], a["act_max"], layer.pattern)
+        elif layer.kind == "qreduce":
+            step = P.QReduce(out, acts[0], a["kind"], a["requant"], layer.pattern)
+        elif layer.kind == "qsoftmax":
+            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern)
         else:
             step = P.Softmax(out, acts[0], layer.pattern)
         self.emit(step)

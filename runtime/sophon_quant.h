@@ -99,7 +99,9 @@ typedef enum {
   SOPHON_LUT_LEAKY_RELU = 4, /* reference_ops::QuantizeLeakyRelu */
   SOPHON_LUT_ELU = 5,        /* float lookup table of x < 0 ? alpha * expm1(x) : x */
   SOPHON_LUT_GELU = 6,       /* float lookup table of gelu.cc (erf form) */
-  SOPHON_LUT_GELU_TANH = 7   /* float lookup table of gelu.cc (approximate form) */
+  SOPHON_LUT_GELU_TANH = 7,  /* float lookup table of gelu.cc (approximate form) */
+  SOPHON_LUT_CONCAT_RESCALE = 8 /* a CONCATENATION input rescaled to the output's quantization
+                                   (reference_ops::ConcatenationWithScaling, float) */
 } sophon_lut_kind;
 
 typedef struct {
@@ -145,6 +147,44 @@ typedef struct {
 sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* a, const sophon_local* b,
                                      const sophon_binary_int8_params* p);
+
+/* TFLite's int8 TRANSPOSE_CONV (reference_integer_ops::TransposeConv): shapes and
+ * params as sophon_tiu_conv2d_transpose (p->act ignored), the int32 sum of
+ * (in - input_zero_point) * weight over the taps that land, + bias, requantized
+ * like conv2d_int8. */
+sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                               const sophon_local* in, const sophon_local* weight,
+                                               const sophon_local* bias,
+                                               const sophon_conv_params* p,
+                                               const sophon_requant* q);
+
+/* TFLite's int8 RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the int8 reference
+ * kernels: nearest index in f32, bilinear in 10-bit fixed point), the input's
+ * quantization kept. Params as sophon_tiu_resize; coord is ASYMMETRIC,
+ * ALIGN_CORNERS (align_corners) or HALF_PIXEL (half_pixel_centers; nearest also
+ * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode. */
+sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_resize_params* p);
+
+/* TFLite's int8 MEAN, SUM (reference_ops::QuantizedMeanOrSum) and REDUCE_MAX /
+ * REDUCE_MIN over h, shapes as sophon_tiu_reduce. SUM and MEAN:
+ *   out = clamp(output_zero_point + MultiplyByQuantizedMultiplier(
+ *                   sum over y of in - input_zero_point * H, multiplier', shift'))
+ * with q's per-tensor (multiplier, shift) of input_scale / output_scale; a MEAN
+ * folds 1 / H into it as TFLite does (multiplier' = multiplier * 2^k / H,
+ * shift' = shift - k, k = floor(log2 H)). MAX and MIN keep the input's
+ * quantization (q may be NULL). */
+sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, sophon_reduce_kind kind,
+                                     const sophon_requant* q);
+
+/* TFLite's int8 SOFTMAX over h (reference_ops::Softmax, output scale 1/256 and
+ * zero point -128): input_multiplier and input_left_shift are
+ * PreprocessSoftmaxScaling(beta, input_scale, 5), i.e. QuantizeMultiplier of
+ * beta * input_scale * 2^26; exp and the reciprocal in gemmlowp's fixed point. */
+sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, int32_t input_multiplier,
+                                      int32_t input_left_shift);
 
 #ifdef __cplusplus
 }

@@ -128,6 +128,8 @@ typedef struct {
   sophon_binary_op binary_op;
   sophon_reduce_kind reduce_kind;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
+  int32_t softmax_multiplier;            /* softmax_int8's input multiplier */
+  int32_t softmax_left_shift;            /* and left shift */
 } sophon_operands;
 
 /* ----------------------------------------------------------- counters */

@@ -807,6 +807,159 @@ static void test_pool_golden(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------------------ reduce, softmax */
+
+static void test_reduce_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 1 channel, 3 rows of 2: column 0 {1, 2, 4}, column 1 {-10, -11, -12} */
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  sophon_local in = local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  const int32_t m_one = 1 << 30, s_one = 1; /* real 1.0 */
+  const int32_t m_half = 1 << 30, s_half = 0; /* real 0.5 */
+  sophon_requant q = requant(1, -5, &m_one, &s_one, 0);
+  int8_t got[2];
+  /* MEAN, count 3: multiplier 2^31 / 3 = 715827882 (truncated), shift 0;
+   * column 0 (7 - 1*3) / 3 = 1.33 -> 1 - 5 = -4; column 1 (-33 - 3) / 3 = -12 -> -17 */
+  const int8_t want_mean[2] = {-4, -17};
+  /* SUM by 0.5: (7 - 3) / 2 = 2 -> -3; (-36) / 2 = -18 -> -23 */
+  const int8_t want_sum[2] = {-3, -23};
+  const int8_t want_max[2] = {4, -10}, want_min[2] = {1, -12};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mean, 2);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles,
+               sophon_cost_reduce(&chip, &in, SOPHON_REDUCE_MEAN));
+  q = requant(1, -5, &m_half, &s_half, 0);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_sum, 2);
+  /* MAX and MIN keep the quantization: no requant */
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_max, 2);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MIN, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_min, 2);
+
+  /* errors */
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "needs a requant");
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, (sophon_reduce_kind)9, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.shift = &s_one;
+  q.per_channel = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "per tensor");
+  q.per_channel = 0;
+  q.input_zero_point = 128;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.input_zero_point = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &in, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "reduced over h");
+  in.dtype = SOPHON_F32;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0);
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  in.dtype = SOPHON_I8;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static void test_softmax_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 2 channels, softmax over 4 rows. Input scale 1.0: beta * scale * 2^26 gives
+   * multiplier 2^30, left shift 27; diff_min = -floor(31 * 2^26 / 2^27) = -15. */
+  const int8_t in_data[8] = {3, 3, 3, 3, 100, -100, -100, -100};
+  sophon_local in = local(0, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  int8_t got[8];
+  /* channel 0: four exp(0) = 2^19 each in Q12.19, sum 2^21: 1 / sum is (2^31 - 1)
+   * scaled by 2^-2, so each output rounds (2^31 - 2) / 2^25 = 64 -> 64 - 128 = -64.
+   * channel 1: the differences -200 are below diff_min (output -128); the max alone
+   * sums to 2^19: 256 -> 128, clamped to 127. */
+  const int8_t want[8] = {-64, -64, -64, -64, 127, -128, -128, -128};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 8);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, sophon_cost_softmax_int8(&chip, &out));
+
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 31), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "shift");
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, -1, 3), SOPHON_ERR_ARGUMENT);
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &in, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  {
+    sophon_local tall = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    sophon_local tall_out = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &tall_out, &tall, 1 << 30, 27),
+                 SOPHON_ERR_UNSUPPORTED);
+    CHECK_ERROR_HAS(dev, "4095");
+  }
+  out.h = 3;
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* The two commands in a program give what the direct calls give. */
+static void test_reduce_softmax_program(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  int8_t mean_data[2], soft_data[6];
+  void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
+  const int32_t m = 1 << 30, s = 1;
+  const sophon_requant requants[1] = {{1, -5, -128, 127, 0, &m, &s}};
+  const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
+  sophon_cmd cmds[2] = {{SOPHON_CMD_REDUCE_INT8, 1, 0, -1, SOPHON_REDUCE_MEAN, 0, 0},
+                        {SOPHON_CMD_SOFTMAX_INT8, 2, 0, 1 << 30, 27, -1, 0}};
+  sophon_program prog;
+  const int8_t want_mean[2] = {-4, -17};
+
+  memset(&prog, 0, sizeof prog);
+  prog.locals = locals;
+  prog.num_locals = 3;
+  prog.cmds = cmds;
+  prog.num_cmds = 2;
+  prog.requants = requants;
+  prog.num_requants = 1;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &locals[0], in_data));
+  CHECK_OK(dev, sophon_program_run(dev, &prog, buffers));
+  CHECK_OK(dev, store(dev, &locals[1], mean_data));
+  CHECK_I8_EQUAL(mean_data, want_mean, 2);
+  CHECK_OK(dev, store(dev, &locals[2], soft_data));
+  {
+    int8_t direct[6];
+    CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &locals[2], &locals[0], 1 << 30, 27));
+    CHECK_OK(dev, store(dev, &locals[2], direct));
+    CHECK_I8_EQUAL(soft_data, direct, 6);
+  }
+  cmds[0].p = 1;
+  CHECK_STATUS(dev, sophon_program_run(dev, &prog, buffers), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "command 0 (reduce_int8): requant index 1 out of range");
+  sophon_device_destroy(dev);
+}
+
 /* -------------------------------------------------------------- program */
 
 /* A program of the four INT8 commands gives what the direct calls give. */
@@ -934,6 +1087,110 @@ static void test_program(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------- transposed conv, resize */
+
+static void test_conv2d_transpose_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* in 1x1x2x2, zero point 1; filter 2x2, stride 2: each input pixel paints one 2x2
+   * block; real scale 0.5, out zp -3, bias 1 */
+  const int8_t in_data[4] = {2, 3, 4, 5};
+  const int8_t w_data[4] = {1, 2, 3, 4};
+  const int32_t bias_data[1] = {1};
+  const int32_t m[1] = {k_half}, sh[1] = {0};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local weight = local(64, 1, 1, 1, 4, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local bias = local(128, 1, 1, 1, 1, SOPHON_I32, SOPHON_LAYOUT_COMPACT);
+  sophon_local out = local(256, 1, 1, 4, 4, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_f32 = local(256, 1, 1, 4, 4, SOPHON_F32, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(2, 2, 0, 1, 1);
+  sophon_requant q = requant(1, -3, m, sh, 0);
+  int8_t got[16];
+  /* (in - 1) = [1 2; 3 4]; block (0,0) = 1 * [1 2; 3 4], + bias 1 = [2 3; 4 5],
+   * * 0.5 rounding half away from zero = [1 2; 2 3], + zp -3 = [-2 -1; -1 0];
+   * block (1,1) = 4 * [1 2; 3 4] + 1 = [5 9; 13 17] -> [3 5; 7 9] -> [0 2; 4 6] */
+  const int8_t want_00[4] = {-2, -1, -1, 0};
+  const int8_t want_11[4] = {0, 2, 4, 6};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, load(dev, &weight, w_data));
+  CHECK_OK(dev, load(dev, &bias, bias_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q));
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 16);
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], want_00[0]);
+  CHECK_EQ_INT(got[1], want_00[1]);
+  CHECK_EQ_INT(got[4], want_00[2]);
+  CHECK_EQ_INT(got[5], want_00[3]);
+  CHECK_EQ_INT(got[10], want_11[0]);
+  CHECK_EQ_INT(got[11], want_11[1]);
+  CHECK_EQ_INT(got[14], want_11[2]);
+  CHECK_EQ_INT(got[15], want_11[3]);
+  /* an f32 out is refused, naming the operand */
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out_f32, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "out dtype") != NULL);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0); /* no INT8 datapath */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static sophon_resize_params resize_int8_params(sophon_resize_method method,
+                                               sophon_resize_coord coord, int32_t in_h,
+                                               int32_t out_h) {
+  sophon_resize_params p;
+  memset(&p, 0, sizeof p);
+  p.method = method;
+  p.coord = coord;
+  p.in_h = in_h;
+  p.out_h = out_h;
+  return p;
+}
+
+static void test_resize_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[4] = {0, 100, -100, 50};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(256, 1, 1, 3, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local band = local(256, 1, 1, 1, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_resize_params p =
+      resize_int8_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_ALIGN_CORNERS, 2, 3);
+  int8_t got[9];
+  /* align_corners 2 -> 3: scale (1024 * 1 + 1) / 2 = 512 (one half in 10 bits);
+   * the middle row and column average their neighbours, the centre all four:
+   * (0 + 100 - 100 + 50) / 4 = 12.5 -> 13 (half away from zero); -25 stays -25 */
+  const int8_t want[9] = {0, 50, 100, -50, 13, 75, -100, -25, 50};
+  /* nearest, asymmetric 2 -> 3: floor(x * 2/3) = 0, 0, 1 */
+  const int8_t want_nearest[9] = {0, 0, 100, 0, 0, 100, -100, -100, 50};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 9);
+  /* a band: out row 1 alone, from both input rows */
+  p.out_row0 = 1;
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &band, &in, &p));
+  CHECK_OK(dev, store(dev, &band, got));
+  CHECK_I8_EQUAL(got, want + 3, 3);
+  p = resize_int8_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, 2, 3);
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_nearest, 9);
+  /* a coordinate mode TFLite has not */
+  p.coord = SOPHON_COORD_PYTORCH_HALF_PIXEL;
+  CHECK(sophon_tiu_resize_int8(dev, &out, &in, &p) == SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "coordinate mode") != NULL);
+  sophon_device_destroy(dev);
+}
+
 int main(void) {
   test_quantize_multiplier();
   test_multiply_by_quantized_multiplier();
@@ -946,6 +1203,11 @@ int main(void) {
   test_binary_int8_golden();
   test_pool_golden();
   test_program();
+  test_conv2d_transpose_golden();
+  test_resize_golden();
+  test_reduce_golden();
+  test_softmax_golden();
+  test_reduce_softmax_program();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }
