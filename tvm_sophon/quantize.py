@@ -79,9 +79,9 @@ class QuantizeReport:
         lines = [f"quantization ({self.method}, {'per-channel' if self.per_channel else 'per-tensor'} weights): "
                  f"{sum(l.int8 for l in self.layers)} layer(s) int8, {len(self.fallback)} fell back to fp32 "
                  f"(cosine < {self.cosine_threshold})",
-                 f"{'layer':<16} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+                 f"{'layer':<16} {'kind':<16} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
         for l in self.layers:
-            lines.append(f"{l.name[:16]:<16} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+            lines.append(f"{l.name[:16]:<16} {l.kind:<16} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
                          f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
         return "\n".join(lines)
 
@@ -540,9 +540,9 @@ class Comparison:
 
         w = min(40, max([5] + [len(l.name) for l in self.layers]))
         lines = [f"INT8 on {self.chip} against FP32, per layer (TPU-MLIR's npz compare)",
-                 f"{'layer':<{w}} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+                 f"{'layer':<{w}} {'kind':<16} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
         for l in self.layers:
-            lines.append(f"{_fit(l.name, w):<{w}} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+            lines.append(f"{_fit(l.name, w):<{w}} {l.kind:<16} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
                          f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
         worst = min((l.cosine for l in self.layers), default=1.0)
         lines.append(f"minimum cosine {worst:.5f}")
