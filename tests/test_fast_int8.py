@@ -421,9 +421,10 @@ def add_params(draw):
     zps = [draw(st.integers(-128, 127)) for _ in range(3)]
     lo = draw(st.integers(-128, 127))
     hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
+    sign2 = draw(st.sampled_from([1, -1]))  # -1: TFLite's SUB (input 2's multiplier negated)
     return AddParams(draw(st.sampled_from([20, 20, 0, 22])), *zps,
                      multiplier(), draw(st.integers(-31, 0)),
-                     multiplier(), draw(st.integers(-31, 0)),
+                     sign2 * multiplier(), draw(st.integers(-31, 0)),
                      multiplier(), draw(st.integers(-31, 0)), lo, hi)
 
 
@@ -446,9 +447,10 @@ def test_fast_add_int8_every_pair(devices):
     grid = np.arange(-128, 128, dtype=np.int8)
     a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
     b = np.tile(grid, 256).reshape(1, 64, 32, 32)
-    p = AddParams(20, -3, 7, 1, 1518500250, -1, 1832780120, -2, 1431655765, -17, -128, 127)
-    ref = assert_identical(devices, lambda dev: run_add(dev, a, b, p, False))
-    assert len(np.unique(ref)) > 200
+    for sign in (1, -1):  # ADD, and SUB (input 2's multiplier negated, as TFLite's sub.cc)
+        p = AddParams(20, -3, 7, 1, 1518500250, -1, sign * 1832780120, -2, 1431655765, -17, -128, 127)
+        ref = assert_identical(devices, lambda dev: run_add(dev, a, b, p, False))
+        assert len(np.unique(ref)) > 200
 
 
 # ------------------------------------------------------------------- pool

@@ -16,6 +16,8 @@ from tvm import relax  # noqa: E402
 import tvm_sophon  # noqa: E402
 from tvm_sophon.frontend import load  # noqa: E402
 
+from frontend_models import int8_tflite  # noqa: E402
+
 
 def _keras(build, inputs):
     layers = tf.keras.layers
@@ -46,13 +48,7 @@ def _convert(name) -> bytes:
         for _ in range(32):
             yield [rng.standard_normal((1, *s)).astype("float32") * 2 for s in shapes]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return int8_tflite(model, representative)
 
 
 @pytest.fixture(scope="module")

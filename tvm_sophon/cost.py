@@ -206,7 +206,7 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_fc(c_chip, ref(step.out), ref(step.input))
     if isinstance(step, (P.Pool2d, P.QPool2d)):
         return "tiu", lib.sophon_cost_pool2d(c_chip, ref(step.out), ctypes.byref(_pool_params(step)))
-    if isinstance(step, P.QAdd):
+    if isinstance(step, (P.QAdd, P.QLut, P.QBinary)):
         return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), None)
     if isinstance(step, P.Binary):
         return "tiu", lib.sophon_cost_binary_op(c_chip, ref(step.out), BINARY_OPS[step.op],

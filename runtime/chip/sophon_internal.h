@@ -123,6 +123,8 @@ typedef struct {
   const sophon_resize_params* resize;
   const sophon_norm_params* norm;
   const sophon_lrn_params* lrn;
+  const sophon_lut_int8_params* lut;
+  const sophon_binary_int8_params* binary_int8;
   sophon_binary_op binary_op;
   sophon_reduce_kind reduce_kind;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
