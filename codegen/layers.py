@@ -214,17 +214,18 @@ class Layer:
 def _rematch(pattern: str, fn: relax.Function) -> dict:
     """The annotated expressions of a composite: its registered pattern matched
     again against the composite's body (keys as in the pattern table)."""
-    from tvm.relax.backend.pattern_registry import get_pattern
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    fusion = get_pattern(pattern)
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
-    # a composite returning a tuple (an intermediate is used outside it): the
+    # several patterns can share a name (sophon.qconcat, one per arity): the one that matches.
+    # A composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for out in (list(body.fields) if isinstance(body, relax.Tuple) else [body]) if fusion else []:
-        matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
-        if matched is not None:
-            return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    for fusion in (f for f in get_patterns_with_prefix(pattern) if f.name == pattern):
+        for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
+            matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
+            if matched is not None:
+                return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
     raise SophonCompileError(f"composite {pattern} does not match its own pattern")
 
 

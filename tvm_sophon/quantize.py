@@ -44,6 +44,9 @@ QDQ_OPS = {"relax.mean": "mean", "relax.sum": "sum", "relax.max": "reduce_max", 
 FIXED_OUTPUT = {"softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 # and these keep their input's (TFLite's REDUCE_MAX / MIN and RESIZE)
 KEEPS_SCALE = ("reduce_max", "reduce_min", "resize2d")
+# and these take every input at the output's quantization (TFLite's converter gives a
+# CONCATENATION, MAXIMUM or MINIMUM one scale): calibration widens them to the largest
+SHARES_SCALE = ("concat", "maximum", "minimum")
 # Data movement on an int8 value stays int8 (TFLite reshapes and transposes int8 tensors)
 INT8_MOVES = ("relax.reshape", "relax.permute_dims")
 QUANTIZABLE = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul", "relax.add",
@@ -495,6 +498,10 @@ def _calibrate(mod, calibration_data, params, method, per_channel, cosine_thresh
         for v, value in zip(tensors, outputs):
             hists[v].add(value)
     scales = {v: float(np.float32(h.threshold(method) / 127.0)) for v, h in hists.items()}
+    for layer in layers.values():
+        if layer.kind in SHARES_SCALE:
+            common = max(scales[v] for v in [*layer.inputs, layer.out])
+            scales.update({v: common for v in [*layer.inputs, layer.out]})
 
     outs = [l.out for l in layers.values()]
     reference = {v: np.concatenate([o[tensors.index(v)] for o in observed]) for v in outs}
