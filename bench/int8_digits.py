@@ -82,7 +82,7 @@ def data(seed=0):
     return (x[order[:split]], y[order[:split]]), (x[order[split:]], y[order[split:]])
 
 
-def train(arch: str, x, y, epochs=30, seed=0) -> tf.keras.Model:
+def train(arch: str, x, y, epochs=60, seed=0) -> tf.keras.Model:
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((8, 8, 1))
     model = tf.keras.Model(inp, ARCHS[arch](inp))
