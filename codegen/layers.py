@@ -216,13 +216,12 @@ def _rematch(pattern: str, fn: relax.Function) -> dict:
     again against the composite's body (keys as in the pattern table)."""
     from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    # one name may stand for several patterns (a concat of each arity)
-    fusions = [f for f in get_patterns_with_prefix(pattern) if f.name == pattern]
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
-    # a composite returning a tuple (an intermediate is used outside it): the
+    # several patterns can share a name (sophon.qconcat, one per arity): the one that matches.
+    # A composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for fusion in fusions:
+    for fusion in (f for f in get_patterns_with_prefix(pattern) if f.name == pattern):
         for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
             matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
             if matched is not None:
