@@ -513,6 +513,8 @@ def _rewrite_pad_into_window(func: relax.Function, _mod) -> relax.Function:
     avg_pool = is_op("relax.nn.avg_pool2d")(pad)
 
     def rewriter(call, matches):
+        if not isinstance(call, relax.Call):
+            return call
         attrs = call.attrs
         layout = str(attrs.data_layout if call.op.name == "relax.nn.conv2d" else attrs.layout)
         if layout not in ("NCHW", "NHWC"):
@@ -550,6 +552,34 @@ def FoldPadIntoWindow() -> tvm.transform.Pass:  # noqa: N802
     for "same" padding); likewise a max pool behind a pad of -inf and an average
     pool that counts padding behind a pad of 0."""
     return _function_pass("SophonFoldPadIntoWindow", _rewrite_pad_into_window)
+
+
+def _rewrite_dequantize_pad(func: relax.Function, _mod) -> relax.Function:
+    x, scale, zp = wildcard(), wildcard(), wildcard()
+    pad = is_op("relax.nn.pad")(x)
+    dq = is_op("relax.dequantize")(pad, scale, zp)
+
+    def rewriter(call, matches):
+        if not isinstance(call, relax.Call):
+            return call
+        p = matches[pad]
+        zero, value = _scalar_constant(matches[zp]), _pad_value(p)
+        if zero is None or value is None or value != zero or _constant(matches[scale]) is None \
+                or _constant(matches[scale]).size != 1 or str(p.attrs.pad_mode) != "constant":
+            return call
+        inner = relax.op.dequantize(matches[x], matches[scale], matches[zp], int(call.attrs.axis),
+                                    str(call.attrs.out_dtype))
+        return relax.op.nn.pad(inner, [int(v) for v in p.attrs.pad_width], "constant", 0.0)
+
+    return rewrite_call(dq, rewriter, func)
+
+
+def DequantizePadToPad() -> tvm.transform.Pass:  # noqa: N802
+    """``dequantize(pad(x, zp))`` -> ``pad(dequantize(x), 0)``: the int8 pad of a
+    quantized model fills with the zero point, which dequantizes to 0, so a conv
+    behind it takes the pad as padding (FoldPadIntoWindow; the int8 conv pads
+    with its input's zero point)."""
+    return _function_pass("SophonDequantizePadToPad", _rewrite_dequantize_pad)
 
 
 _CMP = {LE: lambda a, b: a <= b, LT: lambda a, b: a < b, GE: lambda a, b: a >= b, GT: lambda a, b: a > b}
@@ -649,7 +679,7 @@ def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
 
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), DequantizePadToPad(), FoldPadIntoWindow(),
             relax.transform.DeadCodeElimination()]
 # ------------------------------------------------------------------ identities and importer idioms
 
