@@ -13,13 +13,15 @@
  *   walks its B panels K block by K block and runs an mr x nr register-blocked
  *   micro-kernel for every A panel over the block, keeping partial sums in a
  *   contiguous tile buffer; the last block adds the bias, applies the activation in
- *   registers (sigmoid and tanh run after, over the task's outputs) and stores the
+ *   registers (with AVX-512 sigmoid and SiLU too, see sophon_fast.h; tanh and the
+ *   other special functions run after, over the task's outputs) and stores the
  *   output rows. Where B comes from:
  *   - implicit GEMM (the AVX-512 kernel): the input is copied once into the stride
  *     phases of its zero-padded planes, where every row of B is a contiguous run
  *     (see conv_gemm.b_rows); the kernel reads those rows in place, and columns that
  *     fall on padding are computed and dropped;
- *   - packed (AVX2, plain C, sigmoid/tanh): each block of a B panel (16 KiB, so it
+ *   - packed (AVX2, plain C, the special functions but AVX-512's sigmoid family):
+ *     each block of a B panel (16 KiB, so it
  *     stays in L1) is packed from the input (im2col) before use, or all of B once,
  *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
@@ -185,7 +187,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 clamp_avx512(__m512 r, f
   return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
 }
 
-/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits). */
+/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits);
+ * the sigmoid family as sophon_fast.h states. */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
                                                                    const sophon_activation* act) {
   if (act == NULL) return x;
@@ -203,6 +206,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
     case SOPHON_ACT_LEAKY_RELU:
       return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
                                   _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
+    case SOPHON_ACT_SIGMOID:
+    case SOPHON_ACT_SILU: return sophon_sigmoid_family_avx512(x, act);
     default: return x;
   }
 }
@@ -684,7 +689,8 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.n = (int64_t)out->h * out->w;
   g.kernel = micro_kernel_for(dev);
   g.pack_avx512 = dev->cpu_avx512;
-  g.fused_act = sophon_act_is_simple(&p->act);
+  g.fused_act = sophon_act_is_simple(&p->act) ||
+                (dev->cpu_avx512 && sophon_act_is_sigmoid_family(&p->act));
   g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
   g.b_rows = NULL;
   g.planes = NULL;
