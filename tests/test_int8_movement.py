@@ -278,3 +278,46 @@ def test_int8_unet_block_is_one_region(tmp_path):
     check_tflite(tmp_path, _convert(_unet_block, [(14, 14, 3)]),
                  ["sophon.qconv2d", "sophon.qconv2d_transpose", "sophon.qconcat", "sophon.qresize2d"],
                  default_lsb=2)  # the default interpreter's bilinear (see DEFAULT_LSB)
+
+
+# ---------------------------------------------------------------- concat of several scales
+
+def test_onnx_qdq_concat_of_different_scales_within_one_lsb_of_onnxruntime(tmp_path):
+    """DequantizeLinear(a), DequantizeLinear(b) -> Concat -> QuantizeLinear with three
+    quantizations: the chip rescales a and b by table lookups (TFLite's
+    ConcatenationWithScaling: float multiply, round half away from zero) and writes
+    them into their slices; onnxruntime divides and rounds half to even, so the two
+    may differ by 1 LSB on a tie."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from tvm_sophon.frontend import load
+
+    def const(name, value, dtype):
+        return helper.make_tensor(name, dtype, [], [value])
+
+    nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["fa"]),
+             helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["fb"]),
+             helper.make_node("DequantizeLinear", ["c", "so", "zo"], ["fc"]),
+             helper.make_node("Concat", ["fa", "fb", "fc"], ["f"], axis=1),
+             helper.make_node("QuantizeLinear", ["f", "so", "zo"], ["y"])]
+    inits = [const("sa", 0.031, TensorProto.FLOAT), const("za", 7, TensorProto.INT8),
+             const("sb", 0.2, TensorProto.FLOAT), const("zb", -11, TensorProto.INT8),
+             const("so", 0.05, TensorProto.FLOAT), const("zo", 3, TensorProto.INT8)]
+    shapes = {"a": [1, 3, 7, 5], "b": [1, 17, 7, 5], "c": [1, 5, 7, 5]}
+    graph = helper.make_graph(nodes, "qconcat",
+                              [helper.make_tensor_value_info(k, TensorProto.INT8, v) for k, v in shapes.items()],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, [1, 25, 7, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "qconcat.onnx"
+    onnx.save(model, str(path))
+    mod = load(path)
+    rng = np.random.default_rng(2)
+    feeds = {k: rng.integers(-128, 128, v, dtype=np.int8) for k, v in shapes.items()}
+    out, report = _run(mod, [feeds[p.name] for p in mod["main"].params])
+    assert report.offloaded == ["sophon.qconcat"] and not report.host_ops, report.format()
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    assert np.abs(out.astype(int) - expected).max() <= 1
+    np.testing.assert_array_equal(out[:, 20:], feeds["c"])  # the output's own quantization: copied

@@ -125,6 +125,46 @@ def test_build_with_quantize_and_int8_on_bm1680_is_an_error(tiny):
     assert out.shape == (1, 10)
 
 
+@tvm.script.ir_module
+class ConcatTwoOutputs:
+    """A residual add read by a concat (a tuple argument) and two outputs (a
+    tuple result), as YOLOv5's C3 blocks and detection heads have."""
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w1: R.Tensor((8, 4, 3, 3), "float32"),
+             w2: R.Tensor((8, 8, 1, 1), "float32"), w3: R.Tensor((4, 16, 1, 1), "float32")):
+        with R.dataflow():
+            a = R.nn.relu(R.nn.conv2d(x, w1, padding=1))
+            b = R.nn.relu(R.nn.conv2d(a, w2))
+            s = R.add(a, b)
+            c = R.concat((s, b), axis=1)
+            y = R.nn.conv2d(c, w3)
+            out = (y, s)
+            R.output(out)
+        return out
+
+
+def test_concat_of_a_quantized_layer_and_tuple_outputs_quantize_and_run():
+    rng = np.random.default_rng(3)
+    params = {name: (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype("float32")
+              for name, shape in [("w1", (8, 4, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (4, 16, 1, 1))]}
+    calibration = [{"x": rng.standard_normal((1, 4, 8, 8)).astype("float32")} for _ in range(4)]
+    quantized = tvm_sophon.quantize(ConcatTwoOutputs, calibration, params=params, method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    # the concat is an int8 layer too (one scale for its inputs and output, as TFLite's converter gives it)
+    assert [l.kind for l in report.layers if l.int8] == ["conv2d", "conv2d", "add", "concat", "conv2d"], \
+        report.format()
+    ex = tvm_sophon.build(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"), chip="bm1684")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(calibration[0]["x"]))
+    ref = reference_run(ConcatTwoOutputs, params, calibration[0])
+    for out, expected in zip(got, ref):
+        out = out.numpy()
+        # 8-bit activations through five layers: cosine >= 0.99 (the quantizer's own
+        # per-layer threshold) and a max error within 5% of the output's range
+        cosine = float(out.ravel() @ expected.ravel() / np.linalg.norm(out) / np.linalg.norm(expected))
+        assert cosine >= 0.99
+        assert np.abs(out - expected).max() <= 0.05 * np.abs(expected).max()
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_empty_calibration_data_is_a_clear_error(tiny):

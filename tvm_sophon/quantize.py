@@ -279,6 +279,13 @@ def _probe_module(func, bindings, probes: list) -> tvm.IRModule:
     return bb.get()
 
 
+def _numpy(value):
+    """A VM result as numpy: a tensor, or a list for a tuple (a model's outputs)."""
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return [_numpy(v) for v in value]
+
+
 def _run_batches(mod, batches: list[list[np.ndarray]], progress: bool, what: str) -> list[list[np.ndarray]]:
     ex = tvm.compile(mod, target="llvm")
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -292,7 +299,7 @@ def _run_batches(mod, batches: list[list[np.ndarray]], progress: bool, what: str
     results = []
     for batch in iterator:
         out = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(x)) for x in batch))
-        results.append([out[i].numpy() for i in range(len(out))])
+        results.append([_numpy(out[i]) for i in range(len(out))])
     return results
 
 
@@ -347,6 +354,15 @@ class _Rewriter:
             self.f[var] = self.dequantize(qv, s, self.zp.get(var, 0))
             return self.f[var]
         return var
+
+    def float_expr(self, expr):
+        """``expr`` (a var, a tuple of them as concat takes or main returns, or a
+        constant) in the new function, in float."""
+        if isinstance(expr, relax.Tuple):
+            return relax.Tuple([self.float_expr(f) for f in expr.fields])
+        if isinstance(expr, relax.TupleGetItem):
+            return relax.TupleGetItem(self.float_expr(expr.tuple_value), expr.index)
+        return self.float_of(expr) if _is_var(expr) else expr
 
     def int8_of(self, var):
         if var not in self.q:
@@ -470,7 +486,7 @@ class _Rewriter:
             if call.args[0] in self.zp:
                 self.zp[var] = self.zp[call.args[0]]
             return
-        args = [self.float_of(a) if _is_var(a) else a for a in call.args]
+        args = [self.float_expr(a) for a in call.args]
         self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
 
 
@@ -495,8 +511,8 @@ def _rewrite(func, bindings, layers: dict, quantized: set, scales: dict, per_cha
                     if value in rw.q:
                         rw.q[var] = rw.q[value]
                 else:
-                    rw.f[var] = bb.emit(value)
-            outputs = [rw.float_of(func.body.body)] + [rw.float_of(p) for p in probes]
+                    rw.f[var] = bb.emit(rw.float_expr(value))
+            outputs = [rw.float_expr(func.body.body)] + [rw.float_of(p) for p in probes]
             out = bb.emit_output(relax.Tuple(outputs) if probes else outputs[0])
         bb.emit_func_output(out)
     return bb.get()
