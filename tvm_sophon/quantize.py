@@ -567,6 +567,10 @@ def _calibrate(mod, calibration_data, params, method, per_channel, cosine_thresh
             hists[v].add(value)
     scales = {v: float(np.float32(h.threshold(method) / 127.0)) for v, h in hists.items()}
     for layer in layers.values():
+        if layer.act is not None and layer.act[0] == "clip":
+            # a clamped output (relu6) piles up at its bound: a threshold below the largest
+            # value would clip that pile (KL picks one), so take the largest value
+            scales[layer.out] = max(scales[layer.out], float(np.float32(hists[layer.out].threshold("max") / 127.0)))
         if layer.kind in SHARES_SCALE:
             common = max(scales[v] for v in [*layer.inputs, layer.out])
             scales.update({v: common for v in [*layer.inputs, layer.out]})
