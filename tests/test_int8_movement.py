@@ -12,7 +12,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_sophon  # noqa: E402
-from tvm_sophon.normalize import DequantizePadToPad, FoldPadIntoWindow  # noqa: E402
+from tvm_sophon.normalize import DequantizePadToPad, FoldPadIntoWindow, FoldQuantizedMoves  # noqa: E402
 
 
 def _run(mod, inputs):
@@ -72,6 +72,26 @@ def test_int8_move_is_exact(name):
     np.testing.assert_array_equal(out, expected(a))  # exact: bytes moved
 
 
+QDQ_SCALE, QDQ_ZP = relax.const(0.042, "float32"), relax.const(-9, "int32")
+
+
+@pytest.mark.parametrize("name", ["transpose_hw", "strided_slice", "tile", "depth_to_space", "flatten"])
+def test_qdq_move_is_an_int8_move(name):
+    """A move between a dequantize and a quantize of one quantization (the form of
+    QDQ importers) moves the int8 values: FoldQuantizedMoves."""
+    shape, move, expected = MOVES[name]
+
+    def qdq(y):
+        return relax.op.quantize(move(relax.op.dequantize(y, QDQ_SCALE, QDQ_ZP)), QDQ_SCALE, QDQ_ZP,
+                                 out_dtype="int8")
+
+    a = np.random.default_rng(4).integers(-128, 128, shape, dtype=np.int8)
+    out, report = _run(_moved(shape, qdq), [a])
+    assert not report.host_ops and not any(c.startswith("sophon.q") and "pool" not in c for c in report.offloaded), \
+        report.format()
+    np.testing.assert_array_equal(out, expected(a))
+
+
 def test_int8_pad_value_outside_int8_stays_on_host():
     mod = _moved((1, 3, 3, 2), lambda y: relax.op.nn.pad(y, [0, 0, 1, 1, 1, 1, 0, 0], pad_value=0.5))
     report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod, chip="bm1684"))
@@ -96,6 +116,26 @@ def test_int8_pad_with_zero_point_folds_into_conv_padding():
     mod = FoldPadIntoWindow()(DequantizePadToPad()(bb.get()))
     text = mod.script()
     assert "R.nn.pad" not in text and "padding=[1, 2, 1, 2]" in text, text
+
+
+def test_qdq_pad_of_zero_folds_into_conv_padding():
+    """quantize(pad(dequantize(x), 0)) -> dequantize -> conv2d: the pad is an int8 pad
+    of the zero point, then the conv's padding."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 5, 5, 3), "int8"))
+    w = relax.const(np.ones((3, 3, 3, 4), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            p = bb.emit(relax.op.nn.pad(relax.op.dequantize(x, QDQ_SCALE, QDQ_ZP), [0, 0, 2, 0, 1, 1, 0, 0]))
+            d = bb.emit(relax.op.dequantize(relax.op.quantize(p, QDQ_SCALE, QDQ_ZP, out_dtype="int8"),
+                                            QDQ_SCALE, QDQ_ZP))
+            wd = bb.emit(relax.op.dequantize(w, relax.const(0.1, "float32"), relax.const(0, "int32")))
+            c = bb.emit(relax.op.nn.conv2d(d, wd, data_layout="NHWC", kernel_layout="HWIO"))
+            out = bb.emit_output(relax.op.quantize(c, relax.const(0.2, "float32"), relax.const(3, "int32")))
+        bb.emit_func_output(out)
+    mod = FoldPadIntoWindow()(DequantizePadToPad()(FoldQuantizedMoves()(bb.get())))
+    text = mod.script()
+    assert "R.nn.pad" not in text and "padding=[2, 1, 0, 1]" in text, text
 
 
 # ---------------------------------------------------------------- TFLite layers
