@@ -359,6 +359,14 @@ def test_int8_resize_nearest_picks_tflite_pixels(tmp_path, name):
     np.testing.assert_array_equal(out, expected.astype(np.int8))  # exact: pixels picked
 
 
+@pytest.mark.parametrize("name", list(NEAREST))
+def test_int8_tflite_resize_nearest_bit_exact(tmp_path, name):
+    """TFLite's quantized RESIZE_NEAREST_NEIGHBOR between two convs."""
+    shape, size, flags = NEAREST[name]
+    build = (lambda L, x: L.Conv2D(3, 1)(_tf_resize("nearest", size, **flags)(L.Conv2D(shape[-1], 1)(x))))
+    check_tflite(tmp_path, _convert(build, [(*shape[1:3], 3)]), ["sophon.qresize2d"], default_lsb=1)
+
+
 def _unet_block(L, x):
     down = L.Conv2D(8, 3, padding="same", activation="relu")(x)
     inner = L.Conv2D(16, 3, padding="same", activation="relu")(L.MaxPooling2D(2)(down))
