@@ -424,3 +424,29 @@ def test_onnx_qdq_concat_of_different_scales_within_one_lsb_of_onnxruntime(tmp_p
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     assert np.abs(out.astype(int) - expected).max() <= 1
     np.testing.assert_array_equal(out[:, 20:], feeds["c"])  # the output's own quantization: copied
+
+
+@pytest.mark.parametrize("h_slices", [3, 5])
+def test_int8_transpose_conv_and_resize_sliced_by_rows(tmp_path, h_slices):
+    """A plan that cuts the group into bands of rows: each band of the transposed
+    conv reads the input rows that land on it, each band of the bilinear resize the
+    rows its integer coordinates reach; still bit-exact with TFLite's reference."""
+    from tvm_sophon.codegen.program import Group, Plan
+    from tvm_sophon.frontend import load
+
+    def build(L, x):
+        up = L.Conv2DTranspose(5, 3, strides=2, padding="same")(L.Conv2D(4, 1)(x))
+        return L.Resizing(29, 23, interpolation="bilinear")(up)
+
+    buf = _convert(build, [(7, 6, 3)])
+    (tmp_path / "m.tflite").write_bytes(buf)
+    mod = load(tmp_path / "m.tflite")
+
+    def banded(region, chip):
+        return Plan([Group(list(range(len(region.layers))), h_slices=h_slices)], "test")
+
+    exe = tvm.compile(tvm_sophon.partition_for_sophon(mod, chip="bm1684"), target="llvm",
+                      relax_pipeline=tvm_sophon.pipeline("bm1684", plan=banded))
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    x = np.random.default_rng(9).integers(-128, 128, (1, 7, 6, 3), dtype=np.int8)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), tflite_run(buf, [x]))
