@@ -99,7 +99,9 @@ typedef enum {
   SOPHON_LUT_LEAKY_RELU = 4, /* reference_ops::QuantizeLeakyRelu */
   SOPHON_LUT_ELU = 5,        /* float lookup table of x < 0 ? alpha * expm1(x) : x */
   SOPHON_LUT_GELU = 6,       /* float lookup table of gelu.cc (erf form) */
-  SOPHON_LUT_GELU_TANH = 7   /* float lookup table of gelu.cc (approximate form) */
+  SOPHON_LUT_GELU_TANH = 7,  /* float lookup table of gelu.cc (approximate form) */
+  SOPHON_LUT_CONCAT_RESCALE = 8 /* a CONCATENATION input rescaled to the output's quantization
+                                   (reference_ops::ConcatenationWithScaling, float) */
 } sophon_lut_kind;
 
 typedef struct {

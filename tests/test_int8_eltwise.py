@@ -266,3 +266,46 @@ def test_max_with_different_scales_stays_on_host():
     report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684"))
     assert "sophon.qmaximum" not in report.offloaded
     assert any("raw values of one quantization" in op.reason for op in report.host_ops), report.format()
+
+
+def test_onnx_qdq_chain_within_one_lsb_of_onnxruntime(tmp_path):
+    """An ONNX QDQ chain (onnxruntime's static quantizer): x -> Sigmoid -> Mul(x, .)
+    -> LeakyRelu, one region, within 1 LSB of onnxruntime, whose int8 kernels are
+    not TFLite's (its QLinear ops round their own way)."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    shape = [1, 5, 7, 7]
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["m"]),
+             helper.make_node("LeakyRelu", ["m"], ["y"], alpha=0.1)]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "fp32.onnx"))
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal(shape).astype("float32") * 2} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = tmp_path / "qdq.onnx"
+    quantize_static(str(tmp_path / "fp32.onnx"), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.offloaded == ["sophon.qsigmoid", "sophon.qmultiply", "sophon.qleakyrelu"], report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    qmodel = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in qmodel.graph.initializer}
+    step = float(inits[next(n for n in qmodel.graph.node if n.output[0] == "y").input[1]])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for _ in range(3):
+        x = rng.standard_normal(shape).astype("float32") * 2
+        diff = np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - session.run(None, {"x": x})[0])
+        assert diff.max() <= step * 1.0001  # 1 LSB: onnxruntime's own int8 rounding

@@ -162,6 +162,23 @@ def _composites(func: relax.Function) -> list[str]:
     return names
 
 
+def _calls_itself(mod: tvm.IRModule, gvar: relax.GlobalVar) -> bool:
+    """``gvar``'s function calls itself, directly or through the functions it calls."""
+    seen, todo = set(), [gvar]
+    while todo:
+        callees: list = []
+        relax.analysis.post_order_visit(
+            mod[todo.pop()].body,
+            lambda e: callees.append(e.op) if isinstance(e, relax.Call) and isinstance(e.op, relax.GlobalVar) else None)
+        for callee in callees:
+            if callee.same_as(gvar):
+                return True
+            if callee.name_hint not in seen and isinstance(mod[callee], relax.Function):
+                seen.add(callee.name_hint)
+                todo.append(callee)
+    return False
+
+
 def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadReport:
     regions, host_ops = [], []
     main = mod["main"]
@@ -177,9 +194,11 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
             name = binding.var.name
             if isinstance(value.op, relax.GlobalVar) and isinstance(mod[value.op], relax.Function):
                 callee = value.op.name_hint
-                host_ops.append(HostOp(name, callee, None,
-                                       f"host function {callee} (control flow or a nested function: "
-                                       f"only main is partitioned) runs on the host",
+                what = (f"host function {callee} is a loop (it calls itself: a TFLite WHILE, an RNN's "
+                        f"recurrence over time steps), control flow that stays on the host by design"
+                        if _calls_itself(mod, value.op) else f"host function {callee} (control flow or a "
+                        f"nested function) runs on the host")
+                host_ops.append(HostOp(name, callee, None, what + ": only main is partitioned",
                                        function_macs(mod[value.op], mod)))
                 continue
             if not isinstance(value.op, tvm.ir.Op):

@@ -21,7 +21,7 @@ from .errors import SophonCompileError
 
 # sophon_lut_kind
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
-             "elu": 5, "gelu": 6, "gelu_tanh": 7}
+             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8}
 # sophon_binary_int8_op
 BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3}
 

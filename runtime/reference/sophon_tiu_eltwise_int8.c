@@ -177,6 +177,19 @@ sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256
       }
       return SOPHON_OK;
     }
+    case SOPHON_LUT_CONCAT_RESCALE: {
+      /* ConcatenationWithScaling, for an input quantized unlike the output:
+       *   scale = input_scale * (1 / output_scale), bias = -input_zero_point * scale (float)
+       *   out = clamp(round(value * scale + bias) + output_zero_point), round half away */
+      const float scale = u->input_scale * (1.0f / u->output_scale);
+      const float bias = -(float)u->input_zero_point * scale;
+      for (value = -128; value <= 127; ++value) {
+        const float rescaled = (float)value * scale;
+        table[(uint8_t)value] =
+            clamp_int8((int32_t)roundf(rescaled + bias) + u->output_zero_point);
+      }
+      return SOPHON_OK;
+    }
     case SOPHON_LUT_REQUANTIZE: {
       int32_t m, s;
       sophon_quantize_multiplier((double)u->input_scale / (double)u->output_scale, &m, &s);

@@ -8,11 +8,12 @@ What TVM's importers write as a float op between ``dequantize`` and
 - ``quantize(concat(dequantize(x_i)))``: TFLite's int8 CONCATENATION keeps one
   scale for every input and the output (its Prepare refuses any other), so the
   chip moves bytes, with no compute; ONNX QDQ graphs may mix scales: each input
-  whose quantization differs from the output's is rescaled with
-  reference_ops::ConcatenationWithScaling's arithmetic (a 256-entry table per
-  input, computed at compile time);
-- ``quantize(resize2d(dequantize(x)))``: RESIZE_NEAREST_NEIGHBOR moves values,
-  RESIZE_BILINEAR interpolates in TFLite's integer arithmetic
+  whose quantization differs from the output's is first rescaled by a table
+  lookup (lut_int8) with reference_ops::ConcatenationWithScaling's arithmetic
+  (codegen/movement.analyze_qconcat);
+- ``quantize(resize2d(dequantize(x)))``, and a nearest ``resize2d`` of the int8
+  tensor itself (the importer's quantized RESIZE_NEAREST_NEIGHBOR): nearest
+  moves values, RESIZE_BILINEAR interpolates in TFLite's integer arithmetic
   (reference_ops::ResizeBilinearInteger); both keep the input's quantization;
 - ``quantize(conv2d_transpose(dequantize(x), dequantize(w)) (+ bias))``: TFLite's
   reference_integer_ops::TransposeConv (per-channel weights, int32 accumulation,
@@ -30,8 +31,7 @@ from .deconv import rule_conv2d_transpose
 from .int8 import _dq, _q, _with_qbias, rule_int8_operands, rule_symmetric_weights
 from .movement import MAX_CONCAT_INPUTS
 from .resize import rule_resize
-from .rules import constant_value, dtype_of, make_check, pattern_name, rule_not_empty, rule_rank_at_most_4, \
-    static_shape
+from .rules import constant_value, dtype_of, make_check, pattern_name, rule_not_empty, rule_rank_at_most_4
 
 
 def rule_int8_inputs(ann: dict) -> Optional[str]:
@@ -58,17 +58,6 @@ def rule_same_as_input(ann: dict) -> Optional[str]:
         a, b = constant_value(ann[f"input_{key}"]), constant_value(ann[f"output_{key}"])
         if a is None or b is None or a.shape != b.shape or not np.all(a == b):
             return f"the int8 resize re-quantizes (input and output {key} differ); TFLite's keeps them"
-    return None
-
-
-def rule_concat_scales(ann: dict) -> Optional[str]:
-    """Inputs quantized as the output: a pure copy (every TFLite int8 concat)."""
-    out = [constant_value(ann[f"output_{k}"]) for k in ("scale", "zp")]
-    for i in range(input_count(ann)):
-        mine = [constant_value(ann[f"input{i}_{k}"]) for k in ("scale", "zp")]
-        if any(a is None or b is None or not np.array_equal(a, b) for a, b in zip(mine, out)):
-            return (f"input{i} is quantized with scale {mine[0]} and zero point {mine[1]}, the output with "
-                    f"{out[0]} and {out[1]}: the chip concatenates int8 tensors of one quantization")
     return None
 
 
@@ -113,6 +102,17 @@ def qresize_pattern():
     return _q(ann, root, False), ann
 
 
+def rule_int8_nearest(ann: dict) -> Optional[str]:
+    """A resize on the int8 tensor itself (the TFLite importer's quantized
+    RESIZE_NEAREST_NEIGHBOR): nearest picks values, so it keeps the quantization."""
+    for key in ("input", "root"):
+        if dtype_of(ann[key]) != "int8":
+            return f"{key} is {dtype_of(ann[key])}; the int8 path takes int8 tensors"
+    if str(ann["root"].attrs.method) != "nearest_neighbor":
+        return f"an int8 {ann['root'].attrs.method} resize outside dequantize/quantize (not TFLite's arithmetic)"
+    return None
+
+
 def qconv2d_transpose_pattern(with_bias: bool, clip: bool):
     data, weight = wildcard(), wildcard()
     ann = {"input": data, "weight": weight}
@@ -126,12 +126,16 @@ def patterns() -> list[FusionPattern]:
     for arity in range(1, MAX_CONCAT_INPUTS + 1):
         pat, ann = qconcat_pattern(arity)
         table.append(FusionPattern(pattern_name("qconcat"), pat, ann,
-                                   make_check(rule_int8_operands, rule_int8_inputs, rule_per_tensor, rule_concat_scales,
-                                              rule_not_empty)))
+                                   make_check(rule_int8_operands, rule_int8_inputs, rule_per_tensor, rule_not_empty)))
     pat, ann = qresize_pattern()
     table.append(FusionPattern(pattern_name("qresize2d"), pat, ann,
                                make_check(rule_int8_operands, rule_int8_inputs, rule_per_tensor, rule_same_as_input,
                                           rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4, rule_not_empty)))
+    data = wildcard()
+    root = is_op("relax.image.resize2d")(data, wildcard())
+    table.append(FusionPattern(pattern_name("qresize2d"), root, {"input": data, "root": root},
+                               make_check(rule_int8_nearest, rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4,
+                                          rule_not_empty)))
     for with_bias in (False, True):
         for clip in (False, True):
             pat, ann = qconv2d_transpose_pattern(with_bias, clip)
@@ -141,9 +145,3 @@ def patterns() -> list[FusionPattern]:
                            rule_not_empty)))
     return table
 
-
-def input_count(ann: dict) -> int:
-    return sum(1 for k in ann if k.startswith("input") and not k.endswith(("_scale", "_zp")))
-
-
-__all__ = ["patterns", "static_shape"]
