@@ -233,13 +233,14 @@ def _tflite_layer_name(tensor_name: str) -> str:
 #   input and output one quantization; PAD fills with the zero point), and the
 #   importer's own converters already write exactly that on the int8 tensor (as it
 #   does for the quantized RESHAPE it accepts), so they are only let through;
-# - GELU: in the importer's float-emulation form, dequantize -> nn.gelu (or
-#   nn.gelu_tanh when approximate) -> quantize, the chain the int8 patterns take.
+# - GELU and RESIZE_NEAREST_NEIGHBOR: in the importer's float-emulation form,
+#   dequantize -> nn.gelu (nn.gelu_tanh when approximate) / the importer's
+#   resize2d -> quantize, the chains the int8 patterns take.
 QUANTIZED_MOVES = frozenset({
     "PAD", "PADV2", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "TRANSPOSE", "TILE", "SQUEEZE",
     "EXPAND_DIMS", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND",
     "SPACE_TO_BATCH_ND"})
-QUANTIZED_FLOAT_EMULATED = frozenset({"GELU"})
+QUANTIZED_FLOAT_EMULATED = frozenset({"GELU", "RESIZE_NEAREST_NEIGHBOR"})
 
 
 def _tflite_naming_converter(instances: list):
@@ -257,6 +258,7 @@ def _tflite_naming_converter(instances: list):
             self.convert_map["SHAPE"] = self._static_shape
             self.convert_map["RESHAPE"] = self._reshape
             self.convert_map["GELU"] = self._gelu
+            self.convert_map["RESIZE_NEAREST_NEIGHBOR"] = self._resize_nearest
             self.convert_map = {k: self._named(f) for k, f in self.convert_map.items()}
 
         def _named(self, convert):
@@ -302,6 +304,16 @@ def _tflite_naming_converter(instances: list):
             x = self.dequantize(self.get_expr(tensor.tensor_idx), tensor)
             y = relax.op.nn.gelu_tanh(x) if approximate else relax.op.nn.gelu(x)
             return self.quantize(y, out)
+
+        def _resize_nearest(self, op):
+            out = self.convert_resize_nearest_neighbor(op)
+            if not self.is_quantized(op):
+                return out
+            # the importer resizes the int8 tensor itself: the same call between
+            # dequantize and quantize
+            tensor, out_tensor = self.get_input_tensors(op)[0], self.get_output_tensors(op)[0]
+            x = self.dequantize(out.args[0], tensor)
+            return self.quantize(relax.Call(out.op, [x, *out.args[1:]], out.attrs, out.ty_args), out_tensor)
 
         def _reshape(self, op):
             tensors = self.get_input_tensors(op)
