@@ -21,16 +21,21 @@
  *                          of C over the lanes is in the ceilings)
  *                    unit_bytes = eu_bytes for the conv, FC and tensor-arithmetic
  *                    units, dwpool_eu_bytes for the depthwise/pooling unit
- *   conv2d           tiu_latency + passes(out) * taps, taps = IC/groups * KH * KW;
- *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
+ *   conv2d           tiu_latency + passes(out) * taps * fetch, taps = IC/groups * KH * KW;
+ *                    int8: taps / int8_macs_per_eu (rounded up); fetch = stride_w
+ *                    (1 for stride 1): the EUs read one contiguous eu_bytes row of
+ *                    LMEM per cycle, and output positions stride_w apart in the
+ *                    input span stride_w rows (derived from eu_bytes, not fitted;
+ *                    it is why stride-2 layers run at half the MAC rate). A depthwise conv
  *                    (groups == IC == OC, one input channel per output) runs on the
  *                    depthwise/pooling unit, any other on the conv unit
  *   conv2d_transpose as conv2d with taps = IC/groups * ceil(KH/sh) * ceil(KW/sw)
- *                    (the taps that land on one output pixel)
+ *                    (the taps that land on one output pixel) and fetch 1
  *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
  *                    * ceil(K / positions) (output features on lanes, the
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
+ *                    * fetch (as conv2d)
  *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
  *                    and PRELU 2) + its fused activation's ops; activation: its
  *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
