@@ -59,10 +59,10 @@ BUILDERS = {"resnet50": models.resnet50, "mobilenet_v2": models.mobilenet_v2, "y
 # runtime/chip/sophon_cost.h and the "sources" of tvm_sophon/chips/bm1684.json)
 FIT_GRID = {
     "gdma_burst_bytes": [128, 256, 512, 1024],
-    "gdma_latency_cycles": [128, 500, 1000, 2000, 3000],
+    "gdma_latency_cycles": [100, 300, 1000, 2000],
     "tiu_latency_cycles": [32, 100, 300],
-    "timestep_sync_cycles": [0, 200, 600],
-    "dwpool_eu_bytes": [128, 32, 8],
+    "timestep_sync_cycles": [0, 200, 600, 1200],
+    "dwpool_eu_bytes": [128, 32, 16, 8],
 }
 
 
