@@ -220,6 +220,28 @@ def test_hard_swish_fuses_with_int8_convs(tmp_path):
                                   _tflite(buf, xs, "BUILTIN_REF"))
 
 
+def test_squeeze_excitation_block_is_one_region(tmp_path):
+    """An EfficientNet-style block, int8: conv -> swish (LOGISTIC, MUL) -> global mean
+    -> 1x1 convs -> sigmoid -> MUL by channel, then SUB of a second conv, TANH,
+    LEAKY_RELU: one region, nothing on the host, bit-exact."""
+    def build(x):
+        y = L.Activation("swish")(L.Conv2D(16, 3, padding="same")(x))
+        s = L.GlobalAveragePooling2D(keepdims=True)(y)
+        s = L.Conv2D(16, 1, activation="sigmoid")(L.Conv2D(4, 1, activation="relu")(s))
+        y = L.Conv2D(8, 1)(y * s)
+        return L.LeakyReLU(0.1)(L.Activation("tanh")(y - L.Conv2D(8, 3, padding="same")(x)))
+
+    buf = _convert("se_block", [(9, 9, 3)], 2.0, build=build)
+    path = tmp_path / "se.tflite"
+    path.write_bytes(buf)
+    mod, report, vm = _build(path)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    for seed in range(2):
+        xs = _inputs(mod, seed)
+        np.testing.assert_array_equal(vm["main"](*map(tvm.runtime.tensor, xs)).numpy(),
+                                      _tflite(buf, xs, "BUILTIN_REF"))
+
+
 def test_requantize_table_is_tflite_requantize():
     """QUANTIZE int8 -> int8 imports as dequantize -> quantize; its table is
     TFLite's Requantize (quantize.cc: the ratio of the scales in double,
