@@ -216,13 +216,12 @@ def _rematch(pattern: str, fn: relax.Function) -> dict:
     again against the composite's body (keys as in the pattern table)."""
     from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    # one name may stand for several patterns (a concat of each arity)
-    fusions = [f for f in get_patterns_with_prefix(pattern) if f.name == pattern]
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
-    # a composite returning a tuple (an intermediate is used outside it): the
+    # several patterns can share a name (sophon.qconcat, one per arity): the one that matches.
+    # A composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for fusion in fusions:
+    for fusion in (f for f in get_patterns_with_prefix(pattern) if f.name == pattern):
         for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
             matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
             if matched is not None:
@@ -446,7 +445,7 @@ class _Analysis:
             return self.prelu(comp)
         if comp.standalone:  # an activation chain or special function on its own
             x = comp.region_value(comp.matched["input"])
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            view = self.elementwise_view(shape_of(x), [x])
             return self.add(comp, "unary", view, [self.operand(x, view)], [], act=self.activation(comp))
         root = comp.root
         name = root.op.name
@@ -475,8 +474,7 @@ class _Analysis:
         elif name in BINARY:
             lhs, rhs = comp.region_value(root.args[0]), comp.region_value(root.args[1])
             oshape = shape_of(comp.out_var)
-            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [lhs, rhs])
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
             self.add(comp, "binary", view, acts, [], op=BINARY[name], act=self.activation(comp))
         elif name == "relax.nn.softmax":
@@ -499,10 +497,26 @@ class _Analysis:
                      rounding=rounding)
         elif name in ACTIVATIONS:
             x = comp.region_value(root.args[0])
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            view = self.elementwise_view(shape_of(x), [x])
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    def elementwise_view(self, out_shape: tuple, operands: list) -> P.View:
+        """The view of an element-wise layer: an operand's of the result's shape
+        (so that a chain of them shares one), else the default; above 4-D the
+        result's axes merged to 4-D where every operand is whole or broadcast
+        (patterns.rules.collapsed_groups, which the pattern checked)."""
+        if len(out_shape) > 4:
+            from tvm_sophon.patterns.rules import collapsed_groups
+
+            groups = collapsed_groups(out_shape, [shape_of(v) for v in operands])
+            if groups is None:
+                raise SophonCompileError(f"region {self.symbol}: an element-wise op of shape {out_shape} "
+                                         f"does not merge to 4-D")
+            return tuple([()] * (4 - len(groups)) + groups)
+        return next((self.views[v] for v in operands if shape_of(v) == out_shape and v in self.views),
+                    P.default_view(len(out_shape)))
 
     def reduce_layer(self, comp: _Composite) -> None:
         """sum / mean / max / min over the adjacent axes [a, b]: those on h, the axes

@@ -174,3 +174,35 @@ def test_chain_the_chip_cannot_take_stays_on_the_host_with_its_reason(op, attrs,
     report = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(mod, chip="bm1684"))
     assert not any(p.startswith(("sophon.qreduce", "sophon.qsoftmax")) for p in report.offloaded)
     assert reason in report.format(), report.format()
+
+
+def test_separable_conv_tanh_global_pool_net_is_one_region_bit_exact(tmp_path):
+    """Issue #11's example: a separable-conv net with tanh and a global average pool
+    was 1 LSB off TFLite, its mean (and tanh) run as float on the host."""
+    layers = tf.keras.layers
+    x = tf.keras.Input((9, 9, 3), batch_size=1)
+    h = layers.SeparableConv2D(8, 3, padding="same", activation="tanh")(x)
+    model = tf.keras.Model(x, layers.Dense(5)(layers.GlobalAveragePooling2D()(h)))
+    rng = np.random.default_rng(11)
+
+    def representative():
+        for _ in range(8):
+            yield [rng.standard_normal((1, 9, 9, 3)).astype("float32")]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    buf = converter.convert()
+    path = tmp_path / "separable.tflite"
+    path.write_bytes(buf)
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    for _ in range(4):
+        xs = rng.integers(-128, 128, size=(1, 9, 9, 3), dtype=np.int8)
+        ref, _ = _tflite(buf, xs, "BUILTIN_REF")
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(xs)).numpy(), ref[0])  # exact
