@@ -241,17 +241,19 @@ def ConstantOperandLast() -> tvm.transform.Pass:  # noqa: N802
 # ------------------------------------------------------------------ QDQ: one dequantize per consumer
 
 
-def _split_shared_dequantize(func: relax.Function, _mod) -> relax.Function:
+def _split_shared_dequantize(func: relax.Function, _mod, constants_only: bool = False) -> relax.Function:
     """Give each consumer of a shared ``dequantize`` its own copy. ONNX QDQ models
     dequantize a tensor once for all its consumers (a residual add and the next
     conv); an int8 pattern takes the dequantize into its composite, and a binding
-    can belong to one composite only."""
+    can belong to one composite only. ``constants_only``: only dequantizes of
+    constants (TFLite's importer shares one for every use of a constant)."""
     blocks = func.body.blocks
     if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
         return func
     bindings = blocks[0].bindings
     dequantized = {b.var: b.value for b in bindings if isinstance(b.value, relax.Call)
-                   and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"}
+                   and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"
+                   and (not constants_only or isinstance(b.value.args[0], tvm.ir.expr.Constant))}
     uses: dict = {}
     for b in bindings:
         if isinstance(b.value, relax.Call):
@@ -287,8 +289,9 @@ def _split_shared_dequantize(func: relax.Function, _mod) -> relax.Function:
     return new.with_attrs(func.attrs) if func.attrs else new
 
 
-def SplitSharedDequantize() -> tvm.transform.Pass:  # noqa: N802
-    return _function_pass("SophonSplitSharedDequantize", _split_shared_dequantize)
+def SplitSharedDequantize(constants_only: bool = False) -> tvm.transform.Pass:  # noqa: N802
+    return _function_pass("SophonSplitSharedDequantize",
+                          lambda func, mod: _split_shared_dequantize(func, mod, constants_only))
 
 
 # ------------------------------------------------------------------ batch norm
@@ -1046,6 +1049,10 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         DivideByConstant(),
         PowerToMultiply(),
         *fold,
+        # again for constants: a rewrite above rebuilds the bindings and shares one
+        # dequantize of a constant between its consumers again (the 1/6 of every
+        # hard-sigmoid in MobileNetV3), which no two composites can both take
+        *([SplitSharedDequantize(constants_only=True)] if quantized else []),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),
     ], name="SophonNormalize")
