@@ -61,7 +61,12 @@ def time_kind(lib, handle, kind: str) -> float:
     out = LocalStruct(lib.sophon_local_lane_bytes(ctypes.byref(ChipStruct.of(get_chip("bm1680"))), ctypes.byref(t)),
                       *SHAPE, 0, 0, 0)
     act = ActivationStruct(ACTS[kind], *PARAMS.get(kind, (0.0, 0.0, 0.0, 0.0)))
-    run = lambda: lib.sophon_tiu_activation(handle, ctypes.byref(out), ctypes.byref(t), ctypes.byref(act))  # noqa: E731
+    return median_time(lambda: lib.sophon_tiu_activation(handle, ctypes.byref(out), ctypes.byref(t),
+                                                         ctypes.byref(act)))
+
+
+def median_time(run) -> float:
+    """The median of 9 timed calls of ``run`` after a warm-up call (which must return 0)."""
     assert run() == 0
     times = []
     for _ in range(9):

@@ -1,19 +1,26 @@
-"""How fast the emulated chip runs on the host (issue #6), in one command:
+"""How fast the emulated chip runs on the host against onnxruntime (issues #6, #14):
 
-    python bench/host_speed.py            # ~3-4 minutes on 2 cores
-    python bench/host_speed.py --quick    # fewer repetitions
+    python bench/host_speed.py                  # ~10 minutes on 2 cores
+    python bench/host_speed.py --quick          # fewer repetitions
+    python bench/host_speed.py --only resnet18 --precision fp32 --threads 1
 
-Prints machine info, then one table:
-  - ResNet-18 and MobileNetV2-style (1x3x224x224, FP32, random weights) at 1 and 2
-    threads: tvm_sophon on the emulator vs TVM's default llvm build vs onnxruntime
-    (the same network and weights as an ONNX graph, outputs checked first);
+Prints the host (CPU model, the instruction sets it has and which of them the
+emulator's kernels use, load average), then:
+  - per network (ResNet-18, MobileNetV2, EfficientNet-B0, a YOLOv5s-style detector
+    at 320x320; random weights, batch 1), FP32 and INT8, 1 and 2 threads: the
+    emulator against onnxruntime running the same ONNX file. INT8 is that file
+    quantized by onnxruntime's own static quantizer (QDQ, int8 activations and
+    per-channel int8 weights, calibrated on 8 random batches); tvm_sophon imports
+    the QDQ file and runs it on the bm1684 profile, onnxruntime runs it with its
+    int8 kernels. Both run in one process and are timed call by call in turn
+    (emulator, onnxruntime, emulator, ...), so every ratio is of two calls made
+    side by side; min and median of the times and of the per-pair ratios;
   - the GFLOP/s of ResNet-18's biggest conv layers as single emulator instructions
-    vs numpy's sgemm of the equivalent GEMM shape (M=OC, K=IC*KH*KW, N=OH*OW);
-  - INT8 vs FP32: ResNet-18 on the bm1684 profile, FP32 vs quantized with
-    tvm_sophon.quantize (calibrated on 4 random batches), both on the emulator.
-Every number is the median of several runs after a warm-up. Each end-to-end
-configuration runs in its own process, with SOPHON_NUM_THREADS, TVM_NUM_THREADS,
-OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set to the thread count.
+    vs numpy's sgemm of the equivalent GEMM shape (M=OC, K=IC*KH*KW, N=OH*OW).
+Each (network, precision, threads) runs in its own process, with
+SOPHON_NUM_THREADS, TVM_NUM_THREADS, OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set
+to the thread count (onnxruntime: intra_op_num_threads). The exported ONNX files
+are cached in --workdir.
 """
 from __future__ import annotations
 
@@ -31,7 +38,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_NAMES = ["resnet18", "mobilenet_v2"]
 
 
 def median_time(fn, repeat: int, warmup: int = 1) -> float:
@@ -155,73 +161,190 @@ def onnx_mobilenet_v2(params) -> bytes:
     return g.model(g.head(y))
 
 
+# ------------------------------------------------------------------ the networks
+
+NETWORKS = ["resnet18", "mobilenet_v2", "efficientnet_b0", "yolov5s_320"]
+PRECISIONS = ["fp32", "int8"]
+CALIBRATION_BATCHES = 8
+
+
+def _zoo():
+    sys.path.insert(0, str(ROOT / "tests"))
+    import zoo_models
+
+    return zoo_models
+
+
+def _efficientnet_b0():
+    """EfficientNet-B0 (Tan & Le, table 1): MBConv blocks with SiLU and
+    squeeze-excite (ratio 0.25 of the block input), 3x3/2 stem, 1x1 1280 head."""
+    zoo = _zoo()
+    torch, nn = zoo._torch()
+    conv_bn = zoo.conv_bn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, c, squeeze):
+            super().__init__()
+            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, squeeze, 1), nn.SiLU(),
+                                    nn.Conv2d(squeeze, c, 1), nn.Sigmoid())
+
+        def forward(self, x):
+            return x * self.fc(x)
+
+    class MBConv(nn.Module):
+        def __init__(self, cin, cout, expand, k, stride):
+            super().__init__()
+            hidden = cin * expand
+            layers = [] if expand == 1 else [conv_bn(cin, hidden, 1, 1, "silu")]
+            layers += [conv_bn(hidden, hidden, k, stride, "silu", groups=hidden),
+                       SqueezeExcite(hidden, max(1, cin // 4)), conv_bn(hidden, cout, 1, 1, None)]
+            self.body, self.residual = nn.Sequential(*layers), stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    table = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3),
+             (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    layers, cin = [conv_bn(3, 32, 3, 2, "silu")], 32
+    for expand, k, stride, cout, repeats in table:
+        for i in range(repeats):
+            layers.append(MBConv(cin, cout, expand, k, stride if i == 0 else 1))
+            cin = cout
+    layers += [conv_bn(cin, 1280, 1, 1, "silu"), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+               nn.Linear(1280, 1000)]
+    return nn.Sequential(*layers), (1, 3, 224, 224)
+
+
+def _torch_onnx(make, name: str, path: Path) -> None:
+    zoo = _zoo()
+    torch, _ = zoo._torch()
+    torch.manual_seed(zoo._seed(name))
+    rng = np.random.default_rng(zoo._seed(name))
+    model, shape = make()
+    model = zoo._calibrate_torch(model, shape, rng)
+    zoo._write_onnx(model, rng.standard_normal(shape).astype(np.float32), path)
+
+
+def _tvm_sophon_onnx(name: str, path: Path) -> None:
+    """tvm_sophon.models' ResNet-18 / MobileNetV2 as ONNX, layer by layer."""
+    from tvm_sophon import models
+
+    _, params, _ = getattr(models, name)()
+    path.write_bytes({"resnet18": onnx_resnet18, "mobilenet_v2": onnx_mobilenet_v2}[name](params))
+
+
+def network_file(name: str, precision: str, workdir: Path) -> Path:
+    """The ONNX file of `name` (exported once, then reused), quantized to QDQ for int8."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fp32 = workdir / f"{name}.onnx"
+    if not fp32.exists():
+        tmp = workdir / f"{name}.tmp.onnx"
+        if name in ("resnet18", "mobilenet_v2"):
+            _tvm_sophon_onnx(name, tmp)
+        elif name == "efficientnet_b0":
+            _torch_onnx(_efficientnet_b0, name, tmp)
+        elif name == "yolov5s_320":
+            _torch_onnx(lambda: _zoo()._yolov5s("full", image=320), name, tmp)
+        else:
+            raise SystemExit(f"unknown network {name!r} (known: {', '.join(NETWORKS)})")
+        os.replace(tmp, fp32)
+    if precision == "fp32":
+        return fp32
+    qdq = workdir / f"{name}.qdq.onnx"
+    if not qdq.exists():
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                              quantize_static)
+
+        input_name, shape = _onnx_input(fp32)
+        rng = np.random.default_rng(1)
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.batches = iter([{input_name: rng.standard_normal(shape).astype(np.float32)}
+                                     for _ in range(CALIBRATION_BATCHES)])
+
+            def get_next(self):
+                return next(self.batches, None)
+
+        tmp = workdir / f"{name}.qdq.tmp.onnx"
+        quantize_static(str(fp32), str(tmp), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        per_channel=True)
+        os.replace(tmp, qdq)
+    return qdq
+
+
+def _onnx_input(path: Path):
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    inits = {i.name for i in graph.initializer}
+    value = next(v for v in graph.input if v.name not in inits)
+    return value.name, tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
+
+
 # ------------------------------------------------------------- one configuration
 
-def run_worker(model: str, threads: int, repeat: int) -> dict:
-    """Times one model at one thread count (env already set by the parent)."""
+def interleaved(fns: dict, repeat: int) -> dict:
+    """Each fn called once to warm up, then `repeat` rounds calling them in turn;
+    Python's cyclic garbage collector off while timing (as timeit does)."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    finally:
+        if was_enabled:
+            gc.enable()
+    return times
+
+
+def run_worker(name: str, precision: str, threads: int, repeat: int, workdir: Path) -> dict:
+    """One network at one precision and thread count (env already set by the parent)."""
     import onnxruntime as ort
     import tvm
     from tvm import relax
 
     import tvm_sophon
-    from tvm_sophon import models
+    from tvm_sophon.frontend import load
 
-    mod, params, inputs = getattr(models, model)()
-    x = inputs["data"]
-    result = {}
+    path = network_file(name, precision, workdir)
+    input_name, shape = _onnx_input(path)
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
 
-    ex = tvm_sophon.build(mod, params)
+    partitioned = tvm_sophon.partition_for_sophon(load(path))
+    report = tvm_sophon.offload_report(partitioned)
+    ex = tvm_sophon.build(partitioned, chip="bm1680" if precision == "fp32" else "bm1684")
     vm = relax.VirtualMachine(ex, tvm.cpu())
     arg = tvm.runtime.tensor(x)
-    sophon_out = vm["main"](arg).numpy()
-    result["sophon"] = median_time(lambda: vm["main"](arg), repeat)
-
-    bound = models.bind_params(mod, params)
-    ref_vm = relax.VirtualMachine(tvm.compile(bound, target="llvm"), tvm.cpu())
-    ref_out = ref_vm["main"](arg).numpy()
-    result["llvm"] = median_time(lambda: ref_vm["main"](arg), max(2, repeat // 4), warmup=0)
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    graph = {"resnet18": onnx_resnet18, "mobilenet_v2": onnx_mobilenet_v2}[model](params)
-    sess = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
-    ort_out = sess.run(None, {"data": x})[0]
-    result["onnxruntime"] = median_time(lambda: sess.run(None, {"data": x}), repeat * 2)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    scale = float(np.abs(ref_out).max())
-    result["max_err_sophon"] = float(np.abs(sophon_out - ref_out).max()) / scale
-    result["max_err_onnx"] = float(np.abs(ort_out - ref_out).max()) / scale
-    if result["max_err_onnx"] > 1e-3 or result["max_err_sophon"] > 1e-3:
-        raise SystemExit(f"{model}: outputs disagree: {result}")
-    return result
+    def outputs(value):
+        value = value if isinstance(value, (list, tuple)) or not hasattr(value, "numpy") else [value]
+        return [np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float64).ravel() for v in value]
 
-
-def run_int8_worker(threads: int, repeat: int) -> dict:
-    """ResNet-18 on the bm1684 profile: FP32 vs INT8 (tvm_sophon.quantize, calibrated
-    on a few random batches), both on the emulator (env already set by the parent)."""
-    import tvm
-    from tvm import relax
-
-    import tvm_sophon
-    from tvm_sophon import models
-
-    mod, params, inputs = models.resnet18()
-    x = inputs["data"]
-    arg = tvm.runtime.tensor(x)
-    rng = np.random.default_rng(1)
-    batches = [{"data": rng.standard_normal(x.shape).astype(np.float32)} for _ in range(4)]
-    qmod = tvm_sophon.quantize(mod, batches, params=params, progress=False)
-    report = tvm_sophon.quantize_report(qmod)
-    result = {"layers": len(report.layers),
-              "fallback": sum(1 for layer in report.layers if not layer.int8)}
-    for name, module, prm in (("fp32", mod, params), ("int8", qmod, None)):
-        vm = relax.VirtualMachine(tvm_sophon.build(module, prm, chip="bm1684"), tvm.cpu())
-        out = vm["main"](arg).numpy()
-        result[name] = median_time(lambda: vm["main"](arg), repeat)
-        result[f"{name}_out"] = out.ravel().tolist()
-    a, b = np.asarray(result.pop("fp32_out")), np.asarray(result.pop("int8_out"))
-    result["cosine"] = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+    emu = np.concatenate(outputs(vm["main"](arg)))
+    ref = np.concatenate(outputs(sess.run(None, {input_name: x})))
+    times = interleaved({"emulator": lambda: vm["main"](arg),
+                         "onnxruntime": lambda: sess.run(None, {input_name: x})}, repeat)
+    ratios = [a / b for a, b in zip(times["emulator"], times["onnxruntime"])]
+    result = {"emulator": times["emulator"], "onnxruntime": times["onnxruntime"], "ratio": ratios,
+              "rel_err": float(np.abs(emu - ref).max() / max(np.abs(ref).max(), 1e-30)),
+              "cosine": float(emu @ ref / max(np.linalg.norm(emu) * np.linalg.norm(ref), 1e-30)),
+              "mac_share": float(report.offloaded_mac_share), "regions": len(report.regions)}
+    if precision == "fp32" and result["rel_err"] > 1e-3:
+        raise SystemExit(f"{name}: the emulator and onnxruntime disagree: {result}")
     return result
 
 
@@ -230,30 +353,30 @@ def _worker_env(threads: int) -> dict:
     for var in ("SOPHON_NUM_THREADS", "TVM_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env.pop("SOPHON_REFERENCE", None)
+    env.pop("SOPHON_ISA", None)
     return env
 
 
-def int8_vs_fp32(threads_list, repeat) -> dict:
+def end_to_end(names, precisions, threads_list, repeat, workdir: Path) -> dict:
     rows = {}
-    for threads in threads_list:
-        proc = subprocess.run([sys.executable, __file__, "--int8-worker", str(threads), str(repeat)],
-                              capture_output=True, text=True, env=_worker_env(threads), cwd=ROOT)
-        if proc.returncode != 0:
-            raise SystemExit(f"int8 worker x{threads} failed:\n{proc.stdout}\n{proc.stderr}")
-        rows[threads] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return rows
-
-
-def end_to_end(threads_list, repeat) -> dict:
-    rows = {}
-    for model in MODEL_NAMES:
-        for threads in threads_list:
-            env = _worker_env(threads)
-            proc = subprocess.run([sys.executable, __file__, "--worker", model, str(threads), str(repeat)],
-                                  capture_output=True, text=True, env=env, cwd=ROOT)
-            if proc.returncode != 0:
-                raise SystemExit(f"worker {model} x{threads} failed:\n{proc.stdout}\n{proc.stderr}")
-            rows[(model, threads)] = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name in names:
+        for precision in precisions:
+            network_file(name, precision, workdir)  # export and quantize once, outside the timing
+            for threads in threads_list:
+                proc = subprocess.run([sys.executable, __file__, "--worker", name, precision, str(threads),
+                                       str(repeat), "--workdir", str(workdir)],
+                                      capture_output=True, text=True, env=_worker_env(threads), cwd=ROOT)
+                key = (name, precision, threads)
+                if proc.returncode != 0:
+                    tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+                    rows[key] = {"error": " / ".join(tail)}
+                    print(f"{name} {precision} x{threads} failed: {rows[key]['error']}", file=sys.stderr)
+                    continue
+                rows[key] = json.loads(proc.stdout.strip().splitlines()[-1])
+                r = rows[key]
+                print(f"{name} {precision} x{threads}: emulator {statistics.median(r['emulator']) * 1e3:.1f} ms, "
+                      f"onnxruntime {statistics.median(r['onnxruntime']) * 1e3:.1f} ms, "
+                      f"ratio median {statistics.median(r['ratio']):.2f}", file=sys.stderr, flush=True)
     return rows
 
 
@@ -311,6 +434,31 @@ def conv_kernels(threads_list, repeat) -> list:
 
 # ----------------------------------------------------------------------- report
 
+ISA_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni",
+             "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
+
+
+def host_isa() -> tuple[list, str]:
+    """The instruction sets of ISA_FLAGS the CPU reports, and what the emulator's fast
+    kernels pick from them (runtime/chip/sophon_device.c checks the same at run time)."""
+    flags = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    have = [f for f in ISA_FLAGS if f in flags]
+    if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"} <= flags:
+        used = "AVX-512" + (" + VNNI (int8)" if "avx512_vnni" in flags else "")
+    elif {"avx2", "fma"} <= flags:
+        used = "AVX2 + FMA"
+    else:
+        used = "portable C"
+    return have, used
+
+
 def machine_info() -> str:
     import onnxruntime
     import tvm
@@ -331,59 +479,74 @@ def machine_info() -> str:
             blas = f"{info[0].get('internal_api')} {info[0].get('version')} ({info[0].get('architecture')})"
     except ImportError:
         blas = "threadpoolctl missing: BLAS threads not limited"
+    have, used = host_isa()
     load = os.getloadavg()
     return (f"machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; "
             f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}\n"
+            f"instruction sets: {' '.join(have) or 'none of ' + ' '.join(ISA_FLAGS)}; "
+            f"emulator kernels use: {used}\n"
             f"python {platform.python_version()}, numpy {np.__version__} ({blas}), tvm {tvm.__version__}, "
             f"onnxruntime {onnxruntime.__version__}, CC={os.environ.get('CC', 'cc')}")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "THREADS", "REPEAT"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--int8-worker", nargs=2, metavar=("THREADS", "REPEAT"),
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        model, threads, repeat = args.worker
-        print(json.dumps(run_worker(model, int(threads), int(repeat))))
-        return 0
-    if args.int8_worker:
-        threads, repeat = args.int8_worker
-        print(json.dumps(run_int8_worker(int(threads), int(repeat))))
-        return 0
+def _ms(values) -> str:
+    return f"{min(values) * 1e3:.1f} / {statistics.median(values) * 1e3:.1f} ms"
 
-    repeat = 5 if args.quick else 15
-    threads_list = [1, 2]
-    print(machine_info())
-    e2e = end_to_end(threads_list, repeat)
-    kernels = conv_kernels(threads_list, repeat)
-    int8 = int8_vs_fp32(threads_list, repeat)
-    load = os.getloadavg()
 
-    lines = ["| network (1x3x224x224 FP32) | threads | tvm_sophon emulator | TVM llvm (default) | onnxruntime | emulator / onnxruntime |",
-             "|---|---|---|---|---|---|"]
-    for (model, threads), r in e2e.items():
-        lines.append(f"| {model} | {threads} | {r['sophon'] * 1e3:.1f} ms | {r['llvm'] * 1e3:.0f} ms | "
-                     f"{r['onnxruntime'] * 1e3:.1f} ms | {r['sophon'] / r['onnxruntime']:.2f}x |")
-    lines += ["", "| ResNet-18 conv layer (one instruction) | GEMM M x K x N | threads | emulator GFLOP/s | numpy sgemm GFLOP/s | emulator / sgemm |",
-              "|---|---|---|---|---|---|"]
+def network_table(e2e: dict) -> list:
+    lines = ["| network (batch 1) | precision | threads | emulator min / median | "
+             "onnxruntime min / median | emulator / ort min / median | MACs on chip | output vs ort |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (name, precision, threads), r in e2e.items():
+        if "error" in r:
+            lines.append(f"| {name} | {precision} | {threads} | failed: {r['error'][:120]} | | | | |")
+            continue
+        err = (f"rel err {r['rel_err']:.1e}" if precision == "fp32"
+               else f"cosine {r['cosine']:.4f}")
+        lines.append(f"| {name} | {precision.upper()} | {threads} | {_ms(r['emulator'])} | "
+                     f"{_ms(r['onnxruntime'])} | {min(r['ratio']):.2f}x / {statistics.median(r['ratio']):.2f}x | "
+                     f"{r['mac_share']:.0%} | {err} |")
+    return lines
+
+
+def kernel_table(kernels: list, threads_list) -> list:
+    lines = ["| ResNet-18 conv layer (one instruction) | GEMM M x K x N | threads | emulator GFLOP/s | "
+             "numpy sgemm GFLOP/s | emulator / sgemm |", "|---|---|---|---|---|---|"]
     for row in kernels:
         m, k, n = row["gemm"]
         for threads in threads_list:
             emu, blas = row[f"emu{threads}"], row[f"blas{threads}"]
             lines.append(f"| {row['name']} | {m} x {k} x {n} | {threads} | {emu:.1f} | {blas:.1f} | {emu / blas:.0%} |")
-    lines += ["", "| ResNet-18 on bm1684 (emulator) | threads | FP32 | INT8 | FP32 / INT8 | INT8 layers | cosine(INT8, FP32) |",
-              "|---|---|---|---|---|---|---|"]
-    for threads, r in int8.items():
-        lines.append(f"| resnet18 | {threads} | {r['fp32'] * 1e3:.1f} ms | {r['int8'] * 1e3:.1f} ms | "
-                     f"{r['fp32'] / r['int8']:.2f}x | {r['layers'] - r['fallback']}/{r['layers']} | {r['cosine']:.4f} |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    parser.add_argument("--only", default=",".join(NETWORKS), help="networks, comma-separated")
+    parser.add_argument("--precision", default=",".join(PRECISIONS), help="fp32,int8")
+    parser.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    parser.add_argument("--repeat", type=int, default=None, help="timed rounds per configuration")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the conv-layer table")
+    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get(
+        "TVM_SOPHON_CACHE", Path.home() / ".cache" / "tvm_sophon")) / "host_speed")
+    parser.add_argument("--worker", nargs=4, metavar=("NETWORK", "PRECISION", "THREADS", "REPEAT"),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        name, precision, threads, repeat = args.worker
+        print(json.dumps(run_worker(name, precision, int(threads), int(repeat), args.workdir)))
+        return 0
+
+    repeat = args.repeat or (5 if args.quick else 15)
+    threads_list = [int(t) for t in args.threads.split(",")]
+    print(machine_info(), flush=True)
+    e2e = end_to_end(args.only.split(","), args.precision.split(","), threads_list, repeat, args.workdir)
+    lines = network_table(e2e)
+    if not args.no_kernels:
+        lines += ["", *kernel_table(conv_kernels(threads_list, repeat), threads_list)]
+    load = os.getloadavg()
     print("\n".join(lines))
-    errs = ", ".join(f"{m} x{t}: emulator {r['max_err_sophon']:.1e}, onnxruntime {r['max_err_onnx']:.1e}"
-                     for (m, t), r in e2e.items())
-    print(f"max |output - llvm| / max|llvm|: {errs}")
     print(f"load average after the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     return 0
 

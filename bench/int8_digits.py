@@ -1,122 +1,204 @@
-"""Benchmark for INT8 (issue #4): a small CNN trained on scikit-learn's bundled
-digits (8x8 images, no download), FP32 against INT8 post-training quantization,
-both run on the emulated chip (bm1684 profile), test accuracy of each, the
-minimum per-layer cosine and the layers that fell back to FP32.
+"""Benchmark for INT8 (issues #4, #11): small networks trained on scikit-learn's
+bundled digits (8x8 images, no download), each run four ways, test accuracy side
+by side:
+  FP32 on the chip       the trained network (imported from its float TFLite file)
+  INT8 PTQ on the chip   tvm_sophon.quantize of that FP32 module (bm1684)
+  TFLite INT8            TFLite's own full-integer conversion, TFLite interpreter
+  TFLite INT8 on chip    that pre-quantized TFLite file imported and run on the chip
+Architectures: a plain CNN (conv, conv, max pool, dense), a MobileNetV3-style net
+(hard-swish, depthwise, squeeze-excite with hard-sigmoid, residual, global average
+pool) and an EfficientNet-style one (swish, MBConv with squeeze-excite, residual,
+global average pool), each ending in a softmax.
 
-    python bench/int8_digits.py            # needs the tutorials extra (torch, scikit-learn)
+    python bench/int8_digits.py [--arch cnn,mobilenetv3,efficientnet] [--method kl]
+    (needs TensorFlow and scikit-learn)
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
-import torch
-import tvm
-from sklearn.datasets import load_digits
-from tvm import relax
 
-import tvm_sophon
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+import tvm  # noqa: E402
+from sklearn.datasets import load_digits  # noqa: E402
+from tvm import relax  # noqa: E402
+
+import tvm_sophon  # noqa: E402
+from tvm_sophon.frontend import load  # noqa: E402
 
 BATCH = 60
+L = tf.keras.layers
 
 
-class DigitsCNN(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(1, 16, 3, padding=1)
-        self.conv2 = torch.nn.Conv2d(16, 32, 3, padding=1)
-        self.fc = torch.nn.Linear(32 * 4 * 4, 10)
+def _hard_sigmoid(x):
+    return L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
 
-    def forward(self, x):
-        x = torch.relu(self.conv1(x))
-        x = torch.max_pool2d(torch.relu(self.conv2(x)), 2)
-        return self.fc(x.flatten(1))
+
+def cnn(x):
+    h = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    h = L.Conv2D(32, 3, padding="same", activation="relu")(h)
+    h = L.MaxPooling2D(2)(h)
+    return L.Dense(10, activation="softmax")(L.Flatten()(h))
+
+
+def mobilenetv3(x):
+    h = L.Activation("hard_swish")(L.Conv2D(16, 3, padding="same")(x))
+    e = L.ReLU()(L.Conv2D(32, 1)(h))
+    e = L.ReLU()(L.DepthwiseConv2D(3, padding="same")(e))
+    s = L.GlobalAveragePooling2D(keepdims=True)(e)
+    s = _hard_sigmoid(L.Conv2D(32, 1)(L.ReLU()(L.Conv2D(8, 1)(s))))
+    h = L.Add()([h, L.Conv2D(16, 1)(L.Multiply()([e, s]))])
+    h = L.Activation("hard_swish")(L.Conv2D(48, 1)(h))
+    return L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h))
+
+
+def efficientnet(x):
+    h = L.Activation("swish")(L.Conv2D(16, 3, padding="same")(x))
+    e = L.Activation("swish")(L.Conv2D(48, 1)(h))
+    e = L.Activation("swish")(L.DepthwiseConv2D(3, padding="same")(e))
+    s = L.GlobalAveragePooling2D(keepdims=True)(e)
+    s = L.Activation("sigmoid")(L.Conv2D(48, 1)(L.Activation("swish")(L.Conv2D(4, 1)(s))))
+    h = L.Add()([h, L.Conv2D(16, 1)(L.Multiply()([e, s]))])
+    h = L.Activation("swish")(L.Conv2D(64, 1)(h))
+    return L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h))
+
+
+ARCHS = {"cnn": cnn, "mobilenetv3": mobilenetv3, "efficientnet": efficientnet}
 
 
 def data(seed=0):
     digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[:, None]
+    x = (digits.images / 16.0).astype("float32")[..., None]   # NHWC
     y = digits.target.astype("int64")
     order = np.random.default_rng(seed).permutation(len(x))
     split = int(0.7 * len(x))
     return (x[order[:split]], y[order[:split]]), (x[order[split:]], y[order[split:]])
 
 
-def train(x, y, epochs=40, seed=0):
-    torch.manual_seed(seed)
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(epochs):
-        for i in range(0, len(xt), 64):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xt[i:i + 64]), yt[i:i + 64])
-            loss.backward()
-            opt.step()
-    return model.eval()
+def train(arch: str, x, y, epochs=60, seed=0) -> tf.keras.Model:
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((8, 8, 1))
+    model = tf.keras.Model(inp, ARCHS[arch](inp))
+    model.compile(optimizer=tf.keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    fixed = tf.keras.Input((8, 8, 1), batch_size=BATCH)   # the chip's programs take a static batch
+    export = tf.keras.Model(fixed, ARCHS[arch](fixed))
+    export.set_weights(model.get_weights())
+    return export
 
 
-def relax_model(model: DigitsCNN, batch: int):
-    """The trained network as a Relax module (NCHW), weights as params."""
-    p = {k: v.detach().numpy() for k, v in model.state_dict().items()}
-    bb = relax.BlockBuilder()
-    x = relax.Var("image", relax.TensorType((batch, 1, 8, 8), "float32"))
-    names = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "fc.weight", "fc.bias"]
-    vars_ = {n: relax.Var(n.replace(".", "_"), relax.TensorType(p[n].shape, "float32")) for n in names}
-
-    def conv(h, name, cout):
-        y = bb.emit(relax.op.nn.conv2d(h, vars_[f"{name}.weight"], padding=1))
-        y = bb.emit(relax.op.add(y, relax.op.reshape(vars_[f"{name}.bias"], (1, cout, 1, 1))))
-        return bb.emit(relax.op.nn.relu(y))
-
-    with bb.function("main", [x, *vars_.values()]):
-        with bb.dataflow():
-            h = conv(x, "conv1", 16)
-            h = bb.emit(relax.op.nn.max_pool2d(conv(h, "conv2", 32), 2, 2))
-            h = bb.emit(relax.op.reshape(h, (batch, 32 * 16)))
-            h = bb.emit(relax.op.matmul(h, relax.op.permute_dims(vars_["fc.weight"])))
-            out = bb.emit_output(bb.emit(relax.op.add(h, vars_["fc.bias"])))
-        bb.emit_func_output(out)
-    return bb.get(), {v.name: p[n] for n, v in vars_.items()}
+def tflite(model, calibration=None) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if calibration is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([b] for b in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
 
 
-def accuracy(ex, x, y) -> float:
-    vm = relax.VirtualMachine(ex, tvm.cpu())
-    correct = 0
-    for i in range(0, len(x) - len(x) % BATCH, BATCH):
-        logits = vm["main"](tvm.runtime.tensor(x[i:i + BATCH])).numpy()
-        correct += int((logits.argmax(1) == y[i:i + BATCH]).sum())
+def _batches(x):
+    return [x[i:i + BATCH] for i in range(0, len(x) - len(x) % BATCH, BATCH)]
+
+
+def accuracy(run, x, y) -> float:
+    correct = sum(int((run(b).argmax(-1) == y[i * BATCH:(i + 1) * BATCH]).sum()) for i, b in enumerate(_batches(x)))
     return correct / (len(x) - len(x) % BATCH)
+
+
+def on_chip(ex):
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    return lambda batch: vm["main"](tvm.runtime.tensor(batch)).numpy()
+
+
+def quantized_input(buf: bytes):
+    interp = tf.lite.Interpreter(model_content=buf)
+    scale, zp = interp.get_input_details()[0]["quantization"]
+    return lambda batch: np.clip(np.round(batch / scale) + zp, -128, 127).astype(np.int8)
+
+
+def tflite_runner(buf: bytes):
+    interp = tf.lite.Interpreter(model_content=buf)
+    interp.allocate_tensors()
+    to_int8 = quantized_input(buf)
+
+    def run(batch):
+        interp.set_tensor(interp.get_input_details()[0]["index"], to_int8(batch))
+        interp.invoke()
+        return interp.get_tensor(interp.get_output_details()[0]["index"])
+    return run
+
+
+def bench(arch: str, method: str, chip: str, train_set, test_set, tmp: Path) -> dict:
+    (xtr, ytr), (xte, yte) = train_set, test_set
+    start = time.perf_counter()
+    model = train(arch, xtr, ytr)
+    trained = time.perf_counter() - start
+    calibration = _batches(xtr)[:8]
+    fp32_file, int8_file = tmp / f"{arch}.tflite", tmp / f"{arch}_int8.tflite"
+    fp32_file.write_bytes(tflite(model))
+    int8_file.write_bytes(tflite(model, calibration))
+    mod = load(fp32_file)
+    row = {"arch": arch, "trained_s": trained}
+    row["fp32"] = accuracy(on_chip(tvm_sophon.build(mod, chip=chip)), xte, yte)
+    quantized = tvm_sophon.quantize(mod, [[b] for b in calibration], method=method, progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    partitioned = tvm_sophon.partition_for_sophon(quantized, chip=chip)
+    offload = tvm_sophon.offload_report(partitioned)
+    row["ptq"] = accuracy(on_chip(tvm_sophon.build(partitioned, chip=chip)), xte, yte)
+    row["ptq_layers"] = f"{sum(l.int8 for l in report.layers)}/{len(report.layers)}"
+    row["ptq_host_ops"] = len(offload.host_ops)
+    row["min_cosine"] = report.min_cosine
+    buf = int8_file.read_bytes()
+    row["tflite_int8"] = accuracy(tflite_runner(buf), xte, yte)
+    try:
+        to_int8, ex = quantized_input(buf), tvm_sophon.build(load(int8_file), chip=chip)
+        run = on_chip(ex)
+        row["tflite_int8_chip"] = accuracy(lambda b: run(to_int8(b)), xte, yte)
+    except tvm_sophon.SophonError as err:   # an op the chip's import or INT8 path lacks
+        row["tflite_int8_chip"] = None
+        row["tflite_int8_chip_error"] = str(err).splitlines()[0][:100]
+    print(report.format())
+    print(f"offload of the PTQ model: {len(offload.regions)} region(s), {len(offload.host_ops)} host op(s)\n")
+    return row
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default=",".join(ARCHS), help=f"comma-separated, from {', '.join(ARCHS)}")
     parser.add_argument("--method", default="kl", choices=["kl", "max", "percentile"])
     parser.add_argument("--chip", default="bm1684")
     args = parser.parse_args(argv)
-    (xtr, ytr), (xte, yte) = data()
-    start = time.perf_counter()
-    model = train(xtr, ytr)
-    with torch.no_grad():
-        torch_acc = float((model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
-    print(f"trained in {time.perf_counter() - start:.1f} s on {len(xtr)} images; PyTorch test accuracy "
-          f"{100 * torch_acc:.2f}% on {len(xte)} images")
-    mod, params = relax_model(model, BATCH)
-    fp32 = accuracy(tvm_sophon.build(mod, params, chip=args.chip), xte, yte)
-    calibration = [{"image": xtr[i:i + BATCH]} for i in range(0, 8 * BATCH, BATCH)]
-    quantized = tvm_sophon.quantize(mod, calibration, params=params, method=args.method)
-    report = tvm_sophon.quantize_report(quantized)
-    int8 = accuracy(tvm_sophon.build(quantized, chip=args.chip), xte, yte)
-    print(report.format())
-    print()
-    print(f"{'':<28} {'accuracy':>9}")
-    print(f"{'FP32 on ' + args.chip:<28} {100 * fp32:>8.2f}%")
-    print(f"{'INT8 on ' + args.chip + ' (' + args.method + ')':<28} {100 * int8:>8.2f}%")
-    print(f"difference: {100 * (fp32 - int8):+.2f} points; minimum per-layer cosine {report.min_cosine:.5f}; "
-          f"fell back to FP32: {', '.join(report.fallback) or 'none'}")
-    return 0 if abs(fp32 - int8) <= 0.01 and report.min_cosine >= 0.99 else 1
+    archs = args.arch.split(",")
+    unknown = [a for a in archs if a not in ARCHS]
+    if unknown:
+        parser.error(f"unknown architecture {unknown[0]!r}; choose from {', '.join(ARCHS)}")
+    train_set, test_set = data()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arch in archs:
+            rows.append(bench(arch, args.method, args.chip, train_set, test_set, Path(tmp)))
+    n = len(test_set[0]) - len(test_set[0]) % BATCH
+    print(f"test accuracy on {n} digits images ({args.chip}, PTQ method {args.method})")
+    print(f"{'architecture':<14} {'FP32 chip':>10} {'INT8 PTQ chip':>14} {'TFLite INT8':>12} "
+          f"{'TFLite INT8 chip':>17} {'PTQ int8 layers':>16} {'host ops':>9} {'min cosine':>11}")
+    ok = True
+    for r in rows:
+        chip_int8 = f"{100 * r['tflite_int8_chip']:.2f}%" if r["tflite_int8_chip"] is not None else "n/a"
+        print(f"{r['arch']:<14} {100 * r['fp32']:>9.2f}% {100 * r['ptq']:>13.2f}% {100 * r['tflite_int8']:>11.2f}% "
+              f"{chip_int8:>17} {r['ptq_layers']:>16} {r['ptq_host_ops']:>9} {r['min_cosine']:>11.5f}")
+        if r["tflite_int8_chip"] is None:
+            print(f"  TFLite INT8 on the chip: {r['tflite_int8_chip_error']}")
+        ok &= abs(r["fp32"] - r["ptq"]) <= 0.02
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

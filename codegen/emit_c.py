@@ -61,7 +61,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     args = prog.inputs + prog.outputs
     buffers = {id(t): i for i, t in enumerate(args + prog.scratch)}
     locals_, globals_, convs, pools, acts, cmds, requants, adds, values = (_Table() for _ in range(9))
-    resizes, norms, lrns = _Table(), _Table(), _Table()
+    resizes, norms, lrns, luts, qbinaries = _Table(), _Table(), _Table(), _Table(), _Table()
     local_index = {}
     for local in prog.locals:
         n, c, h, w = local.dims
@@ -147,6 +147,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Softmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX, {L(step.out)}, {L(step.input)}, -1, -1, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Conv2dTranspose) and step.requant is not None:   # int8
+            cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
+                     f"{L(step.bias)}, {conv(step)}, {requant(step.requant)}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Conv2dTranspose):
             cmds.add(f"{{SOPHON_CMD_CONV2D_TRANSPOSE, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
                      f"{L(step.bias)}, {conv(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
@@ -164,7 +168,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         elif isinstance(step, P.Resize):
             p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
                             f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")
-            cmds.add(f"{{SOPHON_CMD_RESIZE, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+            kind = "SOPHON_CMD_RESIZE_INT8" if step.out.tensor.dtype == "int8" else "SOPHON_CMD_RESIZE"
+            cmds.add(f"{{{kind}, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QConv2d):
             cmds.add(f"{{SOPHON_CMD_CONV2D_INT8, {L(step.out)}, {L(step.input)}, {L(step.weight)}, "
@@ -181,9 +186,27 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                          f"{a.output_multiplier}, {a.output_shift}, {a.act_min}, {a.act_max}}}")
             cmds.add(f"{{SOPHON_CMD_ADD_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QLut):
+            p = luts.add("{{" + ", ".join(map(str, step.table)) + "}}")
+            cmds.add(f"{{SOPHON_CMD_LUT_INT8, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QBinary):
+            b = step.params
+            p = qbinaries.add(f"{{SOPHON_BINARY_INT8_{b.op}, {b.input1_zero_point}, {b.input2_zero_point}, "
+                              f"{b.output_zero_point}, {b.multiplier1}, {b.shift1}, {b.multiplier2}, {b.shift2}, "
+                              f"{b.act_min}, {b.act_max}}}")
+            cmds.add(f"{{SOPHON_CMD_BINARY_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QPool2d):
             cmds.add(f"{{SOPHON_CMD_POOL2D_INT8, {L(step.out)}, {L(step.input)}, {step.act_min}, "
                      f"{step.act_max}, {pool(step)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QReduce):
+            p = requant(step.requant) if step.requant is not None else -1
+            cmds.add(f"{{SOPHON_CMD_REDUCE_INT8, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, {p}}}",
+                     f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QSoftmax):
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
+                     f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         else:
             raise TypeError(f"no C form for {type(step).__name__}")
 
@@ -203,6 +226,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              resizes.render("sophon_resize_params", f"{r}_resizes"),
              norms.render("sophon_norm_params", f"{r}_norms"),
              lrns.render("sophon_lrn_params", f"{r}_lrns"),
+             luts.render("sophon_lut_int8_params", f"{r}_luts"),
+             qbinaries.render("sophon_binary_int8_params", f"{r}_qbinaries"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
@@ -211,7 +236,9 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                  f"{r}_requants, {count(requants)}, {r}_adds, {count(adds)}, {r}_values, {count(values)}, "
                  f".resizes = {r}_resizes, .num_resizes = {count(resizes)}, "
                  f".norms = {r}_norms, .num_norms = {count(norms)}, "
-                 f".lrns = {r}_lrns, .num_lrns = {count(lrns)}}};")
+                 f".lrns = {r}_lrns, .num_lrns = {count(lrns)}, "
+                 f".luts = {r}_luts, .num_luts = {count(luts)}, "
+                 f".binaries_int8 = {r}_qbinaries, .num_binaries_int8 = {count(qbinaries)}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

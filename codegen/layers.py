@@ -22,6 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
+from tvm_sophon.patterns.int8_eltwise import QBINARY, UNARY
 from tvm_sophon.names import model_name
 
 from . import movement
@@ -40,7 +41,7 @@ BINARY = {"relax.add": "ADD", "relax.subtract": "SUB", "relax.multiply": "MUL",
 ROOT_OPS |= {"relax.divide"}
 MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
     "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
-    "tile", "pad", "concat")}
+    "tile", "pad", "concat", "qconcat")}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -179,7 +180,7 @@ class Layer:
         """Whether the layer can compute a band of output rows from a band of input
         rows: image ops whose views put a tensor axis on h. Movement layers run DDR
         to DDR, alone in their group (codegen/movement.py): neither rows nor batch."""
-        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn"):
+        if self.kind in ("fc", "qfc", "softmax", "movement", "reduce", "norm", "lrn", "qreduce", "qsoftmax"):
             return False
         if self.kind in ("pool2d", "qpool2d") and self.attrs.get("global"):
             return False
@@ -213,17 +214,18 @@ class Layer:
 def _rematch(pattern: str, fn: relax.Function) -> dict:
     """The annotated expressions of a composite: its registered pattern matched
     again against the composite's body (keys as in the pattern table)."""
-    from tvm.relax.backend.pattern_registry import get_pattern
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
 
-    fusion = get_pattern(pattern)
     var2val = relax.analysis.get_var2val(fn)
     body = fn.body.body
-    # a composite returning a tuple (an intermediate is used outside it): the
+    # several patterns can share a name (sophon.qconcat, one per arity): the one that matches.
+    # A composite returning a tuple (an intermediate is used outside it): the
     # pattern matches the one field that is its result
-    for out in (list(body.fields) if isinstance(body, relax.Tuple) else [body]) if fusion else []:
-        matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
-        if matched is not None:
-            return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
+    for fusion in (f for f in get_patterns_with_prefix(pattern) if f.name == pattern):
+        for out in list(body.fields) if isinstance(body, relax.Tuple) else [body]:
+            matched = fusion.pattern.extract_matched_expr(var2val.get(out, out), var2val)
+            if matched is not None:
+                return {str(k): matched[p] for k, p in fusion.annotation_patterns.items() if p in matched}
     raise SophonCompileError(f"composite {pattern} does not match its own pattern")
 
 
@@ -245,8 +247,10 @@ class _Composite:
         ret = fn.body.body
         self.returns = list(ret.fields) if isinstance(ret, relax.Tuple) else [ret]
         # an activation chain (hard-swish, SiLU, ...) or PReLU: its parts as annotated
-        self.chain = chains.chain_of(pattern)
-        self.matched = _rematch(pattern, fn) if self.chain or pattern == "sophon.prelu" else {}
+        # an int8 chain (sophon.q*) is read through its pattern's annotations, never as a float chain
+        int8 = pattern.startswith("sophon.q")
+        self.chain = None if int8 else chains.chain_of(pattern)
+        self.matched = _rematch(pattern, fn) if self.chain or int8 or pattern == "sophon.prelu" else {}
         # values the composite returns: one, or a tuple when an intermediate of the
         # matched chain is also used outside it (a pre-activation sum feeding a skip)
         ret = fn.body.body
@@ -258,6 +262,8 @@ class _Composite:
             return
         root_ops = movement.MOVES if pattern in MOVEMENT_PATTERNS else ROOT_OPS
         roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in root_ops]
+        if not roots and int8:  # dequantize -> quantize, or an op only the int8 table runs
+            roots = [calls[-1]]
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
         self.root: relax.Call = roots[0]
@@ -439,7 +445,7 @@ class _Analysis:
             return self.prelu(comp)
         if comp.standalone:  # an activation chain or special function on its own
             x = comp.region_value(comp.matched["input"])
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            view = self.elementwise_view(shape_of(x), [x])
             return self.add(comp, "unary", view, [self.operand(x, view)], [], act=self.activation(comp))
         root = comp.root
         name = root.op.name
@@ -468,8 +474,7 @@ class _Analysis:
         elif name in BINARY:
             lhs, rhs = comp.region_value(root.args[0]), comp.region_value(root.args[1])
             oshape = shape_of(comp.out_var)
-            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [lhs, rhs])
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
             self.add(comp, "binary", view, acts, [], op=BINARY[name], act=self.activation(comp))
         elif name == "relax.nn.softmax":
@@ -492,10 +497,26 @@ class _Analysis:
                      rounding=rounding)
         elif name in ACTIVATIONS:
             x = comp.region_value(root.args[0])
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            view = self.elementwise_view(shape_of(x), [x])
             self.add(comp, "unary", view, [self.operand(x, view)], [], act=activation_of(root))
         else:  # pragma: no cover - ROOT_OPS and this dispatch are kept in step
             raise SophonCompileError(f"no lowering for {name}")
+
+    def elementwise_view(self, out_shape: tuple, operands: list) -> P.View:
+        """The view of an element-wise layer: an operand's of the result's shape
+        (so that a chain of them shares one), else the default; above 4-D the
+        result's axes merged to 4-D where every operand is whole or broadcast
+        (patterns.rules.collapsed_groups, which the pattern checked)."""
+        if len(out_shape) > 4:
+            from tvm_sophon.patterns.rules import collapsed_groups
+
+            groups = collapsed_groups(out_shape, [shape_of(v) for v in operands])
+            if groups is None:
+                raise SophonCompileError(f"region {self.symbol}: an element-wise op of shape {out_shape} "
+                                         f"does not merge to 4-D")
+            return tuple([()] * (4 - len(groups)) + groups)
+        return next((self.views[v] for v in operands if shape_of(v) == out_shape and v in self.views),
+                    P.default_view(len(out_shape)))
 
     def reduce_layer(self, comp: _Composite) -> None:
         """sum / mean / max / min over the adjacent axes [a, b]: those on h, the axes
@@ -603,10 +624,38 @@ class _Analysis:
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
+        if comp.pattern.startswith(("sophon.qreduce_", "sophon.qsoftmax")):
+            return self.qreduce_layer(comp)
         act_min, act_max = self.clamp(comp)
         quantize = comp.calls_of("relax.quantize")
         if quantize:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
+        if comp.pattern == "sophon.qconcat":  # bytes; an input quantized otherwise is rescaled first
+            return movement.analyze_qconcat(self, comp, out_scale, out_zp)
+        if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
+            from tvm_sophon.patterns.resize import resize_modes
+
+            root = comp.calls_of("relax.image.resize2d")[0]
+            view = P.layout_view(str(root.attrs.layout))
+            method, coord, rounding = resize_modes(root.attrs)
+            return self.add(comp, "resize", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+                            method=method, coord=coord, rounding=rounding)
+        if comp.pattern.startswith("sophon.qconv2d_transpose"):
+            root = comp.calls_of("relax.nn.conv2d_transpose")[0]
+            attrs = root.attrs
+            klayout = str(attrs.kernel_layout)
+            x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+            w, w_scale, _, _ = self.dequantized(comp, root.args[1])
+            wshape = shape_of(w)
+            view = P.layout_view(str(attrs.data_layout))
+            # weight (1, IC, OC/groups, KH*KW), as the f32 transposed conv
+            wview = ((), (klayout.index("I"),), (klayout.index("O"),), (klayout.index("H"), klayout.index("W")))
+            return self.add(comp, "conv2d_transpose", view, [self.operand(x, view)],
+                            [self.operand(w, wview, "COMPACT"), self.qbias(comp)],
+                            kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                            strides=_ints(attrs.strides), padding=_ints(attrs.padding),
+                            dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=P.Activation(),
+                            requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
         if comp.pattern.startswith("sophon.qconv2d"):
             root = comp.calls_of("relax.nn.conv2d")[0]
             attrs = root.attrs
@@ -643,6 +692,8 @@ class _Analysis:
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
+        elif _qeltwise_name(comp.pattern) in ("qsubtract", *UNARY, *QBINARY):
+            self.qeltwise_layer(comp, out_scale, out_zp)
         else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d
             kind = "MAX" if comp.pattern.startswith("sophon.qmax_pool2d") else "AVG"
             root = comp.calls_of("relax.nn.max_pool2d" if kind == "MAX" else "relax.nn.avg_pool2d")[0]
@@ -652,6 +703,103 @@ class _Analysis:
                      kind=kind, kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
                      padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
                      count_include_pad=False, act_min=act_min, act_max=act_max)
+
+    def qeltwise_layer(self, comp: _Composite, out_scale, out_zp) -> None:
+        """An int8 element-wise chain (patterns/int8_eltwise.py): a unary op as a
+        table lookup, SUB as the int8 add, MUL / MAX / MIN / PRELU as binary_int8."""
+        from tvm_sophon import quant_eltwise as qe
+
+        name = _qeltwise_name(comp.pattern)
+        m = comp.matched
+        act_min, act_max = self.qeltwise_clamp(comp, out_scale, out_zp)
+        if name in UNARY:
+            x, scale, zp = self._dequantize_of(comp, m["input"])
+            alpha = 0.0
+            if name == "qleakyrelu":
+                alpha = float(comp.calls_of("relax.nn.leakyrelu")[0].attrs.alpha)
+            elif name == "qelu":
+                alpha = float(chains.activation_params(chains.CHAINS["elu"], m, self._lookup(comp))["alpha"])
+            table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha)
+            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            return self.add(comp, "qlut", view, [self.operand(x, view)], [], table=table)
+        lhs, l_scale, l_zp = self._dequantize_of(comp, m["lhs"] if "lhs" in m else m["input"])
+        rhs, r_scale, r_zp = self._dequantize_of(comp, m["rhs"])
+        oshape = shape_of(comp.out_var)
+        if name == "qprelu":
+            view = self.views.get(lhs) or P.default_view(len(oshape))
+            params = qe.prelu_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp)
+        else:
+            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
+                        P.default_view(len(oshape)))
+        acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
+        if name == "qsubtract":
+            return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
+                l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
+        if name == "qmultiply":
+            params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
+        elif name in ("qmaximum", "qminimum"):
+            params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)
+        self.add(comp, "qbinary", view, acts, [], params=params)
+
+    def qeltwise_clamp(self, comp: _Composite, out_scale, out_zp) -> tuple[int, int]:
+        """The int8 clamp of a binary chain: its int8 clip after the quantize, and
+        its float relu / clip before it as TFLite's CalculateActivationRangeQuantized
+        turns a fused activation into bounds (zero point + round(bound / scale))."""
+        lo, hi = -128, 127
+        scale, zp = np.float32(np.asarray(out_scale).reshape(())), int(np.asarray(out_zp).reshape(()))
+
+        def quantized(bound: float) -> int:
+            v = float(np.float32(bound) / scale)
+            return zp + int(np.sign(v) * np.floor(abs(v) + 0.5))   # TfLiteRound: half away from zero
+
+        for call in comp.calls_of("relax.nn.relu") + comp.calls_of("relax.clip"):
+            if str(call.args[0].ty.dtype) == "int8":     # the int8 clip after the quantize
+                lo, hi = max(lo, int(_scalar(call.args[1]))), min(hi, int(_scalar(call.args[2])))
+                continue
+            f_lo, f_hi = (0.0, float("inf")) if call.op.name == "relax.nn.relu" else \
+                (_scalar(call.args[1]), _scalar(call.args[2]))
+            lo = max(lo, quantized(f_lo)) if np.isfinite(f_lo) else lo
+            hi = min(hi, quantized(f_hi)) if np.isfinite(f_hi) else hi
+        return lo, hi
+
+    def _dequantize_of(self, comp: _Composite, data):
+        """(region value, scale, zero point) of the dequantize whose input is ``data``."""
+        call = next(c for c in comp.calls_of("relax.dequantize") if c.args[0].same_as(data))
+        return comp.region_value(call.args[0]), self.const(comp, call.args[1]), self.const(comp, call.args[2])
+
+    def _lookup(self, comp: _Composite):
+        def lookup(expr):
+            value = comp.region_value(expr) if isinstance(expr, relax.Var) and expr in comp.env else None
+            return self.const_args.get(value.name) if value is not None else None
+        return lookup
+
+    def qreduce_layer(self, comp: _Composite) -> None:
+        """INT8 reduce or softmax (patterns/int8_reduce.py): the reduced axes (the
+        softmax axis) on h, the axes before on c, those after on w, as the float ops."""
+        from tvm_sophon import quant
+        from tvm_sophon.patterns.reduce import REDUCTIONS, reduced_axes
+
+        root = comp.root
+        x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+        quantize = comp.calls_of("relax.quantize")[0]
+        out_scale, out_zp = self.const(comp, quantize.args[1]), self.const(comp, quantize.args[2])
+        rank = len(shape_of(x))
+        if root.op.name == "relax.nn.softmax":
+            axis = int(root.attrs.axis) % rank
+            view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            multiplier, left_shift = quant.softmax_params(float(np.asarray(x_scale).reshape(())))
+            self.add(comp, "qsoftmax", view, [self.operand(x, view)], [],
+                     input_multiplier=multiplier, input_left_shift=left_shift)
+            return
+        axes = reduced_axes(root)
+        a, b = axes[0], axes[-1] + 1
+        view = ((), tuple(range(a)), tuple(range(a, b)), tuple(range(b, rank)))
+        out_view = view if root.attrs.keepdims else ((), tuple(range(a)), (), tuple(range(a, rank - (b - a))))
+        kind = REDUCTIONS[root.op.name.split(".")[-1]]
+        requant = None
+        if kind in ("SUM", "MEAN"):
+            requant = quant.reduce_requant(*(float(np.asarray(v).reshape(())) for v in (x_scale, x_zp, out_scale, out_zp)))
+        self.add(comp, "qreduce", out_view, [self.operand(x, view)], [], kind=kind, requant=requant)
 
     def qbias(self, comp: _Composite) -> Optional[Operand]:
         adds = comp.calls_of("relax.add")
@@ -730,6 +878,11 @@ class _Analysis:
             t.arg_index = len(inputs) + k
             outputs.append(t)
         return Region(self.symbol, inputs, outputs, self.layers, self.aliases)
+
+
+def _qeltwise_name(pattern: str) -> str:
+    """sophon.qmultiply_act_clip -> qmultiply."""
+    return re.sub(r"(_act)?(_clip)?$", "", pattern)[len("sophon."):]
 
 
 def broadcast_view(view: P.View, out_rank: int, shape: tuple[int, ...]) -> P.View:

@@ -30,6 +30,7 @@ import dataclasses
 import itertools
 from typing import Optional
 
+import numpy as np
 from tvm import relax
 
 from tvm_sophon.errors import SophonCompileError
@@ -99,6 +100,35 @@ def analyze(an, comp) -> None:
         attrs["value"] = float(getattr(value, "value", value))
     acts = [an.operand(v, flat_view(len(shape_of(v)))) for v in inputs]
     an.add(comp, "movement", flat_view(len(out_shape)), acts, [], **attrs)
+
+
+def analyze_qconcat(an, comp, out_scale, out_zp) -> None:
+    """``quantize(concat(dequantize(x_i)))``: a concat of int8 bytes, after a table
+    lookup (lut_int8) for each input quantized unlike the output, with the
+    arithmetic of TFLite's reference_ops::ConcatenationWithScaling. The lookup's
+    result is a value of its own, which the placer writes straight into its slice
+    of the concat."""
+    from tvm_sophon import quant_eltwise
+
+    from .layers import Layer, Operand, c_identifier, shape_of
+
+    fields = comp.root.args[0].fields
+    rescaled = {}
+    for field in fields:
+        x, scale, zp, _ = an.dequantized(comp, field)
+        if np.array_equal(scale, out_scale) and np.array_equal(zp, out_zp):
+            continue
+        shape = shape_of(x)
+        t = P.Tensor(c_identifier(f"{x.name}_rescaled", an.names), shape, "int8", "intermediate")
+        view = an.views.get(x) or flat_view(len(shape))
+        table = quant_eltwise.lut_table("concat_rescale", scale, zp, out_scale, out_zp)
+        an.layers.append(Layer(len(an.layers), comp.pattern, "qlut", Operand(t, view), [an.operand(x, view)], [],
+                               {"table": table}))
+        rescaled[field] = t
+    acts = [Operand(rescaled[f], flat_view(len(rescaled[f].shape))) if f in rescaled
+            else an.operand(an.dequantized(comp, f)[0], flat_view(len(shape_of(f)))) for f in fields]
+    an.add(comp, "movement", flat_view(len(shape_of(comp.out_var))), acts, [], op="concat",
+           axis=int(comp.root.attrs.axis) % len(shape_of(comp.out_var)))
 
 
 # ------------------------------------------------------------------ placements

@@ -290,6 +290,7 @@ class Conv2dTranspose:
     groups: int
     act: Activation
     pattern: str = ""
+    requant: object = None   # int8 (tvm_sophon.quant.Requant): TFLite's TRANSPOSE_CONV, act unused
 
 
 @dataclasses.dataclass
@@ -390,12 +391,51 @@ class QPool2d:
 
 
 @dataclasses.dataclass
+class QLut:
+    """INT8 table lookup: every int8 unary op (sophon_tiu_lut_int8)."""
+    out: Local
+    input: Local
+    table: tuple[int, ...]   # 256 int8 values, indexed by the input's byte
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QReduce:
+    """INT8 reduce over h (TFLite's MEAN / SUM / REDUCE_MAX / REDUCE_MIN)."""
+    out: Local
+    input: Local
+    kind: str                # SUM MEAN MAX MIN
+    requant: object          # tvm_sophon.quant.Requant, None for MAX and MIN
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QBinary:
+    """INT8 MUL / MAX / MIN / PRELU with broadcast (sophon_tiu_binary_int8)."""
+    out: Local
+    lhs: Local
+    rhs: Local
+    params: object           # tvm_sophon.quant_eltwise.BinaryParams
+    pattern: str = ""
+
+
+@dataclasses.dataclass
+class QSoftmax:
+    """INT8 softmax over h (TFLite's SOFTMAX, output scale 1/256, zero point -128)."""
+    out: Local
+    input: Local
+    input_multiplier: int
+    input_left_shift: int
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 
 
 COMPUTE = (Conv2d, FullyConnected, Pool2d, Binary, Unary, Softmax, Resize, Conv2dTranspose, Reduce, Norm, Lrn,
-           QConv2d, QFullyConnected, QAdd, QPool2d)
+           QConv2d, QFullyConnected, QAdd, QPool2d, QLut, QBinary, QReduce, QSoftmax)
 
 
 # ---------------------------------------------------------------- plans

@@ -84,7 +84,7 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         n0, n1, o0, o1 = out_band
         i0, i1 = resize_source_rows(layer.attrs, full_dims(layer.acts[0])[2], out_full[2], o0, o1)
         return _Geometry(out_band, [(n0, n1, i0, i1)])
-    if layer.kind in ("binary", "unary", "qadd"):
+    if layer.kind in ("binary", "unary", "qadd", "qlut", "qbinary"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
     # fc, softmax, global or ceil-mode pools: whole rows of the operand
     bands = []
@@ -657,7 +657,7 @@ class Lowering:
             step = P.Unary(out, acts[0], a["act"], layer.pattern)
         elif layer.kind == "conv2d_transpose":
             step = P.Conv2dTranspose(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
-                                     a["dilation"], a["groups"], a["act"], layer.pattern)
+                                     a["dilation"], a["groups"], a["act"], layer.pattern, a.get("requant"))
         elif layer.kind == "lrn":
             step = P.Lrn(out, acts[0], a["size"], a["alpha"], a["beta"], a["bias"], layer.pattern)
         elif layer.kind == "norm":
@@ -675,9 +675,17 @@ class Lowering:
             step = P.QFullyConnected(out, acts[0], params[0], params[1], a["requant"], layer.pattern)
         elif layer.kind == "qadd":
             step = P.QAdd(out, acts[0], acts[1], a["params"], layer.pattern)
+        elif layer.kind == "qlut":
+            step = P.QLut(out, acts[0], a["table"], layer.pattern)
+        elif layer.kind == "qbinary":
+            step = P.QBinary(out, acts[0], acts[1], a["params"], layer.pattern)
         elif layer.kind == "qpool2d":
             step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["act_min"], a["act_max"], layer.pattern)
+        elif layer.kind == "qreduce":
+            step = P.QReduce(out, acts[0], a["kind"], a["requant"], layer.pattern)
+        elif layer.kind == "qsoftmax":
+            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern)
         else:
             step = P.Softmax(out, acts[0], layer.pattern)
         self.emit(step)

@@ -41,14 +41,24 @@ typedef enum {
   SOPHON_CMD_CONV2D_TRANSPOSE = 16, /* conv2d_transpose(out=a, in=b, weight=c, bias=d or -1, conv[p]) */
   SOPHON_CMD_REDUCE = 17,      /* reduce(out=a, in=b, kind=d): d is a sophon_reduce_kind */
   SOPHON_CMD_NORM = 18,        /* norm(out=a, in=b, gamma=c or -1, beta=d or -1, norm[p]) */
-  SOPHON_CMD_LRN = 19          /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_LRN = 19,         /* lrn(out=a, in=b, lrn[p]) */
+  SOPHON_CMD_LUT_INT8 = 20,    /* lut_int8(out=a, in=b, luts[p]) */
+  SOPHON_CMD_BINARY_INT8 = 21, /* binary_int8(out=a, lhs=b, rhs=c, binaries_int8[p]) */
+  /* 30-39: INT8 movement, resize and transposed conv */
+  SOPHON_CMD_CONV2D_TRANSPOSE_INT8 = 30, /* conv2d_transpose_int8(out=a, in=b, weight=c, bias=d or -1,
+                                            conv[p], requant[q]) */
+  SOPHON_CMD_RESIZE_INT8 = 31, /* resize_int8(out=a, in=b, resize[p]) */
+  /* 40-49: INT8 reductions and softmax */
+  SOPHON_CMD_REDUCE_INT8 = 40, /* reduce_int8(out=a, in=b, kind=d, requant[p] or -1 for MAX, MIN) */
+  SOPHON_CMD_SOFTMAX_INT8 = 41 /* softmax_int8(out=a, in=b, input_multiplier=c,
+                                  input_left_shift=d): c and d are the values themselves */
 } sophon_cmd_kind;
 
 typedef struct {
   sophon_cmd_kind kind;
   int32_t a, b, c, d; /* operand indices, meaning per kind (above) */
   int32_t p;          /* parameter index, meaning per kind */
-  int32_t q;          /* second parameter index (CONV2D_INT8: requant); unused by the
+  int32_t q;          /* second parameter index (CONV2D_INT8, CONV2D_TRANSPOSE_INT8: requant); unused by the
                          other kinds, so a 6-value initializer leaves it 0 */
 } sophon_cmd;
 
@@ -76,18 +86,22 @@ typedef struct {
   int32_t num_cmds;
   int32_t num_buffers;
   /* INT8 tables, last so that initializers without them stay valid (NULL, 0) */
-  const sophon_requant* requants;        /* CONV2D_INT8 (q), FC_INT8 (p) */
+  const sophon_requant* requants;        /* CONV2D_INT8, CONV2D_TRANSPOSE_INT8 (q), FC_INT8 (p) */
   int32_t num_requants;
   const sophon_add_int8_params* adds;    /* ADD_INT8 (p) */
   int32_t num_adds;
   const float* values;                   /* FILL (p) */
   int32_t num_values;
-  const sophon_resize_params* resizes;   /* RESIZE (p) */
+  const sophon_resize_params* resizes;   /* RESIZE, RESIZE_INT8 (p) */
   int32_t num_resizes;
   const sophon_norm_params* norms;       /* NORM (p) */
   int32_t num_norms;
   const sophon_lrn_params* lrns;         /* LRN (p) */
   int32_t num_lrns;
+  const sophon_lut_int8_params* luts;    /* LUT_INT8 (p) */
+  int32_t num_luts;
+  const sophon_binary_int8_params* binaries_int8; /* BINARY_INT8 (p) */
+  int32_t num_binaries_int8;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

@@ -86,6 +86,106 @@ sophon_status sophon_tiu_pool2d_int8(sophon_device* dev, const sophon_local* out
                                      const sophon_local* in, const sophon_pool_params* p,
                                      int32_t act_min, int32_t act_max);
 
+/* ------------------------------------------------- element-wise (int8)
+ * sophon_tiu_eltwise_int8.c. SUB is sophon_tiu_add_int8 with input2_multiplier
+ * negated (TFLite's sub.cc does the same with its ADD kernel). */
+
+/* An int8 unary op is a function of 256 inputs: a table. */
+typedef enum {
+  SOPHON_LUT_REQUANTIZE = 0, /* QUANTIZE int8 -> int8 (reference_ops::Requantize) */
+  SOPHON_LUT_LOGISTIC = 1,   /* TFLite's float lookup table (PopulateLookupTable) */
+  SOPHON_LUT_TANH = 2,       /* likewise */
+  SOPHON_LUT_HARD_SWISH = 3, /* reference_ops::HardSwish, int16 fixed point */
+  SOPHON_LUT_LEAKY_RELU = 4, /* reference_ops::QuantizeLeakyRelu */
+  SOPHON_LUT_ELU = 5,        /* float lookup table of x < 0 ? alpha * expm1(x) : x */
+  SOPHON_LUT_GELU = 6,       /* float lookup table of gelu.cc (erf form) */
+  SOPHON_LUT_GELU_TANH = 7,  /* float lookup table of gelu.cc (approximate form) */
+  SOPHON_LUT_CONCAT_RESCALE = 8 /* a CONCATENATION input rescaled to the output's quantization
+                                   (reference_ops::ConcatenationWithScaling, float) */
+} sophon_lut_kind;
+
+typedef struct {
+  sophon_lut_kind kind;
+  float input_scale;
+  int32_t input_zero_point;
+  float output_scale;
+  int32_t output_zero_point;
+  float alpha; /* LEAKY_RELU's slope, ELU's alpha; unused by the others */
+} sophon_int8_unary;
+
+/* table[(uint8_t)x] = the op's int8 result for input x, computed with TFLite's
+ * arithmetic for the op. SOPHON_ERR_ARGUMENT for NULL, a scale that is not
+ * positive and finite or a zero point outside int8; SOPHON_ERR_UNSUPPORTED for
+ * a hard-swish whose output multiplier TFLite refuses (above 1, or below 2^-16). */
+sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256]);
+
+typedef struct {
+  int8_t table[256]; /* indexed by the input's byte: table[(uint8_t)x] */
+} sophon_lut_int8_params;
+
+/* out = table[in], element-wise (same shape; in place allowed). */
+sophon_status sophon_tiu_lut_int8(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* in, const sophon_lut_int8_params* p);
+
+typedef enum {
+  SOPHON_BINARY_INT8_MUL = 0,  /* zp_out + MBQM((a - zp1) * (b - zp2), multiplier1, shift1) */
+  SOPHON_BINARY_INT8_MAX = 1,  /* max(a, b) on the raw values (one quantization for all) */
+  SOPHON_BINARY_INT8_MIN = 2,  /* min(a, b) likewise */
+  SOPHON_BINARY_INT8_PRELU = 3 /* x = a - zp1; zp_out + (x >= 0 ? MBQM(x, multiplier1, shift1)
+                                  : MBQM(x * (b - zp2), multiplier2, shift2)); b = alpha */
+} sophon_binary_int8_op;
+
+typedef struct {
+  sophon_binary_int8_op op;
+  int32_t input1_zero_point, input2_zero_point, output_zero_point;
+  int32_t multiplier1, shift1; /* MultiplyByQuantizedMultiplier pairs (unused: 0, 0) */
+  int32_t multiplier2, shift2;
+  int32_t act_min, act_max;
+} sophon_binary_int8_params;
+
+/* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */
+sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* a, const sophon_local* b,
+                                     const sophon_binary_int8_params* p);
+
+/* TFLite's int8 TRANSPOSE_CONV (reference_integer_ops::TransposeConv): shapes and
+ * params as sophon_tiu_conv2d_transpose (p->act ignored), the int32 sum of
+ * (in - input_zero_point) * weight over the taps that land, + bias, requantized
+ * like conv2d_int8. */
+sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                               const sophon_local* in, const sophon_local* weight,
+                                               const sophon_local* bias,
+                                               const sophon_conv_params* p,
+                                               const sophon_requant* q);
+
+/* TFLite's int8 RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the int8 reference
+ * kernels: nearest index in f32, bilinear in 10-bit fixed point), the input's
+ * quantization kept. Params as sophon_tiu_resize; coord is ASYMMETRIC,
+ * ALIGN_CORNERS (align_corners) or HALF_PIXEL (half_pixel_centers; nearest also
+ * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode. */
+sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_resize_params* p);
+
+/* TFLite's int8 MEAN, SUM (reference_ops::QuantizedMeanOrSum) and REDUCE_MAX /
+ * REDUCE_MIN over h, shapes as sophon_tiu_reduce. SUM and MEAN:
+ *   out = clamp(output_zero_point + MultiplyByQuantizedMultiplier(
+ *                   sum over y of in - input_zero_point * H, multiplier', shift'))
+ * with q's per-tensor (multiplier, shift) of input_scale / output_scale; a MEAN
+ * folds 1 / H into it as TFLite does (multiplier' = multiplier * 2^k / H,
+ * shift' = shift - k, k = floor(log2 H)). MAX and MIN keep the input's
+ * quantization (q may be NULL). */
+sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, sophon_reduce_kind kind,
+                                     const sophon_requant* q);
+
+/* TFLite's int8 SOFTMAX over h (reference_ops::Softmax, output scale 1/256 and
+ * zero point -128): input_multiplier and input_left_shift are
+ * PreprocessSoftmaxScaling(beta, input_scale, 5), i.e. QuantizeMultiplier of
+ * beta * input_scale * 2^26; exp and the reciprocal in gemmlowp's fixed point. */
+sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, int32_t input_multiplier,
+                                      int32_t input_left_shift);
+
 #ifdef __cplusplus
 }
 #endif

@@ -51,6 +51,26 @@ def tflite_lstm() -> bytes:
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
+@functools.lru_cache(maxsize=None)
+def tflite_flatten_1x1() -> bytes:
+    """An untrained Keras net whose Flatten meets a 1x1 feature map (as VGG19's
+    does at 32x32): the converter folds Flatten into the FULLY_CONNECTED, which
+    declares a (1, 3) output. Input (1, 6, 6, 3)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([
+        tf.keras.Input((6, 6, 3), batch_size=1, name="image"),
+        tf.keras.layers.Conv2D(5, 3, activation="relu"),
+        tf.keras.layers.MaxPooling2D(4),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(7, activation="relu", bias_initializer="random_normal"),
+        tf.keras.layers.Dense(3, bias_initializer="random_normal"),
+    ])
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def tflite_reference(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     """TensorFlow Lite's own interpreter on one input (resized to x's shape where the
     model's batch is dynamic)."""
@@ -216,3 +236,17 @@ def tflite_dynamic_batch_cnn() -> bytes:
     ])
     with contextlib.redirect_stdout(io.StringIO()):
         return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def int8_tflite(model, representative) -> bytes:
+    """A Keras model converted to full-integer TFLite (TFLITE_BUILTINS_INT8, int8
+    input and output), calibrated on ``representative()``'s batches."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()

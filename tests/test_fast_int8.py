@@ -1,6 +1,6 @@
-"""The fast INT8 kernels (runtime/fast/sophon_fast_int8.c, sophon_fast_int8_eltwise.c)
-against the reference INT8 kernels of runtime/reference/ (sophon_tiu_conv_int8.c,
-sophon_tiu_add_pool_int8.c), driven one
+"""The fast INT8 kernels (runtime/fast/sophon_fast_int8.c, sophon_fast_int8_eltwise.c,
+sophon_fast_int8_binary.c) against the reference INT8 kernels of runtime/reference/
+(sophon_tiu_conv_int8.c, sophon_tiu_add_pool_int8.c, sophon_tiu_eltwise_int8.c), driven one
 instruction at a time through ctypes.
 
 Every case runs on one bm1684 device in reference mode and on fast devices at every
@@ -81,6 +81,12 @@ class GlobalStruct(ctypes.Structure):  # sophon_global
         return cls(array.ctypes.data, *array.shape, *strides, dtype)
 
 
+class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
+    _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
+        "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
+        "multiplier2", "shift2", "act_min", "act_max")]
+
+
 def _lib():
     # a private handle: argtypes set here must not leak into other tests' use of the
     # shared runtime_library() object
@@ -106,6 +112,8 @@ def _lib():
                                         P(LocalStruct), P(AddParams)]
     lib.sophon_tiu_pool2d_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                            P(PoolParamsStruct), ctypes.c_int32, ctypes.c_int32]
+    lib.sophon_tiu_binary_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                           P(LocalStruct), P(BinaryInt8Params)]
     return lib
 
 
@@ -421,9 +429,10 @@ def add_params(draw):
     zps = [draw(st.integers(-128, 127)) for _ in range(3)]
     lo = draw(st.integers(-128, 127))
     hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
+    sign2 = draw(st.sampled_from([1, -1]))  # -1: TFLite's SUB (input 2's multiplier negated)
     return AddParams(draw(st.sampled_from([20, 20, 0, 22])), *zps,
                      multiplier(), draw(st.integers(-31, 0)),
-                     multiplier(), draw(st.integers(-31, 0)),
+                     sign2 * multiplier(), draw(st.integers(-31, 0)),
                      multiplier(), draw(st.integers(-31, 0)), lo, hi)
 
 
@@ -446,9 +455,51 @@ def test_fast_add_int8_every_pair(devices):
     grid = np.arange(-128, 128, dtype=np.int8)
     a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
     b = np.tile(grid, 256).reshape(1, 64, 32, 32)
-    p = AddParams(20, -3, 7, 1, 1518500250, -1, 1832780120, -2, 1431655765, -17, -128, 127)
-    ref = assert_identical(devices, lambda dev: run_add(dev, a, b, p, False))
-    assert len(np.unique(ref)) > 200
+    for sign in (1, -1):  # ADD, and SUB (input 2's multiplier negated, as TFLite's sub.cc)
+        p = AddParams(20, -3, 7, 1, 1518500250, -1, sign * 1832780120, -2, 1431655765, -17, -128, 127)
+        ref = assert_identical(devices, lambda dev: run_add(dev, a, b, p, False))
+        assert len(np.unique(ref)) > 200
+
+
+# ------------------------------------------------------------ binary_int8
+
+def run_binary_int8(dev: Device, a, b, p, inplace):
+    dev.next_addr = 0
+    t_a, t_b = dev.put(a), dev.put(b)
+    t_out = t_a if inplace else dev.alloc(a.shape)
+    dev.check(dev.lib.sophon_tiu_binary_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_a),
+                                             ctypes.byref(t_b), ctypes.byref(p)))
+    return dev.store(t_out)
+
+
+@st.composite
+def binary_int8_params(draw):
+    def pair():
+        return (draw(st.sampled_from([0, 1 << 30, (1 << 31) - 1]) | st.integers(1 << 30, (1 << 31) - 1)),
+                draw(st.integers(-31, 30)))
+
+    lo = draw(st.integers(-128, 127))
+    hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
+    return BinaryInt8Params(draw(st.integers(0, 3)), *(draw(st.integers(-128, 127)) for _ in range(3)),
+                            *pair(), *pair(), lo, hi)
+
+
+@settings(max_examples=100, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 17, 70]),
+                       st.sampled_from([1, 7, 31]), st.sampled_from([1, 5, 31])),
+       b_kind=st.sampled_from(["full", "per_channel", "scalar", "batch_1", "rows"]),
+       p=binary_int8_params(), inplace=st.booleans(), seed=st.integers(0, 2**16))
+def test_fast_binary_int8_is_bit_identical(devices, shape, b_kind, p, inplace, seed):
+    """MUL, MAX, MIN, PRELU; b of a's shape, one value per channel (PRELU's slope,
+    an SE block's scale), one value, batch 1, or broadcast along w (the reference's
+    path: the fast kernel declines)."""
+    n, c, h, w = shape
+    b_shape = {"full": shape, "per_channel": (n, c, 1, 1), "scalar": (1, 1, 1, 1),
+               "batch_1": (1, c, h, w), "rows": (n, c, h, 1)}[b_kind]
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, shape, dtype=np.int8)
+    b = rng.integers(-128, 128, b_shape, dtype=np.int8)
+    assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 
 # ------------------------------------------------------------------- pool

@@ -66,13 +66,34 @@ def test_lstm_loop_stays_on_the_host_and_the_rest_runs(tmp_path):
     # the last step's slice and reshape of the loop's result go with the dense layer
     assert report.offloaded == ["sophon.strided_slice", "sophon.reshape", "sophon.matmul"]
     loop = [op for op in report.host_ops if op.op.startswith("tflite_while")]
-    assert len(loop) == 1 and "host function" in loop[0].reason
+    assert len(loop) == 1 and "is a loop" in loop[0].reason and "by design" in loop[0].reason
     vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
     x = np.random.default_rng(0).standard_normal((1, 6, 5)).astype("float32")
     out = vm["main"](tvm.runtime.tensor(x)).numpy()
     # float32 on both sides; the LSTM's gates run on TVM's host kernels (expf, tanhf)
     # and the interpreter's, a few ulp apart, through 6 steps
     np.testing.assert_allclose(out, fm.tflite_reference(fm.tflite_lstm(), x), rtol=1e-5, atol=1e-5)
+
+
+def test_output_takes_the_declared_shape_when_flatten_folds_into_the_dense(tmp_path):
+    """TFLite's FULLY_CONNECTED flattens its input; TVM's importer keeps the 1x1
+    feature map's rank, so the logits would come out (1, 1, 1, 3) where the
+    interpreter gives (1, 3). The loader reshapes main's output to the declared
+    shape, inside main's one dataflow block, and the whole net is one region."""
+    path = tmp_path / "flatten_1x1.tflite"
+    path.write_bytes(fm.tflite_flatten_1x1())
+    mod = load(path)
+    assert len(mod["main"].body.blocks) == 1  # tvm_sophon.quantize needs main as one dataflow block
+    partitioned = tvm_sophon.partition_for_sophon(mod)
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.host_ops == [] and report.offloaded_mac_share == 1.0
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
+    x = np.random.default_rng(1).standard_normal((1, 6, 6, 3)).astype("float32")
+    out = vm["main"](tvm.runtime.tensor(x)).numpy()
+    ref = fm.tflite_reference(fm.tflite_flatten_1x1(), x)
+    assert out.shape == ref.shape == (1, 3)
+    # float32 on both sides, different summation order over at most 27 terms
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("keep", [20, 600, 0.5, 0.95])

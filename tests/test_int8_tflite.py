@@ -15,6 +15,9 @@ from tvm import relax  # noqa: E402
 
 import tvm_sophon  # noqa: E402
 from tvm_sophon.frontend import load  # noqa: E402
+from zoo_int8_models import run_tflite  # noqa: E402
+
+from frontend_models import int8_tflite  # noqa: E402
 
 
 def _keras(build, inputs):
@@ -46,13 +49,7 @@ def _convert(name) -> bytes:
         for _ in range(32):
             yield [rng.standard_normal((1, *s)).astype("float32") * 2 for s in shapes]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return int8_tflite(model, representative)
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +63,11 @@ def models(tmp_path_factory):
 
 
 def _tflite_run(buf, inputs, resolver="BUILTIN_REF"):
-    """The TFLite interpreter; by default with its reference kernels, the
-    specification of TFLite's integer arithmetic. (Its optimized conv kernels,
-    through ruy, round requantization ties differently: up to 1 LSB apart.)"""
-    op_resolver = getattr(tf.lite.experimental.OpResolverType, resolver)
-    interp = tf.lite.Interpreter(model_content=buf, experimental_op_resolver_type=op_resolver)
-    interp.allocate_tensors()
-    for detail, x in zip(interp.get_input_details(), inputs):
-        interp.set_tensor(detail["index"], x)
-    interp.invoke()
-    return interp.get_tensor(interp.get_output_details()[0]["index"])
+    """The TFLite interpreter's first output; by default with its reference
+    kernels, the specification of TFLite's integer arithmetic. (Its optimized
+    conv kernels, through ruy, round requantization ties differently: up to 1
+    LSB apart.)"""
+    return run_tflite(buf, inputs, resolver)[0]
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -99,3 +91,40 @@ def test_int8_model_on_bm1680_names_bm1684(models):
     mod = load(models["conv_relu"])
     with pytest.raises(tvm_sophon.SophonCompileError, match="bm1684"):
         tvm_sophon.partition_for_sophon(mod, chip="bm1680")
+
+
+def _twin_branches(L, x):
+    """Two branches of one shape, conv + BatchNorm + ReLU each, whose output scales
+    differ (the second branch's weights are 4x): their regions are structurally
+    equal and TFLite names both after the model, so before issue #11 they were
+    one region function compiled with the first branch's scales."""
+    def branch(scale):
+        conv = L.Conv2D(6, 3, padding="same", use_bias=False,
+                        kernel_initializer=tf.keras.initializers.RandomNormal(stddev=0.3 * scale))
+        return L.ReLU()(L.BatchNormalization()(conv(x)))
+
+    return [branch(1.0), branch(4.0)]
+
+
+def test_identical_int8_layers_keep_their_own_scales(tmp_path):
+    tf.keras.utils.set_random_seed(5)
+    model = _keras(_twin_branches, [(7, 7, 4)])
+    rng = np.random.default_rng(5)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.standard_normal((1, 7, 7, 4)).astype("float32")]
+                                                for _ in range(16))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    buf = converter.convert()
+    path = tmp_path / "twins.tflite"
+    path.write_bytes(buf)
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    scales = {d["quantization"][0] for d in tf.lite.Interpreter(model_content=buf).get_output_details()}
+    assert len(scales) == 2, scales  # the premise: the two outputs are quantized differently
+    for _ in range(3):
+        x = rng.integers(-128, 128, size=(1, 7, 7, 4), dtype=np.int8)
+        expected = run_tflite(buf, [x])
+        out = [o.numpy() for o in vm["main"](tvm.runtime.tensor(x))]
+        np.testing.assert_array_equal(out, expected)  # exact: same integer arithmetic

@@ -364,3 +364,46 @@ def test_power_two_and_half():
 def test_other_powers_stay():
     mod = _unary_module((4,), lambda bb, x: relax.op.power(x, _f32(3.0)))
     assert host_ops(N.PowerToMultiply()(mod)) == ["relax.power"]
+
+
+# ------------------------------------------------------------------ take of a progression
+
+def _take_module(shape, indices, axis):
+    x = relax.Var("x", relax.TensorType(list(shape), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.relu(x))
+            y = bb.emit(relax.op.take(y, relax.const(np.asarray(indices, dtype="int64")), axis=axis))
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("shape,indices,axis", [
+    ((2, 7, 3), np.arange(7).reshape(1, 7, 1, 1), 1),      # ConvNeXt's as_strided: a reshape
+    ((2, 7, 3), [1, 3, 5], 1),
+    ((2, 7, 3), [[6], [5], [4]], 1),                        # descending
+    ((5, 3), [4, 3, 2, 1, 0], 0),                           # descending to the first element
+    ((12,), np.arange(2, 12, 3).reshape(2, 2), None),      # no axis: 1-D data
+], ids=["arange", "step2", "descending", "reversed", "no-axis"])
+def test_take_of_a_progression_becomes_a_slice_the_chip_runs(shape, indices, axis):
+    import tvm_sophon
+
+    mod = _take_module(shape, indices, axis)
+    new = N.TakeProgressionToSlice()(mod)
+    assert "relax.take" not in host_ops(new)
+    x = RNG.standard_normal(shape).astype("float32")
+    expected = _llvm(mod, x)
+    # data movement and ReLU: bit for bit
+    np.testing.assert_array_equal(_llvm(new, x), expected)
+    partitioned = tvm_sophon.partition_for_sophon(new)
+    assert host_ops(partitioned) == []
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+@pytest.mark.parametrize("indices", [[0, 2, 1], [3, 3], [1, 9]], ids=["permutation", "repeat", "out-of-range"])
+def test_take_of_other_indices_stays(indices):
+    mod = _take_module((2, 7, 3), indices, 1)
+    assert "relax.take" in host_ops(N.TakeProgressionToSlice()(mod))

@@ -1,4 +1,5 @@
 """Partition decisions: what is offloaded, what stays on the host, and why."""
+import json
 import numpy as np
 import pytest
 import tvm
@@ -260,3 +261,52 @@ def test_regions_have_short_stable_names():
     assert report.regions[0].composites == ["sophon.conv2d_relu", "sophon.max_pool2d"] or \
         report.regions[0].composites[0].startswith("sophon.conv2d")
     assert all(len(line) < 200 for line in report.format().splitlines())
+
+
+@tvm.script.ir_module
+class TwoInt8ConvsSortedBetween:
+    """Two int8 convs of one shape with their own output scales, a host op
+    between them: their regions are structurally equal, their constants not."""
+    @R.function
+    def main(x: R.Tensor((1, 6, 6, 4), "int8"), w: R.Tensor((3, 3, 4, 4), "int8")):
+        with R.dataflow():
+            a = R.dequantize(x, R.const(0.05, "float32"), R.const(3, "int32"))
+            wa = R.dequantize(w, R.const(0.01, "float32"), R.const(0, "int32"))
+            ya = R.nn.conv2d(a, wa, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+            qa = R.quantize(ya, R.const(0.2, "float32"), R.const(-5, "int32"), out_dtype="int8")
+            fa = R.dequantize(qa, R.const(0.2, "float32"), R.const(-5, "int32"))
+            s = R.quantize(R.sort(fa, axis=-1), R.const(0.2, "float32"), R.const(-5, "int32"), out_dtype="int8")
+            b = R.dequantize(s, R.const(0.2, "float32"), R.const(-5, "int32"))
+            wb = R.dequantize(w, R.const(0.01, "float32"), R.const(0, "int32"))
+            yb = R.nn.conv2d(b, wb, padding=1, data_layout="NHWC", kernel_layout="HWIO")
+            qb = R.quantize(yb, R.const(0.7, "float32"), R.const(9, "int32"), out_dtype="int8")
+            R.output(qb)
+        return qb
+
+
+def test_each_region_call_compiles_its_own_constants():
+    """Issue #11: structurally equal int8 regions were one function whose
+    compiled-in scales were one call's; each call now has its own."""
+    w = np.random.default_rng(0).integers(-127, 128, (3, 3, 4, 4), dtype=np.int8)
+    mod = partition_for_sophon(TwoInt8ConvsSortedBetween, {"w": w}, chip="bm1684")
+    calls = [b.value for block in mod["main"].body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call) and isinstance(b.value.op, relax.GlobalVar)
+             and b.value.op.name_hint in _regions(mod)]
+    assert len(calls) == 2 and not calls[0].op.same_as(calls[1].op)
+    out_scales = []
+    for call in calls:
+        consts = json.loads(str(mod[call.op].attrs["sophon.const_args"]))
+        recorded = {tuple(c["values"]) for c in consts.values()}
+        passed = {tuple(np.atleast_1d(a.value.numpy()).tolist()) for a in call.args
+                  if isinstance(a, tvm.ir.expr.Constant) and a.value.numpy().size == 1}
+        assert passed <= recorded, (passed, recorded)   # the call's own scales, not the other's
+        out_scales.append(passed)
+    assert out_scales[0] != out_scales[1]
+    # the chip's answer is the llvm build's, region by region (both compute the
+    # same int8 conv; llvm in float emulation, so within 1 LSB of rounding)
+    ex = tvm_sophon.build(mod, chip="bm1684")
+    x = np.random.default_rng(1).integers(-128, 128, (1, 6, 6, 4), dtype=np.int8)
+    chip = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    llvm_ex = tvm.compile(TwoInt8ConvsSortedBetween, target="llvm")
+    want = relax.VirtualMachine(llvm_ex, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    assert np.abs(chip.astype(int) - want.astype(int)).max() <= 1

@@ -85,3 +85,25 @@ def test_profile_names_regions_groups_and_layers():
     assert "conv1" in names and "fc" in names, names
     header = prof.format().splitlines()[1].split()
     assert header[:3] == ["region", "group", "layer"]
+
+
+def test_profile_says_which_unit_and_term_bounds_each_layer():
+    """Each layer names the engine taking longer (a TIU unit, or the GDMA) and that
+    engine's largest cost term; the parts it is judged by add up to its cycles."""
+    from tvm_sophon.models import mobilenet_v2
+    from tvm_sophon.profile import BOUNDS, TIU_UNITS
+
+    mod, params, inputs = mobilenet_v2(image=32)
+    prof = profile_model(mod, params, inputs, chip="bm1684", run=False)
+    units = set()
+    for l in [l for l in prof.layers if l.cycles()]:
+        assert sum(l.parts.get(u, 0) for u in TIU_UNITS) == l.tiu_cycles
+        assert l.parts.get("compute", 0) + l.parts.get("issue", 0) == l.tiu_cycles
+        assert sum(l.parts.get(t, 0) for t in ("bandwidth", "bursts", "latency")) == l.gdma_cycles
+        assert (l.unit == "gdma") == (l.gdma_cycles > l.tiu_cycles), l
+        assert l.bound in BOUNDS
+        if l.unit != "gdma" and l.pattern.startswith("sophon.pool"):
+            assert l.unit == "dwpool", l   # pooling runs on the depthwise/pooling unit
+        units.add(l.unit)
+        assert f"{l.unit} {l.bound}" in prof.format()
+    assert "gdma" in units and units & set(TIU_UNITS), units

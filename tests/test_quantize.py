@@ -107,7 +107,8 @@ def test_compare_runs_int8_on_the_chip_per_layer(tiny, tmp_path):
     result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration,
                                 chip=tvm_sophon.get_chip("bm1684"))  # a Chip object: reports say its name
     assert result.chip == "bm1684" and result.format().startswith("INT8 on bm1684 against FP32")
-    assert len(result.layers) == 12
+    # 8 convs, 3 adds, the dense and the softmax (the NCHW pool is adaptive_avg_pool2d: fp32)
+    assert [l.kind for l in result.layers].count("softmax") == 1 and len(result.layers) == 13
     assert min(l.cosine for l in result.layers) >= 0.99
     assert all(l.sqnr_db > 20 for l in result.layers)
     assert "minimum cosine" in result.format()
@@ -122,6 +123,46 @@ def test_build_with_quantize_and_int8_on_bm1680_is_an_error(tiny):
     ex = tvm_sophon.build(mod, params, chip="bm1684", quantize=calibration)
     out = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(inputs["data"])).numpy()
     assert out.shape == (1, 10)
+
+
+@tvm.script.ir_module
+class ConcatTwoOutputs:
+    """A residual add read by a concat (a tuple argument) and two outputs (a
+    tuple result), as YOLOv5's C3 blocks and detection heads have."""
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32"), w1: R.Tensor((8, 4, 3, 3), "float32"),
+             w2: R.Tensor((8, 8, 1, 1), "float32"), w3: R.Tensor((4, 16, 1, 1), "float32")):
+        with R.dataflow():
+            a = R.nn.relu(R.nn.conv2d(x, w1, padding=1))
+            b = R.nn.relu(R.nn.conv2d(a, w2))
+            s = R.add(a, b)
+            c = R.concat((s, b), axis=1)
+            y = R.nn.conv2d(c, w3)
+            out = (y, s)
+            R.output(out)
+        return out
+
+
+def test_concat_of_a_quantized_layer_and_tuple_outputs_quantize_and_run():
+    rng = np.random.default_rng(3)
+    params = {name: (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype("float32")
+              for name, shape in [("w1", (8, 4, 3, 3)), ("w2", (8, 8, 1, 1)), ("w3", (4, 16, 1, 1))]}
+    calibration = [{"x": rng.standard_normal((1, 4, 8, 8)).astype("float32")} for _ in range(4)]
+    quantized = tvm_sophon.quantize(ConcatTwoOutputs, calibration, params=params, method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    # the concat is an int8 layer too (one scale for its inputs and output, as TFLite's converter gives it)
+    assert [l.kind for l in report.layers if l.int8] == ["conv2d", "conv2d", "add", "concat", "conv2d"], \
+        report.format()
+    ex = tvm_sophon.build(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"), chip="bm1684")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(calibration[0]["x"]))
+    ref = reference_run(ConcatTwoOutputs, params, calibration[0])
+    for out, expected in zip(got, ref):
+        out = out.numpy()
+        # 8-bit activations through five layers: cosine >= 0.99 (the quantizer's own
+        # per-layer threshold) and a max error within 5% of the output's range
+        cosine = float(out.ravel() @ expected.ravel() / np.linalg.norm(out) / np.linalg.norm(expected))
+        assert cosine >= 0.99
+        assert np.abs(out - expected).max() <= 0.05 * np.abs(expected).max()
 
 
 # ---------------------------------------------------------------- bad input
@@ -165,3 +206,56 @@ def test_per_tensor_asymmetric_weights_stay_on_host_saying_why():
     report = tvm_sophon.offload_report(partitioned)
     assert not any(c.startswith("sophon.qconv2d") for c in report.offloaded)
     assert any("asymmetric int8 weights" in op.reason for op in report.host_ops), report.format()
+
+
+# ---------------------------------------------------------------- PTQ of reductions, softmax, activations
+
+def _reduce_head():
+    """NHWC: conv + relu; tanh * sigmoid; a squeeze-excite (mean, sigmoid, broadcast
+    multiply); concat; global max and mean pools, their difference; dense; softmax."""
+    from tvm_sophon.models import _Builder, _finish, _input
+
+    b = _Builder(3, "NHWC")
+    x, x_np = _input(b, "data", (1, 4, 8, 8))
+    R_ = relax.op
+
+    def body():
+        c = b.conv("conv", x, 4, 8, act="relu")
+        m = b.emit(R_.multiply(b.emit(R_.tanh(c), "tanh"), b.emit(R_.sigmoid(c), "gate")), "mix")
+        g = b.emit(R_.mean(m, axis=[1, 2], keepdims=True), "squeeze")
+        se = b.emit(R_.multiply(m, b.emit(R_.sigmoid(g), "excite")), "se")
+        cat = b.emit(R_.concat([se, c], axis=3), "cat")
+        top = b.emit(R_.max(cat, axis=[1, 2]), "gmax")
+        avg = b.emit(R_.mean(cat, axis=[1, 2]), "gap")
+        d = b.dense("fc", b.emit(R_.subtract(top, avg), "diff"), 16, 10)
+        return R_.nn.softmax(d, axis=-1)
+
+    return _finish(b, body, [x], {"data": x_np})
+
+
+def test_ptq_quantizes_reductions_softmax_and_activations_in_tflite_form():
+    mod, params, inputs = _reduce_head()
+    rng = np.random.default_rng(1)
+    calibration = [{"data": rng.standard_normal(inputs["data"].shape).astype("float32")} for _ in range(6)]
+    quantized = tvm_sophon.quantize(mod, calibration, params=params, method="max", cosine_threshold=0.9,
+                                    progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    kinds = {l.kind for l in report.layers if l.int8}
+    assert {"mean", "reduce_max", "softmax", "sigmoid", "tanh", "mul", "sub", "concat"} <= kinds, report.format()
+    # TFLite's fixed output quantization: softmax and sigmoid 1/256 with zero point -128
+    text = quantized.script()
+    assert "R.nn.softmax" in text and 'R.const(-128, "int32")' in text
+    partitioned = tvm_sophon.partition_for_sophon(quantized, chip="bm1684")
+    offload = tvm_sophon.offload_report(partitioned)
+    for pattern in ("sophon.qreduce_mean", "sophon.qreduce_max", "sophon.qsoftmax", "sophon.qconv2d_bias_clip",
+                    "sophon.qconcat", "sophon.qsigmoid", "sophon.qtanh", "sophon.qmultiply", "sophon.qsubtract"):
+        assert pattern in offload.offloaded, offload.format()
+    # the whole model is one int8 region: only the model's own float edges stay on the host
+    assert len(offload.regions) == 1, offload.format()
+    assert all(op.op in ("relax.quantize", "relax.dequantize") for op in offload.host_ops), offload.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(inputs["data"])).numpy()
+    ref = reference_run(mod, params, inputs)
+    # 8-bit probabilities (steps of 1/256) after thirteen int8 layers: within 4 steps
+    # of FP32 (measured 0.5 step)
+    assert np.abs(out - ref).max() <= 4 / 256

@@ -390,6 +390,65 @@ def test_onnx_lrn_is_one_chip_instruction(shape, size):
     assert_close(result.output, session.run(None, inputs)[0], rtol=1e-5, atol=1e-6, what="onnxruntime")
 
 
+def _torch_lrn_onnx(shape, size, alpha, beta, bias):
+    """LRN as torch.onnx.export(dynamo=True) writes F.local_response_norm (no LRN
+    node): Unsqueeze, Pad of the channels (size // 2 before, (size - 1) // 2
+    after), AveragePool 3-D (size, 1, 1), Squeeze, Mul, Add, Pow, Div."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value, dtype="float32"):
+        return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+    pads = [0, 0, size // 2, 0, 0, 0, 0, (size - 1) // 2, 0, 0]
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["sq"]),
+        helper.make_node("Unsqueeze", ["sq", "one"], ["sq5"]),
+        helper.make_node("Pad", ["sq5", "pads"], ["padded"]),
+        helper.make_node("AveragePool", ["padded"], ["avg5"], kernel_shape=[size, 1, 1], strides=[1, 1, 1],
+                         count_include_pad=1),
+        helper.make_node("Squeeze", ["avg5", "one"], ["avg"]),
+        helper.make_node("Mul", ["avg", "alpha"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "bias"], ["shifted"]),
+        helper.make_node("Pow", ["shifted", "beta"], ["den"]),
+        helper.make_node("Div", ["x", "den"], ["y"]),
+    ]
+    inits = [const("one", [1], "int64"), const("pads", pads, "int64"), const("alpha", alpha),
+             const("bias", bias), const("beta", beta)]
+    graph = helper.make_graph(nodes, "torch_lrn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("shape,size", [((1, 13, 5, 3), 5), ((2, 3, 1, 1), 3), ((1, 9, 3, 3), 4)],
+                         ids=["c13-size5", "n2-c3-h1-size3", "size4-asymmetric"])
+def test_torch_exported_lrn_is_the_chip_lrn(tmp_path, shape, size):
+    """GoogLeNet's LRN through PyTorch's ONNX exporter: TVM lowers its Pad to TIR,
+    normalize.FoldPadIntoPool3d makes it the pool's padding and sophon.lrn takes
+    the chain. An even size pads asymmetrically, which the chip's LRN window is
+    not: that pool stays on the host and the result is still onnxruntime's."""
+    import onnxruntime as ort
+
+    from tvm_sophon import frontend
+
+    model = _torch_lrn_onnx(shape, size, alpha=1e-2, beta=0.75, bias=2.0)
+    path = tmp_path / "lrn.onnx"
+    path.write_bytes(model.SerializeToString())
+    mod = frontend.load(path)
+    inputs = {"x": _rand(_rng(f"torch-lrn-{shape}"), shape, 3.0)}
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    expected = session.run(None, inputs)[0]
+    if size % 2:
+        # f32 power and a window sum of at most 5 squares in another order: a few ulp
+        result = _check_offloaded(f"torch-lrn-{shape}", mod, None, inputs, ["sophon.lrn"], rtol=1e-5, atol=1e-6)
+    else:
+        result = run_sophon(mod, None, inputs)
+        assert "relax.nn.avg_pool3d" in host_ops(result.partitioned)
+    assert_close(result.output, expected, rtol=1e-5, atol=1e-6, what="onnxruntime")
+
+
 def test_tflite_unet_decoder_runs_transpose_conv_and_bilinear_resize_on_the_chip(tmp_path):
     """Keras -> TFLite: TRANSPOSE_CONV arrives as an NHWC / IOHW conv2d_transpose (which
     TVM alone cannot build) and a bilinear UpSampling2D as resize2d; both run on the

@@ -435,14 +435,15 @@ def _unet(size):
     return UNet(), (1, 3, image, image)
 
 
-def _yolov5s(size):
+def _yolov5s(size, image=None):
     """A YOLOv5s-style detector (yolov5s.yaml v6: width 0.5, depth 0.33): Conv-BN-SiLU,
     C3 blocks, SPPF, a PAN neck with nearest upsampling and concats, and three
     Detect heads decoded to (1, boxes, 85) boxes (sigmoid, grid and anchor
     arithmetic). NMS is left to the host application, outside the model. Small:
-    quarter width at 64x64."""
+    quarter width at 64x64; `image` (a multiple of 32) overrides the input size."""
     torch, nn = _torch()
-    width, image = (0.25, 64) if size == "small" else (0.5, 640)
+    width, default_image = (0.25, 64) if size == "small" else (0.5, 640)
+    image = image or default_image
     ch = lambda n: int(n * width)  # noqa: E731
     nc, anchors = 80, [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
 

@@ -104,7 +104,7 @@ def runtime_library() -> ctypes.CDLL:
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_gdma_copy",
                  "sophon_cost_gdma_fill", "sophon_cost_resize", "sophon_cost_conv2d_transpose",
-                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn"):
+                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn", "sophon_cost_softmax_int8"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -206,7 +206,7 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_fc(c_chip, ref(step.out), ref(step.input))
     if isinstance(step, (P.Pool2d, P.QPool2d)):
         return "tiu", lib.sophon_cost_pool2d(c_chip, ref(step.out), ctypes.byref(_pool_params(step)))
-    if isinstance(step, P.QAdd):
+    if isinstance(step, (P.QAdd, P.QLut, P.QBinary)):
         return "tiu", lib.sophon_cost_binary(c_chip, ref(step.out), None)
     if isinstance(step, P.Binary):
         return "tiu", lib.sophon_cost_binary_op(c_chip, ref(step.out), BINARY_OPS[step.op],
@@ -223,7 +223,9 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_lrn(c_chip, ref(step.out), ctypes.byref(params))
     if isinstance(step, P.Norm):
         return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
-    if isinstance(step, P.Reduce):
+    if isinstance(step, P.QSoftmax):
+        return "tiu", lib.sophon_cost_softmax_int8(c_chip, ref(step.out))
+    if isinstance(step, (P.Reduce, P.QReduce)):
         kind = ("SUM", "MEAN", "MAX", "MIN").index(step.kind)
         return "tiu", lib.sophon_cost_reduce(c_chip, ref(step.input), kind)
     if isinstance(step, P.Resize):

@@ -210,7 +210,8 @@ def load_tflite(path: "str | os.PathLike", input_shapes: Optional[dict] = None) 
             raise SophonFrontendError(f"{path}: TVM's TFLite importer does not support it: {_one_line(err)}") from None
         raise SophonFrontendError(f"{path}: TVM's TFLite importer failed (truncated or unsupported "
                                   f"model?): {_one_line(err)}") from None
-    mod["main"] = mod["main"].without_attr("params")  # the weights are already constants in main
+    mod["main"] = _reshape_outputs(mod["main"].without_attr("params"),  # weights are constants in main
+                                   _tflite_output_dims(model))
     return _finish(mod, str(path))
 
 
@@ -319,6 +320,67 @@ def _tflite_declared(model) -> dict:
         dims = [None if int(d) < 0 else int(d) for d in (signature if not isinstance(signature, int) else [])]
         declared[tensor.Name().decode("utf-8")] = tuple(dims)
     return declared
+
+
+def _tflite_output_dims(model) -> list:
+    """The declared dimensions of the first subgraph's outputs (None where dynamic)."""
+    graph = model.Subgraphs(0)
+    dims = []
+    for i in range(graph.OutputsLength()):
+        tensor = graph.Tensors(graph.Outputs(i))
+        shape = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else tensor.ShapeAsNumpy()
+        dims.append([None if int(d) < 0 else int(d) for d in (shape if not isinstance(shape, int) else [])])
+    return dims
+
+
+def _reshape_outputs(func: relax.Function, declared: list) -> relax.Function:
+    """``func`` with each output reshaped to the TFLite-declared shape where TVM's
+    importer returns another shape with the same elements: a FULLY_CONNECTED
+    flattens its input to (batch, K), which the importer's matmul does not (VGG19's
+    logits come out (1, 1, 1, 10) where TFLite says (1, 10)). The reshapes join the
+    last dataflow block, so ``main`` stays one block."""
+    body = func.body
+    is_tuple = isinstance(body.body, relax.Tuple)
+    outs = list(body.body.fields) if is_tuple else [body.body]
+    if len(outs) != len(declared) or not body.blocks or not isinstance(body.blocks[-1], relax.DataflowBlock):
+        return func
+    bindings, new_outs = list(body.blocks[-1].bindings), []
+    for out, dims in zip(outs, declared):
+        ty = out.ty
+        shape = _static_dims(ty)
+        target = _resolve_dims(dims, shape)
+        if not isinstance(out, relax.Var) or target is None or target == shape:
+            new_outs.append(out)
+            continue
+        var = relax.Var(out.name, relax.TensorType(target, ty.dtype))
+        bindings.append(relax.VarBinding(var, relax.op.reshape(out, target)))
+        new_outs.append(var)
+    if all(a.same_as(b) for a, b in zip(outs, new_outs)):
+        return func
+    blocks = list(body.blocks[:-1]) + [relax.DataflowBlock(bindings)]
+    result = relax.Tuple(new_outs) if is_tuple else new_outs[0]
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, result))
+    return relax.Function(func.params, body, None, func.is_pure, func.attrs)
+
+
+def _static_dims(ty) -> Optional[list]:
+    if not isinstance(ty, relax.TensorType) or not isinstance(ty.shape, relax.ShapeExpr):
+        return None
+    dims = [d.value if isinstance(d, tvm.ir.prim.expr.IntImm) else None for d in ty.shape.values]
+    return None if None in dims else dims
+
+
+def _resolve_dims(declared: list, shape: Optional[list]) -> Optional[list]:
+    """``declared`` with its one dynamic dimension (if any) taken from ``shape``'s
+    element count; None when the two cannot hold the same elements."""
+    if shape is None or not declared or declared.count(None) > 1:
+        return None
+    total, known = int(np.prod(shape)), int(np.prod([d for d in declared if d is not None]))
+    if None in declared:
+        if known == 0 or total % known:
+            return None
+        declared = [total // known if d is None else d for d in declared]
+    return declared if int(np.prod(declared)) == total else None
 
 
 def _tflite_input_names(model) -> list[str]:

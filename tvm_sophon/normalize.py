@@ -14,7 +14,10 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     concat(> 8 inputs)                  -> concat of concats               the patterns' arity
     concat(x0..xk), c = concat(x0..xj)  -> concat(c, xj+1..xk)             DenseNet's growing concats
     conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
+    avg_pool3d(call_tir(pad, x))        -> avg_pool3d(x), padding + pad    torch's LRN via ONNX Pad
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
+    take(x, c, axis)                    -> reshape(strided_slice(x, ...))  c a constant arithmetic
+                                                                           progression (torch's as_strided)
     sum(stack([broadcast_to(a), ...]))  -> add(a, ...)                     ONNX Sum (Max, Min, Mean too)
     clip(clip(x, a, b), c, d)           -> clip(x, max(a, c), min(b, d))   torch's relu6 in hard-swish
     x * 1, x / 1                        -> x                               torch's softplus (beta 1)
@@ -39,7 +42,7 @@ from typing import Optional
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.ir.prim.expr import FloatImm, IntImm, Max, Min
+from tvm.ir.prim.expr import GE, GT, LE, LT, And, FloatImm, IntImm, Max, Min, Sub
 from .quant import is_quantized
 from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
 from tvm.ir.expr import TensorLoad
@@ -510,6 +513,8 @@ def _rewrite_pad_into_window(func: relax.Function, _mod) -> relax.Function:
     avg_pool = is_op("relax.nn.avg_pool2d")(pad)
 
     def rewriter(call, matches):
+        if not isinstance(call, relax.Call):
+            return call
         attrs = call.attrs
         layout = str(attrs.data_layout if call.op.name == "relax.nn.conv2d" else attrs.layout)
         if layout not in ("NCHW", "NHWC"):
@@ -549,9 +554,132 @@ def FoldPadIntoWindow() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldPadIntoWindow", _rewrite_pad_into_window)
 
 
+def _rewrite_dequantize_pad(func: relax.Function, _mod) -> relax.Function:
+    x, scale, zp = wildcard(), wildcard(), wildcard()
+    pad = is_op("relax.nn.pad")(x)
+    dq = is_op("relax.dequantize")(pad, scale, zp)
+
+    def rewriter(call, matches):
+        if not isinstance(call, relax.Call):
+            return call
+        p = matches[pad]
+        zero, value = _scalar_constant(matches[zp]), _pad_value(p)
+        if zero is None or value is None or value != zero or _constant(matches[scale]) is None \
+                or _constant(matches[scale]).size != 1 or str(p.attrs.pad_mode) != "constant":
+            return call
+        inner = relax.op.dequantize(matches[x], matches[scale], matches[zp], int(call.attrs.axis),
+                                    str(call.attrs.out_dtype))
+        return relax.op.nn.pad(inner, [int(v) for v in p.attrs.pad_width], "constant", 0.0)
+
+    return rewrite_call(dq, rewriter, func)
+
+
+def DequantizePadToPad() -> tvm.transform.Pass:  # noqa: N802
+    """``dequantize(pad(x, zp))`` -> ``pad(dequantize(x), 0)``: the int8 pad of a
+    quantized model fills with the zero point, which dequantizes to 0, so a conv
+    behind it takes the pad as padding (FoldPadIntoWindow; the int8 conv pads
+    with its input's zero point)."""
+    return _function_pass("SophonDequantizePadToPad", _rewrite_dequantize_pad)
+
+
+_CMP = {LE: lambda a, b: a <= b, LT: lambda a, b: a < b, GE: lambda a, b: a >= b, GT: lambda a, b: a > b}
+
+
+def _evaluate(expr, env: dict) -> Optional[int]:
+    """An integer condition of ands and comparisons of loop variables and
+    literals, at the variables' values in ``env`` (None: another form)."""
+    if isinstance(expr, IntImm):
+        return int(expr.value)
+    if isinstance(expr, And):
+        a, b = _evaluate(expr.a, env), _evaluate(expr.b, env)
+        return None if a is None or b is None else int(bool(a) and bool(b))
+    if type(expr) in _CMP:
+        a, b = _evaluate(expr.a, env), _evaluate(expr.b, env)
+        return None if a is None or b is None else int(_CMP[type(expr)](a, b))
+    return next((v for k, v in env.items() if k.same_as(expr)), None)  # a loop variable
+
+
+def constant_pad(prim_func) -> Optional[tuple[list, list, float]]:
+    """(before, after, value) if ``prim_func`` computes a constant pad of its first
+    buffer into its second, ``out[i] = in[i - before] if inside else value`` (what
+    TVM's ONNX importer emits for ``Pad``: topi.nn.pad), else None. The condition
+    is checked at every index of each padded axis."""
+    if not isinstance(prim_func, tvm.tirx.PrimFunc) or len(prim_func.params) != 2:
+        return None
+    found: list = []
+    if not _stores(prim_func.body, found) or len(found) != 1:
+        return None
+    store, (data, out) = found[0], prim_func.params
+    value = store.value
+    if not store.buffer.same_as(out) or not isinstance(value, tvm.ir.expr.Call) \
+            or getattr(value.op, "name", "") not in ("prim.if_then_else", "tir.if_then_else"):
+        return None
+    cond, load, fill = value.args
+    if not _loads(load, data) or not isinstance(fill, FloatImm) or len(load.indices) != len(store.indices):
+        return None
+    try:
+        in_shape = [int(d) for d in data.shape]
+        out_shape = [int(d) for d in out.shape]
+    except TypeError:  # a symbolic extent
+        return None
+    before = []
+    for index, var in zip(load.indices, store.indices):
+        if index.same_as(var):
+            before.append(0)
+        elif isinstance(index, Sub) and index.a.same_as(var) and isinstance(index.b, IntImm):
+            before.append(int(index.b.value))
+        else:
+            return None
+    after = [o - i - b for o, i, b in zip(out_shape, in_shape, before)]
+    if any(v < 0 for v in before + after):
+        return None
+    inside = {var: b for var, b in zip(store.indices, before)}
+    for axis, var in enumerate(store.indices):
+        if before[axis] == 0 and after[axis] == 0:
+            continue
+        for i in range(out_shape[axis]):
+            expected = before[axis] <= i < before[axis] + in_shape[axis]
+            if _evaluate(cond, {**inside, var: i}) != int(expected):
+                return None
+    return before, after, float(fill.value)
+
+
+def _rewrite_pad_into_pool3d(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    padded = is_op("relax.call_tir")(wildcard(), wildcard())
+    pool = is_op("relax.nn.avg_pool3d")(padded)
+
+    def rewriter(call, matches):
+        tir_call = matches[padded]
+        callee, args = tir_call.args[0], tir_call.args[1]
+        if not isinstance(callee, tvm.ir.GlobalVar) or callee not in mod.functions \
+                or not isinstance(args, relax.Tuple) or len(args.fields) != 1:
+            return call
+        pad = constant_pad(mod[callee])
+        attrs = call.attrs
+        # with no padding of its own, whether the pool counts padding does not matter
+        if pad is None or str(attrs.layout) != "NCDHW" or bool(attrs.ceil_mode) or any(int(p) for p in attrs.padding):
+            return call
+        before, after, value = pad
+        if value != 0.0 or before[:2] != [0, 0] or after[:2] != [0, 0]:
+            return call  # only zeros over D, H, W fold into an average that counts padding
+        return relax.op.nn.avg_pool3d(args.fields[0], attrs.pool_size, attrs.strides, before[2:] + after[2:],
+                                      attrs.dilation, False, True, "NCDHW", str(attrs.out_layout))
+
+    return rewrite_call(pool, rewriter, func)
+
+
+def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
+    """``avg_pool3d(call_tir(pad, x))`` -> ``avg_pool3d(x)`` with the pad as its
+    padding (counted), when the pad puts zeros on D, H, W of a pool without padding:
+    PyTorch's ``local_response_norm`` pads the channels (the pool's D axis) before
+    averaging, and TVM's ONNX importer lowers that ``Pad`` to TIR at once. The
+    result is the chain ``patterns.lrn`` takes as the chip's LRN."""
+    return _function_pass("SophonFoldPadIntoPool3d", _rewrite_pad_into_pool3d)
+
+
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), DequantizePadToPad(), FoldPadIntoWindow(),
             relax.transform.DeadCodeElimination()]
 # ------------------------------------------------------------------ identities and importer idioms
 
@@ -585,6 +713,40 @@ def RemoveIdentities() -> tvm.transform.Pass:  # noqa: N802
     """``dropout(x)[0]`` -> ``x`` (inference) and ``reshape(x, s)`` -> ``x`` where s
     is x's own static shape (importers emit both around layers)."""
     return _function_pass("SophonRemoveIdentities", _rewrite_identities)
+
+
+def _rewrite_take_progression(func: relax.Function, _mod) -> relax.Function:
+    x, indices = wildcard(), is_const()
+    pattern = is_op("relax.take")(x, indices)
+
+    def rewriter(call, matches):
+        data, index = matches[x], _constant(matches[indices])
+        shape = _static_shape(data)
+        if shape is None or index is None or index.dtype.kind not in "iu" or index.size == 0 \
+                or _static_shape(call) is None:
+            return call
+        axis = int(call.attrs.axis) % len(shape) if call.attrs.axis is not None else 0  # None: 1-D data
+        flat = index.reshape(-1).astype(np.int64)
+        step = int(flat[1] - flat[0]) if flat.size > 1 else 1
+        if step == 0 or not np.array_equal(flat, flat[0] + step * np.arange(flat.size)) \
+                or flat.min() < 0 or flat.max() >= shape[axis]:
+            return call  # a gather the chip has no view for (or an index out of range)
+        start, stop = int(flat[0]), int(flat[0]) + step * flat.size
+        if (start, step, flat.size) != (0, 1, shape[axis]):
+            # a negative step ends before the axis: numpy's "to the start" is an end of -len - 1
+            data = relax.op.strided_slice(data, [axis], [start], [stop if stop >= 0 else -shape[axis] - 1], [step])
+        return relax.op.reshape(data, _static_shape(call))
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def TakeProgressionToSlice() -> tvm.transform.Pass:  # noqa: N802
+    """``take(x, c, axis)`` with constant indices c in arithmetic progression ->
+    ``reshape(strided_slice(x, axis, start, stop, step), result shape)``: data
+    movement the chip runs as a view. PyTorch's exporter writes some
+    ``aten.as_strided`` views as a Gather of such indices (ConvNeXt's pooled
+    features: take(flatten(x), arange(192).reshape(1, 192, 1, 1)))."""
+    return _function_pass("SophonTakeProgressionToSlice", _rewrite_take_progression)
 
 
 _STACK_REDUCTIONS = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum,
@@ -804,12 +966,13 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         *fold,
         *([SplitSharedDequantize()] if quantized else []),
         TirMinMaxToRelax(),
+        TakeProgressionToSlice(),
         RemoveIdentities(),
         StackReduceToBinary(),
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
-        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(),
+        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(), FoldPadIntoPool3d(),
         MergeClips(),
         RemoveScaleByOne(),
         DivideByConstant(),

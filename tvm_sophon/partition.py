@@ -162,6 +162,23 @@ def _composites(func: relax.Function) -> list[str]:
     return names
 
 
+def _calls_itself(mod: tvm.IRModule, gvar: relax.GlobalVar) -> bool:
+    """``gvar``'s function calls itself, directly or through the functions it calls."""
+    seen, todo = set(), [gvar]
+    while todo:
+        callees: list = []
+        relax.analysis.post_order_visit(
+            mod[todo.pop()].body,
+            lambda e: callees.append(e.op) if isinstance(e, relax.Call) and isinstance(e.op, relax.GlobalVar) else None)
+        for callee in callees:
+            if callee.same_as(gvar):
+                return True
+            if callee.name_hint not in seen and isinstance(mod[callee], relax.Function):
+                seen.add(callee.name_hint)
+                todo.append(callee)
+    return False
+
+
 def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadReport:
     regions, host_ops = [], []
     main = mod["main"]
@@ -177,9 +194,11 @@ def _build_report(mod: tvm.IRModule, chip: Chip, rejections: dict) -> OffloadRep
             name = binding.var.name
             if isinstance(value.op, relax.GlobalVar) and isinstance(mod[value.op], relax.Function):
                 callee = value.op.name_hint
-                host_ops.append(HostOp(name, callee, None,
-                                       f"host function {callee} (control flow or a nested function: "
-                                       f"only main is partitioned) runs on the host",
+                what = (f"host function {callee} is a loop (it calls itself: a TFLite WHILE, an RNN's "
+                        f"recurrence over time steps), control flow that stays on the host by design"
+                        if _calls_itself(mod, value.op) else f"host function {callee} (control flow or a "
+                        f"nested function) runs on the host")
+                host_ops.append(HostOp(name, callee, None, what + ": only main is partitioned",
                                        function_macs(mod[value.op], mod)))
                 continue
             if not isinstance(value.op, tvm.ir.Op):
@@ -296,7 +315,12 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
         callee_of[binding.var] = copies[key]
     if not callee_of:
         return mod
-    new = bb.get()
+    return _with_callees(bb.get(), main, callee_of)
+
+
+def _with_callees(mod: tvm.IRModule, main: relax.Function, callee_of: dict) -> tvm.IRModule:
+    """``mod`` with ``main`` (one dataflow block) rebuilt, the calls bound to the
+    vars of ``callee_of`` calling their new callee."""
     remap: dict = {}
 
     def sub(e):
@@ -305,7 +329,7 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
     bb = relax.BlockBuilder()
     with bb.function("main", list(main.params), attrs=dict(main.attrs or {})):
         with bb.dataflow():
-            for binding in blocks[0].bindings:
+            for binding in main.body.blocks[0].bindings:
                 value = binding.value
                 if isinstance(value, relax.Call):
                     op = callee_of.get(binding.var, value.op)
@@ -320,8 +344,8 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
                 remap[binding.var] = emit(value, binding.var.name)
         body = main.body.body
         bb.emit_func_output(relax.Tuple([sub(f) for f in body.fields]) if isinstance(body, relax.Tuple) else sub(body))
-    new["main"] = bb.get()["main"]
-    return new
+    mod["main"] = bb.get()["main"]
+    return mod
 
 
 @relax.expr_functor.mutator
@@ -377,32 +401,76 @@ CONST_ARGS_ATTR = "sophon.const_args"
 MAX_CONST_ARG_ELEMENTS = 4096
 
 
-def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
-    """Write the small float32/int32/int8 constant arguments of each int8 region
-    (quantization scales, zero points) and the scalar constants of each float
-    region (an activation chain's parameters) into its ``sophon.const_args``
-    attribute, so the codegen computes requantization and activation parameters
-    at compile time. Weights stay runtime arguments."""
+def _region_constants(func: relax.Function, call: relax.Call) -> dict:
+    """The constant arguments of one call of a region that its code is compiled
+    with: for an int8 region its small float32/int32/int8 constants (scales, zero
+    points), for a float region its scalar constants (an activation chain's
+    parameters, ELU's alpha, ...). Weights stay runtime arguments."""
+    int8 = any(name.startswith("sophon.q") for name in _composites(func))
+    limit = MAX_CONST_ARG_ELEMENTS if int8 else 1
+    consts = {}
+    for param, arg in zip(func.params, call.args):
+        value = patterns.constant_value(arg)
+        if value is not None and value.dtype in (np.float32, np.int32, np.int8) and value.size <= limit:
+            consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
+                                  "values": value.ravel().tolist()}
+    return consts
+
+
+def _region_calls(mod: tvm.IRModule) -> list:
+    return [binding for block in mod["main"].body.blocks for binding in block.bindings
+            if isinstance(binding.value, relax.Call) and _is_sophon_region(mod, binding.value.op)]
+
+
+def _unshare_regions(mod: tvm.IRModule) -> tvm.IRModule:
+    """One region function per set of compile-time constants.
+
+    Structurally equal regions share one function (MergeCompositeFunctions adds
+    them through a BlockBuilder, which deduplicates), but their calls may pass
+    different constants, e.g. two identical int8 layers with their own scales.
+    The codegen compiles a region's constants in (``sophon.const_args``), so each
+    call whose constants differ from an earlier call's gets a copy of its own;
+    calls with equal constants keep sharing one function."""
+    first: dict = {}         # region GlobalVar -> the constants its first call passes
+    callee_of: dict = {}     # (region GlobalVar, constants) -> the function for them
     main = mod["main"]
-    for block in main.body.blocks:
-        for binding in block.bindings:
-            call = binding.value
-            if not (isinstance(call, relax.Call) and _is_sophon_region(mod, call.op)):
-                continue
-            func = mod[call.op]
-            # int8 regions need their scales and zero points; float regions the
-            # scalar constants of activation chains (ELU's alpha, ...)
-            int8 = any(name.startswith("sophon.q") for name in _composites(func))
-            limit = MAX_CONST_ARG_ELEMENTS if int8 else 1
-            consts = {}
-            for param, arg in zip(func.params, call.args):
-                value = patterns.constant_value(arg)
-                if value is not None and value.dtype in (np.float32, np.int32, np.int8) \
-                        and value.size <= limit:
-                    consts[param.name] = {"dtype": str(value.dtype), "shape": list(value.shape),
-                                          "values": value.ravel().tolist()}
-            if consts:
-                mod[call.op] = func.with_attr(CONST_ARGS_ATTR, json.dumps(consts))
+    if len(main.body.blocks) != 1 or not isinstance(main.body.blocks[0], relax.DataflowBlock):
+        return mod
+    bb = relax.BlockBuilder(mod)
+    rebind: dict = {}
+    for binding in _region_calls(mod):
+        call = binding.value
+        func = mod[call.op]
+        key = json.dumps(_region_constants(func, call), sort_keys=True)
+        first.setdefault(call.op, key)
+        if key == first[call.op]:
+            continue
+        if (call.op, key) not in callee_of:
+            # the attribute keeps the copy apart: add_func shares structurally equal functions
+            copy = copy_with_new_vars(func).with_attr("sophon.copy", len(callee_of) + 1)
+            callee_of[(call.op, key)] = bb.add_func(copy, f"{call.op.name_hint}_copy{len(callee_of)}")
+        rebind[binding.var] = callee_of[(call.op, key)]
+    return _with_callees(bb.get(), main, rebind) if rebind else mod
+
+
+def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
+    """Write the compile-time constant arguments of each region
+    (:func:`_region_constants`) into its ``sophon.const_args`` attribute, so the
+    codegen computes requantization and activation parameters at compile time.
+    Every call of one function passes the same constants (``_unshare_regions``)."""
+    recorded: dict = {}
+    for binding in _region_calls(mod):
+        call = binding.value
+        func = mod[call.op]
+        consts = _region_constants(func, call)
+        name = call.op.name_hint
+        if name in recorded:
+            if recorded[name] != consts:
+                raise SophonCompileError(f"region {name} is called with different compile-time constants")
+            continue
+        recorded[name] = consts
+        if consts:
+            mod[call.op] = func.with_attr(CONST_ARGS_ATTR, json.dumps(consts))
     return mod
 
 
@@ -464,6 +532,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     for name in lonely:
         rejections.setdefault(name, []).append((0, patterns.movement.HOST_REASON))
     mod = _merge_composites(mod)
+    mod = _unshare_regions(mod)
     mod = _name_regions(mod)
     mod = _tag_regions(mod, chip)
     mod = _record_constant_args(mod)

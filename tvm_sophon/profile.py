@@ -40,9 +40,27 @@ class LayerProfile:
     gdma_cycles: int = 0
     ddr_bytes: int = 0
     lmem_peak: int = 0
+    unit: str = ""       # what bounds it: the TIU unit doing most of its work, or "gdma"
+    bound: str = ""      # and which term of that unit's cost (see BOUNDS)
+    # the parts of its cycles by unit (conv, dwpool, fc, eltwise) and by term
+    parts: dict = dataclasses.field(default_factory=dict)
 
     def cycles(self) -> int:
         return max(self.tiu_cycles, self.gdma_cycles)
+
+    def classify(self) -> None:
+        """Set ``unit`` and ``bound`` from ``parts``: the engine taking longer, its
+        unit with the most cycles, and that engine's largest cost term."""
+        def largest(keys):
+            return max(keys, key=lambda k: self.parts.get(k, 0))
+        if not self.tiu_cycles and not self.gdma_cycles:
+            return
+        if self.tiu_cycles >= self.gdma_cycles:
+            self.unit = largest(TIU_UNITS)
+            self.bound = largest(("compute", "issue"))
+        else:
+            self.unit = "gdma"
+            self.bound = largest(("bandwidth", "bursts", "latency"))
 
 
 @dataclasses.dataclass
@@ -112,7 +130,7 @@ class Profile:
         rw = max([6] + [len(l.region) for l in self.layers])
         nw = min(40, max([5] + [len(l.name) for l in self.layers]))
         head = (f"{'region':<{rw}} {'group':>5} {'layer':<{nw}} {'pattern':<26} {'MACs':>12} {'DDR bytes':>11} "
-                f"{'LMEM peak':>9} {'chip us':>9} {'util':>6} {'uJ':>8}")
+                f"{'LMEM peak':>9} {'chip us':>9} {'util':>6} {'uJ':>8} {'bound by':<18}")
         lines = [f"profile on {self.chip.name} ({self.strategy}): per layer (own work, perfect overlap)",
                  head, "-" * len(head)]
         for l in self.layers:
@@ -120,8 +138,10 @@ class Profile:
             lines.append(f"{l.region:<{rw}} {l.group:>5} {_fit(l.name, nw):<{nw}} {l.pattern[:26]:<26} {l.macs:>12} "
                          f"{l.ddr_bytes:>11} "
                          f"{l.lmem_peak:>9} {s * 1e6:>9.2f} {100 * self.utilisation(l.macs, l.cycles()):>5.1f}% "
-                         f"{s * self.chip.power_watts * 1e6:>8.2f}")
-        lines += ["", "per layer group (engines overlapping)",
+                         f"{s * self.chip.power_watts * 1e6:>8.2f} {l.unit + ' ' + l.bound if l.unit else '-':<18}")
+        lines += ["bound by: the unit (conv, dwpool, fc, eltwise on the TIU; gdma) and its largest cost "
+                  "term: " + "; ".join(f"{k}: {v}" for k, v in BOUNDS.items()),
+                  "", "per layer group (engines overlapping)",
                   f"{'region':<{rw}} {'group':>5} {'layers':>6} {'slices':>8} {'MACs':>12} {'DDR bytes':>11} "
                   f"{'LMEM peak':>9} {'chip us':>9} {'util':>6}"]
         for g in self.groups:
@@ -219,6 +239,46 @@ class Profile:
 
 
 ENGINES = ("TIU", "GDMA")
+# the TIU's units (runtime/chip/sophon_cost.h) and the cost terms a layer can be bound by
+TIU_UNITS = ("conv", "dwpool", "fc", "eltwise")
+BOUNDS = {"compute": "the unit's lane passes (MACs or element ops over its EUs)",
+          "issue": "per-instruction issue latency (tiu_latency_cycles)",
+          "bandwidth": "DDR bytes at ddr_bytes_per_second",
+          "bursts": "whole-burst rounding of small, strided or channel-scattered transfers "
+                    "(gdma_burst_bytes)",
+          "latency": "per-transfer start-up (gdma_latency_cycles)"}
+
+
+def _unit_of(step) -> str:
+    """The TIU unit a step runs on (sophon_cost.h: a depthwise conv and pooling on
+    the depthwise/pooling unit, matrix work on the FC unit, the rest element-wise)."""
+    if isinstance(step, (P.Conv2d, P.QConv2d, P.Conv2dTranspose)):
+        n_in = step.input.dims[1]
+        depthwise = step.groups > 1 and step.groups == n_in and step.out.dims[1] == n_in
+        return "dwpool" if depthwise else "conv"
+    if isinstance(step, (P.Pool2d, P.QPool2d)):
+        return "dwpool"
+    if isinstance(step, (P.FullyConnected, P.QFullyConnected)):
+        return "fc"
+    return "eltwise"
+
+
+def _add_parts(lp: "LayerProfile", chip: Chip, step, engine: str, cycles: int, nbytes: int) -> None:
+    """Split a step's cycles into its unit's share and its cost terms."""
+    parts = lp.parts
+    if engine == "tiu":
+        unit = _unit_of(step)
+        parts[unit] = parts.get(unit, 0) + cycles
+        issue = min(cycles, chip.tiu_latency_cycles)
+        parts["issue"] = parts.get("issue", 0) + issue
+        parts["compute"] = parts.get("compute", 0) + cycles - issue
+        return
+    ratio = chip.clock_hz / (chip.gdma_clock_hz or chip.clock_hz)
+    latency = min(cycles, round(chip.gdma_latency_cycles * ratio))
+    bandwidth = min(cycles - latency, round(nbytes / chip.ddr_bytes_per_second * chip.clock_hz))
+    parts["latency"] = parts.get("latency", 0) + latency
+    parts["bandwidth"] = parts.get("bandwidth", 0) + bandwidth
+    parts["bursts"] = parts.get("bursts", 0) + cycles - latency - bandwidth
 ENGINE_NAMES = {"TIU": "compute engine", "GDMA": "DMA engine"}
 COLORS = {True: "tab:blue", False: "tab:orange"}
 
@@ -292,6 +352,7 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
                     lp.lmem_peak = max(lp.lmem_peak, local.addr + local.lane_bytes(chip))
                     gp.lmem_peak = max(gp.lmem_peak, local.addr + local.lane_bytes(chip))
                 label = type(step).__name__.lower()
+                _add_parts(lp, chip, step, engine, cycles, nbytes)
                 if engine == "tiu":
                     lp.tiu_cycles += cycles
                     step_tiu += cycles
@@ -313,6 +374,8 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
         for gp in groups:
             if gp.region == prog.symbol:
                 gp.macs = sum(by_name[n].macs for n in gp.layers if n in by_name)
+    for lp in layers:
+        lp.classify()
     strategy = programs[0].plan.strategy if programs[0].plan else ""
     return Profile(chip, strategy, layers, groups, trace_events=events)
 

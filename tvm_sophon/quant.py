@@ -126,6 +126,22 @@ def add_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_ma
                      int(act_min), int(act_max))
 
 
+def reduce_requant(input_scale, input_zp, output_scale, output_zp) -> Requant:
+    """The per-tensor requantization of an int8 MEAN or SUM (TFLite's
+    PrepareMeanOrSum: QuantizeMultiplier of input_scale / output_scale; the
+    runtime folds a MEAN's 1 / count into it as TFLite's kernel does)."""
+    m, s = quantize_multiplier(f64(input_scale) / f64(output_scale))
+    return Requant(int(input_zp), int(output_zp), -128, 127, [m], [s])
+
+
+def softmax_params(input_scale, beta: float = 1.0) -> tuple[int, int]:
+    """(input_multiplier, input_left_shift) of TFLite's int8 softmax
+    (PreprocessSoftmaxScaling with 5 integer bits, default double-rounding build:
+    beta * input_scale * 2^26, at most 2^31 - 1, by QuantizeMultiplier)."""
+    real = min(float(np.float64(np.float32(beta))) * f64(input_scale) * (1 << 26), (1 << 31) - 1.0)
+    return quantize_multiplier(real)
+
+
 def is_quantized(mod: tvm.IRModule) -> bool:
     """Whether the module holds quantize/dequantize ops (a pre-quantized model).
     Such a model must not be constant-folded before partitioning: folding

@@ -32,7 +32,25 @@ from .names import model_name
 from .patterns import constant_value
 
 REPORT_ATTR = "sophon.quantize_report"
-QUANTIZABLE = ("relax.nn.conv2d", "relax.matmul", "relax.add", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")
+# Ops rewritten as dequantize -> float op -> quantize, the form TVM's TFLite importer
+# gives an int8 TFLite op (kind in the report): reductions, softmax, activations with
+# TFLite's int8 kernels, element-wise binary ops, concat and resize.
+QDQ_OPS = {"relax.mean": "mean", "relax.sum": "sum", "relax.max": "reduce_max", "relax.min": "reduce_min",
+           "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid", "relax.tanh": "tanh",
+           "relax.nn.leakyrelu": "leaky_relu", "relax.nn.gelu": "gelu", "relax.multiply": "mul",
+           "relax.subtract": "sub", "relax.maximum": "maximum", "relax.minimum": "minimum",
+           "relax.concat": "concat", "relax.image.resize2d": "resize2d"}
+# TFLite's int8 kernels fix these outputs' quantization (scale, zero point)
+FIXED_OUTPUT = {"softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
+# and these keep their input's (TFLite's REDUCE_MAX / MIN and RESIZE)
+KEEPS_SCALE = ("reduce_max", "reduce_min", "resize2d")
+# and these take every input at the output's quantization (TFLite's converter gives a
+# CONCATENATION, MAXIMUM or MINIMUM one scale): calibration widens them to the largest
+SHARES_SCALE = ("concat", "maximum", "minimum")
+# Data movement on an int8 value stays int8 (TFLite reshapes and transposes int8 tensors)
+INT8_MOVES = ("relax.reshape", "relax.permute_dims")
+QUANTIZABLE = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul", "relax.add",
+               "relax.nn.max_pool2d", "relax.nn.avg_pool2d", *QDQ_OPS)
 
 
 @dataclasses.dataclass
@@ -64,9 +82,9 @@ class QuantizeReport:
         lines = [f"quantization ({self.method}, {'per-channel' if self.per_channel else 'per-tensor'} weights): "
                  f"{sum(l.int8 for l in self.layers)} layer(s) int8, {len(self.fallback)} fell back to fp32 "
                  f"(cosine < {self.cosine_threshold})",
-                 f"{'layer':<16} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+                 f"{'layer':<16} {'kind':<16} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
         for l in self.layers:
-            lines.append(f"{l.name[:16]:<16} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+            lines.append(f"{l.name[:16]:<16} {l.kind:<16} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
                          f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
         return "\n".join(lines)
 
@@ -88,7 +106,7 @@ def quantize_report(mod: tvm.IRModule) -> QuantizeReport:
 @dataclasses.dataclass
 class _Layer:
     name: str           # the model's name for the layer (names.py), else its output var's
-    kind: str           # conv2d | dense | add | max_pool2d | avg_pool2d
+    kind: str           # conv2d | conv2d_transpose | dense | add | max_pool2d | avg_pool2d | QDQ_OPS' kinds
     ops: list           # bindings (var, call) of the chain, in order
     inputs: list        # activation vars it reads
     out: relax.Var
@@ -142,7 +160,17 @@ def _find_layers(bindings) -> dict:
         if name not in QUANTIZABLE or str(value.ty.dtype) != "float32":
             continue
         chain = [(var, value)]
-        if name in ("relax.nn.conv2d", "relax.matmul"):
+        if name in QDQ_OPS:
+            inputs = list(value.args[0].fields) if name == "relax.concat" and isinstance(
+                value.args[0], relax.Tuple) else [a for a in value.args if isinstance(a, relax.Expr)
+                                                  and not isinstance(a, relax.ShapeExpr)]
+            if name == "relax.image.resize2d":
+                inputs = inputs[:1]
+            if not inputs or not all(_is_var(a) and isinstance(a.ty, relax.TensorType)
+                                     and str(a.ty.dtype) == "float32" for a in inputs):
+                continue  # a constant operand (a scale, a bias) or a tuple var: stays fp32
+            layers[var] = _Layer(model_name(value) or var.name, QDQ_OPS[name], chain, inputs, var)
+        elif name in ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul"):
             w = constant_value(value.args[1])
             if w is None or not _is_var(value.args[0]):
                 continue
@@ -156,7 +184,7 @@ def _find_layers(bindings) -> dict:
                     chain.append(nxt)
                     last = nxt[0]
             act, last = follow_act(chain, last)
-            kind = "conv2d" if name == "relax.nn.conv2d" else "dense"
+            kind = name.split(".")[-1] if name != "relax.matmul" else "dense"
             layers[var] = _Layer(model_name(value) or last.name, kind, chain, [value.args[0]], last, act)
         elif name == "relax.add":
             if not all(_is_var(a) and str(a.ty.dtype) == "float32" for a in value.args):
@@ -177,7 +205,7 @@ def _find_layers(bindings) -> dict:
 
 
 def _channel_axis(call) -> int:
-    if call.op.name == "relax.nn.conv2d":
+    if call.op.name in ("relax.nn.conv2d", "relax.nn.conv2d_transpose"):
         return str(call.attrs.out_layout or call.attrs.data_layout).index("C")
     return len(call.ty.shape.values) - 1
 
@@ -209,6 +237,13 @@ def _probe_module(func, bindings, probes: list) -> tvm.IRModule:
     return bb.get()
 
 
+def _numpy(value):
+    """A VM result as numpy: a tensor, or a list for a tuple (a model's outputs)."""
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return [_numpy(v) for v in value]
+
+
 def _run_batches(mod, batches: list[list[np.ndarray]], progress: bool, what: str) -> list[list[np.ndarray]]:
     ex = tvm.compile(mod, target="llvm")
     vm = relax.VirtualMachine(ex, tvm.cpu())
@@ -222,7 +257,7 @@ def _run_batches(mod, batches: list[list[np.ndarray]], progress: bool, what: str
     results = []
     for batch in iterator:
         out = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(x)) for x in batch))
-        results.append([out[i].numpy() for i in range(len(out))])
+        results.append([_numpy(out[i]) for i in range(len(out))])
     return results
 
 
@@ -264,6 +299,7 @@ class _Rewriter:
         self.per_channel = per_channel
         self.f: dict = {}           # original var -> float expr in the new function
         self.q: dict = {}           # original var -> (int8 var, scale)
+        self.zp: dict = {}          # original var -> its zero point, where not 0 (FIXED_OUTPUT)
 
     def const(self, array, dtype):
         return relax.const(np.asarray(array, dtype=dtype))
@@ -273,10 +309,18 @@ class _Rewriter:
             return self.f[var]
         if var in self.q:
             qv, s = self.q[var]
-            self.f[var] = self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(0, "int32"),
-                                                           axis=0))
+            self.f[var] = self.dequantize(qv, s, self.zp.get(var, 0))
             return self.f[var]
         return var
+
+    def float_expr(self, expr):
+        """``expr`` (a var, a tuple of them as concat takes or main returns, or a
+        constant) in the new function, in float."""
+        if isinstance(expr, relax.Tuple):
+            return relax.Tuple([self.float_expr(f) for f in expr.fields])
+        if isinstance(expr, relax.TupleGetItem):
+            return relax.TupleGetItem(self.float_expr(expr.tuple_value), expr.index)
+        return self.float_of(expr) if _is_var(expr) else expr
 
     def int8_of(self, var):
         if var not in self.q:
@@ -286,13 +330,20 @@ class _Rewriter:
             self.q[var] = (qv, s)
         return self.q[var]
 
-    def dequantize(self, qv, s):
-        return self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(0, "int32"), axis=0))
+    def dequantize(self, qv, s, zp=0):
+        return self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(zp, "int32"), axis=0))
 
-    def requantize(self, layer: _Layer, y):
-        s = self.scales[layer.out]
-        yq = self.bb.emit(relax.op.quantize(y, self.const(s, "float32"), self.const(0, "int32"), axis=0,
+    def dequantized(self, var):
+        """dequantize(int8 of var), with var's zero point."""
+        qv, s = self.int8_of(var)
+        return self.dequantize(qv, s, self.zp.get(var, 0))
+
+    def requantize(self, layer: _Layer, y, s=None, zp=0):
+        s = self.scales[layer.out] if s is None else s
+        yq = self.bb.emit(relax.op.quantize(y, self.const(s, "float32"), self.const(zp, "int32"), axis=0,
                                             out_dtype="int8"))
+        if zp:
+            self.zp[layer.out] = zp
         if layer.act is not None:
             hi = 127 if layer.act[0] == "relu" else int(min(127, round(layer.act[2] / s)))
             yq = self.bb.emit(relax.op.clip(yq, 0, hi))
@@ -315,10 +366,12 @@ class _Rewriter:
     def layer(self, layer: _Layer) -> None:
         bb = self.bb
         var, call = layer.ops[0]
-        if layer.kind in ("conv2d", "dense"):
+        if layer.kind in QDQ_OPS.values():
+            self.qdq_layer(layer)
+        elif layer.kind in ("conv2d", "conv2d_transpose", "dense"):
             xq, sx = self.int8_of(layer.inputs[0])
             w = constant_value(call.args[1])
-            if layer.kind == "conv2d":
+            if layer.kind != "dense":
                 axis = str(call.attrs.kernel_layout).index("O")
                 wq, sw = self.weights(w, axis)
                 wdq = bb.emit(relax.op.dequantize(self.const(wq, "int8"), self.const(sw, "float32"),
@@ -355,8 +408,33 @@ class _Rewriter:
             pooled = bb.emit(relax.Call(call.op, [wide], call.attrs, span=call.span))
             self.q[layer.out] = (bb.emit(relax.op.astype(pooled, "int8")), sx)
 
+    def qdq_layer(self, layer: _Layer) -> None:
+        """quantize(op(dequantize(x) ...)): the op in float between its int8 operands
+        and its int8 result, as TVM's TFLite importer writes an int8 TFLite op."""
+        var, call = layer.ops[0]
+        operands = [self.dequantized(v) for v in layer.inputs]
+        if call.op.name == "relax.concat":
+            args = [relax.Tuple(operands)]
+        else:
+            it = iter(operands)
+            args = [next(it) if _is_var(a) else a for a in call.args]
+        y = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
+        if layer.kind in FIXED_OUTPUT:
+            self.requantize(layer, y, *FIXED_OUTPUT[layer.kind])
+        elif layer.kind in KEEPS_SCALE:
+            self.requantize(layer, y, self.q[layer.inputs[0]][1], self.zp.get(layer.inputs[0], 0))
+        else:
+            self.requantize(layer, y)
+
     def float_op(self, var, call) -> None:
-        args = [self.float_of(a) if _is_var(a) else a for a in call.args]
+        if call.op.name in INT8_MOVES and _is_var(call.args[0]) and call.args[0] in self.q:
+            # data movement of an int8 value: stays int8, with its scale
+            qv, s = self.q[call.args[0]]
+            self.q[var] = (self.bb.emit(relax.Call(call.op, [qv, *call.args[1:]], call.attrs, span=call.span)), s)
+            if call.args[0] in self.zp:
+                self.zp[var] = self.zp[call.args[0]]
+            return
+        args = [self.float_expr(a) for a in call.args]
         self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
 
 
@@ -381,8 +459,8 @@ def _rewrite(func, bindings, layers: dict, quantized: set, scales: dict, per_cha
                     if value in rw.q:
                         rw.q[var] = rw.q[value]
                 else:
-                    rw.f[var] = bb.emit(value)
-            outputs = [rw.float_of(func.body.body)] + [rw.float_of(p) for p in probes]
+                    rw.f[var] = bb.emit(rw.float_expr(value))
+            outputs = [rw.float_expr(func.body.body)] + [rw.float_of(p) for p in probes]
             out = bb.emit_output(relax.Tuple(outputs) if probes else outputs[0])
         bb.emit_func_output(out)
     return bb.get()
@@ -427,7 +505,8 @@ def _calibrate(mod, calibration_data, params, method, per_channel, cosine_thresh
     batches = _batches(func, calibration_data)
     layers = _find_layers(bindings)
     if not layers:
-        raise SophonError("no layer of this model can be quantized (conv2d, dense, add, pools)")
+        raise SophonError("no layer of this model can be quantized (conv2d, dense, add, pools, reductions, "
+                          "softmax, activations, element-wise ops, concat, resize)")
     tensors = list(dict.fromkeys(v for l in layers.values() for v in [*l.inputs, l.out]))
     observed = _run_batches(_probe_module(func, bindings, tensors), batches, progress, "calibrating")
     hists = {v: Histogram() for v in tensors}
@@ -435,6 +514,10 @@ def _calibrate(mod, calibration_data, params, method, per_channel, cosine_thresh
         for v, value in zip(tensors, outputs):
             hists[v].add(value)
     scales = {v: float(np.float32(h.threshold(method) / 127.0)) for v, h in hists.items()}
+    for layer in layers.values():
+        if layer.kind in SHARES_SCALE:
+            common = max(scales[v] for v in [*layer.inputs, layer.out])
+            scales.update({v: common for v in [*layer.inputs, layer.out]})
 
     outs = [l.out for l in layers.values()]
     reference = {v: np.concatenate([o[tensors.index(v)] for o in observed]) for v in outs}
@@ -480,9 +563,9 @@ class Comparison:
 
         w = min(40, max([5] + [len(l.name) for l in self.layers]))
         lines = [f"INT8 on {self.chip} against FP32, per layer (TPU-MLIR's npz compare)",
-                 f"{'layer':<{w}} {'kind':<10} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
+                 f"{'layer':<{w}} {'kind':<16} {'precision':<9} {'cosine':>9} {'SQNR dB':>8} {'max err':>9}"]
         for l in self.layers:
-            lines.append(f"{_fit(l.name, w):<{w}} {l.kind:<10} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
+            lines.append(f"{_fit(l.name, w):<{w}} {l.kind:<16} {'int8' if l.int8 else 'fp32':<9} {l.cosine:>9.5f} "
                          f"{l.sqnr_db:>8.2f} {l.max_error:>9.4g}")
         worst = min((l.cosine for l in self.layers), default=1.0)
         lines.append(f"minimum cosine {worst:.5f}")

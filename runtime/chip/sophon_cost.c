@@ -312,7 +312,13 @@ uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_loca
 
 uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
                             sophon_reduce_kind kind) {
-  return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN ? 2 : 1);
+  /* a mean divides; an int8 sum requantizes */
+  const int requantizes = kind == SOPHON_REDUCE_SUM && in != NULL && in->dtype == SOPHON_I8;
+  return sophon_cost_eltwise(chip, in, kind == SOPHON_REDUCE_MEAN || requantizes ? 2 : 1);
+}
+
+uint64_t sophon_cost_softmax_int8(const sophon_chip* chip, const sophon_local* out) {
+  return sophon_cost_eltwise(chip, out, 10); /* sophon_cost.h: fixed-point exp and reciprocal */
 }
 
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {

@@ -34,7 +34,11 @@
  *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
  *                    and PRELU 2) + its fused activation's ops; activation: its
  *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
- *                    reduce: one pass over its input (mean 2: the divide);
+ *                    reduce: one pass over its input (mean 2: the divide; int8
+ *                    sum and mean 2 as well: the requantization);
+ *                    softmax int8 10 (max, subtract and rescale 2, the fixed-point
+ *                    exp 4 as the special-function unit's, sum, the reciprocal
+ *                    amortised over the row, multiply and shift 2; assumption);
  *                    lrn size + 6 (a square-add per window channel, scale,
  *                    shift, power 4, divide: assumption);
  *                    norm 8 (sum, subtract, square-add, rsqrt amortised,
@@ -126,6 +130,7 @@ uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out
 uint64_t sophon_cost_softmax(const sophon_chip* chip, const sophon_local* out);
 uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
                             sophon_reduce_kind kind);
+uint64_t sophon_cost_softmax_int8(const sophon_chip* chip, const sophon_local* out);
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out);
 uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
                          const sophon_lrn_params* p);

@@ -123,9 +123,13 @@ typedef struct {
   const sophon_resize_params* resize;
   const sophon_norm_params* norm;
   const sophon_lrn_params* lrn;
+  const sophon_lut_int8_params* lut;
+  const sophon_binary_int8_params* binary_int8;
   sophon_binary_op binary_op;
   sophon_reduce_kind reduce_kind;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
+  int32_t softmax_multiplier;            /* softmax_int8's input multiplier */
+  int32_t softmax_left_shift;            /* and left shift */
 } sophon_operands;
 
 /* ----------------------------------------------------------- counters */

@@ -24,7 +24,7 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act);
 /* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
- * bit-identical to the reference; cannot fail (without scratch memory it computes
+ * bit-identical to the reference (but AVX-512's sigmoid family, see below); cannot fail (without scratch memory it computes
  * the reference's way). */
 void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
                                const sophon_local* in, const sophon_local* weight,
@@ -50,8 +50,13 @@ int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const soph
                          const sophon_local* b, const sophon_add_int8_params* p);
 int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_pool_params* p, int32_t act_min, int32_t act_max);
-/* sophon_fast_activation.c: f32 activation (every kind), bit-identical to the
- * reference kernel of reference/sophon_tiu_activation.c; always 0. */
+/* sophon_fast_int8_binary.c: fast binary_int8 (MUL, MAX, MIN, PRELU; b of out's
+ * shape or one value per channel, else -1), bit-identical to the reference kernel of
+ * reference/sophon_tiu_eltwise_int8.c. */
+int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                            const sophon_local* b, const sophon_binary_int8_params* p);
+/* sophon_fast_activation.c: f32 activation (every kind), bit-identical (but
+ * AVX-512's sigmoid family, see below) to the reference kernel of reference/sophon_tiu_activation.c; always 0. */
 int sophon_fast_activation_f32(sophon_device* dev, const sophon_local* out,
                                const sophon_local* in, const sophon_activation* act);
 /* sophon_fast_eltwise.c: f32 binary element-wise and pool2d, bit-identical to the
@@ -167,6 +172,68 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline void sophon_store_first_avx2(floa
     count -= 2;
   }
   if (count >= 1) _mm_store_ss(dst, part);
+}
+#endif
+
+/* ------------------------------------------------- sigmoid and SiLU, AVX-512
+ * The one place where a fast f32 kernel does not repeat the reference's operations:
+ * sigmoid and SiLU (x * sigmoid(x), EfficientNet's and YOLO's activation) call the
+ * C library's expf per element in the reference, which costs more than the conv it
+ * follows. With AVX-512, the conv micro-kernel, depthwise conv and tiu_activation
+ * compute them 16 at a time in registers instead:
+ *     e = exp(-x): -x = n * ln2 + r (n rounded to nearest, |r| <= ln2 / 2, ln2 in
+ *         two parts), e^r by Cephes' degree-7 polynomial (1 + r + r^2 * P(r)),
+ *         e = e^r * 2^n by scalef (exact, and inf / 0 past the f32 range, as expf);
+ *     sigmoid = 1 / (1 + e), SiLU = x * sigmoid: the reference's last operations.
+ * e is within about 1.5 ulp of expf's; the add, divide and multiply round as the
+ * reference's do (each side half an ulp per step), so the result is within
+ * SOPHON_SIGMOID_ULPS ulp of the reference's (4 at most over 12 million random
+ * inputs on the Zen 4 host; more only where SiLU multiplies a subnormal sigmoid,
+ * below 2^-140 in absolute terms: tests/test_fast_activations.py). NaN stays NaN,
+ * +-inf give the reference's 1 / 0 (sigmoid) and inf / NaN (SiLU). Other ISA levels
+ * and every other kind stay bit-identical to the reference. */
+#define SOPHON_SIGMOID_ULPS 6
+
+/* 1 for the kinds the AVX-512 kernels compute as above. */
+static inline int sophon_act_is_sigmoid_family(const sophon_activation* act) {
+  return act != NULL && (act->kind == SOPHON_ACT_SIGMOID || act->kind == SOPHON_ACT_SILU);
+}
+
+/* data[i] = act(data[i] + *bias) for `count` floats (bias NULL: act(data[i])), as
+ * sophon_finish_f32 / sophon_activate_span_f32, with the sigmoid family in AVX-512
+ * registers when `avx512` (sophon_fast_activation.c). */
+void sophon_finish_span_f32(int avx512, float* data, int64_t count, const float* bias,
+                            const sophon_activation* act);
+
+#if SOPHON_X86_DISPATCH
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 sophon_sigmoid_avx512(__m512 x) {
+  /* t = -x, clamped to where exp(t) is 0 or inf in f32 anyway (NaN lanes: below) */
+  const __m512 t = _mm512_min_ps(_mm512_max_ps(_mm512_xor_ps(x, _mm512_set1_ps(-0.0f)),
+                                               _mm512_set1_ps(-104.0f)),
+                                 _mm512_set1_ps(89.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), t);
+  __m512 p;
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  p = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                    _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n)));
+  return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), p, x);
+}
+
+/* act(x) for the sigmoid family; x unchanged for other kinds. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 sophon_sigmoid_family_avx512(
+    __m512 x, const sophon_activation* act) {
+  if (act->kind == SOPHON_ACT_SIGMOID) return sophon_sigmoid_avx512(x);
+  if (act->kind == SOPHON_ACT_SILU) return _mm512_mul_ps(x, sophon_sigmoid_avx512(x));
+  return x;
 }
 #endif
 

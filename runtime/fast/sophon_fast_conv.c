@@ -13,13 +13,15 @@
  *   walks its B panels K block by K block and runs an mr x nr register-blocked
  *   micro-kernel for every A panel over the block, keeping partial sums in a
  *   contiguous tile buffer; the last block adds the bias, applies the activation in
- *   registers (sigmoid and tanh run after, over the task's outputs) and stores the
+ *   registers (with AVX-512 sigmoid and SiLU too, see sophon_fast.h; tanh and the
+ *   other special functions run after, over the task's outputs) and stores the
  *   output rows. Where B comes from:
  *   - implicit GEMM (the AVX-512 kernel): the input is copied once into the stride
  *     phases of its zero-padded planes, where every row of B is a contiguous run
  *     (see conv_gemm.b_rows); the kernel reads those rows in place, and columns that
  *     fall on padding are computed and dropped;
- *   - packed (AVX2, plain C, sigmoid/tanh): each block of a B panel (16 KiB, so it
+ *   - packed (AVX2, plain C, the special functions but AVX-512's sigmoid family):
+ *     each block of a B panel (16 KiB, so it
  *     stays in L1) is packed from the input (im2col) before use, or all of B once,
  *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
@@ -185,7 +187,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 clamp_avx512(__m512 r, f
   return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
 }
 
-/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits). */
+/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits);
+ * the sigmoid family as sophon_fast.h states. */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
                                                                    const sophon_activation* act) {
   if (act == NULL) return x;
@@ -203,6 +206,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
     case SOPHON_ACT_LEAKY_RELU:
       return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
                                   _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
+    case SOPHON_ACT_SIGMOID:
+    case SOPHON_ACT_SILU: return sophon_sigmoid_family_avx512(x, act);
     default: return x;
   }
 }
@@ -544,6 +549,32 @@ static void set_b_rows(conv_gemm* g) {
   }
 }
 
+/* The rows of one A panel (tile_m of mr; the iterators at its first channel, then
+ * advanced past it): a[r] is weight row r from column kb; with `outputs`, planes[r]
+ * is output channel r's plane and bias[r] its bias (0 without). Rows past tile_m
+ * repeat the last A row, write to `sink` (rows[r]) and have bias 0. */
+static void panel_rows(const conv_gemm* g, int32_t tile_m, int64_t kb, int outputs,
+                       sophon_channel_iter* w_it, sophon_channel_iter* o_it,
+                       sophon_channel_iter* b_it, const float** a, float** planes,
+                       float* bias, float** rows, float* sink) {
+  int32_t r;
+  for (r = 0; r < tile_m; ++r) {
+    a[r] = (const float*)(const void*)w_it->base + kb;
+    sophon_channel_next(&g->weight_v, w_it);
+    if (outputs) {
+      planes[r] = (float*)(void*)o_it->base;
+      bias[r] = g->has_bias ? *(const float*)(const void*)b_it->base : 0.0f;
+      sophon_channel_next(&g->out_v, o_it);
+      if (g->has_bias) sophon_channel_next(&g->bias_v, b_it);
+    }
+  }
+  for (; r < g->kernel.mr; ++r) { /* past the last channel: drop the results */
+    a[r] = a[tile_m - 1];
+    rows[r] = sink;
+    bias[r] = 0.0f;
+  }
+}
+
 /* Scratch floats of one task: one B panel, the partial sums of its tiles on one B
  * panel, mr bias values and a sink row for the tile rows past the last output
  * channel. */
@@ -603,22 +634,9 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
         const int32_t oc0 = (int32_t)(mp * mr);
         const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
         float* tile = tiles + (mp - m_begin) * mr * nr;
-        for (r = 0; r < tile_m; ++r) {
-          a[r] = (const float*)(const void*)w_it.base + kb;
-          sophon_channel_next(&g->weight_v, &w_it);
-          if (last) {
-            planes_out[r] = (float*)(void*)o_it.base;
-            rows[r] = planes_out[r] + col0;
-            bias[r] = g->has_bias ? *(const float*)(const void*)b_it.base : 0.0f;
-            sophon_channel_next(&g->out_v, &o_it);
-            if (g->has_bias) sophon_channel_next(&g->bias_v, &b_it);
-          }
-        }
-        for (; r < mr; ++r) { /* past the last channel: repeat the last row, drop the results */
-          a[r] = a[tile_m - 1];
-          rows[r] = sink;
-          bias[r] = 0.0f;
-        }
+        panel_rows(g, tile_m, kb, last, &w_it, &o_it, &b_it, a, planes_out, bias, rows, sink);
+        if (last)
+          for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
         if (b != NULL) {
           g->kernel.fn(kc, a, b, tile, kb == 0, last ? rows : NULL, cols,
                        g->fused_act ? bias : NULL, act->kind == SOPHON_ACT_NONE ? NULL : act);
@@ -651,6 +669,52 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   }
 }
 
+/* L2 bytes of B that conv_gemm_rows_task runs every A panel over (half of a 1 MiB L2). */
+#define B_L2_BYTES (512 * 1024)
+
+/* conv_gemm_task for a GEMM whose B is read in place with no columns to drop (an
+ * unpadded 1x1 stride-1 conv: B rows are input planes) and whose K fits one block:
+ * the task's B panels in chunks of about B_L2_BYTES, and for each chunk A panel by A
+ * panel, each over all of the chunk's B panels. The output then goes out as mr
+ * sequential streams instead of a tile of every output channel per B panel, which
+ * with a short K (MobileNet's and EfficientNet's expand convs) made the stores, not
+ * the FMAs, the bottleneck. Same sums in the same order as conv_gemm_task. */
+static void conv_gemm_rows_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const int32_t mr = g->kernel.mr, nr = g->kernel.nr;
+  const sophon_activation* act = g->p->act.kind == SOPHON_ACT_NONE ? NULL : &g->p->act;
+  const int64_t chunk = B_L2_BYTES / (g->k * nr * (int64_t)sizeof(float)) + 1;
+  int64_t n_begin, n_end, n0, mp, np;
+  float *tile, *bias, *sink;
+  const float* a[MR_MAX];
+  float* planes_out[MR_MAX];
+  float* rows[MR_MAX];
+  int32_t r;
+
+  sophon_task_range(g->n_panels, task, tasks, &n_begin, &n_end);
+  tile = g->scratch + task * g->task_floats + B_PANEL_FLOATS;
+  bias = tile + mr * nr;
+  sink = bias + 16;
+  for (n0 = n_begin; n0 < n_end; n0 += chunk) {
+    const int64_t n1 = n_end - n0 < chunk ? n_end : n0 + chunk;
+    sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, g->group * g->ocg);
+    sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, g->group * g->ocg);
+    sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, g->group * g->ocg)
+                                           : w_it;
+    for (mp = 0; mp < g->m_panels; ++mp) {
+      const int32_t oc0 = (int32_t)(mp * mr);
+      const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
+      panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_it, a, planes_out, bias, rows, sink);
+      for (np = n0; np < n1; ++np) {
+        const int64_t col0 = np * nr;
+        const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
+        for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
+        g->kernel.rows_fn(g->k, a, g->b_rows, col0, tile, 1, rows, cols, bias, act);
+      }
+    }
+  }
+}
+
 /* Packs a share of the B panels, all of K, into g->b_shared. */
 static void pack_b_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_gemm* g = (const conv_gemm*)ctx;
@@ -666,7 +730,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   conv_gemm g;
   int32_t tasks;
   int64_t b_floats, rows_floats;
-  int implicit;
+  int implicit, by_rows;
   uint64_t macs;
 
   sophon_view_init(&g.out_v, dev, out);
@@ -684,7 +748,8 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.n = (int64_t)out->h * out->w;
   g.kernel = micro_kernel_for(dev);
   g.pack_avx512 = dev->cpu_avx512;
-  g.fused_act = sophon_act_is_simple(&p->act);
+  g.fused_act = sophon_act_is_simple(&p->act) ||
+                (dev->cpu_avx512 && sophon_act_is_sigmoid_family(&p->act));
   g.m_panels = sophon_ceil_div(g.ocg, g.kernel.mr);
   g.b_rows = NULL;
   g.planes = NULL;
@@ -723,6 +788,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats));
   if (g.scratch == NULL) return -1;
   g.b_shared = NULL;
+  by_rows = implicit && g.plane_floats == 0 && g.split_n && g.k <= g.kernel.kc;
   if (implicit) {
     g.b_rows = (const float**)(void*)(g.scratch + g.task_floats * tasks);
     if (g.plane_floats > 0) g.planes = g.scratch + g.task_floats * tasks + rows_floats;
@@ -735,7 +801,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
         sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
       if (g.b_rows != NULL) set_b_rows(&g);
       if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
-      sophon_parallel_run(dev->pool, tasks, conv_gemm_task, &g);
+      sophon_parallel_run(dev->pool, tasks, by_rows ? conv_gemm_rows_task : conv_gemm_task, &g);
     }
   }
   return 0;

@@ -64,6 +64,7 @@ typedef struct {
   float* scratch;            /* task t's tap rows at scratch + t * task_floats */
   int64_t task_floats;
   int use_avx2;
+  int use_avx512; /* the sigmoid family in AVX-512 registers (sophon_fast.h) */
 } conv_depthwise;
 
 /* ------------------------------------------------------------- set-up */
@@ -326,10 +327,10 @@ SOPHON_AVX2 static void rows_avx2(const conv_depthwise* d, const depthwise_row* 
       strip_rows_avx2(d, &first, nr, ox, nv, count - 8 * (nv - 1));
     }
   }
-  if (!sophon_act_is_simple(&d->p->act)) /* the special functions: element by element */
+  if (!sophon_act_is_simple(&d->p->act)) /* the special functions: a second pass */
     for (r = 0; r < rows; ++r)
-      sophon_activate_span_f32(row->out_row + (int64_t)r * d->out_w + from, to - from,
-                               &d->p->act);
+      sophon_finish_span_f32(d->use_avx512, row->out_row + (int64_t)r * d->out_w + from,
+                             to - from, NULL, &d->p->act);
 }
 
 #endif
@@ -434,6 +435,7 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
   d.out_h = out->h;
   d.out_w = out->w;
   d.use_avx2 = dev->cpu_avx2;
+  d.use_avx512 = dev->cpu_avx512;
   plan_layout(&d);
   d.scratch = NULL;
   if (d.vector_rows) {

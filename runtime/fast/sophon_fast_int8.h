@@ -4,20 +4,22 @@
  * sophon_fast_int8_eltwise.c); not public API.
  *
  * Each equals its scalar definition lane by lane for every input the INT8
- * instructions' checks allow (multipliers >= 0, shifts in range):
+ * instructions' checks allow (multipliers >= 0, or down to -INT32_MAX for add's
+ * input 2 in a SUB; shifts in range):
  *   - sat(x + y): the wrapped sum overflowed iff its sign differs from the signs
  *     of both addends; it then saturates toward the sign of x.
  *   - x * 2^s saturated (MultiplyByQuantizedMultiplier's left shift, s in
  *     [0, 30]): x > INT32_MAX >> s overflows upward, x < -2^(31 - s) downward;
  *     otherwise the shift is exact.
- *   - SaturatingRoundingDoublingHighMul(x, m) for m >= 0: the scalar code
+ *   - SaturatingRoundingDoublingHighMul(x, m), m > INT32_MIN: the scalar code
  *     truncates (P + nudge) / 2^31, P = x * m, nudge = 2^30, or 1 - 2^30 when
  *     P < 0. For P < 0, trunc((P + 1 - 2^30) / 2^31) = ceil((P + 1 - 2^30) / 2^31)
  *     = floor((P + 2^30) / 2^31); for P >= 0 it is floor((P + 2^30) / 2^31)
  *     directly. Both are bits 31..62 of the 64-bit P + 2^30 (|P| < 2^62), read
  *     with a logical shift; _mm256_mul_epi32 forms the even lanes' 64-bit
  *     products, a second one (after moving the odd lanes down) the odd lanes'.
- *     The one saturating case, INT32_MIN * INT32_MIN, needs m < 0.
+ *     The one saturating case, INT32_MIN * INT32_MIN, needs m = INT32_MIN, which
+ *     the checks refuse.
  *   - RoundingDivideByPOT(x, e), e in [0, 31]: floor(x / 2^e) (an arithmetic
  *     shift), plus 1 when the remainder x & (2^e - 1) exceeds (2^e - 1) / 2, or
  *     (2^e - 1) / 2 + 1 for x < 0: ties away from zero, the scalar rule.

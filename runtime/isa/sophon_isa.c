@@ -63,7 +63,11 @@ static uint64_t norm_cost(const sophon_chip* chip, const sophon_operands* o) {
 static uint64_t lrn_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_lrn(chip, o->out, o->lrn);
 }
-/* int8 ADD: the rescales are fused into the element-wise pass, one op per element */
+static uint64_t softmax_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_softmax_int8(chip, o->out);
+}
+/* int8 ADD, binary_int8 and lut_int8: the rescales (or the table lookup) are fused
+ * into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_binary(chip, o->out, NULL);
 }
@@ -142,8 +146,30 @@ static int add_int8_fast(sophon_device* dev, const sophon_operands* o) {
 static void pool2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
 }
+static void lut_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_lut_int8(dev, o->out, o->a, o->lut);
+}
+static void binary_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
+}
+static int binary_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
+}
 static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
   return sophon_fast_pool2d_int8(dev, o->out, o->a, o->pool, o->act_min, o->act_max);
+}
+static void reduce_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_reduce_int8(dev, o->out, o->a, o->reduce_kind, o->requant);
+}
+static void softmax_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_softmax_int8(dev, o->out, o->a, o->softmax_multiplier, o->softmax_left_shift);
+}
+
+static void conv2d_transpose_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
+static void resize_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_resize_int8(dev, o->out, o->a, o->resize);
 }
 
 /* -------------------------------------------------------------- table
@@ -182,6 +208,20 @@ static const sophon_instruction instructions[] = {
    sophon_check_tiu_norm, norm_cost, NULL, norm_ref, NULL},
   {SOPHON_CMD_LRN, "lrn", "tiu_lrn", /* out, a, lrn */
    sophon_check_tiu_lrn, lrn_cost, NULL, lrn_ref, NULL},
+  {SOPHON_CMD_LUT_INT8, "lut_int8", "tiu_lut_int8", /* out, a, lut */
+   sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, NULL},
+  {SOPHON_CMD_BINARY_INT8, "binary_int8", "tiu_binary_int8", /* out, a, b, binary_int8 */
+   sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, binary_int8_fast},
+  {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
+   /* out, a, b, c, conv, requant */
+   sophon_check_tiu_conv2d_transpose_int8, conv2d_transpose_cost, conv2d_transpose_macs,
+   conv2d_transpose_int8_ref, NULL},
+  {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
+   sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
+  {SOPHON_CMD_REDUCE_INT8, "reduce_int8", "tiu_reduce_int8", /* out, a, reduce_kind, requant */
+   sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, NULL},
+  {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8", "tiu_softmax_int8", /* out, a, softmax_* */
+   sophon_check_tiu_softmax_int8, softmax_int8_cost, NULL, softmax_int8_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -340,4 +380,55 @@ sophon_status sophon_tiu_lrn(sophon_device* dev, const sophon_local* out,
   sophon_operands o = operands(out, in, NULL, NULL);
   o.lrn = p;
   return sophon_isa_execute(dev, SOPHON_CMD_LRN, &o);
+}
+
+sophon_status sophon_tiu_lut_int8(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* in, const sophon_lut_int8_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.lut = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_LUT_INT8, &o);
+}
+
+sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* a, const sophon_local* b,
+                                     const sophon_binary_int8_params* p) {
+  sophon_operands o = operands(out, a, b, NULL);
+  o.binary_int8 = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_BINARY_INT8, &o);
+}
+
+sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                               const sophon_local* in, const sophon_local* weight,
+                                               const sophon_local* bias,
+                                               const sophon_conv_params* p,
+                                               const sophon_requant* q) {
+  sophon_operands o = operands(out, in, weight, bias);
+  o.conv = p;
+  o.requant = q;
+  return sophon_isa_execute(dev, SOPHON_CMD_CONV2D_TRANSPOSE_INT8, &o);
+}
+
+sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, const sophon_resize_params* p) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.resize = p;
+  return sophon_isa_execute(dev, SOPHON_CMD_RESIZE_INT8, &o);
+}
+
+sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
+                                     const sophon_local* in, sophon_reduce_kind kind,
+                                     const sophon_requant* q) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.reduce_kind = kind;
+  o.requant = q;
+  return sophon_isa_execute(dev, SOPHON_CMD_REDUCE_INT8, &o);
+}
+
+sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, int32_t input_multiplier,
+                                      int32_t input_left_shift) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.softmax_multiplier = input_multiplier;
+  o.softmax_left_shift = input_left_shift;
+  return sophon_isa_execute(dev, SOPHON_CMD_SOFTMAX_INT8, &o);
 }

@@ -85,11 +85,12 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
     case SOPHON_CMD_CONV2D_TRANSPOSE:
+    case SOPHON_CMD_CONV2D_TRANSPOSE_INT8:
       o.conv = SOPHON_ENTRY(prog->convs, prog->num_convs, c->p);
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (c->d >= 0 && ld == NULL) return bad_index(dev, "bias", c->d);
       if (o.conv == NULL) return bad_index(dev, "conv params", c->p);
-      if (c->kind == SOPHON_CMD_CONV2D_INT8) {
+      if (c->kind == SOPHON_CMD_CONV2D_INT8 || c->kind == SOPHON_CMD_CONV2D_TRANSPOSE_INT8) {
         o.requant = SOPHON_ENTRY(prog->requants, prog->num_requants, c->q);
         if (o.requant == NULL) return bad_index(dev, "requant", c->q);
       }
@@ -139,6 +140,7 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (o.lrn == NULL) return bad_index(dev, "lrn params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_RESIZE:
+    case SOPHON_CMD_RESIZE_INT8:
       o.resize = SOPHON_ENTRY(prog->resizes, prog->num_resizes, c->p);
       if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
       if (o.resize == NULL) return bad_index(dev, "resize params", c->p);
@@ -156,6 +158,29 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
       if (o.add == NULL) return bad_index(dev, "add params", c->p);
       return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_LUT_INT8:
+      o.lut = SOPHON_ENTRY(prog->luts, prog->num_luts, c->p);
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      if (o.lut == NULL) return bad_index(dev, "lut", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_BINARY_INT8:
+      o.binary_int8 = SOPHON_ENTRY(prog->binaries_int8, prog->num_binaries_int8, c->p);
+      if (a == NULL || b == NULL || lc == NULL) return bad_index(dev, "operand", -1);
+      if (o.binary_int8 == NULL) return bad_index(dev, "binary_int8 params", c->p);
+      return run_tiu(dev, c->kind, &o, a, b, lc, NULL);
+    case SOPHON_CMD_REDUCE_INT8:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.reduce_kind = (sophon_reduce_kind)c->d;
+      if (c->p >= 0) {
+        o.requant = SOPHON_ENTRY(prog->requants, prog->num_requants, c->p);
+        if (o.requant == NULL) return bad_index(dev, "requant", c->p);
+      }
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_SOFTMAX_INT8:
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      o.softmax_multiplier = c->c; /* the values themselves */
+      o.softmax_left_shift = c->d;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;

@@ -71,6 +71,17 @@ void sophon_ref_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out
                                      const sophon_local* bias, const sophon_conv_params* p);
 sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* op,
                                                 const sophon_operands* o);
+/* Its parameter and shape rules (descriptors already checked), shared with int8. */
+sophon_status sophon_check_conv2d_transpose_shapes(sophon_device* dev, const char* op,
+                                                  const sophon_local* out, const sophon_local* in,
+                                                  const sophon_local* weight,
+                                                  const sophon_local* bias,
+                                                  const sophon_conv_params* p);
+/* Input index of output index `out_index` through filter tap `tap`, or -1 if that
+ * tap of the transposed conv does not land on it:
+ * in_index * stride - pad + tap * dilation == out_index. */
+int64_t sophon_deconv_source(int64_t out_index, int32_t pad, int32_t tap, int32_t dilation,
+                             int32_t stride, int32_t in_size);
 /* The multiply-accumulates it does: the (output pixel, filter tap) pairs that land. */
 uint64_t sophon_conv2d_transpose_macs(const sophon_local* out, const sophon_local* in,
                                       const sophon_conv_params* p);
@@ -101,6 +112,11 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
+/* TFLite's int8 resizes (keeping the input's quantization), same params. */
+void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_resize_params* p);
+sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
 
 /* ---------------------------------- int8 conv2d, fc (sophon_tiu_conv_int8.c) */
 
@@ -114,6 +130,12 @@ sophon_status sophon_check_tiu_conv2d_int8(sophon_device* dev, const char* op,
                                            const sophon_operands* o);
 sophon_status sophon_check_tiu_fc_int8(sophon_device* dev, const char* op,
                                        const sophon_operands* o);
+void sophon_ref_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, const sophon_local* weight,
+                                      const sophon_local* bias, const sophon_conv_params* p,
+                                      const sophon_requant* q);
+sophon_status sophon_check_tiu_conv2d_transpose_int8(sophon_device* dev, const char* op,
+                                                     const sophon_operands* o);
 
 /* ---------------------------- int8 add, pool2d (sophon_tiu_add_pool_int8.c) */
 
@@ -124,6 +146,29 @@ void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
 sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
                                         const sophon_operands* o);
 sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+
+/* ------------- int8 lut, binary (sophon_tiu_eltwise_int8.c; SUB is add_int8) */
+
+/* One int8 result of a binary op from the int8 pair (x, y) and the op's params. */
+typedef int8_t (*sophon_int8_pair_fn)(int32_t x, int32_t y, const void* params);
+/* out[n, c, h, w] = fn(a[...], b[...], params) with broadcast as sophon_tiu_binary:
+ * the element loop of add_int8 and binary_int8. */
+void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                               const sophon_local* b, sophon_int8_pair_fn fn, const void* params);
+/* The operand checks of add_int8 and binary_int8 (sophon_tiu_add_pool_int8.c): an
+ * int8 chip; out, a, b int8 locals in bounds; a and b broadcast to out; out
+ * disjoint from each input or that input itself (in place). */
+sophon_status sophon_check_int8_broadcast_operands(sophon_device* dev, const char* op,
+                                                   const sophon_operands* o);
+
+void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p);
+void sophon_ref_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                            const sophon_local* b, const sophon_binary_int8_params* p);
+sophon_status sophon_check_tiu_lut_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o);
+sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
                                            const sophon_operands* o);
 
 /* --------------------------------------------------- checks shared by families */
@@ -165,6 +210,20 @@ sophon_status sophon_check_clamp(sophon_device* dev, const char* op, int32_t act
 sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const char* name,
                                       int32_t index, int32_t multiplier, int32_t shift,
                                       int32_t shift_min, int32_t shift_max);
+
+/* ------------------------ int8 reduce, softmax (sophon_tiu_reduce_int8.c) */
+
+void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            sophon_reduce_kind kind, const sophon_requant* q);
+void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                             int32_t input_multiplier, int32_t input_left_shift);
+/* out is in reduced over h, both in local memory and apart (sophon_tiu_reduce.c). */
+sophon_status sophon_check_reduced_over_h(sophon_device* dev, const char* op,
+                                          const sophon_local* out, const sophon_local* in);
+sophon_status sophon_check_tiu_reduce_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o);
+sophon_status sophon_check_tiu_softmax_int8(sophon_device* dev, const char* op,
+                                            const sophon_operands* o);
 
 /* ------------------------------------------- int8 fixed point (sophon_fixed_point.c)
  * TFLite's (gemmlowp's) primitives, used by the INT8 instructions. */

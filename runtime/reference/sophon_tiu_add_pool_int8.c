@@ -18,12 +18,14 @@
 /* ------------------------------------------------------------------- add */
 
 /* TFLite's AddFunc for one element pair. Bounds, from the checks (zero points
- * in [-128, 127], left_shift <= 22, multipliers >= 0, shifts <= 0):
+ * in [-128, 127], left_shift <= 22, |multipliers| < 2^31 (input2's is negative
+ * for SUB), shifts <= 0):
  *   x - zero_point in [-255, 255]; shifted by 2^22 at most: |.| <= 255 * 2^22;
  *   a multiply by multiplier / 2^31 < 1 and a rounding right shift never grow a
  *   magnitude, so |sum| <= 2 * 255 * 2^22 = 2139095040 < 2^31, and so is the
  *   rescaled output; + output_zero_point stays below 2^31 as well. */
-static int8_t add_int8_element(int32_t x, int32_t y, const sophon_add_int8_params* p) {
+static int8_t add_int8_element(int32_t x, int32_t y, const void* params) {
+  const sophon_add_int8_params* p = (const sophon_add_int8_params*)params;
   const int32_t shifted_x = (x - p->input1_zero_point) * (1 << p->left_shift);
   const int32_t shifted_y = (y - p->input2_zero_point) * (1 << p->left_shift);
   const int32_t scaled_x = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
@@ -39,32 +41,7 @@ static int8_t add_int8_element(int32_t x, int32_t y, const sophon_add_int8_param
 
 void sophon_ref_add_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                          const sophon_local* b, const sophon_add_int8_params* p) {
-  sophon_view out_v, a_v, b_v;
-  /* element steps along h and w, 0 on a broadcast dim */
-  const int64_t a_h_step = a->h == 1 ? 0 : a->w, a_w_step = a->w == 1 ? 0 : 1;
-  const int64_t b_h_step = b->h == 1 ? 0 : b->w, b_w_step = b->w == 1 ? 0 : 1;
-  int32_t batch, channel, y, x;
-
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&a_v, dev, a);
-  sophon_view_init(&b_v, dev, b);
-  for (batch = 0; batch < out->n; ++batch) {
-    for (channel = 0; channel < out->c; ++channel) {
-      /* a broadcast channel is channel 0, in lane 0 */
-      const int8_t* a_data = sophon_view_i8(&a_v, a->n == 1 ? 0 : batch, a->c == 1 ? 0 : channel);
-      const int8_t* b_data = sophon_view_i8(&b_v, b->n == 1 ? 0 : batch, b->c == 1 ? 0 : channel);
-      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
-      for (y = 0; y < out->h; ++y) {
-        const int8_t* a_row = a_data + y * a_h_step;
-        const int8_t* b_row = b_data + y * b_h_step;
-        int8_t* out_row = out_data + (int64_t)y * out->w;
-        for (x = 0; x < out->w; ++x) {
-          /* in place: both inputs of element (y, x) are read before it is written */
-          out_row[x] = add_int8_element(a_row[x * a_w_step], b_row[x * b_w_step], p);
-        }
-      }
-    }
-  }
+  sophon_ref_int8_broadcast(dev, out, a, b, add_int8_element, p);
 }
 
 static sophon_status check_add_params(sophon_device* dev, const char* op,
@@ -90,8 +67,14 @@ static sophon_status check_add_params(sophon_device* dev, const char* op,
   if ((s = sophon_check_multiplier(dev, op, "input1", -1, p->input1_multiplier, p->input1_shift,
                                     -31, 0)) != SOPHON_OK)
     return s;
-  if ((s = sophon_check_multiplier(dev, op, "input2", -1, p->input2_multiplier, p->input2_shift,
-                                    -31, 0)) != SOPHON_OK)
+  /* a negative input2 multiplier makes the instruction TFLite's SUB (sub.cc negates
+   * it and runs the ADD kernel); its magnitude follows the same rule */
+  if (p->input2_multiplier == INT32_MIN)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: input2 multiplier is INT32_MIN", op);
+  if ((s = sophon_check_multiplier(dev, op, "input2", -1,
+                                    p->input2_multiplier < 0 ? -p->input2_multiplier
+                                                             : p->input2_multiplier,
+                                    p->input2_shift, -31, 0)) != SOPHON_OK)
     return s;
   if ((s = sophon_check_multiplier(dev, op, "output", -1, p->output_multiplier, p->output_shift,
                                     -31, 0)) != SOPHON_OK)
@@ -99,12 +82,9 @@ static sophon_status check_add_params(sophon_device* dev, const char* op,
   return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }
 
-/* tiu_add_int8's checks (operands: out, a, b, add); the instruction table
- * (isa/sophon_isa.c) runs them before any kernel. */
-sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
-                                        const sophon_operands* o) {
+sophon_status sophon_check_int8_broadcast_operands(sophon_device* dev, const char* op,
+                                                   const sophon_operands* o) {
   const sophon_local *out = o->out, *a = o->a, *b = o->b;
-  const sophon_add_int8_params* p = o->add;
   sophon_status s;
 
   if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
@@ -114,16 +94,21 @@ sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_dtype(dev, op, "a", a, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_dtype(dev, op, "b", b, SOPHON_I8)) != SOPHON_OK) return s;
-  if ((s = check_add_params(dev, op, p)) != SOPHON_OK) return s;
   if ((s = sophon_check_broadcast(dev, op, "a", a, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_broadcast(dev, op, "b", b, out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "a", a)) != SOPHON_OK) return s;
   if ((s = sophon_check_bounds(dev, op, "b", b)) != SOPHON_OK) return s;
   if ((s = sophon_check_disjoint_or_same(dev, op, out, "a", a)) != SOPHON_OK) return s;
-  if ((s = sophon_check_disjoint_or_same(dev, op, out, "b", b)) != SOPHON_OK) return s;
+  return sophon_check_disjoint_or_same(dev, op, out, "b", b);
+}
 
-  return SOPHON_OK;
+/* tiu_add_int8's checks (operands: out, a, b, add); the instruction table
+ * (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o) {
+  const sophon_status s = sophon_check_int8_broadcast_operands(dev, op, o);
+  return s != SOPHON_OK ? s : check_add_params(dev, op, o->add);
 }
 
 /* ---------------------------------------------------------------- pool2d */

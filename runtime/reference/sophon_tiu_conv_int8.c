@@ -330,3 +330,93 @@ sophon_status sophon_check_tiu_fc_int8(sophon_device* dev, const char* op,
 
   return SOPHON_OK;
 }
+
+/* ------------------------------------------------------ conv2d_transpose */
+
+/*
+ * TFLite's reference_integer_ops::TransposeConv, written as a gather (as the f32
+ * sophon_tiu_deconv.c, so that a band of output rows can be computed from the
+ * input rows that reach it): TFLite scatters (in + input_offset) * filter into an
+ * int32 scratch image; every output element receives the same terms, and an
+ * int32 sum of them is the same whatever its order (bounded below, no overflow).
+ * Then + bias, MultiplyByQuantizedMultiplier per output channel, + output zero
+ * point, clamp: as conv2d_int8.
+ */
+void sophon_ref_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, const sophon_local* weight,
+                                      const sophon_local* bias, const sophon_conv_params* p,
+                                      const sophon_requant* q) {
+  sophon_view out_v, in_v, weight_v, bias_v;
+  const int32_t in_c_per_group = in->c / p->groups;
+  const int32_t out_c_per_group = out->c / p->groups;
+  const int32_t kernel_h = p->kernel_h, kernel_w = p->kernel_w;
+  const int32_t input_zero_point = q->input_zero_point;
+  const int64_t filter_size = (int64_t)kernel_h * kernel_w;
+  int32_t batch, out_channel, out_y, out_x, in_channel, filter_y, filter_x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+  sophon_view_init(&weight_v, dev, weight);
+  if (bias != NULL) sophon_view_init(&bias_v, dev, bias);
+
+  for (batch = 0; batch < out->n; ++batch) {
+    for (out_channel = 0; out_channel < out->c; ++out_channel) {
+      const int32_t group = out_channel / out_c_per_group;
+      const int32_t out_in_group = out_channel % out_c_per_group;
+      const int32_t bias_value = bias != NULL ? *sophon_view_i32(&bias_v, 0, out_channel) : 0;
+      const int32_t channel = q->per_channel ? out_channel : 0;
+      const int32_t multiplier = q->multiplier[channel], shift = q->shift[channel];
+      int8_t* out_data = sophon_view_i8(&out_v, batch, out_channel);
+
+      for (out_y = 0; out_y < out->h; ++out_y) {
+        for (out_x = 0; out_x < out->w; ++out_x) {
+          /* at most K = IC/groups * KH * KW <= INT8_MAX_REDUCTION (checked) terms, each
+           * within +-INT8_MAX_PRODUCT: |acc| < 2^31 after every addition */
+          int32_t acc = 0;
+          for (in_channel = group * in_c_per_group; in_channel < (group + 1) * in_c_per_group;
+               ++in_channel) {
+            const int8_t* in_data = sophon_view_i8(&in_v, batch, in_channel);
+            /* weight (1, IC, OC/groups, KH*KW): in_channel's filter towards out_channel */
+            const int8_t* filter =
+                sophon_view_i8(&weight_v, 0, in_channel) + out_in_group * filter_size;
+            for (filter_y = 0; filter_y < kernel_h; ++filter_y) {
+              const int64_t in_y = sophon_deconv_source(out_y, p->pad_top, filter_y,
+                                                        p->dilation_h, p->stride_h, in->h);
+              if (in_y < 0) continue;
+              for (filter_x = 0; filter_x < kernel_w; ++filter_x) {
+                const int64_t in_x = sophon_deconv_source(out_x, p->pad_left, filter_x,
+                                                          p->dilation_w, p->stride_w, in->w);
+                if (in_x < 0) continue;
+                acc += ((int32_t)in_data[in_y * in->w + in_x] - input_zero_point) *
+                       (int32_t)filter[filter_y * kernel_w + filter_x];
+              }
+            }
+          }
+          /* + bias in int64, saturated (TFLite: int32 add, undefined on overflow) */
+          out_data[(int64_t)out_y * out->w + out_x] =
+              requantize(saturate_i32((int64_t)acc + bias_value), multiplier, shift, q);
+        }
+      }
+    }
+  }
+}
+
+/* tiu_conv2d_transpose_int8's checks (operands: out, a = in, b = weight, c = bias or
+ * NULL, conv, requant): the f32 instruction's shape rules, int8 dtypes, the int8
+ * reduction bound and the requantization. */
+sophon_status sophon_check_tiu_conv2d_transpose_int8(sophon_device* dev, const char* op,
+                                                     const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a, *weight = o->b, *bias = o->c;
+  const sophon_conv_params* p = o->conv;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
+  if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
+  if ((s = sophon_check_conv2d_transpose_shapes(dev, op, out, in, weight, bias, p)) != SOPHON_OK)
+    return s;
+  if ((s = check_reduction(dev, op, (int64_t)(in->c / p->groups) * p->kernel_h * p->kernel_w,
+                           "in.c/groups * kernel_h * kernel_w")) != SOPHON_OK)
+    return s;
+  if ((s = check_requant(dev, op, o->requant, out->c)) != SOPHON_OK) return s;
+  return check_memory(dev, op, out, in, weight, bias);
+}

@@ -12,9 +12,7 @@
 #include "reference/sophon_reference.h"
 #include "reference/sophon_tiu_activation.h"
 
-/* Input index of output index `out_index` through filter tap `tap`, or -1 if that
- * tap of the transposed conv does not land on it. */
-static int64_t deconv_source(int64_t out_index, int32_t pad, int32_t tap, int32_t dilation,
+int64_t sophon_deconv_source(int64_t out_index, int32_t pad, int32_t tap, int32_t dilation,
                              int32_t stride, int32_t in_size) {
   const int64_t t = out_index + pad - (int64_t)tap * dilation;
   if (t < 0 || t % stride != 0 || t / stride >= in_size) return -1;
@@ -54,11 +52,11 @@ void sophon_ref_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out
             const float* filter =
                 sophon_view_f32(&weight_v, 0, in_channel) + out_in_group * filter_floats;
             for (filter_y = 0; filter_y < kernel_h; ++filter_y) {
-              const int64_t in_y = deconv_source(out_y, p->pad_top, filter_y, p->dilation_h,
+              const int64_t in_y = sophon_deconv_source(out_y, p->pad_top, filter_y, p->dilation_h,
                                                  p->stride_h, in->h);
               if (in_y < 0) continue;
               for (filter_x = 0; filter_x < kernel_w; ++filter_x) {
-                const int64_t in_x = deconv_source(out_x, p->pad_left, filter_x, p->dilation_w,
+                const int64_t in_x = sophon_deconv_source(out_x, p->pad_left, filter_x, p->dilation_w,
                                                    p->stride_w, in->w);
                 if (in_x < 0) continue;
                 acc += in_data[in_y * in->w + in_x] * filter[filter_y * kernel_w + filter_x];
@@ -79,7 +77,7 @@ static uint64_t deconv_axis_taps(int32_t out_size, int32_t pad, int32_t kernel, 
   int32_t x, k;
   for (x = 0; x < out_size; ++x)
     for (k = 0; k < kernel; ++k)
-      if (deconv_source(x, pad, k, dilation, stride, in_size) >= 0) ++taps;
+      if (sophon_deconv_source(x, pad, k, dilation, stride, in_size) >= 0) ++taps;
   return taps;
 }
 
@@ -90,19 +88,12 @@ uint64_t sophon_conv2d_transpose_macs(const sophon_local* out, const sophon_loca
          deconv_axis_taps(out->w, p->pad_left, p->kernel_w, p->dilation_w, p->stride_w, in->w);
 }
 
-/* tiu_conv2d_transpose's checks (operands: out, a = in, b = weight, c = bias or NULL,
- * conv); the instruction table (isa/sophon_isa.c) runs them before any kernel. */
-sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* op,
-                                                const sophon_operands* o) {
-  const sophon_local *out = o->out, *in = o->a, *weight = o->b, *bias = o->c;
-  const sophon_conv_params* p = o->conv;
-  sophon_status s;
-
+sophon_status sophon_check_conv2d_transpose_shapes(sophon_device* dev, const char* op,
+                                                  const sophon_local* out, const sophon_local* in,
+                                                  const sophon_local* weight,
+                                                  const sophon_local* bias,
+                                                  const sophon_conv_params* p) {
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
-  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
-  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
   if (p->kernel_h <= 0 || p->kernel_w <= 0 || p->stride_h <= 0 || p->stride_w <= 0 ||
       p->dilation_h <= 0 || p->dilation_w <= 0 || p->groups <= 0)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
@@ -139,6 +130,23 @@ sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* 
                             "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
                             (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
                             (int)out->c);
+  return SOPHON_OK;
+}
+
+/* tiu_conv2d_transpose's checks (operands: out, a = in, b = weight, c = bias or NULL,
+ * conv); the instruction table (isa/sophon_isa.c) runs them before any kernel. */
+sophon_status sophon_check_tiu_conv2d_transpose(sophon_device* dev, const char* op,
+                                                const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a, *weight = o->b, *bias = o->c;
+  const sophon_conv_params* p = o->conv;
+  sophon_status s;
+
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
+  if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
+  if ((s = sophon_check_conv2d_transpose_shapes(dev, op, out, in, weight, bias, p)) != SOPHON_OK)
+    return s;
   if ((s = sophon_check_activation(dev, op, &p->act)) != SOPHON_OK) return s;
   return sophon_check_conv_operands(dev, op, out, in, weight, bias);
 }

@@ -41,6 +41,21 @@ void sophon_ref_reduce_f32(sophon_device* dev, const sophon_local* out, const so
   }
 }
 
+/* out is in (N, C, H, W) reduced over h, (N, C, 1, W); both within local memory
+ * and apart. Shared with the int8 reductions (sophon_tiu_reduce_int8.c). */
+sophon_status sophon_check_reduced_over_h(sophon_device* dev, const char* op,
+                                          const sophon_local* out, const sophon_local* in) {
+  sophon_status s;
+  if (out->n != in->n || out->c != in->c || out->h != 1 || out->w != in->w)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: out shape (%d,%d,%d,%d) is not in (%d,%d,%d,%d) reduced over h",
+                            op, (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
+                            (int)in->c, (int)in->h, (int)in->w);
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
+  return sophon_check_disjoint(dev, op, out, "in", in);
+}
+
 /* tiu_reduce's checks (operands: out, a = in, reduce_kind); the instruction table
  * (isa/sophon_isa.c) runs them before any kernel. */
 sophon_status sophon_check_tiu_reduce(sophon_device* dev, const char* op,
@@ -55,12 +70,5 @@ sophon_status sophon_check_tiu_reduce(sophon_device* dev, const char* op,
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_tiu_dtype(dev, op, out->dtype)) != SOPHON_OK) return s;
-  if (out->n != in->n || out->c != in->c || out->h != 1 || out->w != in->w)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: out shape (%d,%d,%d,%d) is not in (%d,%d,%d,%d) reduced over h",
-                            op, (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
-                            (int)in->c, (int)in->h, (int)in->w);
-  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
-  return sophon_check_disjoint(dev, op, out, "in", in);
+  return sophon_check_reduced_over_h(dev, op, out, in);
 }

@@ -119,13 +119,45 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
   }
 }
 
+/* The image rows output image row y reads: [first, last]. */
+typedef void (*source_rows_fn)(const sophon_resize_params* p, int32_t y, int32_t* first,
+                               int32_t* last);
+
+/* The bands sit inside their images, every out row reads rows in holds, then LMEM
+ * bounds and overlap: the checks f32 and int8 resizes share. */
+static sophon_status check_bands(sophon_device* dev, const char* op, const sophon_local* out,
+                                 const sophon_local* in, const sophon_resize_params* p,
+                                 source_rows_fn rows) {
+  int32_t y;
+  sophon_status s;
+  if (p->in_row0 < 0 || p->in_h < in->h || p->in_row0 > p->in_h - in->h)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: in rows [%d, %d) are outside the %d-row input image", op,
+                            (int)p->in_row0, (int)p->in_row0 + (int)in->h, (int)p->in_h);
+  if (p->out_row0 < 0 || p->out_h < out->h || p->out_row0 > p->out_h - out->h)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: out rows [%d, %d) are outside the %d-row output image", op,
+                            (int)p->out_row0, (int)p->out_row0 + (int)out->h, (int)p->out_h);
+  for (y = p->out_row0; y < p->out_row0 + out->h; ++y) {
+    int32_t first, last;
+    rows(p, y, &first, &last);
+    if (first < p->in_row0 || last >= p->in_row0 + in->h)
+      return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                              "%s: out row %d reads input rows [%d, %d], in holds [%d, %d)", op,
+                              (int)y, (int)first, (int)last, (int)p->in_row0,
+                              (int)p->in_row0 + (int)in->h);
+  }
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
+  return sophon_check_disjoint(dev, op, out, "in", in);
+}
+
 /* tiu_resize's checks (operands: out, a = in, resize); the instruction table
  * (isa/sophon_isa.c) runs them before any kernel. */
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
                                       const sophon_operands* o) {
   const sophon_local *out = o->out, *in = o->a;
   const sophon_resize_params* p = o->resize;
-  int32_t y;
   sophon_status s;
 
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params is NULL", op);
@@ -145,24 +177,148 @@ sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
   if ((int)p->rounding < 0 || p->rounding > SOPHON_ROUND_CEIL)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown rounding %d", op,
                             (int)p->rounding);
-  if (p->in_row0 < 0 || p->in_h < in->h || p->in_row0 > p->in_h - in->h)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: in rows [%d, %d) are outside the %d-row input image", op,
-                            (int)p->in_row0, (int)p->in_row0 + (int)in->h, (int)p->in_h);
-  if (p->out_row0 < 0 || p->out_h < out->h || p->out_row0 > p->out_h - out->h)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: out rows [%d, %d) are outside the %d-row output image", op,
-                            (int)p->out_row0, (int)p->out_row0 + (int)out->h, (int)p->out_h);
-  for (y = p->out_row0; y < p->out_row0 + out->h; ++y) {
-    int32_t first, last;
-    source_rows(p, y, &first, &last);
-    if (first < p->in_row0 || last >= p->in_row0 + in->h)
-      return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                              "%s: out row %d reads input rows [%d, %d], in holds [%d, %d)", op,
-                              (int)y, (int)first, (int)last, (int)p->in_row0,
-                              (int)p->in_row0 + (int)in->h);
+  return check_bands(dev, op, out, in, p, source_rows);
+}
+
+/* ------------------------------------------------------------------ int8 */
+
+/*
+ * TFLite's int8 resizes, which keep the input's quantization: NEAREST is
+ * reference_ops::ResizeNearestNeighbor (GetNearestNeighbor: the source index in
+ * f32), BILINEAR is the int8 reference_ops::ResizeBilinear (ResizeBilinearInteger
+ * in newer TFLite): coordinates in 10 fractional bits, the four taps weighted in
+ * int64 with 20 fractional bits, rounded half away from zero. TFLite's two flags
+ * are the coordinate modes: align_corners is ALIGN_CORNERS, half_pixel_centers is
+ * HALF_PIXEL (or TF_HALF_PIXEL_FOR_NN for nearest), neither is ASYMMETRIC; the
+ * rounding field is not read (TFLite's own rounding is part of each mode).
+ */
+static int int8_half_pixel(const sophon_resize_params* p) {
+  return p->coord == SOPHON_COORD_HALF_PIXEL || p->coord == SOPHON_COORD_TF_HALF_PIXEL_FOR_NN;
+}
+
+/* GetNearestNeighbor: the source index of output index x. */
+static int32_t int8_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                  int32_t out_size) {
+  const int align_corners = p->coord == SOPHON_COORD_ALIGN_CORNERS;
+  const float scale = (align_corners && out_size > 1)
+                          ? (float)(in_size - 1) / (float)(out_size - 1)
+                          : (float)in_size / (float)out_size;
+  const float offset = int8_half_pixel(p) ? 0.5f : 0.0f;
+  const float v = ((float)x + offset) * scale;
+  int32_t i = align_corners ? (int32_t)roundf(v) : (int32_t)floorf(v);
+  if (i > in_size - 1) i = in_size - 1;
+  if (int8_half_pixel(p) && i < 0) i = 0;
+  return i;
+}
+
+/* The source scale in 10 fractional bits, rounded to nearest. */
+static int32_t int8_scale_10(const sophon_resize_params* p, int32_t in_size, int32_t out_size) {
+  if (p->coord == SOPHON_COORD_ALIGN_CORNERS && out_size > 1)
+    return ((1 << 10) * (in_size - 1) + (out_size - 1) / 2) / (out_size - 1);
+  return ((1 << 10) * in_size + out_size / 2) / out_size;
+}
+
+/* ComputeInterpolationValues (integer): the source coordinate of output index x in
+ * 10 fractional bits, and the two taps (C division truncates towards zero). */
+static void int8_linear_taps(const sophon_resize_params* p, int32_t x, int32_t scale_10,
+                             int32_t in_size, int32_t* scaled, int32_t* i0, int32_t* i1) {
+  *scaled = int8_half_pixel(p) ? x * scale_10 + scale_10 / 2 - (1 << 9) : x * scale_10;
+  *i0 = *scaled / (1 << 10) > 0 ? *scaled / (1 << 10) : 0;
+  *i1 = (*scaled + (1 << 10) - 1) / (1 << 10);
+  if (*i1 > in_size - 1) *i1 = in_size - 1;
+}
+
+static void int8_source_rows(const sophon_resize_params* p, int32_t y, int32_t* first,
+                             int32_t* last) {
+  if (p->method == SOPHON_RESIZE_NEAREST) {
+    *first = *last = int8_nearest_index(p, y, p->in_h, p->out_h);
+  } else {
+    int32_t scaled;
+    int8_linear_taps(p, y, int8_scale_10(p, p->in_h, p->out_h), p->in_h, &scaled, first, last);
   }
-  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
-  return sophon_check_disjoint(dev, op, out, "in", in);
+}
+
+void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_resize_params* p) {
+  sophon_view out_v, in_v;
+  const int32_t in_w = in->w, out_w = out->w;
+  const int32_t height_scale_10 = int8_scale_10(p, p->in_h, p->out_h);
+  const int32_t width_scale_10 = int8_scale_10(p, in_w, out_w);
+  int32_t batch, channel, out_y, out_x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+  for (batch = 0; batch < out->n; ++batch) {
+    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
+    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
+    for (channel = 0; channel < out->c; ++channel) {
+      const int8_t* plane = (const int8_t*)in_it.base;
+      int8_t* out_row = (int8_t*)out_it.base;
+      for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
+        const int32_t image_y = p->out_row0 + out_y;
+        if (p->method == SOPHON_RESIZE_NEAREST) {
+          const int8_t* in_row =
+              plane + (int64_t)(int8_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) *
+                          in_w;
+          for (out_x = 0; out_x < out_w; ++out_x)
+            out_row[out_x] = in_row[int8_nearest_index(p, out_x, in_w, out_w)];
+        } else {
+          int32_t input_y, y0, y1;
+          const int8_t *top_row, *bottom_row;
+          int8_linear_taps(p, image_y, height_scale_10, p->in_h, &input_y, &y0, &y1);
+          top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
+          bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
+          for (out_x = 0; out_x < out_w; ++out_x) {
+            int32_t input_x, x0, x1;
+            int64_t dy, dx, sum, round;
+            int8_linear_taps(p, out_x, width_scale_10, in_w, &input_x, &x0, &x1);
+            /* the weights of y1 and x1 in 10 fractional bits (those of y0, x0: 1024 - them) */
+            dy = input_y - (1 << 10) * y0;
+            dx = input_x - (1 << 10) * x0;
+            sum = (int64_t)top_row[x0] * ((1 << 10) - dy) * ((1 << 10) - dx) +
+                  (int64_t)bottom_row[x0] * dy * ((1 << 10) - dx) +
+                  (int64_t)top_row[x1] * ((1 << 10) - dy) * dx +
+                  (int64_t)bottom_row[x1] * dy * dx;
+            /* 20 fractional bits, rounded half away from zero (C division truncates) */
+            round = sum > 0 ? (1 << 19) : -(1 << 19);
+            out_row[out_x] = (int8_t)((sum + round) / (1 << 20));
+          }
+        }
+      }
+      sophon_channel_next(&in_v, &in_it);
+      sophon_channel_next(&out_v, &out_it);
+    }
+  }
+}
+
+/* tiu_resize_int8's checks (operands: out, a = in, resize). */
+sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a;
+  const sophon_resize_params* p = o->resize;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
+  if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params is NULL", op);
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "in", in, SOPHON_I8)) != SOPHON_OK) return s;
+  if (out->n != in->n || out->c != in->c)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: out (n=%d, c=%d) and in (n=%d, c=%d) differ in batch or channels",
+                            op, (int)out->n, (int)out->c, (int)in->n, (int)in->c);
+  if (p->method != SOPHON_RESIZE_NEAREST && p->method != SOPHON_RESIZE_BILINEAR)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown method %d", op, (int)p->method);
+  if (p->coord != SOPHON_COORD_ASYMMETRIC && p->coord != SOPHON_COORD_ALIGN_CORNERS &&
+      p->coord != SOPHON_COORD_HALF_PIXEL &&
+      !(p->method == SOPHON_RESIZE_NEAREST && p->coord == SOPHON_COORD_TF_HALF_PIXEL_FOR_NN))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: coordinate mode %d is none of TFLite's (asymmetric, "
+                            "align_corners, half_pixel_centers)",
+                            op, (int)p->coord);
+  /* (1 << 10) * size + size / 2 stays within int32 */
+  if (p->in_h > (1 << 20) || in->w > (1 << 20) || p->out_h > (1 << 20) || out->w > (1 << 20))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: an image side exceeds 2^20", op);
+  return check_bands(dev, op, out, in, p, int8_source_rows);
 }

@@ -563,8 +563,18 @@ static void test_add_golden(void) {
   p = add_params();
   p.left_shift = 23;
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  /* SUB (TFLite's sub.cc): input2's multiplier negated; the rescales stay exact, so
+   * out = (a - b) / 2, ties away from zero: a - b = 4 1 -7 127 -134 3 -6 0 94 -100 */
   p = add_params();
-  p.input2_multiplier = -1;
+  p.input2_multiplier = -(1 << 30);
+  CHECK_OK(dev, load(dev, &a, a_data));
+  CHECK_OK(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  {
+    const int8_t want_sub[10] = {2, 1, -4, 64, -67, 2, -3, 0, 47, -50};
+    CHECK_I8_EQUAL(got, want_sub, 10);
+  }
+  p.input2_multiplier = INT32_MIN;
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
   p = add_params();
   CHECK_STATUS(dev, sophon_tiu_add_int8(dev, &out, &a, &b, NULL), SOPHON_ERR_ARGUMENT);
@@ -579,6 +589,156 @@ static void test_add_golden(void) {
   }
   sophon_device_destroy(dev);
   sophon_device_destroy(f32_dev);
+}
+
+/* ------------------------------------------------------ lut, binary_int8 */
+
+static void test_lut_golden(void) {
+  sophon_chip chip = small_chip(1), f32_chip = small_chip(0);
+  sophon_device* dev = NULL;
+  sophon_device* f32_dev = NULL;
+  const int8_t in_data[10] = {-128, -3, -1, 0, 1, 3, 127, -8, -4, 2};
+  sophon_local in = local(0, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_int8_unary u;
+  sophon_lut_int8_params p;
+  int8_t got[10];
+
+  /* REQUANTIZE from scale 1 to scale 2: MultiplyByQuantizedMultiplier(x, 2^30, 0)
+   * = SaturatingRoundingDoublingHighMul(x, 2^30) = x / 2, ties toward +infinity:
+   * -64 -1 0 0 1 2 64 -4 -2 1 (-1.5 -> -1, -0.5 -> 0, 0.5 -> 1, 63.5 -> 64) */
+  const int8_t want_requantize[10] = {-64, -1, 0, 0, 1, 2, 64, -4, -2, 1};
+  /* LEAKY_RELU, scales 1, alpha 0.25: x >= 0 -> x (identity multiplier 1 = (2^30, 1));
+   * x < 0 -> MBQM(x, 2^30, -1): SRDHM(x, 2^30) = x / 2 ties up, then / 2 ties
+   * away from zero: -128 -> -32; -3 -> -1 -> -1 (-0.5 away); -1 -> 0 -> 0;
+   * -8 -> -2; -4 -> -1 */
+  const int8_t want_leaky[10] = {-32, -1, 0, 0, 1, 3, 127, -2, -1, 2};
+
+  memset(&u, 0, sizeof(u));
+  u.kind = SOPHON_LUT_REQUANTIZE;
+  u.input_scale = 1.0f;
+  u.output_scale = 2.0f;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK(sophon_device_create(&f32_chip, &f32_dev) == SOPHON_OK);
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_lut_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_requantize, 10);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, sophon_cost_binary(&chip, &out, NULL));
+
+  u.kind = SOPHON_LUT_LEAKY_RELU;
+  u.output_scale = 1.0f;
+  u.alpha = 0.25f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_OK);
+  CHECK_OK(dev, sophon_tiu_lut_int8(dev, &in, &in, &p)); /* in place */
+  CHECK_OK(dev, store(dev, &in, got));
+  CHECK_I8_EQUAL(got, want_leaky, 10);
+
+  /* the table builder's errors */
+  CHECK(sophon_int8_lut_build(NULL, p.table) == SOPHON_ERR_ARGUMENT);
+  u.output_scale = 0.0f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_ARGUMENT);
+  u.output_scale = 1.0f;
+  u.input_zero_point = 128;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_ARGUMENT);
+  u.input_zero_point = 0;
+  u.kind = SOPHON_LUT_HARD_SWISH; /* input / (128 output) = 2: TFLite refuses it */
+  u.input_scale = 256.0f;
+  CHECK(sophon_int8_lut_build(&u, p.table) == SOPHON_ERR_UNSUPPORTED);
+
+  /* the instruction's errors */
+  CHECK_STATUS(f32_dev, sophon_tiu_lut_int8(f32_dev, &out, &in, &p), SOPHON_ERR_UNSUPPORTED);
+  CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &out, &in, NULL), SOPHON_ERR_ARGUMENT);
+  {
+    sophon_local other = out;
+    other.c = 4;
+    CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &other, &in, &p), SOPHON_ERR_ARGUMENT);
+    other = out;
+    other.addr = 32; /* overlaps in without being it */
+    CHECK_STATUS(dev, sophon_tiu_lut_int8(dev, &other, &in, &p), SOPHON_ERR_ARGUMENT);
+  }
+  sophon_device_destroy(dev);
+  sophon_device_destroy(f32_dev);
+}
+
+static void test_binary_int8_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* a (1, 5, 1, 2); b broadcasts over channels (MUL, MAX, MIN) */
+  const int8_t a_data[10] = {10, 1, -1, 127, -128, 3, 0, 0, 100, -100};
+  const int8_t b_data[2] = {6, 0};
+  const int8_t alpha_data[5] = {1, 2, -1, 0, 3};
+  sophon_local a = local(0, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local b = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local alpha = local(128, 1, 5, 1, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(192, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_binary_int8_params p;
+  int8_t got[10];
+  /* MUL by 1/4 = (2^30, -1): products 60 0 -6 0 -768 0 0 0 600 0; SRDHM halves them
+   * exactly, the rounding shift halves again, ties away from zero: 15 0 -2 0 -192
+   * 0 0 0 150 0, clamped to int8 */
+  const int8_t want_mul[10] = {15, 0, -2, 0, -128, 0, 0, 0, 127, 0};
+  const int8_t want_max[10] = {10, 1, 6, 127, 6, 3, 6, 0, 100, 0};
+  const int8_t want_min[10] = {6, 0, -1, 0, -128, 0, 0, 0, 6, -100};
+  /* PRELU, multiplier1 = 1 (2^30, 1), multiplier2 = 1/2 (2^30, 0), alpha per
+   * channel 1 2 -1 0 3: x >= 0 -> x; x < 0 -> x * alpha / 2:
+   * ch1 -1 * 2 / 2 = -1; ch2 -128 * -1 / 2 = 64; ch4 -100 * 3 / 2 = -150 -> -128 */
+  const int8_t want_prelu[10] = {10, 1, -1, 127, 64, 3, 0, 0, 100, -128};
+
+  memset(&p, 0, sizeof(p));
+  p.act_min = -128;
+  p.act_max = 127;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &a, a_data));
+  CHECK_OK(dev, load(dev, &b, b_data));
+  CHECK_OK(dev, load(dev, &alpha, alpha_data));
+
+  p.op = SOPHON_BINARY_INT8_MUL;
+  p.multiplier1 = 1 << 30;
+  p.shift1 = -1;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mul, 10);
+
+  p.op = SOPHON_BINARY_INT8_MAX;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_max, 10);
+  p.op = SOPHON_BINARY_INT8_MIN;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_min, 10);
+
+  p.op = SOPHON_BINARY_INT8_PRELU;
+  p.multiplier1 = 1 << 30;
+  p.shift1 = 1;
+  p.multiplier2 = 1 << 30;
+  p.shift2 = 0;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_prelu, 10);
+
+  /* errors */
+  p.multiplier2 = -5;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "negative");
+  p.multiplier2 = 1 << 30;
+  p.op = (sophon_binary_int8_op)9;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "unknown op 9");
+  p.op = SOPHON_BINARY_INT8_MUL;
+  p.output_zero_point = 300;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.output_zero_point = 0;
+  {
+    sophon_local wide = b;
+    wide.c = 2;
+    CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &wide, &p), SOPHON_ERR_ARGUMENT);
+    CHECK_ERROR_HAS(dev, "does not broadcast");
+  }
+  sophon_device_destroy(dev);
 }
 
 /* ----------------------------------------------------------------- pool */
@@ -644,6 +804,159 @@ static void test_pool_golden(void) {
   CHECK_STATUS(dev, sophon_tiu_pool2d_int8(dev, &in, &in, &p, -128, 127), SOPHON_ERR_ARGUMENT);
   in.dtype = SOPHON_F32;
   CHECK_STATUS(dev, sophon_tiu_pool2d_int8(dev, &out, &in, &p, -128, 127), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* ------------------------------------------------------ reduce, softmax */
+
+static void test_reduce_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 1 channel, 3 rows of 2: column 0 {1, 2, 4}, column 1 {-10, -11, -12} */
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  sophon_local in = local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  const int32_t m_one = 1 << 30, s_one = 1; /* real 1.0 */
+  const int32_t m_half = 1 << 30, s_half = 0; /* real 0.5 */
+  sophon_requant q = requant(1, -5, &m_one, &s_one, 0);
+  int8_t got[2];
+  /* MEAN, count 3: multiplier 2^31 / 3 = 715827882 (truncated), shift 0;
+   * column 0 (7 - 1*3) / 3 = 1.33 -> 1 - 5 = -4; column 1 (-33 - 3) / 3 = -12 -> -17 */
+  const int8_t want_mean[2] = {-4, -17};
+  /* SUM by 0.5: (7 - 3) / 2 = 2 -> -3; (-36) / 2 = -18 -> -23 */
+  const int8_t want_sum[2] = {-3, -23};
+  const int8_t want_max[2] = {4, -10}, want_min[2] = {1, -12};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mean, 2);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles,
+               sophon_cost_reduce(&chip, &in, SOPHON_REDUCE_MEAN));
+  q = requant(1, -5, &m_half, &s_half, 0);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_sum, 2);
+  /* MAX and MIN keep the quantization: no requant */
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_max, 2);
+  CHECK_OK(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MIN, NULL));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_min, 2);
+
+  /* errors */
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MEAN, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "needs a requant");
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, (sophon_reduce_kind)9, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.shift = &s_one;
+  q.per_channel = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "per tensor");
+  q.per_channel = 0;
+  q.input_zero_point = 128;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_SUM, &q),
+               SOPHON_ERR_ARGUMENT);
+  q.input_zero_point = 1;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &in, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "reduced over h");
+  in.dtype = SOPHON_F32;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0);
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  in.dtype = SOPHON_I8;
+  CHECK_STATUS(dev, sophon_tiu_reduce_int8(dev, &out, &in, SOPHON_REDUCE_MAX, NULL),
+               SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static void test_softmax_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* 2 channels, softmax over 4 rows. Input scale 1.0: beta * scale * 2^26 gives
+   * multiplier 2^30, left shift 27; diff_min = -floor(31 * 2^26 / 2^27) = -15. */
+  const int8_t in_data[8] = {3, 3, 3, 3, 100, -100, -100, -100};
+  sophon_local in = local(0, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(64, 1, 2, 4, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  int8_t got[8];
+  /* channel 0: four exp(0) = 2^19 each in Q12.19, sum 2^21: 1 / sum is (2^31 - 1)
+   * scaled by 2^-2, so each output rounds (2^31 - 2) / 2^25 = 64 -> 64 - 128 = -64.
+   * channel 1: the differences -200 are below diff_min (output -128); the max alone
+   * sums to 2^19: 256 -> 128, clamped to 127. */
+  const int8_t want[8] = {-64, -64, -64, -64, 127, -128, -128, -128};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 8);
+  CHECK_EQ_INT(sophon_device_counters(dev)->tiu_cycles, sophon_cost_softmax_int8(&chip, &out));
+
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 31), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "shift");
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, -1, 3), SOPHON_ERR_ARGUMENT);
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &in, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  {
+    sophon_local tall = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    sophon_local tall_out = local(0, 1, 1, 4096, 1, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+    CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &tall_out, &tall, 1 << 30, 27),
+                 SOPHON_ERR_UNSUPPORTED);
+    CHECK_ERROR_HAS(dev, "4095");
+  }
+  out.h = 3;
+  CHECK_STATUS(dev, sophon_tiu_softmax_int8(dev, &out, &in, 1 << 30, 27), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* The two commands in a program give what the direct calls give. */
+static void test_reduce_softmax_program(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[6] = {1, -10, 2, -11, 4, -12};
+  int8_t mean_data[2], soft_data[6];
+  void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
+  const int32_t m = 1 << 30, s = 1;
+  const sophon_requant requants[1] = {{1, -5, -128, 127, 0, &m, &s}};
+  const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
+                                  local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
+  sophon_cmd cmds[2] = {{SOPHON_CMD_REDUCE_INT8, 1, 0, -1, SOPHON_REDUCE_MEAN, 0, 0},
+                        {SOPHON_CMD_SOFTMAX_INT8, 2, 0, 1 << 30, 27, -1, 0}};
+  sophon_program prog;
+  const int8_t want_mean[2] = {-4, -17};
+
+  memset(&prog, 0, sizeof prog);
+  prog.locals = locals;
+  prog.num_locals = 3;
+  prog.cmds = cmds;
+  prog.num_cmds = 2;
+  prog.requants = requants;
+  prog.num_requants = 1;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &locals[0], in_data));
+  CHECK_OK(dev, sophon_program_run(dev, &prog, buffers));
+  CHECK_OK(dev, store(dev, &locals[1], mean_data));
+  CHECK_I8_EQUAL(mean_data, want_mean, 2);
+  CHECK_OK(dev, store(dev, &locals[2], soft_data));
+  {
+    int8_t direct[6];
+    CHECK_OK(dev, sophon_tiu_softmax_int8(dev, &locals[2], &locals[0], 1 << 30, 27));
+    CHECK_OK(dev, store(dev, &locals[2], direct));
+    CHECK_I8_EQUAL(soft_data, direct, 6);
+  }
+  cmds[0].p = 1;
+  CHECK_STATUS(dev, sophon_program_run(dev, &prog, buffers), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "command 0 (reduce_int8): requant index 1 out of range");
   sophon_device_destroy(dev);
 }
 
@@ -774,6 +1087,110 @@ static void test_program(void) {
   sophon_device_destroy(dev);
 }
 
+/* ------------------------------------------- transposed conv, resize */
+
+static void test_conv2d_transpose_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* in 1x1x2x2, zero point 1; filter 2x2, stride 2: each input pixel paints one 2x2
+   * block; real scale 0.5, out zp -3, bias 1 */
+  const int8_t in_data[4] = {2, 3, 4, 5};
+  const int8_t w_data[4] = {1, 2, 3, 4};
+  const int32_t bias_data[1] = {1};
+  const int32_t m[1] = {k_half}, sh[1] = {0};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local weight = local(64, 1, 1, 1, 4, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local bias = local(128, 1, 1, 1, 1, SOPHON_I32, SOPHON_LAYOUT_COMPACT);
+  sophon_local out = local(256, 1, 1, 4, 4, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out_f32 = local(256, 1, 1, 4, 4, SOPHON_F32, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(2, 2, 0, 1, 1);
+  sophon_requant q = requant(1, -3, m, sh, 0);
+  int8_t got[16];
+  /* (in - 1) = [1 2; 3 4]; block (0,0) = 1 * [1 2; 3 4], + bias 1 = [2 3; 4 5],
+   * * 0.5 rounding half away from zero = [1 2; 2 3], + zp -3 = [-2 -1; -1 0];
+   * block (1,1) = 4 * [1 2; 3 4] + 1 = [5 9; 13 17] -> [3 5; 7 9] -> [0 2; 4 6] */
+  const int8_t want_00[4] = {-2, -1, -1, 0};
+  const int8_t want_11[4] = {0, 2, 4, 6};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, load(dev, &weight, w_data));
+  CHECK_OK(dev, load(dev, &bias, bias_data));
+  sophon_device_reset_counters(dev);
+  CHECK_OK(dev, sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q));
+  CHECK_EQ_INT(sophon_device_counters(dev)->macs, 16);
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], want_00[0]);
+  CHECK_EQ_INT(got[1], want_00[1]);
+  CHECK_EQ_INT(got[4], want_00[2]);
+  CHECK_EQ_INT(got[5], want_00[3]);
+  CHECK_EQ_INT(got[10], want_11[0]);
+  CHECK_EQ_INT(got[11], want_11[1]);
+  CHECK_EQ_INT(got[14], want_11[2]);
+  CHECK_EQ_INT(got[15], want_11[3]);
+  /* an f32 out is refused, naming the operand */
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out_f32, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "out dtype") != NULL);
+  sophon_device_destroy(dev);
+
+  chip = small_chip(0); /* no INT8 datapath */
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK(sophon_tiu_conv2d_transpose_int8(dev, &out, &in, &weight, &bias, &p, &q) ==
+        SOPHON_ERR_UNSUPPORTED);
+  sophon_device_destroy(dev);
+}
+
+static sophon_resize_params resize_int8_params(sophon_resize_method method,
+                                               sophon_resize_coord coord, int32_t in_h,
+                                               int32_t out_h) {
+  sophon_resize_params p;
+  memset(&p, 0, sizeof p);
+  p.method = method;
+  p.coord = coord;
+  p.in_h = in_h;
+  p.out_h = out_h;
+  return p;
+}
+
+static void test_resize_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t in_data[4] = {0, 100, -100, 50};
+  sophon_local in = local(0, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(256, 1, 1, 3, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local band = local(256, 1, 1, 1, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_resize_params p =
+      resize_int8_params(SOPHON_RESIZE_BILINEAR, SOPHON_COORD_ALIGN_CORNERS, 2, 3);
+  int8_t got[9];
+  /* align_corners 2 -> 3: scale (1024 * 1 + 1) / 2 = 512 (one half in 10 bits);
+   * the middle row and column average their neighbours, the centre all four:
+   * (0 + 100 - 100 + 50) / 4 = 12.5 -> 13 (half away from zero); -25 stays -25 */
+  const int8_t want[9] = {0, 50, 100, -50, 13, 75, -100, -25, 50};
+  /* nearest, asymmetric 2 -> 3: floor(x * 2/3) = 0, 0, 1 */
+  const int8_t want_nearest[9] = {0, 0, 100, 0, 0, 100, -100, -100, 50};
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 9);
+  /* a band: out row 1 alone, from both input rows */
+  p.out_row0 = 1;
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &band, &in, &p));
+  CHECK_OK(dev, store(dev, &band, got));
+  CHECK_I8_EQUAL(got, want + 3, 3);
+  p = resize_int8_params(SOPHON_RESIZE_NEAREST, SOPHON_COORD_ASYMMETRIC, 2, 3);
+  CHECK_OK(dev, sophon_tiu_resize_int8(dev, &out, &in, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_nearest, 9);
+  /* a coordinate mode TFLite has not */
+  p.coord = SOPHON_COORD_PYTORCH_HALF_PIXEL;
+  CHECK(sophon_tiu_resize_int8(dev, &out, &in, &p) == SOPHON_ERR_ARGUMENT);
+  CHECK(strstr(sophon_device_error(dev), "coordinate mode") != NULL);
+  sophon_device_destroy(dev);
+}
+
 int main(void) {
   test_quantize_multiplier();
   test_multiply_by_quantized_multiplier();
@@ -782,8 +1199,15 @@ int main(void) {
   test_conv2d_errors();
   test_fc_golden();
   test_add_golden();
+  test_lut_golden();
+  test_binary_int8_golden();
   test_pool_golden();
   test_program();
+  test_conv2d_transpose_golden();
+  test_resize_golden();
+  test_reduce_golden();
+  test_softmax_golden();
+  test_reduce_softmax_program();
   printf("%d passed, %d failed\n", g_passed, g_failed);
   return g_failed > 0 ? 1 : 0;
 }

@@ -1836,7 +1836,12 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_ADD_INT8, "add_int8"},       {SOPHON_CMD_POOL2D_INT8, "pool2d_int8"},
              {SOPHON_CMD_RESIZE, "resize"},           {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose"},
              {SOPHON_CMD_REDUCE, "reduce"},           {SOPHON_CMD_NORM, "norm"},
-             {SOPHON_CMD_LRN, "lrn"}};
+             {SOPHON_CMD_LRN, "lrn"},                 {SOPHON_CMD_LUT_INT8, "lut_int8"},
+             {SOPHON_CMD_BINARY_INT8, "binary_int8"},
+             {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8"},
+             {SOPHON_CMD_RESIZE_INT8, "resize_int8"},
+             {SOPHON_CMD_REDUCE_INT8, "reduce_int8"},
+             {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;

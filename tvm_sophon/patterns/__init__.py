@@ -1,7 +1,7 @@
 """The sophon pattern table: which Relax subgraphs run on the chip.
 
 One module per op family (movement, conv, deconv, dense, pool, reduce, resize, norm, lrn,
-eltwise, activations, int8), each with its
+eltwise, activations, int8, int8_movement), each with its
 rules, its pattern builders and a ``patterns()`` list; ``rules`` holds what they
 share. A new family is a module with ``patterns()`` added to ``FAMILIES``.
 
@@ -24,14 +24,16 @@ from __future__ import annotations
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.transform import FusionPattern
 
-from . import activations, conv, deconv, dense, eltwise, int8, lrn, movement, norm, pool, reduce, resize
+from . import (activations, conv, deconv, dense, eltwise, int8, int8_eltwise, int8_movement, int8_reduce, lrn,
+               movement, norm, pool, reduce, resize)
 from .rules import (constant_value, dtype_of, make_check, record_rejections, static_shape,  # noqa: F401
                     stop_recording)
 
 # Registration order: data movement first (any bigger pattern that takes a reshape
 # or transpose of its operand wins), plain ops, most fused last; int8 chains after every
 # float pattern, since they are larger than any float pattern inside them.
-FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8)
+FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8, int8_eltwise,
+            int8_movement, int8_reduce)
 
 
 def pattern_table() -> list[FusionPattern]:

@@ -16,7 +16,7 @@ from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
 from . import chains, eltwise
-from .rules import (activation_rules, base_rules, make_check, pattern_name, rule_broadcastable, rule_clip_bounds,
+from .rules import (activation_rules, base_rules, elementwise_rules, make_check, pattern_name, rule_broadcastable, rule_clip_bounds,
                     static_shape)
 
 # binary ops an activation chain fuses after (a residual add, say); registered
@@ -59,12 +59,12 @@ def patterns() -> list[FusionPattern]:
     for name, chain in chains.ALL.items():
         pat, ann = chain_pattern(chain)
         table.append(FusionPattern(pattern_name(name), pat, ann,
-                                   make_check(*base_rules(), rule_clip_bounds, *activation_rules(name))))
+                                   make_check(*elementwise_rules(), rule_clip_bounds, *activation_rules(name))))
     pat, ann = prelu_pattern()
     table.append(FusionPattern(pattern_name("prelu"), pat, ann, make_check(*base_rules(), rule_prelu)))
     for op in FUSING_BINARY_OPS:
         for name in chains.CHAINS:
             pat, ann = eltwise.binary_pattern(eltwise.BINARY_OPS[op], name)
             table.append(FusionPattern(pattern_name(op, name), pat, ann,
-                                       make_check(*base_rules(), rule_broadcastable, *activation_rules(name))))
+                                       make_check(*elementwise_rules(), rule_broadcastable, *activation_rules(name))))
     return table

@@ -7,7 +7,8 @@ from typing import Optional
 from tvm.relax.dpl import is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import with_activation, pattern_name, base_rules, make_check, rule_broadcastable, rule_clip_bounds
+from .rules import (with_activation, pattern_name, base_rules, elementwise_rules, make_check, rule_broadcastable,
+                    rule_clip_bounds)
 
 
 BINARY_OPS = {
@@ -51,10 +52,12 @@ def patterns() -> list[FusionPattern]:
     table = []
     for name, (op_name, n_extra) in UNARY_OPS.items():
         pat, ann = unary_pattern(op_name, n_extra)
-        table.append(FusionPattern(pattern_name(name), pat, ann, make_check(*base_rules(), rule_clip_bounds)))
+        # softmax's view follows its axis (codegen/layers.py): at most 4-D
+        rules = base_rules() if name == "softmax" else elementwise_rules()
+        table.append(FusionPattern(pattern_name(name), pat, ann, make_check(*rules, rule_clip_bounds)))
     for name, op_name in BINARY_OPS.items():
         for act in (None, "relu", "clip"):
             pat, ann = binary_pattern(op_name, act)
             table.append(FusionPattern(pattern_name(name, act), pat, ann,
-                                       make_check(*base_rules(), rule_broadcastable, rule_clip_bounds)))
+                                       make_check(*elementwise_rules(), rule_broadcastable, rule_clip_bounds)))
     return table

@@ -4,7 +4,11 @@ writes it, one chain of eight ops:
     divide(x, power(add(multiply(squeeze(avg_pool3d(expand_dims(x * x, 1))), alpha), bias), beta))
 
 the average pool running a window of ``size`` channels (padding size/2 before,
-counting the padding) -> the chip's ``tiu_lrn``."""
+counting the padding) -> the chip's ``tiu_lrn``. PyTorch's
+``local_response_norm`` exported to ONNX (no ``LRN`` node: Unsqueeze, Pad,
+AveragePool 3-D, Squeeze, Mul, Add, Pow, Div) arrives as the same chain once
+normalize.FoldPadIntoPool3d has made the pad the pool's padding, with the
+unsqueeze as ``reshape(x * x, (N, 1, C, H, W))``."""
 from __future__ import annotations
 
 from typing import Optional
@@ -18,12 +22,14 @@ from .rules import base_rules, constant_value, make_check, pattern_name, static_
 def lrn_pattern():
     x = wildcard()
     square = is_op("relax.multiply")(x, x)
-    pool = is_op("relax.nn.avg_pool3d")(is_op("relax.expand_dims")(square))
+    unsqueeze = is_op("relax.expand_dims")(square) | is_op("relax.reshape")(square, wildcard())
+    pool = is_op("relax.nn.avg_pool3d")(unsqueeze)
     alpha, bias, beta = wildcard(), wildcard(), wildcard()
     scaled = is_op("relax.multiply")(is_op("relax.squeeze")(pool), alpha)
     denominator = is_op("relax.power")(is_op("relax.add")(scaled, bias), beta)
     root = is_op("relax.divide")(x, denominator)
-    return root, {"input": x, "pool": pool, "alpha": alpha, "bias": bias, "beta": beta, "root": root}
+    return root, {"input": x, "unsqueeze": unsqueeze, "pool": pool, "alpha": alpha, "bias": bias, "beta": beta,
+                  "root": root}
 
 
 def lrn_size(pool_call) -> int:
@@ -31,9 +37,10 @@ def lrn_size(pool_call) -> int:
 
 
 def rule_base_outside_pool(ann: dict) -> Optional[str]:
-    """The float32 rules for the chain's 4-D values (the 5-D pool inside it is
-    the importer's way to write a window over channels, not a chip tensor)."""
-    outside = {k: v for k, v in ann.items() if k != "pool"}
+    """The float32 rules for the chain's 4-D values (the 5-D unsqueeze and pool
+    inside it are the importer's way to write a window over channels, not chip
+    tensors)."""
+    outside = {k: v for k, v in ann.items() if k not in ("unsqueeze", "pool")}
     return next((reason for rule in base_rules() if (reason := rule(outside)) is not None), None)
 
 
@@ -45,6 +52,9 @@ def rule_lrn(ann: dict) -> Optional[str]:
         value = constant_value(ann[key])
         if value is None or value.size != 1:
             return f"LRN {key} is not a scalar constant"
+    n, c, h, w = shape
+    if static_shape(ann["unsqueeze"]) != (n, 1, c, h, w):
+        return f"the pool's input {static_shape(ann['unsqueeze'])} is not x * x with a unit axis 1 inserted"
     attrs = ann["pool"].attrs
     size = lrn_size(ann["pool"])
     if (str(attrs.layout) != "NCDHW" or [int(k) for k in attrs.pool_size] != [size, 1, 1]

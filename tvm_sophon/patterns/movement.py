@@ -21,7 +21,7 @@ from tvm import relax
 from tvm.relax.dpl import is_op, is_tuple, wildcard
 from tvm.relax.transform import FusionPattern
 
-from .rules import make_check, pattern_name, rule_static_float32, static_shape
+from .rules import dtype_of, make_check, pattern_name, static_shape
 
 # op -> number of operands after the data (shape, axes, ...), matched as wildcards
 UNARY_MOVES = {
@@ -39,6 +39,22 @@ MOVEMENT_OPS = {op for op, _ in UNARY_MOVES.values()} | {"relax.concat"}
 # concat's operands are a tuple of fixed arity in a pattern: concats of more
 # inputs are nested by normalize.NestWideConcat, which the chip runs as one
 MAX_CONCAT_INPUTS = 8
+
+
+# moved as bytes: float32 models, and int8 ones (their quantization is unchanged
+# by a move; the int8 patterns take a dequantize -> concat -> quantize whole)
+MOVABLE_DTYPES = ("float32", "int8")
+
+
+def rule_movable_dtype(ann: dict) -> Optional[str]:
+    """Every operand and the result are float32, or every one is int8."""
+    dtypes = {dtype_of(e) for e in ann.values() if isinstance(e.ty, relax.TensorType)}
+    if not dtypes <= set(MOVABLE_DTYPES):
+        other = sorted(dtypes - set(MOVABLE_DTYPES))[0]
+        return f"moves {other} tensors; the chip moves float32 and int8 ones"
+    if len(dtypes) > 1:
+        return "mixes float32 and int8 tensors (a cast is compute)"
+    return None
 
 
 def rule_static_shapes(ann: dict) -> Optional[str]:
@@ -69,6 +85,8 @@ def rule_pad(ann: dict) -> Optional[str]:
     value = getattr(attrs.pad_value, "value", attrs.pad_value)
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return f"pad value {value} (the GDMA fill takes a finite constant)"
+    if dtype_of(ann["root"]) == "int8" and (value != int(value) or not -128 <= value <= 127):
+        return f"pad value {value} is not an int8 value (an int8 pad fills with its zero point)"
     return None
 
 
@@ -79,7 +97,7 @@ def patterns() -> list[FusionPattern]:
         root = is_op(op_name)(data, *(wildcard() for _ in range(n_extra)))
         if name == "strided_slice":
             root = root | is_op(op_name)(data, *(wildcard() for _ in range(n_extra + 1)))
-        rules = [rule_static_float32, rule_static_shapes]
+        rules = [rule_movable_dtype, rule_static_shapes]
         if name == "strided_slice":
             rules.append(rule_strided_slice)
         if name == "pad":
@@ -92,7 +110,7 @@ def patterns() -> list[FusionPattern]:
         ann = {f"input{i}": f for i, f in enumerate(fields)}
         ann["root"] = root
         table.append(FusionPattern(pattern_name("concat"), root, ann,
-                                   make_check(rule_static_float32, rule_static_shapes)))
+                                   make_check(rule_movable_dtype, rule_static_shapes)))
     return table
 
 

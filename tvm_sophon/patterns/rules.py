@@ -126,6 +126,46 @@ def rule_rank_at_most_4(ann: dict) -> Optional[str]:
     return None
 
 
+def collapsed_groups(out_shape, operand_shapes, rank: int = 4) -> Optional[list]:
+    """Adjacent axes of an element-wise op's result merged into at most ``rank``
+    groups (tuples of axes), so that every operand (right-aligned, numpy
+    broadcasting) is on each group either whole or broadcast (size 1): the op
+    then runs on the merged 4-D tensor (YOLO's detect heads compute on
+    (1, 3, H, W, 85)). Axes of extent 1 merge first, then from the last axis
+    backwards (trailing axes share w). None when the broadcasts forbid it."""
+    out = tuple(out_shape)
+    padded = [(1,) * (len(out) - len(s)) + tuple(s) for s in operand_shapes]
+
+    def consistent(group) -> bool:
+        return all(len({s[i] == out[i] for i in group if out[i] != 1}) <= 1 for s in padded)
+
+    groups = [(i,) for i in range(len(out))]
+    while len(groups) > rank:
+        ones = [j for j, g in enumerate(groups) if all(out[i] == 1 for i in g)]
+        pairs = [min(j, len(groups) - 2) for j in ones] + \
+            [j for j in range(len(groups) - 2, -1, -1) if consistent(groups[j] + groups[j + 1])]
+        if not pairs:
+            return None
+        j = pairs[0]
+        groups[j:j + 2] = [groups[j] + groups[j + 1]]
+    return groups
+
+
+def rule_rank_collapses(ann: dict) -> Optional[str]:
+    """An element-wise op of rank > 4 is fine when its axes merge to 4-D
+    (collapsed_groups); the rest of rule_rank_at_most_4 stays."""
+    out = static_shape(ann["root"])
+    if out is None or len(out) <= 4:
+        return rule_rank_at_most_4(ann)
+    shapes = [s for e in ann.values() if isinstance(e.ty, relax.TensorType) and (s := static_shape(e)) is not None]
+    if any(len(s) > len(out) for s in shapes):
+        return rule_rank_at_most_4(ann)
+    if collapsed_groups(out, shapes) is None:
+        return (f"root has rank {len(out)} and its operands' broadcasts {[list(s) for s in shapes]} do not merge "
+                f"to 4-D; the chip's tensors are at most 4-D (N, C, H, W)")
+    return None
+
+
 def rule_bias_per_channel(ann: dict) -> Optional[str]:
     """The added operand must broadcast as one value per output channel."""
     if "bias_add" not in ann:
@@ -286,3 +326,8 @@ def pattern_name(*parts: Optional[str]) -> str:
 def base_rules() -> tuple[Rule, ...]:
     """The rules every float32 pattern starts with."""
     return (rule_static_float32, rule_rank_at_most_4, rule_not_empty)
+
+
+def elementwise_rules() -> tuple[Rule, ...]:
+    """base_rules for element-wise ops, which take any rank that merges to 4-D."""
+    return (rule_static_float32, rule_rank_collapses, rule_not_empty)

@@ -1,0 +1,166 @@
+/*
+ * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU), beside the
+ * reference kernel of reference/sophon_tiu_eltwise_int8.c (the specification;
+ * tests/test_fast_int8.py checks one against the other for equality). Same
+ * operands, already checked by the instruction. Tasks own channels (batch item,
+ * channel); each output is computed by one task. a has out's shape; b has out's
+ * shape or one value per channel (h = w = 1: PRELU's slope, a squeeze-and-
+ * excitation scale); other broadcasts go to the reference.
+ *
+ * One loop per op over a contiguous channel (the reference calls its element
+ * function through a pointer and steps each operand's broadcast dims). MUL and
+ * PRELU run on 8 int32 lanes (AVX2) with the vector primitives of
+ * sophon_fast_int8.h, which equal the scalar MultiplyByQuantizedMultiplier lane by
+ * lane (multipliers >= 0, shifts in [-31, 30]: checked); the products
+ * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
+ * PRELU computes both branches and selects by the sign of x - zp1. MAX and MIN
+ * are plain loops the compiler vectorises. So the outputs are bit-identical.
+ * (lut_int8 has no fast twin: its reference is one byte lookup per element.)
+ */
+#include "fast/sophon_fast_int8.h"
+#include "sophon_quant.h"
+
+/* ------------------------------------------------------------ binary_int8 */
+
+typedef struct {
+  sophon_view out_v, a_v, b_v;
+  const sophon_binary_int8_params* p;
+  int32_t batches, channels;
+  int64_t plane;
+  int b_per_channel; /* b has h = w = 1: one value per (batch item, channel) */
+  int b_batch_1, b_channel_1;
+  int use_avx2;
+} binary_job;
+
+static int32_t clamp(int32_t v, const sophon_binary_int8_params* p) {
+  return v < p->act_min ? p->act_min : (v > p->act_max ? p->act_max : v);
+}
+
+/* out[i] = op(a[i], b[i * b_step]) for i < count (b_step 0: one b value). */
+static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t* out,
+                       int64_t count, const sophon_binary_int8_params* p) {
+  const int32_t zp1 = p->input1_zero_point, zp2 = p->input2_zero_point;
+  const int32_t zp_out = p->output_zero_point;
+  int64_t i;
+  switch (p->op) {
+    case SOPHON_BINARY_INT8_MUL:
+      for (i = 0; i < count; ++i)
+        out[i] = (int8_t)clamp(sophon_mbqm_inline((a[i] - zp1) * (b[i * b_step] - zp2),
+                                                  p->multiplier1, p->shift1) +
+                                   zp_out,
+                               p);
+      break;
+    case SOPHON_BINARY_INT8_MAX:
+      for (i = 0; i < count; ++i) {
+        const int32_t x = a[i], y = b[i * b_step];
+        out[i] = (int8_t)clamp(x > y ? x : y, p);
+      }
+      break;
+    case SOPHON_BINARY_INT8_MIN:
+      for (i = 0; i < count; ++i) {
+        const int32_t x = a[i], y = b[i * b_step];
+        out[i] = (int8_t)clamp(x < y ? x : y, p);
+      }
+      break;
+    case SOPHON_BINARY_INT8_PRELU:
+      for (i = 0; i < count; ++i) {
+        const int32_t x = a[i] - zp1;
+        out[i] = (int8_t)clamp(
+            (x >= 0 ? sophon_mbqm_inline(x, p->multiplier1, p->shift1)
+                    : sophon_mbqm_inline(x * (b[i * b_step] - zp2), p->multiplier2, p->shift2)) +
+                zp_out,
+            p);
+      }
+      break;
+  }
+}
+
+#if SOPHON_X86_DISPATCH
+/* MultiplyByQuantizedMultiplier(x, m, shift) on 8 lanes, shift in [-31, 30]. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i mbqm_avx2(__m256i x, int32_t m,
+                                                               int32_t shift) {
+  return sophon_rounding_shift_avx2(
+      sophon_srdhm_avx2(sophon_sat_shift_left_avx2(x, shift > 0 ? shift : 0), _mm256_set1_epi32(m)),
+      shift < 0 ? -shift : 0);
+}
+
+/* MUL or PRELU on 8 lanes: x, y are the int8 inputs widened to int32. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i mul_prelu_avx2(
+    __m256i x, __m256i y, const sophon_binary_int8_params* p) {
+  const __m256i dx = _mm256_sub_epi32(x, _mm256_set1_epi32(p->input1_zero_point));
+  const __m256i dy = _mm256_sub_epi32(y, _mm256_set1_epi32(p->input2_zero_point));
+  const __m256i product = mbqm_avx2(_mm256_mullo_epi32(dx, dy),
+                                    p->op == SOPHON_BINARY_INT8_MUL ? p->multiplier1 : p->multiplier2,
+                                    p->op == SOPHON_BINARY_INT8_MUL ? p->shift1 : p->shift2);
+  __m256i result = product;
+  if (p->op == SOPHON_BINARY_INT8_PRELU) /* x - zp1 >= 0: the identity rescale */
+    result = _mm256_blendv_epi8(mbqm_avx2(dx, p->multiplier1, p->shift1), product,
+                                _mm256_cmpgt_epi32(_mm256_setzero_si256(), dx));
+  result = _mm256_add_epi32(result, _mm256_set1_epi32(p->output_zero_point));
+  return _mm256_min_epi32(_mm256_max_epi32(result, _mm256_set1_epi32(p->act_min)),
+                          _mm256_set1_epi32(p->act_max));
+}
+
+/* binary_run for MUL and PRELU, 16 elements at a time. */
+SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int64_t b_step,
+                                           int8_t* out, int64_t count,
+                                           const sophon_binary_int8_params* params) {
+  const sophon_binary_int8_params local = *params, *p = &local; /* not aliased by out */
+  int64_t i;
+  for (i = 0; i + 16 <= count; i += 16) {
+    /* in place (out == a or b): all 16 inputs are read before the 16 outputs are written */
+    const __m128i a16 = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
+    const __m128i b16 = b_step ? _mm_loadu_si128((const __m128i*)(const void*)(b + i))
+                               : _mm_set1_epi8((char)b[0]);
+    const __m256i lo = mul_prelu_avx2(_mm256_cvtepi8_epi32(a16), _mm256_cvtepi8_epi32(b16), p);
+    const __m256i hi = mul_prelu_avx2(_mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8)),
+                                      _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8)), p);
+    _mm_storeu_si128((__m128i*)(void*)(out + i), sophon_pack_bytes_avx2(lo, hi));
+  }
+  binary_run(a + i, b + i * b_step, b_step, out + i, count - i, p);
+}
+#endif
+
+static void binary_task(void* ctx, int32_t task, int32_t tasks) {
+  const binary_job* j = (const binary_job*)ctx;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->batches * j->channels, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item) {
+    const int32_t batch = (int32_t)(item / j->channels), channel = (int32_t)(item % j->channels);
+    const int8_t* a = sophon_view_i8(&j->a_v, batch, channel);
+    /* a broadcast channel is channel 0, in lane 0 */
+    const int8_t* b = sophon_view_i8(&j->b_v, j->b_batch_1 ? 0 : batch, j->b_channel_1 ? 0 : channel);
+    int8_t* out = sophon_view_i8(&j->out_v, batch, channel);
+#if SOPHON_X86_DISPATCH
+    if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
+      mul_prelu_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
+      continue;
+    }
+#endif
+    binary_run(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
+  }
+}
+
+int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                            const sophon_local* b, const sophon_binary_int8_params* p) {
+  binary_job j;
+  const int b_full = b->h == out->h && b->w == out->w;
+  if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
+  if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
+  sophon_view_init(&j.out_v, dev, out);
+  sophon_view_init(&j.a_v, dev, a);
+  sophon_view_init(&j.b_v, dev, b);
+  j.p = p;
+  j.batches = out->n;
+  j.channels = out->c;
+  j.plane = (int64_t)out->h * out->w;
+  j.b_per_channel = !b_full;
+  j.b_batch_1 = b->n == 1;
+  j.b_channel_1 = b->c == 1;
+  j.use_avx2 = dev->cpu_avx2;
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)out->n * (uint64_t)out->c * (uint64_t)j.plane,
+                                       (int64_t)out->n * out->c),
+                      binary_task, &j);
+  return 0;
+}

@@ -1,0 +1,340 @@
+/*
+ * sophon_tiu_eltwise_int8.c - the TIU's INT8 element-wise instructions
+ * (sophon_quant.h), bit-exact with TFLite's kernels:
+ *
+ *   lut_int8     out = table[in]: every int8 unary op (LOGISTIC, TANH,
+ *                HARD_SWISH, LEAKY_RELU, ELU, GELU, QUANTIZE int8 -> int8) is a
+ *                function of 256 inputs, so one table lookup runs them all;
+ *   binary_int8  MUL, MAXIMUM, MINIMUM, PRELU with broadcast (SUB is ADD with
+ *                input2's multiplier negated, as TFLite's sub.cc does: add_int8).
+ *
+ * sophon_int8_lut_build states how each table is computed, step by step as
+ * TFLite computes it (activations.cc, gelu.cc, quantize.cc: Prepare;
+ * reference/hard_swish.h, leaky_relu.h, requantize.h: Eval). The compiler calls
+ * it at compile time (tvm_sophon/quant_eltwise.py, through ctypes), so the table
+ * arithmetic exists once, here.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "reference/sophon_reference.h"
+#include "sophon_quant.h"
+
+/* ------------------------------------------------------ table arithmetic */
+
+/* TFLite's PopulateLookupTable / LUTPopulate (float, as TFLite computes it):
+ *   dequantized = input_scale * (value - input_zero_point)       (float)
+ *   rescaled    = round(transform(dequantized) * (1 / output_scale))  (float)
+ *   quantized   = (int32)(rescaled + output_zero_point), clamped to int8. */
+static float lut_transform(const sophon_int8_unary* u, float x) {
+  switch (u->kind) {
+    case SOPHON_LUT_LOGISTIC:
+      return 1.0f / (1.0f + expf(-x));
+    case SOPHON_LUT_TANH:
+      return tanhf(x);
+    case SOPHON_LUT_ELU:
+      return x < 0.0f ? u->alpha * expm1f(x) : x;
+    case SOPHON_LUT_GELU:
+      /* gelu.cc: 0.5f * x * (1.0f + erf(x * M_SQRT1_2)); M_SQRT1_2 is a double,
+       * so the erf and the products after it are double, rounded to float */
+      return (float)(0.5f * x * (1.0 + erf(x * 0.70710678118654752440)));
+    case SOPHON_LUT_GELU_TANH: {
+      /* gelu.cc's approximation: sqrt(2 / pi) as a float constant */
+      const float sqrt_2_over_pi = (float)(1.12837916709551257390 * 0.70710678118654752440);
+      return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
+    }
+    default:
+      return 0.0f;
+  }
+}
+
+static int8_t clamp_int8(int32_t v) { return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v)); }
+
+static int8_t lut_float(const sophon_int8_unary* u, int32_t value) {
+  const float inverse_scale = 1.0f / u->output_scale;
+  const float dequantized = u->input_scale * (float)(value - u->input_zero_point);
+  const float rescaled = roundf(lut_transform(u, dequantized) * inverse_scale);
+  return clamp_int8((int32_t)(rescaled + (float)u->output_zero_point));
+}
+
+/* The int16 fixed-point helpers of reference/hard_swish.h (gemmlowp's). */
+static int16_t srdhm_int16(int16_t a, int16_t b) {
+  const int32_t ab = (int32_t)a * (int32_t)b;
+  const int32_t nudge = ab >= 0 ? (1 << 14) : 1 - (1 << 14);
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  return (int16_t)((ab + nudge) / (1 << 15)); /* C99 division truncates, as gemmlowp's */
+}
+static int16_t sdhm_int16(int16_t a, int16_t b) { /* SaturatingDoublingHighMul: no nudge */
+  if (a == INT16_MIN && b == INT16_MIN) return INT16_MAX;
+  return (int16_t)(((int32_t)a * (int32_t)b) / (1 << 15));
+}
+static int16_t saturating_left_shift_int16(int16_t v, int32_t amount) {
+  const int64_t r = (int64_t)v * ((int64_t)1 << amount);
+  return (int16_t)(r > INT16_MAX ? INT16_MAX : (r < INT16_MIN ? INT16_MIN : r));
+}
+
+/* TFLite's DownScaleInt32ToInt16Multiplier (activations.cc). */
+static int16_t downscale_multiplier(int32_t m) {
+  if (m >= INT32_MAX - (1 << 15)) return INT16_MAX;
+  return (int16_t)((m + (1 << 15)) / (1 << 16)); /* m >= 0 */
+}
+
+/* HardSwishPrepare's parameters, in float as TFLite computes them. */
+typedef struct {
+  int16_t output_multiplier, reluish_multiplier;
+  int32_t output_exponent, reluish_exponent;
+} hard_swish_params;
+
+static hard_swish_params hard_swish_prepare(const sophon_int8_unary* u) {
+  hard_swish_params p;
+  const float hires_input_scale = (1.0f / 128.0f) * u->input_scale;
+  const float reluish_scale = 3.0f / 32768.0f;
+  const float output_multiplier = hires_input_scale / u->output_scale;
+  const float reluish_multiplier = hires_input_scale / reluish_scale;
+  int32_t m;
+  sophon_quantize_multiplier((double)output_multiplier, &m, &p.output_exponent);
+  p.output_multiplier = downscale_multiplier(m);
+  sophon_quantize_multiplier((double)reluish_multiplier, &m, &p.reluish_exponent);
+  p.reluish_multiplier = downscale_multiplier(m);
+  return p;
+}
+
+/* reference_ops::HardSwish for one int8 value. */
+static int8_t hard_swish_value(const sophon_int8_unary* u, const hard_swish_params* p,
+                               int32_t value) {
+  const int16_t input = (int16_t)(value - u->input_zero_point);
+  /* the input on a scale 128 times finer: |.| <= 255 * 128 fits int16 */
+  const int16_t hires = (int16_t)(input * (1 << 7));
+  /* the input on the output scale, before the output shift */
+  const int16_t preshift_output = srdhm_int16(hires, p->output_multiplier);
+  /* "reluish": the input rescaled so that 3.0 is 32768, saturating; the left
+   * shift is applied one bit short before the multiply and the last bit after */
+  int16_t reluish = hires;
+  int16_t preshift_result;
+  int32_t out;
+  if (p->reluish_exponent > 0)
+    reluish = saturating_left_shift_int16(reluish, p->reluish_exponent - 1);
+  reluish = srdhm_int16(reluish, p->reluish_multiplier);
+  if (p->reluish_exponent > 0) reluish = saturating_left_shift_int16(reluish, 1);
+  if (p->reluish_exponent < 0)
+    reluish = (int16_t)sophon_rounding_divide_by_pot(reluish, -p->reluish_exponent);
+  /* [-1, 1] in Q15 to [0, 1]: (reluish + 2^15) / 2, in [0, 32767] */
+  reluish = (int16_t)(((int32_t)reluish + (1 << 15)) >> 1);
+  preshift_result = sdhm_int16(reluish, preshift_output);
+  out = sophon_rounding_divide_by_pot(preshift_result, -p->output_exponent) +
+        u->output_zero_point;
+  return clamp_int8(out);
+}
+
+/* reference_ops::QuantizeLeakyRelu (identity and alpha multipliers from
+ * LeakyReluPrepare, float products) and reference_ops::Requantize (quantize.cc:
+ * the scale ratio in double) for one int8 value. */
+static int8_t rescale_value(int32_t value, int32_t zero_point, int32_t multiplier, int32_t shift,
+                            int32_t output_zero_point) {
+  return clamp_int8(sophon_multiply_by_quantized_multiplier(value - zero_point, multiplier, shift) +
+                    output_zero_point);
+}
+
+sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256]) {
+  int32_t value;
+  if (u == NULL || table == NULL) return SOPHON_ERR_ARGUMENT;
+  if (!(u->input_scale > 0.0f) || !(u->output_scale > 0.0f) || isinf(u->input_scale) ||
+      isinf(u->output_scale))
+    return SOPHON_ERR_ARGUMENT;
+  if (u->input_zero_point < -128 || u->input_zero_point > 127 || u->output_zero_point < -128 ||
+      u->output_zero_point > 127)
+    return SOPHON_ERR_ARGUMENT;
+
+  switch (u->kind) {
+    case SOPHON_LUT_LOGISTIC:
+    case SOPHON_LUT_TANH:
+    case SOPHON_LUT_ELU:
+    case SOPHON_LUT_GELU:
+    case SOPHON_LUT_GELU_TANH:
+      for (value = -128; value <= 127; ++value) table[(uint8_t)value] = lut_float(u, value);
+      return SOPHON_OK;
+    case SOPHON_LUT_HARD_SWISH: {
+      const hard_swish_params p = hard_swish_prepare(u);
+      /* TFLite refuses an output multiplier above 1 (the output shift is a right
+       * shift); an int16 rounding shift by 16 or more is not defined there */
+      if (p.output_exponent > 0 || p.output_exponent < -15 || p.reluish_exponent < -15)
+        return SOPHON_ERR_UNSUPPORTED;
+      for (value = -128; value <= 127; ++value)
+        table[(uint8_t)value] = hard_swish_value(u, &p, value);
+      return SOPHON_OK;
+    }
+    case SOPHON_LUT_LEAKY_RELU: {
+      int32_t alpha_m, alpha_s, identity_m, identity_s;
+      sophon_quantize_multiplier((double)(u->input_scale * u->alpha / u->output_scale), &alpha_m,
+                                 &alpha_s);
+      sophon_quantize_multiplier((double)(u->input_scale / u->output_scale), &identity_m,
+                                 &identity_s);
+      for (value = -128; value <= 127; ++value) {
+        const int negative = value - u->input_zero_point < 0;
+        table[(uint8_t)value] =
+            rescale_value(value, u->input_zero_point, negative ? alpha_m : identity_m,
+                          negative ? alpha_s : identity_s, u->output_zero_point);
+      }
+      return SOPHON_OK;
+    }
+    case SOPHON_LUT_CONCAT_RESCALE: {
+      /* ConcatenationWithScaling, for an input quantized unlike the output:
+       *   scale = input_scale * (1 / output_scale), bias = -input_zero_point * scale (float)
+       *   out = clamp(round(value * scale + bias) + output_zero_point), round half away */
+      const float scale = u->input_scale * (1.0f / u->output_scale);
+      const float bias = -(float)u->input_zero_point * scale;
+      for (value = -128; value <= 127; ++value) {
+        const float rescaled = (float)value * scale;
+        table[(uint8_t)value] =
+            clamp_int8((int32_t)roundf(rescaled + bias) + u->output_zero_point);
+      }
+      return SOPHON_OK;
+    }
+    case SOPHON_LUT_REQUANTIZE: {
+      int32_t m, s;
+      sophon_quantize_multiplier((double)u->input_scale / (double)u->output_scale, &m, &s);
+      for (value = -128; value <= 127; ++value)
+        table[(uint8_t)value] = rescale_value(value, u->input_zero_point, m, s,
+                                              u->output_zero_point);
+      return SOPHON_OK;
+    }
+  }
+  return SOPHON_ERR_ARGUMENT;
+}
+
+/* ---------------------------------------------------------------- lut_int8 */
+
+void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p) {
+  sophon_view out_v, in_v;
+  const int64_t plane = (int64_t)out->h * out->w;
+  int32_t batch, channel;
+  int64_t i;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+  for (batch = 0; batch < out->n; ++batch) {
+    for (channel = 0; channel < out->c; ++channel) {
+      const int8_t* in_data = sophon_view_i8(&in_v, batch, channel);
+      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
+      /* the table is indexed by the int8 value's byte (two's complement) */
+      for (i = 0; i < plane; ++i) out_data[i] = p->table[(uint8_t)in_data[i]];
+    }
+  }
+}
+
+/* tiu_lut_int8's checks (operands: out, a = in, lut); in place is allowed. */
+sophon_status sophon_check_tiu_lut_int8(sophon_device* dev, const char* op,
+                                        const sophon_operands* o) {
+  const sophon_local *out = o->out, *in = o->a;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
+  if (o->lut == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: table is NULL", op);
+  if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_dtype(dev, op, "in", in, SOPHON_I8)) != SOPHON_OK) return s;
+  if ((s = sophon_check_same_shape(dev, op, "out", out, "in", in)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
+  return sophon_check_disjoint_or_same(dev, op, out, "in", in);
+}
+
+/* ------------------------------------------------------------- binary_int8 */
+
+/* One element pair. Bounds (zero points in [-128, 127], checked): x - zp and
+ * y - zp are in [-255, 255], so their product is within 65025 in magnitude, far
+ * inside int32; MultiplyByQuantizedMultiplier saturates its left shift. */
+static int8_t binary_int8_element(int32_t x, int32_t y, const void* params) {
+  const sophon_binary_int8_params* p = (const sophon_binary_int8_params*)params;
+  int32_t result;
+  switch (p->op) {
+    case SOPHON_BINARY_INT8_MUL: /* reference_integer_ops::MulElementwise */
+      result = sophon_multiply_by_quantized_multiplier(
+                   (x - p->input1_zero_point) * (y - p->input2_zero_point), p->multiplier1,
+                   p->shift1) +
+               p->output_zero_point;
+      break;
+    case SOPHON_BINARY_INT8_MAX: /* maximum_minimum.cc: the raw values (one quantization) */
+      result = x > y ? x : y;
+      break;
+    case SOPHON_BINARY_INT8_MIN:
+      result = x < y ? x : y;
+      break;
+    case SOPHON_BINARY_INT8_PRELU: { /* reference_ops::BroadcastPrelu4DSlow */
+      const int32_t input = x - p->input1_zero_point;
+      result = (input >= 0 ? sophon_multiply_by_quantized_multiplier(input, p->multiplier1,
+                                                                     p->shift1)
+                           : sophon_multiply_by_quantized_multiplier(
+                                 input * (y - p->input2_zero_point), p->multiplier2, p->shift2)) +
+               p->output_zero_point;
+      break;
+    }
+    default:
+      result = 0;
+  }
+  return (int8_t)(result < p->act_min ? p->act_min : (result > p->act_max ? p->act_max : result));
+}
+
+void sophon_ref_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                            const sophon_local* b, const sophon_binary_int8_params* p) {
+  sophon_ref_int8_broadcast(dev, out, a, b, binary_int8_element, p);
+}
+
+void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, const sophon_local* a,
+                               const sophon_local* b, sophon_int8_pair_fn fn, const void* params) {
+  sophon_view out_v, a_v, b_v;
+  /* element steps along h and w, 0 on a broadcast dim */
+  const int64_t a_h_step = a->h == 1 ? 0 : a->w, a_w_step = a->w == 1 ? 0 : 1;
+  const int64_t b_h_step = b->h == 1 ? 0 : b->w, b_w_step = b->w == 1 ? 0 : 1;
+  int32_t batch, channel, y, x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&a_v, dev, a);
+  sophon_view_init(&b_v, dev, b);
+  for (batch = 0; batch < out->n; ++batch) {
+    for (channel = 0; channel < out->c; ++channel) {
+      /* a broadcast channel is channel 0, in lane 0 */
+      const int8_t* a_data = sophon_view_i8(&a_v, a->n == 1 ? 0 : batch, a->c == 1 ? 0 : channel);
+      const int8_t* b_data = sophon_view_i8(&b_v, b->n == 1 ? 0 : batch, b->c == 1 ? 0 : channel);
+      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
+      for (y = 0; y < out->h; ++y) {
+        const int8_t* a_row = a_data + y * a_h_step;
+        const int8_t* b_row = b_data + y * b_h_step;
+        int8_t* out_row = out_data + (int64_t)y * out->w;
+        /* in place: both inputs of element (y, x) are read before it is written */
+        for (x = 0; x < out->w; ++x) out_row[x] = fn(a_row[x * a_w_step], b_row[x * b_w_step], params);
+      }
+    }
+  }
+}
+
+/* tiu_binary_int8's checks (operands: out, a, b, binary_int8). */
+sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
+                                           const sophon_operands* o) {
+  const sophon_binary_int8_params* p = o->binary_int8;
+  sophon_status s;
+
+  if ((s = sophon_check_int8_broadcast_operands(dev, op, o)) != SOPHON_OK) return s;
+  if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
+  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_PRELU)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown op %d", op, (int)p->op);
+  if ((s = sophon_check_int8_value(dev, op, "input1_zero_point", p->input1_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  if ((s = sophon_check_int8_value(dev, op, "input2_zero_point", p->input2_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  if ((s = sophon_check_int8_value(dev, op, "output_zero_point", p->output_zero_point)) !=
+      SOPHON_OK)
+    return s;
+  /* MultiplyByQuantizedMultiplier: QuantizeMultiplier's shifts, in [-31, 30] */
+  if ((s = sophon_check_multiplier(dev, op, "1", -1, p->multiplier1, p->shift1, -31, 30)) !=
+      SOPHON_OK)
+    return s;
+  if ((s = sophon_check_multiplier(dev, op, "2", -1, p->multiplier2, p->shift2, -31, 30)) !=
+      SOPHON_OK)
+    return s;
+  return sophon_check_clamp(dev, op, p->act_min, p->act_max);
+}

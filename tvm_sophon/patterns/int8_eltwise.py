@@ -1,0 +1,157 @@
+"""INT8 element-wise chains of pre-quantized models.
+
+TVM's TFLite importer writes each int8 element-wise op as
+  dequantize(x) [, dequantize(y)] -> float op(s) -> quantize (-> clip);
+these patterns take the chain, and the chip runs it in TFLite's integer
+arithmetic (runtime/sophon_quant.h):
+
+- a unary op (LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, and QUANTIZE
+  int8 -> int8, which imports as dequantize -> quantize) is a function of 256
+  int8 inputs: one table lookup, the table computed at compile time by the
+  runtime's C statement of TFLite's kernel (tvm_sophon/quant_eltwise.py);
+- MUL, SUB, MAXIMUM, MINIMUM and PRELU with broadcast, with TFLite's
+  multipliers (SUB runs on the int8 ADD instruction with input 2 negated).
+
+Activation chains (hard-swish, ELU, GELU) are matched in every spelling
+``chains.py`` knows. Scales and zero points must be per-tensor constants.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Optional
+
+import numpy as np
+from tvm.relax.dpl import is_op, wildcard
+from tvm.relax.transform import FusionPattern
+
+from . import chains
+from .int8 import _dq, _q, rule_int8_operands
+from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4, static_shape
+
+# sophon.q<name> -> the sophon_lut_kind of quant_eltwise.LUT_KINDS
+UNARY = {"qsigmoid": "logistic", "qtanh": "tanh", "qleakyrelu": "leakyrelu", "qhardswish": "hardswish",
+         "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize"}
+# sophon.q<name> -> the chip's binary_int8 op (SUB runs on the int8 add)
+QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU"}
+# sophon.q<name> -> the float op between the dequantizes and the quantize
+BINARY = {"qmultiply": "relax.multiply", "qsubtract": "relax.subtract",
+          "qmaximum": "relax.maximum", "qminimum": "relax.minimum"}
+
+
+def rule_int8_result(ann: dict) -> Optional[str]:
+    dtype = dtype_of(ann["quantize"])
+    return None if dtype == "int8" else f"quantizes to {dtype}; the int8 element-wise path gives int8"
+
+
+def rule_per_tensor(ann: dict) -> Optional[str]:
+    for key, expr in ann.items():
+        if key.endswith("_scale") or key.endswith("_zp"):
+            value = constant_value(expr)
+            if value is not None and value.size != 1:
+                return f"{key} is per-channel ({value.size} values); the int8 element-wise ops take one per tensor"
+    return None
+
+
+def rule_same_quantization(ann: dict) -> Optional[str]:
+    """MAXIMUM / MINIMUM compare raw int8 values: TFLite's kernel assumes one
+    quantization for both inputs and the output (its converter ensures it)."""
+    for key in ("scale", "zp"):
+        values = [constant_value(ann[f"{side}_{key}"]) for side in ("lhs", "rhs", "output")]
+        if any(v is None for v in values) or not all(np.array_equal(values[0], v) for v in values[1:]):
+            return f"inputs and output have different {key}s; the int8 max/min compares raw values of one quantization"
+    return None
+
+
+def rule_prelu_last_axis(ann: dict) -> Optional[str]:
+    """The slope broadcasts right-aligned (NHWC: per channel on the last axis);
+    nn.prelu along another axis with more than one slope is left to the host."""
+    root = ann["root"]
+    op = getattr(root, "op", None)
+    if getattr(op, "name", "") == "relax.nn.prelu":
+        shape = static_shape(ann["rhs"])
+        rank = len(static_shape(ann["input"]) or ())
+        if shape is not None and int(np.prod(shape)) > 1 and int(root.attrs.axis) % max(rank, 1) != rank - 1:
+            return f"int8 prelu along axis {int(root.attrs.axis)}: the chip's int8 prelu takes the slope on the last axis"
+    return None
+
+
+def _chain_rule(chain: chains.Chain):
+    def rule(ann: dict) -> Optional[str]:
+        params = chains.activation_params(chain, ann)
+        return params if isinstance(params, str) else None
+    return rule
+
+
+def rule_hardswish_scales(ann: dict) -> Optional[str]:
+    from tvm_sophon.quant_eltwise import hardswish_refusal
+
+    return hardswish_refusal(constant_value(ann["input_scale"]), constant_value(ann["output_scale"]))
+
+
+def qunary_pattern(inner):
+    """quantize(inner(dequantize(x))); ``inner`` maps the dequantized pattern to
+    (the op's pattern, its named sub-patterns)."""
+    data = wildcard()
+    ann = {"input": data}
+    x = _dq(ann, "input", data)
+    root, named = inner(x)
+    ann.update(named)
+    ann["root"] = root
+    return _q(ann, root, False), ann
+
+
+def qbinary_pattern(op: str, act: bool, clip: bool):
+    """quantize(op(dequantize(a), dequantize(b))) (-> clip); with ``act``, TFLite's
+    fused activation as the importer writes it, a float relu or clip before the
+    quantize (the chip clamps the int8 result instead: quantization is monotonic)."""
+    lhs, rhs = wildcard(), wildcard()
+    ann = {"lhs": lhs, "rhs": rhs}
+    root = is_op(op)(_dq(ann, "lhs", lhs), _dq(ann, "rhs", rhs))
+    ann["root"] = root
+    out = root
+    if act:
+        out = is_op("relax.nn.relu")(root) | is_op("relax.clip")(root, wildcard(), wildcard())
+        ann["float_activation"] = out
+    return _q(ann, out, clip), ann
+
+
+def qprelu_pattern():
+    """quantize(prelu(dequantize(x), dequantize(alpha))): Relax's nn.prelu, or
+    where(x > 0, x, x * alpha) as the importers also write it."""
+    data, alpha = wildcard(), wildcard()
+    ann = {"input": data, "rhs": alpha}
+    x, a = _dq(ann, "input", data), _dq(ann, "rhs", alpha)
+    a = is_op("relax.reshape")(a, wildcard()) | a
+    where = is_op("relax.where")(is_op("relax.greater")(x, wildcard()), x, chains._commuted("relax.multiply", x, a))
+    root = is_op("relax.nn.prelu")(x, a) | where
+    ann["root"] = root
+    return _q(ann, root, False), ann
+
+
+def patterns() -> list[FusionPattern]:
+    table = []
+    int8 = (rule_int8_operands, rule_per_tensor, rule_int8_result, rule_rank_at_most_4, rule_not_empty)
+    single = {"qsigmoid": "relax.sigmoid", "qtanh": "relax.tanh", "qleakyrelu": "relax.nn.leakyrelu",
+              "qgelu_tanh": "relax.nn.gelu_tanh"}
+    pat, ann = qunary_pattern(lambda x: (x, {}))
+    table.append(FusionPattern("sophon.qrequantize", pat, ann, make_check(*int8)))
+    for name, op in single.items():
+        pat, ann = qunary_pattern(lambda x, op=op: (is_op(op)(x), {}))
+        table.append(FusionPattern(f"sophon.{name}", pat, ann, make_check(*int8)))
+    for name in ("hardswish", "elu", "gelu"):
+        chain = chains.CHAINS[name]
+        pat, ann = qunary_pattern(chain.pattern)
+        extra = (rule_hardswish_scales,) if name == "hardswish" else ()
+        table.append(FusionPattern(f"sophon.q{name}", pat, ann, make_check(*int8, _chain_rule(chain), *extra)))
+    for name, op in BINARY.items():
+        minmax = op in ("relax.maximum", "relax.minimum")   # TFLite fuses no activation into these
+        for act, clip in itertools.product((False, True), (False, True)):
+            if minmax and act:
+                continue
+            pat, ann = qbinary_pattern(op, act, clip)
+            rules = int8 + ((rule_same_quantization,) if minmax else ())
+            table.append(FusionPattern(pattern_name(name, "act" if act else None, "clip" if clip else None),
+                                       pat, ann, make_check(*rules)))
+    pat, ann = qprelu_pattern()
+    table.append(FusionPattern("sophon.qprelu", pat, ann, make_check(*int8, rule_prelu_last_axis)))
+    return table

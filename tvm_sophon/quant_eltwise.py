@@ -1,0 +1,118 @@
+"""Compile-time parameters of the chip's INT8 element-wise instructions
+(runtime/sophon_quant.h: lut_int8, binary_int8; SUB as add_int8), derived from
+a quantized model's scales as TFLite's kernels derive them in Prepare.
+
+The 256-entry table of a unary op is built by the runtime's C statement of
+TFLite's arithmetic (``sophon_int8_lut_build``, reference/sophon_tiu_eltwise_int8.c),
+called here through ctypes: the table arithmetic exists once, in C.
+The binary multipliers follow TFLite's Prepare functions, including the
+precision they compute in (MUL and PRELU take float32 products of the float32
+scales; SUB is ADD's double-precision rescale with input 2 negated, sub.cc).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+
+import numpy as np
+
+from . import quant
+from .errors import SophonCompileError
+
+# sophon_lut_kind
+LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
+             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8}
+# sophon_binary_int8_op
+BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3}
+
+
+class _Unary(ctypes.Structure):  # sophon_int8_unary
+    _fields_ = [("kind", ctypes.c_int), ("input_scale", ctypes.c_float),
+                ("input_zero_point", ctypes.c_int32), ("output_scale", ctypes.c_float),
+                ("output_zero_point", ctypes.c_int32), ("alpha", ctypes.c_float)]
+
+
+def _scalar(value) -> float:
+    return float(np.asarray(value, dtype=np.float32).reshape(()))
+
+
+def _int(value) -> int:
+    return int(np.asarray(value).reshape(()))
+
+
+def lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: float = 0.0) -> tuple[int, ...]:
+    """The int8 results of op ``kind`` for the inputs 0..127, -128..-1 (the table's
+    byte order, ``table[(uint8_t)x]``), computed by the runtime (TFLite's arithmetic)."""
+    from .cost import runtime_library
+
+    lib = runtime_library()
+    unary = _Unary(LUT_KINDS[kind], _scalar(input_scale), _int(input_zp), _scalar(output_scale),
+                   _int(output_zp), float(np.float32(alpha)))
+    table = (ctypes.c_int8 * 256)()
+    status = lib.sophon_int8_lut_build(ctypes.byref(unary), table)
+    if status != 0:
+        raise SophonCompileError(
+            f"int8 {kind}: no table for input scale {unary.input_scale:g} zero point {unary.input_zero_point}, "
+            f"output scale {unary.output_scale:g} zero point {unary.output_zero_point}"
+            + (" (TFLite refuses an output multiplier outside [2^-16, 1])" if kind == "hardswish" else ""))
+    return tuple(int(v) for v in table)
+
+
+def hardswish_refusal(input_scale, output_scale) -> str | None:
+    """Why TFLite's int8 hard-swish (and so the chip's table) refuses these scales, or None."""
+    ratio = np.float32(np.float32(1.0 / 128.0) * np.float32(_scalar(input_scale))) / np.float32(_scalar(output_scale))
+    if not (2.0 ** -16 <= float(ratio) < 1.0):
+        return (f"hard-swish with input scale / (128 * output scale) = {float(ratio):g}: TFLite's int8 kernel "
+                "takes an output multiplier in [2^-16, 1)")
+    return None
+
+
+@dataclasses.dataclass
+class BinaryParams:
+    """sophon_binary_int8_params."""
+
+    op: str
+    input1_zero_point: int
+    input2_zero_point: int
+    output_zero_point: int
+    multiplier1: int = 0
+    shift1: int = 0
+    multiplier2: int = 0
+    shift2: int = 0
+    act_min: int = -128
+    act_max: int = 127
+
+
+def _f32_ratio(*factors, divisor) -> float:
+    """A product of float32 scales over a float32 scale, in float32 as TFLite's
+    Prepare computes it, widened to double for QuantizeMultiplier."""
+    product = np.float32(1.0)
+    for f in factors:
+        product = np.float32(product * np.float32(_scalar(f)))
+    return float(np.float32(product / np.float32(_scalar(divisor))))
+
+
+def mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> BinaryParams:
+    """TFLite's int8 MUL: one multiplier for scale1 * scale2 / out_scale (mul.cc)."""
+    m, s = quant.quantize_multiplier(_f32_ratio(scale1, scale2, divisor=out_scale))
+    return BinaryParams("MUL", _int(zp1), _int(zp2), _int(out_zp), m, s, 0, 0, int(act_min), int(act_max))
+
+
+def prelu_params(scale, zp, alpha_scale, alpha_zp, out_scale, out_zp) -> BinaryParams:
+    """TFLite's int8 PRELU: x >= 0 rescaled by scale / out_scale, x * alpha by
+    scale * alpha_scale / out_scale (activations.cc PreluPrepare)."""
+    m1, s1 = quant.quantize_multiplier(_f32_ratio(scale, divisor=out_scale))
+    m2, s2 = quant.quantize_multiplier(_f32_ratio(scale, alpha_scale, divisor=out_scale))
+    return BinaryParams("PRELU", _int(zp), _int(alpha_zp), _int(out_zp), m1, s1, m2, s2)
+
+
+def minmax_params(op: str, zp, act_min=-128, act_max=127) -> BinaryParams:
+    """TFLite's int8 MAXIMUM / MINIMUM compare the raw values (one quantization)."""
+    return BinaryParams(op, _int(zp), _int(zp), _int(zp), act_min=int(act_min), act_max=int(act_max))
+
+
+def sub_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> quant.AddParams:
+    """TFLite's int8 SUB: ADD's parameters with input 2's multiplier negated (sub.cc)."""
+    p = quant.add_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min, act_max)
+    p.input2_multiplier = -p.input2_multiplier
+    return p
