@@ -209,8 +209,9 @@ class Lowering:
     """The chip program of a region's groups, step by step. ``c_names=False`` is
     for the planner's candidate groups, which are estimated and thrown away: their
     locals keep their base names, without the C identifiers' uniqueness work.
-    ``prune=True`` rejects a sliced group whose resident weights alone overflow
-    LMEM before lowering it (the allocator would reject it anyway, after the work)."""
+    ``prune=True`` rejects a sliced group before emitting it when what is surely
+    live together passes LMEM (check_resident, check_stage_memory): the
+    allocator would reject it anyway, after the work."""
 
     def __init__(self, region: Region, chip: Chip, *, c_names: bool = True, prune: bool = False):
         self.region = region
