@@ -18,6 +18,7 @@
 
 #include "sophon.h"
 #include "chip/sophon_cost.h"
+#include "chip/sophon_threads.h"
 #include "isa/sophon_isa.h"
 #include "sophon_program.h"
 
@@ -2057,8 +2058,42 @@ static void test_activation_costs(void) {
         sophon_cost_binary_op(&chip, &out, SOPHON_BINARY_ADD, NULL));
 }
 
+/* The pool runs each task of a run exactly once, with the run's task count (at most
+ * the pool's size), whichever thread claims it. */
+typedef struct {
+  int32_t runs[8];
+  int32_t seen_tasks[8];
+} pool_job;
+
+static void pool_task(void* ctx, int32_t task, int32_t num_tasks) {
+  pool_job* job = (pool_job*)ctx;
+  __atomic_add_fetch(&job->runs[task], 1, __ATOMIC_RELAXED);
+  job->seen_tasks[task] = num_tasks;
+}
+
+static void test_thread_pool(void) {
+  int32_t threads, run, task;
+  for (threads = 2; threads <= 3; ++threads) {
+    int failed = 0, bad = 0;
+    sophon_thread_pool* pool = sophon_thread_pool_create(threads, &failed);
+    CHECK(pool != NULL && !failed);
+    if (pool == NULL) continue;
+    for (run = 0; run < 3000; ++run) {
+      const int32_t asked = 1 + run % 5, tasks = asked < threads ? asked : threads;
+      pool_job job;
+      memset(&job, 0, sizeof job);
+      sophon_parallel_run(pool, asked, pool_task, &job);
+      for (task = 0; task < 8; ++task)
+        bad += job.runs[task] != (task < tasks) || (task < tasks && job.seen_tasks[task] != tasks);
+    }
+    CHECK_EQ_INT(bad, 0);
+    sophon_thread_pool_destroy(pool);
+  }
+}
+
 int main(void) {
   test_names_and_sizes();
+  test_thread_pool();
   test_device_create();
   test_layout_functions();
   test_lane_layout();
