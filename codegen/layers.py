@@ -22,7 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
-from tvm_sophon.patterns.int8_eltwise import QBINARY, UNARY
+from tvm_sophon.patterns.int8_eltwise import QBINARY, UNARY, relu_bounds
 from tvm_sophon.names import model_name
 
 from . import movement
@@ -719,7 +719,10 @@ class _Analysis:
                 alpha = float(comp.calls_of("relax.nn.leakyrelu")[0].attrs.alpha)
             elif name == "qelu":
                 alpha = float(chains.activation_params(chains.CHAINS["elu"], m, self._lookup(comp))["alpha"])
-            table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha)
+            bounds = (0.0, 0.0)
+            if name == "qrelu":
+                bounds = relu_bounds((comp.calls_of("relax.nn.relu") + comp.calls_of("relax.clip"))[0])
+            table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
             view = self.views.get(x) or P.default_view(len(shape_of(x)))
             return self.add(comp, "qlut", view, [self.operand(x, view)], [], table=table)
         lhs, l_scale, l_zp = self._dequantize_of(comp, m["lhs"] if "lhs" in m else m["input"])

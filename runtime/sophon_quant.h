@@ -100,8 +100,11 @@ typedef enum {
   SOPHON_LUT_ELU = 5,        /* float lookup table of x < 0 ? alpha * expm1(x) : x */
   SOPHON_LUT_GELU = 6,       /* float lookup table of gelu.cc (erf form) */
   SOPHON_LUT_GELU_TANH = 7,  /* float lookup table of gelu.cc (approximate form) */
-  SOPHON_LUT_CONCAT_RESCALE = 8 /* a CONCATENATION input rescaled to the output's quantization
-                                   (reference_ops::ConcatenationWithScaling, float) */
+  SOPHON_LUT_CONCAT_RESCALE = 8, /* a CONCATENATION input rescaled to the output's quantization
+                                    (reference_ops::ConcatenationWithScaling, float) */
+  SOPHON_LUT_RELU = 9 /* RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1: reference_ops::ReluX (the
+                         input requantized to the output's scale, then clamped to the
+                         quantized [act_min, act_max]) */
 } sophon_lut_kind;
 
 typedef struct {
@@ -110,7 +113,9 @@ typedef struct {
   int32_t input_zero_point;
   float output_scale;
   int32_t output_zero_point;
-  float alpha; /* LEAKY_RELU's slope, ELU's alpha; unused by the others */
+  float alpha;   /* LEAKY_RELU's slope, ELU's alpha; unused by the others */
+  float act_min; /* RELU's float bounds (0 and INFINITY for RELU, 0 and 6 for RELU6, */
+  float act_max; /* -1 and 1 for RELU_N1_TO_1); unused by the others */
 } sophon_int8_unary;
 
 /* table[(uint8_t)x] = the op's int8 result for input x, computed with TFLite's

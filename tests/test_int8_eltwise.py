@@ -38,6 +38,9 @@ UNARY = {
     "hard_swish": lambda x: L.Activation("hard_swish")(x),
     "leaky_relu": lambda x: L.LeakyReLU(0.2)(x),
     "elu": lambda x: L.ELU()(x),
+    "relu": lambda x: L.ReLU()(x),
+    "relu6": lambda x: L.ReLU(max_value=6.0)(x),
+    "relu_n1_to_1": lambda x: L.Activation(lambda t: tf.clip_by_value(t, -1.0, 1.0))(x),
 }
 BINARY = {
     "mul": lambda a, b: a * b,
@@ -56,6 +59,8 @@ CASES = [
     ("hard_swish", [(31, 31, 5)], 2.0), ("hard_swish", [(7, 7, 3)], 8.0),
     ("leaky_relu", [(7, 7, 17)], 1.5), ("leaky_relu", [(1, 1, 3)], 5.0),
     ("elu", [(7, 31, 5)], 3.0),
+    ("relu", [(7, 7, 17)], 2.0), ("relu", [(1, 31, 3)], 0.3),
+    ("relu6", [(7, 7, 5)], 8.0), ("relu6", [(31, 7, 3)], 1.0), ("relu_n1_to_1", [(7, 7, 17)], 1.5),
     ("mul", [(7, 7, 5), (1, 1, 5)], 2.0), ("mul_relu", [(31, 31, 3), (31, 31, 3)], 0.7),
     ("sub", [(7, 7, 17), (7, 7, 17)], 3.0), ("sub", [(1, 1, 3), (1, 1, 3)], 0.4),
     ("sub", [(7, 7, 5), (1, 1, 5)], 1.0),
@@ -76,6 +81,19 @@ def _convert(op, shapes, magnitude, build=None) -> bytes:
             yield [(rng.standard_normal((1, *s)) * magnitude + o).astype("float32") for s, o in zip(shapes, offsets)]
 
     return int8_tflite(model, representative)
+
+
+def _const(v, dtype):
+    return relax.const(np.array(v, dtype=dtype))
+
+
+def _build_single(mod, composite):
+    """A Relax module of one int8 op, partitioned for bm1684: it must be the one
+    chip composite ``composite`` with nothing on the host; its VM."""
+    partitioned = tvm_sophon.partition_for_sophon(mod, chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert report.offloaded == [composite] and not report.host_ops, report.format()
+    return relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
 
 
 def _interpreter(buf, resolver):
@@ -134,6 +152,41 @@ def test_int8_eltwise_bit_exact_with_tflite(tmp_path, op, shapes, magnitude):
             np.testing.assert_array_equal(out, _tflite(buf, xs, "BUILTIN_REF"))  # exact: the spec
 
 
+def test_int8_relu_after_residual_conv_is_one_region(tmp_path):
+    """A conv whose int8 output feeds both a residual ADD and a lone RELU (the
+    Xception / NASNet shape): the RELU (its own quantization, so ReluX requantizes)
+    runs on the chip as a table, the model is one region, bit-exact with TFLite."""
+    x = tf.keras.Input((7, 9, 5), batch_size=1)
+    conv = L.Conv2D(5, 3, padding="same")(x)
+    model = tf.keras.Model(x, [L.Add()([conv, x]), L.ReLU()(conv)])
+    rng = np.random.default_rng(4)
+
+    def representative():
+        for _ in range(16):
+            yield [(rng.standard_normal((1, 7, 9, 5)) * 1.5 + 0.4).astype("float32")]
+
+    buf = int8_tflite(model, representative)
+    path = tmp_path / "residual.tflite"
+    path.write_bytes(buf)
+    mod, report, vm = _build(path)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    assert "sophon.qrelu" in report.offloaded, report.format()
+    interp = _interpreter(buf, "BUILTIN_REF")
+    detail = interp.get_input_details()[0]
+    names = [d["name"] for d in interp.get_output_details()]
+    for seed in range(2):
+        (data,) = _inputs(mod, seed)
+        outs = vm["main"](tvm.runtime.tensor(data))
+        interp.set_tensor(detail["index"], data)
+        interp.invoke()
+        want = {d["name"]: interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+        got = [o.numpy() for o in outs]
+        # TVM's importer may order the two outputs unlike the interpreter: each
+        # interpreter output must equal one of the chip's outputs exactly
+        for name in names:
+            assert any(g.shape == want[name].shape and np.array_equal(g, want[name]) for g in got), name
+
+
 def _lut_from_interpreter(buf):
     """The interpreter's int8 results for every input -128..127, in table byte
     order, with the model's quantization (the model's input holds 256 values)."""
@@ -179,22 +232,16 @@ def test_prelu_bit_exact_with_tflite(shape):
     alpha = interp.get_tensor(alpha_detail["index"]).reshape(shape[-1])
     (xs, xz), (as_, az), (os_, oz) = (d["quantization"] for d in (x_detail, alpha_detail, out_detail))
 
-    def const(v, dtype):
-        return relax.const(np.array(v, dtype=dtype))
-
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, *shape), "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            xf = bb.emit(relax.op.dequantize(x, const(xs, "float32"), const(xz, "int32")))
-            af = bb.emit(relax.op.dequantize(const(alpha, "int8"), const(as_, "float32"), const(az, "int32")))
+            xf = bb.emit(relax.op.dequantize(x, _const(xs, "float32"), _const(xz, "int32")))
+            af = bb.emit(relax.op.dequantize(_const(alpha, "int8"), _const(as_, "float32"), _const(az, "int32")))
             y = bb.emit(relax.op.nn.prelu(xf, af, axis=-1))
-            out = bb.emit_output(relax.op.quantize(y, const(os_, "float32"), const(oz, "int32"), out_dtype="int8"))
+            out = bb.emit_output(relax.op.quantize(y, _const(os_, "float32"), _const(oz, "int32"), out_dtype="int8"))
         bb.emit_func_output(out)
-    partitioned = tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")
-    report = tvm_sophon.offload_report(partitioned)
-    assert report.offloaded == ["sophon.qprelu"] and not report.host_ops, report.format()
-    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    vm = _build_single(bb.get(), "sophon.qprelu")
     for seed in range(2):
         data = np.random.default_rng(seed).integers(-128, 128, size=(1, *shape), dtype=np.int8)
         interp.set_tensor(x_detail["index"], data)
@@ -249,18 +296,15 @@ def test_normalize_keeps_dequantized_constants_unshared():
     a constant has one consumer."""
     from tvm_sophon.normalize import normalize
 
-    def const(v, dtype):
-        return relax.const(np.array(v, dtype=dtype))
-
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 4, 4, 3), "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            xf = bb.emit(relax.op.dequantize(x, const(0.05, "float32"), const(0, "int32")))
-            sixth = bb.emit(relax.op.dequantize(const(127, "int8"), const(0.0013, "float32"), const(-128, "int32")))
+            xf = bb.emit(relax.op.dequantize(x, _const(0.05, "float32"), _const(0, "int32")))
+            sixth = bb.emit(relax.op.dequantize(_const(127, "int8"), _const(0.0013, "float32"), _const(-128, "int32")))
             a = bb.emit(relax.op.multiply(xf, sixth))
-            b = bb.emit(relax.op.multiply(relax.op.add(const(3.0, "float32"), xf), sixth))
-            out = bb.emit_output(relax.op.quantize(relax.op.add(a, b), const(0.05, "float32"), const(0, "int32"),
+            b = bb.emit(relax.op.multiply(relax.op.add(_const(3.0, "float32"), xf), sixth))
+            out = bb.emit_output(relax.op.quantize(relax.op.add(a, b), _const(0.05, "float32"), _const(0, "int32"),
                                                    out_dtype="int8"))
         bb.emit_func_output(out)
     bindings = normalize(bb.get())["main"].body.blocks[0].bindings
@@ -360,3 +404,25 @@ def test_onnx_qdq_chain_within_one_lsb_of_onnxruntime(tmp_path):
         x = rng.standard_normal(shape).astype("float32") * 2
         diff = np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - session.run(None, {"x": x})[0])
         assert diff.max() <= step * 1.0001  # 1 LSB: onnxruntime's own int8 rounding
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, None), (0.0, 6.0), (-1.0, 1.0)])
+def test_int8_relu_one_quantization_is_a_clamp(lo, hi):
+    """A relu / clip between dequantize and quantize of one quantization (scale
+    0.05, zero point -3) is TFLite's ReluX with multiplier 1: a clamp of the raw
+    int8 values to [zp + round(lo / scale), zp + round(hi / scale)] = [-3, 117] for
+    relu6, [-23, 17] for relu_n1_to_1, [-3, 127] for relu, on every int8 value."""
+    scale, zp = np.float32(0.05), -3
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 16, 1), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xf = bb.emit(relax.op.dequantize(x, _const(scale, "float32"), _const(zp, "int32")))
+            y = bb.emit(relax.op.nn.relu(xf) if hi is None else relax.op.clip(xf, lo, hi))
+            out = bb.emit_output(relax.op.quantize(y, _const(scale, "float32"), _const(zp, "int32"), out_dtype="int8"))
+        bb.emit_func_output(out)
+    vm = _build_single(bb.get(), "sophon.qrelu")
+    data = (np.arange(256) - 128).astype(np.int8).reshape(1, 16, 16, 1)
+    bounds = {(0.0, None): (-3, 127), (0.0, 6.0): (-3, 117), (-1.0, 1.0): (-23, 17)}[(lo, hi)]
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(), np.clip(data, *bounds))

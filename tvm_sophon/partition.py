@@ -438,18 +438,23 @@ def _activation_after_quantize(mod: tvm.IRModule) -> tvm.IRModule:
     TFLite computes a fused activation (the output clamped to the quantized
     activation range). TVM's TFLite importer writes an int8 ADD with a fused ReLU
     as a float relu between add and quantize; the int8 patterns take the clip
-    after the quantize."""
+    after the quantize. A lone activation of a dequantized tensor (TFLite's int8
+    RELU / RELU6 / RELU_N1_TO_1) stays as it is: ``sophon.qrelu`` takes it whole."""
     from tvm.relax.dpl import is_op, rewrite_call, wildcard
 
     y, scale, zp = wildcard(), wildcard(), wildcard()
     act = is_op("relax.nn.relu")(y) | is_op("relax.clip")(y, wildcard(), wildcard())
     quantize = is_op("relax.quantize")(act, scale, zp)
+    bound = {b.var: b.value for block in mod["main"].body.blocks for b in block.bindings}
 
     def rewriter(call, matches):
         s, z = patterns.constant_value(matches[scale]), patterns.constant_value(matches[zp])
         if s is None or z is None or s.size != 1 or z.size != 1 or str(call.attrs.out_dtype) != "int8":
             return call
         a = matches[act]
+        data = bound.get(a.args[0], a.args[0])
+        if isinstance(data, relax.Call) and getattr(data.op, "name", "") == "relax.dequantize":
+            return call
         lo, hi = 0.0, float("inf")
         if a.op.name == "relax.clip":
             bounds = [getattr(b, "value", None) for b in a.args[1:]]

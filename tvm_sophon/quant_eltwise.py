@@ -21,7 +21,7 @@ from .errors import SophonCompileError
 
 # sophon_lut_kind
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
-             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8}
+             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9}
 # sophon_binary_int8_op
 BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3}
 
@@ -29,7 +29,8 @@ BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3}
 class _Unary(ctypes.Structure):  # sophon_int8_unary
     _fields_ = [("kind", ctypes.c_int), ("input_scale", ctypes.c_float),
                 ("input_zero_point", ctypes.c_int32), ("output_scale", ctypes.c_float),
-                ("output_zero_point", ctypes.c_int32), ("alpha", ctypes.c_float)]
+                ("output_zero_point", ctypes.c_int32), ("alpha", ctypes.c_float),
+                ("act_min", ctypes.c_float), ("act_max", ctypes.c_float)]
 
 
 def _scalar(value) -> float:
@@ -40,14 +41,17 @@ def _int(value) -> int:
     return int(np.asarray(value).reshape(()))
 
 
-def lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: float = 0.0) -> tuple[int, ...]:
+def lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: float = 0.0,
+              act_min: float = 0.0, act_max: float = 0.0) -> tuple[int, ...]:
     """The int8 results of op ``kind`` for the inputs 0..127, -128..-1 (the table's
-    byte order, ``table[(uint8_t)x]``), computed by the runtime (TFLite's arithmetic)."""
+    byte order, ``table[(uint8_t)x]``), computed by the runtime (TFLite's arithmetic).
+    ``act_min`` / ``act_max`` are RELU's float bounds (``inf`` for no upper bound)."""
     from .cost import runtime_library
 
     lib = runtime_library()
     unary = _Unary(LUT_KINDS[kind], _scalar(input_scale), _int(input_zp), _scalar(output_scale),
-                   _int(output_zp), float(np.float32(alpha)))
+                   _int(output_zp), float(np.float32(alpha)), float(np.float32(act_min)),
+                   float(np.float32(act_max)))
     table = (ctypes.c_int8 * 256)()
     status = lib.sophon_int8_lut_build(ctypes.byref(unary), table)
     if status != 0:

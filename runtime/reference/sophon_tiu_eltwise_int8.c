@@ -3,7 +3,8 @@
  * (sophon_quant.h), bit-exact with TFLite's kernels:
  *
  *   lut_int8     out = table[in]: every int8 unary op (LOGISTIC, TANH,
- *                HARD_SWISH, LEAKY_RELU, ELU, GELU, QUANTIZE int8 -> int8) is a
+ *                HARD_SWISH, LEAKY_RELU, ELU, GELU, RELU / RELU6 / RELU_N1_TO_1,
+ *                QUANTIZE int8 -> int8) is a
  *                function of 256 inputs, so one table lookup runs them all;
  *   binary_int8  MUL, MAXIMUM, MINIMUM, PRELU with broadcast (SUB is ADD with
  *                input2's multiplier negated, as TFLite's sub.cc does: add_int8).
@@ -187,6 +188,33 @@ sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256
         const float rescaled = (float)value * scale;
         table[(uint8_t)value] =
             clamp_int8((int32_t)roundf(rescaled + bias) + u->output_zero_point);
+      }
+      return SOPHON_OK;
+    }
+    case SOPHON_LUT_RELU: {
+      /* activations.cc ReluPrepare: the multiplier of input_scale / output_scale
+       * (a float quotient widened to double); QuantizedReluX: the bounds
+       *   qmin = max(-128, output_zero_point + (int32)roundf(act_min / output_scale))
+       *   qmax = act_max infinite ? 127
+       *        : min(127, output_zero_point + (int32)roundf(act_max / output_scale));
+       * reference_ops::ReluX: out = clamp(output_zero_point
+       *   + MultiplyByQuantizedMultiplier(value - input_zero_point, m, s), qmin, qmax). */
+      int32_t m, s, qmin, qmax;
+      if (isnan(u->act_min) || isnan(u->act_max) || isinf(u->act_min) || u->act_min > u->act_max)
+        return SOPHON_ERR_ARGUMENT;
+      sophon_quantize_multiplier((double)(u->input_scale / u->output_scale), &m, &s);
+      qmin = u->output_zero_point + (int32_t)roundf(u->act_min / u->output_scale);
+      if (qmin < -128) qmin = -128;
+      qmax = 127;
+      if (!isinf(u->act_max)) {
+        const int32_t bound = u->output_zero_point + (int32_t)roundf(u->act_max / u->output_scale);
+        if (bound < qmax) qmax = bound;
+      }
+      for (value = -128; value <= 127; ++value) {
+        int32_t out = u->output_zero_point +
+                      sophon_multiply_by_quantized_multiplier(value - u->input_zero_point, m, s);
+        out = out < qmin ? qmin : (out > qmax ? qmax : out);
+        table[(uint8_t)value] = (int8_t)out;
       }
       return SOPHON_OK;
     }

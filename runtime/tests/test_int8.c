@@ -12,6 +12,7 @@
  * Build: gcc -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. \
  *            tests/test_int8.c sophon_*.c -lm -o /tmp/test_int8
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -592,6 +593,58 @@ static void test_add_golden(void) {
 }
 
 /* ------------------------------------------------------ lut, binary_int8 */
+
+/* RELU's table (reference_ops::ReluX) on hand-worked values, inputs in byte order
+ * of the probe list: -128 -11 -10 -7 -5 -3 -1 0 1 2 3 5 127. */
+static void test_lut_relu_golden(void) {
+  static const int8_t probe[13] = {-128, -11, -10, -7, -5, -3, -1, 0, 1, 2, 3, 5, 127};
+  /* RELU6, one quantization (scale 0.5, zero point -10): multiplier 1 leaves x,
+   * qmin = -10 + round(0 / 0.5) = -10, qmax = -10 + round(6 / 0.5) = 2: clamp(x, -10, 2) */
+  static const int8_t want_relu6[13] = {-10, -10, -10, -7, -5, -3, -1, 0, 1, 2, 2, 2, 2};
+  /* RELU, scale 1 zero point 0 -> scale 2 zero point -128: -128 + x / 2 (ties toward
+   * +infinity: -3 -> -1, -1 -> 0, 1 -> 1, 3 -> 2, 5 -> 3, 127 -> 64), at least
+   * qmin = -128, qmax = 127 (act_max infinite) */
+  static const int8_t want_relu[13] = {-128, -128, -128, -128, -128, -128, -128, -128, -127,
+                                       -127, -126, -125, -64};
+  /* RELU_N1_TO_1, scale 1 -> scale 2, zero points 0: x / 2 ties up, clamped to
+   * [round(-1 / 2), round(1 / 2)] = [-1, 1] (roundf: half away from zero) */
+  static const int8_t want_n1_to_1[13] = {-1, -1, -1, -1, -1, -1, 0, 0, 1, 1, 1, 1, 1};
+  sophon_int8_unary u;
+  int8_t table[256], got[13];
+  int i;
+
+  memset(&u, 0, sizeof(u));
+  u.kind = SOPHON_LUT_RELU;
+  u.input_scale = u.output_scale = 0.5f;
+  u.input_zero_point = u.output_zero_point = -10;
+  u.act_min = 0.0f;
+  u.act_max = 6.0f;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  for (i = 0; i < 13; ++i) got[i] = table[(uint8_t)probe[i]];
+  CHECK_I8_EQUAL(got, want_relu6, 13);
+
+  u.input_scale = 1.0f;
+  u.output_scale = 2.0f;
+  u.input_zero_point = 0;
+  u.output_zero_point = -128;
+  u.act_max = INFINITY;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  for (i = 0; i < 13; ++i) got[i] = table[(uint8_t)probe[i]];
+  CHECK_I8_EQUAL(got, want_relu, 13);
+
+  u.output_zero_point = 0;
+  u.act_min = -1.0f;
+  u.act_max = 1.0f;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  for (i = 0; i < 13; ++i) got[i] = table[(uint8_t)probe[i]];
+  CHECK_I8_EQUAL(got, want_n1_to_1, 13);
+
+  /* bounds that are not a range */
+  u.act_min = NAN;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_ERR_ARGUMENT);
+  u.act_min = 2.0f;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_ERR_ARGUMENT);
+}
 
 static void test_lut_golden(void) {
   sophon_chip chip = small_chip(1), f32_chip = small_chip(0);
@@ -1221,6 +1274,7 @@ int main(void) {
   test_fc_golden();
   test_add_golden();
   test_lut_golden();
+  test_lut_relu_golden();
   test_binary_int8_golden();
   test_pool_golden();
   test_program();

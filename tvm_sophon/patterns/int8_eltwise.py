@@ -5,7 +5,8 @@ TVM's TFLite importer writes each int8 element-wise op as
 these patterns take the chain, and the chip runs it in TFLite's integer
 arithmetic (runtime/sophon_quant.h):
 
-- a unary op (LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, and QUANTIZE
+- a unary op (LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, RELU / RELU6 /
+  RELU_N1_TO_1 (a lone relu or float clip between dequantize and quantize), and QUANTIZE
   int8 -> int8, which imports as dequantize -> quantize) is a function of 256
   int8 inputs: one table lookup, the table computed at compile time by the
   runtime's C statement of TFLite's kernel (tvm_sophon/quant_eltwise.py);
@@ -30,7 +31,7 @@ from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_
 
 # sophon.q<name> -> the sophon_lut_kind of quant_eltwise.LUT_KINDS
 UNARY = {"qsigmoid": "logistic", "qtanh": "tanh", "qleakyrelu": "leakyrelu", "qhardswish": "hardswish",
-         "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize"}
+         "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize", "qrelu": "relu"}
 # sophon.q<name> -> the chip's binary_int8 op (SUB runs on the int8 add)
 QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU"}
 # sophon.q<name> -> the float op between the dequantizes and the quantize
@@ -80,6 +81,29 @@ def _chain_rule(chain: chains.Chain):
         params = chains.activation_params(chain, ann)
         return params if isinstance(params, str) else None
     return rule
+
+
+def relu_bounds(root) -> tuple[float, float] | None:
+    """The float bounds of a relu (0, inf) or of a clip with constant bounds, else None."""
+    if root.op.name == "relax.nn.relu":
+        return 0.0, float("inf")
+    bounds = []
+    for b in root.args[1:]:
+        while b is not None and not isinstance(b, (int, float)):   # FloatImm, IntImm, PrimValue(Imm)
+            b = getattr(b, "value", None)
+        if b is None:
+            return None
+        bounds.append(float(b))
+    return bounds[0], bounds[1]
+
+
+def rule_relu_bounds(ann: dict) -> Optional[str]:
+    bounds = relu_bounds(ann["root"])
+    if bounds is None:
+        return "int8 clip with bounds that are not constants"
+    if not (np.isfinite(bounds[0]) and bounds[0] <= bounds[1]):
+        return f"int8 clip to [{bounds[0]:g}, {bounds[1]:g}]: the chip's int8 relu takes a finite lower bound"
+    return None
 
 
 def rule_hardswish_scales(ann: dict) -> Optional[str]:
@@ -135,6 +159,9 @@ def patterns() -> list[FusionPattern]:
               "qgelu_tanh": "relax.nn.gelu_tanh"}
     pat, ann = qunary_pattern(lambda x: (x, {}))
     table.append(FusionPattern("sophon.qrequantize", pat, ann, make_check(*int8)))
+    # TFLite's int8 RELU / RELU6 / RELU_N1_TO_1 (ReluX): the importer's float relu or clip
+    pat, ann = qunary_pattern(lambda x: (is_op("relax.nn.relu")(x) | is_op("relax.clip")(x, wildcard(), wildcard()), {}))
+    table.append(FusionPattern("sophon.qrelu", pat, ann, make_check(*int8, rule_relu_bounds)))
     for name, op in single.items():
         pat, ann = qunary_pattern(lambda x, op=op: (is_op(op)(x), {}))
         table.append(FusionPattern(f"sophon.{name}", pat, ann, make_check(*int8)))
