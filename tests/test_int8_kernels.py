@@ -54,7 +54,8 @@ class Requant(ctypes.Structure):  # sophon_requant
                 ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
                 ("per_channel", ctypes.c_int32),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32))]
+                ("shift", ctypes.POINTER(ctypes.c_int32)),
+                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
 
 
 class AddParams(ctypes.Structure):  # sophon_add_int8_params
