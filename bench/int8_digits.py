@@ -4,6 +4,7 @@ by side:
   FP32 on the chip       the trained network (imported from its float TFLite file)
   INT8 PTQ on the chip   tvm_sophon.quantize of that FP32 module (bm1684)
   TFLite INT8            TFLite's own full-integer conversion, TFLite interpreter
+                         (reference kernels)
   TFLite INT8 on chip    that pre-quantized TFLite file imported and run on the chip
 Architectures: a plain CNN (conv, conv, max pool, dense), a MobileNetV3-style net
 (hard-swish, depthwise, squeeze-excite with hard-sigmoid, residual, global average
@@ -126,7 +127,10 @@ def quantized_input(buf: bytes):
 
 
 def tflite_runner(buf: bytes):
-    interp = tf.lite.Interpreter(model_content=buf)
+    """TFLite's interpreter with its reference kernels (the specification the chip
+    matches bit for bit; the default kernels round some ops 1 LSB apart)."""
+    interp = tf.lite.Interpreter(model_content=buf, experimental_op_resolver_type=(
+        tf.lite.experimental.OpResolverType.BUILTIN_REF))
     interp.allocate_tensors()
     to_int8 = quantized_input(buf)
 

@@ -220,6 +220,57 @@ def test_hard_swish_fuses_with_int8_convs(tmp_path):
                                   _tflite(buf, xs, "BUILTIN_REF"))
 
 
+def test_squeeze_excitation_block_is_one_region(tmp_path):
+    """An EfficientNet-style block, int8: conv -> swish (LOGISTIC, MUL) -> global mean
+    -> 1x1 convs -> sigmoid -> MUL by channel, then SUB of a second conv, TANH,
+    LEAKY_RELU: one region, nothing on the host, bit-exact."""
+    def build(x):
+        y = L.Activation("swish")(L.Conv2D(16, 3, padding="same")(x))
+        s = L.GlobalAveragePooling2D(keepdims=True)(y)
+        s = L.Conv2D(16, 1, activation="sigmoid")(L.Conv2D(4, 1, activation="relu")(s))
+        y = L.Conv2D(8, 1)(y * s)
+        return L.LeakyReLU(0.1)(L.Activation("tanh")(y - L.Conv2D(8, 3, padding="same")(x)))
+
+    buf = _convert("se_block", [(9, 9, 3)], 2.0, build=build)
+    path = tmp_path / "se.tflite"
+    path.write_bytes(buf)
+    mod, report, vm = _build(path)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    for seed in range(2):
+        xs = _inputs(mod, seed)
+        np.testing.assert_array_equal(vm["main"](*map(tvm.runtime.tensor, xs)).numpy(),
+                                      _tflite(buf, xs, "BUILTIN_REF"))
+
+
+def test_normalize_keeps_dequantized_constants_unshared():
+    """The MobileNetV3 failure in small: one dequantize of a constant used by two
+    multiplies, and an add(constant, x) that ConstantOperandLast rewrites (its
+    rewrite shares split dequantizes again); after normalize every dequantize of
+    a constant has one consumer."""
+    from tvm_sophon.normalize import normalize
+
+    def const(v, dtype):
+        return relax.const(np.array(v, dtype=dtype))
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 4, 3), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xf = bb.emit(relax.op.dequantize(x, const(0.05, "float32"), const(0, "int32")))
+            sixth = bb.emit(relax.op.dequantize(const(127, "int8"), const(0.0013, "float32"), const(-128, "int32")))
+            a = bb.emit(relax.op.multiply(xf, sixth))
+            b = bb.emit(relax.op.multiply(relax.op.add(const(3.0, "float32"), xf), sixth))
+            out = bb.emit_output(relax.op.quantize(relax.op.add(a, b), const(0.05, "float32"), const(0, "int32"),
+                                                   out_dtype="int8"))
+        bb.emit_func_output(out)
+    bindings = normalize(bb.get())["main"].body.blocks[0].bindings
+    dq_of_const = {b.var for b in bindings if isinstance(b.value, relax.Call) and b.value.op.name == "relax.dequantize"
+                   and isinstance(b.value.args[0], tvm.ir.expr.Constant)}
+    uses = [sum(1 for b in bindings if isinstance(b.value, relax.Call) and any(a.same_as(v) for a in b.value.args))
+            for v in dq_of_const]
+    assert uses and max(uses) == 1, uses
+
+
 def test_requantize_table_is_tflite_requantize():
     """QUANTIZE int8 -> int8 imports as dequantize -> quantize; its table is
     TFLite's Requantize (quantize.cc: the ratio of the scales in double,

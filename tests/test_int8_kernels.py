@@ -527,13 +527,16 @@ def test_add_int8_matches_reference(lib, case):
 
 
 def test_add_int8_extreme_params(dev):
-    """Every int8 pair, with the largest left shift and multipliers the checks allow."""
+    """Every int8 pair, with the largest left shift and multipliers the checks allow;
+    the last two are TFLite's SUB (input 2's multiplier negated, as its sub.cc does)."""
     grid = np.arange(-128, 128, dtype=np.int8)
     a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
     b = np.tile(grid, 256).reshape(1, 64, 32, 32)
     for p in (AddParams(22, -128, 127, -128, I32_MAX, 0, I32_MAX, 0, I32_MAX, 0, -128, 127),
               AddParams(20, 127, -128, 127, 1 << 30, -31, I32_MAX, -1, 1 << 30, -5, -128, 127),
-              AddParams(0, 3, -3, 0, 1 << 30, 0, 1 << 30, 0, 1 << 30, 0, -128, 127)):
+              AddParams(0, 3, -3, 0, 1 << 30, 0, 1 << 30, 0, 1 << 30, 0, -128, 127),
+              AddParams(22, -128, 127, -128, I32_MAX, 0, -I32_MAX, 0, I32_MAX, 0, -128, 127),
+              AddParams(20, -3, 7, 1, 1518500250, -1, -1832780120, -2, 1431655765, -17, -128, 127)):
         t_a, t_b, t_out = dev.put(a, I8), dev.put(b, I8), dev.local(a.shape, I8)
         assert dev.lib.sophon_tiu_add_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_a),
                                            ctypes.byref(t_b), ctypes.byref(p)) == OK, dev.error()

@@ -259,3 +259,35 @@ def test_ptq_quantizes_reductions_softmax_and_activations_in_tflite_form():
     # 8-bit probabilities (steps of 1/256) after thirteen int8 layers: within 4 steps
     # of FP32 (measured 0.5 step)
     assert np.abs(out - ref).max() <= 4 / 256
+
+
+def test_ptq_takes_hard_swish_and_gelu_chains_whole():
+    """x * clip(x + 3, 0, 6) / 6 and x * (erf(x / sqrt 2) / 2 + 1/2), as TVM's TFLite
+    importer writes HARD_SWISH and GELU: each one int8 op between one dequantize and
+    one quantize (TFLite's int8 kernels), on the chip with the convs in one region."""
+    from tvm_sophon.models import _Builder, _finish, _input
+
+    b = _Builder(4, "NHWC")
+    x, x_np = _input(b, "data", (1, 3, 8, 8))
+    R_ = relax.op
+    f32 = lambda v: relax.const(v, "float32")  # noqa: E731
+
+    def body():
+        c = b.conv("conv1", x, 3, 8)
+        relu6 = b.emit(R_.clip(b.emit(R_.add(c, f32(3.0))), 0.0, 6.0))
+        hs = b.emit(R_.multiply(b.emit(R_.multiply(c, relu6)), f32(1.0 / 6.0)), "hswish")
+        d = b.conv("conv2", hs, 8, 8, kernel=1, padding=0)
+        erf = b.emit(R_.erf(b.emit(R_.multiply(d, f32(0.70710677)))))
+        gelu = b.emit(R_.multiply(d, b.emit(R_.add(b.emit(R_.multiply(erf, f32(0.5))), f32(0.5)))), "gelu")
+        return R_.mean(gelu, axis=[1, 2])
+
+    mod, params, inputs = _finish(b, body, [x], {"data": x_np})
+    rng = np.random.default_rng(2)
+    calibration = [{"data": rng.standard_normal(inputs["data"].shape).astype("float32")} for _ in range(4)]
+    quantized = tvm_sophon.quantize(mod, calibration, params=params, method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert [l.kind for l in report.layers] == ["conv2d", "hard_swish", "conv2d", "gelu", "mean"], report.format()
+    assert all(l.int8 for l in report.layers), report.format()
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1 and {"sophon.qhardswish", "sophon.qgelu"} <= set(offload.offloaded), \
+        offload.format()

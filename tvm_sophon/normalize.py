@@ -13,6 +13,8 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     split(x)[i]                         -> strided_slice(x, ...)           a view of x on the chip
     concat(> 8 inputs)                  -> concat of concats               the patterns' arity
     concat(x0..xk), c = concat(x0..xj)  -> concat(c, xj+1..xk)             DenseNet's growing concats
+    quantize(move(dequantize(x)))       -> move(x)                         one quantization: int8 moves
+    dequantize(pad(x, zp))              -> pad(dequantize(x), 0)           an int8 pad before a conv
     conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
     avg_pool3d(call_tir(pad, x))        -> avg_pool3d(x), padding + pad    torch's LRN via ONNX Pad
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
@@ -239,17 +241,19 @@ def ConstantOperandLast() -> tvm.transform.Pass:  # noqa: N802
 # ------------------------------------------------------------------ QDQ: one dequantize per consumer
 
 
-def _split_shared_dequantize(func: relax.Function, _mod) -> relax.Function:
+def _split_shared_dequantize(func: relax.Function, _mod, constants_only: bool = False) -> relax.Function:
     """Give each consumer of a shared ``dequantize`` its own copy. ONNX QDQ models
     dequantize a tensor once for all its consumers (a residual add and the next
     conv); an int8 pattern takes the dequantize into its composite, and a binding
-    can belong to one composite only."""
+    can belong to one composite only. ``constants_only``: only dequantizes of
+    constants (TFLite's importer shares one for every use of a constant)."""
     blocks = func.body.blocks
     if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
         return func
     bindings = blocks[0].bindings
     dequantized = {b.var: b.value for b in bindings if isinstance(b.value, relax.Call)
-                   and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"}
+                   and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"
+                   and (not constants_only or isinstance(b.value.args[0], tvm.ir.expr.Constant))}
     uses: dict = {}
     for b in bindings:
         if isinstance(b.value, relax.Call):
@@ -285,8 +289,9 @@ def _split_shared_dequantize(func: relax.Function, _mod) -> relax.Function:
     return new.with_attrs(func.attrs) if func.attrs else new
 
 
-def SplitSharedDequantize() -> tvm.transform.Pass:  # noqa: N802
-    return _function_pass("SophonSplitSharedDequantize", _split_shared_dequantize)
+def SplitSharedDequantize(constants_only: bool = False) -> tvm.transform.Pass:  # noqa: N802
+    return _function_pass("SophonSplitSharedDequantize",
+                          lambda func, mod: _split_shared_dequantize(func, mod, constants_only))
 
 
 # ------------------------------------------------------------------ batch norm
@@ -582,6 +587,70 @@ def DequantizePadToPad() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonDequantizePadToPad", _rewrite_dequantize_pad)
 
 
+# op -> operands after the data (shape, axes, ...): the moves that only reorder values
+_QUANTIZED_MOVES = {"relax.reshape": 1, "relax.permute_dims": 0, "relax.strided_slice": 3, "relax.squeeze": 0,
+                    "relax.expand_dims": 0, "relax.flatten": 0, "relax.broadcast_to": 1, "relax.tile": 0,
+                    "relax.nn.pad": 0}
+
+
+def _rewrite_quantized_moves(func: relax.Function, _mod) -> relax.Function:
+    # a mutator over the bindings rather than rewrite_call, which would also merge
+    # equal dequantize calls that the int8 patterns need apart
+    var2val = relax.analysis.get_var2val(func)
+
+    def value(expr):
+        return var2val.get(expr, expr) if isinstance(expr, relax.Var) else expr
+
+    def is_call(expr, names) -> bool:
+        return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name in names
+
+    def folded(call: relax.Call) -> Optional[relax.Expr]:
+        """The int8 moves a quantize(moves(dequantize(x))) stands for, or None."""
+        chain, expr = [], value(call.args[0])
+        while is_call(expr, _QUANTIZED_MOVES):
+            chain.append(expr)
+            expr = value(expr.args[0])
+        if not chain or not is_call(expr, ("relax.dequantize",)):
+            return None
+        inner, s_in, z_in = expr.args
+        scale, zero = _scalar_constant(s_in), _scalar_constant(z_in)
+        if scale is None or zero is None or scale != _scalar_constant(call.args[1]) \
+                or zero != _scalar_constant(call.args[2]) or not isinstance(inner.ty, relax.TensorType) \
+                or str(inner.ty.dtype) != str(call.ty.dtype):
+            return None
+        for m in reversed(chain):
+            if m.op.name == "relax.nn.pad":
+                if str(m.attrs.pad_mode) != "constant" or _pad_value(m) != 0.0:
+                    return None
+                inner = relax.op.nn.pad(inner, [int(v) for v in m.attrs.pad_width], "constant", zero)
+            else:
+                inner = relax.Call(m.op, [inner, *m.args[1:]], m.attrs)
+        return inner
+
+    changed = []
+
+    @relax.expr_functor.mutator
+    class _Fold(relax.PyExprMutator):
+        def visit_var_binding_(self, binding):
+            call = binding.value
+            new = folded(call) if is_call(call, ("relax.quantize",)) else None
+            if new is None:
+                return super().visit_var_binding_(binding)
+            changed.append(binding.var)
+            self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(self.visit_expr(new))))
+
+    result = _Fold().visit_expr(func)
+    return result if changed else func
+
+
+def FoldQuantizedMoves() -> tvm.transform.Pass:  # noqa: N802
+    """``quantize(move(dequantize(x, s, z)), s, z)`` -> ``move(x)``: a reshape,
+    transpose, slice, tile or broadcast between a dequantize and a quantize of one
+    quantization moves int8 values unchanged (``quantize(dequantize(v)) == v``), and
+    a pad of 0 is an int8 pad of the zero point. QDQ importers write moves so."""
+    return _function_pass("SophonFoldQuantizedMoves", _rewrite_quantized_moves)
+
+
 _CMP = {LE: lambda a, b: a <= b, LT: lambda a, b: a < b, GE: lambda a, b: a >= b, GT: lambda a, b: a > b}
 
 
@@ -679,8 +748,10 @@ def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
 
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), DequantizePadToPad(), FoldPadIntoWindow(),
-            relax.transform.DeadCodeElimination()]
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), DequantizePadToPad(),
+            FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
+
+
 # ------------------------------------------------------------------ identities and importer idioms
 
 
@@ -978,6 +1049,10 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         DivideByConstant(),
         PowerToMultiply(),
         *fold,
+        # again for constants: a rewrite above rebuilds the bindings and shares one
+        # dequantize of a constant between its consumers again (the 1/6 of every
+        # hard-sigmoid in MobileNetV3), which no two composites can both take
+        *([SplitSharedDequantize(constants_only=True)] if quantized else []),
         relax.transform.CanonicalizeBindings(),
         relax.transform.DeadCodeElimination(entries or None),
     ], name="SophonNormalize")

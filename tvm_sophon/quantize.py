@@ -47,6 +47,9 @@ KEEPS_SCALE = ("reduce_max", "reduce_min", "resize2d")
 # and these take every input at the output's quantization (TFLite's converter gives a
 # CONCATENATION, MAXIMUM or MINIMUM one scale): calibration widens them to the largest
 SHARES_SCALE = ("concat", "maximum", "minimum")
+# Activation chains TFLite runs as one int8 op (HARD_SWISH, GELU, ELU): the whole float
+# chain between one dequantize and one quantize, as TVM's TFLite importer writes it
+QDQ_CHAINS = {"hardswish": "hard_swish", "gelu": "gelu", "elu": "elu"}
 # Data movement on an int8 value stays int8 (TFLite reshapes and transposes int8 tensors)
 INT8_MOVES = ("relax.reshape", "relax.permute_dims")
 QUANTIZABLE = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul", "relax.add",
@@ -152,9 +155,10 @@ def _find_layers(bindings) -> dict:
                     return ("clip", lo, hi), nxt[0]
         return None, var
 
-    layers = {}
+    layers = _find_chains(bindings, uses)
+    in_chains = {v for l in layers.values() for v, _ in l.ops}
     for var, value in bindings:
-        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op):
+        if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or var in in_chains:
             continue
         name = value.op.name
         if name not in QUANTIZABLE or str(value.ty.dtype) != "float32":
@@ -201,7 +205,45 @@ def _find_layers(bindings) -> dict:
             if value.attrs.ceil_mode:
                 continue
             layers[var] = _Layer(model_name(value) or var.name, name.split(".")[-1], chain, [value.args[0]], var)
-    return layers
+    order = {var: i for i, (var, _) in enumerate(bindings)}
+    return dict(sorted(layers.items(), key=lambda item: order[item[0]]))   # in the model's order
+
+
+def _find_chains(bindings, uses) -> dict:
+    """Activation chains (QDQ_CHAINS) on a float32 var, keyed by their first op's var;
+    only chains whose intermediates nothing else reads."""
+    from tvm.relax.dpl import wildcard
+
+    from .patterns import chains
+
+    var2val = dict(bindings)
+    var_of = {value: var for var, value in bindings}
+    order = {var: i for i, (var, _) in enumerate(bindings)}
+    found, taken = {}, set()
+    for var, value in reversed(bindings):   # the longest chain ending at each op first
+        if not isinstance(value, relax.Call) or var in taken:
+            continue
+        for name, kind in QDQ_CHAINS.items():
+            x = wildcard()
+            root, named = chains.CHAINS[name].pattern(x)
+            matched = root.extract_matched_expr(value, var2val)
+            source = None if matched is None else var_of.get(matched[x], matched[x])  # matched through var2val
+            if source is None or not _is_var(source) or str(source.ty.dtype) != "float32":
+                continue
+            if isinstance(chains.activation_params(chains.CHAINS[name], {k: matched[p] for k, p in named.items()
+                                                                        if p in matched}), str):
+                continue
+            ops = sorted({var_of[e] for p, e in matched.items()
+                          if p is not x and isinstance(e, relax.Call) and e in var_of} - {source}, key=order.get)
+            inner = set(ops) - {var}
+            if any(user not in ops for v in inner for user, _ in uses.get(v, [])) or taken & set(ops):
+                continue
+            taken |= set(ops)
+            label = next((model_name(var2val[v]) for v in reversed(ops) if model_name(var2val[v])), None)
+            found[ops[0]] = _Layer(label or var.name, kind, [(v, var2val[v]) for v in ops],
+                                   [source], var)
+            break
+    return found
 
 
 def _channel_axis(call) -> int:
@@ -366,7 +408,9 @@ class _Rewriter:
     def layer(self, layer: _Layer) -> None:
         bb = self.bb
         var, call = layer.ops[0]
-        if layer.kind in QDQ_OPS.values():
+        if layer.kind in QDQ_CHAINS.values() and len(layer.ops) > 1:   # (nn.gelu is one op, a "gelu" too)
+            self.qdq_chain(layer)
+        elif layer.kind in QDQ_OPS.values():
             self.qdq_layer(layer)
         elif layer.kind in ("conv2d", "conv2d_transpose", "dense"):
             xq, sx = self.int8_of(layer.inputs[0])
@@ -425,6 +469,14 @@ class _Rewriter:
             self.requantize(layer, y, self.q[layer.inputs[0]][1], self.zp.get(layer.inputs[0], 0))
         else:
             self.requantize(layer, y)
+
+    def qdq_chain(self, layer: _Layer) -> None:
+        """quantize(chain(dequantize(x))): the chain's ops, in order, on the dequantized input."""
+        new = {layer.inputs[0]: self.dequantized(layer.inputs[0])}
+        for var, call in layer.ops:
+            args = [new.get(a, a) if _is_var(a) else a for a in call.args]
+            new[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
+        self.requantize(layer, new[layer.out])
 
     def float_op(self, var, call) -> None:
         if call.op.name in INT8_MOVES and _is_var(call.args[0]) and call.args[0] in self.q:
@@ -515,6 +567,10 @@ def _calibrate(mod, calibration_data, params, method, per_channel, cosine_thresh
             hists[v].add(value)
     scales = {v: float(np.float32(h.threshold(method) / 127.0)) for v, h in hists.items()}
     for layer in layers.values():
+        if layer.act is not None and layer.act[0] == "clip":
+            # a clamped output (relu6) piles up at its bound: a threshold below the largest
+            # value would clip that pile (KL picks one), so take the largest value
+            scales[layer.out] = max(scales[layer.out], float(np.float32(hists[layer.out].threshold("max") / 127.0)))
         if layer.kind in SHARES_SCALE:
             common = max(scales[v] for v in [*layer.inputs, layer.out])
             scales.update({v: common for v in [*layer.inputs, layer.out]})

@@ -180,6 +180,11 @@ static uint64_t reduction_steps(const sophon_chip* chip, uint64_t taps, sophon_d
 static uint64_t epilogue_cycles(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act);
 
+/* LMEM reads per tap of a window op (conv, depthwise, pool): the EUs take one
+ * contiguous eu_bytes row per cycle, so output positions w apart in the input
+ * (stride_w > 1) span stride_w such rows. */
+static uint64_t window_fetch(int32_t stride_w) { return stride_w > 1 ? (uint64_t)stride_w : 1; }
+
 uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
                             const sophon_local* in, const sophon_conv_params* p) {
   uint64_t taps, passes;
@@ -191,7 +196,7 @@ uint64_t sophon_cost_conv2d(const sophon_chip* chip, const sophon_local* out,
   passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, in->dtype,
                        depthwise ? dwpool_bytes(chip) : chip->eu_bytes);
   if (passes == 0) return 0;
-  return tiu_latency(chip) + passes * reduction_steps(chip, taps, in->dtype) +
+  return tiu_latency(chip) + passes * reduction_steps(chip, taps, in->dtype) * window_fetch(p->stride_w) +
          epilogue_cycles(chip, out, &p->act);
 }
 
@@ -215,7 +220,8 @@ uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
   passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype,
                        dwpool_bytes(chip));
   if (passes == 0) return 0;
-  return tiu_latency(chip) + passes * ((uint64_t)p->kernel_h * (uint64_t)p->kernel_w);
+  return tiu_latency(chip) +
+         passes * ((uint64_t)p->kernel_h * (uint64_t)p->kernel_w) * window_fetch(p->stride_w);
 }
 
 uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
@@ -307,6 +313,7 @@ uint64_t sophon_cost_conv2d_transpose(const sophon_chip* chip, const sophon_loca
   landing = *p;
   landing.kernel_h = (int32_t)ceil_div_u64((uint64_t)p->kernel_h, (uint64_t)p->stride_h);
   landing.kernel_w = (int32_t)ceil_div_u64((uint64_t)p->kernel_w, (uint64_t)p->stride_w);
+  landing.stride_h = landing.stride_w = 1; /* it reads its input contiguously */
   return sophon_cost_conv2d(chip, out, in, &landing);
 }
 

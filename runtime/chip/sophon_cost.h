@@ -21,16 +21,21 @@
  *                          of C over the lanes is in the ceilings)
  *                    unit_bytes = eu_bytes for the conv, FC and tensor-arithmetic
  *                    units, dwpool_eu_bytes for the depthwise/pooling unit
- *   conv2d           tiu_latency + passes(out) * taps, taps = IC/groups * KH * KW;
- *                    int8: taps / int8_macs_per_eu (rounded up). A depthwise conv
+ *   conv2d           tiu_latency + passes(out) * taps * fetch, taps = IC/groups * KH * KW;
+ *                    int8: taps / int8_macs_per_eu (rounded up); fetch = stride_w
+ *                    (1 for stride 1): the EUs read one contiguous eu_bytes row of
+ *                    LMEM per cycle, and output positions stride_w apart in the
+ *                    input span stride_w rows (derived from eu_bytes, not fitted;
+ *                    it is why stride-2 layers run at half the MAC rate). A depthwise conv
  *                    (groups == IC == OC, one input channel per output) runs on the
  *                    depthwise/pooling unit, any other on the conv unit
  *   conv2d_transpose as conv2d with taps = IC/groups * ceil(KH/sh) * ceil(KW/sw)
- *                    (the taps that land on one output pixel)
+ *                    (the taps that land on one output pixel) and fetch 1
  *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
  *                    * ceil(K / positions) (output features on lanes, the
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
+ *                    * fetch (as conv2d)
  *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
  *                    and PRELU 2) + its fused activation's ops; activation: its
  *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
@@ -81,6 +86,25 @@
  *                    each other at the boundary; an empty timestep costs nothing).
  *
  * Seconds = cycles / clock_hz; energy = seconds * power_watts.
+ *
+ * The chip-wide parameters, with the bm1684 profile's values (tvm_sophon/chips/
+ * bm1684.json gives each one's source; "fitted" ones by bench/fidelity.py --fit to
+ * Sophgo's measured BM1684 times, one value for every model):
+ *   clock_hz              TIU clock, 550 MHz              tpu-mlir bm1684_defs.py
+ *   gdma_clock_hz         GDMA clock, 575 MHz             tpu-mlir bm1684_defs.py
+ *   npu_num               lanes, 64                       tpu-mlir BM1684.h
+ *   eu_bytes              conv/FC/tensor-arithmetic bytes per lane per cycle, 128
+ *                         (32 FP32 EUs)                   tpu-mlir BM1684.h (EU_BYTES)
+ *   int8_macs_per_eu      2 per batch item                17.6 TOPS published
+ *   int8_batch_pack       4 batch items per 32-bit word   ALIGN_4N, BM1684.h
+ *   ddr_bytes_per_second  32 GB/s                         tpu-perf run.py
+ *   gdma_burst_bytes      512, DDR/LMEM access granularity            fitted
+ *   gdma_latency_cycles   300 GDMA cycles per transfer (start-up)     fitted
+ *   tiu_latency_cycles    100 per TIU instruction (issue, fill)       fitted
+ *   timestep_sync_cycles  600 per timestep (TIU/GDMA handshake)       fitted
+ *   dwpool_eu_bytes       8, depthwise/pooling unit width per lane    fitted
+ * The W-stride fetch of window ops is derived from eu_bytes (no parameter); the
+ * element-wise ops per activation are assumptions (above).
  */
 #ifndef SOPHON_COST_H_
 #define SOPHON_COST_H_

@@ -1,8 +1,15 @@
 /*
  * sophon_threads.c - a fixed pool of worker threads for the fast kernels.
  *
- * A run publishes (fn, ctx, num_tasks), bumps a generation counter, runs task 0
- * on the calling thread and waits until the other tasks are done.
+ * A run publishes (fn, ctx) and a claim word (generation, num_tasks, next task),
+ * bumps a generation counter, and then the calling thread and the workers claim
+ * tasks from the word with a compare-and-swap until none is left; the caller
+ * returns once all num_tasks are done. Which thread runs a task does not matter:
+ * a task is a fixed share of the work (sophon_host.h), so results do not depend on
+ * the thread count or on who ran what. Claiming, rather than one task per thread,
+ * matters on a loaded host: a worker that is not scheduled when a run starts does
+ * not hold the run up, the caller runs its task too (before, every instruction
+ * waited for every worker to wake up and check in).
  *
  * Waiting is spin-then-sleep. A model runs hundreds of short instructions per
  * inference, back to back; a worker that went to sleep on a condition variable
@@ -11,6 +18,11 @@
  * counters for a bounded time (SPIN_NS, with a pause instruction in the loop),
  * then sleep on the condition variables: a pool between inferences, or on a
  * host shared with other work, does not burn a core for longer than that.
+ *
+ * The claim word carries the run's generation: a worker that read an older run's
+ * word fails its compare-and-swap, so it can only claim tasks of the current run,
+ * and it reads fn and ctx after its claim succeeded, when the run cannot end (and
+ * the caller cannot publish the next one) before that task is done.
  *
  * The counters are read and written with GCC's __atomic builtins (acquire and
  * release); the mutex guards only sleeping and waking, so a sleeper re-checks its
@@ -42,14 +54,14 @@ struct sophon_thread_pool {
   pid_t owner;             /* the process whose threads these are */
   pthread_mutex_t lock;
   pthread_cond_t wake;     /* generation changed or shutdown */
-  pthread_cond_t done;     /* pending reached 0 */
-  uint64_t generation;     /* atomic */
-  int32_t pending;         /* atomic: workers not yet done with the current run */
+  pthread_cond_t done_cond; /* done reached the run's num_tasks */
+  uint64_t generation;     /* atomic: bumped by every run */
+  uint64_t claim;          /* atomic: generation << 32 | num_tasks << 16 | next task */
+  int32_t done;            /* atomic: tasks of the current run finished */
   int32_t shutdown;        /* atomic */
-  /* the current run, published before generation is bumped */
+  /* the current run, published before claim and generation */
   sophon_task_fn fn;
   void* ctx;
-  int32_t num_tasks;
 };
 
 typedef struct {
@@ -83,10 +95,35 @@ static int spin_for_generation(sophon_thread_pool* pool, uint64_t seen) {
   }
 }
 
+/* Claims the next task of run `generation` (its low 32 bits): the task's index and
+ * *num_tasks, or -1 when that run has no task left or is not the current one. */
+static int32_t claim_task(sophon_thread_pool* pool, uint64_t generation, int32_t* num_tasks) {
+  uint64_t word = __atomic_load_n(&pool->claim, __ATOMIC_ACQUIRE);
+  for (;;) {
+    const int32_t next = (int32_t)(word & 0xFFFFu), count = (int32_t)((word >> 16) & 0xFFFFu);
+    if ((word >> 32) != (generation & 0xFFFFFFFFu) || next >= count) return -1;
+    if (__atomic_compare_exchange_n(&pool->claim, &word, word + 1, 0, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE)) {
+      *num_tasks = count;
+      return next;
+    }
+  }
+}
+
+/* Runs the tasks this thread can claim of run `generation`; nonzero if it finished
+ * the run's last task. */
+static int run_tasks(sophon_thread_pool* pool, uint64_t generation) {
+  int32_t num_tasks, task, last = 0;
+  while ((task = claim_task(pool, generation, &num_tasks)) >= 0) {
+    pool->fn(pool->ctx, task, num_tasks);
+    last = __atomic_add_fetch(&pool->done, 1, __ATOMIC_ACQ_REL) == num_tasks;
+  }
+  return last;
+}
+
 static void* worker_main(void* arg_ptr) {
   worker_arg* arg = (worker_arg*)arg_ptr;
   sophon_thread_pool* pool = arg->pool;
-  const int32_t index = arg->index;
   uint64_t seen = 0;
   free(arg);
   for (;;) {
@@ -98,14 +135,11 @@ static void* worker_main(void* arg_ptr) {
       pthread_mutex_unlock(&pool->lock);
     }
     if (__atomic_load_n(&pool->shutdown, __ATOMIC_ACQUIRE)) break;
-    /* every worker reports every run, tasks or not, so the caller cannot publish
-       the next run while this one still reads the current one */
-    seen += 1;
-    if (index < pool->num_tasks) pool->fn(pool->ctx, index, pool->num_tasks);
-    if (__atomic_sub_fetch(&pool->pending, 1, __ATOMIC_ACQ_REL) == 0) {
-      /* under the lock: the caller checks pending under it before sleeping */
+    seen = __atomic_load_n(&pool->generation, __ATOMIC_ACQUIRE);
+    if (run_tasks(pool, seen)) {
+      /* under the lock: the caller checks done under it before sleeping */
       pthread_mutex_lock(&pool->lock);
-      pthread_cond_signal(&pool->done);
+      pthread_cond_signal(&pool->done_cond);
       pthread_mutex_unlock(&pool->lock);
     }
   }
@@ -132,7 +166,7 @@ sophon_thread_pool* sophon_thread_pool_create(int32_t num_threads, int* failed) 
   pool->owner = getpid();
   pthread_mutex_init(&pool->lock, NULL);
   pthread_cond_init(&pool->wake, NULL);
-  pthread_cond_init(&pool->done, NULL);
+  pthread_cond_init(&pool->done_cond, NULL);
   for (i = 1; i < num_threads; ++i) {
     worker_arg* arg = (worker_arg*)malloc(sizeof *arg);
     if (arg == NULL) break;
@@ -165,7 +199,7 @@ void sophon_thread_pool_destroy(sophon_thread_pool* pool) {
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->lock);
   for (i = 0; i < pool->started; ++i) pthread_join(pool->workers[i], NULL);
-  pthread_cond_destroy(&pool->done);
+  pthread_cond_destroy(&pool->done_cond);
   pthread_cond_destroy(&pool->wake);
   pthread_mutex_destroy(&pool->lock);
   free(pool->workers);
@@ -179,6 +213,7 @@ int32_t sophon_thread_pool_size(const sophon_thread_pool* pool) {
 void sophon_parallel_run(sophon_thread_pool* pool, int32_t num_tasks, sophon_task_fn fn,
                          void* ctx) {
   int64_t deadline;
+  uint64_t generation;
   uint32_t polls = 0;
   if (pool == NULL || num_tasks <= 1) {
     fn(ctx, 0, 1);
@@ -192,20 +227,22 @@ void sophon_parallel_run(sophon_thread_pool* pool, int32_t num_tasks, sophon_tas
   }
   pool->fn = fn;
   pool->ctx = ctx;
-  pool->num_tasks = num_tasks;
-  __atomic_store_n(&pool->pending, pool->size - 1, __ATOMIC_RELAXED);
+  __atomic_store_n(&pool->done, 0, __ATOMIC_RELAXED);
+  generation = __atomic_load_n(&pool->generation, __ATOMIC_RELAXED) + 1;
+  __atomic_store_n(&pool->claim, (generation & 0xFFFFFFFFu) << 32 | (uint64_t)num_tasks << 16,
+                   __ATOMIC_RELEASE);
   pthread_mutex_lock(&pool->lock);
-  __atomic_add_fetch(&pool->generation, 1, __ATOMIC_RELEASE);
+  __atomic_store_n(&pool->generation, generation, __ATOMIC_RELEASE);
   pthread_cond_broadcast(&pool->wake);
   pthread_mutex_unlock(&pool->lock);
-  fn(ctx, 0, num_tasks);
+  run_tasks(pool, generation);
   deadline = now_ns() + SPIN_NS;
-  while (__atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE) > 0) {
+  while (__atomic_load_n(&pool->done, __ATOMIC_ACQUIRE) < num_tasks) {
     cpu_relax();
     if ((++polls & 63u) == 0 && now_ns() > deadline) {
       pthread_mutex_lock(&pool->lock);
-      while (__atomic_load_n(&pool->pending, __ATOMIC_ACQUIRE) > 0)
-        pthread_cond_wait(&pool->done, &pool->lock);
+      while (__atomic_load_n(&pool->done, __ATOMIC_ACQUIRE) < num_tasks)
+        pthread_cond_wait(&pool->done_cond, &pool->lock);
       pthread_mutex_unlock(&pool->lock);
       break;
     }

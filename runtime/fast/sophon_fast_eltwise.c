@@ -21,7 +21,8 @@
  *     gather per tap. The channels of a vector share the window geometry, so
  *     every output keeps the reference's own tap loops.
  *
- * Exactness: bit-identical to the reference (a NaN may carry another payload).
+ * Exactness: bit-identical to the reference (a NaN may carry another payload), but
+ * for a fused sigmoid or SiLU with AVX-512 (sophon_fast.h).
  *   - binary: each output is one rounded add, sub, mul or div of the same operands,
  *     or max_ps(x, y) / min_ps(x, y), which are exactly x > y ? x : y and
  *     x < y ? x : y, replaced by x + y (a NaN) where either is NaN, or prelu's
@@ -57,6 +58,7 @@ typedef struct {
   sophon_binary_op op;
   const sophon_activation* act;
   int use_avx2;
+  int use_avx512; /* the sigmoid family in AVX-512 registers (sophon_fast.h) */
 } binary_job;
 
 /* a op b, as binary_f32 of sophon_tiu_binary.c. */
@@ -159,7 +161,7 @@ SOPHON_AVX2 static void binary_row_avx2(const binary_job* j, float* out, const f
     BINARY_ROW_CASE(SOPHON_BINARY_PRELU);
   }
 #undef BINARY_ROW_CASE
-  if (!sophon_act_is_simple(j->act)) sophon_activate_span_f32(out, count, j->act);
+  if (!sophon_act_is_simple(j->act)) sophon_finish_span_f32(j->use_avx512, out, count, NULL, j->act);
 }
 #endif
 
@@ -261,6 +263,7 @@ int sophon_fast_binary_f32(sophon_device* dev, const sophon_local* out, const so
   j.op = op;
   j.act = act;
   j.use_avx2 = dev->cpu_avx2;
+  j.use_avx512 = dev->cpu_avx512;
   sophon_parallel_run(dev->pool, sophon_tasks_for(dev, elements, planes), binary_task, &j);
   return 0;
 }

@@ -1259,6 +1259,27 @@ static void test_resize_golden(void) {
   sophon_device_destroy(dev);
 }
 
+/* The table of a concat input quantized unlike the output (ConcatenationWithScaling):
+ * scale 0.375 -> 0.5 is a factor 0.75 (exact in float), zero points 2 -> -1:
+ * round(0.75 * v - 1.5) - 1, ties away from zero. */
+static void test_concat_rescale_table(void) {
+  sophon_int8_unary u;
+  int8_t table[256];
+  memset(&u, 0, sizeof(u));
+  u.kind = SOPHON_LUT_CONCAT_RESCALE;
+  u.input_scale = 0.375f;
+  u.input_zero_point = 2;
+  u.output_scale = 0.5f;
+  u.output_zero_point = -1;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  CHECK_EQ_INT(table[(uint8_t)2], -1);   /* the input's zero: the output's zero */
+  CHECK_EQ_INT(table[(uint8_t)4], 1);    /* 1.5 -> 2 (away), - 1 */
+  CHECK_EQ_INT(table[(uint8_t)0], -3);   /* -1.5 -> -2 (away), - 1 */
+  CHECK_EQ_INT(table[(uint8_t)8], 4);    /* 4.5 -> 5 (away; half to even would say 4), - 1 */
+  CHECK_EQ_INT(table[(uint8_t)127], 93); /* 93.75 -> 94, - 1 */
+  CHECK_EQ_INT(table[(uint8_t)-128], -99); /* -97.5 -> -98, - 1 */
+}
+
 int main(void) {
   test_quantize_multiplier();
   test_multiply_by_quantized_multiplier();
@@ -1274,6 +1295,7 @@ int main(void) {
   test_program();
   test_conv2d_transpose_golden();
   test_resize_golden();
+  test_concat_rescale_table();
   test_reduce_golden();
   test_softmax_golden();
   test_reduce_softmax_program();

@@ -18,6 +18,7 @@
 
 #include "sophon.h"
 #include "chip/sophon_cost.h"
+#include "chip/sophon_threads.h"
 #include "isa/sophon_isa.h"
 #include "sophon_program.h"
 
@@ -1362,18 +1363,22 @@ static void test_cost_functions(void) {
   /* 83.2e9 / 244e6 = 340.98 B/cycle; 1e6 B -> ceil(2932.69) = 2933, + 32 */
   CHECK(sophon_cost_gdma(&chip, 1000000) == 2965);
   CHECK(sophon_cost_gdma(&chip, 0) == 32);
-  /* ResNet-18 conv1: 16 + 1 * 1 * ceil(12544/64)=196 * 3*49 */
-  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147);
+  /* ResNet-18 conv1: 16 + 1 * 1 * ceil(12544/64)=196 * 3*49, times 2 for its
+   * W stride (each tap reads two EU rows of input) */
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147 * 2);
   /* 3 output channels still take a full lane pass */
   out.c = 3;
+  CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147 * 2);
+  p.stride_w = 1; /* stride along H only: each tap still reads one row */
   CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 16 + 196 * 147);
+  p.stride_w = 2;
   /* fc 512 -> 1000: 16 + ceil(1000/64)=16 * 1 * ceil(512/64)=8 */
   out = local4(0, 1, 1000, 1, 1, SOPHON_LAYOUT_ALIGNED);
   in = local4(0, 1, 512, 1, 1, SOPHON_LAYOUT_ALIGNED);
   CHECK(sophon_cost_fc(&chip, &out, &in) == 16 + 128);
-  /* max pool 3x3 to (1,64,56,56): 16 + 1 * 1 * 49 * 9 */
+  /* max pool 3x3 stride 2 to (1,64,56,56): 16 + 1 * 1 * 49 * 9 * 2 */
   out = local4(0, 1, 64, 56, 56, SOPHON_LAYOUT_ALIGNED);
-  CHECK(sophon_cost_pool2d(&chip, &out, &pp) == 16 + 441);
+  CHECK(sophon_cost_pool2d(&chip, &out, &pp) == 16 + 441 * 2);
   CHECK(sophon_cost_eltwise(&chip, &out, 1) == 16 + 49);
   CHECK(sophon_cost_eltwise(&chip, &out, 5) == 16 + 245);
   /* small chip, grouped conv: 5 + ceil(6/4)=2 * 2 * ceil(25/4)=7 * (6/2 * 9) */
@@ -2053,8 +2058,42 @@ static void test_activation_costs(void) {
         sophon_cost_binary_op(&chip, &out, SOPHON_BINARY_ADD, NULL));
 }
 
+/* The pool runs each task of a run exactly once, with the run's task count (at most
+ * the pool's size), whichever thread claims it. */
+typedef struct {
+  int32_t runs[8];
+  int32_t seen_tasks[8];
+} pool_job;
+
+static void pool_task(void* ctx, int32_t task, int32_t num_tasks) {
+  pool_job* job = (pool_job*)ctx;
+  __atomic_add_fetch(&job->runs[task], 1, __ATOMIC_RELAXED);
+  job->seen_tasks[task] = num_tasks;
+}
+
+static void test_thread_pool(void) {
+  int32_t threads, run, task;
+  for (threads = 2; threads <= 3; ++threads) {
+    int failed = 0, bad = 0;
+    sophon_thread_pool* pool = sophon_thread_pool_create(threads, &failed);
+    CHECK(pool != NULL && !failed);
+    if (pool == NULL) continue;
+    for (run = 0; run < 3000; ++run) {
+      const int32_t asked = 1 + run % 5, tasks = asked < threads ? asked : threads;
+      pool_job job;
+      memset(&job, 0, sizeof job);
+      sophon_parallel_run(pool, asked, pool_task, &job);
+      for (task = 0; task < 8; ++task)
+        bad += job.runs[task] != (task < tasks) || (task < tasks && job.seen_tasks[task] != tasks);
+    }
+    CHECK_EQ_INT(bad, 0);
+    sophon_thread_pool_destroy(pool);
+  }
+}
+
 int main(void) {
   test_names_and_sizes();
+  test_thread_pool();
   test_device_create();
   test_layout_functions();
   test_lane_layout();

@@ -11,8 +11,9 @@ What TVM's importers write as a float op between ``dequantize`` and
   whose quantization differs from the output's is first rescaled by a table
   lookup (lut_int8) with reference_ops::ConcatenationWithScaling's arithmetic
   (codegen/movement.analyze_qconcat);
-- ``quantize(resize2d(dequantize(x)))``: RESIZE_NEAREST_NEIGHBOR moves values,
-  RESIZE_BILINEAR interpolates in TFLite's integer arithmetic
+- ``quantize(resize2d(dequantize(x)))``, and a nearest ``resize2d`` of the int8
+  tensor itself (the importer's quantized RESIZE_NEAREST_NEIGHBOR): nearest
+  moves values, RESIZE_BILINEAR interpolates in TFLite's integer arithmetic
   (reference_ops::ResizeBilinearInteger); both keep the input's quantization;
 - ``quantize(conv2d_transpose(dequantize(x), dequantize(w)) (+ bias))``: TFLite's
   reference_integer_ops::TransposeConv (per-channel weights, int32 accumulation,
@@ -101,6 +102,17 @@ def qresize_pattern():
     return _q(ann, root, False), ann
 
 
+def rule_int8_nearest(ann: dict) -> Optional[str]:
+    """A resize on the int8 tensor itself (the TFLite importer's quantized
+    RESIZE_NEAREST_NEIGHBOR): nearest picks values, so it keeps the quantization."""
+    for key in ("input", "root"):
+        if dtype_of(ann[key]) != "int8":
+            return f"{key} is {dtype_of(ann[key])}; the int8 path takes int8 tensors"
+    if str(ann["root"].attrs.method) != "nearest_neighbor":
+        return f"an int8 {ann['root'].attrs.method} resize outside dequantize/quantize (not TFLite's arithmetic)"
+    return None
+
+
 def qconv2d_transpose_pattern(with_bias: bool, clip: bool):
     data, weight = wildcard(), wildcard()
     ann = {"input": data, "weight": weight}
@@ -119,6 +131,11 @@ def patterns() -> list[FusionPattern]:
     table.append(FusionPattern(pattern_name("qresize2d"), pat, ann,
                                make_check(rule_int8_operands, rule_int8_inputs, rule_per_tensor, rule_same_as_input,
                                           rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4, rule_not_empty)))
+    data = wildcard()
+    root = is_op("relax.image.resize2d")(data, wildcard())
+    table.append(FusionPattern(pattern_name("qresize2d"), root, {"input": data, "root": root},
+                               make_check(rule_int8_nearest, rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4,
+                                          rule_not_empty)))
     for with_bias in (False, True):
         for clip in (False, True):
             pat, ann = qconv2d_transpose_pattern(with_bias, clip)
