@@ -39,13 +39,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+import zoo_int8_models  # noqa: E402
 import zoo_models  # noqa: E402
 
 TIMEOUT_S = 1800
 
 
-def run_in_subprocess(name: str, size: str, workdir: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--size", size, "--workdir", str(workdir)]
+def run_in_subprocess(name: str, size: str, workdir: Path, extra: tuple = ()) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--size", size, "--workdir", str(workdir), *extra]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -109,43 +110,49 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default=str(zoo_models.default_workdir()),
                         help="where converted models are kept (default %(default)s)")
     parser.add_argument("--table", metavar="JSON", help="print the table of a --json file and exit")
+    parser.add_argument("--int8", action="store_true",
+                        help="the INT8 zoo of issue #11 (tests/zoo_int8_models.py: full-integer TFLite on bm1684, "
+                             "bit-exact count and max LSB against TFLite's kernels)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 
     if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
-        row = zoo_models.measure(args.worker, args.size, workdir)
+        row = zoo_int8_models.measure(args.worker, workdir) if args.int8 else \
+            zoo_models.measure(args.worker, args.size, workdir)
         print("ZOO_ROW " + json.dumps(row), flush=True)
         return 0
 
     if args.table:
-        print_report(json.loads(Path(args.table).read_text()))
+        print_report(json.loads(Path(args.table).read_text()), args.int8)
         return 0
 
-    names = args.only.split(",") if args.only else list(zoo_models.MODELS)
-    unknown = [n for n in names if n not in zoo_models.MODELS]
+    known = zoo_int8_models.MODELS if args.int8 else zoo_models.MODELS
+    names = args.only.split(",") if args.only else list(known)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(zoo_models.MODELS)}")
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
     size = "small" if args.small else "full"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, size={size}", flush=True)
+          f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, "
+          f"size={'int8 (small inputs)' if args.int8 else size}", flush=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        row = run_in_subprocess(name, size, workdir)
+        row = run_in_subprocess(name, size, workdir, ("--int8",) if args.int8 else ())
         row["wall_s"] = time.perf_counter() - start
         rows.append(row)
         print(f"# {name}: {row.get('error') or 'ok'} ({row['wall_s']:.0f} s)", flush=True)
         if args.json:  # written after every model, so a long run leaves its rows behind
             Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
-    print_report(rows)
+    print_report(rows, args.int8)
     return 0
 
 
-def print_report(rows: list) -> None:
-    print(format_table(rows))
+def print_report(rows: list, int8: bool = False) -> None:
+    print(zoo_int8_models.format_table(rows) if int8 else format_table(rows))
     reasons = format_reasons(rows)
     if reasons:
         print("\nWhy the host ops stayed on the host:\n" + reasons)

@@ -9,6 +9,7 @@ is a run of adjacent tensor axes that are flattened together (possibly empty).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Optional
 
 from tvm_sophon.chip import DTYPE_BYTES, Chip
@@ -28,7 +29,16 @@ def view_dims(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int]:
 
 
 def view_strides(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int]:
-    """Element strides of the four dims over a row-major tensor of ``shape``."""
+    """Element strides of the four dims over a row-major tensor of ``shape``
+    (memoised: the planner asks for the same few thousand, over and over)."""
+    try:
+        return _view_strides(shape, view)
+    except TypeError:   # a shape or view given as a list: not hashable
+        return _view_strides.__wrapped__(shape, view)
+
+
+@functools.lru_cache(maxsize=4096)
+def _view_strides(shape: tuple[int, ...], view: View) -> tuple[int, int, int, int]:
     row_major = [_prod(shape[i + 1:]) for i in range(len(shape))]
     strides = []
     for axes in view:

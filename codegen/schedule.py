@@ -27,7 +27,7 @@ from tvm_sophon.errors import SophonCompileError
 
 from . import movement
 from . import program as P
-from .layers import Layer, Operand, Region
+from .layers import Layer, Operand, Region, _sanitize
 
 Band = tuple[int, int, int, int]   # n0, n1, r0, r1 (rows meaningful when the view has h)
 
@@ -158,6 +158,10 @@ class _Stage:
     stores: list = dataclasses.field(default_factory=list)
 
 
+# layer kinds whose compute step reads params[0] and params[1] (Lowering.compute)
+_COMPUTES_WITH_PARAMS = frozenset({"conv2d", "fc", "conv2d_transpose", "norm", "qconv2d", "qfc"})
+
+
 class _RegionIndex:
     """What every lowering of a region reads and none changes, built once per
     region: the planner lowers thousands of candidate groups of one region, and
@@ -202,9 +206,18 @@ class _Overlay(dict):
 
 
 class Lowering:
-    def __init__(self, region: Region, chip: Chip):
+    """The chip program of a region's groups, step by step. ``c_names=False`` is
+    for the planner's candidate groups, which are estimated and thrown away: their
+    locals keep their base names, without the C identifiers' uniqueness work.
+    ``prune=True`` rejects a sliced group before emitting it when what is surely
+    live together passes LMEM (check_resident, check_stage_memory): the
+    allocator would reject it anyway, after the work."""
+
+    def __init__(self, region: Region, chip: Chip, *, c_names: bool = True, prune: bool = False):
         self.region = region
         self.chip = chip
+        self.c_names = c_names
+        self.prune = prune
         index = region_index(region)
         self.taken = index.names                      # identifiers of region values
         self.names: set[str] = set()                  # identifiers this lowering made
@@ -226,7 +239,8 @@ class Lowering:
     # ---------------------------------------------------------------- locals
     def _name(self, base: str) -> str:
         """A fresh C identifier: ``base``, else ``base_k`` with a per-base counter."""
-        from .layers import _sanitize
+        if not self.c_names:
+            return base
         base = _sanitize(base)
         k = self.name_counts.get(base, 0)
         candidate = base if k == 0 else f"{base}_{k}"
@@ -269,12 +283,16 @@ class Lowering:
 
     def _mark(self, step) -> None:
         index = len(self.steps)
+        parent, first_def, last_use = self.parent, self.first_def, self.last_use
         for name in _local_fields(step):
             value = getattr(step, name)
             if isinstance(value, P.Local):
-                root = self._root(value)
-                self.first_def.setdefault(id(root), index)
-                self.last_use[id(root)] = index
+                key = id(value)
+                if key in parent:   # a window: its buffer's live range
+                    key = id(parent[key][0])
+                if key not in first_def:
+                    first_def[key] = index
+                last_use[key] = index
 
     def emit(self, step) -> None:
         self._mark(step)
@@ -347,6 +365,8 @@ class Lowering:
         if group.slices > 1:
             self.check_sliceable(group, layers, leaving, relayout)
         bands = self.slice_bands(group, layers, leaving)
+        if self.prune and group.slices > 1:
+            self.check_resident(layers)
         geometry = [self.backward(layers, leaving, band, produced) for band in bands]
 
         resident = {}
@@ -378,6 +398,9 @@ class Lowering:
                         resident[_key(param)] = self.load_whole(param, stages[0].loads, layer.name)
         else:
             resident = None
+
+        if self.prune and group.slices > 1:
+            self.check_stage_memory(layers, stages, resident)
 
         def params_of(layer, held):
             table = resident if resident is not None else held
@@ -496,6 +519,49 @@ class Lowering:
                 raise PlanError(f"layer {layer.label} ({layer.kind}) cannot be sliced by rows")
             if group.n_slices > 1 and not layer.batch_sliceable():
                 raise PlanError(f"layer {layer.label} ({layer.kind}) cannot be sliced by batch")
+
+    def check_resident(self, layers) -> None:
+        """A sliced group keeps every weight its layers compute with resident from
+        the first load to the last slice, so all of them are live together in the
+        last slice: if their sizes alone pass a lane's LMEM, the first-fit
+        allocator cannot place them (live locals never overlap)."""
+        sizes = {}
+        for layer in layers:
+            if layer.kind in _COMPUTES_WITH_PARAMS and id(layer.out.value) not in self.lmem_views:
+                for param in filter(None, layer.params[:2]):
+                    sizes[_key(param)] = P.local_lane_bytes(self.chip, param.dims, param.value.dtype,
+                                                            param.layout)
+        if sum(sizes.values()) > self.chip.lmem_bytes_per_lane:
+            raise PlanError(f"{len(sizes)} resident weights need {sum(sizes.values())} bytes per lane, "
+                            f"{self.chip.name} has {self.chip.lmem_bytes_per_lane}")
+
+    def check_stage_memory(self, layers, stages: list, resident: dict) -> None:
+        """Reject a sliced group before emitting it when, at the first compute of
+        some slice, what is surely live then passes a lane's LMEM: the resident
+        weights (live from the first load to the last slice), the slice's own
+        loads (consumed by its computes) and the next slice's prefetched loads
+        (issued before this slice computes). Live locals never overlap, so the
+        allocator would reject the group too; only locals that a compute step
+        reads are counted (a reshape kept in LMEM computes nothing)."""
+        computing = [l for l in layers if id(l.out.value) not in self.lmem_views]
+        if not computing:
+            return
+        read = {_key(op) for l in computing for op in l.acts}
+        used = {_key(p) for l in computing if l.kind in _COMPUTES_WITH_PARAMS for p in filter(None, l.params[:2])}
+        weights = sum(local.lane_bytes(self.chip) for key, (local, _) in resident.items() if key in used)
+
+        def loaded(loads) -> int:
+            return sum(load.dst.lane_bytes(self.chip) for load in loads
+                       if isinstance(load, _PendingLoad) and _key(load._op) in read)
+
+        capacity = self.chip.lmem_bytes_per_lane
+        for s, stage in enumerate(stages):
+            need = weights + loaded(stage.loads) + loaded(stage.late_loads)
+            if s + 1 < len(stages):
+                need += loaded(stages[s + 1].loads)
+            if need > capacity:
+                raise PlanError(f"slice {s}: its loads, the next slice's and the resident weights need "
+                                f"{need} bytes per lane, {self.chip.name} has {capacity}")
 
     def slice_bands(self, group, layers, leaving) -> list[Band]:
         if group.slices == 1:
@@ -638,17 +704,18 @@ class Lowering:
         capacity = self.chip.lmem_bytes_per_lane
         roots = [l for l in self.locals if id(l) not in self.parent and id(l) in self.first_def]
         roots.sort(key=lambda l: self.first_def[id(l)])
+        sizes = {id(l): l.lane_bytes(self.chip) for l in roots}
         live: list[P.Local] = []
         peak = 0
         for local in roots:
             start = self.first_def[id(local)]
             live = [l for l in live if self.last_use[id(l)] >= start]
-            size = local.lane_bytes(self.chip)
+            size = sizes[id(local)]
             addr = 0
             for other in sorted(live, key=lambda l: l.addr):
                 if addr + size <= other.addr:
                     break
-                addr = max(addr, -(-(other.addr + other.lane_bytes(self.chip)) // align) * align)
+                addr = max(addr, -(-(other.addr + sizes[id(other)]) // align) * align)
             if addr + size > capacity:
                 in_use = ", ".join(f"{l.name} {l.lane_bytes(self.chip)}" for l in live) or "nothing"
                 t = local.tensor

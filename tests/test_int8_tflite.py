@@ -145,3 +145,77 @@ def test_identical_int8_layers_keep_their_own_scales(tmp_path):
         expected = run_tflite(buf, [x])
         out = [o.numpy() for o in vm["main"](tvm.runtime.tensor(x))]
         np.testing.assert_array_equal(out, expected)  # exact: same integer arithmetic
+
+
+# Quantized ops TVM's TFLite importer refuses and tvm_sophon.frontend imports:
+# data movement on the int8 values (TFLite's kernels copy them), GELU as
+# dequantize -> gelu -> quantize. Name -> (input shapes, Keras builder).
+REFUSED_BY_TVM = {
+    "pad": ([(5, 6, 3)], lambda L, x: L.MaxPooling2D(3, strides=2)(L.ZeroPadding2D(((1, 2), (2, 0)))(x))),
+    "strided_slice": ([(7, 8, 5)], lambda L, x: L.Conv2D(4, 1)(x[:, 1:6:2, ::3, 1:4])),
+    "tile": ([(3, 4, 5)], lambda L, x: L.Conv2D(3, 1)(tf.keras.ops.tile(x, [1, 2, 1, 3]))),
+    "transpose": ([(3, 4, 6)], lambda L, x: L.Conv2D(3, 1)(tf.keras.ops.transpose(x, [0, 2, 1, 3]))),
+    "gelu": ([(4, 5, 6)], lambda L, x: L.Activation("gelu")(L.Conv2D(6, 1)(x))),
+    "gelu_approximate": ([(4, 5, 6)], lambda L, x: tf.keras.ops.gelu(L.Conv2D(6, 1)(x), approximate=True)),
+}
+# BUILTIN_REF registers TILE only up to version 2 (the converter writes version 3
+# for int8): the default kernel, a copy of the int8 values, is the reference there
+RESOLVER = {"tile": "AUTO"}
+
+
+@pytest.mark.parametrize("name", list(REFUSED_BY_TVM))
+def test_quantized_op_tvm_refuses_imports_and_runs(tmp_path, name):
+    """The import runs on TVM's llvm build within 1 LSB of TFLite's reference
+    kernels (it emulates GELU in float; TFLite looks it up in a table computed in
+    float: a value near a rounding tie may land 1 LSB apart), and the chip is
+    bit-exact with them."""
+    shapes, build = REFUSED_BY_TVM[name]
+    MODELS[name] = (shapes, build)
+    try:
+        buf = _convert(name)
+    finally:
+        del MODELS[name]
+    path = tmp_path / f"{name}.tflite"
+    path.write_bytes(buf)
+    mod = load(path)
+    llvm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    partitioned = tvm_sophon.partition_for_sophon(mod, chip="bm1684")
+    chip = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x = rng.integers(-128, 128, size=[int(d) for d in mod["main"].params[0].ty.shape.values], dtype=np.int8)
+        expected = _tflite_run(buf, [x], RESOLVER.get(name, "BUILTIN_REF")).astype(int)
+        assert np.abs(llvm["main"](tvm.runtime.tensor(x)).numpy().astype(int) - expected).max() <= 1
+        np.testing.assert_array_equal(chip["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+def _resnet_stem_and_block(L, x):
+    """ResNet's stem and a bottleneck: explicit zero pads before the 7x7 conv and
+    the max pool (quantized PAD), one pooled tensor read by two convs (the
+    shortcut and the block), and the residual ADD with its fused ReLU."""
+    x = L.ReLU()(L.Conv2D(8, 7, strides=2)(L.ZeroPadding2D(3)(x)))
+    x = L.MaxPooling2D(3, strides=2)(L.ZeroPadding2D(1)(x))
+    shortcut = L.Conv2D(16, 1)(x)
+    y = L.Conv2D(16, 1)(L.Conv2D(4, 3, padding="same", activation="relu")(L.Conv2D(4, 1, activation="relu")(x)))
+    return L.ReLU()(L.Add()([shortcut, y]))
+
+
+def test_int8_resnet_block_is_one_region(tmp_path):
+    """Every op of the block runs on the chip, in one region: the pads are
+    folded into the conv or moved as int8, each layer gets its own dequantize
+    of the shared input, and the ADD's ReLU clamps the int8 result."""
+    MODELS["resnet_block"] = ([(21, 19, 3)], _resnet_stem_and_block)
+    try:
+        buf = _convert("resnet_block")
+    finally:
+        del MODELS["resnet_block"]
+    path = tmp_path / "resnet_block.tflite"
+    path.write_bytes(buf)
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    rng = np.random.default_rng(9)
+    for _ in range(3):
+        x = rng.integers(-128, 128, size=(1, 21, 19, 3), dtype=np.int8)
+        np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), _tflite_run(buf, [x]))

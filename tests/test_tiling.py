@@ -218,3 +218,37 @@ def test_estimates_never_beat_the_roofline(chip):
         memory_bound = est.ddr_bytes / chip.ddr_bytes_per_cycle
         assert est.cycles >= max(compute_bound, memory_bound)
         assert est.cycles <= est.tiu_cycles + est.gdma_cycles  # overlap only ever saves time
+
+
+@pytest.mark.parametrize("lmem", [4096, 8192])
+def test_planner_shortcuts_reject_only_what_the_allocator_rejects(lmem):
+    """The planner prices candidate groups with shortcuts (no C names, sliced
+    groups whose live tensors surely overflow LMEM rejected before lowering):
+    every candidate of a region gets the same outcome as the full lowering and
+    allocation (the reference), and the rejection does fire."""
+    from tvm_sophon.codegen.schedule import PlanError
+    from tvm_sophon.layer_groups import MAX_GROUP_LAYERS, _candidates, evaluate_group
+
+    chip = BM1680.replace(name=f"bm1680-{lmem}", lmem_bytes_per_lane=lmem)
+    mod, params, _ = resnet_tiny("NCHW")
+    partitioned = tvm_sophon.partition_for_sophon(mod, params, chip=chip)
+    (func,) = [f for f in partitioned.functions.values() if (f.attrs or {}).get("Codegen") == "sophon"]
+    region = codegen.region_of(func)
+
+    def outcome(group, shortcuts):
+        try:
+            cost = evaluate_group(region, chip, group, shortcuts=shortcuts)
+        except PlanError as err:
+            return "rejected early" if "resident" in str(err) or "next slice" in str(err) else "rejected"
+        return (cost.cycles, cost.ddr_bytes, cost.lmem_peak)
+
+    early = compared = 0
+    n = len(region.layers)
+    for j in range(2, n + 1):
+        for i in range(max(0, j - MAX_GROUP_LAYERS), j - 1):
+            for group in list(_candidates(region, chip, list(range(i, j))))[:6]:
+                fast, full = outcome(group, True), outcome(group, False)
+                early += fast == "rejected early"
+                compared += 1
+                assert (fast if fast != "rejected early" else "rejected") == full, (group, fast, full)
+    assert early > 0 and compared > early

@@ -185,3 +185,60 @@ def lsb_distance(actual: list, expected: list) -> tuple[int, int, int]:
         total += d.size
         worst = max(worst, int(d.max()) if d.size else 0)
     return exact, total, worst
+
+
+# ------------------------------------------------------------------ the bench's rows
+
+
+def measure(name: str, workdir) -> dict:
+    """One row of ``bench/zoo.py --int8``: the chip against TFLite's reference
+    kernels (BUILTIN_REF), its default interpreter (AUTO: optimized kernels and
+    the XNNPACK delegate) and its optimized kernels without delegates (BUILTIN),
+    regions and host ops with their reasons. A failing stage ends the row with
+    its one-line error."""
+    import tvm
+    from tvm import relax
+
+    import tvm_sophon
+    from tvm_sophon.frontend import _one_line
+
+    row = {"model": name}
+    stage = "convert"
+    try:
+        model = build(name, workdir)
+        row["input"] = list(model.inputs[0].shape)
+        stage = "import"
+        mod = model.load()
+        stage = "partition"
+        partitioned = tvm_sophon.partition_for_sophon(mod, chip="bm1684")
+        report = tvm_sophon.offload_report(partitioned)
+        row["regions"] = len(report.regions)
+        row["host_ops"], row["host_reasons"] = zoo_models.host_op_summary(report)
+        stage = "build"
+        vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+        stage = "run"
+        out = vm["main"](*map(tvm.runtime.tensor, model.inputs))
+        actual = [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
+        stage = "compare"
+        for key, resolver in (("ref", "BUILTIN_REF"), ("auto", "AUTO"), ("builtin", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")):
+            row[f"exact_{key}"], row["elements"], row[f"lsb_{key}"] = lsb_distance(actual, model.reference(resolver))
+    except Exception as err:  # the row records the failure, the bench goes on
+        row["error"] = f"{stage}: {_one_line(err)}"
+    return row
+
+
+def format_table(rows: list) -> str:
+    header = ["model", "input", "bit-exact vs BUILTIN_REF", "max LSB vs REF", "max LSB vs default",
+              "max LSB vs BUILTIN", "regions", "host ops"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        shape = row.get("input") or []
+        cells = [row["model"], "x".join(str(d) for d in shape[1:]) if shape else "-",
+                 f"{row['exact_ref']}/{row['elements']}" if "exact_ref" in row else "-",
+                 str(row.get("lsb_ref", "-")), str(row.get("lsb_auto", "-")), str(row.get("lsb_builtin", "-")),
+                 str(row.get("regions", "-")),
+                 ", ".join(row.get("host_ops", [])) or ("none" if "regions" in row else "-")]
+        if "error" in row:
+            cells[-1] += f"; **{row['error']}**"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)

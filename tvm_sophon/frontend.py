@@ -227,17 +227,38 @@ def _tflite_layer_name(tensor_name: str) -> str:
     return "/".join(common) if common and len(parts) > 1 else parts[0] and "/".join(parts[0])
 
 
+# Quantized ops TVM 0.27's TFLite importer refuses ("not supported in frontend
+# TFLite yet") that this frontend imports:
+# - data movement: TFLite's int8 kernels copy the int8 values (the converter gives
+#   input and output one quantization; PAD fills with the zero point), and the
+#   importer's own converters already write exactly that on the int8 tensor (as it
+#   does for the quantized RESHAPE it accepts), so they are only let through;
+# - GELU and RESIZE_NEAREST_NEIGHBOR: in the importer's float-emulation form,
+#   dequantize -> nn.gelu (nn.gelu_tanh when approximate) / the importer's
+#   resize2d -> quantize, the chains the int8 patterns take.
+QUANTIZED_MOVES = frozenset({
+    "PAD", "PADV2", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "TRANSPOSE", "TILE", "SQUEEZE",
+    "EXPAND_DIMS", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND",
+    "SPACE_TO_BATCH_ND"})
+QUANTIZED_FLOAT_EMULATED = frozenset({"GELU", "RESIZE_NEAREST_NEIGHBOR"})
+
+
 def _tflite_naming_converter(instances: list):
     """TVM's TFLite OperatorConverter, with each op's Relax named after the op's
-    first output tensor (see names.py)."""
+    first output tensor (see names.py), and the quantized ops above imported."""
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter, get_tensor_name
 
     class NamingConverter(OperatorConverter):
+        _SUPPORTED_QUANTIZED_OPS = OperatorConverter._SUPPORTED_QUANTIZED_OPS | QUANTIZED_MOVES \
+            | QUANTIZED_FLOAT_EMULATED
+
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             instances.append(self)
             self.convert_map["SHAPE"] = self._static_shape
             self.convert_map["RESHAPE"] = self._reshape
+            self.convert_map["GELU"] = self._gelu
+            self.convert_map["RESIZE_NEAREST_NEIGHBOR"] = self._resize_nearest
             self.convert_map = {k: self._named(f) for k, f in self.convert_map.items()}
 
         def _named(self, convert):
@@ -266,6 +287,33 @@ def _tflite_naming_converter(instances: list):
                 return self.convert_shape(op)
             dtype = self.get_tensor_type_str(self.get_output_tensors(op)[0].tensor.Type())
             return relax.const(np.array(dims, dtype=dtype))
+
+        def _gelu(self, op):
+            if not self.is_quantized(op):
+                return self.convert_gelu(op)
+            from tflite.GeluOptions import GeluOptions
+
+            options = GeluOptions()
+            table = op.BuiltinOptions()
+            approximate = False
+            if table is not None:
+                options.Init(table.Bytes, table.Pos)
+                approximate = bool(options.Approximate())
+            (tensor,) = self.get_input_tensors(op)
+            (out,) = self.get_output_tensors(op)
+            x = self.dequantize(self.get_expr(tensor.tensor_idx), tensor)
+            y = relax.op.nn.gelu_tanh(x) if approximate else relax.op.nn.gelu(x)
+            return self.quantize(y, out)
+
+        def _resize_nearest(self, op):
+            out = self.convert_resize_nearest_neighbor(op)
+            if not self.is_quantized(op):
+                return out
+            # the importer resizes the int8 tensor itself: the same call between
+            # dequantize and quantize
+            tensor, out_tensor = self.get_input_tensors(op)[0], self.get_output_tensors(op)[0]
+            x = self.dequantize(out.args[0], tensor)
+            return self.quantize(relax.Call(out.op, [x, *out.args[1:]], out.attrs, out.ty_args), out_tensor)
 
         def _reshape(self, op):
             tensors = self.get_input_tensors(op)

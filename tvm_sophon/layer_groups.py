@@ -30,11 +30,19 @@ class GroupCost:
     lmem_peak: int
 
 
-def evaluate_group(region: Region, chip: Chip, group: Group) -> GroupCost:
-    """Schedule ``group`` alone (its inputs taken as already in DDR) and estimate it."""
+def evaluate_group(region: Region, chip: Chip, group: Group, shortcuts: Optional[bool] = None) -> GroupCost:
+    """Schedule ``group`` alone (its inputs taken as already in DDR) and estimate it.
+
+    ``shortcuts`` (default: for a group of several layers, which is only ever
+    priced) lowers without C names and rejects, before lowering it, a sliced
+    group that surely overflows LMEM: the same outcome, a PlanError that
+    best_slicing skips, sooner. A lone layer keeps the full path, whose failure
+    message (naming its tensors) may become the user's error."""
     from tvm_sophon.cost import estimate_steps
 
-    low = Lowering(region, chip)
+    if shortcuts is None:
+        shortcuts = len(group.layers) > 1
+    low = Lowering(region, chip, c_names=not shortcuts, prune=shortcuts)
     members = set(group.layers)
     for index in group.layers:  # what the group reads from earlier groups is in DDR
         for op in region.layers[index].acts:

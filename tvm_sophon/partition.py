@@ -321,10 +321,27 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
 def _with_callees(mod: tvm.IRModule, main: relax.Function, callee_of: dict) -> tvm.IRModule:
     """``mod`` with ``main`` (one dataflow block) rebuilt, the calls bound to the
     vars of ``callee_of`` calling their new callee."""
+    def rewrite(bb, binding, call):
+        op = callee_of.get(binding.var, call.op)
+        return relax.Call(op, call.args, call.attrs, call.ty_args, span=call.span)
+
+    mod["main"] = _rebuild_main(main, rewrite)
+    return mod
+
+
+def _rebuild_main(main: relax.Function, rewrite) -> relax.Function:
+    """``main`` (one dataflow block) bound again binding by binding, each call
+    (its arguments already substituted) replaced by ``rewrite(bb, binding, call)``."""
     remap: dict = {}
 
     def sub(e):
-        return remap.get(e, e) if isinstance(e, relax.Var) else e
+        if isinstance(e, relax.Var):
+            return remap.get(e, e)
+        if isinstance(e, relax.Tuple):  # an inline tuple argument: concat((a, b))
+            return relax.Tuple([sub(f) for f in e.fields])
+        if isinstance(e, relax.TupleGetItem):
+            return relax.TupleGetItem(sub(e.tuple_value), e.index)
+        return e
 
     bb = relax.BlockBuilder()
     with bb.function("main", list(main.params), attrs=dict(main.attrs or {})):
@@ -332,20 +349,130 @@ def _with_callees(mod: tvm.IRModule, main: relax.Function, callee_of: dict) -> t
             for binding in main.body.blocks[0].bindings:
                 value = binding.value
                 if isinstance(value, relax.Call):
-                    op = callee_of.get(binding.var, value.op)
-                    value = relax.Call(op, [sub(a) for a in value.args], value.attrs, value.ty_args, span=value.span)
-                elif isinstance(value, relax.Tuple):
-                    value = relax.Tuple([sub(f) for f in value.fields])
-                elif isinstance(value, relax.TupleGetItem):
-                    value = relax.TupleGetItem(sub(value.tuple_value), value.index)
+                    value = rewrite(bb, binding, relax.Call(value.op, [sub(a) for a in value.args], value.attrs,
+                                                            value.ty_args, span=value.span))
                 else:
                     value = sub(value)
                 emit = bb.emit if isinstance(binding.var, relax.DataflowVar) else bb.emit_output
                 remap[binding.var] = emit(value, binding.var.name)
         body = main.body.body
         bb.emit_func_output(relax.Tuple([sub(f) for f in body.fields]) if isinstance(body, relax.Tuple) else sub(body))
-    mod["main"] = bb.get()["main"]
-    return mod
+    return bb.get()["main"]
+
+
+def _operands(value) -> list:
+    """The vars a binding's value reads, through inline tuples (``concat((a, b))``)."""
+    if isinstance(value, relax.Call):
+        return [v for a in value.args for v in _operands(a)]
+    if isinstance(value, relax.Tuple):
+        return [v for f in value.fields for v in _operands(f)]
+    if isinstance(value, relax.TupleGetItem):
+        return _operands(value.tuple_value)
+    return [value] if isinstance(value, relax.Var) else []
+
+
+def _dequantize_per_layer(mod: tvm.IRModule) -> tvm.IRModule:
+    """Give each int8 layer reading a shared ``dequantize`` its own copy.
+
+    The importers write one dequantize per consuming layer, and each int8 pattern
+    takes its own (``dequantize -> op(s) -> quantize``); a rewrite that merges
+    equal expressions (``rewrite_call`` does) leaves one dequantize feeding two
+    layers, and the first composite to take it would have to export a float
+    tensor. A layer is told by the quantize its float ops lead to: consumers
+    that reach the same quantizes (the ops of one hard-swish chain) keep
+    sharing one copy."""
+    main = mod["main"]
+    blocks = main.body.blocks
+    if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
+        return mod
+    bindings = blocks[0].bindings
+    users: dict = {}
+    for binding in bindings:
+        for arg in _operands(binding.value):
+            users.setdefault(arg, []).append(binding.var)
+
+    def is_op(value, name):
+        return isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == name
+
+    reach: dict = {}    # var -> the quantizes its value flows into through float ops
+    for binding in reversed(bindings):
+        if is_op(binding.value, "relax.quantize"):
+            reach[binding.var] = frozenset([binding.var])
+        else:
+            reach[binding.var] = frozenset().union(*(reach.get(u, frozenset()) for u in users.get(binding.var, [])))
+    shared = {b.var for b in bindings if is_op(b.value, "relax.dequantize")
+              and len({reach[u] for u in users.get(b.var, [])}) > 1}
+    if not shared:
+        return mod
+    rebuilt: dict = {}   # shared dequantize's var -> its call, arguments substituted
+    copies: dict = {}    # (shared var, the layer's quantizes) -> the layer's copy
+
+    def rewrite(bb, binding, call):
+        if binding.var in shared:
+            rebuilt[binding.var] = call
+            return call
+        if not any(arg in shared for arg in _operands(binding.value)):
+            return call
+
+        def copy(old, new):
+            if isinstance(old, relax.Tuple):
+                return relax.Tuple([copy(o, n) for o, n in zip(old.fields, new.fields)])
+            if old not in shared:
+                return new
+            key = (old, reach[binding.var])
+            if key not in copies:
+                dq = rebuilt[old]
+                copies[key] = bb.emit(relax.Call(dq.op, dq.args, dq.attrs, dq.ty_args, span=dq.span))
+            return copies[key]
+
+        args = [copy(old, new) for old, new in zip(binding.value.args, call.args)]
+        return relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span)
+
+    return relax.transform.DeadCodeElimination()(_with_main(mod, _rebuild_main(main, rewrite)))
+
+
+def _activation_after_quantize(mod: tvm.IRModule) -> tvm.IRModule:
+    """``quantize(relu(y))`` -> ``clip(quantize(y), zp, 127)``, and a float clip
+    before an int8 quantize likewise: quantization is monotonic, so clamping the
+    int8 result at the quantized bounds is the same function, and it is how
+    TFLite computes a fused activation (the output clamped to the quantized
+    activation range). TVM's TFLite importer writes an int8 ADD with a fused ReLU
+    as a float relu between add and quantize; the int8 patterns take the clip
+    after the quantize."""
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    y, scale, zp = wildcard(), wildcard(), wildcard()
+    act = is_op("relax.nn.relu")(y) | is_op("relax.clip")(y, wildcard(), wildcard())
+    quantize = is_op("relax.quantize")(act, scale, zp)
+
+    def rewriter(call, matches):
+        s, z = patterns.constant_value(matches[scale]), patterns.constant_value(matches[zp])
+        if s is None or z is None or s.size != 1 or z.size != 1 or str(call.attrs.out_dtype) != "int8":
+            return call
+        a = matches[act]
+        lo, hi = 0.0, float("inf")
+        if a.op.name == "relax.clip":
+            bounds = [getattr(b, "value", None) for b in a.args[1:]]
+            if not all(isinstance(b, (tvm.ir.prim.expr.IntImm, tvm.ir.prim.expr.FloatImm)) for b in bounds):
+                return call
+            lo, hi = (float(b.value) for b in bounds)
+
+        def q(v):  # as the importer quantizes activation bounds
+            return min(127.0, max(-128.0, float(round(v / float(s.item())) + int(z.item())))) \
+                if np.isfinite(v) else (127.0 if v > 0 else -128.0)
+
+        inner = relax.Call(call.op, [matches[y], matches[scale], matches[zp]], call.attrs, call.ty_args,
+                           span=call.span)
+        return relax.op.clip(inner, q(lo), q(hi))
+
+    return _with_main(mod, rewrite_call(quantize, rewriter, mod["main"]))
+
+
+def _with_main(mod: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
+    """A copy of ``mod`` with another ``main`` (the caller's module unchanged)."""
+    new = tvm.IRModule(dict(mod.functions), attrs=mod.attrs)
+    new["main"] = main
+    return new
 
 
 @relax.expr_functor.mutator
@@ -518,6 +645,9 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
         mod = relax.transform.FoldConstant()(mod)
     from .normalize import movement_passes  # split -> slices, pads folded into windows
     mod = tvm.transform.Sequential(movement_passes())(mod)
+    if is_quantized(mod):
+        mod = _activation_after_quantize(mod)
+        mod = _dequantize_per_layer(mod)
     rejections: dict = {}
     matches: list = []
     token = patterns.record_rejections(rejections)

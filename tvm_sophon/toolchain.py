@@ -13,6 +13,7 @@ import functools
 import hashlib
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,14 +79,36 @@ int sophon_simd_probe(void) { return 0; }
 """
 
 
+def _compiler_identity(cc: tuple[str, ...]) -> str:
+    """The compiler program's resolved path, size and mtime: a new or updated
+    compiler gets a new identity, so results cached for the old one are not reused."""
+    program = shutil.which(cc[0]) if cc else None
+    if program is None:
+        return "missing:" + " ".join(cc)
+    path = Path(program).resolve()
+    stat = path.stat()
+    return f"{path}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
 @functools.lru_cache(maxsize=None)
 def _simd_flags(cc: tuple[str, ...]) -> tuple[str, ...]:
+    """Probe once per compiler (the answer is kept in the cache directory: every
+    process needs it for the runtime's cache key, and the probe is a compile)."""
+    key = _digest(_SIMD_PROBE, *cc, *RUNTIME_FLAGS, _compiler_identity(cc))
+    answer = cache_dir() / f"simd_probe_{key}.txt"
+    if answer.exists():
+        return tuple(answer.read_text().split())
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "probe.c"
         src.write_text(_SIMD_PROBE)
         proc = subprocess.run([*cc, *RUNTIME_FLAGS, "-c", str(src), "-o", str(Path(tmp) / "probe.o")],
                               capture_output=True, text=True)
-    return () if proc.returncode == 0 else ("-DSOPHON_PORTABLE",)
+    flags = () if proc.returncode == 0 else ("-DSOPHON_PORTABLE",)
+    fd, tmp_path = tempfile.mkstemp(dir=answer.parent, prefix=f".{answer.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(" ".join(flags))
+    os.replace(tmp_path, answer)
+    return flags
 
 
 def simd_flags() -> list[str]:
