@@ -89,15 +89,21 @@ def _region(prog: P.RegionProgram, index: int) -> str:
 
     def requant(q) -> int:
         """A sophon_requant row; its multipliers and shifts are static arrays."""
-        key = f"{q.input_zero_point},{q.output_zero_point},{q.act_min},{q.act_max},{q.multipliers},{q.shifts}"
+        key = (f"{q.input_zero_point},{q.output_zero_point},{q.act_min},{q.act_max},{q.multipliers},{q.shifts},"
+               f"{q.rounding},{q.scales}")
         if key in requant_rows:
             return requant_rows[key]
         k = len(requant_rows)
         arrays.append(f"static const int32_t {r}_mult{k}[] = {{{', '.join(map(str, q.multipliers))}}};")
         arrays.append(f"static const int32_t {r}_shift{k}[] = {{{', '.join(map(str, q.shifts))}}};")
+        scale = "NULL"
+        if q.rounding == "double":   # hexadecimal literals: the doubles exactly
+            arrays.append(f"static const double {r}_scale{k}[] = {{{', '.join(float(v).hex() for v in q.scales)}}};")
+            scale = f"{r}_scale{k}"
+        rounding = {"fixed_point": "SOPHON_REQUANT_FIXED_POINT", "double": "SOPHON_REQUANT_DOUBLE"}[q.rounding]
         requant_rows[key] = requants.add(
             f"{{{q.input_zero_point}, {q.output_zero_point}, {q.act_min}, {q.act_max}, "
-            f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}}}", dedupe=False)
+            f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}, {rounding}, {scale}}}", dedupe=False)
         return requant_rows[key]
 
     requant_rows: dict[str, int] = {}

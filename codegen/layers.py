@@ -681,7 +681,7 @@ class _Analysis:
             view = (tuple(range(rank - 1)), (rank - 1,), (), ())
             self.add(comp, "qfc", view, [self.operand(x, view)],
                      [self.operand(w, ((), (0,), (1,), ()), "COMPACT"), self.qbias(comp)],
-                     requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                     requant=quant.fc_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
         elif comp.pattern.startswith("sophon.qadd"):
             root = comp.calls_of("relax.add")[0]
             a, a_scale, a_zp, _ = self.dequantized(comp, root.args[0])

@@ -12,6 +12,11 @@
  * (ties away from zero in the final rounding shift, SaturatingRoundingDoubling-
  * HighMul for the multiply), then the output zero point is added and the result
  * clamped to [act_min, act_max] (fused relu / relu6 are clamps).
+ * TFLite's reference FULLY_CONNECTED (fully_connected.cc, kReference: the
+ * FullyConnected / FullyConnectedPerChannel overloads taking the float scales)
+ * instead rounds acc * (input_scale * filter_scale / output_scale) once, in
+ * double: sophon_requant.rounding selects that per op (SOPHON_REQUANT_DOUBLE,
+ * fc_int8 only); the two disagree by 1 LSB on about 1 output in 1000.
  * The compiler computes multipliers and shifts once, at compile time
  * (sophon_quantize_multiplier is the C statement of the same rule, for tests).
  *
@@ -36,6 +41,10 @@ void sophon_quantize_multiplier(double real, int32_t* multiplier, int32_t* shift
 /* TFLite's MultiplyByQuantizedMultiplier(x, multiplier, shift). */
 int32_t sophon_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift);
 
+/* round(x * scale) in double, halves away from zero, saturated to int32 (TFLite's
+ * reference FULLY_CONNECTED: static_cast<int32_t>(round(double(acc) * scale))). */
+int32_t sophon_multiply_by_double_scale(int32_t x, double scale);
+
 /* --------------------------------------------------------- requantize */
 
 typedef struct {
@@ -45,7 +54,18 @@ typedef struct {
   int32_t per_channel;       /* 1: multiplier[oc], shift[oc]; 0: [0] for all */
   const int32_t* multiplier;
   const int32_t* shift;
+  int32_t rounding;    /* sophon_requant_rounding (0, the default: fixed point) */
+  const double* scale; /* SOPHON_REQUANT_DOUBLE: scale[oc] (or [0]) = input_scale *
+                          filter_scale / output_scale in double; otherwise unused */
 } sophon_requant;
+
+/* How acc * real is rounded: TFLite's kernels differ per op. */
+typedef enum {
+  SOPHON_REQUANT_FIXED_POINT = 0, /* MultiplyByQuantizedMultiplier(acc, multiplier, shift):
+                                     CONV_2D, DEPTHWISE_CONV_2D (and every op but fc) */
+  SOPHON_REQUANT_DOUBLE = 1       /* sophon_multiply_by_double_scale(acc, scale):
+                                     FULLY_CONNECTED's reference kernel; fc_int8 only */
+} sophon_requant_rounding;
 
 /*
  * acc[n, oc, oy, ox] = bias[oc] + sum (in - input_zero_point) * weight   (as sophon_tiu_conv2d;
@@ -58,7 +78,10 @@ sophon_status sophon_tiu_conv2d_int8(sophon_device* dev, const sophon_local* out
                                      const sophon_local* bias, const sophon_conv_params* p,
                                      const sophon_requant* q);
 
-/* Fully connected, shapes as sophon_tiu_fc; requantized like conv2d_int8. */
+/* Fully connected, shapes as sophon_tiu_fc; requantized like conv2d_int8, or with
+ * q->rounding == SOPHON_REQUANT_DOUBLE as TFLite's reference FULLY_CONNECTED:
+ * out = clamp(output_zero_point + sophon_multiply_by_double_scale(acc, scale[oc])).
+ * conv2d_int8 and conv2d_transpose_int8 reject SOPHON_REQUANT_DOUBLE. */
 sophon_status sophon_tiu_fc_int8(sophon_device* dev, const sophon_local* out,
                                  const sophon_local* in, const sophon_local* weight,
                                  const sophon_local* bias, const sophon_requant* q);

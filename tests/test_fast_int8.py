@@ -58,7 +58,8 @@ class Requant(ctypes.Structure):  # sophon_requant
                 ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
                 ("per_channel", ctypes.c_int32),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32))]
+                ("shift", ctypes.POINTER(ctypes.c_int32)),
+                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
 
 
 class AddParams(ctypes.Structure):  # sophon_add_int8_params
@@ -398,14 +399,20 @@ def run_fc(dev: Device, x, weight, bias, q):
        bias_kind=st.sampled_from(["none", "small", "extreme"]), per_channel=st.booleans(),
        requant=st.sampled_from(["typical", "typical", "positive", "any"]),
        in_zp=st.sampled_from([0, -128, 127, 5]), out_zp=st.sampled_from([0, -128, 3]),
-       seed=st.integers(0, 2**16))
+       double=st.booleans(), seed=st.integers(0, 2**16))
 def test_fast_fc_int8_is_bit_identical(devices, m, k, nf, bias_kind, per_channel, requant, in_zp,
-                                       out_zp, seed):
+                                       out_zp, double, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (m, k), dtype=np.int8)
     weight = rng.integers(-128, 128, (nf, k), dtype=np.int8)
     bias = random_bias(rng, nf, bias_kind)
     q = make_requant(rng, nf, k, per_channel, in_zp, out_zp, (-128, 127), requant)
+    if double:  # SOPHON_REQUANT_DOUBLE (TFLite's FULLY_CONNECTED), scales = the same reals
+        multipliers, shifts = q._keep
+        scales = (ctypes.c_double * len(multipliers))(
+            *[mul * 2.0 ** (sh - 31) for mul, sh in zip(multipliers, shifts)])
+        q.rounding, q.scale = 1, ctypes.cast(scales, ctypes.POINTER(ctypes.c_double))
+        q._keep += (scales,)
     assert_identical(devices, lambda dev: run_fc(dev, x, weight, bias, q))
 
 

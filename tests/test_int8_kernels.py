@@ -54,7 +54,8 @@ class Requant(ctypes.Structure):  # sophon_requant
                 ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
                 ("per_channel", ctypes.c_int32),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32))]
+                ("shift", ctypes.POINTER(ctypes.c_int32)),
+                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
 
 
 class AddParams(ctypes.Structure):  # sophon_add_int8_params
@@ -327,6 +328,20 @@ def test_fixed_point_helpers_match_tflite_rules(lib):
             want = mbqm(xs, m, shift)
             got = [lib.sophon_multiply_by_quantized_multiplier(x, m, shift) for x in xs]
             assert got == [int(v) for v in want], (m, shift)
+
+
+def test_double_scale_matches_python_statement(lib):
+    # TFLite's reference FULLY_CONNECTED: round(acc * scale) in double, halves away from
+    # zero; the C function against tvm_sophon.quant's (exact, via Decimal) statement
+    from tvm_sophon.quant import multiply_by_double_scale
+    fn = lib.sophon_multiply_by_double_scale
+    fn.argtypes, fn.restype = [ctypes.c_int32, ctypes.c_double], ctypes.c_int32
+    rng = np.random.default_rng(3)
+    xs = [0, 1, -1, 3, -3, 6, -6, I32_MAX, I32_MIN] + [int(v) for v in rng.integers(-70000, 70000, size=200)]
+    scales = [0.0, 0.5, 0.375, 1.0, 4.0, 2.0 ** -31] + [float(v) for v in rng.uniform(1e-4, 0.1, size=20)]
+    for scale in scales:
+        assert [fn(x, scale) for x in xs] == [multiply_by_double_scale(x, scale) for x in xs], scale
+    assert [multiply_by_double_scale(x, 0.5) for x in (3, -3, 5, -5)] == [2, -2, 3, -3]
 
 
 def test_rounding_ties():

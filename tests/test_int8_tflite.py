@@ -40,8 +40,9 @@ MODELS = {
 }
 
 
-def _convert(name) -> bytes:
+def _convert(name, seed=0) -> bytes:
     shapes, build = MODELS[name]
+    tf.keras.utils.set_random_seed(seed)  # Keras's initial weights: the same model every run
     model = _keras(build, shapes)
     rng = np.random.default_rng(1)
 
@@ -70,9 +71,7 @@ def _tflite_run(buf, inputs, resolver="BUILTIN_REF"):
     return run_tflite(buf, inputs, resolver)[0]
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-def test_int8_layer_bit_exact_with_tflite(models, name):
-    path = models[name]
+def _assert_bit_exact(path, runs=4):
     mod = load(path)
     partitioned = tvm_sophon.partition_for_sophon(mod, chip="bm1684")
     report = tvm_sophon.offload_report(partitioned)
@@ -80,11 +79,29 @@ def test_int8_layer_bit_exact_with_tflite(models, name):
     vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
     rng = np.random.default_rng(7)
     params = mod["main"].params
-    for _ in range(4):
+    for _ in range(runs):
         xs = [rng.integers(-128, 128, size=[int(d) for d in p.ty.shape.values], dtype=np.int8) for p in params]
         expected = _tflite_run(path.read_bytes(), xs)
         out = vm["main"](*map(tvm.runtime.tensor, xs)).numpy()
         np.testing.assert_array_equal(out, expected)  # exact: same integer arithmetic
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_int8_layer_bit_exact_with_tflite(models, name):
+    _assert_bit_exact(models[name])
+
+
+# TFLite rounds per op: its reference FULLY_CONNECTED rounds acc * scale once in
+# double, CONV_2D and DEPTHWISE_CONV_2D twice in fixed point; the two disagree on
+# about 1 output in 1000, so one weight draw and 4 inputs rarely tell them apart.
+# Several weight seeds x 40 inputs do (about 2600 outputs per dense seed: the
+# fixed-point rounding missed 1-2 of them for seeds 4, 5 and 6 of dense_relu).
+@pytest.mark.parametrize("name,seed", [("dense_relu", 4), ("dense_relu", 5), ("dense_relu", 6),
+                                       ("conv_relu", 1), ("depthwise_multiplier2", 1)])
+def test_int8_weight_seeds_bit_exact_with_tflite(tmp_path, name, seed):
+    path = tmp_path / f"{name}_{seed}.tflite"
+    path.write_bytes(_convert(name, seed))
+    _assert_bit_exact(path, runs=40)
 
 
 def test_int8_model_on_bm1680_names_bm1684(models):

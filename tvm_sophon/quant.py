@@ -7,10 +7,17 @@ effective scale input_scale * filter_scale / output_scale in double precision,
 the ADD kernel's common scale), so results are bit-exact with the TFLite
 interpreter. ``multiply_by_quantized_multiplier`` is the Python statement of
 the runtime's rule, used by tests as an independent reference.
+
+The rounding is TFLite's per op: CONV_2D and DEPTHWISE_CONV_2D round twice in
+fixed point (MultiplyByQuantizedMultiplier); the reference FULLY_CONNECTED
+(TensorFlow 2.21's fully_connected.cc, kReference) rounds acc * scale once in
+double, scale = input_scale * filter_scale / output_scale (``fc_requant``,
+``multiply_by_double_scale``). The two differ by 1 LSB on about 1 output in 1000.
 """
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import math
 
 import numpy as np
@@ -67,6 +74,15 @@ def multiply_by_quantized_multiplier(x: int, multiplier: int, shift: int) -> int
     return _rounding_divide_by_pot(_saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 
 
+def multiply_by_double_scale(x: int, scale: float) -> int:
+    """round(x * scale) in double, halves away from zero (C's round; TFLite's
+    reference FULLY_CONNECTED), saturated to int32 as the runtime does."""
+    product = float(x) * scale          # one IEEE double product, as C's
+    # Decimal(float) is exact, so the tie test is too (x + 0.5 in double is not)
+    value = int(decimal.Decimal(product).to_integral_value(rounding=decimal.ROUND_HALF_UP))
+    return max(INT32_MIN, min(INT32_MAX, value))
+
+
 def f64(value) -> float:
     """A float32 scale widened to double, as TFLite does before dividing."""
     return float(np.float64(np.float32(value)))
@@ -82,6 +98,10 @@ class Requant:
     act_max: int
     multipliers: list[int]
     shifts: list[int]
+    # "fixed_point" (SOPHON_REQUANT_FIXED_POINT) or "double" (SOPHON_REQUANT_DOUBLE,
+    # with the per-channel double scales): TFLite's rounding for the op
+    rounding: str = "fixed_point"
+    scales: list[float] = dataclasses.field(default_factory=list)
 
     @property
     def per_channel(self) -> bool:
@@ -96,6 +116,18 @@ def conv_requant(input_scale, input_zp, weight_scales, output_scale, output_zp,
              for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
     return Requant(int(input_zp), int(output_zp), int(act_min), int(act_max),
                    [m for m, _ in pairs], [s for _, s in pairs])
+
+
+def fc_requant(input_scale, input_zp, weight_scales, output_scale, output_zp,
+               act_min=-128, act_max=127) -> Requant:
+    """A FULLY_CONNECTED's requantization: TFLite's reference kernel rounds
+    acc * (input_scale * filter_scale / output_scale) once, in double (the
+    multipliers stay filled for the instruction's checks)."""
+    q = conv_requant(input_scale, input_zp, weight_scales, output_scale, output_zp, act_min, act_max)
+    q.rounding = "double"
+    q.scales = [f64(input_scale) * f64(ws) / f64(output_scale)
+                for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return q
 
 
 @dataclasses.dataclass

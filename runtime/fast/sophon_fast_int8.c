@@ -120,6 +120,16 @@ static int8_t requantize(int32_t acc, const rq_channel* c, const rq_output* o) {
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
+/* The reference fc's SOPHON_REQUANT_DOUBLE rounding (TFLite's FULLY_CONNECTED):
+ * requantize() with sophon_multiply_by_double_scale(sum, scale) for the multiply. */
+static int8_t requantize_double(int32_t acc, const rq_channel* c, double scale,
+                                const rq_output* o) {
+  const int64_t sum = (int64_t)(acc - c->offset) + c->bias;
+  const int32_t sat = sum > INT32_MAX ? INT32_MAX : (sum < INT32_MIN ? INT32_MIN : (int32_t)sum);
+  const int32_t scaled = sophon_multiply_by_double_scale(sat, scale);
+  return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
+}
+
 /* out[i] = requantize(acc[i]) for `count` outputs of one channel. */
 static void requantize_row_c(const int32_t* acc, int32_t count, int8_t* out, const rq_channel* c,
                              const rq_output* o) {
@@ -1242,7 +1252,11 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
       else
 #endif
         acc = dot_i8_c(x, w, f->depth);
-      *sophon_view_i8(&f->out_v, batch, (int32_t)feature) = requantize(acc, &c, &f->output);
+      *sophon_view_i8(&f->out_v, batch, (int32_t)feature) =
+          f->q->rounding == SOPHON_REQUANT_DOUBLE
+              ? requantize_double(acc, &c, f->q->scale[f->q->per_channel ? feature : 0],
+                                  &f->output)
+              : requantize(acc, &c, &f->output);
     }
   }
 }

@@ -75,3 +75,11 @@ void sophon_quantize_multiplier(double real, int32_t* multiplier, int32_t* shift
 int32_t sophon_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift) {
   return sophon_mbqm_inline(x, multiplier, shift);
 }
+
+int32_t sophon_multiply_by_double_scale(int32_t x, double scale) {
+  /* one rounding of the double product; round() takes halves away from zero */
+  const double scaled = round((double)x * scale);
+  if (scaled >= (double)INT32_MAX) return INT32_MAX;
+  if (scaled <= (double)INT32_MIN) return INT32_MIN;
+  return (int32_t)scaled;
+}

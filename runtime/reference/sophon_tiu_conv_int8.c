@@ -22,6 +22,8 @@
  * clamp; TFLite's behaviour there is undefined, everywhere else it is
  * reproduced exactly.
  */
+#include <math.h>
+
 #include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
@@ -87,7 +89,7 @@ sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const 
 
 /* q is well formed for `channels` output channels. */
 static sophon_status check_requant(sophon_device* dev, const char* op, const sophon_requant* q,
-                                   int32_t channels) {
+                                   int32_t channels, int double_ok) {
   sophon_status s;
   int32_t i;
   if (q == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant is NULL", op);
@@ -110,6 +112,25 @@ static sophon_status check_requant(sophon_device* dev, const char* op, const sop
                                      30)) != SOPHON_OK)
       return s;
   }
+  if (q->rounding == SOPHON_REQUANT_FIXED_POINT) return SOPHON_OK;
+  if (q->rounding != SOPHON_REQUANT_DOUBLE)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant rounding %d is not %d or %d",
+                            op, (int)q->rounding, SOPHON_REQUANT_FIXED_POINT,
+                            SOPHON_REQUANT_DOUBLE);
+  if (!double_ok)
+    return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
+                            "%s: requant rounding SOPHON_REQUANT_DOUBLE is fc_int8's only "
+                            "(TFLite's FULLY_CONNECTED); this op rounds in fixed point",
+                            op);
+  if (q->scale == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant rounding SOPHON_REQUANT_DOUBLE needs a scale array", op);
+  for (i = 0; i < (q->per_channel ? channels : 1); ++i) {
+    if (!(q->scale[i] >= 0.0 && isfinite(q->scale[i]))) /* also rejects NaN */
+      return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                              "%s: requant scale[%d] %g is not finite and non-negative", op,
+                              (int)i, q->scale[i]);
+  }
   return SOPHON_OK;
 }
 
@@ -130,13 +151,16 @@ static int32_t saturate_i32(int64_t x) {
   return x > INT32_MAX ? INT32_MAX : (x < INT32_MIN ? INT32_MIN : (int32_t)x);
 }
 
+/* clamp(output_zero_point + scaled). */
+static int8_t requant_output(int32_t scaled, const sophon_requant* q) {
+  const int64_t value = (int64_t)scaled + q->output_zero_point;
+  return (int8_t)(value < q->act_min ? q->act_min : (value > q->act_max ? q->act_max : value));
+}
+
 /* clamp(output_zero_point + MultiplyByQuantizedMultiplier(acc, multiplier, shift)). */
 static int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift,
                          const sophon_requant* q) {
-  const int64_t scaled =
-      (int64_t)sophon_multiply_by_quantized_multiplier(acc, multiplier, shift) +
-      q->output_zero_point;
-  return (int8_t)(scaled < q->act_min ? q->act_min : (scaled > q->act_max ? q->act_max : scaled));
+  return requant_output(sophon_multiply_by_quantized_multiplier(acc, multiplier, shift), q);
 }
 
 /* ---------------------------------------------------------------- conv2d */
@@ -268,7 +292,7 @@ sophon_status sophon_check_tiu_conv2d_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
   if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = check_conv(dev, op, out, in, weight, bias, p)) != SOPHON_OK) return s;
-  if ((s = check_requant(dev, op, q, out->c)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, q, out->c, 0)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
   return SOPHON_OK;
@@ -306,9 +330,11 @@ void sophon_ref_fc_int8(sophon_device* dev, const sophon_local* out, const sopho
         sophon_channel_next(&in_v, &in_it);
       }
       /* + bias in int64, saturated (TFLite: int32 add, undefined on overflow) */
+      const int32_t sum = saturate_i32((int64_t)acc + bias_value);
       *sophon_view_i8(&out_v, batch, out_feature) =
-          requantize(saturate_i32((int64_t)acc + bias_value), q->multiplier[channel],
-                     q->shift[channel], q);
+          q->rounding == SOPHON_REQUANT_DOUBLE
+              ? requant_output(sophon_multiply_by_double_scale(sum, q->scale[channel]), q)
+              : requantize(sum, q->multiplier[channel], q->shift[channel], q);
     }
   }
 }
@@ -325,7 +351,7 @@ sophon_status sophon_check_tiu_fc_int8(sophon_device* dev, const char* op,
   if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = sophon_check_fc_shapes(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = check_reduction(dev, op, in->c, "K = in.c")) != SOPHON_OK) return s;
-  if ((s = check_requant(dev, op, q, out->c)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, q, out->c, 1)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
   return SOPHON_OK;
@@ -417,6 +443,6 @@ sophon_status sophon_check_tiu_conv2d_transpose_int8(sophon_device* dev, const c
   if ((s = check_reduction(dev, op, (int64_t)(in->c / p->groups) * p->kernel_h * p->kernel_w,
                            "in.c/groups * kernel_h * kernel_w")) != SOPHON_OK)
     return s;
-  if ((s = check_requant(dev, op, o->requant, out->c)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, o->requant, out->c, 0)) != SOPHON_OK) return s;
   return check_memory(dev, op, out, in, weight, bias);
 }

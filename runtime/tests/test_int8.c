@@ -143,6 +143,8 @@ static sophon_requant requant(int32_t in_zp, int32_t out_zp, const int32_t* m,
   q.per_channel = per_channel;
   q.multiplier = m;
   q.shift = shift;
+  q.rounding = SOPHON_REQUANT_FIXED_POINT;
+  q.scale = NULL;
   return q;
 }
 
@@ -480,6 +482,69 @@ static void test_fc_golden(void) {
   /* the weight must be (1, N, K, 1) */
   weight.h = 4;
   CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, &bias, &q), SOPHON_ERR_ARGUMENT);
+  sophon_device_destroy(dev);
+}
+
+/* TFLite's FULLY_CONNECTED rounds acc * scale once, in double (SOPHON_REQUANT_DOUBLE);
+ * its CONV_2D rounds twice in fixed point. real = 0.375 = 0.75 * 2^-1 (multiplier
+ * 0.75 = 1610612736 / 2^31, shift -1), exact in both. */
+static void test_fc_double_rounding_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  /* M = 1, K = 1, N = 3: in 6, weights 1, -1, 5: acc 6, -6, 30 */
+  const int8_t in_data[1] = {6};
+  const int8_t w_data[3] = {1, -1, 5};
+  const int32_t m[1] = {1610612736}, s[1] = {-1};
+  const double scale[1] = {0.375};
+  sophon_local in = local(0, 1, 1, 1, 1, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local weight = local(16, 1, 3, 1, 1, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local out = local(48, 1, 3, 1, 1, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local conv_in = local(0, 1, 1, 3, 3, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local conv_w = local(64, 1, 1, 1, 4, SOPHON_I8, SOPHON_LAYOUT_COMPACT);
+  sophon_local conv_out = local(256, 1, 1, 2, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_conv_params p = conv_params(2, 1, 0, 1, 1);
+  sophon_requant q = requant(0, 0, m, s, 0);
+  int8_t got[3];
+  /* double: 6 * 0.375 = 2.25 -> 2; -6 * 0.375 = -2.25 -> -2; 30 * 0.375 = 11.25 -> 11 */
+  const int8_t want_double[3] = {2, -2, 11};
+  /* fixed point: 6 * 0.75 = 4.5 -> 5 (high-mul ties go up), 5 / 2 = 2.5 -> 3 (away);
+   * -6 * 0.75 = -4.5 -> -4, -4 / 2 = -2; 30 * 0.75 = 22.5 -> 23, 23 / 2 = 11.5 -> 12 */
+  const int8_t want_fixed[3] = {3, -2, 12};
+
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(6, 0.375), 2);
+  CHECK_EQ_INT(sophon_multiply_by_quantized_multiplier(6, 1610612736, -1), 3);
+  /* halves go away from zero (C's round): +-3 * 0.5 = +-1.5 -> +-2 */
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(3, 0.5), 2);
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(-3, 0.5), -2);
+  /* saturated to int32 */
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(INT32_MAX, 4.0), INT32_MAX);
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(INT32_MIN, 4.0), INT32_MIN);
+
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &in, in_data));
+  CHECK_OK(dev, load(dev, &weight, w_data));
+  CHECK_OK(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_fixed, 3);
+  q.rounding = SOPHON_REQUANT_DOUBLE;
+  q.scale = scale;
+  CHECK_OK(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_double, 3);
+  /* conv2d_int8 rounds in fixed point only (TFLite's CONV_2D) */
+  CHECK_STATUS(dev, sophon_tiu_conv2d_int8(dev, &conv_out, &conv_in, &conv_w, NULL, &p, &q),
+               SOPHON_ERR_UNSUPPORTED);
+  /* a scale array is required; the scales must be finite and non-negative */
+  q.scale = NULL;
+  CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  {
+    const double bad[1] = {-0.375};
+    q.scale = bad;
+    CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  }
+  q.scale = scale;
+  q.rounding = 2;
+  CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
   sophon_device_destroy(dev);
 }
 
@@ -979,7 +1044,8 @@ static void test_reduce_softmax_program(void) {
   int8_t mean_data[2], soft_data[6];
   void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
   const int32_t m = 1 << 30, s = 1;
-  const sophon_requant requants[1] = {{1, -5, -128, 127, 0, &m, &s}};
+  const sophon_requant requants[1] = {
+      {1, -5, -128, 127, 0, &m, &s, SOPHON_REQUANT_FIXED_POINT, NULL}};
   const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
@@ -1037,7 +1103,9 @@ static void test_program(void) {
   sophon_global_ref globals[6];
   const sophon_conv_params convs[] = {{3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, {SOPHON_ACT_NONE, 0, 0, 0, 0}}};
   const sophon_pool_params pools[] = {{SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0}};
-  const sophon_requant requants[] = {{3, -2, -128, 127, 1, m, s}, {0, 1, -128, 127, 0, m, s}};
+  const sophon_requant requants[] = {
+      {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL},
+      {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL}};
   sophon_add_int8_params adds[1];
   /* the 24 pool outputs are re-read as fc input (1, 24, 1, 1): stored to DDR as
    * (1, 6, 2, 2) through globals[4] and loaded back through globals[5] */
@@ -1272,6 +1340,7 @@ int main(void) {
   test_grouped_equals_block_dense();
   test_conv2d_errors();
   test_fc_golden();
+  test_fc_double_rounding_golden();
   test_add_golden();
   test_lut_golden();
   test_lut_relu_golden();
