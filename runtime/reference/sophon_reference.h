@@ -23,6 +23,10 @@ void sophon_ref_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
 void sophon_ref_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act);
+/* A per-channel bias of shape (1, channels, 1, 1), or NULL: conv2d, fc and
+ * conv2d_transpose share it. */
+sophon_status sophon_check_bias_shape(sophon_device* dev, const char* op, const sophon_local* bias,
+                                      int32_t channels);
 sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);

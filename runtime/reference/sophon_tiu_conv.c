@@ -75,6 +75,17 @@ void sophon_ref_conv2d_f32(sophon_device* dev, const sophon_local* out,
 }
 
 /* OH (or OW) from the header formula, or -1 if the kernel exceeds the padded input. */
+/* A per-channel bias: shape (1, channels, 1, 1), or NULL for none. */
+sophon_status sophon_check_bias_shape(sophon_device* dev, const char* op, const sophon_local* bias,
+                                      int32_t channels) {
+  if (bias != NULL && (bias->n != 1 || bias->c != channels || bias->h != 1 || bias->w != 1))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
+                            (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
+                            (int)channels);
+  return SOPHON_OK;
+}
+
 static int64_t conv_out_size(int32_t in, int32_t pad_a, int32_t pad_b, int32_t dilation,
                              int32_t kernel, int32_t stride) {
   int64_t span = (int64_t)in + pad_a + pad_b - (int64_t)dilation * (kernel - 1) - 1;
@@ -88,6 +99,7 @@ sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const
                                        const sophon_local* bias, const sophon_conv_params* p) {
   int64_t oh, ow;
   int32_t icg;
+  sophon_status s;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
   if (p->kernel_h <= 0 || p->kernel_w <= 0 || p->stride_h <= 0 || p->stride_w <= 0 ||
       p->dilation_h <= 0 || p->dilation_w <= 0 || p->groups <= 0)
@@ -117,11 +129,7 @@ sophon_status sophon_check_conv_shapes(sophon_device* dev, const char* op, const
                             op, (int)weight->n, (int)weight->c, (int)weight->h,
                             (int)weight->w, (int)out->c, (int)icg, (int)p->kernel_h,
                             (int)p->kernel_w, (long long)p->kernel_h * p->kernel_w);
-  if (bias != NULL && (bias->n != 1 || bias->c != out->c || bias->h != 1 || bias->w != 1))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
-                            (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
-                            (int)out->c);
+  if ((s = sophon_check_bias_shape(dev, op, bias, out->c)) != SOPHON_OK) return s;
   oh = conv_out_size(in->h, p->pad_top, p->pad_bottom, p->dilation_h, p->kernel_h, p->stride_h);
   ow = conv_out_size(in->w, p->pad_left, p->pad_right, p->dilation_w, p->kernel_w, p->stride_w);
   if (oh < 0 || ow < 0)
@@ -237,12 +245,7 @@ sophon_status sophon_check_fc_shapes(sophon_device* dev, const char* op, const s
                             "%s: out shape (%d,%d,%d,%d) does not match (M=%d,N=%d,1,1)", op,
                             (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
                             (int)weight->c);
-  if (bias != NULL && (bias->n != 1 || bias->c != weight->c || bias->h != 1 || bias->w != 1))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
-                            (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
-                            (int)weight->c);
-  return SOPHON_OK;
+  return sophon_check_bias_shape(dev, op, bias, weight->c);
 }
 
 /* tiu_fc's checks (operands: out, a = in, b = weight, c = bias (or NULL), act); the

@@ -125,12 +125,7 @@ sophon_status sophon_check_conv2d_transpose_shapes(sophon_device* dev, const cha
                             op, (int)weight->n, (int)weight->c, (int)weight->h, (int)weight->w,
                             (int)in->c, (int)(out->c / p->groups), (int)p->kernel_h,
                             (int)p->kernel_w);
-  if (bias != NULL && (bias->n != 1 || bias->c != out->c || bias->h != 1 || bias->w != 1))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: bias shape (%d,%d,%d,%d) does not match (1,%d,1,1)", op,
-                            (int)bias->n, (int)bias->c, (int)bias->h, (int)bias->w,
-                            (int)out->c);
-  return SOPHON_OK;
+  return sophon_check_bias_shape(dev, op, bias, out->c);
 }
 
 /* tiu_conv2d_transpose's checks (operands: out, a = in, b = weight, c = bias or NULL,
