@@ -119,6 +119,8 @@ def _lib():
                                            P(PoolParamsStruct), ctypes.c_int32, ctypes.c_int32]
     lib.sophon_tiu_binary_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                            P(LocalStruct), P(BinaryInt8Params)]
+    lib.sophon_tiu_reduce_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                           ctypes.c_int, P(Requant)]
     lib.sophon_tiu_lut_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                         P(LutInt8Params)]
     return lib
@@ -555,6 +557,33 @@ def test_fast_lut_int8_is_bit_identical(devices, shape, inplace, window, seed):
     table = rng.permutation(256).astype(np.uint8).view(np.int8)
     ref = assert_identical(devices, lambda dev: run_lut_int8(dev, x, table, inplace, window))
     np.testing.assert_array_equal(ref, table[x.view(np.uint8)])  # the definition, independently
+
+
+# ------------------------------------------------------------ reduce_int8
+
+def run_reduce_int8(dev: Device, x, kind, q):
+    dev.next_addr = 0
+    t_in = dev.put(x)
+    t_out = dev.alloc((x.shape[0], x.shape[1], 1, x.shape[3]))
+    dev.check(dev.lib.sophon_tiu_reduce_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                             kind, ctypes.byref(q) if q is not None else None))
+    return dev.store(t_out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 5, 33]),
+                       st.sampled_from([1, 49, 400]), st.sampled_from([1, 3, 300])),
+       kind=st.integers(0, 3), in_zp=st.sampled_from([-128, -3, 127]),
+       act=st.sampled_from([(-128, 127), (-20, 60)]), seed=st.integers(0, 2**16))
+def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, seed):
+    """SUM, MEAN, MAX, MIN over h: one column (a global pool laid out as (N, C, HW, 1)),
+    a few, and more than the kernel's 256-column chunk; all inputs at the far end
+    from the zero point in one channel (the largest sums)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    x[:, 0] = 127 if in_zp < 0 else -128
+    q = None if kind >= 2 else make_requant(rng, 1, shape[2], False, in_zp, 5, act)
+    assert_identical(devices, lambda dev: run_reduce_int8(dev, x, kind, q))
 
 
 # ------------------------------------------------------------------- pool
