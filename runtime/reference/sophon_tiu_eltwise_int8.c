@@ -331,20 +331,16 @@ sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256
 
 void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                          const sophon_lut_int8_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int64_t plane = (int64_t)out->h * out->w;
-  int32_t batch, channel;
   int64_t i;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* in_data = sophon_view_i8(&in_v, batch, channel);
-      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
-      /* the table is indexed by the int8 value's byte (two's complement) */
-      for (i = 0; i < plane; ++i) out_data[i] = p->table[(uint8_t)in_data[i]];
-    }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
+    /* the table is indexed by the int8 value's byte (two's complement) */
+    for (i = 0; i < plane; ++i) out_data[i] = p->table[(uint8_t)in_data[i]];
   }
 }
 
