@@ -109,13 +109,15 @@ def main(argv=None) -> int:
     parser.add_argument("--int8", action="store_true",
                         help="the INT8 zoo of issue #11 (tests/zoo_int8_models.py: full-integer TFLite on bm1684, "
                              "bit-exact count and max LSB against TFLite's kernels)")
+    parser.add_argument("--int8-size", choices=("small", "full"), default="small",
+                        help="with --int8: the Keras apps' input size (default small; full: the published size)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
 
     if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
-        row = zoo_int8_models.measure(args.worker, workdir) if args.int8 else \
+        row = zoo_int8_models.measure(args.worker, workdir, args.size) if args.int8 else \
             zoo_models.measure(args.worker, args.size, workdir)
         print("ZOO_ROW " + json.dumps(row), flush=True)
         return 0
@@ -126,10 +128,10 @@ def main(argv=None) -> int:
 
     known = zoo_int8_models.MODELS if args.int8 else zoo_models.MODELS
     names = selected_models(parser, args.only, known)
-    size = "small" if args.small else "full"
+    size = args.int8_size if args.int8 else "small" if args.small else "full"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, "
-          f"size={'int8 (small inputs)' if args.int8 else size}", flush=True)
+          f"size={f'int8 ({size} inputs)' if args.int8 else size}", flush=True)
     rows = []
     for name in names:
         start = time.perf_counter()
