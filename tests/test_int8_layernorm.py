@@ -10,8 +10,9 @@ bit-exact, on single-op full-integer models over odd shapes and several scales:
   NEG                 lut_int8 SOPHON_LUT_NEG (float dequantize, negate, quantize)
   SQUARED_DIFFERENCE  binary_int8 SOPHON_BINARY_INT8_SQUARED_DIFFERENCE
 
-and a Keras LayerNormalization block (conv -> LayerNorm -> dense -> GELU): one
-region, nothing on the host, bit-exact. Against the default interpreter the
+and a Keras LayerNormalization block (conv -> LayerNorm -> dense -> GELU), a
+transformer's LayerNorm over a sequence and one over H, W and C: one region,
+nothing on the host, bit-exact. Against the default interpreter the
 tolerance is stated per test where its optimized kernels round differently.
 """
 import os
@@ -208,3 +209,16 @@ def test_layernorm_block_is_one_region_bit_exact(tmp_path, shape, channels):
     for seed in range(2):
         xs = _inputs(mod, seed)
         np.testing.assert_array_equal(_run(vm, xs)[0], _tflite(buf, xs)[0])   # exact: the spec
+
+
+@pytest.mark.parametrize("shape, kwargs", [((10, 16), {"epsilon": 1e-5}),
+                                           ((5, 5, 8), {"axis": [1, 2, 3], "center": False})],
+                         ids=["sequence", "over-hwc-no-center"])
+def test_layernorm_variants_bit_exact(tmp_path, shape, kwargs):
+    """A transformer's LayerNorm over the features of a (1, T, C) sequence, and one over
+    H, W and C without beta: the same int8 ops, one region, bit-exact."""
+    buf = _convert(lambda x: L.LayerNormalization(**kwargs)(x), [shape], 2.0, 0.5, seed=len(shape))
+    assert {"SQUARED_DIFFERENCE", "RSQRT"} <= _ops(buf)
+    mod, report, vm = _compile(tmp_path, buf)
+    xs = _inputs(mod, 0)
+    np.testing.assert_array_equal(_run(vm, xs)[0], _tflite(buf, xs)[0])   # exact: the spec
