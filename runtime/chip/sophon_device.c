@@ -198,7 +198,7 @@ sophon_status sophon_device_set_isa(sophon_device* dev, int32_t max_isa) {
   if (max_isa < SOPHON_ISA_C || max_isa > SOPHON_ISA_AVX512)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "set_isa: %d is not 0 (C), 1 (AVX2) or 2 (AVX-512)",
                             (int)max_isa);
-  dev->cpu_avx2 = dev->cpu_fma = dev->cpu_avx512 = dev->cpu_avx512vnni = 0;
+  dev->cpu_avx2 = dev->cpu_fma = dev->cpu_avx512 = dev->cpu_avx512vnni = dev->cpu_avx512vbmi = 0;
 #if SOPHON_X86_DISPATCH
   if (max_isa >= SOPHON_ISA_AVX2) {
     dev->cpu_avx2 = __builtin_cpu_supports("avx2");
@@ -209,6 +209,7 @@ sophon_status sophon_device_set_isa(sophon_device* dev, int32_t max_isa) {
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
                       __builtin_cpu_supports("avx512vl");
     dev->cpu_avx512vnni = dev->cpu_avx512 && __builtin_cpu_supports("avx512vnni");
+    dev->cpu_avx512vbmi = dev->cpu_avx512 && __builtin_cpu_supports("avx512vbmi");
   }
 #endif
   return SOPHON_OK;
