@@ -493,34 +493,75 @@ static void scatter_columns(const conv_gemm* g, const float* tile_row, int64_t c
   }
 }
 
-/* Copies a share of the group's input channels into their phase planes (zeros in
- * the padding and past the input). */
-static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
-  const conv_gemm* g = (const conv_gemm*)ctx;
+/* Fills the phase planes of one input channel `src` (zeros in the padding and past
+ * the input), writing each float of the block once: phase (py, px) row j is padded
+ * row j*sh + py, its column i padded column i*sw + px. */
+SOPHON_ALWAYS_INLINE static inline void pad_plane_body(const conv_gemm* g, const float* src,
+                                                       float* block) {
   const sophon_conv_params* p = g->p;
   const int32_t sh = p->stride_h, sw = p->stride_w;
-  int64_t begin, end, ic, y, x;
-  int32_t px;
+  const int64_t pitch = g->row_pitch;
+  int32_t py, px;
+  int64_t i, j;
+  for (py = 0; py < sh; ++py) {
+    for (px = 0; px < sw; ++px) {
+      float* phase = block + ((int64_t)py * sw + px) * g->phase_floats;
+      /* columns i whose input column x = i*sw + px - pad_left is in [0, in_w) */
+      const int64_t skip = p->pad_left - px; /* x = i*sw - skip */
+      int64_t lo = skip > 0 ? (skip + sw - 1) / sw : 0;
+      int64_t hi = g->in_w + skip > 0 ? (g->in_w - 1 + skip) / sw + 1 : 0;
+      if (hi > pitch) hi = pitch;
+      if (lo > hi) lo = hi;
+      for (j = 0; j < g->phase_rows; ++j) {
+        const int64_t y = j * sh + py - p->pad_top;
+        float* row = phase + j * pitch;
+        const float* in_row = src + y * g->in_w;
+        if (y < 0 || y >= g->in_h || lo == hi) {
+          memset(row, 0, (size_t)pitch * sizeof(float));
+          continue;
+        }
+        for (i = 0; i < lo; ++i) row[i] = 0.0f;
+        if (sw == 1) {
+          memcpy(row + lo, in_row + (lo - skip), (size_t)(hi - lo) * sizeof(float));
+        } else if (sw == 2) {
+          for (i = lo; i < hi; ++i) row[i] = in_row[2 * i - skip];
+        } else {
+          for (i = lo; i < hi; ++i) row[i] = in_row[i * sw - skip];
+        }
+        for (i = hi; i < pitch; ++i) row[i] = 0.0f;
+      }
+    }
+  }
+  memset(block + (int64_t)sh * sw * g->phase_floats, 0, /* the slack */
+         (size_t)(g->plane_floats - (int64_t)sh * sw * g->phase_floats) * sizeof(float));
+}
+
+static void pad_plane_c(const conv_gemm* g, const float* src, float* block) {
+  pad_plane_body(g, src, block);
+}
+
+#if SOPHON_X86_DISPATCH
+/* The same, compiled for AVX-512 (the stride-2 gathers vectorise). */
+SOPHON_AVX512 static void pad_plane_avx512(const conv_gemm* g, const float* src, float* block) {
+  pad_plane_body(g, src, block);
+}
+#endif
+
+/* Copies a share of the group's input channels into their phase planes. */
+static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  int64_t begin, end, ic;
   sophon_task_range(g->icg, task, tasks, &begin, &end);
   for (ic = begin; ic < end; ++ic) {
     const float* src = sophon_view_f32(&g->in_v, g->batch, g->group * g->icg + (int32_t)ic);
     float* block = g->planes + ic * g->plane_floats;
-    memset(block, 0, (size_t)g->plane_floats * sizeof(float));
-    for (y = 0; y < g->in_h; ++y) {
-      const int64_t padded_y = y + p->pad_top;
-      const float* in_row = src + y * g->in_w;
-      float* phase_row = block + (padded_y % sh) * sw * g->phase_floats +
-                         (padded_y / sh) * g->row_pitch;
-      if (sw == 1) {
-        memcpy(phase_row + p->pad_left, in_row, (size_t)g->in_w * sizeof(float));
-        continue;
-      }
-      for (px = 0; px < sw; ++px) { /* input columns x with (x + pad_left) % sw == px */
-        float* dst = phase_row + px * g->phase_floats;
-        const int64_t x0 = ((px - p->pad_left) % sw + sw) % sw;
-        for (x = x0; x < g->in_w; x += sw) dst[(x + p->pad_left) / sw] = in_row[x];
-      }
+#if SOPHON_X86_DISPATCH
+    if (g->pack_avx512) {
+      pad_plane_avx512(g, src, block);
+      continue;
     }
+#endif
+    pad_plane_c(g, src, block);
   }
 }
 
