@@ -62,6 +62,10 @@ def test_ratio_too_large_for_fixed_point_is_refused():
 
 # ---------------------------------------------------------------- post-training quantization
 
+def _host_ops(offload):
+    return [(op.op, tuple(op.shape)) for op in offload.host_ops]
+
+
 @pytest.fixture(scope="module")
 def tiny():
     mod, params, inputs = resnet_tiny("NCHW")
@@ -80,6 +84,15 @@ def test_ptq_end_to_end_stays_close_to_fp32(tiny, method):
     offloaded = tvm_sophon.offload_report(partitioned).offloaded
     convs = sum(l.kind == "conv2d" for l in report.layers)
     assert convs == 8 and sum(c.startswith("sophon.qconv2d") for c in offloaded) == convs
+    # NCHW's global average pool (adaptive_avg_pool2d to 1x1, then a flatten reshape) is
+    # TFLite's int8 MEAN over H, W and the reshape an int8 view: the model is one chip
+    # region, only its own float input (quantize) and output (dequantize) on the host
+    assert [(l.kind, l.int8) for l in report.layers if l.name == "avgpool"] == [("mean", True)], report.format()
+    offload = tvm_sophon.offload_report(partitioned)
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 3, 32, 32)), ("relax.dequantize", (1, 10))], \
+        offload.format()
+    assert {"sophon.qreduce_mean", "sophon.qdense_bias", "sophon.qsoftmax"} <= set(offloaded), offload.format()
     vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(inputs["data"])).numpy()
     ref = reference_run(mod, params, inputs)
@@ -107,8 +120,10 @@ def test_compare_runs_int8_on_the_chip_per_layer(tiny, tmp_path):
     result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration,
                                 chip=tvm_sophon.get_chip("bm1684"))  # a Chip object: reports say its name
     assert result.chip == "bm1684" and result.format().startswith("INT8 on bm1684 against FP32")
-    # 8 convs, 3 adds, the dense and the softmax (the NCHW pool is adaptive_avg_pool2d: fp32)
-    assert [l.kind for l in result.layers].count("softmax") == 1 and len(result.layers) == 13
+    # 8 convs, 3 adds, the global pool (NCHW adaptive_avg_pool2d: an int8 mean), the dense, the softmax
+    kinds = [l.kind for l in result.layers]
+    assert kinds.count("softmax") == 1 and kinds.count("mean") == 1 and len(result.layers) == 14
+    assert all(l.int8 for l in result.layers), result.format()
     assert min(l.cosine for l in result.layers) >= 0.99
     assert all(l.sqnr_db > 20 for l in result.layers)
     assert "minimum cosine" in result.format()
@@ -291,3 +306,60 @@ def test_ptq_takes_hard_swish_and_gelu_chains_whole():
     offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
     assert len(offload.regions) == 1 and {"sophon.qhardswish", "sophon.qgelu"} <= set(offload.offloaded), \
         offload.format()
+
+
+# ---------------------------------------------------------------- PTQ of the global average pool
+
+
+@tvm.script.ir_module
+class GlobalPool:
+    @R.function
+    def main(x: R.Tensor((1, 24, 7, 9), "float32")):
+        with R.dataflow():
+            p = R.nn.adaptive_avg_pool2d(x, output_size=(1, 1))
+            y = R.reshape(p, (1, 24))
+            R.output(y)
+        return y
+
+
+def _tflite_mean(xq: np.ndarray, in_scale: float, out_scale: float) -> np.ndarray:
+    """TFLite's reference int8 MEAN over axes 2, 3 (NCHW), zero points 0
+    (reference_ops::QuantizedMeanOrSum): the multiplier of in_scale / out_scale with
+    1 / count folded in (shifted left by floor(log2(count)), divided by count), then
+    MultiplyByQuantizedMultiplier of the int32 sum."""
+    multiplier, shift = quant.quantize_multiplier(quant.f64(in_scale) / quant.f64(out_scale))
+    count = xq.shape[2] * xq.shape[3]
+    k = min(int(np.floor(np.log2(count))), 32, 31 + shift)
+    multiplier, shift = (multiplier << k) // count, shift - k
+    sums = xq.astype(np.int64).sum(axis=(2, 3)).ravel()
+    return np.array([min(127, max(-128, quant.multiply_by_quantized_multiplier(int(v), multiplier, shift)))
+                     for v in sums])
+
+
+def test_ptq_global_pool_on_the_chip_against_tflite_formula_and_llvm():
+    """The quantized global pool alone: the chip is TFLite's integer MEAN exactly, and
+    within 1 LSB of TVM's llvm build of the same quantized module, which takes the
+    mean of the dequantized input in float32 and rounds once: TFLite rounds twice
+    (the doubling high multiply, then the rounding shift by the folded log2(count)),
+    so a mean such as 62.46 LSB comes out 63 (249.84 -> 250, 250 / 4 = 62.5 -> 63)."""
+    from tvm_sophon.patterns import constant_value
+
+    rng = np.random.default_rng(5)
+    calibration = [{"x": (rng.standard_normal((1, 24, 7, 9)) + 0.5).astype("float32")} for _ in range(3)]
+    quantized = tvm_sophon.quantize(GlobalPool, calibration, method="max", progress=False)
+    partitioned = tvm_sophon.partition_for_sophon(quantized, chip="bm1684")
+    offload = tvm_sophon.offload_report(partitioned)
+    assert offload.offloaded == ["sophon.qreduce_mean", "sophon.reshape"], offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 24, 7, 9)), ("relax.dequantize", (1, 24))]
+    quantizes = [b.value for b in quantized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)
+                 and b.value.op.name == "relax.quantize"]
+    in_scale, out_scale = (float(constant_value(q.args[1])) for q in quantizes)
+    chip = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    llvm = relax.VirtualMachine(tvm.compile(quantized, target="llvm"), tvm.cpu())
+    for _ in range(4):
+        x = (rng.standard_normal((1, 24, 7, 9)) + 0.5).astype("float32")
+        got = np.round(chip["main"](tvm.runtime.tensor(x)).numpy().ravel() / np.float32(out_scale))
+        xq = np.clip(np.round(x / np.float32(in_scale)), -128, 127)  # the host's quantize of the input
+        np.testing.assert_array_equal(got, _tflite_mean(xq, in_scale, out_scale))  # exact: TFLite's arithmetic
+        want = np.round(llvm["main"](tvm.runtime.tensor(x)).numpy().ravel() / np.float32(out_scale))
+        assert np.abs(got - want).max() <= 1  # TFLite's double rounding (docstring)
