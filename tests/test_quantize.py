@@ -363,3 +363,42 @@ def test_ptq_global_pool_on_the_chip_against_tflite_formula_and_llvm():
         np.testing.assert_array_equal(got, _tflite_mean(xq, in_scale, out_scale))  # exact: TFLite's arithmetic
         want = np.round(llvm["main"](tvm.runtime.tensor(x)).numpy().ravel() / np.float32(out_scale))
         assert np.abs(got - want).max() <= 1  # TFLite's double rounding (docstring)
+
+
+# ---------------------------------------------------------------- an int8 dense bigger than local memory
+
+def test_int8_dense_too_big_for_local_memory_is_sliced_by_output_channels():
+    """VGG's fc1 in int8 (per lane, (4096 / 64) x 25088 weight bytes, three times a
+    lane's 512 KiB): the int8 fc is cut into output-channel slices, each requantized
+    with its own channels' multipliers, and matches TFLite's reference
+    FULLY_CONNECTED formula written out here (int32 accumulation of (x - zp) * w
+    plus bias, one rounding of acc * scale in double, halves away from zero)."""
+    K, N = 8448, 4096   # 64 x 8448 = 540672 bytes per lane > 524288
+    rng = np.random.default_rng(7)
+    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    bias = rng.integers(-20000, 20000, N).astype(np.int32)
+    x_scale, x_zp, out_scale = 0.02, 3, 0.5
+    w_scales = rng.uniform(0.0005, 0.002, N).astype(np.float32)   # per output channel, as PTQ writes
+    c = lambda v, dtype: relax.const(np.asarray(v, dtype=dtype))  # noqa: E731
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, K), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xf = bb.emit(relax.op.dequantize(x, c(x_scale, "float32"), c(x_zp, "int32")))
+            wf = bb.emit(relax.op.dequantize(bb.emit(relax.op.permute_dims(c(wq, "int8"))), c(w_scales, "float32"),
+                                             c(0, "int32"), axis=1))
+            y = bb.emit(relax.op.matmul(xf, wf))
+            bias_scales = (np.float32(x_scale) * w_scales).astype("float32")
+            y = bb.emit(relax.op.add(y, bb.emit(relax.op.dequantize(c(bias, "int32"), c(bias_scales, "float32"),
+                                                                      c(0, "int32"), axis=0))))
+            out = bb.emit_output(relax.op.clip(relax.op.quantize(y, c(out_scale, "float32"), c(0, "int32"),
+                                                                 out_dtype="int8"), 0, 127))
+        bb.emit_func_output(out)
+    partitioned = tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")
+    assert tvm_sophon.offload_report(partitioned).offloaded == ["sophon.qdense_bias_clip"]
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    data = rng.integers(-128, 128, (1, K), dtype=np.int8)
+    acc = (data.astype(np.int64) - x_zp) @ wq.T.astype(np.int64) + bias
+    scaled = acc * (np.float64(np.float32(x_scale)) * w_scales.astype(np.float64) / np.float64(np.float32(out_scale)))
+    want = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5), 0, 127).astype(np.int8)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(), want)  # exact: TFLite's formula
