@@ -11,6 +11,10 @@ where the estimated time goes:
     dma       timesteps in which the GDMA takes longer
     fixed     the part of both that is per-instruction issue latency and
               per-timestep synchronisation (included in the two above)
+    eltwise   element-wise work within the TIU's share (binary ops, table
+              lookups, an activation fused into a conv that is not free)
+    lbl/lg    the layer-by-layer plan's estimate over the layer-group plan's:
+              above 1 where the planner's groups beat one layer per group
     host      ops left on the host (they are not in the estimate: a model with
               host ops is estimated only in part, and the row says so)
 
@@ -24,7 +28,8 @@ change the time).
 
 ``--fit`` plans every row once with today's profile, then scores a grid of the
 fitted terms (GDMA burst, GDMA and TIU issue latencies, timestep
-synchronisation, depthwise/pooling unit width) on those fixed plans by the
+synchronisation, depthwise/pooling unit and element-wise datapath widths) on
+those fixed plans by the
 largest |log(estimate / measured)|, and prints the best; the chosen values live
 in ``tvm_sophon/chips/bm1684.json``, so a re-run without ``--fit`` replans with
 them and shows the final table.
