@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tvm_sophon import get_chip
 from tvm_sophon.cost import (ActivationStruct, ChipStruct, ConvParamsStruct, LocalStruct,
                              PoolParamsStruct, runtime_library)
+from int8_structs import AddParams, GlobalStruct, Requant
 
 I8, I32 = 1, 2
 ALIGNED, COMPACT = 0, 1
@@ -53,39 +54,10 @@ def _host_isa_levels() -> list[int]:
 HOST_ISA_LEVELS = _host_isa_levels()
 
 
-class Requant(ctypes.Structure):  # sophon_requant
-    _fields_ = [("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32),
-                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
-                ("per_channel", ctypes.c_int32),
-                ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32)),
-                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
-
-
-class AddParams(ctypes.Structure):  # sophon_add_int8_params
-    _fields_ = [(name, ctypes.c_int32) for name in (
-        "left_shift", "input1_zero_point", "input2_zero_point", "output_zero_point",
-        "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
-        "output_multiplier", "output_shift", "act_min", "act_max")]
-
-
-class GlobalStruct(ctypes.Structure):  # sophon_global
-    _fields_ = [("data", ctypes.c_void_p), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
-                ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("stride_n", ctypes.c_int64),
-                ("stride_c", ctypes.c_int64), ("stride_h", ctypes.c_int64),
-                ("stride_w", ctypes.c_int64), ("dtype", ctypes.c_int)]
-
-    @classmethod
-    def of(cls, array: np.ndarray, dtype: int) -> "GlobalStruct":
-        assert array.ndim == 4 and array.flags.c_contiguous
-        strides = [s // array.itemsize for s in array.strides]
-        return cls(array.ctypes.data, *array.shape, *strides, dtype)
-
-
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max")]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")]
 
 
 def _lib():

@@ -27,7 +27,7 @@ import tvm_sophon  # noqa: E402
 from tvm_sophon import quant_eltwise  # noqa: E402
 from tvm_sophon.frontend import load  # noqa: E402
 
-from frontend_models import int8_tflite  # noqa: E402
+from frontend_models import int8_inputs as _inputs, int8_tflite  # noqa: E402
 
 L = tf.keras.layers
 K = tf.keras.ops
@@ -109,20 +109,6 @@ def _tflite(buf, inputs, resolver):
         interp.set_tensor(detail["index"], x)
     interp.invoke()
     return interp.get_tensor(interp.get_output_details()[0]["index"])
-
-
-def _inputs(mod, seed):
-    """Random int8 inputs; the first holds every int8 value once per 256 elements
-    (a unary op is then checked on its whole domain where the tensor is that big)."""
-    rng = np.random.default_rng(seed)
-    xs = []
-    for i, p in enumerate(mod["main"].params):
-        shape = [int(d) for d in p.ty.shape.values]
-        x = rng.integers(-128, 128, size=shape, dtype=np.int8)
-        if i == 0:
-            x = np.resize(rng.permutation(256) - 128, shape).astype(np.int8)
-        xs.append(x)
-    return xs
 
 
 def _build(path):

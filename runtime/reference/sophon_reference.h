@@ -30,8 +30,8 @@ sophon_status sophon_check_bias_shape(sophon_device* dev, const char* op, const 
 sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);
-/* The f32 operand checks conv2d and conv2d_transpose share once shapes are known:
- * one dtype, bounds, out disjoint from every input. */
+/* The f32 operand checks conv2d, fc and conv2d_transpose share once shapes are
+ * known: one dtype, bounds, out disjoint from every input. */
 sophon_status sophon_check_conv_operands(sophon_device* dev, const char* op,
                                          const sophon_local* out, const sophon_local* in,
                                          const sophon_local* weight, const sophon_local* bias);
