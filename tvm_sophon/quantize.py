@@ -41,7 +41,12 @@ QDQ_OPS = {"relax.mean": "mean", "relax.sum": "sum", "relax.max": "reduce_max", 
            "relax.subtract": "sub", "relax.maximum": "maximum", "relax.minimum": "minimum",
            "relax.concat": "concat", "relax.image.resize2d": "resize2d",
            # a global average pool is TFLite's int8 MEAN over H, W (written out as a mean)
-           "relax.nn.adaptive_avg_pool2d": "mean"}
+           "relax.nn.adaptive_avg_pool2d": "mean",
+           # TFLite's LayerNorm: MEAN, SQUARED_DIFFERENCE / MUL, MEAN, ADD eps, RSQRT, NEG, MUL, ADD
+           "relax.rsqrt": "rsqrt", "relax.negative": "negative"}
+# element-wise ops that take a constant operand as an int8 constant (per tensor, symmetric),
+# as TFLite's converter quantizes a MUL or SUB by a weight it cannot fold
+CONST_OPERAND = ("relax.multiply", "relax.subtract")
 # TFLite's int8 kernels fix these outputs' quantization (scale, zero point)
 FIXED_OUTPUT = {"softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 # and these keep their input's (TFLite's REDUCE_MAX / MIN and RESIZE)
@@ -194,6 +199,8 @@ def _find_layers(bindings) -> dict:
                 inputs = inputs[:1]
             if name == "relax.nn.adaptive_avg_pool2d" and _global_pool_axes(value) is None:
                 continue  # an adaptive pool to more than 1x1 stays fp32
+            if name in CONST_OPERAND and len(inputs) == 2 and sum(constant_value(a) is not None for a in inputs) == 1:
+                inputs = [a for a in inputs if constant_value(a) is None]
             if not inputs or not all(_is_var(a) and isinstance(a.ty, relax.TensorType)
                                      and str(a.ty.dtype) == "float32" for a in inputs):
                 continue  # a constant operand (a scale, a bias) or a tuple var: stays fp32
@@ -469,6 +476,12 @@ class _Rewriter:
                                             axis=0, out_dtype="int8"))
         return qv, s
 
+    def int8_constant(self, expr):
+        """dequantize(an int8 constant): ``expr`` quantized symmetric, one scale."""
+        c = constant_value(expr)
+        s = np.float32(np.abs(c).max() / 127.0) if np.abs(c).max() > 0 else np.float32(1.0)
+        return self.dequantize(self.const(np.clip(np.round(c / s), -127, 127), "int8"), s)
+
     def dequantize(self, qv, s, zp=0):
         return self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(zp, "int32"), axis=0))
 
@@ -561,7 +574,8 @@ class _Rewriter:
             args = mean.args
         else:
             it = iter(operands)
-            args = [next(it) if _is_var(a) else a for a in call.args]
+            args = [next(it) if _is_var(a) else self.int8_constant(a) if call.op.name in CONST_OPERAND else a
+                    for a in call.args]
         y = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
         if layer.kind in FIXED_OUTPUT:
             self.requantize(layer, y, *FIXED_OUTPUT[layer.kind])
@@ -672,7 +686,37 @@ def _prepare(mod, params):
     if params:
         mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v))
                                                   for k, v in params.items()})(mod)
-    return _main_bindings(relax.transform.FoldConstant()(mod))
+    func, bindings = _main_bindings(relax.transform.FoldConstant()(mod))
+    if any(isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.nn.layer_norm"
+           for _, v in bindings):
+        func, bindings = _main_bindings(_expand_layer_norms(func, bindings))
+    return func, bindings
+
+
+def _expand_layer_norms(func, bindings) -> tvm.IRModule:
+    """main with each nn.layer_norm written out as the ops TFLite's int8 LayerNorm is
+    made of, which quantize one by one: m = mean(x), d = x - m, v = mean(d * d),
+    r = rsqrt(v + eps), (d * r) * gamma + beta (the last, per channel, an affine)."""
+    bb = relax.BlockBuilder()
+    with bb.function("main", list(func.params)):
+        with bb.dataflow():
+            for var, value in bindings:
+                if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                        and value.op.name == "relax.nn.layer_norm"):
+                    bb.emit_normalized(relax.VarBinding(var, value))
+                    continue
+                x, gamma, beta = value.args
+                axes = [int(a) for a in value.attrs.axes]
+                m = bb.emit(relax.op.mean(x, axis=axes, keepdims=True))
+                d = bb.emit(relax.op.subtract(x, m))
+                v = bb.emit(relax.op.mean(bb.emit(relax.op.multiply(d, d)), axis=axes, keepdims=True))
+                r = bb.emit(relax.op.rsqrt(bb.emit(relax.op.add(v, relax.const(float(value.attrs.epsilon),
+                                                                                    "float32")))))
+                y = bb.emit(relax.op.add(bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(d, r)), gamma)), beta))
+                bb.emit_normalized(relax.VarBinding(var, y))
+            out = bb.emit_output(func.body.body)
+        bb.emit_func_output(out)
+    return bb.get()
 
 
 def _calibrate(mod, calibration_data, params, method, per_channel, cosine_threshold, progress) -> _Quantization:
