@@ -438,9 +438,11 @@ class Lowering:
         adds it in place (the activation rides on the last add). The weight slice
         of step i+1 loads while step i computes."""
         layer = self.region.layers[group.layers[0]]
-        if len(group.layers) != 1 or layer.kind != "fc" or group.h_slices != 1:
+        if len(group.layers) != 1 or layer.kind not in ("fc", "qfc") or group.h_slices != 1:
             raise PlanError(f"group {group.layers}: slicing over output channels or the reduction "
                             f"takes a group of one fc layer (and no row slices)")
+        if layer.kind == "qfc" and group.k_slices != 1:
+            raise PlanError(f"layer {layer.name}: an int8 fc is sliced over output channels only")
         x, (w, b) = layer.acts[0], layer.params
         M, N = layer.out.dims[:2]
         K = x.dims[1]
@@ -451,7 +453,7 @@ class Lowering:
         rows = split_range(M, group.n_slices, 1)
         cols = split_range(N, group.c_slices, lanes)
         ks = split_range(K, group.k_slices, lanes)
-        act = layer.attrs["act"]
+        act = layer.attrs.get("act")
         stages: list[_Stage] = []
         resident: dict = {}
         for m0, m1 in rows:
@@ -472,7 +474,12 @@ class Lowering:
                             resident["b"] = b_loc
                     last = ki == len(ks) - 1
                     dims = (m1 - m0, c1 - c0, 1, 1)
-                    if acc is None:
+                    if layer.kind == "qfc":   # one reduction slice: requantized in the instruction
+                        acc = self.slice_local(layer.out, dims, layer.out.value.name)
+                        stage.compute.append(P.QFullyConnected(acc, x_rows, w_loc, b_loc,
+                                                               _requant_columns(layer.attrs["requant"], c0, c1),
+                                                               layer.pattern))
+                    elif acc is None:
                         acc = self.slice_local(layer.out, dims, layer.out.value.name)
                         stage.compute.append(P.FullyConnected(acc, x_rows, w_loc, b_loc,
                                                               act if last else P.Activation(), layer.pattern))
@@ -732,6 +739,15 @@ class Lowering:
                 buffer, offset = self.parent[id(local)]
                 local.addr = buffer.addr + offset
         return peak
+
+
+def _requant_columns(requant, c0: int, c1: int):
+    """An int8 fc's requantization for its output channels [c0, c1) (per-channel
+    multipliers sliced, a per-tensor one kept)."""
+    if not requant.per_channel:
+        return requant
+    return dataclasses.replace(requant, multipliers=requant.multipliers[c0:c1], shifts=requant.shifts[c0:c1],
+                               scales=requant.scales[c0:c1] if requant.scales else requant.scales)
 
 
 def split_range(total: int, parts: int, align: int) -> list[tuple[int, int]]:

@@ -56,6 +56,7 @@ struct sophon_device {
   int32_t cpu_fma;                    /* ... FMA3 */
   int32_t cpu_avx512;                 /* ... AVX-512 F, BW, DQ and VL */
   int32_t cpu_avx512vnni;             /* ... AVX-512 VNNI (with cpu_avx512) */
+  int32_t cpu_avx512vbmi;             /* ... AVX-512 VBMI (with cpu_avx512): byte permutes */
   sophon_thread_pool* pool;           /* num_threads - 1 workers, NULL for 1 thread */
   void* scratch_block;                /* packing buffers of the fast kernels: grown, */
   float* scratch;                     /* never shrunk; scratch is 64-byte aligned */

@@ -59,6 +59,14 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
  * reference/sophon_tiu_eltwise_int8.c. */
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                             const sophon_local* b, const sophon_binary_int8_params* p);
+/* sophon_fast_int8_eltwise.c: reduce_int8 over h, bit-identical to its reference
+ * kernel (reference/sophon_tiu_reduce_int8.c); always 0. */
+int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            sophon_reduce_kind kind, const sophon_requant* q);
+/* sophon_fast_int8_binary.c: ... and lut_int8 (the table lookup; with AVX-512 VBMI 64 bytes at a time),
+ * bit-identical to its reference kernel; always 0. */
+int sophon_fast_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p);
 /* sophon_fast_activation.c: f32 activation (every kind), bit-identical (but
  * AVX-512's sigmoid family, see below) to the reference kernel of reference/sophon_tiu_activation.c; always 0. */
 int sophon_fast_activation_f32(sophon_device* dev, const sophon_local* out,

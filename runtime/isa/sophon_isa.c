@@ -152,6 +152,9 @@ static void pool2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
 static void lut_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_lut_int8(dev, o->out, o->a, o->lut);
 }
+static int lut_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_lut_int8(dev, o->out, o->a, o->lut);
+}
 static void binary_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
 }
@@ -163,6 +166,9 @@ static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
 }
 static void reduce_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_reduce_int8(dev, o->out, o->a, o->reduce_kind, o->requant);
+}
+static int reduce_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_reduce_int8(dev, o->out, o->a, o->reduce_kind, o->requant);
 }
 static void softmax_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_int8(dev, o->out, o->a, o->softmax_multiplier, o->softmax_left_shift);
@@ -212,7 +218,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_LRN, "lrn", "tiu_lrn", /* out, a, lrn */
    sophon_check_tiu_lrn, lrn_cost, NULL, lrn_ref, NULL},
   {SOPHON_CMD_LUT_INT8, "lut_int8", "tiu_lut_int8", /* out, a, lut */
-   sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, NULL},
+   sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, lut_int8_fast},
   {SOPHON_CMD_BINARY_INT8, "binary_int8", "tiu_binary_int8", /* out, a, b, binary_int8 */
    sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, binary_int8_fast},
   {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
@@ -222,7 +228,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
    sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
   {SOPHON_CMD_REDUCE_INT8, "reduce_int8", "tiu_reduce_int8", /* out, a, reduce_kind, requant */
-   sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, NULL},
+   sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, reduce_int8_fast},
   {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8", "tiu_softmax_int8", /* out, a, softmax_* */
    sophon_check_tiu_softmax_int8, softmax_int8_cost, NULL, softmax_int8_ref, NULL},
 };

@@ -221,6 +221,10 @@ sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const 
 
 /* ------------------------ int8 reduce, softmax (sophon_tiu_reduce_int8.c) */
 
+/* The multiplier and shift a SUM or MEAN over `rows` requantizes with (a MEAN
+ * folds 1 / rows in, as TFLite's QuantizedMeanOrSum); 0 and 0 for MAX and MIN. */
+void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const sophon_requant* q,
+                                   int32_t* multiplier, int32_t* shift);
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,

@@ -44,18 +44,25 @@ static void mean_multiplier(int32_t count, int32_t* multiplier, int32_t* shift) 
   *shift -= log2_count;
 }
 
+void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const sophon_requant* q,
+                                   int32_t* multiplier, int32_t* shift) {
+  *multiplier = 0;
+  *shift = 0;
+  if (kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) {
+    *multiplier = q->multiplier[0];
+    *shift = q->shift[0];
+    if (kind == SOPHON_REDUCE_MEAN) mean_multiplier(rows, multiplier, shift);
+  }
+}
+
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q) {
   sophon_plane_walk walk;
   const int32_t rows = in->h, width = in->w;
-  int32_t multiplier = 0, shift = 0;
+  int32_t multiplier, shift;
   int32_t x, y;
 
-  if (kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) {
-    multiplier = q->multiplier[0];
-    shift = q->shift[0];
-    if (kind == SOPHON_REDUCE_MEAN) mean_multiplier(rows, &multiplier, &shift);
-  }
+  sophon_reduce_int8_multiplier(kind, rows, q, &multiplier, &shift);
   for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
        sophon_plane_walk_next(&walk)) {
     const int8_t* in_data = (const int8_t*)walk.in.base;
