@@ -87,3 +87,78 @@ def test_onnx_qdq_model_runs_int8_on_the_chip_within_one_lsb(qdq_model):
         out = vm["main"](tvm.runtime.tensor(x)).numpy()
         # onnxruntime's int8 kernels use the same integer scheme; the issue's bound is 1 LSB
         assert np.abs(out - expected).max() <= step * 1.0001
+
+
+# ------------------------------------------------------------------ single-op QDQ models
+
+
+def _qdq_file(root, nodes, inits, in_shape, out_shape, seed=0, opset=17, batches=8):
+    """An FP32 ONNX graph x -> nodes -> y, quantized by onnxruntime's quantize_static
+    (QDQ, int8 activations, per-channel int8 weights) on ``batches`` random inputs."""
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(np.asarray(v, np.float32 if np.asarray(v).dtype.kind == "f" else None), k)
+         for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "fp32.onnx"))
+    rng = np.random.default_rng(seed)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal(in_shape).astype("float32")} for _ in range(batches)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(root / "fp32.onnx"), str(root / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return root / "qdq.onnx"
+
+
+def _chip_against_onnxruntime(path, in_shape, runs=3, seed=9):
+    """(offload report, max |chip - onnxruntime| in LSB of the output) over ``runs`` random inputs."""
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    step, rng, worst = _output_step(path), np.random.default_rng(seed), 0.0
+    for _ in range(runs):
+        x = rng.standard_normal(in_shape).astype("float32")
+        expected = session.run(None, {"x": x})[0]
+        worst = max(worst, float(np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - expected).max()) / step)
+    return tvm_sophon.offload_report(partitioned), worst
+
+
+def test_shared_dequantize_feeding_a_concat_partitions(tmp_path):
+    """onnxruntime's QDQ writes one DequantizeLinear of x for both convs and a Concat of
+    two dequantized branches (SqueezeNet's fire module, YOLO's C3): SplitSharedDequantize
+    used to rebuild the graph without renaming the vars inside the Concat's tuple, and
+    TVM's MergeCompositeFunctions failed with an InternalError (memo_.count(...))."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"]),
+             helper.make_node("Conv", ["x", "w2", "b2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    inits = {"w1": rng.standard_normal((4, 3, 1, 1)) * 0.5, "b1": rng.standard_normal(4) * 0.1,
+             "w2": rng.standard_normal((5, 3, 3, 3)) * 0.3, "b2": rng.standard_normal(5) * 0.1}
+    path = _qdq_file(tmp_path, nodes, inits, [1, 3, 6, 6], [1, 9, 6, 6])
+    report, lsb = _chip_against_onnxruntime(path, [1, 3, 6, 6])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # a conv requantizes in TFLite's fixed point (two roundings), onnxruntime in float32 (one):
+    # they differ by 1 LSB where acc * scale lies within about 2^-9 LSB of a half
+    assert lsb <= 1.0001
+
+
+def test_ill_formed_module_is_a_one_line_error():
+    """A variable used and never bound is a SophonCompileError naming it, not TVM's
+    InternalError from inside pattern fusion."""
+    x = relax.Var("x", relax.TensorType((1, 4), "float32"))
+    ghost = relax.Var("ghost", relax.TensorType((1, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.add(x, ghost))
+        bb.emit_func_output(y)
+    with pytest.raises(tvm_sophon.SophonError, match="not well-formed.*ghost"):
+        tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")

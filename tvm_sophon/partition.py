@@ -627,6 +627,18 @@ def _merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _check_well_formed(mod: tvm.IRModule, stage: str) -> None:
+    """A one-line error instead of TVM's InternalError deep inside pattern fusion
+    (FuseOpsByPattern / MergeCompositeFunctions fail on a variable used but never
+    bound, and say only ``memo_.count(...) is false``)."""
+    try:
+        relax.analysis.well_formed(mod)
+    except Exception as err:  # well_formed raises ValueError naming the variable
+        text = str(err).strip().splitlines()
+        raise SophonCompileError(f"{stage}: the Relax module is not well-formed, so it cannot be partitioned: "
+                                 f"{text[-1] if text else type(err).__name__}") from None
+
+
 def is_partitioned(mod: tvm.IRModule) -> bool:
     return any(isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"
                for f in mod.functions.values())
@@ -642,6 +654,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     with :func:`offload_report`.
     """
     chip = get_chip(chip)
+    _check_well_formed(mod, "the module given")
     if params:
         mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
     if not is_quantized(mod):
@@ -653,6 +666,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     if is_quantized(mod):
         mod = _activation_after_quantize(mod)
         mod = _dequantize_per_layer(mod)
+    _check_well_formed(mod, "after tvm_sophon's movement and int8 rewrites")
     rejections: dict = {}
     matches: list = []
     token = patterns.record_rejections(rejections)
