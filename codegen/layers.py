@@ -22,7 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
-from tvm_sophon.patterns.int8_eltwise import QBINARY, UNARY, relu_bounds
+from tvm_sophon.patterns.int8_eltwise import FLOAT_TABLE_ONLY, QBINARY, UNARY, relu_bounds
 from tvm_sophon.names import model_name
 
 from . import movement
@@ -333,6 +333,8 @@ class _Analysis:
         self.layers: list[Layer] = []
         self.aliases: list[P.Tensor] = []
         attrs = func.attrs or {}
+        # whose integer arithmetic the int8 layers follow (partition.INT8_ARITHMETIC_ATTR)
+        self.int8_arithmetic = str(attrs.get("sophon.int8_arithmetic", "tflite"))
         self.const_args = {}
         if "sophon.const_args" in attrs:
             for name, c in json.loads(str(attrs["sophon.const_args"])).items():
@@ -714,15 +716,21 @@ class _Analysis:
         act_min, act_max = self.qeltwise_clamp(comp, out_scale, out_zp)
         if name in UNARY:
             x, scale, zp = self._dequantize_of(comp, m["input"])
-            alpha = 0.0
+            alpha = beta = 0.0
             if name == "qleakyrelu":
                 alpha = float(comp.calls_of("relax.nn.leakyrelu")[0].attrs.alpha)
-            elif name == "qelu":
-                alpha = float(chains.activation_params(chains.CHAINS["elu"], m, self._lookup(comp))["alpha"])
+            elif name in ("qelu", "qhardsigmoid"):
+                params = chains.activation_params(chains.CHAINS[name[1:]], m, self._lookup(comp))
+                alpha, beta = float(params["alpha"]), float(params.get("beta", 0.0))
             bounds = (0.0, 0.0)
             if name == "qrelu":
                 bounds = relu_bounds((comp.calls_of("relax.nn.relu") + comp.calls_of("relax.clip"))[0])
-            table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
+            if self.int8_arithmetic == "onnxruntime" or name in FLOAT_TABLE_ONLY:
+                # an ONNX QDQ model's unary op is a float32 op between DequantizeLinear and
+                # QuantizeLinear (onnxruntime builds its QLinear* tables so)
+                table = qe.float_lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, beta, *bounds)
+            else:
+                table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
             view = self.views.get(x) or P.default_view(len(shape_of(x)))
             return self.add(comp, "qlut", view, [self.operand(x, view)], [], table=table)
         lhs, l_scale, l_zp = self._dequantize_of(comp, m["lhs"] if "lhs" in m else m["input"])

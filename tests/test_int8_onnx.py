@@ -94,7 +94,9 @@ def test_onnx_qdq_model_runs_int8_on_the_chip_within_one_lsb(qdq_model):
 
 def _qdq_file(root, nodes, inits, in_shape, out_shape, seed=0, opset=17, batches=8):
     """An FP32 ONNX graph x -> nodes -> y, quantized by onnxruntime's quantize_static
-    (QDQ, int8 activations, per-channel int8 weights) on ``batches`` random inputs."""
+    (QDQ, int8 activations, per-channel int8 weights) on ``batches`` random inputs.
+    Every op of the graph is named in op_types_to_quantize: by default the quantizer
+    leaves Sub, Max, Min, Tanh, HardSwish, ReduceMean, ... float."""
     graph = helper.make_graph(
         nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
@@ -113,7 +115,8 @@ def _qdq_file(root, nodes, inits, in_shape, out_shape, seed=0, opset=17, batches
             return next(self.batches, None)
 
     quantize_static(str(root / "fp32.onnx"), str(root / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=sorted({n.op_type for n in nodes}))
     return root / "qdq.onnx"
 
 
@@ -162,3 +165,81 @@ def test_ill_formed_module_is_a_one_line_error():
         bb.emit_func_output(y)
     with pytest.raises(tvm_sophon.SophonError, match="not well-formed.*ghost"):
         tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")
+
+
+def _n(op, inputs, outputs, **attrs):
+    return helper.make_node(op, inputs, outputs, **attrs)
+
+
+_R = np.random.default_rng(11)
+_CONV = {"wc": _R.standard_normal((6, 4, 3, 3)) * 0.3, "bc": _R.standard_normal(6) * 0.1}
+# x (1, 4, 6, 6) -> conv 6 channels -> c, then the op under test: each case is int8 on both sides
+# (onnxruntime's quantizer only quantizes an op between quantized tensors)
+SINGLE_OPS = {
+    # torch's nn.Upsample(mode="nearest") as torch.onnx writes it (YOLO's neck)
+    "resize_nearest": ([_n("Resize", ["c", "", "sc"], ["y"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                           nearest_mode="floor")], {"sc": np.array([1, 1, 2, 2], "f")}, [1, 6, 12, 12]),
+    "global_average_pool": ([_n("GlobalAveragePool", ["c"], ["y"])], {}, [1, 6, 1, 1]),
+    "reduce_mean": ([_n("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=1)], {}, [1, 6, 1, 1]),
+    "max_pool": ([_n("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], {},
+                 [1, 6, 3, 3]),
+    "mul": ([_n("Mul", ["c", "k6"], ["y"])], {"k6": _R.standard_normal((1, 6, 1, 1))}, [1, 6, 6, 6]),
+    "sub": ([_n("Sub", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "max": ([_n("Max", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "min": ([_n("Min", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "hard_swish": ([_n("HardSwish", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "hard_sigmoid": ([_n("HardSigmoid", ["c"], ["y"], alpha=1 / 6, beta=0.5)], {}, [1, 6, 6, 6]),
+    "sigmoid": ([_n("Sigmoid", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "silu": ([_n("Sigmoid", ["c"], ["s"]), _n("Mul", ["c", "s"], ["y"])], {}, [1, 6, 6, 6]),
+    "tanh": ([_n("Tanh", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "leaky_relu": ([_n("LeakyRelu", ["c"], ["y"], alpha=0.1)], {}, [1, 6, 6, 6]),
+    "reshape_transpose": ([_n("Reshape", ["c", "shp"], ["r"]), _n("Transpose", ["r"], ["y"], perm=[0, 2, 1])],
+                          {"shp": np.array([1, 6, 36], "int64")}, [1, 36, 6]),
+    "flatten": ([_n("Flatten", ["c"], ["y"])], {}, [1, 216]),
+    "split_concat": ([_n("Split", ["c", "sp"], ["s1", "s2"], axis=1), _n("Concat", ["s2", "s1"], ["y"], axis=1)],
+                     {"sp": np.array([2, 4], "int64")}, [1, 6, 6, 6]),
+    "slice": ([_n("Slice", ["c", "st", "en", "ax"], ["y"])], {"st": np.array([1], "int64"),
+                                                          "en": np.array([5], "int64"), "ax": np.array([2], "int64")},
+              [1, 6, 4, 6]),
+    "conv_transpose": ([_n("ConvTranspose", ["c", "wt", "bt"], ["y"], strides=[2, 2])],
+                       {"wt": _R.standard_normal((6, 3, 2, 2)) * 0.3, "bt": _R.standard_normal(3) * 0.1},
+                       [1, 3, 12, 12]),
+    # the two inputs come out of the quantizer with their own scales: the chip rescales one
+    "concat_scales": ([_n("Mul", ["x", "k"], ["x3"]), _n("Concat", ["c", "x3"], ["y"], axis=1)],
+                      {"k": np.array(3.0, "f")}, [1, 10, 6, 6]),
+}
+
+
+# ops with one input read the model's quantized input itself, so that the op's own
+# difference shows (a conv in front, 1 LSB apart where the roundings part, would be
+# magnified by the op's slope: a sigmoid with a finer output scale turns it into 3)
+DIRECT = {"global_average_pool", "reduce_mean", "mul", "hard_swish", "hard_sigmoid", "sigmoid", "silu", "tanh",
+          "leaky_relu"}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_OPS))
+def test_qdq_single_op_on_the_chip_against_onnxruntime(case, tmp_path):
+    nodes, inits, out_shape = SINGLE_OPS[case]
+    if case in DIRECT:
+        nodes = [_n(n.op_type, ["x" if i == "c" else i for i in n.input], n.output,
+                    **{a.name: helper.get_attribute_value(a) for a in n.attribute}) for n in nodes]
+    else:
+        nodes = [_n("Conv", ["x", "wc", "bc"], ["c"], pads=[1, 1, 1, 1])] + nodes
+    in_shape = [1, 6, 6, 6] if case in DIRECT else [1, 4, 6, 6]
+    path = _qdq_file(tmp_path, nodes, {**_CONV, **inits}, in_shape, out_shape)
+    report, lsb = _chip_against_onnxruntime(path, in_shape)
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} <= {"relax.quantize", "relax.dequantize"}, report.format()
+    assert all(c.startswith("sophon.q") or c in MOVES for c in report.offloaded), report.format()
+    # 1 LSB: onnxruntime requantizes a conv, a mean and a mul in float32 (one rounding, halves
+    # to even), the chip in TFLite's integer arithmetic (a conv's fixed-point multiply rounds
+    # twice: -10.4997 becomes -10.5, then -11); the two part where the exact value lies within
+    # about 2^-9 LSB of a half. Unary ops are float32 tables as onnxruntime's (0 LSB measured);
+    # moves and max/min/max pool take the 1 LSB of the conv in front of them
+    assert lsb <= 1.0 + 1e-3, (lsb, report.format())
+
+
+MOVES = {"sophon.reshape", "sophon.permute_dims", "sophon.strided_slice", "sophon.pad", "sophon.concat"}

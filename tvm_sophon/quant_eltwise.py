@@ -62,6 +62,43 @@ def lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: 
     return tuple(int(v) for v in table)
 
 
+def _float_unary(kind: str, x: np.ndarray, alpha: float, beta: float, act_min: float, act_max: float) -> np.ndarray:
+    """The float32 function behind a table kind (what onnxruntime runs between a
+    DequantizeLinear and a QuantizeLinear, or builds its QLinear* tables from)."""
+    f = np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "logistic":
+            return f(1) / (f(1) + np.exp(-x))
+        if kind == "tanh":
+            return np.tanh(x)
+        if kind == "leakyrelu":
+            return np.where(x >= 0, x, x * f(alpha))
+        if kind == "hardswish":
+            return x * np.clip(x + f(3), f(0), f(6)) / f(6)
+        if kind == "hardsigmoid":
+            return np.clip(x * f(alpha) + f(beta), f(0), f(1))
+        if kind == "elu":
+            return np.where(x > 0, x, f(alpha) * (np.exp(x) - f(1)))
+        if kind == "relu":
+            return np.clip(x, f(act_min), f(act_max))
+        if kind == "requantize":
+            return x
+    raise SophonCompileError(f"int8 {kind}: no float32 table for onnxruntime's arithmetic")
+
+
+def float_lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: float = 0.0,
+                    beta: float = 0.0, act_min: float = 0.0, act_max: float = 0.0) -> tuple[int, ...]:
+    """The table of a unary op as onnxruntime computes it for an ONNX QDQ model:
+    DequantizeLinear ((q - zp) * scale in float32), the op in float32, QuantizeLinear
+    (x / scale rounded half to even, plus the zero point, saturated), for the inputs
+    0..127, -128..-1 (the table's byte order, as ``lut_table``)."""
+    q = np.concatenate([np.arange(0, 128), np.arange(-128, 0)]).astype(np.int32)
+    x = (q - np.int32(_int(input_zp))).astype(np.float32) * np.float32(_scalar(input_scale))
+    y = _float_unary(kind, x.astype(np.float32), alpha, beta, act_min, act_max).astype(np.float32)
+    r = np.rint(y / np.float32(_scalar(output_scale))) + _int(output_zp)
+    return tuple(int(v) for v in np.clip(np.nan_to_num(r, nan=_int(output_zp)), -128, 127))
+
+
 def hardswish_refusal(input_scale, output_scale) -> str | None:
     """Why TFLite's int8 hard-swish (and so the chip's table) refuses these scales, or None."""
     ratio = np.float32(np.float32(1.0 / 128.0) * np.float32(_scalar(input_scale))) / np.float32(_scalar(output_scale))

@@ -31,7 +31,10 @@ from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_
 
 # sophon.q<name> -> the sophon_lut_kind of quant_eltwise.LUT_KINDS
 UNARY = {"qsigmoid": "logistic", "qtanh": "tanh", "qleakyrelu": "leakyrelu", "qhardswish": "hardswish",
-         "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize", "qrelu": "relu"}
+         "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize", "qrelu": "relu",
+         "qhardsigmoid": "hardsigmoid"}
+# TFLite has no int8 op for these: their table is always the float32 one (quant_eltwise.float_lut_table)
+FLOAT_TABLE_ONLY = {"qhardsigmoid"}
 # sophon.q<name> -> the chip's binary_int8 op (SUB runs on the int8 add)
 QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU"}
 # sophon.q<name> -> the float op between the dequantizes and the quantize
@@ -165,7 +168,7 @@ def patterns() -> list[FusionPattern]:
     for name, op in single.items():
         pat, ann = qunary_pattern(lambda x, op=op: (is_op(op)(x), {}))
         table.append(FusionPattern(f"sophon.{name}", pat, ann, make_check(*int8)))
-    for name in ("hardswish", "elu", "gelu"):
+    for name in ("hardswish", "elu", "gelu", "hardsigmoid"):
         chain = chains.CHAINS[name]
         pat, ann = qunary_pattern(chain.pattern)
         extra = (rule_hardswish_scales,) if name == "hardswish" else ()
