@@ -97,10 +97,11 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         arrays.append(f"static const int32_t {r}_mult{k}[] = {{{', '.join(map(str, q.multipliers))}}};")
         arrays.append(f"static const int32_t {r}_shift{k}[] = {{{', '.join(map(str, q.shifts))}}};")
         scale = "NULL"
-        if q.rounding == "double":   # hexadecimal literals: the doubles exactly
+        if q.rounding in ("double", "float32"):   # hexadecimal literals: the doubles exactly
             arrays.append(f"static const double {r}_scale{k}[] = {{{', '.join(float(v).hex() for v in q.scales)}}};")
             scale = f"{r}_scale{k}"
-        rounding = {"fixed_point": "SOPHON_REQUANT_FIXED_POINT", "double": "SOPHON_REQUANT_DOUBLE"}[q.rounding]
+        rounding = {"fixed_point": "SOPHON_REQUANT_FIXED_POINT", "double": "SOPHON_REQUANT_DOUBLE",
+                    "float32": "SOPHON_REQUANT_FLOAT32"}[q.rounding]
         requant_rows[key] = requants.add(
             f"{{{q.input_zero_point}, {q.output_zero_point}, {q.act_min}, {q.act_max}, "
             f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}, {rounding}, {scale}}}", dedupe=False)

@@ -623,6 +623,14 @@ class _Analysis:
             return -128, 127
         return int(_scalar(clips[0].args[1])), int(_scalar(clips[0].args[2]))
 
+    def requant(self, q, x_scale, w_scale, out_scale):
+        """A conv's or fc's requantization in its model's arithmetic: TFLite's as
+        given, onnxruntime's (one float32 rounding) for an ONNX QDQ model."""
+        from tvm_sophon import quant
+
+        return quant.onnxruntime_requant(q, x_scale, w_scale, out_scale) \
+            if self.int8_arithmetic == "onnxruntime" else q
+
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
@@ -657,7 +665,8 @@ class _Analysis:
                             kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                             strides=_ints(attrs.strides), padding=_ints(attrs.padding),
                             dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=P.Activation(),
-                            requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                            requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                                  act_max), x_scale, w_scale, out_scale))
         if comp.pattern.startswith("sophon.qconv2d"):
             root = comp.calls_of("relax.nn.conv2d")[0]
             attrs = root.attrs
@@ -674,7 +683,8 @@ class _Analysis:
                      kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                      strides=_ints(attrs.strides), padding=_ints(attrs.padding),
                      dilation=_ints(attrs.dilation), groups=int(attrs.groups),
-                     requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                     requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                             act_max), x_scale, w_scale, out_scale))
         elif comp.pattern.startswith("sophon.qdense"):
             root = comp.calls_of("relax.matmul")[0]
             x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
@@ -683,7 +693,8 @@ class _Analysis:
             view = (tuple(range(rank - 1)), (rank - 1,), (), ())
             self.add(comp, "qfc", view, [self.operand(x, view)],
                      [self.operand(w, ((), (0,), (1,), ()), "COMPACT"), self.qbias(comp)],
-                     requant=quant.fc_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                     requant=self.requant(quant.fc_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                           act_max), x_scale, w_scale, out_scale))
         elif comp.pattern.startswith("sophon.qadd"):
             root = comp.calls_of("relax.add")[0]
             a, a_scale, a_zp, _ = self.dequantized(comp, root.args[0])

@@ -45,6 +45,13 @@ int32_t sophon_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, i
  * reference FULLY_CONNECTED: static_cast<int32_t>(round(double(acc) * scale))). */
 int32_t sophon_multiply_by_double_scale(int32_t x, double scale);
 
+/* onnxruntime's requantization of an int32 accumulator (MLAS MlasRequantizeOutput):
+ * the accumulator converted to float32, multiplied by the float32 scale, rounded to
+ * nearest with halves to even, saturated to int32. One rounding, where TFLite's
+ * fixed-point multiply rounds twice: the two differ by 1 where acc * scale lies
+ * within about 2^-9 of a half. */
+int32_t sophon_multiply_by_float_scale(int32_t x, float scale);
+
 /* --------------------------------------------------------- requantize */
 
 typedef struct {
@@ -56,15 +63,21 @@ typedef struct {
   const int32_t* shift;
   int32_t rounding;    /* sophon_requant_rounding (0, the default: fixed point) */
   const double* scale; /* SOPHON_REQUANT_DOUBLE: scale[oc] (or [0]) = input_scale *
-                          filter_scale / output_scale in double; otherwise unused */
+                          filter_scale / output_scale in double; SOPHON_REQUANT_FLOAT32:
+                          that ratio computed in float32 (exact in a double); otherwise
+                          unused */
 } sophon_requant;
 
 /* How acc * real is rounded: TFLite's kernels differ per op. */
 typedef enum {
   SOPHON_REQUANT_FIXED_POINT = 0, /* MultiplyByQuantizedMultiplier(acc, multiplier, shift):
                                      CONV_2D, DEPTHWISE_CONV_2D (and every op but fc) */
-  SOPHON_REQUANT_DOUBLE = 1       /* sophon_multiply_by_double_scale(acc, scale):
+  SOPHON_REQUANT_DOUBLE = 1,      /* sophon_multiply_by_double_scale(acc, scale):
                                      FULLY_CONNECTED's reference kernel; fc_int8 only */
+  SOPHON_REQUANT_FLOAT32 = 2      /* sophon_multiply_by_float_scale(acc, (float)scale):
+                                     onnxruntime's QLinearConv / QLinearMatMul (MLAS's
+                                     requantization) for ONNX QDQ models; conv2d_int8,
+                                     conv2d_transpose_int8 and fc_int8 */
 } sophon_requant_rounding;
 
 /*
