@@ -700,8 +700,7 @@ class _Analysis:
             a, a_scale, a_zp, _ = self.dequantized(comp, root.args[0])
             b, b_scale, b_zp, _ = self.dequantized(comp, root.args[1])
             oshape = shape_of(comp.out_var)
-            view = next((self.views[v] for v in (a, b) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [a, b])
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
@@ -742,7 +741,7 @@ class _Analysis:
                 table = qe.float_lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, beta, *bounds)
             else:
                 table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            view = self.elementwise_view(shape_of(x), [x])
             return self.add(comp, "qlut", view, [self.operand(x, view)], [], table=table)
         lhs, l_scale, l_zp = self._dequantize_of(comp, m["lhs"] if "lhs" in m else m["input"])
         rhs, r_scale, r_zp = self._dequantize_of(comp, m["rhs"])
@@ -751,8 +750,7 @@ class _Analysis:
             view = self.views.get(lhs) or P.default_view(len(oshape))
             params = qe.prelu_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp)
         else:
-            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [lhs, rhs])
         acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
         if name == "qsubtract":
             return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
@@ -821,6 +819,9 @@ class _Analysis:
         requant = None
         if kind in ("SUM", "MEAN"):
             requant = quant.reduce_requant(*(float(np.asarray(v).reshape(())) for v in (x_scale, x_zp, out_scale, out_zp)))
+            if self.int8_arithmetic == "onnxruntime":
+                count = int(np.prod([shape_of(x)[a] for a in axes])) if kind == "MEAN" else 1
+                requant = quant.onnxruntime_mean_requant(requant, x_scale, out_scale, count)
         self.add(comp, "qreduce", out_view, [self.operand(x, view)], [], kind=kind, requant=requant)
 
     def qbias(self, comp: _Composite) -> Optional[Operand]:

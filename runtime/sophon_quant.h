@@ -213,8 +213,11 @@ sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out
  *                   sum over y of in - input_zero_point * H, multiplier', shift'))
  * with q's per-tensor (multiplier, shift) of input_scale / output_scale; a MEAN
  * folds 1 / H into it as TFLite does (multiplier' = multiplier * 2^k / H,
- * shift' = shift - k, k = floor(log2 H)). MAX and MIN keep the input's
- * quantization (q may be NULL). */
+ * shift' = shift - k, k = floor(log2 H)). With q->rounding SOPHON_REQUANT_FLOAT32
+ * (onnxruntime's QLinearGlobalAveragePool, ONNX QDQ models) the sum is scaled by
+ * sophon_multiply_by_float_scale(sum, (float)q->scale[0]) instead, scale[0] holding
+ * the whole factor (input_scale / (output_scale * H) for a MEAN, computed in float32
+ * by the compiler). MAX and MIN keep the input's quantization (q may be NULL). */
 sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, sophon_reduce_kind kind,
                                      const sophon_requant* q);

@@ -242,9 +242,94 @@ def test_qdq_single_op_on_the_chip_against_onnxruntime(case, tmp_path):
 
 
 # the ops whose int8 kernel on the chip is TFLite's, not onnxruntime's: 1 LSB apart where
-# the two round differently. MEAN: TFLite's integer mean (sum * multiplier, one fixed-point
-# rounding) against onnxruntime's QLinearGlobalAveragePool / float mean; MUL and ADD:
-# TFLite's fixed-point rescales (ADD's 2^20 common scale) against onnxruntime's float32
-# QLinearMul / QLinearAdd (SiLU's x * sigmoid(x) is a Mul)
-QDQ_ONE_LSB = {"global_average_pool", "reduce_mean", "mul", "add", "silu"}
+# the two round differently. MUL and ADD: TFLite's fixed-point rescales (ADD's 2^20 common
+# scale, two roundings) against onnxruntime's float32 QLinearMul / QLinearAdd (SiLU's
+# x * sigmoid(x) is a Mul of two int8 tensors)
+QDQ_ONE_LSB = {"mul", "add", "silu"}
 MOVES = {"sophon.reshape", "sophon.permute_dims", "sophon.strided_slice", "sophon.pad", "sophon.concat"}
+
+
+def test_qdq_yolo_head_is_one_int8_region(tmp_path):
+    """YOLOv5's detect head on (1, 3, H, W, 6) tensors: sigmoid, slices, xy * 2 - 0.5 + grid,
+    (wh * 2) ** 2 * anchor, concat, reshape. Element-wise int8 ops above 4-D run on merged
+    axes, Pow(x, 2) is an int8 table; the whole head is one region (it was 20)."""
+    rng = np.random.default_rng(5)
+    grid = np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(1, 1, 4, 4, 2) - 0.5
+    nodes = [_n("Conv", ["x", "w", "b"], ["c"]),
+             _n("Reshape", ["c", "s5"], ["r"]), _n("Transpose", ["r"], ["t"], perm=[0, 1, 3, 4, 2]),
+             _n("Sigmoid", ["t"], ["sg"]), _n("Split", ["sg", "parts"], ["xy", "wh", "conf"], axis=4),
+             _n("Mul", ["xy", "two"], ["xy2"]), _n("Add", ["xy2", "grid"], ["xyg"]),
+             _n("Mul", ["xyg", "stride"], ["box_xy"]),
+             _n("Mul", ["wh", "two"], ["wh2"]), _n("Pow", ["wh2", "two"], ["wh4"]),
+             _n("Mul", ["wh4", "anchor"], ["box_wh"]),
+             _n("Concat", ["box_xy", "box_wh", "conf"], ["det"], axis=4), _n("Reshape", ["det", "s3"], ["y"])]
+    inits = {"w": rng.standard_normal((18, 8, 1, 1)) * 0.4, "b": rng.standard_normal(18) * 0.1,
+             "s5": np.array([1, 3, 6, 4, 4], "int64"), "s3": np.array([1, 48, 6], "int64"),
+             "parts": np.array([2, 2, 2], "int64"), "two": np.array(2.0, "f"), "grid": grid.astype("f"),
+             "stride": np.array(8.0, "f"), "anchor": rng.uniform(1, 4, (1, 3, 1, 1, 2)).astype("f")}
+    path = _qdq_file(tmp_path, nodes, inits, [1, 8, 4, 4], [1, 48, 6])
+    report, lsb = _chip_against_onnxruntime(path, [1, 8, 4, 4])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # the Muls and the Add keep TFLite's fixed-point arithmetic: 1 LSB (QDQ_ONE_LSB)
+    assert lsb <= 1.0 + 1e-3
+
+
+def test_qdq_torch_model_is_one_int8_region(tmp_path):
+    """A small PyTorch net exported by torch.onnx (dynamo) and quantized by onnxruntime:
+    conv-BN-ReLU, a residual add, SiLU, max pool, nearest upsampling, a concat of two
+    scales, a global mean that the quantizer leaves float (ReduceMean -> Flatten ->
+    QuantizeLinear: quantized before the flatten) and a linear layer: one int8 region."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+            self.down = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(8, 8, 1))
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = x + self.body(x)
+            up = nn.functional.interpolate(self.down(x), scale_factor=2.0, mode="nearest")
+            y = torch.cat([x, up], 1)
+            return self.head(torch.flatten(y.mean((2, 3), keepdim=True), 1))
+
+    torch.manual_seed(0)
+    model = Net()
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics from one training-mode pass: unit scale
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 1.0
+        model(torch.randn(8, 3, 8, 8))
+    model.eval()
+    fp32 = tmp_path / "net.onnx"
+    import contextlib
+    import io
+    import warnings
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(fp32), input_names=["x"], dynamo=True,
+                          external_data=False, verbose=False)
+    rng = np.random.default_rng(1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype("float32")} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = tmp_path / "net.qdq.onnx"
+    quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    report, lsb = _chip_against_onnxruntime(path, [1, 3, 8, 8])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # the residual Add, SiLU's Mul and the mean keep TFLite's integer arithmetic (QDQ_ONE_LSB),
+    # and their 1 LSB can move the next layers by a step: at most 2 LSB at the output
+    assert lsb <= 2.0 + 1e-3

@@ -766,10 +766,36 @@ def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldPadIntoPool3d", _rewrite_pad_into_pool3d)
 
 
+def _rewrite_quantize_before_moves(func: relax.Function, _mod) -> relax.Function:
+    x, scale, zp = wildcard(), wildcard(), wildcard()
+    move = is_op("relax.reshape")(x, wildcard()) | is_op("relax.permute_dims")(x) | is_op("relax.squeeze")(x) \
+        | is_op("relax.flatten")(x) | is_op("relax.expand_dims")(x)
+    quantize = is_op("relax.quantize")(move, scale, zp)
+
+    def rewriter(call, matches):
+        m, data = matches[move], matches[x]
+        if _scalar_constant(matches[scale]) is None or _scalar_constant(matches[zp]) is None \
+                or not isinstance(data.ty, relax.TensorType) or str(data.ty.dtype) != "float32":
+            return call
+        inner = relax.op.quantize(data, matches[scale], matches[zp], -1, str(call.attrs.out_dtype))
+        return relax.Call(m.op, [inner, *m.args[1:]], m.attrs, span=m.span)
+
+    return rewrite_call(quantize, rewriter, func)
+
+
+def QuantizeBeforeMoves() -> tvm.transform.Pass:  # noqa: N802
+    """``quantize(move(y), s, z)`` -> ``move(quantize(y, s, z))`` for a per-tensor
+    quantization of a float ``y`` and a reshape, transpose, squeeze, expand_dims or
+    flatten: quantizing every element alike commutes with moving them. An ONNX QDQ
+    ``ReduceMean -> Reshape -> QuantizeLinear`` (a global pool and a flatten the
+    quantizer left float) becomes an int8 mean and an int8 reshape."""
+    return _function_pass("SophonQuantizeBeforeMoves", _rewrite_quantize_before_moves)
+
+
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), DequantizePadToPad(),
-            FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), QuantizeBeforeMoves(),
+            DequantizePadToPad(), FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
 
 
 # ------------------------------------------------------------------ identities and importer idioms

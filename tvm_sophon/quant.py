@@ -141,6 +141,15 @@ def onnxruntime_requant(q: Requant, input_scale, weight_scales, output_scale) ->
     return q
 
 
+def onnxruntime_mean_requant(q: Requant, input_scale, output_scale, count: int) -> Requant:
+    """A MEAN (``count`` values; 1 for a SUM) of an ONNX QDQ model as onnxruntime's
+    QLinearGlobalAveragePool scales it: the zero-point-corrected int32 sum times
+    input_scale / (output_scale * count) in float32, rounded once, halves to even."""
+    q.rounding = "float32"
+    q.scales = [float(np.float32(input_scale) / (np.float32(output_scale) * np.float32(count)))]
+    return q
+
+
 @dataclasses.dataclass
 class AddParams:
     """sophon_add_int8_params (TFLite's int8 ADD)."""

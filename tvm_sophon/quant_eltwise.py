@@ -83,6 +83,8 @@ def _float_unary(kind: str, x: np.ndarray, alpha: float, beta: float, act_min: f
             return np.clip(x, f(act_min), f(act_max))
         if kind == "requantize":
             return x
+        if kind == "square":
+            return x * x
     raise SophonCompileError(f"int8 {kind}: no float32 table for onnxruntime's arithmetic")
 
 
