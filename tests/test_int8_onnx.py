@@ -249,12 +249,17 @@ QDQ_ONE_LSB = {"mul", "add", "silu"}
 MOVES = {"sophon.reshape", "sophon.permute_dims", "sophon.strided_slice", "sophon.pad", "sophon.concat"}
 
 
-def test_qdq_yolo_head_is_one_int8_region(tmp_path):
+@pytest.mark.parametrize("size, per_anchor", [(4, 6), (40, 85)])
+def test_qdq_yolo_head_is_one_int8_region(tmp_path, size, per_anchor):
     """YOLOv5's detect head on (1, 3, H, W, 6) tensors: sigmoid, slices, xy * 2 - 0.5 + grid,
     (wh * 2) ** 2 * anchor, concat, reshape. Element-wise int8 ops above 4-D run on merged
-    axes, Pow(x, 2) is an int8 table; the whole head is one region (it was 20)."""
+    axes, Pow(x, 2) is an int8 table; the whole head is one region (it was 20). YOLOv5s's
+    stride-8 head at 320 x 320 (40 x 40, 85 values per anchor): the concat rescales its
+    (1, 3, 40, 40, 81) slice over the lanes (a flat view put 388800 bytes on one lane,
+    which no tiling fits)."""
     rng = np.random.default_rng(5)
-    grid = np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(1, 1, 4, 4, 2) - 0.5
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(1, 1, size, size, 2) - 0.5
+    k = per_anchor - 4
     nodes = [_n("Conv", ["x", "w", "b"], ["c"]),
              _n("Reshape", ["c", "s5"], ["r"]), _n("Transpose", ["r"], ["t"], perm=[0, 1, 3, 4, 2]),
              _n("Sigmoid", ["t"], ["sg"]), _n("Split", ["sg", "parts"], ["xy", "wh", "conf"], axis=4),
@@ -263,12 +268,13 @@ def test_qdq_yolo_head_is_one_int8_region(tmp_path):
              _n("Mul", ["wh", "two"], ["wh2"]), _n("Pow", ["wh2", "two"], ["wh4"]),
              _n("Mul", ["wh4", "anchor"], ["box_wh"]),
              _n("Concat", ["box_xy", "box_wh", "conf"], ["det"], axis=4), _n("Reshape", ["det", "s3"], ["y"])]
-    inits = {"w": rng.standard_normal((18, 8, 1, 1)) * 0.4, "b": rng.standard_normal(18) * 0.1,
-             "s5": np.array([1, 3, 6, 4, 4], "int64"), "s3": np.array([1, 48, 6], "int64"),
-             "parts": np.array([2, 2, 2], "int64"), "two": np.array(2.0, "f"), "grid": grid.astype("f"),
+    inits = {"w": rng.standard_normal((3 * per_anchor, 8, 1, 1)) * 0.4,
+             "b": rng.standard_normal(3 * per_anchor) * 0.1,
+             "s5": np.array([1, 3, per_anchor, size, size], "int64"),
+             "s3": np.array([1, 3 * size * size, per_anchor], "int64"), "parts": np.array([2, 2, k], "int64"), "two": np.array(2.0, "f"), "grid": grid.astype("f"),
              "stride": np.array(8.0, "f"), "anchor": rng.uniform(1, 4, (1, 3, 1, 1, 2)).astype("f")}
-    path = _qdq_file(tmp_path, nodes, inits, [1, 8, 4, 4], [1, 48, 6])
-    report, lsb = _chip_against_onnxruntime(path, [1, 8, 4, 4])
+    path = _qdq_file(tmp_path, nodes, inits, [1, 8, size, size], [1, 3 * size * size, per_anchor])
+    report, lsb = _chip_against_onnxruntime(path, [1, 8, size, size])
     assert len(report.regions) == 1, report.format()
     assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
     # the Muls and the Add keep TFLite's fixed-point arithmetic: 1 LSB (QDQ_ONE_LSB)
