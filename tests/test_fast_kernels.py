@@ -469,6 +469,23 @@ def test_fast_depthwise_network_layers(devices, shape):
     assert_bit_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, (1, c, o, o)))
 
 
+@pytest.mark.parametrize("shape", [
+    # (c, h, w, kernel, stride): EfficientNet-B0's SiLU depthwise layers at 14 and 7,
+    # whose rows the AVX-512 SiLU pass takes back to back as one span
+    (72, 14, 14, 5, 1), (96, 7, 7, 3, 1), (17, 9, 9, 3, 2)])
+def test_fast_depthwise_silu_layers(devices, shape):
+    c, h, w, k, s = shape
+    rng = np.random.default_rng(c * h)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    p = k // 2
+    o = (h + 2 * p - k) // s + 1
+    params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), c, "silu")
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params,
+                                                           (1, c, o, o)), "silu")
+
+
 @pytest.mark.parametrize("case", [
     # (c, h, w, kernel, stride, pad (t, l, b, r), dilation): input columns past the
     # last window, odd widths at stride 2, padding wider than the kernel, a window

@@ -250,7 +250,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void store_runs_avx512(const gr
     __m512i v = result[runs[k].vector];
     if (runs[k].lane != 0)
       v = _mm512_maskz_compress_epi32((__mmask16)(first_lanes << runs[k].lane), v);
-    _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, _mm512_cvtepi32_epi8(v));
+    _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, sophon_pack_bytes_avx512(v));
   }
 }
 #endif

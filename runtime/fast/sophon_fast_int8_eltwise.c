@@ -137,8 +137,7 @@ SOPHON_AVX512 static void add_run_avx512(const int8_t* a, const int8_t* b, int8_
         count - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - i)) - 1u);
     const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, a + i));
     const __m512i y = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, b + i));
-    /* (converted in a register: vpmovdb to memory is slow on some CPUs) */
-    _mm_mask_storeu_epi8(out + i, mask, _mm512_cvtepi32_epi8(add_avx512(x, y, p)));
+    _mm_mask_storeu_epi8(out + i, mask, sophon_pack_bytes_avx512(add_avx512(x, y, p)));
   }
 }
 #endif
