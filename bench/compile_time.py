@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import zoo_models  # noqa: E402
+from zoo_args import add_zoo_arguments, selected_models  # noqa: E402
 
 TIMEOUT_S = 1800
 STAGES = ("import", "partition", "analysis", "planning", "lowering", "render", "cc", "host", "export")
@@ -220,14 +221,9 @@ def format_table(rows: list) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="the tests' small input sizes")
-    parser.add_argument("--only", help="comma-separated model names (default: all)")
-    parser.add_argument("--json", help="write the rows to this file")
-    parser.add_argument("--table", metavar="JSON", help="print the table of a --json file and exit")
+    add_zoo_arguments(parser)
     parser.add_argument("--profile", metavar="MODEL", help="cProfile one model's partition and build")
     parser.add_argument("--top", type=int, default=30, help="rows of the profile (default %(default)s)")
-    parser.add_argument("--workdir", default=str(zoo_models.default_workdir()),
-                        help="where converted models are kept (default %(default)s)")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
     size = "small" if args.small else "full"
@@ -239,10 +235,7 @@ def main(argv=None) -> int:
         profile(args.profile, size, workdir, args.top)
         return 0
 
-    names = args.only.split(",") if args.only else list(zoo_models.MODELS)
-    unknown = [n for n in names if n not in zoo_models.MODELS]
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(zoo_models.MODELS)}")
+    names = selected_models(parser, args.only, zoo_models.MODELS)
     load = os.getloadavg()[0]
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load {load:.1f}, size={size}; CPU seconds", flush=True)

@@ -29,7 +29,7 @@ I8 = 1
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max")]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")]
 
 
 class AddParams(ctypes.Structure):  # sophon_add_int8_params

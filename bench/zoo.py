@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import zoo_int8_models  # noqa: E402
 import zoo_models  # noqa: E402
 import zoo_qdq_models  # noqa: E402
+from zoo_args import add_zoo_arguments, selected_models  # noqa: E402
 
 TIMEOUT_S = 1800
 
@@ -105,15 +106,12 @@ def format_reasons(rows: list) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="the tests' small input sizes")
-    parser.add_argument("--only", help="comma-separated model names (default: all)")
-    parser.add_argument("--json", help="write the rows to this file")
-    parser.add_argument("--workdir", default=str(zoo_models.default_workdir()),
-                        help="where converted models are kept (default %(default)s)")
-    parser.add_argument("--table", metavar="JSON", help="print the table of a --json file and exit")
+    add_zoo_arguments(parser)
     parser.add_argument("--int8", action="store_true",
                         help="the INT8 zoo of issue #11 (tests/zoo_int8_models.py: full-integer TFLite on bm1684, "
                              "bit-exact count and max LSB against TFLite's kernels)")
+    parser.add_argument("--int8-size", choices=("small", "full"), default="small",
+                        help="with --int8: the Keras apps' input size (default small; full: the published size)")
     parser.add_argument("--qdq", action="store_true",
                         help="the ONNX QDQ zoo of issue #11 (tests/zoo_qdq_models.py: the torch models quantized by "
                              "onnxruntime's quantize_static on bm1684, max LSB against onnxruntime)")
@@ -123,7 +121,7 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
 
     if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
-        row = zoo_int8_models.measure(args.worker, workdir) if args.int8 else \
+        row = zoo_int8_models.measure(args.worker, workdir, args.size) if args.int8 else \
             zoo_qdq_models.measure(args.worker, workdir) if args.qdq else \
             zoo_models.measure(args.worker, args.size, workdir)
         print("ZOO_ROW " + json.dumps(row), flush=True)
@@ -134,14 +132,11 @@ def main(argv=None) -> int:
         return 0
 
     known = zoo_int8_models.MODELS if args.int8 else zoo_qdq_models.MODELS if args.qdq else zoo_models.MODELS
-    names = args.only.split(",") if args.only else list(known)
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    size = "small" if args.small else "full"
+    names = selected_models(parser, args.only, known)
+    size = args.int8_size if args.int8 else "small" if args.small else "full"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, "
-          f"size={'int8 (small inputs)' if args.int8 or args.qdq else size}", flush=True)
+          f"size={f'int8 ({size} inputs)' if args.int8 else 'qdq (small inputs)' if args.qdq else size}", flush=True)
     rows = []
     for name in names:
         start = time.perf_counter()

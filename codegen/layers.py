@@ -718,7 +718,7 @@ class _Analysis:
 
     def qeltwise_layer(self, comp: _Composite, out_scale, out_zp) -> None:
         """An int8 element-wise chain (patterns/int8_eltwise.py): a unary op as a
-        table lookup, SUB as the int8 add, MUL / MAX / MIN / PRELU as binary_int8."""
+        table lookup, SUB as the int8 add, MUL / MAX / MIN / PRELU / SQUARED_DIFFERENCE as binary_int8."""
         from tvm_sophon import quant_eltwise as qe
 
         name = _qeltwise_name(comp.pattern)
@@ -759,6 +759,8 @@ class _Analysis:
             params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
         elif name in ("qmaximum", "qminimum"):
             params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)
+        elif name == "qsquared_difference":
+            params = qe.squared_difference_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp)
         self.add(comp, "qbinary", view, acts, [], params=params)
 
     def qeltwise_clamp(self, comp: _Composite, out_scale, out_zp) -> tuple[int, int]:

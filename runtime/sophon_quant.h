@@ -138,9 +138,15 @@ typedef enum {
   SOPHON_LUT_GELU_TANH = 7,  /* float lookup table of gelu.cc (approximate form) */
   SOPHON_LUT_CONCAT_RESCALE = 8, /* a CONCATENATION input rescaled to the output's quantization
                                     (reference_ops::ConcatenationWithScaling, float) */
-  SOPHON_LUT_RELU = 9 /* RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1: reference_ops::ReluX (the
-                         input requantized to the output's scale, then clamped to the
-                         quantized [act_min, act_max]) */
+  SOPHON_LUT_RELU = 9, /* RELU, RELU6, RELU_N1_TO_1, RELU_0_TO_1: reference_ops::ReluX (the
+                          input requantized to the output's scale, then clamped to the
+                          quantized [act_min, act_max]) */
+  SOPHON_LUT_RSQRT = 10, /* int8 RSQRT (elementwise.cc): 1 / sqrt by gemmlowp's fixed-point
+                            Newton iteration (GetInvSqrtQuantizedMultiplierExp), rescaled by
+                            QuantizeMultiplier of 1 / (sqrtf(input_scale) * output_scale) */
+  SOPHON_LUT_NEG = 11 /* NEG as the converter writes it in an int8 model: DEQUANTIZE, float
+                         NEG, QUANTIZE (reference Dequantize and AffineQuantize); with one
+                         scale it is int8 NEG's input_zero_point + output_zero_point - x */
 } sophon_lut_kind;
 
 typedef struct {
@@ -172,8 +178,12 @@ typedef enum {
   SOPHON_BINARY_INT8_MUL = 0,  /* zp_out + MBQM((a - zp1) * (b - zp2), multiplier1, shift1) */
   SOPHON_BINARY_INT8_MAX = 1,  /* max(a, b) on the raw values (one quantization for all) */
   SOPHON_BINARY_INT8_MIN = 2,  /* min(a, b) likewise */
-  SOPHON_BINARY_INT8_PRELU = 3 /* x = a - zp1; zp_out + (x >= 0 ? MBQM(x, multiplier1, shift1)
-                                  : MBQM(x * (b - zp2), multiplier2, shift2)); b = alpha */
+  SOPHON_BINARY_INT8_PRELU = 3, /* x = a - zp1; zp_out + (x >= 0 ? MBQM(x, multiplier1, shift1)
+                                   : MBQM(x * (b - zp2), multiplier2, shift2)); b = alpha */
+  SOPHON_BINARY_INT8_SQUARED_DIFFERENCE = 4 /* squared_difference.cc: d = S1((a - zp1) * 2^7)
+                                               - S2((b - zp2) * 2^7); zp_out + S3(d * d), where
+                                               Si(v) = MBQMSmallerThanOneExp(v, multiplieri,
+                                               shifti), shifts in [-31, 0] */
 } sophon_binary_int8_op;
 
 typedef struct {
@@ -182,6 +192,7 @@ typedef struct {
   int32_t multiplier1, shift1; /* MultiplyByQuantizedMultiplier pairs (unused: 0, 0) */
   int32_t multiplier2, shift2;
   int32_t act_min, act_max;
+  int32_t multiplier3, shift3; /* SQUARED_DIFFERENCE's output rescale (others: 0, 0) */
 } sophon_binary_int8_params;
 
 /* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */

@@ -250,3 +250,18 @@ def int8_tflite(model, representative) -> bytes:
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
     return converter.convert()
+
+
+def int8_inputs(mod, seed) -> list:
+    """Random int8 inputs for the parameters of ``mod["main"]``; the first holds every
+    int8 value once per 256 elements (a unary op is then checked on its whole domain
+    where the tensor is that big)."""
+    rng = np.random.default_rng(seed)
+    xs = []
+    for i, p in enumerate(mod["main"].params):
+        shape = [int(d) for d in p.ty.shape.values]
+        x = rng.integers(-128, 128, size=shape, dtype=np.int8)
+        if i == 0:
+            x = np.resize(rng.permutation(256) - 128, shape).astype(np.int8)
+        xs.append(x)
+    return xs

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tvm_sophon import get_chip
 from tvm_sophon.cost import (ActivationStruct, ChipStruct, ConvParamsStruct, LocalStruct,
                              PoolParamsStruct, runtime_library)
+from int8_structs import AddParams, GlobalStruct, Requant
 
 I8, I32 = 1, 2
 ALIGNED, COMPACT = 0, 1
@@ -53,39 +54,14 @@ def _host_isa_levels() -> list[int]:
 HOST_ISA_LEVELS = _host_isa_levels()
 
 
-class Requant(ctypes.Structure):  # sophon_requant
-    _fields_ = [("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32),
-                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
-                ("per_channel", ctypes.c_int32),
-                ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32)),
-                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
-
-
-class AddParams(ctypes.Structure):  # sophon_add_int8_params
-    _fields_ = [(name, ctypes.c_int32) for name in (
-        "left_shift", "input1_zero_point", "input2_zero_point", "output_zero_point",
-        "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
-        "output_multiplier", "output_shift", "act_min", "act_max")]
-
-
-class GlobalStruct(ctypes.Structure):  # sophon_global
-    _fields_ = [("data", ctypes.c_void_p), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
-                ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("stride_n", ctypes.c_int64),
-                ("stride_c", ctypes.c_int64), ("stride_h", ctypes.c_int64),
-                ("stride_w", ctypes.c_int64), ("dtype", ctypes.c_int)]
-
-    @classmethod
-    def of(cls, array: np.ndarray, dtype: int) -> "GlobalStruct":
-        assert array.ndim == 4 and array.flags.c_contiguous
-        strides = [s // array.itemsize for s in array.strides]
-        return cls(array.ctypes.data, *array.shape, *strides, dtype)
-
-
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max")]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")]
+
+
+class LutInt8Params(ctypes.Structure):  # sophon_lut_int8_params
+    _fields_ = [("table", ctypes.c_int8 * 256)]
 
 
 def _lib():
@@ -115,6 +91,10 @@ def _lib():
                                            P(PoolParamsStruct), ctypes.c_int32, ctypes.c_int32]
     lib.sophon_tiu_binary_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                            P(LocalStruct), P(BinaryInt8Params)]
+    lib.sophon_tiu_reduce_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                           ctypes.c_int, P(Requant)]
+    lib.sophon_tiu_lut_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                        P(LutInt8Params)]
     return lib
 
 
@@ -507,6 +487,76 @@ def test_fast_binary_int8_is_bit_identical(devices, shape, b_kind, p, inplace, s
     a = rng.integers(-128, 128, shape, dtype=np.int8)
     b = rng.integers(-128, 128, b_shape, dtype=np.int8)
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
+
+
+@pytest.mark.parametrize("op", [0, 1, 2, 3], ids=["mul", "max", "min", "prelu"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_fast_binary_int8_per_channel_table(devices, op, inplace):
+    """b one value per channel on planes of at least 1024 elements (an SE block's
+    scale at 56x56): the fast kernel looks up a per-channel table of the 256 results;
+    every byte value of a appears in every channel."""
+    rng = np.random.default_rng(op)
+    shape = (2, 5, 33, 40)
+    a = rng.integers(-128, 128, shape, dtype=np.int8)
+    a.reshape(2, 5, -1)[:, :, 40:296] = np.arange(-128, 128).astype(np.int8)
+    b = rng.integers(-128, 128, (2, 5, 1, 1), dtype=np.int8)
+    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120)
+    assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
+
+
+# --------------------------------------------------------------- lut_int8
+
+def run_lut_int8(dev: Device, x, table, inplace, window=(0, 0)):
+    dev.next_addr = 0
+    t_in = dev.put(x) if window == (0, 0) else dev.window(x.shape, *window, fill=x)
+    t_out = t_in if inplace else dev.alloc(x.shape)
+    params = LutInt8Params((ctypes.c_int8 * 256)(*table.tolist()))
+    dev.check(dev.lib.sophon_tiu_lut_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                          ctypes.byref(params)))
+    return dev.store(t_out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 70]),
+                       st.sampled_from([1, 7, 31]), st.sampled_from([1, 5, 63, 64, 65])),
+       inplace=st.booleans(), window=st.sampled_from([(0, 0), (1, 2)]), seed=st.integers(0, 2**16))
+def test_fast_lut_int8_is_bit_identical(devices, shape, inplace, window, seed):
+    """A random table (every entry distinct from its index's neighbours), planes that
+    are not multiples of 64 (the masked tail), in place, and a row window (a channel
+    stride that is not the plane's). Level 2 runs the AVX-512 lookup where the CPU has
+    avx512vbmi, else the C one."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    table = rng.permutation(256).astype(np.uint8).view(np.int8)
+    ref = assert_identical(devices, lambda dev: run_lut_int8(dev, x, table, inplace, window))
+    np.testing.assert_array_equal(ref, table[x.view(np.uint8)])  # the definition, independently
+
+
+# ------------------------------------------------------------ reduce_int8
+
+def run_reduce_int8(dev: Device, x, kind, q):
+    dev.next_addr = 0
+    t_in = dev.put(x)
+    t_out = dev.alloc((x.shape[0], x.shape[1], 1, x.shape[3]))
+    dev.check(dev.lib.sophon_tiu_reduce_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                             kind, ctypes.byref(q) if q is not None else None))
+    return dev.store(t_out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 5, 33]),
+                       st.sampled_from([1, 49, 400]), st.sampled_from([1, 3, 300])),
+       kind=st.integers(0, 3), in_zp=st.sampled_from([-128, -3, 127]),
+       act=st.sampled_from([(-128, 127), (-20, 60)]), seed=st.integers(0, 2**16))
+def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, seed):
+    """SUM, MEAN, MAX, MIN over h: one column (a global pool laid out as (N, C, HW, 1)),
+    a few, and more than the kernel's 256-column chunk; all inputs at the far end
+    from the zero point in one channel (the largest sums)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, shape, dtype=np.int8)
+    x[:, 0] = 127 if in_zp < 0 else -128
+    q = None if kind >= 2 else make_requant(rng, 1, shape[2], False, in_zp, 5, act)
+    assert_identical(devices, lambda dev: run_reduce_int8(dev, x, kind, q))
 
 
 # ------------------------------------------------------------------- pool

@@ -89,6 +89,8 @@ def _lib():
                                       P(PoolParamsStruct)]
     lib.sophon_tiu_activation.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                           P(ActivationStruct)]
+    lib.sophon_tiu_resize.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                      ctypes.c_void_p]
     return lib
 
 
@@ -452,19 +454,24 @@ def test_fast_depthwise_is_bit_identical(devices, case):
 
 
 @pytest.mark.parametrize("shape", [
-    # (c, h, w, kernel, stride): MobileNetV2's depthwise layers (pad 1), and a 5x5 one
-    (32, 112, 112, 3, 1), (96, 112, 112, 3, 2), (144, 56, 56, 3, 2), (192, 28, 28, 3, 1),
-    (576, 14, 14, 3, 2), (960, 7, 7, 3, 1), (40, 27, 27, 5, 2)])
+    # (c, h, w, kernel, stride, act): MobileNetV2's depthwise layers (pad 1), a 5x5 one,
+    # and EfficientNet-B0's SiLU ones at 14 and 7, whose rows the AVX-512 SiLU pass
+    # takes back to back as one span
+    (32, 112, 112, 3, 1, "relu6"), (96, 112, 112, 3, 2, "relu6"), (144, 56, 56, 3, 2, "relu6"),
+    (192, 28, 28, 3, 1, "relu6"), (576, 14, 14, 3, 2, "relu6"), (960, 7, 7, 3, 1, "relu6"),
+    (40, 27, 27, 5, 2, "relu6"), (72, 14, 14, 5, 1, "silu"), (96, 7, 7, 3, 1, "silu"),
+    (17, 9, 9, 3, 2, "silu")])
 def test_fast_depthwise_network_layers(devices, shape):
-    c, h, w, k, s = shape
+    c, h, w, k, s, act = shape
     rng = np.random.default_rng(c * h)
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((c, 1, k, k)).astype(np.float32)
     bias = rng.standard_normal(c).astype(np.float32)
     p = k // 2
     o = (h + 2 * p - k) // s + 1
-    params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), c, "relu6")
-    assert_bit_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, (1, c, o, o)))
+    params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params,
+                                                           (1, c, o, o)), act)
 
 
 @pytest.mark.parametrize("case", [
@@ -699,6 +706,51 @@ def test_fast_pool2d_network_layers(devices, layer):
     params = pool_params(kind, (k, k), (s, s), (p, p, p, p), (1, 1), True)
     out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
     assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, out_hw))
+
+
+# ------------------------------------------------------------------- resize
+
+
+class ResizeParamsStruct(ctypes.Structure):  # sophon_resize_params (runtime/sophon.h)
+    _fields_ = [("method", ctypes.c_int), ("coord", ctypes.c_int), ("rounding", ctypes.c_int),
+                ("in_h", ctypes.c_int32), ("out_h", ctypes.c_int32),
+                ("in_row0", ctypes.c_int32), ("out_row0", ctypes.c_int32)]
+
+
+@st.composite
+def resize_cases(draw):
+    n, c = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3, 64, 70]))
+    h, w = draw(st.sampled_from([1, 2, 5, 10, 20])), draw(st.sampled_from([1, 3, 10, 40]))
+    oh = draw(st.sampled_from([1, 2 * h, 3 * h, h + 3, max(1, h // 2)]))
+    ow = draw(st.sampled_from([1, 2 * w, w + 5, max(1, w // 3)]))
+    # a band of output rows, and the input rows it reads (whole image when band is False)
+    band = draw(st.booleans()) and oh > 2
+    return dict(n=n, c=c, h=h, w=w, oh=oh, ow=ow, band=band,
+                coord=draw(st.integers(0, 4)), rounding=draw(st.integers(0, 4)),
+                specials=draw(st.sampled_from([0.0, 0.05])), seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=resize_cases())
+def test_fast_resize_nearest_is_bit_identical(devices, case):
+    """sophon_fast_resize.c against the reference: every coordinate mode and rounding,
+    up and down, non-integer ratios, bands of rows, NaN and signed zeros (copied)."""
+    rng = np.random.default_rng(case["seed"])
+    n, c, h, w, oh, ow = case["n"], case["c"], case["h"], case["w"], case["oh"], case["ow"]
+    x = with_specials(rng, rng.standard_normal((n, c, h, w)).astype(np.float32), case["specials"])
+    out_row0, out_rows = (1, oh - 2) if case["band"] else (0, oh)
+    params = ResizeParamsStruct(0, case["coord"], case["rounding"], h, oh, 0, out_row0)
+
+    def run(dev):
+        dev.next_addr = 0
+        t_in = dev.alloc(n, c, h, w)
+        dev.load(t_in, x)
+        t_out = dev.alloc(n, c, out_rows, ow)
+        dev.check(dev.lib.sophon_tiu_resize(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                            ctypes.byref(params)))
+        return dev.store(t_out)
+
+    assert_bit_identical(devices, run)
 
 
 # --------------------------------------------------------------------- GDMA

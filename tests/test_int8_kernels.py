@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tvm_sophon import get_chip
-from tvm_sophon.cost import ChipStruct, LocalStruct, runtime_library
+from tvm_sophon.cost import ChipStruct, ConvParamsStruct, LocalStruct, PoolParamsStruct, runtime_library
+from int8_structs import AddParams, GlobalStruct, Requant
 
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 F32, I8, I32 = 0, 1, 2
@@ -30,46 +31,6 @@ OK, ERR_ARGUMENT, ERR_BOUNDS, ERR_UNSUPPORTED = 0, 1, 2, 3
 POOL_MAX, POOL_AVG = 0, 1
 
 # ------------------------------------------------------------ ctypes mirrors
-
-
-class ActivationStruct(ctypes.Structure):
-    _fields_ = [("kind", ctypes.c_int), ("alpha", ctypes.c_float), ("lo", ctypes.c_float),
-                ("hi", ctypes.c_float)]
-
-
-class ConvParams(ctypes.Structure):  # sophon_conv_params
-    _fields_ = [(name, ctypes.c_int32) for name in (
-        "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
-        "pad_right", "dilation_h", "dilation_w", "groups")] + [("act", ActivationStruct)]
-
-
-class PoolParams(ctypes.Structure):  # sophon_pool_params
-    _fields_ = [("kind", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
-        "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
-        "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
-
-
-class Requant(ctypes.Structure):  # sophon_requant
-    _fields_ = [("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32),
-                ("act_min", ctypes.c_int32), ("act_max", ctypes.c_int32),
-                ("per_channel", ctypes.c_int32),
-                ("multiplier", ctypes.POINTER(ctypes.c_int32)),
-                ("shift", ctypes.POINTER(ctypes.c_int32)),
-                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
-
-
-class AddParams(ctypes.Structure):  # sophon_add_int8_params
-    _fields_ = [(name, ctypes.c_int32) for name in (
-        "left_shift", "input1_zero_point", "input2_zero_point", "output_zero_point",
-        "input1_multiplier", "input1_shift", "input2_multiplier", "input2_shift",
-        "output_multiplier", "output_shift", "act_min", "act_max")]
-
-
-class GlobalStruct(ctypes.Structure):  # sophon_global
-    _fields_ = [("data", ctypes.c_void_p), ("n", ctypes.c_int32), ("c", ctypes.c_int32),
-                ("h", ctypes.c_int32), ("w", ctypes.c_int32), ("stride_n", ctypes.c_int64),
-                ("stride_c", ctypes.c_int64), ("stride_h", ctypes.c_int64),
-                ("stride_w", ctypes.c_int64), ("dtype", ctypes.c_int)]
 
 
 class CountersStruct(ctypes.Structure):  # sophon_counters
@@ -120,10 +81,7 @@ class Device:
         return t
 
     def _global(self, array: np.ndarray, dtype: int) -> GlobalStruct:
-        n, c, h, w = array.shape
-        item = array.itemsize
-        sn, sc, sh, sw = (s // item for s in array.strides)
-        return GlobalStruct(array.ctypes.data, n, c, h, w, sn, sc, sh, sw, dtype)
+        return GlobalStruct.of(array, dtype)
 
     def put(self, array: np.ndarray, dtype: int, layout=ALIGNED) -> LocalStruct:
         array = np.ascontiguousarray(array, dtype=np.int8 if dtype == I8 else np.int32)
@@ -300,7 +258,7 @@ def run_conv(dev, x, weight, bias, stride, pad, dilation, groups, q, bias_layout
     t_w = dev.put(weight.reshape(1, oc, icg, kh * kw), I8, COMPACT)
     t_b = dev.put(np.asarray(bias).reshape(1, oc, 1, 1), I32, bias_layout) if bias is not None else None
     t_out = dev.local((n, oc, oh, ow), I8)
-    p = ConvParams(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups)
+    p = ConvParamsStruct(kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, groups)
     status = dev.lib.sophon_tiu_conv2d_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
                                             ctypes.byref(t_w),
                                             ctypes.byref(t_b) if t_b is not None else None,
@@ -595,7 +553,7 @@ def test_pool2d_int8_matches_reference(lib, case):
     rng = np.random.default_rng(case["seed"])
     x = int8s(rng, case["shape"])
     (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr) = case["kernel"], case["stride"], case["dilation"], case["pad"]
-    p = PoolParams(case["kind"], kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, 0)
+    p = PoolParamsStruct(case["kind"], kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, 0)
     dev = Device(lib)
     try:
         t_in = dev.put(x, I8)
@@ -620,7 +578,7 @@ def test_avg_pool_rounds_half_away_from_zero(dev):
     # pairs summing to odd numbers: +-0.5, +-1.5, +-63.5
     x = np.array([[0, 1], [0, -1], [1, 2], [-1, -2], [127, 0], [-128, 1]], dtype=np.int8)
     x = x.reshape(1, 6, 1, 2)
-    p = PoolParams(POOL_AVG, 1, 2, 1, 1, 0, 0, 0, 0, 1, 1, 0)
+    p = PoolParamsStruct(POOL_AVG, 1, 2, 1, 1, 0, 0, 0, 0, 1, 1, 0)
     t_in, t_out = dev.put(x, I8), dev.local((1, 6, 1, 1), I8)
     assert dev.lib.sophon_tiu_pool2d_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
                                           ctypes.byref(p), -128, 127) == OK, dev.error()
@@ -635,7 +593,7 @@ def test_chip_without_int8_is_rejected(lib):
     try:
         x = dev.put(np.zeros((1, 3, 4, 4), np.int8), I8)
         out = dev.local((1, 3, 4, 4), I8)
-        p = PoolParams(POOL_MAX, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0)
+        p = PoolParamsStruct(POOL_MAX, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0)
         status = lib.sophon_tiu_pool2d_int8(dev.handle, ctypes.byref(out), ctypes.byref(x),
                                             ctypes.byref(p), -128, 127)
         assert status == ERR_UNSUPPORTED

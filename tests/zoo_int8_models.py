@@ -74,11 +74,12 @@ def _sepconv_tanh(size):
     return tf.keras.Model(inp, L.Dense(5)(x)), (1, 16, 16, 3)
 
 
-#: name -> (builder of (Keras model, input shape), note). The Keras apps are the
-#: FP32 zoo's specs at their small size.
+#: name -> builder(size) of (Keras model, input shape). The Keras apps are the FP32
+#: zoo's specs ("small" by default, "full" their published size); the two nets
+#: written here have one size.
 def _from_zoo(name):
     spec = zoo_models.MODELS[name]
-    return lambda: spec.make("small")
+    return lambda size="small": spec.make(size)
 
 
 MODELS: dict[str, Callable] = {
@@ -90,8 +91,13 @@ MODELS: dict[str, Callable] = {
     "nasnetmobile": _from_zoo("nasnetmobile"),
     "convnext_tiny": _from_zoo("convnext_tiny"),
     "mobilenetv3small": _from_zoo("mobilenetv3small"),
-    "unet_keras": lambda: _unet_keras("small"),
-    "sepconv_tanh": lambda: _sepconv_tanh("small"),
+    "mobilenet": _from_zoo("mobilenet"),
+    "mobilenetv2": _from_zoo("mobilenetv2"),
+    "mobilenetv3large": _from_zoo("mobilenetv3large"),
+    "resnet50v2": _from_zoo("resnet50v2"),
+    "vgg19": _from_zoo("vgg19"),
+    "unet_keras": lambda size="small": _unet_keras(size),
+    "sepconv_tanh": lambda size="small": _sepconv_tanh(size),
 }
 
 
@@ -153,18 +159,19 @@ def quantized_input(buf: bytes, x: np.ndarray) -> np.ndarray:
     return np.clip(np.round(x / scale) + zp, -128, 127).astype(np.int8)
 
 
-def build(name: str, workdir) -> Int8Model:
-    """INT8 model ``name``, written to ``workdir`` unless it is already there."""
+def build(name: str, workdir, size: str = "small") -> Int8Model:
+    """INT8 model ``name`` ("small" inputs, or "full": the published size), written
+    to ``workdir`` unless it is already there."""
     if name not in MODELS:
         raise KeyError(f"unknown INT8 zoo model {name!r} (known: {', '.join(MODELS)})")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"{name}-int8.tflite"
+    path = workdir / f"{name}-int8{'' if size == 'small' else '-' + size}.tflite"
     seed = zoo_models._seed(name + "-int8")
     if not path.exists():
         rng = np.random.default_rng(seed)
         zoo_models._seed_framework("keras", seed)
-        model, shape = MODELS[name]()
+        model, shape = MODELS[name](size)
         zoo_models._calibrate_keras(model, shape, rng)
         zoo_models._atomic_write(path, convert_int8(model, shape, rng))
     buf = path.read_bytes()
@@ -190,7 +197,7 @@ def lsb_distance(actual: list, expected: list) -> tuple[int, int, int]:
 # ------------------------------------------------------------------ the bench's rows
 
 
-def measure(name: str, workdir) -> dict:
+def measure(name: str, workdir, size: str = "small") -> dict:
     """One row of ``bench/zoo.py --int8``: the chip against TFLite's reference
     kernels (BUILTIN_REF), its default interpreter (AUTO: optimized kernels and
     the XNNPACK delegate) and its optimized kernels without delegates (BUILTIN),
@@ -205,7 +212,7 @@ def measure(name: str, workdir) -> dict:
     row = {"model": name}
     stage = "convert"
     try:
-        model = build(name, workdir)
+        model = build(name, workdir, size)
         row["input"] = list(model.inputs[0].shape)
         stage = "import"
         mod = model.load()

@@ -1,5 +1,6 @@
 """Compile-time parameters of the chip's INT8 element-wise instructions
-(runtime/sophon_quant.h: lut_int8, binary_int8; SUB as add_int8), derived from
+(runtime/sophon_quant.h: lut_int8, binary_int8 (MUL, MAX, MIN, PRELU,
+SQUARED_DIFFERENCE); SUB as add_int8), derived from
 a quantized model's scales as TFLite's kernels derive them in Prepare.
 
 The 256-entry table of a unary op is built by the runtime's C statement of
@@ -21,9 +22,9 @@ from .errors import SophonCompileError
 
 # sophon_lut_kind
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
-             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9}
+             "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9, "rsqrt": 10, "neg": 11}
 # sophon_binary_int8_op
-BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3}
+BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4}
 
 
 class _Unary(ctypes.Structure):  # sophon_int8_unary
@@ -85,6 +86,10 @@ def _float_unary(kind: str, x: np.ndarray, alpha: float, beta: float, act_min: f
             return x
         if kind == "square":
             return x * x
+        if kind == "rsqrt":
+            return f(1) / np.sqrt(x)
+        if kind == "neg":
+            return -x
     raise SophonCompileError(f"int8 {kind}: no float32 table for onnxruntime's arithmetic")
 
 
@@ -124,6 +129,8 @@ class BinaryParams:
     shift2: int = 0
     act_min: int = -128
     act_max: int = 127
+    multiplier3: int = 0
+    shift3: int = 0
 
 
 def _f32_ratio(*factors, divisor) -> float:
@@ -152,6 +159,35 @@ def prelu_params(scale, zp, alpha_scale, alpha_zp, out_scale, out_zp) -> BinaryP
 def minmax_params(op: str, zp, act_min=-128, act_max=127) -> BinaryParams:
     """TFLite's int8 MAXIMUM / MINIMUM compare the raw values (one quantization)."""
     return BinaryParams(op, _int(zp), _int(zp), _int(zp), act_min=int(act_min), act_max=int(act_max))
+
+
+def squared_difference_multipliers(scale1, scale2, out_scale) -> tuple[float, float, float]:
+    """The real multipliers of TFLite's int8 SQUARED_DIFFERENCE (squared_difference.cc
+    Prepare, in double from the float32 scales): each input over twice the larger
+    input scale, and (twice the larger)^2 / (2^14 * output scale) for the squared
+    difference of the inputs shifted left by 7."""
+    twice_max = 2.0 * max(quant.f64(scale1), quant.f64(scale2))
+    return (quant.f64(scale1) / twice_max, quant.f64(scale2) / twice_max,
+            twice_max * twice_max / ((1 << 14) * quant.f64(out_scale)))
+
+
+def squared_difference_refusal(scale1, scale2, out_scale) -> str | None:
+    """Why TFLite's int8 SQUARED_DIFFERENCE cannot run with these scales, or None:
+    its output multiplier is taken by QuantizeMultiplierSmallerThanOneExp (below 1)."""
+    real = squared_difference_multipliers(scale1, scale2, out_scale)[2]
+    if not real < 1.0:
+        return (f"int8 squared difference with output multiplier {real:g}: TFLite's kernel takes one "
+                "below 1 (the output scale is too small for the inputs' scales)")
+    return None
+
+
+def squared_difference_params(scale1, zp1, scale2, zp2, out_scale, out_zp) -> BinaryParams:
+    """TFLite's int8 SQUARED_DIFFERENCE (squared_difference.cc): three
+    QuantizeMultiplierSmallerThanOneExp pairs, no fused activation."""
+    (m1, s1), (m2, s2), (m3, s3) = (quant.quantize_multiplier(r)
+                                    for r in squared_difference_multipliers(scale1, scale2, out_scale))
+    return BinaryParams("SQUARED_DIFFERENCE", _int(zp1), _int(zp2), _int(out_zp), m1, s1, m2, s2,
+                        multiplier3=m3, shift3=s3)
 
 
 def sub_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> quant.AddParams:

@@ -21,6 +21,9 @@
 /* AVX-512 with VNNI (vpdpbusd), for the INT8 kernels of sophon_fast_int8.c. */
 #define SOPHON_AVX512VNNI \
   __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+/* AVX-512 with VBMI (vpermi2b: 128-byte table lookups), for lut_int8. */
+#define SOPHON_AVX512VBMI \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
 #define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
 #else
 #define SOPHON_ALWAYS_INLINE

@@ -56,6 +56,7 @@ struct sophon_device {
   int32_t cpu_fma;                    /* ... FMA3 */
   int32_t cpu_avx512;                 /* ... AVX-512 F, BW, DQ and VL */
   int32_t cpu_avx512vnni;             /* ... AVX-512 VNNI (with cpu_avx512) */
+  int32_t cpu_avx512vbmi;             /* ... AVX-512 VBMI (with cpu_avx512): byte permutes */
   sophon_thread_pool* pool;           /* num_threads - 1 workers, NULL for 1 thread */
   void* scratch_block;                /* packing buffers of the fast kernels: grown, */
   float* scratch;                     /* never shrunk; scratch is 64-byte aligned */
@@ -200,6 +201,50 @@ static inline void sophon_channel_next(const sophon_view* v, sophon_channel_iter
     it->base += v->channel_bytes - (int64_t)(v->npu_num - 1) * v->lane_bytes;
   } else {
     it->base += v->lane_bytes;
+  }
+}
+
+/*
+ * The channel loop of a kernel whose output plane (n, c) reads the same plane of
+ * one input (activation, pool, reduce, softmax, resize, lut, lrn, norm): resolves
+ * the views of out and in, then visits every plane of out, batch item by batch
+ * item, channel by channel, with its base in out and in (no divisions). out and
+ * in have the same n and c (the kernel's checks ensure it).
+ *
+ *   sophon_plane_walk walk;
+ *   for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+ *        sophon_plane_walk_next(&walk)) {
+ *     const float* in_data = (const float*)(const void*)walk.in.base;
+ *     float* out_data = (float*)(void*)walk.out.base;
+ *     ... plane (walk.batch, walk.channel) ...
+ *   }
+ */
+typedef struct {
+  sophon_view out_v, in_v;
+  sophon_channel_iter out, in;  /* plane (batch, channel) of out and of in */
+  int32_t batch, channel;
+} sophon_plane_walk;
+
+static inline void sophon_plane_walk_begin(sophon_plane_walk* walk, sophon_device* dev,
+                                           const sophon_local* out, const sophon_local* in) {
+  sophon_view_init(&walk->out_v, dev, out);
+  sophon_view_init(&walk->in_v, dev, in);
+  walk->batch = 0;
+  walk->channel = 0;
+  walk->out = sophon_channel_begin(&walk->out_v, 0, 0);
+  walk->in = sophon_channel_begin(&walk->in_v, 0, 0);
+}
+static inline int sophon_plane_walk_more(const sophon_plane_walk* walk) {
+  return walk->batch < walk->out_v.n;
+}
+static inline void sophon_plane_walk_next(sophon_plane_walk* walk) {
+  if (++walk->channel < walk->out_v.c) {
+    sophon_channel_next(&walk->out_v, &walk->out);
+    sophon_channel_next(&walk->in_v, &walk->in);
+  } else if (++walk->batch < walk->out_v.n) { /* channel 0 of the next batch item */
+    walk->channel = 0;
+    walk->out = sophon_channel_begin(&walk->out_v, walk->batch, 0);
+    walk->in = sophon_channel_begin(&walk->in_v, walk->batch, 0);
   }
 }
 

@@ -34,6 +34,10 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
 int sophon_fast_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, const sophon_local* weight,
                                      const sophon_local* bias, const sophon_conv_params* p);
+/* sophon_fast_resize.c: f32 nearest resize, bit-identical to the reference; -1 for
+ * bilinear or without scratch memory. */
+int sophon_fast_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_resize_params* p);
 /* sophon_fast_int8.c: fast INT8 conv2d (dense, grouped, depthwise) and fc
  * (sophon_quant.h), bit-identical to the reference kernels of reference/sophon_tiu_conv_int8.c;
  * 0, or -1 as above. */
@@ -55,6 +59,14 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
  * reference/sophon_tiu_eltwise_int8.c. */
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                             const sophon_local* b, const sophon_binary_int8_params* p);
+/* sophon_fast_int8_eltwise.c: reduce_int8 over h, bit-identical to its reference
+ * kernel (reference/sophon_tiu_reduce_int8.c); always 0. */
+int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            sophon_reduce_kind kind, const sophon_requant* q);
+/* sophon_fast_int8_binary.c: ... and lut_int8 (the table lookup; with AVX-512 VBMI 64 bytes at a time),
+ * bit-identical to its reference kernel; always 0. */
+int sophon_fast_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p);
 /* sophon_fast_activation.c: f32 activation (every kind), bit-identical (but
  * AVX-512's sigmoid family, see below) to the reference kernel of reference/sophon_tiu_activation.c; always 0. */
 int sophon_fast_activation_f32(sophon_device* dev, const sophon_local* out,

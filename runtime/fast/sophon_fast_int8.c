@@ -14,7 +14,9 @@
  *    is grid pixel p = oy * grid_w + ox, and its tap t is element p + offset[t] of
  *    one plane, so a strip of consecutive grid pixels (across rows; the columns
  *    past out_w are computed and dropped) accumulates each tap from consecutive
- *    elements: 16 int16 products at a time with AVX2 (each fits int16), int32 sums.
+ *    elements: 16 int16 products at a time with AVX2 (each fits int16), int32 sums;
+ *    with AVX-512, 32 pixels and two taps at a time (vpmaddwd on the two taps'
+ *    inputs interleaved), requantized in registers and stored by output run.
  *
  * 2. AVX-512 VNNI (dev->cpu_avx512vnni): an implicit GEMM per (batch item, group),
  *      acc[oc][p] = sum_{k4} sum_{c<4} A[oc][k4].c * B[k4][p].c,
@@ -85,6 +87,13 @@ typedef struct {
 typedef struct {
   int32_t offset, bias, multiplier, shift;
   int32_t left_shift, right_shift; /* max(shift, 0) in [0, 30], max(-shift, 0) in [0, 31] */
+  /* 1 when sat(acc - offset + bias) never saturates: the reference's accumulator is
+   * within 32640 * depth (the file comment), so |bias| + 32640 * depth < 2^31 makes the
+   * sum exact in int32, and then it equals acc + (bias - offset) in wrapping int32
+   * arithmetic (congruent mod 2^32, and within int32): folded = bias - offset, one add
+   * (the AVX-512 requantization) */
+  int exact_sum;
+  int32_t folded;
 } rq_channel;
 
 /* The output side of q. */
@@ -96,13 +105,16 @@ static rq_output output_requant(const sophon_requant* q) {
   return o;
 }
 
-/* Output channel oc's parameters (bias_v NULL: no bias). */
+/* Output channel oc's parameters (bias_v NULL: no bias); depth: the products summed
+ * into one output. */
 static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bias_v, int32_t oc,
-                                  int32_t offset) {
+                                  int32_t offset, int64_t depth) {
   const int32_t qc = q->per_channel ? oc : 0;
   rq_channel c;
   c.offset = offset;
   c.bias = bias_v != NULL ? *sophon_view_i32(bias_v, 0, oc) : 0;
+  c.exact_sum = (c.bias < 0 ? -(int64_t)c.bias : (int64_t)c.bias) + 32640 * depth < INT32_MAX;
+  c.folded = (int32_t)(uint32_t)((uint32_t)c.bias - (uint32_t)offset);
   c.multiplier = q->multiplier[qc];
   c.shift = q->shift[qc];
   c.left_shift = c.shift > 0 ? c.shift : 0;
@@ -174,16 +186,76 @@ SOPHON_AVX2 static void requantize_row_avx2(const int32_t* acc, int32_t count, i
   requantize_row_c(acc + i, count - i, out + i, c, o);
 }
 
-/* requantize_avx2 on 16 lanes. */
-SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
+/* requantize_avx2 on 16 lanes (AVX-512 F: the VNNI kernels inline it too). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
     __m512i acc, const rq_channel* c, const rq_output* o) {
-  __m512i x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
-  x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
+  __m512i x;
+  if (c->exact_sum) {
+    x = _mm512_add_epi32(acc, _mm512_set1_epi32(c->folded));
+  } else {
+    x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
+    x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
+  }
   x = sophon_sat_shift_left_avx512(x, c->left_shift);
   x = sophon_srdhm_avx512(x, _mm512_set1_epi32(c->multiplier));
   x = sophon_rounding_shift_avx512(x, c->right_shift);
   x = _mm512_min_epi32(_mm512_max_epi32(x, _mm512_set1_epi32(o->lo)), _mm512_set1_epi32(o->hi));
   return _mm512_add_epi32(x, _mm512_set1_epi32(o->zero_point));
+}
+#endif
+
+#if SOPHON_X86_DISPATCH
+/* One run of grid pixels that are outputs, inside one vector of 16: lanes [lane,
+ * lane + count) of vector `vector` of a strip go to output element `offset`
+ * (oy * out_w + ox). */
+typedef struct {
+  int32_t vector, lane, count;
+  int64_t offset;
+} grid_run;
+
+/* The runs of grid pixels [p0, p0 + count) (grid rows grid_w wide) with grid column
+ * < out_w; returns how many (at most count). */
+static int32_t grid_runs(int32_t grid_w, int32_t out_w, int64_t p0, int32_t count,
+                         grid_run* runs) {
+  int64_t oy = p0 / grid_w;
+  int32_t x = (int32_t)(p0 % grid_w), i = 0, n = 0;
+  while (i < count) {
+    /* pixels [i, i + row) are on grid row oy, from column x */
+    const int32_t row = grid_w - x < count - i ? grid_w - x : count - i;
+    const int32_t valid = x >= out_w ? 0 : (out_w - x < row ? out_w - x : row);
+    int32_t done = 0;
+    while (done < valid) { /* split at vector boundaries */
+      const int32_t lane = (i + done) % 16;
+      const int32_t take = valid - done < 16 - lane ? valid - done : 16 - lane;
+      runs[n].vector = (i + done) / 16;
+      runs[n].lane = lane;
+      runs[n].count = take;
+      runs[n].offset = oy * out_w + x + done;
+      ++n;
+      done += take;
+    }
+    i += row;
+    ++oy;
+    x = 0;
+  }
+  return n;
+}
+
+/* Stores the runs of one strip: the int8 results of vector j are result[j] (int32
+ * lanes within [-128, 127]); each run's lanes are moved to the bottom, then stored
+ * as bytes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void store_runs_avx512(const grid_run* runs,
+                                                                       int32_t n_runs,
+                                                                       const __m512i* result,
+                                                                       int8_t* out) {
+  int32_t k;
+  for (k = 0; k < n_runs; ++k) {
+    const __mmask16 first_lanes = (__mmask16)((1u << runs[k].count) - 1u);
+    __m512i v = result[runs[k].vector];
+    if (runs[k].lane != 0)
+      v = _mm512_maskz_compress_epi32((__mmask16)(first_lanes << runs[k].lane), v);
+    _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, sophon_pack_bytes_avx512(v));
+  }
 }
 #endif
 
@@ -239,6 +311,7 @@ typedef struct {
   int64_t task_elems;
   requantize_row_fn requantize_row;
   int use_avx2;
+  int use_avx512; /* dw_strips_avx512: tap pairs, requantized in registers */
 } dw_conv;
 
 /* acc[i] = sum_t w[t] * base[tap_offset[t] + i] for i < count. Each product is within
@@ -302,6 +375,83 @@ SOPHON_AVX2 static void dw_strip_avx2(int32_t* acc, const int16_t* base,
 }
 #endif
 
+#if SOPHON_X86_DISPATCH
+/* dw_phase_row_body with AVX-512 for strides 1 and 2, 32 columns at a time (the
+ * last 32 through masks): bytes widened to int16 (stride 2: the even bytes of 64,
+ * each the low byte of a 16-bit word, sign-extended by shifting it up and back),
+ * then - zp; in - zp is within [-255, 255], exact in int16 as in the C body. */
+SOPHON_AVX512 static void dw_phase_row_avx512(int16_t* row, const int8_t* src, int32_t sw,
+                                              int32_t count, int32_t zp) {
+  const __m512i zero_point = _mm512_set1_epi16((int16_t)zp);
+  int32_t x;
+  if (sw > 2) {
+    dw_phase_row_body(row, src, sw, count, zp);
+    return;
+  }
+  for (x = 0; x < count; x += 32) {
+    const int32_t n = count - x < 32 ? count - x : 32;
+    const __mmask32 lanes = n == 32 ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1u);
+    __m512i v;
+    if (sw == 1) {
+      v = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, src + x));
+    } else { /* the last byte read is src[2 * (x + n - 1)], the row's last one */
+      const int32_t bytes = 2 * n - 1;
+      const __mmask64 mask = bytes >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << bytes) - 1u);
+      v = _mm512_srai_epi16(_mm512_slli_epi16(_mm512_maskz_loadu_epi8(mask, src + 2 * x), 8), 8);
+    }
+    _mm512_mask_storeu_epi16(row + x, lanes, _mm512_sub_epi16(v, zero_point));
+  }
+}
+
+/* Taps of a depthwise kernel dw_strips_avx512 takes (in pairs on the stack); more go
+ * to dw_strip_avx2. */
+#define DW_AVX512_MAX_TAPS 128
+
+/* One output channel over all grid pixels, 32 at a time: the taps in pairs (t, t + 1),
+ * the two taps' int16 inputs of each pixel interleaved (unpack) and multiplied by the
+ * pair of weights with one vpmaddwd, which adds the two products (each within
+ * +-32640) exactly into an int32 lane; an odd last tap is paired with itself at
+ * weight 0. The unpacks take, in each 128-bit lane of 8 pixels, pixels 0..3 (lo) and
+ * 4..7 (hi): two permutes put the 32 sums back in pixel order. Then requantized in
+ * registers and stored by output run. Same integer sums as dw_strip_c (exact in
+ * int32, the file comment): bit-identical. */
+SOPHON_AVX512 static void dw_strips_avx512(const dw_conv* d, const int16_t* planes,
+                                           const int8_t* w, const rq_channel* c, int8_t* out) {
+  const int64_t grid_n = (int64_t)d->op.out_h * d->grid_w;
+  const int32_t taps = d->taps, pairs = (taps + 1) / 2;
+  const int64_t* off = d->tap_offset;
+  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29,
+                                           30, 31);
+  int32_t weight_pair[DW_AVX512_MAX_TAPS / 2];
+  int64_t second_off[DW_AVX512_MAX_TAPS / 2];
+  grid_run runs[32];
+  int64_t p0;
+  int32_t i;
+  for (i = 0; i < pairs; ++i) {
+    const int has_second = 2 * i + 1 < taps;
+    weight_pair[i] = (int32_t)((uint32_t)(uint16_t)w[2 * i] |
+                               (uint32_t)(uint16_t)(has_second ? w[2 * i + 1] : 0) << 16);
+    second_off[i] = off[has_second ? 2 * i + 1 : 2 * i];
+  }
+  for (p0 = 0; p0 < grid_n; p0 += 32) {
+    const int16_t* base = planes + p0;
+    const int32_t count = (int32_t)(grid_n - p0 < 32 ? grid_n - p0 : 32);
+    __m512i lo = _mm512_setzero_si512(), hi = lo, result[2];
+    for (i = 0; i < pairs; ++i) {
+      const __m512i x0 = _mm512_loadu_si512((const void*)(base + off[2 * i]));
+      const __m512i x1 = _mm512_loadu_si512((const void*)(base + second_off[i]));
+      const __m512i wv = _mm512_set1_epi32(weight_pair[i]);
+      lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), wv));
+      hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), wv));
+    }
+    result[0] = requantize_avx512(_mm512_permutex2var_epi32(lo, first, hi), c, &d->op.output);
+    result[1] = requantize_avx512(_mm512_permutex2var_epi32(lo, second, hi), c, &d->op.output);
+    store_runs_avx512(runs, grid_runs(d->grid_w, d->op.out_w, p0, count, runs), result, out);
+  }
+}
+#endif
+
 /* The phase planes of input channel `channel` of batch item `batch`. */
 static void dw_split_phases(const dw_conv* d, int32_t batch, int32_t channel, int16_t* planes) {
   const sophon_conv_params* p = d->op.p;
@@ -318,14 +468,16 @@ static void dw_split_phases(const dw_conv* d, int32_t batch, int32_t channel, in
         const int64_t iy = (int64_t)y * sh + py - p->pad_top;
         int16_t* row = plane + (int64_t)y * d->grid_w;
         if (iy < 0 || iy >= d->op.in_h || x_hi <= x_lo) {
-          for (x = 0; x < d->grid_w; ++x) row[x] = 0;
+          memset(row, 0, (size_t)d->grid_w * sizeof(int16_t));
           continue;
         }
         {
           const int8_t* src = in + iy * d->op.in_w + ((int64_t)x_lo * sw + px - p->pad_left);
           for (x = 0; x < x_lo; ++x) row[x] = 0;
 #if SOPHON_X86_DISPATCH
-          if (d->use_avx2)
+          if (d->use_avx512)
+            dw_phase_row_avx512(row + x_lo, src, sw, x_hi - x_lo, zp);
+          else if (d->use_avx2)
             dw_phase_row_avx2(row + x_lo, src, sw, x_hi - x_lo, zp);
           else
 #endif
@@ -377,8 +529,14 @@ static void dw_task(void* ctx, int32_t task, int32_t tasks) {
       /* depth multiplier m: output channel channel * multiplier + m, as TFLite */
       const int32_t oc = channel * d->multiplier + m;
       const int8_t* w = sophon_view_i8(&d->op.weight_v, 0, oc); /* (1, OC, 1, KH*KW) */
-      const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0);
+      const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0, d->taps);
       int8_t* out = sophon_view_i8(&d->op.out_v, batch, oc);
+#if SOPHON_X86_DISPATCH
+      if (d->use_avx512) {
+        dw_strips_avx512(d, planes, w, &c, out);
+        continue;
+      }
+#endif
       /* strips of grid pixels p = oy * grid_w + ox, ox < grid_w: consecutive even across
          rows; the columns ox >= out_w are computed and dropped */
       for (p0 = 0; p0 < grid_n; p0 += DW_STRIP) {
@@ -419,14 +577,15 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   d.grid_h = (int32_t)sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
   d.grid_w = (int32_t)sophon_ceil_div((int64_t)in->w + p->pad_left + p->pad_right, p->stride_w);
   d.plane = (int64_t)d.grid_h * d.grid_w;
-  /* + what the dropped grid pixels of the last row, and those up to a multiple of 16,
+  /* + what the dropped grid pixels of the last row, and those up to a multiple of 32,
    * read past the planes */
   d.task_elems =
-      sophon_ceil_div(phases * d.plane + (int64_t)(p->kernel_w - 1) * p->dilation_w + 16, 32) * 32;
-  d.use_avx2 = 0;
+      sophon_ceil_div(phases * d.plane + (int64_t)(p->kernel_w - 1) * p->dilation_w + 32, 32) * 32;
+  d.use_avx2 = d.use_avx512 = 0;
   d.requantize_row = requantize_row_c;
 #if SOPHON_X86_DISPATCH
   d.use_avx2 = dev->cpu_avx2;
+  d.use_avx512 = dev->cpu_avx512 && d.taps <= DW_AVX512_MAX_TAPS;
   if (dev->cpu_avx2) d.requantize_row = requantize_row_avx2;
 #endif
 
@@ -514,7 +673,14 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
     vector_quads = by_reads < by_writes ? by_reads : by_writes;
     if (vector_quads > icg / 4) vector_quads = icg / 4;
   }
-  for (q = 0; q < vector_quads; ++q) {
+  if (taps == 1) {
+    /* a 1x1 kernel: word q is bytes 4q .. 4q + 3 of the weight row as they are; the
+       bytes past icg in the last word are 0 */
+    memcpy(dst, w, (size_t)icg);
+    memset((int8_t*)(void*)dst + icg, 0, (size_t)(4 * quads - icg));
+    vector_quads = quads;
+  }
+  for (q = 0; q < vector_quads && taps > 1; ++q) {
     const int8_t* src = w + (int64_t)4 * q * taps;
     uint32_t* row = dst + (int64_t)q * taps;
     for (t0 = 0; t0 < taps; t0 += 16) {
@@ -560,7 +726,8 @@ static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_las
   for (oc = oc_first; oc < oc_last; ++oc) {
     const int32_t sum = vnni_pack_row(sophon_view_i8(&g->op.weight_v, 0, oc), g->op.icg, g->taps,
                                       g->quads, a + (int64_t)(oc - oc_first) * g->k4);
-    channels[oc - oc_first] = channel_requant(g->op.q, g->op.bias, oc, correction * sum);
+    channels[oc - oc_first] =
+        channel_requant(g->op.q, g->op.bias, oc, correction * sum, (int64_t)g->op.icg * g->taps);
   }
 }
 
@@ -732,40 +899,6 @@ static void vnni_block_vectors(const vnni_conv* g, int64_t block, int64_t* first
   }
 }
 
-/* One run of grid pixels that are outputs, inside one vector: lanes [lane, lane +
- * count) of vector `vector` of a block go to output element `offset` (oy * out_w + ox). */
-typedef struct {
-  int32_t vector, lane, count;
-  int64_t offset;
-} grid_run;
-
-/* The runs of grid pixels [p0, p0 + count) with grid column < out_w; returns how many
- * (at most count). */
-static int32_t vnni_grid_runs(const vnni_conv* g, int64_t p0, int32_t count, grid_run* runs) {
-  int64_t oy = p0 / g->grid_w;
-  int32_t x = (int32_t)(p0 % g->grid_w), i = 0, n = 0;
-  while (i < count) {
-    /* pixels [i, i + row) are on grid row oy, from column x */
-    const int32_t row = g->grid_w - x < count - i ? g->grid_w - x : count - i;
-    const int32_t valid = x >= g->op.out_w ? 0 : (g->op.out_w - x < row ? g->op.out_w - x : row);
-    int32_t done = 0;
-    while (done < valid) { /* split at vector boundaries */
-      const int32_t lane = (i + done) % 16;
-      const int32_t take = valid - done < 16 - lane ? valid - done : 16 - lane;
-      runs[n].vector = (i + done) / 16;
-      runs[n].lane = lane;
-      runs[n].count = take;
-      runs[n].offset = oy * g->op.out_w + x + done;
-      ++n;
-      done += take;
-    }
-    i += row;
-    ++oy;
-    x = 0;
-  }
-  return n;
-}
-
 /* Work items are (group, output-channel chunk, pixel chunk), in that order; a task
  * packs the A rows of a chunk when it reaches it, so they are read from its own
  * cache for all the chunk's pixels. */
@@ -792,11 +925,11 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
     for (; block < block_end; ++block) {
       grid_run runs[VN];
       int64_t first, p0;
-      int32_t vectors, count, n_runs, oc0, r, j, k;
+      int32_t vectors, count, n_runs, oc0, r, j;
       vnni_block_vectors(g, block, &first, &vectors);
       p0 = first * 16;
       count = (int32_t)(g->grid_n - p0 < 16 * vectors ? g->grid_n - p0 : 16 * vectors);
-      n_runs = vnni_grid_runs(g, p0, count, runs);
+      n_runs = grid_runs(g->grid_w, g->op.out_w, p0, count, runs);
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
         const int32_t rows = oc_last - oc0 < VR ? oc_last - oc0 : VR;
         const uint32_t* a[VR];
@@ -816,14 +949,7 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
           for (j = 0; j < vectors; ++j)
             result[j] = requantize_avx512(_mm512_loadu_si512((const void*)(tile[r] + 16 * j)),
                                           &channels[oc - group * g->op.ocg - oc_first], &g->op.output);
-          for (k = 0; k < n_runs; ++k) {
-            /* the run's lanes moved to the bottom, then stored as bytes */
-            const __mmask16 first_lanes = (__mmask16)((1u << runs[k].count) - 1u);
-            __m512i v = result[runs[k].vector];
-            if (runs[k].lane != 0)
-              v = _mm512_maskz_compress_epi32((__mmask16)(first_lanes << runs[k].lane), v);
-            _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, _mm512_cvtepi32_epi8(v));
-          }
+          store_runs_avx512(runs, n_runs, result, out);
         }
       }
     }
@@ -1105,7 +1231,7 @@ static void conv_task(void* ctx, int32_t task, int32_t tasks) {
         const int32_t oc = group * g->op.ocg + oc0 + (r < rows ? r : rows - 1);
         a[r] = g->a_pack + (int64_t)oc * g->pairs;
         out_rows[r] = sophon_view_i8(&g->op.out_v, g->batch, oc) + p0;
-        channels[r] = channel_requant(g->op.q, g->op.bias, oc, 0);
+        channels[r] = channel_requant(g->op.q, g->op.bias, oc, 0, g->k);
       }
       for (t0 = 0; t0 < count; t0 += BN) {
         const int32_t cols = count - t0 < BN ? count - t0 : BN;
@@ -1246,7 +1372,7 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
     for (feature = begin; feature < end; ++feature) {
       /* weight (1, N, K, 1): row `feature` is contiguous along h */
       const int8_t* w = sophon_view_i8(&f->weight_v, 0, (int32_t)feature);
-      const rq_channel c = channel_requant(f->q, f->bias, (int32_t)feature, 0);
+      const rq_channel c = channel_requant(f->q, f->bias, (int32_t)feature, 0, f->depth);
       const int16_t* x = f->inputs + (int64_t)batch * f->depth;
       int32_t acc;
 #if SOPHON_X86_DISPATCH

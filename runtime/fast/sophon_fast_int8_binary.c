@@ -15,12 +15,25 @@
  * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
  * PRELU computes both branches and selects by the sign of x - zp1. MAX and MIN
  * are plain loops the compiler vectorises. So the outputs are bit-identical.
- * (lut_int8 has no fast twin: its reference is one byte lookup per element.)
+ *
+ * lut_int8, out = table[in]: by channel, as above, with the table in a local copy
+ * (plain C) or, with AVX-512 VBMI, 64 bytes at a time: vpermi2b looks up the low 7
+ * bits of each byte in the table's first and second 128 bytes, and the byte's top
+ * bit (its sign) picks one of the two. A binary_int8 whose b is one value per
+ * channel (a squeeze-and-excitation scale, a PRELU slope) is a function of a alone
+ * in each channel: on a plane of at least LUT_MIN_PLANE elements its 256 results
+ * are computed once, by binary_run itself on the 256 byte values, then looked up;
+ * the same results, bit for bit.
  */
+#include <string.h>
+
 #include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------------ binary_int8 */
+
+/* out[i] = table[(uint8_t)in[i]] for i < count (lookup_c, lookup_avx512). */
+typedef void (*lookup_fn)(const int8_t* in, int8_t* out, int64_t count, const int8_t* table);
 
 typedef struct {
   sophon_view out_v, a_v, b_v;
@@ -30,6 +43,7 @@ typedef struct {
   int b_per_channel; /* b has h = w = 1: one value per (batch item, channel) */
   int b_batch_1, b_channel_1;
   int use_avx2;
+  lookup_fn lookup;
 } binary_job;
 
 static int32_t clamp(int32_t v, const sophon_binary_int8_params* p) {
@@ -71,6 +85,8 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
                 zp_out,
             p);
       }
+      break;
+    case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
       break;
   }
 }
@@ -121,6 +137,52 @@ SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int
 }
 #endif
 
+/* ---------------------------------------------------------------- lookup */
+
+/* A binary_int8 channel of at least this many elements with one b value runs as a
+ * table lookup (the table costs 256 evaluations). */
+#define LUT_MIN_PLANE 1024
+
+/* out[i] = table[(uint8_t)in[i]] for i < count (in place allowed). */
+static void lookup_c(const int8_t* in, int8_t* out, int64_t count, const int8_t* table) {
+  int8_t local[256]; /* a copy: stores through out cannot change it */
+  int64_t i;
+  memcpy(local, table, sizeof(local));
+  for (i = 0; i < count; ++i) out[i] = local[(uint8_t)in[i]];
+}
+
+#if SOPHON_X86_DISPATCH
+/* lookup_c, 64 bytes at a time (the last 64 through masks). */
+SOPHON_AVX512VBMI static void lookup_avx512(const int8_t* in, int8_t* out, int64_t count,
+                                            const int8_t* table) {
+  const __m512i t0 = _mm512_loadu_si512((const void*)table);
+  const __m512i t1 = _mm512_loadu_si512((const void*)(table + 64));
+  const __m512i t2 = _mm512_loadu_si512((const void*)(table + 128));
+  const __m512i t3 = _mm512_loadu_si512((const void*)(table + 192));
+  int64_t i;
+  for (i = 0; i < count; i += 64) {
+    const __mmask64 lanes =
+        count - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (count - i)) - 1u);
+    const __m512i x = _mm512_maskz_loadu_epi8(lanes, in + i);
+    const __m512i low = _mm512_permutex2var_epi8(t0, x, t1);  /* bytes 0 .. 127 */
+    const __m512i high = _mm512_permutex2var_epi8(t2, x, t3); /* bytes 128 .. 255 */
+    _mm512_mask_storeu_epi8(out + i, lanes,
+                            _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), low, high));
+  }
+}
+#endif
+
+/* The lookup for the device's instruction sets. */
+
+static lookup_fn lookup_for(const sophon_device* dev) {
+#if SOPHON_X86_DISPATCH
+  if (dev->cpu_avx512vbmi) return lookup_avx512;
+#else
+  (void)dev;
+#endif
+  return lookup_c;
+}
+
 static void binary_task(void* ctx, int32_t task, int32_t tasks) {
   const binary_job* j = (const binary_job*)ctx;
   int64_t begin, end, item;
@@ -131,6 +193,15 @@ static void binary_task(void* ctx, int32_t task, int32_t tasks) {
     /* a broadcast channel is channel 0, in lane 0 */
     const int8_t* b = sophon_view_i8(&j->b_v, j->b_batch_1 ? 0 : batch, j->b_channel_1 ? 0 : channel);
     int8_t* out = sophon_view_i8(&j->out_v, batch, channel);
+    if (j->b_per_channel && j->plane >= LUT_MIN_PLANE) {
+      /* table[byte] = op(byte as int8, b), from the scalar loop itself */
+      int8_t values[256], table[256];
+      int32_t v;
+      for (v = 0; v < 256; ++v) values[v] = (int8_t)(v < 128 ? v : v - 256);
+      binary_run(values, b, 0, table, 256, j->p);
+      j->lookup(a, out, j->plane, table);
+      continue;
+    }
 #if SOPHON_X86_DISPATCH
     if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
       mul_prelu_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
@@ -145,6 +216,7 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
                             const sophon_local* b, const sophon_binary_int8_params* p) {
   binary_job j;
   const int b_full = b->h == out->h && b->w == out->w;
+  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE) return -1; /* the reference runs it */
   if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
   if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
   sophon_view_init(&j.out_v, dev, out);
@@ -158,9 +230,48 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
   j.b_batch_1 = b->n == 1;
   j.b_channel_1 = b->c == 1;
   j.use_avx2 = dev->cpu_avx2;
+  j.lookup = lookup_for(dev);
   sophon_parallel_run(dev->pool,
                       sophon_tasks_for(dev, (uint64_t)out->n * (uint64_t)out->c * (uint64_t)j.plane,
                                        (int64_t)out->n * out->c),
                       binary_task, &j);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- lut_int8 */
+
+typedef struct {
+  sophon_view out_v, in_v;
+  const int8_t* table;
+  int32_t batches, channels;
+  int64_t plane;
+  lookup_fn lookup;
+} lut_job;
+
+static void lut_task(void* ctx, int32_t task, int32_t tasks) {
+  const lut_job* j = (const lut_job*)ctx;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->batches * j->channels, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item) {
+    const int32_t batch = (int32_t)(item / j->channels), channel = (int32_t)(item % j->channels);
+    j->lookup(sophon_view_i8(&j->in_v, batch, channel), sophon_view_i8(&j->out_v, batch, channel),
+              j->plane, j->table);
+  }
+}
+
+int sophon_fast_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                         const sophon_lut_int8_params* p) {
+  lut_job j;
+  sophon_view_init(&j.out_v, dev, out);
+  sophon_view_init(&j.in_v, dev, in);
+  j.table = p->table;
+  j.batches = out->n;
+  j.channels = out->c;
+  j.plane = (int64_t)out->h * out->w;
+  j.lookup = lookup_for(dev);
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)out->n * (uint64_t)out->c * (uint64_t)j.plane,
+                                       (int64_t)out->n * out->c),
+                      lut_task, &j);
   return 0;
 }

@@ -22,8 +22,16 @@
  * reference's start value, so the result is the reference's. AVG: the same
  * integer sum (no overflow: sophon_tiu_add_pool_int8.c bounds it) divided by the same
  * count with the reference's rounding, per output.
+ *
+ * reduce_int8 (over h): the rows of each channel reduced column by column into an
+ * int32 row (the sum, or the max / min from the reference's start value), in
+ * chunks of REDUCE_COLUMNS columns, the same loops compiled as they are and for
+ * AVX2; then each column is requantized as the reference does. Integer sums are
+ * exact in any order (|sum| <= 128 * 2^23: checked) and max / min are
+ * associative, so the outputs are bit-identical.
  */
 #include "fast/sophon_fast_int8.h"
+#include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------------------- add */
@@ -129,8 +137,7 @@ SOPHON_AVX512 static void add_run_avx512(const int8_t* a, const int8_t* b, int8_
         count - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - i)) - 1u);
     const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, a + i));
     const __m512i y = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, b + i));
-    /* (converted in a register: vpmovdb to memory is slow on some CPUs) */
-    _mm_mask_storeu_epi8(out + i, mask, _mm512_cvtepi32_epi8(add_avx512(x, y, p)));
+    _mm_mask_storeu_epi8(out + i, mask, sophon_pack_bytes_avx512(add_avx512(x, y, p)));
   }
 }
 #endif
@@ -393,5 +400,117 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
                    sophon_first_tap(origin, p->dilation_w);
   }
   sophon_parallel_run(dev->pool, tasks, pool_task, &j);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- reduce */
+
+/* Columns reduced at a time (an int32 row on the stack). */
+#define REDUCE_COLUMNS 256
+
+/* acc[x] = the reduction of in[y * width + x] over y < rows, for x < count. */
+#if SOPHON_X86_DISPATCH
+SOPHON_ALWAYS_INLINE
+#endif
+static inline void reduce_columns_body(const int8_t* restrict in, int32_t rows, int32_t width,
+                                       int32_t count, sophon_reduce_kind kind,
+                                       int32_t* restrict acc) {
+  int32_t x, y;
+  if (count == 1 && (kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN)) {
+    int32_t sum = 0; /* one column: a reduction the compiler vectorises */
+    for (y = 0; y < rows; ++y) sum += in[(int64_t)y * width];
+    acc[0] = sum;
+    return;
+  }
+  for (x = 0; x < count; ++x)
+    acc[x] = kind == SOPHON_REDUCE_MAX ? -128 : kind == SOPHON_REDUCE_MIN ? 127 : 0;
+  for (y = 0; y < rows; ++y) {
+    const int8_t* row = in + (int64_t)y * width;
+    if (kind == SOPHON_REDUCE_MAX)
+      for (x = 0; x < count; ++x) acc[x] = row[x] > acc[x] ? row[x] : acc[x];
+    else if (kind == SOPHON_REDUCE_MIN)
+      for (x = 0; x < count; ++x) acc[x] = row[x] < acc[x] ? row[x] : acc[x];
+    else
+      for (x = 0; x < count; ++x) acc[x] += row[x];
+  }
+}
+
+static void reduce_columns_c(const int8_t* in, int32_t rows, int32_t width, int32_t count,
+                             sophon_reduce_kind kind, int32_t* acc) {
+  reduce_columns_body(in, rows, width, count, kind, acc);
+}
+
+#if SOPHON_X86_DISPATCH
+SOPHON_AVX2 static void reduce_columns_avx2(const int8_t* in, int32_t rows, int32_t width,
+                                            int32_t count, sophon_reduce_kind kind, int32_t* acc) {
+  reduce_columns_body(in, rows, width, count, kind, acc);
+}
+#endif
+
+typedef struct {
+  sophon_view out_v, in_v;
+  sophon_reduce_kind kind;
+  const sophon_requant* q;
+  int32_t multiplier, shift;
+  int32_t batches, channels, rows, width;
+  int use_avx2;
+} reduce_job;
+
+static void reduce_task(void* ctx, int32_t task, int32_t tasks) {
+  const reduce_job* j = (const reduce_job*)ctx;
+  const int requantize = j->kind == SOPHON_REDUCE_SUM || j->kind == SOPHON_REDUCE_MEAN;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->batches * j->channels, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item) {
+    const int32_t batch = (int32_t)(item / j->channels), channel = (int32_t)(item % j->channels);
+    const int8_t* in = sophon_view_i8(&j->in_v, batch, channel);
+    int8_t* out = sophon_view_i8(&j->out_v, batch, channel);
+    int32_t x0, x;
+    for (x0 = 0; x0 < j->width; x0 += REDUCE_COLUMNS) {
+      const int32_t count = j->width - x0 < REDUCE_COLUMNS ? j->width - x0 : REDUCE_COLUMNS;
+      int32_t acc[REDUCE_COLUMNS];
+#if SOPHON_X86_DISPATCH
+      if (j->use_avx2)
+        reduce_columns_avx2(in + x0, j->rows, j->width, count, j->kind, acc);
+      else
+#endif
+        reduce_columns_c(in + x0, j->rows, j->width, count, j->kind, acc);
+      for (x = 0; x < count; ++x) {
+        int32_t result = acc[x];
+        if (requantize) { /* the reference's requantization of sum - zp * rows */
+          result = sophon_mbqm_inline(acc[x] - j->q->input_zero_point * j->rows, j->multiplier,
+                                      j->shift) +
+                   j->q->output_zero_point;
+          if (result < j->q->act_min) result = j->q->act_min;
+          if (result > j->q->act_max) result = j->q->act_max;
+        }
+        out[x0 + x] = (int8_t)result;
+      }
+    }
+  }
+}
+
+int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            sophon_reduce_kind kind, const sophon_requant* q) {
+  reduce_job j;
+  /* onnxruntime's float32 scaling of a MEAN (ONNX QDQ models) runs on the reference kernel */
+  if ((kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) &&
+      q->rounding != SOPHON_REQUANT_FIXED_POINT)
+    return 1;
+  sophon_view_init(&j.out_v, dev, out);
+  sophon_view_init(&j.in_v, dev, in);
+  j.kind = kind;
+  j.q = q;
+  sophon_reduce_int8_multiplier(kind, in->h, q, &j.multiplier, &j.shift);
+  j.batches = in->n;
+  j.channels = in->c;
+  j.rows = in->h;
+  j.width = in->w;
+  j.use_avx2 = dev->cpu_avx2;
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)in->n * (uint64_t)in->c * (uint64_t)in->h *
+                                                (uint64_t)in->w,
+                                       (int64_t)in->n * in->c),
+                      reduce_task, &j);
   return 0;
 }

@@ -125,6 +125,9 @@ static int conv2d_transpose_fast(sophon_device* dev, const sophon_operands* o) {
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
+static int resize_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_resize_f32(dev, o->out, o->a, o->resize);
+}
 static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
@@ -149,6 +152,9 @@ static void pool2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
 static void lut_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_lut_int8(dev, o->out, o->a, o->lut);
 }
+static int lut_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_lut_int8(dev, o->out, o->a, o->lut);
+}
 static void binary_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_binary_int8(dev, o->out, o->a, o->b, o->binary_int8);
 }
@@ -160,6 +166,9 @@ static int pool2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
 }
 static void reduce_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_reduce_int8(dev, o->out, o->a, o->reduce_kind, o->requant);
+}
+static int reduce_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_reduce_int8(dev, o->out, o->a, o->reduce_kind, o->requant);
 }
 static void softmax_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_int8(dev, o->out, o->a, o->softmax_multiplier, o->softmax_left_shift);
@@ -198,7 +207,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_POOL2D_INT8, "pool2d_int8", "tiu_pool2d_int8", /* out, a, pool, act_min, act_max */
    sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
   {SOPHON_CMD_RESIZE, "resize", "tiu_resize", /* out, a, resize */
-   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
+   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, resize_fast},
   {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
    sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
    conv2d_transpose_ref, conv2d_transpose_fast},
@@ -209,7 +218,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_LRN, "lrn", "tiu_lrn", /* out, a, lrn */
    sophon_check_tiu_lrn, lrn_cost, NULL, lrn_ref, NULL},
   {SOPHON_CMD_LUT_INT8, "lut_int8", "tiu_lut_int8", /* out, a, lut */
-   sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, NULL},
+   sophon_check_tiu_lut_int8, add_int8_cost, NULL, lut_int8_ref, lut_int8_fast},
   {SOPHON_CMD_BINARY_INT8, "binary_int8", "tiu_binary_int8", /* out, a, b, binary_int8 */
    sophon_check_tiu_binary_int8, add_int8_cost, NULL, binary_int8_ref, binary_int8_fast},
   {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
@@ -219,7 +228,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
    sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
   {SOPHON_CMD_REDUCE_INT8, "reduce_int8", "tiu_reduce_int8", /* out, a, reduce_kind, requant */
-   sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, NULL},
+   sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, reduce_int8_fast},
   {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8", "tiu_softmax_int8", /* out, a, softmax_* */
    sophon_check_tiu_softmax_int8, softmax_int8_cost, NULL, softmax_int8_ref, NULL},
 };

@@ -30,8 +30,8 @@ sophon_status sophon_check_bias_shape(sophon_device* dev, const char* op, const 
 sophon_status sophon_check_tiu_conv2d(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
 sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op, const sophon_operands* o);
-/* The f32 operand checks conv2d and conv2d_transpose share once shapes are known:
- * one dtype, bounds, out disjoint from every input. */
+/* The f32 operand checks conv2d, fc and conv2d_transpose share once shapes are
+ * known: one dtype, bounds, out disjoint from every input. */
 sophon_status sophon_check_conv_operands(sophon_device* dev, const char* op,
                                          const sophon_local* out, const sophon_local* in,
                                          const sophon_local* weight, const sophon_local* bias);
@@ -112,6 +112,10 @@ sophon_status sophon_check_tiu_lrn(sophon_device* dev, const char* op, const sop
 
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 
+/* The nearest source index (clamped to the image) of output index x along an axis
+ * of in_size -> out_size (p's coord and rounding): what NEAREST reads. */
+int32_t sophon_resize_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                    int32_t out_size);
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
@@ -217,6 +221,10 @@ sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const 
 
 /* ------------------------ int8 reduce, softmax (sophon_tiu_reduce_int8.c) */
 
+/* The multiplier and shift a SUM or MEAN over `rows` requantizes with (a MEAN
+ * folds 1 / rows in, as TFLite's QuantizedMeanOrSum); 0 and 0 for MAX and MIN. */
+void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const sophon_requant* q,
+                                   int32_t* multiplier, int32_t* shift);
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,

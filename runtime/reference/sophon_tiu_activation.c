@@ -37,23 +37,15 @@ float sophon_elu_f32(float x, float alpha) { return x > 0.0f ? x : alpha * (expf
 
 void sophon_ref_activation_f32(sophon_device* dev, const sophon_local* out,
                                const sophon_local* in, const sophon_activation* act) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int64_t plane = (int64_t)out->h * out->w;
-  int32_t batch, channel;
   int64_t i;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const float* in_data = (const float*)(const void*)in_it.base;
-      float* out_data = (float*)(void*)out_it.base;
-      for (i = 0; i < plane; ++i) out_data[i] = sophon_activate_f32(act, in_data[i]);
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
-    }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
+    for (i = 0; i < plane; ++i) out_data[i] = sophon_activate_f32(act, in_data[i]);
   }
 }
 

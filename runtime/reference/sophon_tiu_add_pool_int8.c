@@ -116,66 +116,58 @@ sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
 void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out,
                             const sophon_local* in, const sophon_pool_params* p,
                             int32_t act_min, int32_t act_max) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t dilation_h = p->dilation_h, dilation_w = p->dilation_w;
   const int32_t in_w = in->w;
-  int32_t batch, channel, out_y, out_x, filter_y, filter_x;
+  int32_t out_y, out_x, filter_y, filter_x;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
 
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* in_data = (const int8_t*)in_it.base;
-      int8_t* out_data = (int8_t*)out_it.base;
+    for (out_y = 0; out_y < out->h; ++out_y) {
+      const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
+      const int32_t filter_y_begin = sophon_first_tap(in_y_origin, dilation_h);
+      const int32_t filter_y_end = sophon_end_tap(in_y_origin, dilation_h, in->h, p->kernel_h);
 
-      for (out_y = 0; out_y < out->h; ++out_y) {
-        const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
-        const int32_t filter_y_begin = sophon_first_tap(in_y_origin, dilation_h);
-        const int32_t filter_y_end = sophon_end_tap(in_y_origin, dilation_h, in->h, p->kernel_h);
+      for (out_x = 0; out_x < out->w; ++out_x) {
+        const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
+        const int32_t filter_x_begin = sophon_first_tap(in_x_origin, dilation_w);
+        const int32_t filter_x_end = sophon_end_tap(in_x_origin, dilation_w, in_w, p->kernel_w);
+        int32_t result;
 
-        for (out_x = 0; out_x < out->w; ++out_x) {
-          const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
-          const int32_t filter_x_begin = sophon_first_tap(in_x_origin, dilation_w);
-          const int32_t filter_x_end = sophon_end_tap(in_x_origin, dilation_w, in_w, p->kernel_w);
-          int32_t result;
-
-          if (p->kind == SOPHON_POOL_MAX) {
-            /* TFLite starts from the lowest int8: a window of padding only gives -128 */
-            int32_t max_value = -128;
-            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
-              const int8_t* in_row =
-                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
-              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
-                const int32_t v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
-                if (v > max_value) max_value = v;
-              }
+        if (p->kind == SOPHON_POOL_MAX) {
+          /* TFLite starts from the lowest int8: a window of padding only gives -128 */
+          int32_t max_value = -128;
+          for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+            const int8_t* in_row =
+                in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+            for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+              const int32_t v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+              if (v > max_value) max_value = v;
             }
-            result = max_value;
-          } else {
-            /* count <= kernel_h * kernel_w <= INT8_MAX_POOL_TAPS (2^23, checked) taps in
-             * [-128, 127]: |sum| + count / 2 <= 128.5 * 2^23 < 2^31. Every window has at
-             * least one real tap (checked), so count > 0. */
-            int32_t sum = 0, count = 0;
-            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
-              const int8_t* in_row =
-                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
-              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
-                sum += in_row[in_x_origin + (int64_t)filter_x * dilation_w];
-                ++count;
-              }
-            }
-            /* round half away from zero; C99 division truncates toward zero */
-            result = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
           }
-          out_data[(int64_t)out_y * out->w + out_x] =
-              (int8_t)(result < act_min ? act_min : (result > act_max ? act_max : result));
+          result = max_value;
+        } else {
+          /* count <= kernel_h * kernel_w <= INT8_MAX_POOL_TAPS (2^23, checked) taps in
+           * [-128, 127]: |sum| + count / 2 <= 128.5 * 2^23 < 2^31. Every window has at
+           * least one real tap (checked), so count > 0. */
+          int32_t sum = 0, count = 0;
+          for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+            const int8_t* in_row =
+                in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+            for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+              sum += in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+              ++count;
+            }
+          }
+          /* round half away from zero; C99 division truncates toward zero */
+          result = sum > 0 ? (sum + count / 2) / count : (sum - count / 2) / count;
         }
+        out_data[(int64_t)out_y * out->w + out_x] =
+            (int8_t)(result < act_min ? act_min : (result > act_max ? act_max : result));
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
     }
   }
 }

@@ -256,27 +256,13 @@ sophon_status sophon_check_tiu_fc(sophon_device* dev, const char* op,
   const sophon_activation* act = o->act;
   sophon_status s;
 
+  /* descriptors */
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "weight", weight)) != SOPHON_OK) return s;
   if (bias != NULL && (s = sophon_check_local(dev, op, "bias", bias)) != SOPHON_OK) return s;
   if ((s = sophon_check_activation(dev, op, act)) != SOPHON_OK) return s;
-  if ((s = sophon_check_same_dtype(dev, op, "in", in, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_same_dtype(dev, op, "weight", weight, "in", in)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_same_dtype(dev, op, "bias", bias, "in", in)) != SOPHON_OK)
-    return s;
-  if ((s = sophon_check_tiu_dtype(dev, op, in->dtype)) != SOPHON_OK) return s;
-
   if ((s = sophon_check_fc_shapes(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
-
-  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "weight", weight)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_bounds(dev, op, "bias", bias)) != SOPHON_OK) return s;
-  if ((s = sophon_check_disjoint(dev, op, out, "in", in)) != SOPHON_OK) return s;
-  if ((s = sophon_check_disjoint(dev, op, out, "weight", weight)) != SOPHON_OK) return s;
-  if (bias != NULL && (s = sophon_check_disjoint(dev, op, out, "bias", bias)) != SOPHON_OK)
-    return s;
-
-  return SOPHON_OK;
+  /* dtypes, bounds, overlap */
+  return sophon_check_conv_operands(dev, op, out, in, weight, bias);
 }

@@ -4,13 +4,13 @@
  *
  *   lut_int8     out = table[in]: every int8 unary op (LOGISTIC, TANH,
  *                HARD_SWISH, LEAKY_RELU, ELU, GELU, RELU / RELU6 / RELU_N1_TO_1,
- *                QUANTIZE int8 -> int8) is a
+ *                RSQRT, NEG, QUANTIZE int8 -> int8) is a
  *                function of 256 inputs, so one table lookup runs them all;
- *   binary_int8  MUL, MAXIMUM, MINIMUM, PRELU with broadcast (SUB is ADD with
+ *   binary_int8  MUL, MAXIMUM, MINIMUM, PRELU, SQUARED_DIFFERENCE with broadcast (SUB is ADD with
  *                input2's multiplier negated, as TFLite's sub.cc does: add_int8).
  *
  * sophon_int8_lut_build states how each table is computed, step by step as
- * TFLite computes it (activations.cc, gelu.cc, quantize.cc: Prepare;
+ * TFLite computes it (activations.cc, gelu.cc, quantize.cc, elementwise.cc: Prepare;
  * reference/hard_swish.h, leaky_relu.h, requantize.h: Eval). The compiler calls
  * it at compile time (tvm_sophon/quant_eltwise.py, through ctypes), so the table
  * arithmetic exists once, here.
@@ -136,6 +136,92 @@ static int8_t rescale_value(int32_t value, int32_t zero_point, int32_t multiplie
                     output_zero_point);
 }
 
+/* ----------------------------------------------------------------- RSQRT */
+
+static int32_t leading_zeros_u32(uint32_t v) {
+  int32_t n = 0;
+  if (v == 0) return 32;
+  while (!(v & 0x80000000u)) {
+    v <<= 1;
+    ++n;
+  }
+  return n;
+}
+
+/* gemmlowp's SaturatingRoundingMultiplyByPOT for a positive exponent: v * 2^exponent,
+ * saturated to int32. */
+static int32_t saturating_shift_left(int64_t v, int32_t exponent) {
+  const int64_t r = v * ((int64_t)1 << exponent);
+  return (int32_t)(r > INT32_MAX ? INT32_MAX : (r < INT32_MIN ? INT32_MIN : r));
+}
+
+/* TFLite's GetInvSqrtQuantizedMultiplierExp(input, kReverseShift = -1): 1 / sqrt(input)
+ * for an integer input > 1 as multiplier * 2^(shift - 31), computed as gemmlowp does.
+ *   - input is brought into [2^27, 2^29) by shifts of two bits (each one halves the
+ *     root: right_shift counts them, starting from 11);
+ *   - read as a Q3.28 number y = input / 2^29 in [0.25, 1) (input >> 1), five Newton
+ *     steps x <- 1.5 x - (y / 2) x^3 from x = 1, every product a
+ *     SaturatingRoundingDoublingHighMul and every Rescale<3> a saturating left shift;
+ *   - x * sqrt(2) / 2 (1518500250 in Q0.31); a negative right shift is applied to x.
+ * With input <= 255 (an int8 difference), the values stay well inside int32. */
+static void inv_sqrt_multiplier_exp(int32_t input, int32_t* multiplier, int32_t* shift) {
+  const int32_t half_three = (1 << 28) + (1 << 27); /* 1.5 in Q3.28 */
+  int32_t right_shift = 11, pairs, half_input, x = 1 << 28, step;
+  if (input <= 1) { /* TFLite: 0 and 1 both give the largest multiplier */
+    *multiplier = INT32_MAX;
+    *shift = 0;
+    return;
+  }
+  while (input >= (1 << 29)) {
+    input /= 4;
+    ++right_shift;
+  }
+  pairs = (leading_zeros_u32((uint32_t)input) - 1) / 2 - 1;
+  right_shift -= pairs;
+  input *= (int32_t)1 << (2 * pairs);
+  half_input = sophon_rounding_divide_by_pot(input / 2, 1);
+  for (step = 0; step < 5; ++step) {
+    const int32_t cube = saturating_shift_left(
+        sophon_srdhm_inline(sophon_srdhm_inline(x, x), x), 6); /* Q9 -> Q3 */
+    const int64_t next = (int64_t)sophon_srdhm_inline(half_three, x) -
+                         (int64_t)sophon_srdhm_inline(half_input, cube); /* Q6 */
+    x = saturating_shift_left(next, 3);                                 /* Q6 -> Q3 */
+  }
+  x = sophon_srdhm_inline(x, 1518500250);
+  if (right_shift < 0) {
+    x *= (int32_t)1 << -right_shift;
+    right_shift = 0;
+  }
+  *multiplier = x;
+  *shift = -right_shift;
+}
+
+/* elementwise.cc RsqrtEvalQuantizedInt8 for one int8 value: v = value - input_zero_point;
+ * v == 0 gives 127 ("any value close to 0 represents the max output value"); otherwise
+ *   data = MBQM(1, inv_sqrt, inv_shift + 20)
+ *   out  = clamp(output_zero_point + MBQM(data, multiplier, shift - 20)).
+ * TFLite's Invoke fails on v < 0 ("Rsqrt is only defined for positive values"); the
+ * table holds 127 for those inputs too. */
+static int8_t rsqrt_value(const sophon_int8_unary* u, int32_t multiplier, int32_t shift,
+                          int32_t value) {
+  const int32_t v = value - u->input_zero_point;
+  int32_t inv_sqrt, inv_shift, data;
+  if (v <= 0) return 127;
+  inv_sqrt_multiplier_exp(v, &inv_sqrt, &inv_shift);
+  data = sophon_multiply_by_quantized_multiplier(1, inv_sqrt, inv_shift + 20);
+  return clamp_int8(sophon_multiply_by_quantized_multiplier(data, multiplier, shift - 20) +
+                    u->output_zero_point);
+}
+
+/* DEQUANTIZE -> float NEG -> QUANTIZE for one int8 value (reference Dequantize:
+ * float(double(input_scale) * (value - zero point)); AffineQuantize: roundf of the
+ * float quotient by the float scale, plus the zero point, clamped in double). */
+static int8_t neg_value(const sophon_int8_unary* u, int32_t value) {
+  const float x = (float)((double)u->input_scale * (double)(value - u->input_zero_point));
+  const double q = (double)roundf(-x / u->output_scale) + (double)u->output_zero_point;
+  return (int8_t)(q < -128.0 ? -128 : (q > 127.0 ? 127 : (int32_t)q));
+}
+
 sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256]) {
   int32_t value;
   if (u == NULL || table == NULL) return SOPHON_ERR_ARGUMENT;
@@ -218,6 +304,17 @@ sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256
       }
       return SOPHON_OK;
     }
+    case SOPHON_LUT_RSQRT: {
+      /* SetRsqrtOutputMultiplier: std::sqrt of the float scale is a float, its
+       * product with output_scale too; 1. / that product in double */
+      int32_t m, s;
+      sophon_quantize_multiplier(1.0 / (double)(sqrtf(u->input_scale) * u->output_scale), &m, &s);
+      for (value = -128; value <= 127; ++value) table[(uint8_t)value] = rsqrt_value(u, m, s, value);
+      return SOPHON_OK;
+    }
+    case SOPHON_LUT_NEG:
+      for (value = -128; value <= 127; ++value) table[(uint8_t)value] = neg_value(u, value);
+      return SOPHON_OK;
     case SOPHON_LUT_REQUANTIZE: {
       int32_t m, s;
       sophon_quantize_multiplier((double)u->input_scale / (double)u->output_scale, &m, &s);
@@ -234,20 +331,16 @@ sophon_status sophon_int8_lut_build(const sophon_int8_unary* u, int8_t table[256
 
 void sophon_ref_lut_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                          const sophon_lut_int8_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int64_t plane = (int64_t)out->h * out->w;
-  int32_t batch, channel;
   int64_t i;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* in_data = sophon_view_i8(&in_v, batch, channel);
-      int8_t* out_data = sophon_view_i8(&out_v, batch, channel);
-      /* the table is indexed by the int8 value's byte (two's complement) */
-      for (i = 0; i < plane; ++i) out_data[i] = p->table[(uint8_t)in_data[i]];
-    }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
+    /* the table is indexed by the int8 value's byte (two's complement) */
+    for (i = 0; i < plane; ++i) out_data[i] = p->table[(uint8_t)in_data[i]];
   }
 }
 
@@ -299,6 +392,20 @@ static int8_t binary_int8_element(int32_t x, int32_t y, const void* params) {
                p->output_zero_point;
       break;
     }
+    case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: { /* squared_difference.cc, left shift 7 */
+      const int32_t d =
+          sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+              (x - p->input1_zero_point) * (1 << 7), p->multiplier1, p->shift1) -
+          sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+              (y - p->input2_zero_point) * (1 << 7), p->multiplier2, p->shift2);
+      /* |d| <= 32640 with TFLite's input multipliers (at most 1/2), so d * d fits
+       * int32 as TFLite says; other multipliers saturate where TFLite would overflow */
+      const int64_t square = (int64_t)d * d;
+      result = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+                   square > INT32_MAX ? INT32_MAX : (int32_t)square, p->multiplier3, p->shift3) +
+               p->output_zero_point;
+      break;
+    }
     default:
       result = 0;
   }
@@ -342,11 +449,12 @@ void sophon_ref_int8_broadcast(sophon_device* dev, const sophon_local* out, cons
 sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
                                            const sophon_operands* o) {
   const sophon_binary_int8_params* p = o->binary_int8;
+  int32_t shift_max;
   sophon_status s;
 
   if ((s = sophon_check_int8_broadcast_operands(dev, op, o)) != SOPHON_OK) return s;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
-  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_PRELU)
+  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_SQUARED_DIFFERENCE)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown op %d", op, (int)p->op);
   if ((s = sophon_check_int8_value(dev, op, "input1_zero_point", p->input1_zero_point)) !=
       SOPHON_OK)
@@ -357,12 +465,18 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_int8_value(dev, op, "output_zero_point", p->output_zero_point)) !=
       SOPHON_OK)
     return s;
-  /* MultiplyByQuantizedMultiplier: QuantizeMultiplier's shifts, in [-31, 30] */
-  if ((s = sophon_check_multiplier(dev, op, "1", -1, p->multiplier1, p->shift1, -31, 30)) !=
-      SOPHON_OK)
+  /* MultiplyByQuantizedMultiplier: QuantizeMultiplier's shifts, in [-31, 30];
+   * SQUARED_DIFFERENCE's MultiplyByQuantizedMultiplierSmallerThanOneExp: [-31, 0] */
+  shift_max = p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE ? 0 : 30;
+  if ((s = sophon_check_multiplier(dev, op, "1", -1, p->multiplier1, p->shift1, -31,
+                                   shift_max)) != SOPHON_OK)
     return s;
-  if ((s = sophon_check_multiplier(dev, op, "2", -1, p->multiplier2, p->shift2, -31, 30)) !=
-      SOPHON_OK)
+  if ((s = sophon_check_multiplier(dev, op, "2", -1, p->multiplier2, p->shift2, -31,
+                                   shift_max)) != SOPHON_OK)
+    return s;
+  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE &&
+      (s = sophon_check_multiplier(dev, op, "3", -1, p->multiplier3, p->shift3, -31, 0)) !=
+          SOPHON_OK)
     return s;
   return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }

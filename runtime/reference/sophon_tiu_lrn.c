@@ -12,29 +12,26 @@
 
 void sophon_ref_lrn_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                         const sophon_lrn_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int64_t plane = (int64_t)in->h * in->w;
   const int32_t half = p->size / 2;
-  int32_t batch, channel, k;
+  int32_t k;
   int64_t i;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < in->n; ++batch) {
-    for (channel = 0; channel < in->c; ++channel) {
-      const float* in_data = sophon_view_f32(&in_v, batch, channel);
-      float* out_data = sophon_view_f32(&out_v, batch, channel);
-      for (i = 0; i < plane; ++i) {
-        float sq = 0.0f;
-        for (k = 0; k < p->size; ++k) {
-          const int32_t source = channel - half + k;
-          if (source >= 0 && source < in->c) {
-            const float v = sophon_view_f32(&in_v, batch, source)[i];
-            sq += v * v;
-          }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
+    for (i = 0; i < plane; ++i) {
+      float sq = 0.0f;
+      for (k = 0; k < p->size; ++k) {
+        const int32_t source = walk.channel - half + k;
+        if (source >= 0 && source < in->c) {
+          const float v = sophon_view_f32(&walk.in_v, walk.batch, source)[i];
+          sq += v * v;
         }
-        out_data[i] = in_data[i] / powf(p->bias + p->alpha * (sq / (float)p->size), p->beta);
       }
+      out_data[i] = in_data[i] / powf(p->bias + p->alpha * (sq / (float)p->size), p->beta);
     }
   }
 }

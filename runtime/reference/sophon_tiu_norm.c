@@ -21,34 +21,32 @@ static float broadcast_at(const sophon_view* v, int32_t c, int32_t y, int32_t x)
 void sophon_ref_norm_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                          const sophon_local* gamma, const sophon_local* beta,
                          const sophon_norm_params* p) {
-  sophon_view out_v, in_v, gamma_v, beta_v;
+  sophon_view gamma_v, beta_v;
+  sophon_plane_walk walk;
   const int32_t rows = in->h, width = in->w;
-  int32_t batch, channel, x, y;
+  int32_t x, y;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
   if (gamma != NULL) sophon_view_init(&gamma_v, dev, gamma);
   if (beta != NULL) sophon_view_init(&beta_v, dev, beta);
-  for (batch = 0; batch < in->n; ++batch) {
-    for (channel = 0; channel < in->c; ++channel) {
-      const float* in_data = sophon_view_f32(&in_v, batch, channel);
-      float* out_data = sophon_view_f32(&out_v, batch, channel);
-      for (x = 0; x < width; ++x) {
-        float sum = 0.0f, squares = 0.0f, mean, inv_std;
-        for (y = 0; y < rows; ++y) sum += in_data[(int64_t)y * width + x];
-        mean = sum / (float)rows;
-        for (y = 0; y < rows; ++y) {
-          const float d = in_data[(int64_t)y * width + x] - mean;
-          squares += d * d;
-        }
-        inv_std = 1.0f / sqrtf(squares / (float)rows + p->epsilon);
-        for (y = 0; y < rows; ++y) {
-          const int64_t i = (int64_t)y * width + x;
-          float v = (in_data[i] - mean) * inv_std; /* in place: in_data[i] read first */
-          if (gamma != NULL) v *= broadcast_at(&gamma_v, channel, y, x);
-          if (beta != NULL) v += broadcast_at(&beta_v, channel, y, x);
-          out_data[i] = v;
-        }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
+    for (x = 0; x < width; ++x) {
+      float sum = 0.0f, squares = 0.0f, mean, inv_std;
+      for (y = 0; y < rows; ++y) sum += in_data[(int64_t)y * width + x];
+      mean = sum / (float)rows;
+      for (y = 0; y < rows; ++y) {
+        const float d = in_data[(int64_t)y * width + x] - mean;
+        squares += d * d;
+      }
+      inv_std = 1.0f / sqrtf(squares / (float)rows + p->epsilon);
+      for (y = 0; y < rows; ++y) {
+        const int64_t i = (int64_t)y * width + x;
+        float v = (in_data[i] - mean) * inv_std; /* in place: in_data[i] read first */
+        if (gamma != NULL) v *= broadcast_at(&gamma_v, walk.channel, y, x);
+        if (beta != NULL) v += broadcast_at(&beta_v, walk.channel, y, x);
+        out_data[i] = v;
       }
     }
   }

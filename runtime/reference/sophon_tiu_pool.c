@@ -17,72 +17,64 @@
 
 void sophon_ref_pool2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_pool_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t dilation_h = p->dilation_h, dilation_w = p->dilation_w;
   const int32_t in_w = in->w;
   const int64_t padded_h = (int64_t)in->h + p->pad_top + p->pad_bottom;
   const int64_t padded_w = (int64_t)in->w + p->pad_left + p->pad_right;
-  int32_t batch, channel, out_y, out_x, filter_y, filter_x;
+  int32_t out_y, out_x, filter_y, filter_x;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
 
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const float* in_data = (const float*)(const void*)in_it.base;
-      float* out_data = (float*)(void*)out_it.base;
+    for (out_y = 0; out_y < out->h; ++out_y) {
+      const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
+      const int32_t filter_y_begin = sophon_first_tap(in_y_origin, dilation_h);
+      const int32_t filter_y_end = sophon_end_tap(in_y_origin, dilation_h, in->h, p->kernel_h);
+      /* taps inside the padded input start at 0: windows never start left of it */
+      const int32_t padded_rows =
+          sophon_end_tap(in_y_origin + p->pad_top, dilation_h, padded_h, p->kernel_h);
+      const int32_t real_rows = filter_y_end > filter_y_begin ? filter_y_end - filter_y_begin : 0;
 
-      for (out_y = 0; out_y < out->h; ++out_y) {
-        const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
-        const int32_t filter_y_begin = sophon_first_tap(in_y_origin, dilation_h);
-        const int32_t filter_y_end = sophon_end_tap(in_y_origin, dilation_h, in->h, p->kernel_h);
-        /* taps inside the padded input start at 0: windows never start left of it */
-        const int32_t padded_rows =
-            sophon_end_tap(in_y_origin + p->pad_top, dilation_h, padded_h, p->kernel_h);
-        const int32_t real_rows = filter_y_end > filter_y_begin ? filter_y_end - filter_y_begin : 0;
+      for (out_x = 0; out_x < out->w; ++out_x) {
+        const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
+        const int32_t filter_x_begin = sophon_first_tap(in_x_origin, dilation_w);
+        const int32_t filter_x_end = sophon_end_tap(in_x_origin, dilation_w, in_w, p->kernel_w);
+        const int32_t padded_cols =
+            sophon_end_tap(in_x_origin + p->pad_left, dilation_w, padded_w, p->kernel_w);
+        const int32_t real_cols =
+            filter_x_end > filter_x_begin ? filter_x_end - filter_x_begin : 0;
+        float result;
 
-        for (out_x = 0; out_x < out->w; ++out_x) {
-          const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
-          const int32_t filter_x_begin = sophon_first_tap(in_x_origin, dilation_w);
-          const int32_t filter_x_end = sophon_end_tap(in_x_origin, dilation_w, in_w, p->kernel_w);
-          const int32_t padded_cols =
-              sophon_end_tap(in_x_origin + p->pad_left, dilation_w, padded_w, p->kernel_w);
-          const int32_t real_cols =
-              filter_x_end > filter_x_begin ? filter_x_end - filter_x_begin : 0;
-          float result;
-
-          if (p->kind == SOPHON_POOL_MAX) {
-            float max_value = -INFINITY;
-            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
-              const float* in_row =
-                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
-              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
-                const float v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
-                if (v > max_value || v != v) max_value = v; /* a NaN tap wins, and stays */
-              }
+        if (p->kind == SOPHON_POOL_MAX) {
+          float max_value = -INFINITY;
+          for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+            const float* in_row =
+                in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+            for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+              const float v = in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+              if (v > max_value || v != v) max_value = v; /* a NaN tap wins, and stays */
             }
-            result = real_rows * real_cols > 0 ? max_value : -FLT_MAX;
-          } else {
-            const int64_t divisor = p->count_include_pad
-                                        ? (int64_t)padded_rows * padded_cols
-                                        : (int64_t)real_rows * real_cols;
-            float sum = 0.0f;
-            for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
-              const float* in_row =
-                  in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
-              for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
-                sum += in_row[in_x_origin + (int64_t)filter_x * dilation_w];
-              }
-            }
-            result = divisor > 0 ? sum / (float)divisor : 0.0f;
           }
-          out_data[(int64_t)out_y * out->w + out_x] = result;
+          result = real_rows * real_cols > 0 ? max_value : -FLT_MAX;
+        } else {
+          const int64_t divisor = p->count_include_pad
+                                      ? (int64_t)padded_rows * padded_cols
+                                      : (int64_t)real_rows * real_cols;
+          float sum = 0.0f;
+          for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+            const float* in_row =
+                in_data + (in_y_origin + (int64_t)filter_y * dilation_h) * in_w;
+            for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x) {
+              sum += in_row[in_x_origin + (int64_t)filter_x * dilation_w];
+            }
+          }
+          result = divisor > 0 ? sum / (float)divisor : 0.0f;
         }
+        out_data[(int64_t)out_y * out->w + out_x] = result;
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
     }
   }
 }

@@ -11,32 +11,25 @@
 
 void sophon_ref_reduce_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            sophon_reduce_kind kind) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t rows = in->h, width = in->w;
-  int32_t batch, channel, x, y;
+  int32_t x, y;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const float* in_data = (const float*)(const void*)in_it.base;
-      float* out_data = (float*)(void*)out_it.base;
-      for (x = 0; x < width; ++x) {
-        float acc = in_data[x];
-        for (y = 1; y < rows; ++y) {
-          const float v = in_data[(int64_t)y * width + x];
-          switch (kind) {
-            case SOPHON_REDUCE_MAX: acc = v > acc ? v : acc; break;
-            case SOPHON_REDUCE_MIN: acc = v < acc ? v : acc; break;
-            default: acc += v; break; /* SUM, MEAN */
-          }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
+    for (x = 0; x < width; ++x) {
+      float acc = in_data[x];
+      for (y = 1; y < rows; ++y) {
+        const float v = in_data[(int64_t)y * width + x];
+        switch (kind) {
+          case SOPHON_REDUCE_MAX: acc = v > acc ? v : acc; break;
+          case SOPHON_REDUCE_MIN: acc = v < acc ? v : acc; break;
+          default: acc += v; break; /* SUM, MEAN */
         }
-        out_data[x] = kind == SOPHON_REDUCE_MEAN ? acc / (float)rows : acc;
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
+      out_data[x] = kind == SOPHON_REDUCE_MEAN ? acc / (float)rows : acc;
     }
   }
 }

@@ -46,53 +46,53 @@ static void mean_multiplier(int32_t count, int32_t* multiplier, int32_t* shift) 
   *shift -= log2_count;
 }
 
+void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const sophon_requant* q,
+                                   int32_t* multiplier, int32_t* shift) {
+  *multiplier = 0;
+  *shift = 0;
+  if (kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) {
+    *multiplier = q->multiplier[0];
+    *shift = q->shift[0];
+    if (kind == SOPHON_REDUCE_MEAN) mean_multiplier(rows, multiplier, shift);
+  }
+}
+
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t rows = in->h, width = in->w;
-  int32_t multiplier = 0, shift = 0;
-  int32_t batch, channel, x, y;
+  int32_t multiplier, shift;
+  int32_t x, y;
 
-  if (kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) {
-    multiplier = q->multiplier[0];
-    shift = q->shift[0];
-    if (kind == SOPHON_REDUCE_MEAN) mean_multiplier(rows, &multiplier, &shift);
-  }
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* in_data = (const int8_t*)in_it.base;
-      int8_t* out_data = (int8_t*)out_it.base;
-      for (x = 0; x < width; ++x) {
-        int32_t result;
-        if (kind == SOPHON_REDUCE_MAX || kind == SOPHON_REDUCE_MIN) {
-          /* TFLite starts from the lowest (highest) int8 and keeps the quantization */
-          int32_t acc = kind == SOPHON_REDUCE_MAX ? -128 : 127;
-          for (y = 0; y < rows; ++y) {
-            const int32_t v = in_data[(int64_t)y * width + x];
-            if (kind == SOPHON_REDUCE_MAX ? v > acc : v < acc) acc = v;
-          }
-          result = acc;
-        } else {
-          /* rows <= 2^23 (checked): |sum| <= 128 * 2^23 and |sum - zp * rows| <=
-           * 255 * 2^23 < 2^31 */
-          int32_t sum = 0;
-          for (y = 0; y < rows; ++y) sum += in_data[(int64_t)y * width + x];
-          result = (q->rounding == SOPHON_REQUANT_FLOAT32
-                        ? sophon_multiply_by_float_scale(sum - q->input_zero_point * rows,
-                                                         (float)q->scale[0])
-                        : sophon_mbqm_inline(sum - q->input_zero_point * rows, multiplier, shift)) +
-                   q->output_zero_point;
-          if (result < q->act_min) result = q->act_min;
-          if (result > q->act_max) result = q->act_max;
+  sophon_reduce_int8_multiplier(kind, rows, q, &multiplier, &shift);
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
+    for (x = 0; x < width; ++x) {
+      int32_t result;
+      if (kind == SOPHON_REDUCE_MAX || kind == SOPHON_REDUCE_MIN) {
+        /* TFLite starts from the lowest (highest) int8 and keeps the quantization */
+        int32_t acc = kind == SOPHON_REDUCE_MAX ? -128 : 127;
+        for (y = 0; y < rows; ++y) {
+          const int32_t v = in_data[(int64_t)y * width + x];
+          if (kind == SOPHON_REDUCE_MAX ? v > acc : v < acc) acc = v;
         }
-        out_data[x] = (int8_t)result;
+        result = acc;
+      } else {
+        /* rows <= 2^23 (checked): |sum| <= 128 * 2^23 and |sum - zp * rows| <=
+         * 255 * 2^23 < 2^31 */
+        int32_t sum = 0;
+        for (y = 0; y < rows; ++y) sum += in_data[(int64_t)y * width + x];
+        result = (q->rounding == SOPHON_REQUANT_FLOAT32
+                      ? sophon_multiply_by_float_scale(sum - q->input_zero_point * rows,
+                                                       (float)q->scale[0])
+                      : sophon_mbqm_inline(sum - q->input_zero_point * rows, multiplier, shift)) +
+                 q->output_zero_point;
+        if (result < q->act_min) result = q->act_min;
+        if (result > q->act_max) result = q->act_max;
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
+      out_data[x] = (int8_t)result;
     }
   }
 }
@@ -252,65 +252,58 @@ static int32_t softmax_exp(int32_t input_diff, int32_t input_multiplier,
 
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                              int32_t input_multiplier, int32_t input_left_shift) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t rows = in->h, width = in->w;
   const int32_t diff_min = softmax_diff_min(input_left_shift);
   const int32_t accumulation_integer_bits = 12; /* kAccumulationIntegerBits */
-  int32_t batch, channel, x, y;
+  int32_t x, y;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* in_data = (const int8_t*)in_it.base;
-      int8_t* out_data = (int8_t*)out_it.base;
-      for (x = 0; x < width; ++x) {
-        int32_t max_in_row = -128, sum_of_exps = 0;
-        int32_t headroom_plus_one, num_bits_over_unit, exponent, shifted_scale;
-        uint32_t shifted_sum;
-        for (y = 0; y < rows; ++y) {
-          const int32_t v = in_data[(int64_t)y * width + x];
-          if (v > max_in_row) max_in_row = v;
-        }
-        /* the sum in Q12.19; the largest element adds exp(0) = 2^19, the others
-         * at most as much: rows <= 4095 (checked) keeps it below 2^31 */
-        for (y = 0; y < rows; ++y) {
-          const int32_t input_diff = in_data[(int64_t)y * width + x] - max_in_row;
-          if (input_diff >= diff_min)
-            sum_of_exps += (int32_t)sophon_rounding_shift_right(
-                softmax_exp(input_diff, input_multiplier, input_left_shift),
-                accumulation_integer_bits);
-        }
-        /* GetReciprocal: sum = 2^num_bits_over_unit * (1 + shifted_sum), shifted_sum
-         * in Q0.31; 1 / (1 + shifted_sum) by Newton-Raphson. sum >= 2^19, so
-         * headroom_plus_one <= 12 and num_bits_over_unit >= 0. */
-        headroom_plus_one = 0;
-        while (((uint32_t)sum_of_exps << headroom_plus_one) < 0x80000000u) ++headroom_plus_one;
-        num_bits_over_unit = accumulation_integer_bits - headroom_plus_one;
-        shifted_sum = ((uint32_t)sum_of_exps << headroom_plus_one) - 0x80000000u;
-        shifted_scale = one_over_one_plus_x_for_x_in_0_1((int32_t)shifted_sum);
-        /* to 8 output bits: exp / sum in Q0.31, divided by 2^(num_bits_over_unit + 23).
-         * An exponent above 31 (more than 256 rows near the maximum) is undefined in
-         * TFLite; here it is the rounded quotient, 0 or 1. */
-        exponent = num_bits_over_unit + 31 - 8;
-        for (y = 0; y < rows; ++y) {
-          const int32_t input_diff = in_data[(int64_t)y * width + x] - max_in_row;
-          int32_t result = -128;
-          if (input_diff >= diff_min) {
-            const int32_t exp_in_0 = softmax_exp(input_diff, input_multiplier, input_left_shift);
-            const int32_t unsat_output = (int32_t)sophon_rounding_shift_right(
-                sophon_srdhm_inline(shifted_scale, exp_in_0), exponent);
-            result = unsat_output - 128;
-            if (result > 127) result = 127;
-            if (result < -128) result = -128;
-          }
-          out_data[(int64_t)y * width + x] = (int8_t)result;
-        }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
+    for (x = 0; x < width; ++x) {
+      int32_t max_in_row = -128, sum_of_exps = 0;
+      int32_t headroom_plus_one, num_bits_over_unit, exponent, shifted_scale;
+      uint32_t shifted_sum;
+      for (y = 0; y < rows; ++y) {
+        const int32_t v = in_data[(int64_t)y * width + x];
+        if (v > max_in_row) max_in_row = v;
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
+      /* the sum in Q12.19; the largest element adds exp(0) = 2^19, the others
+       * at most as much: rows <= 4095 (checked) keeps it below 2^31 */
+      for (y = 0; y < rows; ++y) {
+        const int32_t input_diff = in_data[(int64_t)y * width + x] - max_in_row;
+        if (input_diff >= diff_min)
+          sum_of_exps += (int32_t)sophon_rounding_shift_right(
+              softmax_exp(input_diff, input_multiplier, input_left_shift),
+              accumulation_integer_bits);
+      }
+      /* GetReciprocal: sum = 2^num_bits_over_unit * (1 + shifted_sum), shifted_sum
+       * in Q0.31; 1 / (1 + shifted_sum) by Newton-Raphson. sum >= 2^19, so
+       * headroom_plus_one <= 12 and num_bits_over_unit >= 0. */
+      headroom_plus_one = 0;
+      while (((uint32_t)sum_of_exps << headroom_plus_one) < 0x80000000u) ++headroom_plus_one;
+      num_bits_over_unit = accumulation_integer_bits - headroom_plus_one;
+      shifted_sum = ((uint32_t)sum_of_exps << headroom_plus_one) - 0x80000000u;
+      shifted_scale = one_over_one_plus_x_for_x_in_0_1((int32_t)shifted_sum);
+      /* to 8 output bits: exp / sum in Q0.31, divided by 2^(num_bits_over_unit + 23).
+       * An exponent above 31 (more than 256 rows near the maximum) is undefined in
+       * TFLite; here it is the rounded quotient, 0 or 1. */
+      exponent = num_bits_over_unit + 31 - 8;
+      for (y = 0; y < rows; ++y) {
+        const int32_t input_diff = in_data[(int64_t)y * width + x] - max_in_row;
+        int32_t result = -128;
+        if (input_diff >= diff_min) {
+          const int32_t exp_in_0 = softmax_exp(input_diff, input_multiplier, input_left_shift);
+          const int32_t unsat_output = (int32_t)sophon_rounding_shift_right(
+              sophon_srdhm_inline(shifted_scale, exp_in_0), exponent);
+          result = unsat_output - 128;
+          if (result > 127) result = 127;
+          if (result < -128) result = -128;
+        }
+        out_data[(int64_t)y * width + x] = (int8_t)result;
+      }
     }
   }
 }

@@ -33,9 +33,8 @@ static int32_t clamp_index(int32_t i, int32_t size) {
   return i < 0 ? 0 : (i >= size ? size - 1 : i);
 }
 
-/* The nearest source index (clamped to the image) of output index x. */
-static int32_t nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
-                             int32_t out_size) {
+int32_t sophon_resize_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                    int32_t out_size) {
   float v;
   int32_t i;
   /* an integer upsampling ratio with asymmetric floor is an integer division (as
@@ -68,7 +67,7 @@ static void linear_taps(const sophon_resize_params* p, int32_t x, int32_t in_siz
 /* The image rows output image row y reads: [first, last]. */
 static void source_rows(const sophon_resize_params* p, int32_t y, int32_t* first, int32_t* last) {
   if (p->method == SOPHON_RESIZE_NEAREST) {
-    *first = *last = nearest_index(p, y, p->in_h, p->out_h);
+    *first = *last = sophon_resize_nearest_index(p, y, p->in_h, p->out_h);
   } else {
     float weight;
     linear_taps(p, y, p->in_h, p->out_h, first, last, &weight);
@@ -77,44 +76,37 @@ static void source_rows(const sophon_resize_params* p, int32_t y, int32_t* first
 
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_resize_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t in_w = in->w, out_w = out->w;
-  int32_t batch, channel, out_y, out_x;
+  int32_t out_y, out_x;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const float* plane = (const float*)(const void*)in_it.base;
-      float* out_row = (float*)(void*)out_it.base;
-      for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
-        const int32_t image_y = p->out_row0 + out_y;
-        if (p->method == SOPHON_RESIZE_NEAREST) {
-          const float* in_row =
-              plane + (int64_t)(nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) * in_w;
-          for (out_x = 0; out_x < out_w; ++out_x)
-            out_row[out_x] = in_row[nearest_index(p, out_x, in_w, out_w)];
-        } else {
-          int32_t y0, y1;
-          float ly;
-          const float *top_row, *bottom_row;
-          linear_taps(p, image_y, p->in_h, p->out_h, &y0, &y1, &ly);
-          top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
-          bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
-          for (out_x = 0; out_x < out_w; ++out_x) {
-            int32_t x0, x1;
-            float lx, top, bottom;
-            linear_taps(p, out_x, in_w, out_w, &x0, &x1, &lx);
-            top = top_row[x0] * (1.0f - lx) + top_row[x1] * lx;
-            bottom = bottom_row[x0] * (1.0f - lx) + bottom_row[x1] * lx;
-            out_row[out_x] = top * (1.0f - ly) + bottom * ly;
-          }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* plane = (const float*)(const void*)walk.in.base;
+    float* out_row = (float*)(void*)walk.out.base;
+    for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
+      const int32_t image_y = p->out_row0 + out_y;
+      if (p->method == SOPHON_RESIZE_NEAREST) {
+        const int32_t in_y = sophon_resize_nearest_index(p, image_y, p->in_h, p->out_h);
+        const float* in_row = plane + (int64_t)(in_y - p->in_row0) * in_w;
+        for (out_x = 0; out_x < out_w; ++out_x)
+          out_row[out_x] = in_row[sophon_resize_nearest_index(p, out_x, in_w, out_w)];
+      } else {
+        int32_t y0, y1;
+        float ly;
+        const float *top_row, *bottom_row;
+        linear_taps(p, image_y, p->in_h, p->out_h, &y0, &y1, &ly);
+        top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
+        bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
+        for (out_x = 0; out_x < out_w; ++out_x) {
+          int32_t x0, x1;
+          float lx, top, bottom;
+          linear_taps(p, out_x, in_w, out_w, &x0, &x1, &lx);
+          top = top_row[x0] * (1.0f - lx) + top_row[x1] * lx;
+          bottom = bottom_row[x0] * (1.0f - lx) + bottom_row[x1] * lx;
+          out_row[out_x] = top * (1.0f - ly) + bottom * ly;
         }
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
     }
   }
 }
@@ -240,53 +232,46 @@ static void int8_source_rows(const sophon_resize_params* p, int32_t y, int32_t* 
 
 void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_resize_params* p) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t in_w = in->w, out_w = out->w;
   const int32_t height_scale_10 = int8_scale_10(p, p->in_h, p->out_h);
   const int32_t width_scale_10 = int8_scale_10(p, in_w, out_w);
-  int32_t batch, channel, out_y, out_x;
+  int32_t out_y, out_x;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const int8_t* plane = (const int8_t*)in_it.base;
-      int8_t* out_row = (int8_t*)out_it.base;
-      for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
-        const int32_t image_y = p->out_row0 + out_y;
-        if (p->method == SOPHON_RESIZE_NEAREST) {
-          const int8_t* in_row =
-              plane + (int64_t)(int8_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) *
-                          in_w;
-          for (out_x = 0; out_x < out_w; ++out_x)
-            out_row[out_x] = in_row[int8_nearest_index(p, out_x, in_w, out_w)];
-        } else {
-          int32_t input_y, y0, y1;
-          const int8_t *top_row, *bottom_row;
-          int8_linear_taps(p, image_y, height_scale_10, p->in_h, &input_y, &y0, &y1);
-          top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
-          bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
-          for (out_x = 0; out_x < out_w; ++out_x) {
-            int32_t input_x, x0, x1;
-            int64_t dy, dx, sum, round;
-            int8_linear_taps(p, out_x, width_scale_10, in_w, &input_x, &x0, &x1);
-            /* the weights of y1 and x1 in 10 fractional bits (those of y0, x0: 1024 - them) */
-            dy = input_y - (1 << 10) * y0;
-            dx = input_x - (1 << 10) * x0;
-            sum = (int64_t)top_row[x0] * ((1 << 10) - dy) * ((1 << 10) - dx) +
-                  (int64_t)bottom_row[x0] * dy * ((1 << 10) - dx) +
-                  (int64_t)top_row[x1] * ((1 << 10) - dy) * dx +
-                  (int64_t)bottom_row[x1] * dy * dx;
-            /* 20 fractional bits, rounded half away from zero (C division truncates) */
-            round = sum > 0 ? (1 << 19) : -(1 << 19);
-            out_row[out_x] = (int8_t)((sum + round) / (1 << 20));
-          }
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* plane = (const int8_t*)walk.in.base;
+    int8_t* out_row = (int8_t*)walk.out.base;
+    for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
+      const int32_t image_y = p->out_row0 + out_y;
+      if (p->method == SOPHON_RESIZE_NEAREST) {
+        const int8_t* in_row =
+            plane + (int64_t)(int8_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) *
+                        in_w;
+        for (out_x = 0; out_x < out_w; ++out_x)
+          out_row[out_x] = in_row[int8_nearest_index(p, out_x, in_w, out_w)];
+      } else {
+        int32_t input_y, y0, y1;
+        const int8_t *top_row, *bottom_row;
+        int8_linear_taps(p, image_y, height_scale_10, p->in_h, &input_y, &y0, &y1);
+        top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
+        bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
+        for (out_x = 0; out_x < out_w; ++out_x) {
+          int32_t input_x, x0, x1;
+          int64_t dy, dx, sum, round;
+          int8_linear_taps(p, out_x, width_scale_10, in_w, &input_x, &x0, &x1);
+          /* the weights of y1 and x1 in 10 fractional bits (those of y0, x0: 1024 - them) */
+          dy = input_y - (1 << 10) * y0;
+          dx = input_x - (1 << 10) * x0;
+          sum = (int64_t)top_row[x0] * ((1 << 10) - dy) * ((1 << 10) - dx) +
+                (int64_t)bottom_row[x0] * dy * ((1 << 10) - dx) +
+                (int64_t)top_row[x1] * ((1 << 10) - dy) * dx +
+                (int64_t)bottom_row[x1] * dy * dx;
+          /* 20 fractional bits, rounded half away from zero (C division truncates) */
+          round = sum > 0 ? (1 << 19) : -(1 << 19);
+          out_row[out_x] = (int8_t)((sum + round) / (1 << 20));
         }
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
     }
   }
 }

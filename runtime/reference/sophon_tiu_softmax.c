@@ -12,35 +12,28 @@
 
 void sophon_ref_softmax_f32(sophon_device* dev, const sophon_local* out,
                             const sophon_local* in) {
-  sophon_view out_v, in_v;
+  sophon_plane_walk walk;
   const int32_t rows = out->h, width = out->w;
-  int32_t batch, channel, x, y;
+  int32_t x, y;
 
-  sophon_view_init(&out_v, dev, out);
-  sophon_view_init(&in_v, dev, in);
-  for (batch = 0; batch < out->n; ++batch) {
-    sophon_channel_iter in_it = sophon_channel_begin(&in_v, batch, 0);
-    sophon_channel_iter out_it = sophon_channel_begin(&out_v, batch, 0);
-    for (channel = 0; channel < out->c; ++channel) {
-      const float* in_data = (const float*)(const void*)in_it.base;
-      float* out_data = (float*)(void*)out_it.base;
-      /* column x is one softmax vector: elements y * width + x, y = 0 .. rows-1 */
-      for (x = 0; x < width; ++x) {
-        float max_value = in_data[x], sum = 0.0f;
-        for (y = 1; y < rows; ++y) {
-          const float v = in_data[(int64_t)y * width + x];
-          if (v > max_value) max_value = v;
-        }
-        for (y = 0; y < rows; ++y) {
-          const int64_t i = (int64_t)y * width + x;
-          const float e = expf(in_data[i] - max_value);
-          out_data[i] = e; /* in place: in_data[i] was read first */
-          sum += e;
-        }
-        for (y = 0; y < rows; ++y) out_data[(int64_t)y * width + x] /= sum;
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const float* in_data = (const float*)(const void*)walk.in.base;
+    float* out_data = (float*)(void*)walk.out.base;
+    /* column x is one softmax vector: elements y * width + x, y = 0 .. rows-1 */
+    for (x = 0; x < width; ++x) {
+      float max_value = in_data[x], sum = 0.0f;
+      for (y = 1; y < rows; ++y) {
+        const float v = in_data[(int64_t)y * width + x];
+        if (v > max_value) max_value = v;
       }
-      sophon_channel_next(&in_v, &in_it);
-      sophon_channel_next(&out_v, &out_it);
+      for (y = 0; y < rows; ++y) {
+        const int64_t i = (int64_t)y * width + x;
+        const float e = expf(in_data[i] - max_value);
+        out_data[i] = e; /* in place: in_data[i] was read first */
+        sum += e;
+      }
+      for (y = 0; y < rows; ++y) out_data[(int64_t)y * width + x] /= sum;
     }
   }
 }

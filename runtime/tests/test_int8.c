@@ -730,6 +730,89 @@ static void test_lut_relu_golden(void) {
   CHECK(sophon_int8_lut_build(&u, table) == SOPHON_ERR_ARGUMENT);
 }
 
+/* RSQRT's and NEG's tables on hand-worked values. */
+static void test_lut_rsqrt_neg_golden(void) {
+  /* RSQRT, input scale 1 zero point -128, output scale 1/64 zero point -128: v = x + 128,
+   * out = -128 + round(64 / sqrt(v)) (the multiplier of 1 / (1 * 1/64) = 64 is (2^30, 7));
+   * on the squares the Newton iteration is exact: v = 1, 4, 16, 64, 256 - 1 = 255 gives
+   * 64, 32, 16, 8, 64 / 15.97 = 4; v = 0 (and TFLite's invalid v < 0) gives 127 */
+  static const int8_t rsqrt_probe[7] = {-128, -127, -124, -112, -64, 127, -10};
+  static const int8_t want_rsqrt[7] = {127, -64, -96, -112, -120, -124, -128 + 6};
+  /* NEG with one scale (0.5): zero points -10 -> 7, out = -10 + 7 - x, clamped;
+   * NEG from scale 0.5 to scale 1 (zero points 0): -x / 2, halves away from zero */
+  static const int8_t neg_probe[7] = {-128, -3, -1, 0, 1, 3, 127};
+  static const int8_t want_neg_same[7] = {125, 0, -2, -3, -4, -6, -128};
+  static const int8_t want_neg_half[7] = {64, 2, 1, 0, -1, -2, -64};
+  sophon_int8_unary u;
+  int8_t table[256], got[7];
+  int i;
+
+  memset(&u, 0, sizeof(u));
+  u.kind = SOPHON_LUT_RSQRT;
+  u.input_scale = 1.0f;
+  u.input_zero_point = -128;
+  u.output_scale = 1.0f / 64.0f;
+  u.output_zero_point = -128;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  /* v = 118: 64 / sqrt(118) = 5.89 -> 6 */
+  for (i = 0; i < 7; ++i) got[i] = table[(uint8_t)rsqrt_probe[i]];
+  CHECK_I8_EQUAL(got, want_rsqrt, 7);
+  u.input_zero_point = 0; /* x < 0: below the zero point, TFLite refuses; the table holds 127 */
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  CHECK(table[(uint8_t)-5] == 127 && table[0] == 127 && table[1] == -64);
+
+  u.kind = SOPHON_LUT_NEG;
+  u.input_scale = u.output_scale = 0.5f;
+  u.input_zero_point = -10;
+  u.output_zero_point = 7;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  for (i = 0; i < 7; ++i) got[i] = table[(uint8_t)neg_probe[i]];
+  CHECK_I8_EQUAL(got, want_neg_same, 7);
+  u.input_zero_point = u.output_zero_point = 0;
+  u.output_scale = 1.0f;
+  CHECK(sophon_int8_lut_build(&u, table) == SOPHON_OK);
+  for (i = 0; i < 7; ++i) got[i] = table[(uint8_t)neg_probe[i]];
+  CHECK_I8_EQUAL(got, want_neg_half, 7);
+}
+
+/* SQUARED_DIFFERENCE with scales 1: input multipliers 1 / (2 * 1) = (2^30, 0), output
+ * multiplier 2^2 / (2^14 * 1) = 2^-12 = (2^30, -11); d = (x * 2^7) / 2 - (y * 2^7) / 2
+ * = 64 (x - y) and d^2 / 4096 = (x - y)^2 exactly, + output zero point -128, clamped.
+ * b (1, 1, 1, 2) broadcasts over channels. */
+static void test_squared_difference_int8_golden(void) {
+  sophon_chip chip = small_chip(1);
+  sophon_device* dev = NULL;
+  const int8_t a_data[10] = {10, 1, -1, 127, -128, 3, 0, 0, 100, -100};
+  const int8_t b_data[2] = {6, 0};
+  /* (x - y)^2: 16 1 49 16129 17956 9 36 0 8836 10000 */
+  const int8_t want[10] = {-112, -127, -79, 127, 127, -119, -92, -128, 127, 127};
+  sophon_local a = local(0, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local b = local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_local out = local(192, 1, 5, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED);
+  sophon_binary_int8_params p;
+  int8_t got[10];
+
+  memset(&p, 0, sizeof(p));
+  p.op = SOPHON_BINARY_INT8_SQUARED_DIFFERENCE;
+  p.output_zero_point = -128;
+  p.multiplier1 = p.multiplier2 = p.multiplier3 = 1 << 30;
+  p.shift3 = -11;
+  p.act_min = -128;
+  p.act_max = 127;
+  CHECK(sophon_device_create(&chip, &dev) == SOPHON_OK);
+  CHECK_OK(dev, load(dev, &a, a_data));
+  CHECK_OK(dev, load(dev, &b, b_data));
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want, 10);
+
+  /* its multipliers are MultiplyByQuantizedMultiplierSmallerThanOneExp's: no left shift */
+  p.shift3 = 1;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  CHECK_ERROR_HAS(dev, "3 shift[0] 1 is outside [-31, 0]");
+  sophon_device_destroy(dev);
+}
+
 static void test_lut_golden(void) {
   sophon_chip chip = small_chip(1), f32_chip = small_chip(0);
   sophon_device* dev = NULL;
@@ -1364,6 +1447,8 @@ int main(void) {
   test_lut_golden();
   test_lut_relu_golden();
   test_binary_int8_golden();
+  test_lut_rsqrt_neg_golden();
+  test_squared_difference_int8_golden();
   test_pool_golden();
   test_program();
   test_conv2d_transpose_golden();

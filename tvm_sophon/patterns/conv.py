@@ -37,9 +37,7 @@ def conv2d_pattern(with_bias: bool, act: Optional[str], op_name: str = "relax.nn
     data, weight = wildcard(), wildcard()
     root = is_op(op_name)(data, weight)
     ann = {"input": data, "weight": weight, "root": root}
-    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
-    if act_pat is not None:
-        ann["activation"] = act_pat
+    out, _ = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     return out, ann
 
 

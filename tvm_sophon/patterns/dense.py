@@ -35,9 +35,7 @@ def dense_pattern(transposed: bool, with_bias: bool, act: Optional[str]):
         ann["transposed_weight"] = rhs
     root = is_op("relax.matmul")(data, rhs)
     ann["root"] = root
-    out, act_pat = with_activation(with_bias_add(root, ann, with_bias), act, ann)
-    if act_pat is not None:
-        ann["activation"] = act_pat
+    out, _ = with_activation(with_bias_add(root, ann, with_bias), act, ann)
     return out, ann
 
 

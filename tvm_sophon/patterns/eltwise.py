@@ -33,9 +33,7 @@ def binary_pattern(op_name: str, act: Optional[str]):
     lhs, rhs = wildcard(), wildcard()
     root = is_op(op_name)(lhs, rhs)
     ann = {"lhs": lhs, "rhs": rhs, "root": root}
-    out, act_pat = with_activation(root, act, ann)
-    if act_pat is not None:
-        ann["activation"] = act_pat
+    out, _ = with_activation(root, act, ann)
     return out, ann
 
 

@@ -6,11 +6,12 @@ these patterns take the chain, and the chip runs it in TFLite's integer
 arithmetic (runtime/sophon_quant.h):
 
 - a unary op (LOGISTIC, TANH, HARD_SWISH, LEAKY_RELU, ELU, GELU, RELU / RELU6 /
-  RELU_N1_TO_1 (a lone relu or float clip between dequantize and quantize), and QUANTIZE
-  int8 -> int8, which imports as dequantize -> quantize) is a function of 256
+  RELU_N1_TO_1 (a lone relu or float clip between dequantize and quantize), RSQRT, NEG
+  and QUANTIZE int8 -> int8, which imports as dequantize -> quantize) is a function of 256
   int8 inputs: one table lookup, the table computed at compile time by the
   runtime's C statement of TFLite's kernel (tvm_sophon/quant_eltwise.py);
-- MUL, SUB, MAXIMUM, MINIMUM and PRELU with broadcast, with TFLite's
+- MUL, SUB, MAXIMUM, MINIMUM, PRELU and SQUARED_DIFFERENCE (``(a - b) * (a - b)``
+  between the dequantizes and the quantize) with broadcast, with TFLite's
   multipliers (SUB runs on the int8 ADD instruction with input 2 negated).
 
 Activation chains (hard-swish, ELU, GELU) are matched in every spelling
@@ -32,11 +33,12 @@ from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_
 # sophon.q<name> -> the sophon_lut_kind of quant_eltwise.LUT_KINDS
 UNARY = {"qsigmoid": "logistic", "qtanh": "tanh", "qleakyrelu": "leakyrelu", "qhardswish": "hardswish",
          "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize", "qrelu": "relu",
-         "qhardsigmoid": "hardsigmoid", "qsquare": "square"}
+         "qrsqrt": "rsqrt", "qnegative": "neg", "qhardsigmoid": "hardsigmoid", "qsquare": "square"}
 # TFLite has no int8 op for these: their table is always the float32 one (quant_eltwise.float_lut_table)
 FLOAT_TABLE_ONLY = {"qhardsigmoid", "qsquare"}
 # sophon.q<name> -> the chip's binary_int8 op (SUB runs on the int8 add)
-QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU"}
+QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU",
+           "qsquared_difference": "SQUARED_DIFFERENCE"}
 # sophon.q<name> -> the float op between the dequantizes and the quantize
 BINARY = {"qmultiply": "relax.multiply", "qsubtract": "relax.subtract",
           "qmaximum": "relax.maximum", "qminimum": "relax.minimum"}
@@ -172,12 +174,37 @@ def qprelu_pattern():
     return _q(ann, root, False), ann
 
 
+def qsquared_difference_pattern():
+    """quantize(d * d), d = dequantize(a) - dequantize(b): TFLite's SQUARED_DIFFERENCE
+    as TVM's importer writes it: one subtract multiplied by itself, or (when a and b
+    are the graph's inputs, which it dequantizes at each use) two subtracts of the
+    same a and b."""
+    lhs, rhs = wildcard(), wildcard()
+    ann = {"lhs": lhs, "rhs": rhs}
+    diff = is_op("relax.subtract")(_dq(ann, "lhs", lhs), _dq(ann, "rhs", rhs))
+    again = is_op("relax.subtract")(_dq(ann, "lhs_again", lhs), _dq(ann, "rhs_again", rhs))
+    root = is_op("relax.multiply")(diff, diff) | is_op("relax.multiply")(diff, again)
+    ann["root"] = root
+    return _q(ann, root, False), ann
+
+
+def rule_squared_difference_scales(ann: dict) -> Optional[str]:
+    from tvm_sophon.quant_eltwise import squared_difference_refusal
+
+    for side in ("lhs", "rhs"):
+        for key in ("scale", "zp"):
+            again = ann.get(f"{side}_again_{key}")
+            if again is not None and not np.array_equal(constant_value(again), constant_value(ann[f"{side}_{key}"])):
+                return f"the two subtracts dequantize {side} with different {key}s: not a squared difference"
+    return squared_difference_refusal(*(constant_value(ann[k]) for k in ("lhs_scale", "rhs_scale", "output_scale")))
+
+
 def patterns() -> list[FusionPattern]:
     table = []
     # element-wise: above 4-D where the axes merge (YOLO's (1, 3, H, W, 85) heads)
     int8 = (rule_int8_operands, rule_per_tensor, rule_int8_result, rule_rank_collapses, rule_not_empty)
     single = {"qsigmoid": "relax.sigmoid", "qtanh": "relax.tanh", "qleakyrelu": "relax.nn.leakyrelu",
-              "qgelu_tanh": "relax.nn.gelu_tanh"}
+              "qgelu_tanh": "relax.nn.gelu_tanh", "qrsqrt": "relax.rsqrt", "qnegative": "relax.negative"}
     pat, ann = qunary_pattern(lambda x: (x, {}))
     table.append(FusionPattern("sophon.qrequantize", pat, ann, make_check(*int8)))
     # TFLite's int8 RELU / RELU6 / RELU_N1_TO_1 (ReluX): the importer's float relu or clip
@@ -207,4 +234,7 @@ def patterns() -> list[FusionPattern]:
                                        pat, ann, make_check(*rules)))
     pat, ann = qprelu_pattern()
     table.append(FusionPattern("sophon.qprelu", pat, ann, make_check(*int8, rule_prelu_last_axis)))
+    pat, ann = qsquared_difference_pattern()
+    table.append(FusionPattern("sophon.qsquared_difference", pat, ann,
+                               make_check(*int8, rule_squared_difference_scales)))
     return table

@@ -285,17 +285,20 @@ QDQ_OPS = ("relax.quantize", "relax.dequantize")
 
 def with_activation(inner: DFPattern, kind: Optional[str],
                     ann: Optional[dict] = None) -> tuple[DFPattern, Optional[DFPattern]]:
-    """``inner`` followed by the activation ``kind`` (a single op or a chain);
-    a chain's constants and ops go into ``ann`` as ``act.*``."""
+    """``inner`` followed by the activation ``kind`` (a single op or a chain), and
+    that activation (None for none). Into ``ann`` go the activation as
+    ``activation`` and a chain's constants and ops as ``act.*``."""
     if kind is None:
         return inner, None
     if kind in chains.CHAINS:
-        out, named = chains.CHAINS[kind].pattern(inner)
+        act, named = chains.CHAINS[kind].pattern(inner)
         if ann is not None:
             ann.update(named)
-        return out, out
-    op_name, n_extra = ACTIVATIONS[kind]
-    act = is_op(op_name)(inner, *(wildcard() for _ in range(n_extra)))
+    else:
+        op_name, n_extra = ACTIVATIONS[kind]
+        act = is_op(op_name)(inner, *(wildcard() for _ in range(n_extra)))
+    if ann is not None:
+        ann["activation"] = act
     return act, act
 
 
