@@ -201,7 +201,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             b = step.params
             p = qbinaries.add(f"{{SOPHON_BINARY_INT8_{b.op}, {b.input1_zero_point}, {b.input2_zero_point}, "
                               f"{b.output_zero_point}, {b.multiplier1}, {b.shift1}, {b.multiplier2}, {b.shift2}, "
-                              f"{b.act_min}, {b.act_max}, {b.multiplier3}, {b.shift3}}}")
+                              f"{b.act_min}, {b.act_max}, {b.multiplier3}, {b.shift3}, "
+                              f"{float(b.scale).hex()}f}}")
             cmds.add(f"{{SOPHON_CMD_BINARY_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QPool2d):

@@ -755,7 +755,9 @@ class _Analysis:
         if name == "qsubtract":
             return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
                 l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
-        if name == "qmultiply":
+        if name == "qmultiply" and self.int8_arithmetic == "onnxruntime":
+            params = qe.onnxruntime_mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
+        elif name == "qmultiply":
             params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
         elif name in ("qmaximum", "qminimum"):
             params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)

@@ -180,10 +180,13 @@ typedef enum {
   SOPHON_BINARY_INT8_MIN = 2,  /* min(a, b) likewise */
   SOPHON_BINARY_INT8_PRELU = 3, /* x = a - zp1; zp_out + (x >= 0 ? MBQM(x, multiplier1, shift1)
                                    : MBQM(x * (b - zp2), multiplier2, shift2)); b = alpha */
-  SOPHON_BINARY_INT8_SQUARED_DIFFERENCE = 4 /* squared_difference.cc: d = S1((a - zp1) * 2^7)
+  SOPHON_BINARY_INT8_SQUARED_DIFFERENCE = 4, /* squared_difference.cc: d = S1((a - zp1) * 2^7)
                                                - S2((b - zp2) * 2^7); zp_out + S3(d * d), where
                                                Si(v) = MBQMSmallerThanOneExp(v, multiplieri,
                                                shifti), shifts in [-31, 0] */
+  SOPHON_BINARY_INT8_MUL_FLOAT32 = 5 /* onnxruntime's QLinearMul (MLAS, ONNX QDQ models):
+                                        zp_out + sophon_multiply_by_float_scale((a - zp1) *
+                                        (b - zp2), scale); multipliers unused (0, 0) */
 } sophon_binary_int8_op;
 
 typedef struct {
@@ -193,6 +196,7 @@ typedef struct {
   int32_t multiplier2, shift2;
   int32_t act_min, act_max;
   int32_t multiplier3, shift3; /* SQUARED_DIFFERENCE's output rescale (others: 0, 0) */
+  float scale;                 /* MUL_FLOAT32: scale1 * scale2 / out_scale in float32 (others: 0) */
 } sophon_binary_int8_params;
 
 /* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */

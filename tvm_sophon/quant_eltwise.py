@@ -24,7 +24,7 @@ from .errors import SophonCompileError
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
              "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9, "rsqrt": 10, "neg": 11}
 # sophon_binary_int8_op
-BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4}
+BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4, "MUL_FLOAT32": 5}
 
 
 class _Unary(ctypes.Structure):  # sophon_int8_unary
@@ -131,6 +131,7 @@ class BinaryParams:
     act_max: int = 127
     multiplier3: int = 0
     shift3: int = 0
+    scale: float = 0.0   # MUL_FLOAT32 (onnxruntime's QLinearMul): a float32 value
 
 
 def _f32_ratio(*factors, divisor) -> float:
@@ -146,6 +147,14 @@ def mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_ma
     """TFLite's int8 MUL: one multiplier for scale1 * scale2 / out_scale (mul.cc)."""
     m, s = quant.quantize_multiplier(_f32_ratio(scale1, scale2, divisor=out_scale))
     return BinaryParams("MUL", _int(zp1), _int(zp2), _int(out_zp), m, s, 0, 0, int(act_min), int(act_max))
+
+
+def onnxruntime_mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> BinaryParams:
+    """onnxruntime's QLinearMul (MLAS, the ONNX QDQ Mul): (a - zp1) * (b - zp2) times
+    scale1 * scale2 / out_scale in float32, rounded once, halves to even."""
+    scale = np.float32(np.float32(_scalar(scale1)) * np.float32(_scalar(scale2))) / np.float32(_scalar(out_scale))
+    return BinaryParams("MUL_FLOAT32", _int(zp1), _int(zp2), _int(out_zp), act_min=int(act_min),
+                        act_max=int(act_max), scale=float(np.float32(scale)))
 
 
 def prelu_params(scale, zp, alpha_scale, alpha_zp, out_scale, out_zp) -> BinaryParams:

@@ -922,6 +922,22 @@ static void test_binary_int8_golden(void) {
   CHECK_OK(dev, store(dev, &out, got));
   CHECK_I8_EQUAL(got, want_mul, 10);
 
+  /* MUL_FLOAT32 (onnxruntime's QLinearMul) by 1/4: one rounding, halves to even:
+   * 60 -> 15, -6 / 4 = -1.5 -> -2, 600 / 4 = 150 -> 127; 10 * 1 / 4 = 2.5 -> 2 below */
+  p.op = SOPHON_BINARY_INT8_MUL_FLOAT32;
+  p.multiplier1 = 0;
+  p.shift1 = 0;
+  p.scale = 0.25f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mul, 10);
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 2);  /* 10 * alpha 1 * 0.25 = 2.5: to even (MUL's fixed point: 3) */
+  p.scale = -1.0f;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.scale = 0.0f;
+
   p.op = SOPHON_BINARY_INT8_MAX;
   CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
   CHECK_OK(dev, store(dev, &out, got));
