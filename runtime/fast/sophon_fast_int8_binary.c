@@ -87,6 +87,7 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
       }
       break;
     case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
+    case SOPHON_BINARY_INT8_MUL_FLOAT32:
       break;
   }
 }
@@ -216,7 +217,8 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
                             const sophon_local* b, const sophon_binary_int8_params* p) {
   binary_job j;
   const int b_full = b->h == out->h && b->w == out->w;
-  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE) return -1; /* the reference runs it */
+  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE || p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)
+    return -1; /* the reference runs it */
   if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
   if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
   sophon_view_init(&j.out_v, dev, out);
