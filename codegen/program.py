@@ -150,6 +150,9 @@ def local_lane_bytes(chip: Chip, dims, dtype: str, layout: str, cstride: int = 0
     """Bytes one lane holds for a local tensor: mirrors sophon_local_lane_bytes()."""
     n, c, h, w = dims
     stride = channel_stride(chip, dims, dtype, layout, cstride)
+    pack = chip.int8_batch_pack
+    if dtype == "int8" and layout == "ALIGNED" and pack > 1 and not cstride:
+        n = -(-n // pack) * pack   # the "4N" layout: batch slots in whole 32-bit words
     slots = n * -(-c // chip.npu_num)
     if cstride:
         return ((slots - 1) * stride + h * w) * DTYPE_BYTES[dtype]

@@ -74,6 +74,11 @@ typedef struct {
                                    unit (0: eu_bytes, the conv unit's) */
   int32_t int8_batch_pack;      /* batch items packed in one 32-bit word of an
                                    INT8 tensor: 4 for the BM1684's "4N" layout (0: 1) */
+  int32_t eltwise_eu_bytes;     /* bytes per cycle per lane of the element-wise
+                                   (tensor-arithmetic, table-lookup) datapath, which
+                                   holds every element in a 32-bit slot, one batch
+                                   item each (0: eu_bytes, and element-wise work
+                                   packed like the conv unit's) */
 } sophon_chip;
 
 /* ----------------------------------------------------------------- dtypes */
@@ -124,8 +129,15 @@ typedef struct {
 
 /* Bytes one lane needs for `t` on `chip` (0 if `t` is malformed): for a derived
  * channel stride n*ceil(c/npu)*stride*size; for an explicit one the footprint up to
- * the last element, ((n*ceil(c/npu) - 1)*cstride + h*w)*size. */
+ * the last element, ((n*ceil(c/npu) - 1)*cstride + h*w)*size. An INT8 tensor in the
+ * ALIGNED layout on a chip with int8_batch_pack p > 1 reserves the "4N" layout's
+ * footprint: n rounded up to a multiple of p (a batch-1 tensor takes a whole 32-bit
+ * word per element, as on the BM1684); a window (explicit cstride) lies inside
+ * such a buffer and keeps its own footprint. */
 int64_t sophon_local_lane_bytes(const sophon_chip* chip, const sophon_local* t);
+/* Batch items `t` occupies in LMEM: n, or n rounded up to int8_batch_pack for an
+ * INT8 ALIGNED tensor (the "4N" layout packs p items in each 32-bit word). */
+int64_t sophon_local_batch_slots(const sophon_chip* chip, const sophon_local* t);
 /* Elements between consecutive channels of one lane. */
 int64_t sophon_local_channel_stride(const sophon_chip* chip, const sophon_local* t);
 

@@ -89,6 +89,8 @@ def _lib():
                                       P(PoolParamsStruct)]
     lib.sophon_tiu_activation.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                           P(ActivationStruct)]
+    lib.sophon_tiu_resize.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
+                                      ctypes.c_void_p]
     return lib
 
 
@@ -704,6 +706,51 @@ def test_fast_pool2d_network_layers(devices, layer):
     params = pool_params(kind, (k, k), (s, s), (p, p, p, p), (1, 1), True)
     out_hw = ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
     assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, out_hw))
+
+
+# ------------------------------------------------------------------- resize
+
+
+class ResizeParamsStruct(ctypes.Structure):  # sophon_resize_params (runtime/sophon.h)
+    _fields_ = [("method", ctypes.c_int), ("coord", ctypes.c_int), ("rounding", ctypes.c_int),
+                ("in_h", ctypes.c_int32), ("out_h", ctypes.c_int32),
+                ("in_row0", ctypes.c_int32), ("out_row0", ctypes.c_int32)]
+
+
+@st.composite
+def resize_cases(draw):
+    n, c = draw(st.sampled_from([1, 2])), draw(st.sampled_from([1, 3, 64, 70]))
+    h, w = draw(st.sampled_from([1, 2, 5, 10, 20])), draw(st.sampled_from([1, 3, 10, 40]))
+    oh = draw(st.sampled_from([1, 2 * h, 3 * h, h + 3, max(1, h // 2)]))
+    ow = draw(st.sampled_from([1, 2 * w, w + 5, max(1, w // 3)]))
+    # a band of output rows, and the input rows it reads (whole image when band is False)
+    band = draw(st.booleans()) and oh > 2
+    return dict(n=n, c=c, h=h, w=w, oh=oh, ow=ow, band=band,
+                coord=draw(st.integers(0, 4)), rounding=draw(st.integers(0, 4)),
+                specials=draw(st.sampled_from([0.0, 0.05])), seed=draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=resize_cases())
+def test_fast_resize_nearest_is_bit_identical(devices, case):
+    """sophon_fast_resize.c against the reference: every coordinate mode and rounding,
+    up and down, non-integer ratios, bands of rows, NaN and signed zeros (copied)."""
+    rng = np.random.default_rng(case["seed"])
+    n, c, h, w, oh, ow = case["n"], case["c"], case["h"], case["w"], case["oh"], case["ow"]
+    x = with_specials(rng, rng.standard_normal((n, c, h, w)).astype(np.float32), case["specials"])
+    out_row0, out_rows = (1, oh - 2) if case["band"] else (0, oh)
+    params = ResizeParamsStruct(0, case["coord"], case["rounding"], h, oh, 0, out_row0)
+
+    def run(dev):
+        dev.next_addr = 0
+        t_in = dev.alloc(n, c, h, w)
+        dev.load(t_in, x)
+        t_out = dev.alloc(n, c, out_rows, ow)
+        dev.check(dev.lib.sophon_tiu_resize(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                            ctypes.byref(params)))
+        return dev.store(t_out)
+
+    assert_bit_identical(devices, run)
 
 
 # --------------------------------------------------------------------- GDMA

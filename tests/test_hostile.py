@@ -110,6 +110,7 @@ BAD_FIELDS = [
     ("has_int8", 1), ("name", ""), ("name", None), ("description", 3),
     ("gdma_clock_hz", -1.0), ("gdma_clock_hz", math.nan), ("gdma_burst_bytes", -1),
     ("timestep_sync_cycles", -1), ("dwpool_eu_bytes", 1 << 20), ("int8_batch_pack", 3),
+    ("eltwise_eu_bytes", -1),
 ]
 
 

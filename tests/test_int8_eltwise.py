@@ -204,10 +204,10 @@ def test_gelu_table_matches_tflite(approximate, magnitude):
 
 @pytest.mark.parametrize("shape", [(7, 7, 5), (1, 1, 17)])
 def test_prelu_bit_exact_with_tflite(shape):
-    """int8 PRELU (per-channel alpha) against TFLite's reference kernel. TVM's
-    importer refuses quantized PRELU, so the Relax import form is written here
-    as the importers write a float PReLU between dequantize and quantize:
-    quantize(nn.prelu(dequantize(x), dequantize(alpha), axis=-1))."""
+    """int8 PRELU (per-channel alpha) against TFLite's reference kernel, the Relax
+    form written here as the importers write a float PReLU between dequantize and
+    quantize: quantize(nn.prelu(dequantize(x), dequantize(alpha), axis=-1)) (the
+    .tflite import is tested below)."""
     init = tf.keras.initializers.RandomUniform(-0.8, 0.8, seed=3)
     buf = _convert("prelu", [shape], 2.0, build=lambda x: L.PReLU(alpha_initializer=init, shared_axes=[1, 2])(x))
     interp = _interpreter(buf, "BUILTIN_REF")
@@ -234,6 +234,36 @@ def test_prelu_bit_exact_with_tflite(shape):
         interp.invoke()
         np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(),
                                       interp.get_tensor(out_detail["index"]))  # exact: the spec
+
+
+# Keras PReLU's alpha shape follows shared_axes: one slope per channel ([1, 2]), one
+# per (W, C) ([1]), one per element (None); on odd shapes, rank 4 and rank 2 (after a Dense)
+PRELU_CASES = [((7, 5, 6), [1, 2]), ((7, 5, 6), None), ((3, 9, 5), [1]), ((1, 1, 17), None), ((13,), None)]
+
+
+@pytest.mark.parametrize("shape, shared", PRELU_CASES, ids=[f"{'x'.join(map(str, c[0]))}-{c[1]}" for c in PRELU_CASES])
+def test_prelu_tflite_import_bit_exact(tmp_path, shape, shared):
+    """A full-integer Keras model with PReLU (TVM's importer refuses quantized PRELU;
+    tvm_sophon.frontend imports it): conv (or dense) -> PReLU is one region with
+    nothing on the host, bit-exact with TFLite's reference kernels."""
+    rng = np.random.default_rng(len(shape))
+    # slopes of both signs and above 1, so that both of TFLite's multipliers matter
+    init = tf.keras.initializers.RandomUniform(-1.5, 1.5, seed=len(shape))
+
+    def build(x):
+        y = L.Conv2D(shape[-1], 3, padding="same")(x) if len(shape) == 3 else L.Dense(shape[-1])(x)
+        return L.PReLU(alpha_initializer=init, shared_axes=shared)(y)
+
+    buf = _convert("prelu", [shape], 2.0, build=build)
+    path = tmp_path / "prelu.tflite"
+    path.write_bytes(buf)
+    mod, report, vm = _build(path)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    assert "sophon.qprelu" in report.offloaded, report.format()
+    for seed in range(2):
+        xs = [rng.integers(-128, 128, size=(1, *shape), dtype=np.int8)]
+        np.testing.assert_array_equal(vm["main"](*map(tvm.runtime.tensor, xs)).numpy(),
+                                      _tflite(buf, xs, "BUILTIN_REF"))  # exact: the spec
 
 
 def test_hard_swish_fuses_with_int8_convs(tmp_path):

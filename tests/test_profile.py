@@ -107,3 +107,30 @@ def test_profile_says_which_unit_and_term_bounds_each_layer():
         units.add(l.unit)
         assert f"{l.unit} {l.bound}" in prof.format()
     assert "gdma" in units and units & set(TIU_UNITS), units
+
+
+def test_fused_silu_is_priced_on_the_eltwise_datapath_and_profiled_there():
+    """bm1684 prices a SiLU fused into a conv as passes of its element-wise datapath
+    (runtime/chip/sophon_cost.h): every element in a 32-bit slot, eltwise_eu_bytes
+    per lane per cycle, 5 ops per element. The expectation is that formula worked
+    here from the profile's numbers; the run's counters equal the estimate."""
+    import numpy as np
+    from tvm import relax
+
+    chip = tvm_sophon.get_chip("bm1684")
+    assert chip.eltwise_eu_bytes > 0
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 16, 16), "float32"))
+    w = relax.const(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.silu(relax.op.nn.conv2d(x, w, padding=1)))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    prof = profile_model(bb.get(), None, {"x": np.ones((1, 3, 16, 16), "float32")}, chip=chip)
+    [conv] = [l for l in prof.layers if l.macs]
+    # 8 channels on one lane slot, batch 1, 16*16 elements of 4 bytes at eltwise_eu_bytes
+    passes = 1 * 1 * -(-16 * 16 * 4 // chip.eltwise_eu_bytes)
+    assert conv.parts["eltwise"] == 5 * passes
+    assert conv.parts["conv"] + conv.parts["eltwise"] == conv.tiu_cycles
+    assert prof.total["cycles"] == prof.measured["total"]["cycles"]

@@ -62,6 +62,10 @@ def test_ratio_too_large_for_fixed_point_is_refused():
 
 # ---------------------------------------------------------------- post-training quantization
 
+def _host_ops(offload):
+    return [(op.op, tuple(op.shape)) for op in offload.host_ops]
+
+
 @pytest.fixture(scope="module")
 def tiny():
     mod, params, inputs = resnet_tiny("NCHW")
@@ -80,6 +84,15 @@ def test_ptq_end_to_end_stays_close_to_fp32(tiny, method):
     offloaded = tvm_sophon.offload_report(partitioned).offloaded
     convs = sum(l.kind == "conv2d" for l in report.layers)
     assert convs == 8 and sum(c.startswith("sophon.qconv2d") for c in offloaded) == convs
+    # NCHW's global average pool (adaptive_avg_pool2d to 1x1, then a flatten reshape) is
+    # TFLite's int8 MEAN over H, W and the reshape an int8 view: the model is one chip
+    # region, only its own float input (quantize) and output (dequantize) on the host
+    assert [(l.kind, l.int8) for l in report.layers if l.name == "avgpool"] == [("mean", True)], report.format()
+    offload = tvm_sophon.offload_report(partitioned)
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 3, 32, 32)), ("relax.dequantize", (1, 10))], \
+        offload.format()
+    assert {"sophon.qreduce_mean", "sophon.qdense_bias", "sophon.qsoftmax"} <= set(offloaded), offload.format()
     vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(inputs["data"])).numpy()
     ref = reference_run(mod, params, inputs)
@@ -107,8 +120,10 @@ def test_compare_runs_int8_on_the_chip_per_layer(tiny, tmp_path):
     result = tvm_sophon.compare(mod, calibration[:2], params=params, calibration_data=calibration,
                                 chip=tvm_sophon.get_chip("bm1684"))  # a Chip object: reports say its name
     assert result.chip == "bm1684" and result.format().startswith("INT8 on bm1684 against FP32")
-    # 8 convs, 3 adds, the dense and the softmax (the NCHW pool is adaptive_avg_pool2d: fp32)
-    assert [l.kind for l in result.layers].count("softmax") == 1 and len(result.layers) == 13
+    # 8 convs, 3 adds, the global pool (NCHW adaptive_avg_pool2d: an int8 mean), the dense, the softmax
+    kinds = [l.kind for l in result.layers]
+    assert kinds.count("softmax") == 1 and kinds.count("mean") == 1 and len(result.layers) == 14
+    assert all(l.int8 for l in result.layers), result.format()
     assert min(l.cosine for l in result.layers) >= 0.99
     assert all(l.sqnr_db > 20 for l in result.layers)
     assert "minimum cosine" in result.format()
@@ -291,3 +306,99 @@ def test_ptq_takes_hard_swish_and_gelu_chains_whole():
     offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
     assert len(offload.regions) == 1 and {"sophon.qhardswish", "sophon.qgelu"} <= set(offload.offloaded), \
         offload.format()
+
+
+# ---------------------------------------------------------------- PTQ of the global average pool
+
+
+@tvm.script.ir_module
+class GlobalPool:
+    @R.function
+    def main(x: R.Tensor((1, 24, 7, 9), "float32")):
+        with R.dataflow():
+            p = R.nn.adaptive_avg_pool2d(x, output_size=(1, 1))
+            y = R.reshape(p, (1, 24))
+            R.output(y)
+        return y
+
+
+def _tflite_mean(xq: np.ndarray, in_scale: float, out_scale: float) -> np.ndarray:
+    """TFLite's reference int8 MEAN over axes 2, 3 (NCHW), zero points 0
+    (reference_ops::QuantizedMeanOrSum): the multiplier of in_scale / out_scale with
+    1 / count folded in (shifted left by floor(log2(count)), divided by count), then
+    MultiplyByQuantizedMultiplier of the int32 sum."""
+    multiplier, shift = quant.quantize_multiplier(quant.f64(in_scale) / quant.f64(out_scale))
+    count = xq.shape[2] * xq.shape[3]
+    k = min(int(np.floor(np.log2(count))), 32, 31 + shift)
+    multiplier, shift = (multiplier << k) // count, shift - k
+    sums = xq.astype(np.int64).sum(axis=(2, 3)).ravel()
+    return np.array([min(127, max(-128, quant.multiply_by_quantized_multiplier(int(v), multiplier, shift)))
+                     for v in sums])
+
+
+def test_ptq_global_pool_on_the_chip_against_tflite_formula_and_llvm():
+    """The quantized global pool alone: the chip is TFLite's integer MEAN exactly, and
+    within 1 LSB of TVM's llvm build of the same quantized module, which takes the
+    mean of the dequantized input in float32 and rounds once: TFLite rounds twice
+    (the doubling high multiply, then the rounding shift by the folded log2(count)),
+    so a mean such as 62.46 LSB comes out 63 (249.84 -> 250, 250 / 4 = 62.5 -> 63)."""
+    from tvm_sophon.patterns import constant_value
+
+    rng = np.random.default_rng(5)
+    calibration = [{"x": (rng.standard_normal((1, 24, 7, 9)) + 0.5).astype("float32")} for _ in range(3)]
+    quantized = tvm_sophon.quantize(GlobalPool, calibration, method="max", progress=False)
+    partitioned = tvm_sophon.partition_for_sophon(quantized, chip="bm1684")
+    offload = tvm_sophon.offload_report(partitioned)
+    assert offload.offloaded == ["sophon.qreduce_mean", "sophon.reshape"], offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 24, 7, 9)), ("relax.dequantize", (1, 24))]
+    quantizes = [b.value for b in quantized["main"].body.blocks[0].bindings if isinstance(b.value, relax.Call)
+                 and b.value.op.name == "relax.quantize"]
+    in_scale, out_scale = (float(constant_value(q.args[1])) for q in quantizes)
+    chip = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    llvm = relax.VirtualMachine(tvm.compile(quantized, target="llvm"), tvm.cpu())
+    for _ in range(4):
+        x = (rng.standard_normal((1, 24, 7, 9)) + 0.5).astype("float32")
+        got = np.round(chip["main"](tvm.runtime.tensor(x)).numpy().ravel() / np.float32(out_scale))
+        xq = np.clip(np.round(x / np.float32(in_scale)), -128, 127)  # the host's quantize of the input
+        np.testing.assert_array_equal(got, _tflite_mean(xq, in_scale, out_scale))  # exact: TFLite's arithmetic
+        want = np.round(llvm["main"](tvm.runtime.tensor(x)).numpy().ravel() / np.float32(out_scale))
+        assert np.abs(got - want).max() <= 1  # TFLite's double rounding (docstring)
+
+
+# ---------------------------------------------------------------- an int8 dense bigger than local memory
+
+def test_int8_dense_too_big_for_local_memory_is_sliced_by_output_channels():
+    """VGG's fc1 in int8 (per lane, (4096 / 64) x 25088 weight bytes, three times a
+    lane's 512 KiB): the int8 fc is cut into output-channel slices, each requantized
+    with its own channels' multipliers, and matches TFLite's reference
+    FULLY_CONNECTED formula written out here (int32 accumulation of (x - zp) * w
+    plus bias, one rounding of acc * scale in double, halves away from zero)."""
+    K, N = 8448, 4096   # 64 x 8448 = 540672 bytes per lane > 524288
+    rng = np.random.default_rng(7)
+    wq = rng.integers(-127, 128, (N, K), dtype=np.int8)
+    bias = rng.integers(-20000, 20000, N).astype(np.int32)
+    x_scale, x_zp, out_scale = 0.02, 3, 0.5
+    w_scales = rng.uniform(0.0005, 0.002, N).astype(np.float32)   # per output channel, as PTQ writes
+    c = lambda v, dtype: relax.const(np.asarray(v, dtype=dtype))  # noqa: E731
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, K), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            xf = bb.emit(relax.op.dequantize(x, c(x_scale, "float32"), c(x_zp, "int32")))
+            wf = bb.emit(relax.op.dequantize(bb.emit(relax.op.permute_dims(c(wq, "int8"))), c(w_scales, "float32"),
+                                             c(0, "int32"), axis=1))
+            y = bb.emit(relax.op.matmul(xf, wf))
+            bias_scales = (np.float32(x_scale) * w_scales).astype("float32")
+            y = bb.emit(relax.op.add(y, bb.emit(relax.op.dequantize(c(bias, "int32"), c(bias_scales, "float32"),
+                                                                      c(0, "int32"), axis=0))))
+            out = bb.emit_output(relax.op.clip(relax.op.quantize(y, c(out_scale, "float32"), c(0, "int32"),
+                                                                 out_dtype="int8"), 0, 127))
+        bb.emit_func_output(out)
+    partitioned = tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")
+    assert tvm_sophon.offload_report(partitioned).offloaded == ["sophon.qdense_bias_clip"]
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    data = rng.integers(-128, 128, (1, K), dtype=np.int8)
+    acc = (data.astype(np.int64) - x_zp) @ wq.T.astype(np.int64) + bias
+    scaled = acc * (np.float64(np.float32(x_scale)) * w_scales.astype(np.float64) / np.float64(np.float32(out_scale)))
+    want = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5), 0, 127).astype(np.int8)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(), want)  # exact: TFLite's formula

@@ -58,6 +58,7 @@ class Chip:
     timestep_sync_cycles: int = 0
     dwpool_eu_bytes: int = 0
     int8_batch_pack: int = 0
+    eltwise_eu_bytes: int = 0
     description: str = ""
 
     def __post_init__(self):
@@ -93,6 +94,7 @@ class Chip:
         if self.int8_batch_pack not in (0, 1, 2, 4) or isinstance(self.int8_batch_pack, bool):
             raise SophonError(f"chip profile: int8_batch_pack must be 0, 1, 2 or 4 (batch items in a 32-bit "
                               f"word), got {self.int8_batch_pack!r}")
+        _int_in(self.eltwise_eu_bytes, "eltwise_eu_bytes", 0, 1 << 16)
 
     # ---- derived figures -------------------------------------------------
     def eu_num(self, dtype: str = "float32") -> int:
@@ -147,6 +149,7 @@ class Chip:
             str(self.timestep_sync_cycles),
             str(self.dwpool_eu_bytes),
             str(self.int8_batch_pack),
+            str(self.eltwise_eu_bytes),
         ]
         return "{" + ", ".join(fields) + "}"
 

@@ -33,7 +33,7 @@ class ChipStruct(ctypes.Structure):
                 ("tiu_latency_cycles", ctypes.c_int32), ("int8_macs_per_eu", ctypes.c_int32),
                 ("gdma_clock_hz", ctypes.c_double), ("gdma_burst_bytes", ctypes.c_int32),
                 ("timestep_sync_cycles", ctypes.c_int32), ("dwpool_eu_bytes", ctypes.c_int32),
-                ("int8_batch_pack", ctypes.c_int32)]
+                ("int8_batch_pack", ctypes.c_int32), ("eltwise_eu_bytes", ctypes.c_int32)]
 
     @classmethod
     def of(cls, chip: Chip) -> "ChipStruct":
@@ -41,7 +41,8 @@ class ChipStruct(ctypes.Structure):
                    chip.eu_bytes, int(chip.has_int8), chip.clock_hz, chip.ddr_bytes_per_second,
                    chip.power_watts, chip.gdma_latency_cycles, chip.tiu_latency_cycles,
                    chip.int8_macs_per_eu, chip.gdma_clock_hz, chip.gdma_burst_bytes,
-                   chip.timestep_sync_cycles, chip.dwpool_eu_bytes, chip.int8_batch_pack)
+                   chip.timestep_sync_cycles, chip.dwpool_eu_bytes, chip.int8_batch_pack,
+                   chip.eltwise_eu_bytes)
 
 
 class LocalStruct(ctypes.Structure):

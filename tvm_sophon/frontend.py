@@ -233,14 +233,15 @@ def _tflite_layer_name(tensor_name: str) -> str:
 #   input and output one quantization; PAD fills with the zero point), and the
 #   importer's own converters already write exactly that on the int8 tensor (as it
 #   does for the quantized RESHAPE it accepts), so they are only let through;
-# - GELU and RESIZE_NEAREST_NEIGHBOR: in the importer's float-emulation form,
+# - GELU, RESIZE_NEAREST_NEIGHBOR and PRELU: in the importer's float-emulation form,
 #   dequantize -> nn.gelu (nn.gelu_tanh when approximate) / the importer's
-#   resize2d -> quantize, the chains the int8 patterns take.
+#   resize2d / nn.prelu (where(x > 0, x, x * alpha) for a slope that is not one
+#   per channel) -> quantize, the chains the int8 patterns take.
 QUANTIZED_MOVES = frozenset({
     "PAD", "PADV2", "STRIDED_SLICE", "SLICE", "SPLIT", "SPLIT_V", "TRANSPOSE", "TILE", "SQUEEZE",
     "EXPAND_DIMS", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND",
     "SPACE_TO_BATCH_ND"})
-QUANTIZED_FLOAT_EMULATED = frozenset({"GELU", "RESIZE_NEAREST_NEIGHBOR"})
+QUANTIZED_FLOAT_EMULATED = frozenset({"GELU", "RESIZE_NEAREST_NEIGHBOR", "PRELU"})
 
 
 def _tflite_naming_converter(instances: list):
@@ -259,6 +260,7 @@ def _tflite_naming_converter(instances: list):
             self.convert_map["RESHAPE"] = self._reshape
             self.convert_map["GELU"] = self._gelu
             self.convert_map["RESIZE_NEAREST_NEIGHBOR"] = self._resize_nearest
+            self.convert_map["PRELU"] = self._prelu
             self.convert_map = {k: self._named(f) for k, f in self.convert_map.items()}
 
         def _named(self, convert):
@@ -314,6 +316,34 @@ def _tflite_naming_converter(instances: list):
             tensor, out_tensor = self.get_input_tensors(op)[0], self.get_output_tensors(op)[0]
             x = self.dequantize(out.args[0], tensor)
             return self.quantize(relax.Call(out.op, [x, *out.args[1:]], out.attrs, out.ty_args), out_tensor)
+
+        def _prelu(self, op):
+            if not self.is_quantized(op):
+                return self.convert_prelu(op)
+            # TFLite's int8 PRELU: alpha is a constant int8 tensor with its own scale
+            # and zero point, broadcast against the input. One slope per channel
+            # (Keras' shared_axes=[1, 2]) is nn.prelu on the last axis; any other
+            # slope is broadcast here to one per element and the input flattened to
+            # (N, elements), so that it is again a slope on the last axis
+            tensor, alpha_tensor = self.get_input_tensors(op)
+            (out,) = self.get_output_tensors(op)
+            if self.has_expr(alpha_tensor.tensor_idx):
+                raise tvm.error.OpNotImplemented("quantized PRELU with a computed (not constant) alpha")
+            shape = [int(d) for d in self.get_tensor_shape(tensor)]
+            alpha = np.asarray(self.get_tensor_value(alpha_tensor))
+            while alpha.ndim >= len(shape) and alpha.shape[0] == 1:
+                alpha = alpha.reshape(alpha.shape[1:])
+            x = self.get_tensor_expr(tensor)
+            per_channel = all(d == 1 for d in alpha.shape[:-1])
+            if per_channel:
+                alpha = np.broadcast_to(alpha.reshape(-1), shape[-1:])
+            else:
+                alpha = np.broadcast_to(alpha, shape[1:]).reshape(-1)
+                x = relax.op.reshape(x, [shape[0], alpha.size])
+            y = relax.op.nn.prelu(self.dequantize(x, tensor),
+                                  self.dequantize(relax.const(np.ascontiguousarray(alpha)), alpha_tensor), axis=-1)
+            y = self.quantize(y, out)
+            return y if per_channel else relax.op.reshape(y, shape)
 
         def _reshape(self, op):
             tensors = self.get_input_tensors(op)

@@ -88,17 +88,19 @@ def _lane_slicings(total: int, lanes: int) -> list[int]:
 
 def _candidates(region: Region, chip: Chip, layers: list[int]):
     """Groups to try, fewest slices first: batch x rows, then for a lone fc layer
-    its output channels x reduction (x rows)."""
+    its output channels x reduction (x rows); an int8 fc by output channels only
+    (its int32 sums are requantized inside the one instruction)."""
     for n_slices, h_slices in _slicings(region, layers):
         yield Group(list(layers), n_slices, h_slices)
     layer = region.layers[layers[0]]
-    if len(layers) != 1 or layer.kind != "fc":
+    if len(layers) != 1 or layer.kind not in ("fc", "qfc"):
         return
     m, n = full_dims(layer.out)[:2]
     k = full_dims(layer.acts[0])[1]
     rows = [r for r in (1, 2, 4, 8, 16, 32, 64) if r <= m]
+    reductions = _lane_slicings(k, chip.npu_num) if layer.kind == "fc" else [1]
     options = [(r, c, q) for r in rows for c in _lane_slicings(n, chip.npu_num)
-               for q in _lane_slicings(k, chip.npu_num) if c * q > 1]
+               for q in reductions if c * q > 1]
     for r, c, q in sorted(options, key=lambda o: (o[0] * o[1] * o[2], o[2], o[0])):
         yield Group(list(layers), r, 1, c, q)
 

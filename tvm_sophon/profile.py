@@ -249,6 +249,10 @@ BOUNDS = {"compute": "the unit's lane passes (MACs or element ops over its EUs)"
           "latency": "per-transfer start-up (gdma_latency_cycles)"}
 
 
+# activations a conv or element-wise instruction applies on the way out, for free
+_FREE_ACTS = ("NONE", "RELU", "CLIP", "LEAKY_RELU")
+
+
 def _unit_of(step) -> str:
     """The TIU unit a step runs on (sophon_cost.h: a depthwise conv and pooling on
     the depthwise/pooling unit, matrix work on the FC unit, the rest element-wise)."""
@@ -263,22 +267,35 @@ def _unit_of(step) -> str:
     return "eltwise"
 
 
-def _add_parts(lp: "LayerProfile", chip: Chip, step, engine: str, cycles: int, nbytes: int) -> None:
-    """Split a step's cycles into its unit's share and its cost terms."""
-    parts = lp.parts
+def step_parts(chip: Chip, step, engine: str, cycles: int, nbytes: int = 0) -> dict:
+    """A step's cycles by TIU unit (conv, dwpool, fc, eltwise) and by cost term
+    (compute and issue on the TIU; bandwidth, bursts and latency on the GDMA)."""
     if engine == "tiu":
+        own = cycles
+        parts = {}
+        # a fused activation that is not free (SiLU, GELU, ...) is a pass of the
+        # element-wise datapath over the conv's output (sophon_cost.h): its share
+        # goes to that unit
+        if isinstance(step, (P.Conv2d, P.Conv2dTranspose)) and step.act.kind not in _FREE_ACTS:
+            own = cost.step_cycles(chip, dataclasses.replace(step, act=P.Activation()))[1]
+            parts["eltwise"] = cycles - own
         unit = _unit_of(step)
-        parts[unit] = parts.get(unit, 0) + cycles
+        parts[unit] = parts.get(unit, 0) + own
         issue = min(cycles, chip.tiu_latency_cycles)
-        parts["issue"] = parts.get("issue", 0) + issue
-        parts["compute"] = parts.get("compute", 0) + cycles - issue
-        return
+        parts.update(issue=issue, compute=cycles - issue)
+        return parts
     ratio = chip.clock_hz / (chip.gdma_clock_hz or chip.clock_hz)
     latency = min(cycles, round(chip.gdma_latency_cycles * ratio))
     bandwidth = min(cycles - latency, round(nbytes / chip.ddr_bytes_per_second * chip.clock_hz))
-    parts["latency"] = parts.get("latency", 0) + latency
-    parts["bandwidth"] = parts.get("bandwidth", 0) + bandwidth
-    parts["bursts"] = parts.get("bursts", 0) + cycles - latency - bandwidth
+    return {"latency": latency, "bandwidth": bandwidth, "bursts": cycles - latency - bandwidth}
+
+
+def _add_parts(lp: "LayerProfile", chip: Chip, step, engine: str, cycles: int, nbytes: int) -> None:
+    """Add a step's cycles, by unit and by term, to its layer's parts."""
+    for key, value in step_parts(chip, step, engine, cycles, nbytes).items():
+        lp.parts[key] = lp.parts.get(key, 0) + value
+
+
 ENGINE_NAMES = {"TIU": "compute engine", "GDMA": "DMA engine"}
 COLORS = {True: "tab:blue", False: "tab:orange"}
 

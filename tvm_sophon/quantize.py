@@ -39,7 +39,9 @@ QDQ_OPS = {"relax.mean": "mean", "relax.sum": "sum", "relax.max": "reduce_max", 
            "relax.nn.softmax": "softmax", "relax.sigmoid": "sigmoid", "relax.tanh": "tanh",
            "relax.nn.leakyrelu": "leaky_relu", "relax.nn.gelu": "gelu", "relax.multiply": "mul",
            "relax.subtract": "sub", "relax.maximum": "maximum", "relax.minimum": "minimum",
-           "relax.concat": "concat", "relax.image.resize2d": "resize2d"}
+           "relax.concat": "concat", "relax.image.resize2d": "resize2d",
+           # a global average pool is TFLite's int8 MEAN over H, W (written out as a mean)
+           "relax.nn.adaptive_avg_pool2d": "mean"}
 # TFLite's int8 kernels fix these outputs' quantization (scale, zero point)
 FIXED_OUTPUT = {"softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 # and these keep their input's (TFLite's REDUCE_MAX / MIN and RESIZE)
@@ -170,6 +172,8 @@ def _find_layers(bindings) -> dict:
                                                   and not isinstance(a, relax.ShapeExpr)]
             if name == "relax.image.resize2d":
                 inputs = inputs[:1]
+            if name == "relax.nn.adaptive_avg_pool2d" and _global_pool_axes(value) is None:
+                continue  # an adaptive pool to more than 1x1 stays fp32
             if not inputs or not all(_is_var(a) and isinstance(a.ty, relax.TensorType)
                                      and str(a.ty.dtype) == "float32" for a in inputs):
                 continue  # a constant operand (a scale, a bias) or a tuple var: stays fp32
@@ -244,6 +248,16 @@ def _find_chains(bindings, uses) -> dict:
                                    [source], var)
             break
     return found
+
+
+def _global_pool_axes(call) -> Optional[list[int]]:
+    """The H and W axes of an adaptive average pool to 1x1 (a global pool), else None."""
+    layout, out_layout = str(call.attrs.layout), str(call.attrs.out_layout or call.attrs.layout)
+    shape = call.ty.shape
+    if layout != out_layout or sorted(layout) != sorted("NCHW") or shape is None:
+        return None
+    axes = [layout.index("H"), layout.index("W")]
+    return axes if all(int(shape.values[a]) == 1 for a in axes) else None
 
 
 def _channel_axis(call) -> int:
@@ -459,6 +473,10 @@ class _Rewriter:
         operands = [self.dequantized(v) for v in layer.inputs]
         if call.op.name == "relax.concat":
             args = [relax.Tuple(operands)]
+        elif call.op.name == "relax.nn.adaptive_avg_pool2d":  # the global pool as TFLite's MEAN
+            mean = relax.op.mean(operands[0], axis=_global_pool_axes(call), keepdims=True)
+            call = relax.Call(mean.op, mean.args, mean.attrs, span=call.span)
+            args = mean.args
         else:
             it = iter(operands)
             args = [next(it) if _is_var(a) else a for a in call.args]

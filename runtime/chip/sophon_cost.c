@@ -92,14 +92,19 @@ static uint64_t ddr_run_elements(const sophon_local* l, const int64_t strides[4]
 
 uint64_t sophon_cost_gdma_transfer(const sophon_chip* chip, const sophon_local* l,
                                    const int64_t global_strides[4]) {
-  uint64_t elements, run, elem, ddr_side, lmem_side;
+  uint64_t elements, run, elem, ddr_side, lmem_side, slots, pack;
   if (!clocks_ok(chip) || !dims_ok(l) || global_strides == NULL) return 0;
   elem = (uint64_t)sophon_dtype_size(l->dtype);
   elements = (uint64_t)l->n * (uint64_t)l->c * (uint64_t)l->h * (uint64_t)l->w;
   run = ddr_run_elements(l, global_strides);
   ddr_side = elements / run * round_up_u64(run * elem, burst(chip));
-  lmem_side = (uint64_t)l->n * (uint64_t)l->c *
-              round_up_u64((uint64_t)l->h * (uint64_t)l->w * elem, burst(chip));
+  /* a 4N INT8 tensor: each group of p batch items is one plane of 32-bit words */
+  slots = (uint64_t)sophon_local_batch_slots(chip, l);
+  pack = l->dtype == SOPHON_I8 && l->layout == SOPHON_LAYOUT_ALIGNED && chip->int8_batch_pack > 1
+             ? (uint64_t)chip->int8_batch_pack
+             : 1;
+  lmem_side = slots / pack * (uint64_t)l->c *
+              round_up_u64((uint64_t)l->h * (uint64_t)l->w * elem * pack, burst(chip));
   return gdma_cycles(chip, ddr_side > lmem_side ? ddr_side : lmem_side);
 }
 
@@ -224,12 +229,25 @@ uint64_t sophon_cost_pool2d(const sophon_chip* chip, const sophon_local* out,
          passes * ((uint64_t)p->kernel_h * (uint64_t)p->kernel_w) * window_fetch(p->stride_w);
 }
 
+/* Cycles of one op over every element of a tensor shaped like `out` on the
+ * element-wise datapath: each element in a 32-bit slot, one batch item each, at
+ * eltwise_eu_bytes per lane per cycle (bytes, so a datapath narrower than a slot
+ * takes several cycles per element); with eltwise_eu_bytes 0, the conv unit's
+ * lane passes (0 if malformed). */
+static uint64_t eltwise_passes(const sophon_chip* chip, const sophon_local* out) {
+  const int64_t hw = (int64_t)out->h * out->w;
+  if (chip->eltwise_eu_bytes <= 0)
+    return lane_passes(chip, out->c, out->n, hw, out->dtype, chip->eu_bytes);
+  if (chip->npu_num <= 0) return 0;
+  return ceil_div_u64((uint64_t)out->c, (uint64_t)chip->npu_num) * (uint64_t)out->n *
+         ceil_div_u64((uint64_t)hw * 4u, (uint64_t)chip->eltwise_eu_bytes);
+}
+
 uint64_t sophon_cost_eltwise(const sophon_chip* chip, const sophon_local* out,
                              int64_t ops_per_element) {
   uint64_t passes;
   if (chip == NULL || !dims_ok(out) || ops_per_element < 0) return 0;
-  passes = lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype,
-                       chip->eu_bytes);
+  passes = eltwise_passes(chip, out);
   if (passes == 0) return 0;
   return tiu_latency(chip) + passes * (uint64_t)ops_per_element;
 }
@@ -264,16 +282,21 @@ static int64_t activation_ops(const sophon_activation* act) {
   return 0;
 }
 
-/* The conv unit applies relu, clip and leaky relu on the way out, for free; any
- * other fused activation is a pass of the tensor-arithmetic unit over the output
- * at its ops per element. */
+/* Ops a fused activation adds to the instruction that computes its input: relu,
+ * clip and leaky relu are applied on the way out, for free; any other costs its
+ * ops per element. */
+static int64_t fused_activation_ops(const sophon_activation* act) {
+  if (act == NULL || act->kind == SOPHON_ACT_RELU || act->kind == SOPHON_ACT_CLIP ||
+      act->kind == SOPHON_ACT_LEAKY_RELU)
+    return 0;
+  return activation_ops(act);
+}
+
+/* A fused activation that is not free is a pass of the element-wise datapath over
+ * a conv's output at its ops per element. */
 static uint64_t epilogue_cycles(const sophon_chip* chip, const sophon_local* out,
                                 const sophon_activation* act) {
-  if (act == NULL || act->kind == SOPHON_ACT_NONE || act->kind == SOPHON_ACT_RELU ||
-      act->kind == SOPHON_ACT_CLIP || act->kind == SOPHON_ACT_LEAKY_RELU)
-    return 0;
-  return lane_passes(chip, out->c, out->n, (int64_t)out->h * out->w, out->dtype, chip->eu_bytes) *
-         (uint64_t)activation_ops(act);
+  return eltwise_passes(chip, out) * (uint64_t)fused_activation_ops(act);
 }
 
 /* Ops per element of a binary op: a division or a PReLU (multiply and select) 2. */
@@ -288,7 +311,7 @@ uint64_t sophon_cost_binary(const sophon_chip* chip, const sophon_local* out,
 
 uint64_t sophon_cost_binary_op(const sophon_chip* chip, const sophon_local* out,
                                sophon_binary_op op, const sophon_activation* act) {
-  return sophon_cost_eltwise(chip, out, binary_ops(op) + activation_ops(act));
+  return sophon_cost_eltwise(chip, out, binary_ops(op) + fused_activation_ops(act));
 }
 
 uint64_t sophon_cost_activation(const sophon_chip* chip, const sophon_local* out,

@@ -19,8 +19,15 @@
  *                          positions = unit_bytes / p: at batch 1 three quarters of
  *                          a BM1684's int8 datapath idle (EU alignment of H*W and
  *                          of C over the lanes is in the ceilings)
- *                    unit_bytes = eu_bytes for the conv, FC and tensor-arithmetic
- *                    units, dwpool_eu_bytes for the depthwise/pooling unit
+ *                    unit_bytes = eu_bytes for the conv and FC units,
+ *                    dwpool_eu_bytes for the depthwise/pooling unit
+ *   element passes   element-wise work (tensor arithmetic, table lookup, the
+ *                    special functions) runs on its own datapath, which holds each
+ *                    element in a 32-bit slot, one batch item per slot (an INT8
+ *                    value widened for its requantization: the 4N packing does not
+ *                    help it), eltwise_eu_bytes per lane per cycle:
+ *                      epasses = ceil(C / npu_num) * N * ceil(H*W*4 / eltwise_eu_bytes)
+ *                    (eltwise_eu_bytes 0: the lane passes of the conv unit)
  *   conv2d           tiu_latency + passes(out) * taps * fetch, taps = IC/groups * KH * KW;
  *                    int8: taps / int8_macs_per_eu (rounded up); fetch = stride_w
  *                    (1 for stride 1): the EUs read one contiguous eu_bytes row of
@@ -29,6 +36,11 @@
  *                    it is why stride-2 layers run at half the MAC rate). A depthwise conv
  *                    (groups == IC == OC, one input channel per output) runs on the
  *                    depthwise/pooling unit, any other on the conv unit
+ *   LMEM footprint   an INT8 tensor in the aligned (activation) layout takes the 4N
+ *                    layout's room: its batch rounded up to int8_batch_pack, so at
+ *                    batch 1 a whole 32-bit word per element (tpu-mlir
+ *                    bm1684_defs.py: an INT8_4N tensor's element is 4 bytes in LMEM);
+ *                    the planner's tiles shrink accordingly (sophon_local_lane_bytes)
  *   conv2d_transpose as conv2d with taps = IC/groups * ceil(KH/sh) * ceil(KW/sw)
  *                    (the taps that land on one output pixel) and fetch 1
  *   fc               tiu_latency + ceil(N / npu_num) * batch_groups(M)
@@ -36,8 +48,9 @@
  *                    reduction along the EUs; int8 / int8_macs_per_eu)
  *   pool2d           tiu_latency + passes(out) on the depthwise/pooling unit * KH*KW
  *                    * fetch (as conv2d)
- *   element-wise     tiu_latency + passes(out) * ops_per_element: binary 1 (DIV
- *                    and PRELU 2) + its fused activation's ops; activation: its
+ *   element-wise     tiu_latency + epasses(out) * ops_per_element: binary 1 (DIV
+ *                    and PRELU 2) + its fused activation's ops (relu, clip and
+ *                    leaky relu free, on the way out); activation: its
  *                    ops, none 1 (a copy); softmax 5 (max, subtract, exp, sum, divide);
  *                    reduce: one pass over its input (mean 2: the divide; int8
  *                    sum and mean 2 as well: the requantization);
@@ -62,8 +75,8 @@
  *                      softplus 11 (exp, log, abs, max, add); Mish 16 (softplus,
  *                      tanh, multiply)
  *   fused bias and relu, clip or leaky relu in conv and fc are free (done on the
- *   way out); any other activation fused into a conv is a pass of the
- *   tensor-arithmetic unit over its output at the activation's ops per element.
+ *   way out); any other activation fused into a conv is epasses(out) times the
+ *   activation's ops per element on the element-wise datapath.
  *
  *   GDMA transfer    gdma_latency + ceil(effective_bytes / (ddr_bytes_per_second /
  *                    gdma_clock_hz)) GDMA cycles, where the DDR and the LMEM are both
@@ -72,7 +85,9 @@
  *                                 DDR (the dims ordered by stride, merged while
  *                                 contiguous); each run costs whole bursts
  *                      LMEM side  each (n, c) plane lands in one lane: n*c runs of
- *                                 h*w elements, each whole bursts
+ *                                 h*w elements, each whole bursts; a 4N INT8 tensor
+ *                                 (above) is ceil(n/p)*c planes of h*w 32-bit words,
+ *                                 so at batch 1 it moves as many LMEM bytes as FP32
  *                      effective_bytes = max(DDR side, LMEM side)
  *                    so small, strided and channel-scattered transfers (a depthwise
  *                    weight is 9 floats per lane) cost more per byte than large
@@ -93,7 +108,7 @@
  *   clock_hz              TIU clock, 550 MHz              tpu-mlir bm1684_defs.py
  *   gdma_clock_hz         GDMA clock, 575 MHz             tpu-mlir bm1684_defs.py
  *   npu_num               lanes, 64                       tpu-mlir BM1684.h
- *   eu_bytes              conv/FC/tensor-arithmetic bytes per lane per cycle, 128
+ *   eu_bytes              conv/FC bytes per lane per cycle, 128
  *                         (32 FP32 EUs)                   tpu-mlir BM1684.h (EU_BYTES)
  *   int8_macs_per_eu      2 per batch item                17.6 TOPS published
  *   int8_batch_pack       4 batch items per 32-bit word   ALIGN_4N, BM1684.h
@@ -103,6 +118,7 @@
  *   tiu_latency_cycles    100 per TIU instruction (issue, fill)       fitted
  *   timestep_sync_cycles  600 per timestep (TIU/GDMA handshake)       fitted
  *   dwpool_eu_bytes       8, depthwise/pooling unit width per lane    fitted
+ *   eltwise_eu_bytes      2, element-wise datapath bytes per lane per cycle   fitted
  * The W-stride fetch of window ops is derived from eu_bytes (no parameter); the
  * element-wise ops per activation are assumptions (above).
  */

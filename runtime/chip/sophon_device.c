@@ -51,11 +51,20 @@ int64_t sophon_local_channel_stride(const sophon_chip* chip, const sophon_local*
   return 0;
 }
 
+int64_t sophon_local_batch_slots(const sophon_chip* chip, const sophon_local* t) {
+  int64_t pack;
+  if (chip == NULL || t == NULL || t->n <= 0) return 0;
+  pack = chip->int8_batch_pack;
+  if (t->dtype != SOPHON_I8 || t->layout != SOPHON_LAYOUT_ALIGNED || pack <= 1) return t->n;
+  return sophon_ceil_div(t->n, pack) * pack;
+}
+
 int64_t sophon_local_lane_bytes(const sophon_chip* chip, const sophon_local* t) {
   int64_t cstride = sophon_local_channel_stride(chip, t);
   int64_t bytes;
   if (cstride <= 0) return 0;
-  bytes = checked_mul(t->n, sophon_channels_per_lane(chip, t->c));
+  bytes = checked_mul(t->cstride != 0 ? t->n : sophon_local_batch_slots(chip, t),
+                      sophon_channels_per_lane(chip, t->c));
   if (t->cstride != 0 && bytes > 0) {
     /* a window: its footprint ends at its last element, not at the buffer's end */
     bytes = checked_mul(bytes - 1, cstride);
@@ -119,7 +128,8 @@ static sophon_status check_chip(const sophon_chip* chip) {
   if (chip->gdma_latency_cycles < 0 || chip->tiu_latency_cycles < 0)
     return SOPHON_ERR_ARGUMENT;
   if (!(chip->gdma_clock_hz >= 0.0) || chip->gdma_burst_bytes < 0 ||
-      chip->timestep_sync_cycles < 0 || chip->dwpool_eu_bytes < 0 || chip->int8_batch_pack < 0)
+      chip->timestep_sync_cycles < 0 || chip->dwpool_eu_bytes < 0 || chip->int8_batch_pack < 0 ||
+      chip->eltwise_eu_bytes < 0)
     return SOPHON_ERR_ARGUMENT;
   if ((uint64_t)lane_pitch(chip) > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
     return SOPHON_ERR_NOMEM;

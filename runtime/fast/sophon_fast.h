@@ -34,6 +34,10 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
 int sophon_fast_conv2d_transpose_f32(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, const sophon_local* weight,
                                      const sophon_local* bias, const sophon_conv_params* p);
+/* sophon_fast_resize.c: f32 nearest resize, bit-identical to the reference; -1 for
+ * bilinear or without scratch memory. */
+int sophon_fast_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                           const sophon_resize_params* p);
 /* sophon_fast_int8.c: fast INT8 conv2d (dense, grouped, depthwise) and fc
  * (sophon_quant.h), bit-identical to the reference kernels of reference/sophon_tiu_conv_int8.c;
  * 0, or -1 as above. */

@@ -358,6 +358,7 @@ typedef struct {
      ic from ((ky*dh) / sh) * row_pitch + (kx*dw) / sw + v; columns with ox >= out_w
      are computed and dropped. An unpadded 1x1 stride-1 conv reads the input's own
      channel planes (row_pitch = out_w). */
+  float* biases;             /* every output channel's bias (0 without), gathered once */
   const float** b_rows;      /* k entries, or NULL: B is packed */
   float* planes;             /* the phase planes (icg blocks of plane_floats), or NULL */
   int64_t plane_floats;      /* per channel: stride_h * stride_w phases, then slack */
@@ -477,50 +478,146 @@ static void pack_b_panel(const conv_gemm* g, int64_t p0, int64_t k0, int64_t kc,
   pack_b_panel_c(g, p0, k0, kc, dst);
 }
 
-/* Writes the virtual columns [col0, col0 + cols) of one finished tile row to the
- * output plane `out` (out_w columns), dropping the columns past out_w. */
-static void scatter_columns(const conv_gemm* g, const float* tile_row, int64_t col0,
-                            int32_t cols, float* out) {
+/* A run of a finished tile's columns that are output pixels: tile columns
+ * [from, from + count) go to plane elements [to, to + count). */
+typedef struct {
+  int32_t from, count;
+  int64_t to;
+} column_run;
+
+/* The runs of the virtual columns [col0, col0 + cols) (the columns past out_w are
+ * dropped); at most NR_MAX of them. */
+static int32_t column_runs(const conv_gemm* g, int64_t col0, int32_t cols, column_run* runs) {
+  int32_t num_runs = 0;
   int64_t v = col0;
   while (v < col0 + cols) {
     const int64_t oy = v / g->row_pitch, ox = v - oy * g->row_pitch;
     const int64_t run = g->row_pitch - ox < col0 + cols - v ? g->row_pitch - ox : col0 + cols - v;
     if (ox < g->out_w) {
-      const int64_t valid = g->out_w - ox < run ? g->out_w - ox : run;
-      memcpy(out + oy * g->out_w + ox, tile_row + (v - col0), (size_t)valid * sizeof(float));
+      runs[num_runs].from = (int32_t)(v - col0);
+      runs[num_runs].count = (int32_t)(g->out_w - ox < run ? g->out_w - ox : run);
+      runs[num_runs].to = oy * g->out_w + ox;
+      ++num_runs;
     }
     v += run;
   }
+  return num_runs;
 }
 
-/* Copies a share of the group's input channels into their phase planes (zeros in
- * the padding and past the input). */
-static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
-  const conv_gemm* g = (const conv_gemm*)ctx;
+/* Writes rows [0, rows) of a finished tile (nr floats a row) to the output planes
+ * out[r] by the column runs: short copies, inline rather than memcpy calls. */
+SOPHON_ALWAYS_INLINE static inline void scatter_tile_body(const float* tile, int32_t nr,
+                                                          int32_t rows, float* const* out,
+                                                          const column_run* runs,
+                                                          int32_t num_runs) {
+  int32_t r, k, t;
+  for (r = 0; r < rows; ++r) {
+    const float* tile_row = tile + (int64_t)r * nr;
+    for (k = 0; k < num_runs; ++k) {
+      float* dst = out[r] + runs[k].to;
+      const float* src = tile_row + runs[k].from;
+      for (t = 0; t < runs[k].count; ++t) dst[t] = src[t];
+    }
+  }
+}
+
+static void scatter_tile_c(const float* tile, int32_t nr, int32_t rows, float* const* out,
+                           const column_run* runs, int32_t num_runs) {
+  scatter_tile_body(tile, nr, rows, out, runs, num_runs);
+}
+
+#if SOPHON_X86_DISPATCH
+SOPHON_AVX512 static void scatter_tile_avx512(const float* tile, int32_t nr, int32_t rows,
+                                              float* const* out, const column_run* runs,
+                                              int32_t num_runs) {
+  scatter_tile_body(tile, nr, rows, out, runs, num_runs);
+}
+#endif
+
+/* Writes a finished tile's columns [col0, col0 + cols) to rows [0, rows) of the
+ * output planes `out`. */
+static void scatter_tile(const conv_gemm* g, const float* tile, int64_t col0, int32_t cols,
+                         int32_t rows, float* const* out) {
+  column_run runs[NR_MAX];
+  const int32_t num_runs = column_runs(g, col0, cols, runs);
+#if SOPHON_X86_DISPATCH
+  if (g->pack_avx512) {
+    scatter_tile_avx512(tile, g->kernel.nr, rows, out, runs, num_runs);
+    return;
+  }
+#endif
+  scatter_tile_c(tile, g->kernel.nr, rows, out, runs, num_runs);
+}
+
+/* Fills the phase planes of one input channel `src` (zeros in the padding and past
+ * the input), writing each float of the block once: phase (py, px) row j is padded
+ * row j*sh + py, its column i padded column i*sw + px. */
+SOPHON_ALWAYS_INLINE static inline void pad_plane_body(const conv_gemm* g, const float* src,
+                                                       float* block) {
   const sophon_conv_params* p = g->p;
   const int32_t sh = p->stride_h, sw = p->stride_w;
-  int64_t begin, end, ic, y, x;
-  int32_t px;
+  const int64_t pitch = g->row_pitch;
+  int32_t py, px;
+  int64_t i, j;
+  for (py = 0; py < sh; ++py) {
+    for (px = 0; px < sw; ++px) {
+      float* phase = block + ((int64_t)py * sw + px) * g->phase_floats;
+      /* columns i whose input column x = i*sw + px - pad_left is in [0, in_w) */
+      const int64_t skip = p->pad_left - px; /* x = i*sw - skip */
+      int64_t lo = skip > 0 ? (skip + sw - 1) / sw : 0;
+      int64_t hi = g->in_w + skip > 0 ? (g->in_w - 1 + skip) / sw + 1 : 0;
+      if (hi > pitch) hi = pitch;
+      if (lo > hi) lo = hi;
+      for (j = 0; j < g->phase_rows; ++j) {
+        const int64_t y = j * sh + py - p->pad_top;
+        float* row = phase + j * pitch;
+        const float* in_row = src + y * g->in_w;
+        if (y < 0 || y >= g->in_h || lo == hi) {
+          memset(row, 0, (size_t)pitch * sizeof(float));
+          continue;
+        }
+        for (i = 0; i < lo; ++i) row[i] = 0.0f;
+        if (sw == 1) {
+          memcpy(row + lo, in_row + (lo - skip), (size_t)(hi - lo) * sizeof(float));
+        } else if (sw == 2) {
+          for (i = lo; i < hi; ++i) row[i] = in_row[2 * i - skip];
+        } else {
+          for (i = lo; i < hi; ++i) row[i] = in_row[i * sw - skip];
+        }
+        for (i = hi; i < pitch; ++i) row[i] = 0.0f;
+      }
+    }
+  }
+  memset(block + (int64_t)sh * sw * g->phase_floats, 0, /* the slack */
+         (size_t)(g->plane_floats - (int64_t)sh * sw * g->phase_floats) * sizeof(float));
+}
+
+static void pad_plane_c(const conv_gemm* g, const float* src, float* block) {
+  pad_plane_body(g, src, block);
+}
+
+#if SOPHON_X86_DISPATCH
+/* The same, compiled for AVX-512 (the stride-2 gathers vectorise). */
+SOPHON_AVX512 static void pad_plane_avx512(const conv_gemm* g, const float* src, float* block) {
+  pad_plane_body(g, src, block);
+}
+#endif
+
+/* Copies a share of the group's input channels into their phase planes. */
+static void pad_planes_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  int64_t begin, end, ic;
   sophon_task_range(g->icg, task, tasks, &begin, &end);
   for (ic = begin; ic < end; ++ic) {
     const float* src = sophon_view_f32(&g->in_v, g->batch, g->group * g->icg + (int32_t)ic);
     float* block = g->planes + ic * g->plane_floats;
-    memset(block, 0, (size_t)g->plane_floats * sizeof(float));
-    for (y = 0; y < g->in_h; ++y) {
-      const int64_t padded_y = y + p->pad_top;
-      const float* in_row = src + y * g->in_w;
-      float* phase_row = block + (padded_y % sh) * sw * g->phase_floats +
-                         (padded_y / sh) * g->row_pitch;
-      if (sw == 1) {
-        memcpy(phase_row + p->pad_left, in_row, (size_t)g->in_w * sizeof(float));
-        continue;
-      }
-      for (px = 0; px < sw; ++px) { /* input columns x with (x + pad_left) % sw == px */
-        float* dst = phase_row + px * g->phase_floats;
-        const int64_t x0 = ((px - p->pad_left) % sw + sw) % sw;
-        for (x = x0; x < g->in_w; x += sw) dst[(x + p->pad_left) / sw] = in_row[x];
-      }
+#if SOPHON_X86_DISPATCH
+    if (g->pack_avx512) {
+      pad_plane_avx512(g, src, block);
+      continue;
     }
+#endif
+    pad_plane_c(g, src, block);
   }
 }
 
@@ -549,13 +646,13 @@ static void set_b_rows(conv_gemm* g) {
   }
 }
 
-/* The rows of one A panel (tile_m of mr; the iterators at its first channel, then
- * advanced past it): a[r] is weight row r from column kb; with `outputs`, planes[r]
- * is output channel r's plane and bias[r] its bias (0 without). Rows past tile_m
- * repeat the last A row, write to `sink` (rows[r]) and have bias 0. */
+/* The rows of one A panel (tile_m of mr; the iterators and `biases` at its first
+ * channel, then advanced past it): a[r] is weight row r from column kb; with
+ * `outputs`, planes[r] is output channel r's plane and bias[r] its bias. Rows past
+ * tile_m repeat the last A row, write to `sink` (rows[r]) and have bias 0. */
 static void panel_rows(const conv_gemm* g, int32_t tile_m, int64_t kb, int outputs,
                        sophon_channel_iter* w_it, sophon_channel_iter* o_it,
-                       sophon_channel_iter* b_it, const float** a, float** planes,
+                       const float** biases, const float** a, float** planes,
                        float* bias, float** rows, float* sink) {
   int32_t r;
   for (r = 0; r < tile_m; ++r) {
@@ -563,15 +660,32 @@ static void panel_rows(const conv_gemm* g, int32_t tile_m, int64_t kb, int outpu
     sophon_channel_next(&g->weight_v, w_it);
     if (outputs) {
       planes[r] = (float*)(void*)o_it->base;
-      bias[r] = g->has_bias ? *(const float*)(const void*)b_it->base : 0.0f;
+      bias[r] = (*biases)[r];
       sophon_channel_next(&g->out_v, o_it);
-      if (g->has_bias) sophon_channel_next(&g->bias_v, b_it);
     }
   }
+  *biases += tile_m;
   for (; r < g->kernel.mr; ++r) { /* past the last channel: drop the results */
     a[r] = a[tile_m - 1];
     rows[r] = sink;
     bias[r] = 0.0f;
+  }
+}
+
+/* Gathers the bias of each of the `channels` output channels (lane by lane in
+ * LMEM) into g->biases, zeros without a bias. */
+static void gather_biases(conv_gemm* g, int32_t channels) {
+  int32_t c;
+  if (!g->has_bias) {
+    for (c = 0; c < channels; ++c) g->biases[c] = 0.0f;
+    return;
+  }
+  {
+    sophon_channel_iter it = sophon_channel_begin(&g->bias_v, 0, 0);
+    for (c = 0; c < channels; ++c) {
+      g->biases[c] = *(const float*)(const void*)it.base;
+      sophon_channel_next(&g->bias_v, &it);
+    }
   }
 }
 
@@ -621,8 +735,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
       const int32_t first_channel = g->group * g->ocg + (int32_t)(m_begin * mr);
       sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
       sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
-      sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, first_channel)
-                                             : w_it;
+      const float* b_next = g->biases + first_channel;
       const float* b = b_pack;
       if (g->b_rows != NULL)
         b = NULL;
@@ -634,7 +747,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
         const int32_t oc0 = (int32_t)(mp * mr);
         const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
         float* tile = tiles + (mp - m_begin) * mr * nr;
-        panel_rows(g, tile_m, kb, last, &w_it, &o_it, &b_it, a, planes_out, bias, rows, sink);
+        panel_rows(g, tile_m, kb, last, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
         if (last)
           for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
         if (b != NULL) {
@@ -650,7 +763,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
                             last ? tile_rows : NULL, nr, bias,
                             act->kind == SOPHON_ACT_NONE ? NULL : act);
           if (last)
-            for (r = 0; r < tile_m; ++r) scatter_columns(g, tile + r * nr, col0, cols, planes_out[r]);
+            scatter_tile(g, tile, col0, cols, tile_m, planes_out);
         }
       }
     }
@@ -699,12 +812,11 @@ static void conv_gemm_rows_task(void* ctx, int32_t task, int32_t tasks) {
     const int64_t n1 = n_end - n0 < chunk ? n_end : n0 + chunk;
     sophon_channel_iter w_it = sophon_channel_begin(&g->weight_v, 0, g->group * g->ocg);
     sophon_channel_iter o_it = sophon_channel_begin(&g->out_v, g->batch, g->group * g->ocg);
-    sophon_channel_iter b_it = g->has_bias ? sophon_channel_begin(&g->bias_v, 0, g->group * g->ocg)
-                                           : w_it;
+    const float* b_next = g->biases + g->group * g->ocg;
     for (mp = 0; mp < g->m_panels; ++mp) {
       const int32_t oc0 = (int32_t)(mp * mr);
       const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
-      panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_it, a, planes_out, bias, rows, sink);
+      panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
       for (np = n0; np < n1; ++np) {
         const int64_t col0 = np * nr;
         const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
@@ -785,8 +897,10 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
     rows_floats = 0;
     b_floats = !g.split_n && tasks > 1 ? g.n_panels * g.k * g.kernel.nr : 0;
   }
-  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats));
+  g.scratch = sophon_device_scratch(dev, (size_t)(g.task_floats * tasks + b_floats + out->c));
   if (g.scratch == NULL) return -1;
+  g.biases = g.scratch + g.task_floats * tasks + b_floats;
+  gather_biases(&g, out->c);
   g.b_shared = NULL;
   by_rows = implicit && g.plane_floats == 0 && g.split_n && g.k <= g.kernel.kc;
   if (implicit) {

@@ -125,6 +125,9 @@ static int conv2d_transpose_fast(sophon_device* dev, const sophon_operands* o) {
 static void resize_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_f32(dev, o->out, o->a, o->resize);
 }
+static int resize_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_resize_f32(dev, o->out, o->a, o->resize);
+}
 static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
@@ -204,7 +207,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_POOL2D_INT8, "pool2d_int8", "tiu_pool2d_int8", /* out, a, pool, act_min, act_max */
    sophon_check_tiu_pool2d_int8, pool2d_cost, NULL, pool2d_int8_ref, pool2d_int8_fast},
   {SOPHON_CMD_RESIZE, "resize", "tiu_resize", /* out, a, resize */
-   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, NULL},
+   sophon_check_tiu_resize, resize_cost, NULL, resize_ref, resize_fast},
   {SOPHON_CMD_CONV2D_TRANSPOSE, "conv2d_transpose", "tiu_conv2d_transpose", /* out, a, b, c, conv */
    sophon_check_tiu_conv2d_transpose, conv2d_transpose_cost, conv2d_transpose_macs,
    conv2d_transpose_ref, conv2d_transpose_fast},

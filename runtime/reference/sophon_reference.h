@@ -112,6 +112,10 @@ sophon_status sophon_check_tiu_lrn(sophon_device* dev, const char* op, const sop
 
 /* ---------------------------------------------- resize (sophon_tiu_resize.c) */
 
+/* The nearest source index (clamped to the image) of output index x along an axis
+ * of in_size -> out_size (p's coord and rounding): what NEAREST reads. */
+int32_t sophon_resize_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                    int32_t out_size);
 void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,

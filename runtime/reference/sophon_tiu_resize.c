@@ -33,9 +33,8 @@ static int32_t clamp_index(int32_t i, int32_t size) {
   return i < 0 ? 0 : (i >= size ? size - 1 : i);
 }
 
-/* The nearest source index (clamped to the image) of output index x. */
-static int32_t nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
-                             int32_t out_size) {
+int32_t sophon_resize_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                    int32_t out_size) {
   float v;
   int32_t i;
   /* an integer upsampling ratio with asymmetric floor is an integer division (as
@@ -68,7 +67,7 @@ static void linear_taps(const sophon_resize_params* p, int32_t x, int32_t in_siz
 /* The image rows output image row y reads: [first, last]. */
 static void source_rows(const sophon_resize_params* p, int32_t y, int32_t* first, int32_t* last) {
   if (p->method == SOPHON_RESIZE_NEAREST) {
-    *first = *last = nearest_index(p, y, p->in_h, p->out_h);
+    *first = *last = sophon_resize_nearest_index(p, y, p->in_h, p->out_h);
   } else {
     float weight;
     linear_taps(p, y, p->in_h, p->out_h, first, last, &weight);
@@ -88,10 +87,10 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
     for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
       const int32_t image_y = p->out_row0 + out_y;
       if (p->method == SOPHON_RESIZE_NEAREST) {
-        const float* in_row =
-            plane + (int64_t)(nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) * in_w;
+        const int32_t in_y = sophon_resize_nearest_index(p, image_y, p->in_h, p->out_h);
+        const float* in_row = plane + (int64_t)(in_y - p->in_row0) * in_w;
         for (out_x = 0; out_x < out_w; ++out_x)
-          out_row[out_x] = in_row[nearest_index(p, out_x, in_w, out_w)];
+          out_row[out_x] = in_row[sophon_resize_nearest_index(p, out_x, in_w, out_w)];
       } else {
         int32_t y0, y1;
         float ly;

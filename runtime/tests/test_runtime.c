@@ -1445,6 +1445,75 @@ static void test_cost_silicon_terms(void) {
   CHECK(sophon_cost_conv2d(&chip, &out, &in, &p) == 5 + 2 * 2 * 4 * 36);
 }
 
+/* The 4N layout's LMEM footprint and the element-wise datapath, by hand from the
+ * formulas of sophon.h and chip/sophon_cost.h. Removing either term fails here. */
+static void test_cost_4n_and_eltwise_terms(void) {
+  sophon_chip chip = small_chip(); /* 4 lanes, eu_bytes 16, 4 B per cycle of DDR */
+  const int64_t contiguous1[4] = {128, 16, 4, 1}, contiguous4[4] = {128, 16, 4, 1};
+  sophon_local q = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED), f, win;
+  sophon_conv_params p;
+  sophon_activation silu;
+  q.dtype = SOPHON_I8;
+  chip.int8_macs_per_eu = 2; /* int8 EU_NUM 32: a 4x4 plane takes a 32-byte channel slot */
+  /* 1N: one batch item x 2 channels per lane x 32 B */
+  CHECK(sophon_local_lane_bytes(&chip, &q) == 1 * 2 * 32);
+  CHECK(sophon_local_batch_slots(&chip, &q) == 1);
+  /* 4N: batch 1 reserves the four items of a 32-bit word, batch 4 the same, batch 5 two words */
+  chip.int8_batch_pack = 4;
+  CHECK(sophon_local_batch_slots(&chip, &q) == 4);
+  CHECK(sophon_local_lane_bytes(&chip, &q) == 4 * 2 * 32);
+  q.n = 4;
+  CHECK(sophon_local_lane_bytes(&chip, &q) == 4 * 2 * 32);
+  q.n = 5;
+  CHECK(sophon_local_lane_bytes(&chip, &q) == 8 * 2 * 32);
+  /* not 4N: compact int8 (weights), float, and a window inside a 4N buffer */
+  q.n = 1;
+  q.layout = SOPHON_LAYOUT_COMPACT;
+  CHECK(sophon_local_lane_bytes(&chip, &q) == 1 * 2 * 16);
+  f = local4(0, 1, 8, 4, 4, SOPHON_LAYOUT_ALIGNED);
+  CHECK(sophon_local_lane_bytes(&chip, &f) == 1 * 2 * 16 * 4);
+  win = local4(0, 1, 8, 2, 4, SOPHON_LAYOUT_ALIGNED);
+  win.dtype = SOPHON_I8;
+  win.cstride = 32;
+  CHECK(sophon_local_lane_bytes(&chip, &win) == (1 * 2 - 1) * 32 + 8);
+  /* the LMEM side of a GDMA transfer writes the 4N planes: 8 channels of 16 int8
+   * at batch 1 are 8 planes of 16 words = 64 B each, 512 B -> 128 cycles at 4 B per
+   * cycle (the DDR side is one 128 B run); 1N would write 8 planes of 16 B, each a
+   * whole 32-byte burst: 256 B -> 64 cycles */
+  chip.gdma_latency_cycles = 0;
+  chip.gdma_burst_bytes = 32;
+  q.layout = SOPHON_LAYOUT_ALIGNED;
+  CHECK(sophon_cost_gdma_transfer(&chip, &q, contiguous1) == 512 / 4);
+  chip.int8_batch_pack = 0;
+  CHECK(sophon_cost_gdma_transfer(&chip, &q, contiguous1) == 256 / 4);
+  /* batch 4 in 4N: 8 planes of 64 B (the four items interleaved), as big as the
+   * DDR side's 512 B; 1N would write 32 planes of 16 B in 32-byte bursts */
+  q.n = 4;
+  CHECK(sophon_cost_gdma_transfer(&chip, &q, contiguous4) == 1024 / 4);
+  chip.int8_batch_pack = 4;
+  CHECK(sophon_cost_gdma_transfer(&chip, &q, contiguous4) == 512 / 4);
+  /* the element-wise datapath: 32-bit slots, one batch item each, eltwise_eu_bytes
+   * per lane per cycle. f32 (2, 6, 5, 5): ceil(6/4) = 2 channel slots x 2 items x
+   * ceil(25 * 4 / 2) = 50 cycles per op */
+  f = local4(0, 2, 6, 5, 5, SOPHON_LAYOUT_ALIGNED);
+  CHECK(sophon_cost_eltwise(&chip, &f, 3) == 5 + 3 * (2 * 2 * 7)); /* 0: the conv unit's 4 positions */
+  chip.eltwise_eu_bytes = 2;
+  CHECK(sophon_cost_eltwise(&chip, &f, 3) == 5 + 3 * (2 * 2 * 50));
+  /* int8 gets no 4N packing there: batch 4 costs four times batch 1 */
+  q = local4(0, 4, 6, 5, 5, SOPHON_LAYOUT_ALIGNED);
+  q.dtype = SOPHON_I8;
+  CHECK(sophon_cost_eltwise(&chip, &q, 1) == 5 + 2 * 4 * 50);
+  q.n = 1;
+  CHECK(sophon_cost_eltwise(&chip, &q, 1) == 5 + 2 * 1 * 50);
+  /* a SiLU (5 ops) fused into a conv is a pass of that datapath over its output:
+   * 1x1 conv 6 -> 6 channels, batch 2: 2 slots x 2 x ceil(25/4) = 7 passes x 6 taps */
+  memset(&silu, 0, sizeof silu);
+  silu.kind = SOPHON_ACT_SILU;
+  p = conv_params(1, 1, 1, 0, 1, 1);
+  p.act = silu;
+  CHECK(sophon_cost_conv2d(&chip, &f, &f, &p) == 5 + 2 * 2 * 7 * 6 + 5 * (2 * 2 * 50));
+}
+
 /* The same code on BM1680-like numbers: 64 lanes, EU_NUM 64, > 64 channels. */
 static void test_bm1680_conv(void) {
   sophon_chip chip = bm1680_chip();
@@ -2124,6 +2193,7 @@ int main(void) {
   test_row_window();
   test_cost_functions();
   test_cost_silicon_terms();
+  test_cost_4n_and_eltwise_terms();
   test_bm1680_conv();
   test_resize();
   test_conv2d_transpose();
