@@ -57,7 +57,7 @@ HOST_ISA_LEVELS = _host_isa_levels()
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")] + [("scale", ctypes.c_float)]
 
 
 class LutInt8Params(ctypes.Structure):  # sophon_lut_int8_params
