@@ -418,7 +418,7 @@ def conv_kernels(threads_list, repeat) -> list:
 
 # ----------------------------------------------------------------------- report
 
-ISA_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni",
+ISA_FLAGS = ["avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512vbmi", "avx_vnni",
              "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
 
 
@@ -435,7 +435,8 @@ def host_isa() -> tuple[list, str]:
         pass
     have = [f for f in ISA_FLAGS if f in flags]
     if {"avx512f", "avx512bw", "avx512dq", "avx512vl", "fma"} <= flags:
-        used = "AVX-512" + (" + VNNI (int8)" if "avx512_vnni" in flags else "")
+        used = ("AVX-512" + (" + VNNI (int8)" if "avx512_vnni" in flags else "")
+                + (" + VBMI (int8 tables)" if "avx512vbmi" in flags else ""))
     elif {"avx2", "fma"} <= flags:
         used = "AVX2 + FMA"
     else:

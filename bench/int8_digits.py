@@ -9,10 +9,15 @@ by side:
 Architectures: a plain CNN (conv, conv, max pool, dense), a MobileNetV3-style net
 (hard-swish, depthwise, squeeze-excite with hard-sigmoid, residual, global average
 pool) and an EfficientNet-style one (swish, MBConv with squeeze-excite, residual,
-global average pool), each ending in a softmax.
+global average pool), each ending in a softmax; and two PyTorch nets imported with
+torch.export (NCHW, the global average pool an adaptive_avg_pool2d + flatten, as
+tvm_sophon.models writes MobileNetV2 and ResNet): a MobileNetV2-style one (relu6
+inverted residuals) and a ResNet-style one (basic blocks, a strided projection),
+ending in logits. The PyTorch nets have no TFLite columns. "top-1 = FP32" is the
+share of test images on which INT8 PTQ on the chip predicts the FP32 model's class.
 
-    python bench/int8_digits.py [--arch cnn,mobilenetv3,efficientnet] [--method kl]
-    (needs TensorFlow and scikit-learn)
+    python bench/int8_digits.py [--arch cnn,mobilenetv3,efficientnet,mobilenetv2_pt,resnet_pt] [--method kl]
+    (needs TensorFlow, PyTorch and scikit-learn)
 """
 from __future__ import annotations
 
@@ -71,7 +76,48 @@ def efficientnet(x):
     return L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(h))
 
 
-ARCHS = {"cnn": cnn, "mobilenetv3": mobilenetv3, "efficientnet": efficientnet}
+def _torch_archs():
+    import torch
+    from torch import nn
+
+    def conv(cin, cout, k=3, stride=1, groups=1, act=nn.ReLU6):
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
+        return nn.Sequential(*layers, act()) if act else nn.Sequential(*layers)
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hidden = cin * expand
+            self.body = nn.Sequential(conv(cin, hidden, 1), conv(hidden, hidden, 3, stride, hidden),
+                                      conv(hidden, cout, 1, act=None))
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    class BasicBlock(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = nn.Sequential(conv(cin, cout, 3, stride, act=nn.ReLU), conv(cout, cout, 3, act=None))
+            self.proj = conv(cin, cout, 1, stride, act=None) if stride != 1 or cin != cout else nn.Identity()
+
+        def forward(self, x):
+            return torch.relu(self.body(x) + self.proj(x))
+
+    def head(channels):
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 10))
+
+    return {
+        "mobilenetv2_pt": lambda: nn.Sequential(conv(1, 16), InvertedResidual(16, 16, 1, 1),
+                                                InvertedResidual(16, 24, 2, 6), InvertedResidual(24, 24, 1, 6),
+                                                conv(24, 64, 1), head(64)),
+        "resnet_pt": lambda: nn.Sequential(conv(1, 16, act=nn.ReLU), BasicBlock(16, 16, 1), BasicBlock(16, 32, 2),
+                                           head(32)),
+    }
+
+
+ARCHS = {"cnn": cnn, "mobilenetv3": mobilenetv3, "efficientnet": efficientnet,
+         "mobilenetv2_pt": None, "resnet_pt": None}   # None: a PyTorch net (_torch_archs)
 
 
 def data(seed=0):
@@ -93,6 +139,38 @@ def train(arch: str, x, y, epochs=60, seed=0) -> tf.keras.Model:
     export = tf.keras.Model(fixed, ARCHS[arch](fixed))
     export.set_weights(model.get_weights())
     return export
+
+
+def train_torch(arch: str, x, y, epochs=60, seed=0):
+    """The PyTorch net trained on NCHW digits, exported at the bench's static batch
+    and imported (tvm_sophon.frontend.from_exported_program)."""
+    import torch
+
+    from tvm_sophon.frontend import from_exported_program
+
+    torch.manual_seed(seed)
+    model = _torch_archs()[arch]()
+    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    xs, ys = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
+    order = np.random.default_rng(seed)
+    model.train()
+    for _ in range(epochs):
+        for idx in np.array_split(order.permutation(len(xs)), max(1, len(xs) // 64)):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(xs[idx]), ys[idx]).backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        program = torch.export.export(model, (torch.zeros(BATCH, 1, 8, 8),))
+    return from_exported_program(program)
+
+
+def _nchw(run):
+    return lambda batch: run(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)))
+
+
+def predictions(run, x) -> np.ndarray:
+    return np.concatenate([run(b).argmax(-1) for b in _batches(x)])
 
 
 def tflite(model, calibration=None) -> bytes:
@@ -117,7 +195,10 @@ def accuracy(run, x, y) -> float:
 
 def on_chip(ex):
     vm = relax.VirtualMachine(ex, tvm.cpu())
-    return lambda batch: vm["main"](tvm.runtime.tensor(batch)).numpy()
+    def run(batch):
+        out = vm["main"](tvm.runtime.tensor(batch))
+        return (out if hasattr(out, "numpy") else out[0]).numpy()   # torch.export returns a tuple
+    return run
 
 
 def quantized_input(buf: bytes):
@@ -144,32 +225,45 @@ def tflite_runner(buf: bytes):
 def bench(arch: str, method: str, chip: str, train_set, test_set, tmp: Path) -> dict:
     (xtr, ytr), (xte, yte) = train_set, test_set
     start = time.perf_counter()
-    model = train(arch, xtr, ytr)
+    is_torch = ARCHS[arch] is None
+    if is_torch:
+        mod = train_torch(arch, xtr, ytr)
+    else:
+        model = train(arch, xtr, ytr)
     trained = time.perf_counter() - start
     calibration = _batches(xtr)[:8]
-    fp32_file, int8_file = tmp / f"{arch}.tflite", tmp / f"{arch}_int8.tflite"
-    fp32_file.write_bytes(tflite(model))
-    int8_file.write_bytes(tflite(model, calibration))
-    mod = load(fp32_file)
+    if is_torch:
+        calibration = [np.ascontiguousarray(b.transpose(0, 3, 1, 2)) for b in calibration]
+    else:
+        fp32_file, int8_file = tmp / f"{arch}.tflite", tmp / f"{arch}_int8.tflite"
+        fp32_file.write_bytes(tflite(model))
+        int8_file.write_bytes(tflite(model, calibration))
+        mod = load(fp32_file)
+    layout = _nchw if is_torch else (lambda run: run)
     row = {"arch": arch, "trained_s": trained}
-    row["fp32"] = accuracy(on_chip(tvm_sophon.build(mod, chip=chip)), xte, yte)
+    fp32_run = layout(on_chip(tvm_sophon.build(mod, chip=chip)))
+    row["fp32"] = accuracy(fp32_run, xte, yte)
     quantized = tvm_sophon.quantize(mod, [[b] for b in calibration], method=method, progress=False)
     report = tvm_sophon.quantize_report(quantized)
     partitioned = tvm_sophon.partition_for_sophon(quantized, chip=chip)
     offload = tvm_sophon.offload_report(partitioned)
-    row["ptq"] = accuracy(on_chip(tvm_sophon.build(partitioned, chip=chip)), xte, yte)
+    ptq_run = layout(on_chip(tvm_sophon.build(partitioned, chip=chip)))
+    row["ptq"] = accuracy(ptq_run, xte, yte)
+    row["agree"] = float(np.mean(predictions(ptq_run, xte) == predictions(fp32_run, xte)))
     row["ptq_layers"] = f"{sum(l.int8 for l in report.layers)}/{len(report.layers)}"
+    row["ptq_regions"] = len(offload.regions)
     row["ptq_host_ops"] = len(offload.host_ops)
     row["min_cosine"] = report.min_cosine
-    buf = int8_file.read_bytes()
-    row["tflite_int8"] = accuracy(tflite_runner(buf), xte, yte)
-    try:
-        to_int8, ex = quantized_input(buf), tvm_sophon.build(load(int8_file), chip=chip)
-        run = on_chip(ex)
-        row["tflite_int8_chip"] = accuracy(lambda b: run(to_int8(b)), xte, yte)
-    except tvm_sophon.SophonError as err:   # an op the chip's import or INT8 path lacks
-        row["tflite_int8_chip"] = None
-        row["tflite_int8_chip_error"] = str(err).splitlines()[0][:100]
+    row["tflite_int8"] = row["tflite_int8_chip"] = None
+    if not is_torch:
+        buf = int8_file.read_bytes()
+        row["tflite_int8"] = accuracy(tflite_runner(buf), xte, yte)
+        try:
+            to_int8, ex = quantized_input(buf), tvm_sophon.build(load(int8_file), chip=chip)
+            run = on_chip(ex)
+            row["tflite_int8_chip"] = accuracy(lambda b: run(to_int8(b)), xte, yte)
+        except tvm_sophon.SophonError as err:   # an op the chip's import or INT8 path lacks
+            row["tflite_int8_chip_error"] = str(err).splitlines()[0][:100]
     print(report.format())
     print(f"offload of the PTQ model: {len(offload.regions)} region(s), {len(offload.host_ops)} host op(s)\n")
     return row
@@ -192,14 +286,15 @@ def main(argv=None) -> int:
             rows.append(bench(arch, args.method, args.chip, train_set, test_set, Path(tmp)))
     n = len(test_set[0]) - len(test_set[0]) % BATCH
     print(f"test accuracy on {n} digits images ({args.chip}, PTQ method {args.method})")
-    print(f"{'architecture':<14} {'FP32 chip':>10} {'INT8 PTQ chip':>14} {'TFLite INT8':>12} "
-          f"{'TFLite INT8 chip':>17} {'PTQ int8 layers':>16} {'host ops':>9} {'min cosine':>11}")
+    print(f"{'architecture':<14} {'FP32 chip':>10} {'INT8 PTQ chip':>14} {'top-1 = FP32':>13} {'TFLite INT8':>12} "
+          f"{'TFLite INT8 chip':>17} {'PTQ int8 layers':>16} {'regions':>8} {'host ops':>9} {'min cosine':>11}")
     ok = True
+    pct = lambda v: f"{100 * v:.2f}%" if v is not None else "n/a"  # noqa: E731
     for r in rows:
-        chip_int8 = f"{100 * r['tflite_int8_chip']:.2f}%" if r["tflite_int8_chip"] is not None else "n/a"
-        print(f"{r['arch']:<14} {100 * r['fp32']:>9.2f}% {100 * r['ptq']:>13.2f}% {100 * r['tflite_int8']:>11.2f}% "
-              f"{chip_int8:>17} {r['ptq_layers']:>16} {r['ptq_host_ops']:>9} {r['min_cosine']:>11.5f}")
-        if r["tflite_int8_chip"] is None:
+        print(f"{r['arch']:<14} {pct(r['fp32']):>10} {pct(r['ptq']):>14} {pct(r['agree']):>13} "
+              f"{pct(r['tflite_int8']):>12} {pct(r['tflite_int8_chip']):>17} {r['ptq_layers']:>16} "
+              f"{r['ptq_regions']:>8} {r['ptq_host_ops']:>9} {r['min_cosine']:>11.5f}")
+        if "tflite_int8_chip_error" in r:
             print(f"  TFLite INT8 on the chip: {r['tflite_int8_chip_error']}")
         ok &= abs(r["fp32"] - r["ptq"]) <= 0.02
     return 0 if ok else 1

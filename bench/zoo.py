@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import zoo_int8_models  # noqa: E402
 import zoo_models  # noqa: E402
+import zoo_qdq_models  # noqa: E402
 from zoo_args import add_zoo_arguments, selected_models  # noqa: E402
 
 TIMEOUT_S = 1800
@@ -111,6 +112,9 @@ def main(argv=None) -> int:
                              "bit-exact count and max LSB against TFLite's kernels)")
     parser.add_argument("--int8-size", choices=("small", "full"), default="small",
                         help="with --int8: the Keras apps' input size (default small; full: the published size)")
+    parser.add_argument("--qdq", action="store_true",
+                        help="the ONNX QDQ zoo of issue #11 (tests/zoo_qdq_models.py: the torch models quantized by "
+                             "onnxruntime's quantize_static on bm1684, max LSB against onnxruntime)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -118,36 +122,38 @@ def main(argv=None) -> int:
 
     if args.worker:  # one model, in this process; the parent reads the ZOO_ROW line
         row = zoo_int8_models.measure(args.worker, workdir, args.size) if args.int8 else \
+            zoo_qdq_models.measure(args.worker, workdir) if args.qdq else \
             zoo_models.measure(args.worker, args.size, workdir)
         print("ZOO_ROW " + json.dumps(row), flush=True)
         return 0
 
     if args.table:
-        print_report(json.loads(Path(args.table).read_text()), args.int8)
+        print_report(json.loads(Path(args.table).read_text()), args.int8, args.qdq)
         return 0
 
-    known = zoo_int8_models.MODELS if args.int8 else zoo_models.MODELS
+    known = zoo_int8_models.MODELS if args.int8 else zoo_qdq_models.MODELS if args.qdq else zoo_models.MODELS
     names = selected_models(parser, args.only, known)
     size = args.int8_size if args.int8 else "small" if args.small else "full"
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"SOPHON_NUM_THREADS={os.environ.get('SOPHON_NUM_THREADS', 'unset')}, "
-          f"size={f'int8 ({size} inputs)' if args.int8 else size}", flush=True)
+          f"size={f'int8 ({size} inputs)' if args.int8 else 'qdq (small inputs)' if args.qdq else size}", flush=True)
     rows = []
     for name in names:
         start = time.perf_counter()
-        row = run_in_subprocess(name, size, workdir, ("--int8",) if args.int8 else ())
+        row = run_in_subprocess(name, size, workdir, ("--int8",) if args.int8 else ("--qdq",) if args.qdq else ())
         row["wall_s"] = time.perf_counter() - start
         rows.append(row)
         print(f"# {name}: {row.get('error') or 'ok'} ({row['wall_s']:.0f} s)", flush=True)
         if args.json:  # written after every model, so a long run leaves its rows behind
             Path(args.json).write_text(json.dumps(rows, indent=1))
     print()
-    print_report(rows, args.int8)
+    print_report(rows, args.int8, args.qdq)
     return 0
 
 
-def print_report(rows: list, int8: bool = False) -> None:
-    print(zoo_int8_models.format_table(rows) if int8 else format_table(rows))
+def print_report(rows: list, int8: bool = False, qdq: bool = False) -> None:
+    print(zoo_int8_models.format_table(rows) if int8 else zoo_qdq_models.format_table(rows) if qdq
+          else format_table(rows))
     reasons = format_reasons(rows)
     if reasons:
         print("\nWhy the host ops stayed on the host:\n" + reasons)

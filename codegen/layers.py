@@ -22,7 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
-from tvm_sophon.patterns.int8_eltwise import QBINARY, UNARY, relu_bounds
+from tvm_sophon.patterns.int8_eltwise import FLOAT_TABLE_ONLY, QBINARY, UNARY, relu_bounds
 from tvm_sophon.names import model_name
 
 from . import movement
@@ -333,6 +333,8 @@ class _Analysis:
         self.layers: list[Layer] = []
         self.aliases: list[P.Tensor] = []
         attrs = func.attrs or {}
+        # whose integer arithmetic the int8 layers follow (partition.INT8_ARITHMETIC_ATTR)
+        self.int8_arithmetic = str(attrs.get("sophon.int8_arithmetic", "tflite"))
         self.const_args = {}
         if "sophon.const_args" in attrs:
             for name, c in json.loads(str(attrs["sophon.const_args"])).items():
@@ -621,6 +623,14 @@ class _Analysis:
             return -128, 127
         return int(_scalar(clips[0].args[1])), int(_scalar(clips[0].args[2]))
 
+    def requant(self, q, x_scale, w_scale, out_scale):
+        """A conv's or fc's requantization in its model's arithmetic: TFLite's as
+        given, onnxruntime's (one float32 rounding) for an ONNX QDQ model."""
+        from tvm_sophon import quant
+
+        return quant.onnxruntime_requant(q, x_scale, w_scale, out_scale) \
+            if self.int8_arithmetic == "onnxruntime" else q
+
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
@@ -655,7 +665,8 @@ class _Analysis:
                             kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                             strides=_ints(attrs.strides), padding=_ints(attrs.padding),
                             dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=P.Activation(),
-                            requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                            requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                                  act_max), x_scale, w_scale, out_scale))
         if comp.pattern.startswith("sophon.qconv2d"):
             root = comp.calls_of("relax.nn.conv2d")[0]
             attrs = root.attrs
@@ -672,7 +683,8 @@ class _Analysis:
                      kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                      strides=_ints(attrs.strides), padding=_ints(attrs.padding),
                      dilation=_ints(attrs.dilation), groups=int(attrs.groups),
-                     requant=quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                     requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                             act_max), x_scale, w_scale, out_scale))
         elif comp.pattern.startswith("sophon.qdense"):
             root = comp.calls_of("relax.matmul")[0]
             x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
@@ -681,14 +693,14 @@ class _Analysis:
             view = (tuple(range(rank - 1)), (rank - 1,), (), ())
             self.add(comp, "qfc", view, [self.operand(x, view)],
                      [self.operand(w, ((), (0,), (1,), ()), "COMPACT"), self.qbias(comp)],
-                     requant=quant.fc_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max))
+                     requant=self.requant(quant.fc_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
+                                                           act_max), x_scale, w_scale, out_scale))
         elif comp.pattern.startswith("sophon.qadd"):
             root = comp.calls_of("relax.add")[0]
             a, a_scale, a_zp, _ = self.dequantized(comp, root.args[0])
             b, b_scale, b_zp, _ = self.dequantized(comp, root.args[1])
             oshape = shape_of(comp.out_var)
-            view = next((self.views[v] for v in (a, b) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [a, b])
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
@@ -714,16 +726,22 @@ class _Analysis:
         act_min, act_max = self.qeltwise_clamp(comp, out_scale, out_zp)
         if name in UNARY:
             x, scale, zp = self._dequantize_of(comp, m["input"])
-            alpha = 0.0
+            alpha = beta = 0.0
             if name == "qleakyrelu":
                 alpha = float(comp.calls_of("relax.nn.leakyrelu")[0].attrs.alpha)
-            elif name == "qelu":
-                alpha = float(chains.activation_params(chains.CHAINS["elu"], m, self._lookup(comp))["alpha"])
+            elif name in ("qelu", "qhardsigmoid"):
+                params = chains.activation_params(chains.CHAINS[name[1:]], m, self._lookup(comp))
+                alpha, beta = float(params["alpha"]), float(params.get("beta", 0.0))
             bounds = (0.0, 0.0)
             if name == "qrelu":
                 bounds = relu_bounds((comp.calls_of("relax.nn.relu") + comp.calls_of("relax.clip"))[0])
-            table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
-            view = self.views.get(x) or P.default_view(len(shape_of(x)))
+            if self.int8_arithmetic == "onnxruntime" or name in FLOAT_TABLE_ONLY:
+                # an ONNX QDQ model's unary op is a float32 op between DequantizeLinear and
+                # QuantizeLinear (onnxruntime builds its QLinear* tables so)
+                table = qe.float_lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, beta, *bounds)
+            else:
+                table = qe.lut_table(UNARY[name], scale, zp, out_scale, out_zp, alpha, *bounds)
+            view = self.elementwise_view(shape_of(x), [x])
             return self.add(comp, "qlut", view, [self.operand(x, view)], [], table=table)
         lhs, l_scale, l_zp = self._dequantize_of(comp, m["lhs"] if "lhs" in m else m["input"])
         rhs, r_scale, r_zp = self._dequantize_of(comp, m["rhs"])
@@ -732,13 +750,14 @@ class _Analysis:
             view = self.views.get(lhs) or P.default_view(len(oshape))
             params = qe.prelu_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp)
         else:
-            view = next((self.views[v] for v in (lhs, rhs) if shape_of(v) == oshape and v in self.views),
-                        P.default_view(len(oshape)))
+            view = self.elementwise_view(oshape, [lhs, rhs])
         acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
         if name == "qsubtract":
             return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
                 l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
-        if name == "qmultiply":
+        if name == "qmultiply" and self.int8_arithmetic == "onnxruntime":
+            params = qe.onnxruntime_mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
+        elif name == "qmultiply":
             params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
         elif name in ("qmaximum", "qminimum"):
             params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)
@@ -804,6 +823,9 @@ class _Analysis:
         requant = None
         if kind in ("SUM", "MEAN"):
             requant = quant.reduce_requant(*(float(np.asarray(v).reshape(())) for v in (x_scale, x_zp, out_scale, out_zp)))
+            if self.int8_arithmetic == "onnxruntime":
+                count = int(np.prod([shape_of(x)[a] for a in axes])) if kind == "MEAN" else 1
+                requant = quant.onnxruntime_mean_requant(requant, x_scale, out_scale, count)
         self.add(comp, "qreduce", out_view, [self.operand(x, view)], [], kind=kind, requant=requant)
 
     def qbias(self, comp: _Composite) -> Optional[Operand]:

@@ -120,8 +120,13 @@ def analyze_qconcat(an, comp, out_scale, out_zp) -> None:
             continue
         shape = shape_of(x)
         t = P.Tensor(c_identifier(f"{x.name}_rescaled", an.names), shape, "int8", "intermediate")
-        view = an.views.get(x) or flat_view(len(shape))
-        table = quant_eltwise.lut_table("concat_rescale", scale, zp, out_scale, out_zp)
+        # an element-wise lookup: its producer's view, above 4-D the merged axes (a flat view
+        # puts everything on one lane's w, and YOLO's (1, 3, 40, 40, 81) slices fit no tiling)
+        view = an.elementwise_view(shape, [x])
+        # an ONNX QDQ concat is float32 DequantizeLinear -> Concat -> QuantizeLinear (onnxruntime)
+        table = quant_eltwise.float_lut_table("requantize", scale, zp, out_scale, out_zp) \
+            if an.int8_arithmetic == "onnxruntime" else quant_eltwise.lut_table("concat_rescale", scale, zp, out_scale,
+                                                                                 out_zp)
         an.layers.append(Layer(len(an.layers), comp.pattern, "qlut", Operand(t, view), [an.operand(x, view)], [],
                                {"table": table}))
         rescaled[field] = t

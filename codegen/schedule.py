@@ -13,7 +13,10 @@ Emission is a software pipeline: slice i+1's loads are issued in the timestep
 that computes slice i, and slice i's results are stored in the next one, so the
 allocator (live ranges over the step list) gives streamed tensors two buffers:
 double buffering. A group of one slice pipelines over its layers instead: the
-next layer's weights load while the current one computes.
+next layer's weights load while the current one computes, or up to two layers
+earlier where that layer's compute leaves the GDMA idle (the cost model says
+where), so a run of weight-heavy layers (ResNet-50's last stage) overlaps the
+compute-heavy ones before it.
 """
 from __future__ import annotations
 
@@ -30,6 +33,10 @@ from . import program as P
 from .layers import Layer, Operand, Region, _sanitize
 
 Band = tuple[int, int, int, int]   # n0, n1, r0, r1 (rows meaningful when the view has h)
+
+# how far ahead an unsliced group's loads may be issued (Lowering.emit_balanced):
+# the timestep before their layer's and up to two more
+PREFETCH_TIMESTEPS = 3
 
 
 class PlanError(SophonCompileError):
@@ -407,12 +414,16 @@ class Lowering:
             return [None if p is None else table[_key(p)][0] for p in layer.params]
 
         self.emit_pipeline(stages, lambda item: self.compute(*item, params_of(item[0], item[2])),
-                           lambda item: self.store(*item))
+                           lambda item: self.store(*item), balance=group.slices == 1)
 
-    def emit_pipeline(self, stages: list, compute, store) -> None:
+    def emit_pipeline(self, stages: list, compute, store, balance: bool = False) -> None:
         """Emit stages as a software pipeline: stage i+1's loads beside stage i's
         compute, stage i's stores in the next timestep. ``compute(item)`` and
-        ``store(item)`` emit one entry of a stage's compute and stores lists."""
+        ``store(item)`` emit one entry of a stage's compute and stores lists.
+        With ``balance``, a load may go up to PREFETCH_TIMESTEPS - 1 timesteps
+        earlier (emit_balanced)."""
+        if balance and len(stages) > 2:
+            return self.emit_balanced(stages, compute, store)
         for load in stages[0].loads:
             self.emit(load)
         self.emit(P.Timestep())
@@ -428,6 +439,62 @@ class Lowering:
             for item in stage.stores:
                 store(item)
         self.emit(P.Timestep())
+
+    def emit_balanced(self, stages: list, compute, store) -> None:
+        """The pipeline of emit_pipeline, each load of stage k (k >= 1) placed in
+        the earliest of the PREFETCH_TIMESTEPS timesteps up to the one computing
+        stage k-1 whose GDMA work, with it, stays within its TIU work (the cost
+        model's own cycles), else where emit_pipeline puts it: a layer's weights
+        load during earlier layers' compute when that has slack, instead of
+        stalling the next timestep. A load of what a store of this pipeline writes
+        stays where it was, behind that store; the allocator's live ranges follow
+        the emitted order, so a plan that no longer fits LMEM is a PlanError."""
+        from tvm_sophon import cost
+
+        n = len(stages)
+        marks = dict(self.first_def), dict(self.last_use)
+        work: list = [[] for _ in range(n + 1)]     # timestep t computes stage t - 1
+        stores: list = [[] for _ in range(n + 2)]   # and first stores stage t - 2's results
+        for i, stage in enumerate(stages):
+            start = len(self.steps)
+            for item in stage.compute:
+                compute(item)
+            middle = len(self.steps)
+            for item in stage.stores:
+                store(item)
+            work[i + 1], stores[i + 2] = self.steps[start:middle], self.steps[middle:]
+            del self.steps[start:]
+        # steps emitted above are emitted again below in their final order
+        for table, saved in zip((self.first_def, self.last_use), marks):
+            table.clear()
+            table.update(saved)
+        stored = {id(s.dst.tensor) for group in stores for s in group if isinstance(s, P.Store)}
+        tiu = [sum(cost.step_cycles(self.chip, s)[1] for s in steps) for steps in work]
+        gdma = [0] * (n + 1)
+        loads: list = [list(stages[0].loads)] + [[] for _ in range(n)]
+        for k in range(1, n):
+            for load in stages[k].loads:
+                home = k
+                source = self.load_source(load)
+                if source is not None and id(source) not in stored:
+                    cycles = cost.step_cycles(self.chip, load)[1]
+                    home = next((t for t in range(max(1, k - PREFETCH_TIMESTEPS + 1), k + 1)
+                                 if gdma[t] + cycles <= tiu[t]), k)
+                    gdma[home] += cycles
+                loads[home].append(load)
+        for t in range(n + 1):
+            for step in stores[t] + loads[t] + (stages[t - 1].late_loads if t else []) + work[t]:
+                self.emit(step)
+            self.emit(P.Timestep())
+        for step in stores[n + 1]:
+            self.emit(step)
+        self.emit(P.Timestep())
+
+    def load_source(self, load: P.Load) -> Optional[P.Tensor]:
+        """The DDR tensor a load reads, None while it has no DDR home yet."""
+        if isinstance(load, _PendingLoad):
+            return self.ddr.get(id(load._op.value))
+        return load.src.tensor
 
     # ------------------------------------------------- fc over channels and K
     def lower_sliced_fc(self, group: P.Group) -> None:

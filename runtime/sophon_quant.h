@@ -45,6 +45,13 @@ int32_t sophon_multiply_by_quantized_multiplier(int32_t x, int32_t multiplier, i
  * reference FULLY_CONNECTED: static_cast<int32_t>(round(double(acc) * scale))). */
 int32_t sophon_multiply_by_double_scale(int32_t x, double scale);
 
+/* onnxruntime's requantization of an int32 accumulator (MLAS MlasRequantizeOutput):
+ * the accumulator converted to float32, multiplied by the float32 scale, rounded to
+ * nearest with halves to even, saturated to int32. One rounding, where TFLite's
+ * fixed-point multiply rounds twice: the two differ by 1 where acc * scale lies
+ * within about 2^-9 of a half. */
+int32_t sophon_multiply_by_float_scale(int32_t x, float scale);
+
 /* --------------------------------------------------------- requantize */
 
 typedef struct {
@@ -56,15 +63,21 @@ typedef struct {
   const int32_t* shift;
   int32_t rounding;    /* sophon_requant_rounding (0, the default: fixed point) */
   const double* scale; /* SOPHON_REQUANT_DOUBLE: scale[oc] (or [0]) = input_scale *
-                          filter_scale / output_scale in double; otherwise unused */
+                          filter_scale / output_scale in double; SOPHON_REQUANT_FLOAT32:
+                          that ratio computed in float32 (exact in a double); otherwise
+                          unused */
 } sophon_requant;
 
 /* How acc * real is rounded: TFLite's kernels differ per op. */
 typedef enum {
   SOPHON_REQUANT_FIXED_POINT = 0, /* MultiplyByQuantizedMultiplier(acc, multiplier, shift):
                                      CONV_2D, DEPTHWISE_CONV_2D (and every op but fc) */
-  SOPHON_REQUANT_DOUBLE = 1       /* sophon_multiply_by_double_scale(acc, scale):
+  SOPHON_REQUANT_DOUBLE = 1,      /* sophon_multiply_by_double_scale(acc, scale):
                                      FULLY_CONNECTED's reference kernel; fc_int8 only */
+  SOPHON_REQUANT_FLOAT32 = 2      /* sophon_multiply_by_float_scale(acc, (float)scale):
+                                     onnxruntime's QLinearConv / QLinearMatMul (MLAS's
+                                     requantization) for ONNX QDQ models; conv2d_int8,
+                                     conv2d_transpose_int8 and fc_int8 */
 } sophon_requant_rounding;
 
 /*
@@ -167,10 +180,13 @@ typedef enum {
   SOPHON_BINARY_INT8_MIN = 2,  /* min(a, b) likewise */
   SOPHON_BINARY_INT8_PRELU = 3, /* x = a - zp1; zp_out + (x >= 0 ? MBQM(x, multiplier1, shift1)
                                    : MBQM(x * (b - zp2), multiplier2, shift2)); b = alpha */
-  SOPHON_BINARY_INT8_SQUARED_DIFFERENCE = 4 /* squared_difference.cc: d = S1((a - zp1) * 2^7)
+  SOPHON_BINARY_INT8_SQUARED_DIFFERENCE = 4, /* squared_difference.cc: d = S1((a - zp1) * 2^7)
                                                - S2((b - zp2) * 2^7); zp_out + S3(d * d), where
                                                Si(v) = MBQMSmallerThanOneExp(v, multiplieri,
                                                shifti), shifts in [-31, 0] */
+  SOPHON_BINARY_INT8_MUL_FLOAT32 = 5 /* onnxruntime's QLinearMul (MLAS, ONNX QDQ models):
+                                        zp_out + sophon_multiply_by_float_scale((a - zp1) *
+                                        (b - zp2), scale); multipliers unused (0, 0) */
 } sophon_binary_int8_op;
 
 typedef struct {
@@ -180,6 +196,7 @@ typedef struct {
   int32_t multiplier2, shift2;
   int32_t act_min, act_max;
   int32_t multiplier3, shift3; /* SQUARED_DIFFERENCE's output rescale (others: 0, 0) */
+  float scale;                 /* MUL_FLOAT32: scale1 * scale2 / out_scale in float32 (others: 0) */
 } sophon_binary_int8_params;
 
 /* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */
@@ -211,8 +228,11 @@ sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out
  *                   sum over y of in - input_zero_point * H, multiplier', shift'))
  * with q's per-tensor (multiplier, shift) of input_scale / output_scale; a MEAN
  * folds 1 / H into it as TFLite does (multiplier' = multiplier * 2^k / H,
- * shift' = shift - k, k = floor(log2 H)). MAX and MIN keep the input's
- * quantization (q may be NULL). */
+ * shift' = shift - k, k = floor(log2 H)). With q->rounding SOPHON_REQUANT_FLOAT32
+ * (onnxruntime's QLinearGlobalAveragePool, ONNX QDQ models) the sum is scaled by
+ * sophon_multiply_by_float_scale(sum, (float)q->scale[0]) instead, scale[0] holding
+ * the whole factor (input_scale / (output_scale * H) for a MEAN, computed in float32
+ * by the compiler). MAX and MIN keep the input's quantization (q may be NULL). */
 sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, sophon_reduce_kind kind,
                                      const sophon_requant* q);

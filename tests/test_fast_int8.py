@@ -57,7 +57,7 @@ HOST_ISA_LEVELS = _host_isa_levels()
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")] + [("scale", ctypes.c_float)]
 
 
 class LutInt8Params(ctypes.Structure):  # sophon_lut_int8_params
@@ -523,7 +523,8 @@ def run_lut_int8(dev: Device, x, table, inplace, window=(0, 0)):
 def test_fast_lut_int8_is_bit_identical(devices, shape, inplace, window, seed):
     """A random table (every entry distinct from its index's neighbours), planes that
     are not multiples of 64 (the masked tail), in place, and a row window (a channel
-    stride that is not the plane's)."""
+    stride that is not the plane's). Level 2 runs the AVX-512 lookup where the CPU has
+    avx512vbmi, else the C one."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, shape, dtype=np.int8)
     table = rng.permutation(256).astype(np.uint8).view(np.int8)

@@ -87,3 +87,254 @@ def test_onnx_qdq_model_runs_int8_on_the_chip_within_one_lsb(qdq_model):
         out = vm["main"](tvm.runtime.tensor(x)).numpy()
         # onnxruntime's int8 kernels use the same integer scheme; the issue's bound is 1 LSB
         assert np.abs(out - expected).max() <= step * 1.0001
+
+
+# ------------------------------------------------------------------ single-op QDQ models
+
+
+def _qdq_file(root, nodes, inits, in_shape, out_shape, seed=0, opset=17, batches=8):
+    """An FP32 ONNX graph x -> nodes -> y, quantized by onnxruntime's quantize_static
+    (QDQ, int8 activations, per-channel int8 weights) on ``batches`` random inputs.
+    Every op of the graph is named in op_types_to_quantize: by default the quantizer
+    leaves Sub, Max, Min, Tanh, HardSwish, ReduceMean, ... float."""
+    graph = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        [numpy_helper.from_array(np.asarray(v, np.float32 if np.asarray(v).dtype.kind == "f" else None), k)
+         for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.save(model, str(root / "fp32.onnx"))
+    rng = np.random.default_rng(seed)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal(in_shape).astype("float32")} for _ in range(batches)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(root / "fp32.onnx"), str(root / "qdq.onnx"), Reader(), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=sorted({n.op_type for n in nodes}))
+    return root / "qdq.onnx"
+
+
+def _chip_against_onnxruntime(path, in_shape, runs=3, seed=9):
+    """(offload report, max |chip - onnxruntime| in LSB of the output) over ``runs`` random inputs."""
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    step, rng, worst = _output_step(path), np.random.default_rng(seed), 0.0
+    for _ in range(runs):
+        x = rng.standard_normal(in_shape).astype("float32")
+        expected = session.run(None, {"x": x})[0]
+        worst = max(worst, float(np.abs(vm["main"](tvm.runtime.tensor(x)).numpy() - expected).max()) / step)
+    return tvm_sophon.offload_report(partitioned), worst
+
+
+def test_shared_dequantize_feeding_a_concat_partitions(tmp_path):
+    """onnxruntime's QDQ writes one DequantizeLinear of x for both convs and a Concat of
+    two dequantized branches (SqueezeNet's fire module, YOLO's C3): SplitSharedDequantize
+    used to rebuild the graph without renaming the vars inside the Concat's tuple, and
+    TVM's MergeCompositeFunctions failed with an InternalError (memo_.count(...))."""
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"]),
+             helper.make_node("Conv", ["x", "w2", "b2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=1)]
+    inits = {"w1": rng.standard_normal((4, 3, 1, 1)) * 0.5, "b1": rng.standard_normal(4) * 0.1,
+             "w2": rng.standard_normal((5, 3, 3, 3)) * 0.3, "b2": rng.standard_normal(5) * 0.1}
+    path = _qdq_file(tmp_path, nodes, inits, [1, 3, 6, 6], [1, 9, 6, 6])
+    report, lsb = _chip_against_onnxruntime(path, [1, 3, 6, 6])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # convs requantized as onnxruntime does (once in float32), a concat of one scale: exact
+    assert lsb <= 1e-3
+
+
+def test_ill_formed_module_is_a_one_line_error():
+    """A variable used and never bound is a SophonCompileError naming it, not TVM's
+    InternalError from inside pattern fusion."""
+    x = relax.Var("x", relax.TensorType((1, 4), "float32"))
+    ghost = relax.Var("ghost", relax.TensorType((1, 4), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.add(x, ghost))
+        bb.emit_func_output(y)
+    with pytest.raises(tvm_sophon.SophonError, match="not well-formed.*ghost"):
+        tvm_sophon.partition_for_sophon(bb.get(), chip="bm1684")
+
+
+def _n(op, inputs, outputs, **attrs):
+    return helper.make_node(op, inputs, outputs, **attrs)
+
+
+_R = np.random.default_rng(11)
+_CONV = {"wc": _R.standard_normal((6, 4, 3, 3)) * 0.3, "bc": _R.standard_normal(6) * 0.1}
+# x (1, 4, 6, 6) -> conv 6 channels -> c, then the op under test: each case is int8 on both sides
+# (onnxruntime's quantizer only quantizes an op between quantized tensors)
+SINGLE_OPS = {
+    # torch's nn.Upsample(mode="nearest") as torch.onnx writes it (YOLO's neck)
+    "resize_nearest": ([_n("Resize", ["c", "", "sc"], ["y"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                           nearest_mode="floor")], {"sc": np.array([1, 1, 2, 2], "f")}, [1, 6, 12, 12]),
+    "global_average_pool": ([_n("GlobalAveragePool", ["c"], ["y"])], {}, [1, 6, 1, 1]),
+    "reduce_mean": ([_n("ReduceMean", ["c"], ["y"], axes=[2, 3], keepdims=1)], {}, [1, 6, 1, 1]),
+    "max_pool": ([_n("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], {},
+                 [1, 6, 3, 3]),
+    "mul": ([_n("Mul", ["c", "k6"], ["y"])], {"k6": _R.standard_normal((1, 6, 1, 1))}, [1, 6, 6, 6]),
+    "add": ([_n("Add", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "sub": ([_n("Sub", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "max": ([_n("Max", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "min": ([_n("Min", ["c", "c2"], ["y"]), _n("Conv", ["x", "wc", "bc"], ["c2"], pads=[1, 1, 1, 1])], {},
+            [1, 6, 6, 6]),
+    "hard_swish": ([_n("HardSwish", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "hard_sigmoid": ([_n("HardSigmoid", ["c"], ["y"], alpha=1 / 6, beta=0.5)], {}, [1, 6, 6, 6]),
+    "sigmoid": ([_n("Sigmoid", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "silu": ([_n("Sigmoid", ["c"], ["s"]), _n("Mul", ["c", "s"], ["y"])], {}, [1, 6, 6, 6]),
+    "tanh": ([_n("Tanh", ["c"], ["y"])], {}, [1, 6, 6, 6]),
+    "leaky_relu": ([_n("LeakyRelu", ["c"], ["y"], alpha=0.1)], {}, [1, 6, 6, 6]),
+    "reshape_transpose": ([_n("Reshape", ["c", "shp"], ["r"]), _n("Transpose", ["r"], ["y"], perm=[0, 2, 1])],
+                          {"shp": np.array([1, 6, 36], "int64")}, [1, 36, 6]),
+    "flatten": ([_n("Flatten", ["c"], ["y"])], {}, [1, 216]),
+    "split_concat": ([_n("Split", ["c", "sp"], ["s1", "s2"], axis=1), _n("Concat", ["s2", "s1"], ["y"], axis=1)],
+                     {"sp": np.array([2, 4], "int64")}, [1, 6, 6, 6]),
+    "slice": ([_n("Slice", ["c", "st", "en", "ax"], ["y"])], {"st": np.array([1], "int64"),
+                                                          "en": np.array([5], "int64"), "ax": np.array([2], "int64")},
+              [1, 6, 4, 6]),
+    "conv_transpose": ([_n("ConvTranspose", ["c", "wt", "bt"], ["y"], strides=[2, 2])],
+                       {"wt": _R.standard_normal((6, 3, 2, 2)) * 0.3, "bt": _R.standard_normal(3) * 0.1},
+                       [1, 3, 12, 12]),
+    # the two inputs come out of the quantizer with their own scales: the chip rescales one
+    "concat_scales": ([_n("Mul", ["x", "k"], ["x3"]), _n("Concat", ["c", "x3"], ["y"], axis=1)],
+                      {"k": np.array(3.0, "f")}, [1, 10, 6, 6]),
+}
+
+
+# ops with one input read the model's quantized input itself, so that the op's own
+# difference shows (a conv in front, 1 LSB apart where the roundings part, would be
+# magnified by the op's slope: a sigmoid with a finer output scale turns it into 3)
+DIRECT = {"global_average_pool", "reduce_mean", "mul", "hard_swish", "hard_sigmoid", "sigmoid", "silu", "tanh",
+          "leaky_relu"}
+
+
+@pytest.mark.parametrize("case", sorted(SINGLE_OPS))
+def test_qdq_single_op_on_the_chip_against_onnxruntime(case, tmp_path):
+    nodes, inits, out_shape = SINGLE_OPS[case]
+    if case in DIRECT:
+        nodes = [_n(n.op_type, ["x" if i == "c" else i for i in n.input], n.output,
+                    **{a.name: helper.get_attribute_value(a) for a in n.attribute}) for n in nodes]
+    else:
+        nodes = [_n("Conv", ["x", "wc", "bc"], ["c"], pads=[1, 1, 1, 1])] + nodes
+    in_shape = [1, 6, 6, 6] if case in DIRECT else [1, 4, 6, 6]
+    path = _qdq_file(tmp_path, nodes, {**_CONV, **inits}, in_shape, out_shape)
+    report, lsb = _chip_against_onnxruntime(path, in_shape)
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} <= {"relax.quantize", "relax.dequantize"}, report.format()
+    assert all(c.startswith("sophon.q") or c in MOVES for c in report.offloaded), report.format()
+    # onnxruntime's arithmetic where the chip follows it (conv, fc and transposed conv
+    # requantized once in float32; unary ops as float32 tables): bit-exact. 1 LSB where the
+    # chip keeps TFLite's integer kernel (QDQ_ONE_LSB)
+    assert lsb <= (1.0 if case in QDQ_ONE_LSB else 0.0) + 1e-3, (lsb, report.format())
+
+
+# the ops whose int8 kernel on the chip is TFLite's, not onnxruntime's: 1 LSB apart where
+# the two round differently. ADD: TFLite's fixed-point rescales (a 2^20 common scale, three
+# roundings) against onnxruntime's QLinearAdd (its own 22-bit fixed point on x86)
+QDQ_ONE_LSB = {"add"}
+MOVES = {"sophon.reshape", "sophon.permute_dims", "sophon.strided_slice", "sophon.pad", "sophon.concat"}
+
+
+@pytest.mark.parametrize("size, per_anchor", [(4, 6), (40, 85)])
+def test_qdq_yolo_head_is_one_int8_region(tmp_path, size, per_anchor):
+    """YOLOv5's detect head on (1, 3, H, W, 6) tensors: sigmoid, slices, xy * 2 - 0.5 + grid,
+    (wh * 2) ** 2 * anchor, concat, reshape. Element-wise int8 ops above 4-D run on merged
+    axes, Pow(x, 2) is an int8 table; the whole head is one region (it was 20). YOLOv5s's
+    stride-8 head at 320 x 320 (40 x 40, 85 values per anchor): the concat rescales its
+    (1, 3, 40, 40, 81) slice over the lanes (a flat view put 388800 bytes on one lane,
+    which no tiling fits)."""
+    rng = np.random.default_rng(5)
+    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size)), -1).reshape(1, 1, size, size, 2) - 0.5
+    k = per_anchor - 4
+    nodes = [_n("Conv", ["x", "w", "b"], ["c"]),
+             _n("Reshape", ["c", "s5"], ["r"]), _n("Transpose", ["r"], ["t"], perm=[0, 1, 3, 4, 2]),
+             _n("Sigmoid", ["t"], ["sg"]), _n("Split", ["sg", "parts"], ["xy", "wh", "conf"], axis=4),
+             _n("Mul", ["xy", "two"], ["xy2"]), _n("Add", ["xy2", "grid"], ["xyg"]),
+             _n("Mul", ["xyg", "stride"], ["box_xy"]),
+             _n("Mul", ["wh", "two"], ["wh2"]), _n("Pow", ["wh2", "two"], ["wh4"]),
+             _n("Mul", ["wh4", "anchor"], ["box_wh"]),
+             _n("Concat", ["box_xy", "box_wh", "conf"], ["det"], axis=4), _n("Reshape", ["det", "s3"], ["y"])]
+    inits = {"w": rng.standard_normal((3 * per_anchor, 8, 1, 1)) * 0.4,
+             "b": rng.standard_normal(3 * per_anchor) * 0.1,
+             "s5": np.array([1, 3, per_anchor, size, size], "int64"),
+             "s3": np.array([1, 3 * size * size, per_anchor], "int64"), "parts": np.array([2, 2, k], "int64"), "two": np.array(2.0, "f"), "grid": grid.astype("f"),
+             "stride": np.array(8.0, "f"), "anchor": rng.uniform(1, 4, (1, 3, 1, 1, 2)).astype("f")}
+    path = _qdq_file(tmp_path, nodes, inits, [1, 8, size, size], [1, 3 * size * size, per_anchor])
+    report, lsb = _chip_against_onnxruntime(path, [1, 8, size, size])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # the Add keeps TFLite's fixed-point arithmetic: 1 LSB (QDQ_ONE_LSB)
+    assert lsb <= 1.0 + 1e-3
+
+
+def test_qdq_torch_model_is_one_int8_region(tmp_path):
+    """A small PyTorch net exported by torch.onnx (dynamo) and quantized by onnxruntime:
+    conv-BN-ReLU, a residual add, SiLU, max pool, nearest upsampling, a concat of two
+    scales, a global mean that the quantizer leaves float (ReduceMean -> Flatten ->
+    QuantizeLinear: quantized before the flatten) and a linear layer: one int8 region."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+            self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+            self.down = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(8, 8, 1))
+            self.head = nn.Linear(16, 5)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = x + self.body(x)
+            up = nn.functional.interpolate(self.down(x), scale_factor=2.0, mode="nearest")
+            y = torch.cat([x, up], 1)
+            return self.head(torch.flatten(y.mean((2, 3), keepdim=True), 1))
+
+    torch.manual_seed(0)
+    model = Net()
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics from one training-mode pass: unit scale
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 1.0
+        model(torch.randn(8, 3, 8, 8))
+    model.eval()
+    fp32 = tmp_path / "net.onnx"
+    import contextlib
+    import io
+    import warnings
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 8, 8),), str(fp32), input_names=["x"], dynamo=True,
+                          external_data=False, verbose=False)
+    rng = np.random.default_rng(1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal((1, 3, 8, 8)).astype("float32")} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    path = tmp_path / "net.qdq.onnx"
+    quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    report, lsb = _chip_against_onnxruntime(path, [1, 3, 8, 8])
+    assert len(report.regions) == 1, report.format()
+    assert {op.op for op in report.host_ops} == {"relax.quantize", "relax.dequantize"}, report.format()
+    # the residual Add keeps TFLite's integer arithmetic (QDQ_ONE_LSB), and its 1 LSB can
+    # move the next layers by a step: at most 2 LSB at the output
+    assert lsb <= 2.0 + 1e-3

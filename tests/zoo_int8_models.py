@@ -91,6 +91,11 @@ MODELS: dict[str, Callable] = {
     "nasnetmobile": _from_zoo("nasnetmobile"),
     "convnext_tiny": _from_zoo("convnext_tiny"),
     "mobilenetv3small": _from_zoo("mobilenetv3small"),
+    "mobilenet": _from_zoo("mobilenet"),
+    "mobilenetv2": _from_zoo("mobilenetv2"),
+    "mobilenetv3large": _from_zoo("mobilenetv3large"),
+    "resnet50v2": _from_zoo("resnet50v2"),
+    "vgg19": _from_zoo("vgg19"),
     "unet_keras": lambda size="small": _unet_keras(size),
     "sepconv_tanh": lambda size="small": _sepconv_tanh(size),
 }

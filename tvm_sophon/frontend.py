@@ -32,6 +32,7 @@ from tvm import relax
 from .errors import SophonError
 from .names import NamingBuilder, emit_named
 from .normalize import normalize
+from .quant import is_quantized
 
 FORMATS = {".tflite": "tflite", ".onnx": "onnx"}
 
@@ -509,7 +510,10 @@ def load_onnx(path: "str | os.PathLike", input_shapes: Optional[dict] = None) ->
         if dynamic:
             raise _dynamic_error(path, *dynamic[0]) from None
         raise SophonFrontendError(f"{path}: TVM's ONNX importer failed: {_one_line(err)}") from None
-    return _finish(mod, str(path))
+    mod = _finish(mod, str(path))
+    if is_quantized(mod):  # a QDQ file: its int8 ops follow onnxruntime's arithmetic (partition.py)
+        mod = mod.with_attr("sophon.int8_arithmetic", "onnxruntime")
+    return mod
 
 
 def _onnx_import(model, shape_dict) -> tvm.IRModule:

@@ -246,7 +246,9 @@ def _split_shared_dequantize(func: relax.Function, _mod, constants_only: bool = 
     dequantize a tensor once for all its consumers (a residual add and the next
     conv); an int8 pattern takes the dequantize into its composite, and a binding
     can belong to one composite only. ``constants_only``: only dequantizes of
-    constants (TFLite's importer shares one for every use of a constant)."""
+    constants (TFLite's importer shares one for every use of a constant). A use
+    inside a tuple (``concat((dq_a, dq_b))``) counts and is rewritten like a
+    direct argument."""
     blocks = func.body.blocks
     if len(blocks) != 1 or not isinstance(blocks[0], relax.DataflowBlock):
         return func
@@ -254,10 +256,16 @@ def _split_shared_dequantize(func: relax.Function, _mod, constants_only: bool = 
     dequantized = {b.var: b.value for b in bindings if isinstance(b.value, relax.Call)
                    and isinstance(b.value.op, tvm.ir.Op) and b.value.op.name == "relax.dequantize"
                    and (not constants_only or isinstance(b.value.args[0], tvm.ir.expr.Constant))}
+
+    def leaves(expr):
+        if isinstance(expr, relax.Tuple):
+            return [v for f in expr.fields for v in leaves(f)]
+        return [expr]
+
     uses: dict = {}
     for b in bindings:
         if isinstance(b.value, relax.Call):
-            for arg in b.value.args:
+            for arg in (v for a in b.value.args for v in leaves(a)):
                 if arg in dequantized:
                     uses[arg] = uses.get(arg, 0) + 1
     if all(n < 2 for n in uses.values()):
@@ -265,28 +273,40 @@ def _split_shared_dequantize(func: relax.Function, _mod, constants_only: bool = 
     bb = relax.BlockBuilder()
     remap: dict = {}
     seen: set = set()
+
+    def operand(arg):
+        if isinstance(arg, relax.Tuple):
+            return relax.Tuple([operand(f) for f in arg.fields])
+        if arg in dequantized:
+            if arg in seen:  # a later consumer: its own dequantize
+                dq = dequantized[arg]
+                return bb.emit(relax.Call(dq.op, [remap.get(a, a) for a in dq.args], dq.attrs, span=dq.span))
+            seen.add(arg)
+        return remap.get(arg, arg)
+
     with bb.function("main", list(func.params)):
         with bb.dataflow():
             for b in bindings:
                 value = b.value
                 if isinstance(value, relax.Call):
-                    args = []
-                    for arg in value.args:
-                        new_arg = remap.get(arg, arg)
-                        if arg in dequantized:
-                            if arg in seen:  # a later consumer: its own dequantize
-                                dq = dequantized[arg]
-                                new_arg = bb.emit(relax.Call(dq.op, [remap.get(a, a) for a in dq.args], dq.attrs))
-                            seen.add(arg)
-                        args.append(new_arg)
-                    value = relax.Call(value.op, args, value.attrs, value.ty_args)
-                elif isinstance(value, relax.Var):
-                    value = remap.get(value, value)
+                    value = relax.Call(value.op, [operand(a) for a in value.args], value.attrs, value.ty_args,
+                                       span=value.span)
+                else:  # a tuple, a tuple item or a var: renamed, not counted as a use
+                    value = _substitute(value, remap)
                 emit = bb.emit if isinstance(b.var, relax.DataflowVar) else bb.emit_output
                 remap[b.var] = emit(value)
-        bb.emit_func_output(remap.get(func.body.body, func.body.body))
+        bb.emit_func_output(_substitute(func.body.body, remap))
     new = bb.get()["main"]
     return new.with_attrs(func.attrs) if func.attrs else new
+
+
+def _substitute(expr, remap: dict):
+    """``expr`` (a var, a tuple of them or a tuple item) with vars renamed by ``remap``."""
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([_substitute(f, remap) for f in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(_substitute(expr.tuple_value, remap), expr.index)
+    return remap.get(expr, expr)
 
 
 def SplitSharedDequantize(constants_only: bool = False) -> tvm.transform.Pass:  # noqa: N802
@@ -746,10 +766,36 @@ def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldPadIntoPool3d", _rewrite_pad_into_pool3d)
 
 
+def _rewrite_quantize_before_moves(func: relax.Function, _mod) -> relax.Function:
+    x, scale, zp = wildcard(), wildcard(), wildcard()
+    move = is_op("relax.reshape")(x, wildcard()) | is_op("relax.permute_dims")(x) | is_op("relax.squeeze")(x) \
+        | is_op("relax.flatten")(x) | is_op("relax.expand_dims")(x)
+    quantize = is_op("relax.quantize")(move, scale, zp)
+
+    def rewriter(call, matches):
+        m, data = matches[move], matches[x]
+        if _scalar_constant(matches[scale]) is None or _scalar_constant(matches[zp]) is None \
+                or not isinstance(data.ty, relax.TensorType) or str(data.ty.dtype) != "float32":
+            return call
+        inner = relax.op.quantize(data, matches[scale], matches[zp], -1, str(call.attrs.out_dtype))
+        return relax.Call(m.op, [inner, *m.args[1:]], m.attrs, span=m.span)
+
+    return rewrite_call(quantize, rewriter, func)
+
+
+def QuantizeBeforeMoves() -> tvm.transform.Pass:  # noqa: N802
+    """``quantize(move(y), s, z)`` -> ``move(quantize(y, s, z))`` for a per-tensor
+    quantization of a float ``y`` and a reshape, transpose, squeeze, expand_dims or
+    flatten: quantizing every element alike commutes with moving them. An ONNX QDQ
+    ``ReduceMean -> Reshape -> QuantizeLinear`` (a global pool and a flatten the
+    quantizer left float) becomes an int8 mean and an int8 reshape."""
+    return _function_pass("SophonQuantizeBeforeMoves", _rewrite_quantize_before_moves)
+
+
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
-    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), DequantizePadToPad(),
-            FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
+    return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), QuantizeBeforeMoves(),
+            DequantizePadToPad(), FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
 
 
 # ------------------------------------------------------------------ identities and importer idioms

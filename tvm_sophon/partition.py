@@ -522,10 +522,17 @@ def _name_regions(mod: tvm.IRModule) -> tvm.IRModule:
     return bb.get()
 
 
-def _tag_regions(mod: tvm.IRModule, chip: Chip) -> tvm.IRModule:
+# A module attribute the frontend sets: whose integer arithmetic the int8 layers
+# follow, "tflite" (TFLite's reference kernels, the default) or "onnxruntime" (an ONNX
+# QDQ file: unary ops as float32 tables); copied onto each region
+INT8_ARITHMETIC_ATTR = "sophon.int8_arithmetic"
+
+
+def _tag_regions(mod: tvm.IRModule, chip: Chip, int8_arithmetic: Optional[str] = None) -> tvm.IRModule:
     for gvar, func in list(mod.functions.items()):
         if isinstance(func, relax.Function) and (func.attrs or {}).get("Codegen") == "sophon":
-            mod[gvar] = func.with_attr(CHIP_ATTR, chip.to_json())
+            func = func.with_attr(CHIP_ATTR, chip.to_json())
+            mod[gvar] = func.with_attr(INT8_ARITHMETIC_ATTR, int8_arithmetic) if int8_arithmetic else func
     return mod
 
 
@@ -627,6 +634,18 @@ def _merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+def _check_well_formed(mod: tvm.IRModule, stage: str) -> None:
+    """A one-line error instead of TVM's InternalError deep inside pattern fusion
+    (FuseOpsByPattern / MergeCompositeFunctions fail on a variable used but never
+    bound, and say only ``memo_.count(...) is false``)."""
+    try:
+        relax.analysis.well_formed(mod)
+    except Exception as err:  # well_formed raises ValueError naming the variable
+        text = str(err).strip().splitlines()
+        raise SophonCompileError(f"{stage}: the Relax module is not well-formed, so it cannot be partitioned: "
+                                 f"{text[-1] if text else type(err).__name__}") from None
+
+
 def is_partitioned(mod: tvm.IRModule) -> bool:
     return any(isinstance(f, relax.Function) and (f.attrs or {}).get("Codegen") == "sophon"
                for f in mod.functions.values())
@@ -642,6 +661,8 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     with :func:`offload_report`.
     """
     chip = get_chip(chip)
+    _check_well_formed(mod, "the module given")
+    int8_arithmetic = (mod.attrs or {}).get(INT8_ARITHMETIC_ATTR)
     if params:
         mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v)) for k, v in params.items()})(mod)
     if not is_quantized(mod):
@@ -653,6 +674,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     if is_quantized(mod):
         mod = _activation_after_quantize(mod)
         mod = _dequantize_per_layer(mod)
+    _check_well_formed(mod, "after tvm_sophon's movement and int8 rewrites")
     rejections: dict = {}
     matches: list = []
     token = patterns.record_rejections(rejections)
@@ -669,7 +691,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     mod = _merge_composites(mod)
     mod = _unshare_regions(mod)
     mod = _name_regions(mod)
-    mod = _tag_regions(mod, chip)
+    mod = _tag_regions(mod, chip, str(int8_arithmetic) if int8_arithmetic else None)
     mod = _record_constant_args(mod)
     report = _build_report(mod, chip, rejections)
     int8 = sorted({c for r in report.regions for c in r.composites if c.startswith("sophon.q")})

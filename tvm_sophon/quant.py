@@ -99,7 +99,8 @@ class Requant:
     multipliers: list[int]
     shifts: list[int]
     # "fixed_point" (SOPHON_REQUANT_FIXED_POINT) or "double" (SOPHON_REQUANT_DOUBLE,
-    # with the per-channel double scales): TFLite's rounding for the op
+    # with the per-channel double scales): TFLite's rounding for the op; "float32"
+    # (SOPHON_REQUANT_FLOAT32, float32 scales): onnxruntime's, for ONNX QDQ models
     rounding: str = "fixed_point"
     scales: list[float] = dataclasses.field(default_factory=list)
 
@@ -127,6 +128,25 @@ def fc_requant(input_scale, input_zp, weight_scales, output_scale, output_zp,
     q.rounding = "double"
     q.scales = [f64(input_scale) * f64(ws) / f64(output_scale)
                 for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return q
+
+
+def onnxruntime_requant(q: Requant, input_scale, weight_scales, output_scale) -> Requant:
+    """``q`` rounded as onnxruntime requantizes a QLinearConv / QLinearMatMul of an
+    ONNX QDQ model (MLAS): acc * scale once in float32, halves to even, with
+    scale = input_scale * weight_scale / output_scale computed in float32."""
+    q.rounding = "float32"
+    q.scales = [float(np.float32(np.float32(input_scale) * np.float32(ws)) / np.float32(output_scale))
+                for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return q
+
+
+def onnxruntime_mean_requant(q: Requant, input_scale, output_scale, count: int) -> Requant:
+    """A MEAN (``count`` values; 1 for a SUM) of an ONNX QDQ model as onnxruntime's
+    QLinearGlobalAveragePool scales it: the zero-point-corrected int32 sum times
+    input_scale / (output_scale * count) in float32, rounded once, halves to even."""
+    q.rounding = "float32"
+    q.scales = [float(np.float32(input_scale) / (np.float32(output_scale) * np.float32(count)))]
     return q
 
 

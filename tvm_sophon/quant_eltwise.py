@@ -24,7 +24,7 @@ from .errors import SophonCompileError
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
              "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9, "rsqrt": 10, "neg": 11}
 # sophon_binary_int8_op
-BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4}
+BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4, "MUL_FLOAT32": 5}
 
 
 class _Unary(ctypes.Structure):  # sophon_int8_unary
@@ -63,6 +63,49 @@ def lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: 
     return tuple(int(v) for v in table)
 
 
+def _float_unary(kind: str, x: np.ndarray, alpha: float, beta: float, act_min: float, act_max: float) -> np.ndarray:
+    """The float32 function behind a table kind (what onnxruntime runs between a
+    DequantizeLinear and a QuantizeLinear, or builds its QLinear* tables from)."""
+    f = np.float32
+    with np.errstate(over="ignore", invalid="ignore"):
+        if kind == "logistic":
+            return f(1) / (f(1) + np.exp(-x))
+        if kind == "tanh":
+            return np.tanh(x)
+        if kind == "leakyrelu":
+            return np.where(x >= 0, x, x * f(alpha))
+        if kind == "hardswish":
+            return x * np.clip(x + f(3), f(0), f(6)) / f(6)
+        if kind == "hardsigmoid":
+            return np.clip(x * f(alpha) + f(beta), f(0), f(1))
+        if kind == "elu":
+            return np.where(x > 0, x, f(alpha) * (np.exp(x) - f(1)))
+        if kind == "relu":
+            return np.clip(x, f(act_min), f(act_max))
+        if kind == "requantize":
+            return x
+        if kind == "square":
+            return x * x
+        if kind == "rsqrt":
+            return f(1) / np.sqrt(x)
+        if kind == "neg":
+            return -x
+    raise SophonCompileError(f"int8 {kind}: no float32 table for onnxruntime's arithmetic")
+
+
+def float_lut_table(kind: str, input_scale, input_zp, output_scale, output_zp, alpha: float = 0.0,
+                    beta: float = 0.0, act_min: float = 0.0, act_max: float = 0.0) -> tuple[int, ...]:
+    """The table of a unary op as onnxruntime computes it for an ONNX QDQ model:
+    DequantizeLinear ((q - zp) * scale in float32), the op in float32, QuantizeLinear
+    (x / scale rounded half to even, plus the zero point, saturated), for the inputs
+    0..127, -128..-1 (the table's byte order, as ``lut_table``)."""
+    q = np.concatenate([np.arange(0, 128), np.arange(-128, 0)]).astype(np.int32)
+    x = (q - np.int32(_int(input_zp))).astype(np.float32) * np.float32(_scalar(input_scale))
+    y = _float_unary(kind, x.astype(np.float32), alpha, beta, act_min, act_max).astype(np.float32)
+    r = np.rint(y / np.float32(_scalar(output_scale))) + _int(output_zp)
+    return tuple(int(v) for v in np.clip(np.nan_to_num(r, nan=_int(output_zp)), -128, 127))
+
+
 def hardswish_refusal(input_scale, output_scale) -> str | None:
     """Why TFLite's int8 hard-swish (and so the chip's table) refuses these scales, or None."""
     ratio = np.float32(np.float32(1.0 / 128.0) * np.float32(_scalar(input_scale))) / np.float32(_scalar(output_scale))
@@ -88,6 +131,7 @@ class BinaryParams:
     act_max: int = 127
     multiplier3: int = 0
     shift3: int = 0
+    scale: float = 0.0   # MUL_FLOAT32 (onnxruntime's QLinearMul): a float32 value
 
 
 def _f32_ratio(*factors, divisor) -> float:
@@ -103,6 +147,14 @@ def mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_ma
     """TFLite's int8 MUL: one multiplier for scale1 * scale2 / out_scale (mul.cc)."""
     m, s = quant.quantize_multiplier(_f32_ratio(scale1, scale2, divisor=out_scale))
     return BinaryParams("MUL", _int(zp1), _int(zp2), _int(out_zp), m, s, 0, 0, int(act_min), int(act_max))
+
+
+def onnxruntime_mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128, act_max=127) -> BinaryParams:
+    """onnxruntime's QLinearMul (MLAS, the ONNX QDQ Mul): (a - zp1) * (b - zp2) times
+    scale1 * scale2 / out_scale in float32, rounded once, halves to even."""
+    scale = np.float32(np.float32(_scalar(scale1)) * np.float32(_scalar(scale2))) / np.float32(_scalar(out_scale))
+    return BinaryParams("MUL_FLOAT32", _int(zp1), _int(zp2), _int(out_zp), act_min=int(act_min),
+                        act_max=int(act_max), scale=float(np.float32(scale)))
 
 
 def prelu_params(scale, zp, alpha_scale, alpha_zp, out_scale, out_zp) -> BinaryParams:

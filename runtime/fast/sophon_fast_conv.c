@@ -52,7 +52,11 @@
 enum {
   MR_MAX = 8,  /* micro-tile rows (output channels): 8 with AVX-512, else 6 */
   NR_MAX = 32, /* widest micro-tile: output pixels */
-  B_PANEL_FLOATS = 4096 /* a B panel (K block x nr) is 16 KiB: it stays in L1 */
+  B_PANEL_FLOATS = 4096, /* a packed B panel (K block x nr) is 16 KiB: it stays in L1 */
+  /* the K block of the implicit GEMM, whose B rows are read in place: longer blocks
+     load and store the partial sums fewer times (ResNet-18 at 1 thread, CPU time:
+     128 -> 256 about -5%, 256 -> 512 about -1.5% more) */
+  IMPLICIT_KC = 256
 };
 
 /* --------------------------------------------------------- micro-kernels
@@ -85,7 +89,7 @@ typedef struct {
   micro_kernel_rows_fn rows_fn; /* NULL where B must be packed */
   int32_t mr;  /* tile rows: 6 or 8 */
   int32_t nr;  /* panel width: 16 or 32 */
-  int32_t kc;  /* K block: B_PANEL_FLOATS / nr */
+  int32_t kc;  /* K block: B_PANEL_FLOATS / nr (IMPLICIT_KC for the implicit GEMM) */
 } micro_kernel;
 
 static void micro_kernel_c(int64_t kc, const float* const* a, const float* b, float* tile,
@@ -882,6 +886,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
                                          g.row_pitch + g.kernel.nr, 16) * 16;
     g.columns = (int64_t)out->h * g.row_pitch;
   }
+  if (implicit) g.kernel.kc = IMPLICIT_KC;
   g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
@@ -902,7 +907,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.biases = g.scratch + g.task_floats * tasks + b_floats;
   gather_biases(&g, out->c);
   g.b_shared = NULL;
-  by_rows = implicit && g.plane_floats == 0 && g.split_n && g.k <= g.kernel.kc;
+  by_rows = implicit && g.plane_floats == 0 && g.split_n && g.k <= B_PANEL_FLOATS / g.kernel.nr;
   if (implicit) {
     g.b_rows = (const float**)(void*)(g.scratch + g.task_floats * tasks);
     if (g.plane_floats > 0) g.planes = g.scratch + g.task_floats * tasks + rows_floats;

@@ -327,7 +327,13 @@ SOPHON_AVX2 static void rows_avx2(const conv_depthwise* d, const depthwise_row* 
       strip_rows_avx2(d, &first, nr, ox, nv, count - 8 * (nv - 1));
     }
   }
-  if (!sophon_act_is_simple(&d->p->act)) /* the special functions: a second pass */
+  if (sophon_act_is_simple(&d->p->act)) return;
+  /* the special functions: a second pass, over whole rows as one span (they are back
+     to back: 16 lanes busy however narrow the rows), else row by row */
+  if (from == 0 && to == d->out_w)
+    sophon_finish_span_f32(d->use_avx512, row->out_row, (int64_t)rows * d->out_w, NULL,
+                           &d->p->act);
+  else
     for (r = 0; r < rows; ++r)
       sophon_finish_span_f32(d->use_avx512, row->out_row + (int64_t)r * d->out_w + from,
                              to - from, NULL, &d->p->act);

@@ -132,13 +132,17 @@ static int8_t requantize(int32_t acc, const rq_channel* c, const rq_output* o) {
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
-/* The reference fc's SOPHON_REQUANT_DOUBLE rounding (TFLite's FULLY_CONNECTED):
- * requantize() with sophon_multiply_by_double_scale(sum, scale) for the multiply. */
-static int8_t requantize_double(int32_t acc, const rq_channel* c, double scale,
+/* The reference fc's SOPHON_REQUANT_DOUBLE rounding (TFLite's FULLY_CONNECTED) and
+ * SOPHON_REQUANT_FLOAT32 (onnxruntime's): requantize() with
+ * sophon_multiply_by_double_scale(sum, scale) or sophon_multiply_by_float_scale for the
+ * multiply. */
+static int8_t requantize_by_scale(int32_t acc, const rq_channel* c, double scale, int32_t rounding,
                                 const rq_output* o) {
   const int64_t sum = (int64_t)(acc - c->offset) + c->bias;
   const int32_t sat = sum > INT32_MAX ? INT32_MAX : (sum < INT32_MIN ? INT32_MIN : (int32_t)sum);
-  const int32_t scaled = sophon_multiply_by_double_scale(sat, scale);
+  const int32_t scaled = rounding == SOPHON_REQUANT_FLOAT32
+                             ? sophon_multiply_by_float_scale(sat, (float)scale)
+                             : sophon_multiply_by_double_scale(sat, scale);
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
@@ -250,7 +254,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void store_runs_avx512(const gr
     __m512i v = result[runs[k].vector];
     if (runs[k].lane != 0)
       v = _mm512_maskz_compress_epi32((__mmask16)(first_lanes << runs[k].lane), v);
-    _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, _mm512_cvtepi32_epi8(v));
+    _mm_mask_storeu_epi8(out + runs[k].offset, first_lanes, sophon_pack_bytes_avx512(v));
   }
 }
 #endif
@@ -1285,6 +1289,8 @@ static int conv_gemm(sophon_device* dev, const sophon_local* out, const sophon_l
 int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_local* weight, const sophon_local* bias,
                             const sophon_conv_params* p, const sophon_requant* q) {
+  /* onnxruntime's float32 requantization (ONNX QDQ models) runs on the reference kernel */
+  if (q->rounding != SOPHON_REQUANT_FIXED_POINT) return 1;
   if (in->c == p->groups) return depthwise_int8(dev, out, in, weight, bias, p, q);
 #if SOPHON_X86_DISPATCH
   if (dev->cpu_avx512vnni && conv_vnni(dev, out, in, weight, bias, p, q) == 0) return 0;
@@ -1379,9 +1385,9 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
 #endif
         acc = dot_i8_c(x, w, f->depth);
       *sophon_view_i8(&f->out_v, batch, (int32_t)feature) =
-          f->q->rounding == SOPHON_REQUANT_DOUBLE
-              ? requantize_double(acc, &c, f->q->scale[f->q->per_channel ? feature : 0],
-                                  &f->output)
+          f->q->rounding != SOPHON_REQUANT_FIXED_POINT
+              ? requantize_by_scale(acc, &c, f->q->scale[f->q->per_channel ? feature : 0],
+                                  f->q->rounding, &f->output)
               : requantize(acc, &c, &f->output);
     }
   }

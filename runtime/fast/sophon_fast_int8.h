@@ -119,6 +119,17 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i sophon_rounding_shift_a
                                _mm512_set1_epi32(1));
 }
 
+/* 16 int32 within [-128, 127] as 16 bytes, in order, in a register: the two packs
+ * work within 128-bit lanes (dword 0 of lane L then holds lanes 4L .. 4L + 3), one
+ * dword permute gathers them. (The compiler turns vpmovdb followed by a masked
+ * store into vpmovdb to memory, which Zen 4 runs many times slower.) */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m128i sophon_pack_bytes_avx512(__m512i v) {
+  const __m512i words = _mm512_packs_epi32(v, v);
+  const __m512i bytes = _mm512_packs_epi16(words, words);
+  return _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12), bytes));
+}
+
 #endif /* SOPHON_X86_DISPATCH */
 
 #endif /* SOPHON_FAST_INT8_H_ */

@@ -9,7 +9,7 @@
  *
  * One loop per op over a contiguous channel (the reference calls its element
  * function through a pointer and steps each operand's broadcast dims). MUL and
- * PRELU run on 8 int32 lanes (AVX2) with the vector primitives of
+ * PRELU run on 16 (AVX-512) or 8 (AVX2) int32 lanes with the vector primitives of
  * sophon_fast_int8.h, which equal the scalar MultiplyByQuantizedMultiplier lane by
  * lane (multipliers >= 0, shifts in [-31, 30]: checked); the products
  * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
@@ -42,7 +42,7 @@ typedef struct {
   int64_t plane;
   int b_per_channel; /* b has h = w = 1: one value per (batch item, channel) */
   int b_batch_1, b_channel_1;
-  int use_avx2;
+  int use_avx2, use_avx512;
   lookup_fn lookup;
 } binary_job;
 
@@ -87,6 +87,7 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
       }
       break;
     case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
+    case SOPHON_BINARY_INT8_MUL_FLOAT32:
       break;
   }
 }
@@ -134,6 +135,48 @@ SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int
     _mm_storeu_si128((__m128i*)(void*)(out + i), sophon_pack_bytes_avx2(lo, hi));
   }
   binary_run(a + i, b + i * b_step, b_step, out + i, count - i, p);
+}
+
+/* MultiplyByQuantizedMultiplier on 16 lanes, shift in [-31, 30]. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mbqm_avx512(__m512i x, int32_t m,
+                                                                   int32_t shift) {
+  return sophon_rounding_shift_avx512(
+      sophon_srdhm_avx512(sophon_sat_shift_left_avx512(x, shift > 0 ? shift : 0),
+                          _mm512_set1_epi32(m)),
+      shift < 0 ? -shift : 0);
+}
+
+/* mul_prelu_avx2 on 16 lanes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mul_prelu_avx512(
+    __m512i x, __m512i y, const sophon_binary_int8_params* p) {
+  const __m512i dx = _mm512_sub_epi32(x, _mm512_set1_epi32(p->input1_zero_point));
+  const __m512i dy = _mm512_sub_epi32(y, _mm512_set1_epi32(p->input2_zero_point));
+  __m512i result = mbqm_avx512(_mm512_mullo_epi32(dx, dy),
+                               p->op == SOPHON_BINARY_INT8_MUL ? p->multiplier1 : p->multiplier2,
+                               p->op == SOPHON_BINARY_INT8_MUL ? p->shift1 : p->shift2);
+  if (p->op == SOPHON_BINARY_INT8_PRELU) /* x - zp1 >= 0: the identity rescale */
+    result = _mm512_mask_blend_epi32(_mm512_cmpge_epi32_mask(dx, _mm512_setzero_si512()), result,
+                                     mbqm_avx512(dx, p->multiplier1, p->shift1));
+  result = _mm512_add_epi32(result, _mm512_set1_epi32(p->output_zero_point));
+  return _mm512_min_epi32(_mm512_max_epi32(result, _mm512_set1_epi32(p->act_min)),
+                          _mm512_set1_epi32(p->act_max));
+}
+
+/* binary_run for MUL and PRELU, 16 elements at a time (the last 16 through masks). */
+SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b, int64_t b_step,
+                                               int8_t* out, int64_t count,
+                                               const sophon_binary_int8_params* params) {
+  const sophon_binary_int8_params local = *params, *p = &local; /* not aliased by out */
+  int64_t i;
+  for (i = 0; i < count; i += 16) {
+    /* in place (out == a or b): the 16 inputs are read before the 16 outputs are written */
+    const __mmask16 lanes =
+        count - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - i)) - 1u);
+    const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, a + i));
+    const __m512i y = b_step ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, b + i))
+                             : _mm512_set1_epi32(b[0]);
+    _mm_mask_storeu_epi8(out + i, lanes, sophon_pack_bytes_avx512(mul_prelu_avx512(x, y, p)));
+  }
 }
 #endif
 
@@ -203,6 +246,11 @@ static void binary_task(void* ctx, int32_t task, int32_t tasks) {
       continue;
     }
 #if SOPHON_X86_DISPATCH
+    if (j->use_avx512 &&
+        (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
+      mul_prelu_run_avx512(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
+      continue;
+    }
     if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
       mul_prelu_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
@@ -216,7 +264,8 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
                             const sophon_local* b, const sophon_binary_int8_params* p) {
   binary_job j;
   const int b_full = b->h == out->h && b->w == out->w;
-  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE) return -1; /* the reference runs it */
+  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE || p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)
+    return -1; /* the reference runs it */
   if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
   if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
   sophon_view_init(&j.out_v, dev, out);
@@ -230,6 +279,7 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
   j.b_batch_1 = b->n == 1;
   j.b_channel_1 = b->c == 1;
   j.use_avx2 = dev->cpu_avx2;
+  j.use_avx512 = dev->cpu_avx512;
   j.lookup = lookup_for(dev);
   sophon_parallel_run(dev->pool,
                       sophon_tasks_for(dev, (uint64_t)out->n * (uint64_t)out->c * (uint64_t)j.plane,

@@ -137,8 +137,7 @@ SOPHON_AVX512 static void add_run_avx512(const int8_t* a, const int8_t* b, int8_
         count - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (count - i)) - 1u);
     const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, a + i));
     const __m512i y = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, b + i));
-    /* (converted in a register: vpmovdb to memory is slow on some CPUs) */
-    _mm_mask_storeu_epi8(out + i, mask, _mm512_cvtepi32_epi8(add_avx512(x, y, p)));
+    _mm_mask_storeu_epi8(out + i, mask, sophon_pack_bytes_avx512(add_avx512(x, y, p)));
   }
 }
 #endif
@@ -494,6 +493,10 @@ static void reduce_task(void* ctx, int32_t task, int32_t tasks) {
 int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q) {
   reduce_job j;
+  /* onnxruntime's float32 scaling of a MEAN (ONNX QDQ models) runs on the reference kernel */
+  if ((kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) &&
+      q->rounding != SOPHON_REQUANT_FIXED_POINT)
+    return 1;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
   j.kind = kind;

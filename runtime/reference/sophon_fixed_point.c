@@ -83,3 +83,12 @@ int32_t sophon_multiply_by_double_scale(int32_t x, double scale) {
   if (scaled <= (double)INT32_MIN) return INT32_MIN;
   return (int32_t)scaled;
 }
+
+int32_t sophon_multiply_by_float_scale(int32_t x, float scale) {
+  /* (float)x rounds to nearest even as cvtdq2ps does; the product is one float32
+   * rounding; rintf rounds halves to even in the default rounding mode */
+  const float scaled = rintf((float)x * scale);
+  if (scaled >= 2147483648.0f) return INT32_MAX;
+  if (scaled <= -2147483648.0f) return INT32_MIN;
+  return (int32_t)scaled;
+}

@@ -113,23 +113,29 @@ static sophon_status check_requant(sophon_device* dev, const char* op, const sop
       return s;
   }
   if (q->rounding == SOPHON_REQUANT_FIXED_POINT) return SOPHON_OK;
-  if (q->rounding != SOPHON_REQUANT_DOUBLE)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant rounding %d is not %d or %d",
-                            op, (int)q->rounding, SOPHON_REQUANT_FIXED_POINT,
-                            SOPHON_REQUANT_DOUBLE);
-  if (!double_ok)
+  if (q->rounding != SOPHON_REQUANT_DOUBLE && q->rounding != SOPHON_REQUANT_FLOAT32)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant rounding %d is not %d, %d or %d", op, (int)q->rounding,
+                            SOPHON_REQUANT_FIXED_POINT, SOPHON_REQUANT_DOUBLE,
+                            SOPHON_REQUANT_FLOAT32);
+  if (q->rounding == SOPHON_REQUANT_DOUBLE && !double_ok)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: requant rounding SOPHON_REQUANT_DOUBLE is fc_int8's only "
                             "(TFLite's FULLY_CONNECTED); this op rounds in fixed point",
                             op);
   if (q->scale == NULL)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: requant rounding SOPHON_REQUANT_DOUBLE needs a scale array", op);
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant rounding %s needs a scale array",
+                            op, q->rounding == SOPHON_REQUANT_DOUBLE ? "SOPHON_REQUANT_DOUBLE"
+                                                                     : "SOPHON_REQUANT_FLOAT32");
   for (i = 0; i < (q->per_channel ? channels : 1); ++i) {
     if (!(q->scale[i] >= 0.0 && isfinite(q->scale[i]))) /* also rejects NaN */
       return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
                               "%s: requant scale[%d] %g is not finite and non-negative", op,
                               (int)i, q->scale[i]);
+    if (q->rounding == SOPHON_REQUANT_FLOAT32 && (double)(float)q->scale[i] != q->scale[i])
+      return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                              "%s: requant scale[%d] %g is not a float32 value "
+                              "(SOPHON_REQUANT_FLOAT32)", op, (int)i, q->scale[i]);
   }
   return SOPHON_OK;
 }
@@ -157,10 +163,16 @@ static int8_t requant_output(int32_t scaled, const sophon_requant* q) {
   return (int8_t)(value < q->act_min ? q->act_min : (value > q->act_max ? q->act_max : value));
 }
 
-/* clamp(output_zero_point + MultiplyByQuantizedMultiplier(acc, multiplier, shift)). */
-static int8_t requantize(int32_t acc, int32_t multiplier, int32_t shift,
-                         const sophon_requant* q) {
-  return requant_output(sophon_multiply_by_quantized_multiplier(acc, multiplier, shift), q);
+/* clamp(output_zero_point + acc * real) for output channel `channel`, rounded as
+ * q->rounding says: MultiplyByQuantizedMultiplier(acc, multiplier, shift) (TFLite),
+ * once in double (TFLite's FULLY_CONNECTED) or once in float32 (onnxruntime). */
+static int8_t requantize(int32_t acc, int32_t channel, const sophon_requant* q) {
+  if (q->rounding == SOPHON_REQUANT_DOUBLE)
+    return requant_output(sophon_multiply_by_double_scale(acc, q->scale[channel]), q);
+  if (q->rounding == SOPHON_REQUANT_FLOAT32)
+    return requant_output(sophon_multiply_by_float_scale(acc, (float)q->scale[channel]), q);
+  return requant_output(
+      sophon_multiply_by_quantized_multiplier(acc, q->multiplier[channel], q->shift[channel]), q);
 }
 
 /* ---------------------------------------------------------------- conv2d */
@@ -195,7 +207,6 @@ void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out,
       const int8_t* filters = sophon_view_i8(&weight_v, 0, out_channel);
       const int32_t bias_value = bias != NULL ? *sophon_view_i32(&bias_v, 0, out_channel) : 0;
       const int32_t channel = q->per_channel ? out_channel : 0;
-      const int32_t multiplier = q->multiplier[channel], shift = q->shift[channel];
       int8_t* out_data = sophon_view_i8(&out_v, batch, out_channel);
 
       for (out_y = 0; out_y < out->h; ++out_y) {
@@ -229,8 +240,8 @@ void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out,
             sophon_channel_next(&in_v, &in_channel_it);
           }
           /* + bias in int64, saturated (TFLite: int32 add, undefined on overflow) */
-          out_data[(int64_t)out_y * out->w + out_x] = requantize(
-              saturate_i32((int64_t)acc + bias_value), multiplier, shift, q);
+          out_data[(int64_t)out_y * out->w + out_x] =
+              requantize(saturate_i32((int64_t)acc + bias_value), channel, q);
         }
       }
     }
@@ -331,10 +342,7 @@ void sophon_ref_fc_int8(sophon_device* dev, const sophon_local* out, const sopho
       }
       /* + bias in int64, saturated (TFLite: int32 add, undefined on overflow) */
       const int32_t sum = saturate_i32((int64_t)acc + bias_value);
-      *sophon_view_i8(&out_v, batch, out_feature) =
-          q->rounding == SOPHON_REQUANT_DOUBLE
-              ? requant_output(sophon_multiply_by_double_scale(sum, q->scale[channel]), q)
-              : requantize(sum, q->multiplier[channel], q->shift[channel], q);
+      *sophon_view_i8(&out_v, batch, out_feature) = requantize(sum, channel, q);
     }
   }
 }
@@ -391,7 +399,6 @@ void sophon_ref_conv2d_transpose_int8(sophon_device* dev, const sophon_local* ou
       const int32_t out_in_group = out_channel % out_c_per_group;
       const int32_t bias_value = bias != NULL ? *sophon_view_i32(&bias_v, 0, out_channel) : 0;
       const int32_t channel = q->per_channel ? out_channel : 0;
-      const int32_t multiplier = q->multiplier[channel], shift = q->shift[channel];
       int8_t* out_data = sophon_view_i8(&out_v, batch, out_channel);
 
       for (out_y = 0; out_y < out->h; ++out_y) {
@@ -420,7 +427,7 @@ void sophon_ref_conv2d_transpose_int8(sophon_device* dev, const sophon_local* ou
           }
           /* + bias in int64, saturated (TFLite: int32 add, undefined on overflow) */
           out_data[(int64_t)out_y * out->w + out_x] =
-              requantize(saturate_i32((int64_t)acc + bias_value), multiplier, shift, q);
+              requantize(saturate_i32((int64_t)acc + bias_value), channel, q);
         }
       }
     }

@@ -377,6 +377,11 @@ static int8_t binary_int8_element(int32_t x, int32_t y, const void* params) {
                    p->shift1) +
                p->output_zero_point;
       break;
+    case SOPHON_BINARY_INT8_MUL_FLOAT32: /* onnxruntime's QLinearMul: one float32 rounding */
+      result = sophon_multiply_by_float_scale(
+                   (x - p->input1_zero_point) * (y - p->input2_zero_point), p->scale) +
+               p->output_zero_point;
+      break;
     case SOPHON_BINARY_INT8_MAX: /* maximum_minimum.cc: the raw values (one quantization) */
       result = x > y ? x : y;
       break;
@@ -454,7 +459,7 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
 
   if ((s = sophon_check_int8_broadcast_operands(dev, op, o)) != SOPHON_OK) return s;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
-  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_SQUARED_DIFFERENCE)
+  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_MUL_FLOAT32)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown op %d", op, (int)p->op);
   if ((s = sophon_check_int8_value(dev, op, "input1_zero_point", p->input1_zero_point)) !=
       SOPHON_OK)
@@ -478,5 +483,8 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
       (s = sophon_check_multiplier(dev, op, "3", -1, p->multiplier3, p->shift3, -31, 0)) !=
           SOPHON_OK)
     return s;
+  if (p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 && !(p->scale >= 0.0f && isfinite(p->scale)))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: MUL_FLOAT32 scale %g is not finite and "
+                            "non-negative", op, (double)p->scale);
   return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }

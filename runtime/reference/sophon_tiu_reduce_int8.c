@@ -14,6 +14,8 @@
  * The compiler maps the reduced (softmax) axes onto h, those before onto c and
  * those after onto w, as for the f32 instructions.
  */
+#include <math.h>
+
 #include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
@@ -82,7 +84,10 @@ void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const s
          * 255 * 2^23 < 2^31 */
         int32_t sum = 0;
         for (y = 0; y < rows; ++y) sum += in_data[(int64_t)y * width + x];
-        result = sophon_mbqm_inline(sum - q->input_zero_point * rows, multiplier, shift) +
+        result = (q->rounding == SOPHON_REQUANT_FLOAT32
+                      ? sophon_multiply_by_float_scale(sum - q->input_zero_point * rows,
+                                                       (float)q->scale[0])
+                      : sophon_mbqm_inline(sum - q->input_zero_point * rows, multiplier, shift)) +
                  q->output_zero_point;
         if (result < q->act_min) result = q->act_min;
         if (result > q->act_max) result = q->act_max;
@@ -128,6 +133,17 @@ sophon_status sophon_check_tiu_reduce_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_multiplier(dev, op, "requant", -1, q->multiplier[0], q->shift[0], -31,
                                    30)) != SOPHON_OK)
     return s;
+  if (q->rounding != SOPHON_REQUANT_FIXED_POINT && q->rounding != SOPHON_REQUANT_FLOAT32)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant rounding %d is not %d or %d",
+                            op, (int)q->rounding, SOPHON_REQUANT_FIXED_POINT,
+                            SOPHON_REQUANT_FLOAT32);
+  if (q->rounding == SOPHON_REQUANT_FLOAT32 &&
+      (q->scale == NULL || !(q->scale[0] >= 0.0 && isfinite(q->scale[0])) ||
+       (double)(float)q->scale[0] != q->scale[0]))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant rounding SOPHON_REQUANT_FLOAT32 needs scale[0], a finite "
+                            "non-negative float32 value",
+                            op);
   if (o->a->h > INT8_MAX_REDUCE_ROWS)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: %d rows to reduce exceed %d, the most an int32 sum of int8 "

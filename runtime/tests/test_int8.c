@@ -516,6 +516,15 @@ static void test_fc_double_rounding_golden(void) {
   /* halves go away from zero (C's round): +-3 * 0.5 = +-1.5 -> +-2 */
   CHECK_EQ_INT(sophon_multiply_by_double_scale(3, 0.5), 2);
   CHECK_EQ_INT(sophon_multiply_by_double_scale(-3, 0.5), -2);
+  /* float32 (onnxruntime, MLAS): halves go to even: 10 * 0.25 = 2.5 -> 2, -2.5 -> -2,
+   * 6 * 0.25 = 1.5 -> 2; (float)16777217 is 16777216 before the multiply */
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(10, 0.25f), 2);
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(-10, 0.25f), -2);
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(6, 0.25f), 2);
+  CHECK_EQ_INT(sophon_multiply_by_double_scale(10, 0.25), 3);
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(16777217, 1.0f), 16777216);
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(INT32_MAX, 4.0f), INT32_MAX);
+  CHECK_EQ_INT(sophon_multiply_by_float_scale(INT32_MIN, 4.0f), INT32_MIN);
   /* saturated to int32 */
   CHECK_EQ_INT(sophon_multiply_by_double_scale(INT32_MAX, 4.0), INT32_MAX);
   CHECK_EQ_INT(sophon_multiply_by_double_scale(INT32_MIN, 4.0), INT32_MIN);
@@ -543,8 +552,18 @@ static void test_fc_double_rounding_golden(void) {
     CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
   }
   q.scale = scale;
-  q.rounding = 2;
+  q.rounding = 3;
   CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  /* onnxruntime's float32 rounding (SOPHON_REQUANT_FLOAT32): 0.375 exact, no ties here */
+  q.rounding = SOPHON_REQUANT_FLOAT32;
+  CHECK_OK(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_double, 3);
+  {
+    const double not_float[1] = {0.1}; /* 0.1 is no float32 value */
+    q.scale = not_float;
+    CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  }
   sophon_device_destroy(dev);
 }
 
@@ -902,6 +921,22 @@ static void test_binary_int8_golden(void) {
   CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
   CHECK_OK(dev, store(dev, &out, got));
   CHECK_I8_EQUAL(got, want_mul, 10);
+
+  /* MUL_FLOAT32 (onnxruntime's QLinearMul) by 1/4: one rounding, halves to even:
+   * 60 -> 15, -6 / 4 = -1.5 -> -2, 600 / 4 = 150 -> 127; 10 * 1 / 4 = 2.5 -> 2 below */
+  p.op = SOPHON_BINARY_INT8_MUL_FLOAT32;
+  p.multiplier1 = 0;
+  p.shift1 = 0;
+  p.scale = 0.25f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_I8_EQUAL(got, want_mul, 10);
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 2);  /* 10 * alpha 1 * 0.25 = 2.5: to even (MUL's fixed point: 3) */
+  p.scale = -1.0f;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.scale = 0.0f;
 
   p.op = SOPHON_BINARY_INT8_MAX;
   CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));

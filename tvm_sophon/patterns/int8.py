@@ -17,7 +17,8 @@ from tvm.relax.transform import FusionPattern
 from .conv import rule_conv2d
 from .dense import rule_dense
 from .pool import rule_pool
-from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4, static_shape
+from .rules import (pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4,
+                    rule_rank_collapses, static_shape)
 
 
 def rule_int8_operands(ann: dict) -> Optional[str]:
@@ -143,7 +144,9 @@ def patterns() -> list[FusionPattern]:
                                make_check(rule_int8_pool, rule_not_empty)))
     for clip in (False, True):
         pat, ann = qadd_pattern(clip)
-        table.append(FusionPattern(pattern_name("qadd", "clip" if clip else None), pat, ann, make_check(*int8)))
+        # element-wise: above 4-D where the axes merge (YOLO's (1, 3, H, W, 85) heads)
+        table.append(FusionPattern(pattern_name("qadd", "clip" if clip else None), pat, ann,
+                                   make_check(rule_int8_operands, rule_rank_collapses, rule_not_empty)))
     for with_bias, clip in itertools.product((False, True), (False, True)):
         pat, ann = qdense_pattern(with_bias, clip)
         table.append(FusionPattern(pattern_name("qdense", "bias" if with_bias else None, "clip" if clip else None),

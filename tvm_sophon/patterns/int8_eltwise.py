@@ -28,12 +28,14 @@ from tvm.relax.transform import FusionPattern
 
 from . import chains
 from .int8 import _dq, _q, rule_int8_operands
-from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4, static_shape
+from .rules import pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_collapses, static_shape
 
 # sophon.q<name> -> the sophon_lut_kind of quant_eltwise.LUT_KINDS
 UNARY = {"qsigmoid": "logistic", "qtanh": "tanh", "qleakyrelu": "leakyrelu", "qhardswish": "hardswish",
          "qelu": "elu", "qgelu": "gelu", "qgelu_tanh": "gelu_tanh", "qrequantize": "requantize", "qrelu": "relu",
-         "qrsqrt": "rsqrt", "qnegative": "neg"}
+         "qrsqrt": "rsqrt", "qnegative": "neg", "qhardsigmoid": "hardsigmoid", "qsquare": "square"}
+# TFLite has no int8 op for these: their table is always the float32 one (quant_eltwise.float_lut_table)
+FLOAT_TABLE_ONLY = {"qhardsigmoid", "qsquare"}
 # sophon.q<name> -> the chip's binary_int8 op (SUB runs on the int8 add)
 QBINARY = {"qmultiply": "MUL", "qmaximum": "MAX", "qminimum": "MIN", "qprelu": "PRELU",
            "qsquared_difference": "SQUARED_DIFFERENCE"}
@@ -115,6 +117,23 @@ def rule_hardswish_scales(ann: dict) -> Optional[str]:
     return hardswish_refusal(constant_value(ann["input_scale"]), constant_value(ann["output_scale"]))
 
 
+def exponent_value(expr) -> Optional[float]:
+    """A power's exponent: a scalar constant, or the dequantize of one (ONNX QDQ
+    quantizes Pow's exponent like any input: (q - zero point) * scale in float32)."""
+    if getattr(getattr(expr, "op", None), "name", "") == "relax.dequantize":
+        q, scale, zp = (constant_value(a) for a in expr.args)
+        if q is None or scale is None or zp is None or q.size != 1 or scale.size != 1 or zp.size != 1:
+            return None
+        return float(np.float32(float(q.reshape(())) - float(zp.reshape(()))) * np.float32(scale.reshape(())))
+    value = constant_value(expr)
+    return float(value.reshape(())) if value is not None and value.size == 1 else None
+
+
+def rule_square(ann: dict) -> Optional[str]:
+    value = exponent_value(ann["exponent"])
+    return None if value == 2.0 else f"int8 power with exponent {value}: the chip's int8 power is the square"
+
+
 def qunary_pattern(inner):
     """quantize(inner(dequantize(x))); ``inner`` maps the dequantized pattern to
     (the op's pattern, its named sub-patterns)."""
@@ -182,7 +201,8 @@ def rule_squared_difference_scales(ann: dict) -> Optional[str]:
 
 def patterns() -> list[FusionPattern]:
     table = []
-    int8 = (rule_int8_operands, rule_per_tensor, rule_int8_result, rule_rank_at_most_4, rule_not_empty)
+    # element-wise: above 4-D where the axes merge (YOLO's (1, 3, H, W, 85) heads)
+    int8 = (rule_int8_operands, rule_per_tensor, rule_int8_result, rule_rank_collapses, rule_not_empty)
     single = {"qsigmoid": "relax.sigmoid", "qtanh": "relax.tanh", "qleakyrelu": "relax.nn.leakyrelu",
               "qgelu_tanh": "relax.nn.gelu_tanh", "qrsqrt": "relax.rsqrt", "qnegative": "relax.negative"}
     pat, ann = qunary_pattern(lambda x: (x, {}))
@@ -193,11 +213,16 @@ def patterns() -> list[FusionPattern]:
     for name, op in single.items():
         pat, ann = qunary_pattern(lambda x, op=op: (is_op(op)(x), {}))
         table.append(FusionPattern(f"sophon.{name}", pat, ann, make_check(*int8)))
-    for name in ("hardswish", "elu", "gelu"):
+    for name in ("hardswish", "elu", "gelu", "hardsigmoid"):
         chain = chains.CHAINS[name]
         pat, ann = qunary_pattern(chain.pattern)
         extra = (rule_hardswish_scales,) if name == "hardswish" else ()
         table.append(FusionPattern(f"sophon.q{name}", pat, ann, make_check(*int8, _chain_rule(chain), *extra)))
+    # x ** 2 (YOLO's box sizes): a float32 table of the int8 input
+    # (wildcards: inside the composite its constants are parameters; rule_square reads them)
+    exponent = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard()) | wildcard()
+    pat, ann = qunary_pattern(lambda x: (is_op("relax.power")(x, exponent), {"exponent": exponent}))
+    table.append(FusionPattern("sophon.qsquare", pat, ann, make_check(*int8, rule_square)))
     for name, op in BINARY.items():
         minmax = op in ("relax.maximum", "relax.minimum")   # TFLite fuses no activation into these
         for act, clip in itertools.product((False, True), (False, True)):
