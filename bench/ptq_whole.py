@@ -170,7 +170,8 @@ def run_zoo(args) -> int:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             found = [ln for ln in proc.stdout.splitlines() if ln.startswith("PTQ_ROW ")]
             row = json.loads(found[-1][8:]) if found else \
-                {"model": name, "error": f"crashed (exit {proc.returncode}): {proc.stderr.strip()[-200:]}"}
+                {"model": name, "error": f"crashed (exit {proc.returncode}): "
+                                         f"{(proc.stderr.strip().splitlines() or ['(no output)'])[-1][:200]}"}
         except subprocess.TimeoutExpired:
             row = {"model": name, "error": f"timed out after {args.timeout} s"}
         rows.append(row)
