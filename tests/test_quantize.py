@@ -402,3 +402,145 @@ def test_int8_dense_too_big_for_local_memory_is_sliced_by_output_channels():
     scaled = acc * (np.float64(np.float32(x_scale)) * w_scales.astype(np.float64) / np.float64(np.float32(out_scale)))
     want = np.clip(np.sign(scaled) * np.floor(np.abs(scaled) + 0.5), 0, 127).astype(np.int8)
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(data)).numpy(), want)  # exact: TFLite's formula
+
+
+# ---------------------------------------------------------------- PTQ of the zoo's float glue (bench/ptq_whole.py --zoo)
+
+
+def _chip_and_llvm(quantized, shape, rng, runs=3):
+    """(input, chip output, llvm output, output scale) of ``quantized`` on ``runs`` random inputs."""
+    from tvm_sophon.patterns import constant_value
+
+    out_scale = [float(constant_value(b.value.args[1])) for b in quantized["main"].body.blocks[0].bindings
+                 if isinstance(b.value, relax.Call) and b.value.op.name == "relax.quantize"][-1]
+    chip = relax.VirtualMachine(tvm_sophon.build(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"),
+                                                 chip="bm1684"), tvm.cpu())
+    llvm = relax.VirtualMachine(tvm.compile(quantized, target="llvm"), tvm.cpu())
+    for _ in range(runs):
+        x = rng.standard_normal(shape).astype("float32")
+        yield x, chip["main"](tvm.runtime.tensor(x)).numpy(), llvm["main"](tvm.runtime.tensor(x)).numpy(), out_scale
+
+
+@tvm.script.ir_module
+class BatchNormGlue:
+    """What FP32 TFLite keeps of Keras models' unfoldable float glue: a zero pad, a
+    BatchNorm written as MUL + ADD by per-channel constants and a ReLU (ResNet50V2's
+    pre-activations, DenseNet121), a channel slice, and a hard sigmoid (ADD 3, clip
+    0..6, MUL 1/6: MobileNetV3's squeeze-excite)."""
+    @R.function
+    def main(x: R.Tensor((1, 6, 5, 8), "float32")):
+        with R.dataflow():
+            p = R.nn.pad(x, pad_width=[0, 0, 1, 1, 1, 1, 0, 0])
+            a = R.multiply(p, R.const(np.linspace(0.5, 1.5, 8).astype("float32")))
+            b = R.add(a, R.const(np.linspace(-0.2, 0.3, 8).astype("float32")))
+            r = R.nn.relu(b)
+            s = R.strided_slice(r, axes=[3], begin=[0], end=[4])
+            h = R.add(s, R.const(3.0, "float32"))
+            c = R.clip(h, R.prim_value(0.0), R.prim_value(6.0))
+            y = R.multiply(c, R.const(1.0 / 6, "float32"))
+            R.output(y)
+        return y
+
+
+def test_ptq_per_channel_affine_pad_and_slice_are_one_int8_region():
+    """x * a + b (+ relu) by per-channel or scalar constants is an int8 depthwise 1x1
+    conv (weight a, bias b: TFLite's converter writes the same), a zero pad and a
+    slice are int8 moves: the whole module is one region with the model's own float
+    edges on the host. Before, every op of it stayed float on the host."""
+    rng = np.random.default_rng(7)
+    calibration = [{"x": rng.standard_normal((1, 6, 5, 8)).astype("float32")} for _ in range(3)]
+    quantized = tvm_sophon.quantize(BatchNormGlue, calibration, method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert [(l.kind, l.int8) for l in report.layers] == [("affine", True)] * 3, report.format()
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 6, 5, 8)), ("relax.dequantize", (1, 8, 7, 4))]
+    for _, got, want, scale in _chip_and_llvm(quantized, (1, 6, 5, 8), rng):
+        # llvm computes each int8 layer in float32 and rounds once, the chip requantizes
+        # in TFLite's fixed point (rounds twice): 1 LSB per layer apart at most; three
+        # layers (the later ones multiply an input difference by <= 1.5 s_in / s_out)
+        # stay within 2 LSB (measured 1)
+        assert np.abs(np.round((got - want) / scale)).max() <= 2
+        assert np.mean(got == want) > 0.95
+
+
+@tvm.script.ir_module
+class SqueezedResidual:
+    """A residual add at 1x1 spatial size whose one operand the TFLite converter
+    squeezed to (C,) (Keras MobileNetV2 and ResNet50 at 32x32)."""
+    @R.function
+    def main(x: R.Tensor((1, 1, 1, 8), "float32")):
+        with R.dataflow():
+            a = R.sigmoid(x)
+            b = R.reshape(R.tanh(x), (8,))
+            y = R.add(a, b)
+            R.output(y)
+        return y
+
+
+def test_ptq_add_of_a_squeezed_operand_is_int8_and_builds():
+    """Before, the add stayed float (its operands' shapes differ), and its quantize
+    for the next layer fused with it into a qadd composite whose float result was
+    also returned, which the build refused."""
+    rng = np.random.default_rng(8)
+    calibration = [{"x": rng.standard_normal((1, 1, 1, 8)).astype("float32")} for _ in range(4)]
+    quantized = tvm_sophon.quantize(SqueezedResidual, calibration, method="max", progress=False)
+    assert [l.kind for l in tvm_sophon.quantize_report(quantized).layers] == ["sigmoid", "tanh", "add"]
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1 and "sophon.qadd" in offload.offloaded, offload.format()
+    for _, got, want, scale in _chip_and_llvm(quantized, (1, 1, 1, 8), rng):
+        # sigmoid and tanh run as TFLite's int8 lookup tables, llvm in float: each 1 LSB
+        # of its output scale at most; the add sums two such inputs at a scale at least
+        # as large, then rounds once more: within 2 LSB (measured 1)
+        assert np.abs(np.round((got - want) / scale)).max() <= 2
+
+
+_GAMMA = np.linspace(0.5, 1.5, 16).astype("float32")
+_BETA = np.linspace(-0.3, 0.3, 16).astype("float32")
+
+
+@tvm.script.ir_module
+class LayerNorms:
+    """ConvNeXt's two LayerNorms over channels: Relax's nn.layer_norm (the ONNX
+    import), then the ops TFLite's converter writes for Keras' (mean, negative,
+    squared difference as sub * sub, mean, add eps, rsqrt, multiply by gamma, ...)."""
+    @R.function
+    def main(x: R.Tensor((1, 4, 5, 16), "float32")):
+        with R.dataflow():
+            y = R.nn.layer_norm(x, R.const(_GAMMA), R.const(_BETA), axes=[-1], epsilon=1e-6)
+            m = R.mean(y, axis=[-1], keepdims=True)
+            n = R.negative(m)
+            d = R.subtract(y, m)
+            v = R.mean(R.multiply(d, d), axis=[-1], keepdims=True)
+            r = R.multiply(R.rsqrt(R.add(v, R.const(1e-6, "float32"))), R.const(_GAMMA))
+            z = R.add(R.add(R.multiply(y, r), R.multiply(n, r)), R.const(_BETA))
+            R.output(z)
+        return z
+
+
+def test_ptq_layer_norm_is_tflites_int8_chain_in_one_region():
+    """nn.layer_norm is written out as TFLite's LayerNorm ops and each runs int8
+    (mean, sub, mul, mean, the eps add and gamma/beta as affines, rsqrt and neg as
+    TFLite's int8 lookup tables, gamma of the broadcast multiply an int8 constant):
+    one region. Before, the layer norm and the rsqrt, negative and constant
+    multiplies stayed float on the host."""
+    rng = np.random.default_rng(9)
+    draw = lambda: (rng.standard_normal((1, 4, 5, 16)) * 2 + 1).astype("float32")  # noqa: E731
+    quantized = tvm_sophon.quantize(LayerNorms, [{"x": draw()} for _ in range(3)], method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert {"rsqrt", "negative", "affine", "mean", "mul", "sub"} <= {l.kind for l in report.layers}
+    assert all(l.int8 for l in report.layers), report.format()
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 4, 5, 16)), ("relax.dequantize", (1, 4, 5, 16))]
+    assert {"sophon.qrsqrt", "sophon.qnegative"} <= set(offload.offloaded), offload.format()
+    fp32 = relax.VirtualMachine(tvm.compile(LayerNorms, target="llvm"), tvm.cpu())
+    for x, got, want, scale in _chip_and_llvm(quantized, (1, 4, 5, 16), rng):
+        # each of the ~16 int8 layers rounds twice on the chip (TFLite's fixed point)
+        # and once in llvm's float emulation; a 1 LSB difference in the variance moves
+        # rsqrt's lookup by a few LSB where the variance is small: within 6 LSB of the
+        # output scale (measured 2-4 over five inputs)
+        assert np.abs(np.round((got - want) / scale)).max() <= 6
+        # and the int8 chain still is a layer norm (measured correlation 0.9999 with FP32)
+        ref = fp32["main"](tvm.runtime.tensor(x)).numpy()
+        assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99

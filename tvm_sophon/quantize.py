@@ -41,7 +41,12 @@ QDQ_OPS = {"relax.mean": "mean", "relax.sum": "sum", "relax.max": "reduce_max", 
            "relax.subtract": "sub", "relax.maximum": "maximum", "relax.minimum": "minimum",
            "relax.concat": "concat", "relax.image.resize2d": "resize2d",
            # a global average pool is TFLite's int8 MEAN over H, W (written out as a mean)
-           "relax.nn.adaptive_avg_pool2d": "mean"}
+           "relax.nn.adaptive_avg_pool2d": "mean",
+           # TFLite's LayerNorm: MEAN, SQUARED_DIFFERENCE / MUL, MEAN, ADD eps, RSQRT, NEG, MUL, ADD
+           "relax.rsqrt": "rsqrt", "relax.negative": "negative"}
+# element-wise ops that take a constant operand as an int8 constant (per tensor, symmetric),
+# as TFLite's converter quantizes a MUL or SUB by a weight it cannot fold
+CONST_OPERAND = ("relax.multiply", "relax.subtract")
 # TFLite's int8 kernels fix these outputs' quantization (scale, zero point)
 FIXED_OUTPUT = {"softmax": (1.0 / 256, -128), "sigmoid": (1.0 / 256, -128), "tanh": (1.0 / 128, 0)}
 # and these keep their input's (TFLite's REDUCE_MAX / MIN and RESIZE)
@@ -52,8 +57,10 @@ SHARES_SCALE = ("concat", "maximum", "minimum")
 # Activation chains TFLite runs as one int8 op (HARD_SWISH, GELU, ELU): the whole float
 # chain between one dequantize and one quantize, as TVM's TFLite importer writes it
 QDQ_CHAINS = {"hardswish": "hard_swish", "gelu": "gelu", "elu": "elu"}
-# Data movement on an int8 value stays int8 (TFLite reshapes and transposes int8 tensors)
-INT8_MOVES = ("relax.reshape", "relax.permute_dims")
+# Data movement on an int8 value stays int8 (TFLite reshapes, transposes, slices and pads
+# int8 tensors; a pad fills with the zero point, 0 here, so only a pad with 0 is a move)
+INT8_MOVES = ("relax.reshape", "relax.permute_dims", "relax.strided_slice", "relax.nn.pad", "relax.squeeze",
+              "relax.flatten", "relax.expand_dims")
 QUANTIZABLE = ("relax.nn.conv2d", "relax.nn.conv2d_transpose", "relax.matmul", "relax.add",
                "relax.nn.max_pool2d", "relax.nn.avg_pool2d", *QDQ_OPS)
 
@@ -116,6 +123,7 @@ class _Layer:
     inputs: list        # activation vars it reads
     out: relax.Var
     act: Optional[tuple] = None   # ("relu",) or ("clip", lo, hi)
+    call: Optional[relax.Call] = None   # what runs in int8 in place of ops[0] (an affine's 1x1 conv)
 
 
 def _main_bindings(mod: tvm.IRModule):
@@ -159,13 +167,30 @@ def _find_layers(bindings) -> dict:
 
     layers = _find_chains(bindings, uses)
     in_chains = {v for l in layers.values() for v, _ in l.ops}
+    taken, counted = set(), []
     for var, value in bindings:
         if not isinstance(value, relax.Call) or not isinstance(value.op, tvm.ir.Op) or var in in_chains:
             continue
+        for layer in list(layers.values())[len(counted):]:
+            counted.append(layer)
+            taken.update(v for v, _ in layer.ops[1:])
+        if var in taken:
+            continue  # a bias add or activation already taken by an earlier layer
         name = value.op.name
         if name not in QUANTIZABLE or str(value.ty.dtype) != "float32":
             continue
         chain = [(var, value)]
+        affine = _affine_conv(value)
+        if affine is not None:  # x * a (+ b) per channel, as TFLite writes a BatchNorm it cannot fold
+            conv, x = affine
+            last = var
+            nxt = only_use(var) if name == "relax.multiply" else None
+            if nxt is not None and nxt[1].op.name == "relax.add" and _channel_constant(nxt[1], var, conv) is not None:
+                chain.append(nxt)
+                last = nxt[0]
+            act, last = follow_act(chain, last)
+            layers[var] = _Layer(model_name(value) or last.name, "affine", chain, [x], last, act, conv)
+            continue
         if name in QDQ_OPS:
             inputs = list(value.args[0].fields) if name == "relax.concat" and isinstance(
                 value.args[0], relax.Tuple) else [a for a in value.args if isinstance(a, relax.Expr)
@@ -174,6 +199,8 @@ def _find_layers(bindings) -> dict:
                 inputs = inputs[:1]
             if name == "relax.nn.adaptive_avg_pool2d" and _global_pool_axes(value) is None:
                 continue  # an adaptive pool to more than 1x1 stays fp32
+            if name in CONST_OPERAND and len(inputs) == 2 and sum(constant_value(a) is not None for a in inputs) == 1:
+                inputs = [a for a in inputs if constant_value(a) is None]
             if not inputs or not all(_is_var(a) and isinstance(a.ty, relax.TensorType)
                                      and str(a.ty.dtype) == "float32" for a in inputs):
                 continue  # a constant operand (a scale, a bias) or a tuple var: stays fp32
@@ -198,8 +225,8 @@ def _find_layers(bindings) -> dict:
             if not all(_is_var(a) and str(a.ty.dtype) == "float32" for a in value.args):
                 continue
             if any(constant_value(a) is not None for a in value.args) or \
-                    [int(d) for d in value.args[0].ty.shape.values] != [int(d) for d in value.args[1].ty.shape.values]:
-                continue
+                    any(_size(a) != _size(var) for a in value.args):
+                continue  # broadcast over unit axes only: an operand is then reshaped to the result
             act, last = follow_act(chain, var)
             layers[var] = _Layer(model_name(value) or last.name, "add", chain, list(value.args), last, act)
         else:
@@ -248,6 +275,60 @@ def _find_chains(bindings, uses) -> dict:
                                    [source], var)
             break
     return found
+
+
+def _size(expr) -> int:
+    return int(np.prod([int(d) for d in expr.ty.shape.values]))
+
+
+def _channel_constant(call, var, conv) -> Optional[np.ndarray]:
+    """The constant operand of ``call`` (a multiply or add of ``var`` by a constant)
+    as one value per channel of ``conv`` (a scalar broadcast), else None: a constant
+    that varies along any other axis is not per channel."""
+    if len(call.args) != 2 or not any(a.same_as(var) for a in call.args):
+        return None
+    c = constant_value([a for a in call.args if not a.same_as(var)][0])
+    if c is None or c.dtype != np.float32:
+        return None
+    axis, rank = _channel_axis(conv), len(conv.ty.shape.values)
+    channels = int(conv.ty.shape.values[axis])
+    if c.size == 1:
+        return np.full(channels, c.ravel()[0], "float32")
+    shape = [1] * (rank - c.ndim) + list(c.shape)    # numpy broadcasting aligns on the right
+    if c.ndim > rank or c.size != channels or shape[axis] != channels:
+        return None
+    return c.ravel()
+
+
+def _affine_conv(call) -> Optional[tuple]:
+    """``x * a`` or ``x + b`` (x a rank-4 float32 var, a / b constant per channel or
+    scalar) as a depthwise 1x1 conv2d of x (weight a, or 1 for an add), with the
+    channel axis the constant's (NHWC for a scalar or a vector), and x; else None."""
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name not in ("relax.multiply", "relax.add"):
+        return None
+    xs = [a for a in call.args if _is_var(a) and isinstance(a.ty, relax.TensorType)]
+    consts = [constant_value(a) for a in call.args]
+    if len(xs) != 1 or sum(c is not None for c in consts) != 1 or str(xs[0].ty.dtype) != "float32":
+        return None
+    x = xs[0]
+    if x.ty.shape is None or len(x.ty.shape.values) != 4 or str(call.ty.dtype) != "float32" or \
+            [int(d) for d in x.ty.shape.values] != [int(d) for d in call.ty.shape.values]:
+        return None
+    c = next(c for c in consts if c is not None)
+    layout = "NCHW" if c.ndim == 4 and c.shape[1] > 1 and c.size == c.shape[1] else "NHWC"
+    channels = int(x.ty.shape.values[layout.index("C")])
+    kernel_layout = "OIHW" if layout == "NCHW" else "HWOI"
+    shape = (channels, 1, 1, 1) if layout == "NCHW" else (1, 1, channels, 1)
+    ones = relax.const(np.ones(shape, "float32"))
+    conv = relax.op.nn.conv2d(x, ones, groups=channels, data_layout=layout, kernel_layout=kernel_layout)
+    conv = relax.BlockBuilder().normalize(conv)
+    a = _channel_constant(call, x, conv)
+    if a is None:
+        return None
+    if call.op.name == "relax.multiply":
+        conv = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
+            x, relax.const(a.reshape(shape)), groups=channels, data_layout=layout, kernel_layout=kernel_layout))
+    return conv, x
 
 
 def _global_pool_axes(call) -> Optional[list[int]]:
@@ -378,13 +459,28 @@ class _Rewriter:
             return relax.TupleGetItem(self.float_expr(expr.tuple_value), expr.index)
         return self.float_of(expr) if _is_var(expr) else expr
 
-    def int8_of(self, var):
+    def int8_of(self, var, shape=None):
+        """var in int8 with its scale; with ``shape``, reshaped to it (an int8 view)."""
         if var not in self.q:
             s = self.scales[var]
             qv = self.bb.emit(relax.op.quantize(self.float_of(var), self.const(s, "float32"), self.const(0, "int32"),
                                                 axis=0, out_dtype="int8"))
             self.q[var] = (qv, s)
-        return self.q[var]
+        qv, s = self.q[var]
+        if shape is not None and [int(d) for d in var.ty.shape.values] != [int(d) for d in shape.values]:
+            qv = self.bb.emit(relax.op.reshape(qv, shape))
+        return qv, s
+
+    def int8_of_scale(self, var, s):
+        qv = self.bb.emit(relax.op.quantize(self.float_of(var), self.const(s, "float32"), self.const(0, "int32"),
+                                            axis=0, out_dtype="int8"))
+        return qv, s
+
+    def int8_constant(self, expr):
+        """dequantize(an int8 constant): ``expr`` quantized symmetric, one scale."""
+        c = constant_value(expr)
+        s = np.float32(np.abs(c).max() / 127.0) if np.abs(c).max() > 0 else np.float32(1.0)
+        return self.dequantize(self.const(np.clip(np.round(c / s), -127, 127), "int8"), s)
 
     def dequantize(self, qv, s, zp=0):
         return self.bb.emit(relax.op.dequantize(qv, self.const(s, "float32"), self.const(zp, "int32"), axis=0))
@@ -422,11 +518,12 @@ class _Rewriter:
     def layer(self, layer: _Layer) -> None:
         bb = self.bb
         var, call = layer.ops[0]
+        call = layer.call if layer.call is not None else call
         if layer.kind in QDQ_CHAINS.values() and len(layer.ops) > 1:   # (nn.gelu is one op, a "gelu" too)
             self.qdq_chain(layer)
         elif layer.kind in QDQ_OPS.values():
             self.qdq_layer(layer)
-        elif layer.kind in ("conv2d", "conv2d_transpose", "dense"):
+        elif layer.kind in ("conv2d", "conv2d_transpose", "dense", "affine"):
             xq, sx = self.int8_of(layer.inputs[0])
             w = constant_value(call.args[1])
             if layer.kind != "dense":
@@ -439,9 +536,8 @@ class _Rewriter:
                 perm = bb.emit(relax.op.permute_dims(self.const(wq, "int8")))
                 wdq = bb.emit(relax.op.dequantize(perm, self.const(sw, "float32"), self.const(0, "int32"), axis=1))
             y = bb.emit(relax.Call(call.op, [self.dequantize(xq, sx), wdq], call.attrs, span=call.span))
-            if len(layer.ops) > 1 and layer.ops[1][1].op.name == "relax.add":
-                add = layer.ops[1][1]
-                b = constant_value([a for a in add.args if not a.same_as(var)][0]).ravel()
+            b = _bias(layer, call)
+            if b is not None:
                 bias_scale = (np.float32(sx) * np.broadcast_to(sw, b.shape)).astype("float32")
                 bq = np.round(b / bias_scale).astype("int32")
                 axis = _channel_axis(call)
@@ -453,9 +549,8 @@ class _Rewriter:
                 y = bb.emit(relax.op.add(y, bdq))
             self.requantize(layer, y)
         elif layer.kind == "add":
-            (aq, sa), (bq, sb) = self.int8_of(layer.inputs[0]), self.int8_of(layer.inputs[1])
-            y = bb.emit(relax.Call(call.op, [self.dequantize(aq, sa), self.dequantize(bq, sb)], call.attrs,
-                                   span=call.span))
+            operands = [self.dequantize(*self.int8_of(v, call.ty.shape), self.zp.get(v, 0)) for v in layer.inputs]
+            y = bb.emit(relax.Call(call.op, operands, call.attrs, span=call.span))
             self.requantize(layer, y)
         elif layer.kind == "max_pool2d":
             xq, sx = self.int8_of(layer.inputs[0])
@@ -479,7 +574,8 @@ class _Rewriter:
             args = mean.args
         else:
             it = iter(operands)
-            args = [next(it) if _is_var(a) else a for a in call.args]
+            args = [next(it) if _is_var(a) else self.int8_constant(a) if call.op.name in CONST_OPERAND else a
+                    for a in call.args]
         y = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
         if layer.kind in FIXED_OUTPUT:
             self.requantize(layer, y, *FIXED_OUTPUT[layer.kind])
@@ -497,7 +593,12 @@ class _Rewriter:
         self.requantize(layer, new[layer.out])
 
     def float_op(self, var, call) -> None:
-        if call.op.name in INT8_MOVES and _is_var(call.args[0]) and call.args[0] in self.q:
+        if call.op.name in INT8_MOVES and _is_var(call.args[0]) and call.args[0] not in self.q and \
+                var in self.scales and _moves_zero(call):
+            # a float value moved into an int8 layer: quantize first (at the layer's
+            # scale: a move changes no value), so the move runs on int8
+            self.q[call.args[0]] = self.int8_of_scale(call.args[0], self.scales[var])
+        if call.op.name in INT8_MOVES and _is_var(call.args[0]) and call.args[0] in self.q and _moves_zero(call):
             # data movement of an int8 value: stays int8, with its scale
             qv, s = self.q[call.args[0]]
             self.q[var] = (self.bb.emit(relax.Call(call.op, [qv, *call.args[1:]], call.attrs, span=call.span)), s)
@@ -506,6 +607,26 @@ class _Rewriter:
             return
         args = [self.float_expr(a) for a in call.args]
         self.f[var] = self.bb.emit(relax.Call(call.op, args, call.attrs, call.ty_args, span=call.span))
+
+
+def _bias(layer: _Layer, call) -> Optional[np.ndarray]:
+    """The per-channel bias of a conv / dense / affine layer (its add's constant), or None."""
+    adds = [(i, c) for i, (v, c) in enumerate(layer.ops) if c.op.name == "relax.add"]
+    if not adds:
+        return None
+    i, add = adds[0]
+    if layer.kind == "affine":  # a lone add (i = 0) adds to the input, else to the multiply
+        return _channel_constant(add, layer.inputs[0] if i == 0 else layer.ops[i - 1][0], call)
+    var = layer.ops[0][0]
+    return constant_value([a for a in add.args if not a.same_as(var)][0]).ravel()
+
+
+def _moves_zero(call) -> bool:
+    """A move that only moves values (a pad fills with 0, the int8 zero point)."""
+    if call.op.name != "relax.nn.pad":
+        return True
+    value = getattr(call.attrs, "pad_value", 0.0)
+    return str(getattr(call.attrs, "pad_mode", "constant")) == "constant" and float(getattr(value, "value", value)) == 0
 
 
 def _rewrite(func, bindings, layers: dict, quantized: set, scales: dict, per_channel: bool,
@@ -565,7 +686,37 @@ def _prepare(mod, params):
     if params:
         mod = relax.transform.BindParams("main", {k: tvm.runtime.tensor(np.asarray(v))
                                                   for k, v in params.items()})(mod)
-    return _main_bindings(relax.transform.FoldConstant()(mod))
+    func, bindings = _main_bindings(relax.transform.FoldConstant()(mod))
+    if any(isinstance(v, relax.Call) and isinstance(v.op, tvm.ir.Op) and v.op.name == "relax.nn.layer_norm"
+           for _, v in bindings):
+        func, bindings = _main_bindings(_expand_layer_norms(func, bindings))
+    return func, bindings
+
+
+def _expand_layer_norms(func, bindings) -> tvm.IRModule:
+    """main with each nn.layer_norm written out as the ops TFLite's int8 LayerNorm is
+    made of, which quantize one by one: m = mean(x), d = x - m, v = mean(d * d),
+    r = rsqrt(v + eps), (d * r) * gamma + beta (the last, per channel, an affine)."""
+    bb = relax.BlockBuilder()
+    with bb.function("main", list(func.params)):
+        with bb.dataflow():
+            for var, value in bindings:
+                if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                        and value.op.name == "relax.nn.layer_norm"):
+                    bb.emit_normalized(relax.VarBinding(var, value))
+                    continue
+                x, gamma, beta = value.args
+                axes = [int(a) for a in value.attrs.axes]
+                m = bb.emit(relax.op.mean(x, axis=axes, keepdims=True))
+                d = bb.emit(relax.op.subtract(x, m))
+                v = bb.emit(relax.op.mean(bb.emit(relax.op.multiply(d, d)), axis=axes, keepdims=True))
+                r = bb.emit(relax.op.rsqrt(bb.emit(relax.op.add(v, relax.const(float(value.attrs.epsilon),
+                                                                                    "float32")))))
+                y = bb.emit(relax.op.add(bb.emit(relax.op.multiply(bb.emit(relax.op.multiply(d, r)), gamma)), beta))
+                bb.emit_normalized(relax.VarBinding(var, y))
+            out = bb.emit_output(func.body.body)
+        bb.emit_func_output(out)
+    return bb.get()
 
 
 def _calibrate(mod, calibration_data, params, method, per_channel, cosine_threshold, progress) -> _Quantization:
