@@ -218,6 +218,24 @@ def make_requant(rng, channels, k, per_channel, in_zp, out_zp, act, mode="typica
     return q
 
 
+ROUNDINGS = {"fixed": 0, "double": 1, "float32": 2}  # sophon_requant_rounding
+
+
+def with_rounding(q, rounding):
+    """q rounding as `rounding` says, its scales the reals of its multipliers and shifts
+    (float32 values for "float32", onnxruntime's requantization)."""
+    if rounding == "fixed":
+        return q
+    multipliers, shifts = q._keep
+    reals = [mul * 2.0 ** (sh - 31) for mul, sh in zip(multipliers, shifts)]
+    if rounding == "float32":
+        reals = [float(np.float32(r)) for r in reals]
+    scales = (ctypes.c_double * len(reals))(*reals)
+    q.rounding, q.scale = ROUNDINGS[rounding], ctypes.cast(scales, ctypes.POINTER(ctypes.c_double))
+    q._keep += (scales,)
+    return q
+
+
 def run_conv(dev: Device, x, weight, bias, params, q, out_shape, in_window=(0, 0),
              out_window=(0, 0)):
     dev.next_addr = 0
@@ -283,6 +301,7 @@ def conv_cases(draw):
                 requant=draw(st.sampled_from(["typical", "typical", "positive", "any"])),
                 in_zp=draw(st.sampled_from([0, -128, 127, 5])),
                 out_zp=draw(st.sampled_from([0, -128, 3])), act=act,
+                rounding=draw(st.sampled_from(["fixed", "fixed", "float32"])),
                 in_window=draw(st.sampled_from([(0, 0), (0, 0), (2, 1)])),
                 out_window=draw(st.sampled_from([(0, 0), (0, 0), (1, 3)])),
                 seed=draw(st.integers(0, 2**16)))
@@ -314,27 +333,29 @@ def test_fast_conv2d_int8_is_bit_identical(devices, case):
     weight = rng.integers(-128, 128, (oc, ic // groups, kh, kw), dtype=np.int8)
     bias = random_bias(rng, oc, case["bias"])
     k = ic // groups * kh * kw
-    q = make_requant(rng, oc, k, case["per_channel"], case["in_zp"], case["out_zp"], case["act"],
-                     case["requant"])
+    q = with_rounding(make_requant(rng, oc, k, case["per_channel"], case["in_zp"], case["out_zp"],
+                                   case["act"], case["requant"]), case["rounding"])
     params = conv_params(case["kernel"], case["stride"], case["pad"], case["dilation"], groups)
     out_shape = (n, oc, *case["out_hw"])
     assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q, out_shape,
                                                    case["in_window"], case["out_window"]))
 
 
+@pytest.mark.parametrize("rounding", ["fixed", "float32"])
 @pytest.mark.parametrize("shape", [
     # (ic, oc, h, w, kernel, stride, pad, groups): ResNet/MobileNet layers
     (64, 64, 14, 14, 3, 1, 1, 1), (256, 70, 7, 7, 3, 1, 1, 1), (130, 20, 9, 9, 3, 2, 1, 1),
     (3, 64, 31, 31, 7, 2, 3, 1), (96, 576, 7, 7, 1, 1, 0, 1), (64, 128, 20, 20, 1, 2, 0, 1),
     (128, 128, 15, 15, 3, 2, 1, 1), (32, 32, 28, 28, 3, 2, 1, 32), (48, 48, 13, 13, 3, 1, 1, 48),
     (16, 32, 10, 10, 5, 1, 2, 16)])
-def test_fast_conv2d_int8_network_layers(devices, shape):
+def test_fast_conv2d_int8_network_layers(devices, shape, rounding):
     ic, oc, h, w, k, s, p, groups = shape
     rng = np.random.default_rng(ic * oc)
     x = rng.integers(-128, 128, (1, ic, h, w), dtype=np.int8)
     weight = rng.integers(-128, 128, (oc, ic // groups, k, k), dtype=np.int8)
     bias = rng.integers(-(1 << 16), 1 << 16, oc).astype(np.int32)
-    q = make_requant(rng, oc, ic // groups * k * k, True, -3, 2, (-128, 127))
+    q = with_rounding(make_requant(rng, oc, ic // groups * k * k, True, -3, 2, (-128, 127)),
+                      rounding)
     oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
     params = conv_params((k, k), (s, s), (p, p, p, p), (1, 1), groups)
     ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q,
@@ -379,20 +400,16 @@ def run_fc(dev: Device, x, weight, bias, q):
        bias_kind=st.sampled_from(["none", "small", "extreme"]), per_channel=st.booleans(),
        requant=st.sampled_from(["typical", "typical", "positive", "any"]),
        in_zp=st.sampled_from([0, -128, 127, 5]), out_zp=st.sampled_from([0, -128, 3]),
-       double=st.booleans(), seed=st.integers(0, 2**16))
+       rounding=st.sampled_from(["fixed", "double", "float32"]), seed=st.integers(0, 2**16))
 def test_fast_fc_int8_is_bit_identical(devices, m, k, nf, bias_kind, per_channel, requant, in_zp,
-                                       out_zp, double, seed):
+                                       out_zp, rounding, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (m, k), dtype=np.int8)
     weight = rng.integers(-128, 128, (nf, k), dtype=np.int8)
     bias = random_bias(rng, nf, bias_kind)
-    q = make_requant(rng, nf, k, per_channel, in_zp, out_zp, (-128, 127), requant)
-    if double:  # SOPHON_REQUANT_DOUBLE (TFLite's FULLY_CONNECTED), scales = the same reals
-        multipliers, shifts = q._keep
-        scales = (ctypes.c_double * len(multipliers))(
-            *[mul * 2.0 ** (sh - 31) for mul, sh in zip(multipliers, shifts)])
-        q.rounding, q.scale = 1, ctypes.cast(scales, ctypes.POINTER(ctypes.c_double))
-        q._keep += (scales,)
+    # DOUBLE: TFLite's FULLY_CONNECTED; FLOAT32: onnxruntime's (ONNX QDQ models)
+    q = with_rounding(make_requant(rng, nf, k, per_channel, in_zp, out_zp, (-128, 127), requant),
+                      rounding)
     assert_identical(devices, lambda dev: run_fc(dev, x, weight, bias, q))
 
 

@@ -82,10 +82,14 @@ typedef struct {
   int32_t lo, hi;      /* act_min - zero_point, act_max - zero_point: within [-255, 255] */
 } rq_output;
 
-/* One output channel: out = zero_point + clamp(MBQM(sat(acc - offset + bias)), lo, hi).
+/* One output channel: out = zero_point + clamp(MBQM(sat(acc - offset + bias)), lo, hi),
+ * or with by_float (SOPHON_REQUANT_FLOAT32, onnxruntime's) the multiply
+ * sophon_multiply_by_float_scale(sat(...), float_scale) in place of MBQM.
  * offset is 0 except on the VNNI path, where it is (input_zero_point + 128) * sum w. */
 typedef struct {
   int32_t offset, bias, multiplier, shift;
+  int by_float;      /* q->rounding == SOPHON_REQUANT_FLOAT32 */
+  float float_scale; /* (float)q->scale[channel] when by_float */
   int32_t left_shift, right_shift; /* max(shift, 0) in [0, 30], max(-shift, 0) in [0, 31] */
   /* 1 when sat(acc - offset + bias) never saturates: the reference's accumulator is
    * within 32640 * depth (the file comment), so |bias| + 32640 * depth < 2^31 makes the
@@ -117,6 +121,8 @@ static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bi
   c.folded = (int32_t)(uint32_t)((uint32_t)c.bias - (uint32_t)offset);
   c.multiplier = q->multiplier[qc];
   c.shift = q->shift[qc];
+  c.by_float = q->rounding == SOPHON_REQUANT_FLOAT32;
+  c.float_scale = c.by_float ? (float)q->scale[qc] : 0.0f;
   c.left_shift = c.shift > 0 ? c.shift : 0;
   c.right_shift = c.shift < 0 ? -c.shift : 0;
   return c;
@@ -128,7 +134,8 @@ static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bi
 static int8_t requantize(int32_t acc, const rq_channel* c, const rq_output* o) {
   const int64_t sum = (int64_t)(acc - c->offset) + c->bias;
   const int32_t sat = sum > INT32_MAX ? INT32_MAX : (sum < INT32_MIN ? INT32_MIN : (int32_t)sum);
-  const int32_t scaled = sophon_mbqm_inline(sat, c->multiplier, c->shift);
+  const int32_t scaled = c->by_float ? sophon_multiply_by_float_scale(sat, c->float_scale)
+                                     : sophon_mbqm_inline(sat, c->multiplier, c->shift);
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
@@ -157,6 +164,29 @@ typedef void (*requantize_row_fn)(const int32_t* acc, int32_t count, int8_t* out
                                   const rq_channel* c, const rq_output* o);
 
 #if SOPHON_X86_DISPATCH
+/* The by_float multiply of requantize() on 8 saturated sums x, clamped and offset as
+ * requantize_avx2 does. cvtdq2ps rounds x to nearest even as (float)x does, the
+ * product is one float32 rounding, as in sophon_multiply_by_float_scale. The clamp to
+ * the integers [lo, hi] comes before cvtps2dq's rounding (to nearest even, the default
+ * mode, as rintf): rounding is monotone and keeps integers, so clamping first gives the
+ * same result, and keeps cvtps2dq off values beyond int32 (where rintf's result
+ * saturates and cvtps2dq's does not). */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i requantize_float_avx2(__m256i x,
+                                                                           const rq_channel* c,
+                                                                           const rq_output* o) {
+  __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(x), _mm256_set1_ps(c->float_scale));
+  f = _mm256_min_ps(_mm256_max_ps(f, _mm256_set1_ps((float)o->lo)), _mm256_set1_ps((float)o->hi));
+  return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(o->zero_point));
+}
+
+/* requantize_float_avx2 on 16 lanes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_float_avx512(
+    __m512i x, const rq_channel* c, const rq_output* o) {
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(c->float_scale));
+  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps((float)o->lo)), _mm512_set1_ps((float)o->hi));
+  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(o->zero_point));
+}
+
 /* requantize() on 8 accumulators of one channel, as int32 in [-128, 127], with the
  * vector primitives of sophon_fast_int8.h. Clamping to [lo, hi] = [act_min - zp,
  * act_max - zp] and then adding zp equals clamping x + zp to [act_min, act_max],
@@ -166,6 +196,7 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i requantize_avx2(__m256i a
                                                                      const rq_output* o) {
   __m256i x = _mm256_sub_epi32(acc, _mm256_set1_epi32(c->offset));
   x = sophon_sat_add_avx2(x, _mm256_set1_epi32(c->bias));
+  if (c->by_float) return requantize_float_avx2(x, c, o);
   x = sophon_sat_shift_left_avx2(x, c->left_shift);
   x = sophon_srdhm_avx2(x, _mm256_set1_epi32(c->multiplier));
   x = sophon_rounding_shift_avx2(x, c->right_shift);
@@ -196,6 +227,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
     x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
     x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
   }
+  if (c->by_float) return requantize_float_avx512(x, c, o);
   x = sophon_sat_shift_left_avx512(x, c->left_shift);
   x = sophon_srdhm_avx512(x, _mm512_set1_epi32(c->multiplier));
   x = sophon_rounding_shift_avx512(x, c->right_shift);
@@ -1289,8 +1321,8 @@ static int conv_gemm(sophon_device* dev, const sophon_local* out, const sophon_l
 int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_local* weight, const sophon_local* bias,
                             const sophon_conv_params* p, const sophon_requant* q) {
-  /* onnxruntime's float32 requantization (ONNX QDQ models) runs on the reference kernel */
-  if (q->rounding != SOPHON_REQUANT_FIXED_POINT) return 1;
+  /* conv instructions take SOPHON_REQUANT_FLOAT32 (onnxruntime's) or fixed point */
+  if (q->rounding != SOPHON_REQUANT_FIXED_POINT && q->rounding != SOPHON_REQUANT_FLOAT32) return 1;
   if (in->c == p->groups) return depthwise_int8(dev, out, in, weight, bias, p, q);
 #if SOPHON_X86_DISPATCH
   if (dev->cpu_avx512vnni && conv_vnni(dev, out, in, weight, bias, p, q) == 0) return 0;
