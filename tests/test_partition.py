@@ -348,3 +348,45 @@ def test_int8_layers_sharing_a_dequantize_are_one_region():
     # llvm emulates the int8 layers in float: its rounding of each requantization
     # may differ from the chip's integer arithmetic by 1 LSB per layer (2 layers deep)
     assert np.abs(chip.numpy().astype(int) - want.astype(int)).max() <= 2
+
+
+def _int8_add_with_float_use():
+    """dequantize -> add -> quantize (an int8 add) whose float sum is also read by a
+    relu outside the chain (what PTQ used to write before a float op)."""
+    x = relax.Var("x", relax.TensorType((1, 8, 4, 4), "int8"))
+    y = relax.Var("y", relax.TensorType((1, 8, 4, 4), "int8"))
+
+    def const(value, dtype):
+        return relax.const(np.array(value, dtype))
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, y]):
+        with bb.dataflow():
+            a = bb.emit(relax.op.dequantize(x, const(0.05, "float32"), const(0, "int32")))
+            b = bb.emit(relax.op.dequantize(y, const(0.04, "float32"), const(3, "int32")))
+            total = bb.emit(relax.op.add(a, b))
+            q = bb.emit(relax.op.quantize(total, const(0.1, "float32"), const(-2, "int32"),
+                                          out_dtype="int8"))
+            f = bb.emit(relax.op.nn.relu(total))
+            out = bb.emit_output(relax.Tuple([q, f]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_int8_chain_whose_float_value_is_used_outside_is_not_fused(run_sophon, run_llvm):
+    """Before: the add and its quantize became one sophon.qadd whose float sum had no
+    producer, and the build stopped ("composite sophon.qadd returns gv, gv1"). Now the
+    chain is refused with the reason, and the model builds and runs."""
+    mod = _int8_add_with_float_use()
+    rng = np.random.default_rng(3)
+    inputs = {"x": rng.integers(-128, 128, (1, 8, 4, 4), dtype=np.int8),
+              "y": rng.integers(-128, 128, (1, 8, 4, 4), dtype=np.int8)}
+    run = run_sophon(mod, None, inputs, chip="bm1684")
+    assert "relax.quantize" in _host_ops(run.partitioned)
+    reasons = " ".join(op.reason for op in offload_report(run.partitioned).host_ops)
+    assert "inside the int8 chain" in reasons
+    want = run_llvm(mod, None, inputs)
+    # exact: the float32 add and relu round alike on the chip and in llvm (one rounding
+    # each), and the dequantize / quantize run on the host as in llvm
+    np.testing.assert_array_equal(run.output[0], want[0])
+    np.testing.assert_array_equal(run.output[1], want[1])

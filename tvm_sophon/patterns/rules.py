@@ -256,6 +256,10 @@ def make_check(*rules: Rule):
             if reason is not None:
                 _record(ctx, ann, reason)
                 return False
+        reason = _escaping_int8_intermediate(ctx)
+        if reason is not None:
+            _record(ctx, ann, reason)
+            return False
         return True
 
     check.rules = rules
@@ -280,6 +284,26 @@ def _record(ctx: PatternCheckContext, ann: dict, reason: str) -> None:
 
 
 QDQ_OPS = ("relax.quantize", "relax.dequantize")
+
+
+def _escaping_int8_intermediate(ctx: PatternCheckContext) -> Optional[str]:
+    """An int8 chain (a match with quantize/dequantize glue) is one chip instruction
+    that yields only its int8 result: a float value inside it (say the add of a
+    dequantize -> add -> quantize) that is also used outside would have no producer, so
+    such a match is refused and its ops are taken apart."""
+    bindings = ctx.matched_bindings
+    if not any(isinstance(v, relax.Call) and getattr(v.op, "name", "") in QDQ_OPS
+               for v in bindings.values()):
+        return None   # float patterns: a fused activation's input is handled by the codegen
+    inside = list(bindings.keys())
+    for var, value in bindings.items():
+        if value.same_as(ctx.matched_expr):
+            continue
+        for user in ctx.var_usages.get(var, []):
+            if not any(user.same_as(v) for v in inside):
+                return (f"{var.name}, a value inside the int8 chain, is also used by "
+                        f"{user.name} outside it; the chip instruction yields only its int8 result")
+    return None
 
 # ------------------------------------------------------------------ builders
 
