@@ -484,8 +484,11 @@ def binary_int8_params(draw):
 
     lo = draw(st.integers(-128, 127))
     hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
-    return BinaryInt8Params(draw(st.integers(0, 3)), *(draw(st.integers(-128, 127)) for _ in range(3)),
-                            *pair(), *pair(), lo, hi)
+    # MUL, MAX, MIN, PRELU, MUL_FLOAT32 (onnxruntime's QLinearMul: a float32 scale)
+    return BinaryInt8Params(draw(st.sampled_from([0, 1, 2, 3, 5])),
+                            *(draw(st.integers(-128, 127)) for _ in range(3)),
+                            *pair(), *pair(), lo, hi, 0, 0,
+                            draw(st.sampled_from([0.0, 1.0 / 256, 1.0]) | st.floats(0, 8, width=32)))
 
 
 @settings(max_examples=100, deadline=None)
@@ -494,7 +497,7 @@ def binary_int8_params(draw):
        b_kind=st.sampled_from(["full", "per_channel", "scalar", "batch_1", "rows"]),
        p=binary_int8_params(), inplace=st.booleans(), seed=st.integers(0, 2**16))
 def test_fast_binary_int8_is_bit_identical(devices, shape, b_kind, p, inplace, seed):
-    """MUL, MAX, MIN, PRELU; b of a's shape, one value per channel (PRELU's slope,
+    """MUL, MAX, MIN, PRELU, MUL_FLOAT32; b of a's shape, one value per channel (PRELU's slope,
     an SE block's scale), one value, batch 1, or broadcast along w (the reference's
     path: the fast kernel declines)."""
     n, c, h, w = shape
@@ -506,7 +509,7 @@ def test_fast_binary_int8_is_bit_identical(devices, shape, b_kind, p, inplace, s
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 
-@pytest.mark.parametrize("op", [0, 1, 2, 3], ids=["mul", "max", "min", "prelu"])
+@pytest.mark.parametrize("op", [0, 1, 2, 3, 5], ids=["mul", "max", "min", "prelu", "mul_float32"])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     """b one value per channel on planes of at least 1024 elements (an SE block's
@@ -517,7 +520,7 @@ def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     a = rng.integers(-128, 128, shape, dtype=np.int8)
     a.reshape(2, 5, -1)[:, :, 40:296] = np.arange(-128, 128).astype(np.int8)
     b = rng.integers(-128, 128, (2, 5, 1, 1), dtype=np.int8)
-    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120)
+    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120, 0, 0, 0.0123)
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 

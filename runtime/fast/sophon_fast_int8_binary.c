@@ -86,8 +86,14 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
             p);
       }
       break;
+    case SOPHON_BINARY_INT8_MUL_FLOAT32: /* onnxruntime's QLinearMul: one float32 rounding */
+      for (i = 0; i < count; ++i)
+        out[i] = (int8_t)clamp(
+            sophon_multiply_by_float_scale((a[i] - zp1) * (b[i * b_step] - zp2), p->scale) +
+                zp_out,
+            p);
+      break;
     case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
-    case SOPHON_BINARY_INT8_MUL_FLOAT32:
       break;
   }
 }
@@ -162,7 +168,24 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mul_prelu_avx512(
                           _mm512_set1_epi32(p->act_max));
 }
 
-/* binary_run for MUL and PRELU, 16 elements at a time (the last 16 through masks). */
+/* MUL_FLOAT32 on 16 lanes: x, y are the int8 inputs widened to int32. The product of
+ * the differences (|.| <= 65025) is exact in float32, cvtdq2ps keeps it, the multiply
+ * is the one float32 rounding of sophon_multiply_by_float_scale; clamping to the
+ * integers [act_min - zp, act_max - zp] before cvtps2dq's rounding (to nearest even,
+ * as rintf) gives the same result as clamping after it, since rounding is monotone
+ * and keeps integers, and keeps cvtps2dq within int32. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mul_float_avx512(
+    __m512i x, __m512i y, const sophon_binary_int8_params* p) {
+  const __m512i product = _mm512_mullo_epi32(_mm512_sub_epi32(x, _mm512_set1_epi32(p->input1_zero_point)),
+                                             _mm512_sub_epi32(y, _mm512_set1_epi32(p->input2_zero_point)));
+  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(product), _mm512_set1_ps(p->scale));
+  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps((float)(p->act_min - p->output_zero_point))),
+                    _mm512_set1_ps((float)(p->act_max - p->output_zero_point)));
+  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(p->output_zero_point));
+}
+
+/* binary_run for MUL, PRELU and MUL_FLOAT32, 16 elements at a time (the last 16
+ * through masks). */
 SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b, int64_t b_step,
                                                int8_t* out, int64_t count,
                                                const sophon_binary_int8_params* params) {
@@ -175,7 +198,9 @@ SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b,
     const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, a + i));
     const __m512i y = b_step ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, b + i))
                              : _mm512_set1_epi32(b[0]);
-    _mm_mask_storeu_epi8(out + i, lanes, sophon_pack_bytes_avx512(mul_prelu_avx512(x, y, p)));
+    const __m512i result = p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 ? mul_float_avx512(x, y, p)
+                                                                   : mul_prelu_avx512(x, y, p);
+    _mm_mask_storeu_epi8(out + i, lanes, sophon_pack_bytes_avx512(result));
   }
 }
 #endif
@@ -246,8 +271,8 @@ static void binary_task(void* ctx, int32_t task, int32_t tasks) {
       continue;
     }
 #if SOPHON_X86_DISPATCH
-    if (j->use_avx512 &&
-        (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
+    if (j->use_avx512 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU ||
+                          j->p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)) {
       mul_prelu_run_avx512(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
     }
@@ -264,8 +289,7 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
                             const sophon_local* b, const sophon_binary_int8_params* p) {
   binary_job j;
   const int b_full = b->h == out->h && b->w == out->w;
-  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE || p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)
-    return -1; /* the reference runs it */
+  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE) return -1; /* the reference runs it */
   if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
   if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
   sophon_view_init(&j.out_v, dev, out);
