@@ -34,6 +34,7 @@ from tvm import relax  # noqa: E402
 import tvm_sophon  # noqa: E402
 from tvm_sophon import quant  # noqa: E402
 from tvm_sophon.frontend import load  # noqa: E402
+from frontend_models import int8_tflite  # noqa: E402
 
 # (H = W, C, spread of the representative data: different scales and zero points)
 CASES = [(1, 3, 0.5), (7, 5, 2.0), (31, 17, 20.0)]
@@ -56,13 +57,7 @@ def _model(h: int, c: int, spread: float) -> bytes:
         for _ in range(8):
             yield [(rng.standard_normal((1, h, h, c)) * spread + spread / 4).astype("float32")]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return int8_tflite(model, representative)
 
 
 def _tflite(buf: bytes, x: np.ndarray, resolver: str):
@@ -189,13 +184,7 @@ def test_separable_conv_tanh_global_pool_net_is_one_region_bit_exact(tmp_path):
         for _ in range(8):
             yield [rng.standard_normal((1, 9, 9, 3)).astype("float32")]
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    buf = converter.convert()
+    buf = int8_tflite(model, representative)
     path = tmp_path / "separable.tflite"
     path.write_bytes(buf)
     partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
