@@ -295,12 +295,11 @@ def _escaping_int8_intermediate(ctx: PatternCheckContext) -> Optional[str]:
     if not any(isinstance(v, relax.Call) and getattr(v.op, "name", "") in QDQ_OPS
                for v in bindings.values()):
         return None   # float patterns: a fused activation's input is handled by the codegen
-    inside = list(bindings.keys())
     for var, value in bindings.items():
         if value.same_as(ctx.matched_expr):
             continue
         for user in ctx.var_usages.get(var, []):
-            if not any(user.same_as(v) for v in inside):
+            if user not in bindings:
                 return (f"{var.name}, a value inside the int8 chain, is also used by "
                         f"{user.name} outside it; the chip instruction yields only its int8 result")
     return None
