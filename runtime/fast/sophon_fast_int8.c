@@ -139,17 +139,13 @@ static int8_t requantize(int32_t acc, const rq_channel* c, const rq_output* o) {
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
-/* The reference fc's SOPHON_REQUANT_DOUBLE rounding (TFLite's FULLY_CONNECTED) and
- * SOPHON_REQUANT_FLOAT32 (onnxruntime's): requantize() with
- * sophon_multiply_by_double_scale(sum, scale) or sophon_multiply_by_float_scale for the
- * multiply. */
-static int8_t requantize_by_scale(int32_t acc, const rq_channel* c, double scale, int32_t rounding,
-                                const rq_output* o) {
+/* The reference fc's SOPHON_REQUANT_DOUBLE rounding (TFLite's FULLY_CONNECTED):
+ * requantize() with sophon_multiply_by_double_scale(sum, scale) for the multiply. */
+static int8_t requantize_by_double(int32_t acc, const rq_channel* c, double scale,
+                                   const rq_output* o) {
   const int64_t sum = (int64_t)(acc - c->offset) + c->bias;
   const int32_t sat = sum > INT32_MAX ? INT32_MAX : (sum < INT32_MIN ? INT32_MIN : (int32_t)sum);
-  const int32_t scaled = rounding == SOPHON_REQUANT_FLOAT32
-                             ? sophon_multiply_by_float_scale(sat, (float)scale)
-                             : sophon_multiply_by_double_scale(sat, scale);
+  const int32_t scaled = sophon_multiply_by_double_scale(sat, scale);
   return (int8_t)(o->zero_point + (scaled < o->lo ? o->lo : (scaled > o->hi ? o->hi : scaled)));
 }
 
@@ -1417,10 +1413,10 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
 #endif
         acc = dot_i8_c(x, w, f->depth);
       *sophon_view_i8(&f->out_v, batch, (int32_t)feature) =
-          f->q->rounding != SOPHON_REQUANT_FIXED_POINT
-              ? requantize_by_scale(acc, &c, f->q->scale[f->q->per_channel ? feature : 0],
-                                  f->q->rounding, &f->output)
-              : requantize(acc, &c, &f->output);
+          f->q->rounding == SOPHON_REQUANT_DOUBLE
+              ? requantize_by_double(acc, &c, f->q->scale[f->q->per_channel ? feature : 0],
+                                     &f->output)
+              : requantize(acc, &c, &f->output); /* fixed point or FLOAT32 (c.by_float) */
     }
   }
 }
