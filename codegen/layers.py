@@ -678,13 +678,17 @@ class _Analysis:
             view = P.layout_view(layout)
             wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
             bias = self.qbias(comp)
+            kernel = (wshape[klayout.index("H")], wshape[klayout.index("W")])
+            requant = quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max)
+            if self.int8_arithmetic == "onnxruntime":  # its float Conv (quant.onnxruntime_float_conv_requant)
+                oshape, olayout = shape_of(comp.out_var), str(attrs.out_layout or layout)
+                requant = quant.onnxruntime_float_conv_requant(
+                    requant, x_scale, w_scale, out_scale, wshape[klayout.index("I")] * kernel[0] * kernel[1],
+                    oshape[olayout.index("H")] * oshape[olayout.index("W")])
             self.add(comp, "qconv2d", view, [self.operand(x, view)],
-                     [Operand(wtensor, wview, "COMPACT"), bias],
-                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                     [Operand(wtensor, wview, "COMPACT"), bias], kernel=kernel,
                      strides=_ints(attrs.strides), padding=_ints(attrs.padding),
-                     dilation=_ints(attrs.dilation), groups=int(attrs.groups),
-                     requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
-                                                             act_max), x_scale, w_scale, out_scale))
+                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), requant=requant)
         elif comp.pattern.startswith("sophon.qdense"):
             root = comp.calls_of("relax.matmul")[0]
             x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
@@ -702,6 +706,11 @@ class _Analysis:
             oshape = shape_of(comp.out_var)
             view = self.elementwise_view(oshape, [a, b])
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
+            if self.int8_arithmetic == "onnxruntime":  # its float Add between DequantizeLinear and QuantizeLinear
+                from tvm_sophon import quant_eltwise as qe
+
+                return self.add(comp, "qbinary", view, acts, [], params=qe.onnxruntime_float_params(
+                    "ADD_FLOAT", a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
         elif _qeltwise_name(comp.pattern) in ("qsubtract", *UNARY, *QBINARY):
@@ -752,12 +761,15 @@ class _Analysis:
         else:
             view = self.elementwise_view(oshape, [lhs, rhs])
         acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
+        if name in ("qsubtract", "qmultiply") and self.int8_arithmetic == "onnxruntime":
+            # onnxruntime's float Sub / Mul between DequantizeLinear and QuantizeLinear
+            op = "SUB_FLOAT" if name == "qsubtract" else "MUL_FLOAT"
+            return self.add(comp, "qbinary", view, acts, [], params=qe.onnxruntime_float_params(
+                op, l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
         if name == "qsubtract":
             return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
                 l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
-        if name == "qmultiply" and self.int8_arithmetic == "onnxruntime":
-            params = qe.onnxruntime_mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
-        elif name == "qmultiply":
+        if name == "qmultiply":
             params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
         elif name in ("qmaximum", "qminimum"):
             params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)

@@ -338,3 +338,79 @@ def test_qdq_torch_model_is_one_int8_region(tmp_path):
     # the residual Add keeps TFLite's integer arithmetic (QDQ_ONE_LSB), and its 1 LSB can
     # move the next layers by a step: at most 2 LSB at the output
     assert lsb <= 2.0 + 1e-3
+
+
+def _hand_qdq_conv(path, rng, in_scale, w_scales, out_scale, shape, oc, pads, group=1):
+    """A QDQ conv written out (as quantize_static writes one): x -> QuantizeLinear ->
+    DequantizeLinear -> Conv(DequantizeLinear(int8 weight, per channel),
+    DequantizeLinear(int32 bias, input scale * weight scale)) -> QuantizeLinear, read by two
+    DequantizeLinear (outputs y and y2: a conv output read twice, as YOLO's SiLU reads it,
+    which is what keeps onnxruntime from fusing the group, see the test)."""
+    f32 = np.float32
+    ic, k = shape[1], 3
+    w = rng.integers(-3, 4, (oc, ic // group, k, k)).astype(np.int8)  # small sums: outputs in range
+    bias_scales = (f32(in_scale) * np.asarray(w_scales, f32)).astype(f32)
+    b = rng.integers(-40, 40, oc).astype(np.int32)
+    inits = [numpy_helper.from_array(np.array(v, dt), name) for name, v, dt in (
+        ("xs", in_scale, f32), ("xz", 3, np.int8), ("ws", w_scales, f32), ("wz", [0] * oc, np.int8),
+        ("bs", bias_scales, f32), ("bz", [0] * oc, np.int32), ("ys", out_scale, f32), ("yz", -5, np.int8))]
+    inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+    oh, ow = shape[2] + pads[0] + pads[2] - 2, shape[3] + pads[1] + pads[3] - 2
+    nodes = [_n("QuantizeLinear", ["x", "xs", "xz"], ["xq"]), _n("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             _n("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+             _n("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+             _n("Conv", ["xd", "wd", "bd"], ["c"], pads=pads, group=group),
+             _n("QuantizeLinear", ["c", "ys", "yz"], ["cq"]), _n("DequantizeLinear", ["cq", "ys", "yz"], ["y"]),
+             _n("DequantizeLinear", ["cq", "ys", "yz"], ["y2"])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, oc, oh, ow]) for name in ("y", "y2")]
+    graph = helper.make_graph(nodes, "qdq_conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("group", [1, 4])
+def test_qdq_conv_near_halves_is_onnxruntime_float_conv(tmp_path, group):
+    """onnxruntime (x86) runs an int8 QDQ conv as DequantizeLinear, a float32 Conv and
+    QuantizeLinear: its QDQ selector fuses a QLinearConv with int8 activations on ARM only.
+    With the output scale twice the bias scale every output whose integer sum is odd lies
+    on a half in exact arithmetic; the float32 sums land just above or below it. So any
+    integer requantization (one float32 rounding of the exact sum, as the chip did,
+    YOLOv5s's first difference) is 1 LSB off on about half of them, and only the float
+    conv's own arithmetic (SOPHON_REQUANT_FLOAT_CONV) is bit-exact."""
+    rng = np.random.default_rng(group)
+    in_scale, shape, oc = 0.0371, [1, 8, 9, 9], 8
+    w_scales = rng.uniform(0.008, 0.02, oc).astype(np.float32)
+    w_scales[:] = w_scales[0]  # one weight scale: every channel's odd sums at halves
+    out_scale = float(np.float32(2 * np.float32(in_scale) * w_scales[0]))
+    path = _hand_qdq_conv(tmp_path / "conv.onnx", rng, in_scale, w_scales, out_scale, shape, oc,
+                          [1, 1, 1, 1], group)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = (rng.standard_normal(shape) * 0.3).astype("float32")
+    expected, expected2 = session.run(None, {"x": x})
+    assert np.array_equal(expected, expected2)
+    # the case is a hard one: the exact integer sum rounded once (onnxruntime's QLinearConv
+    # requantization, numpy here) is 1 LSB off onnxruntime's output on many elements
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+    xq = np.clip(np.rint(x / np.float32(in_scale)) + 3, -128, 127).astype(np.int64) - 3
+    xp = np.pad(xq[0], ((0, 0), (1, 1), (1, 1)))
+    icg, ocg = shape[1] // group, oc // group
+    integer = np.empty(expected.shape, np.int64)
+    for o in range(oc):
+        g = o // ocg
+        ratio = np.float32(np.float32(in_scale) * w_scales[o]) / np.float32(out_scale)
+        for y in range(shape[2]):
+            for xx in range(shape[3]):
+                acc = int(np.sum(xp[g * icg:(g + 1) * icg, y:y + 3, xx:xx + 3] * inits["w"][o].astype(np.int64)))
+                integer[0, o, y, xx] = np.rint(np.float32(acc + int(inits["b"][o])) * ratio)
+    ort_q = np.rint(expected / np.float32(out_scale)).astype(np.int64)  # q - zero point
+    integer_q = np.clip(integer - 5, -128, 127) + 5
+    assert np.sum(ort_q != integer_q) > 10, np.sum(ort_q != integer_q)
+    partitioned = tvm_sophon.partition_for_sophon(load(path), chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert len(report.regions) == 1, report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    for out in vm["main"](tvm.runtime.tensor(x)):
+        np.testing.assert_array_equal(np.rint(out.numpy() / np.float32(out_scale)), ort_q)

@@ -103,6 +103,11 @@ class Requant:
     # (SOPHON_REQUANT_FLOAT32, float32 scales): onnxruntime's, for ONNX QDQ models
     rounding: str = "fixed_point"
     scales: list[float] = dataclasses.field(default_factory=list)
+    # "float_conv" (SOPHON_REQUANT_FLOAT_CONV, onnxruntime's float Conv): scales are the
+    # filter scales; these the input's and output's float32 scales and the K block
+    input_scale: float = 0.0
+    output_scale: float = 0.0
+    k_block: int = 0
 
     @property
     def per_channel(self) -> bool:
@@ -138,6 +143,33 @@ def onnxruntime_requant(q: Requant, input_scale, weight_scales, output_scale) ->
     q.rounding = "float32"
     q.scales = [float(np.float32(np.float32(input_scale) * np.float32(ws)) / np.float32(output_scale))
                 for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return q
+
+
+def mlas_k_block(k: int, pixels: int) -> int:
+    """The K block of MLAS's float conv GEMM (MlasConvOperation's strides) for a
+    reduction of ``k`` taps over ``pixels`` output pixels: no cut while the pixels
+    outnumber K, else 128, doubled (up to 1024) while the N stride can halve (stays
+    above 16 and its half still covers the pixels)."""
+    if pixels >= k:
+        return max(k, 1)
+    stride_n, stride_k = 128, 128
+    while stride_n > 16 and stride_n // 2 >= pixels:
+        stride_n //= 2
+        stride_k *= 2
+    return stride_k
+
+
+def onnxruntime_float_conv_requant(q: Requant, input_scale, weight_scales, output_scale, k: int,
+                                   pixels: int) -> Requant:
+    """``q`` as onnxruntime runs an int8 QDQ Conv on x86, where its QDQ selector keeps
+    int8-activation convs unfused: DequantizeLinear, MLAS's float32 Conv (FMA sums in
+    K blocks of ``mlas_k_block``), QuantizeLinear (SOPHON_REQUANT_FLOAT_CONV)."""
+    q.rounding = "float_conv"
+    q.scales = [float(np.float32(ws)) for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    q.input_scale = float(np.float32(input_scale))
+    q.output_scale = float(np.float32(output_scale))
+    q.k_block = mlas_k_block(k, pixels)
     return q
 
 

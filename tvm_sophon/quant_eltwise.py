@@ -24,7 +24,8 @@ from .errors import SophonCompileError
 LUT_KINDS = {"requantize": 0, "logistic": 1, "tanh": 2, "hardswish": 3, "leakyrelu": 4,
              "elu": 5, "gelu": 6, "gelu_tanh": 7, "concat_rescale": 8, "relu": 9, "rsqrt": 10, "neg": 11}
 # sophon_binary_int8_op
-BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4, "MUL_FLOAT32": 5}
+BINARY_OPS = {"MUL": 0, "MAX": 1, "MIN": 2, "PRELU": 3, "SQUARED_DIFFERENCE": 4, "MUL_FLOAT32": 5,
+              "ADD_FLOAT": 6, "SUB_FLOAT": 7, "MUL_FLOAT": 8}
 
 
 class _Unary(ctypes.Structure):  # sophon_int8_unary
@@ -132,6 +133,11 @@ class BinaryParams:
     multiplier3: int = 0
     shift3: int = 0
     scale: float = 0.0   # MUL_FLOAT32 (onnxruntime's QLinearMul): a float32 value
+    # ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (onnxruntime's float op between DequantizeLinear and
+    # QuantizeLinear): the float32 scales of the inputs and the output
+    input1_scale: float = 0.0
+    input2_scale: float = 0.0
+    output_scale: float = 0.0
 
 
 def _f32_ratio(*factors, divisor) -> float:
@@ -155,6 +161,16 @@ def onnxruntime_mul_params(scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=
     scale = np.float32(np.float32(_scalar(scale1)) * np.float32(_scalar(scale2))) / np.float32(_scalar(out_scale))
     return BinaryParams("MUL_FLOAT32", _int(zp1), _int(zp2), _int(out_zp), act_min=int(act_min),
                         act_max=int(act_max), scale=float(np.float32(scale)))
+
+
+def onnxruntime_float_params(op: str, scale1, zp1, scale2, zp2, out_scale, out_zp, act_min=-128,
+                              act_max=127) -> BinaryParams:
+    """onnxruntime's Add / Sub / Mul of an ONNX QDQ model as it runs them on x86 (``op``
+    ADD_FLOAT, SUB_FLOAT or MUL_FLOAT): DequantizeLinear, the float32 op, QuantizeLinear."""
+    return BinaryParams(op, _int(zp1), _int(zp2), _int(out_zp), act_min=int(act_min), act_max=int(act_max),
+                        input1_scale=float(np.float32(_scalar(scale1))),
+                        input2_scale=float(np.float32(_scalar(scale2))),
+                        output_scale=float(np.float32(_scalar(out_scale))))
 
 
 def prelu_params(scale, zp, alpha_scale, alpha_zp, out_scale, out_zp) -> BinaryParams:

@@ -1,5 +1,6 @@
 /*
- * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU), beside the
+ * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU, MUL_FLOAT32 and
+ * onnxruntime's ADD_FLOAT, SUB_FLOAT, MUL_FLOAT), beside the
  * reference kernel of reference/sophon_tiu_eltwise_int8.c (the specification;
  * tests/test_fast_int8.py checks one against the other for equality). Same
  * operands, already checked by the instruction. Tasks own channels (batch item,
@@ -14,7 +15,9 @@
  * lane (multipliers >= 0, shifts in [-31, 30]: checked); the products
  * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
  * PRELU computes both branches and selects by the sign of x - zp1. MAX and MIN
- * are plain loops the compiler vectorises. So the outputs are bit-identical.
+ * are plain loops the compiler vectorises. The float ops (ADD_FLOAT, SUB_FLOAT,
+ * MUL_FLOAT) run their float32 steps on 8 or 16 float lanes, each one IEEE rounding as
+ * in the scalar sophon_binary_int8_float_op. So the outputs are bit-identical.
  *
  * lut_int8, out = table[in]: by channel, as above, with the table in a local copy
  * (plain C) or, with AVX-512 VBMI, 64 bytes at a time: vpermi2b looks up the low 7
@@ -93,9 +96,20 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
                 zp_out,
             p);
       break;
+    case SOPHON_BINARY_INT8_ADD_FLOAT:
+    case SOPHON_BINARY_INT8_SUB_FLOAT:
+    case SOPHON_BINARY_INT8_MUL_FLOAT: /* onnxruntime's float op between DQ and Q */
+      for (i = 0; i < count; ++i) out[i] = (int8_t)sophon_binary_int8_float_op(a[i], b[i * b_step], p);
+      break;
     case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
       break;
   }
+}
+
+/* ADD_FLOAT, SUB_FLOAT and MUL_FLOAT: the float ops (is_float_op) have vector loops. */
+static int is_float_op(sophon_binary_int8_op op) {
+  return op == SOPHON_BINARY_INT8_ADD_FLOAT || op == SOPHON_BINARY_INT8_SUB_FLOAT ||
+         op == SOPHON_BINARY_INT8_MUL_FLOAT;
 }
 
 #if SOPHON_X86_DISPATCH
@@ -124,7 +138,28 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i mul_prelu_avx2(
                           _mm256_set1_epi32(p->act_max));
 }
 
-/* binary_run for MUL and PRELU, 16 elements at a time. */
+/* sophon_binary_int8_float_op on 8 lanes: x, y are the int8 inputs widened to int32. Each
+ * float32 product, sum and quotient is one IEEE rounding, as in the scalar code (no fused
+ * multiply-add); clamping to the integers [act_min - zp, act_max - zp] before cvtps2dq's
+ * rounding (to nearest even, as nearbyintf) equals clamping after it. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i float_op_avx2(
+    __m256i x, __m256i y, const sophon_binary_int8_params* p) {
+  const __m256 fx = _mm256_mul_ps(
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(x, _mm256_set1_epi32(p->input1_zero_point))),
+      _mm256_set1_ps(p->input1_scale));
+  const __m256 fy = _mm256_mul_ps(
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(y, _mm256_set1_epi32(p->input2_zero_point))),
+      _mm256_set1_ps(p->input2_scale));
+  const __m256 value = p->op == SOPHON_BINARY_INT8_ADD_FLOAT   ? _mm256_add_ps(fx, fy)
+                       : p->op == SOPHON_BINARY_INT8_SUB_FLOAT ? _mm256_sub_ps(fx, fy)
+                                                               : _mm256_mul_ps(fx, fy);
+  __m256 q = _mm256_div_ps(value, _mm256_set1_ps(p->output_scale));
+  q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps((float)(p->act_min - p->output_zero_point))),
+                    _mm256_set1_ps((float)(p->act_max - p->output_zero_point)));
+  return _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(p->output_zero_point));
+}
+
+/* binary_run for MUL and PRELU (and, float_op_avx2, the float ops), 16 elements at a time. */
 SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int64_t b_step,
                                            int8_t* out, int64_t count,
                                            const sophon_binary_int8_params* params) {
@@ -135,9 +170,12 @@ SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int
     const __m128i a16 = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
     const __m128i b16 = b_step ? _mm_loadu_si128((const __m128i*)(const void*)(b + i))
                                : _mm_set1_epi8((char)b[0]);
-    const __m256i lo = mul_prelu_avx2(_mm256_cvtepi8_epi32(a16), _mm256_cvtepi8_epi32(b16), p);
-    const __m256i hi = mul_prelu_avx2(_mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8)),
-                                      _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8)), p);
+    const __m256i xlo = _mm256_cvtepi8_epi32(a16), ylo = _mm256_cvtepi8_epi32(b16);
+    const __m256i xhi = _mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8));
+    const __m256i yhi = _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8));
+    const int float_op = is_float_op(p->op);
+    const __m256i lo = float_op ? float_op_avx2(xlo, ylo, p) : mul_prelu_avx2(xlo, ylo, p);
+    const __m256i hi = float_op ? float_op_avx2(xhi, yhi, p) : mul_prelu_avx2(xhi, yhi, p);
     _mm_storeu_si128((__m128i*)(void*)(out + i), sophon_pack_bytes_avx2(lo, hi));
   }
   binary_run(a + i, b + i * b_step, b_step, out + i, count - i, p);
@@ -184,8 +222,26 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mul_float_avx512(
   return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(p->output_zero_point));
 }
 
-/* binary_run for MUL, PRELU and MUL_FLOAT32, 16 elements at a time (the last 16
- * through masks). */
+/* float_op_avx2 on 16 lanes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i float_op_avx512(
+    __m512i x, __m512i y, const sophon_binary_int8_params* p) {
+  const __m512 fx = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_sub_epi32(x, _mm512_set1_epi32(p->input1_zero_point))),
+      _mm512_set1_ps(p->input1_scale));
+  const __m512 fy = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_sub_epi32(y, _mm512_set1_epi32(p->input2_zero_point))),
+      _mm512_set1_ps(p->input2_scale));
+  const __m512 value = p->op == SOPHON_BINARY_INT8_ADD_FLOAT   ? _mm512_add_ps(fx, fy)
+                       : p->op == SOPHON_BINARY_INT8_SUB_FLOAT ? _mm512_sub_ps(fx, fy)
+                                                               : _mm512_mul_ps(fx, fy);
+  __m512 q = _mm512_div_ps(value, _mm512_set1_ps(p->output_scale));
+  q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps((float)(p->act_min - p->output_zero_point))),
+                    _mm512_set1_ps((float)(p->act_max - p->output_zero_point)));
+  return _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(p->output_zero_point));
+}
+
+/* binary_run for MUL, PRELU, MUL_FLOAT32 and the float ops, 16 elements at a time (the
+ * last 16 through masks). */
 SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b, int64_t b_step,
                                                int8_t* out, int64_t count,
                                                const sophon_binary_int8_params* params) {
@@ -199,7 +255,8 @@ SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b,
     const __m512i y = b_step ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, b + i))
                              : _mm512_set1_epi32(b[0]);
     const __m512i result = p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 ? mul_float_avx512(x, y, p)
-                                                                   : mul_prelu_avx512(x, y, p);
+                           : is_float_op(p->op)                     ? float_op_avx512(x, y, p)
+                                                                    : mul_prelu_avx512(x, y, p);
     _mm_mask_storeu_epi8(out + i, lanes, sophon_pack_bytes_avx512(result));
   }
 }
@@ -272,11 +329,12 @@ static void binary_task(void* ctx, int32_t task, int32_t tasks) {
     }
 #if SOPHON_X86_DISPATCH
     if (j->use_avx512 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU ||
-                          j->p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)) {
+                          j->p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 || is_float_op(j->p->op))) {
       mul_prelu_run_avx512(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
     }
-    if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
+    if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU ||
+                        is_float_op(j->p->op))) {
       mul_prelu_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
     }

@@ -552,8 +552,11 @@ static void test_fc_double_rounding_golden(void) {
     CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
   }
   q.scale = scale;
-  q.rounding = 3;
+  q.rounding = 4;
   CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  /* onnxruntime's float Conv arithmetic is conv2d_int8's only */
+  q.rounding = SOPHON_REQUANT_FLOAT_CONV;
+  CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_UNSUPPORTED);
   /* onnxruntime's float32 rounding (SOPHON_REQUANT_FLOAT32): 0.375 exact, no ties here */
   q.rounding = SOPHON_REQUANT_FLOAT32;
   CHECK_OK(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q));
@@ -1163,7 +1166,7 @@ static void test_reduce_softmax_program(void) {
   void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
   const int32_t m = 1 << 30, s = 1;
   const sophon_requant requants[1] = {
-      {1, -5, -128, 127, 0, &m, &s, SOPHON_REQUANT_FIXED_POINT, NULL}};
+      {1, -5, -128, 127, 0, &m, &s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0}};
   const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
@@ -1222,8 +1225,8 @@ static void test_program(void) {
   const sophon_conv_params convs[] = {{3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, {SOPHON_ACT_NONE, 0, 0, 0, 0}}};
   const sophon_pool_params pools[] = {{SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0}};
   const sophon_requant requants[] = {
-      {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL},
-      {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL}};
+      {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0},
+      {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0}};
   sophon_add_int8_params adds[1];
   /* the 24 pool outputs are re-read as fc input (1, 24, 1, 1): stored to DDR as
    * (1, 6, 2, 2) through globals[4] and loaded back through globals[5] */
