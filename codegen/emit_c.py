@@ -206,7 +206,7 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                               f"{b.output_zero_point}, {b.multiplier1}, {b.shift1}, {b.multiplier2}, {b.shift2}, "
                               f"{b.act_min}, {b.act_max}, {b.multiplier3}, {b.shift3}, "
                               f"{float(b.scale).hex()}f, {float(b.input1_scale).hex()}f, "
-                              f"{float(b.input2_scale).hex()}f, {float(b.output_scale).hex()}f}}")
+                              f"{float(b.input2_scale).hex()}f, {float(b.output_scale).hex()}f, {b.value_offset}}}")
             cmds.add(f"{{SOPHON_CMD_BINARY_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QPool2d):

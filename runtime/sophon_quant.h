@@ -101,8 +101,8 @@ typedef enum {
  *   is stored, each later one added to it);
  *   y = total + (float)bias * (float)(input_scale * scale[oc])   (bias's DequantizeLinear)
  *   out = clamp(output_zero_point + nearbyint(y / output_scale))  (halves to even)
- * k_block follows MLAS's SGEMM blocking for the whole layer (the compiler computes it:
- * 128, doubled up to 1024 while the output has few pixels; K when the pixels outnumber K).
+ * k_block is MLAS's K stride (128 in onnxruntime 1.32 on x86, measured on every conv of
+ * two YOLOv5s; the compiler passes it).
  */
 
 /*
@@ -219,7 +219,18 @@ typedef enum {
    *   zp_out + nearbyint((x op y) / output_scale)   (halves to even); multipliers unused */
   SOPHON_BINARY_INT8_ADD_FLOAT = 6,
   SOPHON_BINARY_INT8_SUB_FLOAT = 7,
-  SOPHON_BINARY_INT8_MUL_FLOAT = 8
+  SOPHON_BINARY_INT8_MUL_FLOAT = 8,
+  /* onnxruntime's QLinearAdd (MLAS's AVX2 kernel), what it runs for an ONNX QDQ Add whose
+   * group it fuses: with o = value_offset (128 where onnxruntime rewrote the int8 values
+   * to uint8, else 0), ratios r1 = input1_scale, r2 = input2_scale (scale1 / out_scale,
+   * scale2 / out_scale) and the constant output_scale = out_zp + o - fma(r1, zp1 + o,
+   * r2 * (zp2 + o)), all float32 (the compiler computes them; zero points unused here):
+   *   ADD_QLINEAR:           v = fma(a + o, r1, fma(b + o, r2, output_scale))
+   *   ADD_QLINEAR_BROADCAST: v = fma(a + o, r1, output_scale + (b + o) * r2)
+   *                          (b one value per run of a: MLAS's scalar-operand kernel)
+   *   out = clamp(nearbyint(v) - o)   (halves to even) */
+  SOPHON_BINARY_INT8_ADD_QLINEAR = 9,
+  SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST = 10
 } sophon_binary_int8_op;
 
 typedef struct {
@@ -230,11 +241,14 @@ typedef struct {
   int32_t act_min, act_max;
   int32_t multiplier3, shift3; /* SQUARED_DIFFERENCE's output rescale (others: 0, 0) */
   float scale;                 /* MUL_FLOAT32: scale1 * scale2 / out_scale in float32 (others: 0) */
-  float input1_scale, input2_scale, output_scale; /* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (others: 0) */
+  float input1_scale, input2_scale, output_scale; /* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT, ADD_QLINEAR*
+                                                     (others: 0) */
+  int32_t value_offset;                           /* ADD_QLINEAR*: 0 or 128 (others: 0) */
 } sophon_binary_int8_params;
 
-/* ADD_FLOAT, SUB_FLOAT or MUL_FLOAT (p->op) of one pair of int8 values x, y, clamped: the
- * reference arithmetic of those ops, shared by the reference and fast kernels. */
+/* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT, ADD_QLINEAR or ADD_QLINEAR_BROADCAST (p->op) of one
+ * pair of int8 values x, y, clamped: the reference arithmetic of those ops, shared by the
+ * reference and fast kernels. */
 int32_t sophon_binary_int8_float_op(int32_t x, int32_t y, const sophon_binary_int8_params* p);
 
 /* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */

@@ -58,7 +58,8 @@ class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
         "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")] + [
-        (name, ctypes.c_float) for name in ("scale", "input1_scale", "input2_scale", "output_scale")]
+        (name, ctypes.c_float) for name in ("scale", "input1_scale", "input2_scale", "output_scale")] + [
+        ("value_offset", ctypes.c_int32)]
 
 
 class LutInt8Params(ctypes.Structure):  # sophon_lut_int8_params
@@ -565,12 +566,15 @@ def binary_int8_params(draw):
     lo = draw(st.integers(-128, 127))
     hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
     # MUL, MAX, MIN, PRELU, MUL_FLOAT32 (onnxruntime's QLinearMul: a float32 scale),
-    # ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (onnxruntime's float ops: three float32 scales)
-    return BinaryInt8Params(draw(st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8])),
-                            *(draw(st.integers(-128, 127)) for _ in range(3)),
+    # ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (onnxruntime's float ops: three float32 scales),
+    # ADD_QLINEAR(_BROADCAST) (its QLinearAdd: two ratios, a constant, an offset)
+    op = draw(st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 9, 10]))
+    third = positive_scale() if op in (6, 7, 8) else draw(  # QLinearAdd: its constant, any sign
+        st.sampled_from([0.0, 0.5, -37.25]) | st.floats(-300, 300, width=32))
+    return BinaryInt8Params(op, *(draw(st.integers(-128, 127)) for _ in range(3)),
                             *pair(), *pair(), lo, hi, 0, 0,
                             draw(st.sampled_from([0.0, 1.0 / 256, 1.0]) | st.floats(0, 8, width=32)),
-                            positive_scale(), positive_scale(), positive_scale())
+                            positive_scale(), positive_scale(), third, draw(st.sampled_from([0, 128])))
 
 
 @settings(max_examples=100, deadline=None)
@@ -603,6 +607,41 @@ def float_op_expected(a, b, p):
     return np.clip(q, p.act_min, p.act_max).astype(np.int8)
 
 
+def qlinear_add_expected(a, b, p):
+    """onnxruntime's QLinearAdd (ADD_QLINEAR, ADD_QLINEAR_BROADCAST) in numpy from its
+    statement in sophon_quant.h: fused multiply-adds as exact float128 sums rounded once
+    to float32 (exact: each is a float32 times a 9-bit integer plus a float32)."""
+    f32, ld, o = np.float32, np.longdouble, p.value_offset
+    x = (a.astype(np.int32) + o).astype(ld)
+    y = (b.astype(np.int32) + o).astype(ld)
+    if p.op == 9:
+        partial = (y * ld(f32(p.input2_scale)) + ld(f32(p.output_scale))).astype(f32)
+    else:
+        partial = f32(p.output_scale) + (y.astype(f32) * f32(p.input2_scale)).astype(f32)
+    v = (x * ld(f32(p.input1_scale)) + partial.astype(ld)).astype(f32)
+    return np.clip(np.rint(v).astype(np.int64) - o, p.act_min, p.act_max).astype(np.int8)
+
+
+@pytest.mark.parametrize("op", [9, 10], ids=["add_qlinear", "add_qlinear_broadcast"])
+@pytest.mark.parametrize("offset", [0, 128])
+def test_binary_int8_qlinear_add_every_pair(devices, op, offset):
+    """onnxruntime's QLinearAdd on every int8 pair, int8 and uint8 (offset 128), with the
+    constants a real model gives (quant_eltwise.onnxruntime_qlinear_add_params) and with a
+    constant on a half: the reference equals numpy's statement, the fast kernels the reference."""
+    from tvm_sophon import quant_eltwise as qe
+
+    grid = np.arange(-128, 128, dtype=np.int8)
+    a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
+    b = np.tile(grid, 256).reshape(1, 64, 32, 32)
+    real = qe.onnxruntime_qlinear_add_params(0.0213, -3, 0.0187, 9, 0.0311, 4, offset == 128, op == 10)
+    for p in (BinaryInt8Params(op, real.input1_zero_point, real.input2_zero_point, real.output_zero_point,
+                               0, 0, 0, 0, -128, 127, 0, 0, 0.0, real.input1_scale, real.input2_scale,
+                               real.output_scale, real.value_offset),
+              BinaryInt8Params(op, 0, 0, 0, 0, 0, 0, 0, -100, 90, 0, 0, 0.0, 0.5, 0.25, 0.5 - offset * 0.75, offset)):
+        ref = assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, False))
+        np.testing.assert_array_equal(ref, qlinear_add_expected(a, b, p))
+
+
 @pytest.mark.parametrize("op", [6, 7, 8], ids=["add_float", "sub_float", "mul_float"])
 def test_binary_int8_float_ops_every_pair(devices, op):
     """onnxruntime's float Add / Sub / Mul of an ONNX QDQ model on every int8 pair, with
@@ -614,13 +653,14 @@ def test_binary_int8_float_ops_every_pair(devices, op):
     for scales, zps, act in (((0.5, 0.25, 1.0), (-3, 7, 1), (-128, 127)),
                              ((0.0213, 0.0187, 0.0402), (5, -9, -2), (-128, 127)),
                              ((0.0213, 0.0187, 0.0131), (0, 0, -128), (-128, 100))):
-        p = BinaryInt8Params(op, *zps, 0, 0, 0, 0, *act, 0, 0, 0.0, *scales)
+        p = BinaryInt8Params(op, *zps, 0, 0, 0, 0, *act, 0, 0, 0.0, *scales, 0)
         ref = assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, False))
         np.testing.assert_array_equal(ref, float_op_expected(a, b, p))
 
 
-@pytest.mark.parametrize("op", [0, 1, 2, 3, 5, 6, 7, 8],
-                         ids=["mul", "max", "min", "prelu", "mul_float32", "add_float", "sub_float", "mul_float"])
+@pytest.mark.parametrize("op", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10],
+                         ids=["mul", "max", "min", "prelu", "mul_float32", "add_float", "sub_float", "mul_float",
+                              "add_qlinear", "add_qlinear_broadcast"])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     """b one value per channel on planes of at least 1024 elements (an SE block's
@@ -631,7 +671,7 @@ def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     a = rng.integers(-128, 128, shape, dtype=np.int8)
     a.reshape(2, 5, -1)[:, :, 40:296] = np.arange(-128, 128).astype(np.int8)
     b = rng.integers(-128, 128, (2, 5, 1, 1), dtype=np.int8)
-    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120, 0, 0, 0.0123, 0.031, 0.017, 0.045)
+    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120, 0, 0, 0.0123, 0.031, 0.017, 0.045, 128)
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 

@@ -941,6 +941,26 @@ static void test_binary_int8_golden(void) {
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
   p.scale = 0.0f;
 
+  /* onnxruntime's float ops need three positive finite scales; QLinearAdd an offset of 0
+   * or 128 and finite constants */
+  p.op = SOPHON_BINARY_INT8_ADD_FLOAT;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.input1_scale = p.input2_scale = p.output_scale = 0.5f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 16); /* a[0] 10, b[0] 6: (5 + 3) / 0.5 */
+  p.op = SOPHON_BINARY_INT8_ADD_QLINEAR;
+  p.value_offset = 64;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.value_offset = 128; /* the same add in uint8: ratios 1, constant 0 + 128 - (128 + 128) */
+  p.input1_scale = p.input2_scale = 1.0f;
+  p.output_scale = -128.0f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 16); /* 138 + 134 - 128 = 144, less the offset */
+  p.input1_scale = p.input2_scale = p.output_scale = 0.0f;
+  p.value_offset = 0;
+
   p.op = SOPHON_BINARY_INT8_MAX;
   CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
   CHECK_OK(dev, store(dev, &out, got));
@@ -964,9 +984,9 @@ static void test_binary_int8_golden(void) {
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
   CHECK_ERROR_HAS(dev, "negative");
   p.multiplier2 = 1 << 30;
-  p.op = (sophon_binary_int8_op)9;
+  p.op = (sophon_binary_int8_op)11;
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
-  CHECK_ERROR_HAS(dev, "unknown op 9");
+  CHECK_ERROR_HAS(dev, "unknown op 11");
   p.op = SOPHON_BINARY_INT8_MUL;
   p.output_zero_point = 300;
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
