@@ -377,6 +377,41 @@ def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
     assert_identical(devices, lambda dev: run_conv(dev, x, weight, None, params, q, (1, 5, 9, 9)))
 
 
+@pytest.mark.parametrize("rounding", ["fixed", "float32"])
+@pytest.mark.parametrize("in_zp", [-128, 127, 0])
+@pytest.mark.parametrize("geometry", [
+    # (h, w, kernel, stride, pad): one output row per vector with a partial last vector
+    # (w 37), two rows per vector (outputs 7 and 5 wide, an odd row count), a 5x5 kernel
+    # (two quads of taps), stride 3, padding wider than the kernel reach on one side
+    (9, 37, 3, 1, 1), (7, 7, 3, 1, 1), (10, 10, 3, 2, 1), (11, 13, 5, 1, 2), (8, 50, 3, 3, 0),
+    (6, 20, 3, 1, (0, 2, 1, 0))])
+@pytest.mark.parametrize("requant", ["typical", "any"])
+def test_fast_depthwise_int8_extreme_operands(devices, geometry, in_zp, rounding, requant):
+    """Depthwise convs with the largest products (weights -128, inputs at the far end from
+    the zero point) in most channels and random values in the others, padding taps on
+    every side; "typical" requantization spreads the random channels over the int8 range,
+    "any" draws it and the bias over the whole checked range (mostly saturated outputs:
+    each clamp branch)."""
+    h, w, k, s, pad = geometry
+    pad = pad if isinstance(pad, tuple) else (pad,) * 4
+    far = 127 if in_zp <= 0 else -128
+    rng = np.random.default_rng(h * w + k)
+    c = 19
+    x = rng.integers(-128, 128, (1, c, h, w), dtype=np.int8)
+    x[:, :12] = far
+    weight = rng.integers(-128, 128, (c, 1, k, k), dtype=np.int8)
+    weight[:12] = -128
+    bias = random_bias(rng, c, "extreme" if requant == "any" else "small")
+    q = with_rounding(make_requant(rng, c, k * k, True, in_zp, 3, (-100, 120), requant), rounding)
+    params = conv_params((k, k), (s, s), pad, (1, 1), c)
+    oh = (h + pad[0] + pad[2] - k) // s + 1
+    ow = (w + pad[1] + pad[3] - k) // s + 1
+    ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q,
+                                                         (1, c, oh, ow)))
+    if requant == "typical":  # the random channels' outputs spread over the range
+        assert len(np.unique(ref[:, 12:])) > 30, "requantization saturates: the case checks little"
+
+
 # --------------------------------------------------------------------- fc
 
 def run_fc(dev: Device, x, weight, bias, q):
