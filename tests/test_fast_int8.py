@@ -602,15 +602,24 @@ def run_reduce_int8(dev: Device, x, kind, q):
 @given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 5, 33]),
                        st.sampled_from([1, 49, 400]), st.sampled_from([1, 3, 300])),
        kind=st.integers(0, 3), in_zp=st.sampled_from([-128, -3, 127]),
-       act=st.sampled_from([(-128, 127), (-20, 60)]), seed=st.integers(0, 2**16))
-def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, seed):
+       act=st.sampled_from([(-128, 127), (-20, 60)]), rounding=st.sampled_from(["fixed", "float32"]),
+       seed=st.integers(0, 2**16))
+def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, rounding, seed):
     """SUM, MEAN, MAX, MIN over h: one column (a global pool laid out as (N, C, HW, 1)),
     a few, and more than the kernel's 256-column chunk; all inputs at the far end
-    from the zero point in one channel (the largest sums)."""
+    from the zero point in one channel (the largest sums). "float32" is onnxruntime's
+    QLinearGlobalAveragePool rounding: one float32 scale, 1 / H folded in for a MEAN."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, shape, dtype=np.int8)
     x[:, 0] = 127 if in_zp < 0 else -128
     q = None if kind >= 2 else make_requant(rng, 1, shape[2], False, in_zp, 5, act)
+    if q is not None and rounding == "float32":
+        (multiplier,), (shift,) = q._keep
+        # not the fixed-point multiplier's value: a kernel that took that one would differ
+        real = 0.77 * multiplier * 2.0 ** (shift - 31) / (shape[2] if kind == 1 else 1)
+        scale = (ctypes.c_double * 1)(float(np.float32(real)))
+        q.rounding, q.scale = ROUNDINGS["float32"], ctypes.cast(scale, ctypes.POINTER(ctypes.c_double))
+        q._keep += (scale,)
     assert_identical(devices, lambda dev: run_reduce_int8(dev, x, kind, q))
 
 

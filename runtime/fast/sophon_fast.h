@@ -60,7 +60,8 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                             const sophon_local* b, const sophon_binary_int8_params* p);
 /* sophon_fast_int8_eltwise.c: reduce_int8 over h, bit-identical to its reference
- * kernel (reference/sophon_tiu_reduce_int8.c); always 0. */
+ * kernel (reference/sophon_tiu_reduce_int8.c), SUM and MEAN in fixed point or
+ * float32 (SOPHON_REQUANT_FLOAT32); declines (nonzero) other roundings. */
 int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
 /* sophon_fast_int8_binary.c: ... and lut_int8 (the table lookup; with AVX-512 VBMI 64 bytes at a time),
