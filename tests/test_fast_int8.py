@@ -83,6 +83,7 @@ def _lib():
     lib.sophon_tiu_conv2d_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                            P(LocalStruct), P(LocalStruct), P(ConvParamsStruct),
                                            P(Requant)]
+    lib.sophon_tiu_conv2d_transpose_int8.argtypes = lib.sophon_tiu_conv2d_int8.argtypes
     lib.sophon_tiu_fc_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                        P(LocalStruct), P(LocalStruct), P(Requant)]
     lib.sophon_tiu_add_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
@@ -410,6 +411,54 @@ def test_fast_depthwise_int8_extreme_operands(devices, geometry, in_zp, rounding
                                                          (1, c, oh, ow)))
     if requant == "typical":  # the random channels' outputs spread over the range
         assert len(np.unique(ref[:, 12:])) > 30, "requantization saturates: the case checks little"
+
+
+# ---------------------------------------------------- conv2d_transpose
+
+def run_deconv(dev: Device, x, weight, bias, params, q, out_shape):
+    dev.next_addr = 0
+    t_in = dev.put(x)
+    t_w = dev.put(weight, I8, COMPACT)  # (1, IC, OC/groups, KH*KW)
+    t_b = dev.put(bias.reshape(1, -1, 1, 1), I32, COMPACT) if bias is not None else None
+    t_out = dev.alloc(out_shape)
+    dev.check(dev.lib.sophon_tiu_conv2d_transpose_int8(
+        dev.handle, ctypes.byref(t_out), ctypes.byref(t_in), ctypes.byref(t_w),
+        ctypes.byref(t_b) if t_b is not None else None, ctypes.byref(params), ctypes.byref(q)))
+    return dev.store(t_out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.sampled_from([1, 2]), groups=st.sampled_from([1, 1, 2]),
+       icg=st.sampled_from([1, 3, 8]), ocg=st.sampled_from([1, 4, 7]),
+       h=st.sampled_from([1, 3, 6]), w=st.sampled_from([1, 5, 17]),
+       kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), extra=st.tuples(st.integers(-1, 2), st.integers(-1, 2)),
+       bias=st.sampled_from(["none", "small", "extreme"]), per_channel=st.booleans(),
+       requant=st.sampled_from(["typical", "typical", "any"]), in_zp=st.sampled_from([0, -128, 127, 5]),
+       rounding=st.sampled_from(["fixed", "float32"]), seed=st.integers(0, 2**16))
+def test_fast_conv2d_transpose_int8_is_bit_identical(devices, n, groups, icg, ocg, h, w, kernel,
+                                                     stride, dilation, pad, extra, bias, per_channel,
+                                                     requant, in_zp, rounding, seed):
+    """Transposed convs with groups, strides, dilations, top/left padding and outputs a
+    little shorter or longer than the full transposed size (taps that land outside and
+    output columns no tap reaches); the largest products in the first input channel."""
+    rng = np.random.default_rng(seed)
+    ic, oc = groups * icg, groups * ocg
+    kh, kw = kernel
+    x = rng.integers(-128, 128, (n, ic, h, w), dtype=np.int8)
+    x[:, 0] = 127 if in_zp <= 0 else -128
+    weight = rng.integers(-128, 128, (1, ic, ocg, kh * kw), dtype=np.int8)
+    weight[:, 0] = -128
+    oh = max(1, (h - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - pad[0] + extra[0])
+    ow = max(1, (w - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - pad[1] + extra[1])
+    q = with_rounding(make_requant(rng, oc, icg * kh * kw, per_channel, in_zp, -2, (-128, 127),
+                                   requant), rounding)
+    params = ConvParamsStruct(kh, kw, stride[0], stride[1], pad[0], pad[1], 0, 0, dilation[0],
+                              dilation[1], groups, ActivationStruct(0, 0.0, 0.0, 0.0))
+    b = random_bias(rng, oc, bias)
+    assert_identical(devices, lambda dev: run_deconv(dev, x, weight, b, params, q, (n, oc, oh, ow)))
 
 
 # --------------------------------------------------------------------- fc

@@ -59,6 +59,13 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
  * reference/sophon_tiu_eltwise_int8.c. */
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                             const sophon_local* b, const sophon_binary_int8_params* p);
+/* sophon_fast_int8_deconv.c: conv2d_transpose_int8 by output rows, bit-identical to
+ * the reference kernel; 0, or -1 for a rounding other than fixed point and float32 or
+ * when scratch cannot be had. */
+int sophon_fast_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, const sophon_local* weight,
+                                      const sophon_local* bias, const sophon_conv_params* p,
+                                      const sophon_requant* q);
 /* sophon_fast_int8_eltwise.c: reduce_int8 over h, bit-identical to its reference
  * kernel (reference/sophon_tiu_reduce_int8.c), SUM and MEAN in fixed point or
  * float32 (SOPHON_REQUANT_FLOAT32); declines (nonzero) other roundings. */
