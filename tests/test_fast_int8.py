@@ -608,6 +608,34 @@ def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 17]),
+                       st.sampled_from([1, 7, 33]), st.sampled_from([1, 5, 40])),
+       b_kind=st.sampled_from(["full", "full", "per_channel", "scalar", "rows"]),
+       zps=st.tuples(*(st.integers(-128, 127) for _ in range(3))),
+       multipliers=st.tuples(*(st.integers(1 << 30, (1 << 31) - 1) | st.sampled_from([0, (1 << 31) - 1])
+                               for _ in range(3))),
+       shifts=st.tuples(st.integers(-10, 0), st.integers(-10, 0), st.integers(-31, 0)),
+       act=st.sampled_from([(-128, 127), (-20, 90)]), inplace=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_fast_binary_int8_squared_difference(devices, shape, b_kind, zps, multipliers, shifts, act,
+                                             inplace, seed):
+    """SQUARED_DIFFERENCE (TFLite's squared_difference.cc, ConvNeXt's LayerNorm): planes
+    shorter and longer than the 256 elements from which the fast kernel tabulates the
+    input rescales, b of a's shape, one per channel (the per-channel table on planes of
+    1024 and more), one value and along w (the reference's path); multipliers up to
+    2^31 - 1 (squares that saturate) and output shifts over the whole checked range."""
+    n, c, h, w = shape
+    b_shape = {"full": shape, "per_channel": (n, c, 1, 1), "scalar": (1, 1, 1, 1),
+               "rows": (n, c, h, 1)}[b_kind]
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, shape, dtype=np.int8)
+    b = rng.integers(-128, 128, b_shape, dtype=np.int8)
+    p = BinaryInt8Params(4, *zps, multipliers[0], shifts[0], multipliers[1], shifts[1], *act,
+                         multipliers[2], shifts[2], 0.0)
+    assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
+
+
 # --------------------------------------------------------------- lut_int8
 
 def run_lut_int8(dev: Device, x, table, inplace, window=(0, 0)):

@@ -54,7 +54,7 @@ int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const soph
                          const sophon_local* b, const sophon_add_int8_params* p);
 int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_pool_params* p, int32_t act_min, int32_t act_max);
-/* sophon_fast_int8_binary.c: fast binary_int8 (MUL, MAX, MIN, PRELU; b of out's
+/* sophon_fast_int8_binary.c: fast binary_int8 (every op; b of out's
  * shape or one value per channel, else -1), bit-identical to the reference kernel of
  * reference/sophon_tiu_eltwise_int8.c. */
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
