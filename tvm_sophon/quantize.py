@@ -235,8 +235,8 @@ def _find_layers(bindings) -> dict:
             if name == "relax.nn.avg_pool2d" and value.attrs.count_include_pad and any(
                     int(p) for p in value.attrs.padding):
                 continue  # TFLite's int8 average divides by the in-bounds taps only
-            if value.attrs.ceil_mode:
-                continue
+            if name == "relax.nn.avg_pool2d" and value.attrs.ceil_mode:
+                continue  # (a max pool's ceil-mode windows take the max of what they cover, as the chip's)
             layers[var] = _Layer(model_name(value) or var.name, name.split(".")[-1], chain, [value.args[0]], var)
     order = {var: i for i, (var, _) in enumerate(bindings)}
     return dict(sorted(layers.items(), key=lambda item: order[item[0]]))   # in the model's order
