@@ -649,3 +649,19 @@ def test_ptq_ceil_mode_max_pool_is_int8():
     assert _host_ops(offload) == [("relax.quantize", (1, 4, 8, 8)), ("relax.dequantize", (1, 4, 4, 4))]
     for _, got, want, _ in _chip_and_llvm(quantized, (1, 4, 8, 8), rng):
         np.testing.assert_array_equal(got, want)   # a max of int8 values: exact
+
+
+@pytest.mark.parametrize("module, shape, kinds", [
+    (PooledLayerNorm, (1, 16), {"affine", "rsqrt", "mean", "mul", "sub"}),
+    (DetectDecode, (1, 3, 4, 4, 2), {"sigmoid", "mul", "sub", "add"})])
+def test_compare_lists_the_new_int8_chains_per_layer(module, shape, kinds):
+    """``compare`` runs these chains int8 on the chip and lists each layer against
+    FP32 (TVM's llvm build of the float module)."""
+    rng = np.random.default_rng(13)
+    inputs = [{"x": rng.standard_normal(shape).astype("float32")} for _ in range(3)]
+    result = tvm_sophon.compare(module, inputs, method="max")
+    assert kinds <= {l.kind for l in result.layers}, result.format()
+    assert all(l.int8 for l in result.layers), result.format()
+    # 8-bit activations through at most ~8 layers of these chains: each layer's output
+    # stays within cosine 0.99 of FP32 (the fallback threshold; measured >= 0.9998)
+    assert min(l.cosine for l in result.layers) >= 0.99, result.format()
