@@ -631,6 +631,28 @@ class _Analysis:
         return quant.onnxruntime_requant(q, x_scale, w_scale, out_scale) \
             if self.int8_arithmetic == "onnxruntime" else q
 
+    def qresize_layer(self, comp: _Composite, out_scale=None, out_zp=None) -> None:
+        """An int8 resize: TFLite's keeps the input's quantization
+        (int8_movement.rule_same_as_input); onnxruntime's dequantizes, resizes in
+        f32 and quantizes (a resize of the int8 tensor itself keeps it)."""
+        from tvm_sophon.patterns.resize import resize_modes
+
+        root = comp.calls_of("relax.image.resize2d")[0]
+        view = P.layout_view(str(root.attrs.layout))
+        method, coord, rounding = resize_modes(root.attrs)
+        x, ort = comp.region_value(root.args[0]), None
+        if self.int8_arithmetic == "onnxruntime":
+            ort = (1.0, 0, 1.0, 0)
+            if out_scale is not None:
+                x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+                def first(v):  # per-tensor (int8_movement.rule_per_tensor)
+                    return np.asarray(v).reshape(-1)[0]
+
+                ort = (float(np.float32(first(x_scale))), int(first(x_zp)),
+                       float(np.float32(first(out_scale))), int(first(out_zp)))
+        return self.add(comp, "resize", view, [self.operand(x, view)], [], method=method, coord=coord,
+                        rounding=rounding, onnxruntime=ort)
+
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
@@ -642,14 +664,8 @@ class _Analysis:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
         if comp.pattern == "sophon.qconcat":  # bytes; an input quantized otherwise is rescaled first
             return movement.analyze_qconcat(self, comp, out_scale, out_zp)
-        if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
-            from tvm_sophon.patterns.resize import resize_modes
-
-            root = comp.calls_of("relax.image.resize2d")[0]
-            view = P.layout_view(str(root.attrs.layout))
-            method, coord, rounding = resize_modes(root.attrs)
-            return self.add(comp, "resize", view, [self.operand(comp.region_value(root.args[0]), view)], [],
-                            method=method, coord=coord, rounding=rounding)
+        if comp.pattern == "sophon.qresize2d":
+            return self.qresize_layer(comp, out_scale, out_zp) if quantize else self.qresize_layer(comp)
         if comp.pattern.startswith("sophon.qconv2d_transpose"):
             root = comp.calls_of("relax.nn.conv2d_transpose")[0]
             attrs = root.attrs

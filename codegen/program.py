@@ -342,6 +342,9 @@ class Resize:
     in_row0: int = 0
     out_row0: int = 0
     pattern: str = ""
+    # an int8 resize in onnxruntime's arithmetic: (input scale, input zero point,
+    # output scale, output zero point); None: TFLite's (or a float resize)
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass

@@ -742,7 +742,7 @@ class Lowering:
         elif layer.kind == "resize":
             step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
                             full_dims(layer.acts[0])[2], full_dims(layer.out)[2],
-                            geo.acts[0][2], geo.out[2], layer.pattern)
+                            geo.acts[0][2], geo.out[2], layer.pattern, a.get("onnxruntime"))
         elif layer.kind == "qconv2d":
             step = P.QConv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["groups"], a["requant"], layer.pattern)

@@ -432,12 +432,22 @@ typedef enum {
 /* The image's full heights and where the operands' rows sit in it, so that a band
  * of output rows can be computed from the band of input rows it reads. Widths are
  * never sliced: in->w and out->w are the full widths. */
+/* Whose arithmetic an int8 resize (sophon_tiu_resize_int8) follows; the f32
+ * resize ignores it and the quantization fields after it. */
+typedef enum {
+  SOPHON_RESIZE_INT8_TFLITE = 0,      /* TFLite's int8 kernels, the quantization kept */
+  SOPHON_RESIZE_INT8_ONNXRUNTIME = 1  /* onnxruntime's QDQ Resize, in f32 (sophon_quant.h) */
+} sophon_resize_arithmetic;
+
 typedef struct {
   sophon_resize_method method;
   sophon_resize_coord coord;
   sophon_resize_rounding rounding;
   int32_t in_h, out_h;        /* full image heights */
   int32_t in_row0, out_row0;  /* first image row held by in / out */
+  sophon_resize_arithmetic arithmetic;      /* int8 only */
+  float input_scale, output_scale;          /* int8 ONNXRUNTIME only */
+  int32_t input_zero_point, output_zero_point;
 } sophon_resize_params;
 
 /*

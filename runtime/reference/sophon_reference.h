@@ -120,7 +120,7 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
-/* TFLite's int8 resizes (keeping the input's quantization), same params. */
+/* The int8 resizes, TFLite's or onnxruntime's by p->arithmetic (sophon_quant.h), same params. */
 void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
