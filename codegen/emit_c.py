@@ -85,7 +85,17 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         return pools.add(f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, "
                          f"{step.strides[0]}, {step.strides[1]}, {t}, {l}, {b}, {rr}, "
                          f"{step.dilation[0]}, {step.dilation[1]}, "
-                         f"{int(getattr(step, 'count_include_pad', 0))}}}")
+                         f"{int(getattr(step, 'count_include_pad', 0))}"
+                         f"{onnxruntime_fields(getattr(step, 'onnxruntime', None))}}}")
+
+    def onnxruntime_fields(quantization) -> str:
+        """The int8 arithmetic and quantization fields of an int8 pool or resize in
+        onnxruntime's arithmetic (none: TFLite's, the zero default)."""
+        if quantization is None:
+            return ""
+        s_in, z_in, s_out, z_out = quantization
+        return f", SOPHON_INT8_ONNXRUNTIME, {float(s_in).hex()}f, {float(s_out).hex()}f, {int(z_in)}, {int(z_out)}"
+
 
     def requant(q) -> int:
         """A sophon_requant row; its multipliers and shifts are static arrays."""
@@ -173,13 +183,9 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             cmds.add(f"{{SOPHON_CMD_REDUCE, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, -1}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Resize):
-            ort = ""
-            if step.onnxruntime is not None:  # the int8 arithmetic and quantization fields
-                s_in, z_in, s_out, z_out = step.onnxruntime
-                ort = (f", SOPHON_RESIZE_INT8_ONNXRUNTIME, {float(s_in).hex()}f, {float(s_out).hex()}f, {int(z_in)}, "
-                       f"{int(z_out)}")
             p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
-                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}{ort}}}")
+                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}"
+                            f"{onnxruntime_fields(step.onnxruntime)}}}")
             kind = "SOPHON_CMD_RESIZE_INT8" if step.out.tensor.dtype == "int8" else "SOPHON_CMD_RESIZE"
             cmds.add(f"{{{kind}, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)

@@ -81,6 +81,16 @@ def _ints(values) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp) -> tuple:
+    """(input scale, input zero point, output scale, output zero point) of an int8
+    op in onnxruntime's arithmetic, from per-tensor constants (its pattern checks)."""
+    def first(v):
+        return np.asarray(v).reshape(-1)[0]
+
+    return (float(np.float32(first(x_scale))), int(first(x_zp)), float(np.float32(first(out_scale))),
+            int(first(out_zp)))
+
+
 def _scalar(expr) -> float:
     if isinstance(expr, (IntImm, FloatImm)):
         return float(expr.value)
@@ -643,13 +653,9 @@ class _Analysis:
         x, ort = comp.region_value(root.args[0]), None
         if self.int8_arithmetic == "onnxruntime":
             ort = (1.0, 0, 1.0, 0)
-            if out_scale is not None:
+            if out_scale is not None:  # per-tensor (int8_movement.rule_per_tensor)
                 x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
-                def first(v):  # per-tensor (int8_movement.rule_per_tensor)
-                    return np.asarray(v).reshape(-1)[0]
-
-                ort = (float(np.float32(first(x_scale))), int(first(x_zp)),
-                       float(np.float32(first(out_scale))), int(first(out_zp)))
+                ort = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
         return self.add(comp, "resize", view, [self.operand(x, view)], [], method=method, coord=coord,
                         rounding=rounding, onnxruntime=ort)
 
@@ -722,15 +728,20 @@ class _Analysis:
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
         elif _qeltwise_name(comp.pattern) in ("qsubtract", *UNARY, *QBINARY):
             self.qeltwise_layer(comp, out_scale, out_zp)
-        else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d
+        else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d(_qdq)
             kind = "MAX" if comp.pattern.startswith("sophon.qmax_pool2d") else "AVG"
             root = comp.calls_of("relax.nn.max_pool2d" if kind == "MAX" else "relax.nn.avg_pool2d")[0]
             attrs = root.attrs
             view = P.layout_view(str(attrs.layout))
-            self.add(comp, "qpool2d", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+            x, ort, count_include_pad = comp.region_value(root.args[0]), None, False
+            if comp.pattern == "sophon.qavg_pool2d_qdq":  # onnxruntime's QLinearAveragePool
+                x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+                ort = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
+                count_include_pad = bool(attrs.count_include_pad)
+            self.add(comp, "qpool2d", view, [self.operand(x, view)], [],
                      kind=kind, kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
                      padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
-                     count_include_pad=False, act_min=act_min, act_max=act_max)
+                     count_include_pad=count_include_pad, act_min=act_min, act_max=act_max, onnxruntime=ort)
 
     def qeltwise_layer(self, comp: _Composite, out_scale, out_zp) -> None:
         """An int8 element-wise chain (patterns/int8_eltwise.py): a unary op as a

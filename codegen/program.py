@@ -394,6 +394,10 @@ class QPool2d:
     act_min: int = -128
     act_max: int = 127
     pattern: str = ""
+    count_include_pad: bool = False
+    # an average in onnxruntime's arithmetic (QLinearAveragePool): (input scale, input
+    # zero point, output scale, output zero point); None: TFLite's
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass

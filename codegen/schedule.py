@@ -756,7 +756,8 @@ class Lowering:
             step = P.QBinary(out, acts[0], acts[1], a["params"], layer.pattern)
         elif layer.kind == "qpool2d":
             step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
-                             a["dilation"], a["act_min"], a["act_max"], layer.pattern)
+                             a["dilation"], a["act_min"], a["act_max"], layer.pattern,
+                             a.get("count_include_pad", False), a.get("onnxruntime"))
         elif layer.kind == "qreduce":
             step = P.QReduce(out, acts[0], a["kind"], a["requant"], layer.pattern)
         elif layer.kind == "qsoftmax":

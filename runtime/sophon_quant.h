@@ -216,13 +216,13 @@ sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_
 
 /* An int8 resize, params as sophon_tiu_resize, in one of two arithmetics:
  *
- * SOPHON_RESIZE_INT8_TFLITE: TFLite's int8 RESIZE_NEAREST_NEIGHBOR and
+ * SOPHON_INT8_TFLITE: TFLite's int8 RESIZE_NEAREST_NEIGHBOR and
  * RESIZE_BILINEAR (the int8 reference kernels: nearest index in f32, bilinear in
  * 10-bit fixed point), the input's quantization kept. coord is ASYMMETRIC,
  * ALIGN_CORNERS (align_corners) or HALF_PIXEL (half_pixel_centers; nearest also
  * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode.
  *
- * SOPHON_RESIZE_INT8_ONNXRUNTIME: what onnxruntime's CPU provider runs for an
+ * SOPHON_INT8_ONNXRUNTIME: what onnxruntime's CPU provider runs for an
  * ONNX QDQ DequantizeLinear -> Resize -> QuantizeLinear, all in f32. Along each
  * axis, with s = out_size / in_size (f32; 1 keeps v = x):
  *   HALF_PIXEL v = (x + 0.5) / s - 0.5, PYTORCH_HALF_PIXEL the same but 0 when

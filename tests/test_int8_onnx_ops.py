@@ -6,7 +6,12 @@ onnxruntime's quantizer writes an op, with the quantizations chosen by the test
 onnxruntime's CPU provider compare exactly. What onnxruntime runs for each op
 (its QDQ transformer's choice, read from SessionOptions.optimized_model_filepath):
 - Resize: nearest with one quantization on the int8 values (the DQ/Q dropped);
-  linear, or nearest that requantizes, in f32 between the DQ and the Q.
+  linear, or nearest that requantizes, in f32 between the DQ and the Q. (The
+  source coordinate divides by out/in: a ``scales`` input other than that ratio,
+  e.g. 1.7 on 5 pixels, which TVM's importer turns into sizes, would differ.)
+- AveragePool: com.microsoft QLinearAveragePool (f32 sum of the dequantized taps).
+- Pad: in f32 between the DQ and the Q: with one quantization an int8 pad of the
+  zero point.
 """
 import ctypes
 
@@ -21,7 +26,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 import tvm_sophon  # noqa: E402
-from tvm_sophon.cost import runtime_library  # noqa: E402
+from tvm_sophon.cost import PoolParamsStruct, ResizeParamsStruct, runtime_library  # noqa: E402
 from tvm_sophon.frontend import load  # noqa: E402
 from test_int8_kernels import I8, OK, Device  # noqa: E402
 
@@ -78,18 +83,10 @@ def _inputs(shape, seed):
 # ------------------------------------------------------------------ Resize
 
 
-class ResizeParams(ctypes.Structure):  # sophon_resize_params (runtime/sophon.h)
-    _fields_ = [("method", ctypes.c_int), ("coord", ctypes.c_int), ("rounding", ctypes.c_int),
-                ("in_h", ctypes.c_int32), ("out_h", ctypes.c_int32), ("in_row0", ctypes.c_int32),
-                ("out_row0", ctypes.c_int32), ("arithmetic", ctypes.c_int), ("input_scale", ctypes.c_float),
-                ("output_scale", ctypes.c_float), ("input_zero_point", ctypes.c_int32),
-                ("output_zero_point", ctypes.c_int32)]
-
-
 METHODS = {"nearest": 0, "linear": 1}
 COORDS = {"half_pixel": 0, "align_corners": 1, "asymmetric": 2, "pytorch_half_pixel": 3, "tf_half_pixel_for_nn": 4}
 NEAREST_MODES = {"round_prefer_floor": 1, "round_prefer_ceil": 2, "floor": 3, "ceil": 4}
-ONNXRUNTIME = 1
+ONNXRUNTIME = 1  # SOPHON_INT8_ONNXRUNTIME
 SAME = (0.0247, -128, 0.0247, -128)
 REQ = (0.031, 5, 0.0173, -17)
 
@@ -134,7 +131,7 @@ def test_resize_int8_onnxruntime_matches_onnxruntime(dev, tmp_path, case):
     expected = _onnxruntime(_resize_model(tmp_path / "r.onnx", shape, (oh, ow), mode, coord, nearest, quant), x)
     s_in, z_in, s_out, z_out = quant
     for out_row0, rows in ((0, oh), (oh // 2, oh - oh // 2)):
-        params = ResizeParams(METHODS[mode], COORDS[coord], NEAREST_MODES[nearest], shape[2], oh, 0, out_row0,
+        params = ResizeParamsStruct(METHODS[mode], COORDS[coord], NEAREST_MODES[nearest], shape[2], oh, 0, out_row0,
                               ONNXRUNTIME, s_in, s_out, z_in, z_out)
         dev.next_addr = 0
         t_in = dev.put(x, I8)
@@ -148,10 +145,10 @@ def test_resize_int8_onnxruntime_matches_onnxruntime(dev, tmp_path, case):
 def test_resize_int8_onnxruntime_rejects_bad_params(dev):
     x = np.zeros((1, 1, 2, 2), np.int8)
     for params, message in [
-            (ResizeParams(0, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.1, 0.1, 0, 0), "no ONNX nearest_mode"),
-            (ResizeParams(1, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.0, 0.1, 0, 0), "finite and positive"),
-            (ResizeParams(1, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.1, 0.1, 0, 200), "outside int8"),
-            (ResizeParams(1, 0, 0, 2, 4, 0, 0, 7, 0.1, 0.1, 0, 0), "unknown arithmetic")]:
+            (ResizeParamsStruct(0, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.1, 0.1, 0, 0), "no ONNX nearest_mode"),
+            (ResizeParamsStruct(1, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.0, 0.1, 0, 0), "finite and positive"),
+            (ResizeParamsStruct(1, 0, 0, 2, 4, 0, 0, ONNXRUNTIME, 0.1, 0.1, 0, 200), "outside int8"),
+            (ResizeParamsStruct(1, 0, 0, 2, 4, 0, 0, 7, 0.1, 0.1, 0, 0), "unknown arithmetic")]:
         dev.next_addr = 0
         t_in = dev.put(x, I8)
         t_out = dev.local((1, 1, 4, 4), I8)
@@ -177,3 +174,67 @@ def test_qdq_resize_model_is_onnxruntimes_bit_for_bit(tmp_path, case):
     path = _resize_model(tmp_path / "resize.onnx", shape, size, mode, coord, nearest, quant, scales)
     for x in _inputs(shape, size[0]):
         np.testing.assert_array_equal(_chip(path, x, ["sophon.qresize2d"]), _onnxruntime(path, x))
+
+
+# ------------------------------------------------------------------ AveragePool
+
+# (name, input shape, kernel, strides, pads (top, left, bottom, right), count_include_pad, ceil_mode, quantization)
+AVG_POOLS = [
+    ("3x3_pad_exclude", (1, 3, 7, 9), (3, 3), (1, 1), (1, 1, 1, 1), 0, 0, REQ),
+    ("3x3_pad_include", (1, 3, 7, 9), (3, 3), (1, 1), (1, 1, 1, 1), 1, 0, REQ),
+    ("2x2_stride_2_same", (2, 4, 8, 6), (2, 2), (2, 2), (0, 0, 0, 0), 0, 0, SAME),
+    ("3x2_stride_2_asym_pad_include", (1, 2, 9, 7), (3, 2), (2, 2), (1, 0, 0, 1), 1, 0, (0.0123, 37, 0.05, 90)),
+    ("5x1_lrn_window", (1, 1, 20, 35), (5, 1), (1, 1), (0, 0, 0, 0), 1, 0, SAME),
+]
+
+
+@pytest.mark.parametrize("case", AVG_POOLS, ids=[c[0] for c in AVG_POOLS])
+def test_qdq_average_pool_is_onnxruntimes_bit_for_bit(tmp_path, case):
+    _, shape, kernel, strides, pads, include, ceil, quant = case
+    t, left, b, r = pads
+    out_hw = [(shape[2] + t + b - kernel[0]) // strides[0] + 1, (shape[3] + left + r - kernel[1]) // strides[1] + 1]
+    node = helper.make_node("AveragePool", ["xf"], ["yf"], kernel_shape=list(kernel), strides=list(strides),
+                            pads=[t, left, b, r], count_include_pad=include, ceil_mode=ceil)
+    path = _qdq_op(tmp_path / "avg.onnx", [node], {}, shape, [shape[0], shape[1], *out_hw], quant)
+    for x in _inputs(shape, 5):
+        np.testing.assert_array_equal(_chip(path, x, ["sophon.qavg_pool2d_qdq"]), _onnxruntime(path, x))
+
+
+def test_pool2d_int8_onnxruntime_ties_round_half_to_even(dev):
+    """2 + 3 over two taps is 2.5, which onnxruntime (nearbyintf) rounds to 2 and
+    TFLite's int8 average (half away from zero) to 3; 3.5 rounds to 4 in both."""
+    x = np.array([[[[2, 3, 3, 4]]]], np.int8)
+    params = PoolParamsStruct(1, 1, 2, 1, 2, 0, 0, 0, 0, 1, 1, 0, ONNXRUNTIME, 1.0, 1.0, 0, 0)
+    dev.next_addr = 0
+    t_in = dev.put(x, I8)
+    t_out = dev.local((1, 1, 1, 2), I8)
+    assert dev.lib.sophon_tiu_pool2d_int8(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
+                                          ctypes.byref(params), -128, 127) == OK, dev.error()
+    np.testing.assert_array_equal(dev.get(t_out), [[[[2, 4]]]])
+
+
+# ------------------------------------------------------------------ Pad
+
+
+def test_qdq_lrn_window_is_int8_on_the_chip(tmp_path):
+    """PyTorch's local_response_norm in a QDQ model: Reshape to 5-D, Pad (constant 0)
+    of the channels, AveragePool (5, 1, 1), Reshape back, each between a
+    DequantizeLinear and a QuantizeLinear of one quantization. TVM's importer lowers
+    the Pad to TIR (the frontend lifts it back, normalize.TirPadToRelax); partitioning
+    takes the pad as the pool's padding over (N, C, D, H*W) (QdqAvgPool3dTo2d): one
+    int8 average pool in onnxruntime's arithmetic."""
+    shape, quant = (1, 8, 5, 6), (0.02, -3, 0.02, -3)
+
+    def qdq(src, dst):
+        return [helper.make_node("QuantizeLinear", [src, "y_scale", "y_zp"], [dst + "_q"]),
+                helper.make_node("DequantizeLinear", [dst + "_q", "y_scale", "y_zp"], [dst])]
+
+    nodes = [helper.make_node("Reshape", ["xf", "shape5"], ["r"]), *qdq("r", "rd"),
+             helper.make_node("Pad", ["rd", "pads"], ["p"], mode="constant"), *qdq("p", "pd"),
+             helper.make_node("AveragePool", ["pd"], ["a"], kernel_shape=[5, 1, 1], count_include_pad=1),
+             *qdq("a", "ad"), helper.make_node("Reshape", ["ad", "shape4"], ["yf"])]
+    inits = {"shape5": np.array([1, 1, 8, 5, 6], np.int64), "shape4": np.array(shape, np.int64),
+             "pads": np.array([0, 0, 2, 0, 0, 0, 0, 2, 0, 0], np.int64)}
+    path = _qdq_op(tmp_path / "lrn.onnx", nodes, inits, shape, shape, quant)
+    for x in _inputs(shape, 7):
+        np.testing.assert_array_equal(_chip(path, x, ["sophon.qavg_pool2d_qdq", "sophon.reshape"]), _onnxruntime(path, x))

@@ -120,6 +120,12 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
+/* An int8 op in onnxruntime's arithmetic (sophon_tiu_add_pool_int8.c): finite positive
+ * scales, zero points in int8. */
+sophon_status sophon_check_onnxruntime_quantization(sophon_device* dev, const char* op,
+                                                    float input_scale, int32_t input_zero_point,
+                                                    float output_scale,
+                                                    int32_t output_zero_point);
 /* The int8 resizes, TFLite's or onnxruntime's by p->arithmetic (sophon_quant.h), same params. */
 void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_resize_params* p);

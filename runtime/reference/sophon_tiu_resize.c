@@ -9,7 +9,6 @@
  * image (in_row0, out_row0): the compiler slices a resize by rows like a conv,
  * and the checks reject a band that reads a row its input band does not hold.
  */
-#include <float.h>
 #include <math.h>
 
 #include "reference/sophon_reference.h"
@@ -380,7 +379,7 @@ static void onnxruntime_row(const sophon_resize_params* p, const int8_t* plane, 
 void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_resize_params* p) {
   const int8_row_fn row =
-      p->arithmetic == SOPHON_RESIZE_INT8_ONNXRUNTIME ? onnxruntime_row : tflite_row;
+      p->arithmetic == SOPHON_INT8_ONNXRUNTIME ? onnxruntime_row : tflite_row;
   sophon_plane_walk walk;
   int32_t out_y;
   for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
@@ -395,6 +394,7 @@ void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const s
  * points in int8, then the bands as every resize. */
 static sophon_status check_onnxruntime(sophon_device* dev, const char* op, const sophon_local* out,
                                        const sophon_local* in, const sophon_resize_params* p) {
+  sophon_status s;
   if ((int)p->coord < 0 || p->coord > SOPHON_COORD_TF_HALF_PIXEL_FOR_NN)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown coordinate mode %d", op,
                             (int)p->coord);
@@ -404,16 +404,9 @@ static sophon_status check_onnxruntime(sophon_device* dev, const char* op, const
                             "%s: rounding %d is no ONNX nearest_mode (round_prefer_floor, "
                             "round_prefer_ceil, floor, ceil)",
                             op, (int)p->rounding);
-  if (!(p->input_scale > 0.0f && p->input_scale <= FLT_MAX) ||
-      !(p->output_scale > 0.0f && p->output_scale <= FLT_MAX))
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: scales %g and %g must be finite and positive", op,
-                            (double)p->input_scale, (double)p->output_scale);
-  if (p->input_zero_point < -128 || p->input_zero_point > 127 || p->output_zero_point < -128 ||
-      p->output_zero_point > 127)
-    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: zero points %d and %d outside int8", op,
-                            (int)p->input_zero_point, (int)p->output_zero_point);
-  return check_bands(dev, op, out, in, p, ort_source_rows);
+  s = sophon_check_onnxruntime_quantization(dev, op, p->input_scale, p->input_zero_point,
+                                             p->output_scale, p->output_zero_point);
+  return s != SOPHON_OK ? s : check_bands(dev, op, out, in, p, ort_source_rows);
 }
 
 /* tiu_resize_int8's checks (operands: out, a = in, resize). */
@@ -435,8 +428,8 @@ sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
                             op, (int)out->n, (int)out->c, (int)in->n, (int)in->c);
   if (p->method != SOPHON_RESIZE_NEAREST && p->method != SOPHON_RESIZE_BILINEAR)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown method %d", op, (int)p->method);
-  if (p->arithmetic == SOPHON_RESIZE_INT8_ONNXRUNTIME) return check_onnxruntime(dev, op, out, in, p);
-  if (p->arithmetic != SOPHON_RESIZE_INT8_TFLITE)
+  if (p->arithmetic == SOPHON_INT8_ONNXRUNTIME) return check_onnxruntime(dev, op, out, in, p);
+  if (p->arithmetic != SOPHON_INT8_TFLITE)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown arithmetic %d", op,
                             (int)p->arithmetic);
   if (p->coord != SOPHON_COORD_ASYMMETRIC && p->coord != SOPHON_COORD_ALIGN_CORNERS &&
