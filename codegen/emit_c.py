@@ -7,6 +7,7 @@ comment, so generated code diffs cleanly and reads as the chip program.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from tvm_sophon.ctext import c_comment, c_escape, c_string
@@ -19,6 +20,11 @@ STATS_FIELDS = ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",
                 "tiu_cycles", "gdma_cycles", "lmem_peak_bytes", "timesteps", "cycles")
 DTYPE_C = {"float32": "SOPHON_F32", "int8": "SOPHON_I8", "int32": "SOPHON_I32"}
 DLPACK_DTYPE = {"float32": (2, 32), "int8": (0, 8), "int32": (0, 32)}  # (kDLFloat=2 / kDLInt=0, bits)
+
+
+def _f32_bits(value: float) -> int:
+    """The bit pattern of float32 ``value`` as a signed int32 (a command's value field)."""
+    return struct.unpack("<i", struct.pack("<f", value))[0]
 
 
 def _f(value: float) -> str:
@@ -223,6 +229,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             p = requant(step.requant) if step.requant is not None else -1
             cmds.add(f"{{SOPHON_CMD_REDUCE_INT8, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QSoftmax) and step.onnxruntime is not None:
+            s_in, s_out, z_out = step.onnxruntime  # the scales as their f32 bit patterns
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, {L(step.out)}, {L(step.input)}, {_f32_bits(s_in)}, "
+                     f"{_f32_bits(s_out)}, {int(z_out)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QSoftmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
                      f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)

@@ -838,6 +838,11 @@ class _Analysis:
         if root.op.name == "relax.nn.softmax":
             axis = int(root.attrs.axis) % rank
             view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            if self.int8_arithmetic == "onnxruntime":  # QLinearSoftmax, any output quantization
+                s_in, _, s_out, z_out = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
+                self.add(comp, "qsoftmax", view, [self.operand(x, view)], [], input_multiplier=0,
+                         input_left_shift=0, onnxruntime=(s_in, s_out, z_out))
+                return
             multiplier, left_shift = quant.softmax_params(float(np.asarray(x_scale).reshape(())))
             self.add(comp, "qsoftmax", view, [self.operand(x, view)], [],
                      input_multiplier=multiplier, input_left_shift=left_shift)

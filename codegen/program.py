@@ -431,12 +431,15 @@ class QBinary:
 
 @dataclasses.dataclass
 class QSoftmax:
-    """INT8 softmax over h (TFLite's SOFTMAX, output scale 1/256, zero point -128)."""
+    """INT8 softmax over h (TFLite's SOFTMAX, output scale 1/256, zero point -128),
+    or onnxruntime's QLinearSoftmax when ``onnxruntime`` holds (input scale, output
+    scale, output zero point)."""
     out: Local
     input: Local
     input_multiplier: int
     input_left_shift: int
     pattern: str = ""
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass

@@ -761,7 +761,8 @@ class Lowering:
         elif layer.kind == "qreduce":
             step = P.QReduce(out, acts[0], a["kind"], a["requant"], layer.pattern)
         elif layer.kind == "qsoftmax":
-            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern)
+            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern,
+                              a.get("onnxruntime"))
         else:
             step = P.Softmax(out, acts[0], layer.pattern)
         self.emit(step)

@@ -265,6 +265,18 @@ sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* ou
                                       const sophon_local* in, int32_t input_multiplier,
                                       int32_t input_left_shift);
 
+/* onnxruntime's int8 QLinearSoftmax (com.microsoft, what its QDQ transformer makes of
+ * DequantizeLinear -> Softmax -> QuantizeLinear) over h, D = in->h values:
+ *   table[k] = (float)exp((k - 255 + b) * input_scale) for k in [0, 255], in double,
+ *     b = max(0, log((float)(FLT_MAX / D)) - 5) / input_scale (keeps the f32 sum finite);
+ *   per column, m = max over h: e = table[x - m + 255], sum = the e summed in f32 in h
+ *     order, out = (int32)nearbyintf(e * floorf(1 / output_scale) / sum)
+ *     + output_zero_point, saturated to 127 (an output scale of 1/256 makes a certain
+ *     1.0 the 128 that onnxruntime 1.32 saturates so). */
+sophon_status sophon_tiu_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                                  const sophon_local* in, float input_scale,
+                                                  float output_scale, int32_t output_zero_point);
+
 #ifdef __cplusplus
 }
 #endif

@@ -238,3 +238,39 @@ def test_qdq_lrn_window_is_int8_on_the_chip(tmp_path):
     path = _qdq_op(tmp_path / "lrn.onnx", nodes, inits, shape, shape, quant)
     for x in _inputs(shape, 7):
         np.testing.assert_array_equal(_chip(path, x, ["sophon.qavg_pool2d_qdq", "sophon.reshape"]), _onnxruntime(path, x))
+
+
+# ------------------------------------------------------------------ Softmax
+
+# (name, input shape, axis, quantization): onnxruntime's quantizer writes 1/255 and
+# -128 for a Softmax output; 1/256 makes a certain 1.0 the 128 that onnxruntime
+# saturates to 127
+SOFTMAXES = [
+    ("last_axis_quantizer_scale", (1, 4, 10), -1, (0.0867, -4, 1 / 255, -128)),
+    ("channels_axis", (1, 6, 3, 5), 1, (0.05, 3, 1 / 255, -128)),
+    ("wide_input_scale_256_steps", (2, 3, 17), 2, (0.3, 0, 1 / 256, -128)),
+    ("other_zero_point", (1, 5, 7), -1, (0.02, -20, 0.004, -100)),
+]
+
+
+@pytest.mark.parametrize("case", SOFTMAXES, ids=[c[0] for c in SOFTMAXES])
+def test_qdq_softmax_is_onnxruntimes_qlinear_softmax(tmp_path, case):
+    _, shape, axis, quant = case
+    path = _qdq_op(tmp_path / "softmax.onnx", [helper.make_node("Softmax", ["xf"], ["yf"], axis=axis)], {}, shape,
+                   shape, quant)
+    for x in _inputs(shape, 11):
+        np.testing.assert_array_equal(_chip(path, x, ["sophon.qsoftmax"]), _onnxruntime(path, x))
+
+
+def test_softmax_int8_onnxruntime_rejects_bad_params(dev):
+    fn = dev.lib.sophon_tiu_softmax_int8_onnxruntime
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_float,
+                   ctypes.c_int32]
+    for scales, zero_point, message in [((0.1, 2.0), -128, "no output step in 1"),
+                                        ((0.0, 1 / 255), -128, "finite and positive"),
+                                        ((0.1, 1 / 255), 300, "outside int8")]:
+        dev.next_addr = 0
+        t_in = dev.put(np.zeros((1, 1, 4, 3), np.int8), I8)
+        t_out = dev.local((1, 1, 4, 3), I8)
+        assert fn(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in), *scales, zero_point) != OK
+        assert message in dev.error()

@@ -233,6 +233,11 @@ void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const 
                                    int32_t* multiplier, int32_t* shift);
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
+void sophon_ref_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                         const sophon_local* in, float input_scale,
+                                         float output_scale, int32_t output_zero_point);
+sophon_status sophon_check_tiu_softmax_int8_onnxruntime(sophon_device* dev, const char* op,
+                                                        const sophon_operands* o);
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                              int32_t input_multiplier, int32_t input_left_shift);
 /* out is in reduced over h, both in local memory and apart (sophon_tiu_reduce.c). */
