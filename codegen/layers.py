@@ -245,6 +245,7 @@ class _Composite:
     def __init__(self, pattern: str, fn: relax.Function, args, out_var):
         self.pattern = pattern
         self.out_var = out_var
+        self.layer_name = str((fn.attrs or {}).get("sophon.layer", "")) or None  # partition.LAYER_ATTR
         self.env = {p: a for p, a in zip(fn.params, args)}
         self.producer: dict = {}
         calls = []
@@ -363,7 +364,7 @@ class _Analysis:
     def add(self, comp: _Composite, layer_kind: str, out_view, acts, resident, **attrs) -> None:
         self.views[comp.out_var] = out_view
         out = self.tensor(comp.out_var)
-        out.label = out.label or model_name(comp.root) or ""
+        out.label = out.label or model_name(comp.root) or comp.layer_name or ""
         self.layers.append(Layer(len(self.layers), comp.pattern, layer_kind,
                                  self.operand(comp.out_var, out_view), acts, resident, attrs))
 

@@ -194,6 +194,7 @@ class Copy:
     src: GlobalRef
     layer: str = ""
     pattern: str = ""
+    label: str = ""      # the model's name for the layer (reports only, never C)
 
 
 @dataclasses.dataclass
@@ -203,6 +204,7 @@ class Fill:
     value: float
     layer: str = ""
     pattern: str = ""
+    label: str = ""      # the model's name for the layer (reports only, never C)
 
 
 @dataclasses.dataclass

@@ -49,7 +49,8 @@ import tvm
 from tvm import relax
 from tvm.ir.prim.expr import GE, GT, LE, LT, And, FloatImm, IntImm, Max, Min, Sub
 from .quant import is_quantized
-from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, rewrite_call, wildcard
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
+from tvm.relax.dpl import rewrite_call as _tvm_rewrite_call
 from tvm.ir.expr import TensorLoad
 from tvm.tirx import BufferStore
 
@@ -67,6 +68,17 @@ def _scalar_constant(expr) -> Optional[float]:
     if value is None or value.size != 1:
         return None
     return float(value.reshape(()))
+
+
+def rewrite_call(pattern, rewriter, func: relax.Function) -> relax.Function:
+    """TVM's ``rewrite_call`` without its alias matches: the matcher also matches a
+    variable through its binding (``gv = lv4`` where ``lv4 = concat(...)``, as a
+    module's output often is) and would hand ``rewriter`` the variable. Such an
+    alias is left as it is; the binding of the call itself is rewritten."""
+    def on_expr(expr, matches):
+        return expr if isinstance(expr, relax.Var) else rewriter(expr, matches)
+
+    return _tvm_rewrite_call(pattern, on_expr, func)
 
 
 def _function_pass(name: str, rewrite_function):

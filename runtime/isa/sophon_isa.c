@@ -182,6 +182,9 @@ static void softmax_int8_onnxruntime_ref(sophon_device* dev, const sophon_operan
 static void conv2d_transpose_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
+static int conv2d_transpose_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
 static void resize_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_int8(dev, o->out, o->a, o->resize);
 }
@@ -229,7 +232,7 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
    /* out, a, b, c, conv, requant */
    sophon_check_tiu_conv2d_transpose_int8, conv2d_transpose_cost, conv2d_transpose_macs,
-   conv2d_transpose_int8_ref, NULL},
+   conv2d_transpose_int8_ref, conv2d_transpose_int8_fast},
   {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
    sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
   {SOPHON_CMD_REDUCE_INT8, "reduce_int8", "tiu_reduce_int8", /* out, a, reduce_kind, requant */
