@@ -416,11 +416,13 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
     (6, 4, 5, 5, (1, 1), (1, 1), (0, 0, 0, 0), 2, 1024, True, (-128, 127)),  # grouped pointwise
     (16, 10, 11, 13, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),  # 3 pixel blocks, 4 + 4 + 2 channels
     (8, 10, 9, 9, (3, 3), (1, 1), (1, 1, 1, 1), 2, 16, False, (-128, 127)),    # 5 channels a group
-], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5"])
+    # pointwise read straight from the dequantized planes: 3 pixel blocks (64, 64, 7), runs of 32
+    (70, 9, 9, 15, (1, 1), (1, 1), (0, 0, 0, 0), 1, 32, True, (-128, 127)),
+], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes"])
 def test_conv2d_int8_float_conv_rounding(devices, case):
     """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
     QuantizeLinear): the reference equals the numpy statement of it, and every fast device
-    (which hands the mode to the reference) equals the reference."""
+    (the float-conv kernel at each instruction-set level) equals the reference."""
     ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act = case
     rng = np.random.default_rng(ic * 100 + oc)
     x = rng.integers(-128, 128, (2, ic, h, w), dtype=np.int8)

@@ -11,20 +11,21 @@
  * output scale, rounding to nearest even and the clamp. Only the layout of the work
  * differs: the dequantized input of a block of BLOCK_PIXELS output pixels is gathered
  * into a column buffer (im2col; padding taps are 0, and fma(0, w, s) == s up to the sign
- * of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 16 (AVX-512)
- * pixels run side by side in vector lanes, four output channels at a time; each lane is
- * one output's own chain, so the results are bit-identical. The plain C level runs the
+ * of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 64 (AVX-512,
+ * four vectors) pixels run side by side in vector lanes, four output channels at a time;
+ * each lane is one output's own chain, so the results are bit-identical. The plain C level runs the
  * chains one output at a time with fmaf.
  *
  * Tasks own (batch item, group, pixel block); each output is computed by one task.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fast/sophon_fast_int8.h"
 #include "sophon_quant.h"
 
-/* Output pixels per column buffer (a multiple of 16). */
+/* Output pixels per column buffer: four AVX-512 vectors (chains_avx512 takes it whole). */
 #define BLOCK_PIXELS 64
 
 typedef struct {
@@ -37,6 +38,8 @@ typedef struct {
   const float* filters;     /* [oc][k]: (float)weight * filter scale */
   const float* bias;        /* [oc]: the dequantized bias */
   float dequantized[256];   /* by the input byte: (float)(x - zp) * input_scale */
+  const float* planes;      /* a 1x1 conv of stride 1 without padding: the whole input
+                               dequantized, [n][c][h * w] (+ BLOCK_PIXELS), else NULL */
   int level;                /* 2: AVX-512, 1: AVX2 with FMA, 0: C */
 } float_conv_job;
 
@@ -84,47 +87,64 @@ SOPHON_AVX2_FMA static void chains_avx2(const float* cols, int64_t stride, int64
   for (r = 0; r < 4; ++r) _mm256_storeu_ps(totals[r], total[r]);
 }
 
-/* chains_avx2 for 16 pixels in AVX-512 lanes. */
-SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride, int64_t j,
+/* chains_avx2 for a whole block of BLOCK_PIXELS (64) pixels: four vectors of 16 lanes
+ * for each of the four output channels, 16 chains side by side (each lane still one
+ * output's own chain); the runs' totals wait in `totals` between runs. */
+SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
                                         const float* const filters[4], int64_t k, int64_t block,
-                                        float totals[4][16]) {
-  __m512 total[4];
+                                        float totals[4][BLOCK_PIXELS]) {
   int64_t start, i;
-  int r;
+  int r, v;
   for (start = 0; start < k; start += block) {
     const int64_t end = start + block < k ? start + block : k;
-    __m512 run[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
+    __m512 run[4][4];
+    for (r = 0; r < 4; ++r)
+      for (v = 0; v < 4; ++v) run[r][v] = _mm512_setzero_ps();
     for (i = start; i < end; ++i) {
-      const __m512 c = _mm512_loadu_ps(cols + i * stride + j);
-      for (r = 0; r < 4; ++r) run[r] = _mm512_fmadd_ps(c, _mm512_set1_ps(filters[r][i]), run[r]);
+      const float* row = cols + i * stride;
+      const __m512 c0 = _mm512_loadu_ps(row), c1 = _mm512_loadu_ps(row + 16);
+      const __m512 c2 = _mm512_loadu_ps(row + 32), c3 = _mm512_loadu_ps(row + 48);
+      for (r = 0; r < 4; ++r) {
+        const __m512 w = _mm512_set1_ps(filters[r][i]);
+        run[r][0] = _mm512_fmadd_ps(c0, w, run[r][0]);
+        run[r][1] = _mm512_fmadd_ps(c1, w, run[r][1]);
+        run[r][2] = _mm512_fmadd_ps(c2, w, run[r][2]);
+        run[r][3] = _mm512_fmadd_ps(c3, w, run[r][3]);
+      }
     }
-    for (r = 0; r < 4; ++r) total[r] = start == 0 ? run[r] : _mm512_add_ps(run[r], total[r]);
+    for (r = 0; r < 4; ++r)
+      for (v = 0; v < 4; ++v) {
+        float* total = totals[r] + 16 * v;
+        _mm512_storeu_ps(total, start == 0 ? run[r][v] : _mm512_add_ps(run[r][v], _mm512_loadu_ps(total)));
+      }
   }
-  for (r = 0; r < 4; ++r) _mm512_storeu_ps(totals[r], total[r]);
 }
 #endif
 
 /* The column buffer of pixels [first, first + count) of one (batch, group): row i is
- * tap i = [ic][ky][kx], BLOCK_PIXELS floats, the dequantized input or 0 at padding. */
+ * tap i = [ic][ky][kx], BLOCK_PIXELS floats, the dequantized input or 0 at padding. The
+ * window origin of each pixel is computed once; a tap only adds its offset to it. */
 static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_t first,
                    int64_t count, float* cols) {
   const sophon_conv_params* p = j->p;
   const int32_t out_w = j->out->w, in_h = j->in->h, in_w = j->in->w;
   sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, group * j->in_c_per_group);
+  int64_t origin_y[BLOCK_PIXELS], origin_x[BLOCK_PIXELS];
   int64_t i = 0, n;
   int32_t in_channel, filter_y, filter_x;
+  for (n = 0; n < count; ++n) {
+    origin_y[n] = (first + n) / out_w * p->stride_h - p->pad_top;
+    origin_x[n] = (first + n) % out_w * p->stride_w - p->pad_left;
+  }
   for (in_channel = 0; in_channel < j->in_c_per_group; ++in_channel) {
     const int8_t* in_data = (const int8_t*)it.base;
     for (filter_y = 0; filter_y < p->kernel_h; ++filter_y) {
+      const int64_t dy = (int64_t)filter_y * p->dilation_h;
       for (filter_x = 0; filter_x < p->kernel_w; ++filter_x, ++i) {
+        const int64_t dx = (int64_t)filter_x * p->dilation_w;
         float* row = cols + i * BLOCK_PIXELS;
         for (n = 0; n < count; ++n) {
-          const int64_t pixel = first + n;
-          const int64_t y = (pixel / out_w) * p->stride_h - p->pad_top +
-                            (int64_t)filter_y * p->dilation_h;
-          const int64_t x = (pixel % out_w) * p->stride_w - p->pad_left +
-                            (int64_t)filter_x * p->dilation_w;
+          const int64_t y = origin_y[n] + dy, x = origin_x[n] + dx;
           row[n] = y >= 0 && y < in_h && x >= 0 && x < in_w
                        ? j->dequantized[(uint8_t)in_data[y * in_w + x]]
                        : 0.0f;
@@ -147,27 +167,33 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
   const int32_t oc_begin = group * j->out_c_per_group, oc_end = oc_begin + j->out_c_per_group;
   int32_t oc = oc_begin;
   int64_t n;
-  gather(j, batch, group, first, count, cols);
+  int64_t stride = BLOCK_PIXELS;
+  if (j->planes != NULL) { /* the taps of a pixel block are runs of the dequantized planes */
+    cols = (float*)j->planes + ((int64_t)batch * j->in->c + (int64_t)group * j->in_c_per_group) * j->pixels + first;
+    stride = j->pixels;
+  } else {
+    gather(j, batch, group, first, count, cols);
+  }
 #if SOPHON_X86_DISPATCH
   if (j->level > 0) {
-    const int64_t lanes = j->level == 2 ? 16 : 8;
     for (; oc + 4 <= oc_end; oc += 4) {
       const float* const filters[4] = {j->filters + oc * k, j->filters + (oc + 1) * k,
                                        j->filters + (oc + 2) * k, j->filters + (oc + 3) * k};
+      float totals[4][BLOCK_PIXELS];
       int64_t col;
-      for (col = 0; col < count; col += lanes) {
-        float totals16[4][16], totals8[4][8];
-        int r;
-        if (j->level == 2)
-          chains_avx512(cols, BLOCK_PIXELS, col, filters, k, block, totals16);
-        else
-          chains_avx2(cols, BLOCK_PIXELS, col, filters, k, block, totals8);
-        for (r = 0; r < 4; ++r) {
-          int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc + r) + first;
-          const float* lane = j->level == 2 ? totals16[r] : totals8[r];
-          for (n = col; n < col + lanes && n < count; ++n)
-            out_data[n] = quantize_output(lane[n - col], j->bias[oc + r], j->q);
+      int r;
+      if (j->level == 2) {
+        chains_avx512(cols, stride, filters, k, block, totals);
+      } else {
+        for (col = 0; col < count; col += 8) {
+          float totals8[4][8];
+          chains_avx2(cols, stride, col, filters, k, block, totals8);
+          for (r = 0; r < 4; ++r) memcpy(totals[r] + col, totals8[r], sizeof totals8[r]);
         }
+      }
+      for (r = 0; r < 4; ++r) {
+        int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc + r) + first;
+        for (n = 0; n < count; ++n) out_data[n] = quantize_output(totals[r][n], j->bias[oc + r], j->q);
       }
     }
   }
@@ -175,7 +201,7 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
   for (; oc < oc_end; ++oc) { /* the C level, and the channels left over */
     int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc) + first;
     for (n = 0; n < count; ++n)
-      out_data[n] = quantize_output(chain_c(cols, BLOCK_PIXELS, n, j->filters + oc * k, k, block),
+      out_data[n] = quantize_output(chain_c(cols, stride, n, j->filters + oc * k, k, block),
                                     j->bias[oc], j->q);
   }
 }
@@ -225,11 +251,30 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
     j.dequantized[v] = (float)((v < 128 ? v : v - 256) - q->input_zero_point) * q->input_scale;
   tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
                            (int64_t)out->n * p->groups * j.blocks);
+  j.planes = NULL;
+  if (p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
+      p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0 && in->h == out->h && in->w == out->w) {
+    /* lanes past a block's pixels read on into the next plane, or into this tail */
+    const int64_t size = (int64_t)in->n * in->c * j.pixels;
+    float* planes = (float*)calloc((size_t)(size + BLOCK_PIXELS), sizeof(float));
+    int32_t batch, channel;
+    if (planes == NULL) return -1; /* the reference runs it */
+    for (batch = 0; batch < in->n; ++batch) {
+      sophon_channel_iter it = sophon_channel_begin(&j.in_v, batch, 0);
+      for (channel = 0; channel < in->c; ++channel, sophon_channel_next(&j.in_v, &it)) {
+        const int8_t* src = (const int8_t*)it.base;
+        float* dst = planes + ((int64_t)batch * in->c + channel) * j.pixels;
+        for (i = 0; i < j.pixels; ++i) dst[i] = (float)((int32_t)src[i] - q->input_zero_point) * q->input_scale;
+      }
+    }
+    j.planes = planes;
+  }
   filters = (float*)malloc(sizeof(float) * (size_t)(out->c * j.k + out->c));
   t.cols = (float*)malloc(sizeof(float) * (size_t)(tasks * j.k * BLOCK_PIXELS));
   if (filters == NULL || t.cols == NULL) {
     free(filters);
     free(t.cols);
+    free((float*)j.planes);
     return -1; /* the reference runs it */
   }
   biases = filters + out->c * j.k;
@@ -246,5 +291,6 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   sophon_parallel_run(dev->pool, tasks, float_conv_task, &t);
   free(filters);
   free(t.cols);
+  free((float*)j.planes);
   return 0;
 }
