@@ -814,6 +814,27 @@ def test_gdma_strided_load_and_store(devices, case):
                                   np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
 
 
+@pytest.mark.parametrize("case", [
+    # (array shape, its (n, c, h, w) view as axes of the array): channels innermost in
+    # DDR, copied 16 channels by 16 positions through a transpose with AVX-512, with a
+    # partial last group and positions past the last 16
+    ((37, 40), "fc"),             # an fc weight (K, N) loaded as (1, N, K, 1)
+    ((2, 5, 19, 35), (0, 3, 1, 2)),  # NHWC data loaded as NCHW
+    ((1, 3, 48, 32), (0, 3, 1, 2))])
+def test_gdma_channels_innermost_load(devices, case):
+    """Loads whose consecutive channels are consecutive in DDR equal numpy's view."""
+    shape, axes = case
+    rng = np.random.default_rng(len(shape))
+    buf = rng.standard_normal(shape).astype(np.float32)
+    src = buf.T[None, :, :, None] if axes == "fc" else np.transpose(buf, axes)
+    for name, dev in devices.items():
+        dev.next_addr = 0
+        t = dev.alloc(*src.shape, COMPACT)
+        dev.check(dev.lib.sophon_gdma_load(dev.handle, ctypes.byref(t),
+                                           ctypes.byref(global_view(src))))
+        assert np.array_equal(dev.store(t), src), name
+
+
 def test_gdma_big_load_is_split_exactly(devices):
     """A transfer above the threading threshold (1 MiB) lands exactly, with exact counters."""
     rng = np.random.default_rng(3)
