@@ -697,9 +697,12 @@ def test_fast_pool2d_is_bit_identical(devices, case):
 
 @pytest.mark.parametrize("layer", [
     # (kind, c, h, w, kernel, stride, pad): ResNet's stem max pool, global average
-    # pools of ResNet-18 and MobileNetV2, an average pool of odd width
+    # pools of ResNet-18 and MobileNetV2, an average pool of odd width; global pools
+    # as EfficientNet-B0's squeeze-excite blocks take them (16 channels per AVX-512
+    # vector: a partial last group, planes not a multiple of 16), and a global max
     ("max", 64, 112, 112, 3, 2, 1), ("avg", 512, 7, 7, 7, 1, 0), ("avg", 1280, 7, 7, 7, 1, 0),
-    ("avg", 17, 31, 37, 3, 1, 1)])
+    ("avg", 17, 31, 37, 3, 1, 1), ("avg", 40, 28, 28, 28, 1, 0), ("avg", 24, 56, 56, 56, 1, 0),
+    ("max", 35, 9, 9, 9, 1, 0)])
 def test_fast_pool2d_network_layers(devices, layer):
     kind, c, h, w, k, s, p = layer
     x = np.random.default_rng(c).standard_normal((1, c, h, w)).astype(np.float32)

@@ -215,34 +215,6 @@ SOPHON_AVX2 static void copy_channel_group_avx2(const gdma_copy* g, uint8_t* con
   if (k0 < count) copy_channel_group(g, lanes + k0, count - k0, ddr + 4 * k0);
 }
 
-/* Transposes the 16 x 16 floats r[0..16) in place (r[i][j] <-> r[j][i]). */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void transpose16_avx512(__m512* r) {
-  __m512 t[16];
-  int i;
-  for (i = 0; i < 16; i += 2) { /* pairs of rows interleaved by 1 float */
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (i = 0; i < 16; i += 4) { /* then by 2 floats: 4 x 4 blocks in each 128-bit lane */
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-  }
-  for (i = 0; i < 4; ++i) { /* then the 128-bit lanes: rows i, i + 4, i + 8, i + 12 */
-    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);      /* lanes 0, 2 of each */
-    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);  /* lanes 1, 3 */
-    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-  }
-  for (i = 0; i < 4; ++i) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
-  }
-}
-
 /* Loads one full group (CHANNEL_GROUP channels, lanes[0 .. 16)) of 4-byte elements
  * from DDR (channel k at ddr + 4 k) with AVX-512: for each 16 element positions of
  * a block row, 16 loads of a 64-byte run, a transpose and 16 stores; the positions
@@ -259,7 +231,7 @@ SOPHON_AVX512 static void load_channel_group_avx512(const gdma_copy* g, uint8_t*
     for (x = 0; x + 16 <= g->cols; x += 16) {
       const uint8_t* run = ddr_row + x * g->ddr_step;
       for (i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps((const void*)(run + i * g->ddr_step));
-      transpose16_avx512(r);
+      sophon_transpose16_avx512(r);
       for (i = 0; i < 16; ++i) _mm512_storeu_ps((void*)(lanes[i] + lane_row + 4 * x), r[i]);
     }
     for (; x < g->cols; ++x)
