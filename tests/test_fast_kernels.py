@@ -460,6 +460,7 @@ def test_fast_depthwise_is_bit_identical(devices, case):
     (32, 112, 112, 3, 1, "relu6"), (96, 112, 112, 3, 2, "relu6"), (144, 56, 56, 3, 2, "relu6"),
     (192, 28, 28, 3, 1, "relu6"), (576, 14, 14, 3, 2, "relu6"), (960, 7, 7, 3, 1, "relu6"),
     (40, 27, 27, 5, 2, "relu6"), (72, 14, 14, 5, 1, "silu"), (96, 7, 7, 3, 1, "silu"),
+    (1152, 7, 7, 5, 1, "silu"), (240, 28, 28, 5, 1, "silu"), (672, 14, 14, 5, 2, "silu"),
     (17, 9, 9, 3, 2, "silu")])
 def test_fast_depthwise_network_layers(devices, shape):
     c, h, w, k, s, act = shape
@@ -483,7 +484,10 @@ def test_fast_depthwise_network_layers(devices, shape):
     (4, 6, 6, (1, 1), (1, 1), (3, 3, 3, 3), (1, 1)),
     (2, 7, 9, (3, 3), (3, 3), (0, 2, 0, 2), (1, 1)),
     (6, 8, 70, (3, 5), (1, 3), (2, 4, 2, 4), (2, 2)),
-    (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))])
+    (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    # small planes run as one flat row with AVX-512: uneven "same" padding, dilation
+    (5, 6, 9, (3, 5), (1, 1), (0, 1, 2, 3), (1, 1)),
+    (4, 7, 7, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2))])
 def test_fast_depthwise_edge_cases(devices, case):
     c, h, w, kernel, stride, pad, dilation = case
     rng = np.random.default_rng(h * w)

@@ -35,7 +35,8 @@
  * With AVX-512 (stride 1 or 2) a channel whose filter is finite skips the tap
  * rows: its outputs are computed from the input plane itself, 16 per vector, the
  * loads that would read padding zero-masked (see "AVX-512" below), with the same
- * products in the same order, so the same bits.
+ * products in the same order, so the same bits; a small plane (up to 128 outputs,
+ * stride 1, "same" padding) as one flat row of vectors.
  *
  * Memory: one channel of tap rows per task from the device's scratch; if that
  * cannot be allocated every output is computed the reference's way.
@@ -53,6 +54,8 @@
  * this many outputs. */
 #define MAX_AVX512_KW 16
 #define MAX_ROW_VECTORS 64
+/* ... and planes of up to 128 outputs with up to this many taps as one flat row */
+#define MAX_FLAT_TAPS 49
 
 typedef struct {
   sophon_view out_v, in_v, weight_v, bias_v;
@@ -83,6 +86,13 @@ typedef struct {
   /* vector v masks its loads for the tap columns kx < mask_below[v] and
    * kx >= mask_from[v] (those that read padding for an output it stores) */
   int32_t mask_below[MAX_ROW_VECTORS], mask_from[MAX_ROW_VECTORS];
+  /* small planes (plan_flat_avx512): the output plane as one row of flat_vectors
+   * vectors; tap t reads input element o + flat_offset[t] for output o = oy * out_w
+   * + ox, in the lanes of flat_mask[t][v] (the taps inside the input) */
+  int flat;
+  int32_t flat_vectors;
+  int64_t flat_offset[MAX_FLAT_TAPS];
+  __mmask16 flat_mask[MAX_FLAT_TAPS][8];
 #endif
 } conv_depthwise;
 
@@ -545,6 +555,97 @@ static int plan_plane_avx512(conv_depthwise* d) {
   return 1;
 }
 
+/* Small planes at stride 1 whose input rows are as wide as the output rows (the
+ * padding is "same"): output o = oy * out_w + ox reads input element o + offset of
+ * each tap, so the whole plane (up to 128 outputs) runs as one row of nv vectors,
+ * every load zero-masked to the lanes whose tap is inside the input (a tap in any
+ * padding adds w * 0.0f; see the file comment). 7 x 7 planes use 4 vectors
+ * instead of 7 rows of 7 lanes. */
+static int plan_flat_avx512(conv_depthwise* d) {
+  const sophon_conv_params* p = d->p;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  int32_t ky, kx, v;
+  if (p->stride_h != 1 || p->stride_w != 1 || d->in_w != d->out_w || plane > 128 ||
+      (int64_t)p->kernel_h * p->kernel_w > MAX_FLAT_TAPS)
+    return 0;
+  d->flat_vectors = (int32_t)((plane + 15) / 16);
+  for (ky = 0; ky < p->kernel_h; ++ky) {
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      const int32_t t = ky * p->kernel_w + kx;
+      const int64_t dy = (int64_t)ky * p->dilation_h - p->pad_top;
+      const int64_t dx = (int64_t)kx * p->dilation_w - p->pad_left;
+      d->flat_offset[t] = dy * d->in_w + dx;
+      for (v = 0; v < d->flat_vectors; ++v) {
+        uint32_t mask = 0;
+        int32_t j;
+        for (j = 0; j < 16; ++j) {
+          const int64_t o = 16 * v + j, iy = o / d->out_w + dy, ix = o % d->out_w + dx;
+          if (o < plane && iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w) mask |= 1u << j;
+        }
+        d->flat_mask[t][v] = (__mmask16)mask;
+      }
+    }
+  }
+  return 1;
+}
+
+#define FLAT_TAP(i)                                                                 \
+  if ((i) < nv)                                                                     \
+    acc##i = _mm512_add_ps(                                                         \
+        acc##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(d->flat_mask[t][i],             \
+                                                    pl->in + 16 * (i) + offset), w));
+#define FLAT_STORE(i)                                                               \
+  if ((i) < nv)                                                                     \
+    _mm512_mask_storeu_ps(pl->out + 16 * (i), (i) == nv - 1 ? last_mask : (__mmask16)0xFFFF, \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias), &d->p->act));
+
+/* The plane of plan_flat_avx512 in nv (constant after inlining) accumulators. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void flat_avx512(const conv_depthwise* d,
+                                                                  const dw_plane* pl, int nv) {
+  const int32_t taps = d->p->kernel_h * d->p->kernel_w;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  const __m512 bias = _mm512_set1_ps(pl->bias);
+  const __mmask16 last_mask = lanes_between(0, plane - 16 * (nv - 1));
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0,
+         acc5 = acc0, acc6 = acc0, acc7 = acc0;
+  int32_t t;
+  for (t = 0; t < taps; ++t) { /* (ky, kx) in order */
+    const __m512 w = _mm512_set1_ps(pl->filter[t]);
+    const int64_t offset = d->flat_offset[t];
+    FLAT_TAP(0)
+    FLAT_TAP(1)
+    FLAT_TAP(2)
+    FLAT_TAP(3)
+    FLAT_TAP(4)
+    FLAT_TAP(5)
+    FLAT_TAP(6)
+    FLAT_TAP(7)
+  }
+  FLAT_STORE(0)
+  FLAT_STORE(1)
+  FLAT_STORE(2)
+  FLAT_STORE(3)
+  FLAT_STORE(4)
+  FLAT_STORE(5)
+  FLAT_STORE(6)
+  FLAT_STORE(7)
+}
+#undef FLAT_TAP
+#undef FLAT_STORE
+
+SOPHON_AVX512 static void plane_flat_avx512(const conv_depthwise* d, const dw_plane* pl) {
+  switch (d->flat_vectors) {
+    case 1: flat_avx512(d, pl, 1); break;
+    case 2: flat_avx512(d, pl, 2); break;
+    case 3: flat_avx512(d, pl, 3); break;
+    case 4: flat_avx512(d, pl, 4); break;
+    case 5: flat_avx512(d, pl, 5); break;
+    case 6: flat_avx512(d, pl, 6); break;
+    case 7: flat_avx512(d, pl, 7); break;
+    default: flat_avx512(d, pl, 8); break;
+  }
+}
+
 /* One channel's output plane: tiles of up to 8 vectors of 16 outputs, over as many
  * output rows as fit in 8 accumulators (a row of at most 64 outputs runs with the
  * next rows). */
@@ -552,7 +653,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
   const int32_t nv_row = (d->out_w + 15) / 16;
   const int32_t rows_per_tile = nv_row >= 8 ? 1 : 8 / nv_row;
   int32_t oy, ox;
-  for (oy = 0; oy < d->out_h; oy += rows_per_tile) {
+  for (oy = 0; oy < d->out_h && !d->flat; oy += rows_per_tile) {
     const int nr = d->out_h - oy < rows_per_tile ? d->out_h - oy : rows_per_tile;
     for (ox = 0; ox < d->out_w; ox += 128) {
       const int32_t count = d->out_w - ox < 128 ? d->out_w - ox : 128;
@@ -563,6 +664,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
         tile_stride2_avx512(d, pl, oy, nr, ox, nv, count - 16 * (nv - 1));
     }
   }
+  if (d->flat) plane_flat_avx512(d, pl);
   /* the kinds sophon_act_avx512 leaves alone: a second pass over the plane */
   if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
     sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
@@ -688,7 +790,8 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
   d.use_avx512 = dev->cpu_avx512;
   plan_layout(&d);
 #if SOPHON_X86_DISPATCH
-  d.plane_avx512 = plan_plane_avx512(&d);
+  d.flat = d.use_avx512 && plan_flat_avx512(&d);
+  d.plane_avx512 = d.flat || plan_plane_avx512(&d);
 #else
   d.plane_avx512 = 0;
 #endif
