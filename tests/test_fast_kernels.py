@@ -485,9 +485,11 @@ def test_fast_depthwise_network_layers(devices, shape):
     (2, 7, 9, (3, 3), (3, 3), (0, 2, 0, 2), (1, 1)),
     (6, 8, 70, (3, 5), (1, 3), (2, 4, 2, 4), (2, 2)),
     (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
-    # small planes run as one flat row with AVX-512: uneven "same" padding, dilation
+    # planes of up to 1024 outputs run as one flat row with AVX-512: uneven "same"
+    # padding, dilation, more vectors than accumulators
     (5, 6, 9, (3, 5), (1, 1), (0, 1, 2, 3), (1, 1)),
-    (4, 7, 7, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2))])
+    (4, 7, 7, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
+    (3, 21, 30, (5, 3), (1, 1), (1, 1, 3, 1), (1, 1))])
 def test_fast_depthwise_edge_cases(devices, case):
     c, h, w, kernel, stride, pad, dilation = case
     rng = np.random.default_rng(h * w)
