@@ -186,36 +186,6 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 }
 #undef SOPHON_ROW
 
-/* clamp(r, lo, hi) on 16 floats, as sophon_clamp_avx2. */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 clamp_avx512(__m512 r, float lo, float hi) {
-  return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
-}
-
-/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits);
- * the sigmoid family as sophon_fast.h states. */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
-                                                                   const sophon_activation* act) {
-  if (act == NULL) return x;
-  switch (act->kind) {
-    case SOPHON_ACT_HARD_SIGMOID:
-      return clamp_avx512(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(act->alpha), x),
-                                        _mm512_set1_ps(act->beta)), 0.0f, 1.0f);
-    case SOPHON_ACT_HARD_SWISH:
-      return _mm512_div_ps(_mm512_mul_ps(x, clamp_avx512(_mm512_add_ps(x, _mm512_set1_ps(3.0f)), 0.0f, 6.0f)),
-                           _mm512_set1_ps(6.0f));
-    case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
-      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
-                                  _mm512_max_ps(x, _mm512_setzero_ps()), x);
-    case SOPHON_ACT_CLIP: return clamp_avx512(x, act->lo, act->hi);
-    case SOPHON_ACT_LEAKY_RELU:
-      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
-                                  _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
-    case SOPHON_ACT_SIGMOID:
-    case SOPHON_ACT_SILU: return sophon_sigmoid_family_avx512(x, act);
-    default: return x;
-  }
-}
-
 /* 8 x 32: two 16-float vectors per row, sixteen accumulators (of the 32 vector
  * registers). On hosts that run 512-bit operations as two 256-bit halves this has
  * the AVX2 kernel's arithmetic throughput with half the instructions; masked
@@ -279,8 +249,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
       __m512 v0 = acc[r][0], v1 = acc[r][1];
       if (bias != NULL) {
         const __m512 bias_r = _mm512_set1_ps(bias[r]);
-        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
-        v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
+        v0 = sophon_act_avx512(_mm512_add_ps(v0, bias_r), act);
+        v1 = sophon_act_avx512(_mm512_add_ps(v1, bias_r), act);
       }
       if (cols == 32) {
         _mm512_storeu_ps(out[r], v0);
