@@ -12,7 +12,9 @@
  *   Tasks own B panels (nr output pixels) or A panels, whichever has more; each
  *   walks its B panels K block by K block and runs an mr x nr register-blocked
  *   micro-kernel for every A panel over the block, keeping partial sums in a
- *   contiguous tile buffer; the last block adds the bias, applies the activation in
+ *   contiguous tile buffer (the implicit GEMM with tasks owning A panels turns the
+ *   loops round: A panel by A panel, each over every B panel, so that A is read
+ *   once; see conv_gemm_by_a_task); the last block adds the bias, applies the activation in
  *   registers (with AVX-512 sigmoid and SiLU too, see sophon_fast.h; tanh and the
  *   other special functions run after, over the task's outputs) and stores the
  *   output rows. Where B comes from:
@@ -786,6 +788,64 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
   }
 }
 
+/* conv_gemm_task for the implicit GEMM when tasks own A panels (few B panels, many
+ * output channels: the 7x7 and 14x14 outputs of deep layers): A panel by A panel,
+ * K block by K block, over every B panel. Each weight row is then read from memory
+ * once, where B panel by B panel read all of A once per B panel (a 3x3 512->512
+ * weight is 9 MiB, past the caches, and the LMEM copy the GDMA made of it is cold
+ * by the second pass), while B, the padded input planes, stays in L2 and the A
+ * block in L1. The same sums in the same order as conv_gemm_task. */
+static void conv_gemm_by_a_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const int32_t mr = g->kernel.mr, nr = g->kernel.nr;
+  const sophon_activation* act = g->p->act.kind == SOPHON_ACT_NONE ? NULL : &g->p->act;
+  const int scatter = g->row_pitch != g->out_w;
+  int64_t m_begin, m_end, mp, kb, np;
+  float *tiles, *bias, *sink;
+  const float* a[MR_MAX];
+  const float* a_k[MR_MAX];
+  float* planes_out[MR_MAX];
+  float* rows[MR_MAX];
+  float* tile_rows[MR_MAX];
+  sophon_channel_iter w_it, o_it;
+  const float* b_next;
+  int32_t r, first_channel;
+
+  sophon_task_range(g->m_panels, task, tasks, &m_begin, &m_end);
+  if (m_begin >= m_end) return;
+  tiles = g->scratch + task * g->task_floats + B_PANEL_FLOATS;
+  bias = tiles + g->n_panels * mr * nr;
+  sink = bias + 16;
+  first_channel = g->group * g->ocg + (int32_t)(m_begin * mr);
+  w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
+  o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
+  b_next = g->biases + first_channel;
+  for (mp = m_begin; mp < m_end; ++mp) {
+    const int32_t tile_m = g->ocg - (int32_t)(mp * mr) < mr ? g->ocg - (int32_t)(mp * mr) : mr;
+    panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
+    for (kb = 0; kb < g->k; kb += g->kernel.kc) {
+      const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
+      const int last = kb + kc == g->k;
+      for (r = 0; r < mr; ++r) a_k[r] = a[r] + kb;
+      for (np = 0; np < g->n_panels; ++np) {
+        const int64_t col0 = np * nr;
+        const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
+        float* tile = tiles + np * mr * nr;
+        if (!scatter) {
+          for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
+          g->kernel.rows_fn(kc, a_k, g->b_rows + kb, col0, tile, kb == 0, last ? rows : NULL,
+                            cols, bias, act);
+        } else { /* finish in the tile, then drop the padding columns on the way out */
+          for (r = 0; r < mr; ++r) tile_rows[r] = tile + r * nr;
+          g->kernel.rows_fn(kc, a_k, g->b_rows + kb, col0, tile, kb == 0,
+                            last ? tile_rows : NULL, nr, bias, act);
+          if (last) scatter_tile(g, tile, col0, cols, tile_m, planes_out);
+        }
+      }
+    }
+  }
+}
+
 /* L2 bytes of B that conv_gemm_rows_task runs every A panel over (half of a 1 MiB L2). */
 #define B_L2_BYTES (512 * 1024)
 
@@ -846,7 +906,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   conv_gemm g;
   int32_t tasks;
   int64_t b_floats, rows_floats;
-  int implicit, by_rows;
+  int implicit, by_rows, by_a;
   uint64_t macs;
 
   sophon_view_init(&g.out_v, dev, out);
@@ -893,8 +953,9 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   g.split_n = g.n_panels >= g.m_panels;
   tasks = sophon_tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
   /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
+  by_a = implicit && !g.split_n;
   g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
-                                                    : sophon_ceil_div(g.m_panels, tasks));
+                                      : by_a ? g.n_panels : sophon_ceil_div(g.m_panels, tasks));
   if (implicit) { /* the B row table (k pointers), then the padded planes if any */
     rows_floats = sophon_ceil_div(g.k * (int64_t)sizeof(const float*), 64) * 16;
     b_floats = rows_floats + g.icg * g.plane_floats;
@@ -920,7 +981,9 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
         sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
       if (g.b_rows != NULL) set_b_rows(&g);
       if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
-      sophon_parallel_run(dev->pool, tasks, by_rows ? conv_gemm_rows_task : conv_gemm_task, &g);
+      sophon_parallel_run(dev->pool, tasks,
+                          by_rows ? conv_gemm_rows_task : by_a ? conv_gemm_by_a_task : conv_gemm_task,
+                          &g);
     }
   }
   return 0;
