@@ -329,18 +329,18 @@ def _check_inside(home: P.Tensor, offset: int, shape, strides, what: str) -> Non
 
 def emit_copy(low, shape, src: Placement, dst: Placement, layer) -> None:
     src_home, dst_home = low.buffer_of(src.root), low.buffer_of(dst.root)
-    _check_inside(src_home, src.offset, shape, src.strides, f"layer {layer.name} reads")
-    _check_inside(dst_home, dst.offset, shape, dst.strides, f"layer {layer.name} writes")
+    _check_inside(src_home, src.offset, shape, src.strides, f"layer {layer.label} reads")
+    _check_inside(dst_home, dst.offset, shape, dst.strides, f"layer {layer.label} writes")
     for dims, (so, do), (ss, ds) in pieces(shape, [src.offset, dst.offset], [src.strides, dst.strides]):
         low.emit(P.Copy(P.GlobalRef(dst_home, None, dims, ds, do), P.GlobalRef(src_home, None, dims, ss, so),
-                        layer.name, layer.pattern))
+                        layer.name, layer.pattern, layer.label))
 
 
 def emit_fill(low, shape, dst: Placement, value: float, layer) -> None:
     home = low.buffer_of(dst.root)
-    _check_inside(home, dst.offset, shape, dst.strides, f"layer {layer.name} fills")
+    _check_inside(home, dst.offset, shape, dst.strides, f"layer {layer.label} fills")
     for dims, (do,), (ds,) in pieces(shape, [dst.offset], [dst.strides]):
-        low.emit(P.Fill(P.GlobalRef(home, None, dims, ds, do), value, layer.name, layer.pattern))
+        low.emit(P.Fill(P.GlobalRef(home, None, dims, ds, do), value, layer.name, layer.pattern, layer.label))
 
 
 def lower(low, layer) -> None:

@@ -73,6 +73,28 @@ def test_identical_layers_keep_their_own_names():
     assert {"block2_conv2", "block3_conv2", "block2_add", "block3_add"} <= set(names)
 
 
+def test_identical_layers_after_a_concat_keep_their_own_names():
+    """Below a concat (whose inputs come in a tuple), two identical convs of one input
+    (a C3 block's cv1 and cv2, as in YOLOv5) still report their own names."""
+    from tvm import relax
+
+    from tvm_sophon.models import _Builder, _finish, _input
+
+    b = _Builder(0, "NCHW")
+    x, x_np = _input(b, "data", (1, 4, 8, 8))
+
+    def body():
+        a = b.conv("left", x, 4, 4, act="relu")
+        c = b.emit(relax.op.concat([a, x], axis=1), "join")
+        y1 = b.conv("cv1", c, 8, 4, kernel=1, padding=0, act="relu")
+        y2 = b.conv("cv2", c, 8, 4, kernel=1, padding=0, act="relu")
+        return b.emit(relax.op.add(y1, y2), "sum")
+
+    mod, params, _ = _finish(b, body, [x], {"data": x_np})
+    names = [l.name for l in profile_model(mod, params, run=False).layers]
+    assert sorted(names) == ["cv1", "cv2", "join", "left", "sum"], names
+
+
 def test_errors_name_the_models_layer():
     """A layer that cannot be tiled is named by the model's name in the error."""
     from tvm import relax

@@ -239,8 +239,10 @@ def _recording_matches(table, matches: list) -> list:
                 inputs = []
                 for value in ctx.matched_bindings.values():
                     for arg in getattr(value, "args", []):
-                        if isinstance(arg, (relax.Var, tvm.ir.expr.Constant)) and arg not in bound:
-                            inputs.append(arg)
+                        # concat((a, b)): the tuple's fields are the inputs
+                        for leaf in arg.fields if isinstance(arg, relax.Tuple) else [arg]:
+                            if isinstance(leaf, (relax.Var, tvm.ir.expr.Constant)) and leaf not in bound:
+                                inputs.append(leaf)
                 out = ctx.value_to_bound_var.get(ctx.matched_expr)
                 matches.append((name, inputs, out, _root_name(ctx)))
             return ok
@@ -305,7 +307,13 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
         matches.remove(found[0])
         if out is not None:
             original[binding.var] = out
-        if not name or _function_name(func) == name:
+        if not name:
+            continue
+        if _function_name(func) == name:
+            # the name also as an attribute: MergeCompositeFunctions rebuilds a call
+            # with a tuple argument (concat) without its span
+            if (func.attrs or {}).get(LAYER_ATTR) is None:
+                bb.update_func(call.op, func.with_attr(LAYER_ATTR, name))
             continue
         key = (call.op, name)
         if key not in copies:
@@ -314,7 +322,7 @@ def _unshare_composites(mod: tvm.IRModule, matches: list) -> tvm.IRModule:
             copies[key] = bb.add_func(copy, f"{call.op.name_hint}_{len(copies)}")
         callee_of[binding.var] = copies[key]
     if not callee_of:
-        return mod
+        return bb.get()
     return _with_callees(bb.get(), main, callee_of)
 
 
@@ -440,7 +448,9 @@ def _activation_after_quantize(mod: tvm.IRModule) -> tvm.IRModule:
     as a float relu between add and quantize; the int8 patterns take the clip
     after the quantize. A lone activation of a dequantized tensor (TFLite's int8
     RELU / RELU6 / RELU_N1_TO_1) stays as it is: ``sophon.qrelu`` takes it whole."""
-    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+    from tvm.relax.dpl import is_op, wildcard
+
+    from .normalize import rewrite_call
 
     y, scale, zp = wildcard(), wildcard(), wildcard()
     act = is_op("relax.nn.relu")(y) | is_op("relax.clip")(y, wildcard(), wildcard())
@@ -677,7 +687,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     _check_well_formed(mod, "after tvm_sophon's movement and int8 rewrites")
     rejections: dict = {}
     matches: list = []
-    token = patterns.record_rejections(rejections)
+    token = patterns.record_rejections(rejections, str(int8_arithmetic) if int8_arithmetic else None)
     try:
         mod = relax.transform.FuseOpsByPattern(
             _recording_matches(patterns.sophon_patterns(), matches), bind_constants=False,

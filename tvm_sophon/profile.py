@@ -332,6 +332,8 @@ def profile_programs(programs: list[P.RegionProgram]) -> Profile:
         by_name: dict[str, LayerProfile] = {}
         labels = {s.out.tensor.name: s.out.tensor.label or s.out.tensor.name
                   for s in prog.steps if not isinstance(s, (P.Load, P.Store, P.Timestep)) and hasattr(s, "out")}
+        # a concat or pad made of DDR copies only: its steps carry the layer's name
+        labels.update({s.layer: s.label or s.layer for s in prog.steps if isinstance(s, (P.Copy, P.Fill))})
         for gi, ((first, end), group) in enumerate(zip(prog.group_steps, prog.plan.groups)):
             gp = GroupProfile(prog.symbol, gi, [], group.n_slices, group.h_slices, slicing=group.describe())
             step_tiu = step_gdma = 0
