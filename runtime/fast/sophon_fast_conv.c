@@ -63,7 +63,7 @@ enum {
   IMPLICIT_KC = 256,
   /* the implicit GEMM takes 24-wide panels (micro_kernel_ymm_rows) where they
      compute fewer than this share of the columns 32-wide panels compute */
-  NARROW_PERCENT = 95
+  NARROW_PERCENT = 98
 };
 
 /* --------------------------------------------------------- micro-kernels
