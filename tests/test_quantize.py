@@ -544,3 +544,124 @@ def test_ptq_layer_norm_is_tflites_int8_chain_in_one_region():
         # and the int8 chain still is a layer norm (measured correlation 0.9999 with FP32)
         ref = fp32["main"](tvm.runtime.tensor(x)).numpy()
         assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+@tvm.script.ir_module
+class PooledLayerNorm:
+    """ConvNeXt's head: the global pool's (1, C) vector through a LayerNorm over
+    its channels (rank 2, nn.layer_norm as the ONNX import writes it), then the
+    classifier."""
+    @R.function
+    def main(x: R.Tensor((1, 16), "float32")):
+        with R.dataflow():
+            y = R.nn.layer_norm(x, R.const(_GAMMA), R.const(_BETA), axes=[-1], epsilon=1e-6)
+            R.output(y)
+        return y
+
+
+def test_ptq_rank2_layer_norm_is_int8_in_one_region():
+    """The eps add and the gamma / beta affine of a rank-2 LayerNorm are int8
+    depthwise 1x1 convs on a 4-D view (1, 1, 1, C) of the vector: one region with
+    the model's own edges on the host. Before, they stayed float (the affine took
+    rank 4 only): convnext_pt's 5 regions, convnext_tiny's 3."""
+    rng = np.random.default_rng(10)
+    draw = lambda: (rng.standard_normal((1, 16)) * 2 + 1).astype("float32")  # noqa: E731
+    quantized = tvm_sophon.quantize(PooledLayerNorm, [{"x": draw()} for _ in range(3)], method="max",
+                                    progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert [l.kind for l in report.layers if l.kind == "affine"] == ["affine"] * 2, report.format()
+    assert all(l.int8 for l in report.layers), report.format()
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 16)), ("relax.dequantize", (1, 16))], offload.format()
+    assert "sophon.qconv2d_bias" in offload.offloaded, offload.format()
+    fp32 = relax.VirtualMachine(tvm.compile(PooledLayerNorm, target="llvm"), tvm.cpu())
+    for x, got, want, scale in _chip_and_llvm(quantized, (1, 16), rng):
+        # as the rank-4 LayerNorm above: ~8 int8 layers, each rounding twice on the chip
+        # and once in llvm, rsqrt's table amplifying a 1 LSB difference of a small
+        # variance: within 6 LSB of the output scale
+        assert np.abs(np.round((got - want) / scale)).max() <= 6
+        ref = fp32["main"](tvm.runtime.tensor(x)).numpy()
+        assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.99
+
+
+_GRID = np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(1, 1, 4, 4, 2).astype("float32")
+
+
+@tvm.script.ir_module
+class DetectDecode:
+    """A YOLOv5 Detect head's box centres on its rank-5 tensor: sigmoid, x 2,
+    - 0.5, + grid (a constant varying along H and W, not per channel), x stride."""
+    @R.function
+    def main(x: R.Tensor((1, 3, 4, 4, 2), "float32")):
+        with R.dataflow():
+            s = R.multiply(R.sigmoid(x), R.const(2.0, "float32"))
+            c = R.add(R.subtract(s, R.const(0.5, "float32")), R.const(_GRID))
+            y = R.multiply(c, R.const(8.0, "float32"))
+            R.output(y)
+        return y
+
+
+def test_ptq_add_of_a_constant_tensor_is_int8_at_rank_5():
+    """An add of a constant that is not per channel (YOLO's grid) takes it as an
+    int8 constant, as TFLite's converter quantizes an ADD's constant tensor; on the
+    rank-5 head tensor the whole decode is one region. Before, the add stayed
+    float (yolov5s_pt's 5 regions)."""
+    rng = np.random.default_rng(11)
+    draw = lambda: rng.standard_normal((1, 3, 4, 4, 2)).astype("float32")  # noqa: E731
+    quantized = tvm_sophon.quantize(DetectDecode, [{"x": draw()} for _ in range(3)], method="max", progress=False)
+    report = tvm_sophon.quantize_report(quantized)
+    assert [l.kind for l in report.layers] == ["sigmoid", "mul", "sub", "add", "mul"], report.format()
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert len(offload.regions) == 1, offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 3, 4, 4, 2)), ("relax.dequantize", (1, 3, 4, 4, 2))]
+    assert "sophon.qadd" in offload.offloaded, offload.format()
+    for _, got, want, scale in _chip_and_llvm(quantized, (1, 3, 4, 4, 2), rng):
+        # five int8 layers, each 1 LSB apart at most between the chip's fixed point
+        # (two roundings) and llvm's float emulation (one); the x 2 and x 8 multiplies
+        # carry an earlier layer's 1 LSB difference into at most 1 LSB of a scale as
+        # much coarser: within 3 LSB of the output scale
+        assert np.abs(np.round((got - want) / scale)).max() <= 3
+        assert np.mean(got == want) > 0.8
+
+
+@tvm.script.ir_module
+class CeilMaxPool:
+    """GoogLeNet's max pools as torchvision writes them: ceil mode, whose last
+    window reaches past the input."""
+    @R.function
+    def main(x: R.Tensor((1, 4, 8, 8), "float32")):
+        with R.dataflow():
+            y = R.nn.max_pool2d(x, pool_size=[3, 3], strides=[2, 2], ceil_mode=True)
+            R.output(y)
+        return y
+
+
+def test_ptq_ceil_mode_max_pool_is_int8():
+    """A ceil-mode max pool runs int8 (the max of the values its window covers).
+    Before, it stayed float between a dequantize and a quantize on the host."""
+    rng = np.random.default_rng(12)
+    quantized = tvm_sophon.quantize(CeilMaxPool, [{"x": rng.standard_normal((1, 4, 8, 8)).astype("float32")}],
+                                    method="max", progress=False)
+    assert [(l.kind, l.int8) for l in tvm_sophon.quantize_report(quantized).layers] == [("max_pool2d", True)]
+    offload = tvm_sophon.offload_report(tvm_sophon.partition_for_sophon(quantized, chip="bm1684"))
+    assert offload.offloaded == ["sophon.qmax_pool2d"], offload.format()
+    assert _host_ops(offload) == [("relax.quantize", (1, 4, 8, 8)), ("relax.dequantize", (1, 4, 4, 4))]
+    for _, got, want, _ in _chip_and_llvm(quantized, (1, 4, 8, 8), rng):
+        np.testing.assert_array_equal(got, want)   # a max of int8 values: exact
+
+
+@pytest.mark.parametrize("module, shape, kinds", [
+    (PooledLayerNorm, (1, 16), {"affine", "rsqrt", "mean", "mul", "sub"}),
+    (DetectDecode, (1, 3, 4, 4, 2), {"sigmoid", "mul", "sub", "add"})])
+def test_compare_lists_the_new_int8_chains_per_layer(module, shape, kinds):
+    """``compare`` runs these chains int8 on the chip and lists each layer against
+    FP32 (TVM's llvm build of the float module)."""
+    rng = np.random.default_rng(13)
+    inputs = [{"x": rng.standard_normal(shape).astype("float32")} for _ in range(3)]
+    result = tvm_sophon.compare(module, inputs, method="max")
+    assert kinds <= {l.kind for l in result.layers}, result.format()
+    assert all(l.int8 for l in result.layers), result.format()
+    # 8-bit activations through at most ~8 layers of these chains: each layer's output
+    # stays within cosine 0.99 of FP32 (the fallback threshold; measured >= 0.9998)
+    assert min(l.cosine for l in result.layers) >= 0.99, result.format()

@@ -368,6 +368,7 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
   int32_t tasks, ox;
   int32_t* scratch;
 
+  if (p->kind == SOPHON_POOL_AVG && p->arithmetic != SOPHON_INT8_TFLITE) return -1; /* f32 sums */
   span = (int64_t)(out->w - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w + 1;
   if (span > ((int64_t)1 << 24)) return -1; /* absurdly wide windows: the reference */
   sophon_view_init(&j.out_v, dev, out);
