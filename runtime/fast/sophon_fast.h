@@ -47,6 +47,12 @@ int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const s
 int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                         const sophon_local* weight, const sophon_local* bias,
                         const sophon_requant* q);
+/* sophon_fast_int8_float_conv.c: conv2d_int8 with SOPHON_REQUANT_FLOAT_CONV (onnxruntime's
+ * float Conv), bit-identical to the reference; 0, or -1 without scratch memory. */
+int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* in, const sophon_local* weight,
+                                  const sophon_local* bias, const sophon_conv_params* p,
+                                  const sophon_requant* q);
 /* sophon_fast_int8_eltwise.c: fast INT8 ADD and pool2d, bit-identical to the
  * reference kernels; 0, or -1 for what they do not cover (ADD: a broadcast) or when
  * scratch cannot be had: the caller then runs the reference kernel. */
