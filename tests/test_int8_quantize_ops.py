@@ -8,7 +8,10 @@ a region holds int8 layers and the float layers a quantizer left between them.
   TFLite's reference AffineQuantize (x / scale in float32, TfLiteRound: half away
   from zero, then the zero point, saturated); ties at .5 and saturation included;
 - an ONNX QDQ model with float ops between int8 ones is one region with nothing
-  on the host, and equal to onnxruntime.
+  on the host, and equal to onnxruntime;
+- a region's quantize rounds as its model's source: a Relax module with a float
+  island whose every quotient is a tie, in TFLite's arithmetic (half away from
+  zero) and in onnxruntime's (half to even).
 """
 import ctypes
 
@@ -189,3 +192,48 @@ def test_float_ops_between_int8_ops_are_one_region(tmp_path):
         # the float HardSwish and mean are f32 on both sides but not in one order of
         # operations: a quotient landing within an ulp of a .5 tie may round the other way
         assert np.abs(got.astype(np.int32) - expected).max() <= 1, (got, expected)
+
+
+# ------------------------------------------------------------ the rounding follows the model's source
+
+def _float_island(arithmetic):
+    """int8 x -> max pool (an int8 layer) -> dequantize -> * 1 + 0.25 (float layers) ->
+    quantize -> max pool -> int8 y. With scales 0.5 every quotient (q - zp) + 0.5 is
+    a tie, so the two roundings part on every element."""
+    x = relax.Var("x", relax.TensorType((2, 5, 3, 7), "int8"))
+
+    def const(value, dtype):
+        return relax.const(np.array(value, dtype))
+
+    def int8_pool(t, scale, zp):
+        f = relax.op.dequantize(t, const(scale, "float32"), const(zp, "int32"))
+        return relax.op.quantize(relax.op.nn.max_pool2d(f, (1, 1)), const(scale, "float32"), const(zp, "int32"),
+                                 out_dtype="int8")
+
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = bb.emit(int8_pool(x, 0.5, 3))
+            f = bb.emit(relax.op.dequantize(a, const(0.5, "float32"), const(3, "int32")))
+            g = bb.emit(relax.op.add(relax.op.multiply(f, const(1.0, "float32")), const(0.25, "float32")))
+            q = bb.emit(relax.op.quantize(g, const(0.5, "float32"), const(-5, "int32"), out_dtype="int8"))
+            out = bb.emit_output(int8_pool(q, 0.5, -5))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    return mod.with_attr("sophon.int8_arithmetic", arithmetic) if arithmetic else mod
+
+
+@pytest.mark.parametrize("arithmetic", [None, "onnxruntime"])
+def test_a_region_quantizes_with_its_models_rounding(arithmetic):
+    partitioned = tvm_sophon.partition_for_sophon(_float_island(arithmetic), chip="bm1684")
+    report = tvm_sophon.offload_report(partitioned)
+    assert len(report.regions) == 1 and not report.host_ops, report.format()
+    vm = relax.VirtualMachine(tvm_sophon.build(partitioned, chip="bm1684"), tvm.cpu())
+    x = np.arange(-128, 82, dtype=np.int8).reshape(2, 5, 3, 7)
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    # numpy: the value (q - 3) * 0.5 + 0.25 is exact in float32; over 0.5 it is (q - 3) + 0.5
+    quotient = (x.astype(np.float32) - 3) * np.float32(0.5) + np.float32(0.25)
+    half_to_even = _onnxruntime_op("QuantizeLinear", quotient, 0.5, -5)
+    half_away = _tflite_quantize(quotient, 0.5, -5)
+    assert np.count_nonzero(half_to_even != half_away) > x.size // 3
+    assert np.array_equal(got, half_to_even if arithmetic == "onnxruntime" else half_away)
