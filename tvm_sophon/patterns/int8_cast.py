@@ -86,12 +86,13 @@ def _not_of_constant(check):
     return checked
 
 
-def keep_edge_casts_on_host(mod):
+def keep_edge_casts_on_host(mod, has_int8: bool = True):
     """Give back to the host every cast composite whose input is not made by a
     chip composite or whose result no chip composite reads (repeated, since a
-    cast given back can leave its neighbour cast alone). Run between
-    FuseOpsByPattern and MergeCompositeFunctions. Returns the module and the
-    names of the bindings given back."""
+    cast given back can leave its neighbour cast alone), and every one on a chip
+    without int8 (``has_int8`` False). Run between FuseOpsByPattern and
+    MergeCompositeFunctions. Returns the module and the names of the bindings
+    given back."""
     calls = composite_calls(mod)
     casts = {v for v, (name, _, _) in calls.items() if name.split(".", 1)[1] in CASTS}
     if not casts:
@@ -101,7 +102,7 @@ def keep_edge_casts_on_host(mod):
         for arg in call_operands(call):
             if isinstance(arg, relax.Var):
                 readers.setdefault(arg, set()).add(var)
-    kept = set(casts)
+    kept = set(casts) if has_int8 else set()
 
     def on_chip(var) -> bool:
         return var in calls and (var not in casts or var in kept)
