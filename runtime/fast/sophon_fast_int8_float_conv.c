@@ -94,9 +94,9 @@ SOPHON_AVX2_FMA static void chains_avx2(const float* cols, int64_t stride, int64
 /* chains_avx2 for a whole block of BLOCK_PIXELS (64) pixels: four vectors of 16 lanes
  * for each of up to four output channels (filter_count), up to 16 chains side by side
  * (each lane still one output's own chain); the runs' totals wait in `totals`. */
-SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
-                                        const float* const filters[4], int filter_count, int64_t k,
-                                        int64_t block, float totals[4][BLOCK_PIXELS]) {
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void chains_avx512(
+    const float* cols, int64_t stride, const float* const filters[], const int filter_count, int64_t k,
+    int64_t block, float totals[][BLOCK_PIXELS]) {
   int64_t start, i;
   int r, v;
   for (start = 0; start < k; start += block) {
@@ -122,6 +122,18 @@ SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
         _mm512_storeu_ps(total, start == 0 ? run[r][v] : _mm512_add_ps(run[r][v], _mm512_loadu_ps(total)));
       }
   }
+}
+
+/* chains_avx512 with the channel count known to the compiler, so that the 16 (or 4)
+ * runs stay in registers. */
+SOPHON_AVX512 static void chains4_avx512(const float* cols, int64_t stride, const float* const filters[4],
+                                         int64_t k, int64_t block, float totals[4][BLOCK_PIXELS]) {
+  chains_avx512(cols, stride, filters, 4, k, block, totals);
+}
+SOPHON_AVX512 static void chains1_avx512(const float* cols, int64_t stride, const float* filter, int64_t k,
+                                         int64_t block, float totals[BLOCK_PIXELS]) {
+  const float* const filters[1] = {filter};
+  chains_avx512(cols, stride, filters, 1, k, block, (float(*)[BLOCK_PIXELS])totals);
 }
 /* quantize_output of `count` totals of one output channel, 16 lanes at a time: the same
  * float32 add and division, nearest-even rounding (roundscale), clamp and zero point. */
@@ -214,8 +226,10 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
       int64_t col;
       int r;
       for (r = 0; r < 4; ++r) filters[r] = j->filters + (oc + (r < filter_count ? r : 0)) * k;
-      if (j->level == 2) {
-        chains_avx512(cols, stride, filters, filter_count, k, block, totals);
+      if (j->level == 2 && filter_count == 4) {
+        chains4_avx512(cols, stride, filters, k, block, totals);
+      } else if (j->level == 2) { /* each lane is its own chain: one channel at a time is the same */
+        for (r = 0; r < filter_count; ++r) chains1_avx512(cols, stride, filters[r], k, block, totals[r]);
       } else {
         for (col = 0; col < count; col += 8) {
           float totals8[4][8];
