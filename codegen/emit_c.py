@@ -7,6 +7,7 @@ comment, so generated code diffs cleanly and reads as the chip program.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 from tvm_sophon.ctext import c_comment, c_escape, c_string
@@ -19,6 +20,11 @@ STATS_FIELDS = ("macs", "tiu_instructions", "gdma_instructions", "bytes_loaded",
                 "tiu_cycles", "gdma_cycles", "lmem_peak_bytes", "timesteps", "cycles")
 DTYPE_C = {"float32": "SOPHON_F32", "int8": "SOPHON_I8", "int32": "SOPHON_I32"}
 DLPACK_DTYPE = {"float32": (2, 32), "int8": (0, 8), "int32": (0, 32)}  # (kDLFloat=2 / kDLInt=0, bits)
+
+
+def _f32_bits(value: float) -> int:
+    """The bit pattern of float32 ``value`` as a signed int32 (a command's value field)."""
+    return struct.unpack("<i", struct.pack("<f", value))[0]
 
 
 def _f(value: float) -> str:
@@ -85,7 +91,17 @@ def _region(prog: P.RegionProgram, index: int) -> str:
         return pools.add(f"{{SOPHON_POOL_{step.kind}, {step.kernel[0]}, {step.kernel[1]}, "
                          f"{step.strides[0]}, {step.strides[1]}, {t}, {l}, {b}, {rr}, "
                          f"{step.dilation[0]}, {step.dilation[1]}, "
-                         f"{int(getattr(step, 'count_include_pad', 0))}}}")
+                         f"{int(getattr(step, 'count_include_pad', 0))}"
+                         f"{onnxruntime_fields(getattr(step, 'onnxruntime', None))}}}")
+
+    def onnxruntime_fields(quantization) -> str:
+        """The int8 arithmetic and quantization fields of an int8 pool or resize in
+        onnxruntime's arithmetic (none: TFLite's, the zero default)."""
+        if quantization is None:
+            return ""
+        s_in, z_in, s_out, z_out = quantization
+        return f", SOPHON_INT8_ONNXRUNTIME, {float(s_in).hex()}f, {float(s_out).hex()}f, {int(z_in)}, {int(z_out)}"
+
 
     def requant(q) -> int:
         """A sophon_requant row; its multipliers and shifts are static arrays."""
@@ -174,7 +190,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.Resize):
             p = resizes.add(f"{{SOPHON_RESIZE_{step.method}, SOPHON_COORD_{step.coord}, SOPHON_ROUND_{step.rounding}, "
-                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}}}")
+                            f"{step.in_h}, {step.out_h}, {step.in_row0}, {step.out_row0}"
+                            f"{onnxruntime_fields(step.onnxruntime)}}}")
             kind = "SOPHON_CMD_RESIZE_INT8" if step.out.tensor.dtype == "int8" else "SOPHON_CMD_RESIZE"
             cmds.add(f"{{{kind}, {L(step.out)}, {L(step.input)}, -1, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
@@ -212,6 +229,10 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             p = requant(step.requant) if step.requant is not None else -1
             cmds.add(f"{{SOPHON_CMD_REDUCE_INT8, {L(step.out)}, {L(step.input)}, -1, SOPHON_REDUCE_{step.kind}, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.QSoftmax) and step.onnxruntime is not None:
+            s_in, s_out, z_out = step.onnxruntime  # the scales as their f32 bit patterns
+            cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, {L(step.out)}, {L(step.input)}, {_f32_bits(s_in)}, "
+                     f"{_f32_bits(s_out)}, {int(z_out)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QSoftmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
                      f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)

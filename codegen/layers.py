@@ -81,6 +81,16 @@ def _ints(values) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp) -> tuple:
+    """(input scale, input zero point, output scale, output zero point) of an int8
+    op in onnxruntime's arithmetic, from per-tensor constants (its pattern checks)."""
+    def first(v):
+        return np.asarray(v).reshape(-1)[0]
+
+    return (float(np.float32(first(x_scale))), int(first(x_zp)), float(np.float32(first(out_scale))),
+            int(first(out_zp)))
+
+
 def _scalar(expr) -> float:
     if isinstance(expr, (IntImm, FloatImm)):
         return float(expr.value)
@@ -632,6 +642,24 @@ class _Analysis:
         return quant.onnxruntime_requant(q, x_scale, w_scale, out_scale) \
             if self.int8_arithmetic == "onnxruntime" else q
 
+    def qresize_layer(self, comp: _Composite, out_scale=None, out_zp=None) -> None:
+        """An int8 resize: TFLite's keeps the input's quantization
+        (int8_movement.rule_same_as_input); onnxruntime's dequantizes, resizes in
+        f32 and quantizes (a resize of the int8 tensor itself keeps it)."""
+        from tvm_sophon.patterns.resize import resize_modes
+
+        root = comp.calls_of("relax.image.resize2d")[0]
+        view = P.layout_view(str(root.attrs.layout))
+        method, coord, rounding = resize_modes(root.attrs)
+        x, ort = comp.region_value(root.args[0]), None
+        if self.int8_arithmetic == "onnxruntime":
+            ort = (1.0, 0, 1.0, 0)
+            if out_scale is not None:  # per-tensor (int8_movement.rule_per_tensor)
+                x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+                ort = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
+        return self.add(comp, "resize", view, [self.operand(x, view)], [], method=method, coord=coord,
+                        rounding=rounding, onnxruntime=ort)
+
     def qlayer(self, comp: _Composite) -> None:
         from tvm_sophon import quant
 
@@ -643,14 +671,8 @@ class _Analysis:
             out_scale, out_zp = self.const(comp, quantize[0].args[1]), self.const(comp, quantize[0].args[2])
         if comp.pattern == "sophon.qconcat":  # bytes; an input quantized otherwise is rescaled first
             return movement.analyze_qconcat(self, comp, out_scale, out_zp)
-        if comp.pattern == "sophon.qresize2d":  # the input's quantization kept (int8_movement.rule_same_as_input)
-            from tvm_sophon.patterns.resize import resize_modes
-
-            root = comp.calls_of("relax.image.resize2d")[0]
-            view = P.layout_view(str(root.attrs.layout))
-            method, coord, rounding = resize_modes(root.attrs)
-            return self.add(comp, "resize", view, [self.operand(comp.region_value(root.args[0]), view)], [],
-                            method=method, coord=coord, rounding=rounding)
+        if comp.pattern == "sophon.qresize2d":
+            return self.qresize_layer(comp, out_scale, out_zp) if quantize else self.qresize_layer(comp)
         if comp.pattern.startswith("sophon.qconv2d_transpose"):
             root = comp.calls_of("relax.nn.conv2d_transpose")[0]
             attrs = root.attrs
@@ -707,15 +729,20 @@ class _Analysis:
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
         elif _qeltwise_name(comp.pattern) in ("qsubtract", *UNARY, *QBINARY):
             self.qeltwise_layer(comp, out_scale, out_zp)
-        else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d
+        else:  # sophon.qmax_pool2d(_qdq), sophon.qavg_pool2d(_qdq)
             kind = "MAX" if comp.pattern.startswith("sophon.qmax_pool2d") else "AVG"
             root = comp.calls_of("relax.nn.max_pool2d" if kind == "MAX" else "relax.nn.avg_pool2d")[0]
             attrs = root.attrs
             view = P.layout_view(str(attrs.layout))
-            self.add(comp, "qpool2d", view, [self.operand(comp.region_value(root.args[0]), view)], [],
+            x, ort, count_include_pad = comp.region_value(root.args[0]), None, False
+            if comp.pattern == "sophon.qavg_pool2d_qdq":  # onnxruntime's QLinearAveragePool
+                x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
+                ort = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
+                count_include_pad = bool(attrs.count_include_pad)
+            self.add(comp, "qpool2d", view, [self.operand(x, view)], [],
                      kind=kind, kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
                      padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
-                     count_include_pad=False, act_min=act_min, act_max=act_max)
+                     count_include_pad=count_include_pad, act_min=act_min, act_max=act_max, onnxruntime=ort)
 
     def qeltwise_layer(self, comp: _Composite, out_scale, out_zp) -> None:
         """An int8 element-wise chain (patterns/int8_eltwise.py): a unary op as a
@@ -812,6 +839,11 @@ class _Analysis:
         if root.op.name == "relax.nn.softmax":
             axis = int(root.attrs.axis) % rank
             view = ((), tuple(range(axis)), (axis,), tuple(range(axis + 1, rank)))
+            if self.int8_arithmetic == "onnxruntime":  # QLinearSoftmax, any output quantization
+                s_in, _, s_out, z_out = _onnxruntime_quantization(x_scale, x_zp, out_scale, out_zp)
+                self.add(comp, "qsoftmax", view, [self.operand(x, view)], [], input_multiplier=0,
+                         input_left_shift=0, onnxruntime=(s_in, s_out, z_out))
+                return
             multiplier, left_shift = quant.softmax_params(float(np.asarray(x_scale).reshape(())))
             self.add(comp, "qsoftmax", view, [self.operand(x, view)], [],
                      input_multiplier=multiplier, input_left_shift=left_shift)

@@ -344,6 +344,9 @@ class Resize:
     in_row0: int = 0
     out_row0: int = 0
     pattern: str = ""
+    # an int8 resize in onnxruntime's arithmetic: (input scale, input zero point,
+    # output scale, output zero point); None: TFLite's (or a float resize)
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass
@@ -393,6 +396,10 @@ class QPool2d:
     act_min: int = -128
     act_max: int = 127
     pattern: str = ""
+    count_include_pad: bool = False
+    # an average in onnxruntime's arithmetic (QLinearAveragePool): (input scale, input
+    # zero point, output scale, output zero point); None: TFLite's
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass
@@ -426,12 +433,15 @@ class QBinary:
 
 @dataclasses.dataclass
 class QSoftmax:
-    """INT8 softmax over h (TFLite's SOFTMAX, output scale 1/256, zero point -128)."""
+    """INT8 softmax over h (TFLite's SOFTMAX, output scale 1/256, zero point -128),
+    or onnxruntime's QLinearSoftmax when ``onnxruntime`` holds (input scale, output
+    scale, output zero point)."""
     out: Local
     input: Local
     input_multiplier: int
     input_left_shift: int
     pattern: str = ""
+    onnxruntime: Optional[tuple] = None
 
 
 @dataclasses.dataclass

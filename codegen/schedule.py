@@ -742,7 +742,7 @@ class Lowering:
         elif layer.kind == "resize":
             step = P.Resize(out, acts[0], a["method"], a["coord"], a["rounding"],
                             full_dims(layer.acts[0])[2], full_dims(layer.out)[2],
-                            geo.acts[0][2], geo.out[2], layer.pattern)
+                            geo.acts[0][2], geo.out[2], layer.pattern, a.get("onnxruntime"))
         elif layer.kind == "qconv2d":
             step = P.QConv2d(out, acts[0], params[0], params[1], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["groups"], a["requant"], layer.pattern)
@@ -756,11 +756,13 @@ class Lowering:
             step = P.QBinary(out, acts[0], acts[1], a["params"], layer.pattern)
         elif layer.kind == "qpool2d":
             step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
-                             a["dilation"], a["act_min"], a["act_max"], layer.pattern)
+                             a["dilation"], a["act_min"], a["act_max"], layer.pattern,
+                             a.get("count_include_pad", False), a.get("onnxruntime"))
         elif layer.kind == "qreduce":
             step = P.QReduce(out, acts[0], a["kind"], a["requant"], layer.pattern)
         elif layer.kind == "qsoftmax":
-            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern)
+            step = P.QSoftmax(out, acts[0], a["input_multiplier"], a["input_left_shift"], layer.pattern,
+                              a.get("onnxruntime"))
         else:
             step = P.Softmax(out, acts[0], layer.pattern)
         self.emit(step)

@@ -307,6 +307,13 @@ sophon_status sophon_tiu_fc(sophon_device* dev, const sophon_local* out,
                             const sophon_local* in, const sophon_local* weight,
                             const sophon_local* bias, const sophon_activation* act);
 
+/* Whose arithmetic an int8 pool or resize (sophon_quant.h) follows; the f32
+ * instructions ignore it and the quantization fields after it. */
+typedef enum {
+  SOPHON_INT8_TFLITE = 0,      /* TFLite's int8 kernels, the quantization kept */
+  SOPHON_INT8_ONNXRUNTIME = 1  /* onnxruntime's for an ONNX QDQ model, in f32 */
+} sophon_int8_arithmetic;
+
 typedef enum { SOPHON_POOL_MAX = 0, SOPHON_POOL_AVG = 1 } sophon_pool_kind;
 
 typedef struct {
@@ -318,6 +325,9 @@ typedef struct {
   /* AVG only: 1 divides by kernel_h*kernel_w, 0 by the number of in-bounds taps.
    * Taps beyond the padded input (ceil mode) never count. MAX ignores padding. */
   int32_t count_include_pad;
+  sophon_int8_arithmetic arithmetic;        /* int8 AVG only */
+  float input_scale, output_scale;          /* int8 ONNXRUNTIME only */
+  int32_t input_zero_point, output_zero_point;
 } sophon_pool_params;
 
 /* in (N, C, H, W) -> out (N, C, OH, OW), OH as for conv (the caller may ask for a
@@ -438,6 +448,9 @@ typedef struct {
   sophon_resize_rounding rounding;
   int32_t in_h, out_h;        /* full image heights */
   int32_t in_row0, out_row0;  /* first image row held by in / out */
+  sophon_int8_arithmetic arithmetic;        /* int8 only */
+  float input_scale, output_scale;          /* int8 ONNXRUNTIME only */
+  int32_t input_zero_point, output_zero_point;
 } sophon_resize_params;
 
 /*

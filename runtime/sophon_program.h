@@ -50,8 +50,11 @@ typedef enum {
   SOPHON_CMD_RESIZE_INT8 = 31, /* resize_int8(out=a, in=b, resize[p]) */
   /* 40-49: INT8 reductions and softmax */
   SOPHON_CMD_REDUCE_INT8 = 40, /* reduce_int8(out=a, in=b, kind=d, requant[p] or -1 for MAX, MIN) */
-  SOPHON_CMD_SOFTMAX_INT8 = 41 /* softmax_int8(out=a, in=b, input_multiplier=c,
-                                  input_left_shift=d): c and d are the values themselves */
+  SOPHON_CMD_SOFTMAX_INT8 = 41, /* softmax_int8(out=a, in=b, input_multiplier=c,
+                                   input_left_shift=d): c and d are the values themselves */
+  SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME = 52 /* softmax_int8_onnxruntime(out=a, in=b): c and d are
+                                              the f32 bit patterns of the input and output scales,
+                                              p the output zero point (values themselves) */
 } sophon_cmd_kind;
 
 typedef struct {

@@ -214,11 +214,31 @@ sophon_status sophon_tiu_conv2d_transpose_int8(sophon_device* dev, const sophon_
                                                const sophon_conv_params* p,
                                                const sophon_requant* q);
 
-/* TFLite's int8 RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR (the int8 reference
- * kernels: nearest index in f32, bilinear in 10-bit fixed point), the input's
- * quantization kept. Params as sophon_tiu_resize; coord is ASYMMETRIC,
+/* An int8 resize, params as sophon_tiu_resize, in one of two arithmetics:
+ *
+ * SOPHON_INT8_TFLITE: TFLite's int8 RESIZE_NEAREST_NEIGHBOR and
+ * RESIZE_BILINEAR (the int8 reference kernels: nearest index in f32, bilinear in
+ * 10-bit fixed point), the input's quantization kept. coord is ASYMMETRIC,
  * ALIGN_CORNERS (align_corners) or HALF_PIXEL (half_pixel_centers; nearest also
- * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode. */
+ * takes TF_HALF_PIXEL_FOR_NN); rounding is ignored: TFLite's own per mode.
+ *
+ * SOPHON_INT8_ONNXRUNTIME: what onnxruntime's CPU provider runs for an
+ * ONNX QDQ DequantizeLinear -> Resize -> QuantizeLinear, all in f32. Along each
+ * axis, with s = out_size / in_size (f32; 1 keeps v = x):
+ *   HALF_PIXEL v = (x + 0.5) / s - 0.5, PYTORCH_HALF_PIXEL the same but 0 when
+ *   out_size = 1, ASYMMETRIC v = x / s, TF_HALF_PIXEL_FOR_NN v = (x + 0.5) / s,
+ *   ALIGN_CORNERS v = x * (in_size - 1) / (out_size - 1) (0 when out_size = 1).
+ * NEAREST: index = round(v) by `rounding`, ONNX's nearest_mode (PREFER_FLOOR: halves
+ *   down, else half away from zero; PREFER_CEIL: half away from zero, as std::round;
+ *   FLOOR; CEIL; HALF_EVEN is no ONNX mode: SOPHON_ERR_ARGUMENT), clamped to the
+ *   image; the value is requantized as below (unchanged when both quantizations
+ *   are equal).
+ * BILINEAR: v clamped to [0, in_size - 1], i1 = (int)v, i2 = min(i1 + 1, in_size - 1),
+ *   d1 = |v - i1|, d2 = |v - i2| (both 0.5 when i1 = i2); with f = (q - input_zero_point)
+ *   * input_scale of the taps: out = dx2*dy2*f(y1,x1) + dx1*dy2*f(y1,x2)
+ *   + dx2*dy1*f(y2,x1) + dx1*dy1*f(y2,x2), summed left to right.
+ * The f32 result r is quantized as QuantizeLinear: round_half_even(r / output_scale)
+ * + output_zero_point, saturated to int8. */
 sophon_status sophon_tiu_resize_int8(sophon_device* dev, const sophon_local* out,
                                      const sophon_local* in, const sophon_resize_params* p);
 
@@ -244,6 +264,18 @@ sophon_status sophon_tiu_reduce_int8(sophon_device* dev, const sophon_local* out
 sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* out,
                                       const sophon_local* in, int32_t input_multiplier,
                                       int32_t input_left_shift);
+
+/* onnxruntime's int8 QLinearSoftmax (com.microsoft, what its QDQ transformer makes of
+ * DequantizeLinear -> Softmax -> QuantizeLinear) over h, D = in->h values:
+ *   table[k] = (float)exp((k - 255 + b) * input_scale) for k in [0, 255], in double,
+ *     b = max(0, log((float)(FLT_MAX / D)) - 5) / input_scale (keeps the f32 sum finite);
+ *   per column, m = max over h: e = table[x - m + 255], sum = the e summed in f32 in h
+ *     order, out = (int32)nearbyintf(e * floorf(1 / output_scale) / sum)
+ *     + output_zero_point, saturated to 127 (an output scale of 1/256 makes a certain
+ *     1.0 the 128 that onnxruntime 1.32 saturates so). */
+sophon_status sophon_tiu_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                                  const sophon_local* in, float input_scale,
+                                                  float output_scale, int32_t output_zero_point);
 
 #ifdef __cplusplus
 }

@@ -83,6 +83,7 @@ def _lib():
     lib.sophon_tiu_conv2d_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                            P(LocalStruct), P(LocalStruct), P(ConvParamsStruct),
                                            P(Requant)]
+    lib.sophon_tiu_conv2d_transpose_int8.argtypes = lib.sophon_tiu_conv2d_int8.argtypes
     lib.sophon_tiu_fc_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                        P(LocalStruct), P(LocalStruct), P(Requant)]
     lib.sophon_tiu_add_int8.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
@@ -377,6 +378,89 @@ def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
     assert_identical(devices, lambda dev: run_conv(dev, x, weight, None, params, q, (1, 5, 9, 9)))
 
 
+@pytest.mark.parametrize("rounding", ["fixed", "float32"])
+@pytest.mark.parametrize("in_zp", [-128, 127, 0])
+@pytest.mark.parametrize("geometry", [
+    # (h, w, kernel, stride, pad): one output row per vector with a partial last vector
+    # (w 37), two rows per vector (outputs 7 and 5 wide, an odd row count), a 5x5 kernel
+    # (two quads of taps), stride 3, padding wider than the kernel reach on one side
+    (9, 37, 3, 1, 1), (7, 7, 3, 1, 1), (10, 10, 3, 2, 1), (11, 13, 5, 1, 2), (8, 50, 3, 3, 0),
+    (6, 20, 3, 1, (0, 2, 1, 0))])
+@pytest.mark.parametrize("requant", ["typical", "any"])
+def test_fast_depthwise_int8_extreme_operands(devices, geometry, in_zp, rounding, requant):
+    """Depthwise convs with the largest products (weights -128, inputs at the far end from
+    the zero point) in most channels and random values in the others, padding taps on
+    every side; "typical" requantization spreads the random channels over the int8 range,
+    "any" draws it and the bias over the whole checked range (mostly saturated outputs:
+    each clamp branch)."""
+    h, w, k, s, pad = geometry
+    pad = pad if isinstance(pad, tuple) else (pad,) * 4
+    far = 127 if in_zp <= 0 else -128
+    rng = np.random.default_rng(h * w + k)
+    c = 19
+    x = rng.integers(-128, 128, (1, c, h, w), dtype=np.int8)
+    x[:, :12] = far
+    weight = rng.integers(-128, 128, (c, 1, k, k), dtype=np.int8)
+    weight[:12] = -128
+    bias = random_bias(rng, c, "extreme" if requant == "any" else "small")
+    q = with_rounding(make_requant(rng, c, k * k, True, in_zp, 3, (-100, 120), requant), rounding)
+    params = conv_params((k, k), (s, s), pad, (1, 1), c)
+    oh = (h + pad[0] + pad[2] - k) // s + 1
+    ow = (w + pad[1] + pad[3] - k) // s + 1
+    ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q,
+                                                         (1, c, oh, ow)))
+    if requant == "typical":  # the random channels' outputs spread over the range
+        assert len(np.unique(ref[:, 12:])) > 30, "requantization saturates: the case checks little"
+
+
+# ---------------------------------------------------- conv2d_transpose
+
+def run_deconv(dev: Device, x, weight, bias, params, q, out_shape):
+    dev.next_addr = 0
+    t_in = dev.put(x)
+    t_w = dev.put(weight, I8, COMPACT)  # (1, IC, OC/groups, KH*KW)
+    t_b = dev.put(bias.reshape(1, -1, 1, 1), I32, COMPACT) if bias is not None else None
+    t_out = dev.alloc(out_shape)
+    dev.check(dev.lib.sophon_tiu_conv2d_transpose_int8(
+        dev.handle, ctypes.byref(t_out), ctypes.byref(t_in), ctypes.byref(t_w),
+        ctypes.byref(t_b) if t_b is not None else None, ctypes.byref(params), ctypes.byref(q)))
+    return dev.store(t_out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.sampled_from([1, 2]), groups=st.sampled_from([1, 1, 2]),
+       icg=st.sampled_from([1, 3, 8]), ocg=st.sampled_from([1, 4, 7]),
+       h=st.sampled_from([1, 3, 6]), w=st.sampled_from([1, 5, 17]),
+       kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)),
+       pad=st.tuples(st.integers(0, 2), st.integers(0, 2)), extra=st.tuples(st.integers(-1, 2), st.integers(-1, 2)),
+       bias=st.sampled_from(["none", "small", "extreme"]), per_channel=st.booleans(),
+       requant=st.sampled_from(["typical", "typical", "any"]), in_zp=st.sampled_from([0, -128, 127, 5]),
+       rounding=st.sampled_from(["fixed", "float32"]), seed=st.integers(0, 2**16))
+def test_fast_conv2d_transpose_int8_is_bit_identical(devices, n, groups, icg, ocg, h, w, kernel,
+                                                     stride, dilation, pad, extra, bias, per_channel,
+                                                     requant, in_zp, rounding, seed):
+    """Transposed convs with groups, strides, dilations, top/left padding and outputs a
+    little shorter or longer than the full transposed size (taps that land outside and
+    output columns no tap reaches); the largest products in the first input channel."""
+    rng = np.random.default_rng(seed)
+    ic, oc = groups * icg, groups * ocg
+    kh, kw = kernel
+    x = rng.integers(-128, 128, (n, ic, h, w), dtype=np.int8)
+    x[:, 0] = 127 if in_zp <= 0 else -128
+    weight = rng.integers(-128, 128, (1, ic, ocg, kh * kw), dtype=np.int8)
+    weight[:, 0] = -128
+    oh = max(1, (h - 1) * stride[0] + dilation[0] * (kh - 1) + 1 - pad[0] + extra[0])
+    ow = max(1, (w - 1) * stride[1] + dilation[1] * (kw - 1) + 1 - pad[1] + extra[1])
+    q = with_rounding(make_requant(rng, oc, icg * kh * kw, per_channel, in_zp, -2, (-128, 127),
+                                   requant), rounding)
+    params = ConvParamsStruct(kh, kw, stride[0], stride[1], pad[0], pad[1], 0, 0, dilation[0],
+                              dilation[1], groups, ActivationStruct(0, 0.0, 0.0, 0.0))
+    b = random_bias(rng, oc, bias)
+    assert_identical(devices, lambda dev: run_deconv(dev, x, weight, b, params, q, (n, oc, oh, ow)))
+
+
 # --------------------------------------------------------------------- fc
 
 def run_fc(dev: Device, x, weight, bias, q):
@@ -524,6 +608,34 @@ def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 
+@settings(max_examples=60, deadline=None)
+@given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 3, 17]),
+                       st.sampled_from([1, 7, 33]), st.sampled_from([1, 5, 40])),
+       b_kind=st.sampled_from(["full", "full", "per_channel", "scalar", "rows"]),
+       zps=st.tuples(*(st.integers(-128, 127) for _ in range(3))),
+       multipliers=st.tuples(*(st.integers(1 << 30, (1 << 31) - 1) | st.sampled_from([0, (1 << 31) - 1])
+                               for _ in range(3))),
+       shifts=st.tuples(st.integers(-10, 0), st.integers(-10, 0), st.integers(-31, 0)),
+       act=st.sampled_from([(-128, 127), (-20, 90)]), inplace=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_fast_binary_int8_squared_difference(devices, shape, b_kind, zps, multipliers, shifts, act,
+                                             inplace, seed):
+    """SQUARED_DIFFERENCE (TFLite's squared_difference.cc, ConvNeXt's LayerNorm): planes
+    shorter and longer than the 256 elements from which the fast kernel tabulates the
+    input rescales, b of a's shape, one per channel (the per-channel table on planes of
+    1024 and more), one value and along w (the reference's path); multipliers up to
+    2^31 - 1 (squares that saturate) and output shifts over the whole checked range."""
+    n, c, h, w = shape
+    b_shape = {"full": shape, "per_channel": (n, c, 1, 1), "scalar": (1, 1, 1, 1),
+               "rows": (n, c, h, 1)}[b_kind]
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-128, 128, shape, dtype=np.int8)
+    b = rng.integers(-128, 128, b_shape, dtype=np.int8)
+    p = BinaryInt8Params(4, *zps, multipliers[0], shifts[0], multipliers[1], shifts[1], *act,
+                         multipliers[2], shifts[2], 0.0)
+    assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
+
+
 # --------------------------------------------------------------- lut_int8
 
 def run_lut_int8(dev: Device, x, table, inplace, window=(0, 0)):
@@ -567,15 +679,24 @@ def run_reduce_int8(dev: Device, x, kind, q):
 @given(shape=st.tuples(st.integers(1, 2), st.sampled_from([1, 5, 33]),
                        st.sampled_from([1, 49, 400]), st.sampled_from([1, 3, 300])),
        kind=st.integers(0, 3), in_zp=st.sampled_from([-128, -3, 127]),
-       act=st.sampled_from([(-128, 127), (-20, 60)]), seed=st.integers(0, 2**16))
-def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, seed):
+       act=st.sampled_from([(-128, 127), (-20, 60)]), rounding=st.sampled_from(["fixed", "float32"]),
+       seed=st.integers(0, 2**16))
+def test_fast_reduce_int8_is_bit_identical(devices, shape, kind, in_zp, act, rounding, seed):
     """SUM, MEAN, MAX, MIN over h: one column (a global pool laid out as (N, C, HW, 1)),
     a few, and more than the kernel's 256-column chunk; all inputs at the far end
-    from the zero point in one channel (the largest sums)."""
+    from the zero point in one channel (the largest sums). "float32" is onnxruntime's
+    QLinearGlobalAveragePool rounding: one float32 scale, 1 / H folded in for a MEAN."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, shape, dtype=np.int8)
     x[:, 0] = 127 if in_zp < 0 else -128
     q = None if kind >= 2 else make_requant(rng, 1, shape[2], False, in_zp, 5, act)
+    if q is not None and rounding == "float32":
+        (multiplier,), (shift,) = q._keep
+        # not the fixed-point multiplier's value: a kernel that took that one would differ
+        real = 0.77 * multiplier * 2.0 ** (shift - 31) / (shape[2] if kind == 1 else 1)
+        scale = (ctypes.c_double * 1)(float(np.float32(real)))
+        q.rounding, q.scale = ROUNDINGS["float32"], ctypes.cast(scale, ctypes.POINTER(ctypes.c_double))
+        q._keep += (scale,)
     assert_identical(devices, lambda dev: run_reduce_int8(dev, x, kind, q))
 
 

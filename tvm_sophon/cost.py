@@ -74,12 +74,16 @@ class ConvParamsStruct(ctypes.Structure):
 class PoolParamsStruct(ctypes.Structure):
     _fields_ = [("kind", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "kernel_h", "kernel_w", "stride_h", "stride_w", "pad_top", "pad_left", "pad_bottom",
-        "pad_right", "dilation_h", "dilation_w", "count_include_pad")]
+        "pad_right", "dilation_h", "dilation_w", "count_include_pad")] + [
+        ("arithmetic", ctypes.c_int), ("input_scale", ctypes.c_float), ("output_scale", ctypes.c_float),
+        ("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32)]
 
 
 class ResizeParamsStruct(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int) for name in ("method", "coord", "rounding")] + [
-        (name, ctypes.c_int32) for name in ("in_h", "out_h", "in_row0", "out_row0")]
+        (name, ctypes.c_int32) for name in ("in_h", "out_h", "in_row0", "out_row0")] + [
+        ("arithmetic", ctypes.c_int), ("input_scale", ctypes.c_float), ("output_scale", ctypes.c_float),
+        ("input_zero_point", ctypes.c_int32), ("output_zero_point", ctypes.c_int32)]
 
     METHODS = ("NEAREST", "BILINEAR")
     COORDS = ("HALF_PIXEL", "ALIGN_CORNERS", "ASYMMETRIC", "PYTORCH_HALF_PIXEL", "TF_HALF_PIXEL_FOR_NN")

@@ -17,6 +17,9 @@ the chip could run, but the patterns do not recognise, into the canonical form:
     dequantize(pad(x, zp))              -> pad(dequantize(x), 0)           an int8 pad before a conv
     conv2d|pool(pad(x))                 -> conv2d|pool(x), padding + pad   explicit "same" padding
     avg_pool3d(call_tir(pad, x))        -> avg_pool3d(x), padding + pad    torch's LRN via ONNX Pad
+    call_tir(pad, x)                    -> nn.pad(x)                       any other ONNX Pad
+    quantize(avg_pool3d(pad(dq(x))))    -> reshape(quantize(avg_pool2d(    torch's LRN in an ONNX QDQ
+                                             dq(reshape(x)))))             model: an int8 average
     dropout(x)[0], reshape(x, shape(x)) -> x                               identities
     take(x, c, axis)                    -> reshape(strided_slice(x, ...))  c a constant arithmetic
                                                                            progression (torch's as_strided)
@@ -619,6 +622,52 @@ def DequantizePadToPad() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonDequantizePadToPad", _rewrite_dequantize_pad)
 
 
+def _rewrite_qdq_pool3d(func: relax.Function, _mod) -> relax.Function:
+    x, s_in, z_in, s_out, z_out = wildcard(), wildcard(), wildcard(), wildcard(), wildcard()
+    dq = is_op("relax.dequantize")(x, s_in, z_in)
+    padded = is_op("relax.nn.pad")(dq)
+    pool = is_op("relax.nn.avg_pool3d")(dq | padded)
+    q = is_op("relax.quantize")(pool, s_out, z_out)
+
+    def rewriter(call, matches):
+        p, data = matches[pool].attrs, matches[x]
+        shape, out_shape = _static_shape(data), _static_shape(call)
+        if shape is None or out_shape is None or len(shape) != 5 or str(p.layout) != "NCDHW" \
+                or any(_scalar_constant(matches[v]) is None for v in (s_in, z_in, s_out, z_out)) \
+                or [int(v) for v in p.pool_size[1:]] != [1, 1] or [int(v) for v in p.strides[1:]] != [1, 1] \
+                or [int(v) for v in p.dilation[1:]] != [1, 1]:
+            return call
+        front, back = int(p.padding[0]), int(p.padding[3])
+        include = bool(p.count_include_pad)
+        if any(int(v) for v in (*p.padding[1:3], *p.padding[4:])):
+            return call
+        if padded in matches:  # an explicit pad of 0 on D only: taps of 0 that count
+            width = [int(v) for v in matches[padded].attrs.pad_width]
+            if str(matches[padded].attrs.pad_mode) != "constant" or _pad_value(matches[padded]) != 0.0 \
+                    or any(width[:4]) or any(width[6:]) or front or back:
+                return call
+            front, back, include = width[4], width[5], True
+        n, c, d, h, w = shape
+        flat = relax.op.reshape(data, (n, c, d, h * w))
+        inner = relax.op.dequantize(flat, matches[s_in], matches[z_in], -1, str(matches[dq].attrs.out_dtype))
+        pooled = relax.op.nn.avg_pool2d(inner, (int(p.pool_size[0]), 1), (int(p.strides[0]), 1), (front, 0, back, 0),
+                                        (int(p.dilation[0]), 1), bool(p.ceil_mode), include, "NCHW")
+        out = relax.op.quantize(pooled, matches[s_out], matches[z_out], -1, str(call.attrs.out_dtype))
+        return relax.op.reshape(out, out_shape)
+
+    return rewrite_call(q, rewriter, func)
+
+
+def QdqAvgPool3dTo2d() -> tvm.transform.Pass:  # noqa: N802
+    """``quantize(avg_pool3d(pad?(dequantize(x))))`` with a window over D only ->
+    ``reshape(quantize(avg_pool2d(dequantize(reshape(x, (N, C, D, H*W))))))``, the
+    pad of 0 taken as the pool's counted padding: PyTorch's LRN in an ONNX QDQ model
+    (Pad, then AveragePool (5, 1, 1), each between a DequantizeLinear and a
+    QuantizeLinear), an int8 average pool of the chip (onnxruntime's
+    QLinearAveragePool adds the pad's zeros and counts them alike)."""
+    return _function_pass("SophonQdqAvgPool3dTo2d", _rewrite_qdq_pool3d)
+
+
 # op -> operands after the data (shape, axes, ...): the moves that only reorder values
 _QUANTIZED_MOVES = {"relax.reshape": 1, "relax.permute_dims": 0, "relax.strided_slice": 3, "relax.squeeze": 0,
                     "relax.expand_dims": 0, "relax.flatten": 0, "relax.broadcast_to": 1, "relax.tile": 0,
@@ -778,6 +827,34 @@ def FoldPadIntoPool3d() -> tvm.transform.Pass:  # noqa: N802
     return _function_pass("SophonFoldPadIntoPool3d", _rewrite_pad_into_pool3d)
 
 
+def _rewrite_tir_pad(func: relax.Function, mod: tvm.IRModule) -> relax.Function:
+    pattern = is_op("relax.call_tir")(wildcard(), wildcard())
+
+    def rewriter(call, matches):
+        callee, args = call.args[0], call.args[1]
+        if not isinstance(callee, tvm.ir.GlobalVar) or callee not in mod.functions \
+                or not isinstance(args, relax.Tuple) or len(args.fields) != 1:
+            return call
+        pad = constant_pad(mod[callee])
+        data = args.fields[0]
+        if pad is None or not isinstance(data.ty, relax.TensorType) or str(data.ty.dtype) != "float32":
+            return call
+        before, after, value = pad
+        return relax.op.nn.pad(data, [v for b, a in zip(before, after) for v in (b, a)], "constant", value)
+
+    return rewrite_call(pattern, rewriter, func)
+
+
+def TirPadToRelax() -> tvm.transform.Pass:  # noqa: N802
+    """``call_tir(constant pad, x)`` -> ``nn.pad(x)``: TVM's ONNX importer lowers
+    ``Pad`` to TE right away; as a Relax pad it is a chip move, and in an ONNX QDQ
+    model (``DequantizeLinear -> Pad -> QuantizeLinear``) an int8 pad of the zero
+    point (FoldQuantizedMoves), and a pad of 0 before a conv its padding
+    (FoldPadIntoWindow, after it). Runs after FoldPadIntoPool3d, which folds the
+    pads of PyTorch's LRN into their pool."""
+    return _function_pass("SophonTirPadToRelax", _rewrite_tir_pad)
+
+
 def _rewrite_quantize_before_moves(func: relax.Function, _mod) -> relax.Function:
     x, scale, zp = wildcard(), wildcard(), wildcard()
     move = is_op("relax.reshape")(x, wildcard()) | is_op("relax.permute_dims")(x) | is_op("relax.squeeze")(x) \
@@ -807,7 +884,7 @@ def QuantizeBeforeMoves() -> tvm.transform.Pass:  # noqa: N802
 def movement_passes() -> list:
     """The data movement rewrites partitioning runs, with dead-code removal."""
     return [SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldQuantizedMoves(), QuantizeBeforeMoves(),
-            DequantizePadToPad(), FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
+            DequantizePadToPad(), QdqAvgPool3dTo2d(), FoldPadIntoWindow(), relax.transform.DeadCodeElimination()]
 
 
 # ------------------------------------------------------------------ identities and importer idioms
@@ -1101,7 +1178,8 @@ def normalize(mod: tvm.IRModule, params: Optional[dict] = None) -> tvm.IRModule:
         MinMaxToClip(),
         ConstantOperandLast(),
         FoldBatchNorm(),
-        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoWindow(), FoldPadIntoPool3d(),
+        SplitToSlices(), ReuseConcatPrefix(), NestWideConcat(), FoldPadIntoPool3d(), TirPadToRelax(),
+        FoldPadIntoWindow(),
         MergeClips(),
         RemoveScaleByOne(),
         DivideByConstant(),

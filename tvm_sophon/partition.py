@@ -687,7 +687,7 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     _check_well_formed(mod, "after tvm_sophon's movement and int8 rewrites")
     rejections: dict = {}
     matches: list = []
-    token = patterns.record_rejections(rejections)
+    token = patterns.record_rejections(rejections, str(int8_arithmetic) if int8_arithmetic else None)
     try:
         mod = relax.transform.FuseOpsByPattern(
             _recording_matches(patterns.sophon_patterns(), matches), bind_constants=False,

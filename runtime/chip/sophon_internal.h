@@ -131,6 +131,9 @@ typedef struct {
   int32_t act_min, act_max;              /* pool2d_int8's clamp */
   int32_t softmax_multiplier;            /* softmax_int8's input multiplier */
   int32_t softmax_left_shift;            /* and left shift */
+  float softmax_input_scale;             /* softmax_int8_onnxruntime's quantization */
+  float softmax_output_scale;
+  int32_t softmax_output_zero_point;
 } sophon_operands;
 
 /* ----------------------------------------------------------- counters */

@@ -54,13 +54,21 @@ int sophon_fast_add_int8(sophon_device* dev, const sophon_local* out, const soph
                          const sophon_local* b, const sophon_add_int8_params* p);
 int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_pool_params* p, int32_t act_min, int32_t act_max);
-/* sophon_fast_int8_binary.c: fast binary_int8 (MUL, MAX, MIN, PRELU; b of out's
+/* sophon_fast_int8_binary.c: fast binary_int8 (every op; b of out's
  * shape or one value per channel, else -1), bit-identical to the reference kernel of
  * reference/sophon_tiu_eltwise_int8.c. */
 int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const sophon_local* a,
                             const sophon_local* b, const sophon_binary_int8_params* p);
+/* sophon_fast_int8_deconv.c: conv2d_transpose_int8 by output rows, bit-identical to
+ * the reference kernel; 0, or -1 for a rounding other than fixed point and float32 or
+ * when scratch cannot be had. */
+int sophon_fast_conv2d_transpose_int8(sophon_device* dev, const sophon_local* out,
+                                      const sophon_local* in, const sophon_local* weight,
+                                      const sophon_local* bias, const sophon_conv_params* p,
+                                      const sophon_requant* q);
 /* sophon_fast_int8_eltwise.c: reduce_int8 over h, bit-identical to its reference
- * kernel (reference/sophon_tiu_reduce_int8.c); always 0. */
+ * kernel (reference/sophon_tiu_reduce_int8.c), SUM and MEAN in fixed point or
+ * float32 (SOPHON_REQUANT_FLOAT32); declines (nonzero) other roundings. */
 int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
 /* sophon_fast_int8_binary.c: ... and lut_int8 (the table lookup; with AVX-512 VBMI 64 bytes at a time),

@@ -7,16 +7,18 @@
  *
  * A conv2d takes one of three paths:
  *
- * 1. Depthwise (one input channel per group, any depth multiplier): direct. Per
- *    input channel the padded input, in - input_zero_point as int16 with 0 in the
- *    padding, is split into stride_h x stride_w phase planes (element (y, x) of
- *    plane (py, px) is padded element (y * sh + py, x * sw + px)). Output (oy, ox)
- *    is grid pixel p = oy * grid_w + ox, and its tap t is element p + offset[t] of
- *    one plane, so a strip of consecutive grid pixels (across rows; the columns
- *    past out_w are computed and dropped) accumulates each tap from consecutive
- *    elements: 16 int16 products at a time with AVX2 (each fits int16), int32 sums;
- *    with AVX-512, 32 pixels and two taps at a time (vpmaddwd on the two taps'
- *    inputs interleaved), requantized in registers and stored by output run.
+ * 1. Depthwise (one input channel per group, any depth multiplier): direct. With
+ *    AVX-512 VNNI and VBMI (dw_vnni_rows), 16 outputs per vector: per kernel row one
+ *    masked load of the input row (input_zero_point in the padding), byte permutes
+ *    gather each output's 4 taps of a quad and vpdpbusd adds their 4 products;
+ *    requantized in registers. Otherwise, per input channel the padded input,
+ *    in - input_zero_point as int16 with 0 in the padding, is split into stride_h x
+ *    stride_w phase planes (element (y, x) of plane (py, px) is padded element
+ *    (y * sh + py, x * sw + px)). Output (oy, ox) is grid pixel p = oy * grid_w + ox,
+ *    and its tap t is element p + offset[t] of one plane, so a strip of consecutive
+ *    grid pixels (across rows; the columns past out_w are computed and dropped)
+ *    accumulates each tap from consecutive elements: 16 int16 products at a time with
+ *    AVX2 (each fits int16), int32 sums.
  *
  * 2. AVX-512 VNNI (dev->cpu_avx512vnni): an implicit GEMM per (batch item, group),
  *      acc[oc][p] = sum_{k4} sum_{c<4} A[oc][k4].c * B[k4][p].c,
@@ -40,7 +42,8 @@
  *    when A is packed: a task packs (transposes) the weight rows of a chunk of 64
  *    output channels when it reaches it, so they stay in its cache for all the
  *    chunk's pixels. The results are requantized in registers and stored, as
- *    bytes, run by output row. (A 256-bit variant measured the same MACs per cycle
+ *    bytes, run by output row (when the grid is the output, as for a 1x1 conv, one
+ *    block's 48 outputs of a channel as one store, four vectors packed at once). (A 256-bit variant measured the same MACs per cycle
  *    on Zen 4, which splits 512-bit operations, so there is only the 512-bit one.)
  *
  * 3. Otherwise (AVX2, or plain C): an explicit GEMM per (batch item, group) with
@@ -175,14 +178,6 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i requantize_float_avx2(__m
   return _mm256_add_epi32(_mm256_cvtps_epi32(f), _mm256_set1_epi32(o->zero_point));
 }
 
-/* requantize_float_avx2 on 16 lanes. */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_float_avx512(
-    __m512i x, const rq_channel* c, const rq_output* o) {
-  __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(c->float_scale));
-  f = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps((float)o->lo)), _mm512_set1_ps((float)o->hi));
-  return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(o->zero_point));
-}
-
 /* requantize() on 8 accumulators of one channel, as int32 in [-128, 127], with the
  * vector primitives of sophon_fast_int8.h. Clamping to [lo, hi] = [act_min - zp,
  * act_max - zp] and then adding zp equals clamping x + zp to [act_min, act_max],
@@ -213,9 +208,23 @@ SOPHON_AVX2 static void requantize_row_avx2(const int32_t* acc, int32_t count, i
   requantize_row_c(acc + i, count - i, out + i, c, o);
 }
 
-/* requantize_avx2 on 16 lanes (AVX-512 F: the VNNI kernels inline it too). */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
-    __m512i acc, const rq_channel* c, const rq_output* o) {
+#endif
+
+#if SOPHON_X86_DISPATCH
+/* The requantization split for four vectors at a time: requantize_scaled_avx512 leaves
+ * the multiplied value of 16 accumulators, s (before the zero point and the clamp),
+ * and pack4_avx512 turns four such vectors into 64 output bytes in order, as
+ *   clamp(sat8(sat16(sat16(s) + zero_point)), act_min, act_max)
+ * (packs with signed saturation, one saturating int16 add): each saturation is
+ * monotone and leaves [-128, 127] alone, and act_min, act_max lie in it, so this is
+ * clamp(s + zero_point, act_min, act_max) = zero_point + clamp(s, lo, hi), the
+ * reference's result (requantize()), for every s. In the by_float case s is rintf of
+ * min(x * scale, 65536) (cvtps2dq rounds to nearest even, as rintf): the same as
+ * sophon_multiply_by_float_scale's rint(x * scale) below 65536 and, above it, another
+ * value above 127 + 128, which the clamp takes to act_max all the same; below -2^31
+ * cvtps2dq gives INT32_MIN, the reference's saturation. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_scaled_avx512(
+    __m512i acc, const rq_channel* c) {
   __m512i x;
   if (c->exact_sum) {
     x = _mm512_add_epi32(acc, _mm512_set1_epi32(c->folded));
@@ -223,12 +232,40 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
     x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
     x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
   }
-  if (c->by_float) return requantize_float_avx512(x, c, o);
+  if (c->by_float)
+    return _mm512_cvtps_epi32(_mm512_min_ps(
+        _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(c->float_scale)),
+        _mm512_set1_ps(65536.0f)));
   x = sophon_sat_shift_left_avx512(x, c->left_shift);
   x = sophon_srdhm_avx512(x, _mm512_set1_epi32(c->multiplier));
-  x = sophon_rounding_shift_avx512(x, c->right_shift);
-  x = _mm512_min_epi32(_mm512_max_epi32(x, _mm512_set1_epi32(o->lo)), _mm512_set1_epi32(o->hi));
-  return _mm512_add_epi32(x, _mm512_set1_epi32(o->zero_point));
+  return sophon_rounding_shift_avx512(x, c->right_shift);
+}
+
+/* 64 output bytes of four vectors of requantize_scaled_avx512 (lanes of s0, then s1,
+ * s2, s3): the packs work within 128-bit lanes (dword k of lane L then holds lanes
+ * 4L .. 4L + 3 of s_k), one dword permute puts them in order. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i pack4_avx512(__m512i s0, __m512i s1,
+                                                                    __m512i s2, __m512i s3,
+                                                                    const rq_output* o) {
+  const __m512i zero_point = _mm512_set1_epi16((int16_t)o->zero_point);
+  const __m512i lo = _mm512_packs_epi32(s0, s1), hi = _mm512_packs_epi32(s2, s3);
+  const __m512i bytes = _mm512_packs_epi16(_mm512_adds_epi16(lo, zero_point),
+                                           _mm512_adds_epi16(hi, zero_point));
+  const __m512i ordered = _mm512_permutexvar_epi32(
+      _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), bytes);
+  return _mm512_min_epi8(_mm512_max_epi8(ordered, _mm512_set1_epi8((char)(o->zero_point + o->lo))),
+                         _mm512_set1_epi8((char)(o->zero_point + o->hi)));
+}
+
+/* requantize_avx2 on 16 lanes (AVX-512 F: the VNNI kernels inline it too): the value of
+ * requantize_scaled_avx512 clamped to [lo, hi] and offset by the zero point, which is
+ * requantize() (the comment above). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_avx512(
+    __m512i acc, const rq_channel* c, const rq_output* o) {
+  const __m512i x = requantize_scaled_avx512(acc, c);
+  return _mm512_add_epi32(
+      _mm512_min_epi32(_mm512_max_epi32(x, _mm512_set1_epi32(o->lo)), _mm512_set1_epi32(o->hi)),
+      _mm512_set1_epi32(o->zero_point));
 }
 #endif
 
@@ -329,6 +366,10 @@ static void conv_operands_init(conv_operands* c, sophon_device* dev, const sopho
 
 enum { DW_STRIP = 128 }; /* outputs accumulated at a time */
 
+/* Taps (and quads of taps along a kernel row) dw_vnni_rows takes. */
+#define DW_VNNI_MAX_TAPS 256
+#define DW_VNNI_MAX_QUADS 16
+
 typedef struct {
   conv_operands op;
   int32_t batches, in_c, multiplier, taps;
@@ -339,7 +380,11 @@ typedef struct {
   int64_t task_elems;
   requantize_row_fn requantize_row;
   int use_avx2;
-  int use_avx512; /* dw_strips_avx512: tap pairs, requantized in registers */
+  /* dw_vnni_rows (AVX-512 VNNI and VBMI): 1 or 2 output rows per vector, 0 when not
+   * taken; then no planes */
+  int32_t vnni_rows;
+  int32_t quads;                   /* ceil(kernel_w / 4) */
+  uint8_t index[DW_VNNI_MAX_QUADS][64]; /* vpermb indices of each quad of a kernel row */
 } dw_conv;
 
 /* acc[i] = sum_t w[t] * base[tap_offset[t] + i] for i < count. Each product is within
@@ -404,79 +449,158 @@ SOPHON_AVX2 static void dw_strip_avx2(int32_t* acc, const int16_t* base,
 #endif
 
 #if SOPHON_X86_DISPATCH
-/* dw_phase_row_body with AVX-512 for strides 1 and 2, 32 columns at a time (the
- * last 32 through masks): bytes widened to int16 (stride 2: the even bytes of 64,
- * each the low byte of a 16-bit word, sign-extended by shifting it up and back),
- * then - zp; in - zp is within [-255, 255], exact in int16 as in the C body. */
-SOPHON_AVX512 static void dw_phase_row_avx512(int16_t* row, const int8_t* src, int32_t sw,
-                                              int32_t count, int32_t zp) {
-  const __m512i zero_point = _mm512_set1_epi16((int16_t)zp);
-  int32_t x;
-  if (sw > 2) {
-    dw_phase_row_body(row, src, sw, count, zp);
-    return;
-  }
-  for (x = 0; x < count; x += 32) {
-    const int32_t n = count - x < 32 ? count - x : 32;
-    const __mmask32 lanes = n == 32 ? ~(__mmask32)0 : (((__mmask32)1 << n) - 1u);
-    __m512i v;
-    if (sw == 1) {
-      v = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(lanes, src + x));
-    } else { /* the last byte read is src[2 * (x + n - 1)], the row's last one */
-      const int32_t bytes = 2 * n - 1;
-      const __mmask64 mask = bytes >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << bytes) - 1u);
-      v = _mm512_srai_epi16(_mm512_slli_epi16(_mm512_maskz_loadu_epi8(mask, src + 2 * x), 8), 8);
+/* AVX-512 with VNNI and VBMI: the byte-permute depthwise kernel (dw_vnni_rows). */
+#define SOPHON_AVX512VNNI_VBMI \
+  __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
+
+/* The depthwise kernel on vpdpbusd, reading the input channel as it is (no planes).
+ * A vector holds 16 outputs: vnni_rows (1 or 2) output rows of one channel,
+ * lane i = r * out_w + x (r < vnni_rows, 2 only when out_w <= 8), or with one
+ * row per vector, columns x0 .. x0 + 15 of it. For kernel row ky, the input bytes a
+ * vector needs lie in one 64-byte window per output row (dw_vnni_rows_per_vector
+ * checks the span: the window's columns start at x0 * sw - pad_left, and lane i's taps
+ * 4g .. 4g + 3 of kernel row ky are at window bytes x * sw + (4g + j) * dw, j < 4;
+ * with two rows per vector, row r's window is the r-th 32-byte half). One masked
+ * load per row fills the columns outside the input with input_zero_point (a padding
+ * tap), then the bytes are flipped to u = in + 128 and one vpermb per quad of taps
+ * gathers each lane's 4 bytes; vpdpbusd multiplies them by the quad's 4 weights
+ * (0 past the kernel row) and adds the 4 products to the lane. A kernel row outside
+ * the input reads the padding byte everywhere. As on the VNNI conv path (file
+ * comment), acc = sum w * u = the reference's accumulator + (input_zero_point + 128)
+ * * sum w, which c->offset removes; every partial sum is within int32, so the
+ * requantized outputs equal the reference's bit for bit. */
+
+/* The vpermb indices of each quad of a kernel row (the comment above). */
+static void dw_vnni_layout_init(dw_conv* l, const sophon_conv_params* p, int32_t out_w,
+                                int32_t rows_per_vector) {
+  int32_t g, i, j;
+  l->vnni_rows = rows_per_vector;
+  l->quads = (p->kernel_w + 3) / 4;
+  for (g = 0; g < l->quads; ++g) {
+    uint8_t idx[64];
+    for (i = 0; i < 16; ++i) {
+      const int32_t r = rows_per_vector == 1 ? 0 : i / out_w;
+      const int32_t x = rows_per_vector == 1 ? i : i % out_w;
+      for (j = 0; j < 4; ++j) {
+        const int32_t tap = 4 * g + j;
+        const int32_t byte = r * 32 + x * p->stride_w + (tap < p->kernel_w ? tap : 0) * p->dilation_w;
+        /* lanes past the rows (r >= rows_per_vector) are dropped; any byte will do */
+        idx[4 * i + j] = (uint8_t)(r < rows_per_vector && byte < 64 ? byte : 0);
+      }
     }
-    _mm512_mask_storeu_epi16(row + x, lanes, _mm512_sub_epi16(v, zero_point));
+    memcpy(l->index[g], idx, sizeof idx);
   }
 }
 
-/* Taps of a depthwise kernel dw_strips_avx512 takes (in pairs on the stack); more go
- * to dw_strip_avx2. */
-#define DW_AVX512_MAX_TAPS 128
+/* Whether dw_vnni_rows takes the geometry, and with how many rows per vector (0: no). */
+static int32_t dw_vnni_rows_per_vector(const sophon_conv_params* p, int32_t out_w) {
+  const int64_t span = (int64_t)15 * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w;
+  const int64_t half = (int64_t)7 * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w;
+  if ((int64_t)p->kernel_h * p->kernel_w > DW_VNNI_MAX_TAPS || p->kernel_w > 4 * DW_VNNI_MAX_QUADS)
+    return 0;
+  if (out_w <= 8 && half < 32) return 2;
+  return span < 64 ? 1 : 0;
+}
 
-/* One output channel over all grid pixels, 32 at a time: the taps in pairs (t, t + 1),
- * the two taps' int16 inputs of each pixel interleaved (unpack) and multiplied by the
- * pair of weights with one vpmaddwd, which adds the two products (each within
- * +-32640) exactly into an int32 lane; an odd last tap is paired with itself at
- * weight 0. The unpacks take, in each 128-bit lane of 8 pixels, pixels 0..3 (lo) and
- * 4..7 (hi): two permutes put the 32 sums back in pixel order. Then requantized in
- * registers and stored by output run. Same integer sums as dw_strip_c (exact in
- * int32, the file comment): bit-identical. */
-SOPHON_AVX512 static void dw_strips_avx512(const dw_conv* d, const int16_t* planes,
-                                           const int8_t* w, const rq_channel* c, int8_t* out) {
-  const int64_t grid_n = (int64_t)d->op.out_h * d->grid_w;
-  const int32_t taps = d->taps, pairs = (taps + 1) / 2;
-  const int64_t* off = d->tap_offset;
-  const __m512i first = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
-  const __m512i second = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29,
-                                           30, 31);
-  int32_t weight_pair[DW_AVX512_MAX_TAPS / 2];
-  int64_t second_off[DW_AVX512_MAX_TAPS / 2];
-  grid_run runs[32];
-  int64_t p0;
-  int32_t i;
-  for (i = 0; i < pairs; ++i) {
-    const int has_second = 2 * i + 1 < taps;
-    weight_pair[i] = (int32_t)((uint32_t)(uint16_t)w[2 * i] |
-                               (uint32_t)(uint16_t)(has_second ? w[2 * i + 1] : 0) << 16);
-    second_off[i] = off[has_second ? 2 * i + 1 : 2 * i];
-  }
-  for (p0 = 0; p0 < grid_n; p0 += 32) {
-    const int16_t* base = planes + p0;
-    const int32_t count = (int32_t)(grid_n - p0 < 32 ? grid_n - p0 : 32);
-    __m512i lo = _mm512_setzero_si512(), hi = lo, result[2];
-    for (i = 0; i < pairs; ++i) {
-      const __m512i x0 = _mm512_loadu_si512((const void*)(base + off[2 * i]));
-      const __m512i x1 = _mm512_loadu_si512((const void*)(base + second_off[i]));
-      const __m512i wv = _mm512_set1_epi32(weight_pair[i]);
-      lo = _mm512_add_epi32(lo, _mm512_madd_epi16(_mm512_unpacklo_epi16(x0, x1), wv));
-      hi = _mm512_add_epi32(hi, _mm512_madd_epi16(_mm512_unpackhi_epi16(x0, x1), wv));
+/* Bits [lo, hi) of a 64-bit mask (0 <= lo, hi <= 64). */
+static uint64_t bit_range(int64_t lo, int64_t hi) {
+  uint64_t below_hi, below_lo;
+  if (lo < 0) lo = 0;
+  if (hi > 64) hi = 64;
+  if (hi <= lo) return 0;
+  below_hi = hi == 64 ? ~(uint64_t)0 : (((uint64_t)1 << hi) - 1u);
+  below_lo = ((uint64_t)1 << lo) - 1u;
+  return below_hi & ~below_lo;
+}
+
+/* The body of dw_vnni_rows for a kernel of kh rows of `quads` quads (constants in the
+ * common case, so that the compiler unrolls the tap loops). Everything it reads is
+ * copied into locals first: the byte stores to `out` may alias anything else. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_body(
+    const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
+    int8_t* out, int32_t kh, int32_t quads) {
+  const sophon_conv_params* p = d->op.p;
+  const int32_t in_h = d->op.in_h, in_w = d->op.in_w, out_h = d->op.out_h, out_w = d->op.out_w;
+  const int32_t rpv = d->vnni_rows, sh = p->stride_h, dh = p->dilation_h, top = p->pad_top;
+  const int64_t x_step = (int64_t)16 * p->stride_w;
+  const rq_channel c = *channel;
+  const rq_output o = d->op.output;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __m512i fill = _mm512_set1_epi8((char)d->op.q->input_zero_point);
+  const __m512i pad = _mm512_xor_si512(fill, flip);
+  __m512i index[DW_VNNI_MAX_QUADS];
+  int64_t start0 = -(int64_t)p->pad_left;
+  int32_t ky, g, oy, x0, r;
+  for (g = 0; g < quads; ++g) index[g] = _mm512_loadu_si512((const void*)d->index[g]);
+  for (x0 = 0; x0 < out_w; x0 += 16, start0 += x_step) {
+    /* the window's columns start at x0 * sw - pad_left; those inside the input */
+    const uint64_t window = bit_range(-start0, in_w - start0);
+    const int32_t columns = out_w - x0 < 16 ? out_w - x0 : 16;
+    for (oy = 0; oy < out_h; oy += rpv) {
+      const int32_t rows = out_h - oy < rpv ? out_h - oy : rpv;
+      const int32_t lanes = rpv == 1 ? columns : rows * out_w;
+      __m512i acc = _mm512_setzero_si512();
+      for (ky = 0; ky < kh; ++ky) {
+        __m512i u;
+        if (rpv == 1) {
+          const int64_t iy = (int64_t)oy * sh + (int64_t)ky * dh - top;
+          if (iy < 0 || iy >= in_h) {
+            u = pad;
+          } else {
+            const void* src = (const void*)((uintptr_t)(in + iy * in_w) + (uintptr_t)start0);
+            u = _mm512_xor_si512(_mm512_mask_loadu_epi8(fill, (__mmask64)window, src), flip);
+          }
+        } else {
+          __m256i half[2];
+          for (r = 0; r < 2; ++r) {
+            const int64_t iy = (int64_t)(oy + r) * sh + (int64_t)ky * dh - top;
+            if (r >= rows || iy < 0 || iy >= in_h) {
+              half[r] = _mm512_castsi512_si256(fill);
+            } else {
+              const void* src = (const void*)((uintptr_t)(in + iy * in_w) + (uintptr_t)start0);
+              half[r] = _mm256_mask_loadu_epi8(_mm512_castsi512_si256(fill), (__mmask32)window, src);
+            }
+          }
+          u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(half[0]), half[1], 1),
+                               flip);
+        }
+        for (g = 0; g < quads; ++g)
+          acc = _mm512_dpbusd_epi32(acc, _mm512_permutexvar_epi8(index[g], u),
+                                    _mm512_set1_epi32(weight[ky * quads + g]));
+      }
+      {
+        const __m128i bytes = sophon_pack_bytes_avx512(requantize_avx512(acc, &c, &o));
+        int8_t* dst = out + (int64_t)oy * out_w + x0;
+        if (lanes == 16)
+          _mm_storeu_si128((__m128i*)(void*)dst, bytes);
+        else
+          _mm_mask_storeu_epi8(dst, (__mmask16)((1u << lanes) - 1u), bytes);
+      }
     }
-    result[0] = requantize_avx512(_mm512_permutex2var_epi32(lo, first, hi), c, &d->op.output);
-    result[1] = requantize_avx512(_mm512_permutex2var_epi32(lo, second, hi), c, &d->op.output);
-    store_runs_avx512(runs, grid_runs(d->grid_w, d->op.out_w, p0, count, runs), result, out);
   }
+}
+
+/* Output channel oc (weights w, requantization c) of input channel `in` into `out`
+ * (the comment above dw_vnni_layout_init): the weights as one 4-byte word per quad. */
+SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* in, const int8_t* w,
+                                                const rq_channel* c, int8_t* out) {
+  const int32_t kh = d->op.p->kernel_h, kw = d->op.p->kernel_w, quads = d->quads;
+  int32_t weight[DW_VNNI_MAX_TAPS]; /* kh * quads <= kh * kw */
+  int32_t ky, g, j;
+  for (ky = 0; ky < kh; ++ky) {
+    for (g = 0; g < quads; ++g) {
+      uint32_t word = 0;
+      for (j = 0; j < 4 && 4 * g + j < kw; ++j)
+        word |= (uint32_t)(uint8_t)w[ky * kw + 4 * g + j] << (8 * j);
+      weight[ky * quads + g] = (int32_t)word;
+    }
+  }
+  if (kh == 3 && quads == 1)
+    dw_vnni_body(d, in, weight, c, out, 3, 1);
+  else if (kh == 5 && quads == 2)
+    dw_vnni_body(d, in, weight, c, out, 5, 2);
+  else
+    dw_vnni_body(d, in, weight, c, out, kh, quads);
 }
 #endif
 
@@ -503,9 +627,7 @@ static void dw_split_phases(const dw_conv* d, int32_t batch, int32_t channel, in
           const int8_t* src = in + iy * d->op.in_w + ((int64_t)x_lo * sw + px - p->pad_left);
           for (x = 0; x < x_lo; ++x) row[x] = 0;
 #if SOPHON_X86_DISPATCH
-          if (d->use_avx512)
-            dw_phase_row_avx512(row + x_lo, src, sw, x_hi - x_lo, zp);
-          else if (d->use_avx2)
+          if (d->use_avx2)
             dw_phase_row_avx2(row + x_lo, src, sw, x_hi - x_lo, zp);
           else
 #endif
@@ -545,41 +667,49 @@ static void dw_task(void* ctx, int32_t task, int32_t tasks) {
   const int64_t planes_end = (int64_t)d->op.p->stride_h * d->op.p->stride_w * d->plane;
   int64_t begin, end, item;
   /* the slack past the planes is only read for dropped pixels; keep it defined */
-  memset(planes + planes_end, 0, (size_t)(d->task_elems - planes_end) * sizeof(int16_t));
+  if (!d->vnni_rows)
+    memset(planes + planes_end, 0, (size_t)(d->task_elems - planes_end) * sizeof(int16_t));
   sophon_task_range((int64_t)d->batches * d->in_c, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
     const int32_t batch = (int32_t)(item / d->in_c), channel = (int32_t)(item % d->in_c);
     const int64_t grid_n = (int64_t)d->op.out_h * d->grid_w;
     int64_t p0;
     int32_t m;
-    dw_split_phases(d, batch, channel, planes);
+    if (!d->vnni_rows) dw_split_phases(d, batch, channel, planes);
     for (m = 0; m < d->multiplier; ++m) {
       /* depth multiplier m: output channel channel * multiplier + m, as TFLite */
       const int32_t oc = channel * d->multiplier + m;
       const int8_t* w = sophon_view_i8(&d->op.weight_v, 0, oc); /* (1, OC, 1, KH*KW) */
-      const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0, d->taps);
       int8_t* out = sophon_view_i8(&d->op.out_v, batch, oc);
 #if SOPHON_X86_DISPATCH
-      if (d->use_avx512) {
-        dw_strips_avx512(d, planes, w, &c, out);
+      if (d->vnni_rows) {
+        int32_t sum_w = 0, t;
+        rq_channel c;
+        for (t = 0; t < d->taps; ++t) sum_w += w[t];
+        c = channel_requant(d->op.q, d->op.bias, oc,
+                            (d->op.q->input_zero_point + 128) * sum_w, d->taps);
+        dw_vnni_rows(d, sophon_view_i8(&d->op.in_v, batch, channel), w, &c, out);
         continue;
       }
 #endif
-      /* strips of grid pixels p = oy * grid_w + ox, ox < grid_w: consecutive even across
-         rows; the columns ox >= out_w are computed and dropped */
-      for (p0 = 0; p0 < grid_n; p0 += DW_STRIP) {
-        const int32_t count = (int32_t)(grid_n - p0 < DW_STRIP ? grid_n - p0 : DW_STRIP);
-        int32_t acc[DW_STRIP], computed = count; /* DW_STRIP: a multiple of 16 */
-        int8_t bytes[DW_STRIP];
+      {
+        const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0, d->taps);
+        /* strips of grid pixels p = oy * grid_w + ox, ox < grid_w: consecutive even across
+           rows; the columns ox >= out_w are computed and dropped */
+        for (p0 = 0; p0 < grid_n; p0 += DW_STRIP) {
+          const int32_t count = (int32_t)(grid_n - p0 < DW_STRIP ? grid_n - p0 : DW_STRIP);
+          int32_t acc[DW_STRIP], computed = count; /* DW_STRIP: a multiple of 16 */
+          int8_t bytes[DW_STRIP];
 #if SOPHON_X86_DISPATCH
-        if (d->use_avx2) {
-          dw_strip_avx2(acc, planes + p0, d->tap_offset, w, d->taps, count);
-          computed = (count + 15) / 16 * 16; /* the rest dropped */
-        } else
+          if (d->use_avx2) {
+            dw_strip_avx2(acc, planes + p0, d->tap_offset, w, d->taps, count);
+            computed = (count + 15) / 16 * 16; /* the rest dropped */
+          } else
 #endif
-          dw_strip_c(acc, planes + p0, d->tap_offset, w, d->taps, count);
-        d->requantize_row(acc, computed, bytes, &c, &d->op.output);
-        store_grid_run(bytes, p0, count, d->grid_w, d->op.out_w, out);
+            dw_strip_c(acc, planes + p0, d->tap_offset, w, d->taps, count);
+          d->requantize_row(acc, computed, bytes, &c, &d->op.output);
+          store_grid_run(bytes, p0, count, d->grid_w, d->op.out_w, out);
+        }
       }
     }
   }
@@ -609,19 +739,21 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
    * read past the planes */
   d.task_elems =
       sophon_ceil_div(phases * d.plane + (int64_t)(p->kernel_w - 1) * p->dilation_w + 32, 32) * 32;
-  d.use_avx2 = d.use_avx512 = 0;
+  d.use_avx2 = d.vnni_rows = 0;
   d.requantize_row = requantize_row_c;
 #if SOPHON_X86_DISPATCH
   d.use_avx2 = dev->cpu_avx2;
-  d.use_avx512 = dev->cpu_avx512 && d.taps <= DW_AVX512_MAX_TAPS;
   if (dev->cpu_avx2) d.requantize_row = requantize_row_avx2;
+  if (dev->cpu_avx512vnni && dev->cpu_avx512vbmi && dw_vnni_rows_per_vector(p, out->w) > 0)
+    dw_vnni_layout_init(&d, p, out->w, dw_vnni_rows_per_vector(p, out->w));
 #endif
 
   macs = (uint64_t)out->n * (uint64_t)out->c * (uint64_t)out->h * (uint64_t)out->w *
          (uint64_t)d.taps;
   tasks = sophon_tasks_for(dev, macs, (int64_t)d.batches * d.in_c);
   tap_words = sophon_ceil_div(d.taps, 8) * 8;  /* int64 tap offsets, 64-byte multiple */
-  total = tap_words * 8 + (int64_t)tasks * d.task_elems * 2;
+  /* (dw_vnni_rows reads the input as it is: no planes) */
+  total = tap_words * 8 + (d.vnni_rows ? 0 : (int64_t)tasks * d.task_elems * 2);
   if (d.plane > ((int64_t)1 << 28) || total > ((int64_t)1 << 32)) return -1;
   scratch = (uint8_t*)(void*)sophon_device_scratch(dev, (size_t)sophon_ceil_div(total, 4));
   if (scratch == NULL) return -1;
@@ -953,11 +1085,12 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
     for (; block < block_end; ++block) {
       grid_run runs[VN];
       int64_t first, p0;
-      int32_t vectors, count, n_runs, oc0, r, j;
+      int32_t vectors, count, n_runs, oc0, r, j, contiguous;
       vnni_block_vectors(g, block, &first, &vectors);
       p0 = first * 16;
       count = (int32_t)(g->grid_n - p0 < 16 * vectors ? g->grid_n - p0 : 16 * vectors);
       n_runs = grid_runs(g->grid_w, g->op.out_w, p0, count, runs);
+      contiguous = g->grid_w == g->op.out_w;
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
         const int32_t rows = oc_last - oc0 < VR ? oc_last - oc0 : VR;
         const uint32_t* a[VR];
@@ -972,11 +1105,30 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
           vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
         for (r = 0; r < rows; ++r) {
           const int32_t oc = group * g->op.ocg + oc0 + r;
+          const rq_channel* c = &channels[oc - group * g->op.ocg - oc_first];
           int8_t* out = sophon_view_i8(&g->op.out_v, g->batch, oc);
           __m512i result[VV];
+          if (contiguous) { /* the block's pixels are outputs p0 .. p0 + count - 1 */
+            __m512i s[4];
+            for (j = 0; j < VV; ++j)
+              s[j] = j < vectors ? requantize_scaled_avx512(
+                                       _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c)
+                                 : _mm512_setzero_si512();
+            s[3] = _mm512_setzero_si512();
+            {
+              const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &g->op.output);
+              if (count == VN) { /* (no masked store: slower) */
+                _mm256_storeu_si256((__m256i*)(void*)(out + p0), _mm512_castsi512_si256(bytes));
+                _mm_storeu_si128((__m128i*)(void*)(out + p0 + 32), _mm512_extracti32x4_epi32(bytes, 2));
+              } else {
+                _mm512_mask_storeu_epi8(out + p0, ((__mmask64)1 << count) - 1u, bytes);
+              }
+            }
+            continue;
+          }
           for (j = 0; j < vectors; ++j)
-            result[j] = requantize_avx512(_mm512_loadu_si512((const void*)(tile[r] + 16 * j)),
-                                          &channels[oc - group * g->op.ocg - oc_first], &g->op.output);
+            result[j] = requantize_avx512(_mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c,
+                                          &g->op.output);
           store_runs_avx512(runs, n_runs, result, out);
         }
       }

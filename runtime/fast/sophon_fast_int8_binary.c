@@ -1,5 +1,6 @@
 /*
- * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU), beside the
+ * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU, MUL_FLOAT32,
+ * SQUARED_DIFFERENCE), beside the
  * reference kernel of reference/sophon_tiu_eltwise_int8.c (the specification;
  * tests/test_fast_int8.py checks one against the other for equality). Same
  * operands, already checked by the instruction. Tasks own channels (batch item,
@@ -14,7 +15,8 @@
  * lane (multipliers >= 0, shifts in [-31, 30]: checked); the products
  * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
  * PRELU computes both branches and selects by the sign of x - zp1. MAX and MIN
- * are plain loops the compiler vectorises. So the outputs are bit-identical.
+ * are plain loops the compiler vectorises. SQUARED_DIFFERENCE calls the reference's
+ * fixed-point functions (squared_difference_run). So the outputs are bit-identical.
  *
  * lut_int8, out = table[in]: by channel, as above, with the table in a local copy
  * (plain C) or, with AVX-512 VBMI, 64 bytes at a time: vpermi2b looks up the low 7
@@ -28,6 +30,7 @@
 #include <string.h>
 
 #include "fast/sophon_fast_int8.h"
+#include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
 /* ------------------------------------------------------------ binary_int8 */
@@ -48,6 +51,41 @@ typedef struct {
 
 static int32_t clamp(int32_t v, const sophon_binary_int8_params* p) {
   return v < p->act_min ? p->act_min : (v > p->act_max ? p->act_max : v);
+}
+
+/* SQUARED_DIFFERENCE (squared_difference.cc) with the reference's fixed-point functions:
+ * S1((x - zp1) * 2^7) and S2((y - zp2) * 2^7) are functions of one byte each, taken
+ * from two 256-entry tables on a run long enough to pay for them; then the square,
+ * saturated as in the reference, S3, the zero point and the clamp. */
+static void squared_difference_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t* out,
+                                   int64_t count, const sophon_binary_int8_params* p) {
+  int32_t first[256], second[256];
+  const int tables = count >= 256;
+  int64_t i;
+  int32_t v;
+  if (tables) {
+    for (v = -128; v < 128; ++v) {
+      first[v + 128] = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+          (v - p->input1_zero_point) * (1 << 7), p->multiplier1, p->shift1);
+      second[v + 128] = sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+          (v - p->input2_zero_point) * (1 << 7), p->multiplier2, p->shift2);
+    }
+  }
+  for (i = 0; i < count; ++i) {
+    const int32_t x = a[i], y = b[i * b_step];
+    const int32_t d =
+        tables ? first[x + 128] - second[y + 128]
+               : sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+                     (x - p->input1_zero_point) * (1 << 7), p->multiplier1, p->shift1) -
+                     sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+                         (y - p->input2_zero_point) * (1 << 7), p->multiplier2, p->shift2);
+    const int64_t square = (int64_t)d * d;
+    out[i] = (int8_t)clamp(sophon_multiply_by_quantized_multiplier_smaller_than_one_exp(
+                               square > INT32_MAX ? INT32_MAX : (int32_t)square, p->multiplier3,
+                               p->shift3) +
+                               p->output_zero_point,
+                           p);
+  }
 }
 
 /* out[i] = op(a[i], b[i * b_step]) for i < count (b_step 0: one b value). */
@@ -93,7 +131,8 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
                 zp_out,
             p);
       break;
-    case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE: /* declined: sophon_fast_binary_int8 */
+    case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE:
+      squared_difference_run(a, b, b_step, out, count, p);
       break;
   }
 }
@@ -289,7 +328,6 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
                             const sophon_local* b, const sophon_binary_int8_params* p) {
   binary_job j;
   const int b_full = b->h == out->h && b->w == out->w;
-  if (p->op == SOPHON_BINARY_INT8_SQUARED_DIFFERENCE) return -1; /* the reference runs it */
   if (a->n != out->n || a->c != out->c || a->h != out->h || a->w != out->w) return -1;
   if (!b_full && (b->h != 1 || b->w != 1)) return -1; /* a broadcast along h or w only */
   sophon_view_init(&j.out_v, dev, out);

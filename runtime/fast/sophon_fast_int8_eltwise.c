@@ -368,6 +368,7 @@ int sophon_fast_pool2d_int8(sophon_device* dev, const sophon_local* out, const s
   int32_t tasks, ox;
   int32_t* scratch;
 
+  if (p->kind == SOPHON_POOL_AVG && p->arithmetic != SOPHON_INT8_TFLITE) return -1; /* f32 sums */
   span = (int64_t)(out->w - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w + 1;
   if (span > ((int64_t)1 << 24)) return -1; /* absurdly wide windows: the reference */
   sophon_view_init(&j.out_v, dev, out);
@@ -452,6 +453,8 @@ typedef struct {
   sophon_reduce_kind kind;
   const sophon_requant* q;
   int32_t multiplier, shift;
+  int by_float;      /* SOPHON_REQUANT_FLOAT32: sophon_multiply_by_float_scale(sum, float_scale) */
+  float float_scale; /* (float)q->scale[0] */
   int32_t batches, channels, rows, width;
   int use_avx2;
 } reduce_job;
@@ -478,8 +481,9 @@ static void reduce_task(void* ctx, int32_t task, int32_t tasks) {
       for (x = 0; x < count; ++x) {
         int32_t result = acc[x];
         if (requantize) { /* the reference's requantization of sum - zp * rows */
-          result = sophon_mbqm_inline(acc[x] - j->q->input_zero_point * j->rows, j->multiplier,
-                                      j->shift) +
+          const int32_t sum = acc[x] - j->q->input_zero_point * j->rows;
+          result = (j->by_float ? sophon_multiply_by_float_scale(sum, j->float_scale)
+                                : sophon_mbqm_inline(sum, j->multiplier, j->shift)) +
                    j->q->output_zero_point;
           if (result < j->q->act_min) result = j->q->act_min;
           if (result > j->q->act_max) result = j->q->act_max;
@@ -492,11 +496,15 @@ static void reduce_task(void* ctx, int32_t task, int32_t tasks) {
 
 int sophon_fast_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q) {
+  const int requantize = kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN;
   reduce_job j;
-  /* onnxruntime's float32 scaling of a MEAN (ONNX QDQ models) runs on the reference kernel */
-  if ((kind == SOPHON_REDUCE_SUM || kind == SOPHON_REDUCE_MEAN) &&
-      q->rounding != SOPHON_REQUANT_FIXED_POINT)
+  /* fixed point (TFLite) or onnxruntime's float32 scaling (ONNX QDQ models); other
+     roundings run on the reference kernel */
+  if (requantize && q->rounding != SOPHON_REQUANT_FIXED_POINT &&
+      q->rounding != SOPHON_REQUANT_FLOAT32)
     return 1;
+  j.by_float = requantize && q->rounding == SOPHON_REQUANT_FLOAT32;
+  j.float_scale = j.by_float ? (float)q->scale[0] : 0.0f;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
   j.kind = kind;

@@ -174,8 +174,16 @@ static void softmax_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_softmax_int8(dev, o->out, o->a, o->softmax_multiplier, o->softmax_left_shift);
 }
 
+static void softmax_int8_onnxruntime_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_softmax_int8_onnxruntime(dev, o->out, o->a, o->softmax_input_scale,
+                                      o->softmax_output_scale, o->softmax_output_zero_point);
+}
+
 static void conv2d_transpose_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
+}
+static int conv2d_transpose_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  return sophon_fast_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
 static void resize_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_resize_int8(dev, o->out, o->a, o->resize);
@@ -224,13 +232,17 @@ static const sophon_instruction instructions[] = {
   {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8", "tiu_conv2d_transpose_int8",
    /* out, a, b, c, conv, requant */
    sophon_check_tiu_conv2d_transpose_int8, conv2d_transpose_cost, conv2d_transpose_macs,
-   conv2d_transpose_int8_ref, NULL},
+   conv2d_transpose_int8_ref, conv2d_transpose_int8_fast},
   {SOPHON_CMD_RESIZE_INT8, "resize_int8", "tiu_resize_int8", /* out, a, resize */
    sophon_check_tiu_resize_int8, resize_cost, NULL, resize_int8_ref, NULL},
   {SOPHON_CMD_REDUCE_INT8, "reduce_int8", "tiu_reduce_int8", /* out, a, reduce_kind, requant */
    sophon_check_tiu_reduce_int8, reduce_cost, NULL, reduce_int8_ref, reduce_int8_fast},
   {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8", "tiu_softmax_int8", /* out, a, softmax_* */
    sophon_check_tiu_softmax_int8, softmax_int8_cost, NULL, softmax_int8_ref, NULL},
+  {SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, "softmax_int8_onnxruntime", "tiu_softmax_int8_onnxruntime",
+   /* out, a, softmax_input_scale, softmax_output_scale, softmax_output_zero_point */
+   sophon_check_tiu_softmax_int8_onnxruntime, softmax_int8_cost, NULL,
+   softmax_int8_onnxruntime_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -440,4 +452,14 @@ sophon_status sophon_tiu_softmax_int8(sophon_device* dev, const sophon_local* ou
   o.softmax_multiplier = input_multiplier;
   o.softmax_left_shift = input_left_shift;
   return sophon_isa_execute(dev, SOPHON_CMD_SOFTMAX_INT8, &o);
+}
+
+sophon_status sophon_tiu_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                                  const sophon_local* in, float input_scale,
+                                                  float output_scale, int32_t output_zero_point) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.softmax_input_scale = input_scale;
+  o.softmax_output_scale = output_scale;
+  o.softmax_output_zero_point = output_zero_point;
+  return sophon_isa_execute(dev, SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, &o);
 }

@@ -181,6 +181,16 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       o.softmax_multiplier = c->c; /* the values themselves */
       o.softmax_left_shift = c->d;
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    case SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME: {
+      uint32_t bits[2];
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      bits[0] = (uint32_t)c->c; /* the scales' f32 bit patterns */
+      bits[1] = (uint32_t)c->d;
+      memcpy(&o.softmax_input_scale, &bits[0], sizeof(float));
+      memcpy(&o.softmax_output_scale, &bits[1], sizeof(float));
+      o.softmax_output_zero_point = c->p;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    }
     case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;

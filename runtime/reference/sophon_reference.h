@@ -120,7 +120,13 @@ void sophon_ref_resize_f32(sophon_device* dev, const sophon_local* out, const so
                            const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize(sophon_device* dev, const char* op,
                                       const sophon_operands* o);
-/* TFLite's int8 resizes (keeping the input's quantization), same params. */
+/* An int8 op in onnxruntime's arithmetic (sophon_tiu_add_pool_int8.c): finite positive
+ * scales, zero points in int8. */
+sophon_status sophon_check_onnxruntime_quantization(sophon_device* dev, const char* op,
+                                                    float input_scale, int32_t input_zero_point,
+                                                    float output_scale,
+                                                    int32_t output_zero_point);
+/* The int8 resizes, TFLite's or onnxruntime's by p->arithmetic (sophon_quant.h), same params. */
 void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             const sophon_resize_params* p);
 sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
@@ -227,6 +233,11 @@ void sophon_reduce_int8_multiplier(sophon_reduce_kind kind, int32_t rows, const 
                                    int32_t* multiplier, int32_t* shift);
 void sophon_ref_reduce_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                             sophon_reduce_kind kind, const sophon_requant* q);
+void sophon_ref_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                         const sophon_local* in, float input_scale,
+                                         float output_scale, int32_t output_zero_point);
+sophon_status sophon_check_tiu_softmax_int8_onnxruntime(sophon_device* dev, const char* op,
+                                                        const sophon_operands* o);
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                              int32_t input_multiplier, int32_t input_left_shift);
 /* out is in reduced over h, both in local memory and apart (sophon_tiu_reduce.c). */

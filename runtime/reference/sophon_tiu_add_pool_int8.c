@@ -4,6 +4,9 @@
  * pooling.h). Their fast twins are in fast/sophon_fast_int8_eltwise.c; the INT8
  * checks they share with conv2d and fc are in sophon_tiu_conv_int8.c.
  */
+#include <float.h>
+#include <math.h>
+
 #include "reference/sophon_reference.h"
 #include "sophon_quant.h"
 
@@ -113,6 +116,29 @@ sophon_status sophon_check_tiu_add_int8(sophon_device* dev, const char* op,
 
 /* ---------------------------------------------------------------- pool2d */
 
+/* onnxruntime's QLinearAveragePool of one window (taps [filter_*_begin, filter_*_end)
+ * of the window at in_*_origin): the taps dequantized, (q - zero point) * scale, and
+ * summed in f32 row by row, divided by the window's size (count_include_pad) or its
+ * in-bounds taps, then round_half_even(average / output_scale + output_zero_point),
+ * saturated. Padding adds nothing. Dilation is 1 (checked). */
+static int32_t qlinear_average(const sophon_pool_params* p, const int8_t* in_data, int32_t in_w,
+                               int64_t in_y_origin, int64_t in_x_origin, int32_t filter_y_begin,
+                               int32_t filter_y_end, int32_t filter_x_begin,
+                               int32_t filter_x_end) {
+  const int32_t count = p->count_include_pad ? p->kernel_h * p->kernel_w
+                                             : (filter_y_end - filter_y_begin) *
+                                                   (filter_x_end - filter_x_begin);
+  float sum = 0.0f, q;
+  int32_t filter_y, filter_x;
+  for (filter_y = filter_y_begin; filter_y < filter_y_end; ++filter_y) {
+    const int8_t* in_row = in_data + (in_y_origin + filter_y) * in_w;
+    for (filter_x = filter_x_begin; filter_x < filter_x_end; ++filter_x)
+      sum += p->input_scale * (float)((int32_t)in_row[in_x_origin + filter_x] - p->input_zero_point);
+  }
+  q = nearbyintf(sum / (float)count / p->output_scale + (float)p->output_zero_point);
+  return q < -128.0f ? -128 : (q > 127.0f ? 127 : (int32_t)q);
+}
+
 void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out,
                             const sophon_local* in, const sophon_pool_params* p,
                             int32_t act_min, int32_t act_max) {
@@ -149,6 +175,9 @@ void sophon_ref_pool2d_int8(sophon_device* dev, const sophon_local* out,
             }
           }
           result = max_value;
+        } else if (p->arithmetic == SOPHON_INT8_ONNXRUNTIME) {
+          result = qlinear_average(p, in_data, in_w, in_y_origin, in_x_origin, filter_y_begin,
+                                   filter_y_end, filter_x_begin, filter_x_end);
         } else {
           /* count <= kernel_h * kernel_w <= INT8_MAX_POOL_TAPS (2^23, checked) taps in
            * [-128, 127]: |sum| + count / 2 <= 128.5 * 2^23 < 2^31. Every window has at
@@ -196,6 +225,33 @@ static sophon_status check_pool_axis(sophon_device* dev, const char* op, const c
   return SOPHON_OK;
 }
 
+sophon_status sophon_check_onnxruntime_quantization(sophon_device* dev, const char* op,
+                                                    float input_scale, int32_t input_zero_point,
+                                                    float output_scale,
+                                                    int32_t output_zero_point) {
+  if (!(input_scale > 0.0f && input_scale <= FLT_MAX) ||
+      !(output_scale > 0.0f && output_scale <= FLT_MAX))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: scales %g and %g must be finite and positive", op,
+                            (double)input_scale, (double)output_scale);
+  if (input_zero_point < -128 || input_zero_point > 127 || output_zero_point < -128 ||
+      output_zero_point > 127)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: zero points %d and %d outside int8", op,
+                            (int)input_zero_point, (int)output_zero_point);
+  return SOPHON_OK;
+}
+
+/* onnxruntime's average (qlinear_average): dilation 1, then its quantization. */
+static sophon_status check_qlinear_average(sophon_device* dev, const char* op,
+                                           const sophon_pool_params* p) {
+  if (p->dilation_h != 1 || p->dilation_w != 1)
+    return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
+                            "%s: onnxruntime's int8 average pool has no dilation (%d, %d)", op,
+                            (int)p->dilation_h, (int)p->dilation_w);
+  return sophon_check_onnxruntime_quantization(dev, op, p->input_scale, p->input_zero_point,
+                                               p->output_scale, p->output_zero_point);
+}
+
 /* tiu_pool2d_int8's checks (operands: out, a = in, pool, act_min, act_max); the
  * instruction table (isa/sophon_isa.c) runs them before any kernel. */
 sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
@@ -211,7 +267,12 @@ sophon_status sophon_check_tiu_pool2d_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_dtype(dev, op, "out", out, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_dtype(dev, op, "in", in, SOPHON_I8)) != SOPHON_OK) return s;
   if ((s = sophon_check_pool_params(dev, op, p)) != SOPHON_OK) return s;
-  if (p->kind == SOPHON_POOL_AVG && p->count_include_pad)
+  if (p->kind == SOPHON_POOL_AVG && p->arithmetic == SOPHON_INT8_ONNXRUNTIME) {
+    if ((s = check_qlinear_average(dev, op, p)) != SOPHON_OK) return s;
+  } else if (p->kind == SOPHON_POOL_AVG && p->arithmetic != SOPHON_INT8_TFLITE) {
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown arithmetic %d", op,
+                            (int)p->arithmetic);
+  } else if (p->kind == SOPHON_POOL_AVG && p->count_include_pad)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: int8 AVG divides by the in-bounds taps only "
                             "(count_include_pad 0, as TFLite); padding taps would need the "

@@ -14,6 +14,7 @@
  * The compiler maps the reduced (softmax) axes onto h, those before onto c and
  * those after onto w, as for the f32 instructions.
  */
+#include <float.h>
 #include <math.h>
 
 #include "reference/sophon_reference.h"
@@ -308,13 +309,10 @@ void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const 
   }
 }
 
-/* tiu_softmax_int8's checks (operands: out, a = in, softmax_multiplier,
- * softmax_left_shift); the instruction table (isa/sophon_isa.c) runs them. */
-sophon_status sophon_check_tiu_softmax_int8(sophon_device* dev, const char* op,
-                                            const sophon_operands* o) {
-  const sophon_local *out = o->out, *in = o->a;
+/* Both int8 softmaxes: int8 locals of one shape (their memory: check_softmax_memory). */
+static sophon_status check_softmax_operands(sophon_device* dev, const char* op,
+                                            const sophon_local* out, const sophon_local* in) {
   sophon_status s;
-
   if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "out", out)) != SOPHON_OK) return s;
   if ((s = sophon_check_local(dev, op, "in", in)) != SOPHON_OK) return s;
@@ -325,16 +323,93 @@ sophon_status sophon_check_tiu_softmax_int8(sophon_device* dev, const char* op,
                             "%s: out shape (%d,%d,%d,%d) is not in's (%d,%d,%d,%d)", op,
                             (int)out->n, (int)out->c, (int)out->h, (int)out->w, (int)in->n,
                             (int)in->c, (int)in->h, (int)in->w);
+  return SOPHON_OK;
+}
+
+/* In bounds and apart, checked after each softmax's own parameters. */
+static sophon_status check_softmax_memory(sophon_device* dev, const char* op,
+                                          const sophon_local* out, const sophon_local* in) {
+  sophon_status s;
+  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
+  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
+  return sophon_check_disjoint(dev, op, out, "in", in);
+}
+
+/* ------------------------------------------------- softmax, onnxruntime */
+
+/* QLinearSoftmax's table of exps for `rows` values (sophon_quant.h): entry k is the
+ * exp of (k - 255) input steps, lifted by b so that a sum of `rows` stays finite. */
+static void qlinear_softmax_table(float input_scale, int32_t rows, float table[256]) {
+  const double lift = log((double)(FLT_MAX / (float)rows)) - 5.0;
+  const double shift = (lift > 0.0 ? lift : 0.0) / (double)input_scale;
+  int32_t k;
+  for (k = 0; k < 256; ++k)
+    table[k] = (float)exp(((double)k - 255.0 + shift) * (double)input_scale);
+}
+
+void sophon_ref_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local* out,
+                                         const sophon_local* in, float input_scale,
+                                         float output_scale, int32_t output_zero_point) {
+  sophon_plane_walk walk;
+  const int32_t rows = in->h, width = in->w;
+  const float steps = floorf(1.0f / output_scale); /* output steps in 1 */
+  float table[256];
+  int32_t x, y;
+
+  qlinear_softmax_table(input_scale, rows, table);
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    const int8_t* in_data = (const int8_t*)walk.in.base;
+    int8_t* out_data = (int8_t*)walk.out.base;
+    for (x = 0; x < width; ++x) {
+      int32_t max_in_column = -128;
+      float sum = 0.0f;
+      for (y = 0; y < rows; ++y) {
+        const int32_t v = in_data[(int64_t)y * width + x];
+        if (v > max_in_column) max_in_column = v;
+      }
+      for (y = 0; y < rows; ++y)
+        sum += table[in_data[(int64_t)y * width + x] - max_in_column + 255];
+      for (y = 0; y < rows; ++y) {
+        const float e = table[in_data[(int64_t)y * width + x] - max_in_column + 255];
+        const int32_t q = (int32_t)nearbyintf(e * steps / sum) + output_zero_point;
+        out_data[(int64_t)y * width + x] = (int8_t)(q > 127 ? 127 : q); /* q >= zero point */
+      }
+    }
+  }
+}
+
+/* tiu_softmax_int8_onnxruntime's checks (operands: out, a = in, the softmax_*
+ * quantization). */
+sophon_status sophon_check_tiu_softmax_int8_onnxruntime(sophon_device* dev, const char* op,
+                                                        const sophon_operands* o) {
+  sophon_status s;
+  if ((s = check_softmax_operands(dev, op, o->out, o->a)) != SOPHON_OK) return s;
+  if ((s = sophon_check_onnxruntime_quantization(dev, op, o->softmax_input_scale, 0,
+                                                 o->softmax_output_scale,
+                                                 o->softmax_output_zero_point)) != SOPHON_OK)
+    return s;
+  if (!(o->softmax_output_scale <= 1.0f))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: output scale %g above 1 leaves no output step in 1", op,
+                            (double)o->softmax_output_scale);
+  return check_softmax_memory(dev, op, o->out, o->a);
+}
+
+/* tiu_softmax_int8's checks (operands: out, a = in, softmax_multiplier,
+ * softmax_left_shift); the instruction table (isa/sophon_isa.c) runs them. */
+sophon_status sophon_check_tiu_softmax_int8(sophon_device* dev, const char* op,
+                                            const sophon_operands* o) {
+  sophon_status s;
+  if ((s = check_softmax_operands(dev, op, o->out, o->a)) != SOPHON_OK) return s;
   /* QuantizeMultiplierGreaterThanOne of beta * input_scale * 2^26: a shift in [0, 30] */
   if ((s = sophon_check_multiplier(dev, op, "input", -1, o->softmax_multiplier,
                                    o->softmax_left_shift, 0, 30)) != SOPHON_OK)
     return s;
-  if (in->h > INT8_MAX_SOFTMAX_ROWS)
+  if (o->a->h > INT8_MAX_SOFTMAX_ROWS)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: softmax over %d values exceeds %d, the most whose int32 sum "
                             "of exps (Q12.19) cannot overflow",
-                            op, (int)in->h, INT8_MAX_SOFTMAX_ROWS);
-  if ((s = sophon_check_bounds(dev, op, "out", out)) != SOPHON_OK) return s;
-  if ((s = sophon_check_bounds(dev, op, "in", in)) != SOPHON_OK) return s;
-  return sophon_check_disjoint(dev, op, out, "in", in);
+                            op, (int)o->a->h, INT8_MAX_SOFTMAX_ROWS);
+  return check_softmax_memory(dev, op, o->out, o->a);
 }

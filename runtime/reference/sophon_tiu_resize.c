@@ -230,50 +230,183 @@ static void int8_source_rows(const sophon_resize_params* p, int32_t y, int32_t* 
   }
 }
 
-void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
-                            const sophon_resize_params* p) {
-  sophon_plane_walk walk;
-  const int32_t in_w = in->w, out_w = out->w;
-  const int32_t height_scale_10 = int8_scale_10(p, p->in_h, p->out_h);
-  const int32_t width_scale_10 = int8_scale_10(p, in_w, out_w);
-  int32_t out_y, out_x;
+/* One int8 output row: image row image_y of the output, from a plane whose first
+ * row is image row p->in_row0. */
+typedef void (*int8_row_fn)(const sophon_resize_params* p, const int8_t* plane, int32_t in_w,
+                            int8_t* out_row, int32_t out_w, int32_t image_y);
 
-  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
-       sophon_plane_walk_next(&walk)) {
-    const int8_t* plane = (const int8_t*)walk.in.base;
-    int8_t* out_row = (int8_t*)walk.out.base;
-    for (out_y = 0; out_y < out->h; ++out_y, out_row += out_w) {
-      const int32_t image_y = p->out_row0 + out_y;
-      if (p->method == SOPHON_RESIZE_NEAREST) {
-        const int8_t* in_row =
-            plane + (int64_t)(int8_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) *
-                        in_w;
-        for (out_x = 0; out_x < out_w; ++out_x)
-          out_row[out_x] = in_row[int8_nearest_index(p, out_x, in_w, out_w)];
-      } else {
-        int32_t input_y, y0, y1;
-        const int8_t *top_row, *bottom_row;
-        int8_linear_taps(p, image_y, height_scale_10, p->in_h, &input_y, &y0, &y1);
-        top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
-        bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
-        for (out_x = 0; out_x < out_w; ++out_x) {
-          int32_t input_x, x0, x1;
-          int64_t dy, dx, sum, round;
-          int8_linear_taps(p, out_x, width_scale_10, in_w, &input_x, &x0, &x1);
-          /* the weights of y1 and x1 in 10 fractional bits (those of y0, x0: 1024 - them) */
-          dy = input_y - (1 << 10) * y0;
-          dx = input_x - (1 << 10) * x0;
-          sum = (int64_t)top_row[x0] * ((1 << 10) - dy) * ((1 << 10) - dx) +
-                (int64_t)bottom_row[x0] * dy * ((1 << 10) - dx) +
-                (int64_t)top_row[x1] * ((1 << 10) - dy) * dx +
-                (int64_t)bottom_row[x1] * dy * dx;
-          /* 20 fractional bits, rounded half away from zero (C division truncates) */
-          round = sum > 0 ? (1 << 19) : -(1 << 19);
-          out_row[out_x] = (int8_t)((sum + round) / (1 << 20));
-        }
-      }
+static void tflite_row(const sophon_resize_params* p, const int8_t* plane, int32_t in_w,
+                       int8_t* out_row, int32_t out_w, int32_t image_y) {
+  int32_t out_x;
+  if (p->method == SOPHON_RESIZE_NEAREST) {
+    const int8_t* in_row =
+        plane + (int64_t)(int8_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) * in_w;
+    for (out_x = 0; out_x < out_w; ++out_x)
+      out_row[out_x] = in_row[int8_nearest_index(p, out_x, in_w, out_w)];
+  } else {
+    const int32_t width_scale_10 = int8_scale_10(p, in_w, out_w);
+    int32_t input_y, y0, y1;
+    const int8_t *top_row, *bottom_row;
+    int8_linear_taps(p, image_y, int8_scale_10(p, p->in_h, p->out_h), p->in_h, &input_y, &y0, &y1);
+    top_row = plane + (int64_t)(y0 - p->in_row0) * in_w;
+    bottom_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
+    for (out_x = 0; out_x < out_w; ++out_x) {
+      int32_t input_x, x0, x1;
+      int64_t dy, dx, sum, round;
+      int8_linear_taps(p, out_x, width_scale_10, in_w, &input_x, &x0, &x1);
+      /* the weights of y1 and x1 in 10 fractional bits (those of y0, x0: 1024 - them) */
+      dy = input_y - (1 << 10) * y0;
+      dx = input_x - (1 << 10) * x0;
+      sum = (int64_t)top_row[x0] * ((1 << 10) - dy) * ((1 << 10) - dx) +
+            (int64_t)bottom_row[x0] * dy * ((1 << 10) - dx) +
+            (int64_t)top_row[x1] * ((1 << 10) - dy) * dx + (int64_t)bottom_row[x1] * dy * dx;
+      /* 20 fractional bits, rounded half away from zero (C division truncates) */
+      round = sum > 0 ? (1 << 19) : -(1 << 19);
+      out_row[out_x] = (int8_t)((sum + round) / (1 << 20));
     }
   }
+}
+
+/* ------------------------------------------------------- int8, onnxruntime */
+
+/*
+ * What onnxruntime's CPU provider runs for an ONNX QDQ Resize (sophon_quant.h
+ * states the formulas). Its QDQ transformer drops the DequantizeLinear and
+ * QuantizeLinear around a nearest Resize of one quantization (the int8 values are
+ * picked as they are) but keeps them around a linear one, so bilinear runs in f32
+ * on the dequantized taps and is quantized again. Every f32 operation here is
+ * onnxruntime's, in its order, so the results agree bit for bit.
+ */
+
+/* The f32 source coordinate of output index x (onnxruntime's, scale out / in). */
+static float ort_coordinate(sophon_resize_coord coord, int32_t x, int32_t in_size,
+                            int32_t out_size) {
+  const float scale = (float)out_size / (float)in_size;
+  const float v = (float)x;
+  if (scale == 1.0f) return v;
+  switch (coord) {
+    case SOPHON_COORD_ASYMMETRIC: return v / scale;
+    case SOPHON_COORD_PYTORCH_HALF_PIXEL: return out_size > 1 ? (v + 0.5f) / scale - 0.5f : 0.0f;
+    case SOPHON_COORD_TF_HALF_PIXEL_FOR_NN: return (v + 0.5f) / scale;
+    case SOPHON_COORD_ALIGN_CORNERS:
+      return out_size == 1 ? 0.0f : v * (float)(in_size - 1) / (float)(out_size - 1);
+    case SOPHON_COORD_HALF_PIXEL: break;
+  }
+  return (v + 0.5f) / scale - 0.5f;
+}
+
+static int32_t ort_nearest_index(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                                 int32_t out_size) {
+  const float v = ort_coordinate(p->coord, x, in_size, out_size);
+  int32_t i;
+  switch (p->rounding) {
+    case SOPHON_ROUND_FLOOR: i = (int32_t)floorf(v); break;
+    case SOPHON_ROUND_CEIL: i = (int32_t)ceilf(v); break;
+    case SOPHON_ROUND_PREFER_FLOOR: /* halves down, else half away from zero */
+      i = v == (float)(int64_t)v + 0.5f ? (int32_t)floorf(v) : (int32_t)roundf(v);
+      break;
+    default: i = (int32_t)roundf(v); break; /* SOPHON_ROUND_PREFER_CEIL */
+  }
+  return clamp_index(i, in_size);
+}
+
+/* One axis of onnxruntime's bilinear taps: indices i1, i2 and their weights d2
+ * (of i1) and d1 (of i2). */
+static void ort_linear_taps(const sophon_resize_params* p, int32_t x, int32_t in_size,
+                            int32_t out_size, int32_t* i1, int32_t* i2, float* d1, float* d2) {
+  float v = ort_coordinate(p->coord, x, in_size, out_size);
+  const float last = (float)(in_size - 1);
+  v = v < 0.0f ? 0.0f : (v > last ? last : v);
+  *i1 = (int32_t)v < in_size - 1 ? (int32_t)v : in_size - 1;
+  *i2 = *i1 + 1 < in_size - 1 ? *i1 + 1 : in_size - 1;
+  *d1 = fabsf(v - (float)*i1);
+  *d2 = fabsf(v - (float)*i2);
+  if (*i1 == *i2) *d1 = *d2 = 0.5f;
+}
+
+static void ort_source_rows(const sophon_resize_params* p, int32_t y, int32_t* first,
+                            int32_t* last) {
+  if (p->method == SOPHON_RESIZE_NEAREST) {
+    *first = *last = ort_nearest_index(p, y, p->in_h, p->out_h);
+  } else {
+    float d1, d2;
+    ort_linear_taps(p, y, p->in_h, p->out_h, first, last, &d1, &d2);
+  }
+}
+
+/* DequantizeLinear: (q - zero point) * scale. */
+static float ort_dequantize(const sophon_resize_params* p, int8_t q) {
+  return (float)((int32_t)q - p->input_zero_point) * p->input_scale;
+}
+
+/* QuantizeLinear: r / scale rounded half to even, plus the zero point, saturated. */
+static int8_t ort_quantize(const sophon_resize_params* p, float r) {
+  const float q = nearbyintf(r / p->output_scale) + (float)p->output_zero_point;
+  return (int8_t)(q < -128.0f ? -128 : (q > 127.0f ? 127 : (int32_t)q));
+}
+
+static void onnxruntime_row(const sophon_resize_params* p, const int8_t* plane, int32_t in_w,
+                            int8_t* out_row, int32_t out_w, int32_t image_y) {
+  int32_t out_x;
+  if (p->method == SOPHON_RESIZE_NEAREST) {
+    const int same = p->input_scale == p->output_scale &&
+                     p->input_zero_point == p->output_zero_point;
+    const int8_t* in_row =
+        plane + (int64_t)(ort_nearest_index(p, image_y, p->in_h, p->out_h) - p->in_row0) * in_w;
+    for (out_x = 0; out_x < out_w; ++out_x) {
+      const int8_t v = in_row[ort_nearest_index(p, out_x, in_w, out_w)];
+      out_row[out_x] = same ? v : ort_quantize(p, ort_dequantize(p, v));
+    }
+  } else {
+    int32_t y1, y2;
+    float dy1, dy2;
+    const int8_t *top_row, *bottom_row;
+    ort_linear_taps(p, image_y, p->in_h, p->out_h, &y1, &y2, &dy1, &dy2);
+    top_row = plane + (int64_t)(y1 - p->in_row0) * in_w;
+    bottom_row = plane + (int64_t)(y2 - p->in_row0) * in_w;
+    for (out_x = 0; out_x < out_w; ++out_x) {
+      int32_t x1, x2;
+      float dx1, dx2, r;
+      ort_linear_taps(p, out_x, in_w, out_w, &x1, &x2, &dx1, &dx2);
+      r = dx2 * dy2 * ort_dequantize(p, top_row[x1]) + dx1 * dy2 * ort_dequantize(p, top_row[x2]) +
+          dx2 * dy1 * ort_dequantize(p, bottom_row[x1]) +
+          dx1 * dy1 * ort_dequantize(p, bottom_row[x2]);
+      out_row[out_x] = ort_quantize(p, r);
+    }
+  }
+}
+
+void sophon_ref_resize_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                            const sophon_resize_params* p) {
+  const int8_row_fn row =
+      p->arithmetic == SOPHON_INT8_ONNXRUNTIME ? onnxruntime_row : tflite_row;
+  sophon_plane_walk walk;
+  int32_t out_y;
+  for (sophon_plane_walk_begin(&walk, dev, out, in); sophon_plane_walk_more(&walk);
+       sophon_plane_walk_next(&walk)) {
+    int8_t* out_row = (int8_t*)walk.out.base;
+    for (out_y = 0; out_y < out->h; ++out_y, out_row += out->w)
+      row(p, (const int8_t*)walk.in.base, in->w, out_row, out->w, p->out_row0 + out_y);
+  }
+}
+
+/* The onnxruntime arithmetic's own checks: its modes, finite positive scales, zero
+ * points in int8, then the bands as every resize. */
+static sophon_status check_onnxruntime(sophon_device* dev, const char* op, const sophon_local* out,
+                                       const sophon_local* in, const sophon_resize_params* p) {
+  sophon_status s;
+  if ((int)p->coord < 0 || p->coord > SOPHON_COORD_TF_HALF_PIXEL_FOR_NN)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown coordinate mode %d", op,
+                            (int)p->coord);
+  if (p->method == SOPHON_RESIZE_NEAREST &&
+      (p->rounding < SOPHON_ROUND_PREFER_FLOOR || p->rounding > SOPHON_ROUND_CEIL))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: rounding %d is no ONNX nearest_mode (round_prefer_floor, "
+                            "round_prefer_ceil, floor, ceil)",
+                            op, (int)p->rounding);
+  s = sophon_check_onnxruntime_quantization(dev, op, p->input_scale, p->input_zero_point,
+                                             p->output_scale, p->output_zero_point);
+  return s != SOPHON_OK ? s : check_bands(dev, op, out, in, p, ort_source_rows);
 }
 
 /* tiu_resize_int8's checks (operands: out, a = in, resize). */
@@ -295,6 +428,10 @@ sophon_status sophon_check_tiu_resize_int8(sophon_device* dev, const char* op,
                             op, (int)out->n, (int)out->c, (int)in->n, (int)in->c);
   if (p->method != SOPHON_RESIZE_NEAREST && p->method != SOPHON_RESIZE_BILINEAR)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown method %d", op, (int)p->method);
+  if (p->arithmetic == SOPHON_INT8_ONNXRUNTIME) return check_onnxruntime(dev, op, out, in, p);
+  if (p->arithmetic != SOPHON_INT8_TFLITE)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown arithmetic %d", op,
+                            (int)p->arithmetic);
   if (p->coord != SOPHON_COORD_ASYMMETRIC && p->coord != SOPHON_COORD_ALIGN_CORNERS &&
       p->coord != SOPHON_COORD_HALF_PIXEL &&
       !(p->method == SOPHON_RESIZE_NEAREST && p->coord == SOPHON_COORD_TF_HALF_PIXEL_FOR_NN))

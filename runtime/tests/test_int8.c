@@ -1220,7 +1220,8 @@ static void test_program(void) {
   };
   sophon_global_ref globals[6];
   const sophon_conv_params convs[] = {{3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, {SOPHON_ACT_NONE, 0, 0, 0, 0}}};
-  const sophon_pool_params pools[] = {{SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0}};
+  const sophon_pool_params pools[] = {
+      {SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, SOPHON_INT8_TFLITE, 0.0f, 0.0f, 0, 0}};
   const sophon_requant requants[] = {
       {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL},
       {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL}};

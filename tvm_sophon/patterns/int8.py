@@ -17,8 +17,8 @@ from tvm.relax.transform import FusionPattern
 from .conv import rule_conv2d
 from .dense import rule_dense
 from .pool import rule_pool
-from .rules import (pattern_name, constant_value, dtype_of, make_check, rule_not_empty, rule_rank_at_most_4,
-                    rule_rank_collapses, static_shape)
+from .rules import (pattern_name, constant_value, dtype_of, int8_arithmetic, make_check, rule_not_empty,
+                    rule_rank_at_most_4, rule_rank_collapses, static_shape)
 
 
 def rule_int8_operands(ann: dict) -> Optional[str]:
@@ -109,12 +109,40 @@ def qadd_pattern(clip: bool):
     return _q(ann, root, clip), ann
 
 
+def qdq_pool_pattern(op: str):
+    """quantize(pool(dequantize(x))), as an ONNX QDQ model writes a pool."""
+    data = wildcard()
+    ann = {"input": data}
+    root = is_op(op)(_dq(ann, "input", data))
+    ann["root"] = root
+    return _q(ann, root, False), ann
+
+
 def rule_same_quantization(ann: dict) -> Optional[str]:
     for key in ("scale", "zp"):
         a, b = constant_value(ann[f"input_{key}"]), constant_value(ann[f"output_{key}"])
         if a is None or b is None or a.shape != b.shape or not np.all(a == b):
             return f"max pool re-quantizes (input and output {key} differ); the int8 max pool keeps them"
     return None
+
+
+def rule_onnxruntime(ann: dict) -> Optional[str]:
+    if int8_arithmetic() != "onnxruntime":
+        return "an average pool between dequantize and quantize is onnxruntime's QLinearAveragePool (ONNX QDQ only)"
+    return None
+
+
+def rule_per_tensor_scales(ann: dict) -> Optional[str]:
+    for key in ("input_scale", "input_zp", "output_scale", "output_zp"):
+        value = constant_value(ann[key])
+        if value is None or value.size != 1:
+            return f"{key} is not one constant; the int8 average takes one quantization per tensor"
+    return None
+
+
+def rule_no_dilation(ann: dict) -> Optional[str]:
+    dilation = [int(d) for d in ann["root"].attrs.dilation]
+    return f"dilation {dilation}: onnxruntime's int8 average pool has none" if any(d != 1 for d in dilation) else None
 
 
 def rule_int8_pool(ann: dict) -> Optional[str]:
@@ -130,18 +158,19 @@ def patterns() -> list[FusionPattern]:
     table.append(FusionPattern("sophon.qmax_pool2d", root, {"input": data, "root": root},
                                make_check(rule_int8_pool, rule_not_empty)))
     # ONNX QDQ: quantize(max_pool2d(dequantize(x))) with one scale: an int8 max pool
-    ann = {}
-    data = wildcard()
-    ann["input"] = data
-    root = is_op("relax.nn.max_pool2d")(_dq(ann, "input", data))
-    ann["root"] = root
-    table.append(FusionPattern("sophon.qmax_pool2d_qdq", _q(ann, root, False), ann,
+    pat, ann = qdq_pool_pattern("relax.nn.max_pool2d")
+    table.append(FusionPattern("sophon.qmax_pool2d_qdq", pat, ann,
                                make_check(rule_int8_operands, rule_same_quantization, rule_pool, rule_not_empty)))
     data = wildcard()
     root = is_op("relax.nn.avg_pool2d")(is_op("relax.astype")(data))
     out = is_op("relax.astype")(root)
     table.append(FusionPattern("sophon.qavg_pool2d", out, {"input": data, "root": root},
                                make_check(rule_int8_pool, rule_not_empty)))
+    # ONNX QDQ: quantize(avg_pool2d(dequantize(x))), onnxruntime's QLinearAveragePool
+    pat, ann = qdq_pool_pattern("relax.nn.avg_pool2d")
+    table.append(FusionPattern("sophon.qavg_pool2d_qdq", pat, ann,
+                               make_check(rule_onnxruntime, rule_int8_operands, rule_per_tensor_scales, rule_pool,
+                                          rule_no_dilation, rule_not_empty)))
     for clip in (False, True):
         pat, ann = qadd_pattern(clip)
         # element-wise: above 4-D where the axes merge (YOLO's (1, 3, H, W, 85) heads)

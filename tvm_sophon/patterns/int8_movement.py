@@ -14,7 +14,10 @@ What TVM's importers write as a float op between ``dequantize`` and
 - ``quantize(resize2d(dequantize(x)))``, and a nearest ``resize2d`` of the int8
   tensor itself (the importer's quantized RESIZE_NEAREST_NEIGHBOR): nearest
   moves values, RESIZE_BILINEAR interpolates in TFLite's integer arithmetic
-  (reference_ops::ResizeBilinearInteger); both keep the input's quantization;
+  (reference_ops::ResizeBilinearInteger); both keep the input's quantization.
+  In an ONNX QDQ model they follow onnxruntime instead: nearest picks values
+  (requantized if the quantizations differ), bilinear runs in f32 between the
+  dequantize and the quantize (runtime/sophon_quant.h);
 - ``quantize(conv2d_transpose(dequantize(x), dequantize(w)) (+ bias))``: TFLite's
   reference_integer_ops::TransposeConv (per-channel weights, int32 accumulation,
   int64 with an int16 input), requantized like a conv.
@@ -31,7 +34,8 @@ from .deconv import rule_conv2d_transpose
 from .int8 import _dq, _q, _with_qbias, rule_int8_operands, rule_symmetric_weights
 from .movement import MAX_CONCAT_INPUTS
 from .resize import rule_resize
-from .rules import constant_value, dtype_of, make_check, pattern_name, rule_not_empty, rule_rank_at_most_4
+from .rules import (constant_value, dtype_of, int8_arithmetic, make_check, pattern_name, rule_not_empty,
+                    rule_rank_at_most_4)
 
 
 def rule_int8_inputs(ann: dict) -> Optional[str]:
@@ -53,7 +57,10 @@ def rule_per_tensor(ann: dict) -> Optional[str]:
 
 
 def rule_same_as_input(ann: dict) -> Optional[str]:
-    """A resize keeps the input's quantization (TFLite's int8 resize does)."""
+    """A resize keeps the input's quantization (TFLite's int8 resize does;
+    onnxruntime's QDQ Resize quantizes its f32 result again, so may requantize)."""
+    if int8_arithmetic() == "onnxruntime":
+        return None
     for key in ("scale", "zp"):
         a, b = constant_value(ann[f"input_{key}"]), constant_value(ann[f"output_{key}"])
         if a is None or b is None or a.shape != b.shape or not np.all(a == b):
@@ -71,10 +78,16 @@ TFLITE_RESIZE_MODES = {
 }
 
 
-def rule_tflite_resize_mode(ann: dict) -> Optional[str]:
+def rule_int8_resize_mode(ann: dict) -> Optional[str]:
+    """TFLite's modes for a TFLite model; for an ONNX QDQ model every coordinate
+    mode rule_resize takes and ONNX's nearest_modes (onnxruntime's arithmetic)."""
     from .resize import resize_modes
 
     modes = resize_modes(ann["root"].attrs)
+    if int8_arithmetic() == "onnxruntime":
+        if modes[0] == "NEAREST" and modes[2] == "HALF_EVEN":
+            return "int8 nearest resize rounding half to even is no ONNX nearest_mode"
+        return None
     if modes not in TFLITE_RESIZE_MODES:
         return (f"int8 resize {modes[0].lower()} with coordinates {modes[1].lower()} and rounding {modes[2].lower()} "
                 "is none of TFLite's (asymmetric, align_corners, half_pixel_centers), whose integer kernels the "
@@ -130,11 +143,11 @@ def patterns() -> list[FusionPattern]:
     pat, ann = qresize_pattern()
     table.append(FusionPattern(pattern_name("qresize2d"), pat, ann,
                                make_check(rule_int8_operands, rule_int8_inputs, rule_per_tensor, rule_same_as_input,
-                                          rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4, rule_not_empty)))
+                                          rule_resize, rule_int8_resize_mode, rule_rank_at_most_4, rule_not_empty)))
     data = wildcard()
     root = is_op("relax.image.resize2d")(data, wildcard())
     table.append(FusionPattern(pattern_name("qresize2d"), root, {"input": data, "root": root},
-                               make_check(rule_int8_nearest, rule_resize, rule_tflite_resize_mode, rule_rank_at_most_4,
+                               make_check(rule_int8_nearest, rule_resize, rule_int8_resize_mode, rule_rank_at_most_4,
                                           rule_not_empty)))
     for with_bias in (False, True):
         for clip in (False, True):

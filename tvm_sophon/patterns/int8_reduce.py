@@ -17,7 +17,7 @@ from tvm.relax.transform import FusionPattern
 
 from .int8 import _dq, _q, rule_int8_operands
 from .reduce import REDUCTIONS, rule_reduce
-from .rules import constant_value, make_check, pattern_name, rule_not_empty
+from .rules import constant_value, int8_arithmetic, make_check, pattern_name, rule_not_empty
 
 # TFLite's int8 softmax writes probabilities with scale 1/256 and zero point -128
 SOFTMAX_OUTPUT_SCALE, SOFTMAX_OUTPUT_ZP = 1.0 / 256, -128
@@ -47,6 +47,10 @@ def rule_same_quantization(ann: dict) -> Optional[str]:
 
 def rule_softmax(ann: dict) -> Optional[str]:
     scale, zp = _scalar(ann, "output_scale"), _scalar(ann, "output_zp")
+    if int8_arithmetic() == "onnxruntime":  # QLinearSoftmax takes any output quantization with a step in 1
+        if scale is None or zp is None or not 0 < scale <= 1:
+            return f"int8 softmax output scale {scale}: onnxruntime's QLinearSoftmax needs one in (0, 1]"
+        return None
     if scale is None or zp is None or abs(scale - SOFTMAX_OUTPUT_SCALE) > 1e-3 * SOFTMAX_OUTPUT_SCALE \
             or int(zp) != SOFTMAX_OUTPUT_ZP:
         return (f"int8 softmax output quantized with scale {scale}, zero point {zp}; TFLite's int8 softmax "

@@ -48,13 +48,25 @@ _REJECTIONS: contextvars.ContextVar[Optional[dict]] = contextvars.ContextVar(
 )
 
 
-def record_rejections(store: dict):
-    """Context token: collect rejection reasons into ``store`` during a partition."""
-    return _REJECTIONS.set(store)
+# Whose integer arithmetic the int8 ops of the current partition run follow
+# (partition.INT8_ARITHMETIC_ATTR): "tflite" or "onnxruntime" (an ONNX QDQ file)
+_INT8_ARITHMETIC: contextvars.ContextVar[str] = contextvars.ContextVar("sophon_int8_arithmetic", default="tflite")
+
+
+def record_rejections(store: dict, arithmetic: Optional[str] = None):
+    """Context token: collect rejection reasons into ``store`` during a partition
+    whose int8 ops follow ``arithmetic`` (default "tflite")."""
+    return _REJECTIONS.set(store), _INT8_ARITHMETIC.set(arithmetic or "tflite")
 
 
 def stop_recording(token) -> None:
-    _REJECTIONS.reset(token)
+    _REJECTIONS.reset(token[0])
+    _INT8_ARITHMETIC.reset(token[1])
+
+
+def int8_arithmetic() -> str:
+    """"tflite" or "onnxruntime": whose arithmetic the int8 patterns check for."""
+    return _INT8_ARITHMETIC.get()
 
 
 # ------------------------------------------------------------------ helpers
