@@ -106,21 +106,24 @@ def _region(prog: P.RegionProgram, index: int) -> str:
     def requant(q) -> int:
         """A sophon_requant row; its multipliers and shifts are static arrays."""
         key = (f"{q.input_zero_point},{q.output_zero_point},{q.act_min},{q.act_max},{q.multipliers},{q.shifts},"
-               f"{q.rounding},{q.scales}")
+               f"{q.rounding},{q.scales},{q.input_scale},{q.output_scale},{q.k_block}")
         if key in requant_rows:
             return requant_rows[key]
         k = len(requant_rows)
         arrays.append(f"static const int32_t {r}_mult{k}[] = {{{', '.join(map(str, q.multipliers))}}};")
         arrays.append(f"static const int32_t {r}_shift{k}[] = {{{', '.join(map(str, q.shifts))}}};")
         scale = "NULL"
-        if q.rounding in ("double", "float32"):   # hexadecimal literals: the doubles exactly
+        if q.rounding in ("double", "float32", "float_conv"):   # hexadecimal literals: the doubles exactly
             arrays.append(f"static const double {r}_scale{k}[] = {{{', '.join(float(v).hex() for v in q.scales)}}};")
             scale = f"{r}_scale{k}"
         rounding = {"fixed_point": "SOPHON_REQUANT_FIXED_POINT", "double": "SOPHON_REQUANT_DOUBLE",
-                    "float32": "SOPHON_REQUANT_FLOAT32"}[q.rounding]
+                    "float32": "SOPHON_REQUANT_FLOAT32", "float_conv": "SOPHON_REQUANT_FLOAT_CONV"}[q.rounding]
+        float_conv = ""
+        if q.rounding == "float_conv":  # float32 values: their hexadecimal literals are exact
+            float_conv = f", {float(q.input_scale).hex()}f, {float(q.output_scale).hex()}f, {q.k_block}"
         requant_rows[key] = requants.add(
             f"{{{q.input_zero_point}, {q.output_zero_point}, {q.act_min}, {q.act_max}, "
-            f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}, {rounding}, {scale}}}", dedupe=False)
+            f"{int(q.per_channel)}, {r}_mult{k}, {r}_shift{k}, {rounding}, {scale}{float_conv}}}", dedupe=False)
         return requant_rows[key]
 
     requant_rows: dict[str, int] = {}
@@ -219,7 +222,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             p = qbinaries.add(f"{{SOPHON_BINARY_INT8_{b.op}, {b.input1_zero_point}, {b.input2_zero_point}, "
                               f"{b.output_zero_point}, {b.multiplier1}, {b.shift1}, {b.multiplier2}, {b.shift2}, "
                               f"{b.act_min}, {b.act_max}, {b.multiplier3}, {b.shift3}, "
-                              f"{float(b.scale).hex()}f}}")
+                              f"{float(b.scale).hex()}f, {float(b.input1_scale).hex()}f, "
+                              f"{float(b.input2_scale).hex()}f, {float(b.output_scale).hex()}f, {b.value_offset}}}")
             cmds.add(f"{{SOPHON_CMD_BINARY_INT8, {L(step.out)}, {L(step.lhs)}, {L(step.rhs)}, -1, {p}}}",
                      f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QPool2d):

@@ -346,6 +346,7 @@ class _Analysis:
         attrs = func.attrs or {}
         # whose integer arithmetic the int8 layers follow (partition.INT8_ARITHMETIC_ATTR)
         self.int8_arithmetic = str(attrs.get("sophon.int8_arithmetic", "tflite"))
+        self.readers: dict = {}        # region value -> ops reading it (onnxruntime_type)
         self.const_args = {}
         if "sophon.const_args" in attrs:
             for name, c in json.loads(str(attrs["sophon.const_args"])).items():
@@ -642,6 +643,65 @@ class _Analysis:
         return quant.onnxruntime_requant(q, x_scale, w_scale, out_scale) \
             if self.int8_arithmetic == "onnxruntime" else q
 
+    def onnxruntime_type(self, value) -> str:
+        """The type onnxruntime (x86) gives the int8 value ``value`` of an ONNX QDQ model:
+        "u8" or "s8". Whether it fuses a DequantizeLinear -> op -> QuantizeLinear group into
+        its QLinear kernel (QLinearConv, QLinearAdd, QLinearMul, with their own arithmetic)
+        or runs the float op between them depends on these types, through two of its graph
+        transformers (onnxruntime 1.32's source, checked against its optimized-model dumps
+        of the QDQ zoo and bench/host_speed.py's networks):
+        - QDQS8ToU8Transformer (x86) makes a QuantizeLinear uint8 when its one consumer is
+          one DequantizeLinear read by one op (EnsureUniqueDQForNodeUnit gives each reader
+          its own DequantizeLinear first): a value read by one op is "u8", by two "s8".
+          Constant weights keep their type ("s8").
+        - the QDQ selectors fuse Conv when input and output are uint8 (int8 activations
+          fuse on ARM only), Add and Mul when both inputs and the output have one type.
+        Readers are counted in the region and, for its arguments and outputs, outside
+        it (count_readers); a model output's DequantizeLinear is one reader."""
+        if isinstance(value, tvm.ir.expr.Constant) or (isinstance(value, relax.Var) and value.name in self.const_args):
+            return "s8"
+        return "u8" if self.readers.get(value, 0) == 1 else "s8"
+
+    def count_readers(self) -> None:
+        """self.readers: how many ops read each value of the region: its composites (each
+        DequantizeLinear reader inside them), and the readers outside the region of its
+        arguments and outputs that partitioning recorded."""
+        functions, alias = {}, {}
+        body = self.func.body.body
+
+        def source(var):
+            while var in alias:
+                var = alias[var]
+            return var
+
+        def bump(var, count=1):
+            var = source(var)
+            self.readers[var] = self.readers.get(var, 0) + count
+
+        # readers outside the region (partition._record_outside_readers)
+        outside = json.loads(str((self.func.attrs or {}).get("sophon.outside_readers", "{}")))
+        for param, count in zip(self.func.params, outside.get("params", [])):
+            self.readers[param] = count
+        for block in self.func.body.blocks:
+            for binding in block.bindings:
+                value = binding.value
+                if isinstance(value, relax.Function):
+                    functions[binding.var] = value
+                elif isinstance(value, relax.Var):
+                    alias[binding.var] = value
+                elif isinstance(value, relax.Call):
+                    fn = functions.get(value.op)
+                    for k, arg in enumerate(value.args):
+                        if isinstance(arg, relax.Var):
+                            bump(arg, _param_reads(fn, k) if isinstance(fn, relax.Function) else 1)
+                elif isinstance(value, relax.TupleGetItem) and isinstance(value.tuple_value, relax.Var):
+                    bump(value.tuple_value)
+        out_vars = list(body.fields) if isinstance(body, relax.Tuple) else [body]
+        counts = outside.get("outputs", [1] * len(out_vars))
+        for var, count in zip(out_vars, counts):
+            if isinstance(var, relax.Var):
+                bump(var, count)
+
     def qresize_layer(self, comp: _Composite, out_scale=None, out_zp=None) -> None:
         """An int8 resize: TFLite's keeps the input's quantization
         (int8_movement.rule_same_as_input); onnxruntime's dequantizes, resizes in
@@ -701,13 +761,17 @@ class _Analysis:
             view = P.layout_view(layout)
             wview = ((), (klayout.index("O"),), (klayout.index("I"),), (klayout.index("H"), klayout.index("W")))
             bias = self.qbias(comp)
+            kernel = (wshape[klayout.index("H")], wshape[klayout.index("W")])
+            requant = quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min, act_max)
+            if self.int8_arithmetic == "onnxruntime" and self.onnxruntime_type(x) == "u8" \
+                    and self.onnxruntime_type(comp.out_var) == "u8":
+                requant = quant.onnxruntime_requant(requant, x_scale, w_scale, out_scale)  # QLinearConv
+            elif self.int8_arithmetic == "onnxruntime":  # its float Conv
+                requant = quant.onnxruntime_float_conv_requant(requant, x_scale, w_scale, out_scale)
             self.add(comp, "qconv2d", view, [self.operand(x, view)],
-                     [Operand(wtensor, wview, "COMPACT"), bias],
-                     kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
+                     [Operand(wtensor, wview, "COMPACT"), bias], kernel=kernel,
                      strides=_ints(attrs.strides), padding=_ints(attrs.padding),
-                     dilation=_ints(attrs.dilation), groups=int(attrs.groups),
-                     requant=self.requant(quant.conv_requant(x_scale, x_zp, w_scale, out_scale, out_zp, act_min,
-                                                             act_max), x_scale, w_scale, out_scale))
+                     dilation=_ints(attrs.dilation), groups=int(attrs.groups), requant=requant)
         elif comp.pattern.startswith("sophon.qdense"):
             root = comp.calls_of("relax.matmul")[0]
             x, x_scale, x_zp, _ = self.dequantized(comp, root.args[0])
@@ -724,6 +788,9 @@ class _Analysis:
             b, b_scale, b_zp, _ = self.dequantized(comp, root.args[1])
             oshape = shape_of(comp.out_var)
             view = self.elementwise_view(oshape, [a, b])
+            if self.int8_arithmetic == "onnxruntime":
+                return self.onnxruntime_add(comp, view, oshape, (a, a_scale, a_zp), (b, b_scale, b_zp),
+                                            out_scale, out_zp, act_min, act_max)
             acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (a, b)]
             self.add(comp, "qadd", view, acts, [],
                      params=quant.add_params(a_scale, a_zp, b_scale, b_zp, out_scale, out_zp, act_min, act_max))
@@ -743,6 +810,26 @@ class _Analysis:
                      kind=kind, kernel=_ints(attrs.pool_size), strides=_ints(attrs.strides),
                      padding=_ints(attrs.padding), dilation=_ints(attrs.dilation),
                      count_include_pad=count_include_pad, act_min=act_min, act_max=act_max, onnxruntime=ort)
+
+    def onnxruntime_add(self, comp: _Composite, view, oshape, lhs, rhs, out_scale, out_zp, act_min, act_max):
+        """An ONNX QDQ Add as onnxruntime runs it: QLinearAdd where it fuses the group
+        (onnxruntime_type), else the float Add between DequantizeLinear and QuantizeLinear."""
+        from tvm_sophon import quant_eltwise as qe
+
+        kinds = {self.onnxruntime_type(lhs[0]), self.onnxruntime_type(rhs[0]), self.onnxruntime_type(comp.out_var)}
+        broadcast = tuple(shape_of(rhs[0])) != tuple(oshape)
+        if len(kinds) == 1 and broadcast and tuple(shape_of(lhs[0])) != tuple(oshape):
+            kinds = set()  # both inputs broadcast: MLAS's kernel per run is not modelled; the float Add
+        elif len(kinds) == 1 and tuple(shape_of(lhs[0])) != tuple(oshape):
+            lhs, rhs, broadcast = rhs, lhs, True  # the broadcast operand second (QLinearAdd is symmetric)
+        acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs[0], rhs[0])]
+        if len(kinds) == 1:
+            params = qe.onnxruntime_qlinear_add_params(lhs[1], lhs[2], rhs[1], rhs[2], out_scale, out_zp,
+                                                       kinds == {"u8"}, broadcast, act_min, act_max)
+        else:
+            params = qe.onnxruntime_float_params("ADD_FLOAT", lhs[1], lhs[2], rhs[1], rhs[2], out_scale, out_zp,
+                                                 act_min, act_max)
+        return self.add(comp, "qbinary", view, acts, [], params=params)
 
     def qeltwise_layer(self, comp: _Composite, out_scale, out_zp) -> None:
         """An int8 element-wise chain (patterns/int8_eltwise.py): a unary op as a
@@ -780,12 +867,20 @@ class _Analysis:
         else:
             view = self.elementwise_view(oshape, [lhs, rhs])
         acts = [self.operand(v, broadcast_view(view, len(oshape), shape_of(v))) for v in (lhs, rhs)]
+        if name == "qmultiply" and self.int8_arithmetic == "onnxruntime" and len(
+                {self.onnxruntime_type(lhs), self.onnxruntime_type(rhs), self.onnxruntime_type(comp.out_var)}) == 1:
+            # a group onnxruntime fuses into QLinearMul (onnxruntime_type)
+            params = qe.onnxruntime_mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
+            return self.add(comp, "qbinary", view, acts, [], params=params)
+        if name in ("qsubtract", "qmultiply") and self.int8_arithmetic == "onnxruntime":
+            # onnxruntime's float Sub / Mul between DequantizeLinear and QuantizeLinear
+            op = "SUB_FLOAT" if name == "qsubtract" else "MUL_FLOAT"
+            return self.add(comp, "qbinary", view, acts, [], params=qe.onnxruntime_float_params(
+                op, l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
         if name == "qsubtract":
             return self.add(comp, "qadd", view, acts, [], params=qe.sub_params(
                 l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max))
-        if name == "qmultiply" and self.int8_arithmetic == "onnxruntime":
-            params = qe.onnxruntime_mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
-        elif name == "qmultiply":
+        if name == "qmultiply":
             params = qe.mul_params(l_scale, l_zp, r_scale, r_zp, out_scale, out_zp, act_min, act_max)
         elif name in ("qmaximum", "qminimum"):
             params = qe.minmax_params(QBINARY[name], out_zp, act_min, act_max)
@@ -899,6 +994,8 @@ class _Analysis:
                  **{"global": (oh, ow) == (1, 1)})
 
     def run(self) -> Region:
+        if self.int8_arithmetic == "onnxruntime":
+            self.count_readers()
         inputs = []
         for i, param in enumerate(self.func.params):
             t = self.tensor(param, "input")
@@ -938,6 +1035,30 @@ class _Analysis:
             t.arg_index = len(inputs) + k
             outputs.append(t)
         return Region(self.symbol, inputs, outputs, self.layers, self.aliases)
+
+
+def _param_reads(fn: relax.Function, k: int) -> int:
+    """How many ops of composite ``fn`` read its parameter ``k``: the readers of each
+    dequantize of it (at least 1)."""
+    param = fn.params[k]
+    uses: dict = {}
+    dequantized = set()
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            for arg in expr.args:
+                if isinstance(arg, relax.Var):
+                    uses[arg] = uses.get(arg, 0) + 1
+    for block in fn.body.blocks:
+        for binding in block.bindings:
+            visit(binding.value)
+            value = binding.value
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.dequantize" \
+                    and value.args[0].same_as(param):
+                dequantized.add(binding.var)
+    if not dequantized:
+        return 1
+    return max(1, sum(uses.get(v, 0) for v in dequantized))
 
 
 def _qeltwise_name(pattern: str) -> str:

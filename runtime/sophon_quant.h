@@ -64,8 +64,13 @@ typedef struct {
   int32_t rounding;    /* sophon_requant_rounding (0, the default: fixed point) */
   const double* scale; /* SOPHON_REQUANT_DOUBLE: scale[oc] (or [0]) = input_scale *
                           filter_scale / output_scale in double; SOPHON_REQUANT_FLOAT32:
-                          that ratio computed in float32 (exact in a double); otherwise
-                          unused */
+                          that ratio computed in float32 (exact in a double);
+                          SOPHON_REQUANT_FLOAT_CONV: filter_scale[oc] (a float32 value);
+                          otherwise unused */
+  /* SOPHON_REQUANT_FLOAT_CONV only (others: 0): the float32 scales of the input and the
+   * output, and the length of the runs of the reduction summed apart (see below) */
+  float input_scale, output_scale;
+  int32_t k_block;
 } sophon_requant;
 
 /* How acc * real is rounded: TFLite's kernels differ per op. */
@@ -74,11 +79,31 @@ typedef enum {
                                      CONV_2D, DEPTHWISE_CONV_2D (and every op but fc) */
   SOPHON_REQUANT_DOUBLE = 1,      /* sophon_multiply_by_double_scale(acc, scale):
                                      FULLY_CONNECTED's reference kernel; fc_int8 only */
-  SOPHON_REQUANT_FLOAT32 = 2      /* sophon_multiply_by_float_scale(acc, (float)scale):
+  SOPHON_REQUANT_FLOAT32 = 2,     /* sophon_multiply_by_float_scale(acc, (float)scale):
                                      onnxruntime's QLinearConv / QLinearMatMul (MLAS's
                                      requantization) for ONNX QDQ models; conv2d_int8,
                                      conv2d_transpose_int8 and fc_int8 */
+  SOPHON_REQUANT_FLOAT_CONV = 3   /* conv2d_int8 only: onnxruntime's float Conv between
+                                     DequantizeLinear and QuantizeLinear (below) */
 } sophon_requant_rounding;
+
+/*
+ * SOPHON_REQUANT_FLOAT_CONV. On x86 onnxruntime does not fuse an ONNX QDQ conv with int8
+ * activations into QLinearConv (its QDQ selector allows int8 activations on ARM only): it
+ * runs DequantizeLinear, the float32 Conv of MLAS (im2col + SGEMM) and QuantizeLinear.
+ * The result differs from any integer requantization where the float32 sum lands near a
+ * half, so the chip computes the same float32 arithmetic:
+ *   x = (float)(in - input_zero_point) * input_scale      (each a float32 product)
+ *   w = (float)weight * scale[oc]
+ *   the K = in.c/groups * KH * KW taps in the order [ic][ky][kx] (padding taps are 0 and
+ *   add nothing) cut into runs of k_block: each run summed from 0 by fused multiply-adds
+ *   in that order, the runs added to the total in order (SGEMM's K blocks: the first run
+ *   is stored, each later one added to it);
+ *   y = total + (float)bias * (float)(input_scale * scale[oc])   (bias's DequantizeLinear)
+ *   out = clamp(output_zero_point + nearbyint(y / output_scale))  (halves to even)
+ * k_block is MLAS's K stride (128 in onnxruntime 1.32 on x86, measured on every conv of
+ * two YOLOv5s; the compiler passes it).
+ */
 
 /*
  * acc[n, oc, oy, ox] = bias[oc] + sum (in - input_zero_point) * weight   (as sophon_tiu_conv2d;
@@ -184,9 +209,28 @@ typedef enum {
                                                - S2((b - zp2) * 2^7); zp_out + S3(d * d), where
                                                Si(v) = MBQMSmallerThanOneExp(v, multiplieri,
                                                shifti), shifts in [-31, 0] */
-  SOPHON_BINARY_INT8_MUL_FLOAT32 = 5 /* onnxruntime's QLinearMul (MLAS, ONNX QDQ models):
-                                        zp_out + sophon_multiply_by_float_scale((a - zp1) *
-                                        (b - zp2), scale); multipliers unused (0, 0) */
+  SOPHON_BINARY_INT8_MUL_FLOAT32 = 5, /* onnxruntime's QLinearMul (MLAS, ONNX QDQ models):
+                                         zp_out + sophon_multiply_by_float_scale((a - zp1) *
+                                         (b - zp2), scale); multipliers unused (0, 0) */
+  /* onnxruntime's float Add / Sub / Mul between DequantizeLinear and QuantizeLinear (what
+   * it runs for an ONNX QDQ Add, Sub or Mul on x86 unless its QDQ selector fuses the group,
+   * which takes inputs and output of one type after its int8 -> uint8 rewrite): in float32,
+   *   x = (float)(a - zp1) * input1_scale, y = (float)(b - zp2) * input2_scale,
+   *   zp_out + nearbyint((x op y) / output_scale)   (halves to even); multipliers unused */
+  SOPHON_BINARY_INT8_ADD_FLOAT = 6,
+  SOPHON_BINARY_INT8_SUB_FLOAT = 7,
+  SOPHON_BINARY_INT8_MUL_FLOAT = 8,
+  /* onnxruntime's QLinearAdd (MLAS's AVX2 kernel), what it runs for an ONNX QDQ Add whose
+   * group it fuses: with o = value_offset (128 where onnxruntime rewrote the int8 values
+   * to uint8, else 0), ratios r1 = input1_scale, r2 = input2_scale (scale1 / out_scale,
+   * scale2 / out_scale) and the constant output_scale = out_zp + o - fma(r1, zp1 + o,
+   * r2 * (zp2 + o)), all float32 (the compiler computes them; zero points unused here):
+   *   ADD_QLINEAR:           v = fma(a + o, r1, fma(b + o, r2, output_scale))
+   *   ADD_QLINEAR_BROADCAST: v = fma(a + o, r1, output_scale + (b + o) * r2)
+   *                          (b one value per run of a: MLAS's scalar-operand kernel)
+   *   out = clamp(nearbyint(v) - o)   (halves to even) */
+  SOPHON_BINARY_INT8_ADD_QLINEAR = 9,
+  SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST = 10
 } sophon_binary_int8_op;
 
 typedef struct {
@@ -197,7 +241,15 @@ typedef struct {
   int32_t act_min, act_max;
   int32_t multiplier3, shift3; /* SQUARED_DIFFERENCE's output rescale (others: 0, 0) */
   float scale;                 /* MUL_FLOAT32: scale1 * scale2 / out_scale in float32 (others: 0) */
+  float input1_scale, input2_scale, output_scale; /* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT, ADD_QLINEAR*
+                                                     (others: 0) */
+  int32_t value_offset;                           /* ADD_QLINEAR*: 0 or 128 (others: 0) */
 } sophon_binary_int8_params;
+
+/* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT, ADD_QLINEAR or ADD_QLINEAR_BROADCAST (p->op) of one
+ * pair of int8 values x, y, clamped: the reference arithmetic of those ops, shared by the
+ * reference and fast kernels. */
+int32_t sophon_binary_int8_float_op(int32_t x, int32_t y, const sophon_binary_int8_params* p);
 
 /* Element-wise with broadcast as sophon_tiu_binary, then clamped to [act_min, act_max]. */
 sophon_status sophon_tiu_binary_int8(sophon_device* dev, const sophon_local* out,

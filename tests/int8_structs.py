@@ -15,7 +15,9 @@ class Requant(ctypes.Structure):  # sophon_requant
                 ("per_channel", ctypes.c_int32),
                 ("multiplier", ctypes.POINTER(ctypes.c_int32)),
                 ("shift", ctypes.POINTER(ctypes.c_int32)),
-                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double))]
+                ("rounding", ctypes.c_int32), ("scale", ctypes.POINTER(ctypes.c_double)),
+                ("input_scale", ctypes.c_float), ("output_scale", ctypes.c_float),
+                ("k_block", ctypes.c_int32)]
 
 
 class AddParams(ctypes.Structure):  # sophon_add_int8_params

@@ -57,7 +57,9 @@ HOST_ISA_LEVELS = _host_isa_levels()
 class BinaryInt8Params(ctypes.Structure):  # sophon_binary_int8_params
     _fields_ = [("op", ctypes.c_int)] + [(name, ctypes.c_int32) for name in (
         "input1_zero_point", "input2_zero_point", "output_zero_point", "multiplier1", "shift1",
-        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")] + [("scale", ctypes.c_float)]
+        "multiplier2", "shift2", "act_min", "act_max", "multiplier3", "shift3")] + [
+        (name, ctypes.c_float) for name in ("scale", "input1_scale", "input2_scale", "output_scale")] + [
+        ("value_offset", ctypes.c_int32)]
 
 
 class LutInt8Params(ctypes.Structure):  # sophon_lut_int8_params
@@ -364,6 +366,84 @@ def test_fast_conv2d_int8_network_layers(devices, shape, rounding):
     assert len(np.unique(ref)) > 50, "requantization saturates: the case checks little"
 
 
+def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, groups, out_hw):
+    """onnxruntime's float Conv of an ONNX QDQ model (SOPHON_REQUANT_FLOAT_CONV) in numpy,
+    written from its definition: float32 dequantized operands, the taps [ic][ky][kx] in
+    runs of k_block, each run a chain of fused multiply-adds from 0 (x * w exact in
+    float64, the sum rounded once to float32 through float128: a double rounding only
+    within 2^-64 of a float32 half), the runs added in order, + the dequantized bias,
+    / output scale rounded half to even, clamped."""
+    f32, ld = np.float32, np.longdouble
+    n, ic, h, w = x.shape
+    oc, icg, kh, kw = weight.shape
+    oh, ow = out_hw
+    xf = (x.astype(np.int32) - q.input_zero_point).astype(f32) * f32(q.input_scale)
+    xp = np.zeros((n, ic, h + pad[0] + pad[2], w + pad[1] + pad[3]), f32)
+    xp[:, :, pad[0]:pad[0] + h, pad[1]:pad[1] + w] = xf
+    valid = np.zeros(xp.shape[2:], bool)
+    valid[pad[0]:pad[0] + h, pad[1]:pad[1] + w] = True
+    out = np.empty((n, oc, oh, ow), np.int8)
+    for o in range(oc):
+        fs = f32(filter_scales[o if q.per_channel else 0])
+        wf = (weight[o].astype(f32) * fs).reshape(-1)
+        g = o // (oc // groups)
+        bias_f = f32(0) if bias is None else f32(f32(int(bias[o])) * f32(f32(q.input_scale) * fs))
+        for b in range(n):
+            for y in range(oh):
+                for xx in range(ow):
+                    win = xp[b, g * icg:(g + 1) * icg, y * stride[0]:y * stride[0] + kh, xx * stride[1]:xx * stride[1] + kw]
+                    ok = np.broadcast_to(valid[y * stride[0]:y * stride[0] + kh, xx * stride[1]:xx * stride[1] + kw],
+                                         win.shape).reshape(-1)
+                    taps = win.reshape(-1)
+                    total = None
+                    for start in range(0, taps.size, q.k_block):
+                        run = f32(0)
+                        for i in range(start, min(taps.size, start + q.k_block)):
+                            if ok[i]:
+                                run = f32(ld(taps[i]) * ld(wf[i]) + ld(run))
+                        total = run if total is None else f32(run + total)
+                    v = np.rint(f32(f32(total + bias_f) / f32(q.output_scale)))
+                    out[b, o, y, xx] = np.clip(v + q.output_zero_point, q.act_min, q.act_max)
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    # (ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act)
+    (5, 4, 6, 7, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),
+    (40, 3, 4, 4, (3, 3), (1, 1), (1, 0, 1, 2), 1, 128, True, (-128, 127)),  # K 360: 3 runs
+    (40, 3, 4, 4, (3, 3), (2, 1), (1, 1, 1, 1), 1, 100, False, (-20, 90)),  # runs of 100, clamp
+    (6, 6, 7, 5, (3, 3), (1, 2), (1, 1, 1, 1), 6, 9, True, (-128, 127)),    # depthwise
+    (6, 4, 5, 5, (1, 1), (1, 1), (0, 0, 0, 0), 2, 1024, True, (-128, 127)),  # grouped pointwise
+    (16, 10, 11, 13, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),  # 3 pixel blocks, 4 + 4 + 2 channels
+    (8, 10, 9, 9, (3, 3), (1, 1), (1, 1, 1, 1), 2, 16, False, (-128, 127)),    # 5 channels a group
+    # pointwise read straight from the dequantized planes: 3 pixel blocks (64, 64, 7), runs of 32
+    (70, 9, 9, 15, (1, 1), (1, 1), (0, 0, 0, 0), 1, 32, True, (-128, 127)),
+], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes"])
+def test_conv2d_int8_float_conv_rounding(devices, case):
+    """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
+    QuantizeLinear): the reference equals the numpy statement of it, and every fast device
+    (the float-conv kernel at each instruction-set level) equals the reference."""
+    ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act = case
+    rng = np.random.default_rng(ic * 100 + oc)
+    x = rng.integers(-128, 128, (2, ic, h, w), dtype=np.int8)
+    weight = rng.integers(-128, 128, (oc, ic // groups, *kernel), dtype=np.int8)
+    bias = rng.integers(-5000, 5000, oc).astype(np.int32)
+    q = make_requant(rng, oc, ic // groups * kernel[0] * kernel[1], per_channel, 7, -3, act)
+    filter_scales = [float(np.float32(v)) for v in rng.uniform(0.002, 0.02, oc)]
+    scales = (ctypes.c_double * oc)(*filter_scales)
+    q.rounding, q.scale = 3, ctypes.cast(scales, ctypes.POINTER(ctypes.c_double))
+    k = ic // groups * kernel[0] * kernel[1]  # outputs spread over int8: |sum| ~ sqrt(K) * 74 * 64 * scales
+    q.input_scale, q.output_scale, q.k_block = 0.0371, float(np.float32(0.03 * np.sqrt(k))), k_block
+    q._keep += (scales,)
+    oh = (h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1
+    ow = (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1
+    params = conv_params(kernel, stride, pad, (1, 1), groups)
+    ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q, (2, oc, oh, ow)))
+    expected = float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, groups, (oh, ow))
+    np.testing.assert_array_equal(ref, expected)
+    assert len(np.unique(ref)) > 20, "the outputs saturate: the case checks little"
+
+
 @pytest.mark.parametrize("in_zp", [-128, 127])
 def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
     """All weights -128 and inputs at the far end from the zero point: the largest
@@ -566,13 +646,21 @@ def binary_int8_params(draw):
         return (draw(st.sampled_from([0, 1 << 30, (1 << 31) - 1]) | st.integers(1 << 30, (1 << 31) - 1)),
                 draw(st.integers(-31, 30)))
 
+    def positive_scale():
+        return draw(st.sampled_from([1.0 / 256, 0.0217, 1.0]) | st.floats(0.0009765625, 4, width=32))
+
     lo = draw(st.integers(-128, 127))
     hi = draw(st.sampled_from([127, lo, min(127, lo + 40)]))
-    # MUL, MAX, MIN, PRELU, MUL_FLOAT32 (onnxruntime's QLinearMul: a float32 scale)
-    return BinaryInt8Params(draw(st.sampled_from([0, 1, 2, 3, 5])),
-                            *(draw(st.integers(-128, 127)) for _ in range(3)),
+    # MUL, MAX, MIN, PRELU, MUL_FLOAT32 (onnxruntime's QLinearMul: a float32 scale),
+    # ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (onnxruntime's float ops: three float32 scales),
+    # ADD_QLINEAR(_BROADCAST) (its QLinearAdd: two ratios, a constant, an offset)
+    op = draw(st.sampled_from([0, 1, 2, 3, 5, 6, 7, 8, 9, 10]))
+    third = positive_scale() if op in (6, 7, 8) else draw(  # QLinearAdd: its constant, any sign
+        st.sampled_from([0.0, 0.5, -37.25]) | st.floats(-300, 300, width=32))
+    return BinaryInt8Params(op, *(draw(st.integers(-128, 127)) for _ in range(3)),
                             *pair(), *pair(), lo, hi, 0, 0,
-                            draw(st.sampled_from([0.0, 1.0 / 256, 1.0]) | st.floats(0, 8, width=32)))
+                            draw(st.sampled_from([0.0, 1.0 / 256, 1.0]) | st.floats(0, 8, width=32)),
+                            positive_scale(), positive_scale(), third, draw(st.sampled_from([0, 128])))
 
 
 @settings(max_examples=100, deadline=None)
@@ -593,7 +681,72 @@ def test_fast_binary_int8_is_bit_identical(devices, shape, b_kind, p, inplace, s
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 
-@pytest.mark.parametrize("op", [0, 1, 2, 3, 5], ids=["mul", "max", "min", "prelu", "mul_float32"])
+def float_op_expected(a, b, p):
+    """onnxruntime's DequantizeLinear, float32 op, QuantizeLinear in numpy (every float32
+    operation one IEEE rounding, the quotient rounded half to even): ADD_FLOAT, SUB_FLOAT,
+    MUL_FLOAT written independently of the C."""
+    f32 = np.float32
+    x = (a.astype(np.int32) - p.input1_zero_point).astype(f32) * f32(p.input1_scale)
+    y = (b.astype(np.int32) - p.input2_zero_point).astype(f32) * f32(p.input2_scale)
+    value = {6: np.add, 7: np.subtract, 8: np.multiply}[p.op](x, y)
+    q = np.rint(value / f32(p.output_scale)).astype(np.int64) + p.output_zero_point
+    return np.clip(q, p.act_min, p.act_max).astype(np.int8)
+
+
+def qlinear_add_expected(a, b, p):
+    """onnxruntime's QLinearAdd (ADD_QLINEAR, ADD_QLINEAR_BROADCAST) in numpy from its
+    statement in sophon_quant.h: fused multiply-adds as exact float128 sums rounded once
+    to float32 (exact: each is a float32 times a 9-bit integer plus a float32)."""
+    f32, ld, o = np.float32, np.longdouble, p.value_offset
+    x = (a.astype(np.int32) + o).astype(ld)
+    y = (b.astype(np.int32) + o).astype(ld)
+    if p.op == 9:
+        partial = (y * ld(f32(p.input2_scale)) + ld(f32(p.output_scale))).astype(f32)
+    else:
+        partial = f32(p.output_scale) + (y.astype(f32) * f32(p.input2_scale)).astype(f32)
+    v = (x * ld(f32(p.input1_scale)) + partial.astype(ld)).astype(f32)
+    return np.clip(np.rint(v).astype(np.int64) - o, p.act_min, p.act_max).astype(np.int8)
+
+
+@pytest.mark.parametrize("op", [9, 10], ids=["add_qlinear", "add_qlinear_broadcast"])
+@pytest.mark.parametrize("offset", [0, 128])
+def test_binary_int8_qlinear_add_every_pair(devices, op, offset):
+    """onnxruntime's QLinearAdd on every int8 pair, int8 and uint8 (offset 128), with the
+    constants a real model gives (quant_eltwise.onnxruntime_qlinear_add_params) and with a
+    constant on a half: the reference equals numpy's statement, the fast kernels the reference."""
+    from tvm_sophon import quant_eltwise as qe
+
+    grid = np.arange(-128, 128, dtype=np.int8)
+    a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
+    b = np.tile(grid, 256).reshape(1, 64, 32, 32)
+    real = qe.onnxruntime_qlinear_add_params(0.0213, -3, 0.0187, 9, 0.0311, 4, offset == 128, op == 10)
+    for p in (BinaryInt8Params(op, real.input1_zero_point, real.input2_zero_point, real.output_zero_point,
+                               0, 0, 0, 0, -128, 127, 0, 0, 0.0, real.input1_scale, real.input2_scale,
+                               real.output_scale, real.value_offset),
+              BinaryInt8Params(op, 0, 0, 0, 0, 0, 0, 0, -100, 90, 0, 0, 0.0, 0.5, 0.25, 0.5 - offset * 0.75, offset)):
+        ref = assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, False))
+        np.testing.assert_array_equal(ref, qlinear_add_expected(a, b, p))
+
+
+@pytest.mark.parametrize("op", [6, 7, 8], ids=["add_float", "sub_float", "mul_float"])
+def test_binary_int8_float_ops_every_pair(devices, op):
+    """onnxruntime's float Add / Sub / Mul of an ONNX QDQ model on every int8 pair, with
+    scales whose quotients land on halves (0.5 / 0.25: ties to even) and scales of a real
+    model: the reference equals numpy's float32 emulation, the fast kernels the reference."""
+    grid = np.arange(-128, 128, dtype=np.int8)
+    a = np.repeat(grid, 256).reshape(1, 64, 32, 32)
+    b = np.tile(grid, 256).reshape(1, 64, 32, 32)
+    for scales, zps, act in (((0.5, 0.25, 1.0), (-3, 7, 1), (-128, 127)),
+                             ((0.0213, 0.0187, 0.0402), (5, -9, -2), (-128, 127)),
+                             ((0.0213, 0.0187, 0.0131), (0, 0, -128), (-128, 100))):
+        p = BinaryInt8Params(op, *zps, 0, 0, 0, 0, *act, 0, 0, 0.0, *scales, 0)
+        ref = assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, False))
+        np.testing.assert_array_equal(ref, float_op_expected(a, b, p))
+
+
+@pytest.mark.parametrize("op", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10],
+                         ids=["mul", "max", "min", "prelu", "mul_float32", "add_float", "sub_float", "mul_float",
+                              "add_qlinear", "add_qlinear_broadcast"])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     """b one value per channel on planes of at least 1024 elements (an SE block's
@@ -604,7 +757,7 @@ def test_fast_binary_int8_per_channel_table(devices, op, inplace):
     a = rng.integers(-128, 128, shape, dtype=np.int8)
     a.reshape(2, 5, -1)[:, :, 40:296] = np.arange(-128, 128).astype(np.int8)
     b = rng.integers(-128, 128, (2, 5, 1, 1), dtype=np.int8)
-    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120, 0, 0, 0.0123)
+    p = BinaryInt8Params(op, -3, 7, 5, 1 << 30, -6, 3 << 29, 1, -100, 120, 0, 0, 0.0123, 0.031, 0.017, 0.045, 128)
     assert_identical(devices, lambda dev: run_binary_int8(dev, a, b, p, inplace))
 
 

@@ -383,9 +383,11 @@ def test_fast_pointwise_conv2d_by_output_rows(devices, case):
 
 
 @pytest.mark.parametrize("shape", [
-    # (ic, oc, h, w, kernel, stride, pad): ResNet/MobileNet layers, K above one K block
+    # (ic, oc, h, w, kernel, stride, pad): ResNet/MobileNet layers, K above one K block;
+    # with AVX-512, 256 -> 70 @7, 96 -> 576 @7 and 130 -> 40 @6 take the 24-wide
+    # panels (56, 49 and 36 columns: last panels of 8, 1 and 12)
     (64, 64, 14, 14, 3, 1, 1), (256, 70, 7, 7, 3, 1, 1), (130, 20, 9, 9, 3, 2, 1),
-    (3, 64, 31, 31, 7, 2, 3), (96, 576, 7, 7, 1, 1, 0)])
+    (3, 64, 31, 31, 7, 2, 3), (96, 576, 7, 7, 1, 1, 0), (130, 40, 6, 6, 1, 1, 0)])
 def test_fast_conv2d_network_layers(devices, shape):
     ic, oc, h, w, k, s, p = shape
     rng = np.random.default_rng(ic * oc)
@@ -460,6 +462,7 @@ def test_fast_depthwise_is_bit_identical(devices, case):
     (32, 112, 112, 3, 1, "relu6"), (96, 112, 112, 3, 2, "relu6"), (144, 56, 56, 3, 2, "relu6"),
     (192, 28, 28, 3, 1, "relu6"), (576, 14, 14, 3, 2, "relu6"), (960, 7, 7, 3, 1, "relu6"),
     (40, 27, 27, 5, 2, "relu6"), (72, 14, 14, 5, 1, "silu"), (96, 7, 7, 3, 1, "silu"),
+    (1152, 7, 7, 5, 1, "silu"), (240, 28, 28, 5, 1, "silu"), (672, 14, 14, 5, 2, "silu"),
     (17, 9, 9, 3, 2, "silu")])
 def test_fast_depthwise_network_layers(devices, shape):
     c, h, w, k, s, act = shape
@@ -483,7 +486,12 @@ def test_fast_depthwise_network_layers(devices, shape):
     (4, 6, 6, (1, 1), (1, 1), (3, 3, 3, 3), (1, 1)),
     (2, 7, 9, (3, 3), (3, 3), (0, 2, 0, 2), (1, 1)),
     (6, 8, 70, (3, 5), (1, 3), (2, 4, 2, 4), (2, 2)),
-    (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1))])
+    (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    # planes of up to 1024 outputs run as one flat row with AVX-512: uneven "same"
+    # padding, dilation, more vectors than accumulators
+    (5, 6, 9, (3, 5), (1, 1), (0, 1, 2, 3), (1, 1)),
+    (4, 7, 7, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
+    (3, 21, 30, (5, 3), (1, 1), (1, 1, 3, 1), (1, 1))])
 def test_fast_depthwise_edge_cases(devices, case):
     c, h, w, kernel, stride, pad, dilation = case
     rng = np.random.default_rng(h * w)
@@ -697,9 +705,12 @@ def test_fast_pool2d_is_bit_identical(devices, case):
 
 @pytest.mark.parametrize("layer", [
     # (kind, c, h, w, kernel, stride, pad): ResNet's stem max pool, global average
-    # pools of ResNet-18 and MobileNetV2, an average pool of odd width
+    # pools of ResNet-18 and MobileNetV2, an average pool of odd width; global pools
+    # as EfficientNet-B0's squeeze-excite blocks take them (16 channels per AVX-512
+    # vector: a partial last group, planes not a multiple of 16), and a global max
     ("max", 64, 112, 112, 3, 2, 1), ("avg", 512, 7, 7, 7, 1, 0), ("avg", 1280, 7, 7, 7, 1, 0),
-    ("avg", 17, 31, 37, 3, 1, 1)])
+    ("avg", 17, 31, 37, 3, 1, 1), ("avg", 40, 28, 28, 28, 1, 0), ("avg", 24, 56, 56, 56, 1, 0),
+    ("max", 35, 9, 9, 9, 1, 0)])
 def test_fast_pool2d_network_layers(devices, layer):
     kind, c, h, w, k, s, p = layer
     x = np.random.default_rng(c).standard_normal((1, c, h, w)).astype(np.float32)
@@ -812,6 +823,27 @@ def test_gdma_strided_load_and_store(devices, case):
         if case["step"] > 1:  # the elements between the strided ones are untouched
             assert np.array_equal(np.transpose(dst_buf, np.argsort(case["order"][::-1]))[..., 1::2],
                                   np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
+
+
+@pytest.mark.parametrize("case", [
+    # (array shape, its (n, c, h, w) view as axes of the array): channels innermost in
+    # DDR, copied 16 channels by 16 positions through a transpose with AVX-512, with a
+    # partial last group and positions past the last 16
+    ((37, 40), "fc"),             # an fc weight (K, N) loaded as (1, N, K, 1)
+    ((2, 5, 19, 35), (0, 3, 1, 2)),  # NHWC data loaded as NCHW
+    ((1, 3, 48, 32), (0, 3, 1, 2))])
+def test_gdma_channels_innermost_load(devices, case):
+    """Loads whose consecutive channels are consecutive in DDR equal numpy's view."""
+    shape, axes = case
+    rng = np.random.default_rng(len(shape))
+    buf = rng.standard_normal(shape).astype(np.float32)
+    src = buf.T[None, :, :, None] if axes == "fc" else np.transpose(buf, axes)
+    for name, dev in devices.items():
+        dev.next_addr = 0
+        t = dev.alloc(*src.shape, COMPACT)
+        dev.check(dev.lib.sophon_gdma_load(dev.handle, ctypes.byref(t),
+                                           ctypes.byref(global_view(src))))
+        assert np.array_equal(dev.store(t), src), name
 
 
 def test_gdma_big_load_is_split_exactly(devices):

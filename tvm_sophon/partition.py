@@ -623,6 +623,52 @@ def _record_constant_args(mod: tvm.IRModule) -> tvm.IRModule:
     return mod
 
 
+OUTSIDE_READERS_ATTR = "sophon.outside_readers"
+
+
+def _record_outside_readers(mod: tvm.IRModule) -> tvm.IRModule:
+    """Write into each region how many readers outside it each of its arguments and
+    outputs has in ``main`` (``sophon.outside_readers``: JSON with "params" and
+    "outputs"; the most over the calls of a shared function). The codegen of an ONNX
+    QDQ model needs the readers of each int8 value (layers.onnxruntime_type)."""
+    main = mod["main"]
+    uses: dict = {}
+    items: dict = {}  # a region call's var -> {tuple index: the var bound to that item}
+
+    def count(expr) -> None:
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+        elif isinstance(expr, relax.Tuple):
+            for field in expr.fields:
+                count(field)
+        elif isinstance(expr, relax.Call):
+            for arg in expr.args:
+                count(arg)
+        elif isinstance(expr, relax.TupleGetItem):
+            count(expr.tuple_value)
+
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            count(binding.value)
+            if isinstance(binding.value, relax.TupleGetItem):
+                items.setdefault(binding.value.tuple_value, {})[int(binding.value.index)] = binding.var
+    count(main.body.body)
+    recorded: dict = {}
+    for binding in _region_calls(mod):
+        call = binding.value
+        params = [max(0, uses.get(arg, 0) - 1) if isinstance(arg, relax.Var) else 0 for arg in call.args]
+        got = items.get(binding.var)
+        outputs = ([uses.get(got[i], 0) for i in range(max(got) + 1)] if got else [uses.get(binding.var, 0)])
+        old = recorded.get(call.op.name_hint)
+        if old is not None:
+            params = [max(a, b) for a, b in zip(params, old[1]["params"])]
+            outputs = [max(a, b) for a, b in zip(outputs, old[1]["outputs"])]
+        recorded[call.op.name_hint] = (call.op, {"params": params, "outputs": outputs})
+    for gvar, readers in recorded.values():
+        mod[gvar] = mod[gvar].with_attr(OUTSIDE_READERS_ATTR, json.dumps(readers))
+    return mod
+
+
 def _merge_composites(mod: tvm.IRModule) -> tvm.IRModule:
     """MergeCompositeFunctions, over ``main`` only.
 
@@ -703,6 +749,8 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     mod = _name_regions(mod)
     mod = _tag_regions(mod, chip, str(int8_arithmetic) if int8_arithmetic else None)
     mod = _record_constant_args(mod)
+    if int8_arithmetic == "onnxruntime":
+        mod = _record_outside_readers(mod)
     report = _build_report(mod, chip, rejections)
     int8 = sorted({c for r in report.regions for c in r.composites if c.startswith("sophon.q")})
     if int8 and not chip.has_int8:

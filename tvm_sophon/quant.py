@@ -103,6 +103,11 @@ class Requant:
     # (SOPHON_REQUANT_FLOAT32, float32 scales): onnxruntime's, for ONNX QDQ models
     rounding: str = "fixed_point"
     scales: list[float] = dataclasses.field(default_factory=list)
+    # "float_conv" (SOPHON_REQUANT_FLOAT_CONV, onnxruntime's float Conv): scales are the
+    # filter scales; these the input's and output's float32 scales and the K block
+    input_scale: float = 0.0
+    output_scale: float = 0.0
+    k_block: int = 0
 
     @property
     def per_channel(self) -> bool:
@@ -138,6 +143,24 @@ def onnxruntime_requant(q: Requant, input_scale, weight_scales, output_scale) ->
     q.rounding = "float32"
     q.scales = [float(np.float32(np.float32(input_scale) * np.float32(ws)) / np.float32(output_scale))
                 for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    return q
+
+
+#: the K block of onnxruntime's float conv GEMM (MLAS_SGEMM_STRIDEK): measured on
+#: onnxruntime 1.32 (x86, 1 and 2 threads), every conv of a YOLOv5s at 64 and 320 pixels
+#: sums its taps in runs of 128, whatever its output size
+MLAS_K_BLOCK = 128
+
+
+def onnxruntime_float_conv_requant(q: Requant, input_scale, weight_scales, output_scale) -> Requant:
+    """``q`` as onnxruntime runs an int8 QDQ Conv on x86 where its QDQ selector keeps it
+    unfused (int8 activations): DequantizeLinear, MLAS's float32 Conv (chains of fused
+    multiply-adds in K blocks of MLAS_K_BLOCK), QuantizeLinear (SOPHON_REQUANT_FLOAT_CONV)."""
+    q.rounding = "float_conv"
+    q.scales = [float(np.float32(ws)) for ws in np.atleast_1d(np.asarray(weight_scales, dtype=np.float32))]
+    q.input_scale = float(np.float32(input_scale))
+    q.output_scale = float(np.float32(output_scale))
+    q.k_block = MLAS_K_BLOCK
     return q
 
 

@@ -15,7 +15,8 @@
  *     weight), CHANNEL_GROUP channels are copied together, element position by
  *     element position, so that DDR is read (or written) in runs of
  *     CHANNEL_GROUP elements rather than one element per cache line; with AVX2,
- *     8 channels x 8 positions of f32 at a time through an 8 x 8 transpose.
+ *     8 channels x 8 positions of f32 at a time through an 8 x 8 transpose, with
+ *     AVX-512 (loads) 16 x 16, a whole cache line of DDR per load.
  *     (Sweeping all channels per position instead reads DDR in order but
  *     scatters the lane writes over every channel: slower, warm or cold.)
  * Big transfers are split by blocks over the device's threads: a load's blocks
@@ -49,6 +50,7 @@ typedef struct {
   int channel_groups;      /* BLOCK_ELEMENTS with channels innermost: by groups */
   int is_load;
   int use_avx2;
+  int use_avx512;
 } gdma_copy;
 
 /* Copies `count` elements of `elem` bytes from src (step src_step bytes) to dst
@@ -212,6 +214,31 @@ SOPHON_AVX2 static void copy_channel_group_avx2(const gdma_copy* g, uint8_t* con
   }
   if (k0 < count) copy_channel_group(g, lanes + k0, count - k0, ddr + 4 * k0);
 }
+
+/* Loads one full group (CHANNEL_GROUP channels, lanes[0 .. 16)) of 4-byte elements
+ * from DDR (channel k at ddr + 4 k) with AVX-512: for each 16 element positions of
+ * a block row, 16 loads of a 64-byte run, a transpose and 16 stores; the positions
+ * past the last 16 element by element. (Reading DDR in row order instead, 16 rows
+ * at a time across every group, ran 1.8-1.9x slower: the stores then scatter over
+ * all the channels' lanes.) */
+SOPHON_AVX512 static void load_channel_group_avx512(const gdma_copy* g, uint8_t* const* lanes,
+                                                    const uint8_t* ddr) {
+  __m512 r[16];
+  int32_t y, x, k, i;
+  for (y = 0; y < g->rows; ++y) {
+    const int64_t lane_row = (int64_t)y * g->cols * 4;
+    const uint8_t* ddr_row = ddr + y * g->ddr_row;
+    for (x = 0; x + 16 <= g->cols; x += 16) {
+      const uint8_t* run = ddr_row + x * g->ddr_step;
+      for (i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps((const void*)(run + i * g->ddr_step));
+      sophon_transpose16_avx512(r);
+      for (i = 0; i < 16; ++i) _mm512_storeu_ps((void*)(lanes[i] + lane_row + 4 * x), r[i]);
+    }
+    for (; x < g->cols; ++x)
+      for (k = 0; k < CHANNEL_GROUP; ++k)
+        memcpy(lanes[k] + lane_row + 4 * x, ddr_row + x * g->ddr_step + 4 * k, 4);
+  }
+}
 #endif
 
 /* One task of a channel-group transfer: groups [begin, end) in (batch, group) order. */
@@ -232,6 +259,10 @@ static void gdma_group_task(void* ctx, int32_t task, int32_t tasks) {
       sophon_channel_next(&g->view, &it);
     }
 #if SOPHON_X86_DISPATCH
+    if (g->use_avx512 && g->is_load && g->elem == 4 && count == CHANNEL_GROUP) {
+      load_channel_group_avx512(g, lanes, g->ddr + batch * g->sn + c0 * g->sc);
+      continue;
+    }
     if (g->use_avx2 && g->elem == 4) {
       copy_channel_group_avx2(g, lanes, count, g->ddr + batch * g->sn + c0 * g->sc);
       continue;
@@ -301,6 +332,7 @@ static void gdma_run(sophon_device* dev, const sophon_local* l, const sophon_glo
   g.elem = sophon_dtype_size(l->dtype);
   g.is_load = is_load;
   g.use_avx2 = dev->cpu_avx2;
+  g.use_avx512 = dev->cpu_avx512;
   g.ddr = (uint8_t*)gv->data;
   g.sn = gv->stride_n * g.elem; /* strides in bytes */
   g.sc = gv->stride_c * g.elem;

@@ -25,6 +25,34 @@
 #define SOPHON_AVX512VBMI \
   __attribute__((target("avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vbmi")))
 #define SOPHON_ALWAYS_INLINE __attribute__((always_inline))
+
+/* Transposes the 16 x 16 floats r[0..16) in place (r[i][j] <-> r[j][i]). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void sophon_transpose16_avx512(__m512* r) {
+  __m512 t[16];
+  int i;
+  for (i = 0; i < 16; i += 2) { /* pairs of rows interleaved by 1 float */
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (i = 0; i < 16; i += 4) { /* then by 2 floats: 4 x 4 blocks in each 128-bit lane */
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (i = 0; i < 4; ++i) { /* then the 128-bit lanes: rows i, i + 4, i + 8, i + 12 */
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);      /* lanes 0, 2 of each */
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);  /* lanes 1, 3 */
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+  }
+  for (i = 0; i < 4; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+    r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+    r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+  }
+}
 #else
 #define SOPHON_ALWAYS_INLINE
 #endif

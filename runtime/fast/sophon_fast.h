@@ -47,6 +47,12 @@ int sophon_fast_conv2d_int8(sophon_device* dev, const sophon_local* out, const s
 int sophon_fast_fc_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                         const sophon_local* weight, const sophon_local* bias,
                         const sophon_requant* q);
+/* sophon_fast_int8_float_conv.c: conv2d_int8 with SOPHON_REQUANT_FLOAT_CONV (onnxruntime's
+ * float Conv), bit-identical to the reference; 0, or -1 without scratch memory. */
+int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* in, const sophon_local* weight,
+                                  const sophon_local* bias, const sophon_conv_params* p,
+                                  const sophon_requant* q);
 /* sophon_fast_int8_eltwise.c: fast INT8 ADD and pool2d, bit-identical to the
  * reference kernels; 0, or -1 for what they do not cover (ADD: a broadcast) or when
  * scratch cannot be had: the caller then runs the reference kernel. */
@@ -254,6 +260,38 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 sophon_sigmoid_family_av
   if (act->kind == SOPHON_ACT_SIGMOID) return sophon_sigmoid_avx512(x);
   if (act->kind == SOPHON_ACT_SILU) return _mm512_mul_ps(x, sophon_sigmoid_avx512(x));
   return x;
+}
+
+/* clamp(r, lo, hi) on 16 floats, as sophon_clamp_avx2. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 sophon_clamp_avx512(__m512 r, float lo,
+                                                                          float hi) {
+  return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
+}
+
+/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits),
+ * and the sigmoid family as above; x unchanged for the other kinds. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 sophon_act_avx512(
+    __m512 x, const sophon_activation* act) {
+  if (act == NULL) return x;
+  switch (act->kind) {
+    case SOPHON_ACT_HARD_SIGMOID:
+      return sophon_clamp_avx512(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(act->alpha), x),
+                                               _mm512_set1_ps(act->beta)), 0.0f, 1.0f);
+    case SOPHON_ACT_HARD_SWISH:
+      return _mm512_div_ps(
+          _mm512_mul_ps(x, sophon_clamp_avx512(_mm512_add_ps(x, _mm512_set1_ps(3.0f)), 0.0f, 6.0f)),
+          _mm512_set1_ps(6.0f));
+    case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
+                                  _mm512_max_ps(x, _mm512_setzero_ps()), x);
+    case SOPHON_ACT_CLIP: return sophon_clamp_avx512(x, act->lo, act->hi);
+    case SOPHON_ACT_LEAKY_RELU:
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
+                                  _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
+    case SOPHON_ACT_SIGMOID:
+    case SOPHON_ACT_SILU: return sophon_sigmoid_family_avx512(x, act);
+    default: return x;
+  }
 }
 #endif
 

@@ -12,7 +12,9 @@
  *   Tasks own B panels (nr output pixels) or A panels, whichever has more; each
  *   walks its B panels K block by K block and runs an mr x nr register-blocked
  *   micro-kernel for every A panel over the block, keeping partial sums in a
- *   contiguous tile buffer; the last block adds the bias, applies the activation in
+ *   contiguous tile buffer (the implicit GEMM with tasks owning A panels turns the
+ *   loops round: A panel by A panel, each over every B panel, so that A is read
+ *   once; see conv_gemm_by_a_task); the last block adds the bias, applies the activation in
  *   registers (with AVX-512 sigmoid and SiLU too, see sophon_fast.h; tanh and the
  *   other special functions run after, over the task's outputs) and stores the
  *   output rows. Where B comes from:
@@ -24,8 +26,10 @@
  *     each block of a B panel (16 KiB, so it
  *     stays in L1) is packed from the input (im2col) before use, or all of B once,
  *     together, when tasks split the A panels.
- *   Micro-kernels: 8 x 32 with AVX-512, 6 x 16 with AVX2 + FMA, 6 x 16 plain C,
- *   chosen at run time from the CPU (sophon_device_set_isa caps the choice).
+ *   Micro-kernels: 8 x 32 with AVX-512 (8 x 24 in 256-bit vectors for implicit
+ *   GEMMs that 32-wide panels fit badly: micro_kernel_ymm_rows), 6 x 16 with AVX2 +
+ *   FMA, 6 x 16 plain C, chosen at run time from the CPU (sophon_device_set_isa
+ *   caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
  * fc: the input vector gathered once, then one dot product per output feature.
  *
@@ -56,7 +60,10 @@ enum {
   /* the K block of the implicit GEMM, whose B rows are read in place: longer blocks
      load and store the partial sums fewer times (ResNet-18 at 1 thread, CPU time:
      128 -> 256 about -5%, 256 -> 512 about -1.5% more) */
-  IMPLICIT_KC = 256
+  IMPLICIT_KC = 256,
+  /* the implicit GEMM takes 24-wide panels (micro_kernel_ymm_rows) where they
+     compute fewer than this share of the columns 32-wide panels compute */
+  NARROW_PERCENT = 98
 };
 
 /* --------------------------------------------------------- micro-kernels
@@ -186,36 +193,6 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 }
 #undef SOPHON_ROW
 
-/* clamp(r, lo, hi) on 16 floats, as sophon_clamp_avx2. */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 clamp_avx512(__m512 r, float lo, float hi) {
-  return _mm512_max_ps(_mm512_set1_ps(lo), _mm512_min_ps(_mm512_set1_ps(hi), r));
-}
-
-/* sophon_act_avx2 on 16 floats (same operations and selections, so the same bits);
- * the sigmoid family as sophon_fast.h states. */
-SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 act_avx512(__m512 x,
-                                                                   const sophon_activation* act) {
-  if (act == NULL) return x;
-  switch (act->kind) {
-    case SOPHON_ACT_HARD_SIGMOID:
-      return clamp_avx512(_mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(act->alpha), x),
-                                        _mm512_set1_ps(act->beta)), 0.0f, 1.0f);
-    case SOPHON_ACT_HARD_SWISH:
-      return _mm512_div_ps(_mm512_mul_ps(x, clamp_avx512(_mm512_add_ps(x, _mm512_set1_ps(3.0f)), 0.0f, 6.0f)),
-                           _mm512_set1_ps(6.0f));
-    case SOPHON_ACT_RELU: /* NaN lanes kept, as sophon_act_avx2 */
-      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q),
-                                  _mm512_max_ps(x, _mm512_setzero_ps()), x);
-    case SOPHON_ACT_CLIP: return clamp_avx512(x, act->lo, act->hi);
-    case SOPHON_ACT_LEAKY_RELU:
-      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ),
-                                  _mm512_mul_ps(_mm512_set1_ps(act->alpha), x), x);
-    case SOPHON_ACT_SIGMOID:
-    case SOPHON_ACT_SILU: return sophon_sigmoid_family_avx512(x, act);
-    default: return x;
-  }
-}
-
 /* 8 x 32: two 16-float vectors per row, sixteen accumulators (of the 32 vector
  * registers). On hosts that run 512-bit operations as two 256-bit halves this has
  * the AVX2 kernel's arithmetic throughput with half the instructions; masked
@@ -279,8 +256,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
       __m512 v0 = acc[r][0], v1 = acc[r][1];
       if (bias != NULL) {
         const __m512 bias_r = _mm512_set1_ps(bias[r]);
-        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
-        v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
+        v0 = sophon_act_avx512(_mm512_add_ps(v0, bias_r), act);
+        v1 = sophon_act_avx512(_mm512_add_ps(v1, bias_r), act);
       }
       if (cols == 32) {
         _mm512_storeu_ps(out[r], v0);
@@ -309,6 +286,126 @@ SOPHON_AVX512 static void micro_kernel_avx512_rows(int64_t kc, const float* cons
                                                    int32_t cols, const float* bias,
                                                    const sophon_activation* act) {
   micro_kernel_avx512_body(kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
+}
+
+/* Two 8-float vectors as one 16-float register. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m256 hi) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+/* Row r's three accumulators (named, so that they stay in registers). */
+#define SOPHON_ROW(r)                                                   \
+  do {                                                                  \
+    const __m256 a_r = _mm256_broadcast_ss(a##r + k);                   \
+    c##r##0 = _mm256_fmadd_ps(a_r, b0, c##r##0);                        \
+    if (nv > 1) c##r##1 = _mm256_fmadd_ps(a_r, b1, c##r##1);            \
+    if (nv > 2) c##r##2 = _mm256_fmadd_ps(a_r, b2, c##r##2);            \
+  } while (0)
+#define SOPHON_LOAD(r)                                                               \
+  do {                                                                               \
+    c##r##0 = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24);         \
+    c##r##1 = first || nv < 2 ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24 + 8); \
+    c##r##2 = first || nv < 3 ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24 + 16); \
+  } while (0)
+#define SOPHON_TILE(r)                                                                 \
+  do {                                                                                 \
+    _mm256_store_ps(tile + (r) * 24, c##r##0);                                         \
+    if (nv > 1) _mm256_store_ps(tile + (r) * 24 + 8, c##r##1);                         \
+    if (nv > 2) _mm256_store_ps(tile + (r) * 24 + 16, c##r##2);                        \
+  } while (0)
+
+/* 8 x 24 in 256-bit vectors over B rows read in place (AVX-512VL gives it the 32
+ * registers it needs), for implicit GEMMs whose columns fill 32-wide panels badly:
+ * panels of 24 columns, a panel's last ones computed 8 at a time (nv vectors, a
+ * constant in each instance below), so a 7x7 output's 49 pixels (or 56 virtual
+ * columns of a padded 3x3) cost 56 columns where 32-wide panels compute 64. Zen 4
+ * runs two 256-bit FMAs a cycle, the arithmetic rate of one 512-bit FMA. The bias
+ * and activation are applied on 512-bit registers (act_avx512, so the same bits
+ * as the 8 x 32 kernel); a block before the last leaves the partial sums in tile
+ * (8 rows of 24). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
+    const int nv, int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,
+    float* tile, int first, float* const* out, int32_t cols, const float* bias,
+    const sophon_activation* act) {
+  enum { MR = 8 };
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+  const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
+  __m256 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+  __m256 c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+  __m512 acc[MR][2];
+  int64_t k;
+  int r;
+  SOPHON_LOAD(0); SOPHON_LOAD(1); SOPHON_LOAD(2); SOPHON_LOAD(3);
+  SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);
+  for (k = 0; k < kc; ++k) {
+    const float* b = b_rows[k] + b_col;
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : b0;
+    const __m256 b2 = nv > 2 ? _mm256_loadu_ps(b + 16) : b0;
+    SOPHON_ROW(0);
+    SOPHON_ROW(1);
+    SOPHON_ROW(2);
+    SOPHON_ROW(3);
+    SOPHON_ROW(4);
+    SOPHON_ROW(5);
+    SOPHON_ROW(6);
+    SOPHON_ROW(7);
+  }
+  if (out == NULL) { /* a block before the last: partial sums back to the tile */
+    SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);
+    SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);
+    return;
+  }
+  acc[0][0] = ymm_pair(c00, c01); acc[0][1] = _mm512_castps256_ps512(c02);
+  acc[1][0] = ymm_pair(c10, c11); acc[1][1] = _mm512_castps256_ps512(c12);
+  acc[2][0] = ymm_pair(c20, c21); acc[2][1] = _mm512_castps256_ps512(c22);
+  acc[3][0] = ymm_pair(c30, c31); acc[3][1] = _mm512_castps256_ps512(c32);
+  acc[4][0] = ymm_pair(c40, c41); acc[4][1] = _mm512_castps256_ps512(c42);
+  acc[5][0] = ymm_pair(c50, c51); acc[5][1] = _mm512_castps256_ps512(c52);
+  acc[6][0] = ymm_pair(c60, c61); acc[6][1] = _mm512_castps256_ps512(c62);
+  acc[7][0] = ymm_pair(c70, c71); acc[7][1] = _mm512_castps256_ps512(c72);
+  {
+    const __mmask16 mask0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u);
+    const __mmask16 mask1 = (__mmask16)(cols <= 16 ? 0u : (1u << (cols - 16)) - 1u);
+    for (r = 0; r < MR; ++r) {
+      __m512 v0 = acc[r][0], v1 = acc[r][1];
+      if (bias != NULL) {
+        const __m512 bias_r = _mm512_set1_ps(bias[r]);
+        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
+        if (nv > 2) v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
+      }
+      _mm512_mask_storeu_ps(out[r], mask0, v0);
+      if (nv > 2) _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);
+    }
+  }
+}
+#undef SOPHON_LOAD
+#undef SOPHON_ROW
+#undef SOPHON_TILE
+
+/* The panel's columns decide how many vectors the kernel computes. */
+#define SOPHON_YMM_KERNEL(nv)                                                             \
+  SOPHON_AVX512 static void micro_kernel_ymm_##nv(                                        \
+      int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,       \
+      float* tile, int first, float* const* out, int32_t cols, const float* bias,         \
+      const sophon_activation* act) {                                                     \
+    micro_kernel_ymm_body(nv, kc, a, b_rows, b_col, tile, first, out, cols, bias, act);   \
+  }
+SOPHON_YMM_KERNEL(1)
+SOPHON_YMM_KERNEL(2)
+SOPHON_YMM_KERNEL(3)
+#undef SOPHON_YMM_KERNEL
+
+static void micro_kernel_ymm_rows(int64_t kc, const float* const* a,
+                                  const float* const* b_rows, int64_t b_col, float* tile,
+                                  int first, float* const* out, int32_t cols,
+                                  const float* bias, const sophon_activation* act) {
+  if (cols > 16)
+    micro_kernel_ymm_3(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
+  else if (cols > 8)
+    micro_kernel_ymm_2(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
+  else
+    micro_kernel_ymm_1(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
 }
 #endif
 
@@ -360,7 +457,9 @@ typedef struct {
      columns. Columns of B are "virtual pixels" v = oy * row_pitch + ox, so row k =
      (ic, ky, kx) of B is the contiguous run P[(ky*dh) % sh][(kx*dw) % sw] of channel
      ic from ((ky*dh) / sh) * row_pitch + (kx*dw) / sw + v; columns with ox >= out_w
-     are computed and dropped. An unpadded 1x1 stride-1 conv reads the input's own
+     are computed and dropped. With stride_w 1 the rows share their padding columns
+     (row_pitch = in_w + max(pad_left, pad_right), at least out_w): a window past a
+     row's end reads the next row's left padding, zeros, so fewer columns drop. An unpadded 1x1 stride-1 conv reads the input's own
      channel planes (row_pitch = out_w). */
   float* biases;             /* every output channel's bias (0 without), gathered once */
   const float** b_rows;      /* k entries, or NULL: B is packed */
@@ -764,7 +863,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
         } else { /* finish in the tile, then drop the padding columns on the way out */
           for (r = 0; r < mr; ++r) tile_rows[r] = tile + r * nr;
           g->kernel.rows_fn(kc, a, g->b_rows + kb, col0, tile, kb == 0,
-                            last ? tile_rows : NULL, nr, bias,
+                            last ? tile_rows : NULL, cols, bias,
                             act->kind == SOPHON_ACT_NONE ? NULL : act);
           if (last)
             scatter_tile(g, tile, col0, cols, tile_m, planes_out);
@@ -782,6 +881,64 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
       sophon_finish_f32(sophon_view_f32(&g->out_v, g->batch, channel) + col_begin,
                         col_end - col_begin,
                         g->has_bias ? *sophon_view_f32(&g->bias_v, 0, channel) : 0.0f, act);
+    }
+  }
+}
+
+/* conv_gemm_task for the implicit GEMM when tasks own A panels (few B panels, many
+ * output channels: the 7x7 and 14x14 outputs of deep layers): A panel by A panel,
+ * K block by K block, over every B panel. Each weight row is then read from memory
+ * once, where B panel by B panel read all of A once per B panel (a 3x3 512->512
+ * weight is 9 MiB, past the caches, and the LMEM copy the GDMA made of it is cold
+ * by the second pass), while B, the padded input planes, stays in L2 and the A
+ * block in L1. The same sums in the same order as conv_gemm_task. */
+static void conv_gemm_by_a_task(void* ctx, int32_t task, int32_t tasks) {
+  const conv_gemm* g = (const conv_gemm*)ctx;
+  const int32_t mr = g->kernel.mr, nr = g->kernel.nr;
+  const sophon_activation* act = g->p->act.kind == SOPHON_ACT_NONE ? NULL : &g->p->act;
+  const int scatter = g->row_pitch != g->out_w;
+  int64_t m_begin, m_end, mp, kb, np;
+  float *tiles, *bias, *sink;
+  const float* a[MR_MAX];
+  const float* a_k[MR_MAX];
+  float* planes_out[MR_MAX];
+  float* rows[MR_MAX];
+  float* tile_rows[MR_MAX];
+  sophon_channel_iter w_it, o_it;
+  const float* b_next;
+  int32_t r, first_channel;
+
+  sophon_task_range(g->m_panels, task, tasks, &m_begin, &m_end);
+  if (m_begin >= m_end) return;
+  tiles = g->scratch + task * g->task_floats + B_PANEL_FLOATS;
+  bias = tiles + g->n_panels * mr * nr;
+  sink = bias + 16;
+  first_channel = g->group * g->ocg + (int32_t)(m_begin * mr);
+  w_it = sophon_channel_begin(&g->weight_v, 0, first_channel);
+  o_it = sophon_channel_begin(&g->out_v, g->batch, first_channel);
+  b_next = g->biases + first_channel;
+  for (mp = m_begin; mp < m_end; ++mp) {
+    const int32_t tile_m = g->ocg - (int32_t)(mp * mr) < mr ? g->ocg - (int32_t)(mp * mr) : mr;
+    panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
+    for (kb = 0; kb < g->k; kb += g->kernel.kc) {
+      const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
+      const int last = kb + kc == g->k;
+      for (r = 0; r < mr; ++r) a_k[r] = a[r] + kb;
+      for (np = 0; np < g->n_panels; ++np) {
+        const int64_t col0 = np * nr;
+        const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
+        float* tile = tiles + np * mr * nr;
+        if (!scatter) {
+          for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
+          g->kernel.rows_fn(kc, a_k, g->b_rows + kb, col0, tile, kb == 0, last ? rows : NULL,
+                            cols, bias, act);
+        } else { /* finish in the tile, then drop the padding columns on the way out */
+          for (r = 0; r < mr; ++r) tile_rows[r] = tile + r * nr;
+          g->kernel.rows_fn(kc, a_k, g->b_rows + kb, col0, tile, kb == 0,
+                            last ? tile_rows : NULL, cols, bias, act);
+          if (last) scatter_tile(g, tile, col0, cols, tile_m, planes_out);
+        }
+      }
     }
   }
 }
@@ -846,7 +1003,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   conv_gemm g;
   int32_t tasks;
   int64_t b_floats, rows_floats;
-  int implicit, by_rows;
+  int implicit, by_rows, by_a;
   uint64_t macs;
 
   sophon_view_init(&g.out_v, dev, out);
@@ -877,24 +1034,38 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   if (implicit && !(p->pad_top == 0 && p->pad_bottom == 0 && p->pad_left == 0 &&
                     p->pad_right == 0 && p->kernel_w == 1 && p->stride_h == 1 &&
                     p->stride_w == 1)) {
-    /* phase planes; reads of the last panel run past a phase by < nr + row_pitch,
-       into the next phase or the slack after the channel's last one */
+    /* phase planes; reads of the last panel run past a phase by < nr + row_pitch +
+       (kernel_w - 1) * dilation_w, into the next phase or the slack after the
+       channel's last one */
     g.row_pitch = sophon_ceil_div((int64_t)in->w + p->pad_left + p->pad_right, p->stride_w);
+    if (p->stride_w == 1) { /* a row's right padding is the next row's left padding */
+      g.row_pitch = in->w + (p->pad_left > p->pad_right ? p->pad_left : p->pad_right);
+      if (g.row_pitch < out->w) g.row_pitch = out->w;
+    }
     g.phase_rows = sophon_ceil_div((int64_t)in->h + p->pad_top + p->pad_bottom, p->stride_h);
     g.phase_floats = g.phase_rows * g.row_pitch;
     g.plane_floats = sophon_ceil_div((int64_t)p->stride_h * p->stride_w * g.phase_floats +
-                                         g.row_pitch + g.kernel.nr, 16) * 16;
+                                         g.row_pitch + g.kernel.nr +
+                                         (int64_t)(p->kernel_w - 1) * p->dilation_w, 16) * 16;
     g.columns = (int64_t)out->h * g.row_pitch;
   }
   if (implicit) g.kernel.kc = IMPLICIT_KC;
+#if SOPHON_X86_DISPATCH
+  if (implicit && (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * 100 <
+                      sophon_ceil_div(g.columns, 32) * 32 * NARROW_PERCENT) {
+    g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
+    g.kernel.nr = 24;
+  }
+#endif
   g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
   g.split_n = g.n_panels >= g.m_panels;
   tasks = sophon_tasks_for(dev, macs, g.split_n ? g.n_panels : g.m_panels);
   /* each task's tiles: for all A panels when tasks split B, else its share (at most) */
+  by_a = implicit && !g.split_n;
   g.task_floats = task_scratch_floats(&g, g.split_n ? g.m_panels
-                                                    : sophon_ceil_div(g.m_panels, tasks));
+                                      : by_a ? g.n_panels : sophon_ceil_div(g.m_panels, tasks));
   if (implicit) { /* the B row table (k pointers), then the padded planes if any */
     rows_floats = sophon_ceil_div(g.k * (int64_t)sizeof(const float*), 64) * 16;
     b_floats = rows_floats + g.icg * g.plane_floats;
@@ -920,7 +1091,9 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
         sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
       if (g.b_rows != NULL) set_b_rows(&g);
       if (g.b_shared != NULL) sophon_parallel_run(dev->pool, tasks, pack_b_task, &g);
-      sophon_parallel_run(dev->pool, tasks, by_rows ? conv_gemm_rows_task : conv_gemm_task, &g);
+      sophon_parallel_run(dev->pool, tasks,
+                          by_rows ? conv_gemm_rows_task : by_a ? conv_gemm_by_a_task : conv_gemm_task,
+                          &g);
     }
   }
   return 0;

@@ -32,6 +32,12 @@
  * input, thread count and instruction set. The plain C path does the same with
  * the output row as accumulator.
  *
+ * With AVX-512 (stride 1 or 2) a channel whose filter is finite skips the tap
+ * rows: its outputs are computed from the input plane itself, 16 per vector, the
+ * loads that would read padding zero-masked (see "AVX-512" below), with the same
+ * products in the same order, so the same bits; a small plane (up to 1024 outputs,
+ * stride 1, "same" padding) as one flat row of vectors.
+ *
  * Memory: one channel of tap rows per task from the device's scratch; if that
  * cannot be allocated every output is computed the reference's way.
  */
@@ -44,6 +50,14 @@
 #define MAX_TAPS 256
 /* Accumulator vectors of one strip: 8 outputs each. */
 #define STRIP_VECTORS 8
+/* The AVX-512 path (see there) takes filters up to this wide, rows up to 16 times
+ * this many outputs. */
+#define MAX_AVX512_KW 16
+#define MAX_ROW_VECTORS 64
+/* ... and planes of up to 16 times this many outputs with up to this many taps as
+ * one flat row */
+#define MAX_FLAT_VECTORS 64
+#define MAX_FLAT_TAPS 49
 
 typedef struct {
   sophon_view out_v, in_v, weight_v, bias_v;
@@ -65,6 +79,23 @@ typedef struct {
   int64_t task_floats;
   int use_avx2;
   int use_avx512; /* the sigmoid family in AVX-512 registers (sophon_fast.h) */
+  int plane_avx512; /* channels with finite filters straight from the input (AVX-512) */
+#if SOPHON_X86_DISPATCH
+  /* plane_avx512's loads of vector v (outputs 16 v ..) for tap column kx: zero-masks
+   * of the input columns inside the row (stride 2: of the two loads), and whether
+   * every tap of the vector reads inside the row (plain loads then) */
+  __mmask16 mask_lo[MAX_ROW_VECTORS][MAX_AVX512_KW], mask_hi[MAX_ROW_VECTORS][MAX_AVX512_KW];
+  /* vector v masks its loads for the tap columns kx < mask_below[v] and
+   * kx >= mask_from[v] (those that read padding for an output it stores) */
+  int32_t mask_below[MAX_ROW_VECTORS], mask_from[MAX_ROW_VECTORS];
+  /* small planes (plan_flat_avx512): the output plane as one row of flat_vectors
+   * vectors; tap t reads input element o + flat_offset[t] for output o = oy * out_w
+   * + ox, in the lanes of flat_mask[t][v] (the taps inside the input) */
+  int flat;
+  int32_t flat_vectors;
+  int64_t flat_offset[MAX_FLAT_TAPS];
+  __mmask16 flat_mask[MAX_FLAT_TAPS][MAX_FLAT_VECTORS];
+#endif
 } conv_depthwise;
 
 /* ------------------------------------------------------------- set-up */
@@ -341,6 +372,316 @@ SOPHON_AVX2 static void rows_avx2(const conv_depthwise* d, const depthwise_row* 
 
 #endif
 
+#if SOPHON_X86_DISPATCH
+/* ------------------------------------------ AVX-512: straight from the input
+ * With AVX-512 (stride 1 or 2, filters up to MAX_AVX512_KW wide) the outputs are
+ * computed from the input plane itself, without tap rows: 16 outputs per vector,
+ * tap (ky, kx) of a vector is one load (stride 1) or two loads and a permute of
+ * their even elements (stride 2), zero-masked so that lanes whose input column
+ * falls in the left or right padding (or past the row's last output) read +0.0f;
+ * rows of taps in the top or bottom padding are skipped, as the reference skips
+ * them. Accumulators (up to 8: nv vectors of each of nr output rows) stay in
+ * registers over every tap, then bias and the activation (sophon_act_avx512, the
+ * sigmoid family included) are applied before a masked store. The same products
+ * in the same order as the other paths (a zero-masked lane adds w * 0.0f, which
+ * leaves the accumulator unchanged: see the file comment), so the same bits. */
+/* Lanes [lo, hi) of 16 (clamped to [0, 16)). */
+static inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
+  if (lo < 0) lo = 0;
+  if (hi > 16) hi = 16;
+  if (hi <= lo) return 0;
+  return (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
+}
+
+/* A tile: outputs [ox, ox + 16 * (nv - 1) + last) of output rows oy .. oy + nr - 1. */
+typedef struct {
+  const float* in;     /* the channel's input plane */
+  const float* filter; /* [ky][kx] */
+  float* out;          /* the channel's output plane */
+  float bias;
+} dw_plane;
+
+/* Vector (i) % nv of the tile is masked when it is the first or last of a row that
+ * needs masks there (plan_plane_avx512 checks that no other vector does). */
+#define TILE_TAP(i)                                                                 \
+  if ((i) < nr * nv && row_ok[(i) / nv]) {                                          \
+    const float* src = rows[(i) / nv] + x0 + 16 * ((i) % nv) * stride;              \
+    const int masked = ((i) % nv == 0 && (kx < first_below || kx >= first_from)) ||  \
+                       ((i) % nv == nv - 1 && (kx < last_below || kx >= last_from));   \
+    __m512 v;                                                                       \
+    if (stride == 1 && !masked) {                                                   \
+      v = _mm512_loadu_ps(src);                                                     \
+    } else if (stride == 1) {                                                       \
+      v = _mm512_maskz_loadu_ps(d->mask_lo[v0 + (i) % nv][kx], src);               \
+    } else if (!masked) {                                                           \
+      v = _mm512_permutex2var_ps(_mm512_loadu_ps(src), even, _mm512_loadu_ps(src + 16)); \
+    } else {                                                                        \
+      v = _mm512_permutex2var_ps(                                                   \
+          _mm512_maskz_loadu_ps(d->mask_lo[v0 + (i) % nv][kx], src), even,         \
+          _mm512_maskz_loadu_ps(d->mask_hi[v0 + (i) % nv][kx], src + 16));         \
+    }                                                                               \
+    acc##i = _mm512_add_ps(acc##i, _mm512_mul_ps(v, w));                            \
+  }
+#define TILE_STORE(i)                                                               \
+  if ((i) < nr * nv)                                                                \
+    _mm512_mask_storeu_ps(                                                          \
+        pl->out + (int64_t)(oy + (i) / nv) * d->out_w + ox + 16 * ((i) % nv),       \
+        (i) % nv == nv - 1 ? last_mask : (__mmask16)0xFFFF,                         \
+        sophon_act_avx512(_mm512_add_ps(acc##i, bias), &p->act));
+
+/* One tile with nr * nv <= 8 accumulators; nr, nv and stride (1 or 2) are constants
+ * after inlining. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void tile_avx512(
+    const conv_depthwise* d, const dw_plane* pl, int32_t oy, int nr, int32_t ox, int nv,
+    int32_t last, int stride) {
+  const sophon_conv_params* p = d->p;
+  const __m512 bias = _mm512_set1_ps(pl->bias);
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __mmask16 last_mask = lanes_between(0, last);
+  const int32_t v0 = ox / 16; /* the row's first vector of this tile */
+  const int32_t first_below = d->mask_below[v0], first_from = d->mask_from[v0];
+  const int32_t last_below = d->mask_below[v0 + nv - 1], last_from = d->mask_from[v0 + nv - 1];
+  const float* rows[8];
+  int row_ok[8];
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0,
+         acc5 = acc0, acc6 = acc0, acc7 = acc0;
+  int32_t ky, kx, r;
+  for (ky = 0; ky < p->kernel_h; ++ky) {
+    for (r = 0; r < nr; ++r) {
+      const int64_t iy = (int64_t)(oy + r) * p->stride_h - p->pad_top + (int64_t)ky * p->dilation_h;
+      row_ok[r] = iy >= 0 && iy < d->in_h;
+      rows[r] = pl->in + (row_ok[r] ? iy : 0) * d->in_w;
+    }
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      const __m512 w = _mm512_set1_ps(pl->filter[ky * p->kernel_w + kx]);
+      const int64_t x0 = (int64_t)ox * stride + (int64_t)kx * p->dilation_w - p->pad_left;
+      TILE_TAP(0)
+      TILE_TAP(1)
+      TILE_TAP(2)
+      TILE_TAP(3)
+      TILE_TAP(4)
+      TILE_TAP(5)
+      TILE_TAP(6)
+      TILE_TAP(7)
+    }
+  }
+  TILE_STORE(0)
+  TILE_STORE(1)
+  TILE_STORE(2)
+  TILE_STORE(3)
+  TILE_STORE(4)
+  TILE_STORE(5)
+  TILE_STORE(6)
+  TILE_STORE(7)
+}
+#undef TILE_TAP
+#undef TILE_STORE
+
+#define TILE_CASES(stride)                                                              \
+  switch (nv * 16 + nr) {                                                               \
+    case 1 * 16 + 8: tile_avx512(d, pl, oy, 8, ox, 1, last, stride); break;             \
+    case 1 * 16 + 7: tile_avx512(d, pl, oy, 7, ox, 1, last, stride); break;             \
+    case 1 * 16 + 6: tile_avx512(d, pl, oy, 6, ox, 1, last, stride); break;             \
+    case 1 * 16 + 5: tile_avx512(d, pl, oy, 5, ox, 1, last, stride); break;             \
+    case 1 * 16 + 4: tile_avx512(d, pl, oy, 4, ox, 1, last, stride); break;             \
+    case 1 * 16 + 3: tile_avx512(d, pl, oy, 3, ox, 1, last, stride); break;             \
+    case 1 * 16 + 2: tile_avx512(d, pl, oy, 2, ox, 1, last, stride); break;             \
+    case 1 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 1, last, stride); break;             \
+    case 2 * 16 + 4: tile_avx512(d, pl, oy, 4, ox, 2, last, stride); break;             \
+    case 2 * 16 + 3: tile_avx512(d, pl, oy, 3, ox, 2, last, stride); break;             \
+    case 2 * 16 + 2: tile_avx512(d, pl, oy, 2, ox, 2, last, stride); break;             \
+    case 2 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 2, last, stride); break;             \
+    case 3 * 16 + 2: tile_avx512(d, pl, oy, 2, ox, 3, last, stride); break;             \
+    case 3 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 3, last, stride); break;             \
+    case 4 * 16 + 2: tile_avx512(d, pl, oy, 2, ox, 4, last, stride); break;             \
+    case 4 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 4, last, stride); break;             \
+    case 5 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 5, last, stride); break;             \
+    case 6 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 6, last, stride); break;             \
+    case 7 * 16 + 1: tile_avx512(d, pl, oy, 1, ox, 7, last, stride); break;             \
+    default: tile_avx512(d, pl, oy, 1, ox, 8, last, stride); break;                     \
+  }
+
+SOPHON_AVX512 static void tile_stride1_avx512(const conv_depthwise* d, const dw_plane* pl,
+                                              int32_t oy, int nr, int32_t ox, int nv,
+                                              int32_t last) {
+  TILE_CASES(1)
+}
+
+SOPHON_AVX512 static void tile_stride2_avx512(const conv_depthwise* d, const dw_plane* pl,
+                                              int32_t oy, int nr, int32_t ox, int nv,
+                                              int32_t last) {
+  TILE_CASES(2)
+}
+#undef TILE_CASES
+
+/* 1 if plane_avx512 computes this instruction's channels (whose filters are
+ * finite); then sets its masks. */
+static int plan_plane_avx512(conv_depthwise* d) {
+  const sophon_conv_params* p = d->p;
+  const int64_t stride = p->stride_w;
+  const int32_t vectors = (d->out_w + 15) / 16; /* per output row */
+  int32_t v, kx;
+  /* unmasked loads may read past the last input column of a plane, up to
+     16 * stride + (kernel_w - 1) * dilation_w floats: never past the gap after its
+     lane's memory (LANE_SKEW_LINES in chip/sophon_device.c, 1088 bytes), and only
+     into lanes nobody stores */
+  if (!d->use_avx512 || (stride != 1 && stride != 2) || p->kernel_w > MAX_AVX512_KW ||
+      d->out_w > 16 * MAX_ROW_VECTORS || (int64_t)(p->kernel_w - 1) * p->dilation_w > 128)
+    return 0;
+  /* rows of 17 to 32 outputs are two vectors, both at an edge of the row and mostly
+     masked: the tap rows of the AVX2 path ran 1.1-1.3x faster there (bench of
+     MobileNetV2's and EfficientNet-B0's layers at 28 outputs per row) */
+  if (d->out_w > 16 && d->out_w <= 32) return 0;
+  for (v = 0; v < vectors; ++v) {
+    const int32_t count = d->out_w - 16 * v < 16 ? d->out_w - 16 * v : 16;
+    d->mask_below[v] = 0;
+    d->mask_from[v] = p->kernel_w;
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      /* lane 0's input column; the last stored lane's is x + stride * (count - 1) */
+      const int64_t x = 16 * v * stride - p->pad_left + (int64_t)kx * p->dilation_w;
+      if (x < 0) d->mask_below[v] = kx + 1;
+      if (x + stride * (count - 1) >= d->in_w && d->mask_from[v] == p->kernel_w)
+        d->mask_from[v] = kx;
+      if (stride == 1) {
+        d->mask_lo[v][kx] = lanes_between(-x, d->in_w - x) & lanes_between(0, count);
+      } else { /* element i of the 32 loaded is input column x + i; even i feed outputs */
+        d->mask_lo[v][kx] = lanes_between(-x, d->in_w - x) & lanes_between(0, 2 * count - 1);
+        d->mask_hi[v][kx] = lanes_between(-x - 16, d->in_w - x - 16) &
+                            lanes_between(0, 2 * count - 17);
+      }
+    }
+    /* only a row's first and last vectors may need masks (padding up to 16 columns) */
+    if (v != 0 && v != vectors - 1 && (d->mask_below[v] > 0 || d->mask_from[v] < p->kernel_w))
+      return 0;
+  }
+  return 1;
+}
+
+/* Small planes at stride 1 whose input rows are as wide as the output rows (the
+ * padding is "same"): output o = oy * out_w + ox reads input element o + offset of
+ * each tap, so the whole plane (up to 16 * MAX_FLAT_VECTORS outputs) runs as one
+ * row of vectors, 8 at a time, every load zero-masked to the lanes whose tap is
+ * inside the input (a tap in any padding adds w * 0.0f; see the file comment).
+ * 7 x 7 planes use 4 vectors instead of 7 rows of 7 lanes (0.41-0.45 of the row
+ * tiles' time), 14 x 14 planes 13 vectors instead of 14 (0.62-0.70), 28 x 28 ones
+ * 49 (0.75-0.95). */
+static int plan_flat_avx512(conv_depthwise* d) {
+  const sophon_conv_params* p = d->p;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  int32_t ky, kx, v;
+  if (p->stride_h != 1 || p->stride_w != 1 || d->in_w != d->out_w || plane > 16 * MAX_FLAT_VECTORS ||
+      (int64_t)p->kernel_h * p->kernel_w > MAX_FLAT_TAPS)
+    return 0;
+  d->flat_vectors = (int32_t)((plane + 15) / 16);
+  for (ky = 0; ky < p->kernel_h; ++ky) {
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      const int32_t t = ky * p->kernel_w + kx;
+      const int64_t dy = (int64_t)ky * p->dilation_h - p->pad_top;
+      const int64_t dx = (int64_t)kx * p->dilation_w - p->pad_left;
+      d->flat_offset[t] = dy * d->in_w + dx;
+      for (v = 0; v < d->flat_vectors; ++v) {
+        uint32_t mask = 0;
+        int32_t j;
+        for (j = 0; j < 16; ++j) {
+          const int64_t o = 16 * v + j, iy = o / d->out_w + dy, ix = o % d->out_w + dx;
+          if (o < plane && iy >= 0 && iy < d->in_h && ix >= 0 && ix < d->in_w) mask |= 1u << j;
+        }
+        d->flat_mask[t][v] = (__mmask16)mask;
+      }
+    }
+  }
+  return 1;
+}
+
+#define FLAT_TAP(i)                                                                 \
+  if ((i) < nv)                                                                     \
+    acc##i = _mm512_add_ps(                                                         \
+        acc##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(d->flat_mask[t][v0 + (i)],      \
+                                                    in + 16 * (i) + offset), w));
+#define FLAT_STORE(i)                                                               \
+  if ((i) < nv)                                                                     \
+    _mm512_mask_storeu_ps(out + 16 * (i), (i) == nv - 1 ? last_mask : (__mmask16)0xFFFF, \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias), &d->p->act));
+
+/* Vectors [v0, v0 + nv) of the flat plane of plan_flat_avx512 in nv (constant after
+ * inlining) accumulators. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void flat_avx512(const conv_depthwise* d,
+                                                                  const dw_plane* pl,
+                                                                  int32_t v0, int nv) {
+  const int32_t taps = d->p->kernel_h * d->p->kernel_w;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  const float* in = pl->in + 16 * v0;
+  float* out = pl->out + 16 * v0;
+  const __m512 bias = _mm512_set1_ps(pl->bias);
+  const __mmask16 last_mask = lanes_between(0, plane - 16 * (v0 + nv - 1));
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc4 = acc0,
+         acc5 = acc0, acc6 = acc0, acc7 = acc0;
+  int32_t t;
+  for (t = 0; t < taps; ++t) { /* (ky, kx) in order */
+    const __m512 w = _mm512_set1_ps(pl->filter[t]);
+    const int64_t offset = d->flat_offset[t];
+    FLAT_TAP(0)
+    FLAT_TAP(1)
+    FLAT_TAP(2)
+    FLAT_TAP(3)
+    FLAT_TAP(4)
+    FLAT_TAP(5)
+    FLAT_TAP(6)
+    FLAT_TAP(7)
+  }
+  FLAT_STORE(0)
+  FLAT_STORE(1)
+  FLAT_STORE(2)
+  FLAT_STORE(3)
+  FLAT_STORE(4)
+  FLAT_STORE(5)
+  FLAT_STORE(6)
+  FLAT_STORE(7)
+}
+#undef FLAT_TAP
+#undef FLAT_STORE
+
+SOPHON_AVX512 static void plane_flat_avx512(const conv_depthwise* d, const dw_plane* pl) {
+  int32_t v0;
+  for (v0 = 0; v0 < d->flat_vectors; v0 += 8) {
+    switch (d->flat_vectors - v0) {
+      case 1: flat_avx512(d, pl, v0, 1); break;
+      case 2: flat_avx512(d, pl, v0, 2); break;
+      case 3: flat_avx512(d, pl, v0, 3); break;
+      case 4: flat_avx512(d, pl, v0, 4); break;
+      case 5: flat_avx512(d, pl, v0, 5); break;
+      case 6: flat_avx512(d, pl, v0, 6); break;
+      case 7: flat_avx512(d, pl, v0, 7); break;
+      default: flat_avx512(d, pl, v0, 8); break;
+    }
+  }
+}
+
+/* One channel's output plane: tiles of up to 8 vectors of 16 outputs, over as many
+ * output rows as fit in 8 accumulators (a row of at most 64 outputs runs with the
+ * next rows). */
+static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
+  const int32_t nv_row = (d->out_w + 15) / 16;
+  const int32_t rows_per_tile = nv_row >= 8 ? 1 : 8 / nv_row;
+  int32_t oy, ox;
+  for (oy = 0; oy < d->out_h && !d->flat; oy += rows_per_tile) {
+    const int nr = d->out_h - oy < rows_per_tile ? d->out_h - oy : rows_per_tile;
+    for (ox = 0; ox < d->out_w; ox += 128) {
+      const int32_t count = d->out_w - ox < 128 ? d->out_w - ox : 128;
+      const int nv = (count + 15) / 16;
+      if (d->p->stride_w == 1)
+        tile_stride1_avx512(d, pl, oy, nr, ox, nv, count - 16 * (nv - 1));
+      else
+        tile_stride2_avx512(d, pl, oy, nr, ox, nv, count - 16 * (nv - 1));
+    }
+  }
+  if (d->flat) plane_flat_avx512(d, pl);
+  /* the kinds sophon_act_avx512 leaves alone: a second pass over the plane */
+  if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
+    sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
+}
+#endif
+
 /* 1 if every weight of the filter is finite. */
 static int filter_is_finite(const float* filter, int64_t taps) {
   int64_t t;
@@ -368,9 +709,10 @@ static void vector_rows(const conv_depthwise* d, const depthwise_row* row, int32
   }
 }
 
-/* One output channel of one batch item; `tap_rows` is this task's scratch. */
+/* One output channel of one batch item; `tap_rows` is this task's scratch, whose
+ * padding *zeroed says is written (done at the first channel that needs it). */
 static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t channel,
-                              float* tap_rows) {
+                              float* tap_rows, int* zeroed) {
   const sophon_conv_params* p = d->p;
   const float* in = sophon_view_f32(&d->in_v, batch, channel);
   float* out = sophon_view_f32(&d->out_v, batch, channel);
@@ -381,6 +723,22 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
   channel_row.taps = tap_rows;
   channel_row.filter = sophon_view_f32(&d->weight_v, 0, channel);
   channel_row.bias = d->has_bias ? *sophon_view_f32(&d->bias_v, 0, channel) : 0.0f;
+#if SOPHON_X86_DISPATCH
+  if (d->plane_avx512 &&
+      filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w)) {
+    dw_plane plane;
+    plane.in = in;
+    plane.filter = channel_row.filter;
+    plane.out = out;
+    plane.bias = channel_row.bias;
+    plane_avx512(d, &plane);
+    return;
+  }
+#endif
+  if (d->vector_rows && !*zeroed) { /* the padding of the tap rows, for every channel */
+    memset(tap_rows, 0, (size_t)d->task_floats * sizeof(float));
+    *zeroed = 1;
+  }
   if (d->vector_rows) {
     fill_tap_rows(d, in, tap_rows);
     whole_rows = filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w);
@@ -411,14 +769,13 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
 static void depthwise_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_depthwise* d = (const conv_depthwise*)ctx;
   float* tap_rows = d->vector_rows ? d->scratch + task * d->task_floats : NULL;
+  int zeroed = 0;
   int64_t begin, end, channel;
   int32_t batch;
   sophon_task_range(d->channels, task, tasks, &begin, &end);
-  if (tap_rows != NULL && begin < end) /* the padding of the tap rows, for every channel */
-    memset(tap_rows, 0, (size_t)d->task_floats * sizeof(float));
   for (batch = 0; batch < d->batches; ++batch)
     for (channel = begin; channel < end; ++channel)
-      depthwise_channel(d, batch, (int32_t)channel, tap_rows);
+      depthwise_channel(d, batch, (int32_t)channel, tap_rows, &zeroed);
 }
 
 void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
@@ -443,6 +800,12 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
   d.use_avx2 = dev->cpu_avx2;
   d.use_avx512 = dev->cpu_avx512;
   plan_layout(&d);
+#if SOPHON_X86_DISPATCH
+  d.flat = d.use_avx512 && plan_flat_avx512(&d);
+  d.plane_avx512 = d.flat || plan_plane_avx512(&d);
+#else
+  d.plane_avx512 = 0;
+#endif
   d.scratch = NULL;
   if (d.vector_rows) {
     d.scratch = sophon_device_scratch(dev, (size_t)(d.task_floats * tasks));

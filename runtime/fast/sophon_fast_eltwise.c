@@ -276,6 +276,7 @@ typedef struct {
   int32_t batches, channels, in_h, in_w, out_h, out_w;
   int64_t padded_h, padded_w;
   int channel_vectors;     /* 1: 8 channels per vector; 0: rows (see the file comment) */
+  int global_avx512;       /* 1: a global pool, 16 channels per vector (AVX-512) */
   /* rows: the layout the interior reads, as in sophon_fast_depthwise.c: tap kx of
    * output ox in input row iy is at base + tap_col[kx] + iy * phase_w + ox */
   int phased;
@@ -459,6 +460,36 @@ SOPHON_AVX2 static void pool_channels_avx2(const pool_job* j, int32_t batch, int
     }
   }
 }
+
+/* A global pool (the window is the whole unpadded input, one output) of channels
+ * [c0, c0 + count) (count <= 16) of one batch item with AVX-512, one channel per
+ * lane: 16 positions of each of the 16 planes loaded, transposed, and added (or
+ * max-tapped) in the reference's order, position by position; then the
+ * reference's divide. */
+SOPHON_AVX512 static void pool_global_avx512(const pool_job* j, int32_t batch, int32_t c0,
+                                             int32_t count) {
+  const int is_max = j->p->kind == SOPHON_POOL_MAX;
+  const int64_t plane = (int64_t)j->in_h * j->in_w;
+  const float* in[16];
+  float result[16];
+  __m512 r[16], acc = is_max ? _mm512_set1_ps(-INFINITY) : _mm512_setzero_ps();
+  int64_t x;
+  int32_t k, i;
+  for (k = 0; k < 16; ++k) in[k] = sophon_view_f32(&j->in_v, batch, c0 + (k < count ? k : 0));
+  for (x = 0; x < plane; x += 16) {
+    const int32_t n = plane - x < 16 ? (int32_t)(plane - x) : 16;
+    const __mmask16 mask = (__mmask16)(n == 16 ? 0xFFFFu : (1u << n) - 1u);
+    for (k = 0; k < 16; ++k) r[k] = _mm512_maskz_loadu_ps(mask, in[k] + x);
+    sophon_transpose16_avx512(r); /* r[i]: position x + i of the 16 channels */
+    for (i = 0; i < n; ++i)
+      acc = is_max ? _mm512_mask_blend_ps(_mm512_cmp_ps_mask(r[i], r[i], _CMP_UNORD_Q),
+                                          _mm512_max_ps(r[i], acc), r[i])
+                   : _mm512_add_ps(acc, r[i]);
+  }
+  if (!is_max) acc = _mm512_div_ps(acc, _mm512_set1_ps((float)plane));
+  _mm512_storeu_ps(result, acc);
+  for (k = 0; k < count; ++k) *sophon_view_f32(&j->out_v, batch, c0 + k) = result[k];
+}
 #endif
 
 /* One channel of one batch item by rows; `phases` is this task's scratch. */
@@ -493,13 +524,20 @@ static void pool_channel(const pool_job* j, int32_t batch, int32_t channel, floa
 static void pool_task(void* ctx, int32_t task, int32_t tasks) {
   const pool_job* j = (const pool_job*)ctx;
   float* phases = j->phased ? j->scratch + task * j->task_floats : NULL;
-  const int64_t items = j->channel_vectors ? sophon_ceil_div(j->channels, 8) : j->channels;
+  const int64_t items = j->global_avx512     ? sophon_ceil_div(j->channels, 16)
+                        : j->channel_vectors ? sophon_ceil_div(j->channels, 8)
+                                             : j->channels;
   int64_t begin, end, item;
   int32_t batch;
   sophon_task_range(items, task, tasks, &begin, &end);
   for (batch = 0; batch < j->batches; ++batch) {
     for (item = begin; item < end; ++item) {
 #if SOPHON_X86_DISPATCH
+      if (j->global_avx512) {
+        const int32_t c0 = (int32_t)(item * 16);
+        pool_global_avx512(j, batch, c0, j->channels - c0 < 16 ? j->channels - c0 : 16);
+        continue;
+      }
       if (j->channel_vectors) {
         const int32_t c0 = (int32_t)(item * 8);
         pool_channels_avx2(j, batch, c0, j->channels - c0 < 8 ? j->channels - c0 : 8);
@@ -554,10 +592,17 @@ int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
   /* channel vectors gather with int32 float offsets from one channel to the others */
   j.channel_vectors = j.use_avx2 && out->w < 8 &&
                       j.in_v.lane_bytes / 4 * j.in_v.npu_num < (int64_t)INT32_MAX;
+  /* a global pool: one output, the window the whole unpadded input */
+  j.global_avx512 = dev->cpu_avx512 && out->h == 1 && out->w == 1 && p->kernel_h == in->h &&
+                    p->kernel_w == in->w && p->pad_top == 0 && p->pad_left == 0 &&
+                    p->pad_bottom == 0 && p->pad_right == 0 && p->dilation_h == 1 &&
+                    p->dilation_w == 1;
   j.phased = 0;
   j.scratch = NULL;
   j.task_floats = 0;
-  tasks = sophon_tasks_for(dev, work, j.channel_vectors ? sophon_ceil_div(out->c, 8) : out->c);
+  tasks = sophon_tasks_for(dev, work, j.global_avx512     ? sophon_ceil_div(out->c, 16)
+                                     : j.channel_vectors ? sophon_ceil_div(out->c, 8)
+                                                         : out->c);
   /* the rows layout needs AVX2 and, for stride > 1, the phase planes */
   if (j.use_avx2 && !j.channel_vectors && p->kernel_w <= MAX_TAP_COLS && p->stride_w > 1) {
     j.task_floats = sophon_ceil_div(

@@ -800,6 +800,8 @@ typedef struct {
   int64_t grid_n;           /* grid pixels: out_h * grid_w */
   int64_t blocks;           /* pixel blocks: ceil(ceil(grid_n / 16) / VV) */
   int64_t pixel_chunks, oc_chunks;
+  int32_t oc_chunk;         /* output channels of one work item: OC_CHUNK, or fewer (a
+                               multiple of VR) to give each thread several items */
   uint32_t pad_word;        /* 4 x (input_zero_point + 128) */
   uint32_t* planes;         /* groups * quads * phases planes, then slack */
   int32_t* offsets;         /* k4 */
@@ -1073,8 +1075,8 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
     const int32_t group = (int32_t)(item / per_group);
     const int64_t oc_chunk = item / g->pixel_chunks; /* over all groups */
     const int64_t pixel_chunk = item % g->pixel_chunks;
-    const int32_t oc_first = (int32_t)(oc_chunk % g->oc_chunks) * OC_CHUNK;
-    const int32_t oc_last = oc_first + OC_CHUNK < g->op.ocg ? oc_first + OC_CHUNK : g->op.ocg;
+    const int32_t oc_first = (int32_t)(oc_chunk % g->oc_chunks) * g->oc_chunk;
+    const int32_t oc_last = oc_first + g->oc_chunk < g->op.ocg ? oc_first + g->oc_chunk : g->op.ocg;
     const uint32_t* planes = g->planes + (int64_t)group * g->quads * g->phases * g->plane;
     int64_t block = pixel_chunk * PIXEL_CHUNK;
     const int64_t block_end = block + PIXEL_CHUNK < g->blocks ? block + PIXEL_CHUNK : g->blocks;
@@ -1164,7 +1166,14 @@ static int conv_vnni(sophon_device* dev, const sophon_local* out, const sophon_l
   g.grid_n = (int64_t)out->h * g.grid_w;
   g.blocks = sophon_ceil_div(sophon_ceil_div(g.grid_n, 16), VV);
   g.pixel_chunks = sophon_ceil_div(g.blocks, PIXEL_CHUNK);
-  g.oc_chunks = sophon_ceil_div(g.op.ocg, OC_CHUNK);
+  /* with several threads, halve the chunk while there are fewer than 4 items per
+     thread (small layers: 2 or 3 items split 1:1 or 2:1 between 2 threads) */
+  g.oc_chunk = OC_CHUNK;
+  while (dev->num_threads > 1 && g.oc_chunk > VR &&
+         g.op.groups * sophon_ceil_div(g.op.ocg, g.oc_chunk) * g.pixel_chunks <
+             4 * (int64_t)dev->num_threads)
+    g.oc_chunk /= 2;
+  g.oc_chunks = sophon_ceil_div(g.op.ocg, g.oc_chunk);
   g.pad_word = 0x01010101u * (uint32_t)(q->input_zero_point + 128);
   /* (a zero-point byte, flipped by the gather, is the padding byte) */
 

@@ -1,6 +1,6 @@
 /*
  * sophon_fast_int8_binary.c - fast binary_int8 (MUL, MAX, MIN, PRELU, MUL_FLOAT32,
- * SQUARED_DIFFERENCE), beside the
+ * SQUARED_DIFFERENCE and onnxruntime's ADD_FLOAT, SUB_FLOAT, MUL_FLOAT, ADD_QLINEAR*), beside the
  * reference kernel of reference/sophon_tiu_eltwise_int8.c (the specification;
  * tests/test_fast_int8.py checks one against the other for equality). Same
  * operands, already checked by the instruction. Tasks own channels (batch item,
@@ -16,7 +16,11 @@
  * (x - zp1) * (y - zp2) are within 255 * 255 in magnitude, exact in int32 lanes.
  * PRELU computes both branches and selects by the sign of x - zp1. MAX and MIN
  * are plain loops the compiler vectorises. SQUARED_DIFFERENCE calls the reference's
- * fixed-point functions (squared_difference_run). So the outputs are bit-identical.
+ * fixed-point functions (squared_difference_run). The float ops (ADD_FLOAT, SUB_FLOAT,
+ * MUL_FLOAT) run their float32 steps on 8 or 16 float lanes, each one IEEE rounding as
+ * in the scalar sophon_binary_int8_float_op; ADD_QLINEAR* (onnxruntime's QLinearAdd) the
+ * same fused multiply-adds as its scalar code (AVX2 with FMA, AVX-512). So the outputs
+ * are bit-identical.
  *
  * lut_int8, out = table[in]: by channel, as above, with the table in a local copy
  * (plain C) or, with AVX-512 VBMI, 64 bytes at a time: vpermi2b looks up the low 7
@@ -45,7 +49,7 @@ typedef struct {
   int64_t plane;
   int b_per_channel; /* b has h = w = 1: one value per (batch item, channel) */
   int b_batch_1, b_channel_1;
-  int use_avx2, use_avx512;
+  int use_avx2, use_fma, use_avx512;
   lookup_fn lookup;
 } binary_job;
 
@@ -131,10 +135,28 @@ static void binary_run(const int8_t* a, const int8_t* b, int64_t b_step, int8_t*
                 zp_out,
             p);
       break;
+    case SOPHON_BINARY_INT8_ADD_FLOAT:
+    case SOPHON_BINARY_INT8_SUB_FLOAT:
+    case SOPHON_BINARY_INT8_MUL_FLOAT: /* onnxruntime's float op between DQ and Q */
+    case SOPHON_BINARY_INT8_ADD_QLINEAR:
+    case SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST: /* its QLinearAdd */
+      for (i = 0; i < count; ++i) out[i] = (int8_t)sophon_binary_int8_float_op(a[i], b[i * b_step], p);
+      break;
     case SOPHON_BINARY_INT8_SQUARED_DIFFERENCE:
       squared_difference_run(a, b, b_step, out, count, p);
       break;
   }
+}
+
+/* ADD_FLOAT, SUB_FLOAT and MUL_FLOAT: the float ops (is_float_op) have vector loops. */
+static int is_float_op(sophon_binary_int8_op op) {
+  return op == SOPHON_BINARY_INT8_ADD_FLOAT || op == SOPHON_BINARY_INT8_SUB_FLOAT ||
+         op == SOPHON_BINARY_INT8_MUL_FLOAT;
+}
+
+/* ADD_QLINEAR and ADD_QLINEAR_BROADCAST (onnxruntime's QLinearAdd): vector loops with FMA. */
+static int is_qlinear_add(sophon_binary_int8_op op) {
+  return op == SOPHON_BINARY_INT8_ADD_QLINEAR || op == SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST;
 }
 
 #if SOPHON_X86_DISPATCH
@@ -163,7 +185,65 @@ SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i mul_prelu_avx2(
                           _mm256_set1_epi32(p->act_max));
 }
 
-/* binary_run for MUL and PRELU, 16 elements at a time. */
+/* sophon_binary_int8_float_op on 8 lanes: x, y are the int8 inputs widened to int32. Each
+ * float32 product, sum and quotient is one IEEE rounding, as in the scalar code (no fused
+ * multiply-add); clamping to the integers [act_min - zp, act_max - zp] before cvtps2dq's
+ * rounding (to nearest even, as nearbyintf) equals clamping after it. */
+SOPHON_AVX2 SOPHON_ALWAYS_INLINE static inline __m256i float_op_avx2(
+    __m256i x, __m256i y, const sophon_binary_int8_params* p) {
+  const __m256 fx = _mm256_mul_ps(
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(x, _mm256_set1_epi32(p->input1_zero_point))),
+      _mm256_set1_ps(p->input1_scale));
+  const __m256 fy = _mm256_mul_ps(
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(y, _mm256_set1_epi32(p->input2_zero_point))),
+      _mm256_set1_ps(p->input2_scale));
+  const __m256 value = p->op == SOPHON_BINARY_INT8_ADD_FLOAT   ? _mm256_add_ps(fx, fy)
+                       : p->op == SOPHON_BINARY_INT8_SUB_FLOAT ? _mm256_sub_ps(fx, fy)
+                                                               : _mm256_mul_ps(fx, fy);
+  __m256 q = _mm256_div_ps(value, _mm256_set1_ps(p->output_scale));
+  q = _mm256_min_ps(_mm256_max_ps(q, _mm256_set1_ps((float)(p->act_min - p->output_zero_point))),
+                    _mm256_set1_ps((float)(p->act_max - p->output_zero_point)));
+  return _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(p->output_zero_point));
+}
+
+/* qlinear_add (reference/sophon_tiu_eltwise_int8.c) on 8 lanes: the same fused
+ * multiply-adds and roundings; clamping to the integers [act_min + o, act_max + o]
+ * before cvtps2dq's rounding to nearest even equals clamping after it. */
+SOPHON_AVX2_FMA SOPHON_ALWAYS_INLINE static inline __m256i qlinear_add_avx2(
+    __m256i x, __m256i y, const sophon_binary_int8_params* p) {
+  const __m256i o = _mm256_set1_epi32(p->value_offset);
+  const __m256 fx = _mm256_cvtepi32_ps(_mm256_add_epi32(x, o));
+  const __m256 fy = _mm256_cvtepi32_ps(_mm256_add_epi32(y, o));
+  const __m256 c = _mm256_set1_ps(p->output_scale), r2 = _mm256_set1_ps(p->input2_scale);
+  const __m256 partial = p->op == SOPHON_BINARY_INT8_ADD_QLINEAR
+                             ? _mm256_fmadd_ps(fy, r2, c)
+                             : _mm256_add_ps(c, _mm256_mul_ps(fy, r2));
+  __m256 v = _mm256_fmadd_ps(fx, _mm256_set1_ps(p->input1_scale), partial);
+  v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps((float)(p->act_min + p->value_offset))),
+                    _mm256_set1_ps((float)(p->act_max + p->value_offset)));
+  return _mm256_sub_epi32(_mm256_cvtps_epi32(v), o);
+}
+
+/* binary_run for ADD_QLINEAR and ADD_QLINEAR_BROADCAST, 16 elements at a time. */
+SOPHON_AVX2_FMA static void qlinear_add_run_avx2(const int8_t* a, const int8_t* b, int64_t b_step,
+                                                 int8_t* out, int64_t count,
+                                                 const sophon_binary_int8_params* params) {
+  const sophon_binary_int8_params local = *params, *p = &local; /* not aliased by out */
+  int64_t i;
+  for (i = 0; i + 16 <= count; i += 16) {
+    /* in place (out == a or b): all 16 inputs are read before the 16 outputs are written */
+    const __m128i a16 = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
+    const __m128i b16 = b_step ? _mm_loadu_si128((const __m128i*)(const void*)(b + i))
+                               : _mm_set1_epi8((char)b[0]);
+    const __m256i lo = qlinear_add_avx2(_mm256_cvtepi8_epi32(a16), _mm256_cvtepi8_epi32(b16), p);
+    const __m256i hi = qlinear_add_avx2(_mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8)),
+                                        _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8)), p);
+    _mm_storeu_si128((__m128i*)(void*)(out + i), sophon_pack_bytes_avx2(lo, hi));
+  }
+  binary_run(a + i, b + i * b_step, b_step, out + i, count - i, p);
+}
+
+/* binary_run for MUL and PRELU (and, float_op_avx2, the float ops), 16 elements at a time. */
 SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int64_t b_step,
                                            int8_t* out, int64_t count,
                                            const sophon_binary_int8_params* params) {
@@ -174,9 +254,12 @@ SOPHON_AVX2 static void mul_prelu_run_avx2(const int8_t* a, const int8_t* b, int
     const __m128i a16 = _mm_loadu_si128((const __m128i*)(const void*)(a + i));
     const __m128i b16 = b_step ? _mm_loadu_si128((const __m128i*)(const void*)(b + i))
                                : _mm_set1_epi8((char)b[0]);
-    const __m256i lo = mul_prelu_avx2(_mm256_cvtepi8_epi32(a16), _mm256_cvtepi8_epi32(b16), p);
-    const __m256i hi = mul_prelu_avx2(_mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8)),
-                                      _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8)), p);
+    const __m256i xlo = _mm256_cvtepi8_epi32(a16), ylo = _mm256_cvtepi8_epi32(b16);
+    const __m256i xhi = _mm256_cvtepi8_epi32(_mm_srli_si128(a16, 8));
+    const __m256i yhi = _mm256_cvtepi8_epi32(_mm_srli_si128(b16, 8));
+    const int float_op = is_float_op(p->op);
+    const __m256i lo = float_op ? float_op_avx2(xlo, ylo, p) : mul_prelu_avx2(xlo, ylo, p);
+    const __m256i hi = float_op ? float_op_avx2(xhi, yhi, p) : mul_prelu_avx2(xhi, yhi, p);
     _mm_storeu_si128((__m128i*)(void*)(out + i), sophon_pack_bytes_avx2(lo, hi));
   }
   binary_run(a + i, b + i * b_step, b_step, out + i, count - i, p);
@@ -223,8 +306,42 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i mul_float_avx512(
   return _mm512_add_epi32(_mm512_cvtps_epi32(f), _mm512_set1_epi32(p->output_zero_point));
 }
 
-/* binary_run for MUL, PRELU and MUL_FLOAT32, 16 elements at a time (the last 16
- * through masks). */
+/* float_op_avx2 on 16 lanes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i float_op_avx512(
+    __m512i x, __m512i y, const sophon_binary_int8_params* p) {
+  const __m512 fx = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_sub_epi32(x, _mm512_set1_epi32(p->input1_zero_point))),
+      _mm512_set1_ps(p->input1_scale));
+  const __m512 fy = _mm512_mul_ps(
+      _mm512_cvtepi32_ps(_mm512_sub_epi32(y, _mm512_set1_epi32(p->input2_zero_point))),
+      _mm512_set1_ps(p->input2_scale));
+  const __m512 value = p->op == SOPHON_BINARY_INT8_ADD_FLOAT   ? _mm512_add_ps(fx, fy)
+                       : p->op == SOPHON_BINARY_INT8_SUB_FLOAT ? _mm512_sub_ps(fx, fy)
+                                                               : _mm512_mul_ps(fx, fy);
+  __m512 q = _mm512_div_ps(value, _mm512_set1_ps(p->output_scale));
+  q = _mm512_min_ps(_mm512_max_ps(q, _mm512_set1_ps((float)(p->act_min - p->output_zero_point))),
+                    _mm512_set1_ps((float)(p->act_max - p->output_zero_point)));
+  return _mm512_add_epi32(_mm512_cvtps_epi32(q), _mm512_set1_epi32(p->output_zero_point));
+}
+
+/* qlinear_add_avx2 on 16 lanes. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i qlinear_add_avx512(
+    __m512i x, __m512i y, const sophon_binary_int8_params* p) {
+  const __m512i o = _mm512_set1_epi32(p->value_offset);
+  const __m512 fx = _mm512_cvtepi32_ps(_mm512_add_epi32(x, o));
+  const __m512 fy = _mm512_cvtepi32_ps(_mm512_add_epi32(y, o));
+  const __m512 c = _mm512_set1_ps(p->output_scale), r2 = _mm512_set1_ps(p->input2_scale);
+  const __m512 partial = p->op == SOPHON_BINARY_INT8_ADD_QLINEAR
+                             ? _mm512_fmadd_ps(fy, r2, c)
+                             : _mm512_add_ps(c, _mm512_mul_ps(fy, r2));
+  __m512 v = _mm512_fmadd_ps(fx, _mm512_set1_ps(p->input1_scale), partial);
+  v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps((float)(p->act_min + p->value_offset))),
+                    _mm512_set1_ps((float)(p->act_max + p->value_offset)));
+  return _mm512_sub_epi32(_mm512_cvtps_epi32(v), o);
+}
+
+/* binary_run for MUL, PRELU, MUL_FLOAT32, the float ops and QLinearAdd, 16 elements at a
+ * time (the last 16 through masks). */
 SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b, int64_t b_step,
                                                int8_t* out, int64_t count,
                                                const sophon_binary_int8_params* params) {
@@ -238,7 +355,9 @@ SOPHON_AVX512 static void mul_prelu_run_avx512(const int8_t* a, const int8_t* b,
     const __m512i y = b_step ? _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, b + i))
                              : _mm512_set1_epi32(b[0]);
     const __m512i result = p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 ? mul_float_avx512(x, y, p)
-                                                                   : mul_prelu_avx512(x, y, p);
+                           : is_float_op(p->op)                     ? float_op_avx512(x, y, p)
+                           : is_qlinear_add(p->op)                  ? qlinear_add_avx512(x, y, p)
+                                                                    : mul_prelu_avx512(x, y, p);
     _mm_mask_storeu_epi8(out + i, lanes, sophon_pack_bytes_avx512(result));
   }
 }
@@ -311,11 +430,17 @@ static void binary_task(void* ctx, int32_t task, int32_t tasks) {
     }
 #if SOPHON_X86_DISPATCH
     if (j->use_avx512 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU ||
-                          j->p->op == SOPHON_BINARY_INT8_MUL_FLOAT32)) {
+                          j->p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 || is_float_op(j->p->op) ||
+                          is_qlinear_add(j->p->op))) {
       mul_prelu_run_avx512(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
     }
-    if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU)) {
+    if (j->use_fma && is_qlinear_add(j->p->op)) {
+      qlinear_add_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
+      continue;
+    }
+    if (j->use_avx2 && (j->p->op == SOPHON_BINARY_INT8_MUL || j->p->op == SOPHON_BINARY_INT8_PRELU ||
+                        is_float_op(j->p->op))) {
       mul_prelu_run_avx2(a, b, j->b_per_channel ? 0 : 1, out, j->plane, j->p);
       continue;
     }
@@ -341,6 +466,7 @@ int sophon_fast_binary_int8(sophon_device* dev, const sophon_local* out, const s
   j.b_batch_1 = b->n == 1;
   j.b_channel_1 = b->c == 1;
   j.use_avx2 = dev->cpu_avx2;
+  j.use_fma = dev->cpu_fma;
   j.use_avx512 = dev->cpu_avx512;
   j.lookup = lookup_for(dev);
   sophon_parallel_run(dev->pool,

@@ -132,6 +132,8 @@ static void conv2d_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
 static int conv2d_int8_fast(sophon_device* dev, const sophon_operands* o) {
+  if (o->requant->rounding == SOPHON_REQUANT_FLOAT_CONV) /* onnxruntime's float Conv */
+    return sophon_fast_conv2d_int8_float(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
   return sophon_fast_conv2d_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
 static void fc_int8_ref(sophon_device* dev, const sophon_operands* o) {

@@ -87,9 +87,43 @@ sophon_status sophon_check_multiplier(sophon_device* dev, const char* op, const 
   return SOPHON_OK;
 }
 
+/* Positive, finite and a float32 value. */
+static int is_float_scale(double scale) {
+  return scale > 0.0 && isfinite(scale) && (double)(float)scale == scale;
+}
+
+/* SOPHON_REQUANT_FLOAT_CONV's scales and run length (conv2d_int8 only). */
+static sophon_status check_float_conv(sophon_device* dev, const char* op, const sophon_requant* q,
+                                      int32_t channels, int float_conv_ok) {
+  int32_t i;
+  if (!float_conv_ok)
+    return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
+                            "%s: requant rounding SOPHON_REQUANT_FLOAT_CONV is conv2d_int8's only "
+                            "(onnxruntime's float Conv)", op);
+  if (q->scale == NULL)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant rounding SOPHON_REQUANT_FLOAT_CONV needs the filter scales",
+                            op);
+  if (!is_float_scale(q->input_scale) || !is_float_scale(q->output_scale))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant input_scale %g and output_scale %g must be positive and "
+                            "finite (SOPHON_REQUANT_FLOAT_CONV)", op, (double)q->input_scale,
+                            (double)q->output_scale);
+  if (q->k_block < 1)
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: requant k_block %d is not positive (SOPHON_REQUANT_FLOAT_CONV)",
+                            op, (int)q->k_block);
+  for (i = 0; i < (q->per_channel ? channels : 1); ++i)
+    if (!is_float_scale(q->scale[i]))
+      return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                              "%s: requant filter scale[%d] %g is not a positive finite float32 "
+                              "value (SOPHON_REQUANT_FLOAT_CONV)", op, (int)i, q->scale[i]);
+  return SOPHON_OK;
+}
+
 /* q is well formed for `channels` output channels. */
 static sophon_status check_requant(sophon_device* dev, const char* op, const sophon_requant* q,
-                                   int32_t channels, int double_ok) {
+                                   int32_t channels, int double_ok, int float_conv_ok) {
   sophon_status s;
   int32_t i;
   if (q == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: requant is NULL", op);
@@ -113,11 +147,13 @@ static sophon_status check_requant(sophon_device* dev, const char* op, const sop
       return s;
   }
   if (q->rounding == SOPHON_REQUANT_FIXED_POINT) return SOPHON_OK;
+  if (q->rounding == SOPHON_REQUANT_FLOAT_CONV) return check_float_conv(dev, op, q, channels,
+                                                                        float_conv_ok);
   if (q->rounding != SOPHON_REQUANT_DOUBLE && q->rounding != SOPHON_REQUANT_FLOAT32)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
-                            "%s: requant rounding %d is not %d, %d or %d", op, (int)q->rounding,
-                            SOPHON_REQUANT_FIXED_POINT, SOPHON_REQUANT_DOUBLE,
-                            SOPHON_REQUANT_FLOAT32);
+                            "%s: requant rounding %d is not %d, %d, %d or %d", op,
+                            (int)q->rounding, SOPHON_REQUANT_FIXED_POINT, SOPHON_REQUANT_DOUBLE,
+                            SOPHON_REQUANT_FLOAT32, SOPHON_REQUANT_FLOAT_CONV);
   if (q->rounding == SOPHON_REQUANT_DOUBLE && !double_ok)
     return sophon_set_error(dev, SOPHON_ERR_UNSUPPORTED,
                             "%s: requant rounding SOPHON_REQUANT_DOUBLE is fc_int8's only "
@@ -177,6 +213,79 @@ static int8_t requantize(int32_t acc, int32_t channel, const sophon_requant* q) 
 
 /* ---------------------------------------------------------------- conv2d */
 
+/* SOPHON_REQUANT_FLOAT_CONV's QuantizeLinear of the float32 conv output y of a channel
+ * whose filter scale is filter_scale: y + the dequantized bias, / output_scale, nearest
+ * with halves to even, + output zero point, clamped. */
+static int8_t quantize_float_conv(float y, int32_t bias_value, float filter_scale,
+                                  const sophon_requant* q) {
+  const float low = (float)(q->act_min - q->output_zero_point);
+  const float high = (float)(q->act_max - q->output_zero_point);
+  const float biased = y + (float)bias_value * (q->input_scale * filter_scale);
+  float scaled = nearbyintf(biased / q->output_scale); /* default rounding: halves to even */
+  scaled = scaled < low ? low : (scaled > high ? high : scaled);
+  return (int8_t)((int32_t)scaled + q->output_zero_point);
+}
+
+/* conv2d_int8 with SOPHON_REQUANT_FLOAT_CONV (sophon_quant.h): onnxruntime's float32
+ * Conv of the dequantized operands. Tap i of an output runs over [ic][ky][kx] (the
+ * im2col row of MLAS), padding taps included in the count (they add nothing). */
+static void ref_conv2d_float(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                             const sophon_local* weight, const sophon_local* bias,
+                             const sophon_conv_params* p, const sophon_requant* q) {
+  sophon_view out_v, in_v, weight_v, bias_v;
+  const int32_t in_c_per_group = in->c / p->groups;
+  const int32_t out_c_per_group = out->c / p->groups;
+  const int32_t kernel_h = p->kernel_h, kernel_w = p->kernel_w;
+  const int64_t block = q->k_block;
+  int32_t batch, out_channel, out_y, out_x, in_channel, filter_y, filter_x;
+
+  sophon_view_init(&out_v, dev, out);
+  sophon_view_init(&in_v, dev, in);
+  sophon_view_init(&weight_v, dev, weight);
+  if (bias != NULL) sophon_view_init(&bias_v, dev, bias);
+  for (batch = 0; batch < out->n; ++batch) {
+    for (out_channel = 0; out_channel < out->c; ++out_channel) {
+      const int32_t group = out_channel / out_c_per_group;
+      const int8_t* filters = sophon_view_i8(&weight_v, 0, out_channel); /* [ic][ky][kx] */
+      const int32_t bias_value = bias != NULL ? *sophon_view_i32(&bias_v, 0, out_channel) : 0;
+      const float filter_scale = (float)q->scale[q->per_channel ? out_channel : 0];
+      int8_t* out_data = sophon_view_i8(&out_v, batch, out_channel);
+      for (out_y = 0; out_y < out->h; ++out_y) {
+        const int64_t in_y_origin = (int64_t)out_y * p->stride_h - p->pad_top;
+        for (out_x = 0; out_x < out->w; ++out_x) {
+          const int64_t in_x_origin = (int64_t)out_x * p->stride_w - p->pad_left;
+          sophon_channel_iter it = sophon_channel_begin(&in_v, batch, group * in_c_per_group);
+          float total = 0.0f, run = 0.0f;
+          int64_t i = 0;
+          for (in_channel = 0; in_channel < in_c_per_group; ++in_channel) {
+            const int8_t* in_data = (const int8_t*)it.base;
+            for (filter_y = 0; filter_y < kernel_h; ++filter_y) {
+              const int64_t y = in_y_origin + (int64_t)filter_y * p->dilation_h;
+              for (filter_x = 0; filter_x < kernel_w; ++filter_x, ++i) {
+                const int64_t x = in_x_origin + (int64_t)filter_x * p->dilation_w;
+                if (i > 0 && i % block == 0) { /* an SGEMM K block ends: into the total */
+                  total = i == block ? run : run + total;
+                  run = 0.0f;
+                }
+                if (y >= 0 && y < in->h && x >= 0 && x < in->w) {
+                  const float xf =
+                      (float)((int32_t)in_data[y * in->w + x] - q->input_zero_point) *
+                      q->input_scale;
+                  run = fmaf(xf, (float)filters[i] * filter_scale, run);
+                }
+              }
+            }
+            sophon_channel_next(&in_v, &it);
+          }
+          total = i > block ? run + total : run;
+          out_data[(int64_t)out_y * out->w + out_x] =
+              quantize_float_conv(total, bias_value, filter_scale, q);
+        }
+      }
+    }
+  }
+}
+
 void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out,
                             const sophon_local* in, const sophon_local* weight,
                             const sophon_local* bias, const sophon_conv_params* p,
@@ -191,6 +300,10 @@ void sophon_ref_conv2d_int8(sophon_device* dev, const sophon_local* out,
   const int64_t filter_size = (int64_t)kernel_h * kernel_w;
   int32_t batch, out_channel, out_y, out_x, in_channel, filter_y, filter_x;
 
+  if (q->rounding == SOPHON_REQUANT_FLOAT_CONV) {
+    ref_conv2d_float(dev, out, in, weight, bias, p, q);
+    return;
+  }
   sophon_view_init(&out_v, dev, out);
   sophon_view_init(&in_v, dev, in);
   sophon_view_init(&weight_v, dev, weight);
@@ -303,7 +416,7 @@ sophon_status sophon_check_tiu_conv2d_int8(sophon_device* dev, const char* op,
   if ((s = sophon_check_int8_chip(dev, op)) != SOPHON_OK) return s;
   if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = check_conv(dev, op, out, in, weight, bias, p)) != SOPHON_OK) return s;
-  if ((s = check_requant(dev, op, q, out->c, 0)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, q, out->c, 0, 1)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
   return SOPHON_OK;
@@ -359,7 +472,7 @@ sophon_status sophon_check_tiu_fc_int8(sophon_device* dev, const char* op,
   if ((s = check_mac_operands(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = sophon_check_fc_shapes(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
   if ((s = check_reduction(dev, op, in->c, "K = in.c")) != SOPHON_OK) return s;
-  if ((s = check_requant(dev, op, q, out->c, 1)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, q, out->c, 1, 0)) != SOPHON_OK) return s;
   if ((s = check_memory(dev, op, out, in, weight, bias)) != SOPHON_OK) return s;
 
   return SOPHON_OK;
@@ -450,6 +563,6 @@ sophon_status sophon_check_tiu_conv2d_transpose_int8(sophon_device* dev, const c
   if ((s = check_reduction(dev, op, (int64_t)(in->c / p->groups) * p->kernel_h * p->kernel_w,
                            "in.c/groups * kernel_h * kernel_w")) != SOPHON_OK)
     return s;
-  if ((s = check_requant(dev, op, o->requant, out->c, 0)) != SOPHON_OK) return s;
+  if ((s = check_requant(dev, op, o->requant, out->c, 0, 0)) != SOPHON_OK) return s;
   return check_memory(dev, op, out, in, weight, bias);
 }

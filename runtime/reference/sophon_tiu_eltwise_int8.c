@@ -364,6 +364,40 @@ sophon_status sophon_check_tiu_lut_int8(sophon_device* dev, const char* op,
 
 /* ------------------------------------------------------------- binary_int8 */
 
+/* ADD_QLINEAR and ADD_QLINEAR_BROADCAST (sophon_quant.h): MLAS's QLinearAdd, its fused
+ * multiply-adds where MLAS has them, the broadcast operand's product rounded on its own. */
+static int32_t qlinear_add(int32_t x, int32_t y, const sophon_binary_int8_params* p) {
+  const int32_t o = p->value_offset;
+  const float low = (float)(p->act_min + o), high = (float)(p->act_max + o);
+  const float partial = p->op == SOPHON_BINARY_INT8_ADD_QLINEAR
+                            ? fmaf((float)(y + o), p->input2_scale, p->output_scale)
+                            : p->output_scale + (float)(y + o) * p->input2_scale;
+  float v = nearbyintf(fmaf((float)(x + o), p->input1_scale, partial));
+  v = v < low ? low : (v > high ? high : v);
+  return (int32_t)v - o;
+}
+
+/* ADD_FLOAT, SUB_FLOAT, MUL_FLOAT (sophon_quant.h): onnxruntime's DequantizeLinear, the
+ * float32 op, QuantizeLinear (the quotient rounded to nearest, halves to even, then
+ * clamped to the output's int8 range less its zero point). No fused multiply-add: the
+ * runtime builds as ISO C, where GCC and Clang keep each product rounded. ADD_QLINEAR and
+ * ADD_QLINEAR_BROADCAST go to qlinear_add. */
+int32_t sophon_binary_int8_float_op(int32_t x, int32_t y, const sophon_binary_int8_params* p) {
+  const float fx = (float)(x - p->input1_zero_point) * p->input1_scale;
+  const float fy = (float)(y - p->input2_zero_point) * p->input2_scale;
+  const float low = (float)(p->act_min - p->output_zero_point);
+  const float high = (float)(p->act_max - p->output_zero_point);
+  float value, scaled;
+  if (p->op == SOPHON_BINARY_INT8_ADD_QLINEAR || p->op == SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST)
+    return qlinear_add(x, y, p);
+  value = p->op == SOPHON_BINARY_INT8_ADD_FLOAT   ? fx + fy
+          : p->op == SOPHON_BINARY_INT8_SUB_FLOAT ? fx - fy
+                                                  : fx * fy;
+  scaled = nearbyintf(value / p->output_scale);
+  scaled = scaled < low ? low : (scaled > high ? high : scaled);
+  return (int32_t)scaled + p->output_zero_point;
+}
+
 /* One element pair. Bounds (zero points in [-128, 127], checked): x - zp and
  * y - zp are in [-255, 255], so their product is within 65025 in magnitude, far
  * inside int32; MultiplyByQuantizedMultiplier saturates its left shift. */
@@ -381,6 +415,13 @@ static int8_t binary_int8_element(int32_t x, int32_t y, const void* params) {
       result = sophon_multiply_by_float_scale(
                    (x - p->input1_zero_point) * (y - p->input2_zero_point), p->scale) +
                p->output_zero_point;
+      break;
+    case SOPHON_BINARY_INT8_ADD_FLOAT:
+    case SOPHON_BINARY_INT8_SUB_FLOAT:
+    case SOPHON_BINARY_INT8_MUL_FLOAT: /* onnxruntime's float op between DQ and Q */
+    case SOPHON_BINARY_INT8_ADD_QLINEAR:
+    case SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST: /* its QLinearAdd */
+      result = sophon_binary_int8_float_op(x, y, p);
       break;
     case SOPHON_BINARY_INT8_MAX: /* maximum_minimum.cc: the raw values (one quantization) */
       result = x > y ? x : y;
@@ -459,7 +500,7 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
 
   if ((s = sophon_check_int8_broadcast_operands(dev, op, o)) != SOPHON_OK) return s;
   if (p == NULL) return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: params are NULL", op);
-  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_MUL_FLOAT32)
+  if (p->op < SOPHON_BINARY_INT8_MUL || p->op > SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST)
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: unknown op %d", op, (int)p->op);
   if ((s = sophon_check_int8_value(dev, op, "input1_zero_point", p->input1_zero_point)) !=
       SOPHON_OK)
@@ -486,5 +527,20 @@ sophon_status sophon_check_tiu_binary_int8(sophon_device* dev, const char* op,
   if (p->op == SOPHON_BINARY_INT8_MUL_FLOAT32 && !(p->scale >= 0.0f && isfinite(p->scale)))
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "%s: MUL_FLOAT32 scale %g is not finite and "
                             "non-negative", op, (double)p->scale);
+  if ((p->op == SOPHON_BINARY_INT8_ADD_QLINEAR || p->op == SOPHON_BINARY_INT8_ADD_QLINEAR_BROADCAST) &&
+      ((p->value_offset != 0 && p->value_offset != 128) || !isfinite(p->input1_scale) ||
+       !isfinite(p->input2_scale) || !isfinite(p->output_scale)))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: QLinearAdd value offset %d (0 or 128) or constants %g, %g, %g not "
+                            "finite", op, (int)p->value_offset, (double)p->input1_scale,
+                            (double)p->input2_scale, (double)p->output_scale);
+  if ((p->op == SOPHON_BINARY_INT8_ADD_FLOAT || p->op == SOPHON_BINARY_INT8_SUB_FLOAT ||
+       p->op == SOPHON_BINARY_INT8_MUL_FLOAT) &&
+      !(p->input1_scale > 0.0f && isfinite(p->input1_scale) && p->input2_scale > 0.0f &&
+        isfinite(p->input2_scale) && p->output_scale > 0.0f && isfinite(p->output_scale)))
+    return sophon_set_error(dev, SOPHON_ERR_ARGUMENT,
+                            "%s: float op scales %g, %g -> %g must be positive and finite", op,
+                            (double)p->input1_scale, (double)p->input2_scale,
+                            (double)p->output_scale);
   return sophon_check_clamp(dev, op, p->act_min, p->act_max);
 }

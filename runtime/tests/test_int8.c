@@ -552,8 +552,11 @@ static void test_fc_double_rounding_golden(void) {
     CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
   }
   q.scale = scale;
-  q.rounding = 3;
+  q.rounding = 4;
   CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_ARGUMENT);
+  /* onnxruntime's float Conv arithmetic is conv2d_int8's only */
+  q.rounding = SOPHON_REQUANT_FLOAT_CONV;
+  CHECK_STATUS(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q), SOPHON_ERR_UNSUPPORTED);
   /* onnxruntime's float32 rounding (SOPHON_REQUANT_FLOAT32): 0.375 exact, no ties here */
   q.rounding = SOPHON_REQUANT_FLOAT32;
   CHECK_OK(dev, sophon_tiu_fc_int8(dev, &out, &in, &weight, NULL, &q));
@@ -938,6 +941,26 @@ static void test_binary_int8_golden(void) {
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
   p.scale = 0.0f;
 
+  /* onnxruntime's float ops need three positive finite scales; QLinearAdd an offset of 0
+   * or 128 and finite constants */
+  p.op = SOPHON_BINARY_INT8_ADD_FLOAT;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.input1_scale = p.input2_scale = p.output_scale = 0.5f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 16); /* a[0] 10, b[0] 6: (5 + 3) / 0.5 */
+  p.op = SOPHON_BINARY_INT8_ADD_QLINEAR;
+  p.value_offset = 64;
+  CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
+  p.value_offset = 128; /* the same add in uint8: ratios 1, constant 0 + 128 - (128 + 128) */
+  p.input1_scale = p.input2_scale = 1.0f;
+  p.output_scale = -128.0f;
+  CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
+  CHECK_OK(dev, store(dev, &out, got));
+  CHECK_EQ_INT(got[0], 16); /* 138 + 134 - 128 = 144, less the offset */
+  p.input1_scale = p.input2_scale = p.output_scale = 0.0f;
+  p.value_offset = 0;
+
   p.op = SOPHON_BINARY_INT8_MAX;
   CHECK_OK(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p));
   CHECK_OK(dev, store(dev, &out, got));
@@ -961,9 +984,9 @@ static void test_binary_int8_golden(void) {
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
   CHECK_ERROR_HAS(dev, "negative");
   p.multiplier2 = 1 << 30;
-  p.op = (sophon_binary_int8_op)9;
+  p.op = (sophon_binary_int8_op)11;
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &alpha, &p), SOPHON_ERR_ARGUMENT);
-  CHECK_ERROR_HAS(dev, "unknown op 9");
+  CHECK_ERROR_HAS(dev, "unknown op 11");
   p.op = SOPHON_BINARY_INT8_MUL;
   p.output_zero_point = 300;
   CHECK_STATUS(dev, sophon_tiu_binary_int8(dev, &out, &a, &b, &p), SOPHON_ERR_ARGUMENT);
@@ -1163,7 +1186,7 @@ static void test_reduce_softmax_program(void) {
   void* buffers[1] = {NULL}; /* no DDR: the input is loaded beforehand */
   const int32_t m = 1 << 30, s = 1;
   const sophon_requant requants[1] = {
-      {1, -5, -128, 127, 0, &m, &s, SOPHON_REQUANT_FIXED_POINT, NULL}};
+      {1, -5, -128, 127, 0, &m, &s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0}};
   const sophon_local locals[3] = {local(0, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(64, 1, 1, 1, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED),
                                   local(128, 1, 1, 3, 2, SOPHON_I8, SOPHON_LAYOUT_ALIGNED)};
@@ -1223,8 +1246,8 @@ static void test_program(void) {
   const sophon_pool_params pools[] = {
       {SOPHON_POOL_MAX, 2, 2, 2, 2, 0, 0, 0, 0, 1, 1, 0, SOPHON_INT8_TFLITE, 0.0f, 0.0f, 0, 0}};
   const sophon_requant requants[] = {
-      {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL},
-      {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL}};
+      {3, -2, -128, 127, 1, m, s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0},
+      {0, 1, -128, 127, 0, m, s, SOPHON_REQUANT_FIXED_POINT, NULL, 0.0f, 0.0f, 0}};
   sophon_add_int8_params adds[1];
   /* the 24 pool outputs are re-read as fc input (1, 24, 1, 1): stored to DDR as
    * (1, 6, 2, 2) through globals[4] and loaded back through globals[5] */

@@ -1,0 +1,296 @@
+/*
+ * sophon_fast_int8_float_conv.c - fast conv2d_int8 with SOPHON_REQUANT_FLOAT_CONV
+ * (onnxruntime's float Conv between DequantizeLinear and QuantizeLinear, sophon_quant.h),
+ * beside the reference kernel of reference/sophon_tiu_conv_int8.c (the specification;
+ * tests/test_fast_int8.py checks one against the other for equality). Same operands,
+ * already checked by the instruction.
+ *
+ * Every output is the same chain of float32 operations as in the reference: the taps
+ * in [ic][ky][kx] order, each run of k_block taps a chain of fused multiply-adds from 0,
+ * the runs added to the total in order, then the dequantized bias, the division by the
+ * output scale, rounding to nearest even and the clamp. Only the layout of the work
+ * differs: the dequantized input of a block of BLOCK_PIXELS output pixels is gathered
+ * into a column buffer (im2col; padding taps are 0, and fma(0, w, s) == s up to the sign
+ * of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 64 (AVX-512,
+ * four vectors) pixels run side by side in vector lanes, four output channels at a time;
+ * each lane is one output's own chain, so the results are bit-identical. The plain C level runs the
+ * chains one output at a time with fmaf.
+ *
+ * Tasks own (batch item, group, pixel block); each output is computed by one task.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fast/sophon_fast_int8.h"
+#include "sophon_quant.h"
+
+/* Output pixels per column buffer: four AVX-512 vectors (chains_avx512 takes it whole). */
+#define BLOCK_PIXELS 64
+
+typedef struct {
+  sophon_view out_v, in_v;
+  const sophon_local *out, *in;
+  const sophon_conv_params* p;
+  const sophon_requant* q;
+  int32_t in_c_per_group, out_c_per_group;
+  int64_t k, pixels, blocks;
+  const float* filters;     /* [oc][k]: (float)weight * filter scale */
+  const float* bias;        /* [oc]: the dequantized bias */
+  float dequantized[256];   /* by the input byte: (float)(x - zp) * input_scale */
+  const float* planes;      /* a 1x1 conv of stride 1 without padding: the whole input
+                               dequantized, [n][c][h * w] (+ BLOCK_PIXELS), else NULL */
+  int level;                /* 2: AVX-512, 1: AVX2 with FMA, 0: C */
+} float_conv_job;
+
+/* QuantizeLinear of one output (as quantize_float_conv in the reference). */
+static int8_t quantize_output(float total, float bias, const sophon_requant* q) {
+  const float low = (float)(q->act_min - q->output_zero_point);
+  const float high = (float)(q->act_max - q->output_zero_point);
+  float scaled = nearbyintf((total + bias) / q->output_scale);
+  scaled = scaled < low ? low : (scaled > high ? high : scaled);
+  return (int8_t)((int32_t)scaled + q->output_zero_point);
+}
+
+/* The chain of output channel `oc` for column j of cols (k rows of `stride` floats). */
+static float chain_c(const float* cols, int64_t stride, int64_t j, const float* filter, int64_t k,
+                     int64_t block) {
+  float total = 0.0f;
+  int64_t start, i;
+  for (start = 0; start < k; start += block) {
+    const int64_t end = start + block < k ? start + block : k;
+    float run = 0.0f;
+    for (i = start; i < end; ++i) run = fmaf(cols[i * stride + j], filter[i], run);
+    total = start == 0 ? run : run + total;
+  }
+  return total;
+}
+
+#if SOPHON_X86_DISPATCH
+/* Four output channels' chains for 8 pixels (columns j .. j + 7) in AVX2 lanes. */
+SOPHON_AVX2_FMA static void chains_avx2(const float* cols, int64_t stride, int64_t j,
+                                        const float* const filters[4], int64_t k, int64_t block,
+                                        float totals[4][8]) {
+  __m256 total[4];
+  int64_t start, i;
+  int r;
+  for (start = 0; start < k; start += block) {
+    const int64_t end = start + block < k ? start + block : k;
+    __m256 run[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (i = start; i < end; ++i) {
+      const __m256 c = _mm256_loadu_ps(cols + i * stride + j);
+      for (r = 0; r < 4; ++r) run[r] = _mm256_fmadd_ps(c, _mm256_set1_ps(filters[r][i]), run[r]);
+    }
+    for (r = 0; r < 4; ++r) total[r] = start == 0 ? run[r] : _mm256_add_ps(run[r], total[r]);
+  }
+  for (r = 0; r < 4; ++r) _mm256_storeu_ps(totals[r], total[r]);
+}
+
+/* chains_avx2 for a whole block of BLOCK_PIXELS (64) pixels: four vectors of 16 lanes
+ * for each of the four output channels, 16 chains side by side (each lane still one
+ * output's own chain); the runs' totals wait in `totals` between runs. */
+SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
+                                        const float* const filters[4], int64_t k, int64_t block,
+                                        float totals[4][BLOCK_PIXELS]) {
+  int64_t start, i;
+  int r, v;
+  for (start = 0; start < k; start += block) {
+    const int64_t end = start + block < k ? start + block : k;
+    __m512 run[4][4];
+    for (r = 0; r < 4; ++r)
+      for (v = 0; v < 4; ++v) run[r][v] = _mm512_setzero_ps();
+    for (i = start; i < end; ++i) {
+      const float* row = cols + i * stride;
+      const __m512 c0 = _mm512_loadu_ps(row), c1 = _mm512_loadu_ps(row + 16);
+      const __m512 c2 = _mm512_loadu_ps(row + 32), c3 = _mm512_loadu_ps(row + 48);
+      for (r = 0; r < 4; ++r) {
+        const __m512 w = _mm512_set1_ps(filters[r][i]);
+        run[r][0] = _mm512_fmadd_ps(c0, w, run[r][0]);
+        run[r][1] = _mm512_fmadd_ps(c1, w, run[r][1]);
+        run[r][2] = _mm512_fmadd_ps(c2, w, run[r][2]);
+        run[r][3] = _mm512_fmadd_ps(c3, w, run[r][3]);
+      }
+    }
+    for (r = 0; r < 4; ++r)
+      for (v = 0; v < 4; ++v) {
+        float* total = totals[r] + 16 * v;
+        _mm512_storeu_ps(total, start == 0 ? run[r][v] : _mm512_add_ps(run[r][v], _mm512_loadu_ps(total)));
+      }
+  }
+}
+#endif
+
+/* The column buffer of pixels [first, first + count) of one (batch, group): row i is
+ * tap i = [ic][ky][kx], BLOCK_PIXELS floats, the dequantized input or 0 at padding. The
+ * window origin of each pixel is computed once; a tap only adds its offset to it. */
+static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_t first,
+                   int64_t count, float* cols) {
+  const sophon_conv_params* p = j->p;
+  const int32_t out_w = j->out->w, in_h = j->in->h, in_w = j->in->w;
+  sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, group * j->in_c_per_group);
+  int64_t origin_y[BLOCK_PIXELS], origin_x[BLOCK_PIXELS];
+  int64_t i = 0, n;
+  int32_t in_channel, filter_y, filter_x;
+  for (n = 0; n < count; ++n) {
+    origin_y[n] = (first + n) / out_w * p->stride_h - p->pad_top;
+    origin_x[n] = (first + n) % out_w * p->stride_w - p->pad_left;
+  }
+  for (in_channel = 0; in_channel < j->in_c_per_group; ++in_channel) {
+    const int8_t* in_data = (const int8_t*)it.base;
+    for (filter_y = 0; filter_y < p->kernel_h; ++filter_y) {
+      const int64_t dy = (int64_t)filter_y * p->dilation_h;
+      for (filter_x = 0; filter_x < p->kernel_w; ++filter_x, ++i) {
+        const int64_t dx = (int64_t)filter_x * p->dilation_w;
+        float* row = cols + i * BLOCK_PIXELS;
+        for (n = 0; n < count; ++n) {
+          const int64_t y = origin_y[n] + dy, x = origin_x[n] + dx;
+          row[n] = y >= 0 && y < in_h && x >= 0 && x < in_w
+                       ? j->dequantized[(uint8_t)in_data[y * in_w + x]]
+                       : 0.0f;
+        }
+        for (; n < BLOCK_PIXELS; ++n) row[n] = 0.0f; /* lanes past the block: not stored */
+      }
+    }
+    sophon_channel_next(&j->in_v, &it);
+  }
+}
+
+/* One (batch, group, pixel block): gather, then every output channel of the group. */
+static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
+  const int64_t per_batch = (int64_t)j->p->groups * j->blocks;
+  const int32_t batch = (int32_t)(item / per_batch);
+  const int32_t group = (int32_t)(item % per_batch / j->blocks);
+  const int64_t first = item % j->blocks * BLOCK_PIXELS;
+  const int64_t count = j->pixels - first < BLOCK_PIXELS ? j->pixels - first : BLOCK_PIXELS;
+  const int64_t k = j->k, block = j->q->k_block;
+  const int32_t oc_begin = group * j->out_c_per_group, oc_end = oc_begin + j->out_c_per_group;
+  int32_t oc = oc_begin;
+  int64_t n;
+  int64_t stride = BLOCK_PIXELS;
+  if (j->planes != NULL) { /* the taps of a pixel block are runs of the dequantized planes */
+    cols = (float*)j->planes + ((int64_t)batch * j->in->c + (int64_t)group * j->in_c_per_group) * j->pixels + first;
+    stride = j->pixels;
+  } else {
+    gather(j, batch, group, first, count, cols);
+  }
+#if SOPHON_X86_DISPATCH
+  if (j->level > 0) {
+    for (; oc + 4 <= oc_end; oc += 4) {
+      const float* const filters[4] = {j->filters + oc * k, j->filters + (oc + 1) * k,
+                                       j->filters + (oc + 2) * k, j->filters + (oc + 3) * k};
+      float totals[4][BLOCK_PIXELS];
+      int64_t col;
+      int r;
+      if (j->level == 2) {
+        chains_avx512(cols, stride, filters, k, block, totals);
+      } else {
+        for (col = 0; col < count; col += 8) {
+          float totals8[4][8];
+          chains_avx2(cols, stride, col, filters, k, block, totals8);
+          for (r = 0; r < 4; ++r) memcpy(totals[r] + col, totals8[r], sizeof totals8[r]);
+        }
+      }
+      for (r = 0; r < 4; ++r) {
+        int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc + r) + first;
+        for (n = 0; n < count; ++n) out_data[n] = quantize_output(totals[r][n], j->bias[oc + r], j->q);
+      }
+    }
+  }
+#endif
+  for (; oc < oc_end; ++oc) { /* the C level, and the channels left over */
+    int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc) + first;
+    for (n = 0; n < count; ++n)
+      out_data[n] = quantize_output(chain_c(cols, stride, n, j->filters + oc * k, k, block),
+                                    j->bias[oc], j->q);
+  }
+}
+
+typedef struct {
+  const float_conv_job* job;
+  float* cols; /* a column buffer per task */
+} float_conv_tasks;
+
+static void float_conv_task(void* ctx, int32_t task, int32_t tasks) {
+  const float_conv_tasks* t = (const float_conv_tasks*)ctx;
+  const float_conv_job* j = t->job;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->out->n * j->p->groups * j->blocks, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item)
+    block_outputs(j, item, t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
+}
+
+int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
+                                  const sophon_local* in, const sophon_local* weight,
+                                  const sophon_local* bias, const sophon_conv_params* p,
+                                  const sophon_requant* q) {
+  float_conv_job j;
+  float_conv_tasks t;
+  sophon_view weight_v, bias_v;
+  float *filters, *biases;
+  int32_t oc, tasks, v;
+  int64_t i;
+  sophon_view_init(&j.out_v, dev, out);
+  sophon_view_init(&j.in_v, dev, in);
+  sophon_view_init(&weight_v, dev, weight);
+  if (bias != NULL) sophon_view_init(&bias_v, dev, bias);
+  j.out = out;
+  j.in = in;
+  j.p = p;
+  j.q = q;
+  j.in_c_per_group = in->c / p->groups;
+  j.out_c_per_group = out->c / p->groups;
+  j.k = (int64_t)j.in_c_per_group * p->kernel_h * p->kernel_w;
+  j.pixels = (int64_t)out->h * out->w;
+  j.blocks = (j.pixels + BLOCK_PIXELS - 1) / BLOCK_PIXELS;
+  j.level = 0;
+#if SOPHON_X86_DISPATCH
+  j.level = dev->cpu_avx512 ? 2 : dev->cpu_fma ? 1 : 0;
+#endif
+  for (v = 0; v < 256; ++v)
+    j.dequantized[v] = (float)((v < 128 ? v : v - 256) - q->input_zero_point) * q->input_scale;
+  tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
+                           (int64_t)out->n * p->groups * j.blocks);
+  j.planes = NULL;
+  if (p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
+      p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0 && in->h == out->h && in->w == out->w) {
+    /* lanes past a block's pixels read on into the next plane, or into this tail */
+    const int64_t size = (int64_t)in->n * in->c * j.pixels;
+    float* planes = (float*)calloc((size_t)(size + BLOCK_PIXELS), sizeof(float));
+    int32_t batch, channel;
+    if (planes == NULL) return -1; /* the reference runs it */
+    for (batch = 0; batch < in->n; ++batch) {
+      sophon_channel_iter it = sophon_channel_begin(&j.in_v, batch, 0);
+      for (channel = 0; channel < in->c; ++channel, sophon_channel_next(&j.in_v, &it)) {
+        const int8_t* src = (const int8_t*)it.base;
+        float* dst = planes + ((int64_t)batch * in->c + channel) * j.pixels;
+        for (i = 0; i < j.pixels; ++i) dst[i] = (float)((int32_t)src[i] - q->input_zero_point) * q->input_scale;
+      }
+    }
+    j.planes = planes;
+  }
+  filters = (float*)malloc(sizeof(float) * (size_t)(out->c * j.k + out->c));
+  t.cols = (float*)malloc(sizeof(float) * (size_t)(tasks * j.k * BLOCK_PIXELS));
+  if (filters == NULL || t.cols == NULL) {
+    free(filters);
+    free(t.cols);
+    free((float*)j.planes);
+    return -1; /* the reference runs it */
+  }
+  biases = filters + out->c * j.k;
+  for (oc = 0; oc < out->c; ++oc) { /* the dequantized weights and bias */
+    const float filter_scale = (float)q->scale[q->per_channel ? oc : 0];
+    const int8_t* w = sophon_view_i8(&weight_v, 0, oc);
+    const int32_t b = bias != NULL ? *sophon_view_i32(&bias_v, 0, oc) : 0;
+    for (i = 0; i < j.k; ++i) filters[oc * j.k + i] = (float)w[i] * filter_scale;
+    biases[oc] = (float)b * (q->input_scale * filter_scale);
+  }
+  j.filters = filters;
+  j.bias = biases;
+  t.job = &j;
+  sophon_parallel_run(dev->pool, tasks, float_conv_task, &t);
+  free(filters);
+  free(t.cols);
+  free((float*)j.planes);
+  return 0;
+}
