@@ -237,6 +237,14 @@ def _region(prog: P.RegionProgram, index: int) -> str:
             s_in, s_out, z_out = step.onnxruntime  # the scales as their f32 bit patterns
             cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, {L(step.out)}, {L(step.input)}, {_f32_bits(s_in)}, "
                      f"{_f32_bits(s_out)}, {int(z_out)}}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
+        elif isinstance(step, P.Cast):  # the scale as its f32 bit pattern, the zero point itself
+            if step.out.tensor.dtype == "int8":
+                cmds.add(f"{{SOPHON_CMD_QUANTIZE_INT8, {L(step.out)}, {L(step.input)}, {_f32_bits(step.scale)}, "
+                         f"{int(step.zero_point)}, SOPHON_QUANTIZE_{step.rounding}}}",
+                         f"{step.pattern} -> {step.out.name}", dedupe=False)
+            else:
+                cmds.add(f"{{SOPHON_CMD_DEQUANTIZE_INT8, {L(step.out)}, {L(step.input)}, {_f32_bits(step.scale)}, "
+                         f"{int(step.zero_point)}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)
         elif isinstance(step, P.QSoftmax):
             cmds.add(f"{{SOPHON_CMD_SOFTMAX_INT8, {L(step.out)}, {L(step.input)}, {step.input_multiplier}, "
                      f"{step.input_left_shift}, -1}}", f"{step.pattern} -> {step.out.name}", dedupe=False)

@@ -22,6 +22,7 @@ from tvm.ir.prim.expr import FloatImm, IntImm
 from tvm_sophon.chip import DTYPE_BYTES
 from tvm_sophon.errors import SophonCompileError
 from tvm_sophon.patterns import chains
+from tvm_sophon.patterns.int8_cast import CASTS
 from tvm_sophon.patterns.int8_eltwise import FLOAT_TABLE_ONLY, QBINARY, UNARY, relu_bounds
 from tvm_sophon.names import model_name
 
@@ -42,6 +43,7 @@ ROOT_OPS |= {"relax.divide"}
 MOVEMENT_PATTERNS = {"sophon." + kind for kind in (
     "reshape", "flatten", "squeeze", "expand_dims", "permute_dims", "strided_slice", "broadcast_to",
     "tile", "pad", "concat", "qconcat")}
+CAST_PATTERNS = {"sophon." + name for name in CASTS}
 ACTIVATIONS = {"relax.nn.relu", "relax.clip", "relax.nn.leakyrelu", "relax.sigmoid", "relax.tanh"}
 
 
@@ -273,8 +275,8 @@ class _Composite:
             return
         root_ops = movement.MOVES if pattern in MOVEMENT_PATTERNS else ROOT_OPS
         roots = [c for c in calls if isinstance(c, relax.Call) and c.op.name in root_ops]
-        if not roots and int8:  # dequantize -> quantize, or an op only the int8 table runs
-            roots = [calls[-1]]
+        if not roots and (int8 or pattern in CAST_PATTERNS):  # dequantize -> quantize, an op only the int8
+            roots = [calls[-1]]                                  # table runs, or a lone cast
         if not roots:
             raise SophonCompileError(f"composite {pattern} has no op the chip runs")
         self.root: relax.Call = roots[0]
@@ -449,6 +451,8 @@ class _Analysis:
     def layer(self, comp: _Composite) -> None:
         if comp.pattern.startswith("sophon.q"):
             return self.qlayer(comp)
+        if comp.pattern in CAST_PATTERNS:
+            return self.cast_layer(comp)
         if comp.pattern.startswith("sophon.reduce_"):
             return self.reduce_layer(comp)
         if comp.pattern == "sophon.lrn":
@@ -599,6 +603,19 @@ class _Analysis:
                  kernel=(wshape[klayout.index("H")], wshape[klayout.index("W")]),
                  strides=_ints(attrs.strides), padding=_ints(attrs.padding),
                  dilation=_ints(attrs.dilation), groups=int(attrs.groups), act=self.activation(comp))
+
+    def cast_layer(self, comp: _Composite) -> None:
+        """A lone quantize (float32 -> int8) or dequantize (int8 -> float32),
+        per-tensor (patterns/int8_cast.py); a quantize rounds as the model's
+        source: onnxruntime's QuantizeLinear half to even, TFLite's half away."""
+        root = comp.root
+        x = comp.region_value(root.args[0])
+        scale = float(np.float32(np.asarray(self.const(comp, root.args[1])).reshape(())))
+        zero_point = int(np.asarray(self.const(comp, root.args[2])).reshape(()))
+        rounding = "HALF_TO_EVEN" if self.int8_arithmetic == "onnxruntime" else "HALF_AWAY"
+        view = self.elementwise_view(shape_of(x), [x])
+        self.add(comp, "cast", view, [self.operand(x, view)], [], scale=scale, zero_point=zero_point,
+                 rounding=rounding)
 
     # ---- int8 composites: dequantize -> op -> quantize (-> clip) -------------------
     def const(self, comp: _Composite, expr) -> np.ndarray:

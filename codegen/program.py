@@ -445,6 +445,20 @@ class QSoftmax:
 
 
 @dataclasses.dataclass
+class Cast:
+    """float32 <-> int8 with one scale and zero point (sophon_tiu_quantize_int8 when
+    ``out`` is int8, sophon_tiu_dequantize_int8 when it is float32); ``rounding`` is
+    the quantize's: "HALF_AWAY" (TFLite's QUANTIZE) or "HALF_TO_EVEN" (onnxruntime's
+    QuantizeLinear)."""
+    out: Local
+    input: Local
+    scale: float
+    zero_point: int
+    rounding: str = "HALF_AWAY"
+    pattern: str = ""
+
+
+@dataclasses.dataclass
 class Timestep:
     """End of a timestep: the TIU and GDMA work issued since the last one overlaps."""
 

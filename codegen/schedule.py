@@ -91,7 +91,7 @@ def layer_geometry(layer: Layer, out_band: Band) -> _Geometry:
         n0, n1, o0, o1 = out_band
         i0, i1 = resize_source_rows(layer.attrs, full_dims(layer.acts[0])[2], out_full[2], o0, o1)
         return _Geometry(out_band, [(n0, n1, i0, i1)])
-    if layer.kind in ("binary", "unary", "qadd", "qlut", "qbinary"):
+    if layer.kind in ("binary", "unary", "qadd", "qlut", "qbinary", "cast"):
         return _Geometry(out_band, [_operand_band(op, out_band, out_full) for op in layer.acts])
     # fc, softmax, global or ceil-mode pools: whole rows of the operand
     bands = []
@@ -754,6 +754,8 @@ class Lowering:
             step = P.QLut(out, acts[0], a["table"], layer.pattern)
         elif layer.kind == "qbinary":
             step = P.QBinary(out, acts[0], acts[1], a["params"], layer.pattern)
+        elif layer.kind == "cast":
+            step = P.Cast(out, acts[0], a["scale"], a["zero_point"], a["rounding"], layer.pattern)
         elif layer.kind == "qpool2d":
             step = P.QPool2d(out, acts[0], a["kind"], a["kernel"], a["strides"], geo.padding,
                              a["dilation"], a["act_min"], a["act_max"], layer.pattern,

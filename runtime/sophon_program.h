@@ -52,9 +52,13 @@ typedef enum {
   SOPHON_CMD_REDUCE_INT8 = 40, /* reduce_int8(out=a, in=b, kind=d, requant[p] or -1 for MAX, MIN) */
   SOPHON_CMD_SOFTMAX_INT8 = 41, /* softmax_int8(out=a, in=b, input_multiplier=c,
                                    input_left_shift=d): c and d are the values themselves */
-  SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME = 52 /* softmax_int8_onnxruntime(out=a, in=b): c and d are
+  SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME = 52, /* softmax_int8_onnxruntime(out=a, in=b): c and d are
                                               the f32 bit patterns of the input and output scales,
                                               p the output zero point (values themselves) */
+  /* 53-54: float32 <-> int8 casts inside a region (values themselves, c the
+     scale's f32 bit pattern, d the zero point) */
+  SOPHON_CMD_QUANTIZE_INT8 = 53,  /* quantize_int8(out=a int8, in=b f32): p a sophon_quantize_rounding */
+  SOPHON_CMD_DEQUANTIZE_INT8 = 54 /* dequantize_int8(out=a f32, in=b int8) */
 } sophon_cmd_kind;
 
 typedef struct {

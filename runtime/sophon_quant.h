@@ -329,6 +329,25 @@ sophon_status sophon_tiu_softmax_int8_onnxruntime(sophon_device* dev, const soph
                                                   const sophon_local* in, float input_scale,
                                                   float output_scale, int32_t output_zero_point);
 
+/* The rounding of quantize's x / scale: TFLite's QUANTIZE rounds half away from
+ * zero (TfLiteRound), onnxruntime's QuantizeLinear half to even. */
+typedef enum {
+  SOPHON_QUANTIZE_HALF_AWAY = 0,
+  SOPHON_QUANTIZE_HALF_TO_EVEN = 1
+} sophon_quantize_rounding;
+
+/* float32 -> int8 (out int8, in f32, same shape): out = saturate(round(in / scale)
+ * + zero_point), the quotient in float32, a NaN quotient to -128; scale finite and
+ * positive, zero_point in [-128, 127]. */
+sophon_status sophon_tiu_quantize_int8(sophon_device* dev, const sophon_local* out,
+                                       const sophon_local* in, float scale, int32_t zero_point,
+                                       sophon_quantize_rounding rounding);
+
+/* int8 -> float32 (out f32, in int8, same shape): out = (in - zero_point) * scale in
+ * float32 (TFLite's DEQUANTIZE and onnxruntime's DequantizeLinear alike). */
+sophon_status sophon_tiu_dequantize_int8(sophon_device* dev, const sophon_local* out,
+                                         const sophon_local* in, float scale, int32_t zero_point);
+
 #ifdef __cplusplus
 }
 #endif

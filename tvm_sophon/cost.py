@@ -109,7 +109,8 @@ def runtime_library() -> ctypes.CDLL:
                  "sophon_cost_eltwise", "sophon_cost_binary", "sophon_cost_binary_op",
                  "sophon_cost_activation", "sophon_cost_softmax", "sophon_cost_gdma_copy",
                  "sophon_cost_gdma_fill", "sophon_cost_resize", "sophon_cost_conv2d_transpose",
-                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn", "sophon_cost_softmax_int8"):
+                 "sophon_cost_reduce", "sophon_cost_norm", "sophon_cost_lrn", "sophon_cost_softmax_int8",
+                 "sophon_cost_quantize"):
         getattr(lib, name).restype = ctypes.c_uint64
     lib.sophon_cost_gdma.argtypes = [ctypes.POINTER(ChipStruct), ctypes.c_uint64]
     lib.sophon_cost_gdma_transfer.argtypes = [ctypes.POINTER(ChipStruct), ctypes.POINTER(LocalStruct),
@@ -230,6 +231,8 @@ def _step_cycles(chip: Chip, step) -> tuple[str, int]:
         return "tiu", lib.sophon_cost_norm(c_chip, ref(step.out))
     if isinstance(step, P.QSoftmax):
         return "tiu", lib.sophon_cost_softmax_int8(c_chip, ref(step.out))
+    if isinstance(step, P.Cast):
+        return "tiu", lib.sophon_cost_quantize(c_chip, ref(step.out), ref(step.input))
     if isinstance(step, (P.Reduce, P.QReduce)):
         kind = ("SUM", "MEAN", "MAX", "MIN").index(step.kind)
         return "tiu", lib.sophon_cost_reduce(c_chip, ref(step.input), kind)

@@ -744,6 +744,9 @@ def partition_for_sophon(mod: tvm.IRModule, params: Optional[dict] = None, *,
     mod, lonely = patterns.movement.keep_lonely_moves_on_host(mod)
     for name in lonely:
         rejections.setdefault(name, []).append((0, patterns.movement.HOST_REASON))
+    mod, edge = patterns.int8_cast.keep_edge_casts_on_host(mod, chip.has_int8)
+    for name in edge:   # a cast that was the glue of a refused int8 chain keeps that reason
+        rejections.setdefault(name, [(0, patterns.int8_cast.HOST_REASON)])
     mod = _merge_composites(mod)
     mod = _unshare_regions(mod)
     mod = _name_regions(mod)

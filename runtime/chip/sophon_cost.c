@@ -351,6 +351,13 @@ uint64_t sophon_cost_softmax_int8(const sophon_chip* chip, const sophon_local* o
   return sophon_cost_eltwise(chip, out, 10); /* sophon_cost.h: fixed-point exp and reciprocal */
 }
 
+uint64_t sophon_cost_quantize(const sophon_chip* chip, const sophon_local* out,
+                              const sophon_local* in) {
+  /* the float32 side sets the passes (fewer values per EU); divide or multiply, round */
+  const sophon_local* wide = out != NULL && out->dtype == SOPHON_F32 ? out : in;
+  return sophon_cost_eltwise(chip, wide, 2);
+}
+
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out) {
   return sophon_cost_eltwise(chip, out, 8);
 }

@@ -172,6 +172,9 @@ uint64_t sophon_cost_reduce(const sophon_chip* chip, const sophon_local* in,
                             sophon_reduce_kind kind);
 uint64_t sophon_cost_softmax_int8(const sophon_chip* chip, const sophon_local* out);
 uint64_t sophon_cost_norm(const sophon_chip* chip, const sophon_local* out);
+/* quantize_int8 / dequantize_int8: two element-wise passes over the float32 operand */
+uint64_t sophon_cost_quantize(const sophon_chip* chip, const sophon_local* out,
+                              const sophon_local* in);
 uint64_t sophon_cost_lrn(const sophon_chip* chip, const sophon_local* out,
                          const sophon_lrn_params* p);
 uint64_t sophon_cost_resize(const sophon_chip* chip, const sophon_local* out,

@@ -134,6 +134,9 @@ typedef struct {
   float softmax_input_scale;             /* softmax_int8_onnxruntime's quantization */
   float softmax_output_scale;
   int32_t softmax_output_zero_point;
+  float quant_scale;                     /* quantize_int8, dequantize_int8 */
+  int32_t quant_zero_point;
+  int32_t quant_rounding;                /* quantize_int8: a sophon_quantize_rounding */
 } sophon_operands;
 
 /* ----------------------------------------------------------- counters */

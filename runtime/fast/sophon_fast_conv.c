@@ -320,7 +320,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m2
  * constant in each instance below), so a 7x7 output's 49 pixels (or 56 virtual
  * columns of a padded 3x3) cost 56 columns where 32-wide panels compute 64. Zen 4
  * runs two 256-bit FMAs a cycle, the arithmetic rate of one 512-bit FMA. The bias
- * and activation are applied on 512-bit registers (act_avx512, so the same bits
+ * and activation are applied on 512-bit registers (sophon_act_avx512, so the same bits
  * as the 8 x 32 kernel); a block before the last leaves the partial sums in tile
  * (8 rows of 24). */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
@@ -371,8 +371,8 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
       __m512 v0 = acc[r][0], v1 = acc[r][1];
       if (bias != NULL) {
         const __m512 bias_r = _mm512_set1_ps(bias[r]);
-        v0 = act_avx512(_mm512_add_ps(v0, bias_r), act);
-        if (nv > 2) v1 = act_avx512(_mm512_add_ps(v1, bias_r), act);
+        v0 = sophon_act_avx512(_mm512_add_ps(v0, bias_r), act);
+        if (nv > 2) v1 = sophon_act_avx512(_mm512_add_ps(v1, bias_r), act);
       }
       _mm512_mask_storeu_ps(out[r], mask0, v0);
       if (nv > 2) _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);

@@ -9,9 +9,10 @@
  * in [ic][ky][kx] order, each run of k_block taps a chain of fused multiply-adds from 0,
  * the runs added to the total in order, then the dequantized bias, the division by the
  * output scale, rounding to nearest even and the clamp. Only the layout of the work
- * differs: the dequantized input of a block of BLOCK_PIXELS output pixels is gathered
- * into a column buffer (im2col; padding taps are 0, and fma(0, w, s) == s up to the sign
- * of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 64 (AVX-512,
+ * differs: the input is dequantized once into zero-padded float planes, from which the
+ * taps of a block of BLOCK_PIXELS output pixels are gathered into a column buffer (im2col;
+ * a pointwise conv of stride 1 reads the planes as they are; padding taps are 0, and
+ * fma(0, w, s) == s up to the sign of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 64 (AVX-512,
  * four vectors) pixels run side by side in vector lanes, four output channels at a time;
  * each lane is one output's own chain, so the results are bit-identical. The plain C level runs the
  * chains one output at a time with fmaf.
@@ -38,8 +39,11 @@ typedef struct {
   const float* filters;     /* [oc][k]: (float)weight * filter scale */
   const float* bias;        /* [oc]: the dequantized bias */
   float dequantized[256];   /* by the input byte: (float)(x - zp) * input_scale */
-  const float* planes;      /* a 1x1 conv of stride 1 without padding: the whole input
-                               dequantized, [n][c][h * w] (+ BLOCK_PIXELS), else NULL */
+  const float* planes;      /* the input dequantized and zero-padded, [n][c][plane_h][plane_w]
+                               (+ BLOCK_PIXELS floats of tail) */
+  int64_t plane_h, plane_w;
+  int direct;               /* a 1x1 conv of stride 1 without padding: the planes are the
+                               column buffer (row i = plane i), no gather */
   int level;                /* 2: AVX-512, 1: AVX2 with FMA, 0: C */
 } float_conv_job;
 
@@ -88,23 +92,23 @@ SOPHON_AVX2_FMA static void chains_avx2(const float* cols, int64_t stride, int64
 }
 
 /* chains_avx2 for a whole block of BLOCK_PIXELS (64) pixels: four vectors of 16 lanes
- * for each of the four output channels, 16 chains side by side (each lane still one
- * output's own chain); the runs' totals wait in `totals` between runs. */
-SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
-                                        const float* const filters[4], int64_t k, int64_t block,
-                                        float totals[4][BLOCK_PIXELS]) {
+ * for each of up to four output channels (filter_count), up to 16 chains side by side
+ * (each lane still one output's own chain); the runs' totals wait in `totals`. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void chains_avx512(
+    const float* cols, int64_t stride, const float* const filters[], const int filter_count, int64_t k,
+    int64_t block, float totals[][BLOCK_PIXELS]) {
   int64_t start, i;
   int r, v;
   for (start = 0; start < k; start += block) {
     const int64_t end = start + block < k ? start + block : k;
     __m512 run[4][4];
-    for (r = 0; r < 4; ++r)
+    for (r = 0; r < filter_count; ++r)
       for (v = 0; v < 4; ++v) run[r][v] = _mm512_setzero_ps();
     for (i = start; i < end; ++i) {
       const float* row = cols + i * stride;
       const __m512 c0 = _mm512_loadu_ps(row), c1 = _mm512_loadu_ps(row + 16);
       const __m512 c2 = _mm512_loadu_ps(row + 32), c3 = _mm512_loadu_ps(row + 48);
-      for (r = 0; r < 4; ++r) {
+      for (r = 0; r < filter_count; ++r) {
         const __m512 w = _mm512_set1_ps(filters[r][i]);
         run[r][0] = _mm512_fmadd_ps(c0, w, run[r][0]);
         run[r][1] = _mm512_fmadd_ps(c1, w, run[r][1]);
@@ -112,47 +116,84 @@ SOPHON_AVX512 static void chains_avx512(const float* cols, int64_t stride,
         run[r][3] = _mm512_fmadd_ps(c3, w, run[r][3]);
       }
     }
-    for (r = 0; r < 4; ++r)
+    for (r = 0; r < filter_count; ++r)
       for (v = 0; v < 4; ++v) {
         float* total = totals[r] + 16 * v;
         _mm512_storeu_ps(total, start == 0 ? run[r][v] : _mm512_add_ps(run[r][v], _mm512_loadu_ps(total)));
       }
   }
 }
+
+/* chains_avx512 with the channel count known to the compiler, so that the 16 (or 4)
+ * runs stay in registers. */
+SOPHON_AVX512 static void chains4_avx512(const float* cols, int64_t stride, const float* const filters[4],
+                                         int64_t k, int64_t block, float totals[4][BLOCK_PIXELS]) {
+  chains_avx512(cols, stride, filters, 4, k, block, totals);
+}
+SOPHON_AVX512 static void chains1_avx512(const float* cols, int64_t stride, const float* filter, int64_t k,
+                                         int64_t block, float totals[BLOCK_PIXELS]) {
+  const float* const filters[1] = {filter};
+  chains_avx512(cols, stride, filters, 1, k, block, (float(*)[BLOCK_PIXELS])totals);
+}
+/* quantize_output of `count` totals of one output channel, 16 lanes at a time: the same
+ * float32 add and division, nearest-even rounding (roundscale), clamp and zero point. */
+SOPHON_AVX512 static void quantize_outputs_avx512(const float* totals, int64_t count, float bias,
+                                                  const sophon_requant* q, int8_t* out) {
+  const __m512 add = _mm512_set1_ps(bias), scale = _mm512_set1_ps(q->output_scale);
+  const __m512 low = _mm512_set1_ps((float)(q->act_min - q->output_zero_point));
+  const __m512 high = _mm512_set1_ps((float)(q->act_max - q->output_zero_point));
+  const __m512i zero_point = _mm512_set1_epi32(q->output_zero_point);
+  int64_t n;
+  for (n = 0; n < count; n += 16) {
+    const __mmask16 lanes = count - n >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << (count - n)) - 1u);
+    __m512 v = _mm512_div_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(lanes, totals + n), add), scale);
+    v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    v = _mm512_min_ps(_mm512_max_ps(v, low), high);
+    _mm_mask_storeu_epi8(out + n, lanes,
+                         _mm512_cvtepi32_epi8(_mm512_add_epi32(_mm512_cvtps_epi32(v), zero_point)));
+  }
+}
 #endif
 
 /* The column buffer of pixels [first, first + count) of one (batch, group): row i is
- * tap i = [ic][ky][kx], BLOCK_PIXELS floats, the dequantized input or 0 at padding. The
- * window origin of each pixel is computed once; a tap only adds its offset to it. */
+ * tap i = [ic][ky][kx], BLOCK_PIXELS floats, the dequantized input or 0 at padding, read
+ * from the zero-padded planes. The block's pixels are cut into runs along output rows,
+ * each with its window origin in the plane, once; a tap copies each run from its own
+ * offset (a memcpy at stride 1). */
 static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_t first,
                    int64_t count, float* cols) {
   const sophon_conv_params* p = j->p;
-  const int32_t out_w = j->out->w, in_h = j->in->h, in_w = j->in->w;
-  sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, group * j->in_c_per_group);
-  int64_t origin_y[BLOCK_PIXELS], origin_x[BLOCK_PIXELS];
-  int64_t i = 0, n;
+  const int32_t out_w = j->out->w;
+  const int64_t plane = j->plane_h * j->plane_w;
+  const float* channel_plane =
+      j->planes + ((int64_t)batch * j->in->c + (int64_t)group * j->in_c_per_group) * plane;
+  int64_t run_first[BLOCK_PIXELS], run_length[BLOCK_PIXELS], run_origin[BLOCK_PIXELS];
+  int64_t i = 0, n, m;
+  int runs = 0, r;
   int32_t in_channel, filter_y, filter_x;
-  for (n = 0; n < count; ++n) {
-    origin_y[n] = (first + n) / out_w * p->stride_h - p->pad_top;
-    origin_x[n] = (first + n) % out_w * p->stride_w - p->pad_left;
+  for (n = 0; n < count; n += run_length[runs++]) {
+    const int64_t y = (first + n) / out_w, x = (first + n) % out_w;
+    run_first[runs] = n;
+    run_length[runs] = out_w - x < count - n ? out_w - x : count - n;
+    run_origin[runs] = y * p->stride_h * j->plane_w + x * p->stride_w;
   }
-  for (in_channel = 0; in_channel < j->in_c_per_group; ++in_channel) {
-    const int8_t* in_data = (const int8_t*)it.base;
+  for (in_channel = 0; in_channel < j->in_c_per_group; ++in_channel, channel_plane += plane) {
     for (filter_y = 0; filter_y < p->kernel_h; ++filter_y) {
-      const int64_t dy = (int64_t)filter_y * p->dilation_h;
       for (filter_x = 0; filter_x < p->kernel_w; ++filter_x, ++i) {
-        const int64_t dx = (int64_t)filter_x * p->dilation_w;
+        const float* tap = channel_plane + (int64_t)filter_y * p->dilation_h * j->plane_w +
+                           (int64_t)filter_x * p->dilation_w;
         float* row = cols + i * BLOCK_PIXELS;
-        for (n = 0; n < count; ++n) {
-          const int64_t y = origin_y[n] + dy, x = origin_x[n] + dx;
-          row[n] = y >= 0 && y < in_h && x >= 0 && x < in_w
-                       ? j->dequantized[(uint8_t)in_data[y * in_w + x]]
-                       : 0.0f;
+        for (r = 0; r < runs; ++r) {
+          if (p->stride_w == 1) {
+            memcpy(row + run_first[r], tap + run_origin[r], sizeof(float) * (size_t)run_length[r]);
+          } else {
+            for (m = 0; m < run_length[r]; ++m)
+              row[run_first[r] + m] = tap[run_origin[r] + m * p->stride_w];
+          }
         }
-        for (; n < BLOCK_PIXELS; ++n) row[n] = 0.0f; /* lanes past the block: not stored */
+        for (n = count; n < BLOCK_PIXELS; ++n) row[n] = 0.0f; /* lanes past the block: not stored */
       }
     }
-    sophon_channel_next(&j->in_v, &it);
   }
 }
 
@@ -168,7 +209,7 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
   int32_t oc = oc_begin;
   int64_t n;
   int64_t stride = BLOCK_PIXELS;
-  if (j->planes != NULL) { /* the taps of a pixel block are runs of the dequantized planes */
+  if (j->direct) { /* the taps of a pixel block are runs of the dequantized planes */
     cols = (float*)j->planes + ((int64_t)batch * j->in->c + (int64_t)group * j->in_c_per_group) * j->pixels + first;
     stride = j->pixels;
   } else {
@@ -176,14 +217,19 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
   }
 #if SOPHON_X86_DISPATCH
   if (j->level > 0) {
-    for (; oc + 4 <= oc_end; oc += 4) {
-      const float* const filters[4] = {j->filters + oc * k, j->filters + (oc + 1) * k,
-                                       j->filters + (oc + 2) * k, j->filters + (oc + 3) * k};
+    /* AVX-512: every channel, four at a time (a depthwise group's one channel alone);
+       AVX2: four at a time, the channels left over at the C level */
+    while (j->level == 2 ? oc < oc_end : oc + 4 <= oc_end) {
+      const int filter_count = oc_end - oc < 4 ? oc_end - oc : 4;
+      const float* filters[4];
       float totals[4][BLOCK_PIXELS];
       int64_t col;
       int r;
-      if (j->level == 2) {
-        chains_avx512(cols, stride, filters, k, block, totals);
+      for (r = 0; r < 4; ++r) filters[r] = j->filters + (oc + (r < filter_count ? r : 0)) * k;
+      if (j->level == 2 && filter_count == 4) {
+        chains4_avx512(cols, stride, filters, k, block, totals);
+      } else if (j->level == 2) { /* each lane is its own chain: one channel at a time is the same */
+        for (r = 0; r < filter_count; ++r) chains1_avx512(cols, stride, filters[r], k, block, totals[r]);
       } else {
         for (col = 0; col < count; col += 8) {
           float totals8[4][8];
@@ -191,10 +237,15 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
           for (r = 0; r < 4; ++r) memcpy(totals[r] + col, totals8[r], sizeof totals8[r]);
         }
       }
-      for (r = 0; r < 4; ++r) {
+      for (r = 0; r < filter_count; ++r) {
         int8_t* out_data = sophon_view_i8(&j->out_v, batch, oc + r) + first;
-        for (n = 0; n < count; ++n) out_data[n] = quantize_output(totals[r][n], j->bias[oc + r], j->q);
+        if (j->level == 2) {
+          quantize_outputs_avx512(totals[r], count, j->bias[oc + r], j->q, out_data);
+        } else {
+          for (n = 0; n < count; ++n) out_data[n] = quantize_output(totals[r][n], j->bias[oc + r], j->q);
+        }
       }
+      oc += filter_count;
     }
   }
 #endif
@@ -220,6 +271,33 @@ static void float_conv_task(void* ctx, int32_t task, int32_t tasks) {
     block_outputs(j, item, t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
 }
 
+/* The input dequantized ((float)(x - zp) * input_scale, as the reference) into zero-padded
+ * planes, and the tail after them zeroed. */
+static void fill_planes(float_conv_job* j, float* planes, const sophon_requant* q) {
+  const int32_t in_h = j->in->h, in_w = j->in->w, pad_top = j->p->pad_top, pad_left = j->p->pad_left;
+  float* dst = planes;
+  int32_t batch, channel;
+  int64_t y, x;
+  for (batch = 0; batch < j->in->n; ++batch) {
+    sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, 0);
+    for (channel = 0; channel < j->in->c; ++channel, sophon_channel_next(&j->in_v, &it)) {
+      const int8_t* src = (const int8_t*)it.base;
+      for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
+        if (y < 0 || y >= in_h) {
+          memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
+          continue;
+        }
+        for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
+        for (x = 0; x < in_w; ++x)
+          dst[pad_left + x] = (float)((int32_t)src[y * in_w + x] - q->input_zero_point) * q->input_scale;
+        for (x = pad_left + in_w; x < j->plane_w; ++x) dst[x] = 0.0f;
+      }
+    }
+  }
+  memset(dst, 0, sizeof(float) * BLOCK_PIXELS);
+  j->planes = planes;
+}
+
 int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
                                   const sophon_local* in, const sophon_local* weight,
                                   const sophon_local* bias, const sophon_conv_params* p,
@@ -229,7 +307,7 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   sophon_view weight_v, bias_v;
   float *filters, *biases;
   int32_t oc, tasks, v;
-  int64_t i;
+  int64_t i, filter_floats, col_floats, plane_floats;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
   sophon_view_init(&weight_v, dev, weight);
@@ -251,32 +329,21 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
     j.dequantized[v] = (float)((v < 128 ? v : v - 256) - q->input_zero_point) * q->input_scale;
   tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
                            (int64_t)out->n * p->groups * j.blocks);
-  j.planes = NULL;
-  if (p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_top == 0 &&
-      p->pad_left == 0 && p->pad_bottom == 0 && p->pad_right == 0 && in->h == out->h && in->w == out->w) {
-    /* lanes past a block's pixels read on into the next plane, or into this tail */
-    const int64_t size = (int64_t)in->n * in->c * j.pixels;
-    float* planes = (float*)calloc((size_t)(size + BLOCK_PIXELS), sizeof(float));
-    int32_t batch, channel;
-    if (planes == NULL) return -1; /* the reference runs it */
-    for (batch = 0; batch < in->n; ++batch) {
-      sophon_channel_iter it = sophon_channel_begin(&j.in_v, batch, 0);
-      for (channel = 0; channel < in->c; ++channel, sophon_channel_next(&j.in_v, &it)) {
-        const int8_t* src = (const int8_t*)it.base;
-        float* dst = planes + ((int64_t)batch * in->c + channel) * j.pixels;
-        for (i = 0; i < j.pixels; ++i) dst[i] = (float)((int32_t)src[i] - q->input_zero_point) * q->input_scale;
-      }
-    }
-    j.planes = planes;
-  }
-  filters = (float*)malloc(sizeof(float) * (size_t)(out->c * j.k + out->c));
-  t.cols = (float*)malloc(sizeof(float) * (size_t)(tasks * j.k * BLOCK_PIXELS));
-  if (filters == NULL || t.cols == NULL) {
-    free(filters);
-    free(t.cols);
-    free((float*)j.planes);
-    return -1; /* the reference runs it */
-  }
+  /* the padded plane: the rows and columns the windows reach, from -pad_top / -pad_left */
+  j.plane_h = (int64_t)(out->h - 1) * p->stride_h + (int64_t)(p->kernel_h - 1) * p->dilation_h + 1;
+  j.plane_w = (int64_t)(out->w - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w + 1;
+  if (j.plane_h < (int64_t)p->pad_top + in->h) j.plane_h = (int64_t)p->pad_top + in->h;
+  if (j.plane_w < (int64_t)p->pad_left + in->w) j.plane_w = (int64_t)p->pad_left + in->w;
+  j.direct = p->kernel_h == 1 && p->kernel_w == 1 && p->stride_h == 1 && p->stride_w == 1 &&
+             p->pad_top == 0 && p->pad_left == 0 && j.plane_h == in->h && j.plane_w == in->w;
+  filter_floats = (int64_t)out->c * j.k + out->c;
+  col_floats = j.direct ? 0 : (int64_t)tasks * j.k * BLOCK_PIXELS;
+  /* + a tail: lanes past a block's pixels read on into the next plane, or into it */
+  plane_floats = (int64_t)in->n * in->c * j.plane_h * j.plane_w + BLOCK_PIXELS;
+  filters = sophon_device_scratch(dev, (size_t)(filter_floats + col_floats + plane_floats));
+  if (filters == NULL) return -1; /* the reference runs it */
+  t.cols = filters + filter_floats;
+  fill_planes(&j, (float*)(t.cols + col_floats), q);
   biases = filters + out->c * j.k;
   for (oc = 0; oc < out->c; ++oc) { /* the dequantized weights and bias */
     const float filter_scale = (float)q->scale[q->per_channel ? oc : 0];
@@ -289,8 +356,5 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   j.bias = biases;
   t.job = &j;
   sophon_parallel_run(dev->pool, tasks, float_conv_task, &t);
-  free(filters);
-  free(t.cols);
-  free((float*)j.planes);
   return 0;
 }

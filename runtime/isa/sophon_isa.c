@@ -66,6 +66,9 @@ static uint64_t lrn_cost(const sophon_chip* chip, const sophon_operands* o) {
 static uint64_t softmax_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
   return sophon_cost_softmax_int8(chip, o->out);
 }
+static uint64_t cast_cost(const sophon_chip* chip, const sophon_operands* o) {
+  return sophon_cost_quantize(chip, o->out, o->a);
+}
 /* int8 ADD, binary_int8 and lut_int8: the rescales (or the table lookup) are fused
  * into the element-wise pass, one op per element */
 static uint64_t add_int8_cost(const sophon_chip* chip, const sophon_operands* o) {
@@ -181,6 +184,14 @@ static void softmax_int8_onnxruntime_ref(sophon_device* dev, const sophon_operan
                                       o->softmax_output_scale, o->softmax_output_zero_point);
 }
 
+static void quantize_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_quantize_int8(dev, o->out, o->a, o->quant_scale, o->quant_zero_point,
+                           (sophon_quantize_rounding)o->quant_rounding);
+}
+static void dequantize_int8_ref(sophon_device* dev, const sophon_operands* o) {
+  sophon_ref_dequantize_int8(dev, o->out, o->a, o->quant_scale, o->quant_zero_point);
+}
+
 static void conv2d_transpose_int8_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_transpose_int8(dev, o->out, o->a, o->b, o->c, o->conv, o->requant);
 }
@@ -245,6 +256,10 @@ static const sophon_instruction instructions[] = {
    /* out, a, softmax_input_scale, softmax_output_scale, softmax_output_zero_point */
    sophon_check_tiu_softmax_int8_onnxruntime, softmax_int8_cost, NULL,
    softmax_int8_onnxruntime_ref, NULL},
+  {SOPHON_CMD_QUANTIZE_INT8, "quantize_int8", "tiu_quantize_int8", /* out, a, quant_* */
+   sophon_check_tiu_quantize_int8, cast_cost, NULL, quantize_int8_ref, NULL},
+  {SOPHON_CMD_DEQUANTIZE_INT8, "dequantize_int8", "tiu_dequantize_int8", /* out, a, quant_* */
+   sophon_check_tiu_dequantize_int8, cast_cost, NULL, dequantize_int8_ref, NULL},
 };
 
 const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
@@ -464,4 +479,22 @@ sophon_status sophon_tiu_softmax_int8_onnxruntime(sophon_device* dev, const soph
   o.softmax_output_scale = output_scale;
   o.softmax_output_zero_point = output_zero_point;
   return sophon_isa_execute(dev, SOPHON_CMD_SOFTMAX_INT8_ONNXRUNTIME, &o);
+}
+
+sophon_status sophon_tiu_quantize_int8(sophon_device* dev, const sophon_local* out,
+                                       const sophon_local* in, float scale, int32_t zero_point,
+                                       sophon_quantize_rounding rounding) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.quant_scale = scale;
+  o.quant_zero_point = zero_point;
+  o.quant_rounding = (int32_t)rounding;
+  return sophon_isa_execute(dev, SOPHON_CMD_QUANTIZE_INT8, &o);
+}
+
+sophon_status sophon_tiu_dequantize_int8(sophon_device* dev, const sophon_local* out,
+                                         const sophon_local* in, float scale, int32_t zero_point) {
+  sophon_operands o = operands(out, in, NULL, NULL);
+  o.quant_scale = scale;
+  o.quant_zero_point = zero_point;
+  return sophon_isa_execute(dev, SOPHON_CMD_DEQUANTIZE_INT8, &o);
 }

@@ -191,6 +191,16 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
       o.softmax_output_zero_point = c->p;
       return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
     }
+    case SOPHON_CMD_QUANTIZE_INT8:
+    case SOPHON_CMD_DEQUANTIZE_INT8: {
+      uint32_t bits;
+      if (a == NULL || b == NULL) return bad_index(dev, "operand", -1);
+      bits = (uint32_t)c->c; /* the scale's f32 bit pattern */
+      memcpy(&o.quant_scale, &bits, sizeof(float));
+      o.quant_zero_point = c->d;
+      o.quant_rounding = c->kind == SOPHON_CMD_QUANTIZE_INT8 ? c->p : 0;
+      return run_tiu(dev, c->kind, &o, a, b, NULL, NULL);
+    }
     case SOPHON_CMD_COPY: { /* GDMA DDR -> DDR */
       sophon_global src;
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;

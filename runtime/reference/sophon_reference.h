@@ -238,6 +238,17 @@ void sophon_ref_softmax_int8_onnxruntime(sophon_device* dev, const sophon_local*
                                          float output_scale, int32_t output_zero_point);
 sophon_status sophon_check_tiu_softmax_int8_onnxruntime(sophon_device* dev, const char* op,
                                                         const sophon_operands* o);
+/* ------------------------------ float32 <-> int8 casts (sophon_tiu_quantize.c) */
+
+void sophon_ref_quantize_int8(sophon_device* dev, const sophon_local* out,
+                              const sophon_local* in, float scale, int32_t zero_point,
+                              sophon_quantize_rounding rounding);
+void sophon_ref_dequantize_int8(sophon_device* dev, const sophon_local* out,
+                                const sophon_local* in, float scale, int32_t zero_point);
+sophon_status sophon_check_tiu_quantize_int8(sophon_device* dev, const char* op,
+                                             const sophon_operands* o);
+sophon_status sophon_check_tiu_dequantize_int8(sophon_device* dev, const char* op,
+                                               const sophon_operands* o);
 void sophon_ref_softmax_int8(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                              int32_t input_multiplier, int32_t input_left_shift);
 /* out is in reduced over h, both in local memory and apart (sophon_tiu_reduce.c). */

@@ -1915,7 +1915,9 @@ static void test_instruction_table(void) {
              {SOPHON_CMD_CONV2D_TRANSPOSE_INT8, "conv2d_transpose_int8"},
              {SOPHON_CMD_RESIZE_INT8, "resize_int8"},
              {SOPHON_CMD_REDUCE_INT8, "reduce_int8"},
-             {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8"}};
+             {SOPHON_CMD_SOFTMAX_INT8, "softmax_int8"},
+             {SOPHON_CMD_QUANTIZE_INT8, "quantize_int8"},
+             {SOPHON_CMD_DEQUANTIZE_INT8, "dequantize_int8"}};
   sophon_chip chip = bm1680_chip();
   sophon_device* dev = make_device(&chip);
   sophon_operands o;

@@ -24,15 +24,16 @@ from __future__ import annotations
 from tvm.relax.backend.pattern_registry import get_patterns_with_prefix, register_patterns
 from tvm.relax.transform import FusionPattern
 
-from . import (activations, conv, deconv, dense, eltwise, int8, int8_eltwise, int8_movement, int8_reduce, lrn,
-               movement, norm, pool, reduce, resize)
+from . import (activations, conv, deconv, dense, eltwise, int8, int8_cast, int8_eltwise, int8_movement, int8_reduce,
+               lrn, movement, norm, pool, reduce, resize)
 from .rules import (constant_value, dtype_of, make_check, record_rejections, static_shape,  # noqa: F401
                     stop_recording)
 
 # Registration order: data movement first (any bigger pattern that takes a reshape
 # or transpose of its operand wins), plain ops, most fused last; int8 chains after every
-# float pattern, since they are larger than any float pattern inside them.
-FAMILIES = (movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8, int8_eltwise,
+# float pattern, since they are larger than any float pattern inside them. The lone
+# float32 <-> int8 casts come first of all: every chain holding a cast wins over them.
+FAMILIES = (int8_cast, movement, eltwise, activations, reduce, pool, resize, norm, dense, conv, deconv, lrn, int8, int8_eltwise,
             int8_movement, int8_reduce)
 
 

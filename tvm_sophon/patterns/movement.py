@@ -117,17 +117,11 @@ def patterns() -> list[FusionPattern]:
 HOST_REASON = "data movement with no chip op before or after it stays with its neighbours on the host"
 
 
-def keep_lonely_moves_on_host(mod):
-    """Undo the fusion of movement composites that touch no compute composite
-    (through other movement composites or directly): a reshape between two host
-    ops would be a chip region of its own that only moves data there and back.
-    Run between FuseOpsByPattern and MergeCompositeFunctions. Returns the module
-    and the names of the bindings given back to the host."""
-    import tvm
-
-    main = mod["main"]
-    calls = {}          # var -> (pattern, composite function, call)
-    for block in main.body.blocks:
+def composite_calls(mod) -> dict:
+    """The sophon composite calls of ``main`` after FuseOpsByPattern: bound var ->
+    (pattern, composite function, call)."""
+    calls = {}
+    for block in mod["main"].body.blocks:
         for binding in block.bindings:
             value = binding.value
             if isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
@@ -135,28 +129,22 @@ def keep_lonely_moves_on_host(mod):
                 name = (func.attrs or {}).get("Composite")
                 if name is not None and str(name).startswith("sophon."):
                     calls[binding.var] = (str(name), func, value)
-    moving = {v for v, (name, _, _) in calls.items() if name.split(".", 1)[1] in MOVEMENT_NAMES}
-    parent = {v: v for v in calls}
+    return calls
 
-    def find(v):
-        while parent[v] is not v:
-            v = parent[v]
-        return v
 
-    for var, (_, _, call) in calls.items():
-        args = call.args[0].fields if call.args and isinstance(call.args[0], relax.Tuple) else call.args
-        for arg in [*call.args, *args]:
-            if isinstance(arg, relax.Var) and arg in calls and (var in moving or arg in moving):
-                parent[find(arg)] = find(var)
-    with_compute = {find(v) for v in calls if v not in moving}
-    lonely = {v for v in moving if find(v) not in with_compute}
-    if not lonely:
-        return mod, []
+def call_operands(call) -> list:
+    """A composite call's arguments, a tuple argument's fields as well."""
+    fields = call.args[0].fields if call.args and isinstance(call.args[0], relax.Tuple) else []
+    return [*call.args, *fields]
 
+
+def inline_composites(mod, calls: dict, chosen: set):
+    """``mod`` with the single-op composite calls bound to the vars in ``chosen``
+    (keys of :func:`composite_calls`) put back as plain ops: they run on the host."""
     @relax.expr_functor.mutator
     class _Inline(relax.PyExprMutator):
         def visit_var_binding_(self, binding):
-            if binding.var not in lonely:
+            if binding.var not in chosen:
                 return super().visit_var_binding_(binding)
             _, func, call = calls[binding.var]
             env = {p: self.visit_expr(a) for p, a in zip(func.params, call.args)}
@@ -170,11 +158,36 @@ def keep_lonely_moves_on_host(mod):
             new = relax.Call(root.op, [arg(a) for a in root.args], root.attrs, root.ty_args)
             self.builder_.emit_normalized(relax.VarBinding(binding.var, self.builder_.normalize(new)))
 
-    main = _Inline(mod).visit_expr(main)
+    main = _Inline(mod).visit_expr(mod["main"])
     mod = mod.clone() if hasattr(mod, "clone") else mod
     mod["main"] = main
-    mod = relax.transform.DeadCodeElimination()(mod)
-    return mod, sorted(v.name for v in lonely)
+    return relax.transform.DeadCodeElimination()(mod)
+
+
+def keep_lonely_moves_on_host(mod):
+    """Undo the fusion of movement composites that touch no compute composite
+    (through other movement composites or directly): a reshape between two host
+    ops would be a chip region of its own that only moves data there and back.
+    Run between FuseOpsByPattern and MergeCompositeFunctions. Returns the module
+    and the names of the bindings given back to the host."""
+    calls = composite_calls(mod)
+    moving = {v for v, (name, _, _) in calls.items() if name.split(".", 1)[1] in MOVEMENT_NAMES}
+    parent = {v: v for v in calls}
+
+    def find(v):
+        while parent[v] is not v:
+            v = parent[v]
+        return v
+
+    for var, (_, _, call) in calls.items():
+        for arg in call_operands(call):
+            if isinstance(arg, relax.Var) and arg in calls and (var in moving or arg in moving):
+                parent[find(arg)] = find(var)
+    with_compute = {find(v) for v in calls if v not in moving}
+    lonely = {v for v in moving if find(v) not in with_compute}
+    if not lonely:
+        return mod, []
+    return inline_composites(mod, calls, lonely), sorted(v.name for v in lonely)
 
 
 MOVEMENT_NAMES = set(UNARY_MOVES) | {"concat"}
