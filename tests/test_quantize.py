@@ -665,3 +665,25 @@ def test_compare_lists_the_new_int8_chains_per_layer(module, shape, kinds):
     # 8-bit activations through at most ~8 layers of these chains: each layer's output
     # stays within cosine 0.99 of FP32 (the fallback threshold; measured >= 0.9998)
     assert min(l.cosine for l in result.layers) >= 0.99, result.format()
+
+
+
+def test_kl_calibration_does_not_clip_most_values():
+    """MobileNetV3's squeeze-excite gate, relu6(x + 3) / 6, as a trained digits net
+    gave it: most values exactly 1.0, the lowest at 0.078 (bin 159 of 2048). The
+    KL candidate at that bin holds that one occupied bin, into which everything
+    above is clipped: a point mass against a point mass, divergence 0, so KL took
+    0.078 as the threshold (clipping 99.9% of the values; the gate's int8 cosine
+    to FP32 was 0.94). A kl threshold clips at most 1% of the values."""
+    from tvm_sophon.calibration import Histogram
+
+    rng = np.random.default_rng(14)
+    gate = np.concatenate([np.ones(8000), [0.0779], rng.uniform(0.3, 1.0, 6000)]).astype("float32")
+    h = Histogram()
+    h.add(gate)
+    assert h.threshold("kl") >= 0.99        # not 0.078; every value below 1 is spread up to 1
+    # a tail of outliers is still clipped (the standard normal's max 4.8 here)
+    tail = Histogram()
+    tail.add(rng.standard_normal(100000).astype("float32"))
+    threshold = tail.threshold("kl")
+    assert threshold < tail.max and np.mean(np.abs(rng.standard_normal(100000)) > threshold) <= 0.01
