@@ -14,7 +14,9 @@ emulator's kernels use, load average), then:
     the QDQ file and runs it on the bm1684 profile, onnxruntime runs it with its
     int8 kernels. Both run in one process and are timed call by call in turn
     (emulator, onnxruntime, emulator, ...), so every ratio is of two calls made
-    side by side; min and median of the times and of the per-pair ratios;
+    side by side (onnxruntime's workers do not spin between its calls, which would
+    take the cores from the emulator's next call); min and median of the times and
+    of the per-pair ratios;
   - the GFLOP/s of ResNet-18's biggest conv layers as single emulator instructions
     vs numpy's sgemm of the equivalent GEMM shape (M=OC, K=IC*KH*KW, N=OH*OW),
     called in turn; the best time of each (on a loaded host the best is the one
@@ -312,6 +314,11 @@ def run_worker(name: str, precision: str, threads: int, repeat: int, workdir: Pa
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # onnxruntime's workers spin after a run by default, and the calls alternate: at 2
+    # threads on 2 cores they took the core the emulator's next call needed (ResNet-18
+    # FP32, 2 threads: emulator median 48.6 ms beside spinning workers, 31.3 ms without;
+    # onnxruntime's own 17.9 / 18.0 ms). Without spinning neither side waits on the other.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def outputs(value):
