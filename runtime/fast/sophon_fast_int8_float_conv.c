@@ -38,7 +38,6 @@ typedef struct {
   int64_t k, pixels, blocks;
   const float* filters;     /* [oc][k]: (float)weight * filter scale */
   const float* bias;        /* [oc]: the dequantized bias */
-  float dequantized[256];   /* by the input byte: (float)(x - zp) * input_scale */
   const float* planes;      /* the input dequantized and zero-padded, [n][c][plane_h][plane_w]
                                (+ BLOCK_PIXELS floats of tail) */
   int64_t plane_h, plane_w;
@@ -332,7 +331,7 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   float_conv_tasks t;
   sophon_view weight_v, bias_v;
   float *filters, *biases;
-  int32_t oc, tasks, v;
+  int32_t oc, tasks;
   int64_t filter_floats, col_floats, plane_floats;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
@@ -351,8 +350,6 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
 #if SOPHON_X86_DISPATCH
   j.level = dev->cpu_avx512 ? 2 : dev->cpu_fma ? 1 : 0;
 #endif
-  for (v = 0; v < 256; ++v)
-    j.dequantized[v] = (float)((v < 128 ? v : v - 256) - q->input_zero_point) * q->input_scale;
   tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
                            (int64_t)out->n * p->groups * j.blocks);
   /* the padded plane: the rows and columns the windows reach, from -pad_top / -pad_left */
