@@ -15,9 +15,12 @@
  * fma(0, w, s) == s up to the sign of a zero sum, which no output can tell), and the chains of 8 (AVX2) or 64 (AVX-512,
  * four vectors) pixels run side by side in vector lanes, four output channels at a time;
  * each lane is one output's own chain, so the results are bit-identical. The plain C level runs the
- * chains one output at a time with fmaf.
+ * chains one output at a time with fmaf. On AVX-512 a dense conv whose output channels
+ * fill vectors better than its pixels (7x7 .. 28x28 planes) puts the channels in the lanes
+ * instead ("output channels in lanes" below), K block by K block.
  *
- * Tasks own (batch item, group, pixel block); each output is computed by one task.
+ * Tasks own (batch item, group, pixel block), or in lanes (batch item, pixel block,
+ * channel chunk); each output is computed by one task.
  */
 #include <math.h>
 #include <stdlib.h>
