@@ -426,8 +426,10 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
     (48, 67, 3, 5, (1, 1), (1, 1), (0, 0, 0, 0), 1, 16, False, (-30, 100)),
     # in lanes, 340 pixels in two blocks of 170 (tiles of 11 and 12), 48 channels
     (24, 48, 17, 20, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),
+    # padding rows only (a 3x1 kernel): each plane's rows dequantized as one run between zero rows
+    (12, 20, 6, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, 128, True, (-128, 127)),
 ], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes",
-        "lanes", "lanes_pointwise", "lanes_blocks"])
+        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding"])
 def test_conv2d_int8_float_conv_rounding(devices, case):
     """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
     QuantizeLinear): the reference equals the numpy statement of it, and every fast device

@@ -285,18 +285,19 @@ SOPHON_AVX512 static int64_t dequantize_run_avx512(const int8_t* src, int64_t co
   const __m512i zp = _mm512_set1_epi32(zero_point);
   const __m512 factor = _mm512_set1_ps(scale);
   int64_t i;
-  for (i = 0; i + 16 <= count; i += 16) {
-    const __m512i x = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(src + i)));
-    _mm512_storeu_ps(dst + i, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(x, zp)), factor));
+  for (i = 0; i < count; i += 16) { /* the last up to 16 masked: rows of 7 or 14 too */
+    const __mmask16 lanes = count - i >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << (count - i)) - 1u);
+    const __m512i x = _mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(lanes, src + i));
+    _mm512_mask_storeu_ps(dst + i, lanes, _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(x, zp)), factor));
   }
-  return i;
+  return count;
 }
 #endif
 static void dequantize_run(const int8_t* src, int64_t count, int32_t zero_point, float scale, float* dst,
                            int level) {
   int64_t i = 0;
 #if SOPHON_X86_DISPATCH
-  if (level == 2) i = dequantize_run_avx512(src, count, zero_point, scale, dst);
+  if (level == 2 && count >= 8) i = dequantize_run_avx512(src, count, zero_point, scale, dst); /* else scalar: 1x1 planes */
 #endif
   (void)level;
   for (; i < count; ++i) dst[i] = (float)((int32_t)src[i] - zero_point) * scale;
@@ -316,6 +317,12 @@ static void fill_planes(float_conv_job* j, float* planes, const sophon_requant* 
       for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
         if (y < 0 || y >= in_h) {
           memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
+          continue;
+        }
+        if (pad_left == 0 && j->plane_w == in_w) { /* no padding columns: the rows are one run */
+          dequantize_run(src, (int64_t)in_h * in_w, q->input_zero_point, q->input_scale, dst, j->level);
+          dst += (in_h - 1 - y) * j->plane_w;
+          y = in_h - 1;
           continue;
         }
         for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
