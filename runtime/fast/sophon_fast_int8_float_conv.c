@@ -161,6 +161,32 @@ SOPHON_AVX512 static void quantize_outputs_avx512(const float* totals, int64_t c
 }
 #endif
 
+#if SOPHON_X86_DISPATCH
+/* gather's copies at stride 1 on AVX-512: runs of a row's length or less (a 14x14
+ * depthwise conv copies 25 taps x 5 runs of 14 floats per block), too short for a memcpy
+ * call to pay: 16 floats at a time, the last ones masked. */
+SOPHON_AVX512 static void copy_runs_avx512(float* row, const float* tap, const int64_t* run_first,
+                                           const int64_t* run_length, const int64_t* run_origin, int runs,
+                                           int64_t count, int64_t width) {
+  int64_t n;
+  int r;
+  for (n = count; n < width; n += 16) /* lanes past the block: 0, not stored */
+    _mm512_mask_storeu_ps(row + n, width - n >= 16 ? (__mmask16)0xFFFFu : (__mmask16)((1u << (width - n)) - 1u),
+                          _mm512_setzero_ps());
+  for (r = 0; r < runs; ++r) {
+    float* dst = row + run_first[r];
+    const float* src = tap + run_origin[r];
+    const int64_t n = run_length[r];
+    int64_t m;
+    for (m = 0; m + 16 <= n; m += 16) _mm512_storeu_ps(dst + m, _mm512_loadu_ps(src + m));
+    if (m < n) {
+      const __mmask16 lanes = (__mmask16)((1u << (n - m)) - 1u);
+      _mm512_mask_storeu_ps(dst + m, lanes, _mm512_maskz_loadu_ps(lanes, src + m));
+    }
+  }
+}
+#endif
+
 /* The column buffer of pixels [first, first + count) of one (batch, group) for taps
  * [tap_begin, tap_end): row i - tap_begin is tap i = [ic][ky][kx], `width` floats (count
  * of them the dequantized input or 0 at padding, read from the zero-padded planes, the
@@ -189,6 +215,12 @@ static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_
     const float* tap = channel_plane + i / window * plane + filter_y * p->dilation_h * j->plane_w +
                        filter_x * p->dilation_w;
     float* row = cols + (i - tap_begin) * width;
+#if SOPHON_X86_DISPATCH
+    if (j->level == 2 && p->stride_w == 1) {
+      copy_runs_avx512(row, tap, run_first, run_length, run_origin, runs, count, width);
+      continue;
+    }
+#endif
     for (r = 0; r < runs; ++r) {
       if (p->stride_w == 1) {
         memcpy(row + run_first[r], tap + run_origin[r], sizeof(float) * (size_t)run_length[r]);
