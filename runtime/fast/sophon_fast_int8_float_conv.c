@@ -17,7 +17,9 @@
  * each lane is one output's own chain, so the results are bit-identical. The plain C level runs the
  * chains one output at a time with fmaf.
  *
- * Tasks own (batch item, group, pixel block); each output is computed by one task.
+ * Tasks own ranges of units, a unit being four output channels of one (batch item, group,
+ * pixel block), so that a layer of few blocks (7x7: one) still splits evenly over the
+ * threads; each output is computed by one task.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -196,15 +198,21 @@ static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_
   }
 }
 
-/* One (batch, group, pixel block): gather, then every output channel of the group. */
-static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
+/* Output channels [4 * quad_begin, 4 * quad_end) of the group (clipped to it) for one
+ * (batch, group, pixel block): gather, then those channels. */
+static void block_outputs(const float_conv_job* j, int64_t item, int64_t quad_begin, int64_t quad_end,
+                          float* cols) {
   const int64_t per_batch = (int64_t)j->p->groups * j->blocks;
   const int32_t batch = (int32_t)(item / per_batch);
   const int32_t group = (int32_t)(item % per_batch / j->blocks);
   const int64_t first = item % j->blocks * BLOCK_PIXELS;
   const int64_t count = j->pixels - first < BLOCK_PIXELS ? j->pixels - first : BLOCK_PIXELS;
   const int64_t k = j->k, block = j->q->k_block;
-  const int32_t oc_begin = group * j->out_c_per_group, oc_end = oc_begin + j->out_c_per_group;
+  const int32_t group_end = (group + 1) * j->out_c_per_group;
+  const int32_t oc_begin = group * j->out_c_per_group + (int32_t)(4 * quad_begin);
+  const int32_t oc_end = group_end - oc_begin < 4 * (quad_end - quad_begin)
+                             ? group_end
+                             : oc_begin + (int32_t)(4 * (quad_end - quad_begin));
   int32_t oc = oc_begin;
   int64_t n;
   int64_t stride = BLOCK_PIXELS;
@@ -258,16 +266,21 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
 
 typedef struct {
   const float_conv_job* job;
-  float* cols; /* a column buffer per task */
+  float* cols;   /* a column buffer per task */
+  int64_t quads; /* units per (batch, group, pixel block): the group's channels by fours */
 } float_conv_tasks;
 
 static void float_conv_task(void* ctx, int32_t task, int32_t tasks) {
   const float_conv_tasks* t = (const float_conv_tasks*)ctx;
   const float_conv_job* j = t->job;
-  int64_t begin, end, item;
-  sophon_task_range((int64_t)j->out->n * j->p->groups * j->blocks, task, tasks, &begin, &end);
-  for (item = begin; item < end; ++item)
-    block_outputs(j, item, t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
+  int64_t begin, end, unit, quad_end;
+  sophon_task_range((int64_t)j->out->n * j->p->groups * j->blocks * t->quads, task, tasks, &begin,
+                    &end);
+  for (unit = begin; unit < end; unit += quad_end - unit % t->quads) {
+    quad_end = end - unit < t->quads - unit % t->quads ? unit % t->quads + (end - unit) : t->quads;
+    block_outputs(j, unit / t->quads, unit % t->quads, quad_end,
+                  t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
+  }
 }
 
 /* dst[i] = (float)(src[i] - zero_point) * scale for i < count: the reference's
@@ -297,30 +310,50 @@ static void dequantize_run(const int8_t* src, int64_t count, int32_t zero_point,
   for (; i < count; ++i) dst[i] = (float)((int32_t)src[i] - zero_point) * scale;
 }
 
-/* The input dequantized ((float)(x - zp) * input_scale, as the reference) into zero-padded
- * planes, and the tail after them zeroed. */
-static void fill_planes(float_conv_job* j, float* planes, const sophon_requant* q) {
+/* Input plane (batch, channel) dequantized ((float)(x - zp) * input_scale, as the
+ * reference) into its zero-padded plane. */
+static void fill_plane(const float_conv_job* j, int32_t batch, int32_t channel) {
   const int32_t in_h = j->in->h, in_w = j->in->w, pad_top = j->p->pad_top, pad_left = j->p->pad_left;
-  float* dst = planes;
-  int32_t batch, channel;
+  const int8_t* src = sophon_view_i8(&j->in_v, batch, channel);
+  float* dst = (float*)j->planes + ((int64_t)batch * j->in->c + channel) * j->plane_h * j->plane_w;
   int64_t y, x;
-  for (batch = 0; batch < j->in->n; ++batch) {
-    sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, 0);
-    for (channel = 0; channel < j->in->c; ++channel, sophon_channel_next(&j->in_v, &it)) {
-      const int8_t* src = (const int8_t*)it.base;
-      for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
-        if (y < 0 || y >= in_h) {
-          memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
-          continue;
-        }
-        for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
-        dequantize_run(src + y * in_w, in_w, q->input_zero_point, q->input_scale, dst + pad_left, j->level);
-        for (x = pad_left + in_w; x < j->plane_w; ++x) dst[x] = 0.0f;
-      }
+  for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
+    if (y < 0 || y >= in_h) {
+      memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
+      continue;
     }
+    for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
+    dequantize_run(src + y * in_w, in_w, j->q->input_zero_point, j->q->input_scale, dst + pad_left,
+                   j->level);
+    for (x = pad_left + in_w; x < j->plane_w; ++x) dst[x] = 0.0f;
   }
-  memset(dst, 0, sizeof(float) * BLOCK_PIXELS);
-  j->planes = planes;
+}
+
+typedef struct {
+  const float_conv_job* job;
+  sophon_view weight_v, bias_v;
+  const sophon_local* bias;
+  float *filters, *biases; /* written: j->filters, j->bias */
+} prepare_job;
+
+/* A task's share of the input planes, then of the dequantized filters and biases. */
+static void prepare_task(void* ctx, int32_t task, int32_t tasks) {
+  const prepare_job* t = (const prepare_job*)ctx;
+  const float_conv_job* j = t->job;
+  const sophon_requant* q = j->q;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->in->n * j->in->c, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item)
+    fill_plane(j, (int32_t)(item / j->in->c), (int32_t)(item % j->in->c));
+  sophon_task_range(j->out->c, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item) {
+    const int32_t oc = (int32_t)item;
+    const float filter_scale = (float)q->scale[q->per_channel ? oc : 0];
+    const int32_t b = t->bias != NULL ? *sophon_view_i32(&t->bias_v, 0, oc) : 0;
+    dequantize_run(sophon_view_i8(&t->weight_v, 0, oc), j->k, 0, filter_scale, t->filters + oc * j->k,
+                   j->level);
+    t->biases[oc] = (float)b * (q->input_scale * filter_scale);
+  }
 }
 
 int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
@@ -329,14 +362,14 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
                                   const sophon_requant* q) {
   float_conv_job j;
   float_conv_tasks t;
-  sophon_view weight_v, bias_v;
-  float *filters, *biases;
-  int32_t oc, tasks;
+  prepare_job prep;
+  float* filters;
+  int32_t tasks;
   int64_t filter_floats, col_floats, plane_floats;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
-  sophon_view_init(&weight_v, dev, weight);
-  if (bias != NULL) sophon_view_init(&bias_v, dev, bias);
+  sophon_view_init(&prep.weight_v, dev, weight);
+  if (bias != NULL) sophon_view_init(&prep.bias_v, dev, bias);
   j.out = out;
   j.in = in;
   j.p = p;
@@ -350,8 +383,10 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
 #if SOPHON_X86_DISPATCH
   j.level = dev->cpu_avx512 ? 2 : dev->cpu_fma ? 1 : 0;
 #endif
-  tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
-                           (int64_t)out->n * p->groups * j.blocks);
+  t.quads = (j.out_c_per_group + 3) / 4;
+  /* the work is by whole blocks: a 1x1 output (a squeeze-excite conv) costs 64 lanes */
+  tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.blocks * BLOCK_PIXELS * j.k,
+                           (int64_t)out->n * p->groups * j.blocks * t.quads);
   /* the padded plane: the rows and columns the windows reach, from -pad_top / -pad_left */
   j.plane_h = (int64_t)(out->h - 1) * p->stride_h + (int64_t)(p->kernel_h - 1) * p->dilation_h + 1;
   j.plane_w = (int64_t)(out->w - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w + 1;
@@ -366,17 +401,19 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   filters = sophon_device_scratch(dev, (size_t)(filter_floats + col_floats + plane_floats));
   if (filters == NULL) return -1; /* the reference runs it */
   t.cols = filters + filter_floats;
-  fill_planes(&j, (float*)(t.cols + col_floats), q);
-  biases = filters + out->c * j.k;
-  for (oc = 0; oc < out->c; ++oc) { /* the dequantized weights and bias */
-    const float filter_scale = (float)q->scale[q->per_channel ? oc : 0];
-    const int8_t* w = sophon_view_i8(&weight_v, 0, oc);
-    const int32_t b = bias != NULL ? *sophon_view_i32(&bias_v, 0, oc) : 0;
-    dequantize_run(w, j.k, 0, filter_scale, filters + oc * j.k, j.level);
-    biases[oc] = (float)b * (q->input_scale * filter_scale);
-  }
+  j.planes = t.cols + col_floats;
+  memset((float*)j.planes + plane_floats - BLOCK_PIXELS, 0, sizeof(float) * BLOCK_PIXELS);
   j.filters = filters;
-  j.bias = biases;
+  j.bias = filters + out->c * j.k;
+  prep.job = &j;
+  prep.bias = bias;
+  prep.filters = filters;
+  prep.biases = filters + out->c * j.k;
+  /* the input planes and the filters, dequantized */
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)(plane_floats + filter_floats),
+                                       (int64_t)in->n * in->c + out->c),
+                      prepare_task, &prep);
   t.job = &j;
   sophon_parallel_run(dev->pool, tasks, float_conv_task, &t);
   return 0;
