@@ -428,8 +428,12 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
     (24, 48, 17, 20, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),
     # padding rows only (a 3x1 kernel): each plane's rows dequantized as one run between zero rows
     (12, 20, 6, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, 128, True, (-128, 127)),
+    # pixel blocks, batch 1: two threads split one block's channels (6 fours, the last of 2) ...
+    (16, 22, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127), 1),
+    # ... and 3 blocks x 3 fours of channels at the fourth: mid-block, past a partial four
+    (12, 10, 12, 12, (3, 3), (1, 1), (1, 1, 1, 1), 1, 64, True, (-128, 127), 1),
 ], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes",
-        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding"])
+        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding", "one_block_split", "mid_block_split"])
 def test_conv2d_int8_float_conv_rounding(devices, case):
     """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
     QuantizeLinear): the reference equals the numpy statement of it, and every fast device

@@ -19,8 +19,11 @@
  * fill vectors better than its pixels (7x7 .. 28x28 planes) puts the channels in the lanes
  * instead ("output channels in lanes" below), K block by K block.
  *
- * Tasks own (batch item, group, pixel block), or in lanes (batch item, pixel block,
- * channel chunk); each output is computed by one task.
+ * Tasks own ranges of units, a unit being four output channels of one (batch item, group,
+ * pixel block), so that a layer of few blocks still splits evenly over the threads; in
+ * lanes, (batch item, pixel block, channel chunk). Each output is computed by one task.
+ * The input planes (and the filters of the pixel-block layout) are dequantized on the
+ * pool too, by (batch item, channel) and by output channel.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -233,15 +236,21 @@ static void gather(const float_conv_job* j, int32_t batch, int32_t group, int64_
   }
 }
 
-/* One (batch, group, pixel block): gather, then every output channel of the group. */
-static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
+/* Output channels [4 * quad_begin, 4 * quad_end) of the group (clipped to it) for one
+ * (batch, group, pixel block): gather, then those channels. */
+static void block_outputs(const float_conv_job* j, int64_t item, int64_t quad_begin, int64_t quad_end,
+                          float* cols) {
   const int64_t per_batch = (int64_t)j->p->groups * j->blocks;
   const int32_t batch = (int32_t)(item / per_batch);
   const int32_t group = (int32_t)(item % per_batch / j->blocks);
   const int64_t first = item % j->blocks * BLOCK_PIXELS;
   const int64_t count = j->pixels - first < BLOCK_PIXELS ? j->pixels - first : BLOCK_PIXELS;
   const int64_t k = j->k, block = j->q->k_block;
-  const int32_t oc_begin = group * j->out_c_per_group, oc_end = oc_begin + j->out_c_per_group;
+  const int32_t group_end = (group + 1) * j->out_c_per_group;
+  const int32_t oc_begin = group * j->out_c_per_group + (int32_t)(4 * quad_begin);
+  const int32_t oc_end = group_end - oc_begin < 4 * (quad_end - quad_begin)
+                             ? group_end
+                             : oc_begin + (int32_t)(4 * (quad_end - quad_begin));
   int32_t oc = oc_begin;
   int64_t n;
   int64_t stride = BLOCK_PIXELS;
@@ -295,16 +304,21 @@ static void block_outputs(const float_conv_job* j, int64_t item, float* cols) {
 
 typedef struct {
   const float_conv_job* job;
-  float* cols; /* a column buffer per task */
+  float* cols;   /* a column buffer per task */
+  int64_t quads; /* units per (batch, group, pixel block): the group's channels by fours */
 } float_conv_tasks;
 
 static void float_conv_task(void* ctx, int32_t task, int32_t tasks) {
   const float_conv_tasks* t = (const float_conv_tasks*)ctx;
   const float_conv_job* j = t->job;
-  int64_t begin, end, item;
-  sophon_task_range((int64_t)j->out->n * j->p->groups * j->blocks, task, tasks, &begin, &end);
-  for (item = begin; item < end; ++item)
-    block_outputs(j, item, t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
+  int64_t begin, end, unit, quad_end;
+  sophon_task_range((int64_t)j->out->n * j->p->groups * j->blocks * t->quads, task, tasks, &begin,
+                    &end);
+  for (unit = begin; unit < end; unit += quad_end - unit % t->quads) {
+    quad_end = end - unit < t->quads - unit % t->quads ? unit % t->quads + (end - unit) : t->quads;
+    block_outputs(j, unit / t->quads, unit % t->quads, quad_end,
+                  t->cols + (int64_t)task * j->k * BLOCK_PIXELS);
+  }
 }
 
 /* dst[i] = (float)(src[i] - zero_point) * scale for i < count: the reference's
@@ -335,36 +349,68 @@ static void dequantize_run(const int8_t* src, int64_t count, int32_t zero_point,
   for (; i < count; ++i) dst[i] = (float)((int32_t)src[i] - zero_point) * scale;
 }
 
-/* The input dequantized ((float)(x - zp) * input_scale, as the reference) into zero-padded
- * planes, and the tail after them zeroed. */
-static void fill_planes(float_conv_job* j, float* planes, const sophon_requant* q) {
+/* Input plane (batch, channel) dequantized ((float)(x - zp) * input_scale, as the
+ * reference) into its zero-padded plane. */
+static void fill_plane(const float_conv_job* j, int32_t batch, int32_t channel) {
   const int32_t in_h = j->in->h, in_w = j->in->w, pad_top = j->p->pad_top, pad_left = j->p->pad_left;
-  float* dst = planes;
-  int32_t batch, channel;
+  const int8_t* src = sophon_view_i8(&j->in_v, batch, channel);
+  float* dst = (float*)j->planes + ((int64_t)batch * j->in->c + channel) * j->plane_h * j->plane_w;
   int64_t y, x;
-  for (batch = 0; batch < j->in->n; ++batch) {
-    sophon_channel_iter it = sophon_channel_begin(&j->in_v, batch, 0);
-    for (channel = 0; channel < j->in->c; ++channel, sophon_channel_next(&j->in_v, &it)) {
-      const int8_t* src = (const int8_t*)it.base;
-      for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
-        if (y < 0 || y >= in_h) {
-          memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
-          continue;
-        }
-        if (pad_left == 0 && j->plane_w == in_w) { /* no padding columns: the rows are one run */
-          dequantize_run(src, (int64_t)in_h * in_w, q->input_zero_point, q->input_scale, dst, j->level);
-          dst += (in_h - 1 - y) * j->plane_w;
-          y = in_h - 1;
-          continue;
-        }
-        for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
-        dequantize_run(src + y * in_w, in_w, q->input_zero_point, q->input_scale, dst + pad_left, j->level);
-        for (x = pad_left + in_w; x < j->plane_w; ++x) dst[x] = 0.0f;
-      }
+  for (y = -pad_top; y < j->plane_h - pad_top; ++y, dst += j->plane_w) {
+    if (y < 0 || y >= in_h) {
+      memset(dst, 0, sizeof(float) * (size_t)j->plane_w);
+      continue;
     }
+    if (pad_left == 0 && j->plane_w == in_w) { /* no padding columns: the rows are one run */
+      dequantize_run(src, (int64_t)in_h * in_w, j->q->input_zero_point, j->q->input_scale, dst, j->level);
+      dst += (in_h - 1 - y) * j->plane_w;
+      y = in_h - 1;
+      continue;
+    }
+    for (x = 0; x < pad_left; ++x) dst[x] = 0.0f;
+    dequantize_run(src + y * in_w, in_w, j->q->input_zero_point, j->q->input_scale, dst + pad_left,
+                   j->level);
+    for (x = pad_left + in_w; x < j->plane_w; ++x) dst[x] = 0.0f;
   }
-  memset(dst, 0, sizeof(float) * BLOCK_PIXELS);
+}
+
+typedef struct {
+  const float_conv_job* job;
+  const sophon_view* weight_v; /* NULL: no filters to dequantize */
+  float* filters;              /* [oc][k] */
+} prepare_job;
+
+/* A task's share of the input planes, then of the dequantized filters. */
+static void prepare_task(void* ctx, int32_t task, int32_t tasks) {
+  const prepare_job* t = (const prepare_job*)ctx;
+  const float_conv_job* j = t->job;
+  const sophon_requant* q = j->q;
+  int64_t begin, end, item;
+  sophon_task_range((int64_t)j->in->n * j->in->c, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item)
+    fill_plane(j, (int32_t)(item / j->in->c), (int32_t)(item % j->in->c));
+  if (t->weight_v == NULL) return;
+  sophon_task_range(j->out->c, task, tasks, &begin, &end);
+  for (item = begin; item < end; ++item)
+    dequantize_run(sophon_view_i8(t->weight_v, 0, (int32_t)item), j->k, 0,
+                   (float)q->scale[q->per_channel ? item : 0], t->filters + item * j->k, j->level);
+}
+
+/* The input dequantized into zero-padded planes at `planes` (the tail after them zeroed)
+ * and, with weight_v, the filters into `filters`, on the device's pool. */
+static void prepare(sophon_device* dev, float_conv_job* j, float* planes, const sophon_view* weight_v,
+                    float* filters) {
+  const int64_t plane_floats = (int64_t)j->in->n * j->in->c * j->plane_h * j->plane_w;
+  prepare_job t;
+  t.job = j;
+  t.weight_v = weight_v;
+  t.filters = filters;
   j->planes = planes;
+  memset(planes + plane_floats, 0, sizeof(float) * BLOCK_PIXELS);
+  sophon_parallel_run(dev->pool,
+                      sophon_tasks_for(dev, (uint64_t)plane_floats + (weight_v != NULL ? (uint64_t)j->out->c * j->k : 0),
+                                       (int64_t)j->in->n * j->in->c + (weight_v != NULL ? j->out->c : 0)),
+                      prepare_task, &t);
 }
 
 #if SOPHON_X86_DISPATCH
@@ -634,7 +680,7 @@ static int lanes_conv(sophon_device* dev, float_conv_job* j, const sophon_view* 
   if (scratch == NULL) return -1; /* the reference runs it */
   dequantize_biases(j, bias, bias_v, scratch);
   j->bias = scratch;
-  fill_planes(j, scratch + round16(j->out->c), j->q);
+  prepare(dev, j, scratch + round16(j->out->c), NULL, NULL);
   l.scratch = scratch + round16(j->out->c) + round16(plane_floats);
   sophon_parallel_run(dev->pool, tasks, lanes_task, &l);
   return 0;
@@ -649,7 +695,7 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   float_conv_tasks t;
   sophon_view weight_v, bias_v;
   float *filters, *biases;
-  int32_t oc, tasks;
+  int32_t tasks;
   int64_t filter_floats, col_floats, plane_floats;
   sophon_view_init(&j.out_v, dev, out);
   sophon_view_init(&j.in_v, dev, in);
@@ -668,8 +714,10 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
 #if SOPHON_X86_DISPATCH
   j.level = dev->cpu_avx512 ? 2 : dev->cpu_fma ? 1 : 0;
 #endif
-  tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.pixels * j.k,
-                           (int64_t)out->n * p->groups * j.blocks);
+  t.quads = (j.out_c_per_group + 3) / 4;
+  /* the work is by whole blocks: a block of few pixels costs its 64 lanes */
+  tasks = sophon_tasks_for(dev, (uint64_t)out->n * out->c * j.blocks * BLOCK_PIXELS * j.k,
+                           (int64_t)out->n * p->groups * j.blocks * t.quads);
   /* the padded plane: the rows and columns the windows reach, from -pad_top / -pad_left */
   j.plane_h = (int64_t)(out->h - 1) * p->stride_h + (int64_t)(p->kernel_h - 1) * p->dilation_h + 1;
   j.plane_w = (int64_t)(out->w - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dilation_w + 1;
@@ -687,11 +735,8 @@ int sophon_fast_conv2d_int8_float(sophon_device* dev, const sophon_local* out,
   filters = sophon_device_scratch(dev, (size_t)(filter_floats + col_floats + plane_floats));
   if (filters == NULL) return -1; /* the reference runs it */
   t.cols = filters + filter_floats;
-  fill_planes(&j, (float*)(t.cols + col_floats), q);
+  prepare(dev, &j, t.cols + col_floats, &weight_v, filters);
   biases = filters + out->c * j.k;
-  for (oc = 0; oc < out->c; ++oc) /* the dequantized weights */
-    dequantize_run(sophon_view_i8(&weight_v, 0, oc), j.k, 0, (float)q->scale[q->per_channel ? oc : 0],
-                   filters + oc * j.k, j.level);
   dequantize_biases(&j, bias, &bias_v, biases);
   j.filters = filters;
   j.bias = biases;
