@@ -451,8 +451,16 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
  * Every TIU instruction computes every element of its output from its inputs
  * (none reads its output first), so its output is a write, after its inputs were
  * read. Only loads whose DDR blocks are contiguous (each channel's h*w elements
- * back to back) are deferred, so any part of a block is one memcpy away. DDR
- * writes (stores, copies, fills) first settle the entries whose source they meet. */
+ * back to back) are deferred, so any part of a block is one memcpy away: others
+ * (a transposed fc weight) are copied at once by the transposing paths above,
+ * since copying the parts of one a write leaves element by element cost more than
+ * the deferral saved (MobileNetV2 FP32 1.11x slower). DDR writes (stores, copies,
+ * fills) first settle the entries whose source they meet. */
+
+/* 1 if each of the view's (n, c) blocks is h*w contiguous elements. */
+static int blocks_contiguous(const sophon_global* g) {
+  return (g->w == 1 || g->stride_w == 1) && (g->h == 1 || g->stride_h == g->w);
+}
 
 static int32_t lanes_of(const sophon_chip* chip, const sophon_local* t) {
   return t->c < chip->npu_num ? t->c : chip->npu_num;
@@ -639,11 +647,6 @@ static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t*
       ++i;
   }
   sophon_device_packed_drop(dev, first, end);
-}
-
-/* 1 if each of the view's (n, c) blocks is h*w contiguous elements. */
-static int blocks_contiguous(const sophon_global* g) {
-  return (g->w == 1 || g->stride_w == 1) && (g->h == 1 || g->stride_h == g->w);
 }
 
 sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,

@@ -1260,6 +1260,52 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
   }
 }
 
+/* The fc weight (1, features, depth, 1) of a deferred load from `ddr` (any strides:
+ * the fc weight is often loaded transposed), packed once for the device's life in
+ * LMEM's order without the lanes (feature j's depth values at j * depth), and `v`
+ * a view over it (one lane). 0 without room or memory: `weight` is then read in
+ * LMEM, its deferred copy made now. */
+static int fc_weight_packed(sophon_device* dev, sophon_view* v, const sophon_local* weight,
+                            const sophon_global* ddr) {
+  const int64_t depth = (int64_t)weight->h * weight->w;
+  sophon_packed_key key;
+  float* packed;
+  int64_t j, k;
+  int fresh;
+  memset(&key, 0, sizeof(key));
+  key.data = ddr->data;
+  key.data_end = (const float*)ddr->data + (int64_t)(ddr->c - 1) * ddr->stride_c +
+                 (int64_t)(ddr->h - 1) * ddr->stride_h + (int64_t)(ddr->w - 1) * ddr->stride_w + 1;
+  key.shape[0] = ddr->c;
+  key.shape[1] = ddr->h;
+  key.shape[2] = ddr->w;
+  key.shape[3] = ddr->stride_c;
+  key.shape[4] = ddr->stride_h;
+  key.shape[5] = ddr->stride_w;
+  if (weight->n != 1 || ddr->stride_c < 0 || ddr->stride_h < 0 || ddr->stride_w < 0 ||
+      (packed = sophon_device_packed(dev, &key, (size_t)(weight->c * depth), &fresh)) == NULL) {
+    sophon_lmem_reading(dev, weight);
+    return 0;
+  }
+  if (fresh) {
+    for (j = 0; j < weight->c; ++j)
+      for (k = 0; k < depth; ++k)
+        packed[j * depth + k] = ((const float*)ddr->data)[j * ddr->stride_c +
+                                                           (k / ddr->w) * ddr->stride_h +
+                                                           (k % ddr->w) * ddr->stride_w];
+  }
+  v->lane0 = (uint8_t*)packed; /* one lane: feature j at j * depth floats */
+  v->lane_bytes = 0;
+  v->channel_bytes = depth * (int64_t)sizeof(float);
+  v->batch_bytes = weight->c * v->channel_bytes;
+  v->npu_num = 1;
+  v->n = weight->n;
+  v->c = weight->c;
+  v->h = weight->h;
+  v->w = weight->w;
+  return 1;
+}
+
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act, const sophon_global* weight_ddr) {
@@ -1280,8 +1326,8 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
     }
   }
   sophon_view_init(&f.out_v, dev, out);
-  if (weight_ddr != NULL) sophon_lmem_reading(dev, weight); /* fc reads LMEM */
-  sophon_view_init(&f.weight_v, dev, weight);
+  if (weight_ddr == NULL || !fc_weight_packed(dev, &f.weight_v, weight, weight_ddr))
+    sophon_view_init(&f.weight_v, dev, weight);
   f.has_bias = bias != NULL;
   if (bias != NULL) sophon_view_init(&f.bias_v, dev, bias);
   f.act = act != NULL ? act : &none;
