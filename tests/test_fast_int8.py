@@ -408,7 +408,7 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
 
 
 @pytest.mark.parametrize("case", [
-    # (ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act)
+    # (ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act[, batch: 2])
     (5, 4, 6, 7, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),
     (40, 3, 4, 4, (3, 3), (1, 1), (1, 0, 1, 2), 1, 128, True, (-128, 127)),  # K 360: 3 runs
     (40, 3, 4, 4, (3, 3), (2, 1), (1, 1, 1, 1), 1, 100, False, (-20, 90)),  # runs of 100, clamp
@@ -418,14 +418,30 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
     (8, 10, 9, 9, (3, 3), (1, 1), (1, 1, 1, 1), 2, 16, False, (-128, 127)),    # 5 channels a group
     # pointwise read straight from the dequantized planes: 3 pixel blocks (64, 64, 7), runs of 32
     (70, 9, 9, 15, (1, 1), (1, 1), (0, 0, 0, 0), 1, 32, True, (-128, 127)),
-], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes"])
+    # output channels in lanes (few pixels, many channels): 40 channels = vectors 32 + 8,
+    # K 360 in runs of 128, 128, 104 (a tap tail of 8), stride 2 over padding; one batch
+    # item, so that two threads split the channels (32 + 8)
+    (40, 40, 9, 9, (3, 3), (2, 2), (1, 1, 1, 1), 1, 128, True, (-128, 127), 1),
+    # in lanes, pointwise from the planes: 3 x 5 pixels, 67 channels (vectors 32 + 32 + 3), runs of 16
+    (48, 67, 3, 5, (1, 1), (1, 1), (0, 0, 0, 0), 1, 16, False, (-30, 100)),
+    # in lanes, 340 pixels in two blocks of 170 (tiles of 11 and 12), 48 channels
+    (24, 48, 17, 20, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127)),
+    # padding rows only (a 3x1 kernel): each plane's rows dequantized as one run between zero rows
+    (12, 20, 6, 9, (3, 1), (1, 1), (1, 0, 1, 0), 1, 128, True, (-128, 127)),
+    # pixel blocks, batch 1: two threads split one block's channels (6 fours, the last of 2) ...
+    (16, 22, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127), 1),
+    # ... and 3 blocks x 3 fours of channels at the fourth: mid-block, past a partial four
+    (12, 10, 12, 12, (3, 3), (1, 1), (1, 1, 1, 1), 1, 64, True, (-128, 127), 1),
+], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes",
+        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding", "one_block_split", "mid_block_split"])
 def test_conv2d_int8_float_conv_rounding(devices, case):
     """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
     QuantizeLinear): the reference equals the numpy statement of it, and every fast device
     (the float-conv kernel at each instruction-set level) equals the reference."""
-    ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act = case
+    ic, oc, h, w, kernel, stride, pad, groups, k_block, per_channel, act = case[:11]
+    batch = case[11] if len(case) > 11 else 2
     rng = np.random.default_rng(ic * 100 + oc)
-    x = rng.integers(-128, 128, (2, ic, h, w), dtype=np.int8)
+    x = rng.integers(-128, 128, (batch, ic, h, w), dtype=np.int8)
     weight = rng.integers(-128, 128, (oc, ic // groups, *kernel), dtype=np.int8)
     bias = rng.integers(-5000, 5000, oc).astype(np.int32)
     q = make_requant(rng, oc, ic // groups * kernel[0] * kernel[1], per_channel, 7, -3, act)
@@ -438,7 +454,7 @@ def test_conv2d_int8_float_conv_rounding(devices, case):
     oh = (h + pad[0] + pad[2] - kernel[0]) // stride[0] + 1
     ow = (w + pad[1] + pad[3] - kernel[1]) // stride[1] + 1
     params = conv_params(kernel, stride, pad, (1, 1), groups)
-    ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q, (2, oc, oh, ow)))
+    ref = assert_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params, q, (batch, oc, oh, ow)))
     expected = float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, groups, (oh, ow))
     np.testing.assert_array_equal(ref, expected)
     assert len(np.unique(ref)) > 20, "the outputs saturate: the case checks little"

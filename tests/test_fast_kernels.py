@@ -488,10 +488,15 @@ def test_fast_depthwise_network_layers(devices, shape):
     (6, 8, 70, (3, 5), (1, 3), (2, 4, 2, 4), (2, 2)),
     (3, 3, 1, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     # planes of up to 1024 outputs run as one flat row with AVX-512: uneven "same"
-    # padding, dilation, more vectors than accumulators
+    # padding, dilation, more vectors than accumulators; even and odd left padding at
+    # stride 2, strides that differ between the axes, a 7 x 7 plane
     (5, 6, 9, (3, 5), (1, 1), (0, 1, 2, 3), (1, 1)),
     (4, 7, 7, (3, 3), (1, 1), (2, 2, 2, 2), (2, 2)),
-    (3, 21, 30, (5, 3), (1, 1), (1, 1, 3, 1), (1, 1))])
+    (3, 21, 30, (5, 3), (1, 1), (1, 1, 3, 1), (1, 1)),
+    (5, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (5, 14, 13, (3, 3), (2, 2), (2, 2, 1, 2), (1, 1)),
+    (3, 9, 11, (5, 3), (2, 1), (2, 1, 2, 1), (1, 1)),
+    (3, 9, 11, (3, 5), (1, 2), (1, 2, 1, 3), (1, 2))])
 def test_fast_depthwise_edge_cases(devices, case):
     c, h, w, kernel, stride, pad, dilation = case
     rng = np.random.default_rng(h * w)
@@ -707,10 +712,11 @@ def test_fast_pool2d_is_bit_identical(devices, case):
     # (kind, c, h, w, kernel, stride, pad): ResNet's stem max pool, global average
     # pools of ResNet-18 and MobileNetV2, an average pool of odd width; global pools
     # as EfficientNet-B0's squeeze-excite blocks take them (16 channels per AVX-512
-    # vector: a partial last group, planes not a multiple of 16), and a global max
+    # vector: a partial last group, planes not a multiple of 16), a global max, and the
+    # YOLOv5 SPPF's 5x5 max pools at stride 1 (their padding read as -inf)
     ("max", 64, 112, 112, 3, 2, 1), ("avg", 512, 7, 7, 7, 1, 0), ("avg", 1280, 7, 7, 7, 1, 0),
     ("avg", 17, 31, 37, 3, 1, 1), ("avg", 40, 28, 28, 28, 1, 0), ("avg", 24, 56, 56, 56, 1, 0),
-    ("max", 35, 9, 9, 9, 1, 0)])
+    ("max", 35, 9, 9, 9, 1, 0), ("max", 256, 10, 10, 5, 1, 2), ("max", 19, 20, 23, 5, 1, 2)])
 def test_fast_pool2d_network_layers(devices, layer):
     kind, c, h, w, k, s, p = layer
     x = np.random.default_rng(c).standard_normal((1, c, h, w)).astype(np.float32)

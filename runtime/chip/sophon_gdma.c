@@ -31,7 +31,7 @@
 #include "chip/sophon_host.h"
 
 /* Transfers of at least this many bytes are split over the device's threads. */
-#define GDMA_PARALLEL_MIN_BYTES (1 << 20)
+#define GDMA_PARALLEL_MIN_BYTES (1 << 17)
 
 /* Channels copied together when channels are innermost in DDR (a 64-byte run of f32). */
 #define CHANNEL_GROUP 16

@@ -57,8 +57,10 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void sophon_transpose16_avx512(
 #define SOPHON_ALWAYS_INLINE
 #endif
 
-/* Below this many MACs (or elements) an instruction runs on the calling thread. */
-#define SOPHON_PARALLEL_MIN_WORK 65536
+/* Below this many MACs (or elements) an instruction runs on the calling thread. A run
+ * on the pool costs about a microsecond while its worker spins (sophon_threads.c),
+ * about the time of 16384 elements of the cheapest element-wise op. */
+#define SOPHON_PARALLEL_MIN_WORK 16384
 
 /* [begin, end) of task `task` when `count` items are split over `tasks`. */
 static inline void sophon_task_range(int64_t count, int32_t task, int32_t tasks,

@@ -16,7 +16,11 @@
  *     outputs whose accumulators stay in registers over all taps; for stride
  *     sw > 1 the channel is first split into sw phase planes (sophon_fast.h) so a
  *     tap of 8 consecutive outputs is 8 consecutive floats. Border columns are
- *     computed one by one as the reference does.
+ *     computed one by one as the reference does, but in a max pool at stride_w 1
+ *     whose every window has a real tap (padding narrower than the kernel, no
+ *     dilation): its channel is copied into a plane with -inf where the padding is
+ *     and every column runs in the strips (YOLOv5's SPPF: 5x5 pools of 10x10
+ *     planes, 6 of whose 10 columns are borders, ran 6x slower one by one).
  *   - Channels (out_w < 8, e.g. global pooling): 8 channels per vector, one
  *     gather per tap. The channels of a vector share the window geometry, so
  *     every output keeps the reference's own tap loops.
@@ -30,7 +34,8 @@
  *     (sophon_fast.h), the others by the scalar function after.
  *   - max pool: max = -inf, then max = (v > max || v is NaN ? v : max) over the
  *     real taps in (filter_y, filter_x) order (sophon_max_tap_avx2); -FLT_MAX
- *     when the window has no real tap.
+ *     when the window has no real tap. A padding tap read as -inf changes nothing
+ *     (-inf > max is false, and max starts at -inf).
  *   - avg pool: sum = 0.0f, then sum += v over the real taps in (filter_y,
  *     filter_x) order, then sum / (float)divisor with the reference's divisor (a
  *     division, not a reciprocal multiply), or 0.0f for a zero divisor.
@@ -39,6 +44,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 #include "fast/sophon_fast.h"
 
@@ -286,6 +292,13 @@ typedef struct {
   float* scratch;          /* phased: task t's planes at scratch + t * task_floats */
   int64_t task_floats;
   int use_avx2;
+  /* max pools with padding at stride_w 1: each channel is copied into a plane with
+   * -inf where the padding is (task t's at scratch + t * task_floats), which the rows
+   * then read as an unpadded input of in_h x in_w (the padded sizes) with p pointing
+   * at `unpadded` (the params without padding) */
+  int padded;
+  int32_t pad_top, pad_left, data_h, data_w;
+  sophon_pool_params unpadded;
 } pool_job;
 
 /* Window rows of output row oy: real taps [ky_begin, ky_end) and the divisor's row
@@ -498,7 +511,13 @@ static void pool_channel(const pool_job* j, int32_t batch, int32_t channel, floa
   float* out = sophon_view_f32(&j->out_v, batch, channel);
   const float* base = in;
   int32_t oy, ox;
-  if (j->phased) {
+  if (j->padded) {
+    int32_t y;
+    for (y = 0; y < j->data_h; ++y)
+      memcpy(phases + ((int64_t)y + j->pad_top) * j->in_w + j->pad_left, in + (int64_t)y * j->data_w,
+             (size_t)j->data_w * sizeof(float));
+    in = base = phases;
+  } else if (j->phased) {
 #if SOPHON_X86_DISPATCH
     if (j->p->stride_w == 2)
       sophon_split_phases2_avx2(in, j->in_h, j->in_w, j->phase_w, phases);
@@ -523,7 +542,10 @@ static void pool_channel(const pool_job* j, int32_t batch, int32_t channel, floa
 /* One task: its channels (rows) or its groups of 8 channels (channel vectors). */
 static void pool_task(void* ctx, int32_t task, int32_t tasks) {
   const pool_job* j = (const pool_job*)ctx;
-  float* phases = j->phased ? j->scratch + task * j->task_floats : NULL;
+  float* phases = j->phased || j->padded ? j->scratch + task * j->task_floats : NULL;
+  int64_t i;
+  if (j->padded) /* the padding, for every channel of this task */
+    for (i = 0; i < j->task_floats; ++i) phases[i] = -INFINITY;
   const int64_t items = j->global_avx512     ? sophon_ceil_div(j->channels, 16)
                         : j->channel_vectors ? sophon_ceil_div(j->channels, 8)
                                              : j->channels;
@@ -598,6 +620,7 @@ int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
                     p->pad_bottom == 0 && p->pad_right == 0 && p->dilation_h == 1 &&
                     p->dilation_w == 1;
   j.phased = 0;
+  j.padded = 0;
   j.scratch = NULL;
   j.task_floats = 0;
   tasks = sophon_tasks_for(dev, work, j.global_avx512     ? sophon_ceil_div(out->c, 16)
@@ -609,6 +632,30 @@ int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
         (int64_t)p->stride_w * in->h * sophon_ceil_div(in->w, p->stride_w), 16) * 16;
     j.scratch = sophon_device_scratch(dev, (size_t)(j.task_floats * tasks));
     j.phased = j.scratch != NULL;
+  }
+  /* a max pool whose every window has a real tap (pads below the kernel, no
+     dilation) reads its padding as -inf, which no tap's max takes (v > max is false,
+     and max starts at -inf): the same outputs as skipping those taps */
+  if (j.use_avx2 && !j.channel_vectors && !j.global_avx512 && p->kind == SOPHON_POOL_MAX &&
+      p->stride_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
+      p->kernel_w <= MAX_TAP_COLS && (p->pad_top | p->pad_left | p->pad_bottom | p->pad_right) > 0 &&
+      p->pad_top < p->kernel_h && p->pad_bottom < p->kernel_h && p->pad_left < p->kernel_w &&
+      p->pad_right < p->kernel_w && p->pad_top >= 0 && p->pad_left >= 0 && p->pad_bottom >= 0 &&
+      p->pad_right >= 0) {
+    j.task_floats = sophon_ceil_div(j.padded_h * j.padded_w, 16) * 16;
+    j.scratch = sophon_device_scratch(dev, (size_t)(j.task_floats * tasks));
+    j.padded = j.scratch != NULL;
+  }
+  if (j.padded) {
+    j.unpadded = *p;
+    j.unpadded.pad_top = j.unpadded.pad_left = j.unpadded.pad_bottom = j.unpadded.pad_right = 0;
+    j.p = &j.unpadded;
+    j.pad_top = p->pad_top;
+    j.pad_left = p->pad_left;
+    j.data_h = in->h;
+    j.data_w = in->w;
+    j.in_h = (int32_t)j.padded_h;
+    j.in_w = (int32_t)j.padded_w;
   }
   pool_plan_columns(&j);
   if (!j.use_avx2 || j.channel_vectors || p->kernel_w > MAX_TAP_COLS ||
