@@ -64,4 +64,20 @@ static int g_failed = 0;
     }                                                                            \
   } while (0)
 
+/* The dense NCHW host view of `data` with t's shape. */
+static inline sophon_global sophon_test_dense_view(void* data, const sophon_local* t) {
+  sophon_global g;
+  g.data = data;
+  g.n = t->n;
+  g.c = t->c;
+  g.h = t->h;
+  g.w = t->w;
+  g.stride_w = 1;
+  g.stride_h = t->w;
+  g.stride_c = (int64_t)t->h * t->w;
+  g.stride_n = (int64_t)t->c * t->h * t->w;
+  g.dtype = t->dtype;
+  return g;
+}
+
 #endif /* SOPHON_TEST_H_ */

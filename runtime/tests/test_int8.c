@@ -82,18 +82,7 @@ static sophon_local local(uint32_t addr, int32_t n, int32_t c, int32_t h, int32_
 
 /* A dense NCHW host view of t's shape. */
 static sophon_global dense(void* data, const sophon_local* t) {
-  sophon_global g;
-  g.data = data;
-  g.n = t->n;
-  g.c = t->c;
-  g.h = t->h;
-  g.w = t->w;
-  g.stride_w = 1;
-  g.stride_h = t->w;
-  g.stride_c = (int64_t)t->h * t->w;
-  g.stride_n = (int64_t)t->c * t->h * t->w;
-  g.dtype = t->dtype;
-  return g;
+  return sophon_test_dense_view(data, t);
 }
 
 static sophon_status load(sophon_device* dev, const sophon_local* t, const void* data) {
