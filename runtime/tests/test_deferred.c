@@ -19,22 +19,7 @@
 #include "sophon_test.h"
 
 /* 16 lanes x 64 KiB, EU_NUM(f32) = 16. */
-static sophon_chip test_chip(void) {
-  sophon_chip chip;
-  memset(&chip, 0, sizeof chip);
-  chip.name = "test-deferred";
-  chip.npu_num = 16;
-  chip.lmem_bytes_per_lane = 64 * 1024;
-  chip.lmem_banks = 4;
-  chip.eu_bytes = 64;
-  chip.has_int8 = 1;
-  chip.clock_hz = 1e9;
-  chip.ddr_bytes_per_second = 4e9;
-  chip.power_watts = 1.0;
-  chip.gdma_latency_cycles = 10;
-  chip.tiu_latency_cycles = 5;
-  return chip;
-}
+static sophon_chip test_chip(void) { return sophon_test_chip("test-deferred", 16, 64 * 1024, 64); }
 
 /* The two devices of a test: dev[0] defers constant loads, dev[1] copies them. */
 typedef struct {
@@ -83,16 +68,7 @@ static void destroy_twins(twins* t) {
 }
 
 static sophon_local local4(uint32_t addr, int n, int c, int h, int w, sophon_layout layout) {
-  sophon_local t;
-  memset(&t, 0, sizeof t);
-  t.addr = addr;
-  t.n = n;
-  t.c = c;
-  t.h = h;
-  t.w = w;
-  t.dtype = SOPHON_F32;
-  t.layout = layout;
-  return t;
+  return sophon_test_local(addr, n, c, h, w, SOPHON_F32, layout);
 }
 
 /* The NCHW-contiguous view of `data` with t's shape. */
