@@ -720,9 +720,9 @@ static void dw_flat_init(dw_conv* d, uint8_t* table) {
  * path (requantize_scaled_avx512, pack4_avx512) and stored as 64 consecutive bytes. */
 SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body(
     const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
-    int8_t* out, int narrow) {
+    int8_t* out, int narrow, int32_t quads) {
   const int64_t out_n = (int64_t)d->op.out_h * d->op.out_w;
-  const int32_t vectors = d->flat_vectors, quads = d->flat_quads;
+  const int32_t vectors = d->flat_vectors;
   const rq_channel c = *channel;
   const rq_output o = d->op.output;
   const __m512i flip = _mm512_set1_epi8((char)0x80);
@@ -774,10 +774,17 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_flat(const dw_conv* d, const int8_t* 
       word |= (uint32_t)(uint8_t)w[4 * g + j] << (8 * j);
     weight[g] = (int32_t)word;
   }
-  if (d->flat_narrow)
-    dw_vnni_flat_body(d, in, weight, c, out, 1);
+  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads) */
+  if (d->flat_narrow && d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3);
+  else if (d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3);
+  else if (d->flat_narrow && d->flat_quads == 7)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 7);
+  else if (d->flat_quads == 7)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 7);
   else
-    dw_vnni_flat_body(d, in, weight, c, out, 0);
+    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads);
 }
 #endif
 
@@ -1051,7 +1058,9 @@ typedef struct {
 
 /* Row oc of A: word q * taps + t holds the weights of the group's input channels
  * 4q .. 4q + 3 at tap t (0 past icg), as 4 signed bytes: the weight row, [ic][tap],
- * transposed in blocks of 4 channels. Returns sum w (|sum| <= 128 * K). */
+ * transposed in blocks of 4 channels. Returns sum w (|sum| <= 128 * K). dst NULL:
+ * only the sum (a 1x1 kernel with icg a multiple of 4, whose A row is the weight row
+ * as it is). */
 SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int32_t taps,
                                                int32_t quads, uint32_t* dst) {
   const int64_t row_bytes = (int64_t)icg * taps, row_words = (int64_t)quads * taps;
@@ -1075,8 +1084,10 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
   if (taps == 1) {
     /* a 1x1 kernel: word q is bytes 4q .. 4q + 3 of the weight row as they are; the
        bytes past icg in the last word are 0 */
-    memcpy(dst, w, (size_t)icg);
-    memset((int8_t*)(void*)dst + icg, 0, (size_t)(4 * quads - icg));
+    if (dst != NULL) {
+      memcpy(dst, w, (size_t)icg);
+      memset((int8_t*)(void*)dst + icg, 0, (size_t)(4 * quads - icg));
+    }
     vector_quads = quads;
   }
   for (q = 0; q < vector_quads && taps > 1; ++q) {
@@ -1117,14 +1128,20 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
   return (int32_t)(_mm512_reduce_add_epi64(sum_u) - 128 * row_bytes);
 }
 
-/* A rows and requantization of output channels [oc_first, oc_last) (absolute). */
+/* A rows and requantization of output channels [oc_first, oc_last) (absolute):
+ * rows[i] is output channel oc_first + i's A row, packed into a, or with a 1x1 kernel
+ * and icg a multiple of 4 the weight row itself (no copy). */
 static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_last, uint32_t* a,
-                            rq_channel* channels) {
+                            const uint32_t** rows, rq_channel* channels) {
   const int32_t correction = g->op.q->input_zero_point + 128; /* in [0, 255] */
+  const int direct = g->taps == 1 && g->op.icg % 4 == 0;
+  sophon_channel_iter w = sophon_channel_begin(&g->op.weight_v, 0, oc_first);
   int32_t oc;
-  for (oc = oc_first; oc < oc_last; ++oc) {
-    const int32_t sum = vnni_pack_row(sophon_view_i8(&g->op.weight_v, 0, oc), g->op.icg, g->taps,
-                                      g->quads, a + (int64_t)(oc - oc_first) * g->k4);
+  for (oc = oc_first; oc < oc_last; ++oc, sophon_channel_next(&g->op.weight_v, &w)) {
+    uint32_t* row = a + (int64_t)(oc - oc_first) * g->k4;
+    const int32_t sum = vnni_pack_row((const int8_t*)w.base, g->op.icg, g->taps, g->quads,
+                                      direct ? NULL : row);
+    rows[oc - oc_first] = direct ? (const uint32_t*)(const void*)w.base : row;
     channels[oc - oc_first] =
         channel_requant(g->op.q, g->op.bias, oc, correction * sum, (int64_t)g->op.icg * g->taps);
   }
@@ -1306,6 +1323,8 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
   const int64_t per_group = g->oc_chunks * g->pixel_chunks;
   uint32_t* a_chunk = g->task_scratch + (int64_t)task * g->task_words;
   rq_channel* channels = (rq_channel*)(void*)(a_chunk + (int64_t)OC_CHUNK * g->k4);
+  const uint32_t* rows[OC_CHUNK]; /* the A rows of the chunk (vnni_pack_chunk) */
+  int8_t* outs[OC_CHUNK];         /* and their output channels */
   int64_t begin, end, item, packed = -1; /* the (group, chunk) in a_chunk */
   sophon_task_range(g->op.groups * per_group, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
@@ -1318,7 +1337,12 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
     int64_t block = pixel_chunk * PIXEL_CHUNK;
     const int64_t block_end = block + PIXEL_CHUNK < g->blocks ? block + PIXEL_CHUNK : g->blocks;
     if (oc_chunk != packed) {
-      vnni_pack_chunk(g, group * g->op.ocg + oc_first, group * g->op.ocg + oc_last, a_chunk, channels);
+      sophon_channel_iter o = sophon_channel_begin(&g->op.out_v, g->batch, group * g->op.ocg + oc_first);
+      int32_t i;
+      vnni_pack_chunk(g, group * g->op.ocg + oc_first, group * g->op.ocg + oc_last, a_chunk, rows,
+                      channels);
+      for (i = 0; i < oc_last - oc_first; ++i, sophon_channel_next(&g->op.out_v, &o))
+        outs[i] = (int8_t*)o.base;
       packed = oc_chunk;
     }
     for (; block < block_end; ++block) {
@@ -1331,21 +1355,21 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
       n_runs = grid_runs(g->grid_w, g->op.out_w, p0, count, runs);
       contiguous = g->grid_w == g->op.out_w;
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
-        const int32_t rows = oc_last - oc0 < VR ? oc_last - oc0 : VR;
+        const int32_t used = oc_last - oc0 < VR ? oc_last - oc0 : VR; /* rows of the tile */
         const uint32_t* a[VR];
         int32_t tile[VR][VN];
         for (r = 0; r < VR; ++r) /* rows past the edge repeat the last; dropped */
-          a[r] = a_chunk + (int64_t)(oc0 - oc_first + (r < rows ? r : rows - 1)) * g->k4;
+          a[r] = rows[oc0 - oc_first + (r < used ? r : used - 1)];
         if (vectors == 3)
           vnni_block3(planes + p0, g->offsets, g->k4, a, tile);
         else if (vectors == 2)
           vnni_block2(planes + p0, g->offsets, g->k4, a, tile);
         else
           vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
-        for (r = 0; r < rows; ++r) {
+        for (r = 0; r < used; ++r) {
           const int32_t oc = group * g->op.ocg + oc0 + r;
           const rq_channel* c = &channels[oc - group * g->op.ocg - oc_first];
-          int8_t* out = sophon_view_i8(&g->op.out_v, g->batch, oc);
+          int8_t* out = outs[oc0 - oc_first + r];
           __m512i result[VV];
           if (contiguous) { /* the block's pixels are outputs p0 .. p0 + count - 1 */
             __m512i s[4];
