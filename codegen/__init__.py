@@ -27,6 +27,9 @@ from .schedule import PlanError, lower_plan
 
 CHIP_ATTR = "sophon.chip"
 PLAN_ATTR = "sophon.plan"
+# JSON list of the parameter positions every call passes a constant (PlanRegions):
+# their DDR buffers are marked constant in the program (sophon_gdma_load_constant)
+CONSTANTS_ATTR = "sophon.constants"
 
 
 def chip_of(func) -> Chip:
@@ -55,9 +58,13 @@ def lower_function(func) -> RegionProgram:
     region = region_of(func)
     plan = plan_of(func, region, chip)
     try:
-        return lower_plan(region, plan, chip)
+        program = lower_plan(region, plan, chip)
     except PlanError as err:
         raise SophonCompileError(f"plan {plan.to_json()} cannot run: {err}") from None
+    attrs = func.attrs or {}
+    if CONSTANTS_ATTR in attrs:
+        program.constant_inputs = frozenset(json.loads(str(attrs[CONSTANTS_ATTR])))
+    return program
 
 
 def lower_functions(functions) -> list[RegionProgram]:

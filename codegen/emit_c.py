@@ -271,6 +271,9 @@ def _region(prog: P.RegionProgram, index: int) -> str:
              qbinaries.render("sophon_binary_int8_params", f"{r}_qbinaries"),
              cmds.render("sophon_cmd", f"{r}_cmds")]
     count = lambda t: len(t.rows)  # noqa: E731
+    constant = [int(t.role == "input" and t.arg_index in prog.constant_inputs) for t in args + prog.scratch]
+    if any(constant):
+        lines.append(f"static const uint8_t {r}_constant[] = {{{', '.join(map(str, constant))}}};")
     lines.append(f"static const sophon_program {r}_program = {{{r}_locals, {count(locals_)}, "
                  f"{r}_globals, {count(globals_)}, {r}_convs, {count(convs)}, {r}_pools, {count(pools)}, "
                  f"{r}_acts, {count(acts)}, {r}_cmds, {count(cmds)}, {len(buffers)}, "
@@ -279,7 +282,8 @@ def _region(prog: P.RegionProgram, index: int) -> str:
                  f".norms = {r}_norms, .num_norms = {count(norms)}, "
                  f".lrns = {r}_lrns, .num_lrns = {count(lrns)}, "
                  f".luts = {r}_luts, .num_luts = {count(luts)}, "
-                 f".binaries_int8 = {r}_qbinaries, .num_binaries_int8 = {count(qbinaries)}}};")
+                 f".binaries_int8 = {r}_qbinaries, .num_binaries_int8 = {count(qbinaries)}, "
+                 f".constant_buffers = {f'{r}_constant' if any(constant) else 'NULL'}}};")
     for t in args:
         dims = ", ".join(str(d) for d in t.shape) or "1"
         lines.append(f"static const int64_t {r}_shape_{t.name}[] = {{{dims}}};")

@@ -538,6 +538,7 @@ class RegionProgram:
     lmem_peak_bytes: int = 0
     plan: Optional["Plan"] = None
     group_steps: list = dataclasses.field(default_factory=list)  # (first, end) step index per group
+    constant_inputs: frozenset = frozenset()  # positions in inputs of constant tensors (weights)
 
     def macs(self) -> int:
         total = 0

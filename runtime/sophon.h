@@ -213,6 +213,17 @@ sophon_status sophon_lmem_write(sophon_device* dev, int32_t lane, uint32_t addr,
 /* Copies the 4-D global view `src` into `dst`. Shapes and dtypes must match. */
 sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
                                const sophon_global* src);
+/* sophon_gdma_load of a view that stays unchanged, and allocated, while the device
+ * lives unless the device itself writes it (a compiled model's weights: the program
+ * marks their buffers, see sophon_program.constant_buffers). The same checks,
+ * counters and, as far as anything can observe, LMEM contents: the host copy of an
+ * f32 view with contiguous (n, c) blocks is deferred until an instruction, a store or
+ * sophon_lmem_read reads those bytes, and skipped for the bytes overwritten first; a
+ * fast f32 conv2d whose weight operand is exactly that destination reads the weight
+ * from a copy of `src` packed once (the same values). Other views, and every view in
+ * reference mode, are copied at once. */
+sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
+                                        const sophon_global* src);
 /* Copies `src` into the 4-D global view `dst`. Shapes and dtypes must match.
  * A zero dst stride on a dim > 1 is rejected (broadcast is for loads only). */
 sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,

@@ -109,6 +109,10 @@ typedef struct {
   int32_t num_luts;
   const sophon_binary_int8_params* binaries_int8; /* BINARY_INT8 (p) */
   int32_t num_binaries_int8;
+  /* num_buffers flags, or NULL: 1 marks a buffer that stays unchanged and allocated
+     while the device lives (the model's weights); LOADs from it run as
+     sophon_gdma_load_constant */
+  const uint8_t* constant_buffers;
 } sophon_program;
 
 /* Runs every command. buffers[i] is the base of DDR buffer i (num_buffers of

@@ -432,8 +432,11 @@ def float_conv_expected(x, weight, bias, q, filter_scales, kernel, stride, pad, 
     (16, 22, 7, 7, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127), 1),
     # ... and 3 blocks x 3 fours of channels at the fourth: mid-block, past a partial four
     (12, 10, 12, 12, (3, 3), (1, 1), (1, 1, 1, 1), 1, 64, True, (-128, 127), 1),
+    # in lanes, a tile of the plane: 18 pixels x K 36, so the gathered columns (648 floats)
+    # end off a 64-byte boundary and the weight panels after them must be realigned
+    (4, 6, 3, 6, (3, 3), (1, 1), (1, 1, 1, 1), 1, 128, True, (-128, 127), 1),
 ], ids=["dense", "runs_of_128", "runs_of_100", "depthwise", "grouped", "blocks", "groups_of_5", "pointwise_planes",
-        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding", "one_block_split", "mid_block_split"])
+        "lanes", "lanes_pointwise", "lanes_blocks", "rows_padding", "one_block_split", "mid_block_split", "lanes_unaligned_columns"])
 def test_conv2d_int8_float_conv_rounding(devices, case):
     """SOPHON_REQUANT_FLOAT_CONV (onnxruntime's float Conv between DequantizeLinear and
     QuantizeLinear): the reference equals the numpy statement of it, and every fast device

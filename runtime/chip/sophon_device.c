@@ -136,6 +136,13 @@ static sophon_status check_chip(const sophon_chip* chip) {
   return SOPHON_OK;
 }
 
+struct sophon_packed {
+  sophon_packed_key key;
+  size_t floats;
+  void* block;
+  float* data; /* block, 64-byte aligned */
+};
+
 sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out) {
   sophon_device* dev;
   sophon_status status;
@@ -168,8 +175,11 @@ sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out)
 }
 
 void sophon_device_destroy(sophon_device* dev) {
+  int32_t i;
   if (dev == NULL) return;
   sophon_thread_pool_destroy(dev->pool);
+  for (i = 0; i < dev->num_packed; ++i) free(dev->packed[i].block);
+  free(dev->packed);
   free(dev->scratch_block);
   free(dev->lmem);
   free(dev);
@@ -240,6 +250,52 @@ float* sophon_device_scratch(sophon_device* dev, size_t floats) {
   dev->scratch = (float*)(void*)((uint8_t*)block + (64 - (uintptr_t)block % 64) % 64);
   dev->scratch_floats = floats;
   return dev->scratch;
+}
+
+float* sophon_device_packed(sophon_device* dev, const sophon_packed_key* key, size_t floats,
+                            int* fresh) {
+  struct sophon_packed* entry;
+  int32_t i;
+  *fresh = 0;
+  for (i = 0; i < dev->num_packed; ++i) {
+    entry = &dev->packed[i];
+    if (entry->key.data == key->data && entry->floats == floats &&
+        memcmp(entry->key.shape, key->shape, sizeof(key->shape)) == 0)
+      return entry->data;
+  }
+  if (dev->num_packed == SOPHON_MAX_PACKED || floats > SOPHON_MAX_PACKED_BYTES / sizeof(float) ||
+      dev->packed_bytes + floats * sizeof(float) > SOPHON_MAX_PACKED_BYTES)
+    return NULL;
+  if (dev->packed == NULL) {
+    dev->packed = (struct sophon_packed*)calloc(SOPHON_MAX_PACKED, sizeof(*dev->packed));
+    if (dev->packed == NULL) return NULL;
+  }
+  entry = &dev->packed[dev->num_packed];
+  entry->block = malloc(floats * sizeof(float) + 64);
+  if (entry->block == NULL) return NULL;
+  entry->key = *key;
+  entry->floats = floats;
+  entry->data = (float*)(void*)((uint8_t*)entry->block + (64 - (uintptr_t)entry->block % 64) % 64);
+  dev->num_packed += 1;
+  dev->packed_bytes += floats * sizeof(float);
+  *fresh = 1;
+  return entry->data;
+}
+
+void sophon_device_packed_drop(sophon_device* dev, const void* first, const void* end) {
+  int32_t i = 0;
+  while (i < dev->num_packed) {
+    struct sophon_packed* entry = &dev->packed[i];
+    if ((uintptr_t)entry->key.data < (uintptr_t)end &&
+        (uintptr_t)first < (uintptr_t)entry->key.data_end) {
+      free(entry->block);
+      dev->packed_bytes -= entry->floats * sizeof(float);
+      memmove(entry, entry + 1, (size_t)(dev->num_packed - i - 1) * sizeof(*entry));
+      dev->num_packed -= 1;
+    } else {
+      ++i;
+    }
+  }
 }
 
 const sophon_chip* sophon_device_chip(const sophon_device* dev) {
@@ -316,6 +372,7 @@ sophon_status sophon_lmem_read(sophon_device* dev, int32_t lane, uint32_t addr,
                                void* dst, size_t bytes) {
   sophon_status status = check_raw(dev, "lmem_read", lane, addr, dst, bytes);
   if (status != SOPHON_OK) return status;
+  sophon_lmem_reading_lane(dev, lane, addr, (int64_t)addr + (int64_t)bytes);
   if (bytes > 0)
     memcpy(dst, dev->lmem + (int64_t)lane * dev->lane_pitch + addr, bytes);
   return SOPHON_OK;
@@ -325,6 +382,8 @@ sophon_status sophon_lmem_write(sophon_device* dev, int32_t lane, uint32_t addr,
                                 const void* src, size_t bytes) {
   sophon_status status = check_raw(dev, "lmem_write", lane, addr, src, bytes);
   if (status != SOPHON_OK) return status;
+  /* copies what it overwrites too: the pending bytes around it stay exact */
+  sophon_lmem_reading_lane(dev, lane, addr, (int64_t)addr + (int64_t)bytes);
   if (bytes > 0)
     memcpy(dev->lmem + (int64_t)lane * dev->lane_pitch + addr, src, bytes);
   return SOPHON_OK;

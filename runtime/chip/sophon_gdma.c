@@ -323,6 +323,9 @@ static int view_is_injective(const sophon_global* gv) {
   return 1;
 }
 
+static void view_span(const sophon_global* g, const uint8_t** first, const uint8_t** end);
+static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t* end);
+
 /* Runs a checked transfer between `l` and `gv`. */
 static void gdma_run(sophon_device* dev, const sophon_local* l, const sophon_global* gv,
                      int is_load, uint64_t bytes) {
@@ -388,6 +391,7 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
   status = check_pair(dev, op, "src", src, "dst", dst);
   if (status != SOPHON_OK) return status;
 
+  sophon_lmem_writing(dev, dst);
   gdma_run(dev, dst, src, 1, tensor_bytes(dst));
   count_gdma(dev, dst, src, tensor_bytes(dst), 1);
   return SOPHON_OK;
@@ -412,8 +416,262 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                             (long long)dst->stride_h, (long long)dst->stride_w, (int)dst->n,
                             (int)dst->c, (int)dst->h, (int)dst->w);
 
+  sophon_lmem_reading(dev, src);
+  if (dev->num_deferred > 0 || dev->num_packed > 0) {
+    const uint8_t *first, *end;
+    view_span(dst, &first, &end);
+    ddr_writing(dev, first, end);
+  }
   gdma_run(dev, src, dst, 0, tensor_bytes(src));
   count_gdma(dev, src, dst, tensor_bytes(src), 0);
+  return SOPHON_OK;
+}
+
+/* ---------------------------------------------------------- deferred loads
+ * A load of a constant f32 view (sophon_gdma_load_constant: a compiled model's
+ * weights) is checked and counted as it is issued, but its host copy waits in
+ * dev->deferred: a model loads every weight at every inference, into LMEM that the
+ * next weights or activations overwrite before anything but its conv reads it, and
+ * the conv reads the same values from DDR (sophon_deferred_source). What LMEM holds,
+ * as far as anything can observe, stays what the chip would hold:
+ *   - an entry is a deferred load and its pending part, lanes [l0, l1) x per-lane
+ *     byte offsets [wb, we): the load's bytes there (those of its channel blocks)
+ *     are not in LMEM yet. Pending parts of different entries never meet (a write
+ *     takes its range out of every pending part first, below);
+ *   - whatever reads LMEM (an instruction's inputs, a store, sophon_lmem_read)
+ *     first copies the pending bytes of every entry whose part its range meets
+ *     (settles the entry);
+ *   - whatever writes LMEM (an instruction's output, a load, sophon_lmem_write)
+ *     first takes what it writes out of every pending part: where it writes every
+ *     byte of its range in a lane (channel blocks back to back), that rectangle
+ *     comes out as it is; where it leaves bytes (the gaps of an aligned layout),
+ *     the pending bytes it leaves are copied first. The rest of a part stays
+ *     pending, split into up to four entries (left and right of the range, the
+ *     lanes below and above it).
+ * Every TIU instruction computes every element of its output from its inputs
+ * (none reads its output first), so its output is a write, after its inputs were
+ * read. Only loads whose DDR blocks are contiguous (each channel's h*w elements
+ * back to back) are deferred, so any part of a block is one memcpy away: others
+ * (a transposed fc weight) are copied at once by the transposing paths above,
+ * since copying the parts of one a write leaves element by element cost more than
+ * the deferral saved (MobileNetV2 FP32 1.11x slower). DDR writes (stores, copies,
+ * fills) first settle the entries whose source they meet. */
+
+/* 1 if each of the view's (n, c) blocks is h*w contiguous elements. */
+static int blocks_contiguous(const sophon_global* g) {
+  return (g->w == 1 || g->stride_w == 1) && (g->h == 1 || g->stride_h == g->w);
+}
+
+static int32_t lanes_of(const sophon_chip* chip, const sophon_local* t) {
+  return t->c < chip->npu_num ? t->c : chip->npu_num;
+}
+
+static int same_local(const sophon_local* a, const sophon_local* b) {
+  return a->addr == b->addr && a->n == b->n && a->c == b->c && a->h == b->h && a->w == b->w &&
+         a->dtype == b->dtype && a->layout == b->layout && a->cstride == b->cstride;
+}
+
+/* Where t's channels sit in one lane: `slots` channel slots per batch item, the
+ * first `count` of them used in this lane, each a block of `block` bytes at
+ * `pitch` apart (the layout of sophon_view_init). */
+typedef struct {
+  int64_t slots, pitch, block;
+  int32_t count;
+} lane_blocks;
+
+static lane_blocks blocks_in_lane(const sophon_chip* chip, const sophon_local* t, int32_t lane) {
+  const int64_t elem = sophon_dtype_size(t->dtype);
+  lane_blocks b;
+  b.slots = sophon_channels_per_lane(chip, t->c);
+  b.pitch = sophon_local_channel_stride(chip, t) * elem;
+  b.block = (int64_t)t->h * t->w * elem;
+  b.count = lane >= t->c ? 0 : (int32_t)((t->c - 1 - lane) / chip->npu_num + 1);
+  return b;
+}
+
+/* Copies the bytes of deferred load d in lanes [l0, l1) at per-lane offsets
+ * [lo, hi) that w (NULL: nothing) does not write, from DDR into LMEM. */
+static void copy_unwritten(sophon_device* dev, const sophon_deferred_load* d, int32_t l0,
+                           int32_t l1, int64_t lo, int64_t hi, const sophon_local* w) {
+  const sophon_local* p = &d->dst;
+  const int64_t elem = sophon_dtype_size(p->dtype);
+  int32_t lane, batch, slot;
+  for (lane = l0; lane < l1; ++lane) {
+    const lane_blocks pb = blocks_in_lane(&dev->chip, p, lane);
+    uint8_t* lmem = dev->lmem + (int64_t)lane * dev->lane_pitch;
+    lane_blocks wb = {1, 1, 0, 0};
+    int64_t w_blocks = 0;
+    if (w != NULL) {
+      wb = blocks_in_lane(&dev->chip, w, lane);
+      w_blocks = (int64_t)w->n * wb.slots;
+    }
+    for (batch = 0; batch < p->n; ++batch) {
+      for (slot = 0; slot < pb.count; ++slot) {
+        const int64_t x0 = p->addr + ((int64_t)batch * pb.slots + slot) * pb.pitch;
+        const int64_t x1 = x0 + pb.block < hi ? x0 + pb.block : hi;
+        const uint8_t* src = (const uint8_t*)d->src.data +
+                             ((int64_t)batch * d->src.stride_n +
+                              ((int64_t)slot * dev->chip.npu_num + lane) * d->src.stride_c) * elem;
+        int64_t at = x0 > lo ? x0 : lo, k;
+        if (at >= x1) continue;
+        k = w != NULL && at > w->addr ? (at - w->addr) / wb.pitch : 0;
+        for (; k < w_blocks && at < x1; ++k) { /* w's blocks that may meet [at, x1) */
+          const int64_t begin = w->addr + k * wb.pitch, end = begin + wb.block;
+          if (begin >= x1) break;
+          if (k % wb.slots >= wb.count || end <= at) continue; /* not written in this lane */
+          if (begin > at) memcpy(lmem + at, src + (at - x0), (size_t)(begin - at));
+          at = end;
+        }
+        if (at < x1) memcpy(lmem + at, src + (at - x0), (size_t)(x1 - at));
+      }
+    }
+  }
+}
+
+/* Drops entry i from the table. */
+static void forget(sophon_device* dev, int32_t i) {
+  memmove(&dev->deferred[i], &dev->deferred[i + 1],
+          (size_t)(dev->num_deferred - i - 1) * sizeof(dev->deferred[0]));
+  dev->num_deferred -= 1;
+}
+
+static int is_whole(const sophon_deferred_load* d) {
+  return d->l0 == 0 && d->l1 == d->lanes && d->wb == d->begin && d->we == d->end;
+}
+
+/* Copies entry i's pending bytes into LMEM and drops it. */
+static void settle(sophon_device* dev, int32_t i) {
+  const sophon_deferred_load d = dev->deferred[i];
+  forget(dev, i);
+  if (is_whole(&d))
+    gdma_run(dev, &d.dst, &d.src, 1, tensor_bytes(&d.dst));
+  else
+    copy_unwritten(dev, &d, d.l0, d.l1, d.wb, d.we, NULL);
+}
+
+/* Settles the entries whose pending part meets lanes [l0, l1) x bytes [begin, end). */
+static void reading_rect(sophon_device* dev, int32_t l0, int32_t l1, int64_t begin, int64_t end) {
+  int32_t i = 0;
+  while (i < dev->num_deferred) {
+    const sophon_deferred_load* d = &dev->deferred[i];
+    if (d->wb < end && begin < d->we && d->l0 < l1 && l0 < d->l1)
+      settle(dev, i);
+    else
+      ++i;
+  }
+}
+
+void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, int64_t end) {
+  reading_rect(dev, lane, lane + 1, begin, end);
+}
+
+void sophon_lmem_reading(sophon_device* dev, const sophon_local* t) {
+  if (dev->num_deferred > 0)
+    reading_rect(dev, 0, lanes_of(&dev->chip, t), t->addr,
+                 t->addr + sophon_local_lane_bytes(&dev->chip, t));
+}
+
+/* Takes lanes [a0, a1) x bytes [b0, b1), written or copied, out of every pending
+ * part: what is left of a part is up to four entries (an entry past the table's
+ * room is settled instead). */
+static void remove_rect(sophon_device* dev, int32_t a0, int32_t a1, int64_t b0, int64_t b1) {
+  int32_t i = 0, j, count;
+  while (i < dev->num_deferred) {
+    const sophon_deferred_load d = dev->deferred[i];
+    const int32_t i0 = d.l0 > a0 ? d.l0 : a0, i1 = d.l1 < a1 ? d.l1 : a1;
+    const int64_t lo = d.wb > b0 ? d.wb : b0, hi = d.we < b1 ? d.we : b1;
+    sophon_deferred_load piece[4];
+    if (i0 >= i1 || lo >= hi) {
+      ++i;
+      continue;
+    }
+    count = 0;
+    if (d.wb < lo) { piece[count] = d; piece[count].we = lo; ++count; }
+    if (hi < d.we) { piece[count] = d; piece[count].wb = hi; ++count; }
+    if (d.l0 < i0) { piece[count] = d; piece[count].wb = lo; piece[count].we = hi; piece[count].l1 = i0; ++count; }
+    if (i1 < d.l1) { piece[count] = d; piece[count].wb = lo; piece[count].we = hi; piece[count].l0 = i1; ++count; }
+    forget(dev, i);
+    for (j = 0; j < count; ++j) { /* after i: they do not meet the rectangle */
+      if (dev->num_deferred < SOPHON_MAX_DEFERRED)
+        dev->deferred[dev->num_deferred++] = piece[j];
+      else
+        copy_unwritten(dev, &piece[j], piece[j].l0, piece[j].l1, piece[j].wb, piece[j].we, NULL);
+    }
+  }
+}
+
+void sophon_lmem_writing(sophon_device* dev, const sophon_local* t) {
+  const int32_t npu = dev->chip.npu_num, lanes = lanes_of(&dev->chip, t);
+  const int64_t begin = t->addr, end = begin + sophon_local_lane_bytes(&dev->chip, t);
+  const lane_blocks b = blocks_in_lane(&dev->chip, t, 0);
+  int32_t i;
+  if (dev->num_deferred == 0) return;
+  if (b.pitch == b.block && (t->n == 1 || t->c % npu == 0 || t->c < npu)) {
+    /* channel blocks back to back: lane l < lanes writes [begin, begin + its blocks) */
+    const int32_t full = (int32_t)((t->c - 1) % npu) + 1; /* lanes with all slots used */
+    remove_rect(dev, 0, full, begin, begin + (int64_t)t->n * b.slots * b.pitch);
+    if (full < lanes) remove_rect(dev, full, lanes, begin, begin + (b.slots - 1) * b.pitch);
+    /* a footprint past the blocks (aligned batch slots) is not written: stays pending */
+    return;
+  }
+  for (i = 0; i < dev->num_deferred; ++i) { /* gaps: copy the pending bytes t leaves */
+    const sophon_deferred_load* d = &dev->deferred[i];
+    const int32_t l1 = d->l1 < lanes ? d->l1 : lanes;
+    const int64_t lo = d->wb > begin ? d->wb : begin, hi = d->we < end ? d->we : end;
+    if (d->l0 < l1 && lo < hi) copy_unwritten(dev, d, d->l0, l1, lo, hi, t);
+  }
+  remove_rect(dev, 0, lanes, begin, end);
+}
+
+const sophon_global* sophon_deferred_source(const sophon_device* dev, const sophon_local* t) {
+  int32_t i;
+  for (i = 0; i < dev->num_deferred; ++i) {
+    const sophon_deferred_load* d = &dev->deferred[i];
+    if (same_local(&d->dst, t) && is_whole(d)) return &d->src;
+  }
+  return NULL;
+}
+
+/* DDR bytes [first, end) are about to be written: settles the deferred loads that
+ * read them and drops the packed copies made from them (a constant view is not
+ * written by a correct program; this keeps a wrong one from changing what LMEM
+ * held or what a kernel reads). */
+static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t* end) {
+  int32_t i = 0;
+  while (i < dev->num_deferred) {
+    const uint8_t *src_first, *src_end;
+    view_span(&dev->deferred[i].src, &src_first, &src_end);
+    if (src_first < end && first < src_end)
+      settle(dev, i);
+    else
+      ++i;
+  }
+  sophon_device_packed_drop(dev, first, end);
+}
+
+sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
+                                        const sophon_global* src) {
+  static const char* op = "gdma_load";
+  sophon_deferred_load* d;
+  sophon_status status;
+
+  if (dev == NULL) return SOPHON_ERR_ARGUMENT;
+  if (dev->reference || dst == NULL || src == NULL || dst->dtype != SOPHON_F32 ||
+      !blocks_contiguous(src))
+    return sophon_gdma_load(dev, dst, src);
+  status = check_pair(dev, op, "src", src, "dst", dst);
+  if (status != SOPHON_OK) return status;
+
+  sophon_lmem_writing(dev, dst);
+  if (dev->num_deferred == SOPHON_MAX_DEFERRED) settle(dev, 0); /* the oldest */
+  d = &dev->deferred[dev->num_deferred++];
+  d->dst = *dst;
+  d->src = *src;
+  d->begin = d->wb = dst->addr;
+  d->end = d->we = d->begin + sophon_local_lane_bytes(&dev->chip, dst);
+  d->lanes = d->l1 = lanes_of(&dev->chip, dst);
+  d->l0 = 0;
+  count_gdma(dev, dst, src, tensor_bytes(dst), 1);
   return SOPHON_OK;
 }
 
@@ -507,6 +765,7 @@ sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
                             "%s: dst and src overlap in DDR (a copy must not read what it writes)",
                             op);
 
+  ddr_writing(dev, dst_first, dst_end);
   elem = sophon_dtype_size(src->dtype);
   for (n = 0; n < src->n; ++n) {
     for (c = 0; c < src->c; ++c) {
@@ -566,6 +825,11 @@ sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, dou
       memcpy(pattern, &v, 4);
       break;
     }
+  }
+  if (dev->num_deferred > 0 || dev->num_packed > 0) {
+    const uint8_t *first, *end;
+    view_span(dst, &first, &end);
+    ddr_writing(dev, first, end);
   }
   elem = sophon_dtype_size(dst->dtype);
   for (n = 0; n < dst->n; ++n)

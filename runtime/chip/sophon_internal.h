@@ -37,6 +37,20 @@
 
 #define SOPHON_ERROR_BYTES 512
 #define SOPHON_NAME_BYTES 64
+#define SOPHON_MAX_DEFERRED 128 /* deferred constant loads a device keeps */
+
+/* A load of a constant DDR view (sophon_gdma_load_constant) whose host copy has not
+ * been made yet, or not all of it: as far as the chip is concerned, the bytes of
+ * dst's channel blocks in lanes [l0, l1) at per-lane offsets [wb, we) hold `src`
+ * (see "deferred loads" in chip/sophon_gdma.c). */
+typedef struct {
+  sophon_local dst;
+  sophon_global src;  /* each (n, c) block contiguous */
+  int64_t begin, end; /* per-lane byte range of dst */
+  int64_t wb, we;     /* the pending part: bytes [wb, we) of lanes [l0, l1) */
+  int32_t l0, l1;
+  int32_t lanes;      /* lanes dst reaches: min(c, npu_num) */
+} sophon_deferred_load;
 
 struct sophon_device {
   sophon_chip chip;                   /* copy; chip.name points at chip_name */
@@ -61,6 +75,11 @@ struct sophon_device {
   void* scratch_block;                /* packing buffers of the fast kernels: grown, */
   float* scratch;                     /* never shrunk; scratch is 64-byte aligned */
   size_t scratch_floats;
+  sophon_deferred_load deferred[SOPHON_MAX_DEFERRED]; /* in load order */
+  int32_t num_deferred;
+  struct sophon_packed* packed;       /* constant weights packed by the fast kernels */
+  int32_t num_packed;                 /* (sophon_device_packed), kept while the device lives */
+  size_t packed_bytes;
 };
 
 /* ------------------------------------------------------------- errors */
@@ -106,6 +125,41 @@ sophon_status sophon_check_disjoint_or_same(sophon_device* dev, const char* op,
                                             const sophon_local* out, const char* name,
                                             const sophon_local* in);
 
+/* A host copy of a constant DDR view (sophon_gdma_load_constant's promise: it does
+ * not change while the device lives) rearranged the way a fast kernel reads it,
+ * made once: the key names the view and the arrangement. Returns the buffer of
+ * `floats` floats (64-byte aligned) for `key`, with *fresh = 1 when it is new and
+ * the caller must fill it; NULL past SOPHON_MAX_PACKED entries or _BYTES bytes, or
+ * without memory (the caller then reads the view as it is). */
+#define SOPHON_MAX_PACKED 512
+#define SOPHON_MAX_PACKED_BYTES ((size_t)1 << 30)
+typedef struct {
+  const void* data;
+  const void* data_end; /* one past the view's last byte: a DDR write there drops it */
+  int64_t shape[6]; /* the view's dims and strides, the arrangement's parameters */
+} sophon_packed_key;
+float* sophon_device_packed(sophon_device* dev, const sophon_packed_key* key, size_t floats,
+                            int* fresh);
+/* Drops the packed copies whose view meets DDR bytes [first, end) (about to be written). */
+void sophon_device_packed_drop(sophon_device* dev, const void* first, const void* end);
+
+/* ------------------------------------------------------ deferred loads
+ * (chip/sophon_gdma.c). Whatever reads or writes LMEM outside the GDMA calls it
+ * first: an instruction for each operand (isa/sophon_isa.c), the raw LMEM access. */
+
+/* Before reading t: copies the pending bytes of the deferred loads whose window
+ * t's range [addr, addr + lane bytes) meets. */
+void sophon_lmem_reading(sophon_device* dev, const sophon_local* t);
+/* Before writing t: takes t's range out of every pending window, copying first the
+ * pending bytes in it that t does not write. */
+void sophon_lmem_writing(sophon_device* dev, const sophon_local* t);
+/* Before raw access to bytes [begin, end) of one lane: copies the pending bytes of
+ * the deferred loads whose part meets them. */
+void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, int64_t end);
+/* The DDR view of t when t is exactly the destination of a deferred load (its bytes
+ * in LMEM would be that view's, element for element), else NULL. */
+const sophon_global* sophon_deferred_source(const sophon_device* dev, const sophon_local* t);
+
 /* ----------------------------------------------------------- operands
  * One TIU instruction's operands, as its descriptor carries them: out and up to
  * three local inputs (a, b, c; their meaning per instruction is written beside
@@ -126,6 +180,9 @@ typedef struct {
   const sophon_lrn_params* lrn;
   const sophon_lut_int8_params* lut;
   const sophon_binary_int8_params* binary_int8;
+  const sophon_global* weight_ddr;       /* conv2d, fc (f32): b's bytes as a DDR view
+                                            (a deferred load's source) the fast kernel
+                                            reads instead of LMEM; NULL: read b */
   sophon_binary_op binary_op;
   sophon_reduce_kind reduce_kind;
   int32_t act_min, act_max;              /* pool2d_int8's clamp */

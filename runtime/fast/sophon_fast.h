@@ -16,13 +16,14 @@
  * sophon_fast_conv.c: fast f32 kernels beside the reference ones (same operands,
  * already checked; same results within the tolerance stated there). Each returns 0,
  * or -1 if its scratch memory could not be allocated: the caller then runs the
- * reference kernel. */
+ * reference kernel. weight_ddr (sophon_operands): the weight's bytes as a DDR view,
+ * read instead of LMEM where its rows are contiguous, or NULL. */
 int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_local* weight, const sophon_local* bias,
-                           const sophon_conv_params* p);
+                           const sophon_conv_params* p, const sophon_global* weight_ddr);
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
-                       const sophon_activation* act);
+                       const sophon_activation* act, const sophon_global* weight_ddr);
 /* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
  * bit-identical to the reference (but AVX-512's sigmoid family, see below); cannot fail (without scratch memory it computes
  * the reference's way). */

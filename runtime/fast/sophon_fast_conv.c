@@ -8,7 +8,10 @@
  *     C[oc][p] = sum_k A[oc][k] * B[k][p],   k = (ic, ky, kx), p = oy * OW + ox
  *   A is the weight (row oc is contiguous in oc's lane), B the input as columns of
  *   window taps (im2col; padding taps are zeros), C the output (channel oc's plane
- *   is contiguous in its lane). A is read in place: an A panel is mr weight rows.
+ *   is contiguous in its lane). A is read in place: an A panel is mr weight rows;
+ *   a weight whose load was deferred (sophon_gdma_load_constant) is read instead
+ *   from a copy of its DDR view packed once per device in the micro-kernel's order
+ *   (pack_a), the same values, so the same sums.
  *   Tasks own B panels (nr output pixels) or A panels, whichever has more; each
  *   walks its B panels K block by K block and runs an mr x nr register-blocked
  *   micro-kernel for every A panel over the block, keeping partial sums in a
@@ -63,7 +66,9 @@ enum {
   IMPLICIT_KC = 256,
   /* the implicit GEMM takes 24-wide panels (micro_kernel_ymm_rows) where they
      compute fewer than this share of the columns 32-wide panels compute */
-  NARROW_PERCENT = 98
+  NARROW_PERCENT = 98,
+  /* a packed A block (pack_a) is prefetched this many k steps ahead */
+  A_PREFETCH = 64
 };
 
 /* --------------------------------------------------------- micro-kernels
@@ -71,7 +76,8 @@ enum {
  *     acc[r][j] = (first ? 0 : tile[r*nr + j]) + sum_{k < kc} a[r][k] * b[k*nr + j]
  * adding the products in k order. a[r] is row r of A from the block's first k, read
  * in place from the weight in its lane (packing A would cost a pass over the
- * weights at every instruction, and a conv runs once per slice); b is a packed B
+ * weights at every instruction, and a conv runs once per slice), or in a packed A
+ * block (the _packed kernels: a[r] = block + r, k at k * MR, see pack_a); b is a packed B
  * panel (nr columns), tile a contiguous MR x nr buffer, both 64-byte aligned. Then
  * either
  *   - out == NULL (a block before the last): acc is stored back to tile; or
@@ -94,6 +100,7 @@ typedef void (*micro_kernel_rows_fn)(int64_t kc, const float* const* a,
 typedef struct {
   micro_kernel_fn fn;
   micro_kernel_rows_fn rows_fn; /* NULL where B must be packed */
+  micro_kernel_rows_fn rows_packed_fn; /* rows_fn over a packed A block (pack_a) */
   int32_t mr;  /* tile rows: 6 or 8 */
   int32_t nr;  /* panel width: 16 or 32 */
   int32_t kc;  /* K block: B_PANEL_FLOATS / nr (IMPLICIT_KC for the implicit GEMM) */
@@ -199,7 +206,7 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
  * stores handle the edge columns. */
 #define SOPHON_ROW(r)                                                   \
   do {                                                                  \
-    const __m512 a_r = _mm512_set1_ps(a##r[k]);                         \
+    const __m512 a_r = _mm512_set1_ps(a##r[k * as]);                    \
     c##r##0 = _mm512_fmadd_ps(a_r, b0, c##r##0);                        \
     c##r##1 = _mm512_fmadd_ps(a_r, b1, c##r##1);                        \
   } while (0)
@@ -210,7 +217,7 @@ SOPHON_AVX2_FMA static void micro_kernel_avx2(int64_t kc, const float* const* a,
 /* b_rows == NULL: B is a packed panel b (rows 32 floats apart); else row k of B
  * starts at b_rows[k] + b_col (the implicit GEMM of conv2d_gemm: no packing). */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
-    int64_t kc, const float* const* a, const float* b, const float* const* b_rows,
+    const int as, int64_t kc, const float* const* a, const float* b, const float* const* b_rows,
     int64_t b_col, float* tile, int first, float* const* out, int32_t cols, const float* bias,
     const sophon_activation* act) {
   enum { MR = 8 };
@@ -230,6 +237,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_avx512_body(
   for (k = 0; k < kc; ++k) {
     const float* b_k = b_rows != NULL ? b_rows[k] + b_col : b + k * 32;
     const __m512 b0 = _mm512_loadu_ps(b_k), b1 = _mm512_loadu_ps(b_k + 16);
+    if (as > 1) _mm_prefetch((const char*)(a0 + (k + A_PREFETCH) * as), _MM_HINT_T0);
     SOPHON_ROW(0);
     SOPHON_ROW(1);
     SOPHON_ROW(2);
@@ -277,7 +285,7 @@ SOPHON_AVX512 static void micro_kernel_avx512(int64_t kc, const float* const* a,
                                               const float* b, float* tile, int first,
                                               float* const* out, int32_t cols,
                                               const float* bias, const sophon_activation* act) {
-  micro_kernel_avx512_body(kc, a, b, NULL, 0, tile, first, out, cols, bias, act);
+  micro_kernel_avx512_body(1, kc, a, b, NULL, 0, tile, first, out, cols, bias, act);
 }
 
 SOPHON_AVX512 static void micro_kernel_avx512_rows(int64_t kc, const float* const* a,
@@ -285,7 +293,16 @@ SOPHON_AVX512 static void micro_kernel_avx512_rows(int64_t kc, const float* cons
                                                    float* tile, int first, float* const* out,
                                                    int32_t cols, const float* bias,
                                                    const sophon_activation* act) {
-  micro_kernel_avx512_body(kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
+  micro_kernel_avx512_body(1, kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
+}
+
+/* The same over a packed A block (a[r] = block + r, element k at k * MR: pack_a). */
+SOPHON_AVX512 static void micro_kernel_avx512_packed(int64_t kc, const float* const* a,
+                                                     const float* const* b_rows, int64_t b_col,
+                                                     float* tile, int first, float* const* out,
+                                                     int32_t cols, const float* bias,
+                                                     const sophon_activation* act) {
+  micro_kernel_avx512_body(8, kc, a, NULL, b_rows, b_col, tile, first, out, cols, bias, act);
 }
 
 /* Two 8-float vectors as one 16-float register. */
@@ -296,7 +313,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m2
 /* Row r's three accumulators (named, so that they stay in registers). */
 #define SOPHON_ROW(r)                                                   \
   do {                                                                  \
-    const __m256 a_r = _mm256_broadcast_ss(a##r + k);                   \
+    const __m256 a_r = _mm256_broadcast_ss(a##r + k * as);              \
     c##r##0 = _mm256_fmadd_ps(a_r, b0, c##r##0);                        \
     if (nv > 1) c##r##1 = _mm256_fmadd_ps(a_r, b1, c##r##1);            \
     if (nv > 2) c##r##2 = _mm256_fmadd_ps(a_r, b2, c##r##2);            \
@@ -324,7 +341,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m2
  * as the 8 x 32 kernel); a block before the last leaves the partial sums in tile
  * (8 rows of 24). */
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
-    const int nv, int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,
+    const int nv, const int as, int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,
     float* tile, int first, float* const* out, int32_t cols, const float* bias,
     const sophon_activation* act) {
   enum { MR = 8 };
@@ -342,6 +359,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : b0;
     const __m256 b2 = nv > 2 ? _mm256_loadu_ps(b + 16) : b0;
+    if (as > 1) _mm_prefetch((const char*)(a0 + (k + A_PREFETCH) * as), _MM_HINT_T0);
     SOPHON_ROW(0);
     SOPHON_ROW(1);
     SOPHON_ROW(2);
@@ -384,41 +402,50 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
 #undef SOPHON_TILE
 
 /* The panel's columns decide how many vectors the kernel computes. */
-#define SOPHON_YMM_KERNEL(nv)                                                             \
-  SOPHON_AVX512 static void micro_kernel_ymm_##nv(                                        \
+#define SOPHON_YMM_KERNEL(name, nv, as)                                                   \
+  SOPHON_AVX512 static void name(                                                         \
       int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,       \
       float* tile, int first, float* const* out, int32_t cols, const float* bias,         \
       const sophon_activation* act) {                                                     \
-    micro_kernel_ymm_body(nv, kc, a, b_rows, b_col, tile, first, out, cols, bias, act);   \
+    micro_kernel_ymm_body(nv, as, kc, a, b_rows, b_col, tile, first, out, cols, bias, act); \
   }
-SOPHON_YMM_KERNEL(1)
-SOPHON_YMM_KERNEL(2)
-SOPHON_YMM_KERNEL(3)
+SOPHON_YMM_KERNEL(micro_kernel_ymm_1, 1, 1)
+SOPHON_YMM_KERNEL(micro_kernel_ymm_2, 2, 1)
+SOPHON_YMM_KERNEL(micro_kernel_ymm_3, 3, 1)
+SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_1, 1, 8) /* over a packed A block (pack_a) */
+SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_2, 2, 8)
+SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_3, 3, 8)
 #undef SOPHON_YMM_KERNEL
 
-static void micro_kernel_ymm_rows(int64_t kc, const float* const* a,
-                                  const float* const* b_rows, int64_t b_col, float* tile,
-                                  int first, float* const* out, int32_t cols,
-                                  const float* bias, const sophon_activation* act) {
-  if (cols > 16)
-    micro_kernel_ymm_3(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
-  else if (cols > 8)
-    micro_kernel_ymm_2(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
-  else
-    micro_kernel_ymm_1(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);
-}
+/* The panel's last columns decide how many vectors the kernel computes. */
+#define SOPHON_YMM_DISPATCH(name, kernel)                                                  \
+  static void name(int64_t kc, const float* const* a, const float* const* b_rows,          \
+                   int64_t b_col, float* tile, int first, float* const* out, int32_t cols, \
+                   const float* bias, const sophon_activation* act) {                      \
+    if (cols > 16)                                                                         \
+      kernel##3(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
+    else if (cols > 8)                                                                     \
+      kernel##2(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
+    else                                                                                   \
+      kernel##1(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
+  }
+SOPHON_YMM_DISPATCH(micro_kernel_ymm_rows, micro_kernel_ymm_)
+SOPHON_YMM_DISPATCH(micro_kernel_ymm_packed, micro_kernel_ymm_packed_)
+#undef SOPHON_YMM_DISPATCH
 #endif
 
 static micro_kernel micro_kernel_for(const sophon_device* dev) {
   micro_kernel k;
   k.fn = micro_kernel_c;
   k.rows_fn = NULL;
+  k.rows_packed_fn = NULL;
   k.mr = 6;
   k.nr = 16;
 #if SOPHON_X86_DISPATCH
   if (dev->cpu_avx512) {
     k.fn = micro_kernel_avx512;
     k.rows_fn = micro_kernel_avx512_rows;
+    k.rows_packed_fn = micro_kernel_avx512_packed;
     k.mr = 8;
     k.nr = 32;
   } else if (dev->cpu_fma) {
@@ -462,6 +489,11 @@ typedef struct {
      row's end reads the next row's left padding, zeros, so fewer columns drop. An unpadded 1x1 stride-1 conv reads the input's own
      channel planes (row_pitch = out_w). */
   float* biases;             /* every output channel's bias (0 without), gathered once */
+  /* A packed once (a deferred constant weight, see pack_a): the current group's
+     m_panels panels of mr x k floats, or NULL: A is read in place, row by row */
+  const float* a_packed;
+  const float* a_packed_all; /* every group's, m_panels * mr * k floats apart */
+  int64_t a_step;            /* floats between A's k and k + 1: 1 in place, mr packed */
   const float** b_rows;      /* k entries, or NULL: B is packed */
   float* planes;             /* the phase planes (icg blocks of plane_floats), or NULL */
   int64_t plane_floats;      /* per channel: stride_h * stride_w phases, then slack */
@@ -753,14 +785,19 @@ static void set_b_rows(conv_gemm* g) {
  * channel, then advanced past it): a[r] is weight row r from column kb; with
  * `outputs`, planes[r] is output channel r's plane and bias[r] its bias. Rows past
  * tile_m repeat the last A row, write to `sink` (rows[r]) and have bias 0. */
-static void panel_rows(const conv_gemm* g, int32_t tile_m, int64_t kb, int outputs,
+static void panel_rows(const conv_gemm* g, int64_t mp, int32_t tile_m, int64_t kb, int outputs,
                        sophon_channel_iter* w_it, sophon_channel_iter* o_it,
                        const float** biases, const float** a, float** planes,
                        float* bias, float** rows, float* sink) {
+  const float* packed = g->a_packed != NULL ? g->a_packed + (mp * g->kernel.mr * g->k + kb * g->kernel.mr) : NULL;
   int32_t r;
   for (r = 0; r < tile_m; ++r) {
-    a[r] = (const float*)(const void*)w_it->base + kb;
-    sophon_channel_next(&g->weight_v, w_it);
+    if (packed != NULL) {
+      a[r] = packed + r;
+    } else {
+      a[r] = (const float*)(const void*)w_it->base + kb;
+      sophon_channel_next(&g->weight_v, w_it);
+    }
     if (outputs) {
       planes[r] = (float*)(void*)o_it->base;
       bias[r] = (*biases)[r];
@@ -769,7 +806,7 @@ static void panel_rows(const conv_gemm* g, int32_t tile_m, int64_t kb, int outpu
   }
   *biases += tile_m;
   for (; r < g->kernel.mr; ++r) { /* past the last channel: drop the results */
-    a[r] = a[tile_m - 1];
+    a[r] = packed != NULL ? packed + r : a[tile_m - 1]; /* packed: rows of zeros */
     rows[r] = sink;
     bias[r] = 0.0f;
   }
@@ -850,7 +887,7 @@ static void conv_gemm_task(void* ctx, int32_t task, int32_t tasks) {
         const int32_t oc0 = (int32_t)(mp * mr);
         const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
         float* tile = tiles + (mp - m_begin) * mr * nr;
-        panel_rows(g, tile_m, kb, last, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
+        panel_rows(g, mp, tile_m, kb, last, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
         if (last)
           for (r = 0; r < tile_m; ++r) rows[r] = planes_out[r] + col0;
         if (b != NULL) {
@@ -919,11 +956,11 @@ static void conv_gemm_by_a_task(void* ctx, int32_t task, int32_t tasks) {
   b_next = g->biases + first_channel;
   for (mp = m_begin; mp < m_end; ++mp) {
     const int32_t tile_m = g->ocg - (int32_t)(mp * mr) < mr ? g->ocg - (int32_t)(mp * mr) : mr;
-    panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
+    panel_rows(g, mp, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
     for (kb = 0; kb < g->k; kb += g->kernel.kc) {
       const int64_t kc = g->k - kb < g->kernel.kc ? g->k - kb : g->kernel.kc;
       const int last = kb + kc == g->k;
-      for (r = 0; r < mr; ++r) a_k[r] = a[r] + kb;
+      for (r = 0; r < mr; ++r) a_k[r] = a[r] + kb * g->a_step;
       for (np = 0; np < g->n_panels; ++np) {
         const int64_t col0 = np * nr;
         const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
@@ -977,7 +1014,7 @@ static void conv_gemm_rows_task(void* ctx, int32_t task, int32_t tasks) {
     for (mp = 0; mp < g->m_panels; ++mp) {
       const int32_t oc0 = (int32_t)(mp * mr);
       const int32_t tile_m = g->ocg - oc0 < mr ? g->ocg - oc0 : mr;
-      panel_rows(g, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
+      panel_rows(g, mp, tile_m, 0, 1, &w_it, &o_it, &b_next, a, planes_out, bias, rows, sink);
       for (np = n0; np < n1; ++np) {
         const int64_t col0 = np * nr;
         const int32_t cols = (int32_t)(g->columns - col0 < nr ? g->columns - col0 : nr);
@@ -986,6 +1023,48 @@ static void conv_gemm_rows_task(void* ctx, int32_t task, int32_t tasks) {
       }
     }
   }
+}
+
+/* The A operand of a weight that stays in DDR (a deferred constant load: `ddr` is
+ * the weight's view there, rows of k contiguous floats), packed once for the
+ * device's life (sophon_device_packed) in the order the micro-kernel reads it: per
+ * group, A panel by A panel, k by k, the panel's mr values side by side (rows past
+ * the group's last output channel are zeros). A task then reads each A block as one
+ * sequential stream, prefetched ahead (A_PREFETCH), where in place it reads mr rows
+ * in mr lanes far apart. NULL without room or memory: A is then read in LMEM. */
+static const float* pack_a(sophon_device* dev, const conv_gemm* g, const sophon_global* ddr,
+                           int32_t groups) {
+  const int64_t mr = g->kernel.mr, panel_floats = mr * g->k;
+  sophon_packed_key key;
+  float* packed;
+  int64_t group, mp, k;
+  int32_t r;
+  int fresh;
+  memset(&key, 0, sizeof(key));
+  key.data = ddr->data;
+  key.data_end = (const float*)ddr->data + (int64_t)(ddr->c - 1) * ddr->stride_c + g->k;
+  key.shape[0] = ddr->c;
+  key.shape[1] = g->k;
+  key.shape[2] = ddr->stride_c;
+  key.shape[3] = mr;
+  key.shape[4] = groups;
+  packed = sophon_device_packed(dev, &key, (size_t)(groups * g->m_panels * panel_floats), &fresh);
+  if (packed == NULL || !fresh) return packed;
+  for (group = 0; group < groups; ++group) {
+    for (mp = 0; mp < g->m_panels; ++mp) {
+      float* panel = packed + (group * g->m_panels + mp) * panel_floats;
+      for (r = 0; r < mr; ++r) {
+        const int64_t oc = mp * mr + r;
+        const float* row = (const float*)ddr->data + (group * g->ocg + oc) * ddr->stride_c;
+        if (oc >= g->ocg) {
+          for (k = 0; k < g->k; ++k) panel[k * mr + r] = 0.0f;
+          continue;
+        }
+        for (k = 0; k < g->k; ++k) panel[k * mr + r] = row[k];
+      }
+    }
+  }
+  return packed;
 }
 
 /* Packs a share of the B panels, all of K, into g->b_shared. */
@@ -999,7 +1078,7 @@ static void pack_b_task(void* ctx, int32_t task, int32_t tasks) {
 
 static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
-                       const sophon_conv_params* p) {
+                       const sophon_conv_params* p, const sophon_global* weight_ddr) {
   conv_gemm g;
   int32_t tasks;
   int64_t b_floats, rows_floats;
@@ -1054,10 +1133,24 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   if (implicit && (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * 100 <
                       sophon_ceil_div(g.columns, 32) * 32 * NARROW_PERCENT) {
     g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
+    g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
     g.kernel.nr = 24;
   }
 #endif
   g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
+  g.a_packed = g.a_packed_all = NULL;
+  g.a_step = 1;
+  if (weight_ddr != NULL) {
+    if (implicit && weight->n == 1 && weight_ddr->stride_w == 1 &&
+        (weight_ddr->h == 1 || weight_ddr->stride_h == weight_ddr->w))
+      g.a_packed_all = pack_a(dev, &g, weight_ddr, p->groups);
+    if (g.a_packed_all == NULL) {
+      sophon_lmem_reading(dev, weight); /* read A in LMEM: make the deferred copy now */
+    } else {
+      g.a_step = g.kernel.mr;
+      g.kernel.rows_fn = g.kernel.rows_packed_fn;
+    }
+  }
 
   macs = (uint64_t)g.ocg * (uint64_t)g.n * (uint64_t)g.k;
   g.split_n = g.n_panels >= g.m_panels;
@@ -1087,6 +1180,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   }
   for (g.batch = 0; g.batch < out->n; ++g.batch) {
     for (g.group = 0; g.group < p->groups; ++g.group) {
+      if (g.a_packed_all != NULL) g.a_packed = g.a_packed_all + g.group * g.m_panels * g.kernel.mr * g.k;
       if (g.planes != NULL)
         sophon_parallel_run(dev->pool, sophon_tasks_for(dev, macs, g.icg), pad_planes_task, &g);
       if (g.b_rows != NULL) set_b_rows(&g);
@@ -1101,12 +1195,13 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
 
 int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                            const sophon_local* weight, const sophon_local* bias,
-                           const sophon_conv_params* p) {
+                           const sophon_conv_params* p, const sophon_global* weight_ddr) {
   if (in->c == p->groups && out->c == p->groups) {
+    if (weight_ddr != NULL) sophon_lmem_reading(dev, weight); /* it reads LMEM */
     sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
     return 0;
   }
-  return conv2d_gemm(dev, out, in, weight, bias, p);
+  return conv2d_gemm(dev, out, in, weight, bias, p, weight_ddr);
 }
 
 /* ------------------------------------------------------------------ fc */
@@ -1165,9 +1260,55 @@ static void fc_task(void* ctx, int32_t task, int32_t tasks) {
   }
 }
 
+/* The fc weight (1, features, depth, 1) of a deferred load from `ddr` (any strides:
+ * the fc weight is often loaded transposed), packed once for the device's life in
+ * LMEM's order without the lanes (feature j's depth values at j * depth), and `v`
+ * a view over it (one lane). 0 without room or memory: `weight` is then read in
+ * LMEM, its deferred copy made now. */
+static int fc_weight_packed(sophon_device* dev, sophon_view* v, const sophon_local* weight,
+                            const sophon_global* ddr) {
+  const int64_t depth = (int64_t)weight->h * weight->w;
+  sophon_packed_key key;
+  float* packed;
+  int64_t j, k;
+  int fresh;
+  memset(&key, 0, sizeof(key));
+  key.data = ddr->data;
+  key.data_end = (const float*)ddr->data + (int64_t)(ddr->c - 1) * ddr->stride_c +
+                 (int64_t)(ddr->h - 1) * ddr->stride_h + (int64_t)(ddr->w - 1) * ddr->stride_w + 1;
+  key.shape[0] = ddr->c;
+  key.shape[1] = ddr->h;
+  key.shape[2] = ddr->w;
+  key.shape[3] = ddr->stride_c;
+  key.shape[4] = ddr->stride_h;
+  key.shape[5] = ddr->stride_w;
+  if (weight->n != 1 || ddr->stride_c < 0 || ddr->stride_h < 0 || ddr->stride_w < 0 ||
+      (packed = sophon_device_packed(dev, &key, (size_t)(weight->c * depth), &fresh)) == NULL) {
+    sophon_lmem_reading(dev, weight);
+    return 0;
+  }
+  if (fresh) {
+    for (j = 0; j < weight->c; ++j)
+      for (k = 0; k < depth; ++k)
+        packed[j * depth + k] = ((const float*)ddr->data)[j * ddr->stride_c +
+                                                           (k / ddr->w) * ddr->stride_h +
+                                                           (k % ddr->w) * ddr->stride_w];
+  }
+  v->lane0 = (uint8_t*)packed; /* one lane: feature j at j * depth floats */
+  v->lane_bytes = 0;
+  v->channel_bytes = depth * (int64_t)sizeof(float);
+  v->batch_bytes = weight->c * v->channel_bytes;
+  v->npu_num = 1;
+  v->n = weight->n;
+  v->c = weight->c;
+  v->h = weight->h;
+  v->w = weight->w;
+  return 1;
+}
+
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
-                       const sophon_activation* act) {
+                       const sophon_activation* act, const sophon_global* weight_ddr) {
   static const sophon_activation none = {SOPHON_ACT_NONE, 0.0f, 0.0f, 0.0f, 0.0f};
   sophon_view in_v;
   fc_job f;
@@ -1185,7 +1326,8 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
     }
   }
   sophon_view_init(&f.out_v, dev, out);
-  sophon_view_init(&f.weight_v, dev, weight);
+  if (weight_ddr == NULL || !fc_weight_packed(dev, &f.weight_v, weight, weight_ddr))
+    sophon_view_init(&f.weight_v, dev, weight);
   f.has_bias = bias != NULL;
   if (bias != NULL) sophon_view_init(&f.bias_v, dev, bias);
   f.act = act != NULL ? act : &none;

@@ -577,7 +577,7 @@ SOPHON_AVX512 static void lanes_item(const lanes_job* l, int64_t item, float* sc
   const int64_t k = j->k, block = j->q->k_block;
   const int64_t tiles_p = (count + LANES_TILE_PIXELS - 1) / LANES_TILE_PIXELS;
   float* cols = scratch;
-  float* panels = cols + l->run_taps * l->block_pixels;
+  float* panels = cols + round16(l->run_taps * l->block_pixels); /* 64-byte aligned, as task_floats */
   float* totals = panels + l->chunk_vectors * 16 * l->run_taps;
   float* rows = totals + l->chunk_vectors * 16 * l->block_pixels;
   int64_t start, tile, tp;

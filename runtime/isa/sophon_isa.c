@@ -81,13 +81,13 @@ static void conv2d_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_conv2d_f32(dev, o->out, o->a, o->b, o->c, o->conv);
 }
 static int conv2d_fast(sophon_device* dev, const sophon_operands* o) {
-  return sophon_fast_conv2d_f32(dev, o->out, o->a, o->b, o->c, o->conv);
+  return sophon_fast_conv2d_f32(dev, o->out, o->a, o->b, o->c, o->conv, o->weight_ddr);
 }
 static void fc_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_fc_f32(dev, o->out, o->a, o->b, o->c, o->act);
 }
 static int fc_fast(sophon_device* dev, const sophon_operands* o) {
-  return sophon_fast_fc_f32(dev, o->out, o->a, o->b, o->c, o->act);
+  return sophon_fast_fc_f32(dev, o->out, o->a, o->b, o->c, o->act, o->weight_ddr);
 }
 static void pool2d_ref(sophon_device* dev, const sophon_operands* o) {
   sophon_ref_pool2d_f32(dev, o->out, o->a, o->pool);
@@ -272,6 +272,9 @@ const sophon_instruction* sophon_isa_find(sophon_cmd_kind kind) {
 sophon_status sophon_isa_execute(sophon_device* dev, sophon_cmd_kind kind,
                                  const sophon_operands* o) {
   const sophon_instruction* ins = sophon_isa_find(kind);
+  const sophon_global* weight_src;
+  sophon_global weight;
+  sophon_operands fast;
   sophon_status s;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
@@ -279,7 +282,25 @@ sophon_status sophon_isa_execute(sophon_device* dev, sophon_cmd_kind kind,
     return sophon_set_error(dev, SOPHON_ERR_ARGUMENT, "unknown instruction kind %d", (int)kind);
   if ((s = ins->check(dev, ins->op, o)) != SOPHON_OK) return s;
 
-  if (dev->reference || ins->fast == NULL || ins->fast(dev, o) != 0) ins->reference(dev, o);
+  /* LMEM holds what the operands read, and no deferred load outlives a write over
+     it (chip/sophon_gdma.c); a fast conv2d or fc reads a deferred weight from DDR */
+  fast = *o;
+  if (o->a != NULL) sophon_lmem_reading(dev, o->a);
+  if (o->c != NULL) sophon_lmem_reading(dev, o->c);
+  if (o->b != NULL && !dev->reference && ins->fast != NULL &&
+      (kind == SOPHON_CMD_CONV2D || kind == SOPHON_CMD_FC) &&
+      (weight_src = sophon_deferred_source(dev, o->b)) != NULL) {
+    weight = *weight_src; /* by value: the table moves */
+    fast.weight_ddr = &weight;
+  } else if (o->b != NULL) {
+    sophon_lmem_reading(dev, o->b);
+  }
+  sophon_lmem_writing(dev, o->out);
+
+  if (dev->reference || ins->fast == NULL || ins->fast(dev, &fast) != 0) {
+    if (fast.weight_ddr != NULL) sophon_lmem_reading(dev, o->b);
+    ins->reference(dev, o);
+  }
 
   sophon_count_tiu(dev, ins->cost(&dev->chip, o), ins->macs != NULL ? ins->macs(o) : 0);
   sophon_touch(dev, o->out);

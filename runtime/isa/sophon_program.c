@@ -81,7 +81,10 @@ static sophon_status run_one(sophon_device* dev, const sophon_program* prog,
     case SOPHON_CMD_STORE:
       if (a == NULL) return bad_index(dev, "local", c->a);
       if ((s = make_global(dev, prog, buffers, c->b, &g)) != SOPHON_OK) return s;
-      return c->kind == SOPHON_CMD_LOAD ? sophon_gdma_load(dev, a, &g) : sophon_gdma_store(dev, &g, a);
+      if (c->kind == SOPHON_CMD_STORE) return sophon_gdma_store(dev, &g, a);
+      if (prog->constant_buffers != NULL && prog->constant_buffers[prog->globals[c->b].buffer])
+        return sophon_gdma_load_constant(dev, a, &g);
+      return sophon_gdma_load(dev, a, &g);
     case SOPHON_CMD_CONV2D:
     case SOPHON_CMD_CONV2D_INT8:
     case SOPHON_CMD_CONV2D_TRANSPOSE:

@@ -36,6 +36,27 @@ static int g_failed = 0;
     }                                                                                    \
   } while (0)
 
+/* The test programs' small chips: `npu_num` lanes of `lmem_bytes_per_lane`, 4 banks,
+ * `eu_bytes` per lane, int8, a 1 GHz clock, 4 DDR bytes per cycle, 10 and 5 cycles of
+ * GDMA and TIU latency. */
+static inline sophon_chip sophon_test_chip(const char* name, int32_t npu_num, uint32_t lmem_bytes_per_lane,
+                                    int32_t eu_bytes) {
+  sophon_chip chip;
+  memset(&chip, 0, sizeof chip);
+  chip.name = name;
+  chip.npu_num = npu_num;
+  chip.lmem_bytes_per_lane = lmem_bytes_per_lane;
+  chip.lmem_banks = 4;
+  chip.eu_bytes = eu_bytes;
+  chip.has_int8 = 1;
+  chip.clock_hz = 1e9;
+  chip.ddr_bytes_per_second = 4e9;
+  chip.power_watts = 1.0;
+  chip.gdma_latency_cycles = 10;
+  chip.tiu_latency_cycles = 5;
+  return chip;
+}
+
 /* Checks a status; on a mismatch also prints the device's message. */
 #define CHECK_STATUS(dev, expr, expected)                                            \
   do {                                                                               \
@@ -63,5 +84,36 @@ static int g_failed = 0;
              sophon_device_error(dev), (needle));                                \
     }                                                                            \
   } while (0)
+
+/* A local tensor at `addr` of shape (n, c, h, w), its channel stride the layout's own. */
+static inline sophon_local sophon_test_local(uint32_t addr, int32_t n, int32_t c, int32_t h, int32_t w,
+                                             sophon_dtype dtype, sophon_layout layout) {
+  sophon_local t;
+  memset(&t, 0, sizeof t);
+  t.addr = addr;
+  t.n = n;
+  t.c = c;
+  t.h = h;
+  t.w = w;
+  t.dtype = dtype;
+  t.layout = layout;
+  return t;
+}
+
+/* The dense NCHW host view of `data` with t's shape. */
+static inline sophon_global sophon_test_dense_view(void* data, const sophon_local* t) {
+  sophon_global g;
+  g.data = data;
+  g.n = t->n;
+  g.c = t->c;
+  g.h = t->h;
+  g.w = t->w;
+  g.stride_w = 1;
+  g.stride_h = t->w;
+  g.stride_c = (int64_t)t->h * t->w;
+  g.stride_n = (int64_t)t->c * t->h * t->w;
+  g.dtype = t->dtype;
+  return g;
+}
 
 #endif /* SOPHON_TEST_H_ */

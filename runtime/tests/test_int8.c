@@ -49,51 +49,20 @@ static int i8_equal(const int8_t* got, const int8_t* want, int count, const char
 
 /* 4 lanes of 4 KiB; EU_NUM(f32) = 4, EU_NUM(i8) = 16 * 2 = 32. */
 static sophon_chip small_chip(int has_int8) {
-  sophon_chip chip;
-  memset(&chip, 0, sizeof chip);
-  chip.name = has_int8 ? "tiny8" : "tiny_f32";
-  chip.npu_num = 4;
-  chip.lmem_bytes_per_lane = 4096;
-  chip.lmem_banks = 4;
-  chip.eu_bytes = 16;
+  sophon_chip chip = sophon_test_chip(has_int8 ? "tiny8" : "tiny_f32", 4, 4096, 16);
   chip.has_int8 = has_int8;
-  chip.clock_hz = 1e9;
-  chip.ddr_bytes_per_second = 4e9;
-  chip.power_watts = 1.0;
-  chip.gdma_latency_cycles = 10;
-  chip.tiu_latency_cycles = 5;
   chip.int8_macs_per_eu = 2;
   return chip;
 }
 
 static sophon_local local(uint32_t addr, int32_t n, int32_t c, int32_t h, int32_t w,
                           sophon_dtype dtype, sophon_layout layout) {
-  sophon_local t;
-  t.addr = addr;
-  t.n = n;
-  t.c = c;
-  t.h = h;
-  t.w = w;
-  t.dtype = dtype;
-  t.layout = layout;
-  t.cstride = 0;
-  return t;
+  return sophon_test_local(addr, n, c, h, w, dtype, layout);
 }
 
 /* A dense NCHW host view of t's shape. */
 static sophon_global dense(void* data, const sophon_local* t) {
-  sophon_global g;
-  g.data = data;
-  g.n = t->n;
-  g.c = t->c;
-  g.h = t->h;
-  g.w = t->w;
-  g.stride_w = 1;
-  g.stride_h = t->w;
-  g.stride_c = (int64_t)t->h * t->w;
-  g.stride_n = (int64_t)t->c * t->h * t->w;
-  g.dtype = t->dtype;
-  return g;
+  return sophon_test_dense_view(data, t);
 }
 
 static sophon_status load(sophon_device* dev, const sophon_local* t, const void* data) {

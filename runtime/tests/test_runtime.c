@@ -64,22 +64,7 @@ static int within_dot_bound(const float* got, const float* want, const float* ma
 /* ------------------------------------------------------------- fixtures */
 
 /* 4 lanes x 4 KiB, EU_NUM(f32) = 4, 4 DDR bytes per cycle. */
-static sophon_chip small_chip(void) {
-  sophon_chip chip;
-  memset(&chip, 0, sizeof chip);
-  chip.name = "test-small";
-  chip.npu_num = 4;
-  chip.lmem_bytes_per_lane = 4096;
-  chip.lmem_banks = 4;
-  chip.eu_bytes = 16;
-  chip.has_int8 = 1;
-  chip.clock_hz = 1e9;
-  chip.ddr_bytes_per_second = 4e9;
-  chip.power_watts = 1.0;
-  chip.gdma_latency_cycles = 10;
-  chip.tiu_latency_cycles = 5;
-  return chip;
-}
+static sophon_chip small_chip(void) { return sophon_test_chip("test-small", 4, 4096, 16); }
 
 static sophon_chip bm1680_chip(void) {
   sophon_chip chip;
@@ -108,16 +93,7 @@ static sophon_device* make_device(const sophon_chip* chip) {
 }
 
 static sophon_local local4(uint32_t addr, int n, int c, int h, int w, sophon_layout layout) {
-  sophon_local t;
-  t.addr = addr;
-  t.n = n;
-  t.c = c;
-  t.h = h;
-  t.w = w;
-  t.dtype = SOPHON_F32;
-  t.layout = layout;
-  t.cstride = 0;
-  return t;
+  return sophon_test_local(addr, n, c, h, w, SOPHON_F32, layout);
 }
 
 /* Bump allocator over one lane: each tensor starts 64-byte aligned. */
