@@ -11,7 +11,10 @@
  *    AVX-512 VNNI and VBMI (dw_vnni_rows), 16 outputs per vector: per kernel row one
  *    masked load of the input row (input_zero_point in the padding), byte permutes
  *    gather each output's 4 taps of a quad and vpdpbusd adds their 4 products;
- *    requantized in registers. Otherwise, per input channel the padded input,
+ *    requantized in registers. Outputs of 8 or fewer columns (7x7 planes) take
+ *    dw_vnni_flat instead: 16 consecutive outputs of the channel per vector, whatever
+ *    rows they lie on, their taps gathered from a window of the input plane by
+ *    per-instruction index tables, 64 outputs stored at once. Otherwise, per input channel the padded input,
  *    in - input_zero_point as int16 with 0 in the padding, is split into stride_h x
  *    stride_w phase planes (element (y, x) of plane (py, px) is padded element
  *    (y * sh + py, x * sw + px)). Output (oy, ox) is grid pixel p = oy * grid_w + ox,
@@ -114,12 +117,12 @@ static rq_output output_requant(const sophon_requant* q) {
 
 /* Output channel oc's parameters (bias_v NULL: no bias); depth: the products summed
  * into one output. */
-static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bias_v, int32_t oc,
-                                  int32_t offset, int64_t depth) {
+static rq_channel channel_requant_of(const sophon_requant* q, int32_t bias, int32_t oc,
+                                     int32_t offset, int64_t depth) {
   const int32_t qc = q->per_channel ? oc : 0;
   rq_channel c;
   c.offset = offset;
-  c.bias = bias_v != NULL ? *sophon_view_i32(bias_v, 0, oc) : 0;
+  c.bias = bias;
   c.exact_sum = (c.bias < 0 ? -(int64_t)c.bias : (int64_t)c.bias) + 32640 * depth < INT32_MAX;
   c.folded = (int32_t)(uint32_t)((uint32_t)c.bias - (uint32_t)offset);
   c.multiplier = q->multiplier[qc];
@@ -129,6 +132,13 @@ static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bi
   c.left_shift = c.shift > 0 ? c.shift : 0;
   c.right_shift = c.shift < 0 ? -c.shift : 0;
   return c;
+}
+
+/* channel_requant_of with the bias of channel oc read from bias_v (NULL: no bias). */
+static rq_channel channel_requant(const sophon_requant* q, const sophon_view* bias_v, int32_t oc,
+                                  int32_t offset, int64_t depth) {
+  return channel_requant_of(q, bias_v != NULL ? *sophon_view_i32(bias_v, 0, oc) : 0, oc, offset,
+                            depth);
 }
 
 /* The reference's requantization (sophon_tiu_conv_int8.c: requantize(saturate_i32(acc +
@@ -385,7 +395,23 @@ typedef struct {
   int32_t vnni_rows;
   int32_t quads;                   /* ceil(kernel_w / 4) */
   uint8_t index[DW_VNNI_MAX_QUADS][64]; /* vpermb indices of each quad of a kernel row */
+  /* dw_vnni_flat (AVX-512 VNNI and VBMI, small planes): vector v holds output pixels
+   * 16v .. 16v + 15 of the channel, in order; 0 flat_vectors when not taken */
+  int32_t flat_vectors;            /* ceil(out_h * out_w / 16) */
+  int32_t flat_quads;              /* ceil(taps / 4) */
+  int32_t flat_narrow;             /* 1: every window within 63 bytes (one vpermb) */
+  const struct dw_flat_window* flat_window; /* per vector */
+  const uint8_t* flat_index;       /* [vector][quad][64] vpermi2b indices */
 } dw_conv;
+
+/* The input bytes vector v of dw_vnni_flat reads: plane bytes [start, start + 127)
+ * of the channel (those inside the plane, by the masks of the two 64-byte halves),
+ * and byte 127 of the window, the padding byte; or, flat_narrow, plane bytes
+ * [start, start + 63) and byte 63. */
+struct dw_flat_window {
+  uint64_t mask[2];
+  int64_t start;
+};
 
 /* acc[i] = sum_t w[t] * base[tap_offset[t] + i] for i < count. Each product is within
  * +-32640 (|in - zp| <= 255, |w| <= 128) and there are at most 65793 taps. */
@@ -604,6 +630,164 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* 
 }
 #endif
 
+#if SOPHON_X86_DISPATCH
+enum {
+  DW_FLAT_MAX_TABLE = 1 << 16, /* bytes of tables dw_vnni_flat takes */
+  DW_FLAT_MAX_QUADS = 7        /* quads of taps (5x5 kernels) */
+};
+
+/* Sets up dw_vnni_flat for the geometry if every vector's input window fits 127 bytes
+ * (7x7 outputs at stride 1 and 2, for instance); table: room for the windows and the
+ * index tables (dw_flat_table_bytes). */
+static int64_t dw_flat_vectors(const dw_conv* d) {
+  return sophon_ceil_div((int64_t)d->op.out_h * d->op.out_w, 16);
+}
+static int64_t dw_flat_table_bytes(const dw_conv* d) {
+  return dw_flat_vectors(d) * (sizeof(struct dw_flat_window) + (int64_t)(d->taps + 3) / 4 * 64);
+}
+static void dw_flat_init(dw_conv* d, uint8_t* table) {
+  const sophon_conv_params* p = d->op.p;
+  const int32_t in_h = d->op.in_h, in_w = d->op.in_w, out_w = d->op.out_w;
+  const int64_t out_n = (int64_t)d->op.out_h * out_w, plane = (int64_t)in_h * in_w;
+  const int32_t vectors = (int32_t)dw_flat_vectors(d), quads = (d->taps + 3) / 4;
+  struct dw_flat_window* window = (struct dw_flat_window*)(void*)table;
+  uint8_t* index = table + (int64_t)vectors * sizeof(struct dw_flat_window);
+  int32_t dy[DW_VNNI_MAX_TAPS], dx[DW_VNNI_MAX_TAPS];
+  int32_t v, i, t, h, narrow = 1;
+  for (t = 0; t < d->taps; ++t) {
+    dy[t] = t / p->kernel_w * p->dilation_h - p->pad_top;
+    dx[t] = t % p->kernel_w * p->dilation_w - p->pad_left;
+  }
+  for (v = 0; v < vectors; ++v) {
+    /* each lane's taps: the plane byte each reads, or -1 (padding, dropped lanes, taps
+       past the kernel); the window runs from the lowest to the highest */
+    int32_t at[16 * 4 * DW_FLAT_MAX_QUADS];
+    int64_t lo = -1, hi = -1;
+    uint8_t* row = index + (int64_t)v * quads * 64;
+    for (i = 0; i < 16; ++i) {
+      const int64_t pixel = (int64_t)16 * v + i;
+      const int64_t y0 = pixel / out_w * p->stride_h, x0 = pixel % out_w * p->stride_w;
+      for (t = 0; t < 4 * quads; ++t) {
+        int64_t byte = -1;
+        if (pixel < out_n && t < d->taps) {
+          const int64_t iy = y0 + dy[t], ix = x0 + dx[t];
+          if (iy >= 0 && iy < in_h && ix >= 0 && ix < in_w) {
+            byte = iy * in_w + ix; /* < 2^28 (depthwise_int8's check) */
+            if (lo < 0 || byte < lo) lo = byte;
+            if (byte > hi) hi = byte;
+          }
+        }
+        at[i * 4 * quads + t] = (int32_t)byte;
+      }
+    }
+    if (lo < 0) lo = hi = 0;
+    if (hi - lo >= 127) return; /* not taken */
+    if (hi - lo >= 63) narrow = 0;
+    window[v].start = lo;
+    for (i = 0; i < 16; ++i)
+      for (t = 0; t < 4 * quads; ++t) {
+        const int64_t byte = at[i * 4 * quads + t];
+        row[(t / 4) * 64 + 4 * i + t % 4] = (uint8_t)(byte < 0 ? 255 : byte - lo);
+      }
+  }
+  /* the padding byte: 63 or 127 (255 above), and the masks (bytes inside the plane,
+     never the padding byte) */
+  for (v = 0; v < vectors; ++v) {
+    uint8_t* row = index + (int64_t)v * quads * 64;
+    const uint64_t pad_bit = (uint64_t)1 << 63;
+    for (i = 0; i < quads * 64; ++i)
+      if (row[i] == 255) row[i] = narrow ? 63 : 127;
+    for (h = 0; h < 2; ++h)
+      window[v].mask[h] = h == 1 && narrow ? 0
+                          : bit_range(0, plane - window[v].start - 64 * h) &
+                                (h == (narrow ? 0 : 1) ? ~pad_bit : ~(uint64_t)0);
+  }
+  d->flat_narrow = narrow;
+  d->flat_vectors = vectors;
+  d->flat_quads = quads;
+  d->flat_window = window;
+  d->flat_index = index;
+}
+
+/* The depthwise kernel on small planes (dw_flat_init): vector v holds output pixels
+ * 16v .. 16v + 15 of the channel in order, whatever rows they lie on. Its input
+ * window (two masked loads, input_zero_point outside the plane and in byte 127; one,
+ * and byte 63, when flat_narrow) is flipped to u = in + 128; per quad of the kernel's
+ * taps (in [ky][kx] order) one vpermi2b (vpermb) gathers each lane's 4 bytes, a
+ * padding tap's from the padding byte, and vpdpbusd
+ * adds their products with the quad's 4 weights (0 past the taps): the accumulator of
+ * dw_vnni_rows (its comment), requantized 4 vectors at a time as on the VNNI conv
+ * path (requantize_scaled_avx512, pack4_avx512) and stored as 64 consecutive bytes. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body(
+    const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
+    int8_t* out, int narrow, int32_t quads) {
+  const int64_t out_n = (int64_t)d->op.out_h * d->op.out_w;
+  const int32_t vectors = d->flat_vectors;
+  const rq_channel c = *channel;
+  const rq_output o = d->op.output;
+  const __m512i flip = _mm512_set1_epi8((char)0x80);
+  const __m512i fill = _mm512_set1_epi8((char)d->op.q->input_zero_point);
+  int32_t v, k, g;
+  for (v = 0; v < vectors; v += 4) {
+    __m512i s[4];
+    int64_t left;
+    for (k = 0; k < 4; ++k) {
+      const struct dw_flat_window* win = &d->flat_window[v + k];
+      const uint8_t* index = d->flat_index + (int64_t)(v + k) * quads * 64;
+      __m512i lo, hi = fill, acc = _mm512_setzero_si512();
+      if (v + k >= vectors) {
+        s[k] = acc;
+        continue;
+      }
+      lo = _mm512_xor_si512(_mm512_mask_loadu_epi8(fill, (__mmask64)win->mask[0], in + win->start), flip);
+      if (!narrow)
+        hi = _mm512_xor_si512(
+            _mm512_mask_loadu_epi8(fill, (__mmask64)win->mask[1], in + win->start + 64), flip);
+      for (g = 0; g < quads; ++g) {
+        const __m512i idx = _mm512_loadu_si512((const void*)(index + 64 * g));
+        acc = _mm512_dpbusd_epi32(acc,
+                                  narrow ? _mm512_permutexvar_epi8(idx, lo)
+                                         : _mm512_permutex2var_epi8(lo, idx, hi),
+                                  _mm512_set1_epi32(weight[g]));
+      }
+      s[k] = requantize_scaled_avx512(acc, &c);
+    }
+    {
+      const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
+      left = out_n - (int64_t)16 * v;
+      if (left >= 64)
+        _mm512_storeu_si512((void*)(out + 16 * v), bytes);
+      else
+        _mm512_mask_storeu_epi8(out + 16 * v, ((__mmask64)1 << left) - 1u, bytes);
+    }
+  }
+}
+
+SOPHON_AVX512VNNI_VBMI static void dw_vnni_flat(const dw_conv* d, const int8_t* in,
+                                                const int8_t* w, const rq_channel* c,
+                                                int8_t* out) {
+  int32_t weight[DW_FLAT_MAX_QUADS]; /* the taps' weights as one 4-byte word per quad */
+  int32_t g, j;
+  for (g = 0; g < d->flat_quads; ++g) {
+    uint32_t word = 0;
+    for (j = 0; j < 4 && 4 * g + j < d->taps; ++j)
+      word |= (uint32_t)(uint8_t)w[4 * g + j] << (8 * j);
+    weight[g] = (int32_t)word;
+  }
+  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads) */
+  if (d->flat_narrow && d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3);
+  else if (d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3);
+  else if (d->flat_narrow && d->flat_quads == 7)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 7);
+  else if (d->flat_quads == 7)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 7);
+  else
+    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads);
+}
+#endif
+
 /* The phase planes of input channel `channel` of batch item `batch`. */
 static void dw_split_phases(const dw_conv* d, int32_t batch, int32_t channel, int16_t* planes) {
   const sophon_conv_params* p = d->op.p;
@@ -659,6 +843,58 @@ static void store_grid_run(const int8_t* bytes, int64_t p0, int32_t count, int32
   }
 }
 
+#if SOPHON_X86_DISPATCH
+/* Items [begin, end) of dw_task on dw_vnni_rows. On 7x7 and 14x14 planes a channel is
+ * a few vectors, so what is per channel counts: the channel bases are walked without
+ * divisions (sophon_channel_iter), and the next input channel, a few lines in another
+ * lane that the hardware prefetchers do not follow, is prefetched while this one is
+ * computed. */
+static void dw_vnni_items(const dw_conv* d, int64_t begin, int64_t end) {
+  const int64_t plane_bytes = (int64_t)d->op.in_h * d->op.in_w;
+  const int64_t prefetch_bytes = plane_bytes < 1024 ? plane_bytes : 1024;
+  const int32_t correction = d->op.q->input_zero_point + 128;
+  int64_t item = begin;
+  while (item < end) {
+    const int32_t batch = (int32_t)(item / d->in_c), first = (int32_t)(item % d->in_c);
+    const int32_t last = end - item < d->in_c - first ? first + (int32_t)(end - item) : d->in_c;
+    const int32_t oc0 = first * d->multiplier;
+    sophon_channel_iter in = sophon_channel_begin(&d->op.in_v, batch, first);
+    sophon_channel_iter out = sophon_channel_begin(&d->op.out_v, batch, oc0);
+    sophon_channel_iter w = sophon_channel_begin(&d->op.weight_v, 0, oc0); /* (1, OC, 1, KH*KW) */
+    sophon_channel_iter b = d->op.bias != NULL ? sophon_channel_begin(d->op.bias, 0, oc0) : w;
+    int32_t channel, m, t;
+    for (channel = first; channel < last; ++channel) {
+      const int8_t* in_data = (const int8_t*)in.base;
+      if (channel + 1 < last) {
+        int64_t i;
+        sophon_channel_next(&d->op.in_v, &in);
+        for (i = 0; i < prefetch_bytes; i += 64) __builtin_prefetch(in.base + i);
+      }
+      for (m = 0; m < d->multiplier; ++m) {
+        /* depth multiplier m: output channel channel * multiplier + m, as TFLite */
+        const int8_t* weight = (const int8_t*)w.base;
+        int32_t sum_w = 0;
+        rq_channel c;
+        for (t = 0; t < d->taps; ++t) sum_w += weight[t];
+        c = channel_requant_of(d->op.q,
+                               d->op.bias != NULL ? *(const int32_t*)(const void*)b.base : 0,
+                               channel * d->multiplier + m, correction * sum_w, d->taps);
+        if (d->flat_vectors)
+          dw_vnni_flat(d, in_data, weight, &c, (int8_t*)out.base);
+        else
+          dw_vnni_rows(d, in_data, weight, &c, (int8_t*)out.base);
+        if (channel + 1 < last || m + 1 < d->multiplier) {
+          sophon_channel_next(&d->op.out_v, &out);
+          sophon_channel_next(&d->op.weight_v, &w);
+          if (d->op.bias != NULL) sophon_channel_next(d->op.bias, &b);
+        }
+      }
+    }
+    item += last - first;
+  }
+}
+#endif
+
 /* The input channels (batch item, channel) of task `task`: phase planes, then each
  * output channel of the channel in strips of grid pixels (file comment). */
 static void dw_task(void* ctx, int32_t task, int32_t tasks) {
@@ -670,6 +906,12 @@ static void dw_task(void* ctx, int32_t task, int32_t tasks) {
   if (!d->vnni_rows)
     memset(planes + planes_end, 0, (size_t)(d->task_elems - planes_end) * sizeof(int16_t));
   sophon_task_range((int64_t)d->batches * d->in_c, task, tasks, &begin, &end);
+#if SOPHON_X86_DISPATCH
+  if (d->vnni_rows) {
+    dw_vnni_items(d, begin, end);
+    return;
+  }
+#endif
   for (item = begin; item < end; ++item) {
     const int32_t batch = (int32_t)(item / d->in_c), channel = (int32_t)(item % d->in_c);
     const int64_t grid_n = (int64_t)d->op.out_h * d->grid_w;
@@ -681,17 +923,6 @@ static void dw_task(void* ctx, int32_t task, int32_t tasks) {
       const int32_t oc = channel * d->multiplier + m;
       const int8_t* w = sophon_view_i8(&d->op.weight_v, 0, oc); /* (1, OC, 1, KH*KW) */
       int8_t* out = sophon_view_i8(&d->op.out_v, batch, oc);
-#if SOPHON_X86_DISPATCH
-      if (d->vnni_rows) {
-        int32_t sum_w = 0, t;
-        rq_channel c;
-        for (t = 0; t < d->taps; ++t) sum_w += w[t];
-        c = channel_requant(d->op.q, d->op.bias, oc,
-                            (d->op.q->input_zero_point + 128) * sum_w, d->taps);
-        dw_vnni_rows(d, sophon_view_i8(&d->op.in_v, batch, channel), w, &c, out);
-        continue;
-      }
-#endif
       {
         const rq_channel c = channel_requant(d->op.q, d->op.bias, oc, 0, d->taps);
         /* strips of grid pixels p = oy * grid_w + ox, ox < grid_w: consecutive even across
@@ -722,7 +953,7 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   const int32_t phases = p->stride_h * p->stride_w;
   dw_conv d;
   int64_t* tap_offset;
-  int64_t tap_words, total;
+  int64_t tap_words, total, flat_bytes = 0;
   int32_t tasks, ky, kx;
   uint64_t macs;
   uint8_t* scratch;
@@ -739,7 +970,7 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
    * read past the planes */
   d.task_elems =
       sophon_ceil_div(phases * d.plane + (int64_t)(p->kernel_w - 1) * p->dilation_w + 32, 32) * 32;
-  d.use_avx2 = d.vnni_rows = 0;
+  d.use_avx2 = d.vnni_rows = d.flat_vectors = 0;
   d.requantize_row = requantize_row_c;
 #if SOPHON_X86_DISPATCH
   d.use_avx2 = dev->cpu_avx2;
@@ -754,11 +985,24 @@ static int depthwise_int8(sophon_device* dev, const sophon_local* out, const sop
   tap_words = sophon_ceil_div(d.taps, 8) * 8;  /* int64 tap offsets, 64-byte multiple */
   /* (dw_vnni_rows reads the input as it is: no planes) */
   total = tap_words * 8 + (d.vnni_rows ? 0 : (int64_t)tasks * d.task_elems * 2);
+#if SOPHON_X86_DISPATCH
+  /* dw_vnni_flat where dw_vnni_rows would put two output rows in a vector (out_w <= 8)
+   * and the windows fit: its tables in place of the planes. (On 14x14 and 28x28 planes,
+   * one row per vector, dw_vnni_rows measured 1.0-1.4x faster.) */
+  flat_bytes = d.vnni_rows == 2 && d.taps <= 4 * DW_FLAT_MAX_QUADS &&
+                       dw_flat_table_bytes(&d) <= DW_FLAT_MAX_TABLE
+                   ? dw_flat_table_bytes(&d)
+                   : 0;
+  total += flat_bytes;
+#endif
   if (d.plane > ((int64_t)1 << 28) || total > ((int64_t)1 << 32)) return -1;
   scratch = (uint8_t*)(void*)sophon_device_scratch(dev, (size_t)sophon_ceil_div(total, 4));
   if (scratch == NULL) return -1;
   tap_offset = (int64_t*)(void*)scratch;
   d.planes = (int16_t*)(void*)(scratch + tap_words * 8);
+#if SOPHON_X86_DISPATCH
+  if (flat_bytes > 0) dw_flat_init(&d, scratch + tap_words * 8);
+#endif
 
   /* tap (ky, kx) reads padded row oy * sh + ky * dh: plane row oy + ky * dh / sh of
    * phase (ky * dh) % sh, and likewise for the columns */
@@ -814,7 +1058,9 @@ typedef struct {
 
 /* Row oc of A: word q * taps + t holds the weights of the group's input channels
  * 4q .. 4q + 3 at tap t (0 past icg), as 4 signed bytes: the weight row, [ic][tap],
- * transposed in blocks of 4 channels. Returns sum w (|sum| <= 128 * K). */
+ * transposed in blocks of 4 channels. Returns sum w (|sum| <= 128 * K). dst NULL:
+ * only the sum (a 1x1 kernel with icg a multiple of 4, whose A row is the weight row
+ * as it is). */
 SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int32_t taps,
                                                int32_t quads, uint32_t* dst) {
   const int64_t row_bytes = (int64_t)icg * taps, row_words = (int64_t)quads * taps;
@@ -838,8 +1084,10 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
   if (taps == 1) {
     /* a 1x1 kernel: word q is bytes 4q .. 4q + 3 of the weight row as they are; the
        bytes past icg in the last word are 0 */
-    memcpy(dst, w, (size_t)icg);
-    memset((int8_t*)(void*)dst + icg, 0, (size_t)(4 * quads - icg));
+    if (dst != NULL) {
+      memcpy(dst, w, (size_t)icg);
+      memset((int8_t*)(void*)dst + icg, 0, (size_t)(4 * quads - icg));
+    }
     vector_quads = quads;
   }
   for (q = 0; q < vector_quads && taps > 1; ++q) {
@@ -880,14 +1128,20 @@ SOPHON_AVX512VNNI static int32_t vnni_pack_row(const int8_t* w, int32_t icg, int
   return (int32_t)(_mm512_reduce_add_epi64(sum_u) - 128 * row_bytes);
 }
 
-/* A rows and requantization of output channels [oc_first, oc_last) (absolute). */
+/* A rows and requantization of output channels [oc_first, oc_last) (absolute):
+ * rows[i] is output channel oc_first + i's A row, packed into a, or with a 1x1 kernel
+ * and icg a multiple of 4 the weight row itself (no copy). */
 static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_last, uint32_t* a,
-                            rq_channel* channels) {
+                            const uint32_t** rows, rq_channel* channels) {
   const int32_t correction = g->op.q->input_zero_point + 128; /* in [0, 255] */
+  const int direct = g->taps == 1 && g->op.icg % 4 == 0;
+  sophon_channel_iter w = sophon_channel_begin(&g->op.weight_v, 0, oc_first);
   int32_t oc;
-  for (oc = oc_first; oc < oc_last; ++oc) {
-    const int32_t sum = vnni_pack_row(sophon_view_i8(&g->op.weight_v, 0, oc), g->op.icg, g->taps,
-                                      g->quads, a + (int64_t)(oc - oc_first) * g->k4);
+  for (oc = oc_first; oc < oc_last; ++oc, sophon_channel_next(&g->op.weight_v, &w)) {
+    uint32_t* row = a + (int64_t)(oc - oc_first) * g->k4;
+    const int32_t sum = vnni_pack_row((const int8_t*)w.base, g->op.icg, g->taps, g->quads,
+                                      direct ? NULL : row);
+    rows[oc - oc_first] = direct ? (const uint32_t*)(const void*)w.base : row;
     channels[oc - oc_first] =
         channel_requant(g->op.q, g->op.bias, oc, correction * sum, (int64_t)g->op.icg * g->taps);
   }
@@ -1069,6 +1323,8 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
   const int64_t per_group = g->oc_chunks * g->pixel_chunks;
   uint32_t* a_chunk = g->task_scratch + (int64_t)task * g->task_words;
   rq_channel* channels = (rq_channel*)(void*)(a_chunk + (int64_t)OC_CHUNK * g->k4);
+  const uint32_t* rows[OC_CHUNK]; /* the A rows of the chunk (vnni_pack_chunk) */
+  int8_t* outs[OC_CHUNK];         /* and their output channels */
   int64_t begin, end, item, packed = -1; /* the (group, chunk) in a_chunk */
   sophon_task_range(g->op.groups * per_group, task, tasks, &begin, &end);
   for (item = begin; item < end; ++item) {
@@ -1081,7 +1337,12 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
     int64_t block = pixel_chunk * PIXEL_CHUNK;
     const int64_t block_end = block + PIXEL_CHUNK < g->blocks ? block + PIXEL_CHUNK : g->blocks;
     if (oc_chunk != packed) {
-      vnni_pack_chunk(g, group * g->op.ocg + oc_first, group * g->op.ocg + oc_last, a_chunk, channels);
+      sophon_channel_iter o = sophon_channel_begin(&g->op.out_v, g->batch, group * g->op.ocg + oc_first);
+      int32_t i;
+      vnni_pack_chunk(g, group * g->op.ocg + oc_first, group * g->op.ocg + oc_last, a_chunk, rows,
+                      channels);
+      for (i = 0; i < oc_last - oc_first; ++i, sophon_channel_next(&g->op.out_v, &o))
+        outs[i] = (int8_t*)o.base;
       packed = oc_chunk;
     }
     for (; block < block_end; ++block) {
@@ -1094,21 +1355,21 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
       n_runs = grid_runs(g->grid_w, g->op.out_w, p0, count, runs);
       contiguous = g->grid_w == g->op.out_w;
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
-        const int32_t rows = oc_last - oc0 < VR ? oc_last - oc0 : VR;
+        const int32_t used = oc_last - oc0 < VR ? oc_last - oc0 : VR; /* rows of the tile */
         const uint32_t* a[VR];
         int32_t tile[VR][VN];
         for (r = 0; r < VR; ++r) /* rows past the edge repeat the last; dropped */
-          a[r] = a_chunk + (int64_t)(oc0 - oc_first + (r < rows ? r : rows - 1)) * g->k4;
+          a[r] = rows[oc0 - oc_first + (r < used ? r : used - 1)];
         if (vectors == 3)
           vnni_block3(planes + p0, g->offsets, g->k4, a, tile);
         else if (vectors == 2)
           vnni_block2(planes + p0, g->offsets, g->k4, a, tile);
         else
           vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
-        for (r = 0; r < rows; ++r) {
+        for (r = 0; r < used; ++r) {
           const int32_t oc = group * g->op.ocg + oc0 + r;
           const rq_channel* c = &channels[oc - group * g->op.ocg - oc_first];
-          int8_t* out = sophon_view_i8(&g->op.out_v, g->batch, oc);
+          int8_t* out = outs[oc0 - oc_first + r];
           __m512i result[VV];
           if (contiguous) { /* the block's pixels are outputs p0 .. p0 + count - 1 */
             __m512i s[4];
