@@ -325,6 +325,7 @@ static int view_is_injective(const sophon_global* gv) {
 
 static void view_span(const sophon_global* g, const uint8_t** first, const uint8_t** end);
 static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t* end);
+static void ddr_view_writing(sophon_device* dev, const sophon_global* g);
 
 /* Runs a checked transfer between `l` and `gv`. */
 static void gdma_run(sophon_device* dev, const sophon_local* l, const sophon_global* gv,
@@ -417,11 +418,7 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
                             (int)dst->c, (int)dst->h, (int)dst->w);
 
   sophon_lmem_reading(dev, src);
-  if (dev->num_deferred > 0 || dev->num_packed > 0) {
-    const uint8_t *first, *end;
-    view_span(dst, &first, &end);
-    ddr_writing(dev, first, end);
-  }
+  ddr_view_writing(dev, dst);
   gdma_run(dev, src, dst, 0, tensor_bytes(src));
   count_gdma(dev, src, dst, tensor_bytes(src), 0);
   return SOPHON_OK;
@@ -649,6 +646,15 @@ static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t*
   sophon_device_packed_drop(dev, first, end);
 }
 
+/* ddr_writing over the bytes the view `g` spans (nothing to do while no load is
+ * deferred and no packed copy is kept). */
+static void ddr_view_writing(sophon_device* dev, const sophon_global* g) {
+  const uint8_t *first, *end;
+  if (dev->num_deferred == 0 && dev->num_packed == 0) return;
+  view_span(g, &first, &end);
+  ddr_writing(dev, first, end);
+}
+
 sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
                                         const sophon_global* src) {
   static const char* op = "gdma_load";
@@ -826,11 +832,7 @@ sophon_status sophon_gdma_fill(sophon_device* dev, const sophon_global* dst, dou
       break;
     }
   }
-  if (dev->num_deferred > 0 || dev->num_packed > 0) {
-    const uint8_t *first, *end;
-    view_span(dst, &first, &end);
-    ddr_writing(dev, first, end);
-  }
+  ddr_view_writing(dev, dst);
   elem = sophon_dtype_size(dst->dtype);
   for (n = 0; n < dst->n; ++n)
     for (c = 0; c < dst->c; ++c)
