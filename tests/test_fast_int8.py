@@ -485,9 +485,13 @@ def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
     # (two quads of taps), stride 3, padding wider than the kernel reach on one side;
     # outputs of 8 or fewer columns go to dw_vnni_flat (16 consecutive outputs a vector):
     # 7x7 from 14x14 at stride 2 (windows over 64 bytes, two-table permutes) and a 5x5
-    # kernel on a 6x8 plane (seven quads of taps, one-table permutes)
+    # kernel on a 6x8 plane (seven quads of taps, one-table permutes); 3x3 at stride 2
+    # with one row per vector (the ring of permuted input rows kept between output rows
+    # moves by two), 15 output rows (a partial group of four) and a last kernel row in
+    # the bottom padding, or no top padding and an odd input height
     (9, 37, 3, 1, 1), (7, 7, 3, 1, 1), (10, 10, 3, 2, 1), (11, 13, 5, 1, 2), (8, 50, 3, 3, 0),
-    (6, 20, 3, 1, (0, 2, 1, 0)), (14, 14, 3, 2, 1), (6, 8, 5, 1, 2)])
+    (6, 20, 3, 1, (0, 2, 1, 0)), (14, 14, 3, 2, 1), (6, 8, 5, 1, 2), (29, 40, 3, 2, 1),
+    (13, 36, 3, 2, (0, 1, 1, 0))])
 @pytest.mark.parametrize("requant", ["typical", "any"])
 def test_fast_depthwise_int8_extreme_operands(devices, geometry, in_zp, rounding, requant):
     """Depthwise convs with the largest products (weights -128, inputs at the far end from

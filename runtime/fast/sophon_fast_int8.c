@@ -606,6 +606,89 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_body(
   }
 }
 
+/* Input row iy of a column block of dw_vnni_ring_body, flipped to unsigned bytes and
+ * permuted by the kernel row's one quad index: a row outside the input is the padding
+ * byte everywhere, which the permute leaves as it is. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline __m512i dw_ring_row(
+    const int8_t* in, int64_t iy, int32_t in_h, int32_t in_w, int64_t start, uint64_t window,
+    __m512i index, __m512i fill, __m512i pad) {
+  const void* src;
+  if (iy < 0 || iy >= in_h) return pad;
+  src = (const void*)((uintptr_t)(in + iy * in_w) + (uintptr_t)start);
+  return _mm512_permutexvar_epi8(
+      index, _mm512_xor_si512(_mm512_mask_loadu_epi8(fill, (__mmask64)window, src),
+                              _mm512_set1_epi8((char)0x80)));
+}
+
+/* The first `columns` (1 .. 16) bytes of v to dst. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void dw_ring_store(int8_t* dst, __m128i v,
+                                                                   int32_t columns) {
+  if (columns == 16)
+    _mm_storeu_si128((__m128i*)(void*)dst, v);
+  else
+    _mm_mask_storeu_epi8(dst, (__mmask16)((1u << columns) - 1u), v);
+}
+
+enum { DW_RING_MAX = 3 }; /* kernel rows dw_vnni_ring_body takes */
+
+/* dw_vnni_body for one output row per vector, one quad per kernel row (kernel_w <= 4)
+ * and dilation_h 1. Kernel row ky of output row oy reads input row oy * sh - pad_top
+ * + ky with the same permute (one quad index) whatever ky is, so each input row of a
+ * column block is loaded, flipped and permuted once and kept for the output rows that
+ * read it, in a ring of kh vectors: kernel row ky of output row oy + 1 is kernel row
+ * ky + sh of oy. The accumulator adds the kernel rows in the same order as
+ * dw_vnni_body, so the outputs are the same. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_ring_body(
+    const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
+    int8_t* out, int32_t kh, int32_t sh) {
+  const sophon_conv_params* p = d->op.p;
+  const int32_t in_h = d->op.in_h, in_w = d->op.in_w, out_h = d->op.out_h, out_w = d->op.out_w;
+  const int64_t x_step = (int64_t)16 * p->stride_w;
+  const rq_channel c = *channel;
+  const rq_output o = d->op.output;
+  const __m512i fill = _mm512_set1_epi8((char)d->op.q->input_zero_point);
+  const __m512i pad = _mm512_xor_si512(fill, _mm512_set1_epi8((char)0x80));
+  const __m512i index = _mm512_loadu_si512((const void*)d->index[0]);
+  __m512i w[DW_RING_MAX], ring[DW_RING_MAX];
+  int64_t start = -(int64_t)p->pad_left;
+  int32_t ky, oy, x0;
+  for (ky = 0; ky < kh; ++ky) w[ky] = _mm512_set1_epi32(weight[ky]);
+  for (x0 = 0; x0 < out_w; x0 += 16, start += x_step) {
+    const uint64_t window = bit_range(-start, in_w - start);
+    const int32_t columns = out_w - x0 < 16 ? out_w - x0 : 16;
+    int64_t iy = -(int64_t)p->pad_top; /* input row of kernel row 0 of output row oy */
+    /* the rows output row -1 would have left in ring[sh .. kh): kernel rows
+       0 .. kh - sh - 1 of output row 0 */
+    for (ky = sh; ky < kh; ++ky)
+      ring[ky] = dw_ring_row(in, iy - sh + ky, in_h, in_w, start, window, index, fill, pad);
+    /* four output rows at a time, requantized and packed together (pack4_avx512) */
+    for (oy = 0; oy < out_h; oy += 4) {
+      __m512i s[4], bytes;
+      int32_t i;
+      for (i = 0; i < 4; ++i, iy += sh) {
+        __m512i acc = _mm512_setzero_si512();
+        if (oy + i >= out_h) {
+          s[i] = acc; /* past the last row: dropped */
+          continue;
+        }
+        for (ky = 0; ky < kh; ++ky)
+          ring[ky] = ky + sh < kh ? ring[ky + sh]
+                                  : dw_ring_row(in, iy + ky, in_h, in_w, start, window, index, fill, pad);
+        for (ky = 0; ky < kh; ++ky) acc = _mm512_dpbusd_epi32(acc, ring[ky], w[ky]);
+        s[i] = requantize_scaled_avx512(acc, &c);
+      }
+      bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
+      dw_ring_store(out + (int64_t)oy * out_w + x0, _mm512_castsi512_si128(bytes), columns);
+      if (oy + 1 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 1) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 1), columns);
+      if (oy + 2 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 2) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 2), columns);
+      if (oy + 3 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 3) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 3), columns);
+    }
+  }
+}
+
 /* Output channel oc (weights w, requantization c) of input channel `in` into `out`
  * (the comment above dw_vnni_layout_init): the weights as one 4-byte word per quad. */
 SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* in, const int8_t* w,
@@ -621,7 +704,13 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* 
       weight[ky * quads + g] = (int32_t)word;
     }
   }
-  if (kh == 3 && quads == 1)
+  if (kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1 &&
+      d->op.p->stride_h == 1)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 1);
+  else if (kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1 &&
+           d->op.p->stride_h == 2)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 2);
+  else if (kh == 3 && quads == 1)
     dw_vnni_body(d, in, weight, c, out, 3, 1);
   else if (kh == 5 && quads == 2)
     dw_vnni_body(d, in, weight, c, out, 5, 2);
