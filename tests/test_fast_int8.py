@@ -350,7 +350,10 @@ def test_fast_conv2d_int8_is_bit_identical(devices, case):
     (64, 64, 14, 14, 3, 1, 1, 1), (256, 70, 7, 7, 3, 1, 1, 1), (130, 20, 9, 9, 3, 2, 1, 1),
     (3, 64, 31, 31, 7, 2, 3, 1), (96, 576, 7, 7, 1, 1, 0, 1), (64, 128, 20, 20, 1, 2, 0, 1),
     (128, 128, 15, 15, 3, 2, 1, 1), (32, 32, 28, 28, 3, 2, 1, 32), (48, 48, 13, 13, 3, 1, 1, 48),
-    (16, 32, 10, 10, 5, 1, 2, 16)])
+    (16, 32, 10, 10, 5, 1, 2, 16),
+    # 1x1 without padding: each quad plane gathered as one run (64 columns a step, then
+    # a partial 16), and a last quad of 2 channels row by row
+    (36, 20, 19, 23, 1, 1, 0, 1), (18, 8, 9, 9, 1, 1, 0, 1)])
 def test_fast_conv2d_int8_network_layers(devices, shape, rounding):
     ic, oc, h, w, k, s, p, groups = shape
     rng = np.random.default_rng(ic * oc)

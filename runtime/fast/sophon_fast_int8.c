@@ -1239,7 +1239,8 @@ static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_las
 /* dst[x] = the 4 channels of src (bytes + 128, channel c in byte c) at column x * sw,
  * for x < count; `avail` bytes of each row are readable from src[c]. Strides 1 and 2
  * take 16 columns at a time: 4 (masked) loads, the even bytes for stride 2, the
- * flip to unsigned, then the byte interleave; the last, partial, 16 with masks. */
+ * flip to unsigned, then the byte interleave; the last, partial, 16 with masks; at
+ * stride 1 64 at a time first. */
 SOPHON_AVX512VNNI static void vnni_gather_quad(uint32_t* dst, const int8_t* const* src,
                                                int32_t sw, int32_t count, int64_t avail) {
   const __m128i flip = _mm_set1_epi8((char)0x80);
@@ -1255,7 +1256,34 @@ SOPHON_AVX512VNNI static void vnni_gather_quad(uint32_t* dst, const int8_t* cons
     }
     return;
   }
-  for (x = 0; x < count; x += 16) {
+  x = 0;
+  if (sw == 1) {
+    /* 64 columns at a time: the same interleave within each 128-bit lane of 512-bit
+       vectors, then a 4 x 4 transpose of the lanes puts the words in column order */
+    const __m512i flip512 = _mm512_set1_epi8((char)0x80);
+    for (; x + 64 <= count; x += 64) {
+      __m512i u[4], ab_lo, ab_hi, cd_lo, cd_hi, w[4], t[4];
+      for (c = 0; c < 4; ++c)
+        u[c] = _mm512_xor_si512(_mm512_loadu_si512((const void*)(src[c] + x)), flip512);
+      ab_lo = _mm512_unpacklo_epi8(u[0], u[1]);
+      ab_hi = _mm512_unpackhi_epi8(u[0], u[1]);
+      cd_lo = _mm512_unpacklo_epi8(u[2], u[3]);
+      cd_hi = _mm512_unpackhi_epi8(u[2], u[3]);
+      w[0] = _mm512_unpacklo_epi16(ab_lo, cd_lo); /* lane L: columns 16L .. 16L + 3 */
+      w[1] = _mm512_unpackhi_epi16(ab_lo, cd_lo); /* 16L + 4 .. 16L + 7 */
+      w[2] = _mm512_unpacklo_epi16(ab_hi, cd_hi);
+      w[3] = _mm512_unpackhi_epi16(ab_hi, cd_hi);
+      t[0] = _mm512_shuffle_i32x4(w[0], w[1], 0x44); /* w0.0 w0.1 w1.0 w1.1 */
+      t[1] = _mm512_shuffle_i32x4(w[2], w[3], 0x44);
+      t[2] = _mm512_shuffle_i32x4(w[0], w[1], 0xee); /* w0.2 w0.3 w1.2 w1.3 */
+      t[3] = _mm512_shuffle_i32x4(w[2], w[3], 0xee);
+      _mm512_storeu_si512((void*)(dst + x), _mm512_shuffle_i32x4(t[0], t[1], 0x88));
+      _mm512_storeu_si512((void*)(dst + x + 16), _mm512_shuffle_i32x4(t[0], t[1], 0xdd));
+      _mm512_storeu_si512((void*)(dst + x + 32), _mm512_shuffle_i32x4(t[2], t[3], 0x88));
+      _mm512_storeu_si512((void*)(dst + x + 48), _mm512_shuffle_i32x4(t[2], t[3], 0xdd));
+    }
+  }
+  for (; x < count; x += 16) {
     const int32_t n = count - x < 16 ? count - x : 16; /* columns to store */
     const int64_t readable = avail - (int64_t)x * sw; /* >= (n - 1) * sw + 1 */
     const int32_t bytes = (int32_t)(readable < 16 * sw ? readable : 16 * sw);
@@ -1318,6 +1346,12 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
     for (c = 0; c < 4; ++c)
       channel[c] = c < channels ? sophon_view_i8(&g->op.in_v, g->batch, group * g->op.icg + 4 * q + c)
                                 : NULL;
+    if (channels == 4 && g->grid_w == g->op.in_w && g->grid_h == g->op.in_h && sh == 1 && sw == 1) {
+      /* no padding at stride 1 (a 1x1 conv): the plane is the channels' rows end to end,
+         one run (a 7x7 plane: 4 vectors' columns rather than 7 rows of 7) */
+      vnni_gather_quad(plane, channel, 1, (int32_t)g->plane, g->plane);
+      continue;
+    }
     for (y = 0; y < g->grid_h; ++y) {
       const int64_t iy = (int64_t)y * sh + py - p->pad_top;
       uint32_t* row = plane + (int64_t)y * g->grid_w;
