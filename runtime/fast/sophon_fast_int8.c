@@ -100,10 +100,12 @@ typedef struct {
   /* 1 when sat(acc - offset + bias) never saturates: the reference's accumulator is
    * within 32640 * depth (the file comment), so |bias| + 32640 * depth < 2^31 makes the
    * sum exact in int32, and then it equals acc + (bias - offset) in wrapping int32
-   * arithmetic (congruent mod 2^32, and within int32): folded = bias - offset, one add
-   * (the AVX-512 requantization) */
+   * arithmetic (congruent mod 2^32, and within int32): folded = bias - offset */
   int exact_sum;
   int32_t folded;
+  /* where the AVX-512 VNNI kernels start their accumulators: folded when exact_sum (the
+   * sum then needs no add before the multiply, requantize_scaled_avx512), else 0 */
+  int32_t start;
 } rq_channel;
 
 /* The output side of q. */
@@ -125,6 +127,7 @@ static rq_channel channel_requant_of(const sophon_requant* q, int32_t bias, int3
   c.bias = bias;
   c.exact_sum = (c.bias < 0 ? -(int64_t)c.bias : (int64_t)c.bias) + 32640 * depth < INT32_MAX;
   c.folded = (int32_t)(uint32_t)((uint32_t)c.bias - (uint32_t)offset);
+  c.start = c.exact_sum ? c.folded : 0;
   c.multiplier = q->multiplier[qc];
   c.shift = q->shift[qc];
   c.by_float = q->rounding == SOPHON_REQUANT_FLOAT32;
@@ -237,7 +240,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_scaled_avx51
     __m512i acc, const rq_channel* c) {
   __m512i x;
   if (c->exact_sum) {
-    x = _mm512_add_epi32(acc, _mm512_set1_epi32(c->folded));
+    x = acc; /* started at folded (c->start): the wrapping sum is exact, as above */
   } else {
     x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
     x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
@@ -565,7 +568,7 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_body(
     for (oy = 0; oy < out_h; oy += rpv) {
       const int32_t rows = out_h - oy < rpv ? out_h - oy : rpv;
       const int32_t lanes = rpv == 1 ? columns : rows * out_w;
-      __m512i acc = _mm512_setzero_si512();
+      __m512i acc = _mm512_set1_epi32(c.start);
       for (ky = 0; ky < kh; ++ky) {
         __m512i u;
         if (rpv == 1) {
@@ -666,7 +669,7 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_ring_body
       __m512i s[4], bytes;
       int32_t i;
       for (i = 0; i < 4; ++i, iy += sh) {
-        __m512i acc = _mm512_setzero_si512();
+        __m512i acc = _mm512_set1_epi32(c.start);
         if (oy + i >= out_h) {
           s[i] = acc; /* past the last row: dropped */
           continue;
@@ -823,7 +826,7 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body
     for (k = 0; k < 4; ++k) {
       const struct dw_flat_window* win = &d->flat_window[v + k];
       const uint8_t* index = d->flat_index + (int64_t)(v + k) * quads * 64;
-      __m512i lo, hi = fill, acc = _mm512_setzero_si512();
+      __m512i lo, hi = fill, acc = _mm512_set1_epi32(c.start);
       if (v + k >= vectors) {
         s[k] = acc;
         continue;
@@ -1372,9 +1375,9 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
   }
 }
 
-/* tile[r][j] = sum_k dot4(a[r][k], b[off[k] + j]) for r < VR, j < 16 * vectors:
- * vpdpbusd with the 16 words of b as the unsigned and a's word, broadcast, as the
- * signed operand. */
+/* tile[r][j] = start[r] + sum_k dot4(a[r][k], b[off[k] + j]) for r < VR, j < 16 *
+ * vectors: vpdpbusd with the 16 words of b as the unsigned and a's word, broadcast, as
+ * the signed operand. */
 #define VNNI_ROW(r)                                                            \
   do {                                                                         \
     const __m512i w = _mm512_set1_epi32((int32_t)a##r[k]);                     \
@@ -1383,14 +1386,14 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
 
 SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline void vnni_block(
     int vectors, const uint32_t* b, const int32_t* off, int64_t k4, const uint32_t* const* a,
-    int32_t tile[VR][VN]) {
+    const int32_t* start, int32_t tile[VR][VN]) {
   const uint32_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
   const uint32_t *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
   __m512i acc[VR][VV];
   int64_t k;
   int r, j;
   for (r = 0; r < VR; ++r)
-    for (j = 0; j < VV; ++j) acc[r][j] = _mm512_setzero_si512();
+    for (j = 0; j < VV; ++j) acc[r][j] = _mm512_set1_epi32(start[r]);
   for (k = 0; k < k4; ++k) {
     const uint32_t* b_row = b + off[k];
     __m512i b_k[VV];
@@ -1411,16 +1414,19 @@ SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline void vnni_block(
 
 /* vnni_block for 1, 2 and 3 vectors. */
 SOPHON_AVX512VNNI static void vnni_block1(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(1, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(1, b, off, k4, a, start, tile);
 }
 SOPHON_AVX512VNNI static void vnni_block2(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(2, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(2, b, off, k4, a, start, tile);
 }
 SOPHON_AVX512VNNI static void vnni_block3(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(3, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(3, b, off, k4, a, start, tile);
 }
 
 /* Vectors [*first, *first + *count) of pixel block `block`: blocks of VV vectors,
@@ -1480,15 +1486,17 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
         const int32_t used = oc_last - oc0 < VR ? oc_last - oc0 : VR; /* rows of the tile */
         const uint32_t* a[VR];
-        int32_t tile[VR][VN];
-        for (r = 0; r < VR; ++r) /* rows past the edge repeat the last; dropped */
+        int32_t start[VR], tile[VR][VN];
+        for (r = 0; r < VR; ++r) { /* rows past the edge repeat the last; dropped */
           a[r] = rows[oc0 - oc_first + (r < used ? r : used - 1)];
+          start[r] = channels[oc0 - oc_first + (r < used ? r : used - 1)].start;
+        }
         if (vectors == 3)
-          vnni_block3(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block3(planes + p0, g->offsets, g->k4, a, start, tile);
         else if (vectors == 2)
-          vnni_block2(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block2(planes + p0, g->offsets, g->k4, a, start, tile);
         else
-          vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block1(planes + p0, g->offsets, g->k4, a, start, tile);
         for (r = 0; r < used; ++r) {
           const int32_t oc = group * g->op.ocg + oc0 + r;
           const rq_channel* c = &channels[oc - group * g->op.ocg - oc_first];
