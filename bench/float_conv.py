@@ -106,8 +106,9 @@ class Device:
                                           ctypes.byref(t)) == 0
         return out
 
-    def conv(self, shape):
-        """The instruction's operands loaded; returns (call, output local, MACs)."""
+    def conv(self, shape, rounding=FLOAT_CONV):
+        """The instruction's operands loaded (requantization `rounding`); returns (call,
+        output local, MACs)."""
         ic, h, w, oc, k, stride, pad, groups, _ = shape
         rng = np.random.default_rng(ic * 1000 + oc)
         self.next_addr = 0
@@ -122,7 +123,7 @@ class Device:
         multipliers = (ctypes.c_int32 * oc)(*([1 << 30] * oc))  # checked, unused by FLOAT_CONV
         shifts = (ctypes.c_int32 * oc)(*([-8] * oc))
         q = Requant(7, -3, -128, 127, 1, ctypes.cast(multipliers, ctypes.POINTER(ctypes.c_int32)),
-                    ctypes.cast(shifts, ctypes.POINTER(ctypes.c_int32)), FLOAT_CONV,
+                    ctypes.cast(shifts, ctypes.POINTER(ctypes.c_int32)), rounding,
                     ctypes.cast(scales, ctypes.POINTER(ctypes.c_double)), 0.0371,
                     float(np.float32(0.03 * np.sqrt(ic // groups * k * k))), 128)
         keep = (scales, multipliers, shifts, params, q, t_in, t_w, t_b, t_out)
@@ -134,8 +135,9 @@ class Device:
         return call, t_out, oc * oh * ow * (ic // groups) * k * k
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
+    """Times conv2d_int8 on `shapes` with requantization `rounding` (the table above)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--new", default=None, help="runtime library (default: this checkout's)")
     ap.add_argument("--old", default=None, help="a second runtime library to compare with")
     ap.add_argument("--rounds", type=int, default=11)
@@ -148,10 +150,10 @@ def main() -> None:
     totals = [0.0] * len(devices)
     print(f"{'conv':20s} {'MMAC':>7s} " + " ".join(f"{name + ' GFLOP/s':>14s}" for name in ("new", "old")[:len(devices)])
           + ("   new/old  equal" if len(devices) > 1 else ""))
-    for name, shape in SHAPES.items():
+    for name, shape in shapes.items():
         if args.only not in name:
             continue
-        runs = [dev.conv(shape) for dev in devices]
+        runs = [dev.conv(shape, rounding) for dev in devices]
         outputs = []
         for dev, (call, t_out, _) in zip(devices, runs):
             call()
