@@ -236,6 +236,12 @@ SOPHON_AVX2 static void requantize_row_avx2(const int32_t* acc, int32_t count, i
  * sophon_multiply_by_float_scale's rint(x * scale) below 65536 and, above it, another
  * value above 127 + 128, which the clamp takes to act_max all the same; below -2^31
  * cvtps2dq gives INT32_MIN, the reference's saturation. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_by_float_avx512(__m512i x,
+                                                                                  __m512 scale) {
+  return _mm512_cvtps_epi32(
+      _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(x), scale), _mm512_set1_ps(65536.0f)));
+}
+
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_scaled_avx512(
     __m512i acc, const rq_channel* c) {
   __m512i x;
@@ -245,10 +251,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_scaled_avx51
     x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
     x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
   }
-  if (c->by_float)
-    return _mm512_cvtps_epi32(_mm512_min_ps(
-        _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(c->float_scale)),
-        _mm512_set1_ps(65536.0f)));
+  if (c->by_float) return requantize_by_float_avx512(x, _mm512_set1_ps(c->float_scale));
   x = sophon_sat_shift_left_avx512(x, c->left_shift);
   x = sophon_srdhm_avx512(x, _mm512_set1_epi32(c->multiplier));
   return sophon_rounding_shift_avx512(x, c->right_shift);
@@ -643,7 +646,7 @@ enum { DW_RING_MAX = 3 }; /* kernel rows dw_vnni_ring_body takes */
  * dw_vnni_body, so the outputs are the same. */
 SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_ring_body(
     const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
-    int8_t* out, int32_t kh, int32_t sh) {
+    int8_t* out, int32_t kh, int32_t sh, int float_exact) {
   const sophon_conv_params* p = d->op.p;
   const int32_t in_h = d->op.in_h, in_w = d->op.in_w, out_h = d->op.out_h, out_w = d->op.out_w;
   const int64_t x_step = (int64_t)16 * p->stride_w;
@@ -678,7 +681,8 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_ring_body
           ring[ky] = ky + sh < kh ? ring[ky + sh]
                                   : dw_ring_row(in, iy + ky, in_h, in_w, start, window, index, fill, pad);
         for (ky = 0; ky < kh; ++ky) acc = _mm512_dpbusd_epi32(acc, ring[ky], w[ky]);
-        s[i] = requantize_scaled_avx512(acc, &c);
+        s[i] = float_exact ? requantize_by_float_avx512(acc, _mm512_set1_ps(c.float_scale))
+                           : requantize_scaled_avx512(acc, &c);
       }
       bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
       dw_ring_store(out + (int64_t)oy * out_w + x0, _mm512_castsi512_si128(bytes), columns);
@@ -707,12 +711,17 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* 
       weight[ky * quads + g] = (int32_t)word;
     }
   }
-  if (kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1 &&
-      d->op.p->stride_h == 1)
-    dw_vnni_ring_body(d, in, weight, c, out, 3, 1);
-  else if (kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1 &&
-           d->op.p->stride_h == 2)
-    dw_vnni_ring_body(d, in, weight, c, out, 3, 2);
+  /* (float_exact, onnxruntime's requantization of an exact sum: straight-line code) */
+  const int float_exact = c->by_float && c->exact_sum;
+  const int ring = kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1;
+  if (ring && d->op.p->stride_h == 1 && float_exact)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 1, 1);
+  else if (ring && d->op.p->stride_h == 1)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 1, 0);
+  else if (ring && d->op.p->stride_h == 2 && float_exact)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 2, 1);
+  else if (ring && d->op.p->stride_h == 2)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 2, 0);
   else if (kh == 3 && quads == 1)
     dw_vnni_body(d, in, weight, c, out, 3, 1);
   else if (kh == 5 && quads == 2)
@@ -812,7 +821,7 @@ static void dw_flat_init(dw_conv* d, uint8_t* table) {
  * path (requantize_scaled_avx512, pack4_avx512) and stored as 64 consecutive bytes. */
 SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body(
     const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
-    int8_t* out, int narrow, int32_t quads) {
+    int8_t* out, int narrow, int32_t quads, int float_exact) {
   const int64_t out_n = (int64_t)d->op.out_h * d->op.out_w;
   const int32_t vectors = d->flat_vectors;
   const rq_channel c = *channel;
@@ -842,7 +851,8 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body
                                          : _mm512_permutex2var_epi8(lo, idx, hi),
                                   _mm512_set1_epi32(weight[g]));
       }
-      s[k] = requantize_scaled_avx512(acc, &c);
+      s[k] = float_exact ? requantize_by_float_avx512(acc, _mm512_set1_ps(c.float_scale))
+                         : requantize_scaled_avx512(acc, &c);
     }
     {
       const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
@@ -866,17 +876,22 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_flat(const dw_conv* d, const int8_t* 
       word |= (uint32_t)(uint8_t)w[4 * g + j] << (8 * j);
     weight[g] = (int32_t)word;
   }
-  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads) */
-  if (d->flat_narrow && d->flat_quads == 3)
-    dw_vnni_flat_body(d, in, weight, c, out, 1, 3);
+  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads; and
+     for float_exact, onnxruntime's requantization of an exact sum: straight-line code) */
+  if (d->flat_narrow && d->flat_quads == 3 && c->by_float && c->exact_sum)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3, 1);
+  else if (d->flat_narrow && d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3, 0);
+  else if (d->flat_quads == 3 && c->by_float && c->exact_sum)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3, 1);
   else if (d->flat_quads == 3)
-    dw_vnni_flat_body(d, in, weight, c, out, 0, 3);
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3, 0);
   else if (d->flat_narrow && d->flat_quads == 7)
-    dw_vnni_flat_body(d, in, weight, c, out, 1, 7);
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 7, 0);
   else if (d->flat_quads == 7)
-    dw_vnni_flat_body(d, in, weight, c, out, 0, 7);
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 7, 0);
   else
-    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads);
+    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads, 0);
 }
 #endif
 
@@ -1504,10 +1519,18 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
           __m512i result[VV];
           if (contiguous) { /* the block's pixels are outputs p0 .. p0 + count - 1 */
             __m512i s[4];
-            for (j = 0; j < VV; ++j)
-              s[j] = j < vectors ? requantize_scaled_avx512(
-                                       _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c)
-                                 : _mm512_setzero_si512();
+            if (c->by_float && c->exact_sum) { /* straight-line: onnxruntime's requantization */
+              const __m512 scale = _mm512_set1_ps(c->float_scale);
+              for (j = 0; j < VV; ++j)
+                s[j] = j < vectors ? requantize_by_float_avx512(
+                                         _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), scale)
+                                   : _mm512_setzero_si512();
+            } else {
+              for (j = 0; j < VV; ++j)
+                s[j] = j < vectors ? requantize_scaled_avx512(
+                                         _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c)
+                                   : _mm512_setzero_si512();
+            }
             s[3] = _mm512_setzero_si512();
             {
               const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &g->op.output);
