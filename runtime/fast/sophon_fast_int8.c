@@ -11,7 +11,9 @@
  *    AVX-512 VNNI and VBMI (dw_vnni_rows), 16 outputs per vector: per kernel row one
  *    masked load of the input row (input_zero_point in the padding), byte permutes
  *    gather each output's 4 taps of a quad and vpdpbusd adds their 4 products;
- *    requantized in registers. Outputs of 8 or fewer columns (7x7 planes) take
+ *    requantized in registers (3x3 kernels with one output row per vector:
+ *    dw_vnni_ring_body loads and permutes each input row once and keeps it for the
+ *    output rows that read it). Outputs of 8 or fewer columns (7x7 planes) take
  *    dw_vnni_flat instead: 16 consecutive outputs of the channel per vector, whatever
  *    rows they lie on, their taps gathered from a window of the input plane by
  *    per-instruction index tables, 64 outputs stored at once. Otherwise, per input channel the padded input,
