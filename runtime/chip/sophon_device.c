@@ -282,6 +282,19 @@ float* sophon_device_packed(sophon_device* dev, const sophon_packed_key* key, si
   return entry->data;
 }
 
+void sophon_packed_view_key(sophon_packed_key* key, const sophon_global* g) {
+  memset(key, 0, sizeof(*key));
+  key->data = g->data;
+  key->data_end = (const float*)g->data + (int64_t)(g->c - 1) * g->stride_c +
+                  (int64_t)(g->h - 1) * g->stride_h + (int64_t)(g->w - 1) * g->stride_w + 1;
+  key->shape[0] = g->c;
+  key->shape[1] = g->h;
+  key->shape[2] = g->w;
+  key->shape[3] = g->stride_c;
+  key->shape[4] = g->stride_h;
+  key->shape[5] = g->stride_w;
+}
+
 void sophon_device_packed_drop(sophon_device* dev, const void* first, const void* end) {
   int32_t i = 0;
   while (i < dev->num_packed) {

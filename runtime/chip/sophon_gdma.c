@@ -447,12 +447,16 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
  *     lanes below and above it).
  * Every TIU instruction computes every element of its output from its inputs
  * (none reads its output first), so its output is a write, after its inputs were
- * read. Only loads whose DDR blocks are contiguous (each channel's h*w elements
- * back to back) are deferred, so any part of a block is one memcpy away: others
- * (a transposed fc weight) are copied at once by the transposing paths above,
- * since copying the parts of one a write leaves element by element cost more than
+ * read. An entry's bytes come from a view whose DDR blocks are contiguous (each
+ * channel's h*w elements back to back), so any part of a block is one memcpy away:
+ * the load's own view, or for any other view (a transposed fc weight, channels
+ * innermost) a packed copy of it in that order, made once for the device's life
+ * (sophon_device_packed, sophon_packed_view_key: the arrangement the fast fc reads
+ * its weight in, so the fc finds it made). Copying the parts of a
+ * transposed load that a write leaves element by element instead cost more than
  * the deferral saved (MobileNetV2 FP32 1.11x slower). DDR writes (stores, copies,
- * fills) first settle the entries whose source they meet. */
+ * fills) first settle the entries whose view they meet (while a packed copy of it
+ * still exists), then drop the packed copies. */
 
 /* 1 if each of the view's (n, c) blocks is h*w contiguous elements. */
 static int blocks_contiguous(const sophon_global* g) {
@@ -624,7 +628,7 @@ const sophon_global* sophon_deferred_source(const sophon_device* dev, const soph
   int32_t i;
   for (i = 0; i < dev->num_deferred; ++i) {
     const sophon_deferred_load* d = &dev->deferred[i];
-    if (same_local(&d->dst, t) && is_whole(d)) return &d->src;
+    if (same_local(&d->dst, t) && is_whole(d)) return &d->view;
   }
   return NULL;
 }
@@ -637,7 +641,7 @@ static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t*
   int32_t i = 0;
   while (i < dev->num_deferred) {
     const uint8_t *src_first, *src_end;
-    view_span(&dev->deferred[i].src, &src_first, &src_end);
+    view_span(&dev->deferred[i].view, &src_first, &src_end);
     if (src_first < end && first < src_end)
       settle(dev, i);
     else
@@ -655,24 +659,57 @@ static void ddr_view_writing(sophon_device* dev, const sophon_global* g) {
   ddr_writing(dev, first, end);
 }
 
+/* A contiguous view of a host copy of the f32 view g (one batch item, no negative
+ * stride) with channel j's h*w elements at j*h*w in (h, w) order, made once for the
+ * device's life; 0 (nothing made) for other views or without room or memory. */
+static int packed_contiguous(sophon_device* dev, const sophon_global* g, sophon_global* out) {
+  const int64_t plane = (int64_t)g->h * g->w;
+  const float* data = (const float*)g->data;
+  sophon_packed_key key;
+  float* packed;
+  int64_t j, y, x;
+  int fresh;
+  if (g->n != 1 || g->stride_c < 0 || g->stride_h < 0 || g->stride_w < 0) return 0;
+  sophon_packed_view_key(&key, g);
+  packed = sophon_device_packed(dev, &key, (size_t)(g->c * plane), &fresh);
+  if (packed == NULL) return 0;
+  if (fresh)
+    for (j = 0; j < g->c; ++j)
+      for (y = 0; y < g->h; ++y)
+        for (x = 0; x < g->w; ++x)
+          packed[j * plane + y * g->w + x] = data[j * g->stride_c + y * g->stride_h + x * g->stride_w];
+  *out = *g;
+  out->data = packed;
+  out->stride_n = g->c * plane;
+  out->stride_c = plane;
+  out->stride_h = g->w;
+  out->stride_w = 1;
+  return 1;
+}
+
 sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
                                         const sophon_global* src) {
   static const char* op = "gdma_load";
   sophon_deferred_load* d;
+  sophon_global from;
   sophon_status status;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if (dev->reference || dst == NULL || src == NULL || dst->dtype != SOPHON_F32 ||
-      !blocks_contiguous(src))
+      src->dtype != SOPHON_F32)
     return sophon_gdma_load(dev, dst, src);
   status = check_pair(dev, op, "src", src, "dst", dst);
   if (status != SOPHON_OK) return status;
+  from = *src;
+  if (!blocks_contiguous(src) && !packed_contiguous(dev, src, &from))
+    return sophon_gdma_load(dev, dst, src);
 
   sophon_lmem_writing(dev, dst);
   if (dev->num_deferred == SOPHON_MAX_DEFERRED) settle(dev, 0); /* the oldest */
   d = &dev->deferred[dev->num_deferred++];
   d->dst = *dst;
-  d->src = *src;
+  d->view = *src;
+  d->src = from;
   d->begin = d->wb = dst->addr;
   d->end = d->we = d->begin + sophon_local_lane_bytes(&dev->chip, dst);
   d->lanes = d->l1 = lanes_of(&dev->chip, dst);
