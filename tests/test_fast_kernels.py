@@ -511,6 +511,26 @@ def test_fast_depthwise_edge_cases(devices, case):
                                                        (2, c, oh, ow)))
 
 
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("c, hw, kernel, bad", [
+    # planes of at most 64 outputs run two channels at a time with AVX-512: an odd
+    # channel count (a last channel alone, and odd task ranges at 2 threads), a
+    # non-finite weight in the first or the second channel of a pair (that pair runs
+    # one by one), 8 x 8 and 3 x 5 planes
+    (7, (7, 7), (3, 3), (1, 4)), (9, (7, 7), (5, 5), (0, 5)), (6, (8, 8), (3, 3), (3,)),
+    (5, (3, 5), (3, 3), ())])
+def test_fast_depthwise_small_planes_in_pairs(devices, act, c, hw, kernel, bad):
+    rng = np.random.default_rng(c)
+    x = with_specials(rng, rng.standard_normal((2, c, *hw)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    for i, channel in enumerate(bad):
+        weight[channel, 0, i % kernel[0], 1] = (np.inf, np.nan)[i % 2]
+    bias = rng.standard_normal(c).astype(np.float32)
+    pad = (kernel[0] // 2, kernel[1] // 2) * 2
+    params = conv_params(kernel, (1, 1), pad, (1, 1), c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, *hw)), act)
+
+
 def run_fc(dev: Device, x, weight, bias, act):
     dev.next_addr = 0
     m, k = x.shape

@@ -98,6 +98,14 @@ typedef struct {
 #endif
 } conv_depthwise;
 
+/* One channel of one batch item. */
+typedef struct {
+  const float* in;     /* the channel's input plane */
+  const float* filter; /* [ky][kx] */
+  float* out;          /* the channel's output plane */
+  float bias;
+} dw_plane;
+
 /* ------------------------------------------------------------- set-up */
 
 /* floor(a / b) for b > 0. */
@@ -393,13 +401,6 @@ static inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
   return (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
 }
 
-/* A tile: outputs [ox, ox + 16 * (nv - 1) + last) of output rows oy .. oy + nr - 1. */
-typedef struct {
-  const float* in;     /* the channel's input plane */
-  const float* filter; /* [ky][kx] */
-  float* out;          /* the channel's output plane */
-  float bias;
-} dw_plane;
 
 /* Vector (i) % nv of the tile is masked when it is the first or last of a row that
  * needs masks there (plan_plane_avx512 checks that no other vector does). */
@@ -657,6 +658,81 @@ SOPHON_AVX512 static void plane_flat_avx512(const conv_depthwise* d, const dw_pl
   }
 }
 
+/* Two channels of a flat plane of at most 4 vectors (7 x 7, 8 x 8) in one set of
+ * 8 accumulators (vectors i of a in acc i, of b in acc 4 + i): each tap's masks are
+ * loaded once for both, and 8 independent sums instead of 4 hide the adds' latency.
+ * Each channel's products and sums are those of flat_avx512. */
+#define FLAT2_TAP(i)                                                                 \
+  if ((i) < nv) {                                                                    \
+    const __mmask16 m = d->flat_mask[t][i];                                          \
+    acc##i = _mm512_add_ps(                                                          \
+        acc##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a->in + 16 * (i) + offset), wa)); \
+    acc_b##i = _mm512_add_ps(                                                        \
+        acc_b##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, b->in + 16 * (i) + offset), wb)); \
+  }
+#define FLAT2_STORE(i)                                                               \
+  if ((i) < nv) {                                                                    \
+    const __mmask16 m = (i) == nv - 1 ? last_mask : (__mmask16)0xFFFF;              \
+    _mm512_mask_storeu_ps(a->out + 16 * (i), m,                                      \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias_a), &d->p->act)); \
+    _mm512_mask_storeu_ps(b->out + 16 * (i), m,                                      \
+                          sophon_act_avx512(_mm512_add_ps(acc_b##i, bias_b), &d->p->act)); \
+  }
+
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void flat2_avx512(const conv_depthwise* d,
+                                                                   const dw_plane* a,
+                                                                   const dw_plane* b, int nv) {
+  const int32_t taps = d->p->kernel_h * d->p->kernel_w;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  const __m512 bias_a = _mm512_set1_ps(a->bias), bias_b = _mm512_set1_ps(b->bias);
+  const __mmask16 last_mask = lanes_between(0, plane - 16 * (nv - 1));
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc_b0 = acc0,
+         acc_b1 = acc0, acc_b2 = acc0, acc_b3 = acc0;
+  int32_t t;
+  for (t = 0; t < taps; ++t) { /* (ky, kx) in order */
+    const __m512 wa = _mm512_set1_ps(a->filter[t]), wb = _mm512_set1_ps(b->filter[t]);
+    const int64_t offset = d->flat_offset[t];
+    FLAT2_TAP(0)
+    FLAT2_TAP(1)
+    FLAT2_TAP(2)
+    FLAT2_TAP(3)
+  }
+  FLAT2_STORE(0)
+  FLAT2_STORE(1)
+  FLAT2_STORE(2)
+  FLAT2_STORE(3)
+}
+#undef FLAT2_TAP
+#undef FLAT2_STORE
+
+SOPHON_AVX512 static void plane_flat2_avx512(const conv_depthwise* d, const dw_plane* a,
+                                             const dw_plane* b) {
+  switch (d->flat_vectors) {
+    case 1: flat2_avx512(d, a, b, 1); break;
+    case 2: flat2_avx512(d, a, b, 2); break;
+    case 3: flat2_avx512(d, a, b, 3); break;
+    default: flat2_avx512(d, a, b, 4); break;
+  }
+}
+
+/* The kinds sophon_act_avx512 leaves alone: a second pass over the plane. */
+static void finish_plane(const conv_depthwise* d, const dw_plane* pl) {
+  if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
+    sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
+}
+
+/* 1 if every weight of the filter is finite, 16 weights per test. */
+SOPHON_AVX512 static int filter_is_finite_avx512(const float* filter, int64_t taps) {
+  __mmask16 bad = 0;
+  int64_t t;
+  for (t = 0; t < taps; t += 16) {
+    const __mmask16 m = lanes_between(0, taps - t);
+    bad |= _mm512_mask_fpclass_ps_mask(m, _mm512_maskz_loadu_ps(m, filter + t),
+                                       0x99); /* NaN or infinity */
+  }
+  return bad == 0;
+}
+
 /* One channel's output plane: tiles of up to 8 vectors of 16 outputs, over as many
  * output rows as fit in 8 accumulators (a row of at most 64 outputs runs with the
  * next rows). */
@@ -676,9 +752,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
     }
   }
   if (d->flat) plane_flat_avx512(d, pl);
-  /* the kinds sophon_act_avx512 leaves alone: a second pass over the plane */
-  if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
-    sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
+  finish_plane(d, pl);
 }
 #endif
 
@@ -709,28 +783,26 @@ static void vector_rows(const conv_depthwise* d, const depthwise_row* row, int32
   }
 }
 
-/* One output channel of one batch item; `tap_rows` is this task's scratch, whose
- * padding *zeroed says is written (done at the first channel that needs it). */
-static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t channel,
-                              float* tap_rows, int* zeroed) {
+/* One output channel of one batch item: its input and output planes, filter and
+ * bias; `tap_rows` is this task's scratch, whose padding *zeroed says is written
+ * (done at the first channel that needs it). */
+static void depthwise_channel(const conv_depthwise* d, const float* in, float* out,
+                              const float* filter, float bias, float* tap_rows, int* zeroed) {
   const sophon_conv_params* p = d->p;
-  const float* in = sophon_view_f32(&d->in_v, batch, channel);
-  float* out = sophon_view_f32(&d->out_v, batch, channel);
   int whole_rows = 0; /* the vector rows may read the padding (finite weights) */
   depthwise_row channel_row;
   int32_t oy, ox;
 
   channel_row.taps = tap_rows;
-  channel_row.filter = sophon_view_f32(&d->weight_v, 0, channel);
-  channel_row.bias = d->has_bias ? *sophon_view_f32(&d->bias_v, 0, channel) : 0.0f;
+  channel_row.filter = filter;
+  channel_row.bias = bias;
 #if SOPHON_X86_DISPATCH
-  if (d->plane_avx512 &&
-      filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w)) {
+  if (d->plane_avx512 && filter_is_finite_avx512(filter, (int64_t)p->kernel_h * p->kernel_w)) {
     dw_plane plane;
     plane.in = in;
-    plane.filter = channel_row.filter;
+    plane.filter = filter;
     plane.out = out;
-    plane.bias = channel_row.bias;
+    plane.bias = bias;
     plane_avx512(d, &plane);
     return;
   }
@@ -741,7 +813,7 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
   }
   if (d->vector_rows) {
     fill_tap_rows(d, in, tap_rows);
-    whole_rows = filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w);
+    whole_rows = filter_is_finite(filter, (int64_t)p->kernel_h * p->kernel_w);
   }
   for (oy = 0; oy < d->out_h;) {
     depthwise_row row = row_at(d, &channel_row, out, oy);
@@ -766,16 +838,74 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
   }
 }
 
+/* The planes of one channel, walked channel by channel without divisions. */
+typedef struct {
+  sophon_channel_iter in, out, weight, bias;
+} channel_walk;
+
+static channel_walk walk_begin(const conv_depthwise* d, int32_t batch, int32_t channel) {
+  channel_walk w;
+  w.in = sophon_channel_begin(&d->in_v, batch, channel);
+  w.out = sophon_channel_begin(&d->out_v, batch, channel);
+  w.weight = sophon_channel_begin(&d->weight_v, 0, channel);
+  if (d->has_bias) w.bias = sophon_channel_begin(&d->bias_v, 0, channel);
+  return w;
+}
+
+static void walk_next(const conv_depthwise* d, channel_walk* w) {
+  sophon_channel_next(&d->in_v, &w->in);
+  sophon_channel_next(&d->out_v, &w->out);
+  sophon_channel_next(&d->weight_v, &w->weight);
+  if (d->has_bias) sophon_channel_next(&d->bias_v, &w->bias);
+}
+
+static dw_plane plane_at(const conv_depthwise* d, const channel_walk* w) {
+  dw_plane pl;
+  pl.in = (const float*)(const void*)w->in.base;
+  pl.out = (float*)(void*)w->out.base;
+  pl.filter = (const float*)(const void*)w->weight.base;
+  pl.bias = d->has_bias ? *(const float*)(const void*)w->bias.base : 0.0f;
+  return pl;
+}
+
 static void depthwise_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_depthwise* d = (const conv_depthwise*)ctx;
   float* tap_rows = d->vector_rows ? d->scratch + task * d->task_floats : NULL;
+  const int64_t taps = (int64_t)d->p->kernel_h * d->p->kernel_w;
   int zeroed = 0;
   int64_t begin, end, channel;
   int32_t batch;
   sophon_task_range(d->channels, task, tasks, &begin, &end);
-  for (batch = 0; batch < d->batches; ++batch)
-    for (channel = begin; channel < end; ++channel)
-      depthwise_channel(d, batch, (int32_t)channel, tap_rows, &zeroed);
+  if (begin >= end) return;
+  for (batch = 0; batch < d->batches; ++batch) {
+    channel_walk w = walk_begin(d, batch, (int32_t)begin);
+    for (channel = begin; channel < end; ++channel) {
+      dw_plane a = plane_at(d, &w);
+#if SOPHON_X86_DISPATCH
+      /* small flat planes two channels at a time */
+      if (d->flat && d->flat_vectors <= 4 && channel + 1 < end &&
+          filter_is_finite_avx512(a.filter, taps)) {
+        dw_plane b;
+        walk_next(d, &w);
+        b = plane_at(d, &w);
+        if (filter_is_finite_avx512(b.filter, taps)) {
+          plane_flat2_avx512(d, &a, &b);
+          finish_plane(d, &a);
+          finish_plane(d, &b);
+        } else {
+          plane_avx512(d, &a);
+          depthwise_channel(d, b.in, b.out, b.filter, b.bias, tap_rows, &zeroed);
+        }
+        walk_next(d, &w);
+        ++channel;
+        continue;
+      }
+#endif
+      depthwise_channel(d, a.in, a.out, a.filter, a.bias, tap_rows, &zeroed);
+      walk_next(d, &w);
+    }
+  }
+  (void)taps; /* used by the AVX-512 pairs only */
 }
 
 void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
