@@ -59,7 +59,8 @@ struct sophon_device {
   sophon_chip chip;                   /* copy; chip.name points at chip_name */
   char chip_name[SOPHON_NAME_BYTES];
   uint8_t* lmem;                      /* npu_num * lane_pitch bytes; lane l starts
-                                         at l * lane_pitch */
+                                         at l * lane_pitch; 64-byte aligned */
+  void* lmem_block;                   /* the allocation lmem lies in */
   int64_t lane_pitch;                 /* >= lmem_bytes_per_lane: see sophon_device.c */
   sophon_counters counters;
   uint64_t step_tiu_cycles;           /* of the open timestep */
