@@ -550,16 +550,29 @@ static void settle(sophon_device* dev, int32_t i) {
     copy_unwritten(dev, &d, d.l0, d.l1, d.wb, d.we, NULL);
 }
 
-/* Settles the entries whose pending part meets lanes [l0, l1) x bytes [begin, end). */
+static void remove_rect(sophon_device* dev, int32_t a0, int32_t a1, int64_t b0, int64_t b1);
+
+/* Lanes [l0, l1) x bytes [begin, end) are about to be read: the pending bytes there
+ * are copied. An entry inside the range is settled whole; of one that reaches past
+ * it only the part inside is copied and taken out, the rest stays pending (a reader
+ * whose footprint meets a piece of a big load that later writes left, say over the
+ * gaps of an aligned layout, copied all of that piece before). */
 static void reading_rect(sophon_device* dev, int32_t l0, int32_t l1, int64_t begin, int64_t end) {
-  int32_t i = 0;
+  int32_t i = 0, partial = 0;
   while (i < dev->num_deferred) {
     const sophon_deferred_load* d = &dev->deferred[i];
-    if (d->wb < end && begin < d->we && d->l0 < l1 && l0 < d->l1)
-      settle(dev, i);
-    else
+    if (d->wb >= end || begin >= d->we || d->l0 >= l1 || l0 >= d->l1) {
       ++i;
+    } else if (d->wb >= begin && d->we <= end && d->l0 >= l0 && d->l1 <= l1) {
+      settle(dev, i);
+    } else {
+      copy_unwritten(dev, d, d->l0 > l0 ? d->l0 : l0, d->l1 < l1 ? d->l1 : l1,
+                     d->wb > begin ? d->wb : begin, d->we < end ? d->we : end, NULL);
+      partial = 1;
+      ++i;
+    }
   }
+  if (partial) remove_rect(dev, l0, l1, begin, end); /* copied: no longer pending */
 }
 
 void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, int64_t end) {
@@ -567,9 +580,19 @@ void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, i
 }
 
 void sophon_lmem_reading(sophon_device* dev, const sophon_local* t) {
-  if (dev->num_deferred > 0)
-    reading_rect(dev, 0, lanes_of(&dev->chip, t), t->addr,
-                 t->addr + sophon_local_lane_bytes(&dev->chip, t));
+  const int32_t npu = dev->chip.npu_num, lanes = lanes_of(&dev->chip, t);
+  const int64_t begin = t->addr, end = begin + sophon_local_lane_bytes(&dev->chip, t);
+  if (dev->num_deferred == 0) return;
+  if (t->n == 1 && t->c > npu && t->c % npu != 0) {
+    /* the lanes past channel c - 1 hold one channel fewer: they do not read the
+       footprint's last slot */
+    const lane_blocks b = blocks_in_lane(&dev->chip, t, 0);
+    const int32_t full = (int32_t)((t->c - 1) % npu) + 1;
+    reading_rect(dev, 0, full, begin, end);
+    reading_rect(dev, full, lanes, begin, begin + (b.slots - 1) * b.pitch);
+    return;
+  }
+  reading_rect(dev, 0, lanes, begin, end);
 }
 
 /* Takes lanes [a0, a1) x bytes [b0, b1), written or copied, out of every pending
