@@ -851,6 +851,28 @@ def test_gdma_strided_load_and_store(devices, case):
                                   np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
 
 
+@pytest.mark.parametrize("order, step, broadcast", [
+    # big enough (over 128 KiB) to be split by rows over the threads: a concat's copy
+    # into a channel slice, a permuted strided source, a broadcast one
+    ((0, 1, 2, 3), 1, (False,) * 4), ((0, 3, 1, 2), 2, (False,) * 4),
+    ((0, 1, 2, 3), 1, (False, False, True, False))])
+def test_gdma_big_ddr_copy_is_split_exactly(devices, order, step, broadcast):
+    """DDR-to-DDR copies over 128 KiB equal numpy's copy of the views on every device,
+    the elements of the destination's buffer outside the view untouched."""
+    rng = np.random.default_rng(step)
+    shape = (2, 70, 23, 31)
+    src, _ = strided_view(rng, shape, order, step, broadcast)
+    for name, dev in devices.items():
+        concat = rng.standard_normal((2, 150, 23, 31)).astype(np.float32)
+        want = concat.copy()
+        want[:, 40:110] = src
+        dev.lib.sophon_gdma_copy.argtypes = [ctypes.c_void_p, ctypes.POINTER(GlobalStruct),
+                                             ctypes.POINTER(GlobalStruct)]
+        dev.check(dev.lib.sophon_gdma_copy(dev.handle, ctypes.byref(global_view(concat[:, 40:110])),
+                                           ctypes.byref(global_view(src))))
+        assert np.array_equal(concat, want), name
+
+
 @pytest.mark.parametrize("case", [
     # (array shape, its (n, c, h, w) view as axes of the array): channels innermost in
     # DDR, copied 16 channels by 16 positions through a transpose with AVX-512, with a

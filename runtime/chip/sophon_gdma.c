@@ -803,13 +803,35 @@ static uint64_t global_bytes(const sophon_global* g) {
          (uint64_t)sophon_dtype_size(g->dtype);
 }
 
+/* A DDR-to-DDR copy split by rows: task t copies rows [begin, end) of the (n, c, h)
+ * rows in order. */
+typedef struct {
+  const sophon_global *dst, *src;
+} ddr_copy;
+
+static void ddr_copy_task(void* ctx, int32_t task, int32_t tasks) {
+  const ddr_copy* job = (const ddr_copy*)ctx;
+  const sophon_global *dst = job->dst, *src = job->src;
+  const int64_t elem = sophon_dtype_size(src->dtype);
+  int64_t begin, end, row;
+  sophon_task_range((int64_t)src->n * src->c * src->h, task, tasks, &begin, &end);
+  for (row = begin; row < end; ++row) {
+    const int64_t n = row / ((int64_t)src->c * src->h), c = row / src->h % src->c, h = row % src->h;
+    const uint8_t* from = (const uint8_t*)src->data +
+                          (n * src->stride_n + c * src->stride_c + h * src->stride_h) * elem;
+    uint8_t* to = (uint8_t*)dst->data + (n * dst->stride_n + c * dst->stride_c + h * dst->stride_h) * elem;
+    if (src->stride_w == 1 && dst->stride_w == 1)
+      memcpy(to, from, (size_t)(src->w * elem));
+    else
+      copy_elements(to, dst->stride_w * elem, from, src->stride_w * elem, src->w, (int32_t)elem);
+  }
+}
+
 sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
                                const sophon_global* src) {
   static const char* op = "gdma_copy";
   const uint8_t *src_first, *src_end, *dst_first, *dst_end;
   sophon_status status;
-  int32_t n, c, h;
-  int64_t elem;
   uint64_t bytes;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
@@ -832,22 +854,18 @@ sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
                             op);
 
   ddr_writing(dev, dst_first, dst_end);
-  elem = sophon_dtype_size(src->dtype);
-  for (n = 0; n < src->n; ++n) {
-    for (c = 0; c < src->c; ++c) {
-      for (h = 0; h < src->h; ++h) {
-        const uint8_t* from = (const uint8_t*)src->data +
-                              (n * src->stride_n + c * src->stride_c + h * src->stride_h) * elem;
-        uint8_t* to = (uint8_t*)dst->data +
-                      (n * dst->stride_n + c * dst->stride_c + h * dst->stride_h) * elem;
-        if (src->stride_w == 1 && dst->stride_w == 1)
-          memcpy(to, from, (size_t)(src->w * elem));
-        else
-          copy_elements(to, dst->stride_w * elem, from, src->stride_w * elem, src->w, (int32_t)elem);
-      }
-    }
-  }
   bytes = global_bytes(dst);
+  {
+    /* the rows are disjoint in dst and dst does not meet src: any order, any thread */
+    ddr_copy job;
+    job.dst = dst;
+    job.src = src;
+    sophon_parallel_run(dev->pool,
+                        !dev->reference && bytes >= GDMA_PARALLEL_MIN_BYTES
+                            ? sophon_tasks_for(dev, bytes, (int64_t)src->n * src->c * src->h)
+                            : 1,
+                        ddr_copy_task, &job);
+  }
   {
     int32_t dims[4];
     int64_t dst_strides[4], src_strides[4];
