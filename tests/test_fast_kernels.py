@@ -531,6 +531,28 @@ def test_fast_depthwise_small_planes_in_pairs(devices, act, c, hw, kernel, bad):
     assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, *hw)), act)
 
 
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("h, w, kernel, stride, pad, dilation", [
+    # stride-2 rows of at most 8 outputs run two output rows per vector with AVX-512:
+    # odd and even output heights (a last vector of one row), 1 to 8 outputs a row,
+    # 5 x 5 kernels, stride 1 down the rows, dilation, padding on one side only
+    (14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), (14, 14, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),
+    (16, 15, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1)), (9, 5, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),
+    (20, 2, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), (11, 13, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)),
+    (3, 3, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1))])
+def test_fast_depthwise_stride2_row_pairs(devices, act, h, w, kernel, stride, pad, dilation):
+    c = 7
+    rng = np.random.default_rng(h * w)
+    x = with_specials(rng, rng.standard_normal((2, c, h, w)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    weight[3, 0, 0, 0] = np.nan  # this channel takes the per-output path at the borders
+    bias = rng.standard_normal(c).astype(np.float32)
+    oh = (h + pad[0] + pad[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pad[1] + pad[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    params = conv_params(kernel, stride, pad, dilation, c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, oh, ow)), act)
+
+
 def run_fc(dev: Device, x, weight, bias, act):
     dev.next_addr = 0
     m, k = x.shape

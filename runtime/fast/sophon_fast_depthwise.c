@@ -92,6 +92,12 @@ typedef struct {
    * vectors; tap t reads input element o + flat_offset[t] for output o = oy * out_w
    * + ox, in the lanes of flat_mask[t][v] (the taps inside the input) */
   int flat;
+  /* stride-2 planes of at most 8 outputs a row (plan_pairs_avx512): two output rows
+     per vector; tap column kx loads input columns x .. x + 15 of a row in the lanes
+     of pair_mask[kx], and pair_index picks the even ones of two rows */
+  int pairs;
+  __mmask16 pair_mask[MAX_AVX512_KW];
+  int32_t pair_index[16];
   int32_t flat_vectors;
   int64_t flat_offset[MAX_FLAT_TAPS];
   __mmask16 flat_mask[MAX_FLAT_TAPS][MAX_FLAT_VECTORS];
@@ -733,6 +739,102 @@ SOPHON_AVX512 static int filter_is_finite_avx512(const float* filter, int64_t ta
   return bad == 0;
 }
 
+/* Planes at stride 2 whose rows have at most 8 outputs (14 x 14 -> 7 x 7): the row
+ * tiles would use out_w of 16 lanes per vector; here a vector holds output rows oy
+ * and oy + 1 (consecutive in the plane), tap (ky, kx) one masked load from each of
+ * their input rows and one permute of the even columns of both. */
+static int plan_pairs_avx512(conv_depthwise* d) {
+  const sophon_conv_params* p = d->p;
+  int32_t kx, j;
+  if (!d->use_avx512 || p->stride_w != 2 || d->out_w > 8 || p->kernel_w > MAX_AVX512_KW)
+    return 0;
+  for (kx = 0; kx < p->kernel_w; ++kx) { /* lane i: input column x + i, inside the row */
+    const int64_t x = (int64_t)kx * p->dilation_w - p->pad_left;
+    d->pair_mask[kx] = lanes_between(-x, d->in_w - x) & lanes_between(0, 2 * d->out_w - 1);
+  }
+  for (j = 0; j < 16; ++j)
+    d->pair_index[j] = j < d->out_w ? 2 * j : j < 2 * d->out_w ? 16 + 2 * (j - d->out_w) : 0;
+  return 1;
+}
+
+#define PAIR_TAP(i)                                                                     \
+  if ((i) < nv) {                                                                       \
+    const __m512 a = row_a[i] != NULL ? _mm512_maskz_loadu_ps(m, row_a[i] + x) : zero; \
+    const __m512 b = row_b[i] != NULL ? _mm512_maskz_loadu_ps(m, row_b[i] + x) : zero; \
+    acc##i = _mm512_add_ps(acc##i, _mm512_mul_ps(_mm512_permutex2var_ps(a, index, b), w)); \
+  }
+#define PAIR_STORE(i)                                                                   \
+  if ((i) < nv) {                                                                       \
+    const int32_t oy = oy0 + 2 * (i);                                                   \
+    _mm512_mask_storeu_ps(pl->out + (int64_t)oy * d->out_w,                             \
+                          lanes_between(0, (oy + 1 < d->out_h ? 2 : 1) * d->out_w),    \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias), &p->act));    \
+  }
+
+/* Output rows oy0 .. oy0 + 2 nv - 1 (nv <= 8, a constant after inlining). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void pairs_avx512(const conv_depthwise* d,
+                                                                   const dw_plane* pl,
+                                                                   int32_t oy0, int nv) {
+  const sophon_conv_params* p = d->p;
+  const __m512 bias = _mm512_set1_ps(pl->bias), zero = _mm512_setzero_ps();
+  const __m512i index = _mm512_loadu_si512((const void*)d->pair_index);
+  const float* row_a[8];
+  const float* row_b[8];
+  __m512 acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero,
+         acc6 = zero, acc7 = zero;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->kernel_h; ++ky) {
+    for (i = 0; i < nv; ++i) { /* the input rows of output rows oy, oy + 1 (NULL: padding) */
+      const int32_t oy = oy0 + 2 * i;
+      const int64_t iy = (int64_t)oy * p->stride_h - p->pad_top + (int64_t)ky * p->dilation_h;
+      row_a[i] = iy >= 0 && iy < d->in_h ? pl->in + iy * d->in_w : NULL;
+      row_b[i] = oy + 1 < d->out_h && iy + p->stride_h >= 0 && iy + p->stride_h < d->in_h
+                     ? pl->in + (iy + p->stride_h) * d->in_w
+                     : NULL;
+    }
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      const __m512 w = _mm512_set1_ps(pl->filter[ky * p->kernel_w + kx]);
+      const __mmask16 m = d->pair_mask[kx];
+      const int64_t x = (int64_t)kx * p->dilation_w - p->pad_left;
+      PAIR_TAP(0)
+      PAIR_TAP(1)
+      PAIR_TAP(2)
+      PAIR_TAP(3)
+      PAIR_TAP(4)
+      PAIR_TAP(5)
+      PAIR_TAP(6)
+      PAIR_TAP(7)
+    }
+  }
+  PAIR_STORE(0)
+  PAIR_STORE(1)
+  PAIR_STORE(2)
+  PAIR_STORE(3)
+  PAIR_STORE(4)
+  PAIR_STORE(5)
+  PAIR_STORE(6)
+  PAIR_STORE(7)
+}
+#undef PAIR_TAP
+#undef PAIR_STORE
+
+SOPHON_AVX512 static void plane_pairs_avx512(const conv_depthwise* d, const dw_plane* pl) {
+  const int32_t vectors = (d->out_h + 1) / 2;
+  int32_t v0;
+  for (v0 = 0; v0 < vectors; v0 += 8) {
+    switch (vectors - v0) {
+      case 1: pairs_avx512(d, pl, 2 * v0, 1); break;
+      case 2: pairs_avx512(d, pl, 2 * v0, 2); break;
+      case 3: pairs_avx512(d, pl, 2 * v0, 3); break;
+      case 4: pairs_avx512(d, pl, 2 * v0, 4); break;
+      case 5: pairs_avx512(d, pl, 2 * v0, 5); break;
+      case 6: pairs_avx512(d, pl, 2 * v0, 6); break;
+      case 7: pairs_avx512(d, pl, 2 * v0, 7); break;
+      default: pairs_avx512(d, pl, 2 * v0, 8); break;
+    }
+  }
+}
+
 /* One channel's output plane: tiles of up to 8 vectors of 16 outputs, over as many
  * output rows as fit in 8 accumulators (a row of at most 64 outputs runs with the
  * next rows). */
@@ -740,7 +842,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
   const int32_t nv_row = (d->out_w + 15) / 16;
   const int32_t rows_per_tile = nv_row >= 8 ? 1 : 8 / nv_row;
   int32_t oy, ox;
-  for (oy = 0; oy < d->out_h && !d->flat; oy += rows_per_tile) {
+  for (oy = 0; oy < d->out_h && !d->flat && !d->pairs; oy += rows_per_tile) {
     const int nr = d->out_h - oy < rows_per_tile ? d->out_h - oy : rows_per_tile;
     for (ox = 0; ox < d->out_w; ox += 128) {
       const int32_t count = d->out_w - ox < 128 ? d->out_w - ox : 128;
@@ -752,6 +854,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
     }
   }
   if (d->flat) plane_flat_avx512(d, pl);
+  if (d->pairs) plane_pairs_avx512(d, pl);
   finish_plane(d, pl);
 }
 #endif
@@ -932,7 +1035,8 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
   plan_layout(&d);
 #if SOPHON_X86_DISPATCH
   d.flat = d.use_avx512 && plan_flat_avx512(&d);
-  d.plane_avx512 = d.flat || plan_plane_avx512(&d);
+  d.pairs = !d.flat && plan_pairs_avx512(&d);
+  d.plane_avx512 = d.flat || d.pairs || plan_plane_avx512(&d);
 #else
   d.plane_avx512 = 0;
 #endif
