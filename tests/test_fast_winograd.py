@@ -23,6 +23,7 @@ import ctypes
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from test_fast_kernels import (COMPACT, EPS, ISAS, SIGMOID_FAMILY, SIGMOID_ULPS, Device, GlobalStruct,
                                conv_params, run_conv, winograd_magnitude)
@@ -91,10 +92,13 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_winograd_within_its_bound(devices, case):
-    n, ic, oc, h, w, pad, act, has_bias, windows = case
-    rng = np.random.default_rng(ic * oc + h)
+def check_case(devices, case, always_winograd: bool):
+    """The conv of `case` on every fast device against the reference: within Winograd's
+    bound where the entry point takes it (it must where `always_winograd`, but at the
+    AVX2 level), else within the direct kernel's; 1 and 2 threads the same bits; a
+    deferred constant weight the bits of the LMEM weight."""
+    n, ic, oc, h, w, pad, act, has_bias, windows, seed = case
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, ic, h, w)).astype(np.float32)
     weight = rng.standard_normal((oc, ic, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(oc).astype(np.float32) if has_bias else None
@@ -114,10 +118,14 @@ def test_winograd_within_its_bound(devices, case):
     direct_tol = 2 * 9 * ic * EPS * direct_mag * 1.01 + rounding
     for isa in [None, *ISAS]:  # None: every instruction set the host has
         suffix = "" if isa is None else f"_isa{isa}"
-        winograd = isa != 1     # AVX2 keeps the direct kernel
         out1, status, entry_out = run_case(devices["fast1" + suffix], x, weight, bias, params,
                                            out_shape, win, entry=True)
-        assert status == (0 if winograd else 1), f"fast{suffix}: Winograd entry returned {status}"
+        winograd = status == 0
+        assert status in (0, 1), f"fast{suffix}: Winograd entry returned {status}"
+        if isa == 1:  # AVX2 keeps the direct kernel
+            assert not winograd, f"fast{suffix}: Winograd taken at the AVX2 level"
+        elif always_winograd:
+            assert winograd, f"fast{suffix}: Winograd declined the conv"
         if winograd:
             assert entry_out.tobytes() == out1.tobytes(), f"fast{suffix}: the instruction did not take Winograd"
         out2 = run_case(devices["fast2" + suffix], x, weight, bias, params, out_shape, win)
@@ -131,6 +139,31 @@ def test_winograd_within_its_bound(devices, case):
                 const = run_case(devices[f"fast{threads}{suffix}"], x, weight, bias, params,
                                  out_shape, win, constant=True)
                 assert const.tobytes() == out1.tobytes(), f"fast{threads}{suffix}: constant weight differs"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_winograd_within_its_bound(devices, case):
+    check_case(devices, (*case, case[1] * case[2] + case[3]), always_winograd=True)
+
+
+@st.composite
+def random_cases(draw):
+    """Any 3x3 stride-1 conv near the thresholds of the shapes Winograd takes."""
+    h, w = draw(st.integers(2, 30)), draw(st.integers(2, 30))
+    pad = tuple(draw(st.integers(0, 3)) for _ in range(4))
+    if h + pad[0] + pad[2] < 3:
+        h = 3
+    if w + pad[1] + pad[3] < 3:
+        w = 3
+    return (draw(st.sampled_from([1, 1, 2])), draw(st.integers(14, 40)), draw(st.integers(30, 44)),
+            h, w, pad, draw(st.sampled_from(["none", "relu", "silu", "hard_swish", "elu"])),
+            draw(st.booleans()), draw(st.booleans()), draw(st.integers(0, 2**16)))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=random_cases())
+def test_winograd_random_shapes(devices, case):
+    check_case(devices, case, always_winograd=False)
 
 
 @pytest.mark.parametrize("shape", [
