@@ -42,6 +42,12 @@
  * channels. Every output is computed in one fixed order whatever the split and the
  * block (each tile's transforms are its own; each GEMM element sums ic in order), so
  * results are bit-identical for any thread count.
+ * They are not independent of where the instruction's output rows start, unlike the
+ * direct kernel's: an output is computed as the top or the bottom row (left or right
+ * column) of its tile, by different sums, and the tiles start at the instruction's
+ * first output row. A conv the compiler cuts into row bands (layer-group slices) gives
+ * the bits of the uncut conv where every band starts at an even output row; else
+ * results within the bound below, not the same bits.
  *
  * Instruction sets: AVX-512 (vectors of 16 tiles) and plain C (the same steps tile
  * by tile). A host with AVX2 but not AVX-512 keeps the direct kernel, whose 6 x 16
