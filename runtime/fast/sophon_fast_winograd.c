@@ -83,9 +83,9 @@ enum {
   /* V's block: 16 x in_ch x T floats within this many bytes (half a 1 MiB L2) */
   WINO_V_BYTES = 512 * 1024,
   WINO_T_MAX = 256,       /* at most this many tiles a block */
+  WINO_PREFETCH = 64,     /* U is prefetched this many k steps ahead */
   /* the shapes Winograd takes (measured on the Zen 4 host, docs/host_speed.md):
      fewer channels or tiles keep the direct kernel */
-  WINO_PREFETCH = 64,     /* U is prefetched this many k steps ahead */
   WINO_MIN_IC = 16,
   WINO_MIN_OC = 32,
   WINO_MIN_TILES = 16
