@@ -57,6 +57,10 @@ def run_case(dev, x, weight, bias, params, out_shape, windows, *, constant=False
     t_w = dev.alloc(1, oc, weight.shape[1], 9, COMPACT)
     w_ddr = np.ascontiguousarray(weight.reshape(1, oc, weight.shape[1], 9), np.float32)
     if constant:
+        # the promise of a constant load: the DDR view does not change while the device
+        # lives, so its array must not be freed (its address reused by the next case's
+        # weight would find this one's packed U)
+        dev.__dict__.setdefault("constants", []).append(w_ddr)
         dev.check(dev.lib.sophon_gdma_load_constant(dev.handle, ctypes.byref(t_w),
                                                     ctypes.byref(GlobalStruct.of(w_ddr))))
     else:
