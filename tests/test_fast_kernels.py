@@ -15,6 +15,9 @@ where K is the length of the dot product (IC/groups * KH * KW for a conv): both
 sum the same products, conv in the reference's order but with fused multiply-adds
 on x86 (one rounding per step instead of two), fc in a different association.
 sum_k |a_k * b_k| is computed by the reference kernel itself on |input| and |weight|.
+3x3 stride-1 convs (dilation 1, one group) may take Winograd's F(2x2, 3x3) instead
+(sophon_fast_winograd.c), held to the bound stated there on top of the one above
+(winograd_magnitude; test_fast_winograd.py checks that path alone, bound by bound).
 
 The kernels that claim bit-identical results (depthwise conv2d in
 sophon_fast_depthwise.c; binary element-wise and pool2d in sophon_fast_eltwise.c)
@@ -274,12 +277,49 @@ def conv_params(kernel, stride, pad, dilation, groups, act="none") -> ConvParams
                             ActivationStruct(*ACT_ALL[act]))
 
 
-def assert_fast_matches(devices, k, run, act_ulps=0):
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+def winograd_magnitude(x, weight, pad, out_hw) -> np.ndarray:
+    """S of Winograd F(2x2, 3x3)'s bound (sophon_fast_winograd.c) for every output
+    (n, oc, oh, ow): per 2x2 output tile, |A^T| [sum_ic (|G||g||G^T|) . (|B^T||d||B|)] |A|
+    over the tile's 4x4 input patches d (pad = top, left, bottom, right), in float64."""
+    n, ic, h, w = x.shape
+    oh, ow = out_hw
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    top, left = pad[0], pad[1]
+    plane = np.zeros((n, ic, 2 * th + 2, 2 * tw + 2))
+    plane[:, :, top:top + h, left:left + w] = np.abs(x)
+    rows = 2 * np.arange(th)[:, None] + np.arange(4)[None, :]      # (th, 4)
+    cols = 2 * np.arange(tw)[:, None] + np.arange(4)[None, :]      # (tw, 4)
+    patches = plane[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # n, ic, th, tw, 4, 4
+    v = np.einsum("ai,nctsij,bj->nctsab", np.abs(B_T), patches, np.abs(B_T))
+    u = np.einsum("ai,ocij,bj->ocab", np.abs(G), np.abs(weight.astype(np.float64)), np.abs(G))
+    m = np.einsum("nctsab,ocab->notsab", v, u)
+    s = np.einsum("ia,notsab,jb->notsij", np.abs(A_T), m, np.abs(A_T))
+    return s.transpose(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)[:, :, :oh, :ow]
+
+
+def winograd_tolerance(x, weight, kernel, stride, pad, dilation, groups, out_hw, magnitude):
+    """Winograd's |fast - ref| bound, (K + 10) u S + 9 K u sum |a b| with K = in channels,
+    for a conv that may take that path; 0 for the others."""
+    if tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1:
+        return 0.0
+    ic = x.shape[1]
+    return ((ic + 10) * EPS * winograd_magnitude(x, weight, pad, out_hw) + 9 * ic * EPS * magnitude) * 1.01
+
+
+def assert_fast_matches(devices, k, run, act_ulps=0, winograd=None):
     """run(device, abs_operands) -> output; checks fast vs reference and 1 vs 2 threads
-    (act_ulps: ulps more for an activation the fast kernel computes its own way)."""
+    (act_ulps: ulps more for an activation the fast kernel computes its own way;
+    winograd(magnitude): the Winograd bound where that path may be taken)."""
     ref = run(devices["ref"], False)
     magnitude = run(devices["ref"], True)  # sum_k |a_k * b_k| (no bias, no activation)
     tol = 2 * k * EPS * magnitude * 1.01 + (4 + 2 * act_ulps) * EPS * np.abs(ref) + 1e-30
+    if winograd is not None:
+        tol = tol + winograd(magnitude)
     for isa in [None, *ISAS]:  # None: every instruction set the host has
         suffix = "" if isa is None else f"_isa{isa}"
         fast1 = run(devices["fast1" + suffix], False)
@@ -353,7 +393,8 @@ def test_fast_conv2d_matches_reference(devices, case):
         return run_conv(dev, x, weight, bias, params, out_shape,
                         in_window=case["in_window"], out_window=case["out_window"])
 
-    assert_fast_matches(devices, ic // groups * kh * kw, run)
+    assert_fast_matches(devices, ic // groups * kh * kw, run, winograd=lambda mag: winograd_tolerance(
+        x, weight, case["kernel"], case["stride"], case["pad"], case["dilation"], groups, case["out_hw"], mag))
 
 
 @pytest.mark.parametrize("case", [
@@ -402,7 +443,8 @@ def test_fast_conv2d_network_layers(devices, shape):
             return run_conv(dev, np.abs(x), np.abs(weight), None, params, (1, oc, o, o))
         return run_conv(dev, x, weight, bias, params, (1, oc, o, o))
 
-    assert_fast_matches(devices, ic * k * k, run)
+    assert_fast_matches(devices, ic * k * k, run, winograd=lambda mag: winograd_tolerance(
+        x, weight, (k, k), (s, s), (p, p, p, p), (1, 1), 1, (o, o), mag))
 
 
 # ----------------------------------------------------------- depthwise conv2d
@@ -509,6 +551,48 @@ def test_fast_depthwise_edge_cases(devices, case):
     params = conv_params(kernel, stride, pad, dilation, c, "leaky")
     assert_bit_identical(devices, lambda dev: run_conv(dev, x, weight, bias, params,
                                                        (2, c, oh, ow)))
+
+
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("c, hw, kernel, bad", [
+    # planes of at most 64 outputs run two channels at a time with AVX-512: an odd
+    # channel count (a last channel alone, and odd task ranges at 2 threads), a
+    # non-finite weight in the first or the second channel of a pair (that pair runs
+    # one by one), 8 x 8 and 3 x 5 planes
+    (7, (7, 7), (3, 3), (1, 4)), (9, (7, 7), (5, 5), (0, 5)), (6, (8, 8), (3, 3), (3,)),
+    (5, (3, 5), (3, 3), ())])
+def test_fast_depthwise_small_planes_in_pairs(devices, act, c, hw, kernel, bad):
+    rng = np.random.default_rng(c)
+    x = with_specials(rng, rng.standard_normal((2, c, *hw)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    for i, channel in enumerate(bad):
+        weight[channel, 0, i % kernel[0], 1] = (np.inf, np.nan)[i % 2]
+    bias = rng.standard_normal(c).astype(np.float32)
+    pad = (kernel[0] // 2, kernel[1] // 2) * 2
+    params = conv_params(kernel, (1, 1), pad, (1, 1), c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, *hw)), act)
+
+
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("h, w, kernel, stride, pad, dilation", [
+    # stride-2 rows of at most 8 outputs run two output rows per vector with AVX-512:
+    # odd and even output heights (a last vector of one row), 1 to 8 outputs a row,
+    # 5 x 5 kernels, stride 1 down the rows, dilation, padding on one side only
+    (14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), (14, 14, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),
+    (16, 15, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1)), (9, 5, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),
+    (20, 2, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), (11, 13, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)),
+    (3, 3, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1))])
+def test_fast_depthwise_stride2_row_pairs(devices, act, h, w, kernel, stride, pad, dilation):
+    c = 7
+    rng = np.random.default_rng(h * w)
+    x = with_specials(rng, rng.standard_normal((2, c, h, w)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    weight[3, 0, 0, 0] = np.nan  # this channel takes the per-output path at the borders
+    bias = rng.standard_normal(c).astype(np.float32)
+    oh = (h + pad[0] + pad[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pad[1] + pad[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    params = conv_params(kernel, stride, pad, dilation, c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, oh, ow)), act)
 
 
 def run_fc(dev: Device, x, weight, bias, act):
@@ -829,6 +913,28 @@ def test_gdma_strided_load_and_store(devices, case):
         if case["step"] > 1:  # the elements between the strided ones are untouched
             assert np.array_equal(np.transpose(dst_buf, np.argsort(case["order"][::-1]))[..., 1::2],
                                   np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
+
+
+@pytest.mark.parametrize("order, step, broadcast", [
+    # big enough (over 128 KiB) to be split by rows over the threads: a concat's copy
+    # into a channel slice, a permuted strided source, a broadcast one
+    ((0, 1, 2, 3), 1, (False,) * 4), ((0, 3, 1, 2), 2, (False,) * 4),
+    ((0, 1, 2, 3), 1, (False, False, True, False))])
+def test_gdma_big_ddr_copy_is_split_exactly(devices, order, step, broadcast):
+    """DDR-to-DDR copies over 128 KiB equal numpy's copy of the views on every device,
+    the elements of the destination's buffer outside the view untouched."""
+    rng = np.random.default_rng(step)
+    shape = (2, 70, 23, 31)
+    src, _ = strided_view(rng, shape, order, step, broadcast)
+    for name, dev in devices.items():
+        concat = rng.standard_normal((2, 150, 23, 31)).astype(np.float32)
+        want = concat.copy()
+        want[:, 40:110] = src
+        dev.lib.sophon_gdma_copy.argtypes = [ctypes.c_void_p, ctypes.POINTER(GlobalStruct),
+                                             ctypes.POINTER(GlobalStruct)]
+        dev.check(dev.lib.sophon_gdma_copy(dev.handle, ctypes.byref(global_view(concat[:, 40:110])),
+                                           ctypes.byref(global_view(src))))
+        assert np.array_equal(concat, want), name
 
 
 @pytest.mark.parametrize("case", [

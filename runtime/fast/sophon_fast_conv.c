@@ -51,6 +51,11 @@
  *     |fast - reference| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (before bias, act)
  * and bias and the activations (monotone, 1-Lipschitz) keep that bound up to one
  * more rounding. tests/test_fast_kernels.py checks every kernel against this bound.
+ * The bound depends on the path: 3x3 stride-1 convs (dilation 1, one group) with
+ * enough channels and tiles go to Winograd's F(2x2, 3x3) (sophon_fast_winograd.c,
+ * the AVX-512 and plain C builds; sophon_fast_conv2d_f32 asks it first), which is
+ * not bit-identical to the reference: its bound, stated there, is in terms of the
+ * transformed operands' magnitudes (tests/test_fast_winograd.py).
  */
 #include <string.h>
 
@@ -1201,6 +1206,10 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
     sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
     return 0;
   }
+  {
+    const int winograd = sophon_fast_winograd_f32(dev, out, in, weight, bias, p, weight_ddr);
+    if (winograd <= 0) return winograd; /* done, or no scratch memory */
+  }
   return conv2d_gemm(dev, out, in, weight, bias, p, weight_ddr);
 }
 
@@ -1272,16 +1281,7 @@ static int fc_weight_packed(sophon_device* dev, sophon_view* v, const sophon_loc
   float* packed;
   int64_t j, k;
   int fresh;
-  memset(&key, 0, sizeof(key));
-  key.data = ddr->data;
-  key.data_end = (const float*)ddr->data + (int64_t)(ddr->c - 1) * ddr->stride_c +
-                 (int64_t)(ddr->h - 1) * ddr->stride_h + (int64_t)(ddr->w - 1) * ddr->stride_w + 1;
-  key.shape[0] = ddr->c;
-  key.shape[1] = ddr->h;
-  key.shape[2] = ddr->w;
-  key.shape[3] = ddr->stride_c;
-  key.shape[4] = ddr->stride_h;
-  key.shape[5] = ddr->stride_w;
+  sophon_packed_view_key(&key, ddr);
   if (weight->n != 1 || ddr->stride_c < 0 || ddr->stride_h < 0 || ddr->stride_w < 0 ||
       (packed = sophon_device_packed(dev, &key, (size_t)(weight->c * depth), &fresh)) == NULL) {
     sophon_lmem_reading(dev, weight);
