@@ -809,6 +809,20 @@ def test_fast_pool2d_network_layers(devices, layer):
     assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, out_hw))
 
 
+def test_fast_pool2d_ceil_mode_window_in_padding(devices):
+    # A ceil-mode max pool at stride (2, 1) whose last output row's window lies wholly in
+    # the bottom padding (input rows 0-1, padded rows 2-3): the reference gives -FLT_MAX
+    # there (no real tap); the stride-1 path that reads padding as -inf must not take it.
+    x = np.random.default_rng(5).standard_normal((1, 3, 2, 40)).astype(np.float32)
+    pad = (0, 1, 2, 1)  # top, left, bottom, right
+    out_hw = (pool_out_size(2, 0, 2, 3, 2, 1, True), pool_out_size(40, 1, 1, 3, 1, 1, True))
+    assert out_hw == (2, 40)
+    params = pool_params("max", (3, 3), (2, 1), pad, (1, 1), True)
+    assert_bit_identical(devices, lambda dev: run_pool(dev, x, params, out_hw))
+    out = run_pool(devices["ref"], x, params, out_hw)
+    assert (out[:, :, 1] == -np.finfo(np.float32).max).all()
+
+
 # ------------------------------------------------------------------- resize
 
 

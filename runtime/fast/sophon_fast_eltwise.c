@@ -634,14 +634,17 @@ int sophon_fast_pool2d_f32(sophon_device* dev, const sophon_local* out, const so
     j.phased = j.scratch != NULL;
   }
   /* a max pool whose every window has a real tap (pads below the kernel, no
-     dilation) reads its padding as -inf, which no tap's max takes (v > max is false,
+     dilation, and no window starting past the last real row or column: a ceil-mode
+     output's last window can lie wholly in the padding, where the reference gives
+     -FLT_MAX) reads its padding as -inf, which no tap's max takes (v > max is false,
      and max starts at -inf): the same outputs as skipping those taps */
   if (j.use_avx2 && !j.channel_vectors && !j.global_avx512 && p->kind == SOPHON_POOL_MAX &&
       p->stride_w == 1 && p->dilation_h == 1 && p->dilation_w == 1 &&
       p->kernel_w <= MAX_TAP_COLS && (p->pad_top | p->pad_left | p->pad_bottom | p->pad_right) > 0 &&
       p->pad_top < p->kernel_h && p->pad_bottom < p->kernel_h && p->pad_left < p->kernel_w &&
       p->pad_right < p->kernel_w && p->pad_top >= 0 && p->pad_left >= 0 && p->pad_bottom >= 0 &&
-      p->pad_right >= 0) {
+      p->pad_right >= 0 && (int64_t)(out->h - 1) * p->stride_h < (int64_t)p->pad_top + in->h &&
+      (int64_t)(out->w - 1) * p->stride_w < (int64_t)p->pad_left + in->w) {
     j.task_floats = sophon_ceil_div(j.padded_h * j.padded_w, 16) * 16;
     j.scratch = sophon_device_scratch(dev, (size_t)(j.task_floats * tasks));
     j.padded = j.scratch != NULL;
