@@ -505,6 +505,15 @@ SOPHON_AVX512 static void lanes_pack_weights(const lanes_job* l, int32_t oc_firs
     const int64_t tile_first = g & ~(int64_t)1;
     const int nv = lanes_tile_vectors(tile_first, vectors);
     float* panel = panels + tile_first * 16 * taps + (g - tile_first) * 16;
+    /* the next vector's 16 weight rows (16 lanes, cold: the GDMA has just written
+       them) are fetched while this one's are dequantized and transposed */
+    for (r = 0; r < 16 && g + 1 < vectors; ++r) {
+      const int32_t oc = oc_first + (int32_t)((g + 1) * 16) + r;
+      if (oc < j->out->c) {
+        const char* w = (const char*)(sophon_view_i8(l->weight_v, 0, oc) + start);
+        for (t0 = 0; t0 < taps; t0 += 64) _mm_prefetch(w + t0, _MM_HINT_T0);
+      }
+    }
     for (r = 0; r < 16; ++r) {
       const int32_t oc = oc_first + (int32_t)(g * 16) + r;
       float* row = rows + r * row_floats;
