@@ -24,6 +24,13 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act, const sophon_global* weight_ddr);
+/* sophon_fast_pointwise.c: an unpadded 1x1 stride-1 f32 conv2d of one group on a small
+ * plane with output channels in vector lanes (AVX-512), bit-identical to the GEMM of
+ * sophon_fast_conv.c; 0 when done, 1 when it does not take the conv (the caller runs
+ * the GEMM), -1 without scratch memory. weight_ddr as above. */
+int sophon_fast_pointwise_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                              const sophon_local* weight, const sophon_local* bias,
+                              const sophon_conv_params* p, const sophon_global* weight_ddr);
 /* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
  * bit-identical to the reference (but AVX-512's sigmoid family, see below); cannot fail (without scratch memory it computes
  * the reference's way). */

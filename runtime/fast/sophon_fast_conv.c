@@ -34,6 +34,8 @@
  *   FMA, 6 x 16 plain C, chosen at run time from the CPU (sophon_device_set_isa
  *   caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
+ * 1x1 stride-1 convs on small planes, where output channels in lanes cost less than
+ * pixels in lanes (AVX-512): sophon_fast_pointwise.c, the same sums.
  * fc: the input vector gathered once, then one dot product per output feature.
  *
  * Threads: each task owns disjoint outputs (conv: a range of B panels or of A
@@ -1200,6 +1202,10 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
     if (weight_ddr != NULL) sophon_lmem_reading(dev, weight); /* it reads LMEM */
     sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
     return 0;
+  }
+  { /* small-plane 1x1 convs: output channels in lanes (sophon_fast_pointwise.c) */
+    const int taken = sophon_fast_pointwise_f32(dev, out, in, weight, bias, p, weight_ddr);
+    if (taken <= 0) return taken;
   }
   return conv2d_gemm(dev, out, in, weight, bias, p, weight_ddr);
 }
