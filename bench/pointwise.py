@@ -1,6 +1,6 @@
 """The FP32 dense conv instruction one at a time (issue #14) on the 1x1 shapes of
 MobileNetV2, EfficientNet-B0 and YOLOv5s-320 (and a few others), random operands, ReLU6
-(SiLU for EfficientNet and YOLO), one emulated bm1680 per runtime library.
+(SiLU for EfficientNet and YOLO, sigmoid for the squeeze-excite expand), one emulated bm1680 per runtime library.
 
 The weight is loaded as the compiled networks load it, as a constant
 (sophon_gdma_load_constant, so the conv reads a copy packed once per device), or with
@@ -30,7 +30,7 @@ from int8_structs import GlobalStruct  # noqa: E402
 from tvm_sophon.cost import ActivationStruct, ConvParamsStruct, LocalStruct  # noqa: E402
 
 F32, ALIGNED, COMPACT = 0, 0, 1
-RELU6, SILU = (2, 0.0, -0.0, 6.0), (6, 0.0, 0.0, 0.0)
+RELU6, SIGMOID, SILU = (2, 0.0, -0.0, 6.0), (4, 0.0, 0.0, 0.0), (6, 0.0, 0.0, 0.0)
 
 # name: (in channels, h, w, out channels, activation, instructions a network runs)
 SHAPES = {
@@ -53,6 +53,12 @@ SHAPES = {
     "eff_192_1152_7": (192, 7, 7, 1152, SILU, 4),
     "eff_1152_192_7": (1152, 7, 7, 192, None, 3),
     "eff_1152_320_7": (1152, 7, 7, 320, None, 1),
+    "eff_se_1152_48_1": (1152, 1, 1, 48, SILU, 4),
+    "eff_se_48_1152_1": (48, 1, 1, 1152, SIGMOID, 4),
+    "yolo_64_32_80": (64, 80, 80, 32, SILU, 3),
+    "yolo_32_32_80": (32, 80, 80, 32, SILU, 2),
+    "yolo_128_64_40": (128, 40, 40, 64, SILU, 6),
+    "yolo_256_128_20": (256, 20, 20, 128, SILU, 6),
     "yolo_512_256_10": (512, 10, 10, 256, SILU, 2),
     "yolo_256_255_10": (256, 10, 10, 255, None, 1),
     "odd_130_70_11": (130, 11, 11, 70, RELU6, 0),

@@ -159,6 +159,10 @@ SOPHON_AVX512 static void pw_store_block(const pw_job* j, const float* t, int32_
       out[c] = (float*)(void*)it.base + first;
       sophon_channel_next(&j->out_v, &it);
     }
+    if (count == 1) { /* a 1x1 plane (squeeze-excite): no transpose */
+      for (c = 0; c < channels; ++c) out[c][0] = t[16 * v + c];
+      continue;
+    }
     for (p0 = 0; p0 < count; p0 += 16) {
       const int n = count - p0 < 16 ? (int)(count - p0) : 16;
       const __mmask16 lanes = (__mmask16)((1u << n) - 1u);
