@@ -422,8 +422,9 @@ def test_fast_conv2d_network_layers(devices, shape):
     # (sophon_fast_pointwise.c): 7x7 and 14x14 (49, 196 pixels; 14x14 with K >= 128), odd
     # pixel counts (15, 117, 1: squeeze-excite convs), K from 4 to 960, oc not a multiple
     # of 32 (a last panel of 16 lanes, of 4 channels of 16), a batch of 2, the weight in
-    # LMEM or a deferred constant (packed once per device)
-    (1, 160, 96, 7, 7, "relu6", True, True), (1, 8, 32, 7, 7, "none", False, False),
+    # LMEM or a deferred constant (packed once per device); "window": the input and output
+    # as row windows of taller buffers (explicit channel strides)
+    (1, 160, 96, 7, 7, "relu6", True, True), (2, 256, 48, 7, 7, "relu6", True, "window"), (1, 8, 32, 7, 7, "none", False, False),
     (2, 960, 100, 7, 7, "relu6", True, True), (1, 200, 112, 14, 14, "clip", True, False),
     (2, 576, 96, 14, 14, "none", True, True), (1, 130, 48, 3, 5, "leaky", True, True),
     (1, 140, 64, 9, 13, "relu", False, False), (1, 4, 96, 1, 1, "sigmoid", True, True),
@@ -440,7 +441,9 @@ def test_fast_pointwise_conv2d_channel_lanes(devices, case):
         params = conv_params((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "none" if magnitude else act)
         if magnitude:
             return run_conv(dev, np.abs(x), np.abs(weight), None, params, (n, oc, h, w))
-        return run_conv(dev, x, weight, bias, params, (n, oc, h, w), constant_weight=constant)
+        windows = ((2, 1), (1, 3)) if constant == "window" else ((0, 0), (0, 0))
+        return run_conv(dev, x, weight, bias, params, (n, oc, h, w), in_window=windows[0],
+                        out_window=windows[1], constant_weight=constant is True)
 
     # silu, sigmoid: within SIGMOID_ULPS of the reference's on top of the sum's tolerance
     assert_fast_matches(devices, ic, run, act_ulps=SIGMOID_ULPS if act in SIGMOID_FAMILY else 0)
