@@ -429,8 +429,12 @@ def test_fast_conv2d_network_layers(devices, shape):
     (2, 576, 96, 14, 14, "none", True, True), (1, 130, 48, 3, 5, "leaky", True, True),
     (1, 140, 64, 9, 13, "relu", False, False), (1, 4, 96, 1, 1, "sigmoid", True, True),
     (2, 96, 4, 1, 1, "silu", True, False), (1, 320, 64, 7, 7, "silu", True, True),
-    (1, 960, 160, 7, 7, "none", True, False)])
-def test_fast_pointwise_conv2d_channel_lanes(devices, case):
+    (1, 960, 160, 7, 7, "none", True, False),
+    # K < 128 on 14x14 and 20x20 planes: the GEMM in 48-wide panels of 512-bit vectors
+    # (micro_kernel_zmm_body: one block of K by output rows, or K = 96 by B panels)
+    (1, 64, 40, 14, 14, "relu6", True, True), (2, 96, 24, 14, 14, "clip", True, False),
+    (1, 16, 20, 20, 20, "silu", True, True), (1, 120, 9, 2, 7, "leaky", False, False)])
+def test_fast_pointwise_conv2d_small_planes(devices, case):
     n, ic, oc, h, w, act, has_bias, constant = case
     rng = np.random.default_rng(ic * 1000 + oc)
     x = rng.standard_normal((n, ic, h, w)).astype(np.float32)
