@@ -20,7 +20,12 @@ emulator's kernels use, load average), then:
   - the GFLOP/s of ResNet-18's biggest conv layers as single emulator instructions
     vs numpy's sgemm of the equivalent GEMM shape (M=OC, K=IC*KH*KW, N=OH*OW),
     called in turn; the best time of each (on a loaded host the best is the one
-    least disturbed).
+    least disturbed). The 3x3 stride-1 layers take Winograd's F(2x2, 3x3)
+    (runtime/fast/sophon_fast_winograd.c; the table's "path" column), which does
+    fewer multiplies: their GFLOP/s are the direct conv's FLOPs over the time
+    (direct-equivalent). The weight is loaded into LMEM as a plain load, so
+    Winograd transforms it at every call (a compiled network's constant weights
+    are transformed once).
 Each (network, precision, threads) runs in its own process, with
 SOPHON_NUM_THREADS, TVM_NUM_THREADS, OMP_NUM_THREADS and OPENBLAS_NUM_THREADS set
 to the thread count (onnxruntime: intra_op_num_threads). The exported ONNX files
@@ -416,6 +421,10 @@ def conv_kernels(threads_list, repeat) -> list:
             with limit:  # the instruction and the sgemm in turn; the best of each
                 times = interleaved({"emu": lambda: dev.check(dev.lib.sophon_tiu_conv2d(*args)),
                                      "blas": lambda: a @ b}, repeat * 3)
+            # which kernel ran: Winograd's entry point accepts the operands (0) or not (1)
+            # (an internal symbol of the runtime library, called as the instruction calls it)
+            row["path"] = ("Winograd F(2x2,3x3)" if dev.lib.sophon_fast_winograd_f32(*args, None) == 0
+                           else "direct GEMM")
             dev.close()
             row[f"emu{threads}"] = flops / min(times["emu"]) / 1e9
             row[f"blas{threads}"] = flops / min(times["blas"]) / 1e9 if threadpool_limits else float("nan")
@@ -502,13 +511,15 @@ def network_table(e2e: dict) -> list:
 
 
 def kernel_table(kernels: list, threads_list) -> list:
-    lines = ["| ResNet-18 conv layer (one instruction) | GEMM M x K x N | threads | emulator GFLOP/s (best) | "
-             "numpy sgemm GFLOP/s (best) | emulator / sgemm |", "|---|---|---|---|---|---|"]
+    lines = ["| ResNet-18 conv layer (one instruction) | GEMM M x K x N | path | threads | "
+             "emulator GFLOP/s (best; direct conv's FLOPs / time) | numpy sgemm GFLOP/s (best) | "
+             "emulator / sgemm |", "|---|---|---|---|---|---|---|"]
     for row in kernels:
         m, k, n = row["gemm"]
         for threads in threads_list:
             emu, blas = row[f"emu{threads}"], row[f"blas{threads}"]
-            lines.append(f"| {row['name']} | {m} x {k} x {n} | {threads} | {emu:.1f} | {blas:.1f} | {emu / blas:.0%} |")
+            lines.append(f"| {row['name']} | {m} x {k} x {n} | {row['path']} | {threads} | {emu:.1f} | "
+                         f"{blas:.1f} | {emu / blas:.0%} |")
     return lines
 
 

@@ -15,6 +15,9 @@ where K is the length of the dot product (IC/groups * KH * KW for a conv): both
 sum the same products, conv in the reference's order but with fused multiply-adds
 on x86 (one rounding per step instead of two), fc in a different association.
 sum_k |a_k * b_k| is computed by the reference kernel itself on |input| and |weight|.
+3x3 stride-1 convs (dilation 1, one group) may take Winograd's F(2x2, 3x3) instead
+(sophon_fast_winograd.c), held to the bound stated there on top of the one above
+(winograd_magnitude; test_fast_winograd.py checks that path alone, bound by bound).
 
 The kernels that claim bit-identical results (depthwise conv2d in
 sophon_fast_depthwise.c; binary element-wise and pool2d in sophon_fast_eltwise.c)
@@ -285,12 +288,49 @@ def conv_params(kernel, stride, pad, dilation, groups, act="none") -> ConvParams
                             ActivationStruct(*ACT_ALL[act]))
 
 
-def assert_fast_matches(devices, k, run, act_ulps=0):
+B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64)
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float64)
+A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64)
+
+
+def winograd_magnitude(x, weight, pad, out_hw) -> np.ndarray:
+    """S of Winograd F(2x2, 3x3)'s bound (sophon_fast_winograd.c) for every output
+    (n, oc, oh, ow): per 2x2 output tile, |A^T| [sum_ic (|G||g||G^T|) . (|B^T||d||B|)] |A|
+    over the tile's 4x4 input patches d (pad = top, left, bottom, right), in float64."""
+    n, ic, h, w = x.shape
+    oh, ow = out_hw
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    top, left = pad[0], pad[1]
+    plane = np.zeros((n, ic, 2 * th + 2, 2 * tw + 2))
+    plane[:, :, top:top + h, left:left + w] = np.abs(x)
+    rows = 2 * np.arange(th)[:, None] + np.arange(4)[None, :]      # (th, 4)
+    cols = 2 * np.arange(tw)[:, None] + np.arange(4)[None, :]      # (tw, 4)
+    patches = plane[:, :, rows[:, None, :, None], cols[None, :, None, :]]  # n, ic, th, tw, 4, 4
+    v = np.einsum("ai,nctsij,bj->nctsab", np.abs(B_T), patches, np.abs(B_T))
+    u = np.einsum("ai,ocij,bj->ocab", np.abs(G), np.abs(weight.astype(np.float64)), np.abs(G))
+    m = np.einsum("nctsab,ocab->notsab", v, u)
+    s = np.einsum("ia,notsab,jb->notsij", np.abs(A_T), m, np.abs(A_T))
+    return s.transpose(0, 1, 2, 4, 3, 5).reshape(n, -1, 2 * th, 2 * tw)[:, :, :oh, :ow]
+
+
+def winograd_tolerance(x, weight, kernel, stride, pad, dilation, groups, out_hw, magnitude):
+    """Winograd's |fast - ref| bound, (K + 10) u S + 9 K u sum |a b| with K = in channels,
+    for a conv that may take that path; 0 for the others."""
+    if tuple(kernel) != (3, 3) or tuple(stride) != (1, 1) or tuple(dilation) != (1, 1) or groups != 1:
+        return 0.0
+    ic = x.shape[1]
+    return ((ic + 10) * EPS * winograd_magnitude(x, weight, pad, out_hw) + 9 * ic * EPS * magnitude) * 1.01
+
+
+def assert_fast_matches(devices, k, run, act_ulps=0, winograd=None):
     """run(device, abs_operands) -> output; checks fast vs reference and 1 vs 2 threads
-    (act_ulps: ulps more for an activation the fast kernel computes its own way)."""
+    (act_ulps: ulps more for an activation the fast kernel computes its own way;
+    winograd(magnitude): the Winograd bound where that path may be taken)."""
     ref = run(devices["ref"], False)
     magnitude = run(devices["ref"], True)  # sum_k |a_k * b_k| (no bias, no activation)
     tol = 2 * k * EPS * magnitude * 1.01 + (4 + 2 * act_ulps) * EPS * np.abs(ref) + 1e-30
+    if winograd is not None:
+        tol = tol + winograd(magnitude)
     for isa in [None, *ISAS]:  # None: every instruction set the host has
         suffix = "" if isa is None else f"_isa{isa}"
         fast1 = run(devices["fast1" + suffix], False)
@@ -364,7 +404,8 @@ def test_fast_conv2d_matches_reference(devices, case):
         return run_conv(dev, x, weight, bias, params, out_shape,
                         in_window=case["in_window"], out_window=case["out_window"])
 
-    assert_fast_matches(devices, ic // groups * kh * kw, run)
+    assert_fast_matches(devices, ic // groups * kh * kw, run, winograd=lambda mag: winograd_tolerance(
+        x, weight, case["kernel"], case["stride"], case["pad"], case["dilation"], groups, case["out_hw"], mag))
 
 
 @pytest.mark.parametrize("case", [
@@ -413,7 +454,8 @@ def test_fast_conv2d_network_layers(devices, shape):
             return run_conv(dev, np.abs(x), np.abs(weight), None, params, (1, oc, o, o))
         return run_conv(dev, x, weight, bias, params, (1, oc, o, o))
 
-    assert_fast_matches(devices, ic * k * k, run)
+    assert_fast_matches(devices, ic * k * k, run, winograd=lambda mag: winograd_tolerance(
+        x, weight, (k, k), (s, s), (p, p, p, p), (1, 1), 1, (o, o), mag))
 
 
 @pytest.mark.parametrize("case", [

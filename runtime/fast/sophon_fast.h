@@ -31,6 +31,13 @@ int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon
 int sophon_fast_pointwise_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                               const sophon_local* weight, const sophon_local* bias,
                               const sophon_conv_params* p, const sophon_global* weight_ddr);
+/* sophon_fast_winograd.c: f32 conv2d of 3x3 stride-1 kernels (dilation 1, one group)
+ * by Winograd's F(2x2, 3x3), within the tolerance stated there of the reference (not
+ * bit-identical); 0, -1 without scratch memory, or 1 when it declines the conv (other
+ * kernels or shapes where the direct kernel is faster): the caller then runs that. */
+int sophon_fast_winograd_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                             const sophon_local* weight, const sophon_local* bias,
+                             const sophon_conv_params* p, const sophon_global* weight_ddr);
 /* sophon_fast_depthwise.c: f32 depthwise conv2d (in->c == out->c == groups),
  * bit-identical to the reference (but AVX-512's sigmoid family, see below); cannot fail (without scratch memory it computes
  * the reference's way). */

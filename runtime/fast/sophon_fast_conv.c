@@ -54,6 +54,11 @@
  *     |fast - reference| <= 2 * K * 2^-24 * sum_k |a_k * b_k|   (before bias, act)
  * and bias and the activations (monotone, 1-Lipschitz) keep that bound up to one
  * more rounding. tests/test_fast_kernels.py checks every kernel against this bound.
+ * The bound depends on the path: 3x3 stride-1 convs (dilation 1, one group) with
+ * enough channels and tiles go to Winograd's F(2x2, 3x3) (sophon_fast_winograd.c,
+ * the AVX-512 and plain C builds; sophon_fast_conv2d_f32 asks it first), which is
+ * not bit-identical to the reference: its bound, stated there, is in terms of the
+ * transformed operands' magnitudes (tests/test_fast_winograd.py).
  */
 #include <string.h>
 
@@ -1307,6 +1312,10 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
   { /* small-plane 1x1 convs: output channels in lanes (sophon_fast_pointwise.c) */
     const int taken = sophon_fast_pointwise_f32(dev, out, in, weight, bias, p, weight_ddr);
     if (taken <= 0) return taken;
+  }
+  {
+    const int winograd = sophon_fast_winograd_f32(dev, out, in, weight, bias, p, weight_ddr);
+    if (winograd <= 0) return winograd; /* done, or no scratch memory */
   }
   return conv2d_gemm(dev, out, in, weight, bias, p, weight_ddr);
 }
