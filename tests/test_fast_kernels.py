@@ -472,10 +472,12 @@ def test_fast_conv2d_network_layers(devices, shape):
     (1, 140, 64, 9, 13, "relu", False, False), (1, 4, 96, 1, 1, "sigmoid", True, True),
     (2, 96, 4, 1, 1, "silu", True, False), (1, 320, 64, 7, 7, "silu", True, True),
     (1, 960, 160, 7, 7, "none", True, False),
-    # K < 128 on 14x14 and 20x20 planes: the GEMM in 48-wide panels of 512-bit vectors
-    # (micro_kernel_zmm_body: one block of K by output rows, or K = 96 by B panels)
+    # what the lanes decline on 14x14 and 20x20 planes: the GEMM in 48-wide panels of
+    # 512-bit vectors (micro_kernel_zmm_body: one block of K by output rows, K = 96 by B
+    # panels, K = 300 in two blocks with partial sums; 70 channels in 80 lanes at 14x14)
     (1, 64, 40, 14, 14, "relu6", True, True), (2, 96, 24, 14, 14, "clip", True, False),
-    (1, 16, 20, 20, 20, "silu", True, True), (1, 120, 9, 2, 7, "leaky", False, False)])
+    (1, 16, 20, 20, 20, "silu", True, True), (1, 120, 9, 2, 7, "leaky", False, False),
+    (1, 300, 24, 20, 20, "none", False, False), (1, 200, 70, 14, 14, "clip", True, True)])
 def test_fast_pointwise_conv2d_small_planes(devices, case):
     n, ic, oc, h, w, act, has_bias, constant = case
     rng = np.random.default_rng(ic * 1000 + oc)

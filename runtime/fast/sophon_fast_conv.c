@@ -31,7 +31,7 @@
  *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512 (8 x 24 in 256-bit vectors for implicit
  *   GEMMs that 32-wide panels fit badly: micro_kernel_ymm_rows; 8 x 48 in 512-bit
- *   vectors for such unpadded 1x1 convs with a short K: micro_kernel_zmm_body), 6 x 16 with AVX2 +
+ *   vectors for such unpadded 1x1 convs: micro_kernel_zmm_body), 6 x 16 with AVX2 +
  *   FMA, 6 x 16 plain C, chosen at run time from the CPU (sophon_device_set_isa
  *   caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
@@ -77,9 +77,8 @@ enum {
   NARROW_PERCENT = 98,
   /* an unpadded 1x1 conv that 24-wide panels fit best takes 48-wide ones in 512-bit
      vectors (micro_kernel_zmm_body) while they compute at most this share of the
-     24-wide panels' columns and K is below ZMM48_MAX_K (longer K: sophon_fast_pointwise.c) */
+     24-wide panels' columns */
   ZMM48_PERCENT = 106,
-  ZMM48_MAX_K = 128,
   /* a packed A block (pack_a) is prefetched this many k steps ahead */
   A_PREFETCH = 64
 };
@@ -1236,7 +1235,7 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
     g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
     g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
     g.kernel.nr = 24;
-    if (g.plane_floats == 0 && g.k < ZMM48_MAX_K &&
+    if (g.plane_floats == 0 &&
         (g.columns / 48 * 48 + sophon_ceil_div(g.columns % 48, 16) * 16) * 100 <=
             (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * ZMM48_PERCENT) {
       g.kernel.rows_fn = micro_kernel_zmm48_rows; /* an unpadded 1x1: full-width vectors */
