@@ -477,8 +477,10 @@ def test_fast_conv2d_network_layers(devices, shape):
     # panels, K = 300 in two blocks with partial sums; 70 channels in 80 lanes at 14x14)
     (1, 64, 40, 14, 14, "relu6", True, True), (2, 96, 24, 14, 14, "clip", True, False),
     (1, 16, 20, 20, 20, "silu", True, True), (1, 120, 9, 2, 7, "leaky", False, False),
-    (1, 300, 24, 20, 20, "none", False, False), (1, 200, 70, 14, 14, "clip", True, True)])
-def test_fast_pointwise_conv2d_small_planes(devices, case):
+    (1, 300, 24, 20, 20, "none", False, False), (1, 200, 70, 14, 14, "clip", True, True),
+    # larger planes, 48-wide panels too: 56x56 with K 16 (by output rows), 28x28 with K 100
+    (1, 16, 24, 56, 56, "relu6", True, True), (1, 100, 20, 28, 28, "none", True, False)])
+def test_fast_pointwise_conv2d_paths(devices, case):
     n, ic, oc, h, w, act, has_bias, constant = case
     rng = np.random.default_rng(ic * 1000 + oc)
     x = rng.standard_normal((n, ic, h, w)).astype(np.float32)

@@ -31,7 +31,7 @@
  *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512 (8 x 24 in 256-bit vectors for implicit
  *   GEMMs that 32-wide panels fit badly: micro_kernel_ymm_rows; 8 x 48 in 512-bit
- *   vectors for such unpadded 1x1 convs: micro_kernel_zmm_body), 6 x 16 with AVX2 +
+ *   vectors for unpadded 1x1 convs: micro_kernel_zmm_body), 6 x 16 with AVX2 +
  *   FMA, 6 x 16 plain C, chosen at run time from the CPU (sophon_device_set_isa
  *   caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
@@ -75,9 +75,9 @@ enum {
   /* the implicit GEMM takes 24-wide panels (micro_kernel_ymm_rows) where they
      compute fewer than this share of the columns 32-wide panels compute */
   NARROW_PERCENT = 98,
-  /* an unpadded 1x1 conv that 24-wide panels fit best takes 48-wide ones in 512-bit
-     vectors (micro_kernel_zmm_body) while they compute at most this share of the
-     24-wide panels' columns */
+  /* an unpadded 1x1 conv takes 48-wide panels in 512-bit vectors (micro_kernel_zmm_body)
+     where they compute no more columns than 32-wide ones, or at most this share of
+     the columns of 24-wide ones where those fit best */
   ZMM48_PERCENT = 106,
   /* a packed A block (pack_a) is prefetched this many k steps ahead */
   A_PREFETCH = 64
@@ -1230,17 +1230,20 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   }
   if (implicit) g.kernel.kc = IMPLICIT_KC;
 #if SOPHON_X86_DISPATCH
-  if (implicit && (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * 100 <
-                      sophon_ceil_div(g.columns, 32) * 32 * NARROW_PERCENT) {
-    g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
-    g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
-    g.kernel.nr = 24;
+  if (implicit) {
+    const int64_t wide = sophon_ceil_div(g.columns, 32) * 32;
+    const int64_t narrow = g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8;
+    const int64_t full = g.columns / 48 * 48 + sophon_ceil_div(g.columns % 48, 16) * 16;
+    const int use_narrow = narrow * 100 < wide * NARROW_PERCENT;
     if (g.plane_floats == 0 &&
-        (g.columns / 48 * 48 + sophon_ceil_div(g.columns % 48, 16) * 16) * 100 <=
-            (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * ZMM48_PERCENT) {
-      g.kernel.rows_fn = micro_kernel_zmm48_rows; /* an unpadded 1x1: full-width vectors */
+        full * 100 <= (use_narrow ? narrow * ZMM48_PERCENT : wide * 100)) {
+      g.kernel.rows_fn = micro_kernel_zmm48_rows; /* an unpadded 1x1: 48-wide panels */
       g.kernel.rows_packed_fn = micro_kernel_zmm48_packed;
       g.kernel.nr = 48;
+    } else if (use_narrow) {
+      g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
+      g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
+      g.kernel.nr = 24;
     }
   }
 #endif
