@@ -108,8 +108,9 @@ class Device:
                                           ctypes.byref(t)) == 0
         return out
 
-    def conv(self, shape):
-        """The instruction's operands loaded; returns (call, output local, MACs)."""
+    def conv(self, shape, rounding=FLOAT_CONV):
+        """The instruction's operands loaded (requantization `rounding`); returns (call,
+        output local, MACs)."""
         ic, h, w, oc, k, stride, pad, groups, _ = shape
         rng = np.random.default_rng(ic * 1000 + oc)
         self.next_addr = 0
@@ -124,7 +125,7 @@ class Device:
         multipliers = (ctypes.c_int32 * oc)(*([1 << 30] * oc))  # checked, unused by FLOAT_CONV
         shifts = (ctypes.c_int32 * oc)(*([-8] * oc))
         q = Requant(7, -3, -128, 127, 1, ctypes.cast(multipliers, ctypes.POINTER(ctypes.c_int32)),
-                    ctypes.cast(shifts, ctypes.POINTER(ctypes.c_int32)), FLOAT_CONV,
+                    ctypes.cast(shifts, ctypes.POINTER(ctypes.c_int32)), rounding,
                     ctypes.cast(scales, ctypes.POINTER(ctypes.c_double)), 0.0371,
                     float(np.float32(0.03 * np.sqrt(ic // groups * k * k))), 128)
         keep = (scales, multipliers, shifts, params, q, t_in, t_w, t_b, t_out)
@@ -188,10 +189,12 @@ def libraries(args) -> list:
     return [args.new or str(runtime_shared_library())] + ([args.old] if args.old else [])
 
 
-def main() -> None:
-    args = bench_arguments(__doc__).parse_args()
+def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
+    """Times conv2d_int8 on `shapes` with requantization `rounding` (the table above)."""
+    args = bench_arguments(doc).parse_args()
     devices = [Device(path, args.threads) for path in libraries(args)]
-    paired_table(devices, SHAPES, lambda dev, shape: dev.conv(shape), args.rounds, args.threads, args.only)
+    paired_table(devices, shapes, lambda dev, shape: dev.conv(shape, rounding), args.rounds, args.threads,
+                 args.only)
 
 
 if __name__ == "__main__":

@@ -350,7 +350,10 @@ def test_fast_conv2d_int8_is_bit_identical(devices, case):
     (64, 64, 14, 14, 3, 1, 1, 1), (256, 70, 7, 7, 3, 1, 1, 1), (130, 20, 9, 9, 3, 2, 1, 1),
     (3, 64, 31, 31, 7, 2, 3, 1), (96, 576, 7, 7, 1, 1, 0, 1), (64, 128, 20, 20, 1, 2, 0, 1),
     (128, 128, 15, 15, 3, 2, 1, 1), (32, 32, 28, 28, 3, 2, 1, 32), (48, 48, 13, 13, 3, 1, 1, 48),
-    (16, 32, 10, 10, 5, 1, 2, 16)])
+    (16, 32, 10, 10, 5, 1, 2, 16),
+    # 1x1 without padding: each quad plane gathered as one run (64 columns a step, then
+    # a partial 16), and a last quad of 2 channels row by row
+    (36, 20, 19, 23, 1, 1, 0, 1), (18, 8, 9, 9, 1, 1, 0, 1)])
 def test_fast_conv2d_int8_network_layers(devices, shape, rounding):
     ic, oc, h, w, k, s, p, groups = shape
     rng = np.random.default_rng(ic * oc)
@@ -485,9 +488,13 @@ def test_fast_conv2d_int8_extreme_operands(devices, in_zp):
     # (two quads of taps), stride 3, padding wider than the kernel reach on one side;
     # outputs of 8 or fewer columns go to dw_vnni_flat (16 consecutive outputs a vector):
     # 7x7 from 14x14 at stride 2 (windows over 64 bytes, two-table permutes) and a 5x5
-    # kernel on a 6x8 plane (seven quads of taps, one-table permutes)
+    # kernel on a 6x8 plane (seven quads of taps, one-table permutes); 3x3 at stride 2
+    # with one row per vector (the ring of permuted input rows kept between output rows
+    # moves by two), 15 output rows (a partial group of four) and a last kernel row in
+    # the bottom padding, or no top padding and an odd input height
     (9, 37, 3, 1, 1), (7, 7, 3, 1, 1), (10, 10, 3, 2, 1), (11, 13, 5, 1, 2), (8, 50, 3, 3, 0),
-    (6, 20, 3, 1, (0, 2, 1, 0)), (14, 14, 3, 2, 1), (6, 8, 5, 1, 2)])
+    (6, 20, 3, 1, (0, 2, 1, 0)), (14, 14, 3, 2, 1), (6, 8, 5, 1, 2), (29, 40, 3, 2, 1),
+    (13, 36, 3, 2, (0, 1, 1, 0))])
 @pytest.mark.parametrize("requant", ["typical", "any"])
 def test_fast_depthwise_int8_extreme_operands(devices, geometry, in_zp, rounding, requant):
     """Depthwise convs with the largest products (weights -128, inputs at the far end from

@@ -11,7 +11,9 @@
  *    AVX-512 VNNI and VBMI (dw_vnni_rows), 16 outputs per vector: per kernel row one
  *    masked load of the input row (input_zero_point in the padding), byte permutes
  *    gather each output's 4 taps of a quad and vpdpbusd adds their 4 products;
- *    requantized in registers. Outputs of 8 or fewer columns (7x7 planes) take
+ *    requantized in registers (3x3 kernels with one output row per vector:
+ *    dw_vnni_ring_body loads and permutes each input row once and keeps it for the
+ *    output rows that read it). Outputs of 8 or fewer columns (7x7 planes) take
  *    dw_vnni_flat instead: 16 consecutive outputs of the channel per vector, whatever
  *    rows they lie on, their taps gathered from a window of the input plane by
  *    per-instruction index tables, 64 outputs stored at once. Otherwise, per input channel the padded input,
@@ -100,10 +102,12 @@ typedef struct {
   /* 1 when sat(acc - offset + bias) never saturates: the reference's accumulator is
    * within 32640 * depth (the file comment), so |bias| + 32640 * depth < 2^31 makes the
    * sum exact in int32, and then it equals acc + (bias - offset) in wrapping int32
-   * arithmetic (congruent mod 2^32, and within int32): folded = bias - offset, one add
-   * (the AVX-512 requantization) */
+   * arithmetic (congruent mod 2^32, and within int32): folded = bias - offset */
   int exact_sum;
   int32_t folded;
+  /* where the AVX-512 VNNI kernels start their accumulators: folded when exact_sum (the
+   * sum then needs no add before the multiply, requantize_scaled_avx512), else 0 */
+  int32_t start;
 } rq_channel;
 
 /* The output side of q. */
@@ -125,6 +129,7 @@ static rq_channel channel_requant_of(const sophon_requant* q, int32_t bias, int3
   c.bias = bias;
   c.exact_sum = (c.bias < 0 ? -(int64_t)c.bias : (int64_t)c.bias) + 32640 * depth < INT32_MAX;
   c.folded = (int32_t)(uint32_t)((uint32_t)c.bias - (uint32_t)offset);
+  c.start = c.exact_sum ? c.folded : 0;
   c.multiplier = q->multiplier[qc];
   c.shift = q->shift[qc];
   c.by_float = q->rounding == SOPHON_REQUANT_FLOAT32;
@@ -233,19 +238,22 @@ SOPHON_AVX2 static void requantize_row_avx2(const int32_t* acc, int32_t count, i
  * sophon_multiply_by_float_scale's rint(x * scale) below 65536 and, above it, another
  * value above 127 + 128, which the clamp takes to act_max all the same; below -2^31
  * cvtps2dq gives INT32_MIN, the reference's saturation. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_by_float_avx512(__m512i x,
+                                                                                  __m512 scale) {
+  return _mm512_cvtps_epi32(
+      _mm512_min_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(x), scale), _mm512_set1_ps(65536.0f)));
+}
+
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512i requantize_scaled_avx512(
     __m512i acc, const rq_channel* c) {
   __m512i x;
   if (c->exact_sum) {
-    x = _mm512_add_epi32(acc, _mm512_set1_epi32(c->folded));
+    x = acc; /* started at folded (c->start): the wrapping sum is exact, as above */
   } else {
     x = _mm512_sub_epi32(acc, _mm512_set1_epi32(c->offset));
     x = sophon_sat_add_avx512(x, _mm512_set1_epi32(c->bias));
   }
-  if (c->by_float)
-    return _mm512_cvtps_epi32(_mm512_min_ps(
-        _mm512_mul_ps(_mm512_cvtepi32_ps(x), _mm512_set1_ps(c->float_scale)),
-        _mm512_set1_ps(65536.0f)));
+  if (c->by_float) return requantize_by_float_avx512(x, _mm512_set1_ps(c->float_scale));
   x = sophon_sat_shift_left_avx512(x, c->left_shift);
   x = sophon_srdhm_avx512(x, _mm512_set1_epi32(c->multiplier));
   return sophon_rounding_shift_avx512(x, c->right_shift);
@@ -565,7 +573,7 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_body(
     for (oy = 0; oy < out_h; oy += rpv) {
       const int32_t rows = out_h - oy < rpv ? out_h - oy : rpv;
       const int32_t lanes = rpv == 1 ? columns : rows * out_w;
-      __m512i acc = _mm512_setzero_si512();
+      __m512i acc = _mm512_set1_epi32(c.start);
       for (ky = 0; ky < kh; ++ky) {
         __m512i u;
         if (rpv == 1) {
@@ -606,6 +614,90 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_body(
   }
 }
 
+/* Input row iy of a column block of dw_vnni_ring_body, flipped to unsigned bytes and
+ * permuted by the kernel row's one quad index: a row outside the input is the padding
+ * byte everywhere, which the permute leaves as it is. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline __m512i dw_ring_row(
+    const int8_t* in, int64_t iy, int32_t in_h, int32_t in_w, int64_t start, uint64_t window,
+    __m512i index, __m512i fill, __m512i pad) {
+  const void* src;
+  if (iy < 0 || iy >= in_h) return pad;
+  src = (const void*)((uintptr_t)(in + iy * in_w) + (uintptr_t)start);
+  return _mm512_permutexvar_epi8(
+      index, _mm512_xor_si512(_mm512_mask_loadu_epi8(fill, (__mmask64)window, src),
+                              _mm512_set1_epi8((char)0x80)));
+}
+
+/* The first `columns` (1 .. 16) bytes of v to dst. */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void dw_ring_store(int8_t* dst, __m128i v,
+                                                                   int32_t columns) {
+  if (columns == 16)
+    _mm_storeu_si128((__m128i*)(void*)dst, v);
+  else
+    _mm_mask_storeu_epi8(dst, (__mmask16)((1u << columns) - 1u), v);
+}
+
+enum { DW_RING_MAX = 3 }; /* kernel rows dw_vnni_ring_body takes */
+
+/* dw_vnni_body for one output row per vector, one quad per kernel row (kernel_w <= 4)
+ * and dilation_h 1. Kernel row ky of output row oy reads input row oy * sh - pad_top
+ * + ky with the same permute (one quad index) whatever ky is, so each input row of a
+ * column block is loaded, flipped and permuted once and kept for the output rows that
+ * read it, in a ring of kh vectors: kernel row ky of output row oy + 1 is kernel row
+ * ky + sh of oy. The accumulator adds the kernel rows in the same order as
+ * dw_vnni_body, so the outputs are the same. */
+SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_ring_body(
+    const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
+    int8_t* out, int32_t kh, int32_t sh, int float_exact) {
+  const sophon_conv_params* p = d->op.p;
+  const int32_t in_h = d->op.in_h, in_w = d->op.in_w, out_h = d->op.out_h, out_w = d->op.out_w;
+  const int64_t x_step = (int64_t)16 * p->stride_w;
+  const rq_channel c = *channel;
+  const rq_output o = d->op.output;
+  const __m512i fill = _mm512_set1_epi8((char)d->op.q->input_zero_point);
+  const __m512i pad = _mm512_xor_si512(fill, _mm512_set1_epi8((char)0x80));
+  const __m512i index = _mm512_loadu_si512((const void*)d->index[0]);
+  __m512i w[DW_RING_MAX], ring[DW_RING_MAX];
+  int64_t start = -(int64_t)p->pad_left;
+  int32_t ky, oy, x0;
+  for (ky = 0; ky < kh; ++ky) w[ky] = _mm512_set1_epi32(weight[ky]);
+  for (x0 = 0; x0 < out_w; x0 += 16, start += x_step) {
+    const uint64_t window = bit_range(-start, in_w - start);
+    const int32_t columns = out_w - x0 < 16 ? out_w - x0 : 16;
+    int64_t iy = -(int64_t)p->pad_top; /* input row of kernel row 0 of output row oy */
+    /* the rows output row -1 would have left in ring[sh .. kh): kernel rows
+       0 .. kh - sh - 1 of output row 0 */
+    for (ky = sh; ky < kh; ++ky)
+      ring[ky] = dw_ring_row(in, iy - sh + ky, in_h, in_w, start, window, index, fill, pad);
+    /* four output rows at a time, requantized and packed together (pack4_avx512) */
+    for (oy = 0; oy < out_h; oy += 4) {
+      __m512i s[4], bytes;
+      int32_t i;
+      for (i = 0; i < 4; ++i, iy += sh) {
+        __m512i acc = _mm512_set1_epi32(c.start);
+        if (oy + i >= out_h) {
+          s[i] = acc; /* past the last row: dropped */
+          continue;
+        }
+        for (ky = 0; ky < kh; ++ky)
+          ring[ky] = ky + sh < kh ? ring[ky + sh]
+                                  : dw_ring_row(in, iy + ky, in_h, in_w, start, window, index, fill, pad);
+        for (ky = 0; ky < kh; ++ky) acc = _mm512_dpbusd_epi32(acc, ring[ky], w[ky]);
+        s[i] = float_exact ? requantize_by_float_avx512(acc, _mm512_set1_ps(c.float_scale))
+                           : requantize_scaled_avx512(acc, &c);
+      }
+      bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
+      dw_ring_store(out + (int64_t)oy * out_w + x0, _mm512_castsi512_si128(bytes), columns);
+      if (oy + 1 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 1) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 1), columns);
+      if (oy + 2 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 2) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 2), columns);
+      if (oy + 3 < out_h)
+        dw_ring_store(out + (int64_t)(oy + 3) * out_w + x0, _mm512_extracti32x4_epi32(bytes, 3), columns);
+    }
+  }
+}
+
 /* Output channel oc (weights w, requantization c) of input channel `in` into `out`
  * (the comment above dw_vnni_layout_init): the weights as one 4-byte word per quad. */
 SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* in, const int8_t* w,
@@ -621,7 +713,18 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_rows(const dw_conv* d, const int8_t* 
       weight[ky * quads + g] = (int32_t)word;
     }
   }
-  if (kh == 3 && quads == 1)
+  /* (float_exact, onnxruntime's requantization of an exact sum: straight-line code) */
+  const int float_exact = c->by_float && c->exact_sum;
+  const int ring = kh == 3 && quads == 1 && d->vnni_rows == 1 && d->op.p->dilation_h == 1;
+  if (ring && d->op.p->stride_h == 1 && float_exact)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 1, 1);
+  else if (ring && d->op.p->stride_h == 1)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 1, 0);
+  else if (ring && d->op.p->stride_h == 2 && float_exact)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 2, 1);
+  else if (ring && d->op.p->stride_h == 2)
+    dw_vnni_ring_body(d, in, weight, c, out, 3, 2, 0);
+  else if (kh == 3 && quads == 1)
     dw_vnni_body(d, in, weight, c, out, 3, 1);
   else if (kh == 5 && quads == 2)
     dw_vnni_body(d, in, weight, c, out, 5, 2);
@@ -720,7 +823,7 @@ static void dw_flat_init(dw_conv* d, uint8_t* table) {
  * path (requantize_scaled_avx512, pack4_avx512) and stored as 64 consecutive bytes. */
 SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body(
     const dw_conv* d, const int8_t* in, const int32_t* weight, const rq_channel* channel,
-    int8_t* out, int narrow, int32_t quads) {
+    int8_t* out, int narrow, int32_t quads, int float_exact) {
   const int64_t out_n = (int64_t)d->op.out_h * d->op.out_w;
   const int32_t vectors = d->flat_vectors;
   const rq_channel c = *channel;
@@ -734,7 +837,7 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body
     for (k = 0; k < 4; ++k) {
       const struct dw_flat_window* win = &d->flat_window[v + k];
       const uint8_t* index = d->flat_index + (int64_t)(v + k) * quads * 64;
-      __m512i lo, hi = fill, acc = _mm512_setzero_si512();
+      __m512i lo, hi = fill, acc = _mm512_set1_epi32(c.start);
       if (v + k >= vectors) {
         s[k] = acc;
         continue;
@@ -750,7 +853,8 @@ SOPHON_AVX512VNNI_VBMI SOPHON_ALWAYS_INLINE static inline void dw_vnni_flat_body
                                          : _mm512_permutex2var_epi8(lo, idx, hi),
                                   _mm512_set1_epi32(weight[g]));
       }
-      s[k] = requantize_scaled_avx512(acc, &c);
+      s[k] = float_exact ? requantize_by_float_avx512(acc, _mm512_set1_ps(c.float_scale))
+                         : requantize_scaled_avx512(acc, &c);
     }
     {
       const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &o);
@@ -774,17 +878,22 @@ SOPHON_AVX512VNNI_VBMI static void dw_vnni_flat(const dw_conv* d, const int8_t* 
       word |= (uint32_t)(uint8_t)w[4 * g + j] << (8 * j);
     weight[g] = (int32_t)word;
   }
-  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads) */
-  if (d->flat_narrow && d->flat_quads == 3)
-    dw_vnni_flat_body(d, in, weight, c, out, 1, 3);
+  /* (constants for the 3x3 and 5x5 kernels, so that the compiler unrolls the quads; and
+     for float_exact, onnxruntime's requantization of an exact sum: straight-line code) */
+  if (d->flat_narrow && d->flat_quads == 3 && c->by_float && c->exact_sum)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3, 1);
+  else if (d->flat_narrow && d->flat_quads == 3)
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 3, 0);
+  else if (d->flat_quads == 3 && c->by_float && c->exact_sum)
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3, 1);
   else if (d->flat_quads == 3)
-    dw_vnni_flat_body(d, in, weight, c, out, 0, 3);
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 3, 0);
   else if (d->flat_narrow && d->flat_quads == 7)
-    dw_vnni_flat_body(d, in, weight, c, out, 1, 7);
+    dw_vnni_flat_body(d, in, weight, c, out, 1, 7, 0);
   else if (d->flat_quads == 7)
-    dw_vnni_flat_body(d, in, weight, c, out, 0, 7);
+    dw_vnni_flat_body(d, in, weight, c, out, 0, 7, 0);
   else
-    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads);
+    dw_vnni_flat_body(d, in, weight, c, out, d->flat_narrow, d->flat_quads, 0);
 }
 #endif
 
@@ -1150,7 +1259,8 @@ static void vnni_pack_chunk(const vnni_conv* g, int32_t oc_first, int32_t oc_las
 /* dst[x] = the 4 channels of src (bytes + 128, channel c in byte c) at column x * sw,
  * for x < count; `avail` bytes of each row are readable from src[c]. Strides 1 and 2
  * take 16 columns at a time: 4 (masked) loads, the even bytes for stride 2, the
- * flip to unsigned, then the byte interleave; the last, partial, 16 with masks. */
+ * flip to unsigned, then the byte interleave; the last, partial, 16 with masks; at
+ * stride 1 64 at a time first. */
 SOPHON_AVX512VNNI static void vnni_gather_quad(uint32_t* dst, const int8_t* const* src,
                                                int32_t sw, int32_t count, int64_t avail) {
   const __m128i flip = _mm_set1_epi8((char)0x80);
@@ -1166,7 +1276,34 @@ SOPHON_AVX512VNNI static void vnni_gather_quad(uint32_t* dst, const int8_t* cons
     }
     return;
   }
-  for (x = 0; x < count; x += 16) {
+  x = 0;
+  if (sw == 1) {
+    /* 64 columns at a time: the same interleave within each 128-bit lane of 512-bit
+       vectors, then a 4 x 4 transpose of the lanes puts the words in column order */
+    const __m512i flip512 = _mm512_set1_epi8((char)0x80);
+    for (; x + 64 <= count; x += 64) {
+      __m512i u[4], ab_lo, ab_hi, cd_lo, cd_hi, w[4], t[4];
+      for (c = 0; c < 4; ++c)
+        u[c] = _mm512_xor_si512(_mm512_loadu_si512((const void*)(src[c] + x)), flip512);
+      ab_lo = _mm512_unpacklo_epi8(u[0], u[1]);
+      ab_hi = _mm512_unpackhi_epi8(u[0], u[1]);
+      cd_lo = _mm512_unpacklo_epi8(u[2], u[3]);
+      cd_hi = _mm512_unpackhi_epi8(u[2], u[3]);
+      w[0] = _mm512_unpacklo_epi16(ab_lo, cd_lo); /* lane L: columns 16L .. 16L + 3 */
+      w[1] = _mm512_unpackhi_epi16(ab_lo, cd_lo); /* 16L + 4 .. 16L + 7 */
+      w[2] = _mm512_unpacklo_epi16(ab_hi, cd_hi);
+      w[3] = _mm512_unpackhi_epi16(ab_hi, cd_hi);
+      t[0] = _mm512_shuffle_i32x4(w[0], w[1], 0x44); /* w0.0 w0.1 w1.0 w1.1 */
+      t[1] = _mm512_shuffle_i32x4(w[2], w[3], 0x44);
+      t[2] = _mm512_shuffle_i32x4(w[0], w[1], 0xee); /* w0.2 w0.3 w1.2 w1.3 */
+      t[3] = _mm512_shuffle_i32x4(w[2], w[3], 0xee);
+      _mm512_storeu_si512((void*)(dst + x), _mm512_shuffle_i32x4(t[0], t[1], 0x88));
+      _mm512_storeu_si512((void*)(dst + x + 16), _mm512_shuffle_i32x4(t[0], t[1], 0xdd));
+      _mm512_storeu_si512((void*)(dst + x + 32), _mm512_shuffle_i32x4(t[2], t[3], 0x88));
+      _mm512_storeu_si512((void*)(dst + x + 48), _mm512_shuffle_i32x4(t[2], t[3], 0xdd));
+    }
+  }
+  for (; x < count; x += 16) {
     const int32_t n = count - x < 16 ? count - x : 16; /* columns to store */
     const int64_t readable = avail - (int64_t)x * sw; /* >= (n - 1) * sw + 1 */
     const int32_t bytes = (int32_t)(readable < 16 * sw ? readable : 16 * sw);
@@ -1229,6 +1366,12 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
     for (c = 0; c < 4; ++c)
       channel[c] = c < channels ? sophon_view_i8(&g->op.in_v, g->batch, group * g->op.icg + 4 * q + c)
                                 : NULL;
+    if (channels == 4 && g->grid_w == g->op.in_w && g->grid_h == g->op.in_h && sh == 1 && sw == 1) {
+      /* no padding at stride 1 (a 1x1 conv): the plane is the channels' rows end to end,
+         one run (a 7x7 plane: 4 vectors' columns rather than 7 rows of 7) */
+      vnni_gather_quad(plane, channel, 1, (int32_t)g->plane, g->plane);
+      continue;
+    }
     for (y = 0; y < g->grid_h; ++y) {
       const int64_t iy = (int64_t)y * sh + py - p->pad_top;
       uint32_t* row = plane + (int64_t)y * g->grid_w;
@@ -1249,9 +1392,9 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
   }
 }
 
-/* tile[r][j] = sum_k dot4(a[r][k], b[off[k] + j]) for r < VR, j < 16 * vectors:
- * vpdpbusd with the 16 words of b as the unsigned and a's word, broadcast, as the
- * signed operand. */
+/* tile[r][j] = start[r] + sum_k dot4(a[r][k], b[off[k] + j]) for r < VR, j < 16 *
+ * vectors: vpdpbusd with the 16 words of b as the unsigned and a's word, broadcast, as
+ * the signed operand. */
 #define VNNI_ROW(r)                                                            \
   do {                                                                         \
     const __m512i w = _mm512_set1_epi32((int32_t)a##r[k]);                     \
@@ -1260,14 +1403,14 @@ SOPHON_AVX512VNNI static void vnni_planes_task(void* ctx, int32_t task, int32_t 
 
 SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline void vnni_block(
     int vectors, const uint32_t* b, const int32_t* off, int64_t k4, const uint32_t* const* a,
-    int32_t tile[VR][VN]) {
+    const int32_t* start, int32_t tile[VR][VN]) {
   const uint32_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
   const uint32_t *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
   __m512i acc[VR][VV];
   int64_t k;
   int r, j;
   for (r = 0; r < VR; ++r)
-    for (j = 0; j < VV; ++j) acc[r][j] = _mm512_setzero_si512();
+    for (j = 0; j < VV; ++j) acc[r][j] = _mm512_set1_epi32(start[r]);
   for (k = 0; k < k4; ++k) {
     const uint32_t* b_row = b + off[k];
     __m512i b_k[VV];
@@ -1288,16 +1431,19 @@ SOPHON_AVX512VNNI SOPHON_ALWAYS_INLINE static inline void vnni_block(
 
 /* vnni_block for 1, 2 and 3 vectors. */
 SOPHON_AVX512VNNI static void vnni_block1(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(1, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(1, b, off, k4, a, start, tile);
 }
 SOPHON_AVX512VNNI static void vnni_block2(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(2, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(2, b, off, k4, a, start, tile);
 }
 SOPHON_AVX512VNNI static void vnni_block3(const uint32_t* b, const int32_t* off, int64_t k4,
-                                          const uint32_t* const* a, int32_t tile[VR][VN]) {
-  vnni_block(3, b, off, k4, a, tile);
+                                          const uint32_t* const* a, const int32_t* start,
+                                          int32_t tile[VR][VN]) {
+  vnni_block(3, b, off, k4, a, start, tile);
 }
 
 /* Vectors [*first, *first + *count) of pixel block `block`: blocks of VV vectors,
@@ -1357,15 +1503,17 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
       for (oc0 = oc_first; oc0 < oc_last; oc0 += VR) {
         const int32_t used = oc_last - oc0 < VR ? oc_last - oc0 : VR; /* rows of the tile */
         const uint32_t* a[VR];
-        int32_t tile[VR][VN];
-        for (r = 0; r < VR; ++r) /* rows past the edge repeat the last; dropped */
+        int32_t start[VR], tile[VR][VN];
+        for (r = 0; r < VR; ++r) { /* rows past the edge repeat the last; dropped */
           a[r] = rows[oc0 - oc_first + (r < used ? r : used - 1)];
+          start[r] = channels[oc0 - oc_first + (r < used ? r : used - 1)].start;
+        }
         if (vectors == 3)
-          vnni_block3(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block3(planes + p0, g->offsets, g->k4, a, start, tile);
         else if (vectors == 2)
-          vnni_block2(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block2(planes + p0, g->offsets, g->k4, a, start, tile);
         else
-          vnni_block1(planes + p0, g->offsets, g->k4, a, tile);
+          vnni_block1(planes + p0, g->offsets, g->k4, a, start, tile);
         for (r = 0; r < used; ++r) {
           const int32_t oc = group * g->op.ocg + oc0 + r;
           const rq_channel* c = &channels[oc - group * g->op.ocg - oc_first];
@@ -1373,10 +1521,18 @@ SOPHON_AVX512VNNI static void vnni_gemm_task(void* ctx, int32_t task, int32_t ta
           __m512i result[VV];
           if (contiguous) { /* the block's pixels are outputs p0 .. p0 + count - 1 */
             __m512i s[4];
-            for (j = 0; j < VV; ++j)
-              s[j] = j < vectors ? requantize_scaled_avx512(
-                                       _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c)
-                                 : _mm512_setzero_si512();
+            if (c->by_float && c->exact_sum) { /* straight-line: onnxruntime's requantization */
+              const __m512 scale = _mm512_set1_ps(c->float_scale);
+              for (j = 0; j < VV; ++j)
+                s[j] = j < vectors ? requantize_by_float_avx512(
+                                         _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), scale)
+                                   : _mm512_setzero_si512();
+            } else {
+              for (j = 0; j < VV; ++j)
+                s[j] = j < vectors ? requantize_scaled_avx512(
+                                         _mm512_loadu_si512((const void*)(tile[r] + 16 * j)), c)
+                                   : _mm512_setzero_si512();
+            }
             s[3] = _mm512_setzero_si512();
             {
               const __m512i bytes = pack4_avx512(s[0], s[1], s[2], s[3], &g->op.output);
