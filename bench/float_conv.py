@@ -68,19 +68,21 @@ SHAPES = {
 
 
 class Device:
-    """One emulated bm1684 of the runtime library at `path`, operands in its lanes."""
+    """One emulated bm1684 (or `chip`) of the runtime library at `path`, operands in its lanes."""
 
-    def __init__(self, path: str, threads: int):
+    def __init__(self, path: str, threads: int, chip: str = "bm1684"):
         lib = self.lib = ctypes.CDLL(path)
         P = ctypes.POINTER
         lib.sophon_local_lane_bytes.restype = ctypes.c_int64
         lib.sophon_device_create.argtypes = [P(ChipStruct), P(ctypes.c_void_p)]
         lib.sophon_device_set_threads.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-        lib.sophon_gdma_load.argtypes = [ctypes.c_void_p, P(LocalStruct), P(GlobalStruct)]
+        for name in ("sophon_gdma_load", "sophon_gdma_load_constant"):
+            getattr(lib, name).argtypes = [ctypes.c_void_p, P(LocalStruct), P(GlobalStruct)]
         lib.sophon_gdma_store.argtypes = [ctypes.c_void_p, P(GlobalStruct), P(LocalStruct)]
         lib.sophon_tiu_conv2d_int8.argtypes = [ctypes.c_void_p] + [P(LocalStruct)] * 4 + [
             P(ConvParamsStruct), P(Requant)]
-        self.chip = ChipStruct.of(get_chip("bm1684"))
+        lib.sophon_tiu_conv2d.argtypes = [ctypes.c_void_p] + [P(LocalStruct)] * 4 + [P(ConvParamsStruct)]
+        self.chip = ChipStruct.of(get_chip(chip))
         self.handle = ctypes.c_void_p()
         assert lib.sophon_device_create(ctypes.byref(self.chip), ctypes.byref(self.handle)) == 0
         assert lib.sophon_device_set_threads(self.handle, threads) == 0
@@ -135,25 +137,19 @@ class Device:
         return call, t_out, oc * oh * ow * (ic // groups) * k * k
 
 
-def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
-    """Times conv2d_int8 on `shapes` with requantization `rounding` (the table above)."""
-    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
-    ap.add_argument("--new", default=None, help="runtime library (default: this checkout's)")
-    ap.add_argument("--old", default=None, help="a second runtime library to compare with")
-    ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default="", help="shapes whose name contains this")
-    args = ap.parse_args()
-    libs = [args.new or str(runtime_shared_library())] + ([args.old] if args.old else [])
-    devices = [Device(path, args.threads) for path in libs]
-    clock = time.thread_time if args.threads == 1 else time.perf_counter
+def paired_table(devices, shapes: dict, make_run, rounds: int, threads: int, only: str) -> None:
+    """Each shape's instruction (make_run(device, shape) -> (call, output local, MACs)) on
+    every device in turn, `rounds` times: GFLOP/s per device and, with two, the median of
+    the per-round new / old ratios and whether the outputs are equal; then the sum over
+    the shapes, each weighted by the instructions a network runs (the shape's last field)."""
+    clock = time.thread_time if threads == 1 else time.perf_counter
     totals = [0.0] * len(devices)
     print(f"{'conv':20s} {'MMAC':>7s} " + " ".join(f"{name + ' GFLOP/s':>14s}" for name in ("new", "old")[:len(devices)])
           + ("   new/old  equal" if len(devices) > 1 else ""))
     for name, shape in shapes.items():
-        if args.only not in name:
+        if only not in name:
             continue
-        runs = [dev.conv(shape, rounding) for dev in devices]
+        runs = [make_run(dev, shape) for dev in devices]
         outputs = []
         for dev, (call, t_out, _) in zip(devices, runs):
             call()
@@ -161,7 +157,7 @@ def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
         macs = runs[0][2]
         reps = max(1, min(200, int(2e8 / macs)))
         times = [[] for _ in devices]
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for i, (call, _, _) in enumerate(runs):
                 start = clock()
                 for _ in range(reps):
@@ -176,6 +172,29 @@ def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
             line += f"   {ratio:7.3f}  {np.array_equal(outputs[0], outputs[1])}"
         print(line, flush=True)
     print("sum over the shapes, each x the instructions a network runs, ms: " + " / ".join(f"{t * 1e3:.2f}" for t in totals))
+
+
+def bench_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of this bench and of bench/pointwise.py."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--new", default=None, help="runtime library (default: this checkout's)")
+    ap.add_argument("--old", default=None, help="a second runtime library to compare with")
+    ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default="", help="shapes whose name contains this")
+    return ap
+
+
+def libraries(args) -> list:
+    return [args.new or str(runtime_shared_library())] + ([args.old] if args.old else [])
+
+
+def main(shapes=SHAPES, rounding=FLOAT_CONV, doc=__doc__) -> None:
+    """Times conv2d_int8 on `shapes` with requantization `rounding` (the table above)."""
+    args = bench_arguments(doc).parse_args()
+    devices = [Device(path, args.threads) for path in libraries(args)]
+    paired_table(devices, shapes, lambda dev, shape: dev.conv(shape, rounding), args.rounds, args.threads,
+                 args.only)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,7 @@ def _lib():
     lib.sophon_device_error.restype = ctypes.c_char_p
     lib.sophon_local_channel_stride.restype = ctypes.c_int64
     lib.sophon_gdma_load.argtypes = [ctypes.c_void_p, P(LocalStruct), P(GlobalStruct)]
+    lib.sophon_gdma_load_constant.argtypes = [ctypes.c_void_p, P(LocalStruct), P(GlobalStruct)]
     lib.sophon_gdma_store.argtypes = [ctypes.c_void_p, P(GlobalStruct), P(LocalStruct)]
     lib.sophon_tiu_conv2d.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct),
                                       P(LocalStruct), P(LocalStruct), P(ConvParamsStruct)]
@@ -122,6 +123,7 @@ class Device:
         self.check(self.lib.sophon_device_set_reference(self.handle, int(reference)))
         self.check(self.lib.sophon_device_set_isa(self.handle, isa))
         self.next_addr = 0
+        self.constants = []  # arrays loaded as constants: the device may read them later
 
     def close(self):
         self.lib.sophon_device_destroy(self.handle)
@@ -141,6 +143,15 @@ class Device:
         array = np.ascontiguousarray(array, dtype=np.float32)
         self.check(self.lib.sophon_gdma_load(self.handle, ctypes.byref(t),
                                              ctypes.byref(GlobalStruct.of(array))))
+
+    def load_constant(self, t: LocalStruct, array: np.ndarray):
+        """sophon_gdma_load_constant: the copy deferred, a fast conv reading `array`
+        packed once. The array is kept alive (and so its address not reused) as long as
+        the device, as the promise of a constant asks."""
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        self.constants.append(array)
+        self.check(self.lib.sophon_gdma_load_constant(self.handle, ctypes.byref(t),
+                                                      ctypes.byref(GlobalStruct.of(array))))
 
     def store(self, t: LocalStruct) -> np.ndarray:
         out = np.empty((t.n, t.c, t.h, t.w), np.float32)
@@ -243,7 +254,7 @@ def with_specials(rng, array: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, *,
-             in_window=(0, 0), out_window=(0, 0)):
+             in_window=(0, 0), out_window=(0, 0), constant_weight=False):
     dev.next_addr = 0
     n, oc, oh, ow = out_shape
     if in_window == (0, 0):
@@ -252,7 +263,7 @@ def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, 
     else:
         t_in, _ = dev.window(x, *in_window)
     t_w = dev.alloc(1, oc, weight.shape[1], weight.shape[2] * weight.shape[3], COMPACT)
-    dev.load(t_w, weight.reshape(1, oc, weight.shape[1], -1))
+    (dev.load_constant if constant_weight else dev.load)(t_w, weight.reshape(1, oc, weight.shape[1], -1))
     t_b = None
     if bias is not None:
         t_b = dev.alloc(1, oc, 1, 1, COMPACT)
@@ -445,6 +456,54 @@ def test_fast_conv2d_network_layers(devices, shape):
 
     assert_fast_matches(devices, ic * k * k, run, winograd=lambda mag: winograd_tolerance(
         x, weight, (k, k), (s, s), (p, p, p, p), (1, 1), 1, (o, o), mag))
+
+
+@pytest.mark.parametrize("case", [
+    # (n, ic, oc, h, w, act, bias, constant weight): unpadded 1x1 stride-1 convs on small
+    # planes, which the AVX-512 devices run with output channels in lanes
+    # (sophon_fast_pointwise.c): 7x7 and 14x14 (49, 196 pixels; 14x14 with K >= 128), odd
+    # pixel counts (15, 117, 1: squeeze-excite convs), K from 4 to 960, oc not a multiple
+    # of 32 (a last panel of 16 lanes, of 4 channels of 16), a batch of 2, the weight in
+    # LMEM or a deferred constant (packed once per device); "window": the input and output
+    # as row windows of taller buffers (explicit channel strides)
+    (1, 160, 96, 7, 7, "relu6", True, True), (2, 256, 48, 7, 7, "relu6", True, "window"), (1, 8, 32, 7, 7, "none", False, False),
+    (2, 960, 100, 7, 7, "relu6", True, True), (1, 200, 112, 14, 14, "clip", True, False),
+    (2, 576, 96, 14, 14, "none", True, True), (1, 130, 48, 3, 5, "leaky", True, True),
+    (1, 140, 64, 9, 13, "relu", False, False), (1, 4, 96, 1, 1, "sigmoid", True, True),
+    (2, 96, 4, 1, 1, "silu", True, False), (1, 320, 64, 7, 7, "silu", True, True),
+    (1, 960, 160, 7, 7, "none", True, False),
+    # what the lanes decline on 14x14 and 20x20 planes: the GEMM in 48-wide panels of
+    # 512-bit vectors (micro_kernel_zmm_body: one block of K by output rows, K = 96 by B
+    # panels, K = 300 in two blocks with partial sums; 70 channels in 80 lanes at 14x14)
+    (1, 64, 40, 14, 14, "relu6", True, True), (2, 96, 24, 14, 14, "clip", True, False),
+    (1, 16, 20, 20, 20, "silu", True, True), (1, 120, 9, 2, 7, "leaky", False, False),
+    (1, 300, 24, 20, 20, "none", False, False), (1, 200, 70, 14, 14, "clip", True, True),
+    # larger planes, 48-wide panels too: 56x56 with K 16 (by output rows), 28x28 with K 100
+    (1, 16, 24, 56, 56, "relu6", True, True), (1, 100, 20, 28, 28, "none", True, False)])
+def test_fast_pointwise_conv2d_paths(devices, case):
+    n, ic, oc, h, w, act, has_bias, constant = case
+    rng = np.random.default_rng(ic * 1000 + oc)
+    x = rng.standard_normal((n, ic, h, w)).astype(np.float32)
+    weight = rng.standard_normal((oc, ic, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32) if has_bias else None
+
+    def run(dev, magnitude):
+        params = conv_params((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1, "none" if magnitude else act)
+        if magnitude:
+            return run_conv(dev, np.abs(x), np.abs(weight), None, params, (n, oc, h, w))
+        windows = ((2, 1), (1, 3)) if constant == "window" else ((0, 0), (0, 0))
+        return run_conv(dev, x, weight, bias, params, (n, oc, h, w), in_window=windows[0],
+                        out_window=windows[1], constant_weight=constant is True)
+
+    # silu, sigmoid: within SIGMOID_ULPS of the reference's on top of the sum's tolerance
+    assert_fast_matches(devices, ic, run, act_ulps=SIGMOID_ULPS if act in SIGMOID_FAMILY else 0)
+    if act not in SIGMOID_FAMILY and 1 in ISAS:
+        # every output is the AVX2 GEMM's chain (from 0, one fused multiply-add per k in
+        # k order, then the bias, then the activation): the same bits
+        for threads in (1, 2):
+            assert (run(devices[f"fast{threads}"], False).tobytes() ==
+                    run(devices[f"fast{threads}_isa1"], False).tobytes()), \
+                f"{threads} thread(s): not the AVX2 GEMM's bits"
 
 
 # ----------------------------------------------------------- depthwise conv2d

@@ -24,6 +24,13 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
 int sophon_fast_fc_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
                        const sophon_local* weight, const sophon_local* bias,
                        const sophon_activation* act, const sophon_global* weight_ddr);
+/* sophon_fast_pointwise.c: an unpadded 1x1 stride-1 f32 conv2d of one group on a small
+ * plane with output channels in vector lanes (AVX-512), bit-identical to the GEMM of
+ * sophon_fast_conv.c; 0 when done, 1 when it does not take the conv (the caller runs
+ * the GEMM), -1 without scratch memory. weight_ddr as above. */
+int sophon_fast_pointwise_f32(sophon_device* dev, const sophon_local* out, const sophon_local* in,
+                              const sophon_local* weight, const sophon_local* bias,
+                              const sophon_conv_params* p, const sophon_global* weight_ddr);
 /* sophon_fast_winograd.c: f32 conv2d of 3x3 stride-1 kernels (dilation 1, one group)
  * by Winograd's F(2x2, 3x3), within the tolerance stated there of the reference (not
  * bit-identical); 0, -1 without scratch memory, or 1 when it declines the conv (other

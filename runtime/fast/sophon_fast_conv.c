@@ -30,10 +30,13 @@
  *     stays in L1) is packed from the input (im2col) before use, or all of B once,
  *     together, when tasks split the A panels.
  *   Micro-kernels: 8 x 32 with AVX-512 (8 x 24 in 256-bit vectors for implicit
- *   GEMMs that 32-wide panels fit badly: micro_kernel_ymm_rows), 6 x 16 with AVX2 +
+ *   GEMMs that 32-wide panels fit badly: micro_kernel_ymm_rows; 8 x 48 in 512-bit
+ *   vectors for unpadded 1x1 convs: micro_kernel_zmm_body), 6 x 16 with AVX2 +
  *   FMA, 6 x 16 plain C, chosen at run time from the CPU (sophon_device_set_isa
  *   caps the choice).
  * depthwise (one input and one output channel per group): sophon_fast_depthwise.c.
+ * 1x1 stride-1 convs on small planes, where output channels in lanes cost less than
+ * pixels in lanes (AVX-512): sophon_fast_pointwise.c, the same sums.
  * fc: the input vector gathered once, then one dot product per output feature.
  *
  * Threads: each task owns disjoint outputs (conv: a range of B panels or of A
@@ -63,7 +66,7 @@
 
 enum {
   MR_MAX = 8,  /* micro-tile rows (output channels): 8 with AVX-512, else 6 */
-  NR_MAX = 32, /* widest micro-tile: output pixels */
+  NR_MAX = 48, /* widest micro-tile: output pixels */
   B_PANEL_FLOATS = 4096, /* a packed B panel (K block x nr) is 16 KiB: it stays in L1 */
   /* the K block of the implicit GEMM, whose B rows are read in place: longer blocks
      load and store the partial sums fewer times (ResNet-18 at 1 thread, CPU time:
@@ -72,6 +75,10 @@ enum {
   /* the implicit GEMM takes 24-wide panels (micro_kernel_ymm_rows) where they
      compute fewer than this share of the columns 32-wide panels compute */
   NARROW_PERCENT = 98,
+  /* an unpadded 1x1 conv takes 48-wide panels in 512-bit vectors (micro_kernel_zmm_body)
+     where they compute no more columns than 32-wide ones, or at most this share of
+     the columns of 24-wide ones where those fit best */
+  ZMM48_PERCENT = 106,
   /* a packed A block (pack_a) is prefetched this many k steps ahead */
   A_PREFETCH = 64
 };
@@ -315,25 +322,52 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m2
   return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
-/* Row r's three accumulators (named, so that they stay in registers). */
+/* The 8-row kernels over B rows read in place in nv (1..3) vectors a row
+ * (micro_kernel_ymm_body, micro_kernel_zmm_body), written once for both vector widths:
+ * before each body SOPHON_V names the vector type, SOPHON_VW its floats and SOPHON_V*
+ * its operations. Row r's accumulators are named (c<r><v>, so that they stay in
+ * registers); a tile row holds 3 * SOPHON_VW partial sums. */
 #define SOPHON_ROW(r)                                                   \
   do {                                                                  \
-    const __m256 a_r = _mm256_broadcast_ss(a##r + k * as);              \
-    c##r##0 = _mm256_fmadd_ps(a_r, b0, c##r##0);                        \
-    if (nv > 1) c##r##1 = _mm256_fmadd_ps(a_r, b1, c##r##1);            \
-    if (nv > 2) c##r##2 = _mm256_fmadd_ps(a_r, b2, c##r##2);            \
+    const SOPHON_V a_r = SOPHON_VSET1(a##r[k * as]);                    \
+    c##r##0 = SOPHON_VFMA(a_r, b0, c##r##0);                            \
+    if (nv > 1) c##r##1 = SOPHON_VFMA(a_r, b1, c##r##1);                \
+    if (nv > 2) c##r##2 = SOPHON_VFMA(a_r, b2, c##r##2);                \
   } while (0)
-#define SOPHON_LOAD(r)                                                               \
-  do {                                                                               \
-    c##r##0 = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24);         \
-    c##r##1 = first || nv < 2 ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24 + 8); \
-    c##r##2 = first || nv < 3 ? _mm256_setzero_ps() : _mm256_load_ps(tile + (r) * 24 + 16); \
+#define SOPHON_LOAD(r)                                                                          \
+  do {                                                                                          \
+    c##r##0 = first ? SOPHON_VZERO() : SOPHON_VLOAD(tile + (r) * 3 * SOPHON_VW);                \
+    c##r##1 = first || nv < 2 ? SOPHON_VZERO()                                                  \
+                              : SOPHON_VLOAD(tile + (r) * 3 * SOPHON_VW + SOPHON_VW);           \
+    c##r##2 = first || nv < 3 ? SOPHON_VZERO()                                                  \
+                              : SOPHON_VLOAD(tile + (r) * 3 * SOPHON_VW + 2 * SOPHON_VW);       \
   } while (0)
-#define SOPHON_TILE(r)                                                                 \
-  do {                                                                                 \
-    _mm256_store_ps(tile + (r) * 24, c##r##0);                                         \
-    if (nv > 1) _mm256_store_ps(tile + (r) * 24 + 8, c##r##1);                         \
-    if (nv > 2) _mm256_store_ps(tile + (r) * 24 + 16, c##r##2);                        \
+#define SOPHON_TILE(r)                                                                     \
+  do {                                                                                     \
+    SOPHON_VSTORE(tile + (r) * 3 * SOPHON_VW, c##r##0);                                    \
+    if (nv > 1) SOPHON_VSTORE(tile + (r) * 3 * SOPHON_VW + SOPHON_VW, c##r##1);            \
+    if (nv > 2) SOPHON_VSTORE(tile + (r) * 3 * SOPHON_VW + 2 * SOPHON_VW, c##r##2);        \
+  } while (0)
+/* The accumulators from the tile (or 0), the k loop, and for a block before the last
+ * the partial sums back to the tile (the body then returns). */
+#define SOPHON_ROWS_LOOP()                                                                 \
+  do {                                                                                     \
+    SOPHON_LOAD(0); SOPHON_LOAD(1); SOPHON_LOAD(2); SOPHON_LOAD(3);                        \
+    SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);                        \
+    for (k = 0; k < kc; ++k) {                                                             \
+      const float* b = b_rows[k] + b_col;                                                  \
+      const SOPHON_V b0 = SOPHON_VLOADU(b);                                                \
+      const SOPHON_V b1 = nv > 1 ? SOPHON_VLOADU(b + SOPHON_VW) : b0;                      \
+      const SOPHON_V b2 = nv > 2 ? SOPHON_VLOADU(b + 2 * SOPHON_VW) : b0;                  \
+      if (as > 1) _mm_prefetch((const char*)(a0 + (k + A_PREFETCH) * as), _MM_HINT_T0);   \
+      SOPHON_ROW(0); SOPHON_ROW(1); SOPHON_ROW(2); SOPHON_ROW(3);                          \
+      SOPHON_ROW(4); SOPHON_ROW(5); SOPHON_ROW(6); SOPHON_ROW(7);                          \
+    }                                                                                      \
+    if (out == NULL) {                                                                     \
+      SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);                      \
+      SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);                      \
+      return;                                                                              \
+    }                                                                                      \
   } while (0)
 
 /* 8 x 24 in 256-bit vectors over B rows read in place (AVX-512VL gives it the 32
@@ -345,6 +379,14 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline __m512 ymm_pair(__m256 lo, __m2
  * and activation are applied on 512-bit registers (sophon_act_avx512, so the same bits
  * as the 8 x 32 kernel); a block before the last leaves the partial sums in tile
  * (8 rows of 24). */
+#define SOPHON_V __m256
+#define SOPHON_VW 8
+#define SOPHON_VSET1 _mm256_set1_ps
+#define SOPHON_VFMA _mm256_fmadd_ps
+#define SOPHON_VZERO _mm256_setzero_ps
+#define SOPHON_VLOAD _mm256_load_ps
+#define SOPHON_VLOADU _mm256_loadu_ps
+#define SOPHON_VSTORE _mm256_store_ps
 SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
     const int nv, const int as, int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,
     float* tile, int first, float* const* out, int32_t cols, const float* bias,
@@ -357,28 +399,7 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
   __m512 acc[MR][2];
   int64_t k;
   int r;
-  SOPHON_LOAD(0); SOPHON_LOAD(1); SOPHON_LOAD(2); SOPHON_LOAD(3);
-  SOPHON_LOAD(4); SOPHON_LOAD(5); SOPHON_LOAD(6); SOPHON_LOAD(7);
-  for (k = 0; k < kc; ++k) {
-    const float* b = b_rows[k] + b_col;
-    const __m256 b0 = _mm256_loadu_ps(b);
-    const __m256 b1 = nv > 1 ? _mm256_loadu_ps(b + 8) : b0;
-    const __m256 b2 = nv > 2 ? _mm256_loadu_ps(b + 16) : b0;
-    if (as > 1) _mm_prefetch((const char*)(a0 + (k + A_PREFETCH) * as), _MM_HINT_T0);
-    SOPHON_ROW(0);
-    SOPHON_ROW(1);
-    SOPHON_ROW(2);
-    SOPHON_ROW(3);
-    SOPHON_ROW(4);
-    SOPHON_ROW(5);
-    SOPHON_ROW(6);
-    SOPHON_ROW(7);
-  }
-  if (out == NULL) { /* a block before the last: partial sums back to the tile */
-    SOPHON_TILE(0); SOPHON_TILE(1); SOPHON_TILE(2); SOPHON_TILE(3);
-    SOPHON_TILE(4); SOPHON_TILE(5); SOPHON_TILE(6); SOPHON_TILE(7);
-    return;
-  }
+  SOPHON_ROWS_LOOP();
   acc[0][0] = ymm_pair(c00, c01); acc[0][1] = _mm512_castps256_ps512(c02);
   acc[1][0] = ymm_pair(c10, c11); acc[1][1] = _mm512_castps256_ps512(c12);
   acc[2][0] = ymm_pair(c20, c21); acc[2][1] = _mm512_castps256_ps512(c22);
@@ -402,41 +423,115 @@ SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_ymm_body(
     }
   }
 }
+#undef SOPHON_V
+#undef SOPHON_VW
+#undef SOPHON_VSET1
+#undef SOPHON_VFMA
+#undef SOPHON_VZERO
+#undef SOPHON_VLOAD
+#undef SOPHON_VLOADU
+#undef SOPHON_VSTORE
+
+/* 8 x 48 in 512-bit vectors over B rows read in place: the 8 x 24 kernel's panels
+ * twice as wide in the same instructions (three B vectors and eight broadcasts a k for
+ * 24 full-width FMAs, where 8 x 24 loads as much for 24 half-width ones), a panel's
+ * last columns 16 at a time. For the unpadded 1x1 convs whose plane 24-wide panels fit
+ * best (14x14: 196 pixels, 208 columns here, 200 there): MobileNetV2's 64 -> 384 and
+ * 96 -> 576 at 14x14 ran at 84-86 GFLOP/s of useful work in 8 x 24, its k loop's loads
+ * the limit. The same FMAs in the same order as the other kernels; a block before the
+ * last leaves the partial sums in tile (8 rows of 48). */
+#define SOPHON_V __m512
+#define SOPHON_VW 16
+#define SOPHON_VSET1 _mm512_set1_ps
+#define SOPHON_VFMA _mm512_fmadd_ps
+#define SOPHON_VZERO _mm512_setzero_ps
+#define SOPHON_VLOAD _mm512_load_ps
+#define SOPHON_VLOADU _mm512_loadu_ps
+#define SOPHON_VSTORE _mm512_store_ps
+#define SOPHON_OUT(r)                                                                  \
+  do {                                                                                 \
+    __m512 v0 = c##r##0, v1 = c##r##1, v2 = c##r##2;                                   \
+    if (bias != NULL) {                                                                \
+      const __m512 bias_r = _mm512_set1_ps(bias[r]);                                   \
+      v0 = sophon_act_avx512(_mm512_add_ps(v0, bias_r), act);                          \
+      if (nv > 1) v1 = sophon_act_avx512(_mm512_add_ps(v1, bias_r), act);              \
+      if (nv > 2) v2 = sophon_act_avx512(_mm512_add_ps(v2, bias_r), act);              \
+    }                                                                                  \
+    _mm512_mask_storeu_ps(out[r], mask0, v0);                                          \
+    if (nv > 1) _mm512_mask_storeu_ps(out[r] + 16, mask1, v1);                         \
+    if (nv > 2) _mm512_mask_storeu_ps(out[r] + 32, mask2, v2);                         \
+  } while (0)
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void micro_kernel_zmm_body(
+    const int nv, const int as, int64_t kc, const float* const* a, const float* const* b_rows,
+    int64_t b_col, float* tile, int first, float* const* out, int32_t cols, const float* bias,
+    const sophon_activation* act) {
+  const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
+  const float *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
+  __m512 c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;
+  __m512 c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;
+  int64_t k;
+  SOPHON_ROWS_LOOP();
+  {
+    const __mmask16 mask0 = (__mmask16)(cols >= 16 ? 0xFFFFu : (1u << cols) - 1u);
+    const __mmask16 mask1 =
+        (__mmask16)(cols >= 32 ? 0xFFFFu : cols <= 16 ? 0u : (1u << (cols - 16)) - 1u);
+    const __mmask16 mask2 =
+        (__mmask16)(cols >= 48 ? 0xFFFFu : cols <= 32 ? 0u : (1u << (cols - 32)) - 1u);
+    SOPHON_OUT(0); SOPHON_OUT(1); SOPHON_OUT(2); SOPHON_OUT(3);
+    SOPHON_OUT(4); SOPHON_OUT(5); SOPHON_OUT(6); SOPHON_OUT(7);
+  }
+}
+#undef SOPHON_OUT
+#undef SOPHON_V
+#undef SOPHON_VW
+#undef SOPHON_VSET1
+#undef SOPHON_VFMA
+#undef SOPHON_VZERO
+#undef SOPHON_VLOAD
+#undef SOPHON_VLOADU
+#undef SOPHON_VSTORE
+#undef SOPHON_ROWS_LOOP
 #undef SOPHON_LOAD
 #undef SOPHON_ROW
 #undef SOPHON_TILE
 
-/* The panel's columns decide how many vectors the kernel computes. */
-#define SOPHON_YMM_KERNEL(name, nv, as)                                                   \
+/* The instances: nv vectors (a constant in each), A in place (as 1) or packed (as 8:
+ * pack_a); and the dispatch on the panel's last columns (vw floats a vector). */
+#define SOPHON_ROWS_KERNEL(name, body, nv, as)                                            \
   SOPHON_AVX512 static void name(                                                         \
       int64_t kc, const float* const* a, const float* const* b_rows, int64_t b_col,       \
       float* tile, int first, float* const* out, int32_t cols, const float* bias,         \
       const sophon_activation* act) {                                                     \
-    micro_kernel_ymm_body(nv, as, kc, a, b_rows, b_col, tile, first, out, cols, bias, act); \
+    body(nv, as, kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                \
   }
-SOPHON_YMM_KERNEL(micro_kernel_ymm_1, 1, 1)
-SOPHON_YMM_KERNEL(micro_kernel_ymm_2, 2, 1)
-SOPHON_YMM_KERNEL(micro_kernel_ymm_3, 3, 1)
-SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_1, 1, 8) /* over a packed A block (pack_a) */
-SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_2, 2, 8)
-SOPHON_YMM_KERNEL(micro_kernel_ymm_packed_3, 3, 8)
-#undef SOPHON_YMM_KERNEL
+#define SOPHON_ROWS_KERNELS(name, body)                     \
+  SOPHON_ROWS_KERNEL(name##_1, body, 1, 1)                  \
+  SOPHON_ROWS_KERNEL(name##_2, body, 2, 1)                  \
+  SOPHON_ROWS_KERNEL(name##_3, body, 3, 1)                  \
+  SOPHON_ROWS_KERNEL(name##_packed_1, body, 1, 8)           \
+  SOPHON_ROWS_KERNEL(name##_packed_2, body, 2, 8)           \
+  SOPHON_ROWS_KERNEL(name##_packed_3, body, 3, 8)
+SOPHON_ROWS_KERNELS(micro_kernel_ymm, micro_kernel_ymm_body)
+SOPHON_ROWS_KERNELS(micro_kernel_zmm48, micro_kernel_zmm_body)
+#undef SOPHON_ROWS_KERNELS
+#undef SOPHON_ROWS_KERNEL
 
-/* The panel's last columns decide how many vectors the kernel computes. */
-#define SOPHON_YMM_DISPATCH(name, kernel)                                                  \
+#define SOPHON_ROWS_DISPATCH(name, kernel, vw)                                             \
   static void name(int64_t kc, const float* const* a, const float* const* b_rows,          \
                    int64_t b_col, float* tile, int first, float* const* out, int32_t cols, \
                    const float* bias, const sophon_activation* act) {                      \
-    if (cols > 16)                                                                         \
+    if (cols > 2 * (vw))                                                                   \
       kernel##3(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
-    else if (cols > 8)                                                                     \
+    else if (cols > (vw))                                                                  \
       kernel##2(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
     else                                                                                   \
       kernel##1(kc, a, b_rows, b_col, tile, first, out, cols, bias, act);                  \
   }
-SOPHON_YMM_DISPATCH(micro_kernel_ymm_rows, micro_kernel_ymm_)
-SOPHON_YMM_DISPATCH(micro_kernel_ymm_packed, micro_kernel_ymm_packed_)
-#undef SOPHON_YMM_DISPATCH
+SOPHON_ROWS_DISPATCH(micro_kernel_ymm_rows, micro_kernel_ymm_, 8)
+SOPHON_ROWS_DISPATCH(micro_kernel_ymm_packed, micro_kernel_ymm_packed_, 8)
+SOPHON_ROWS_DISPATCH(micro_kernel_zmm48_rows, micro_kernel_zmm48_, 16)
+SOPHON_ROWS_DISPATCH(micro_kernel_zmm48_packed, micro_kernel_zmm48_packed_, 16)
+#undef SOPHON_ROWS_DISPATCH
 #endif
 
 static micro_kernel micro_kernel_for(const sophon_device* dev) {
@@ -1135,11 +1230,21 @@ static int conv2d_gemm(sophon_device* dev, const sophon_local* out, const sophon
   }
   if (implicit) g.kernel.kc = IMPLICIT_KC;
 #if SOPHON_X86_DISPATCH
-  if (implicit && (g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8) * 100 <
-                      sophon_ceil_div(g.columns, 32) * 32 * NARROW_PERCENT) {
-    g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
-    g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
-    g.kernel.nr = 24;
+  if (implicit) {
+    const int64_t wide = sophon_ceil_div(g.columns, 32) * 32;
+    const int64_t narrow = g.columns / 24 * 24 + sophon_ceil_div(g.columns % 24, 8) * 8;
+    const int64_t full = g.columns / 48 * 48 + sophon_ceil_div(g.columns % 48, 16) * 16;
+    const int use_narrow = narrow * 100 < wide * NARROW_PERCENT;
+    if (g.plane_floats == 0 &&
+        full * 100 <= (use_narrow ? narrow * ZMM48_PERCENT : wide * 100)) {
+      g.kernel.rows_fn = micro_kernel_zmm48_rows; /* an unpadded 1x1: 48-wide panels */
+      g.kernel.rows_packed_fn = micro_kernel_zmm48_packed;
+      g.kernel.nr = 48;
+    } else if (use_narrow) {
+      g.kernel.rows_fn = micro_kernel_ymm_rows; /* fewer columns computed */
+      g.kernel.rows_packed_fn = micro_kernel_ymm_packed;
+      g.kernel.nr = 24;
+    }
   }
 #endif
   g.n_panels = sophon_ceil_div(g.columns, g.kernel.nr);
@@ -1205,6 +1310,10 @@ int sophon_fast_conv2d_f32(sophon_device* dev, const sophon_local* out, const so
     if (weight_ddr != NULL) sophon_lmem_reading(dev, weight); /* it reads LMEM */
     sophon_fast_depthwise_f32(dev, out, in, weight, bias, p);
     return 0;
+  }
+  { /* small-plane 1x1 convs: output channels in lanes (sophon_fast_pointwise.c) */
+    const int taken = sophon_fast_pointwise_f32(dev, out, in, weight, bias, p, weight_ddr);
+    if (taken <= 0) return taken;
   }
   {
     const int winograd = sophon_fast_winograd_f32(dev, out, in, weight, bias, p, weight_ddr);
