@@ -217,11 +217,13 @@ sophon_status sophon_gdma_load(sophon_device* dev, const sophon_local* dst,
  * lives unless the device itself writes it (a compiled model's weights: the program
  * marks their buffers, see sophon_program.constant_buffers). The same checks,
  * counters and, as far as anything can observe, LMEM contents: the host copy of an
- * f32 view with contiguous (n, c) blocks is deferred until an instruction, a store or
- * sophon_lmem_read reads those bytes, and skipped for the bytes overwritten first; a
- * fast f32 conv2d whose weight operand is exactly that destination reads the weight
- * from a copy of `src` packed once (the same values). Other views, and every view in
- * reference mode, are copied at once. */
+ * f32 view is deferred until an instruction, a store or sophon_lmem_read reads those
+ * bytes, and skipped for the bytes overwritten first (a view whose (n, c) blocks are
+ * not contiguous, such as a transposed fc weight, comes from a contiguous copy of it
+ * packed once: one batch item, no negative stride); a fast f32 conv2d or fc whose
+ * weight operand is exactly that destination reads the weight from a copy of `src`
+ * packed once (the same values). Other views, and every view in reference mode, are
+ * copied at once. */
 sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
                                         const sophon_global* src);
 /* Copies `src` into the 4-D global view `dst`. Shapes and dtypes must match.

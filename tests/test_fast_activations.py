@@ -94,3 +94,20 @@ def test_fast_conv_and_fc_apply_every_kind_after_the_sum(devices, act):
         want = run_activation(ref, plain.reshape(3, 17, 1, 1), act, (ALIGNED, ALIGNED), False).reshape(3, 17)
         same = (fused.view(np.uint32) == want.view(np.uint32)) | (np.isnan(fused) & np.isnan(want))
         assert same.all(), f"{name}: fc with {act} is not {act} of its unfused result"
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "silu", "relu", "hard_swish", "gelu", "neg"])
+@pytest.mark.parametrize("shape", [(2, 1200, 3, 5), (1, 1152, 1, 1), (2, 70, 2, 7)])
+def test_fast_activation_small_planes_by_lanes(devices, act, shape):
+    # planes under 16 floats run gathered lane by lane (19 planes of 15 floats per
+    # lane for 1200 channels: two gathers a lane); each element must get the bits the
+    # same device gives it in one long plane, and the reference's within the kinds'
+    # tolerance
+    rng = np.random.default_rng(shape[1])
+    x = with_specials(rng, (rng.standard_normal(shape) * 4).astype(np.float32), 0.02)
+    for name, dev in fast_devices(devices).items():
+        small = run_activation(dev, x, act, (ALIGNED, COMPACT), False)
+        long = run_activation(dev, x.reshape(1, 1, 1, -1), act, (ALIGNED, ALIGNED), False).reshape(shape)
+        same = (small.view(np.uint32) == long.view(np.uint32)) | (np.isnan(small) & np.isnan(long))
+        assert same.all(), f"{name}: {act} on {shape} differs from the same values in one plane"
+    assert_matches_reference(devices, lambda dev: run_activation(dev, x, act, (COMPACT, ALIGNED), True), act)

@@ -572,6 +572,48 @@ def test_fast_depthwise_edge_cases(devices, case):
                                                        (2, c, oh, ow)))
 
 
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("c, hw, kernel, bad", [
+    # planes of at most 64 outputs run two channels at a time with AVX-512: an odd
+    # channel count (a last channel alone, and odd task ranges at 2 threads), a
+    # non-finite weight in the first or the second channel of a pair (that pair runs
+    # one by one), 8 x 8 and 3 x 5 planes
+    (7, (7, 7), (3, 3), (1, 4)), (9, (7, 7), (5, 5), (0, 5)), (6, (8, 8), (3, 3), (3,)),
+    (5, (3, 5), (3, 3), ())])
+def test_fast_depthwise_small_planes_in_pairs(devices, act, c, hw, kernel, bad):
+    rng = np.random.default_rng(c)
+    x = with_specials(rng, rng.standard_normal((2, c, *hw)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    for i, channel in enumerate(bad):
+        weight[channel, 0, i % kernel[0], 1] = (np.inf, np.nan)[i % 2]
+    bias = rng.standard_normal(c).astype(np.float32)
+    pad = (kernel[0] // 2, kernel[1] // 2) * 2
+    params = conv_params(kernel, (1, 1), pad, (1, 1), c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, *hw)), act)
+
+
+@pytest.mark.parametrize("act", ["relu6", "silu", "gelu"])
+@pytest.mark.parametrize("h, w, kernel, stride, pad, dilation", [
+    # stride-2 rows of at most 8 outputs run two output rows per vector with AVX-512:
+    # odd and even output heights (a last vector of one row), 1 to 8 outputs a row,
+    # 5 x 5 kernels, stride 1 down the rows, dilation, padding on one side only
+    (14, 14, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)), (14, 14, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1)),
+    (16, 15, (3, 3), (2, 2), (0, 1, 1, 0), (1, 1)), (9, 5, (3, 3), (1, 2), (1, 1, 1, 1), (1, 1)),
+    (20, 2, (1, 1), (2, 2), (0, 0, 0, 0), (1, 1)), (11, 13, (3, 3), (2, 2), (2, 2, 2, 2), (2, 2)),
+    (3, 3, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1))])
+def test_fast_depthwise_stride2_row_pairs(devices, act, h, w, kernel, stride, pad, dilation):
+    c = 7
+    rng = np.random.default_rng(h * w)
+    x = with_specials(rng, rng.standard_normal((2, c, h, w)).astype(np.float32), 0.02)
+    weight = rng.standard_normal((c, 1, *kernel)).astype(np.float32)
+    weight[3, 0, 0, 0] = np.nan  # this channel takes the per-output path at the borders
+    bias = rng.standard_normal(c).astype(np.float32)
+    oh = (h + pad[0] + pad[2] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    ow = (w + pad[1] + pad[3] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    params = conv_params(kernel, stride, pad, dilation, c, act)
+    assert_matches_reference(devices, lambda dev: run_conv(dev, x, weight, bias, params, (2, c, oh, ow)), act)
+
+
 def run_fc(dev: Device, x, weight, bias, act):
     dev.next_addr = 0
     m, k = x.shape
@@ -890,6 +932,28 @@ def test_gdma_strided_load_and_store(devices, case):
         if case["step"] > 1:  # the elements between the strided ones are untouched
             assert np.array_equal(np.transpose(dst_buf, np.argsort(case["order"][::-1]))[..., 1::2],
                                   np.transpose(untouched, np.argsort(case["order"][::-1]))[..., 1::2]), name
+
+
+@pytest.mark.parametrize("order, step, broadcast", [
+    # big enough (over 128 KiB) to be split by rows over the threads: a concat's copy
+    # into a channel slice, a permuted strided source, a broadcast one
+    ((0, 1, 2, 3), 1, (False,) * 4), ((0, 3, 1, 2), 2, (False,) * 4),
+    ((0, 1, 2, 3), 1, (False, False, True, False))])
+def test_gdma_big_ddr_copy_is_split_exactly(devices, order, step, broadcast):
+    """DDR-to-DDR copies over 128 KiB equal numpy's copy of the views on every device,
+    the elements of the destination's buffer outside the view untouched."""
+    rng = np.random.default_rng(step)
+    shape = (2, 70, 23, 31)
+    src, _ = strided_view(rng, shape, order, step, broadcast)
+    for name, dev in devices.items():
+        concat = rng.standard_normal((2, 150, 23, 31)).astype(np.float32)
+        want = concat.copy()
+        want[:, 40:110] = src
+        dev.lib.sophon_gdma_copy.argtypes = [ctypes.c_void_p, ctypes.POINTER(GlobalStruct),
+                                             ctypes.POINTER(GlobalStruct)]
+        dev.check(dev.lib.sophon_gdma_copy(dev.handle, ctypes.byref(global_view(concat[:, 40:110])),
+                                           ctypes.byref(global_view(src))))
+        assert np.array_equal(concat, want), name
 
 
 @pytest.mark.parametrize("case", [

@@ -131,7 +131,7 @@ static sophon_status check_chip(const sophon_chip* chip) {
       chip->timestep_sync_cycles < 0 || chip->dwpool_eu_bytes < 0 || chip->int8_batch_pack < 0 ||
       chip->eltwise_eu_bytes < 0)
     return SOPHON_ERR_ARGUMENT;
-  if ((uint64_t)lane_pitch(chip) > (uint64_t)SIZE_MAX / (uint64_t)chip->npu_num)
+  if ((uint64_t)lane_pitch(chip) > ((uint64_t)SIZE_MAX - 64) / (uint64_t)chip->npu_num)
     return SOPHON_ERR_NOMEM;
   return SOPHON_OK;
 }
@@ -155,11 +155,15 @@ sophon_status sophon_device_create(const sophon_chip* chip, sophon_device** out)
   dev = (sophon_device*)calloc(1, sizeof *dev);
   if (dev == NULL) return SOPHON_ERR_NOMEM;
   dev->lane_pitch = lane_pitch(chip);
-  dev->lmem = (uint8_t*)calloc((size_t)chip->npu_num, (size_t)dev->lane_pitch);
-  if (dev->lmem == NULL) {
+  /* 64-byte aligned on the host (calloc gives 16 past a page): an LMEM address
+     aligned for the chip's EUs is then a cache line, and the kernels' vector loads
+     of aligned channels do not straddle two lines */
+  dev->lmem_block = calloc(1, (size_t)chip->npu_num * (size_t)dev->lane_pitch + 64);
+  if (dev->lmem_block == NULL) {
     free(dev);
     return SOPHON_ERR_NOMEM;
   }
+  dev->lmem = (uint8_t*)dev->lmem_block + (64 - (uintptr_t)dev->lmem_block % 64) % 64;
   dev->chip = *chip;
   /* keep our own copy of the name: the caller's string may not outlive us */
   if (chip->name != NULL) {
@@ -181,7 +185,7 @@ void sophon_device_destroy(sophon_device* dev) {
   for (i = 0; i < dev->num_packed; ++i) free(dev->packed[i].block);
   free(dev->packed);
   free(dev->scratch_block);
-  free(dev->lmem);
+  free(dev->lmem_block);
   free(dev);
 }
 
@@ -280,6 +284,19 @@ float* sophon_device_packed(sophon_device* dev, const sophon_packed_key* key, si
   dev->packed_bytes += floats * sizeof(float);
   *fresh = 1;
   return entry->data;
+}
+
+void sophon_packed_view_key(sophon_packed_key* key, const sophon_global* g) {
+  memset(key, 0, sizeof(*key));
+  key->data = g->data;
+  key->data_end = (const float*)g->data + (int64_t)(g->c - 1) * g->stride_c +
+                  (int64_t)(g->h - 1) * g->stride_h + (int64_t)(g->w - 1) * g->stride_w + 1;
+  key->shape[0] = g->c;
+  key->shape[1] = g->h;
+  key->shape[2] = g->w;
+  key->shape[3] = g->stride_c;
+  key->shape[4] = g->stride_h;
+  key->shape[5] = g->stride_w;
 }
 
 void sophon_device_packed_drop(sophon_device* dev, const void* first, const void* end) {

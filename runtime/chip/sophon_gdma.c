@@ -447,12 +447,16 @@ sophon_status sophon_gdma_store(sophon_device* dev, const sophon_global* dst,
  *     lanes below and above it).
  * Every TIU instruction computes every element of its output from its inputs
  * (none reads its output first), so its output is a write, after its inputs were
- * read. Only loads whose DDR blocks are contiguous (each channel's h*w elements
- * back to back) are deferred, so any part of a block is one memcpy away: others
- * (a transposed fc weight) are copied at once by the transposing paths above,
- * since copying the parts of one a write leaves element by element cost more than
+ * read. An entry's bytes come from a view whose DDR blocks are contiguous (each
+ * channel's h*w elements back to back), so any part of a block is one memcpy away:
+ * the load's own view, or for any other view (a transposed fc weight, channels
+ * innermost) a packed copy of it in that order, made once for the device's life
+ * (sophon_device_packed, sophon_packed_view_key: the arrangement the fast fc reads
+ * its weight in, so the fc finds it made). Copying the parts of a
+ * transposed load that a write leaves element by element instead cost more than
  * the deferral saved (MobileNetV2 FP32 1.11x slower). DDR writes (stores, copies,
- * fills) first settle the entries whose source they meet. */
+ * fills) first settle the entries whose view they meet (while a packed copy of it
+ * still exists), then drop the packed copies. */
 
 /* 1 if each of the view's (n, c) blocks is h*w contiguous elements. */
 static int blocks_contiguous(const sophon_global* g) {
@@ -546,16 +550,29 @@ static void settle(sophon_device* dev, int32_t i) {
     copy_unwritten(dev, &d, d.l0, d.l1, d.wb, d.we, NULL);
 }
 
-/* Settles the entries whose pending part meets lanes [l0, l1) x bytes [begin, end). */
+static void remove_rect(sophon_device* dev, int32_t a0, int32_t a1, int64_t b0, int64_t b1);
+
+/* Lanes [l0, l1) x bytes [begin, end) are about to be read: the pending bytes there
+ * are copied. An entry inside the range is settled whole; of one that reaches past
+ * it only the part inside is copied and taken out, the rest stays pending (a reader
+ * whose footprint meets a piece of a big load that later writes left, say over the
+ * gaps of an aligned layout, copied all of that piece before). */
 static void reading_rect(sophon_device* dev, int32_t l0, int32_t l1, int64_t begin, int64_t end) {
-  int32_t i = 0;
+  int32_t i = 0, partial = 0;
   while (i < dev->num_deferred) {
     const sophon_deferred_load* d = &dev->deferred[i];
-    if (d->wb < end && begin < d->we && d->l0 < l1 && l0 < d->l1)
-      settle(dev, i);
-    else
+    if (d->wb >= end || begin >= d->we || d->l0 >= l1 || l0 >= d->l1) {
       ++i;
+    } else if (d->wb >= begin && d->we <= end && d->l0 >= l0 && d->l1 <= l1) {
+      settle(dev, i);
+    } else {
+      copy_unwritten(dev, d, d->l0 > l0 ? d->l0 : l0, d->l1 < l1 ? d->l1 : l1,
+                     d->wb > begin ? d->wb : begin, d->we < end ? d->we : end, NULL);
+      partial = 1;
+      ++i;
+    }
   }
+  if (partial) remove_rect(dev, l0, l1, begin, end); /* copied: no longer pending */
 }
 
 void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, int64_t end) {
@@ -563,9 +580,19 @@ void sophon_lmem_reading_lane(sophon_device* dev, int32_t lane, int64_t begin, i
 }
 
 void sophon_lmem_reading(sophon_device* dev, const sophon_local* t) {
-  if (dev->num_deferred > 0)
-    reading_rect(dev, 0, lanes_of(&dev->chip, t), t->addr,
-                 t->addr + sophon_local_lane_bytes(&dev->chip, t));
+  const int32_t npu = dev->chip.npu_num, lanes = lanes_of(&dev->chip, t);
+  const int64_t begin = t->addr, end = begin + sophon_local_lane_bytes(&dev->chip, t);
+  if (dev->num_deferred == 0) return;
+  if (t->n == 1 && t->c > npu && t->c % npu != 0) {
+    /* the lanes past channel c - 1 hold one channel fewer: they do not read the
+       footprint's last slot */
+    const lane_blocks b = blocks_in_lane(&dev->chip, t, 0);
+    const int32_t full = (int32_t)((t->c - 1) % npu) + 1;
+    reading_rect(dev, 0, full, begin, end);
+    reading_rect(dev, full, lanes, begin, begin + (b.slots - 1) * b.pitch);
+    return;
+  }
+  reading_rect(dev, 0, lanes, begin, end);
 }
 
 /* Takes lanes [a0, a1) x bytes [b0, b1), written or copied, out of every pending
@@ -624,7 +651,7 @@ const sophon_global* sophon_deferred_source(const sophon_device* dev, const soph
   int32_t i;
   for (i = 0; i < dev->num_deferred; ++i) {
     const sophon_deferred_load* d = &dev->deferred[i];
-    if (same_local(&d->dst, t) && is_whole(d)) return &d->src;
+    if (same_local(&d->dst, t) && is_whole(d)) return &d->view;
   }
   return NULL;
 }
@@ -637,7 +664,7 @@ static void ddr_writing(sophon_device* dev, const uint8_t* first, const uint8_t*
   int32_t i = 0;
   while (i < dev->num_deferred) {
     const uint8_t *src_first, *src_end;
-    view_span(&dev->deferred[i].src, &src_first, &src_end);
+    view_span(&dev->deferred[i].view, &src_first, &src_end);
     if (src_first < end && first < src_end)
       settle(dev, i);
     else
@@ -655,24 +682,57 @@ static void ddr_view_writing(sophon_device* dev, const sophon_global* g) {
   ddr_writing(dev, first, end);
 }
 
+/* A contiguous view of a host copy of the f32 view g (one batch item, no negative
+ * stride) with channel j's h*w elements at j*h*w in (h, w) order, made once for the
+ * device's life; 0 (nothing made) for other views or without room or memory. */
+static int packed_contiguous(sophon_device* dev, const sophon_global* g, sophon_global* out) {
+  const int64_t plane = (int64_t)g->h * g->w;
+  const float* data = (const float*)g->data;
+  sophon_packed_key key;
+  float* packed;
+  int64_t j, y, x;
+  int fresh;
+  if (g->n != 1 || g->stride_c < 0 || g->stride_h < 0 || g->stride_w < 0) return 0;
+  sophon_packed_view_key(&key, g);
+  packed = sophon_device_packed(dev, &key, (size_t)(g->c * plane), &fresh);
+  if (packed == NULL) return 0;
+  if (fresh)
+    for (j = 0; j < g->c; ++j)
+      for (y = 0; y < g->h; ++y)
+        for (x = 0; x < g->w; ++x)
+          packed[j * plane + y * g->w + x] = data[j * g->stride_c + y * g->stride_h + x * g->stride_w];
+  *out = *g;
+  out->data = packed;
+  out->stride_n = g->c * plane;
+  out->stride_c = plane;
+  out->stride_h = g->w;
+  out->stride_w = 1;
+  return 1;
+}
+
 sophon_status sophon_gdma_load_constant(sophon_device* dev, const sophon_local* dst,
                                         const sophon_global* src) {
   static const char* op = "gdma_load";
   sophon_deferred_load* d;
+  sophon_global from;
   sophon_status status;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
   if (dev->reference || dst == NULL || src == NULL || dst->dtype != SOPHON_F32 ||
-      !blocks_contiguous(src))
+      src->dtype != SOPHON_F32)
     return sophon_gdma_load(dev, dst, src);
   status = check_pair(dev, op, "src", src, "dst", dst);
   if (status != SOPHON_OK) return status;
+  from = *src;
+  if (!blocks_contiguous(src) && !packed_contiguous(dev, src, &from))
+    return sophon_gdma_load(dev, dst, src);
 
   sophon_lmem_writing(dev, dst);
   if (dev->num_deferred == SOPHON_MAX_DEFERRED) settle(dev, 0); /* the oldest */
   d = &dev->deferred[dev->num_deferred++];
   d->dst = *dst;
-  d->src = *src;
+  d->view = *src;
+  d->src = from;
   d->begin = d->wb = dst->addr;
   d->end = d->we = d->begin + sophon_local_lane_bytes(&dev->chip, dst);
   d->lanes = d->l1 = lanes_of(&dev->chip, dst);
@@ -743,13 +803,35 @@ static uint64_t global_bytes(const sophon_global* g) {
          (uint64_t)sophon_dtype_size(g->dtype);
 }
 
+/* A DDR-to-DDR copy split by rows: task t copies rows [begin, end) of the (n, c, h)
+ * rows in order. */
+typedef struct {
+  const sophon_global *dst, *src;
+} ddr_copy;
+
+static void ddr_copy_task(void* ctx, int32_t task, int32_t tasks) {
+  const ddr_copy* job = (const ddr_copy*)ctx;
+  const sophon_global *dst = job->dst, *src = job->src;
+  const int64_t elem = sophon_dtype_size(src->dtype);
+  int64_t begin, end, row;
+  sophon_task_range((int64_t)src->n * src->c * src->h, task, tasks, &begin, &end);
+  for (row = begin; row < end; ++row) {
+    const int64_t n = row / ((int64_t)src->c * src->h), c = row / src->h % src->c, h = row % src->h;
+    const uint8_t* from = (const uint8_t*)src->data +
+                          (n * src->stride_n + c * src->stride_c + h * src->stride_h) * elem;
+    uint8_t* to = (uint8_t*)dst->data + (n * dst->stride_n + c * dst->stride_c + h * dst->stride_h) * elem;
+    if (src->stride_w == 1 && dst->stride_w == 1)
+      memcpy(to, from, (size_t)(src->w * elem));
+    else
+      copy_elements(to, dst->stride_w * elem, from, src->stride_w * elem, src->w, (int32_t)elem);
+  }
+}
+
 sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
                                const sophon_global* src) {
   static const char* op = "gdma_copy";
   const uint8_t *src_first, *src_end, *dst_first, *dst_end;
   sophon_status status;
-  int32_t n, c, h;
-  int64_t elem;
   uint64_t bytes;
 
   if (dev == NULL) return SOPHON_ERR_ARGUMENT;
@@ -772,22 +854,18 @@ sophon_status sophon_gdma_copy(sophon_device* dev, const sophon_global* dst,
                             op);
 
   ddr_writing(dev, dst_first, dst_end);
-  elem = sophon_dtype_size(src->dtype);
-  for (n = 0; n < src->n; ++n) {
-    for (c = 0; c < src->c; ++c) {
-      for (h = 0; h < src->h; ++h) {
-        const uint8_t* from = (const uint8_t*)src->data +
-                              (n * src->stride_n + c * src->stride_c + h * src->stride_h) * elem;
-        uint8_t* to = (uint8_t*)dst->data +
-                      (n * dst->stride_n + c * dst->stride_c + h * dst->stride_h) * elem;
-        if (src->stride_w == 1 && dst->stride_w == 1)
-          memcpy(to, from, (size_t)(src->w * elem));
-        else
-          copy_elements(to, dst->stride_w * elem, from, src->stride_w * elem, src->w, (int32_t)elem);
-      }
-    }
-  }
   bytes = global_bytes(dst);
+  {
+    /* the rows are disjoint in dst and dst does not meet src: any order, any thread */
+    ddr_copy job;
+    job.dst = dst;
+    job.src = src;
+    sophon_parallel_run(dev->pool,
+                        !dev->reference && bytes >= GDMA_PARALLEL_MIN_BYTES
+                            ? sophon_tasks_for(dev, bytes, (int64_t)src->n * src->c * src->h)
+                            : 1,
+                        ddr_copy_task, &job);
+  }
   {
     int32_t dims[4];
     int64_t dst_strides[4], src_strides[4];

@@ -45,7 +45,10 @@
  * (see "deferred loads" in chip/sophon_gdma.c). */
 typedef struct {
   sophon_local dst;
-  sophon_global src;  /* each (n, c) block contiguous */
+  sophon_global view; /* the load's source as the program gave it */
+  sophon_global src;  /* where the bytes are copied from: `view` itself when each of
+                         its (n, c) blocks is contiguous, else a packed contiguous
+                         copy of it (sophon_device_packed) */
   int64_t begin, end; /* per-lane byte range of dst */
   int64_t wb, we;     /* the pending part: bytes [wb, we) of lanes [l0, l1) */
   int32_t l0, l1;
@@ -56,7 +59,8 @@ struct sophon_device {
   sophon_chip chip;                   /* copy; chip.name points at chip_name */
   char chip_name[SOPHON_NAME_BYTES];
   uint8_t* lmem;                      /* npu_num * lane_pitch bytes; lane l starts
-                                         at l * lane_pitch */
+                                         at l * lane_pitch; 64-byte aligned */
+  void* lmem_block;                   /* the allocation lmem lies in */
   int64_t lane_pitch;                 /* >= lmem_bytes_per_lane: see sophon_device.c */
   sophon_counters counters;
   uint64_t step_tiu_cycles;           /* of the open timestep */
@@ -140,6 +144,10 @@ typedef struct {
 } sophon_packed_key;
 float* sophon_device_packed(sophon_device* dev, const sophon_packed_key* key, size_t floats,
                             int* fresh);
+/* The key of a copy of the f32 view g (no negative stride) with channel j's h*w
+ * elements at j*h*w in (h, w) order (a deferred transposed load's source, an fc
+ * weight: one arrangement, so the two find one copy). */
+void sophon_packed_view_key(sophon_packed_key* key, const sophon_global* g);
 /* Drops the packed copies whose view meets DDR bytes [first, end) (about to be written). */
 void sophon_device_packed_drop(sophon_device* dev, const void* first, const void* end);
 

@@ -1281,16 +1281,7 @@ static int fc_weight_packed(sophon_device* dev, sophon_view* v, const sophon_loc
   float* packed;
   int64_t j, k;
   int fresh;
-  memset(&key, 0, sizeof(key));
-  key.data = ddr->data;
-  key.data_end = (const float*)ddr->data + (int64_t)(ddr->c - 1) * ddr->stride_c +
-                 (int64_t)(ddr->h - 1) * ddr->stride_h + (int64_t)(ddr->w - 1) * ddr->stride_w + 1;
-  key.shape[0] = ddr->c;
-  key.shape[1] = ddr->h;
-  key.shape[2] = ddr->w;
-  key.shape[3] = ddr->stride_c;
-  key.shape[4] = ddr->stride_h;
-  key.shape[5] = ddr->stride_w;
+  sophon_packed_view_key(&key, ddr);
   if (weight->n != 1 || ddr->stride_c < 0 || ddr->stride_h < 0 || ddr->stride_w < 0 ||
       (packed = sophon_device_packed(dev, &key, (size_t)(weight->c * depth), &fresh)) == NULL) {
     sophon_lmem_reading(dev, weight);

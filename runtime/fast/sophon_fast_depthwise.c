@@ -92,11 +92,25 @@ typedef struct {
    * vectors; tap t reads input element o + flat_offset[t] for output o = oy * out_w
    * + ox, in the lanes of flat_mask[t][v] (the taps inside the input) */
   int flat;
+  /* stride-2 planes of at most 8 outputs a row (plan_pairs_avx512): two output rows
+     per vector; tap column kx loads input columns x .. x + 15 of a row in the lanes
+     of pair_mask[kx], and pair_index picks the even ones of two rows */
+  int pairs;
+  __mmask16 pair_mask[MAX_AVX512_KW];
+  int32_t pair_index[16];
   int32_t flat_vectors;
   int64_t flat_offset[MAX_FLAT_TAPS];
   __mmask16 flat_mask[MAX_FLAT_TAPS][MAX_FLAT_VECTORS];
 #endif
 } conv_depthwise;
+
+/* One channel of one batch item. */
+typedef struct {
+  const float* in;     /* the channel's input plane */
+  const float* filter; /* [ky][kx] */
+  float* out;          /* the channel's output plane */
+  float bias;
+} dw_plane;
 
 /* ------------------------------------------------------------- set-up */
 
@@ -393,13 +407,6 @@ static inline __mmask16 lanes_between(int64_t lo, int64_t hi) {
   return (__mmask16)(((1u << (hi - lo)) - 1u) << lo);
 }
 
-/* A tile: outputs [ox, ox + 16 * (nv - 1) + last) of output rows oy .. oy + nr - 1. */
-typedef struct {
-  const float* in;     /* the channel's input plane */
-  const float* filter; /* [ky][kx] */
-  float* out;          /* the channel's output plane */
-  float bias;
-} dw_plane;
 
 /* Vector (i) % nv of the tile is masked when it is the first or last of a row that
  * needs masks there (plan_plane_avx512 checks that no other vector does). */
@@ -657,6 +664,177 @@ SOPHON_AVX512 static void plane_flat_avx512(const conv_depthwise* d, const dw_pl
   }
 }
 
+/* Two channels of a flat plane of at most 4 vectors (7 x 7, 8 x 8) in one set of
+ * 8 accumulators (vectors i of a in acc i, of b in acc 4 + i): each tap's masks are
+ * loaded once for both, and 8 independent sums instead of 4 hide the adds' latency.
+ * Each channel's products and sums are those of flat_avx512. */
+#define FLAT2_TAP(i)                                                                 \
+  if ((i) < nv) {                                                                    \
+    const __mmask16 m = d->flat_mask[t][i];                                          \
+    acc##i = _mm512_add_ps(                                                          \
+        acc##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, a->in + 16 * (i) + offset), wa)); \
+    acc_b##i = _mm512_add_ps(                                                        \
+        acc_b##i, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, b->in + 16 * (i) + offset), wb)); \
+  }
+#define FLAT2_STORE(i)                                                               \
+  if ((i) < nv) {                                                                    \
+    const __mmask16 m = (i) == nv - 1 ? last_mask : (__mmask16)0xFFFF;              \
+    _mm512_mask_storeu_ps(a->out + 16 * (i), m,                                      \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias_a), &d->p->act)); \
+    _mm512_mask_storeu_ps(b->out + 16 * (i), m,                                      \
+                          sophon_act_avx512(_mm512_add_ps(acc_b##i, bias_b), &d->p->act)); \
+  }
+
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void flat2_avx512(const conv_depthwise* d,
+                                                                   const dw_plane* a,
+                                                                   const dw_plane* b, int nv) {
+  const int32_t taps = d->p->kernel_h * d->p->kernel_w;
+  const int64_t plane = (int64_t)d->out_h * d->out_w;
+  const __m512 bias_a = _mm512_set1_ps(a->bias), bias_b = _mm512_set1_ps(b->bias);
+  const __mmask16 last_mask = lanes_between(0, plane - 16 * (nv - 1));
+  __m512 acc0 = _mm512_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0, acc_b0 = acc0,
+         acc_b1 = acc0, acc_b2 = acc0, acc_b3 = acc0;
+  int32_t t;
+  for (t = 0; t < taps; ++t) { /* (ky, kx) in order */
+    const __m512 wa = _mm512_set1_ps(a->filter[t]), wb = _mm512_set1_ps(b->filter[t]);
+    const int64_t offset = d->flat_offset[t];
+    FLAT2_TAP(0)
+    FLAT2_TAP(1)
+    FLAT2_TAP(2)
+    FLAT2_TAP(3)
+  }
+  FLAT2_STORE(0)
+  FLAT2_STORE(1)
+  FLAT2_STORE(2)
+  FLAT2_STORE(3)
+}
+#undef FLAT2_TAP
+#undef FLAT2_STORE
+
+SOPHON_AVX512 static void plane_flat2_avx512(const conv_depthwise* d, const dw_plane* a,
+                                             const dw_plane* b) {
+  switch (d->flat_vectors) {
+    case 1: flat2_avx512(d, a, b, 1); break;
+    case 2: flat2_avx512(d, a, b, 2); break;
+    case 3: flat2_avx512(d, a, b, 3); break;
+    default: flat2_avx512(d, a, b, 4); break;
+  }
+}
+
+/* The kinds sophon_act_avx512 leaves alone: a second pass over the plane. */
+static void finish_plane(const conv_depthwise* d, const dw_plane* pl) {
+  if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
+    sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
+}
+
+/* 1 if every weight of the filter is finite, 16 weights per test. */
+SOPHON_AVX512 static int filter_is_finite_avx512(const float* filter, int64_t taps) {
+  __mmask16 bad = 0;
+  int64_t t;
+  for (t = 0; t < taps; t += 16) {
+    const __mmask16 m = lanes_between(0, taps - t);
+    bad |= _mm512_mask_fpclass_ps_mask(m, _mm512_maskz_loadu_ps(m, filter + t),
+                                       0x99); /* NaN or infinity */
+  }
+  return bad == 0;
+}
+
+/* Planes at stride 2 whose rows have at most 8 outputs (14 x 14 -> 7 x 7): the row
+ * tiles would use out_w of 16 lanes per vector; here a vector holds output rows oy
+ * and oy + 1 (consecutive in the plane), tap (ky, kx) one masked load from each of
+ * their input rows and one permute of the even columns of both. */
+static int plan_pairs_avx512(conv_depthwise* d) {
+  const sophon_conv_params* p = d->p;
+  int32_t kx, j;
+  if (!d->use_avx512 || p->stride_w != 2 || d->out_w > 8 || p->kernel_w > MAX_AVX512_KW)
+    return 0;
+  for (kx = 0; kx < p->kernel_w; ++kx) { /* lane i: input column x + i, inside the row */
+    const int64_t x = (int64_t)kx * p->dilation_w - p->pad_left;
+    d->pair_mask[kx] = lanes_between(-x, d->in_w - x) & lanes_between(0, 2 * d->out_w - 1);
+  }
+  for (j = 0; j < 16; ++j)
+    d->pair_index[j] = j < d->out_w ? 2 * j : j < 2 * d->out_w ? 16 + 2 * (j - d->out_w) : 0;
+  return 1;
+}
+
+#define PAIR_TAP(i)                                                                     \
+  if ((i) < nv) {                                                                       \
+    const __m512 a = row_a[i] != NULL ? _mm512_maskz_loadu_ps(m, row_a[i] + x) : zero; \
+    const __m512 b = row_b[i] != NULL ? _mm512_maskz_loadu_ps(m, row_b[i] + x) : zero; \
+    acc##i = _mm512_add_ps(acc##i, _mm512_mul_ps(_mm512_permutex2var_ps(a, index, b), w)); \
+  }
+#define PAIR_STORE(i)                                                                   \
+  if ((i) < nv) {                                                                       \
+    const int32_t oy = oy0 + 2 * (i);                                                   \
+    _mm512_mask_storeu_ps(pl->out + (int64_t)oy * d->out_w,                             \
+                          lanes_between(0, (oy + 1 < d->out_h ? 2 : 1) * d->out_w),    \
+                          sophon_act_avx512(_mm512_add_ps(acc##i, bias), &p->act));    \
+  }
+
+/* Output rows oy0 .. oy0 + 2 nv - 1 (nv <= 8, a constant after inlining). */
+SOPHON_AVX512 SOPHON_ALWAYS_INLINE static inline void pairs_avx512(const conv_depthwise* d,
+                                                                   const dw_plane* pl,
+                                                                   int32_t oy0, int nv) {
+  const sophon_conv_params* p = d->p;
+  const __m512 bias = _mm512_set1_ps(pl->bias), zero = _mm512_setzero_ps();
+  const __m512i index = _mm512_loadu_si512((const void*)d->pair_index);
+  const float* row_a[8];
+  const float* row_b[8];
+  __m512 acc0 = zero, acc1 = zero, acc2 = zero, acc3 = zero, acc4 = zero, acc5 = zero,
+         acc6 = zero, acc7 = zero;
+  int32_t ky, kx, i;
+  for (ky = 0; ky < p->kernel_h; ++ky) {
+    for (i = 0; i < nv; ++i) { /* the input rows of output rows oy, oy + 1 (NULL: padding) */
+      const int32_t oy = oy0 + 2 * i;
+      const int64_t iy = (int64_t)oy * p->stride_h - p->pad_top + (int64_t)ky * p->dilation_h;
+      row_a[i] = iy >= 0 && iy < d->in_h ? pl->in + iy * d->in_w : NULL;
+      row_b[i] = oy + 1 < d->out_h && iy + p->stride_h >= 0 && iy + p->stride_h < d->in_h
+                     ? pl->in + (iy + p->stride_h) * d->in_w
+                     : NULL;
+    }
+    for (kx = 0; kx < p->kernel_w; ++kx) {
+      const __m512 w = _mm512_set1_ps(pl->filter[ky * p->kernel_w + kx]);
+      const __mmask16 m = d->pair_mask[kx];
+      const int64_t x = (int64_t)kx * p->dilation_w - p->pad_left;
+      PAIR_TAP(0)
+      PAIR_TAP(1)
+      PAIR_TAP(2)
+      PAIR_TAP(3)
+      PAIR_TAP(4)
+      PAIR_TAP(5)
+      PAIR_TAP(6)
+      PAIR_TAP(7)
+    }
+  }
+  PAIR_STORE(0)
+  PAIR_STORE(1)
+  PAIR_STORE(2)
+  PAIR_STORE(3)
+  PAIR_STORE(4)
+  PAIR_STORE(5)
+  PAIR_STORE(6)
+  PAIR_STORE(7)
+}
+#undef PAIR_TAP
+#undef PAIR_STORE
+
+SOPHON_AVX512 static void plane_pairs_avx512(const conv_depthwise* d, const dw_plane* pl) {
+  const int32_t vectors = (d->out_h + 1) / 2;
+  int32_t v0;
+  for (v0 = 0; v0 < vectors; v0 += 8) {
+    switch (vectors - v0) {
+      case 1: pairs_avx512(d, pl, 2 * v0, 1); break;
+      case 2: pairs_avx512(d, pl, 2 * v0, 2); break;
+      case 3: pairs_avx512(d, pl, 2 * v0, 3); break;
+      case 4: pairs_avx512(d, pl, 2 * v0, 4); break;
+      case 5: pairs_avx512(d, pl, 2 * v0, 5); break;
+      case 6: pairs_avx512(d, pl, 2 * v0, 6); break;
+      case 7: pairs_avx512(d, pl, 2 * v0, 7); break;
+      default: pairs_avx512(d, pl, 2 * v0, 8); break;
+    }
+  }
+}
+
 /* One channel's output plane: tiles of up to 8 vectors of 16 outputs, over as many
  * output rows as fit in 8 accumulators (a row of at most 64 outputs runs with the
  * next rows). */
@@ -664,7 +842,7 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
   const int32_t nv_row = (d->out_w + 15) / 16;
   const int32_t rows_per_tile = nv_row >= 8 ? 1 : 8 / nv_row;
   int32_t oy, ox;
-  for (oy = 0; oy < d->out_h && !d->flat; oy += rows_per_tile) {
+  for (oy = 0; oy < d->out_h && !d->flat && !d->pairs; oy += rows_per_tile) {
     const int nr = d->out_h - oy < rows_per_tile ? d->out_h - oy : rows_per_tile;
     for (ox = 0; ox < d->out_w; ox += 128) {
       const int32_t count = d->out_w - ox < 128 ? d->out_w - ox : 128;
@@ -676,9 +854,8 @@ static void plane_avx512(const conv_depthwise* d, const dw_plane* pl) {
     }
   }
   if (d->flat) plane_flat_avx512(d, pl);
-  /* the kinds sophon_act_avx512 leaves alone: a second pass over the plane */
-  if (!sophon_act_is_simple(&d->p->act) && !sophon_act_is_sigmoid_family(&d->p->act))
-    sophon_activate_span_f32(pl->out, (int64_t)d->out_h * d->out_w, &d->p->act);
+  if (d->pairs) plane_pairs_avx512(d, pl);
+  finish_plane(d, pl);
 }
 #endif
 
@@ -709,28 +886,26 @@ static void vector_rows(const conv_depthwise* d, const depthwise_row* row, int32
   }
 }
 
-/* One output channel of one batch item; `tap_rows` is this task's scratch, whose
- * padding *zeroed says is written (done at the first channel that needs it). */
-static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t channel,
-                              float* tap_rows, int* zeroed) {
+/* One output channel of one batch item: its input and output planes, filter and
+ * bias; `tap_rows` is this task's scratch, whose padding *zeroed says is written
+ * (done at the first channel that needs it). */
+static void depthwise_channel(const conv_depthwise* d, const float* in, float* out,
+                              const float* filter, float bias, float* tap_rows, int* zeroed) {
   const sophon_conv_params* p = d->p;
-  const float* in = sophon_view_f32(&d->in_v, batch, channel);
-  float* out = sophon_view_f32(&d->out_v, batch, channel);
   int whole_rows = 0; /* the vector rows may read the padding (finite weights) */
   depthwise_row channel_row;
   int32_t oy, ox;
 
   channel_row.taps = tap_rows;
-  channel_row.filter = sophon_view_f32(&d->weight_v, 0, channel);
-  channel_row.bias = d->has_bias ? *sophon_view_f32(&d->bias_v, 0, channel) : 0.0f;
+  channel_row.filter = filter;
+  channel_row.bias = bias;
 #if SOPHON_X86_DISPATCH
-  if (d->plane_avx512 &&
-      filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w)) {
+  if (d->plane_avx512 && filter_is_finite_avx512(filter, (int64_t)p->kernel_h * p->kernel_w)) {
     dw_plane plane;
     plane.in = in;
-    plane.filter = channel_row.filter;
+    plane.filter = filter;
     plane.out = out;
-    plane.bias = channel_row.bias;
+    plane.bias = bias;
     plane_avx512(d, &plane);
     return;
   }
@@ -741,7 +916,7 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
   }
   if (d->vector_rows) {
     fill_tap_rows(d, in, tap_rows);
-    whole_rows = filter_is_finite(channel_row.filter, (int64_t)p->kernel_h * p->kernel_w);
+    whole_rows = filter_is_finite(filter, (int64_t)p->kernel_h * p->kernel_w);
   }
   for (oy = 0; oy < d->out_h;) {
     depthwise_row row = row_at(d, &channel_row, out, oy);
@@ -766,16 +941,74 @@ static void depthwise_channel(const conv_depthwise* d, int32_t batch, int32_t ch
   }
 }
 
+/* The planes of one channel, walked channel by channel without divisions. */
+typedef struct {
+  sophon_channel_iter in, out, weight, bias;
+} channel_walk;
+
+static channel_walk walk_begin(const conv_depthwise* d, int32_t batch, int32_t channel) {
+  channel_walk w;
+  w.in = sophon_channel_begin(&d->in_v, batch, channel);
+  w.out = sophon_channel_begin(&d->out_v, batch, channel);
+  w.weight = sophon_channel_begin(&d->weight_v, 0, channel);
+  if (d->has_bias) w.bias = sophon_channel_begin(&d->bias_v, 0, channel);
+  return w;
+}
+
+static void walk_next(const conv_depthwise* d, channel_walk* w) {
+  sophon_channel_next(&d->in_v, &w->in);
+  sophon_channel_next(&d->out_v, &w->out);
+  sophon_channel_next(&d->weight_v, &w->weight);
+  if (d->has_bias) sophon_channel_next(&d->bias_v, &w->bias);
+}
+
+static dw_plane plane_at(const conv_depthwise* d, const channel_walk* w) {
+  dw_plane pl;
+  pl.in = (const float*)(const void*)w->in.base;
+  pl.out = (float*)(void*)w->out.base;
+  pl.filter = (const float*)(const void*)w->weight.base;
+  pl.bias = d->has_bias ? *(const float*)(const void*)w->bias.base : 0.0f;
+  return pl;
+}
+
 static void depthwise_task(void* ctx, int32_t task, int32_t tasks) {
   const conv_depthwise* d = (const conv_depthwise*)ctx;
   float* tap_rows = d->vector_rows ? d->scratch + task * d->task_floats : NULL;
+  const int64_t taps = (int64_t)d->p->kernel_h * d->p->kernel_w;
   int zeroed = 0;
   int64_t begin, end, channel;
   int32_t batch;
   sophon_task_range(d->channels, task, tasks, &begin, &end);
-  for (batch = 0; batch < d->batches; ++batch)
-    for (channel = begin; channel < end; ++channel)
-      depthwise_channel(d, batch, (int32_t)channel, tap_rows, &zeroed);
+  if (begin >= end) return;
+  for (batch = 0; batch < d->batches; ++batch) {
+    channel_walk w = walk_begin(d, batch, (int32_t)begin);
+    for (channel = begin; channel < end; ++channel) {
+      dw_plane a = plane_at(d, &w);
+#if SOPHON_X86_DISPATCH
+      /* small flat planes two channels at a time */
+      if (d->flat && d->flat_vectors <= 4 && channel + 1 < end &&
+          filter_is_finite_avx512(a.filter, taps)) {
+        dw_plane b;
+        walk_next(d, &w);
+        b = plane_at(d, &w);
+        if (filter_is_finite_avx512(b.filter, taps)) {
+          plane_flat2_avx512(d, &a, &b);
+          finish_plane(d, &a);
+          finish_plane(d, &b);
+        } else {
+          plane_avx512(d, &a);
+          depthwise_channel(d, b.in, b.out, b.filter, b.bias, tap_rows, &zeroed);
+        }
+        walk_next(d, &w);
+        ++channel;
+        continue;
+      }
+#endif
+      depthwise_channel(d, a.in, a.out, a.filter, a.bias, tap_rows, &zeroed);
+      walk_next(d, &w);
+    }
+  }
+  (void)taps; /* used by the AVX-512 pairs only */
 }
 
 void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
@@ -802,7 +1035,8 @@ void sophon_fast_depthwise_f32(sophon_device* dev, const sophon_local* out,
   plan_layout(&d);
 #if SOPHON_X86_DISPATCH
   d.flat = d.use_avx512 && plan_flat_avx512(&d);
-  d.plane_avx512 = d.flat || plan_plane_avx512(&d);
+  d.pairs = !d.flat && plan_pairs_avx512(&d);
+  d.plane_avx512 = d.flat || d.pairs || plan_plane_avx512(&d);
 #else
   d.plane_avx512 = 0;
 #endif

@@ -281,7 +281,9 @@ static void test_source_written(int32_t isa, int32_t threads) {
 /* An fc whose weight is a constant load: read from its packed copy, twice; then a
  * load overwrites a strip of it and the fc reads LMEM, the rest of the weight
  * copied from DDR. With `transposed` the view has the features innermost (as the
- * compiler loads some fc weights): not deferred, copied at once. */
+ * compiler loads some fc weights): deferred from a packed contiguous copy of the
+ * view, which the strip's gaps are copied from; then the source is written (LMEM
+ * keeps the old values) and loaded again (the new ones). */
 static void test_fc_weight(int32_t isa, int32_t threads, int transposed) {
   twins tw = make_twins(isa, threads);
   enum { M = 2, K = 40, N = 24 };
@@ -289,7 +291,7 @@ static void test_fc_weight(int32_t isa, int32_t threads, int transposed) {
   const sophon_local w = local4(8192, 1, N, K, 1, SOPHON_LAYOUT_COMPACT);
   const sophon_local strip = local4(8192 + 40, 1, 16, 2, 2, SOPHON_LAYOUT_COMPACT);
   const sophon_local out = local4(32768, M, N, 1, 1, SOPHON_LAYOUT_COMPACT);
-  float x[M * K], wt[K * N], got[2][M * N], zeros[64];
+  float x[M * K], wt[K * N], got[2][M * N], zeros[64], before[M * N];
   sophon_global g = view_of(wt, &w);
   sophon_activation none;
   int round, i;
@@ -315,6 +317,23 @@ static void test_fc_weight(int32_t isa, int32_t threads, int transposed) {
       CHECK_OK(tw.dev[i], sophon_gdma_store(tw.dev[i], &o, &out));
     }
     CHECK(memcmp(got[0], got[1], sizeof got[0]) == 0);
+  }
+  for (round = 0; round < 3 && transposed; ++round) {
+    sophon_global all = view_of(wt, &w);
+    for (i = 0; i < 2 && round != 1; ++i)
+      CHECK_OK(tw.dev[i], i == 0 ? sophon_gdma_load_constant(tw.dev[i], &w, &g)
+                                 : sophon_gdma_load(tw.dev[i], &w, &g));
+    for (i = 0; i < 2 && round == 0; ++i) /* both write the one DDR array */
+      CHECK_OK(tw.dev[i], sophon_gdma_fill(tw.dev[i], &all, 0.25));
+    for (i = 0; i < 2; ++i) {
+      sophon_global o = view_of(got[i], &out);
+      CHECK_OK(tw.dev[i], sophon_tiu_fc(tw.dev[i], &out, &in, &w, NULL, &none));
+      CHECK_OK(tw.dev[i], sophon_gdma_store(tw.dev[i], &o, &out));
+    }
+    CHECK(memcmp(got[0], got[1], sizeof got[0]) == 0);
+    /* rounds 0 and 1: the values loaded before the fill; round 2: the fill's */
+    if (round == 0) memcpy(before, got[0], sizeof before);
+    CHECK((memcmp(got[0], before, sizeof before) == 0) == (round < 2));
   }
   CHECK(same_state(&tw));
   destroy_twins(&tw);
