@@ -171,8 +171,9 @@ class Device:
         return LocalStruct(buf.addr + rows_before * w * 4, n, c, h, w, F32, ALIGNED, stride), buf
 
 
-@pytest.fixture(scope="module")
-def devices():
+def device_set():
+    """The reference device and the fast ones (1 and 2 threads at every instruction-set
+    cap), yielded as a dict, then closed."""
     devs = {"ref": Device(1, reference=True), "fast1": Device(1), "fast2": Device(2)}
     for isa in ISAS:
         for threads in (1, 2):
@@ -180,6 +181,11 @@ def devices():
     yield devs
     for dev in devs.values():
         dev.close()
+
+
+@pytest.fixture(scope="module")
+def devices():
+    yield from device_set()
 
 
 def fast_devices(devices) -> dict:
@@ -253,8 +259,10 @@ def with_specials(rng, array: np.ndarray, fraction: float) -> np.ndarray:
     return out
 
 
-def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, *,
-             in_window=(0, 0), out_window=(0, 0), constant_weight=False):
+def conv_operands(dev: Device, x, weight, bias, out_shape, *, in_window=(0, 0), out_window=(0, 0),
+                  load_weight=None):
+    """Loads a conv's operands on dev: (out, in, weight, bias or None) locals. The
+    weight (1, OC, IC, KH*KW) goes in by dev.load, or by load_weight(local, array)."""
     dev.next_addr = 0
     n, oc, oh, ow = out_shape
     if in_window == (0, 0):
@@ -263,7 +271,7 @@ def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, 
     else:
         t_in, _ = dev.window(x, *in_window)
     t_w = dev.alloc(1, oc, weight.shape[1], weight.shape[2] * weight.shape[3], COMPACT)
-    (dev.load_constant if constant_weight else dev.load)(t_w, weight.reshape(1, oc, weight.shape[1], -1))
+    (load_weight or dev.load)(t_w, weight.reshape(1, oc, weight.shape[1], -1))
     t_b = None
     if bias is not None:
         t_b = dev.alloc(1, oc, 1, 1, COMPACT)
@@ -275,11 +283,23 @@ def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, 
         buf = dev.alloc(n, oc, before + oh + after, ow)
         stride = dev.lib.sophon_local_channel_stride(ctypes.byref(dev.chip), ctypes.byref(buf))
         t_out = LocalStruct(buf.addr + before * ow * 4, n, oc, oh, ow, F32, ALIGNED, stride)
-    dev.check(dev.lib.sophon_tiu_conv2d(dev.handle, ctypes.byref(t_out), ctypes.byref(t_in),
-                                        ctypes.byref(t_w),
-                                        ctypes.byref(t_b) if t_b is not None else None,
-                                        ctypes.byref(params)))
-    return dev.store(t_out)
+    return t_out, t_in, t_w, t_b
+
+
+def conv_args(dev: Device, operands, params: ConvParamsStruct) -> list:
+    """sophon_tiu_conv2d's arguments for conv_operands' locals."""
+    t_out, t_in, t_w, t_b = operands
+    return [dev.handle, ctypes.byref(t_out), ctypes.byref(t_in), ctypes.byref(t_w),
+            ctypes.byref(t_b) if t_b is not None else None, ctypes.byref(params)]
+
+
+def run_conv(dev: Device, x, weight, bias, params: ConvParamsStruct, out_shape, *,
+             in_window=(0, 0), out_window=(0, 0), constant_weight=False):
+    operands = conv_operands(dev, x, weight, bias, out_shape, in_window=in_window,
+                             out_window=out_window,
+                             load_weight=dev.load_constant if constant_weight else None)
+    dev.check(dev.lib.sophon_tiu_conv2d(*conv_args(dev, operands, params)))
+    return dev.store(operands[0])
 
 
 def conv_params(kernel, stride, pad, dilation, groups, act="none") -> ConvParamsStruct:

@@ -25,13 +25,17 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from test_fast_kernels import (COMPACT, EPS, ISAS, SIGMOID_FAMILY, SIGMOID_ULPS, Device, GlobalStruct,
-                               conv_params, run_conv, winograd_magnitude)
-from test_fast_kernels import devices  # noqa: F401  (the fixture: reference and fast devices)
+from test_fast_kernels import (COMPACT, EPS, ISAS, SIGMOID_FAMILY, SIGMOID_ULPS, GlobalStruct,
+                               conv_args, conv_operands, conv_params, device_set, winograd_magnitude)
 from tvm_sophon.cost import ConvParamsStruct, LocalStruct
 
 
-def winograd_entry(dev: Device):
+@pytest.fixture(scope="module")
+def devices():
+    yield from device_set()
+
+
+def winograd_entry(dev):
     fn = dev.lib.sophon_fast_winograd_f32
     P = ctypes.POINTER
     fn.argtypes = [ctypes.c_void_p, P(LocalStruct), P(LocalStruct), P(LocalStruct), P(LocalStruct),
@@ -44,43 +48,28 @@ def run_case(dev, x, weight, bias, params, out_shape, windows, *, constant=False
     with `entry`, also the Winograd entry point on the same operands: (instruction
     output, entry status, entry output)."""
     in_window, out_window = windows
-    if not constant and not entry:
-        return run_conv(dev, x, weight, bias, params, out_shape, in_window=in_window,
-                        out_window=out_window)
-    dev.next_addr = 0
-    n, oc, oh, ow = out_shape
-    if in_window == (0, 0):
-        t_in = dev.alloc(*x.shape)
-        dev.load(t_in, x)
-    else:
-        t_in, _ = dev.window(x, *in_window)
-    t_w = dev.alloc(1, oc, weight.shape[1], 9, COMPACT)
-    w_ddr = np.ascontiguousarray(weight.reshape(1, oc, weight.shape[1], 9), np.float32)
-    if constant:
+
+    def load_constant(t_w, array):
         # the promise of a constant load: the DDR view does not change while the device
         # lives, so its array must not be freed (its address reused by the next case's
         # weight would find this one's packed U)
-        dev.__dict__.setdefault("constants", []).append(w_ddr)
+        array = np.ascontiguousarray(array, np.float32)
+        dev.__dict__.setdefault("constants", []).append(array)
         dev.check(dev.lib.sophon_gdma_load_constant(dev.handle, ctypes.byref(t_w),
-                                                    ctypes.byref(GlobalStruct.of(w_ddr))))
-    else:
-        dev.load(t_w, w_ddr)
-    t_b = None
-    if bias is not None:
-        t_b = dev.alloc(1, oc, 1, 1, COMPACT)
-        dev.load(t_b, bias.reshape(1, oc, 1, 1))
-    t_out = dev.alloc(n, oc, oh, ow)
-    args = [dev.handle, ctypes.byref(t_out), ctypes.byref(t_in), ctypes.byref(t_w),
-            ctypes.byref(t_b) if t_b is not None else None, ctypes.byref(params)]
+                                                    ctypes.byref(GlobalStruct.of(array))))
+
+    operands = conv_operands(dev, x, weight, bias, out_shape, in_window=in_window,
+                             out_window=out_window, load_weight=load_constant if constant else None)
+    args = conv_args(dev, operands, params)
     dev.check(dev.lib.sophon_tiu_conv2d(*args))
-    first = dev.store(t_out)
+    first = dev.store(operands[0])
     if constant:  # again: U from the device's packed copy
         dev.check(dev.lib.sophon_tiu_conv2d(*args))
-        assert dev.store(t_out).tobytes() == first.tobytes(), "the packed U gave other bits"
+        assert dev.store(operands[0]).tobytes() == first.tobytes(), "the packed U gave other bits"
     if not entry:
         return first
     status = winograd_entry(dev)(*args, None)
-    return first, status, dev.store(t_out)
+    return first, status, dev.store(operands[0])
 
 
 CASES = [

@@ -57,7 +57,8 @@
  * Let u = 2^-24, gamma_n = n u / (1 - n u), K = in_ch, and per tile the operands'
  * magnitudes transformed with absolute values,
  *     U~ = |G| |g| |G|^T,   V~ = |B^T| |d| |B|,   S = |A^T| [ sum_ic U~ . V~ ] |A|.
- * Each element of U sums 3 then 3 terms (weights 1 or 1/2, exact), 4 roundings:
+ * Each element of U sums 3 then 3 terms (weights 1 or 1/2, the halving exact but
+ * for subnormal values), 4 roundings:
  * |U^ - U| <= gamma_4 U~; of V, 2 then 2 terms: |V^ - V| <= gamma_2 V~; the GEMM
  * sums K products in ic order (fused multiply-adds with AVX-512, multiply then add
  * in C): within gamma_K sum |U^| |V^|; A^T M A sums 3 then 3 terms: gamma_4 more. So
